@@ -1,0 +1,157 @@
+//! Convolution (im2col + gemm) and pooling over NCHW.
+
+use super::matmul::{MatRef, gemm, threaded};
+use super::{float_tensor, floats, for_rows};
+use crate::shape::{Conv2dShape, Pool2dShape};
+use crate::{Conv2d, Pool2d, PoolKind, Result, Tensor};
+
+/// The output positions `lo..hi` along one axis whose input position
+/// `i = o·stride + offset − pad` (offset = tap·dilation) lies in `0..size`;
+/// the others read padding.
+fn valid_outputs(
+    size: usize,
+    out: usize,
+    stride: usize,
+    pad: usize,
+    offset: usize,
+) -> (usize, usize) {
+    // i = o·stride + offset − pad ≥ 0  ⇔  o ≥ ceil((pad − offset) / stride)
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    // i < size  ⇔  o·stride < size + pad − offset
+    let hi = if size + pad <= offset {
+        0
+    } else {
+        (size + pad - offset).div_ceil(stride)
+    };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// Lays one image's group of channels out as the `[cg·kh·kw, oh·ow]` matrix
+/// whose product with the group's weights is the convolution.
+fn im2col(x: &[f32], cg: usize, s: &Conv2dShape, p: &Conv2d, col: &mut [f32]) {
+    let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
+    let mut rows = col.chunks_exact_mut(oh * ow);
+    for ci in 0..cg {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..s.kh {
+            let (y_lo, y_hi) = valid_outputs(h, oh, p.stride.0, p.padding.0, ky * p.dilation.0);
+            for kx in 0..s.kw {
+                let row = rows.next().expect("col sized for cg·kh·kw rows");
+                let (x_lo, x_hi) = valid_outputs(w, ow, p.stride.1, p.padding.1, kx * p.dilation.1);
+                row.fill(0.0);
+                if x_lo == x_hi {
+                    continue;
+                }
+                for oy in y_lo..y_hi {
+                    let iy = oy * p.stride.0 + ky * p.dilation.0 - p.padding.0;
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let ix0 = x_lo * p.stride.1 + kx * p.dilation.1 - p.padding.1;
+                    if p.stride.1 == 1 {
+                        dst[x_lo..x_hi].copy_from_slice(&src[ix0..ix0 + (x_hi - x_lo)]);
+                    } else {
+                        for (j, d) in dst[x_lo..x_hi].iter_mut().enumerate() {
+                            *d = src[ix0 + j * p.stride.1];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    p: Conv2d,
+    s: &Conv2dShape,
+) -> Result<Tensor> {
+    let src = floats("conv2d", x)?;
+    let wt = floats("conv2d", weight)?;
+    let bias = bias.map(|b| floats("conv2d", b)).transpose()?;
+    let g = p.groups;
+    let (cg, og) = (s.c / g, s.o / g);
+    let taps = cg * s.kh * s.kw;
+    let plane = s.oh * s.ow;
+    let image_out = s.o * plane;
+    let mut out = vec![0.0f32; s.n * image_out];
+    // A 1×1 kernel with unit stride and no padding reads the input as is.
+    let direct = s.kh == 1 && s.kw == 1 && p.stride == (1, 1) && p.padding == (0, 0);
+    let total = s.n * image_out;
+    for_rows(&mut out, image_out, image_out * taps, |first, chunk| {
+        // Threads inside gemm only when the images were not already split.
+        let inner_threads = chunk.len() == total && threaded(og, plane, taps);
+        let mut col = if direct {
+            Vec::new()
+        } else {
+            vec![0.0f32; taps * plane]
+        };
+        for (i, dst) in chunk.chunks_exact_mut(image_out).enumerate() {
+            let image = &src[(first + i) * s.c * s.h * s.w..(first + i + 1) * s.c * s.h * s.w];
+            if let Some(b) = &bias {
+                for (row, &v) in dst.chunks_exact_mut(plane).zip(b.iter()) {
+                    row.fill(v);
+                }
+            }
+            for gi in 0..g {
+                let channels = &image[gi * cg * s.h * s.w..(gi + 1) * cg * s.h * s.w];
+                let rhs = if direct {
+                    MatRef::rows(channels, plane)
+                } else {
+                    im2col(channels, cg, s, &p, &mut col);
+                    MatRef::rows(&col, plane)
+                };
+                let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
+                let dst = &mut dst[gi * og * plane..(gi + 1) * og * plane];
+                gemm(
+                    dst,
+                    plane,
+                    (og, plane, taps),
+                    lhs,
+                    rhs,
+                    1.0,
+                    bias.is_some(),
+                    inner_threads,
+                );
+            }
+        }
+    });
+    Ok(float_tensor(x.dtype(), &s.out_shape, out))
+}
+
+pub(super) fn pool2d(x: &Tensor, p: Pool2d, s: &Pool2dShape) -> Result<Tensor> {
+    let src = floats("pool2d", x)?;
+    let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
+    let mut out = vec![0.0f32; s.n * s.c * oh * ow];
+    let window = p.kernel.0 * p.kernel.1;
+    for_rows(&mut out, oh * ow, oh * ow * window, |first, chunk| {
+        for (i, dst) in chunk.chunks_exact_mut(oh * ow).enumerate() {
+            let plane = &src[(first + i) * h * w..(first + i + 1) * h * w];
+            for oy in 0..oh {
+                // Clip the window to the input: padding never takes part.
+                let y0 = (oy * p.stride.0).saturating_sub(p.padding.0);
+                let y1 = (oy * p.stride.0 + p.kernel.0 - p.padding.0).min(h);
+                for ox in 0..ow {
+                    let x0 = (ox * p.stride.1).saturating_sub(p.padding.1);
+                    let x1 = (ox * p.stride.1 + p.kernel.1 - p.padding.1).min(w);
+                    let rows = plane[y0 * w..y1 * w].chunks_exact(w).map(|r| &r[x0..x1]);
+                    dst[oy * ow + ox] = match p.kind {
+                        PoolKind::Max => rows.flatten().fold(f32::NEG_INFINITY, |m, &v| {
+                            if v > m || v.is_nan() && !m.is_nan() {
+                                v
+                            } else {
+                                m
+                            }
+                        }),
+                        PoolKind::Avg => {
+                            let sum: f32 = rows.flatten().sum();
+                            sum / ((y1 - y0) * (x1 - x0)) as f32
+                        }
+                    };
+                }
+            }
+        }
+    });
+    Ok(float_tensor(x.dtype(), &s.out_shape, out))
+}

@@ -1,0 +1,403 @@
+//! Elementwise kernels: broadcasting binary ops, unary ops, affine, cast, full.
+
+use super::{BLOCK, Elem, by_dtype, elems, float_tensor, floats, for_rows, tensor_of};
+use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
+
+pub(super) fn full(dtype: DType, shape: &[usize], value: f64) -> Tensor {
+    fn fill<T: Elem>(shape: &[usize], value: f64) -> Tensor {
+        tensor_of(
+            T::DTYPE,
+            shape,
+            vec![T::from_f64(value); shape::numel(shape)],
+        )
+    }
+    by_dtype!(dtype, fill(shape, value))
+}
+
+pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
+    fn from<S: Elem>(x: &Tensor, to: DType) -> Result<Tensor> {
+        fn into<S: Elem, D: Elem>(x: &Tensor) -> Result<Tensor> {
+            let src: &[S] = elems("cast", x)?;
+            let mut out = vec![D::zeroed(); src.len()];
+            for_rows(&mut out, BLOCK, BLOCK, |row, chunk| {
+                let start = row * BLOCK;
+                let end = start + chunk.len();
+                for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
+                    *o = D::convert(s);
+                }
+            });
+            Ok(tensor_of(D::DTYPE, x.shape(), out))
+        }
+        by_dtype!(to, into::<S>(x))
+    }
+    if x.dtype() == to {
+        super::host("cast", x)?;
+        return Ok(x.clone());
+    }
+    match (x.dtype(), to) {
+        // The half crate converts whole slices with F16C/NEON where present.
+        (DType::F16, DType::F32) => Ok(float_tensor(
+            DType::F32,
+            x.shape(),
+            floats("cast", x)?.into_owned(),
+        )),
+        (DType::F32, DType::F16) => Ok(float_tensor(
+            DType::F16,
+            x.shape(),
+            floats("cast", x)?.into_owned(),
+        )),
+        _ => by_dtype!(x.dtype(), from(x, to)),
+    }
+}
+
+pub(super) fn affine(x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
+    let src = floats("affine", x)?;
+    // Separate multiply and add: `mul_add` is a library call without FMA.
+    let out = map(&src, 2, |v| v * factor + offset);
+    Ok(float_tensor(x.dtype(), x.shape(), out))
+}
+
+/// `f` over every element, in parallel blocks for large inputs.
+fn map<T: Copy + Send + Sync, U: Copy + Default + Send>(
+    src: &[T],
+    cost: usize,
+    f: impl Fn(T) -> U + Sync + Send,
+) -> Vec<U> {
+    let mut out = vec![U::default(); src.len()];
+    for_rows(&mut out, BLOCK, BLOCK * cost, |row, chunk| {
+        let start = row * BLOCK;
+        let end = start + chunk.len();
+        for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
+            *o = f(s);
+        }
+    });
+    out
+}
+
+/// e^x to about 2 ulp, written without branches or library calls so that
+/// LLVM vectorizes the loops that call it (softmax, attention, sigmoid).
+///
+/// Cephes' `expf`: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial
+/// for e^r, and 2^n built directly in the exponent bits. Results below the
+/// smallest normal float flush to 0.
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    // ln(f32::MAX) and ln(f32::MIN_POSITIVE).
+    const HI: f32 = 88.722_83;
+    const LO: f32 = -87.336_54;
+    // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(LO, HI);
+    let k = xc * std::f32::consts::LOG2_E + MAGIC;
+    let n = k - MAGIC;
+    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // n spans -126..=128; two half-size powers keep each one a normal float.
+    let half = ni >> 1;
+    let pow = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    let scaled = y * pow(half) * pow(ni - half);
+    if x > HI {
+        f32::INFINITY
+    } else if x < LO {
+        // Also maps -inf to 0.
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        scaled
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+fn unary_f32(op: UnaryOp, src: &[f32]) -> Vec<f32> {
+    use std::f32::consts::FRAC_1_SQRT_2;
+    // √(2/π)
+    const GELU_TANH_K: f32 = 0.797_884_6;
+    match op {
+        UnaryOp::Neg => map(src, 1, |x: f32| -x),
+        UnaryOp::Abs => map(src, 1, f32::abs),
+        UnaryOp::Exp => map(src, 4, exp),
+        UnaryOp::Log => map(src, 16, f32::ln),
+        UnaryOp::Sqrt => map(src, 2, f32::sqrt),
+        UnaryOp::Rsqrt => map(src, 2, |x: f32| 1.0 / x.sqrt()),
+        // `x < 0` is false for NaN, so NaN passes through as in PyTorch.
+        UnaryOp::Relu => map(src, 1, |x: f32| if x < 0.0 { 0.0 } else { x }),
+        UnaryOp::Gelu => map(src, 16, |x: f32| {
+            0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
+        }),
+        // 0.5·(1 + tanh u) = sigmoid(2u): same value, one vectorizable exp.
+        UnaryOp::GeluTanh => map(src, 6, |x: f32| {
+            x * sigmoid(2.0 * GELU_TANH_K * (x + 0.044_715 * x * x * x))
+        }),
+        UnaryOp::Tanh => map(src, 16, f32::tanh),
+        UnaryOp::Sigmoid => map(src, 5, sigmoid),
+        UnaryOp::Silu => map(src, 5, |x: f32| x * sigmoid(x)),
+        UnaryOp::Erf => map(src, 16, libm::erff),
+    }
+}
+
+pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let name = op.name();
+    match x.dtype() {
+        DType::F32 | DType::F16 => {
+            let src = floats(name, x)?;
+            Ok(float_tensor(x.dtype(), x.shape(), unary_f32(op, &src)))
+        }
+        DType::I32 => {
+            let src: &[i32] = elems(name, x)?;
+            let out = match op {
+                UnaryOp::Neg => map(src, 1, i32::wrapping_neg),
+                _ => map(src, 1, i32::wrapping_abs),
+            };
+            Ok(tensor_of(DType::I32, x.shape(), out))
+        }
+        DType::I64 => {
+            let src: &[i64] = elems(name, x)?;
+            let out = match op {
+                UnaryOp::Neg => map(src, 1, i64::wrapping_neg),
+                _ => map(src, 1, i64::wrapping_abs),
+            };
+            Ok(tensor_of(DType::I64, x.shape(), out))
+        }
+        DType::U8 => Err(TensorError::DType(format!("{name}: u8 is not supported"))),
+    }
+}
+
+/// Integer arithmetic with the contract's semantics: wrapping on overflow,
+/// division truncating toward zero.
+trait IntArith: Copy + Ord + Default + Send + Sync {
+    const ZERO: Self;
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+}
+
+macro_rules! int_arith {
+    ($t:ty) => {
+        impl IntArith for $t {
+            const ZERO: Self = 0;
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            fn sub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            fn div(self, o: Self) -> Self {
+                // Zero divisors are refused before the kernel runs.
+                self.wrapping_div(o)
+            }
+        }
+    };
+}
+
+int_arith!(i32);
+int_arith!(i64);
+
+fn binary_float(
+    op: BinaryOp,
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &[usize],
+) -> Vec<f32> {
+    match op {
+        BinaryOp::Add => zip(a, sa, b, sb, out, |x, y| x + y),
+        BinaryOp::Sub => zip(a, sa, b, sb, out, |x, y| x - y),
+        BinaryOp::Mul => zip(a, sa, b, sb, out, |x, y| x * y),
+        BinaryOp::Div => zip(a, sa, b, sb, out, |x, y| x / y),
+        // NaN in either operand wins, as in PyTorch.
+        BinaryOp::Maximum => zip(
+            a,
+            sa,
+            b,
+            sb,
+            out,
+            |x: f32, y: f32| {
+                if x.is_nan() || x > y { x } else { y }
+            },
+        ),
+        BinaryOp::Minimum => zip(
+            a,
+            sa,
+            b,
+            sb,
+            out,
+            |x: f32, y: f32| {
+                if x.is_nan() || x < y { x } else { y }
+            },
+        ),
+        BinaryOp::Pow => zip(a, sa, b, sb, out, f32::powf),
+    }
+}
+
+fn binary_int<T: IntArith + Elem>(
+    op: BinaryOp,
+    a: &Tensor,
+    b: &Tensor,
+    out: &[usize],
+) -> Result<Tensor> {
+    let name = op.name();
+    let (x, y): (&[T], &[T]) = (elems(name, a)?, elems(name, b)?);
+    let (sa, sb) = (a.shape(), b.shape());
+    if op == BinaryOp::Div && shape::numel(out) > 0 && y.contains(&T::ZERO) {
+        return Err(TensorError::InvalidArgument(format!(
+            "div: integer division by zero (b {sb:?} holds a 0)"
+        )));
+    }
+    let data = match op {
+        BinaryOp::Add => zip(x, sa, y, sb, out, T::add),
+        BinaryOp::Sub => zip(x, sa, y, sb, out, T::sub),
+        BinaryOp::Mul => zip(x, sa, y, sb, out, T::mul),
+        BinaryOp::Div => zip(x, sa, y, sb, out, T::div),
+        BinaryOp::Maximum => zip(x, sa, y, sb, out, Ord::max),
+        BinaryOp::Minimum => zip(x, sa, y, sb, out, Ord::min),
+        BinaryOp::Pow => unreachable!("shape::binary refuses integer pow"),
+    };
+    Ok(tensor_of(T::DTYPE, out, data))
+}
+
+pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Result<Tensor> {
+    let name = op.name();
+    match a.dtype() {
+        DType::F32 | DType::F16 => {
+            let (x, y) = (floats(name, a)?, floats(name, b)?);
+            let data = binary_float(op, &x, a.shape(), &y, b.shape(), out);
+            Ok(float_tensor(a.dtype(), out, data))
+        }
+        DType::I32 => binary_int::<i32>(op, a, b, out),
+        DType::I64 => binary_int::<i64>(op, a, b, out),
+        DType::U8 => Err(TensorError::DType(format!("{name}: u8 is not supported"))),
+    }
+}
+
+/// `f(a, b)` over the broadcast shape `out`.
+///
+/// Dimensions are first merged wherever both operands stay contiguous (or
+/// stay broadcast) across them, so the work becomes an outer loop over rows
+/// and an inner loop in which each operand is either a contiguous run or one
+/// repeated value — the loops LLVM vectorizes. Equal shapes and a bias
+/// broadcast over rows both reduce to contiguous runs.
+fn zip<T: Copy + Default + Send + Sync>(
+    a: &[T],
+    sa: &[usize],
+    b: &[T],
+    sb: &[usize],
+    out: &[usize],
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Vec<T> {
+    let n = shape::numel(out);
+    let mut data = vec![T::default(); n];
+    if n == 0 {
+        return data;
+    }
+    if sa == sb {
+        for_rows(&mut data, BLOCK, BLOCK, |row, chunk| {
+            let s = row * BLOCK;
+            let e = s + chunk.len();
+            for ((o, &x), &y) in chunk.iter_mut().zip(&a[s..e]).zip(&b[s..e]) {
+                *o = f(x, y);
+            }
+        });
+        return data;
+    }
+    let (dims, strides_a, strides_b) = collapse(out, sa, sb);
+    let inner = *dims.last().expect("collapse keeps at least one dimension");
+    let (ia, ib) = (*strides_a.last().unwrap(), *strides_b.last().unwrap());
+    let outer_dims = &dims[..dims.len() - 1];
+    for_rows(&mut data, inner, inner, |first_row, chunk| {
+        // Odometer over the outer dimensions, started at `first_row`.
+        let mut coord = vec![0usize; outer_dims.len()];
+        let mut rest = first_row;
+        for d in (0..outer_dims.len()).rev() {
+            coord[d] = rest % outer_dims[d];
+            rest /= outer_dims[d];
+        }
+        let mut oa: usize = coord.iter().zip(&strides_a).map(|(c, s)| c * s).sum();
+        let mut ob: usize = coord.iter().zip(&strides_b).map(|(c, s)| c * s).sum();
+        for row in chunk.chunks_exact_mut(inner) {
+            match (ia, ib) {
+                (1, 1) => {
+                    for ((o, &x), &y) in row
+                        .iter_mut()
+                        .zip(&a[oa..oa + inner])
+                        .zip(&b[ob..ob + inner])
+                    {
+                        *o = f(x, y);
+                    }
+                }
+                (1, _) => {
+                    let y = b[ob];
+                    for (o, &x) in row.iter_mut().zip(&a[oa..oa + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                (_, 1) => {
+                    let x = a[oa];
+                    for (o, &y) in row.iter_mut().zip(&b[ob..ob + inner]) {
+                        *o = f(x, y);
+                    }
+                }
+                _ => row.fill(f(a[oa], b[ob])),
+            }
+            for d in (0..outer_dims.len()).rev() {
+                coord[d] += 1;
+                oa += strides_a[d];
+                ob += strides_b[d];
+                if coord[d] < outer_dims[d] {
+                    break;
+                }
+                oa -= strides_a[d] * outer_dims[d];
+                ob -= strides_b[d] * outer_dims[d];
+                coord[d] = 0;
+            }
+        }
+    });
+    data
+}
+
+/// Drops unit dimensions of `out` and merges neighbours that both operands
+/// traverse alike; returns (dims, a strides, b strides), never empty.
+fn collapse(out: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let (ta, tb) = (
+        shape::broadcast_strides(sa, out),
+        shape::broadcast_strides(sb, out),
+    );
+    let (mut dims, mut da, mut db): (Vec<usize>, Vec<usize>, Vec<usize>) = (vec![], vec![], vec![]);
+    for i in 0..out.len() {
+        if out[i] == 1 {
+            continue;
+        }
+        if let (Some(&pa), Some(&pb)) = (da.last(), db.last()) {
+            // The previous dimension steps over exactly this one in both.
+            if pa == ta[i] * out[i] && pb == tb[i] * out[i] {
+                *dims.last_mut().unwrap() *= out[i];
+                *da.last_mut().unwrap() = ta[i];
+                *db.last_mut().unwrap() = tb[i];
+                continue;
+            }
+        }
+        dims.push(out[i]);
+        da.push(ta[i]);
+        db.push(tb[i]);
+    }
+    if dims.is_empty() {
+        return (vec![1], vec![0], vec![0]);
+    }
+    (dims, da, db)
+}

@@ -1,0 +1,270 @@
+//! Kernels that only move elements: transpose, slice, concat, embedding.
+//!
+//! They never look at values, so each runs on the plain integer type of the
+//! dtype's size (`by_size!`) and covers every dtype with one instantiation
+//! per element width.
+
+use bytemuck::Pod;
+
+use super::{by_size, elems, for_rows, host, tensor_of};
+use crate::shape::{self, contiguous_strides};
+use crate::{DType, Result, Storage, Tensor};
+
+/// Side of the square tiles of a 2-D transpose: 32×32 elements of up to 8
+/// bytes read and write whole cache lines and fit in L1 together.
+const TILE: usize = 32;
+
+/// Walks row-major positions of `dims`, tracking the matching offset in a
+/// tensor read with `strides`.
+struct Odometer<'a> {
+    dims: &'a [usize],
+    strides: &'a [usize],
+    coord: Vec<usize>,
+    offset: usize,
+}
+
+impl<'a> Odometer<'a> {
+    fn new(dims: &'a [usize], strides: &'a [usize], start: usize) -> Odometer<'a> {
+        let mut coord = vec![0; dims.len()];
+        let mut rest = start;
+        for d in (0..dims.len()).rev() {
+            coord[d] = rest % dims[d];
+            rest /= dims[d];
+        }
+        let offset = coord.iter().zip(strides).map(|(c, s)| c * s).sum();
+        Odometer {
+            dims,
+            strides,
+            coord,
+            offset,
+        }
+    }
+
+    fn advance(&mut self) {
+        for d in (0..self.dims.len()).rev() {
+            self.coord[d] += 1;
+            self.offset += self.strides[d];
+            if self.coord[d] < self.dims[d] {
+                return;
+            }
+            self.offset -= self.strides[d] * self.dims[d];
+            self.coord[d] = 0;
+        }
+    }
+}
+
+/// The smallest equivalent problem: unit axes dropped, and input axes that
+/// stay adjacent and in order in the output merged. Returns (input shape,
+/// perm) of the reduced problem.
+fn simplify(in_shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut renumber = vec![usize::MAX; in_shape.len()];
+    let kept: Vec<usize> = (0..in_shape.len()).filter(|&a| in_shape[a] != 1).collect();
+    for (new, &old) in kept.iter().enumerate() {
+        renumber[old] = new;
+    }
+    let perm: Vec<usize> = perm
+        .iter()
+        .filter(|&&p| in_shape[p] != 1)
+        .map(|&p| renumber[p])
+        .collect();
+    let dims: Vec<usize> = kept.iter().map(|&a| in_shape[a]).collect();
+    // Runs of output axes reading consecutive input axes: (first input axis, length).
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for &p in &perm {
+        match groups.last_mut() {
+            Some((start, len)) if *start + *len == p => *len += 1,
+            _ => groups.push((p, 1)),
+        }
+    }
+    let mut by_input: Vec<usize> = (0..groups.len()).collect();
+    by_input.sort_by_key(|&g| groups[g].0);
+    let mut new_axis = vec![0; groups.len()];
+    let mut merged = Vec::with_capacity(groups.len());
+    for (axis, &g) in by_input.iter().enumerate() {
+        new_axis[g] = axis;
+        let (start, len) = groups[g];
+        merged.push(shape::numel(&dims[start..start + len]));
+    }
+    (merged, new_axis)
+}
+
+pub(super) fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tensor> {
+    host("transpose", x)?;
+    let (dims, perm) = simplify(x.shape(), perm);
+    if dims.len() <= 1 || x.numel() == 0 {
+        // Only unit axes moved: the bytes are already in output order.
+        return Ok(x.with_shape(out_shape));
+    }
+    fn run<T: Pod + Send + Sync>(
+        x: &Tensor,
+        dims: &[usize],
+        perm: &[usize],
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        let src: &[T] = elems("transpose", x)?;
+        let mut out = vec![T::zeroed(); src.len()];
+        let rank = dims.len();
+        let in_strides = contiguous_strides(dims);
+        let odims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        let ostrides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+        let last = odims[rank - 1];
+        if perm[rank - 1] == rank - 1 {
+            // The innermost axis stays put: copy whole runs.
+            let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
+            for_rows(&mut out, last, last, |first, chunk| {
+                let mut at = Odometer::new(outer_dims, outer_strides, first);
+                for row in chunk.chunks_exact_mut(last) {
+                    row.copy_from_slice(&src[at.offset..at.offset + last]);
+                    at.advance();
+                }
+            });
+        } else if perm[rank - 2..] == [rank - 1, rank - 2]
+            && perm[..rank - 2].iter().enumerate().all(|(i, &p)| i == p)
+        {
+            // A (batched) matrix transpose: tiles keep both sides cache friendly.
+            let (r, c) = (dims[rank - 2], dims[rank - 1]);
+            for_rows(&mut out, r * c, r * c, |first, chunk| {
+                for (b, dst) in chunk.chunks_exact_mut(r * c).enumerate() {
+                    let block = &src[(first + b) * r * c..(first + b + 1) * r * c];
+                    for i0 in (0..r).step_by(TILE) {
+                        for j0 in (0..c).step_by(TILE) {
+                            for j in j0..(j0 + TILE).min(c) {
+                                for i in i0..(i0 + TILE).min(r) {
+                                    dst[j * r + i] = block[i * c + j];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        } else {
+            let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
+            let step = ostrides[rank - 1];
+            for_rows(&mut out, last, last * 2, |first, chunk| {
+                let mut at = Odometer::new(outer_dims, outer_strides, first);
+                for row in chunk.chunks_exact_mut(last) {
+                    for (j, d) in row.iter_mut().enumerate() {
+                        *d = src[at.offset + j * step];
+                    }
+                    at.advance();
+                }
+            });
+        }
+        Ok(tensor_of(x.dtype(), out_shape, out))
+    }
+    by_size!(x.dtype(), run(x, &dims, &perm, out_shape))
+}
+
+pub(super) fn slice(x: &Tensor, axis: usize, start: usize, out_shape: &[usize]) -> Result<Tensor> {
+    let buffer = host("slice", x)?;
+    let (outer, len, inner) = shape::split_at_axis(x.shape(), axis);
+    let taken = out_shape[axis];
+    let size = x.dtype().size();
+    if shape::numel(out_shape) == 0 {
+        return Ok(Tensor::new(
+            x.dtype(),
+            out_shape,
+            Storage::Host(buffer.slice(0..0)),
+        ));
+    }
+    if outer == 1 {
+        // One contiguous run: share the bytes instead of copying them.
+        let from = start * inner * size;
+        let bytes = buffer.slice(from..from + taken * inner * size);
+        return Ok(Tensor::new(x.dtype(), out_shape, Storage::Host(bytes)));
+    }
+    fn run<T: Pod + Send + Sync>(
+        x: &Tensor,
+        (len, inner, start, taken): (usize, usize, usize, usize),
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        let src: &[T] = elems("slice", x)?;
+        let mut out = vec![T::zeroed(); shape::numel(out_shape)];
+        let run = taken * inner;
+        for_rows(&mut out, run, run, |first, chunk| {
+            for (o, dst) in chunk.chunks_exact_mut(run).enumerate() {
+                let from = ((first + o) * len + start) * inner;
+                dst.copy_from_slice(&src[from..from + run]);
+            }
+        });
+        Ok(tensor_of(x.dtype(), out_shape, out))
+    }
+    by_size!(x.dtype(), run(x, (len, inner, start, taken), out_shape))
+}
+
+pub(super) fn concat(xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Tensor> {
+    for x in xs {
+        host("concat", x)?;
+    }
+    if let [only] = xs {
+        return Ok(only.with_shape(out_shape));
+    }
+    fn run<T: Pod + Send + Sync>(
+        xs: &[&Tensor],
+        axis: usize,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        let parts: Vec<(&[T], usize)> = xs
+            .iter()
+            .map(|x| {
+                let run = shape::numel(&x.shape()[axis..]);
+                elems("concat", x).map(|s| (s, run))
+            })
+            .collect::<Result<_>>()?;
+        let row = shape::numel(&out_shape[axis..]);
+        let mut out = vec![T::zeroed(); shape::numel(out_shape)];
+        for_rows(&mut out, row, row, |first, chunk| {
+            for (o, dst) in chunk.chunks_exact_mut(row).enumerate() {
+                let mut at = 0;
+                for &(src, run) in &parts {
+                    let from = (first + o) * run;
+                    dst[at..at + run].copy_from_slice(&src[from..from + run]);
+                    at += run;
+                }
+            }
+        });
+        Ok(tensor_of(xs[0].dtype(), out_shape, out))
+    }
+    by_size!(xs[0].dtype(), run(xs, axis, out_shape))
+}
+
+pub(super) fn embedding(table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let (vocab, dim) = (table.shape()[0], table.shape()[1]);
+    let ids: Vec<usize> = match ids.dtype() {
+        DType::I32 => checked_ids(
+            elems::<i32>("embedding", ids)?
+                .iter()
+                .map(|&i| i64::from(i)),
+            vocab,
+        )?,
+        _ => checked_ids(elems::<i64>("embedding", ids)?.iter().copied(), vocab)?,
+    };
+    fn run<T: Pod + Send + Sync>(
+        table: &Tensor,
+        ids: &[usize],
+        dim: usize,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        let src: &[T] = elems("embedding", table)?;
+        let mut out = vec![T::zeroed(); ids.len() * dim];
+        for_rows(&mut out, dim, dim, |first, chunk| {
+            for (dst, &id) in chunk.chunks_exact_mut(dim).zip(&ids[first..]) {
+                dst.copy_from_slice(&src[id * dim..(id + 1) * dim]);
+            }
+        });
+        Ok(tensor_of(table.dtype(), out_shape, out))
+    }
+    host("embedding", table)?;
+    by_size!(table.dtype(), run(table, &ids, dim, out_shape))
+}
+
+/// The ids as row indices; the first one outside `0..vocab` is an error.
+fn checked_ids(ids: impl Iterator<Item = i64>, vocab: usize) -> Result<Vec<usize>> {
+    ids.map(|id| {
+        usize::try_from(id)
+            .ok()
+            .filter(|&i| i < vocab)
+            .ok_or_else(|| shape::id_out_of_range(id, vocab))
+    })
+    .collect()
+}

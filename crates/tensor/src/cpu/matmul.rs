@@ -1,0 +1,160 @@
+//! Matrix products on the `gemm` crate, shared by matmul, conv2d and
+//! attention.
+
+use gemm::Parallelism;
+
+use super::{float_tensor, floats, for_rows};
+use crate::shape::MatmulShape;
+use crate::{Result, Tensor};
+
+/// m·n·k below which gemm's own threading costs more than it saves
+/// (measured on x86_64 with AVX2: at 64³ one thread and two are even).
+const PARALLEL_GEMM: usize = 64 * 64 * 64;
+
+/// A read-only strided matrix: element (r, c) is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(super) struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with rows `rs` elements apart.
+    pub fn rows(data: &'a [f32], rs: usize) -> MatRef<'a> {
+        MatRef { data, rs, cs: 1 }
+    }
+
+    /// Checks that every element of a `rows × cols` view lies in `data`;
+    /// this is what makes the raw-pointer call to gemm sound.
+    fn check(&self, rows: usize, cols: usize) {
+        let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+        assert!(last < self.data.len(), "matrix view out of bounds");
+    }
+}
+
+/// Whether gemm should spread an `m × n × k` product over threads.
+pub(super) fn threaded(m: usize, n: usize, k: usize) -> bool {
+    m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM && rayon::current_num_threads() > 1
+}
+
+/// `dst = (accumulate ? dst : 0) + scale · lhs × rhs` for an `m × k` lhs and
+/// a `k × n` rhs; `dst` is row-major with rows `dst_rs` apart.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm(
+    dst: &mut [f32],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "gemm destination out of bounds"
+    );
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    lhs.check(m, k);
+    rhs.check(k, n);
+    let parallelism = if threads {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the three views were bounds-checked above, `dst` is borrowed
+    // mutably and cannot alias the shared inputs, and the strides fit isize
+    // because they index existing slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape) -> Result<Tensor> {
+    let (x, y) = (floats("matmul", a)?, floats("matmul", b)?);
+    let (m, n, k) = (s.m, s.n, s.k);
+    let mut out = vec![0.0f32; s.batch * m * n];
+    if out.is_empty() {
+        return Ok(float_tensor(a.dtype(), &s.out_shape, out));
+    }
+    // Reading b through strides makes transpose_b free.
+    let rhs_at = |index: usize| {
+        let data = &y[index * k * n..(index + 1) * k * n];
+        if transpose_b {
+            MatRef { data, rs: 1, cs: k }
+        } else {
+            MatRef::rows(data, n)
+        }
+    };
+    let lhs_at = |index: usize| MatRef::rows(&x[index * m * k..(index + 1) * m * k], k);
+    if s.folds_into_one() {
+        // One shared weight matrix under consecutive activations (a linear
+        // layer over [batch, seq, k]): one tall product uses gemm best.
+        let rows = s.batch * m;
+        let lhs = MatRef::rows(&x[..rows * k], k);
+        gemm(
+            &mut out,
+            n,
+            (rows, n, k),
+            lhs,
+            rhs_at(0),
+            1.0,
+            false,
+            threaded(rows, n, k),
+        );
+    } else if threaded(m, n, k) || s.batch == 1 {
+        for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {
+            let (ia, ib) = s.operands(index);
+            gemm(
+                dst,
+                n,
+                (m, n, k),
+                lhs_at(ia),
+                rhs_at(ib),
+                1.0,
+                false,
+                threaded(m, n, k),
+            );
+        }
+    } else {
+        // Many small products: one thread per group of whole products.
+        for_rows(&mut out, m * n, m * n * k, |first, chunk| {
+            for (i, dst) in chunk.chunks_exact_mut(m * n).enumerate() {
+                let (ia, ib) = s.operands(first + i);
+                gemm(dst, n, (m, n, k), lhs_at(ia), rhs_at(ib), 1.0, false, false);
+            }
+        });
+    }
+    Ok(float_tensor(a.dtype(), &s.out_shape, out))
+}

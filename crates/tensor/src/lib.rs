@@ -1,0 +1,452 @@
+//! Tensors and the backends that compute on them.
+//!
+//! A [`Tensor`] is an immutable, cheaply clonable n-dimensional array whose
+//! elements live wherever its [`Backend`] keeps them: host memory for the
+//! [`cpu::CpuBackend`], device memory for a GPU backend. Every operation of
+//! the plugin contract (`wit/edgeserve.wit`, interface `tensor`) is a method of
+//! [`Backend`]; shape and dtype rules live in [`shape`] so every backend agrees
+//! on them.
+
+pub mod cpu;
+mod host;
+pub mod shape;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+pub use host::HostBuffer;
+
+/// Element types a tensor can hold (the contract's `dtype`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit IEEE float.
+    F32,
+    /// 16-bit IEEE float.
+    F16,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// 8-bit unsigned integer.
+    U8,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
+            DType::I64 => 8,
+            DType::U8 => 1,
+        }
+    }
+
+    /// Whether the dtype is a floating-point type.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+
+    /// The Open Inference Protocol datatype name ("FP32", "INT64", …).
+    pub fn oip_name(self) -> &'static str {
+        match self {
+            DType::F32 => "FP32",
+            DType::F16 => "FP16",
+            DType::I32 => "INT32",
+            DType::I64 => "INT64",
+            DType::U8 => "UINT8",
+        }
+    }
+
+    /// Parses an Open Inference Protocol datatype name; `None` for names the
+    /// contract cannot carry (including "BYTES", which is not numeric).
+    pub fn from_oip_name(name: &str) -> Option<DType> {
+        Some(match name {
+            "FP32" => DType::F32,
+            "FP16" => DType::F16,
+            "INT32" => DType::I32,
+            "INT64" => DType::I64,
+            "UINT8" => DType::U8,
+            _ => return None,
+        })
+    }
+
+    /// Parses a safetensors dtype; `None` for ones the contract cannot carry.
+    pub fn from_safetensors(dtype: &str) -> Option<DType> {
+        Some(match dtype {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "I32" => DType::I32,
+            "I64" => DType::I64,
+            "U8" => DType::U8,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U8 => "u8",
+        })
+    }
+}
+
+/// Why an operation was refused; mirrors the contract's `error` variant.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    /// Shapes do not fit the operation.
+    #[error("shape error: {0}")]
+    Shape(String),
+    /// The element type is not accepted by the operation.
+    #[error("dtype error: {0}")]
+    DType(String),
+    /// An argument (axis, permutation, stride…) is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The backend does not implement this combination.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Memory for the result could not be allocated.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+}
+
+/// Result of a tensor operation.
+pub type Result<T, E = TensorError> = std::result::Result<T, E>;
+
+/// Where a tensor's elements live.
+#[derive(Clone)]
+pub enum Storage {
+    /// Host memory, readable directly.
+    Host(HostBuffer),
+    /// Memory owned by a device backend; only that backend can interpret it.
+    Device(Arc<dyn Any + Send + Sync>),
+}
+
+/// An immutable n-dimensional array. Cloning shares the elements.
+#[derive(Clone)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Arc<[usize]>,
+    storage: Storage,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let place = match self.storage {
+            Storage::Host(_) => "host",
+            Storage::Device(_) => "device",
+        };
+        write!(f, "Tensor({}{:?} on {place})", self.dtype, self.shape)
+    }
+}
+
+impl Tensor {
+    /// A tensor over `storage`. The caller guarantees the storage holds
+    /// product(shape) elements of `dtype`; [`Tensor::from_host`] checks it.
+    pub fn new(dtype: DType, shape: &[usize], storage: Storage) -> Tensor {
+        Tensor {
+            dtype,
+            shape: shape.into(),
+            storage,
+        }
+    }
+
+    /// A host tensor over `buffer`, checking that its length fits.
+    pub fn from_host(dtype: DType, shape: &[usize], buffer: HostBuffer) -> Result<Tensor> {
+        let expected = shape::numel(shape) * dtype.size();
+        if buffer.len() != expected {
+            return Err(TensorError::Shape(format!(
+                "{dtype}{shape:?} needs {expected} bytes, got {}",
+                buffer.len()
+            )));
+        }
+        Ok(Tensor::new(dtype, shape, Storage::Host(buffer)))
+    }
+
+    /// A host tensor copied from little-endian element bytes.
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<Tensor> {
+        Tensor::from_host(dtype, shape, HostBuffer::copy_from_bytes(dtype, bytes))
+    }
+
+    /// A host f32 tensor owning `data`.
+    pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+        Tensor::from_host(DType::F32, shape, HostBuffer::from_vec(data))
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The dimensions, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        shape::numel(&self.shape)
+    }
+
+    /// Size of the elements in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// Where the elements live.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The host buffer, when the tensor lives on the host.
+    pub fn host(&self) -> Option<&HostBuffer> {
+        match &self.storage {
+            Storage::Host(buffer) => Some(buffer),
+            Storage::Device(_) => None,
+        }
+    }
+
+    /// The same elements viewed with another shape of equal element count.
+    pub fn with_shape(&self, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(shape::numel(shape), self.numel());
+        Tensor::new(self.dtype, shape, self.storage.clone())
+    }
+}
+
+/// Elementwise binary operations (NumPy broadcasting).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a * b
+    Mul,
+    /// a / b
+    Div,
+    /// max(a, b)
+    Maximum,
+    /// min(a, b)
+    Minimum,
+    /// a ^ b (float only)
+    Pow,
+}
+
+/// Elementwise unary operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// -x
+    Neg,
+    /// |x|
+    Abs,
+    /// e^x
+    Exp,
+    /// ln x
+    Log,
+    /// √x
+    Sqrt,
+    /// 1/√x
+    Rsqrt,
+    /// max(x, 0)
+    Relu,
+    /// x·Φ(x), exact (erf) form, as BERT uses.
+    Gelu,
+    /// The tanh approximation of GELU, as GPT-2 uses.
+    GeluTanh,
+    /// tanh x
+    Tanh,
+    /// 1/(1+e^-x)
+    Sigmoid,
+    /// x·sigmoid(x)
+    Silu,
+    /// The error function.
+    Erf,
+}
+
+/// Reductions along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Σ
+    Sum,
+    /// Σ/n
+    Mean,
+    /// Largest element.
+    Max,
+    /// Smallest element.
+    Min,
+    /// Index (i64) of the first largest element.
+    ArgMax,
+    /// Index (i64) of the first smallest element.
+    ArgMin,
+}
+
+/// Pooling kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolKind {
+    /// Largest element of each window.
+    Max,
+    /// Mean of each window, padding excluded from the count.
+    Avg,
+}
+
+// Error messages name operations the way the contract spells them, so a
+// plugin author can match a message to the call that produced it.
+macro_rules! contract_names {
+    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// The operation's name in the contract (`wit/edgeserve.wit`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name,)*
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+contract_names!(BinaryOp {
+    Add => "add", Sub => "sub", Mul => "mul", Div => "div",
+    Maximum => "maximum", Minimum => "minimum", Pow => "pow",
+});
+contract_names!(UnaryOp {
+    Neg => "neg", Abs => "abs", Exp => "exp", Log => "log", Sqrt => "sqrt",
+    Rsqrt => "rsqrt", Relu => "relu", Gelu => "gelu", GeluTanh => "gelu-tanh",
+    Tanh => "tanh", Sigmoid => "sigmoid", Silu => "silu", Erf => "erf",
+});
+contract_names!(ReduceOp {
+    Sum => "sum", Mean => "mean", Max => "max", Min => "min",
+    ArgMax => "argmax", ArgMin => "argmin",
+});
+contract_names!(PoolKind { Max => "max", Avg => "avg" });
+
+/// Geometry of a 2-D convolution; pairs are (height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Step between windows.
+    pub stride: (usize, usize),
+    /// Zeros added on each side.
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps.
+    pub dilation: (usize, usize),
+    /// Channel groups; input and output channels must divide by it.
+    pub groups: usize,
+}
+
+/// Geometry of a 2-D pooling; pairs are (height, width).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    /// Max or average.
+    pub kind: PoolKind,
+    /// Window size.
+    pub kernel: (usize, usize),
+    /// Step between windows.
+    pub stride: (usize, usize),
+    /// Padding added on each side (ignored by the window, not counted by avg).
+    pub padding: (usize, usize),
+}
+
+/// Options of scaled dot-product attention.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Attention {
+    /// Multiplies q·kᵀ; `None` means 1/√d.
+    pub scale: Option<f32>,
+    /// Hide keys after each query, aligned to the end of the key axis.
+    pub causal: bool,
+}
+
+/// What a backend reports about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// "cpu" or "gpu".
+    pub kind: &'static str,
+    /// Device name, e.g. the GPU adapter or the CPU's SIMD level.
+    pub device: String,
+    /// Graphics API or instruction set in use.
+    pub api: String,
+    /// Driver description, empty where not applicable.
+    pub driver: String,
+}
+
+/// A device that stores tensors and runs the contract's operations on them.
+///
+/// Implementations may record operations lazily; [`Backend::to_host`] is the
+/// point where pending work must complete. Shape and dtype validation follows
+/// [`shape`], so every backend returns the same errors for the same inputs.
+pub trait Backend: Send + Sync {
+    /// Describes the device.
+    fn info(&self) -> BackendInfo;
+    /// Makes a host tensor usable by this backend (an upload for a GPU).
+    // Named after the contract's direction of travel, not a constructor.
+    #[allow(clippy::wrong_self_convention)]
+    fn from_host(&self, tensor: &Tensor) -> Result<Tensor>;
+    /// Brings a tensor's elements to the host, completing pending work.
+    fn to_host(&self, tensor: &Tensor) -> Result<Tensor>;
+    /// A tensor with every element equal to `value`.
+    fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor>;
+    /// Batched matrix product, see the contract's `matmul`.
+    fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor>;
+    /// Broadcasting elementwise binary op.
+    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// Elementwise unary op.
+    fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor>;
+    /// `x * factor + offset`.
+    fn affine(&self, x: &Tensor, factor: f32, offset: f32) -> Result<Tensor>;
+    /// Softmax along `axis` (already normalized to be non-negative).
+    fn softmax(&self, x: &Tensor, axis: usize) -> Result<Tensor>;
+    /// Layer normalization over the last axis with optional scale and shift.
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor>;
+    /// Row gather: `table[ids]`.
+    fn embedding(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor>;
+    /// Same elements, new shape (already resolved, equal element count).
+    fn reshape(&self, x: &Tensor, shape: &[usize]) -> Result<Tensor>;
+    /// Axis permutation.
+    fn transpose(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor>;
+    /// Elements `start..end` along `axis`.
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor>;
+    /// Join along `axis`.
+    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor>;
+    /// Reduction along `axis`.
+    fn reduce(&self, op: ReduceOp, x: &Tensor, axis: usize, keep_dims: bool) -> Result<Tensor>;
+    /// Element conversion.
+    fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor>;
+    /// 2-D convolution over NCHW.
+    fn conv2d(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        params: Conv2d,
+    ) -> Result<Tensor>;
+    /// 2-D pooling over NCHW.
+    fn pool2d(&self, x: &Tensor, params: Pool2d) -> Result<Tensor>;
+    /// Scaled dot-product attention.
+    fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        params: Attention,
+    ) -> Result<Tensor>;
+    /// The `k` largest entries along the last axis: (values, i64 indices).
+    fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)>;
+}

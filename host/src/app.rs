@@ -1,0 +1,128 @@
+//! Wiring: settings in, a running server out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use edgeserve_tensor::Backend;
+use edgeserve_tensor::cpu::CpuBackend;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::{DeviceLabels, Metrics};
+use crate::registry::ModelRegistry;
+use crate::repository::Repository;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::server::Server;
+
+/// Everything needed to start a server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The model repository folder.
+    pub model_repository: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Engine settings.
+    pub runtime: RuntimeConfig,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The wasm runtime failed to start.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The repository could not be read.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server accepting connections.
+pub struct Running {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: Server,
+}
+
+impl Running {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops taking connections, lets in-flight requests finish, and returns
+    /// when the server has stopped.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.server.set_ready(false);
+        let _ = self.shutdown.send(true);
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Starts the runtime, loads every model in the repository and listens.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let runtime = Arc::new(Runtime::new(&settings.runtime)?);
+    let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
+    let metrics = Arc::new(Metrics::new());
+    let info = backend.info();
+    tracing::info!(kind = info.kind, device = %info.device, api = %info.api, allocator = runtime.allocator(), "compute device");
+    metrics
+        .device
+        .get_or_create(&DeviceLabels {
+            kind: info.kind.into(),
+            device: info.device.clone(),
+            api: info.api.clone(),
+        })
+        .set(1);
+    let registry = Arc::new(ModelRegistry::new(
+        runtime,
+        Repository::new(&settings.model_repository),
+        backend,
+        metrics.clone(),
+    ));
+    let loader = registry.clone();
+    tokio::task::spawn_blocking(move || loader.load_all())
+        .await
+        .expect("model loading does not panic")?;
+    let server = Server::new(registry, metrics, settings.max_body_bytes);
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+    let (shutdown, mut stop) = watch::channel(false);
+    let router = server.router();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|&stop| stop).await;
+            })
+            .await
+    });
+    server.set_ready(true);
+    tracing::info!(%addr, "serving the Open Inference Protocol");
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+        server,
+    })
+}

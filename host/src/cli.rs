@@ -1,0 +1,102 @@
+//! Command-line interface.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::Settings;
+use crate::runtime::RuntimeConfig;
+
+/// Serve WebAssembly model handlers over the Open Inference Protocol.
+#[derive(Debug, Parser)]
+#[command(name = "edgeserve", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load every model in a repository and serve it over HTTP.
+    Serve(ServeArgs),
+}
+
+/// Instance memory allocation strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Allocator {
+    /// The pooling allocator when the address space allows, else on-demand.
+    Auto,
+    /// Allocate each instance's memory when it is created.
+    OnDemand,
+}
+
+/// Options of `edgeserve serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Folder holding `<model>/<version>/model.wasm` (and weights, config).
+    #[arg(
+        long,
+        env = "EDGESERVE_MODEL_REPOSITORY",
+        default_value = "examples/models"
+    )]
+    pub model_repository: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "EDGESERVE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// HTTP port (0 picks a free one).
+    #[arg(long, env = "EDGESERVE_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "EDGESERVE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Folder for compiled components, so restarts skip compilation.
+    /// Defaults to $XDG_CACHE_HOME/edgeserve or ~/.cache/edgeserve.
+    #[arg(long, env = "EDGESERVE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; keep nothing on disk.
+    #[arg(long, env = "EDGESERVE_NO_COMPILE_CACHE")]
+    pub no_compile_cache: bool,
+    /// How instance memory is allocated.
+    #[arg(long, env = "EDGESERVE_ALLOCATOR", value_enum, default_value_t = Allocator::Auto)]
+    pub allocator: Allocator,
+    /// Instance slots of the pooling allocator, across all models.
+    #[arg(long, env = "EDGESERVE_MAX_INSTANCES", default_value_t = 256)]
+    pub max_instances: u32,
+    /// Largest linear memory any instance may be configured with, in MiB.
+    #[arg(
+        long,
+        env = "EDGESERVE_MAX_INSTANCE_MEMORY_MIB",
+        default_value_t = 4096
+    )]
+    pub max_instance_memory_mib: usize,
+}
+
+impl ServeArgs {
+    /// The settings these options describe.
+    pub fn settings(&self) -> Settings {
+        let cache_dir = (!self.no_compile_cache)
+            .then(|| self.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        Settings {
+            model_repository: self.model_repository.clone(),
+            listen: SocketAddr::new(self.host, self.http_port),
+            max_body_bytes: self.max_body_bytes,
+            runtime: RuntimeConfig {
+                cache_dir,
+                pooling: self.allocator == Allocator::Auto,
+                max_instances: self.max_instances,
+                max_memory: self.max_instance_memory_mib << 20,
+            },
+        }
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("edgeserve")
+}

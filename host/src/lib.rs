@@ -1,0 +1,15 @@
+//! edgeserve: serve WebAssembly model handlers over the Open Inference
+//! Protocol, running their tensor math on host kernels.
+//!
+//! The pieces, each in its own module: [`repository`] reads models from disk,
+//! [`runtime`] compiles and sandboxes their components, [`registry`] keeps
+//! the live ones, [`server`] speaks HTTP, [`metrics`] counts, and [`app`]
+//! wires them together.
+
+pub mod app;
+pub mod cli;
+pub mod metrics;
+pub mod registry;
+pub mod repository;
+pub mod runtime;
+pub mod server;

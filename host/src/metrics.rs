@@ -1,0 +1,132 @@
+//! Prometheus metrics, served at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-model series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+}
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Model name.
+    pub model: String,
+    /// Model version.
+    pub version: String,
+    /// "success" or "failure".
+    pub outcome: &'static str,
+}
+
+/// Labels describing the compute device.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// "cpu" or "gpu".
+    pub kind: String,
+    /// Device name.
+    pub device: String,
+    /// API in use.
+    pub api: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Every series edgeserve exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests that reached a model, by outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Inferences run (batch elements: the first dimension of the first input).
+    pub inferences: Family<ModelLabels, Counter>,
+    /// Time spent waiting for a free instance.
+    pub queue_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Time spent running in the instance.
+    pub compute_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Live instances per model version.
+    pub instances: Family<ModelLabels, Gauge>,
+    /// Inference requests being handled right now (the autoscaling signal).
+    pub inflight: Gauge,
+    /// Constant 1, labelled with the default compute device.
+    pub device: Family<DeviceLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every series under the `edgeserve_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("edgeserve");
+        let requests = Family::default();
+        let inferences = Family::default();
+        let queue_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let compute_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let instances = Family::default();
+        let inflight = Gauge::default();
+        let device = Family::default();
+        registry.register(
+            "requests",
+            "Inference requests that reached a model, by outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "inferences",
+            "Inferences run (batch elements)",
+            inferences.clone(),
+        );
+        registry.register(
+            "queue_duration_seconds",
+            "Time waiting for a free instance",
+            queue_seconds.clone(),
+        );
+        registry.register(
+            "compute_duration_seconds",
+            "Time running in the instance",
+            compute_seconds.clone(),
+        );
+        registry.register(
+            "instances",
+            "Live instances per model version",
+            instances.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Inference requests in progress",
+            inflight.clone(),
+        );
+        registry.register("device_info", "The default compute device", device.clone());
+        Metrics {
+            registry,
+            requests,
+            inferences,
+            queue_seconds,
+            compute_seconds,
+            instances,
+            inflight,
+            device,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,376 @@
+//! Models loaded from the repository and ready to serve, by name and version.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use edgeserve_tensor::{Backend, BackendInfo};
+
+use crate::metrics::{Metrics, ModelLabels};
+use crate::repository::{ModelConfig, Repository, RepositoryError, WEIGHTS_FILE, Weights};
+use crate::runtime::{
+    CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime, RuntimeError,
+};
+
+/// OIP datatypes a handler may declare.
+const DATATYPES: [&str; 6] = ["FP32", "FP16", "INT32", "INT64", "UINT8", "BYTES"];
+
+/// Why a model could not be found or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No such model in the repository.
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    /// The model exists but not that version.
+    #[error("model '{name}' has no version {version} (versions: {available:?})")]
+    UnknownVersion {
+        /// The model.
+        name: String,
+        /// The requested version.
+        version: String,
+        /// The versions it has.
+        available: Vec<u64>,
+    },
+    /// The model is in the repository but not loaded.
+    #[error("model '{name}' is not loaded: {reason}")]
+    NotLoaded {
+        /// The model.
+        name: String,
+        /// Why (unloaded, or the load error).
+        reason: String,
+    },
+    /// The repository could not be read.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// The component failed to compile or link.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// An instance failed to start.
+    #[error("cannot start model: {0}")]
+    Start(#[from] Fault),
+    /// The handler's metadata is unusable.
+    #[error("model '{name}' declares bad metadata: {message}")]
+    Metadata {
+        /// The model.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A model version that is live: its metadata and its warm instances.
+pub struct LoadedModel {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// What the handler declared.
+    pub metadata: ModelMetadata,
+    /// Warm instances.
+    pub pool: Arc<InstancePool>,
+    /// Serving settings.
+    pub config: ModelConfig,
+    /// The device running it.
+    pub device: BackendInfo,
+    /// Metric labels.
+    pub labels: ModelLabels,
+}
+
+/// One row of the repository index.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IndexEntry {
+    /// Model name.
+    pub name: String,
+    /// Version, when the model is loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// "READY" or "UNAVAILABLE".
+    pub state: &'static str,
+    /// Why it is unavailable.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+enum Entry {
+    Ready(BTreeMap<u64, Arc<LoadedModel>>),
+    Unavailable(String),
+}
+
+/// The live models.
+pub struct ModelRegistry {
+    runtime: Arc<Runtime>,
+    repository: Repository,
+    backend: Arc<dyn Backend>,
+    metrics: Arc<Metrics>,
+    models: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl ModelRegistry {
+    /// An empty registry over `repository`.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        repository: Repository,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        ModelRegistry {
+            runtime,
+            repository,
+            backend,
+            metrics,
+            models: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The device models run on by default.
+    pub fn device(&self) -> BackendInfo {
+        self.backend.info()
+    }
+
+    /// The wasm runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Loads every model in the repository; failures are logged and shown in
+    /// the index, and do not stop the others.
+    pub fn load_all(&self) -> Result<(), RegistryError> {
+        for name in self.repository.model_names()? {
+            if let Err(e) = self.load(&name) {
+                tracing::error!(model = %name, "not serving: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// (Re)loads every version of `name`. Slow (compiles, starts instances):
+    /// call it off the async executor.
+    pub fn load(&self, name: &str) -> Result<(), RegistryError> {
+        let source = self.repository.model(name)?;
+        let mut versions = BTreeMap::new();
+        let result: Result<(), RegistryError> =
+            source.versions.iter().try_for_each(|(&version, dir)| {
+                let model = self.load_version(name, version, dir, &source.config)?;
+                versions.insert(version, Arc::new(model));
+                Ok(())
+            });
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let previous = match &result {
+            Ok(()) => models.insert(name.to_owned(), Entry::Ready(versions)),
+            Err(e) => models.insert(name.to_owned(), Entry::Unavailable(e.to_string())),
+        };
+        drop(models);
+        if let Some(Entry::Ready(old)) = previous {
+            self.retire(old);
+        }
+        result
+    }
+
+    fn load_version(
+        &self,
+        name: &str,
+        version: u64,
+        dir: &std::path::Path,
+        config: &ModelConfig,
+    ) -> Result<LoadedModel, RegistryError> {
+        let label: Arc<str> = format!("{name}:{version}").into();
+        let wasm_path = dir.join(crate::repository::COMPONENT_FILE);
+        let wasm = std::fs::read(&wasm_path).map_err(|source| RepositoryError::Io {
+            path: wasm_path.clone(),
+            source,
+        })?;
+        let started = std::time::Instant::now();
+        let (component, outcome) = self.runtime.compile(&label, &wasm)?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = if weights_path.is_file() {
+            Weights::open(&weights_path)?
+                .try_map(|t| self.backend.from_host(t))
+                .map_err(|e| RepositoryError::Weights {
+                    path: weights_path.clone(),
+                    message: format!("cannot place on {}: {e}", self.backend.info().kind),
+                })?
+        } else {
+            Weights::default()
+        };
+        let context = Arc::new(ModelContext {
+            label: label.clone(),
+            backend: self.backend.clone(),
+            weights,
+            parameters: config.parameters.clone(),
+            dir: dir.to_owned(),
+            max_tensors: config.max_tensors,
+            max_tensor_bytes: config.max_tensor_bytes(),
+        });
+        let factory = self.runtime.factory(
+            &component,
+            context,
+            config.timeout(),
+            config.memory_limit_bytes(),
+        )?;
+        let labels = ModelLabels {
+            model: name.to_owned(),
+            version: version.to_string(),
+        };
+        let live = self.metrics.instances.get_or_create(&labels).clone();
+        let pool = Arc::new(InstancePool::start(
+            label.clone(),
+            config.instances,
+            factory,
+            config.queue_timeout(),
+            live,
+        )?);
+        let metadata = pool_metadata(&pool)?;
+        validate_metadata(name, &metadata)?;
+        tracing::info!(
+            model = %label,
+            instances = config.instances,
+            compile = if outcome == CacheOutcome::Hit { "cached" } else { "compiled" },
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model ready"
+        );
+        Ok(LoadedModel {
+            name: name.to_owned(),
+            version,
+            metadata,
+            pool,
+            config: config.clone(),
+            device: self.backend.info(),
+            labels,
+        })
+    }
+
+    /// Stops serving `name`.
+    pub fn unload(&self, name: &str) -> Result<(), RegistryError> {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        match models.get(name) {
+            None => {
+                drop(models);
+                // Known on disk but never loaded: unloading is a no-op.
+                self.repository.model(name)?;
+                Ok(())
+            }
+            Some(_) => {
+                let previous =
+                    models.insert(name.to_owned(), Entry::Unavailable("unloaded".into()));
+                drop(models);
+                if let Some(Entry::Ready(old)) = previous {
+                    self.retire(old);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops the registry's hold on old versions; in-flight requests keep
+    /// theirs until they finish.
+    fn retire(&self, old: BTreeMap<u64, Arc<LoadedModel>>) {
+        for model in old.values() {
+            self.metrics.instances.remove(&model.labels);
+        }
+    }
+
+    /// The model to serve: `version` or, when `None`, the highest loaded.
+    pub fn get(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<LoadedModel>, RegistryError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let versions = match models.get(name) {
+            Some(Entry::Ready(versions)) => versions,
+            Some(Entry::Unavailable(reason)) => {
+                return Err(RegistryError::NotLoaded {
+                    name: name.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            None => return Err(RegistryError::UnknownModel(name.to_owned())),
+        };
+        let found = match version {
+            None => versions.values().next_back(),
+            Some(v) => v.parse::<u64>().ok().and_then(|v| versions.get(&v)),
+        };
+        found.cloned().ok_or_else(|| RegistryError::UnknownVersion {
+            name: name.to_owned(),
+            version: version.unwrap_or_default().to_owned(),
+            available: versions.keys().copied().collect(),
+        })
+    }
+
+    /// Every version number loaded for `name`.
+    pub fn versions(&self, name: &str) -> Vec<u64> {
+        match self
+            .models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            Some(Entry::Ready(versions)) => versions.keys().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every model in the repository or loaded, with its state.
+    pub fn index(&self) -> Result<Vec<IndexEntry>, RegistryError> {
+        let models = self.models.read().unwrap_or_else(|e| e.into_inner());
+        let mut names = self.repository.model_names()?;
+        names.extend(models.keys().cloned());
+        names.sort();
+        names.dedup();
+        let mut rows = Vec::new();
+        for name in names {
+            match models.get(&name) {
+                Some(Entry::Ready(versions)) => rows.extend(versions.keys().map(|v| IndexEntry {
+                    name: name.clone(),
+                    version: Some(v.to_string()),
+                    state: "READY",
+                    reason: String::new(),
+                })),
+                Some(Entry::Unavailable(reason)) => rows.push(IndexEntry {
+                    name,
+                    version: None,
+                    state: "UNAVAILABLE",
+                    reason: reason.clone(),
+                }),
+                None => rows.push(IndexEntry {
+                    name,
+                    version: None,
+                    state: "UNAVAILABLE",
+                    reason: "not loaded".into(),
+                }),
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Asks one instance for the handler's metadata.
+fn pool_metadata(pool: &InstancePool) -> Result<ModelMetadata, Fault> {
+    pool.with_idle(|instance| instance.metadata())
+}
+
+fn validate_metadata(name: &str, metadata: &ModelMetadata) -> Result<(), RegistryError> {
+    let bad = |message: String| RegistryError::Metadata {
+        name: name.to_owned(),
+        message,
+    };
+    if metadata.inputs.is_empty() || metadata.outputs.is_empty() {
+        return Err(bad(
+            "it must declare at least one input and one output".into()
+        ));
+    }
+    for spec in metadata.inputs.iter().chain(&metadata.outputs) {
+        if !DATATYPES.contains(&spec.datatype.as_str()) {
+            return Err(bad(format!(
+                "tensor '{}' has datatype {}; use one of {DATATYPES:?}",
+                spec.name, spec.datatype
+            )));
+        }
+        if spec.shape.iter().any(|&d| d < -1) {
+            return Err(bad(format!(
+                "tensor '{}' has shape {:?}",
+                spec.name, spec.shape
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! One sandboxed handler instance and the calls into it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgeserve_tensor::Tensor;
+use wasmtime::Store;
+
+use super::EPOCH_TICK;
+use super::host::{
+    BytesTensor, InferError, InferRequest, InstanceState, ModelContext, ModelHandler,
+    ModelHandlerPre, ModelMetadata, NamedTensor, ParameterValue, TensorData,
+};
+
+/// One input or output of a request, on the host side.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// A numeric tensor in host memory.
+    Numeric(Tensor),
+    /// A BYTES tensor.
+    Bytes {
+        /// Dimensions.
+        shape: Vec<usize>,
+        /// Elements in row-major order.
+        elements: Vec<Vec<u8>>,
+    },
+}
+
+/// A request parameter (the OIP `parameters` object, flattened).
+pub type Parameter = (String, ParameterValue);
+
+/// Why a call into a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    /// The handler refused the request as invalid.
+    #[error("model {model} rejected the request: {message}")]
+    Rejected {
+        /// The model.
+        model: Arc<str>,
+        /// The handler's words.
+        message: String,
+    },
+    /// The handler reported an internal failure.
+    #[error("model {model} failed: {message}")]
+    Failed {
+        /// The model.
+        model: Arc<str>,
+        /// The handler's words.
+        message: String,
+    },
+    /// The guest trapped (panic, unreachable, bad memory access…).
+    #[error("model {model} trapped: {message}")]
+    Trap {
+        /// The model.
+        model: Arc<str>,
+        /// The trap and its wasm backtrace.
+        message: String,
+    },
+    /// The call ran past its deadline and was interrupted.
+    #[error("model {model} exceeded its {timeout_ms} ms deadline and was stopped")]
+    Deadline {
+        /// The model.
+        model: Arc<str>,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// The guest tried to grow its linear memory past the cap.
+    #[error("model {model} exceeded its memory limit of {limit_mib} MiB and was stopped")]
+    MemoryLimit {
+        /// The model.
+        model: Arc<str>,
+        /// The cap.
+        limit_mib: u64,
+    },
+    /// An input could not be handed to the guest (e.g. over the tensor cap).
+    #[error("model {model} cannot take input '{input}': {message}")]
+    Input {
+        /// The model.
+        model: Arc<str>,
+        /// The input's name.
+        input: String,
+        /// Why.
+        message: String,
+    },
+    /// The handler returned something the host cannot use.
+    #[error("model {model} returned an unusable output: {message}")]
+    BadOutput {
+        /// The model.
+        model: Arc<str>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Fault {
+    /// Whether the instance must be discarded: its state may be corrupt, or
+    /// it is still mid-call.
+    pub fn poisons_instance(&self) -> bool {
+        matches!(
+            self,
+            Fault::Trap { .. } | Fault::Deadline { .. } | Fault::MemoryLimit { .. }
+        )
+    }
+
+    /// Whether the fault is the client's doing (an HTTP 4xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Fault::Rejected { .. } | Fault::Input { .. })
+    }
+}
+
+/// A warm, initialized handler instance with its own store.
+pub struct Instance {
+    store: Store<InstanceState>,
+    bindings: ModelHandler,
+    timeout: Duration,
+    memory_limit_mib: u64,
+}
+
+impl Instance {
+    /// Instantiates `component` and runs its `init`.
+    pub(super) fn start(
+        pre: &ModelHandlerPre<InstanceState>,
+        context: Arc<ModelContext>,
+        timeout: Duration,
+        memory_limit: usize,
+    ) -> Result<Instance, Fault> {
+        let label = context.label.clone();
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(super::stdio::LogStream::new(label.clone(), "stdout"))
+            .stderr(super::stdio::LogStream::new(label.clone(), "stderr"))
+            .build();
+        let mut store = Store::new(
+            pre.engine(),
+            InstanceState::new(wasi, context, memory_limit),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        // Instantiation runs guest start code: it gets the same deadline.
+        store.set_epoch_deadline(deadline_ticks(timeout));
+        let mut instance = Instance {
+            bindings: pre.instantiate(&mut store).map_err(|e| Fault::Trap {
+                model: label.clone(),
+                message: format!("instantiation failed: {}", chain(&e)),
+            })?,
+            store,
+            timeout,
+            memory_limit_mib: (memory_limit >> 20) as u64,
+        };
+        instance.arm();
+        let init = instance
+            .bindings
+            .edgeserve_handler_handler()
+            .call_init(&mut instance.store);
+        match instance.settle(init)? {
+            Ok(()) => Ok(instance),
+            Err(message) => Err(Fault::Failed {
+                model: label,
+                message: format!("init failed: {message}"),
+            }),
+        }
+    }
+
+    fn label(&self) -> Arc<str> {
+        self.store.data().model().label.clone()
+    }
+
+    /// Sets the deadline for the next call.
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+    }
+
+    /// Turns a wasmtime error into the fault it stands for.
+    fn settle<T>(&mut self, result: wasmtime::Result<T>) -> Result<T, Fault> {
+        result.map_err(|e| {
+            let model = self.label();
+            if self.store.data().limiter.memory_exceeded {
+                Fault::MemoryLimit {
+                    model,
+                    limit_mib: self.memory_limit_mib,
+                }
+            } else if matches!(
+                e.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            ) {
+                Fault::Deadline {
+                    model,
+                    timeout_ms: self.timeout.as_millis() as u64,
+                }
+            } else {
+                Fault::Trap {
+                    model,
+                    message: chain(&e),
+                }
+            }
+        })
+    }
+
+    /// The handler's declared inputs and outputs.
+    pub fn metadata(&mut self) -> Result<ModelMetadata, Fault> {
+        self.arm();
+        let result = self
+            .bindings
+            .edgeserve_handler_handler()
+            .call_metadata(&mut self.store);
+        self.settle(result)
+    }
+
+    /// Runs one request.
+    pub fn infer(
+        &mut self,
+        inputs: Vec<(String, Value)>,
+        parameters: Vec<Parameter>,
+    ) -> Result<Vec<(String, Value)>, Fault> {
+        let model = self.label();
+        let mut named = Vec::with_capacity(inputs.len());
+        for (name, value) in inputs {
+            let data = match value {
+                Value::Numeric(tensor) => {
+                    let state = self.store.data_mut();
+                    let pushed = state
+                        .model()
+                        .backend
+                        .from_host(&tensor)
+                        .and_then(|t| state.push_tensor(t));
+                    match pushed {
+                        Ok(handle) => TensorData::Numeric(handle),
+                        Err(e) => {
+                            self.drop_inputs(named);
+                            return Err(Fault::Input {
+                                model,
+                                input: name,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                Value::Bytes { shape, elements } => TensorData::Bytes(BytesTensor {
+                    shape: shape.iter().map(|&d| d as u32).collect(),
+                    elements,
+                }),
+            };
+            named.push(NamedTensor { name, data });
+        }
+        self.arm();
+        let request = InferRequest {
+            inputs: named,
+            parameters,
+        };
+        let result = self
+            .bindings
+            .edgeserve_handler_handler()
+            .call_infer(&mut self.store, &request);
+        match self.settle(result)? {
+            Ok(outputs) => self.collect_outputs(outputs),
+            Err(InferError::InvalidInput(message)) => Err(Fault::Rejected { model, message }),
+            Err(InferError::Internal(message)) => Err(Fault::Failed { model, message }),
+        }
+    }
+
+    /// Frees inputs already handed over when a later one cannot be.
+    fn drop_inputs(&mut self, named: Vec<NamedTensor>) {
+        for input in named {
+            if let TensorData::Numeric(handle) = input.data {
+                let _ = self.store.data_mut().take_tensor(handle);
+            }
+        }
+    }
+
+    fn collect_outputs(
+        &mut self,
+        outputs: Vec<NamedTensor>,
+    ) -> Result<Vec<(String, Value)>, Fault> {
+        let mut values = Vec::with_capacity(outputs.len());
+        let mut failure = None;
+        for output in outputs {
+            let value = match output.data {
+                TensorData::Numeric(handle) => {
+                    let state = self.store.data_mut();
+                    let tensor = state
+                        .take_tensor(handle)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| state.model().backend.to_host(&t).map_err(|e| e.to_string()));
+                    match tensor {
+                        Ok(t) => Value::Numeric(t),
+                        Err(message) => {
+                            failure.get_or_insert(format!("output '{}': {message}", output.name));
+                            continue;
+                        }
+                    }
+                }
+                TensorData::Bytes(BytesTensor { shape, elements }) => {
+                    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                    if edgeserve_tensor::shape::numel(&shape) != elements.len() {
+                        failure.get_or_insert(format!(
+                            "BYTES output '{}' has shape {shape:?} but {} elements",
+                            output.name,
+                            elements.len()
+                        ));
+                        continue;
+                    }
+                    Value::Bytes { shape, elements }
+                }
+            };
+            values.push((output.name, value));
+        }
+        match failure {
+            None => Ok(values),
+            Some(message) => Err(Fault::BadOutput {
+                model: self.label(),
+                message,
+            }),
+        }
+    }
+}
+
+/// Epoch ticks covering `timeout` (at least one).
+fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64).max(1)
+}
+
+/// An error with its causes, one line, for a client to read.
+fn chain(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.dedup();
+    parts.join(": ")
+}

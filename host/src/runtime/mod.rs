@@ -1,0 +1,167 @@
+//! The wasmtime side: one engine, a compile cache, a linker with the
+//! contract and a capability-free WASI, and pools of warm instances.
+
+mod cache;
+mod host;
+mod instance;
+mod pool;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+pub use cache::{CacheOutcome, CompileCache};
+pub use host::{InstanceState, ModelContext, ModelMetadata, ParameterValue, TensorMetadata};
+pub use instance::{Fault, Instance, Parameter, Value};
+pub use pool::{Factory, InstancePool, PoolError, Timing};
+
+/// Granularity of request deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Try the pooling allocator (falls back to on-demand when the address
+    /// space cannot hold the pool).
+    pub pooling: bool,
+    /// Instance slots in the pool, across all models.
+    pub max_instances: u32,
+    /// Largest linear memory any instance may have, in bytes.
+    pub max_memory: usize,
+}
+
+/// Why the runtime could not start or load a component.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+    /// The component failed to compile or link.
+    #[error("cannot compile {what}: {message}")]
+    Compile {
+        /// What was being compiled.
+        what: String,
+        /// Why it failed.
+        message: String,
+    },
+}
+
+/// The shared wasm engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    cache: CompileCache,
+    allocator: &'static str,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine, probing for the pooling allocator.
+    pub fn new(config: &RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut base = Config::new();
+        base.wasm_component_model(true).epoch_interruption(true);
+        let (engine, allocator) = match config.pooling.then(|| pooled(&base, config)) {
+            Some(Ok(engine)) => (engine, "pooling"),
+            Some(Err(e)) => {
+                tracing::info!("pooling allocator unavailable ({e}); using on-demand allocation");
+                (Engine::new(&base).map_err(engine_err)?, "on-demand")
+            }
+            None => (Engine::new(&base).map_err(engine_err)?, "on-demand"),
+        };
+        let mut linker = Linker::new(&engine);
+        // Only std's needs: no preopens, sockets or environment are granted
+        // (the WasiCtx of each instance is built empty).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        host::ModelHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(engine_err)?;
+        let ticking = Arc::new(AtomicBool::new(true));
+        let ticker = (engine.clone(), ticking.clone());
+        std::thread::Builder::new()
+            .name("edgeserve-epoch".into())
+            .spawn(move || {
+                while ticker.1.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker.0.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: CompileCache::new(config.cache_dir.clone()),
+            allocator,
+            ticking,
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// "pooling" or "on-demand".
+    pub fn allocator(&self) -> &'static str {
+        self.allocator
+    }
+
+    /// Compiles a component, or loads it from the compile cache.
+    pub fn compile(
+        &self,
+        what: &str,
+        wasm: &[u8],
+    ) -> Result<(Component, CacheOutcome), RuntimeError> {
+        self.cache
+            .load(&self.engine, wasm)
+            .map_err(|e| RuntimeError::Compile {
+                what: what.to_owned(),
+                message: format!("{e:#}"),
+            })
+    }
+
+    /// A factory of initialized instances of `component` serving `context`;
+    /// fails when the component does not fit the contract.
+    pub fn factory(
+        &self,
+        component: &Component,
+        context: Arc<ModelContext>,
+        timeout: Duration,
+        memory_limit: usize,
+    ) -> Result<Factory, RuntimeError> {
+        let link = |e: wasmtime::Error| RuntimeError::Compile {
+            what: context.label.to_string(),
+            message: format!("the component does not fit the edgeserve contract: {e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(component).map_err(link)?;
+        let pre = host::ModelHandlerPre::new(pre).map_err(link)?;
+        Ok(Arc::new(move || {
+            Instance::start(&pre, context.clone(), timeout, memory_limit)
+        }))
+    }
+}
+
+/// An engine with the pooling allocator sized for `config`, or why not.
+fn pooled(base: &Config, config: &RuntimeConfig) -> wasmtime::Result<Engine> {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(config.max_instances)
+        .total_core_instances(config.max_instances * 4)
+        .total_memories(config.max_instances * 2)
+        .total_tables(config.max_instances * 4)
+        .max_memory_size(config.max_memory);
+    let mut with_pool = base.clone();
+    with_pool.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&with_pool)
+}

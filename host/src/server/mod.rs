@@ -1,0 +1,96 @@
+//! The HTTP front end.
+
+mod error;
+mod oip;
+mod routes;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::registry::ModelRegistry;
+
+/// State shared by every route.
+pub struct AppState {
+    /// The live models.
+    pub registry: Arc<ModelRegistry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Whether `/v2/health/ready` answers 200.
+    pub ready: AtomicBool,
+    /// Largest accepted request body.
+    pub max_body: usize,
+}
+
+/// The HTTP application: every route over shared state.
+pub struct Server {
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// A server over `registry`, not ready until [`Server::set_ready`].
+    pub fn new(registry: Arc<ModelRegistry>, metrics: Arc<Metrics>, max_body: usize) -> Server {
+        Server {
+            state: Arc::new(AppState {
+                registry,
+                metrics,
+                ready: AtomicBool::new(false),
+                max_body,
+            }),
+        }
+    }
+
+    /// Flips the readiness probe.
+    pub fn set_ready(&self, ready: bool) {
+        self.state
+            .ready
+            .store(ready, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The axum router.
+    pub fn router(&self) -> Router {
+        use routes::*;
+        Router::new()
+            .route("/v2", get(server_metadata))
+            .route("/v2/health/live", get(live))
+            .route("/v2/health/ready", get(ready))
+            .route("/v2/models/{name}", get(metadata))
+            .route("/v2/models/{name}/ready", get(model_ready))
+            .route("/v2/models/{name}/infer", post(infer))
+            .route(
+                "/v2/models/{name}/versions/{version}",
+                get(version_metadata),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/ready",
+                get(version_ready),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/infer",
+                post(version_infer),
+            )
+            .route("/v2/repository/index", post(repository_index))
+            .route("/v2/repository/models/{name}/load", post(repository_load))
+            .route(
+                "/v2/repository/models/{name}/unload",
+                post(repository_unload),
+            )
+            .route("/metrics", get(metrics))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            // The infer route enforces its own limit with a JSON 413.
+            .layer(DefaultBodyLimit::disable())
+            .with_state(self.state.clone())
+    }
+}

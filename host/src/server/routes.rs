@@ -1,0 +1,380 @@
+//! The HTTP routes: Open Inference Protocol v2, Triton's repository API and
+//! Prometheus metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::oip;
+use crate::metrics::RequestLabels;
+use crate::registry::LoadedModel;
+use crate::runtime::TensorMetadata;
+
+type Shared = State<Arc<AppState>>;
+
+/// `GET /v2`: server metadata.
+pub async fn server_metadata(State(app): Shared) -> Json<Value> {
+    let device = app.registry.device();
+    Json(json!({
+        "name": "edgeserve",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository", "metrics"],
+        "device": { "kind": device.kind, "name": device.device, "api": device.api, "driver": device.driver },
+        "allocator": app.registry.runtime().allocator(),
+    }))
+}
+
+/// `GET /v2/health/live`.
+pub async fn live() -> Json<Value> {
+    Json(json!({ "live": true }))
+}
+
+/// `GET /v2/health/ready`: 200 once startup loading finished, 503 while
+/// starting or shutting down.
+pub async fn ready(State(app): Shared) -> Response {
+    let ready = app.ready.load(Ordering::Relaxed);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+fn specs(specs: &[TensorMetadata]) -> Value {
+    specs
+        .iter()
+        .map(|s| json!({ "name": s.name, "datatype": s.datatype, "shape": s.shape }))
+        .collect()
+}
+
+async fn model_metadata(
+    app: &AppState,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let model = app.registry.get(name, version)?;
+    Ok(Json(json!({
+        "name": model.name,
+        "versions": app.registry.versions(name).iter().map(u64::to_string).collect::<Vec<_>>(),
+        "platform": "edgeserve_wasm",
+        "inputs": specs(&model.metadata.inputs),
+        "outputs": specs(&model.metadata.outputs),
+        "parameters": { "device": model.device.kind, "instances": model.pool.live() },
+    })))
+}
+
+/// `GET /v2/models/{m}`.
+pub async fn metadata(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    model_metadata(&app, &name, None).await
+}
+
+/// `GET /v2/models/{m}/versions/{v}`.
+pub async fn version_metadata(
+    State(app): Shared,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    model_metadata(&app, &name, Some(&version)).await
+}
+
+/// `GET /v2/models/{m}/ready`.
+pub async fn model_ready(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let model = app.registry.get(&name, None)?;
+    Ok(Json(json!({ "name": model.name, "ready": true })))
+}
+
+/// `GET /v2/models/{m}/versions/{v}/ready`.
+pub async fn version_ready(
+    State(app): Shared,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let model = app.registry.get(&name, Some(&version))?;
+    Ok(Json(json!({ "name": model.name, "ready": true })))
+}
+
+/// `POST /v2/models/{m}/infer`.
+pub async fn infer(
+    State(app): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&app, &name, None, &headers, body).await
+}
+
+/// `POST /v2/models/{m}/versions/{v}/infer`.
+pub async fn version_infer(
+    State(app): Shared,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    run_infer(&app, &name, Some(&version), &headers, body).await
+}
+
+/// Holds the in-flight gauge up for the life of a request.
+struct InFlight<'a>(&'a AppState);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.inflight.dec();
+    }
+}
+
+async fn run_infer(
+    app: &AppState,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    app.metrics.inflight.inc();
+    let _inflight = InFlight(app);
+    let model = match app.registry.get(name, version) {
+        Ok(model) => model,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let result = infer_on(app, &model, headers, body).await;
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            model: model.labels.model.clone(),
+            version: model.labels.version.clone(),
+            outcome,
+        })
+        .inc();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn infer_on(
+    app: &AppState,
+    model: &Arc<LoadedModel>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(body, headers, app.max_body).await?;
+    let json_len = headers
+        .get(oip::HEADER_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{} must be a byte count", oip::HEADER_LENGTH))
+                })
+        })
+        .transpose()?;
+    let request = oip::decode(json_len, &body)?;
+    validate(model, &request)?;
+    let batch = request
+        .inputs
+        .first()
+        .and_then(|i| i.shape.first().copied())
+        .unwrap_or(1) as u64;
+    let inputs = request
+        .inputs
+        .into_iter()
+        .map(|i| (i.name, i.value))
+        .collect();
+    let parameters = request.parameters;
+    let (outputs, timing) = model
+        .pool
+        .run(move |instance| instance.infer(inputs, parameters))
+        .await?;
+    app.metrics
+        .queue_seconds
+        .get_or_create(&model.labels)
+        .observe(timing.queue.as_secs_f64());
+    app.metrics
+        .compute_seconds
+        .get_or_create(&model.labels)
+        .observe(timing.compute.as_secs_f64());
+    app.metrics
+        .inferences
+        .get_or_create(&model.labels)
+        .inc_by(batch);
+    let encoded = oip::encode(
+        &model.name,
+        model.version,
+        request.id,
+        outputs,
+        request.outputs.as_deref(),
+        request.binary_output,
+    );
+    let mut response = Response::new(Body::from(encoded.body));
+    let content_type = match encoded.json_len {
+        Some(n) => {
+            response
+                .headers_mut()
+                .insert(oip::HEADER_LENGTH, HeaderValue::from(n));
+            "application/octet-stream"
+        }
+        None => "application/json",
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// Reads the body, refusing more than `limit` bytes with a 413.
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the {limit} byte limit (--max-body-bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// Checks inputs and requested outputs against what the model declares.
+fn validate(model: &LoadedModel, request: &oip::Request) -> Result<(), ApiError> {
+    let label = format!("{}:{}", model.name, model.version);
+    let declared = &model.metadata.inputs;
+    for input in &request.inputs {
+        let Some(spec) = declared.iter().find(|s| s.name == input.name) else {
+            let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "model {label} has no input '{}' (its inputs: {})",
+                input.name,
+                names.join(", ")
+            )));
+        };
+        if spec.datatype != input.datatype {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' of model {label} must be {}, got {}",
+                input.name, spec.datatype, input.datatype
+            )));
+        }
+        let fits = spec.shape.len() == input.shape.len()
+            && spec
+                .shape
+                .iter()
+                .zip(&input.shape)
+                .all(|(&want, &got)| want == -1 || want == got as i64);
+        if !fits {
+            return Err(ApiError::bad_request(format!(
+                "input '{}' of model {label} must have shape {:?} (-1: any size), got {:?}",
+                input.name, spec.shape, input.shape
+            )));
+        }
+    }
+    if let Some(missing) = declared
+        .iter()
+        .find(|s| !request.inputs.iter().any(|i| i.name == s.name))
+    {
+        return Err(ApiError::bad_request(format!(
+            "model {label} needs input '{}' ({} {:?})",
+            missing.name, missing.datatype, missing.shape
+        )));
+    }
+    for output in request.outputs.iter().flatten() {
+        if !model.metadata.outputs.iter().any(|s| s.name == output.name) {
+            let names: Vec<&str> = model
+                .metadata
+                .outputs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "model {label} has no output '{}' (its outputs: {})",
+                output.name,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `POST /v2/repository/index`.
+pub async fn repository_index(State(app): Shared) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(app.registry.index()?).expect("index rows serialize"),
+    ))
+}
+
+/// `POST /v2/repository/models/{m}/load`: (re)loads from disk without a restart.
+pub async fn repository_load(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let registry = app.registry.clone();
+    tokio::task::spawn_blocking(move || registry.load(&name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("load task failed: {e}"),
+            )
+        })??;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{m}/unload`.
+pub async fn repository_unload(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.registry.unload(&name)?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): Shared) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {uri}"))
+}
+
+/// Wrong method on a known path.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {uri}"),
+    )
+}

@@ -1,0 +1,93 @@
+//! A handler that misbehaves on request, to prove the host isolates failures.
+//!
+//! Input `action`: INT32 [1]; output `echo`: INT32 [1].
+//!
+//! | action | behaviour                                                        |
+//! |--------|------------------------------------------------------------------|
+//! | 0      | succeeds, returning the input as `echo`                          |
+//! | 1      | panics (the instance traps)                                      |
+//! | 2      | spins forever (the request deadline must interrupt it)           |
+//! | 3      | allocates guest memory without bound (the memory cap must trap)  |
+//! | 4      | creates host tensors without bound (the host's tensor cap must   |
+//! |        | refuse with out-of-memory, which comes back as an internal error)|
+//! | 5      | refuses the request as invalid input                             |
+//!
+//! `init` writes one line to stdout and one to stderr, which the host routes
+//! to its log.
+
+use std::hint::black_box;
+
+use edgeserve_sdk::{
+    Dtype, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model,
+};
+
+struct Faulty;
+
+impl Model for Faulty {
+    fn metadata() -> ModelMetadata {
+        ModelMetadata {
+            inputs: vec![TensorSpec::new("action", "INT32", &[1])],
+            outputs: vec![TensorSpec::new("echo", "INT32", &[1])],
+        }
+    }
+
+    fn init() -> Result<Self, String> {
+        println!("faulty: init on stdout");
+        eprintln!("faulty: init on stderr");
+        Ok(Faulty)
+    }
+
+    fn infer(&self, mut request: Request) -> Result<Vec<Output>, InferError> {
+        let action = request.numeric("action")?.to_i32_vec()?;
+        match action.as_slice() {
+            [0] => {
+                let echo = request.take_numeric("action")?;
+                Ok(vec![Output::numeric("echo", echo)])
+            }
+            [1] => panic!("faulty: panicking on purpose (action 1)"),
+            [2] => spin(),
+            [3] => exhaust_guest_memory(),
+            [4] => exhaust_host_tensors(),
+            [5] => Err(InferError::InvalidInput(
+                "action 5 is a bad request on purpose".into(),
+            )),
+            other => Err(InferError::InvalidInput(format!(
+                "unknown action {other:?}; expected 0..=5"
+            ))),
+        }
+    }
+}
+
+/// Never returns: only the host's deadline can stop it.
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Grows guest memory 1 MiB at a time until the allocator fails (a trap).
+fn exhaust_guest_memory() -> ! {
+    const CHUNK: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        // Touch every page so the memory is really used.
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 0xA5;
+        }
+        chunks.push(black_box(chunk));
+    }
+}
+
+/// Creates 4 MiB host tensors until the host refuses; the refusal (an
+/// out-of-memory error) propagates with `?`.
+fn exhaust_host_tensors() -> Result<Vec<Output>, InferError> {
+    let mut tensors = Vec::new();
+    loop {
+        tensors.push(Tensor::full(Dtype::F32, &[1024, 1024], 1.0)?);
+        black_box(&tensors);
+    }
+}
+
+export_model!(Faulty);

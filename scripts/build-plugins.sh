@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds every plugin in plugins/ to a WebAssembly component (wasm32-wasip2,
+# release) and installs the example ones into the example model repository
+# as examples/models/<name>/1/model.wasm.
+#
+# Usage: scripts/build-plugins.sh        (from any directory)
+# Env:   CARGO_TARGET_DIR  where the plugins are built (default plugins/target)
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target_dir="${CARGO_TARGET_DIR:-$repo/plugins/target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+# Run from the repo so rustup honours rust-toolchain.toml for both commands.
+cd "$repo"
+
+# Idempotent; a no-op when rust-toolchain.toml already installed it.
+rustup target add wasm32-wasip2
+
+cargo build --release --target wasm32-wasip2 \
+    --manifest-path "$repo/plugins/Cargo.toml" --target-dir "$target_dir"
+
+out="$target_dir/wasm32-wasip2/release"
+for name in linear digits; do
+    dest="$repo/examples/models/$name/1/model.wasm"
+    mkdir -p "$(dirname "$dest")"
+    cp "$out/$name.wasm" "$dest"
+    echo "installed $dest ($(wc -c <"$dest") bytes)"
+done
+echo "test-only components (e.g. faulty.wasm) are in $out"

@@ -1,0 +1,144 @@
+//! Models come and go without a restart (Triton's repository API), and
+//! compiled components are cached across restarts.
+
+mod common;
+
+use common::{TestServer, error_text};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_load_and_unload_without_restart() {
+    let server = TestServer::start(&["linear"]).await;
+    let (status, index) = server.post("/v2/repository/index", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        index,
+        json!([{"name": "linear", "version": "1", "state": "READY"}])
+    );
+
+    assert_eq!(
+        server
+            .post("/v2/repository/models/linear/unload", &json!({}))
+            .await
+            .0,
+        200
+    );
+    let (status, body) = server
+        .post("/v2/models/linear/infer", &json!({"inputs": []}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        error_text(&body).contains("model 'linear' is not loaded: unloaded"),
+        "{body}"
+    );
+    let (_, index) = server.post("/v2/repository/index", &json!({})).await;
+    assert_eq!(index[0]["state"], "UNAVAILABLE");
+
+    assert_eq!(
+        server
+            .post("/v2/repository/models/linear/load", &json!({}))
+            .await
+            .0,
+        200
+    );
+    assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
+
+    // A model dropped into the repository while serving.
+    let digits = edgeserve_e2e::model_repository(&["digits"]);
+    copy_dir(&digits.join("digits"), &server.repo.join("digits"));
+    let (_, index) = server.post("/v2/repository/index", &json!({})).await;
+    assert_eq!(
+        index[0],
+        json!({"name": "digits", "state": "UNAVAILABLE", "reason": "not loaded"})
+    );
+    assert_eq!(
+        server
+            .post("/v2/repository/models/digits/load", &json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(server.get("/v2/models/digits/ready").await.0, 200);
+
+    let (status, body) = server
+        .post("/v2/repository/models/ghost/load", &json!({}))
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        error_text(&body).contains("model 'ghost' is not in the repository"),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk() {
+    use edgeserve::runtime::{CacheOutcome, Runtime, RuntimeConfig};
+    let cache = tempfile_dir();
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        pooling: false,
+        max_instances: 4,
+        max_memory: 64 << 20,
+    };
+    let wasm = std::fs::read(edgeserve_e2e::plugin("linear")).unwrap();
+    let first = Runtime::new(&config).unwrap();
+    assert_eq!(
+        first.compile("linear", &wasm).unwrap().1,
+        CacheOutcome::Miss
+    );
+    drop(first);
+    // A restart: a new engine finds the compiled code.
+    let second = Runtime::new(&config).unwrap();
+    assert_eq!(
+        second.compile("linear", &wasm).unwrap().1,
+        CacheOutcome::Hit
+    );
+    let entries = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries, 1);
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgeserve-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tritonclient_speaks_to_edgeserve() {
+    let server = TestServer::start(&["digits"]).await;
+    let url = server.base.trim_start_matches("http://").to_owned();
+    let script = edgeserve_e2e::repo_root().join("tests/python/triton_compat.py");
+    let reference = edgeserve_e2e::test_data("digits_reference.json");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&url)
+        .arg(&reference)
+        .output()
+        .await
+        .expect("python3 runs (scripts/test.sh installs tritonclient)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tritonclient check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("tritonclient compatibility: OK"),
+        "{stdout}"
+    );
+    server.stop().await;
+}
