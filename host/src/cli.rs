@@ -100,3 +100,50 @@ fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(std::env::temp_dir)
         .join("edgeserve")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn help_documents_every_flag_with_its_environment_variable() {
+        Cli::command().debug_assert();
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .expect("serve exists")
+            .render_long_help()
+            .to_string();
+        for (flag, env) in [
+            ("--model-repository", "EDGESERVE_MODEL_REPOSITORY"),
+            ("--host", "EDGESERVE_HOST"),
+            ("--http-port", "EDGESERVE_HTTP_PORT"),
+            ("--max-body-bytes", "EDGESERVE_MAX_BODY_BYTES"),
+            ("--cache-dir", "EDGESERVE_CACHE_DIR"),
+            ("--no-compile-cache", "EDGESERVE_NO_COMPILE_CACHE"),
+            ("--allocator", "EDGESERVE_ALLOCATOR"),
+            ("--max-instances", "EDGESERVE_MAX_INSTANCES"),
+            (
+                "--max-instance-memory-mib",
+                "EDGESERVE_MAX_INSTANCE_MEMORY_MIB",
+            ),
+        ] {
+            assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+            assert!(help.contains(env), "help lacks {env}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn defaults_serve_the_examples_on_loopback_8000() {
+        let Cli {
+            command: Command::Serve(args),
+        } = Cli::try_parse_from(["edgeserve", "serve", "--no-compile-cache"]).unwrap();
+        let settings = args.settings();
+        assert_eq!(settings.model_repository, PathBuf::from("examples/models"));
+        assert_eq!(settings.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(settings.runtime.cache_dir, None);
+        assert!(settings.runtime.pooling);
+    }
+}

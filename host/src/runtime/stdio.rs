@@ -117,3 +117,54 @@ impl tokio::io::AsyncWrite for LogStream {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Captures what the log subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn guest_lines_reach_the_log_tagged_with_the_model() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut stream = LogStream::new("digits:1".into(), "stderr");
+            OutputStream::write(&mut stream, Bytes::from_static(b"first line\nsecond ")).unwrap();
+            OutputStream::write(&mut stream, Bytes::from_static(b"half\nunterminated")).unwrap();
+            drop(stream);
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        for (line, text) in lines
+            .iter()
+            .zip(["first line", "second half", "unterminated"])
+        {
+            assert!(line.contains("model=digits:1"), "{line}");
+            assert!(line.contains("stream=\"stderr\""), "{line}");
+            assert!(
+                line.contains(&format!("edgeserve::plugin: {text} model=")),
+                "{line}"
+            );
+        }
+    }
+}

@@ -2,8 +2,8 @@
 //! binary tensor data extension.
 
 use edgeserve_tensor::{DType, Tensor};
-use serde::Deserialize;
-use serde_json::{Map, Value as Json, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
 
 use super::error::ApiError;
 use crate::runtime::{Parameter, ParameterValue, Value};
@@ -341,7 +341,7 @@ pub fn encode(
     model: &str,
     version: u64,
     id: Option<String>,
-    outputs: Vec<(String, Value)>,
+    outputs: &[(String, Value)],
     requested: Option<&[OutputRequest]>,
     binary_default: bool,
 ) -> Encoded {
@@ -353,19 +353,25 @@ pub fn encode(
             None => Some(binary_default),
             Some(list) => list
                 .iter()
-                .find(|o| o.name == name)
+                .find(|o| o.name == *name)
                 .map(|o| o.binary.unwrap_or(binary_default)),
         };
         let Some(as_binary) = wanted else { continue };
-        let (datatype, shape) = match &value {
-            Value::Numeric(t) => (t.dtype().oip_name(), t.shape().to_vec()),
-            Value::Bytes { shape, .. } => ("BYTES", shape.clone()),
+        let (datatype, shape) = match value {
+            Value::Numeric(t) => (t.dtype().oip_name(), t.shape()),
+            Value::Bytes { shape, .. } => ("BYTES", shape.as_slice()),
         };
-        let mut entry = json!({ "name": name, "datatype": datatype, "shape": shape });
+        let mut entry = OutputJson {
+            name,
+            datatype,
+            shape,
+            parameters: None,
+            data: None,
+        };
         if as_binary {
             any_binary = true;
             let start = binary.len();
-            match &value {
+            match value {
                 Value::Numeric(t) => {
                     binary.extend_from_slice(t.host().map(|h| h.bytes()).unwrap_or_default())
                 }
@@ -376,21 +382,21 @@ pub fn encode(
                     }
                 }
             }
-            entry["parameters"] = json!({ "binary_data_size": binary.len() - start });
+            entry.parameters = Some(BinarySize {
+                binary_data_size: binary.len() - start,
+            });
         } else {
-            entry["data"] = to_json(&value);
+            entry.data = Some(Data::of(value));
         }
         entries.push(entry);
     }
-    let mut response = json!({
-        "model_name": model,
-        "model_version": version.to_string(),
-        "outputs": entries,
-    });
-    if let Some(id) = id {
-        response["id"] = Json::String(id);
-    }
-    let mut body = serde_json::to_vec(&response).expect("JSON values always serialize");
+    let response = ResponseJson {
+        model_name: model,
+        model_version: version.to_string(),
+        id,
+        outputs: entries,
+    };
+    let mut body = serde_json::to_vec(&response).expect("responses always serialize");
     if !any_binary {
         return Encoded {
             body,
@@ -405,42 +411,69 @@ pub fn encode(
     }
 }
 
-fn to_json(value: &Value) -> Json {
-    match value {
-        Value::Bytes { elements, .. } => elements
-            .iter()
-            .map(|e| Json::String(String::from_utf8_lossy(e).into_owned()))
-            .collect(),
-        Value::Numeric(t) => {
-            let Some(host) = t.host() else {
-                return Json::Null;
-            };
-            match t.dtype() {
-                DType::F32 => host
-                    .as_slice::<f32>()
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputJson<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [usize],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// Output elements, serialized straight from the tensor (f32 as the
+/// shortest decimal that round-trips, like Triton).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    F32(&'a [f32]),
+    F16(Vec<f32>),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+    Bytes(Vec<std::borrow::Cow<'a, str>>),
+}
+
+impl<'a> Data<'a> {
+    fn of(value: &'a Value) -> Data<'a> {
+        match value {
+            Value::Bytes { elements, .. } => Data::Bytes(
+                elements
                     .iter()
-                    .map(|&x| Json::from(x as f64))
+                    .map(|e| String::from_utf8_lossy(e))
                     .collect(),
-                DType::F16 => host
-                    .as_slice::<u16>()
-                    .iter()
-                    .map(|&x| Json::from(half::f16::from_bits(x).to_f64()))
-                    .collect(),
-                DType::I32 => host
-                    .as_slice::<i32>()
-                    .iter()
-                    .map(|&x| Json::from(x))
-                    .collect(),
-                DType::I64 => host
-                    .as_slice::<i64>()
-                    .iter()
-                    .map(|&x| Json::from(x))
-                    .collect(),
-                DType::U8 => host
-                    .as_slice::<u8>()
-                    .iter()
-                    .map(|&x| Json::from(x))
-                    .collect(),
+            ),
+            Value::Numeric(t) => {
+                let host = t
+                    .host()
+                    .expect("outputs are brought to the host before encoding");
+                match t.dtype() {
+                    DType::F32 => Data::F32(host.as_slice()),
+                    DType::F16 => Data::F16(
+                        host.as_slice::<u16>()
+                            .iter()
+                            .map(|&x| half::f16::from_bits(x).to_f32())
+                            .collect(),
+                    ),
+                    DType::I32 => Data::I32(host.as_slice()),
+                    DType::I64 => Data::I64(host.as_slice()),
+                    DType::U8 => Data::U8(host.as_slice()),
+                }
             }
         }
     }
@@ -448,6 +481,8 @@ fn to_json(value: &Value) -> Json {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -521,12 +556,19 @@ mod tests {
     fn outputs_encode_as_json_or_binary_as_asked() {
         let t = Tensor::from_f32(&[2], vec![0.5, 1.5]).unwrap();
         let outputs = vec![("y".to_string(), Value::Numeric(t))];
-        let json_body = encode("m", 1, Some("r1".into()), outputs.clone(), None, false);
+        let json_body = encode("m", 1, Some("r1".into()), &outputs, None, false);
         assert_eq!(json_body.json_len, None);
         let parsed: Json = serde_json::from_slice(&json_body.body).unwrap();
         assert_eq!(parsed["outputs"][0]["data"], json!([0.5, 1.5]));
+        // f32 prints as the shortest round-trip decimal, not its f64 widening.
+        let tenth = vec![(
+            "y".to_string(),
+            Value::Numeric(Tensor::from_f32(&[1], vec![0.1]).unwrap()),
+        )];
+        let text = String::from_utf8(encode("m", 1, None, &tenth, None, false).body).unwrap();
+        assert!(text.contains("\"data\":[0.1]"), "{text}");
         assert_eq!(parsed["id"], "r1");
-        let binary = encode("m", 1, None, outputs, None, true);
+        let binary = encode("m", 1, None, &outputs, None, true);
         let n = binary.json_len.unwrap();
         let head: Json = serde_json::from_slice(&binary.body[..n]).unwrap();
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);

@@ -212,7 +212,7 @@ async fn infer_on(
         &model.name,
         model.version,
         request.id,
-        outputs,
+        &outputs,
         request.outputs.as_deref(),
         request.binary_output,
     );
