@@ -11,6 +11,9 @@
 //! | 4      | creates host tensors without bound (the host's tensor cap must   |
 //! |        | refuse with out-of-memory, which comes back as an internal error)|
 //! | 5      | refuses the request as invalid input                             |
+//! | 6      | probes for ambient authority and returns a bit set as `echo`:    |
+//! |        | 1 = environment variables, 2 = a readable filesystem root,       |
+//! |        | 4 = a bindable socket (0 means fully sandboxed)                  |
 //!
 //! `init` writes one line to stdout and one to stderr, which the host routes
 //! to its log.
@@ -48,14 +51,29 @@ impl Model for Faulty {
             [2] => spin(),
             [3] => exhaust_guest_memory(),
             [4] => exhaust_host_tensors(),
+            [6] => {
+                let found = probe_authority();
+                Ok(vec![Output::numeric(
+                    "echo",
+                    Tensor::from_i32(&[1], &[found])?,
+                )])
+            }
             [5] => Err(InferError::InvalidInput(
                 "action 5 is a bad request on purpose".into(),
             )),
             other => Err(InferError::InvalidInput(format!(
-                "unknown action {other:?}; expected 0..=5"
+                "unknown action {other:?}; expected 0..=6"
             ))),
         }
     }
+}
+
+/// What the sandbox lets through, as bits (see the table above).
+fn probe_authority() -> i32 {
+    let env = std::env::vars_os().next().is_some();
+    let fs = std::fs::read_dir("/").is_ok() || std::fs::read_dir(".").is_ok();
+    let net = std::net::TcpListener::bind("127.0.0.1:0").is_ok();
+    i32::from(env) | (i32::from(fs) << 1) | (i32::from(net) << 2)
 }
 
 /// Never returns: only the host's deadline can stop it.
