@@ -4,11 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use edgeserve_tensor::Backend;
-use edgeserve_tensor::cpu::CpuBackend;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::devices::{DeviceChoice, Devices};
 use crate::metrics::{DeviceLabels, Metrics};
 use crate::registry::ModelRegistry;
 use crate::repository::Repository;
@@ -26,6 +25,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Engine settings.
     pub runtime: RuntimeConfig,
+    /// Which compute devices to open.
+    pub device: DeviceChoice,
 }
 
 /// Why the server could not start.
@@ -34,6 +35,9 @@ pub enum StartError {
     /// The wasm runtime failed to start.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// The requested device could not be opened.
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
     /// The repository could not be read.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
@@ -75,22 +79,29 @@ impl Running {
 /// Starts the runtime, loads every model in the repository and listens.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let runtime = Arc::new(Runtime::new(&settings.runtime)?);
-    let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
+    let devices = tokio::task::spawn_blocking(move || Devices::open(settings.device))
+        .await
+        .expect("opening devices does not panic")?;
     let metrics = Arc::new(Metrics::new());
-    let info = backend.info();
-    tracing::info!(kind = info.kind, device = %info.device, api = %info.api, allocator = runtime.allocator(), "compute device");
-    metrics
-        .device
-        .get_or_create(&DeviceLabels {
-            kind: info.kind.into(),
-            device: info.device.clone(),
-            api: info.api.clone(),
-        })
-        .set(1);
+    let default = devices.default_info();
+    for info in devices.all() {
+        let is_default = info == default;
+        tracing::info!(kind = info.kind, device = %info.device, api = %info.api, driver = %info.driver, default = is_default, "compute device");
+        metrics
+            .device
+            .get_or_create(&DeviceLabels {
+                kind: info.kind.into(),
+                device: info.device,
+                api: info.api,
+                driver: info.driver,
+            })
+            .set(i64::from(is_default));
+    }
+    tracing::info!(allocator = runtime.allocator(), "wasm runtime ready");
     let registry = Arc::new(ModelRegistry::new(
         runtime,
         Repository::new(&settings.model_repository),
-        backend,
+        devices,
         metrics.clone(),
     ));
     let loader = registry.clone();

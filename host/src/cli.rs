@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::Settings;
+use crate::devices::DeviceChoice;
 use crate::runtime::RuntimeConfig;
 
 /// Serve WebAssembly model handlers over the Open Inference Protocol.
@@ -65,6 +66,9 @@ pub struct ServeArgs {
     /// Instance slots of the pooling allocator, across all models.
     #[arg(long, env = "EDGESERVE_MAX_INSTANCES", default_value_t = 256)]
     pub max_instances: u32,
+    /// Compute device for models that do not choose one in their config.
+    #[arg(long, env = "EDGESERVE_DEVICE", value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
     /// Largest linear memory any instance may be configured with, in MiB.
     #[arg(
         long,
@@ -89,6 +93,7 @@ impl ServeArgs {
                 max_instances: self.max_instances,
                 max_memory: self.max_instance_memory_mib << 20,
             },
+            device: self.device,
         }
     }
 }

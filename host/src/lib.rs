@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod devices;
 pub mod metrics;
 pub mod registry;
 pub mod repository;

@@ -36,6 +36,8 @@ pub struct DeviceLabels {
     pub device: String,
     /// API in use.
     pub api: String,
+    /// Driver description.
+    pub driver: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,7 +60,7 @@ pub struct Metrics {
     pub instances: Family<ModelLabels, Gauge>,
     /// Inference requests being handled right now (the autoscaling signal).
     pub inflight: Gauge,
-    /// Constant 1, labelled with the default compute device.
+    /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
 }
 
@@ -109,7 +111,11 @@ impl Metrics {
             "Inference requests in progress",
             inflight.clone(),
         );
-        registry.register("device_info", "The default compute device", device.clone());
+        registry.register(
+            "device_info",
+            "Open compute devices (1 = default)",
+            device.clone(),
+        );
         Metrics {
             registry,
             requests,

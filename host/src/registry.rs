@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use edgeserve_tensor::{Backend, BackendInfo};
+use edgeserve_tensor::BackendInfo;
+
+use crate::devices::{DeviceError, Devices};
 
 use crate::metrics::{Metrics, ModelLabels};
 use crate::repository::{ModelConfig, Repository, RepositoryError, WEIGHTS_FILE, Weights};
@@ -47,6 +49,14 @@ pub enum RegistryError {
     /// An instance failed to start.
     #[error("cannot start model: {0}")]
     Start(#[from] Fault),
+    /// The device the model asks for is not available.
+    #[error("model '{name}': {source}")]
+    Device {
+        /// The model.
+        name: String,
+        /// Why.
+        source: DeviceError,
+    },
     /// The handler's metadata is unusable.
     #[error("model '{name}' declares bad metadata: {message}")]
     Metadata {
@@ -99,7 +109,7 @@ enum Entry {
 pub struct ModelRegistry {
     runtime: Arc<Runtime>,
     repository: Repository,
-    backend: Arc<dyn Backend>,
+    devices: Devices,
     metrics: Arc<Metrics>,
     models: RwLock<BTreeMap<String, Entry>>,
 }
@@ -109,21 +119,21 @@ impl ModelRegistry {
     pub fn new(
         runtime: Arc<Runtime>,
         repository: Repository,
-        backend: Arc<dyn Backend>,
+        devices: Devices,
         metrics: Arc<Metrics>,
     ) -> Self {
         ModelRegistry {
             runtime,
             repository,
-            backend,
+            devices,
             metrics,
             models: RwLock::new(BTreeMap::new()),
         }
     }
 
-    /// The device models run on by default.
-    pub fn device(&self) -> BackendInfo {
-        self.backend.info()
+    /// The devices models run on.
+    pub fn devices(&self) -> &Devices {
+        &self.devices
     }
 
     /// The wasm runtime.
@@ -180,20 +190,27 @@ impl ModelRegistry {
         })?;
         let started = std::time::Instant::now();
         let (component, outcome) = self.runtime.compile(&label, &wasm)?;
+        let backend =
+            self.devices
+                .backend(config.device)
+                .map_err(|source| RegistryError::Device {
+                    name: name.to_owned(),
+                    source,
+                })?;
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = if weights_path.is_file() {
             Weights::open(&weights_path)?
-                .try_map(|t| self.backend.from_host(t))
+                .try_map(|t| backend.from_host(t))
                 .map_err(|e| RepositoryError::Weights {
                     path: weights_path.clone(),
-                    message: format!("cannot place on {}: {e}", self.backend.info().kind),
+                    message: format!("cannot place on {}: {e}", backend.info().kind),
                 })?
         } else {
             Weights::default()
         };
         let context = Arc::new(ModelContext {
             label: label.clone(),
-            backend: self.backend.clone(),
+            backend: backend.clone(),
             weights,
             parameters: config.parameters.clone(),
             dir: dir.to_owned(),
@@ -223,6 +240,7 @@ impl ModelRegistry {
         tracing::info!(
             model = %label,
             instances = config.instances,
+            device = backend.info().kind,
             compile = if outcome == CacheOutcome::Hit { "cached" } else { "compiled" },
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model ready"
@@ -233,7 +251,7 @@ impl ModelRegistry {
             metadata,
             pool,
             config: config.clone(),
-            device: self.backend.info(),
+            device: backend.info(),
             labels,
         })
     }

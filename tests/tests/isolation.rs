@@ -62,7 +62,11 @@ async fn faults_fail_one_request_and_the_instance_is_replaced() {
 
     // No ambient authority: no environment, no filesystem, no sockets.
     let (status, body) = server.faulty(6).await;
-    assert_eq!((status, body["outputs"][0]["data"][0].as_i64()), (200, Some(0)), "{body}");
+    assert_eq!(
+        (status, body["outputs"][0]["data"][0].as_i64()),
+        (200, Some(0)),
+        "{body}"
+    );
 
     let (_, metrics) = server.get_text("/metrics").await;
     assert!(

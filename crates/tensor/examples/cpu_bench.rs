@@ -10,6 +10,9 @@ use edgeserve_tensor::{
     Attention, Backend, BinaryOp, Conv2d, DType, Pool2d, PoolKind, ReduceOp, Tensor, UnaryOp,
 };
 
+/// A named benchmark.
+type Case = (&'static str, Box<dyn Fn()>);
+
 fn tensor(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -93,7 +96,7 @@ fn main() {
         scale: None,
         causal: true,
     };
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    let cases: Vec<Case> = vec![
         ("matmul [128,384,384]x[384,1536]", {
             let (a, b) = (tensor(&[128, 384]), tensor(&[384, 1536]));
             Box::new(move || drop(cpu.matmul(&a, &b, false).unwrap()))
@@ -117,6 +120,22 @@ fn main() {
         ("exp [1M]", {
             let a = tensor(&[1 << 20]);
             Box::new(move || drop(cpu.unary(UnaryOp::Exp, &a).unwrap()))
+        }),
+        ("exp [4096]", {
+            let a = tensor(&[4096]);
+            Box::new(move || drop(cpu.unary(UnaryOp::Exp, &a).unwrap()))
+        }),
+        ("neg [4096]", {
+            let a = tensor(&[4096]);
+            Box::new(move || drop(cpu.unary(UnaryOp::Neg, &a).unwrap()))
+        }),
+        ("gelu [4096]", {
+            let a = tensor(&[4096]);
+            Box::new(move || drop(cpu.unary(UnaryOp::Gelu, &a).unwrap()))
+        }),
+        ("tanh [4096]", {
+            let a = tensor(&[4096]);
+            Box::new(move || drop(cpu.unary(UnaryOp::Tanh, &a).unwrap()))
         }),
         ("gelu [1M]", {
             let a = tensor(&[1 << 20]);

@@ -160,7 +160,14 @@ impl Tensor {
 
     /// A host tensor over `buffer`, checking that its length fits.
     pub fn from_host(dtype: DType, shape: &[usize], buffer: HostBuffer) -> Result<Tensor> {
-        let expected = shape::numel(shape) * dtype.size();
+        // Checked, so that a shape whose size wraps around cannot pass for a
+        // small buffer.
+        let expected = shape::checked_numel(shape).and_then(|n| n.checked_mul(dtype.size()));
+        let Some(expected) = expected else {
+            return Err(TensorError::Shape(format!(
+                "{dtype}{shape:?} has more elements than memory can hold"
+            )));
+        };
         if buffer.len() != expected {
             return Err(TensorError::Shape(format!(
                 "{dtype}{shape:?} needs {expected} bytes, got {}",

@@ -16,6 +16,23 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Number of elements of `shape`, or `None` when the count overflows.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// Refuses results whose byte size cannot even be addressed: they would
+/// overflow size arithmetic and could never be allocated.
+pub fn check_size(op: &str, shape: &[usize], dtype: DType) -> Result<()> {
+    let bytes = checked_numel(shape).and_then(|n| n.checked_mul(dtype.size()));
+    match bytes {
+        Some(b) if b <= isize::MAX as usize => Ok(()),
+        _ => Err(TensorError::OutOfMemory(format!(
+            "{op}: a {dtype} result of shape {shape:?} does not fit in memory"
+        ))),
+    }
+}
+
 /// Turns a possibly negative axis (counting from the end) into an index
 /// below `rank`.
 pub fn normalize_axis(axis: i32, rank: usize) -> Result<usize> {
@@ -210,7 +227,9 @@ pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
         BinaryOp::Pow => float_only(name, a.dtype())?,
         _ => numeric(name, a.dtype())?,
     }
-    broadcast_for(name, a.shape(), b.shape())
+    let out = broadcast_for(name, a.shape(), b.shape())?;
+    check_size(name, &out, a.dtype())?;
+    Ok(out)
 }
 
 /// Validates an elementwise unary op: `neg` and `abs` also take integers.
@@ -226,14 +245,15 @@ pub fn affine(x: &Tensor) -> Result<()> {
     float_only("affine", x.dtype())
 }
 
-/// Validates `full`: every dtype and shape is accepted.
-pub fn full(_dtype: DType, _shape: &[usize], _value: f64) -> Result<()> {
-    Ok(())
+/// Validates `full`: every dtype and value is accepted, and every shape
+/// whose size is addressable.
+pub fn full(dtype: DType, shape: &[usize], _value: f64) -> Result<()> {
+    check_size("full", shape, dtype)
 }
 
 /// Validates `cast`: every pair of dtypes is accepted.
-pub fn cast(_x: &Tensor, _to: DType) -> Result<()> {
-    Ok(())
+pub fn cast(x: &Tensor, to: DType) -> Result<()> {
+    check_size("cast", x.shape(), to)
 }
 
 /// Geometry of a (batched, broadcast) matrix product.
@@ -309,6 +329,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<MatmulShape> 
     })?;
     let mut out_shape = batch_shape.clone();
     out_shape.extend([m, n]);
+    check_size("matmul", &out_shape, a.dtype())?;
     Ok(MatmulShape {
         batch: numel(&batch_shape),
         m,
@@ -372,6 +393,7 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Vec<usize>> {
     }
     let mut out = ids.shape().to_vec();
     out.push(table.shape()[1]);
+    check_size("embedding", &out, table.dtype())?;
     Ok(out)
 }
 
@@ -462,6 +484,7 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Vec<usize>> {
         }
         out[axis] += x.shape()[axis];
     }
+    check_size("concat", &out, first.dtype())?;
     Ok(out)
 }
 
@@ -615,6 +638,8 @@ pub fn conv2d(
             p.padding
         )));
     };
+    let out_shape = vec![n, o, oh, ow];
+    check_size("conv2d", &out_shape, x.dtype())?;
     Ok(Conv2dShape {
         n,
         c,
@@ -625,7 +650,7 @@ pub fn conv2d(
         kw,
         oh,
         ow,
-        out_shape: vec![n, o, oh, ow],
+        out_shape,
     })
 }
 
@@ -809,6 +834,7 @@ pub fn attention(
     let scale = params.scale.unwrap_or(1.0 / (d as f32).sqrt());
     let mut out_shape = batch_shape.clone();
     out_shape.extend([lq, dv]);
+    check_size("attention", &out_shape, q.dtype())?;
     Ok(AttentionShape {
         batch: numel(&batch_shape),
         lq,

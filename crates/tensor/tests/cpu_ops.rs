@@ -2132,6 +2132,25 @@ fn device_tensors_are_refused() {
 }
 
 #[test]
+fn oversized_results_are_errors_not_aborts() {
+    let c = cpu();
+    // Past isize::MAX bytes: refused before allocating.
+    let msg = assert_err!(c.full(DType::F32, &[usize::MAX / 2, 4], 0.0), OutOfMemory);
+    assert!(msg.starts_with("full"), "{msg}");
+    assert_err!(c.full(DType::I64, &[1 << 40, 1 << 40], 0.0), OutOfMemory);
+    // Addressable but beyond any address space: the allocator refuses.
+    let msg = assert_err!(c.full(DType::F32, &[1 << 48], 1.0), OutOfMemory);
+    assert!(msg.starts_with("full"), "{msg}");
+    // A shape whose element count wraps around cannot pass for a small buffer.
+    let wrapped = Tensor::from_host(
+        DType::U8,
+        &[1 << 32, 1 << 32],
+        HostBuffer::from_vec(Vec::<u8>::new()),
+    );
+    assert_err!(wrapped, Shape);
+}
+
+#[test]
 fn empty_tensors_flow_through() {
     let c = cpu();
     let e = f32t(&[0, 3], vec![]);

@@ -25,6 +25,8 @@ pub struct ModelConfig {
     pub max_tensors: usize,
     /// Cap on the bytes of live (non-weight) tensors per instance, in MiB.
     pub max_tensor_mib: u64,
+    /// Device override ("cpu" or "gpu"); the server's default when absent.
+    pub device: Option<crate::devices::DeviceKind>,
     /// Free-form values the handler reads with `model.parameter(key)`.
     pub parameters: BTreeMap<String, String>,
 }
@@ -38,6 +40,7 @@ impl Default for ModelConfig {
             queue_timeout_ms: 1_000,
             max_tensors: 4_096,
             max_tensor_mib: 1_024,
+            device: None,
             parameters: BTreeMap::new(),
         }
     }
@@ -111,13 +114,14 @@ mod tests {
     fn parses_every_key_and_rejects_unknown_ones() {
         let config: ModelConfig = toml::from_str(
             "instances = 3\ntimeout_ms = 10\nmemory_limit_mib = 8\nqueue_timeout_ms = 5\n\
-             max_tensors = 7\nmax_tensor_mib = 9\n[parameters]\nlabel = \"x\"\n",
+             max_tensors = 7\nmax_tensor_mib = 9\ndevice = \"gpu\"\n[parameters]\nlabel = \"x\"\n",
         )
         .unwrap();
         assert_eq!(config.instances, 3);
         assert_eq!(config.timeout(), Duration::from_millis(10));
         assert_eq!(config.memory_limit_bytes(), 8 << 20);
         assert_eq!(config.parameters["label"], "x");
+        assert_eq!(config.device, Some(crate::devices::DeviceKind::Gpu));
         let err = toml::from_str::<ModelConfig>("instanses = 3").unwrap_err();
         assert!(err.to_string().contains("instanses"), "{err}");
     }

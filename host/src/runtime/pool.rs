@@ -72,6 +72,17 @@ impl InstancePool {
         })
     }
 
+    /// Runs `call` on an idle instance right now, on this thread; for use
+    /// while the model is being loaded and no request can hold one.
+    pub fn with_idle<R>(
+        &self,
+        call: impl FnOnce(&mut Instance) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let instance = idle.last_mut().expect("a started pool has an instance");
+        call(instance)
+    }
+
     /// Instances currently alive (idle or busy).
     pub fn live(&self) -> i64 {
         self.live.get()
@@ -142,18 +153,5 @@ impl InstancePool {
                 permit.forget();
             }
         });
-    }
-}
-
-impl InstancePool {
-    /// Runs `call` on an idle instance right now, on this thread; for use
-    /// while the model is being loaded and no request can hold one.
-    pub fn with_idle<R>(
-        &self,
-        call: impl FnOnce(&mut Instance) -> Result<R, Fault>,
-    ) -> Result<R, Fault> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let instance = idle.last_mut().expect("a started pool has an instance");
-        call(instance)
     }
 }

@@ -22,12 +22,14 @@ type Shared = State<Arc<AppState>>;
 
 /// `GET /v2`: server metadata.
 pub async fn server_metadata(State(app): Shared) -> Json<Value> {
-    let device = app.registry.device();
+    let devices = app.registry.devices();
+    let describe = |d: edgeserve_tensor::BackendInfo| json!({ "kind": d.kind, "name": d.device, "api": d.api, "driver": d.driver });
     Json(json!({
         "name": "edgeserve",
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": ["binary_tensor_data", "model_repository", "metrics"],
-        "device": { "kind": device.kind, "name": device.device, "api": device.api, "driver": device.driver },
+        "device": describe(devices.default_info()),
+        "devices": devices.all().into_iter().map(describe).collect::<Vec<_>>(),
         "allocator": app.registry.runtime().allocator(),
     }))
 }

@@ -40,6 +40,7 @@ pub fn settings(repo: &ModelRepository) -> Settings {
             max_instances: 64,
             max_memory: 512 << 20,
         },
+        device: edgeserve::devices::DeviceChoice::Cpu,
     }
 }
 
@@ -50,6 +51,16 @@ impl TestServer {
         let running = edgeserve::app::start(settings(&repo))
             .await
             .expect("server starts");
+        TestServer {
+            base: format!("http://{}", running.addr()),
+            running: Some(running),
+            client: reqwest::Client::new(),
+            repo,
+        }
+    }
+
+    /// Wraps a server started with custom settings.
+    pub fn attach(running: Running, repo: ModelRepository) -> TestServer {
         TestServer {
             base: format!("http://{}", running.addr()),
             running: Some(running),

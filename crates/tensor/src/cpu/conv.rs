@@ -1,7 +1,9 @@
 //! Convolution (im2col + gemm) and pooling over NCHW.
 
+use rayon::prelude::*;
+
 use super::matmul::{MatRef, gemm, threaded};
-use super::{float_tensor, floats, for_rows};
+use super::{PARALLEL_WORK, float_tensor, floats, for_rows, zeroed};
 use crate::shape::{Conv2dShape, Pool2dShape};
 use crate::{Conv2d, Pool2d, PoolKind, Result, Tensor};
 
@@ -74,84 +76,109 @@ pub(super) fn conv2d(
     let (cg, og) = (s.c / g, s.o / g);
     let taps = cg * s.kh * s.kw;
     let plane = s.oh * s.ow;
-    let image_out = s.o * plane;
-    let mut out = vec![0.0f32; s.n * image_out];
+    let mut out = zeroed(s.n * s.o * plane)?;
+    if out.is_empty() {
+        return float_tensor(x.dtype(), &s.out_shape, out);
+    }
     // A 1×1 kernel with unit stride and no padding reads the input as is.
     let direct = s.kh == 1 && s.kw == 1 && p.stride == (1, 1) && p.padding == (0, 0);
-    let total = s.n * image_out;
-    for_rows(&mut out, image_out, image_out * taps, |first, chunk| {
-        // Threads inside gemm only when the images were not already split.
-        let inner_threads = chunk.len() == total && threaded(og, plane, taps);
-        let mut col = if direct {
-            Vec::new()
-        } else {
-            vec![0.0f32; taps * plane]
-        };
-        for (i, dst) in chunk.chunks_exact_mut(image_out).enumerate() {
-            let image = &src[(first + i) * s.c * s.h * s.w..(first + i + 1) * s.c * s.h * s.w];
+    // The unit of work is one group of one image: one product writing a
+    // contiguous [og, oh·ow] block of the output. Units go to threads in
+    // runs, each thread with its own im2col buffer, allocated here so that
+    // running out of memory is an error, not an abort.
+    let (units, unit_out) = (s.n * g, og * plane);
+    let worth = units > 1 && units * unit_out * taps >= PARALLEL_WORK;
+    let per_worker = if worth {
+        units.div_ceil(rayon::current_num_threads())
+    } else {
+        units
+    };
+    let mut cols = (0..units.div_ceil(per_worker))
+        .map(|_| zeroed::<f32>(if direct { 0 } else { taps * plane }))
+        .collect::<Result<Vec<_>>>()?;
+    let image_in = s.c * s.h * s.w;
+    let group_in = cg * s.h * s.w;
+    let run = |first: usize, chunk: &mut [f32], col: &mut [f32], threads: bool| {
+        for (i, dst) in chunk.chunks_exact_mut(unit_out).enumerate() {
+            let (image, gi) = ((first + i) / g, (first + i) % g);
+            let from = image * image_in + gi * group_in;
+            let channels = &src[from..from + group_in];
             if let Some(b) = &bias {
-                for (row, &v) in dst.chunks_exact_mut(plane).zip(b.iter()) {
+                for (row, &v) in dst.chunks_exact_mut(plane).zip(&b[gi * og..]) {
                     row.fill(v);
                 }
             }
-            for gi in 0..g {
-                let channels = &image[gi * cg * s.h * s.w..(gi + 1) * cg * s.h * s.w];
-                let rhs = if direct {
-                    MatRef::rows(channels, plane)
-                } else {
-                    im2col(channels, cg, s, &p, &mut col);
-                    MatRef::rows(&col, plane)
-                };
-                let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
-                let dst = &mut dst[gi * og * plane..(gi + 1) * og * plane];
-                gemm(
-                    dst,
-                    plane,
-                    (og, plane, taps),
-                    lhs,
-                    rhs,
-                    1.0,
-                    bias.is_some(),
-                    inner_threads,
-                );
-            }
+            let rhs = if direct {
+                MatRef::rows(channels, plane)
+            } else {
+                im2col(channels, cg, s, &p, col);
+                MatRef::rows(col, plane)
+            };
+            let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
+            let dims = (og, plane, taps);
+            gemm(dst, plane, dims, lhs, rhs, 1.0, bias.is_some(), threads);
         }
-    });
-    Ok(float_tensor(x.dtype(), &s.out_shape, out))
+    };
+    if let [col] = &mut cols[..] {
+        // One worker: let gemm spread each product over the threads instead.
+        run(0, &mut out, col, threaded(og, plane, taps));
+    } else {
+        out.par_chunks_mut(per_worker * unit_out)
+            .zip(cols.par_iter_mut())
+            .enumerate()
+            .for_each(|(w, (chunk, col))| run(w * per_worker, chunk, col, false));
+    }
+    float_tensor(x.dtype(), &s.out_shape, out)
 }
 
 pub(super) fn pool2d(x: &Tensor, p: Pool2d, s: &Pool2dShape) -> Result<Tensor> {
     let src = floats("pool2d", x)?;
     let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
-    let mut out = vec![0.0f32; s.n * s.c * oh * ow];
+    let mut out = zeroed(s.n * s.c * oh * ow)?;
     let window = p.kernel.0 * p.kernel.1;
-    for_rows(&mut out, oh * ow, oh * ow * window, |first, chunk| {
-        for (i, dst) in chunk.chunks_exact_mut(oh * ow).enumerate() {
-            let plane = &src[(first + i) * h * w..(first + i + 1) * h * w];
-            for oy in 0..oh {
-                // Clip the window to the input: padding never takes part.
-                let y0 = (oy * p.stride.0).saturating_sub(p.padding.0);
-                let y1 = (oy * p.stride.0 + p.kernel.0 - p.padding.0).min(h);
-                for ox in 0..ow {
-                    let x0 = (ox * p.stride.1).saturating_sub(p.padding.1);
-                    let x1 = (ox * p.stride.1 + p.kernel.1 - p.padding.1).min(w);
-                    let rows = plane[y0 * w..y1 * w].chunks_exact(w).map(|r| &r[x0..x1]);
-                    dst[oy * ow + ox] = match p.kind {
-                        PoolKind::Max => rows.flatten().fold(f32::NEG_INFINITY, |m, &v| {
-                            if v > m || v.is_nan() && !m.is_nan() {
-                                v
-                            } else {
+    for_rows(
+        &mut out,
+        oh * ow,
+        oh * ow * window,
+        #[inline(always)]
+        |first, chunk| {
+            for (i, dst) in chunk.chunks_exact_mut(oh * ow).enumerate() {
+                let plane = &src[(first + i) * h * w..(first + i + 1) * h * w];
+                for oy in 0..oh {
+                    // Clip the window to the input: padding never takes part.
+                    let y0 = (oy * p.stride.0).saturating_sub(p.padding.0);
+                    let y1 = (oy * p.stride.0 + p.kernel.0 - p.padding.0).min(h);
+                    for ox in 0..ow {
+                        let x0 = (ox * p.stride.1).saturating_sub(p.padding.1);
+                        let x1 = (ox * p.stride.1 + p.kernel.1 - p.padding.1).min(w);
+                        let rows = (y0..y1).map(|y| &plane[y * w + x0..y * w + x1]);
+                        dst[oy * ow + ox] = match p.kind {
+                            PoolKind::Max => {
+                                let mut m = f32::NEG_INFINITY;
+                                for row in rows {
+                                    for &v in row {
+                                        // NaN wins and stays, as in PyTorch.
+                                        if v > m || v.is_nan() && !m.is_nan() {
+                                            m = v;
+                                        }
+                                    }
+                                }
                                 m
                             }
-                        }),
-                        PoolKind::Avg => {
-                            let sum: f32 = rows.flatten().sum();
-                            sum / ((y1 - y0) * (x1 - x0)) as f32
-                        }
-                    };
+                            PoolKind::Avg => {
+                                let mut sum = 0.0f32;
+                                for row in rows {
+                                    for &v in row {
+                                        sum += v;
+                                    }
+                                }
+                                sum / ((y1 - y0) * (x1 - x0)) as f32
+                            }
+                        };
+                    }
                 }
             }
-        }
-    });
-    Ok(float_tensor(x.dtype(), &s.out_shape, out))
+        },
+    );
+    float_tensor(x.dtype(), &s.out_shape, out)
 }

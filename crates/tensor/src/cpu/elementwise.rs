@@ -1,15 +1,19 @@
 //! Elementwise kernels: broadcasting binary ops, unary ops, affine, cast, full.
 
-use super::{BLOCK, Elem, by_dtype, elems, float_tensor, floats, for_rows, tensor_of};
+use bytemuck::Pod;
+
+use super::{BLOCK, Elem, by_dtype, elems, float_tensor, floats, for_rows, tensor_of, zeroed};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
-pub(super) fn full(dtype: DType, shape: &[usize], value: f64) -> Tensor {
-    fn fill<T: Elem>(shape: &[usize], value: f64) -> Tensor {
-        tensor_of(
-            T::DTYPE,
-            shape,
-            vec![T::from_f64(value); shape::numel(shape)],
-        )
+pub(super) fn full(dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {
+    fn fill<T: Elem>(shape: &[usize], value: f64) -> Result<Tensor> {
+        let v = T::from_f64(value);
+        let mut data: Vec<T> = zeroed(shape::numel(shape))?;
+        // Zeros are free: the allocator hands out zeroed pages lazily.
+        if bytemuck::bytes_of(&v).iter().any(|&b| b != 0) {
+            data.fill(v);
+        }
+        Ok(tensor_of(T::DTYPE, shape, data))
     }
     by_dtype!(dtype, fill(shape, value))
 }
@@ -18,14 +22,20 @@ pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
     fn from<S: Elem>(x: &Tensor, to: DType) -> Result<Tensor> {
         fn into<S: Elem, D: Elem>(x: &Tensor) -> Result<Tensor> {
             let src: &[S] = elems("cast", x)?;
-            let mut out = vec![D::zeroed(); src.len()];
-            for_rows(&mut out, BLOCK, BLOCK, |row, chunk| {
-                let start = row * BLOCK;
-                let end = start + chunk.len();
-                for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
-                    *o = D::convert(s);
-                }
-            });
+            let mut out: Vec<D> = zeroed(src.len())?;
+            for_rows(
+                &mut out,
+                BLOCK,
+                BLOCK,
+                #[inline(always)]
+                |row, chunk| {
+                    let start = row * BLOCK;
+                    let end = start + chunk.len();
+                    for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
+                        *o = D::convert(s);
+                    }
+                },
+            );
             Ok(tensor_of(D::DTYPE, x.shape(), out))
         }
         by_dtype!(to, into::<S>(x))
@@ -36,16 +46,12 @@ pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
     }
     match (x.dtype(), to) {
         // The half crate converts whole slices with F16C/NEON where present.
-        (DType::F16, DType::F32) => Ok(float_tensor(
-            DType::F32,
-            x.shape(),
-            floats("cast", x)?.into_owned(),
-        )),
-        (DType::F32, DType::F16) => Ok(float_tensor(
-            DType::F16,
-            x.shape(),
-            floats("cast", x)?.into_owned(),
-        )),
+        (DType::F16, DType::F32) => {
+            float_tensor(DType::F32, x.shape(), floats("cast", x)?.into_owned())
+        }
+        (DType::F32, DType::F16) => {
+            float_tensor(DType::F16, x.shape(), floats("cast", x)?.into_owned())
+        }
         _ => by_dtype!(x.dtype(), from(x, to)),
     }
 }
@@ -53,25 +59,31 @@ pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
 pub(super) fn affine(x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
     let src = floats("affine", x)?;
     // Separate multiply and add: `mul_add` is a library call without FMA.
-    let out = map(&src, 2, |v| v * factor + offset);
-    Ok(float_tensor(x.dtype(), x.shape(), out))
+    let out = map(&src, 2, |v| v * factor + offset)?;
+    float_tensor(x.dtype(), x.shape(), out)
 }
 
 /// `f` over every element, in parallel blocks for large inputs.
-fn map<T: Copy + Send + Sync, U: Copy + Default + Send>(
+fn map<T: Copy + Send + Sync, U: Pod + Send>(
     src: &[T],
     cost: usize,
     f: impl Fn(T) -> U + Sync + Send,
-) -> Vec<U> {
-    let mut out = vec![U::default(); src.len()];
-    for_rows(&mut out, BLOCK, BLOCK * cost, |row, chunk| {
-        let start = row * BLOCK;
-        let end = start + chunk.len();
-        for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
-            *o = f(s);
-        }
-    });
-    out
+) -> Result<Vec<U>> {
+    let mut out = zeroed(src.len())?;
+    for_rows(
+        &mut out,
+        BLOCK,
+        BLOCK * cost,
+        #[inline(always)]
+        |row, chunk| {
+            let start = row * BLOCK;
+            let end = start + chunk.len();
+            for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
+                *o = f(s);
+            }
+        },
+    );
+    Ok(out)
 }
 
 /// e^x to about 2 ulp, written without branches or library calls so that
@@ -115,12 +127,39 @@ pub(super) fn exp(x: f32) -> f32 {
     }
 }
 
+/// erf(x) to about 3e-7 absolute, as x times a rational function of x² on
+/// [-4, 4] (erf is ±1 in f32 beyond), with no branches so that loops
+/// calling it vectorize; libm's `erff` is a library call per element. The
+/// coefficients are the ones XLA, Eigen and TVM use for f32 erf.
+#[inline(always)]
+pub(super) fn erf(x: f32) -> f32 {
+    // Beyond 3.92, erf(x) rounds to ±1 in f32; the approximation does not
+    // quite reach it, which GELU would scale up by |x|.
+    let saturated = 1.0f32.copysign(x);
+    let big = x.abs() > 3.92;
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906_3e-4;
+    p = p * x2 + -2.954_6e-3;
+    p = p * x2 + -1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329_2e-3;
+    q = q * x2 + -1.426_473_9e-2;
+    if big { saturated } else { x * p / q }
+}
+
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-fn unary_f32(op: UnaryOp, src: &[f32]) -> Vec<f32> {
+fn unary_f32(op: UnaryOp, src: &[f32]) -> Result<Vec<f32>> {
     use std::f32::consts::FRAC_1_SQRT_2;
     // √(2/π)
     const GELU_TANH_K: f32 = 0.797_884_6;
@@ -133,9 +172,30 @@ fn unary_f32(op: UnaryOp, src: &[f32]) -> Vec<f32> {
         UnaryOp::Rsqrt => map(src, 2, |x: f32| 1.0 / x.sqrt()),
         // `x < 0` is false for NaN, so NaN passes through as in PyTorch.
         UnaryOp::Relu => map(src, 1, |x: f32| if x < 0.0 { 0.0 } else { x }),
-        UnaryOp::Gelu => map(src, 16, |x: f32| {
-            0.5 * x * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
-        }),
+        UnaryOp::Gelu => {
+            let mut out = zeroed(src.len())?;
+            for_rows(
+                &mut out,
+                BLOCK,
+                BLOCK * 8,
+                #[inline(always)]
+                |row, chunk| {
+                    let xs = &src[row * BLOCK..row * BLOCK + chunk.len()];
+                    for (o, &x) in chunk.iter_mut().zip(xs) {
+                        *o = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+                    }
+                    // Below -2, 1 + erf cancels away the approximation's
+                    // accuracy; erfc keeps the small tail exact. Such inputs are
+                    // few, so a second pass beats a branch in the vector loop.
+                    for (o, &x) in chunk.iter_mut().zip(xs) {
+                        if x < -2.0 {
+                            *o = 0.5 * x * libm::erfcf(-x * FRAC_1_SQRT_2);
+                        }
+                    }
+                },
+            );
+            Ok(out)
+        }
         // 0.5·(1 + tanh u) = sigmoid(2u): same value, one vectorizable exp.
         UnaryOp::GeluTanh => map(src, 6, |x: f32| {
             x * sigmoid(2.0 * GELU_TANH_K * (x + 0.044_715 * x * x * x))
@@ -143,6 +203,7 @@ fn unary_f32(op: UnaryOp, src: &[f32]) -> Vec<f32> {
         UnaryOp::Tanh => map(src, 16, f32::tanh),
         UnaryOp::Sigmoid => map(src, 5, sigmoid),
         UnaryOp::Silu => map(src, 5, |x: f32| x * sigmoid(x)),
+        // Standalone erf keeps libm's last-bit accuracy.
         UnaryOp::Erf => map(src, 16, libm::erff),
     }
 }
@@ -152,21 +213,21 @@ pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     match x.dtype() {
         DType::F32 | DType::F16 => {
             let src = floats(name, x)?;
-            Ok(float_tensor(x.dtype(), x.shape(), unary_f32(op, &src)))
+            float_tensor(x.dtype(), x.shape(), unary_f32(op, &src)?)
         }
         DType::I32 => {
             let src: &[i32] = elems(name, x)?;
             let out = match op {
-                UnaryOp::Neg => map(src, 1, i32::wrapping_neg),
-                _ => map(src, 1, i32::wrapping_abs),
+                UnaryOp::Neg => map(src, 1, i32::wrapping_neg)?,
+                _ => map(src, 1, i32::wrapping_abs)?,
             };
             Ok(tensor_of(DType::I32, x.shape(), out))
         }
         DType::I64 => {
             let src: &[i64] = elems(name, x)?;
             let out = match op {
-                UnaryOp::Neg => map(src, 1, i64::wrapping_neg),
-                _ => map(src, 1, i64::wrapping_abs),
+                UnaryOp::Neg => map(src, 1, i64::wrapping_neg)?,
+                _ => map(src, 1, i64::wrapping_abs)?,
             };
             Ok(tensor_of(DType::I64, x.shape(), out))
         }
@@ -215,7 +276,7 @@ fn binary_float(
     b: &[f32],
     sb: &[usize],
     out: &[usize],
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     match op {
         BinaryOp::Add => zip(a, sa, b, sb, out, |x, y| x + y),
         BinaryOp::Sub => zip(a, sa, b, sb, out, |x, y| x - y),
@@ -268,7 +329,7 @@ fn binary_int<T: IntArith + Elem>(
         BinaryOp::Maximum => zip(x, sa, y, sb, out, Ord::max),
         BinaryOp::Minimum => zip(x, sa, y, sb, out, Ord::min),
         BinaryOp::Pow => unreachable!("shape::binary refuses integer pow"),
-    };
+    }?;
     Ok(tensor_of(T::DTYPE, out, data))
 }
 
@@ -277,8 +338,8 @@ pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Res
     match a.dtype() {
         DType::F32 | DType::F16 => {
             let (x, y) = (floats(name, a)?, floats(name, b)?);
-            let data = binary_float(op, &x, a.shape(), &y, b.shape(), out);
-            Ok(float_tensor(a.dtype(), out, data))
+            let data = binary_float(op, &x, a.shape(), &y, b.shape(), out)?;
+            float_tensor(a.dtype(), out, data)
         }
         DType::I32 => binary_int::<i32>(op, a, b, out),
         DType::I64 => binary_int::<i64>(op, a, b, out),
@@ -293,82 +354,94 @@ pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Res
 /// and an inner loop in which each operand is either a contiguous run or one
 /// repeated value — the loops LLVM vectorizes. Equal shapes and a bias
 /// broadcast over rows both reduce to contiguous runs.
-fn zip<T: Copy + Default + Send + Sync>(
+fn zip<T: Pod + Send + Sync>(
     a: &[T],
     sa: &[usize],
     b: &[T],
     sb: &[usize],
     out: &[usize],
     f: impl Fn(T, T) -> T + Sync + Send,
-) -> Vec<T> {
+) -> Result<Vec<T>> {
     let n = shape::numel(out);
-    let mut data = vec![T::default(); n];
+    let mut data = zeroed(n)?;
     if n == 0 {
-        return data;
+        return Ok(data);
     }
     if sa == sb {
-        for_rows(&mut data, BLOCK, BLOCK, |row, chunk| {
-            let s = row * BLOCK;
-            let e = s + chunk.len();
-            for ((o, &x), &y) in chunk.iter_mut().zip(&a[s..e]).zip(&b[s..e]) {
-                *o = f(x, y);
-            }
-        });
-        return data;
+        for_rows(
+            &mut data,
+            BLOCK,
+            BLOCK,
+            #[inline(always)]
+            |row, chunk| {
+                let s = row * BLOCK;
+                let e = s + chunk.len();
+                for ((o, &x), &y) in chunk.iter_mut().zip(&a[s..e]).zip(&b[s..e]) {
+                    *o = f(x, y);
+                }
+            },
+        );
+        return Ok(data);
     }
     let (dims, strides_a, strides_b) = collapse(out, sa, sb);
     let inner = *dims.last().expect("collapse keeps at least one dimension");
     let (ia, ib) = (*strides_a.last().unwrap(), *strides_b.last().unwrap());
     let outer_dims = &dims[..dims.len() - 1];
-    for_rows(&mut data, inner, inner, |first_row, chunk| {
-        // Odometer over the outer dimensions, started at `first_row`.
-        let mut coord = vec![0usize; outer_dims.len()];
-        let mut rest = first_row;
-        for d in (0..outer_dims.len()).rev() {
-            coord[d] = rest % outer_dims[d];
-            rest /= outer_dims[d];
-        }
-        let mut oa: usize = coord.iter().zip(&strides_a).map(|(c, s)| c * s).sum();
-        let mut ob: usize = coord.iter().zip(&strides_b).map(|(c, s)| c * s).sum();
-        for row in chunk.chunks_exact_mut(inner) {
-            match (ia, ib) {
-                (1, 1) => {
-                    for ((o, &x), &y) in row
-                        .iter_mut()
-                        .zip(&a[oa..oa + inner])
-                        .zip(&b[ob..ob + inner])
-                    {
-                        *o = f(x, y);
-                    }
-                }
-                (1, _) => {
-                    let y = b[ob];
-                    for (o, &x) in row.iter_mut().zip(&a[oa..oa + inner]) {
-                        *o = f(x, y);
-                    }
-                }
-                (_, 1) => {
-                    let x = a[oa];
-                    for (o, &y) in row.iter_mut().zip(&b[ob..ob + inner]) {
-                        *o = f(x, y);
-                    }
-                }
-                _ => row.fill(f(a[oa], b[ob])),
-            }
+    for_rows(
+        &mut data,
+        inner,
+        inner,
+        #[inline(always)]
+        |first_row, chunk| {
+            // Odometer over the outer dimensions, started at `first_row`.
+            let mut coord = vec![0usize; outer_dims.len()];
+            let mut rest = first_row;
             for d in (0..outer_dims.len()).rev() {
-                coord[d] += 1;
-                oa += strides_a[d];
-                ob += strides_b[d];
-                if coord[d] < outer_dims[d] {
-                    break;
-                }
-                oa -= strides_a[d] * outer_dims[d];
-                ob -= strides_b[d] * outer_dims[d];
-                coord[d] = 0;
+                coord[d] = rest % outer_dims[d];
+                rest /= outer_dims[d];
             }
-        }
-    });
-    data
+            let mut oa: usize = coord.iter().zip(&strides_a).map(|(c, s)| c * s).sum();
+            let mut ob: usize = coord.iter().zip(&strides_b).map(|(c, s)| c * s).sum();
+            for row in chunk.chunks_exact_mut(inner) {
+                match (ia, ib) {
+                    (1, 1) => {
+                        for ((o, &x), &y) in row
+                            .iter_mut()
+                            .zip(&a[oa..oa + inner])
+                            .zip(&b[ob..ob + inner])
+                        {
+                            *o = f(x, y);
+                        }
+                    }
+                    (1, _) => {
+                        let y = b[ob];
+                        for (o, &x) in row.iter_mut().zip(&a[oa..oa + inner]) {
+                            *o = f(x, y);
+                        }
+                    }
+                    (_, 1) => {
+                        let x = a[oa];
+                        for (o, &y) in row.iter_mut().zip(&b[ob..ob + inner]) {
+                            *o = f(x, y);
+                        }
+                    }
+                    _ => row.fill(f(a[oa], b[ob])),
+                }
+                for d in (0..outer_dims.len()).rev() {
+                    coord[d] += 1;
+                    oa += strides_a[d];
+                    ob += strides_b[d];
+                    if coord[d] < outer_dims[d] {
+                        break;
+                    }
+                    oa -= strides_a[d] * outer_dims[d];
+                    ob -= strides_b[d] * outer_dims[d];
+                    coord[d] = 0;
+                }
+            }
+        },
+    );
+    Ok(data)
 }
 
 /// Drops unit dimensions of `out` and merges neighbours that both operands

@@ -3,13 +3,15 @@
 
 use gemm::Parallelism;
 
-use super::{float_tensor, floats, for_rows};
+use super::{float_tensor, floats, for_rows, zeroed};
 use crate::shape::MatmulShape;
 use crate::{Result, Tensor};
 
-/// m·n·k below which gemm's own threading costs more than it saves
-/// (measured on x86_64 with AVX2: at 64³ one thread and two are even).
-const PARALLEL_GEMM: usize = 64 * 64 * 64;
+/// m·n·k below which gemm's own threading costs more than it saves.
+/// Measured with `examples/cpu_bench.rs` on a 2-thread AVX2 machine: one
+/// thread and two are even at 64³, one is faster at 96³ and two win from
+/// 128³ on.
+const PARALLEL_GEMM: usize = 112 * 112 * 112;
 
 /// A read-only strided matrix: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -25,11 +27,17 @@ impl<'a> MatRef<'a> {
         MatRef { data, rs, cs: 1 }
     }
 
-    /// Checks that every element of a `rows × cols` view lies in `data`;
-    /// this is what makes the raw-pointer call to gemm sound.
+    /// Checks that every element of a non-empty `rows × cols` view lies in
+    /// `data`; this is what makes the raw-pointer call to gemm sound.
     fn check(&self, rows: usize, cols: usize) {
-        let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
-        assert!(last < self.data.len(), "matrix view out of bounds");
+        let last = (rows - 1)
+            .checked_mul(self.rs)
+            .zip((cols - 1).checked_mul(self.cs))
+            .and_then(|(r, c)| r.checked_add(c));
+        assert!(
+            last.is_some_and(|l| l < self.data.len()),
+            "matrix view out of bounds"
+        );
     }
 }
 
@@ -54,8 +62,9 @@ pub(super) fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    let end = (m - 1).checked_mul(dst_rs).and_then(|r| r.checked_add(n));
     assert!(
-        (m - 1) * dst_rs + n <= dst.len(),
+        n <= dst_rs && end.is_some_and(|e| e <= dst.len()),
         "gemm destination out of bounds"
     );
     if k == 0 {
@@ -104,9 +113,9 @@ pub(super) fn gemm(
 pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape) -> Result<Tensor> {
     let (x, y) = (floats("matmul", a)?, floats("matmul", b)?);
     let (m, n, k) = (s.m, s.n, s.k);
-    let mut out = vec![0.0f32; s.batch * m * n];
+    let mut out = zeroed(s.batch * m * n)?;
     if out.is_empty() {
-        return Ok(float_tensor(a.dtype(), &s.out_shape, out));
+        return float_tensor(a.dtype(), &s.out_shape, out);
     }
     // Reading b through strides makes transpose_b free.
     let rhs_at = |index: usize| {
@@ -156,5 +165,5 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
             }
         });
     }
-    Ok(float_tensor(a.dtype(), &s.out_shape, out))
+    float_tensor(a.dtype(), &s.out_shape, out)
 }

@@ -158,7 +158,7 @@ fn floats<'a>(op: &str, t: &'a Tensor) -> Result<Cow<'a, [f32]>> {
     Ok(match t.dtype() {
         DType::F16 => {
             let half: &[f16] = elems(op, t)?;
-            let mut wide = vec![0.0f32; half.len()];
+            let mut wide = zeroed(half.len())?;
             half.convert_to_f32_slice(&mut wide);
             Cow::Owned(wide)
         }
@@ -176,15 +176,42 @@ fn tensor_of<T: Pod + Send + Sync>(dtype: DType, shape: &[usize], data: Vec<T>) 
 }
 
 /// A float tensor of `dtype` from f32 results, narrowing for f16.
-fn float_tensor(dtype: DType, shape: &[usize], data: Vec<f32>) -> Tensor {
-    match dtype {
+fn float_tensor(dtype: DType, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+    Ok(match dtype {
         DType::F16 => {
-            let mut half = vec![f16::ZERO; data.len()];
+            let mut half: Vec<f16> = zeroed(data.len())?;
             half.convert_from_f32_slice(&data);
             tensor_of(dtype, shape, half)
         }
         _ => tensor_of(dtype, shape, data),
+    })
+}
+
+/// `n` zero elements, or `OutOfMemory` instead of aborting the process when
+/// the allocator refuses.
+///
+/// Zeroed memory comes from the allocator like `vec![0; n]` does (fresh
+/// pages are zero already), so nothing is written twice.
+fn zeroed<T: Pod>(n: usize) -> Result<Vec<T>> {
+    let refuse = || {
+        TensorError::OutOfMemory(format!(
+            "cannot allocate {n} elements of {} bytes",
+            size_of::<T>()
+        ))
+    };
+    if n == 0 || size_of::<T>() == 0 {
+        return Ok(Vec::new());
     }
+    let layout = std::alloc::Layout::array::<T>(n).map_err(|_| refuse())?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+    if ptr.is_null() {
+        return Err(refuse());
+    }
+    // SAFETY: the global allocator returned `ptr` for exactly `n` elements
+    // of `T` at `T`'s alignment, which is what `Vec` frees it with, and all
+    // zero bytes are a valid `T` because `T: Pod`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
 /// Work (in element operations) below which splitting across threads costs
@@ -206,14 +233,44 @@ fn for_rows<T: Send>(
     let rows = out.len() / row_len;
     let threads = rayon::current_num_threads();
     if threads <= 1 || rows < 2 || rows.saturating_mul(cost_per_row.max(1)) < PARALLEL_WORK {
-        f(0, out);
+        with_simd(
+            #[inline(always)]
+            || f(0, out),
+        );
         return;
     }
     // A few chunks per thread even out uneven rows without drowning in tasks.
     let per_task = rows.div_ceil(threads * 4);
     out.par_chunks_mut(per_task * row_len)
         .enumerate()
-        .for_each(|(i, chunk)| f(i * per_task, chunk));
+        .for_each(|(i, chunk)| {
+            with_simd(
+                #[inline(always)]
+                || f(i * per_task, chunk),
+            )
+        });
+}
+
+/// Runs `f` compiled for AVX2 and FMA when the CPU has them, so the loops
+/// inlined into it vectorize 8 wide instead of the baseline's 4 (x86_64
+/// builds target SSE2 unless told otherwise).
+///
+/// Only code inlined into `f` is compiled that way, hence the
+/// `#[inline(always)]` on the closures compute kernels hand to [`for_rows`]
+/// and on their helpers. Rust never fuses `a * b + c` on its own, so both
+/// paths round identically.
+#[inline(always)]
+fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        #[target_feature(enable = "avx2,fma")]
+        fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU was just checked to have the enabled features.
+        return unsafe { wide(f) };
+    }
+    f()
 }
 
 /// Elementwise kernels over a flat buffer, cut into blocks this long so
@@ -279,6 +336,15 @@ fn cpu_features() -> String {
     parts.join(" ")
 }
 
+/// Prefixes the operation's name to allocation failures, which the kernels
+/// report without knowing which operation they serve.
+fn named(op: &'static str) -> impl FnOnce(TensorError) -> TensorError {
+    move |e| match e {
+        TensorError::OutOfMemory(why) => TensorError::OutOfMemory(format!("{op}: {why}")),
+        other => other,
+    }
+}
+
 impl Backend for CpuBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
@@ -301,32 +367,32 @@ impl Backend for CpuBackend {
 
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {
         shape::full(dtype, shape, value)?;
-        Ok(elementwise::full(dtype, shape, value))
+        elementwise::full(dtype, shape, value).map_err(named("full"))
     }
 
     fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
         let s = shape::matmul(a, b, transpose_b)?;
-        matmul::matmul(a, b, transpose_b, &s)
+        matmul::matmul(a, b, transpose_b, &s).map_err(named("matmul"))
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let out_shape = shape::binary(op, a, b)?;
-        elementwise::binary(op, a, b, &out_shape)
+        elementwise::binary(op, a, b, &out_shape).map_err(named(op.name()))
     }
 
     fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         shape::unary(op, x)?;
-        elementwise::unary(op, x)
+        elementwise::unary(op, x).map_err(named(op.name()))
     }
 
     fn affine(&self, x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
         shape::affine(x)?;
-        elementwise::affine(x, factor, offset)
+        elementwise::affine(x, factor, offset).map_err(named("affine"))
     }
 
     fn softmax(&self, x: &Tensor, axis: usize) -> Result<Tensor> {
         shape::softmax(x, axis)?;
-        reduce::softmax(x, axis)
+        reduce::softmax(x, axis).map_err(named("softmax"))
     }
 
     fn layer_norm(
@@ -337,12 +403,12 @@ impl Backend for CpuBackend {
         eps: f32,
     ) -> Result<Tensor> {
         shape::layer_norm(x, gamma, beta)?;
-        reduce::layer_norm(x, gamma, beta, eps)
+        reduce::layer_norm(x, gamma, beta, eps).map_err(named("layer-norm"))
     }
 
     fn embedding(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         let out_shape = shape::embedding(table, ids)?;
-        layout::embedding(table, ids, &out_shape)
+        layout::embedding(table, ids, &out_shape).map_err(named("embedding"))
     }
 
     fn reshape(&self, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
@@ -353,27 +419,27 @@ impl Backend for CpuBackend {
 
     fn transpose(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
         let out_shape = shape::transpose(x, perm)?;
-        layout::transpose(x, perm, &out_shape)
+        layout::transpose(x, perm, &out_shape).map_err(named("transpose"))
     }
 
     fn slice(&self, x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor> {
         let out_shape = shape::slice(x, axis, start, end)?;
-        layout::slice(x, axis, start, &out_shape)
+        layout::slice(x, axis, start, &out_shape).map_err(named("slice"))
     }
 
     fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
         let out_shape = shape::concat(xs, axis)?;
-        layout::concat(xs, axis, &out_shape)
+        layout::concat(xs, axis, &out_shape).map_err(named("concat"))
     }
 
     fn reduce(&self, op: ReduceOp, x: &Tensor, axis: usize, keep_dims: bool) -> Result<Tensor> {
         let s = shape::reduce(op, x, axis, keep_dims)?;
-        reduce::reduce(op, x, &s)
+        reduce::reduce(op, x, &s).map_err(named("reduce"))
     }
 
     fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor> {
         shape::cast(x, to)?;
-        elementwise::cast(x, to)
+        elementwise::cast(x, to).map_err(named("cast"))
     }
 
     fn conv2d(
@@ -384,12 +450,12 @@ impl Backend for CpuBackend {
         params: Conv2d,
     ) -> Result<Tensor> {
         let s = shape::conv2d(x, weight, bias, params)?;
-        conv::conv2d(x, weight, bias, params, &s)
+        conv::conv2d(x, weight, bias, params, &s).map_err(named("conv2d"))
     }
 
     fn pool2d(&self, x: &Tensor, params: Pool2d) -> Result<Tensor> {
         let s = shape::pool2d(x, params)?;
-        conv::pool2d(x, params, &s)
+        conv::pool2d(x, params, &s).map_err(named("pool2d"))
     }
 
     fn attention(
@@ -401,11 +467,11 @@ impl Backend for CpuBackend {
         params: Attention,
     ) -> Result<Tensor> {
         let s = shape::attention(q, k, v, mask, params)?;
-        attention::attention(q, k, v, mask, params, &s)
+        attention::attention(q, k, v, mask, params, &s).map_err(named("attention"))
     }
 
     fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
         let out_shape = shape::top_k(x, k)?;
-        reduce::top_k(x, k, &out_shape)
+        reduce::top_k(x, k, &out_shape).map_err(named("top-k"))
     }
 }

@@ -4,7 +4,9 @@
 use std::cmp::Ordering;
 
 use super::elementwise::exp;
-use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of};
+use bytemuck::Pod;
+
+use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of, zeroed};
 use crate::shape::ReduceShape;
 use crate::{DType, ReduceOp, Result, Tensor, TensorError};
 
@@ -47,13 +49,14 @@ impl Acc for i64 {
     }
 }
 
-/// Whether `v` replaces `best` for max (`sign` true) or min: strictly
+/// Whether `v` replaces `best` for max (`max` true) or min: strictly
 /// better, or NaN, so the first extreme (or first NaN) wins.
 #[inline(always)]
 fn beats<T: Acc>(v: T, best: T, max: bool) -> bool {
     (if max { v > best } else { v < best }) || (v.is_nan() && !best.is_nan())
 }
 
+#[inline(always)]
 fn sum_row<T: Acc>(row: &[T]) -> T {
     let mut lanes = [T::default(); LANES];
     let chunks = row.chunks_exact(LANES);
@@ -70,12 +73,28 @@ fn sum_row<T: Acc>(row: &[T]) -> T {
     tail.iter().fold(total, |t, &v| t.plus(v))
 }
 
+/// Like [`beats`] for values only: any NaN replaces, which still makes NaN
+/// the result, and is simple enough for LLVM to vectorize.
+#[inline(always)]
+fn beats_value<T: Acc>(v: T, best: T, max: bool) -> bool {
+    (if max { v > best } else { v < best }) || v.is_nan()
+}
+
+#[inline(always)]
 fn extreme_row<T: Acc>(row: &[T], max: bool) -> T {
-    let mut best = row[0];
-    for &v in &row[1..] {
-        if beats(v, best, max) {
-            best = v;
+    // Side-by-side lanes vectorize; which equal element wins does not
+    // matter for the value.
+    let mut lanes = [row[0]; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = if beats_value(v, *l, max) { v } else { *l };
         }
+    }
+    let mut best = row[0];
+    for &v in lanes.iter().chain(tail) {
+        best = if beats_value(v, best, max) { v } else { best };
     }
     best
 }
@@ -91,80 +110,90 @@ fn arg_row<T: Acc>(row: &[T], max: bool) -> i64 {
 }
 
 /// Reduces `[outer, len, inner]` along `len` with a value-producing op.
-fn reduce_values<T: Acc>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Vec<T> {
+fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Vec<T>> {
     let (len, inner) = (s.len, s.inner);
-    let mut out = vec![T::default(); s.outer * inner];
+    let mut out = zeroed(s.outer * inner)?;
     let max = op == ReduceOp::Max;
-    for_rows(&mut out, inner, len * inner, |first, chunk| {
-        for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
-            let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
-            if inner == 1 {
-                dst[0] = match op {
-                    ReduceOp::Sum | ReduceOp::Mean => sum_row(block),
-                    _ => extreme_row(block, max),
-                };
-                continue;
-            }
-            // Walk the axis one contiguous run of `inner` at a time.
-            let mut rows = block.chunks_exact(inner);
-            match op {
-                ReduceOp::Sum | ReduceOp::Mean => {
-                    dst.fill(T::default());
-                    for row in rows {
-                        for (d, &v) in dst.iter_mut().zip(row) {
-                            *d = d.plus(v);
+    for_rows(
+        &mut out,
+        inner,
+        len * inner,
+        #[inline(always)]
+        |first, chunk| {
+            for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
+                let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
+                if inner == 1 {
+                    dst[0] = match op {
+                        ReduceOp::Sum | ReduceOp::Mean => sum_row(block),
+                        _ => extreme_row(block, max),
+                    };
+                    continue;
+                }
+                // Walk the axis one contiguous run of `inner` at a time.
+                let mut rows = block.chunks_exact(inner);
+                match op {
+                    ReduceOp::Sum | ReduceOp::Mean => {
+                        dst.fill(T::default());
+                        for row in rows {
+                            for (d, &v) in dst.iter_mut().zip(row) {
+                                *d = d.plus(v);
+                            }
                         }
                     }
-                }
-                _ => {
-                    dst.copy_from_slice(rows.next().expect("axis checked non-empty"));
-                    for row in rows {
-                        for (d, &v) in dst.iter_mut().zip(row) {
-                            if beats(v, *d, max) {
-                                *d = v;
+                    _ => {
+                        dst.copy_from_slice(rows.next().expect("axis checked non-empty"));
+                        for row in rows {
+                            for (d, &v) in dst.iter_mut().zip(row) {
+                                *d = if beats_value(v, *d, max) { v } else { *d };
                             }
                         }
                     }
                 }
             }
-        }
-    });
-    out
+        },
+    );
+    Ok(out)
 }
 
-fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Vec<i64> {
+fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Vec<i64>> {
     let (len, inner) = (s.len, s.inner);
     let max = op == ReduceOp::ArgMax;
-    let mut out = vec![0i64; s.outer * inner];
-    for_rows(&mut out, inner, len * inner, |first, chunk| {
-        let mut best = vec![T::default(); inner];
-        for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
-            let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
-            if inner == 1 {
-                dst[0] = arg_row(block, max);
-                continue;
-            }
-            best.copy_from_slice(&block[..inner]);
-            dst.fill(0);
-            for (l, row) in block.chunks_exact(inner).enumerate().skip(1) {
-                for ((b, d), &v) in best.iter_mut().zip(dst.iter_mut()).zip(row) {
-                    if beats(v, *b, max) {
-                        (*b, *d) = (v, l as i64);
+    let mut out = zeroed(s.outer * inner)?;
+    for_rows(
+        &mut out,
+        inner,
+        len * inner,
+        #[inline(always)]
+        |first, chunk| {
+            let mut best = vec![T::default(); inner];
+            for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
+                let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
+                if inner == 1 {
+                    dst[0] = arg_row(block, max);
+                    continue;
+                }
+                best.copy_from_slice(&block[..inner]);
+                dst.fill(0);
+                for (l, row) in block.chunks_exact(inner).enumerate().skip(1) {
+                    for ((b, d), &v) in best.iter_mut().zip(dst.iter_mut()).zip(row) {
+                        if beats(v, *b, max) {
+                            (*b, *d) = (v, l as i64);
+                        }
                     }
                 }
             }
-        }
-    });
-    out
+        },
+    );
+    Ok(out)
 }
 
-fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Tensor {
-    match op {
+fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Tensor> {
+    Ok(match op {
         ReduceOp::ArgMax | ReduceOp::ArgMin => {
-            tensor_of(DType::I64, &s.out_shape, reduce_args(op, x, s))
+            tensor_of(DType::I64, &s.out_shape, reduce_args(op, x, s)?)
         }
-        _ => tensor_of(T::DTYPE, &s.out_shape, reduce_values(op, x, s)),
-    }
+        _ => tensor_of(T::DTYPE, &s.out_shape, reduce_values(op, x, s)?),
+    })
 }
 
 pub(super) fn reduce(op: ReduceOp, x: &Tensor, s: &ReduceShape) -> Result<Tensor> {
@@ -172,22 +201,24 @@ pub(super) fn reduce(op: ReduceOp, x: &Tensor, s: &ReduceShape) -> Result<Tensor
     match x.dtype() {
         DType::F32 | DType::F16 => {
             let src = floats(name, x)?;
-            Ok(match op {
-                ReduceOp::ArgMax | ReduceOp::ArgMin => {
-                    tensor_of(DType::I64, &s.out_shape, reduce_args(op, &src, s))
-                }
+            match op {
+                ReduceOp::ArgMax | ReduceOp::ArgMin => Ok(tensor_of(
+                    DType::I64,
+                    &s.out_shape,
+                    reduce_args(op, &src, s)?,
+                )),
                 _ => {
-                    let mut out = reduce_values(op, &src, s);
+                    let mut out = reduce_values(op, &src, s)?;
                     if op == ReduceOp::Mean {
                         let inv = 1.0 / s.len as f32;
                         out.iter_mut().for_each(|v| *v *= inv);
                     }
                     float_tensor(x.dtype(), &s.out_shape, out)
                 }
-            })
+            }
         }
-        DType::I32 => Ok(reduce_typed::<i32>(op, elems(name, x)?, s)),
-        DType::I64 => Ok(reduce_typed::<i64>(op, elems(name, x)?, s)),
+        DType::I32 => reduce_typed::<i32>(op, elems(name, x)?, s),
+        DType::I64 => reduce_typed::<i64>(op, elems(name, x)?, s),
         DType::U8 => Err(TensorError::DType(format!(
             "reduce {op}: u8 is not supported"
         ))),
@@ -197,56 +228,67 @@ pub(super) fn reduce(op: ReduceOp, x: &Tensor, s: &ReduceShape) -> Result<Tensor
 pub(super) fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
     let src = floats("softmax", x)?;
     let (_, len, inner) = crate::shape::split_at_axis(x.shape(), axis);
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = zeroed(src.len())?;
     let block = len * inner;
-    for_rows(&mut out, block, block * 8, |first, chunk| {
-        let mut max = vec![0.0f32; inner];
-        let mut sum = vec![0.0f32; inner];
-        for (o, dst) in chunk.chunks_exact_mut(block).enumerate() {
-            let xs = &src[(first + o) * block..(first + o + 1) * block];
-            if inner == 1 {
-                dst.copy_from_slice(xs);
-                if !softmax_in_place(dst) {
-                    dst.fill(0.0);
+    for_rows(
+        &mut out,
+        block,
+        block * 8,
+        #[inline(always)]
+        |first, chunk| {
+            let mut max = vec![0.0f32; inner];
+            let mut sum = vec![0.0f32; inner];
+            for (o, dst) in chunk.chunks_exact_mut(block).enumerate() {
+                let xs = &src[(first + o) * block..(first + o + 1) * block];
+                if inner == 1 {
+                    dst.copy_from_slice(xs);
+                    if !softmax_in_place(dst) {
+                        dst.fill(0.0);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            // Strided axis: keep one running max and sum per inner position
-            // so every pass walks contiguous runs.
-            max.copy_from_slice(&xs[..inner]);
-            for row in xs.chunks_exact(inner).skip(1) {
-                for (m, &v) in max.iter_mut().zip(row) {
-                    *m = if v > *m { v } else { *m };
+                // Strided axis: keep one running max and sum per inner position
+                // so every pass walks contiguous runs.
+                max.copy_from_slice(&xs[..inner]);
+                for row in xs.chunks_exact(inner).skip(1) {
+                    for (m, &v) in max.iter_mut().zip(row) {
+                        *m = if v > *m { v } else { *m };
+                    }
+                }
+                // An all -inf slice gets exp(-inf) = 0 everywhere and then zeros,
+                // as the contiguous case gives, instead of NaN from -inf - -inf.
+                for m in max.iter_mut() {
+                    if *m == f32::NEG_INFINITY {
+                        *m = 0.0;
+                    }
+                }
+                sum.fill(0.0);
+                for (row, drow) in xs.chunks_exact(inner).zip(dst.chunks_exact_mut(inner)) {
+                    for (((d, &v), &m), s) in drow.iter_mut().zip(row).zip(&max).zip(sum.iter_mut())
+                    {
+                        *d = exp(v - m);
+                        *s += *d;
+                    }
+                }
+                sum.iter_mut()
+                    .for_each(|s| *s = if *s == 0.0 { 0.0 } else { 1.0 / *s });
+                for drow in dst.chunks_exact_mut(inner) {
+                    for (d, &s) in drow.iter_mut().zip(&sum) {
+                        *d *= s;
+                    }
                 }
             }
-            // An all -inf slice gets exp(-inf) = 0 everywhere and then zeros,
-            // as the contiguous case gives, instead of NaN from -inf - -inf.
-            for m in max.iter_mut() {
-                if *m == f32::NEG_INFINITY {
-                    *m = 0.0;
-                }
-            }
-            sum.fill(0.0);
-            for (row, drow) in xs.chunks_exact(inner).zip(dst.chunks_exact_mut(inner)) {
-                for (((d, &v), &m), s) in drow.iter_mut().zip(row).zip(&max).zip(sum.iter_mut()) {
-                    *d = exp(v - m);
-                    *s += *d;
-                }
-            }
-            sum.iter_mut()
-                .for_each(|s| *s = if *s == 0.0 { 0.0 } else { 1.0 / *s });
-            for drow in dst.chunks_exact_mut(inner) {
-                for (d, &s) in drow.iter_mut().zip(&sum) {
-                    *d *= s;
-                }
-            }
-        }
-    });
-    Ok(float_tensor(x.dtype(), x.shape(), out))
+        },
+    );
+    float_tensor(x.dtype(), x.shape(), out)
 }
 
 /// Stable softmax of one contiguous row, in place. Returns false, leaving
 /// the row untouched, when every entry is -inf (nothing to normalize).
+///
+/// Always inlined so that it is compiled for the wide vector units of the
+/// kernel that calls it (see `with_simd`).
+#[inline(always)]
 pub(super) fn softmax_in_place(row: &mut [f32]) -> bool {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -256,6 +298,7 @@ pub(super) fn softmax_in_place(row: &mut [f32]) -> bool {
             *l = if v > *l { v } else { *l };
         }
     }
+    // NaN is skipped here but still turns every output into NaN below.
     let max = tail
         .iter()
         .chain(&lanes)
@@ -263,19 +306,11 @@ pub(super) fn softmax_in_place(row: &mut [f32]) -> bool {
     if max == f32::NEG_INFINITY {
         return false;
     }
-    let mut sums = [0.0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
-        for (v, s) in chunk.iter_mut().zip(sums.iter_mut()) {
-            *v = exp(*v - max);
-            *s += *v;
-        }
-    }
-    let mut sum: f32 = sums.iter().sum();
-    for v in chunks.into_remainder() {
+    // Plain loops, not lane arrays: exp only vectorizes in a simple loop.
+    for v in row.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
+    let sum = sum_row(row);
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|v| *v *= inv);
     true
@@ -291,46 +326,52 @@ pub(super) fn layer_norm(
     let gamma = gamma.map(|g| floats("layer-norm", g)).transpose()?;
     let beta = beta.map(|b| floats("layer-norm", b)).transpose()?;
     let n = *x.shape().last().expect("rank checked by shape::layer_norm");
-    let mut out = vec![0.0f32; src.len()];
-    for_rows(&mut out, n, n * 6, |first, chunk| {
-        for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
-            let row = &src[(first + r) * n..(first + r + 1) * n];
-            let mean = sum_row(row) / n as f32;
-            // Two passes: the one-pass E[x²]−E[x]² cancels badly for large means.
-            for (d, &v) in dst.iter_mut().zip(row) {
-                *d = v - mean;
-            }
-            let mut lanes = [0.0f32; LANES];
-            let chunks = dst.chunks_exact(LANES);
-            let tail: f32 = chunks.remainder().iter().map(|d| d * d).sum();
-            for c in chunks {
-                for (l, &d) in lanes.iter_mut().zip(c) {
-                    *l += d * d;
+    let mut out = zeroed(src.len())?;
+    for_rows(
+        &mut out,
+        n,
+        n * 6,
+        #[inline(always)]
+        |first, chunk| {
+            for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
+                let row = &src[(first + r) * n..(first + r + 1) * n];
+                let mean = sum_row(row) / n as f32;
+                // Two passes: the one-pass E[x²]−E[x]² cancels badly for large means.
+                for (d, &v) in dst.iter_mut().zip(row) {
+                    *d = v - mean;
                 }
-            }
-            let var = (lanes.iter().sum::<f32>() + tail) / n as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            match (&gamma, &beta) {
-                (Some(g), Some(b)) => {
-                    for ((d, &g), &b) in dst.iter_mut().zip(g.iter()).zip(b.iter()) {
-                        *d = *d * inv * g + b;
+                let mut lanes = [0.0f32; LANES];
+                let chunks = dst.chunks_exact(LANES);
+                let tail: f32 = chunks.remainder().iter().map(|d| d * d).sum();
+                for c in chunks {
+                    for (l, &d) in lanes.iter_mut().zip(c) {
+                        *l += d * d;
                     }
                 }
-                (Some(g), None) => {
-                    for (d, &g) in dst.iter_mut().zip(g.iter()) {
-                        *d = *d * inv * g;
+                let var = (lanes.iter().sum::<f32>() + tail) / n as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                match (&gamma, &beta) {
+                    (Some(g), Some(b)) => {
+                        for ((d, &g), &b) in dst.iter_mut().zip(g.iter()).zip(b.iter()) {
+                            *d = *d * inv * g + b;
+                        }
                     }
-                }
-                (None, Some(b)) => {
-                    for (d, &b) in dst.iter_mut().zip(b.iter()) {
-                        *d = *d * inv + b;
+                    (Some(g), None) => {
+                        for (d, &g) in dst.iter_mut().zip(g.iter()) {
+                            *d = *d * inv * g;
+                        }
                     }
+                    (None, Some(b)) => {
+                        for (d, &b) in dst.iter_mut().zip(b.iter()) {
+                            *d = *d * inv + b;
+                        }
+                    }
+                    (None, None) => dst.iter_mut().for_each(|d| *d *= inv),
                 }
-                (None, None) => dst.iter_mut().for_each(|d| *d *= inv),
             }
-        }
-    });
-    Ok(float_tensor(x.dtype(), x.shape(), out))
+        },
+    );
+    float_tensor(x.dtype(), x.shape(), out)
 }
 
 /// Descending order with NaN above everything, ties by lower index: the
@@ -351,27 +392,42 @@ fn top_k_indices<T: Copy + Send + Sync>(
     len: usize,
     k: usize,
     rank: impl Fn((T, u32), (T, u32)) -> Ordering + Sync + Send,
-) -> Vec<i64> {
+) -> Result<Vec<i64>> {
     let rows = src.len().checked_div(len).unwrap_or(0);
-    let mut out = vec![0i64; rows * k];
+    let mut out = zeroed(rows * k)?;
+    // For a few winners out of many, one pass against the current k-th best
+    // rejects almost every element with one comparison; otherwise partition.
+    let few = k <= 64 && k * 16 <= len;
     for_rows(&mut out, k, len * 4, |first, chunk| {
-        let mut keyed: Vec<(T, u32)> = Vec::with_capacity(len);
+        let mut keyed: Vec<(T, u32)> = Vec::with_capacity(if few { k + 1 } else { len });
         for (r, dst) in chunk.chunks_exact_mut(k).enumerate() {
             let row = &src[(first + r) * len..(first + r + 1) * len];
             keyed.clear();
-            keyed.extend(row.iter().enumerate().map(|(i, &v)| (v, i as u32)));
-            // Partition first so only the k winners get sorted.
-            if k < len {
-                keyed.select_nth_unstable_by(k - 1, |a, b| rank(*a, *b));
+            if few {
+                for (i, &v) in row.iter().enumerate() {
+                    let item = (v, i as u32);
+                    // Kept sorted best first; a later equal value ranks lower.
+                    if keyed.len() == k && rank(item, keyed[k - 1]) != Ordering::Less {
+                        continue;
+                    }
+                    let at = keyed.partition_point(|&kept| rank(kept, item) == Ordering::Less);
+                    keyed.insert(at, item);
+                    keyed.truncate(k);
+                }
+            } else {
+                keyed.extend(row.iter().enumerate().map(|(i, &v)| (v, i as u32)));
+                if k < len {
+                    keyed.select_nth_unstable_by(k - 1, |a, b| rank(*a, *b));
+                }
+                keyed.truncate(k);
+                keyed.sort_unstable_by(|a, b| rank(*a, *b));
             }
-            let winners = &mut keyed[..k];
-            winners.sort_unstable_by(|a, b| rank(*a, *b));
-            for (d, w) in dst.iter_mut().zip(winners.iter()) {
+            for (d, w) in dst.iter_mut().zip(keyed.iter()) {
                 *d = i64::from(w.1);
             }
         }
     });
-    out
+    Ok(out)
 }
 
 pub(super) fn top_k(x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {
@@ -395,7 +451,7 @@ pub(super) fn top_k(x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor
         out_shape: &[usize],
     ) -> Result<(Tensor, Tensor)> {
         let src: &[T] = elems("top-k", x)?;
-        let idx = top_k_indices(src, len, k, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let idx = top_k_indices(src, len, k, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)))?;
         let values = gather(src, len, k, &idx);
         Ok((
             tensor_of(T::DTYPE, out_shape, values),
@@ -405,17 +461,17 @@ pub(super) fn top_k(x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor
     if k == 0 || len == 0 {
         let n = crate::shape::numel(out_shape);
         return Ok((
-            super::elementwise::full(x.dtype(), out_shape, 0.0),
-            tensor_of(DType::I64, out_shape, vec![0i64; n]),
+            super::elementwise::full(x.dtype(), out_shape, 0.0)?,
+            tensor_of(DType::I64, out_shape, zeroed::<i64>(n)?),
         ));
     }
     match x.dtype() {
         DType::F32 | DType::F16 => {
             let src = floats("top-k", x)?;
-            let idx = top_k_indices(&src, len, k, rank_f32);
+            let idx = top_k_indices(&src, len, k, rank_f32)?;
             let values = gather(&src, len, k, &idx);
             Ok((
-                float_tensor(x.dtype(), out_shape, values),
+                float_tensor(x.dtype(), out_shape, values)?,
                 tensor_of(DType::I64, out_shape, idx),
             ))
         }

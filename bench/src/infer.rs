@@ -1,0 +1,61 @@
+//! Measurement 2: the cost of crossing into wasm. `Instance::infer` on a
+//! warm `linear` instance with a [1, 1] input — the guest calls two host ops
+//! (matmul, add) and returns the output — against the same two ops called
+//! directly on the native CPU backend.
+
+use std::hint::black_box;
+
+use anyhow::{Context as _, ensure};
+use edgeserve::runtime::{Runtime, Value};
+use edgeserve_tensor::{BinaryOp, Tensor};
+
+use crate::model::Linear;
+use crate::stats::Samples;
+
+/// The timings.
+pub struct Infer {
+    /// `Instance::infer` through wasm.
+    pub wasm: Samples,
+    /// `matmul` + `add` on the backend, no wasm.
+    pub native: Samples,
+}
+
+/// The input: x = 2, so y = 0.1·2 + 0.3 = 0.5.
+fn input() -> anyhow::Result<Tensor> {
+    Ok(Tensor::from_f32(&[1, 1], vec![2.0])?)
+}
+
+/// Runs each path `n` times after a warm-up.
+pub fn run(linear: &Linear, runtime: &Runtime, n: usize) -> anyhow::Result<Infer> {
+    let mut instance = linear.factory(runtime)?()?;
+    let mut call = || -> anyhow::Result<Vec<(String, Value)>> {
+        Ok(instance.infer(vec![("x".to_owned(), Value::Numeric(input()?))], Vec::new())?)
+    };
+    check(&call()?)?;
+    let wasm = Samples::measure(n / 10, n, &mut call)?;
+
+    let context = &linear.context;
+    let weight = context.weights.get("weight").context("weight")?;
+    let bias = context.weights.get("bias").context("bias")?;
+    let backend = &context.backend;
+    let native = Samples::measure(n / 10, n, || {
+        let x = input()?;
+        let xw = backend.matmul(black_box(&x), weight, false)?;
+        Ok(backend.binary(BinaryOp::Add, &xw, bias)?)
+    })?;
+    Ok(Infer { wasm, native })
+}
+
+/// Asserts the guest computed y = 0.5.
+fn check(outputs: &[(String, Value)]) -> anyhow::Result<()> {
+    let y = match outputs {
+        [(name, Value::Numeric(y))] if name == "y" => y,
+        _ => anyhow::bail!("unexpected outputs {outputs:?}"),
+    };
+    let data = y.host().context("output on the host")?.as_slice::<f32>();
+    ensure!(
+        data.len() == 1 && (data[0] - 0.5).abs() < 1e-6,
+        "y = {data:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Benchmarks of edgeserve, each against a baseline measured in the same run
+//! on the same machine — the ratios are the figures, never absolute times:
+//!
+//! 1. [`startup`]: a fresh initialized `linear` instance (against a warm
+//!    infer call), and compiling cold (against a compile-cache hit);
+//! 2. [`infer`]: `Instance::infer` through wasm (against the same two host
+//!    ops called natively);
+//! 3. [`http`]: OIP over loopback under concurrent load (against a native
+//!    axum handler doing the same JSON work, [`native`]).
+//!
+//! `cargo run --release -p edgeserve-bench [-- --quick]` prints a Markdown
+//! report.
+
+mod http;
+mod infer;
+mod model;
+mod native;
+mod startup;
+mod stats;
+
+use std::time::Duration;
+
+use edgeserve::runtime::Runtime;
+
+use crate::model::{Linear, runtime_config};
+use crate::stats::{duration_ratio, fmt_duration, ratio};
+
+/// Iteration counts and durations of a run.
+struct Plan {
+    quick: bool,
+    startup: startup::Config,
+    infer_calls: usize,
+    http: http::Config,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        let pick = |full: usize, fast: usize| if quick { fast } else { full };
+        let millis = |full, fast| Duration::from_millis(if quick { fast } else { full });
+        Plan {
+            quick,
+            startup: startup::Config {
+                compiles: pick(5, 2),
+                cache_loads: pick(100, 20),
+                instances: pick(1000, 100),
+            },
+            infer_calls: pick(20_000, 2_000),
+            http: http::Config {
+                connections: 32,
+                warmup: millis(1000, 250),
+                duration: millis(6000, 1000),
+                rounds: if quick { 1 } else { 3 },
+            },
+        }
+    }
+
+    fn command(&self) -> &'static str {
+        if self.quick {
+            "cargo run --release -p edgeserve-bench -- --quick"
+        } else {
+            "cargo run --release -p edgeserve-bench"
+        }
+    }
+}
+
+/// One line of the report: a measurement, its baseline, and their ratio.
+struct Row {
+    what: String,
+    value: String,
+    baseline: String,
+    baseline_value: String,
+    ratio: String,
+}
+
+impl Row {
+    fn new(
+        what: impl Into<String>,
+        value: impl Into<String>,
+        baseline: impl Into<String>,
+        baseline_value: impl Into<String>,
+        ratio: impl Into<String>,
+    ) -> Row {
+        Row {
+            what: what.into(),
+            value: value.into(),
+            baseline: baseline.into(),
+            baseline_value: baseline_value.into(),
+            ratio: ratio.into(),
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut quick = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "-h" | "--help" => {
+                println!("usage: edgeserve-bench [--quick]");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}; usage: edgeserve-bench [--quick]"),
+        }
+    }
+    let plan = Plan::new(quick);
+
+    eprintln!("preparing linear…");
+    let linear = Linear::load()?;
+    let runtime = Runtime::new(&runtime_config(None))?;
+    let allocator = runtime.allocator();
+    eprintln!("1/3 compile and instance creation…");
+    let startup = startup::run(&linear, &runtime, &plan.startup)?;
+    eprintln!("2/3 host→guest infer…");
+    let infer = infer::run(&linear, &runtime, plan.infer_calls)?;
+    drop(runtime);
+    eprintln!("3/3 HTTP load…");
+    let (edgeserve, native) = tokio::runtime::Runtime::new()?.block_on(http::run(&plan.http))?;
+
+    let s = &startup;
+    let overhead = infer.wasm.median().saturating_sub(infer.native.median());
+    let latency = |q: f64, name: &str| {
+        let (e, n) = (edgeserve.latency.quantile(q), native.latency.quantile(q));
+        Row::new(
+            format!("HTTP latency {name}"),
+            fmt_duration(e),
+            format!("native handler, {name}"),
+            fmt_duration(n),
+            duration_ratio(e, n),
+        )
+    };
+    let rows = [
+        Row::new(
+            format!(
+                "Instance creation (instantiate + init), median, n={}",
+                s.create.len()
+            ),
+            fmt_duration(s.create.median()),
+            "warm `Instance::infer` [1,1], median",
+            fmt_duration(infer.wasm.median()),
+            duration_ratio(s.create.median(), infer.wasm.median()),
+        ),
+        Row::new(
+            "Instance creation, p99",
+            fmt_duration(s.create.p99()),
+            "warm `Instance::infer` [1,1], p99",
+            fmt_duration(infer.wasm.p99()),
+            duration_ratio(s.create.p99(), infer.wasm.p99()),
+        ),
+        Row::new(
+            format!(
+                "Compile cold (no cache), median, n={}",
+                s.compile_cold.len()
+            ),
+            fmt_duration(s.compile_cold.median()),
+            format!("compile-cache hit, median, n={}", s.compile_cached.len()),
+            fmt_duration(s.compile_cached.median()),
+            duration_ratio(s.compile_cold.median(), s.compile_cached.median()),
+        ),
+        Row::new(
+            format!(
+                "`Instance::infer` [1,1] through wasm, median, n={}",
+                infer.wasm.len()
+            ),
+            fmt_duration(infer.wasm.median()),
+            "native `CpuBackend` matmul + add, median",
+            fmt_duration(infer.native.median()),
+            duration_ratio(infer.wasm.median(), infer.native.median()),
+        ),
+        Row::new(
+            "Host→guest overhead per call (difference of medians)",
+            fmt_duration(overhead),
+            "",
+            "",
+            "",
+        ),
+        Row::new(
+            format!("HTTP throughput, {} connections", plan.http.connections),
+            format!("{:.0} req/s", edgeserve.throughput()),
+            "native handler",
+            format!("{:.0} req/s", native.throughput()),
+            ratio(edgeserve.throughput(), native.throughput()),
+        ),
+        latency(0.5, "p50"),
+        latency(0.99, "p99"),
+    ];
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## edgeserve benchmark\n");
+    println!("- Command: `{}`", plan.command());
+    println!("- Machine: {}, {cores} cores, {}", cpu_model(), os());
+    println!("- Model: `linear` (y = 0.1·x + 0.3), {allocator} allocator, CPU backend");
+    println!(
+        "- HTTP: `POST /v2/models/linear/infer`, JSON, x of shape [4,1]; {} keep-alive \
+         connections, {:?} warm-up + {:?} timed per server in {} round(s) alternating between the servers; edgeserve serves with its \
+         shipped `instances = {}`; client, edgeserve and the native server share the \
+         {cores} cores (the load generator competes with the server it measures); \
+         {} / {} requests failed (edgeserve / native)",
+        plan.http.connections,
+        plan.http.warmup,
+        plan.http.duration,
+        plan.http.rounds,
+        linear.config.instances,
+        edgeserve.errors,
+        native.errors,
+    );
+    println!("- Ratio = value ÷ baseline value, both measured in this run\n");
+    println!("| Measurement | Value | Baseline (same run) | Baseline value | Ratio |");
+    println!("|---|---:|---|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.what, r.value, r.baseline, r.baseline_value, r.ratio
+        );
+    }
+    Ok(())
+}
+
+/// The CPU's model name, from /proc/cpuinfo where there is one.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| format!("unknown {} CPU", std::env::consts::ARCH))
+}
+
+/// The operating system and, on Linux, the kernel release.
+fn os() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{} {}", std::env::consts::OS, release.trim())
+        .trim()
+        .to_owned()
+}

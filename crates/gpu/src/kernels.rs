@@ -1,0 +1,23 @@
+//! WGSL sources of the compute kernels, one file per kernel under
+//! `src/kernels/`, each prefixed with the shared helpers of `common.wgsl`.
+
+const COMMON: &str = include_str!("kernels/common.wgsl");
+
+/// The full WGSL source of `kernel` (a file stem under `src/kernels/`).
+pub(crate) fn source(kernel: &str) -> String {
+    let body = match kernel {
+        "matmul" => include_str!("kernels/matmul.wgsl"),
+        "binary" => include_str!("kernels/binary.wgsl"),
+        "unary" => include_str!("kernels/unary.wgsl"),
+        "copy" => include_str!("kernels/copy.wgsl"),
+        "fill" => include_str!("kernels/fill.wgsl"),
+        "softmax" => include_str!("kernels/softmax.wgsl"),
+        "attn_softmax" => include_str!("kernels/attn_softmax.wgsl"),
+        "layer_norm" => include_str!("kernels/layer_norm.wgsl"),
+        "reduce" => include_str!("kernels/reduce.wgsl"),
+        "embedding" => include_str!("kernels/embedding.wgsl"),
+        "cast" => include_str!("kernels/cast.wgsl"),
+        other => unreachable!("unknown kernel {other}"),
+    };
+    format!("{COMMON}\n{body}")
+}

@@ -1,0 +1,86 @@
+// Element conversions matching Rust's `as` (truncate toward zero, saturate,
+// NaN to 0). p: [elements].
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+
+// 0 f32->i32, 1 i32->f32, 2 i32->i64, 3 i64->i32, 4 f32->i64, 5 i64->f32.
+override OP: u32 = 0u;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = flat_index(wg, nwg, lid);
+    if (idx >= p[0]) {
+        return;
+    }
+    switch OP {
+        case 0u: {
+            let f = bitcast<f32>(x[idx]);
+            var r = 0;
+            if (is_nan(f)) {
+                r = 0;
+            } else if (f >= 2147483648.0) {
+                r = 2147483647;
+            } else if (f < -2147483648.0) {
+                r = -2147483647 - 1;
+            } else {
+                r = i32(f);
+            }
+            y[idx] = bitcast<u32>(r);
+        }
+        case 1u: {
+            y[idx] = bitcast<u32>(f32(bitcast<i32>(x[idx])));
+        }
+        case 2u: {
+            let v = x[idx];
+            y[2u * idx] = v;
+            y[2u * idx + 1u] = select(0u, 0xffffffffu, bitcast<i32>(v) < 0);
+        }
+        case 3u: {
+            let lo = x[2u * idx];
+            let hi = x[2u * idx + 1u];
+            var r = lo;
+            if (!((hi == 0u && lo < 0x80000000u) || (hi == 0xffffffffu && lo >= 0x80000000u))) {
+                r = select(0x7fffffffu, 0x80000000u, bitcast<i32>(hi) < 0);
+            }
+            y[idx] = r;
+        }
+        case 4u: {
+            let f = bitcast<f32>(x[idx]);
+            var lo = 0u;
+            var hi = 0u;
+            if (is_nan(f)) {
+                lo = 0u;
+            } else if (f >= 9223372036854775808.0) {
+                lo = 0xffffffffu;
+                hi = 0x7fffffffu;
+            } else if (f < -9223372036854775808.0) {
+                hi = 0x80000000u;
+            } else {
+                let t = trunc(f);
+                if (abs(t) < 2147483648.0) {
+                    let i = i32(t);
+                    lo = bitcast<u32>(i);
+                    hi = select(0u, 0xffffffffu, i < 0);
+                } else {
+                    let hf = floor(t / 4294967296.0);
+                    lo = u32(t - hf * 4294967296.0);
+                    hi = bitcast<u32>(i32(hf));
+                }
+            }
+            y[2u * idx] = lo;
+            y[2u * idx + 1u] = hi;
+        }
+        default: {
+            let lo = x[2u * idx];
+            let hi = x[2u * idx + 1u];
+            var r: f32;
+            if ((hi == 0u && lo < 0x80000000u) || (hi == 0xffffffffu && lo >= 0x80000000u)) {
+                r = f32(bitcast<i32>(lo));
+            } else {
+                r = f32(bitcast<i32>(hi)) * 4294967296.0 + f32(lo);
+            }
+            y[idx] = bitcast<u32>(r);
+        }
+    }
+}

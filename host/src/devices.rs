@@ -1,0 +1,107 @@
+//! The compute devices models run on: the native CPU backend always, a wgpu
+//! GPU backend when one is asked for or found.
+
+use std::sync::Arc;
+
+use edgeserve_gpu::GpuBackend;
+use edgeserve_tensor::cpu::CpuBackend;
+use edgeserve_tensor::{Backend, BackendInfo};
+use serde::Deserialize;
+
+/// A kind of device a model may ask for in its config (`device = "gpu"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The native CPU backend.
+    Cpu,
+    /// The wgpu backend.
+    Gpu,
+}
+
+/// The `--device` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// A hardware GPU when there is one, else the CPU (software rasterizers
+    /// such as lavapipe are slower than the native CPU backend, so they are
+    /// passed over).
+    Auto,
+    /// A GPU adapter (software ones included); fail at start without one.
+    Gpu,
+    /// The native CPU backend only.
+    Cpu,
+}
+
+/// Why a device is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// `--device gpu` and no adapter could be opened.
+    #[error("--device gpu: {0}")]
+    NoGpu(#[from] edgeserve_gpu::GpuError),
+    /// A model asked for a GPU this server did not open.
+    #[error(
+        "this server has no GPU backend (start it with --device gpu or auto on a machine with a GPU)"
+    )]
+    GpuNotOpened,
+}
+
+/// The backends this server runs models on.
+#[derive(Clone)]
+pub struct Devices {
+    cpu: Arc<dyn Backend>,
+    gpu: Option<Arc<dyn Backend>>,
+    default: DeviceKind,
+}
+
+impl Devices {
+    /// Opens the devices `choice` asks for.
+    pub fn open(choice: DeviceChoice) -> Result<Devices, DeviceError> {
+        let gpu = match choice {
+            DeviceChoice::Cpu => None,
+            DeviceChoice::Gpu => Some(GpuBackend::new()?),
+            DeviceChoice::Auto => match GpuBackend::new() {
+                Ok(gpu) if !gpu.is_software() => Some(gpu),
+                Ok(gpu) => {
+                    tracing::info!(adapter = %gpu.info().device, "--device auto: passing over a software GPU adapter");
+                    None
+                }
+                Err(e) => {
+                    tracing::info!("--device auto: no GPU ({e}); using the CPU backend");
+                    None
+                }
+            },
+        };
+        let default = if gpu.is_some() {
+            DeviceKind::Gpu
+        } else {
+            DeviceKind::Cpu
+        };
+        Ok(Devices {
+            cpu: Arc::new(CpuBackend::new()),
+            gpu: gpu.map(|g| Arc::new(g) as Arc<dyn Backend>),
+            default,
+        })
+    }
+
+    /// The backend for a model asking for `kind` (`None`: the default).
+    pub fn backend(&self, kind: Option<DeviceKind>) -> Result<Arc<dyn Backend>, DeviceError> {
+        match kind.unwrap_or(self.default) {
+            DeviceKind::Cpu => Ok(self.cpu.clone()),
+            DeviceKind::Gpu => self.gpu.clone().ok_or(DeviceError::GpuNotOpened),
+        }
+    }
+
+    /// The default device's description.
+    pub fn default_info(&self) -> BackendInfo {
+        match (self.default, &self.gpu) {
+            (DeviceKind::Gpu, Some(gpu)) => gpu.info(),
+            _ => self.cpu.info(),
+        }
+    }
+
+    /// Every open device.
+    pub fn all(&self) -> Vec<BackendInfo> {
+        std::iter::once(self.cpu.info())
+            .chain(self.gpu.iter().map(|g| g.info()))
+            .collect()
+    }
+}
