@@ -1558,6 +1558,17 @@ fn conv2d_matches_naive() {
             [32, 16, 3, 3],
             conv_params((1, 1), (1, 1), (1, 1), 1),
         ),
+        // One image, many groups: the groups are what runs in parallel.
+        (
+            [1, 32, 28, 28],
+            [32, 1, 3, 3],
+            conv_params((1, 1), (1, 1), (1, 1), 32),
+        ),
+        (
+            [1, 16, 30, 30],
+            [32, 4, 3, 3],
+            conv_params((2, 2), (1, 1), (1, 1), 4),
+        ),
     ];
     for (xs, ws, p) in cases {
         for with_bias in [false, true] {
@@ -2129,6 +2140,49 @@ fn device_tensors_are_refused() {
     assert_err!(c.cast(&dev, DType::F32), Unsupported);
     assert_err!(c.softmax(&dev, 0), Unsupported);
     assert_err!(c.top_k(&dev, 1), Unsupported);
+}
+
+#[test]
+fn nan_propagates_where_documented() {
+    let c = cpu();
+    let nan = f32::NAN;
+    let x = f32t(&[2, 4], vec![1.0, nan, 3.0, nan, 5.0, 2.0, 7.0, 1.0]);
+    let max = read_f32(&c.reduce(ReduceOp::Max, &x, 1, false).unwrap());
+    assert!(max[0].is_nan() && max[1] == 7.0, "{max:?}");
+    let min = read_f32(&c.reduce(ReduceOp::Min, &x, 0, false).unwrap());
+    assert!(
+        min[1].is_nan() && min[3].is_nan() && min[0] == 1.0,
+        "{min:?}"
+    );
+    // The first NaN is the arg-extreme.
+    assert_eq!(
+        read::<i64>(&c.reduce(ReduceOp::ArgMax, &x, 1, false).unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        read::<i64>(&c.reduce(ReduceOp::ArgMin, &x, 1, false).unwrap()),
+        vec![1, 3]
+    );
+    let (v, i) = c.top_k(&x, 2).unwrap();
+    let v = read_f32(&v);
+    assert!(
+        v[0].is_nan() && v[1].is_nan() && v[2] == 7.0 && v[3] == 5.0,
+        "{v:?}"
+    );
+    assert_eq!(read::<i64>(&i), vec![1, 3, 2, 0]);
+    let img = f32t(&[1, 1, 2, 2], vec![1.0, nan, 3.0, 4.0]);
+    let pool = Pool2d {
+        kind: PoolKind::Max,
+        kernel: (2, 2),
+        stride: (1, 1),
+        padding: (0, 0),
+    };
+    assert!(read_f32(&c.pool2d(&img, pool).unwrap())[0].is_nan());
+    let long: Vec<f32> = (0..100)
+        .map(|i| if i == 37 { nan } else { i as f32 })
+        .collect();
+    let sm = read_f32(&c.softmax(&f32t(&[100], long), 0).unwrap());
+    assert!(sm.iter().all(|v| v.is_nan()));
 }
 
 #[test]

@@ -135,45 +135,47 @@ pub(super) fn pool2d(x: &Tensor, p: Pool2d, s: &Pool2dShape) -> Result<Tensor> {
     let src = floats("pool2d", x)?;
     let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
     let mut out = zeroed(s.n * s.c * oh * ow)?;
-    let window = p.kernel.0 * p.kernel.1;
+    let max = p.kind == PoolKind::Max;
+    // Any NaN in a window makes its max NaN, as in PyTorch.
+    #[inline(always)]
+    fn max_nan(a: f32, v: f32) -> f32 {
+        if v > a || v.is_nan() { v } else { a }
+    }
     for_rows(
         &mut out,
         oh * ow,
-        oh * ow * window,
+        h * w * p.kernel.0,
         #[inline(always)]
         |first, chunk| {
+            // Separable: first fold the window's rows into one row (a loop
+            // over contiguous memory), then slide along that row.
+            let mut folded = vec![0.0f32; w];
             for (i, dst) in chunk.chunks_exact_mut(oh * ow).enumerate() {
                 let plane = &src[(first + i) * h * w..(first + i + 1) * h * w];
-                for oy in 0..oh {
+                for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
                     // Clip the window to the input: padding never takes part.
                     let y0 = (oy * p.stride.0).saturating_sub(p.padding.0);
                     let y1 = (oy * p.stride.0 + p.kernel.0 - p.padding.0).min(h);
-                    for ox in 0..ow {
+                    folded.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
+                    for row in plane[(y0 + 1) * w..y1 * w].chunks_exact(w) {
+                        if max {
+                            for (f, &v) in folded.iter_mut().zip(row) {
+                                *f = max_nan(*f, v);
+                            }
+                        } else {
+                            for (f, &v) in folded.iter_mut().zip(row) {
+                                *f += v;
+                            }
+                        }
+                    }
+                    for (ox, d) in dst_row.iter_mut().enumerate() {
                         let x0 = (ox * p.stride.1).saturating_sub(p.padding.1);
                         let x1 = (ox * p.stride.1 + p.kernel.1 - p.padding.1).min(w);
-                        let rows = (y0..y1).map(|y| &plane[y * w + x0..y * w + x1]);
-                        dst[oy * ow + ox] = match p.kind {
-                            PoolKind::Max => {
-                                let mut m = f32::NEG_INFINITY;
-                                for row in rows {
-                                    for &v in row {
-                                        // NaN wins and stays, as in PyTorch.
-                                        if v > m || v.is_nan() && !m.is_nan() {
-                                            m = v;
-                                        }
-                                    }
-                                }
-                                m
-                            }
-                            PoolKind::Avg => {
-                                let mut sum = 0.0f32;
-                                for row in rows {
-                                    for &v in row {
-                                        sum += v;
-                                    }
-                                }
-                                sum / ((y1 - y0) * (x1 - x0)) as f32
-                            }
+                        let window = &folded[x0..x1];
+                        *d = if max {
+                            window.iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v))
+                        } else {
+                            window.iter().sum::<f32>() / ((y1 - y0) * (x1 - x0)) as f32
                         };
                     }
                 }

@@ -2,9 +2,27 @@
 //!
 //! Matrix products go to the `gemm` crate (runtime-dispatched SIMD); the
 //! other kernels are plain loops over contiguous slices written so LLVM can
-//! vectorize them, split across rayon's pool when the work is large enough to
-//! pay for it. f16 inputs are widened to f32, computed, and narrowed back.
-//! Shape and dtype rules come from [`crate::shape`].
+//! vectorize them, recompiled for AVX2 where the CPU has it, and split
+//! across rayon's pool when the work is large enough to pay for it. f16
+//! inputs are widened to f32, computed, and narrowed back. Shape and dtype
+//! rules come from [`crate::shape`].
+//!
+//! Value semantics a second backend has to match:
+//! - integer add/sub/mul wrap on overflow; integer division truncates
+//!   toward zero, and a zero divisor is an `InvalidArgument` error;
+//! - `cast` and `full` truncate floats toward zero when making integers and
+//!   saturate every narrowing conversion (NaN becomes 0); integers and f32
+//!   become f16 with round-to-nearest, ±inf past 65504;
+//! - NaN propagates through maximum/minimum, max/min reductions, argmax/argmin
+//!   (the first NaN wins), max pooling and relu; top-k ranks NaN highest;
+//! - softmax of a slice that is all -inf, and attention of a query that sees
+//!   no key, give zeros rather than NaN;
+//! - `exp` (also inside softmax, sigmoid, silu, gelu-tanh and attention) is
+//!   accurate to about 2 ulp and flushes results below f32's smallest normal
+//!   to 0; gelu agrees with the exact erf form to about 1e-6;
+//! - reshape, slices whose leading axes all have size 1 (along axis 0, say),
+//!   transposes that only move unit axes and a concat of one tensor share
+//!   the input's memory instead of copying it.
 
 mod attention;
 mod conv;

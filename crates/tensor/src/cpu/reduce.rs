@@ -3,9 +3,9 @@
 
 use std::cmp::Ordering;
 
-use super::elementwise::exp;
 use bytemuck::Pod;
 
+use super::elementwise::exp;
 use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of, zeroed};
 use crate::shape::ReduceShape;
 use crate::{DType, ReduceOp, Result, Tensor, TensorError};
