@@ -88,11 +88,9 @@ fn package_name(manifest: &str) -> Option<String> {
         let line = line.trim();
         if line.starts_with('[') {
             in_package = line == "[package]";
-        } else if in_package {
-            if let Some(value) = line.strip_prefix("name") {
-                let value = value.trim_start().strip_prefix('=')?.trim();
-                return Some(value.trim_matches('"').to_string());
-            }
+        } else if in_package && let Some(value) = line.strip_prefix("name") {
+            let value = value.trim_start().strip_prefix('=')?.trim();
+            return Some(value.trim_matches('"').to_string());
         }
     }
     None
@@ -131,16 +129,16 @@ fn check_wasm_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot {
-        if !sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir() {
-            panic!(
-                "\n\nThe `{WASM_TARGET}` Rust target is not installed (looked in {}).\n\
-                 The end-to-end tests compile the plugins in plugins/ to WebAssembly \
-                 components and need it.\nInstall it with:\n\n    \
-                 rustup target add {WASM_TARGET}\n\n",
-                sysroot.display()
-            );
-        }
+    if let Some(sysroot) = sysroot
+        && !sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir()
+    {
+        panic!(
+            "\n\nThe `{WASM_TARGET}` Rust target is not installed (looked in {}).\n\
+             The end-to-end tests compile the plugins in plugins/ to WebAssembly \
+             components and need it.\nInstall it with:\n\n    \
+             rustup target add {WASM_TARGET}\n\n",
+            sysroot.display()
+        );
     }
 }
 

@@ -115,7 +115,7 @@ fn assert_matches_sklearn(probabilities: &[f64], labels: &[i64], reference: &Val
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| floats(row))
+        .flat_map(floats)
         .collect();
     assert_eq!(probabilities.len(), expected.len());
     let worst = probabilities
@@ -171,7 +171,7 @@ async fn digits_reproduces_sklearn_in_json_and_binary() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|row| floats(row))
+        .flat_map(floats)
         .flat_map(|p| (p as f32).to_le_bytes())
         .collect();
     let head = serde_json::to_vec(&json!({
