@@ -58,6 +58,8 @@ pub struct Metrics {
     pub compute_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
     /// Live instances per model version.
     pub instances: Family<ModelLabels, Gauge>,
+    /// Bytes of weights each model version holds on its device.
+    pub weight_bytes: Family<ModelLabels, Gauge>,
     /// Inference requests being handled right now (the autoscaling signal).
     pub inflight: Gauge,
     /// One series per open compute device: 1 for the default, 0 otherwise.
@@ -79,6 +81,7 @@ impl Metrics {
         let queue_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let compute_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let instances = Family::default();
+        let weight_bytes = Family::default();
         let inflight = Gauge::default();
         let device = Family::default();
         registry.register(
@@ -107,6 +110,11 @@ impl Metrics {
             instances.clone(),
         );
         registry.register(
+            "model_weight_bytes",
+            "Bytes of weights per model version on its device",
+            weight_bytes.clone(),
+        );
+        registry.register(
             "inflight_requests",
             "Inference requests in progress",
             inflight.clone(),
@@ -123,6 +131,7 @@ impl Metrics {
             queue_seconds,
             compute_seconds,
             instances,
+            weight_bytes,
             inflight,
             device,
         }

@@ -208,6 +208,7 @@ impl ModelRegistry {
         } else {
             Weights::default()
         };
+        let context_weight_bytes = weights.byte_len();
         let context = Arc::new(ModelContext {
             label: label.clone(),
             backend: backend.clone(),
@@ -227,6 +228,10 @@ impl ModelRegistry {
             model: name.to_owned(),
             version: version.to_string(),
         };
+        self.metrics
+            .weight_bytes
+            .get_or_create(&labels)
+            .set(context_weight_bytes as i64);
         let live = self.metrics.instances.get_or_create(&labels).clone();
         let pool = Arc::new(InstancePool::start(
             label.clone(),
@@ -283,6 +288,7 @@ impl ModelRegistry {
     fn retire(&self, old: BTreeMap<u64, Arc<LoadedModel>>) {
         for model in old.values() {
             self.metrics.instances.remove(&model.labels);
+            self.metrics.weight_bytes.remove(&model.labels);
         }
     }
 
