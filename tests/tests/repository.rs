@@ -71,6 +71,35 @@ async fn models_load_and_unload_without_restart() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn unversioned_requests_go_to_the_latest_version() {
+    let repo = edgeserve_e2e::model_repository(&["linear"]);
+    copy_dir(&repo.join("linear/1"), &repo.join("linear/2"));
+    let running = edgeserve::app::start(common::settings(&repo))
+        .await
+        .unwrap();
+    let server = common::TestServer::attach(running, repo);
+    let body =
+        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]});
+    let (status, latest) = server.post("/v2/models/linear/infer", &body).await;
+    assert_eq!(
+        (status, latest["model_version"].as_str()),
+        (200, Some("2")),
+        "{latest}"
+    );
+    let (status, first) = server
+        .post("/v2/models/linear/versions/1/infer", &body)
+        .await;
+    assert_eq!(
+        (status, first["model_version"].as_str()),
+        (200, Some("1")),
+        "{first}"
+    );
+    let (_, meta) = server.get("/v2/models/linear").await;
+    assert_eq!(meta["versions"], json!(["1", "2"]));
+    server.stop().await;
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
