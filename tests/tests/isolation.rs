@@ -92,7 +92,7 @@ async fn a_stuck_instance_gives_503_to_its_queue_and_others_keep_serving() {
                 .status()
         })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::wait_inflight(&server.client, &server.base, 1).await;
     // faulty has one instance, busy spinning: the queue deadline (300 ms)
     // passes before the spin's deadline (500 ms).
     let response = server

@@ -26,7 +26,7 @@ async fn in_flight_requests_finish_before_the_server_stops() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    common::wait_inflight(&client, &base, 1).await;
     let started = std::time::Instant::now();
     running.shutdown().await.unwrap();
     // Shutdown waited for the in-flight request, which got its answer.

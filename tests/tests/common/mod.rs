@@ -138,6 +138,27 @@ impl TestServer {
     }
 }
 
+/// Waits until the server at `base` reports `n` inference requests in
+/// flight, so a test knows its slow request has arrived (no fixed sleeps).
+pub async fn wait_inflight(client: &reqwest::Client, base: &str, n: usize) {
+    let line = format!("edgeserve_inflight_requests {n}\n");
+    for _ in 0..500 {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(&line) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the server never reported {n} requests in flight");
+}
+
 /// A JSON array of numbers as f64s.
 pub fn floats(v: &Value) -> Vec<f64> {
     v.as_array()
