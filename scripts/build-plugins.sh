@@ -20,7 +20,7 @@ cargo build --release --target wasm32-wasip2 \
     --manifest-path "$repo/plugins/Cargo.toml" --target-dir "$target_dir"
 
 out="$target_dir/wasm32-wasip2/release"
-for name in linear digits; do
+for name in linear digits recommender; do
     dest="$repo/examples/models/$name/1/model.wasm"
     mkdir -p "$(dirname "$dest")"
     cp "$out/$name.wasm" "$dest"
