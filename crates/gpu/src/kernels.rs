@@ -17,6 +17,8 @@ pub(crate) fn source(kernel: &str) -> String {
         "reduce" => include_str!("kernels/reduce.wgsl"),
         "embedding" => include_str!("kernels/embedding.wgsl"),
         "cast" => include_str!("kernels/cast.wgsl"),
+        "conv2d" => include_str!("kernels/conv2d.wgsl"),
+        "pool2d" => include_str!("kernels/pool2d.wgsl"),
         other => unreachable!("unknown kernel {other}"),
     };
     format!("{COMMON}\n{body}")

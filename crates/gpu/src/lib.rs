@@ -12,8 +12,15 @@
 //! This first pass computes in f32. Layout operations (reshape, transpose,
 //! slice, concat, embedding, full) also move i32 and i64 tensors; other
 //! dtypes are refused with [`TensorError::Unsupported`]. `top_k` downloads
-//! its input and runs on the host; `conv2d` and `pool2d` are not implemented
-//! yet.
+//! its input and runs on the host; `conv2d` is a direct convolution (one
+//! thread per output element).
+//!
+//! Buffers the backend allocates for results are rounded up to a
+//! power-of-two size class and, when their last [`GpuBuffer`] handle drops,
+//! kept in a per-backend pool (at most [`POOL_CAP`] bytes) for the next
+//! allocation of the same class. Reuse is safe without waiting for the
+//! device because every use of a buffer is recorded in queue order: work
+//! that read the old contents runs before work that overwrites them.
 
 mod kernels;
 
@@ -23,8 +30,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{
-    Attention, Backend, BackendInfo, BinaryOp, Conv2d, DType, HostBuffer, Pool2d, ReduceOp, Result,
-    Storage, Tensor, TensorError, UnaryOp, shape,
+    Attention, Backend, BackendInfo, BinaryOp, Conv2d, DType, HostBuffer, Pool2d, PoolKind,
+    ReduceOp, Result, Storage, Tensor, TensorError, UnaryOp, shape,
 };
 use wgpu::util::DeviceExt;
 
@@ -56,10 +63,24 @@ pub struct GpuBuffer {
     /// The host bytes this buffer was uploaded from, kept for integer
     /// tensors so embedding can check ids without a round trip.
     host: Option<HostBuffer>,
+    /// The owning backend's memory accounting and free buffers.
+    pool: Arc<Pool>,
+    /// Whether the buffer is sized to a pool class and goes back to the
+    /// pool when dropped.
+    recycle: bool,
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        self.pool.release(&self.buffer, self.recycle);
+    }
 }
 
 impl GpuBuffer {
-    /// The wgpu buffer (rounded up to a multiple of 4 bytes, at least 4).
+    /// The wgpu buffer: rounded up to a multiple of 4 bytes (at least 4),
+    /// and for results to a power-of-two size class. When the last
+    /// [`GpuBuffer`] handle drops the buffer may be reused for another
+    /// result, so a clone of it must not outlive the tensor.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
@@ -67,6 +88,69 @@ impl GpuBuffer {
     /// Bytes of tensor data in the buffer.
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// Most bytes of freed buffers a backend keeps for reuse.
+pub const POOL_CAP: u64 = 256 << 20;
+
+/// Smallest pool size class, in bytes.
+const MIN_CLASS: u64 = 256;
+
+/// A backend's device memory accounting and its freed buffers, by size
+/// class (the buffer's size, a power of two).
+#[derive(Debug, Default)]
+struct Pool {
+    /// Bytes of buffers held by live [`GpuBuffer`]s.
+    live: AtomicU64,
+    free: Mutex<FreeLists>,
+}
+
+#[derive(Debug, Default)]
+struct FreeLists {
+    by_class: HashMap<u64, Vec<wgpu::Buffer>>,
+    bytes: u64,
+}
+
+impl Pool {
+    /// A freed buffer of exactly `class` bytes, counted as live again.
+    fn take(&self, class: u64) -> Option<wgpu::Buffer> {
+        let buffer = {
+            let mut free = lock(&self.free);
+            let buffer = free.by_class.get_mut(&class)?.pop()?;
+            free.bytes -= class;
+            buffer
+        };
+        self.live.fetch_add(class, Ordering::Relaxed);
+        Some(buffer)
+    }
+
+    /// Counts a newly created buffer as live.
+    fn track(&self, buffer: &wgpu::Buffer) {
+        self.live.fetch_add(buffer.size(), Ordering::Relaxed);
+    }
+
+    /// A live buffer's last handle dropped: keep it for reuse when it has a
+    /// class size and the pool has room, else let wgpu free it once the
+    /// device is done with it.
+    fn release(&self, buffer: &wgpu::Buffer, recycle: bool) {
+        let size = buffer.size();
+        self.live.fetch_sub(size, Ordering::Relaxed);
+        if !recycle {
+            return;
+        }
+        let mut free = lock(&self.free);
+        if free.bytes + size <= POOL_CAP {
+            free.by_class.entry(size).or_default().push(buffer.clone());
+            free.bytes += size;
+        }
+    }
+
+    /// Frees every pooled buffer (before retrying a failed allocation).
+    fn trim(&self) {
+        let mut free = lock(&self.free);
+        free.by_class.clear();
+        free.bytes = 0;
     }
 }
 
@@ -100,6 +184,7 @@ pub struct GpuBackend {
     /// `to_host`.
     uncaptured: Arc<Mutex<Option<String>>>,
     state: Mutex<State>,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -114,10 +199,6 @@ fn unsupported(op: &str, dtype: DType) -> TensorError {
     TensorError::Unsupported(format!(
         "gpu backend: {op} on {dtype} not implemented yet (f32 only)"
     ))
-}
-
-fn not_yet(op: &str) -> TensorError {
-    TensorError::Unsupported(format!("gpu backend: {op} not implemented yet"))
 }
 
 /// Words (u32) per element for operations that only move elements.
@@ -208,6 +289,7 @@ impl GpuBackend {
                 encoder: None,
                 recorded: 0,
             }),
+            pool: Arc::new(Pool::default()),
         })
     }
 
@@ -218,8 +300,23 @@ impl GpuBackend {
         self.software
     }
 
-    /// Allocates a zero-initialized storage buffer for `bytes` bytes.
-    fn alloc(&self, op: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    /// Bytes of device buffers held by live tensors (and scratch buffers of
+    /// recorded work) of this backend: uploads and results, rounded up to
+    /// their buffers' sizes. Freed buffers kept for reuse are not counted
+    /// (see [`GpuBackend::pooled_bytes`]).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.pool.live.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of freed device buffers kept for reuse (at most [`POOL_CAP`]).
+    pub fn pooled_bytes(&self) -> u64 {
+        lock(&self.pool.free).bytes
+    }
+
+    /// A storage buffer for `bytes` bytes. Its contents are undefined: a
+    /// buffer from the pool holds what its last user wrote, so every caller
+    /// overwrites the whole result.
+    fn alloc(&self, op: &str, bytes: u64) -> Result<GpuBuffer> {
         let size = bytes.div_ceil(4).max(1) * 4;
         let max = self
             .limits
@@ -230,21 +327,50 @@ impl GpuBackend {
                 "{op}: {bytes} bytes exceed the device's largest buffer ({max} bytes)"
             )));
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: None,
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(TensorError::OutOfMemory(format!(
-                "{op}: allocating {bytes} bytes on the device failed: {e}"
-            )));
+        // Pool-sized classes for what the pool may keep; larger buffers are
+        // allocated exactly, to not waste up to half of them.
+        let class = size.next_power_of_two().max(MIN_CLASS);
+        let recycle = class <= max && class <= POOL_CAP;
+        let wrap = |buffer: wgpu::Buffer| GpuBuffer {
+            buffer,
+            size: bytes,
+            owner: self.id,
+            host: None,
+            pool: self.pool.clone(),
+            recycle,
+        };
+        if recycle && let Some(buffer) = self.pool.take(class) {
+            return Ok(wrap(buffer));
         }
-        Ok(buffer)
+        let size = if recycle { class } else { size };
+        let mut retried = false;
+        loop {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            match pollster::block_on(scope.pop()) {
+                None => {
+                    self.pool.track(&buffer);
+                    return Ok(wrap(buffer));
+                }
+                // Give the pooled buffers back to the device and try again.
+                Some(_) if !retried && self.pooled_bytes() > 0 => {
+                    self.pool.trim();
+                    retried = true;
+                }
+                Some(e) => {
+                    return Err(TensorError::OutOfMemory(format!(
+                        "{op}: allocating {bytes} bytes on the device failed: {e}"
+                    )));
+                }
+            }
+        }
     }
 
     /// Bytes of a tensor of `shape` and `dtype`, refusing overflow.
@@ -260,13 +386,7 @@ impl GpuBackend {
     /// A fresh device tensor of `shape` and `dtype`.
     fn output(&self, op: &str, dtype: DType, shape: &[usize]) -> Result<(Tensor, Arc<GpuBuffer>)> {
         let size = Self::bytes_of(op, dtype, shape)?;
-        let buffer = self.alloc(op, size)?;
-        let buf = Arc::new(GpuBuffer {
-            buffer,
-            size,
-            owner: self.id,
-            host: None,
-        });
+        let buf = Arc::new(self.alloc(op, size)?);
         let t = Tensor::new(dtype, shape, Storage::Device(buf.clone()));
         Ok((t, buf))
     }
@@ -301,11 +421,14 @@ impl GpuBackend {
             )));
         }
         let keep = matches!(t.dtype(), DType::I32 | DType::I64).then(|| host.clone());
+        self.pool.track(&buffer);
         Ok(Arc::new(GpuBuffer {
             buffer,
             size,
             owner: self.id,
             host: keep,
+            pool: self.pool.clone(),
+            recycle: false,
         }))
     }
 
@@ -1022,13 +1145,94 @@ impl Backend for GpuBackend {
         bias: Option<&Tensor>,
         params: Conv2d,
     ) -> Result<Tensor> {
-        shape::conv2d(x, weight, bias, params)?;
-        Err(not_yet("conv2d"))
+        let s = shape::conv2d(x, weight, bias, params)?;
+        f32_only("conv2d", x.dtype())?;
+        let xb = self.buf("conv2d", x)?;
+        let wb = self.buf("conv2d", weight)?;
+        let bb = bias.map(|b| self.buf("conv2d", b)).transpose()?;
+        let (t, out) = self.output("conv2d", DType::F32, &s.out_shape)?;
+        let n = shape::numel(&s.out_shape);
+        // Every index the kernel forms stays below these.
+        u32_of("conv2d", x.numel())?;
+        u32_of("conv2d", weight.numel())?;
+        let mut p = Vec::with_capacity(18);
+        for v in [
+            n,
+            s.n,
+            s.c,
+            s.h,
+            s.w,
+            s.o,
+            s.kh,
+            s.kw,
+            s.oh,
+            s.ow,
+            params.stride.0,
+            params.stride.1,
+            params.padding.0,
+            params.padding.1,
+            params.dilation.0,
+            params.dilation.1,
+            params.groups,
+        ] {
+            p.push(u32_of("conv2d", v)?);
+        }
+        // The padded extent the kernel's tap positions reach.
+        u32_of("conv2d", s.h + 2 * params.padding.0 + params.stride.0)?;
+        u32_of("conv2d", s.w + 2 * params.padding.1 + params.stride.1)?;
+        p.push(u32::from(bias.is_some()));
+        let p = self.params(&p);
+        let b = bb.as_ref().map_or(&self.dummy, |b| &b.buffer);
+        self.dispatch(
+            "conv2d",
+            &[],
+            &[&p, &xb.buffer, &wb.buffer, b, &out.buffer],
+            Self::grid_threads("conv2d", n)?,
+        )?;
+        Ok(t)
     }
 
     fn pool2d(&self, x: &Tensor, params: Pool2d) -> Result<Tensor> {
-        shape::pool2d(x, params)?;
-        Err(not_yet("pool2d"))
+        let s = shape::pool2d(x, params)?;
+        let name = format!("pool2d {}", params.kind);
+        f32_only(&name, x.dtype())?;
+        let xb = self.buf(&name, x)?;
+        let (t, out) = self.output(&name, DType::F32, &s.out_shape)?;
+        let n = shape::numel(&s.out_shape);
+        u32_of(&name, x.numel())?;
+        u32_of(&name, s.h + params.kernel.0 + params.stride.0)?;
+        u32_of(&name, s.w + params.kernel.1 + params.stride.1)?;
+        let mut p = Vec::with_capacity(12);
+        for v in [
+            n,
+            s.h,
+            s.w,
+            s.oh,
+            s.ow,
+            params.kernel.0,
+            params.kernel.1,
+            params.stride.0,
+            params.stride.1,
+            params.padding.0,
+            params.padding.1,
+        ] {
+            p.push(u32_of(&name, v)?);
+        }
+        p.push(f32::NEG_INFINITY.to_bits());
+        let code = match params.kind {
+            PoolKind::Max => 0,
+            PoolKind::Avg => 1,
+        };
+        self.map_kernel(
+            &name,
+            "pool2d",
+            &[("OP", f64::from(code))],
+            &p,
+            &xb.buffer,
+            &out.buffer,
+            n,
+        )?;
+        Ok(t)
     }
 
     fn attention(
@@ -1061,7 +1265,7 @@ impl Backend for GpuBackend {
             "attention",
             &qb.buffer,
             &kb.buffer,
-            &scores,
+            &scores.buffer,
             (lq, lk, d),
             &qk,
             true,
@@ -1091,7 +1295,7 @@ impl Backend for GpuBackend {
             self.dispatch(
                 "attn_softmax",
                 &[],
-                &[&p, &mbase, mbuf, &scores],
+                &[&p, &mbase, mbuf, &scores.buffer],
                 Self::grid("attention", rows)?,
             )?;
         }
@@ -1103,7 +1307,7 @@ impl Backend for GpuBackend {
             .collect();
         self.matmul_into(
             "attention",
-            &scores,
+            &scores.buffer,
             &vb.buffer,
             &out.buffer,
             (lq, dv, lk),

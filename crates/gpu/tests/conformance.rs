@@ -546,28 +546,6 @@ fn chained_ops_run_in_one_submission() {
 
 #[test]
 fn unimplemented_ops_and_dtypes_are_unsupported() {
-    let x = up(&Tensor::from_f32(&[1, 2, 4, 4], vec![0.5; 32]).unwrap());
-    let w = up(&Tensor::from_f32(&[3, 2, 3, 3], vec![0.5; 54]).unwrap());
-    let conv = Conv2d {
-        stride: (1, 1),
-        padding: (1, 1),
-        dilation: (1, 1),
-        groups: 1,
-    };
-    assert!(matches!(
-        gpu().conv2d(&x, &w, None, conv),
-        Err(TensorError::Unsupported(_))
-    ));
-    let pool = Pool2d {
-        kind: PoolKind::Max,
-        kernel: (2, 2),
-        stride: (2, 2),
-        padding: (0, 0),
-    };
-    assert!(matches!(
-        gpu().pool2d(&x, pool),
-        Err(TensorError::Unsupported(_))
-    ));
     let h = Tensor::from_bytes(DType::F16, &[2, 2], &[0u8; 8]).unwrap();
     let hg = up(&h);
     let Err(TensorError::Unsupported(msg)) = gpu().matmul(&hg, &hg, false) else {
@@ -590,6 +568,197 @@ fn unimplemented_ops_and_dtypes_are_unsupported() {
         gpu().to_host(&hg).unwrap().host().unwrap().bytes(),
         &[0u8; 8]
     );
+}
+
+#[test]
+fn conv2d_matches_cpu() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(13);
+    struct Case {
+        x: [usize; 4],
+        /// Output channels, kernel (h, w).
+        o: usize,
+        k: (usize, usize),
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    }
+    let case = |x, o, k, stride, padding, dilation, groups| Case {
+        x,
+        o,
+        k,
+        stride,
+        padding,
+        dilation,
+        groups,
+    };
+    let cases = [
+        case([1, 3, 7, 9], 5, (3, 3), (1, 1), (0, 0), (1, 1), 1),
+        case([2, 3, 11, 13], 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        case([2, 4, 15, 10], 6, (3, 3), (2, 2), (1, 1), (1, 1), 1),
+        case([1, 3, 17, 17], 8, (7, 7), (2, 2), (3, 3), (1, 1), 1),
+        case([2, 2, 13, 11], 3, (3, 3), (1, 1), (2, 2), (2, 2), 1),
+        case([1, 4, 9, 12], 6, (3, 2), (2, 1), (1, 0), (2, 1), 2),
+        case([2, 6, 10, 9], 6, (3, 3), (1, 1), (1, 1), (1, 1), 6),
+        case([1, 8, 13, 13], 8, (3, 3), (2, 2), (1, 1), (1, 1), 8),
+        case([3, 5, 6, 7], 7, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+        case([1, 2, 5, 5], 3, (5, 5), (3, 3), (2, 2), (1, 1), 1),
+        case([0, 3, 4, 4], 2, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ];
+    for c in cases {
+        let p = Conv2d {
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+        };
+        let x = rng.tensor(&c.x, -1.0, 1.0);
+        let w = rng.tensor(&[c.o, c.x[1] / c.groups, c.k.0, c.k.1], -0.5, 0.5);
+        let b = rng.tensor(&[c.o], -1.0, 1.0);
+        for bias in [None, Some(&b)] {
+            let what = format!("conv2d x {:?} o {} {p:?} bias {}", c.x, c.o, bias.is_some());
+            let want = cpu.conv2d(&x, &w, bias, p).unwrap();
+            let gb = bias.map(up);
+            let got = gpu().conv2d(&up(&x), &up(&w), gb.as_ref(), p).unwrap();
+            assert_close(&what, &got, &want, 1e-5, 1e-4);
+        }
+    }
+    // Host inputs are uploaded on the fly; shape errors are the shared ones.
+    let x = rng.tensor(&[1, 2, 5, 5], -1.0, 1.0);
+    let w = rng.tensor(&[4, 2, 3, 3], -1.0, 1.0);
+    let p = Conv2d {
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    assert_close(
+        "conv2d host inputs",
+        &gpu().conv2d(&x, &w, None, p).unwrap(),
+        &cpu.conv2d(&x, &w, None, p).unwrap(),
+        1e-5,
+        1e-4,
+    );
+    let bad = rng.tensor(&[4, 3, 3, 3], -1.0, 1.0);
+    assert!(matches!(
+        gpu().conv2d(&up(&x), &up(&bad), None, p),
+        Err(TensorError::Shape(_))
+    ));
+}
+
+#[test]
+fn pool2d_matches_cpu() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(14);
+    let cases = [
+        ([2, 3, 11, 13], (3, 3), (2, 2), (1, 1)),
+        ([1, 4, 8, 8], (2, 2), (2, 2), (0, 0)),
+        ([2, 2, 9, 7], (2, 2), (2, 2), (0, 0)),
+        ([1, 3, 10, 6], (3, 2), (1, 2), (1, 1)),
+        ([1, 1, 5, 5], (5, 5), (1, 1), (2, 2)),
+        ([3, 2, 7, 7], (3, 3), (3, 3), (0, 0)),
+    ];
+    for (shape, kernel, stride, padding) in cases {
+        let mut x = rng.tensor(&shape, -2.0, 2.0);
+        if shape[0] == 2 && shape[2] == 11 {
+            // NaNs propagate through max (and avg) like the CPU backend.
+            let mut v = floats(&x);
+            v[5] = f32::NAN;
+            v[200] = f32::NAN;
+            x = Tensor::from_f32(&shape, v).unwrap();
+        }
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let p = Pool2d {
+                kind,
+                kernel,
+                stride,
+                padding,
+            };
+            let want = cpu.pool2d(&x, p).unwrap();
+            let got = gpu().pool2d(&up(&x), p).unwrap();
+            assert_close(&format!("pool2d {shape:?} {p:?}"), &got, &want, 1e-6, 1e-5);
+        }
+    }
+    let x = up(&rng.tensor(&[1, 1, 4, 4], -1.0, 1.0));
+    let p = Pool2d {
+        kind: PoolKind::Max,
+        kernel: (2, 2),
+        stride: (2, 2),
+        padding: (2, 2),
+    };
+    assert!(matches!(
+        gpu().pool2d(&x, p),
+        Err(TensorError::InvalidArgument(_))
+    ));
+}
+
+/// A backend of its own, so other tests running at the same time do not
+/// disturb its memory counters.
+fn own_gpu() -> GpuBackend {
+    GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"))
+}
+
+#[test]
+fn freed_buffers_are_reused() {
+    let g = own_gpu();
+    assert_eq!(g.pooled_bytes(), 0);
+    let a = g.full(DType::F32, &[1000], 7.0).unwrap();
+    assert_eq!(floats(&g.to_host(&a).unwrap()), vec![7.0; 1000]);
+    drop(a);
+    // 4000 bytes live in the 4096-byte class.
+    assert_eq!(g.pooled_bytes(), 4096);
+    // A result of the same class takes the freed buffer, and is fully
+    // overwritten: nothing of the old contents shows.
+    let b = g.full(DType::F32, &[900], 2.0).unwrap();
+    assert_eq!(g.pooled_bytes(), 0);
+    assert_eq!(floats(&g.to_host(&b).unwrap()), vec![2.0; 900]);
+    // A chain of results reuses the buffers of intermediates it drops.
+    let x = Tensor::from_f32(&[1, 1, 6, 6], (0..36).map(|v| v as f32).collect()).unwrap();
+    let mut t = g.from_host(&x).unwrap();
+    for _ in 0..20 {
+        t = g.affine(&t, 1.0, 1.0).unwrap();
+    }
+    assert!(g.pooled_bytes() <= 2 * 256, "{}", g.pooled_bytes());
+    let want: Vec<f32> = (0..36).map(|v| v as f32 + 20.0).collect();
+    assert_eq!(floats(&g.to_host(&t).unwrap()), want);
+    // An intermediate dropped before the recorded work ran still feeds it.
+    let c = g.full(DType::F32, &[64], 1.5).unwrap();
+    let d = g.affine(&c, 2.0, 0.0).unwrap();
+    drop(c);
+    let e = g.full(DType::F32, &[64], 9.0).unwrap();
+    assert_eq!(floats(&g.to_host(&d).unwrap()), vec![3.0; 64]);
+    assert_eq!(floats(&g.to_host(&e).unwrap()), vec![9.0; 64]);
+}
+
+#[test]
+fn allocated_bytes_counts_live_buffers() {
+    let g = own_gpu();
+    assert_eq!(g.allocated_bytes(), 0);
+    // Uploads count their exact (word-rounded) size.
+    let x = g
+        .from_host(&Tensor::from_f32(&[3, 5], vec![1.0; 15]).unwrap())
+        .unwrap();
+    assert_eq!(g.allocated_bytes(), 60);
+    // Results count their size class.
+    let y = g.full(DType::F32, &[1000], 0.0).unwrap();
+    assert_eq!(g.allocated_bytes(), 60 + 4096);
+    let z = g.unary(UnaryOp::Exp, &x).unwrap();
+    assert_eq!(g.allocated_bytes(), 60 + 4096 + 256);
+    // Clones share a buffer.
+    let z2 = z.clone();
+    assert_eq!(g.allocated_bytes(), 60 + 4096 + 256);
+    drop((z, z2, y));
+    assert_eq!(g.allocated_bytes(), 60);
+    assert_eq!(g.pooled_bytes(), 4096 + 256);
+    drop(x);
+    assert_eq!(g.allocated_bytes(), 0);
+    // Host copies hold no device memory.
+    let big = g.full(DType::F32, &[1 << 16], 1.0).unwrap();
+    let host = g.to_host(&big).unwrap();
+    drop(big);
+    assert_eq!(g.allocated_bytes(), 0);
+    assert_eq!(host.numel(), 1 << 16);
 }
 
 #[test]
