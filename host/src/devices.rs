@@ -48,8 +48,19 @@ pub enum DeviceError {
 #[derive(Clone)]
 pub struct Devices {
     cpu: Arc<dyn Backend>,
-    gpu: Option<Arc<dyn Backend>>,
+    gpu: Option<Arc<GpuBackend>>,
     default: DeviceKind,
+}
+
+/// Device memory held by the GPU backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// The device.
+    pub info: BackendInfo,
+    /// Bytes held by live tensors (weights and request intermediates).
+    pub allocated: u64,
+    /// Bytes of freed buffers kept for reuse.
+    pub pooled: u64,
 }
 
 impl Devices {
@@ -77,7 +88,7 @@ impl Devices {
         };
         Ok(Devices {
             cpu: Arc::new(CpuBackend::new()),
-            gpu: gpu.map(|g| Arc::new(g) as Arc<dyn Backend>),
+            gpu: gpu.map(Arc::new),
             default,
         })
     }
@@ -86,7 +97,11 @@ impl Devices {
     pub fn backend(&self, kind: Option<DeviceKind>) -> Result<Arc<dyn Backend>, DeviceError> {
         match kind.unwrap_or(self.default) {
             DeviceKind::Cpu => Ok(self.cpu.clone()),
-            DeviceKind::Gpu => self.gpu.clone().ok_or(DeviceError::GpuNotOpened),
+            DeviceKind::Gpu => self
+                .gpu
+                .clone()
+                .map(|g| g as Arc<dyn Backend>)
+                .ok_or(DeviceError::GpuNotOpened),
         }
     }
 
@@ -96,6 +111,15 @@ impl Devices {
             (DeviceKind::Gpu, Some(gpu)) => gpu.info(),
             _ => self.cpu.info(),
         }
+    }
+
+    /// Device memory in use, when a GPU is open.
+    pub fn gpu_memory(&self) -> Option<DeviceMemory> {
+        self.gpu.as_ref().map(|g| DeviceMemory {
+            info: g.info(),
+            allocated: g.allocated_bytes(),
+            pooled: g.pooled_bytes(),
+        })
     }
 
     /// Every open device.

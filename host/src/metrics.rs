@@ -40,6 +40,15 @@ pub struct DeviceLabels {
     pub driver: String,
 }
 
+/// Labels of the device memory gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceMemoryLabels {
+    /// Device name.
+    pub device: String,
+    /// "allocated" or "pooled".
+    pub state: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -62,6 +71,8 @@ pub struct Metrics {
     pub weight_bytes: Family<ModelLabels, Gauge>,
     /// Inference requests being handled right now (the autoscaling signal).
     pub inflight: Gauge,
+    /// GPU memory by state ("allocated" by live tensors, "pooled" for reuse).
+    pub device_memory: Family<DeviceMemoryLabels, Gauge>,
     /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
 }
@@ -84,6 +95,7 @@ impl Metrics {
         let weight_bytes = Family::default();
         let inflight = Gauge::default();
         let device = Family::default();
+        let device_memory = Family::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -120,6 +132,11 @@ impl Metrics {
             inflight.clone(),
         );
         registry.register(
+            "device_memory_bytes",
+            "GPU memory held by live tensors (allocated) and kept for reuse (pooled)",
+            device_memory.clone(),
+        );
+        registry.register(
             "device_info",
             "Open compute devices (1 = default)",
             device.clone(),
@@ -133,6 +150,7 @@ impl Metrics {
             instances,
             weight_bytes,
             inflight,
+            device_memory,
             device,
         }
     }

@@ -358,6 +358,17 @@ pub async fn repository_unload(
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): Shared) -> Response {
+    if let Some(memory) = app.registry.devices().gpu_memory() {
+        for (state, bytes) in [("allocated", memory.allocated), ("pooled", memory.pooled)] {
+            app.metrics
+                .device_memory
+                .get_or_create(&crate::metrics::DeviceMemoryLabels {
+                    device: memory.info.device.clone(),
+                    state,
+                })
+                .set(bytes as i64);
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
