@@ -234,12 +234,18 @@ async fn infer_on(
     Ok(response)
 }
 
-/// Reads the body, refusing more than `limit` bytes with a 413.
+/// How far past the limit a body is still read (and discarded) before the
+/// 413, so an ordinary client sees the answer instead of a broken pipe.
+const DRAIN_CAP: usize = 16 << 20;
+
+/// Reads the body, refusing more than `limit` bytes with a 413. Memory use
+/// stays within `limit` whatever the client sends.
 async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -250,18 +256,29 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_CAP)) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let over_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("cannot read the request body: {e}"))
+    let mut body = body;
+    let mut buffer = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            buffer.extend_from_slice(&data);
+        } else if seen > limit.saturating_add(DRAIN_CAP) {
+            return Err(too_large());
         }
-    })
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buffer.freeze())
 }
 
 /// Checks inputs and requested outputs against what the model declares.
