@@ -240,7 +240,7 @@ impl ModelRegistry {
             config.queue_timeout(),
             live,
         )?);
-        let metadata = pool_metadata(&pool)?;
+        let metadata = pool.with_idle(|instance| instance.metadata())?;
         validate_metadata(name, &metadata)?;
         tracing::info!(
             model = %label,
@@ -365,11 +365,6 @@ impl ModelRegistry {
         }
         Ok(rows)
     }
-}
-
-/// Asks one instance for the handler's metadata.
-fn pool_metadata(pool: &InstancePool) -> Result<ModelMetadata, Fault> {
-    pool.with_idle(|instance| instance.metadata())
 }
 
 fn validate_metadata(name: &str, metadata: &ModelMetadata) -> Result<(), RegistryError> {
