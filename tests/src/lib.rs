@@ -109,7 +109,10 @@ pub fn model_repository(models: &[&str]) -> ModelRepository {
     ModelRepository { dir }
 }
 
-fn add_model(repo: &Path, model: &str) -> io::Result<()> {
+/// Adds model `model` to the repository at `repo`, as
+/// [`model_repository`] does for each of its models (e.g. to drop a model
+/// into a repository a server is already serving).
+pub fn add_model(repo: &Path, model: &str) -> io::Result<()> {
     let root = repo_root();
     let source = [root.join("examples/models"), root.join("tests/models")]
         .into_iter()

@@ -44,8 +44,7 @@ async fn models_load_and_unload_without_restart() {
     assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
 
     // A model dropped into the repository while serving.
-    let digits = edgeserve_e2e::model_repository(&["digits"]);
-    copy_dir(&digits.join("digits"), &server.repo.join("digits"));
+    edgeserve_e2e::add_model(&server.repo, "digits").unwrap();
     let (_, index) = server.post("/v2/repository/index", &json!({})).await;
     assert_eq!(
         index[0],
@@ -74,7 +73,14 @@ async fn models_load_and_unload_without_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unversioned_requests_go_to_the_latest_version() {
     let repo = edgeserve_e2e::model_repository(&["linear"]);
-    copy_dir(&repo.join("linear/1"), &repo.join("linear/2"));
+    std::fs::create_dir(repo.join("linear/2")).unwrap();
+    for file in ["model.wasm", "model.safetensors"] {
+        std::fs::copy(
+            repo.join("linear/1").join(file),
+            repo.join("linear/2").join(file),
+        )
+        .unwrap();
+    }
     let running = edgeserve::app::start(common::settings(&repo))
         .await
         .unwrap();
@@ -98,18 +104,6 @@ async fn unversioned_requests_go_to_the_latest_version() {
     let (_, meta) = server.get("/v2/models/linear").await;
     assert_eq!(meta["versions"], json!(["1", "2"]));
     server.stop().await;
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]
