@@ -4,11 +4,13 @@
 
 mod common;
 
-use common::{TestServer, floats, settings};
+use common::{
+    TestServer, assert_matches_sklearn, digits_reference, floats, max_abs_diff, settings,
+};
 use edgeserve::devices::DeviceChoice;
 use serde_json::{Value, json};
 
-async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f64>, Value) {
+async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f64>, Vec<i64>) {
     let (status, body) = server
         .post(
             "/v2/models/digits/infer",
@@ -21,16 +23,18 @@ async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f6
         .iter()
         .find(|o| o["name"] == "probabilities")
         .unwrap();
-    let labels = outputs.iter().find(|o| o["name"] == "label").unwrap()["data"].clone();
+    let labels = outputs.iter().find(|o| o["name"] == "label").unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_i64().unwrap())
+        .collect();
     (floats(&p["data"]), labels)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn digits_on_the_gpu_answers_as_on_the_cpu() {
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(edgeserve_e2e::test_data("digits_reference.json")).unwrap(),
-    )
-    .unwrap();
+    let reference = digits_reference();
     let inputs = &reference["inputs"];
     let n = inputs.as_array().unwrap().len();
 
@@ -53,24 +57,9 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     assert_eq!(model["parameters"]["device"], "gpu");
     let (gpu_p, gpu_labels) = probabilities(&gpu, inputs, n).await;
     assert_eq!(gpu_labels, cpu_labels);
-    let worst = gpu_p
-        .iter()
-        .zip(&cpu_p)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(&gpu_p, &cpu_p);
     assert!(worst <= 1e-5, "GPU vs CPU: max |Δp| = {worst}");
-    let expected: Vec<f64> = reference["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(floats)
-        .collect();
-    let worst = gpu_p
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    assert!(worst <= 1e-5, "GPU vs sklearn: max |Δp| = {worst}");
+    assert_matches_sklearn(&gpu_p, &gpu_labels, &reference);
     let (_, metrics) = gpu.get_text("/metrics").await;
     assert!(
         metrics.contains(r#"edgeserve_device_info{kind="gpu""#),

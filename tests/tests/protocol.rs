@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, error_text, floats};
+use common::{TestServer, assert_matches_sklearn, digits_reference, error_text, floats};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,34 +103,6 @@ async fn linear_regression_answers_in_json() {
         "{ys:?}"
     );
     server.stop().await;
-}
-
-fn digits_reference() -> Value {
-    let text = std::fs::read_to_string(edgeserve_e2e::test_data("digits_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn assert_matches_sklearn(probabilities: &[f64], labels: &[i64], reference: &Value) {
-    let expected: Vec<f64> = reference["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(floats)
-        .collect();
-    assert_eq!(probabilities.len(), expected.len());
-    let worst = probabilities
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    assert!(worst <= 1e-5, "max |p - sklearn| = {worst}");
-    let expected_labels: Vec<i64> = reference["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    assert_eq!(labels, expected_labels);
 }
 
 #[tokio::test(flavor = "multi_thread")]

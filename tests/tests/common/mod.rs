@@ -174,3 +174,37 @@ pub fn error_text(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
+
+/// `tests/data/digits_reference.json`: inputs and sklearn's outputs.
+pub fn digits_reference() -> Value {
+    let text = std::fs::read_to_string(edgeserve_e2e::test_data("digits_reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Asserts `digits` outputs match sklearn's within 1e-5, labels exactly.
+pub fn assert_matches_sklearn(probabilities: &[f64], labels: &[i64], reference: &Value) {
+    let expected: Vec<f64> = reference["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(floats)
+        .collect();
+    assert_eq!(probabilities.len(), expected.len());
+    let worst = max_abs_diff(probabilities, &expected);
+    assert!(worst <= 1e-5, "max |p - sklearn| = {worst}");
+    let expected_labels: Vec<i64> = reference["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_i64().unwrap())
+        .collect();
+    assert_eq!(labels, expected_labels);
+}
+
+/// Largest |a - b| over paired elements.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
