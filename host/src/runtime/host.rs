@@ -396,8 +396,9 @@ impl wit::Host for InstanceState {
 
     fn embedding(&mut self, table: Handle, ids: Handle) -> OpResult {
         let (table, ids) = (self.get(&table)?, self.get(&ids)?);
-        let dim = table.shape().last().copied().unwrap_or(0);
-        if let Err(e) = self.reserve(table.dtype(), ids.numel().saturating_mul(dim)) {
+        if let Ok(out) = et::shape::embedding(&table, &ids)
+            && let Err(e) = self.reserve(table.dtype(), et::shape::numel(&out))
+        {
             return Ok(Err(to_wit_error(e)));
         }
         self.op(|backend| backend.embedding(&table, &ids))
@@ -532,18 +533,19 @@ impl wit::Host for InstanceState {
             self.get(&v)?,
             self.opt(&mask)?,
         );
-        // The scores matrix [.., lq, lk] is the largest intermediate.
-        let lk = k.shape().iter().rev().nth(1).copied().unwrap_or(0);
-        let scores = q.numel() / q.shape().last().copied().unwrap_or(1).max(1) * lk;
-        if let Err(e) = self.reserve(
-            q.dtype(),
-            scores.saturating_add(q.numel()).saturating_add(v.numel()),
-        ) {
+        let params = et::Attention { scale, causal };
+        // The scores [batch, lq, lk] are the largest intermediate.
+        if let Ok(s) = et::shape::attention(&q, &k, &v, mask.as_ref(), params)
+            && let Err(e) = self.reserve(
+                q.dtype(),
+                (s.batch * s.lq)
+                    .saturating_mul(s.lk)
+                    .saturating_add(et::shape::numel(&s.out_shape)),
+            )
+        {
             return Ok(Err(to_wit_error(e)));
         }
-        self.op(|backend| {
-            backend.attention(&q, &k, &v, mask.as_ref(), et::Attention { scale, causal })
-        })
+        self.op(|backend| backend.attention(&q, &k, &v, mask.as_ref(), params))
     }
 
     fn top_k(
