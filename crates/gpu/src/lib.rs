@@ -9,11 +9,21 @@
 //! are validated by [`edgeserve_tensor::shape`] before any work, exactly as
 //! the CPU backend does.
 //!
+//! Matmul (and attention's two products) runs a tiled, register-blocked
+//! kernel: 128x64 output tiles, 8x4 outputs per thread, whole-vec4 loads and
+//! stores when k and n are multiples of 4 and an element-wise specialization
+//! otherwise (pipelines are cached per kernel and override constants).
+//!
+//! A lost device (driver reset, GPU removed) is recorded by wgpu's
+//! device-lost callback; from then on every operation fails at once with
+//! [`TensorError::DeviceLost`] instead of touching the device.
+//!
 //! This first pass computes in f32. Layout operations (reshape, transpose,
-//! slice, concat, embedding, full) also move i32 and i64 tensors; other
-//! dtypes are refused with [`TensorError::Unsupported`]. `top_k` downloads
-//! its input and runs on the host; `conv2d` is a direct convolution (one
-//! thread per output element).
+//! slice, concat, embedding, full) also move i32 and i64 tensors; f16
+//! matmul goes through f32 compute (widen, multiply, round once) and casts
+//! convert between f16 and f32; other dtypes are refused with
+//! [`TensorError::Unsupported`]. `top_k` downloads its input and runs on the
+//! host; `conv2d` is a direct convolution (one thread per output element).
 //!
 //! Buffers the backend allocates for results are rounded up to a
 //! power-of-two size class and, when their last [`GpuBuffer`] handle drops,
@@ -26,7 +36,7 @@ mod kernels;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{
@@ -56,7 +66,8 @@ pub enum GpuError {
 #[derive(Debug)]
 pub struct GpuBuffer {
     buffer: wgpu::Buffer,
-    /// Meaningful bytes (the buffer itself is rounded up to whole words).
+    /// Meaningful bytes (the buffer itself is rounded up to whole 16-byte
+    /// quads).
     size: u64,
     /// The backend whose device owns the buffer.
     owner: u64,
@@ -77,7 +88,7 @@ impl Drop for GpuBuffer {
 }
 
 impl GpuBuffer {
-    /// The wgpu buffer: rounded up to a multiple of 4 bytes (at least 4),
+    /// The wgpu buffer: rounded up to a multiple of 16 bytes (at least 16),
     /// and for results to a power-of-two size class. When the last
     /// [`GpuBuffer`] handle drops the buffer may be reused for another
     /// result, so a clone of it must not outlive the tensor.
@@ -178,11 +189,16 @@ pub struct GpuBackend {
     info: BackendInfo,
     /// A CPU rasterizer (lavapipe, SwiftShader…) rather than a real GPU.
     software: bool,
+    /// The adapter offers WGSL `f16` (`shader-f16`).
+    shader_f16: bool,
     /// Bound where an optional input is absent.
     dummy: wgpu::Buffer,
-    /// Validation errors raised outside an error scope, reported by the next
-    /// `to_host`.
-    uncaptured: Arc<Mutex<Option<String>>>,
+    /// The first error raised outside an error scope (a submission running
+    /// out of memory, a validation failure), reported by the next `to_host`.
+    uncaptured: Arc<Mutex<Option<TensorError>>>,
+    /// Why the device was lost (set by wgpu's device-lost callback); every
+    /// operation after that fails fast instead of touching the device.
+    lost: Arc<OnceLock<String>>,
     state: Mutex<State>,
     pool: Arc<Pool>,
 }
@@ -210,6 +226,10 @@ fn words_per_elem(op: &str, dtype: DType) -> Result<usize> {
     }
 }
 
+fn device_lost(op: &str, device: &str, why: &str) -> TensorError {
+    TensorError::DeviceLost(format!("{op} on GPU {device}: {why}"))
+}
+
 fn f32_only(op: &str, dtype: DType) -> Result<()> {
     if dtype == DType::F32 {
         Ok(())
@@ -224,6 +244,13 @@ fn u32_of(op: &str, v: usize) -> Result<u32> {
             "gpu backend: {op}: {v} exceeds 32-bit indexing on the device"
         ))
     })
+}
+
+/// Device bytes for `bytes` of tensor data: whole 16-byte quads, at least
+/// one, because the matmul kernel binds its operands as `array<vec4<f32>>`
+/// and a trailing partial quad would be out of its reach.
+fn padded(bytes: u64) -> u64 {
+    bytes.div_ceil(16).max(1) * 16
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,10 +281,25 @@ impl GpuBackend {
             adapter: ai.name.clone(),
             reason: e.to_string(),
         })?;
-        let uncaptured = Arc::new(Mutex::new(None::<String>));
+        let lost = Arc::new(OnceLock::<String>::new());
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let _ = lost_sink.set(format!("{reason:?}: {message}"));
+        });
+        let uncaptured = Arc::new(Mutex::new(None::<TensorError>));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            lock(&sink).get_or_insert_with(|| e.to_string());
+            lock(&sink).get_or_insert_with(|| {
+                let what = "the device reported an error while running recorded work";
+                match e {
+                    // Out of memory stays typed, so the guest sees
+                    // `out-of-memory` rather than a generic failure.
+                    wgpu::Error::OutOfMemory { .. } => {
+                        TensorError::OutOfMemory(format!("{what}: {e}"))
+                    }
+                    _ => TensorError::Unsupported(format!("{what}: {e}")),
+                }
+            });
         }));
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -279,11 +321,13 @@ impl GpuBackend {
                 driver,
             },
             software: ai.device_type == wgpu::DeviceType::Cpu,
+            shader_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
             limits: device.limits(),
             device,
             queue,
             dummy,
             uncaptured,
+            lost,
             state: Mutex::new(State {
                 pipelines: HashMap::new(),
                 encoder: None,
@@ -298,6 +342,39 @@ impl GpuBackend {
     /// selection passes it over.
     pub fn is_software(&self) -> bool {
         self.software
+    }
+
+    /// Whether the adapter offers WGSL `f16` arithmetic (`shader-f16`), the
+    /// precondition for native f16 kernels. Not requested yet: f16 matmul
+    /// widens to f32 on every adapter, other f16 compute is refused.
+    pub fn adapter_has_shader_f16(&self) -> bool {
+        self.shader_f16
+    }
+
+    /// Why the device was lost (driver reset, GPU removed, or
+    /// [`GpuBackend::destroy_device`]), or `None` while it works. Once lost,
+    /// every operation of this backend fails with
+    /// [`TensorError::DeviceLost`]; the server answers 5xx for the model.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.get().cloned()
+    }
+
+    /// Destroys the device as a GPU reset would, for fault-injection tests:
+    /// buffers are freed and later operations fail with a device-lost error
+    /// rather than panicking or hanging.
+    pub fn destroy_device(&self) {
+        self.device.destroy();
+        // wgpu reports a destroyed device through the lost callback; record
+        // it here too in case the callback only fires on the next poll.
+        let _ = self.lost.set("Destroyed: device destroyed".into());
+    }
+
+    /// Refuses work once the device is lost.
+    fn alive(&self, op: &str) -> Result<()> {
+        match self.lost.get() {
+            None => Ok(()),
+            Some(why) => Err(device_lost(op, &self.info.device, why)),
+        }
     }
 
     /// Bytes of device buffers held by live tensors (and scratch buffers of
@@ -317,7 +394,8 @@ impl GpuBackend {
     /// buffer from the pool holds what its last user wrote, so every caller
     /// overwrites the whole result.
     fn alloc(&self, op: &str, bytes: u64) -> Result<GpuBuffer> {
-        let size = bytes.div_ceil(4).max(1) * 4;
+        self.alive(op)?;
+        let size = padded(bytes);
         let max = self
             .limits
             .max_buffer_size
@@ -392,8 +470,9 @@ impl GpuBackend {
     }
 
     fn upload(&self, op: &str, t: &Tensor, host: &HostBuffer) -> Result<Arc<GpuBuffer>> {
+        self.alive(op)?;
         let size = host.len() as u64;
-        let padded = size.div_ceil(4).max(1) * 4;
+        let padded = padded(size);
         let max = self
             .limits
             .max_buffer_size
@@ -532,6 +611,7 @@ impl GpuBackend {
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
     ) -> Result<()> {
+        self.alive(kernel)?;
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
         }
@@ -666,13 +746,23 @@ impl GpuBackend {
         u32_of(op, batch * m * n)?;
         let offs = self.params(&table);
         let gx = u32_of(op, n.div_ceil(64))?;
-        let gy = u32_of(op, m.div_ceil(64))?;
+        // Workgroups cover 128 rows x 64 columns of C (see matmul.wgsl).
+        let gy = u32_of(op, m.div_ceil(128))?;
         if gx > MAX_GROUPS || gy > MAX_GROUPS {
             return Err(TensorError::Unsupported(format!(
                 "gpu backend: {op}: {m}x{n} output exceeds one dispatch"
             )));
         }
-        let consts = [("TRANS_B", if transpose_b { 1.0 } else { 0.0 })];
+        // Whole-quad loads and stores need every row of A, B (or Bᵀ) and C
+        // to start on a 16-byte boundary: k and n multiples of 4 align the
+        // rows, and every batch's A and B offset must be a whole quad too
+        // (the callers' are multiples of k or n, but that is not checked).
+        let vec4 =
+            k % 4 == 0 && n % 4 == 0 && offsets.iter().all(|&(ao, bo)| ao % 4 == 0 && bo % 4 == 0);
+        let consts = [
+            ("TRANS_B", if transpose_b { 1.0 } else { 0.0 }),
+            ("VEC4", if vec4 { 1.0 } else { 0.0 }),
+        ];
         let mut base = 0usize;
         while base < batch {
             let count = (batch - base).min(MAX_GROUPS as usize);
@@ -691,7 +781,10 @@ impl GpuBackend {
     /// Submits everything recorded and waits for the device; then reads
     /// `buf`'s `bytes` bytes.
     fn read_back(&self, op: &str, buf: &GpuBuffer) -> Result<Vec<u8>> {
-        let size = buf.size.div_ceil(4).max(1) * 4;
+        self.alive(op)?;
+        // Whole quads, a multiple of wgpu's 4-byte copy alignment; every
+        // device buffer is at least this long (see `alloc` and `upload`).
+        let size = padded(buf.size);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
@@ -723,25 +816,34 @@ impl GpuBackend {
                 submission_index: None,
                 timeout: None,
             })
-            .map_err(|e| TensorError::Unsupported(format!("{op}: waiting for the device: {e}")))?;
+            .map_err(|e| match self.lost() {
+                Some(why) => device_lost(op, &self.info.device, &why),
+                None => TensorError::Unsupported(format!("{op}: waiting for the device: {e}")),
+            })?;
+        self.alive(op)?;
         if let Some(e) = lock(&self.uncaptured).take() {
-            return Err(TensorError::Unsupported(format!(
-                "{op}: the device reported an error while running recorded work: {e}"
-            )));
+            return Err(e);
         }
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(TensorError::Unsupported(format!(
-                    "{op}: mapping the result failed: {e}"
-                )));
+        // Another thread's poll may have claimed this map's callback and
+        // not run it yet, so an empty channel is not an answer; a
+        // disconnected one is (wgpu dropped the callback unanswered).
+        let mapped = loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                Ok(r) => break r,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(TensorError::Unsupported(format!(
+                        "{op}: the device dropped the read-back"
+                    )));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.alive(op)?;
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                }
             }
-            Err(_) => {
-                return Err(TensorError::Unsupported(format!(
-                    "{op}: the device dropped the read-back"
-                )));
-            }
-        }
+        };
+        mapped.map_err(|e| {
+            TensorError::Unsupported(format!("{op}: mapping the result failed: {e}"))
+        })?;
         let data = {
             let view = staging.get_mapped_range(..).map_err(|e| {
                 TensorError::Unsupported(format!("{op}: reading the mapped result failed: {e}"))
@@ -841,6 +943,16 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
         let s = shape::matmul(a, b, transpose_b)?;
+        if a.dtype() == DType::F16 {
+            // f16 goes through f32 compute: widen, multiply, round once, as
+            // the CPU backend does.
+            let wide = self.matmul(
+                &self.cast(a, DType::F32)?,
+                &self.cast(b, DType::F32)?,
+                transpose_b,
+            )?;
+            return self.cast(&wide, DType::F16);
+        }
         f32_only("matmul", a.dtype())?;
         let (ab, bb) = (self.buf("matmul", a)?, self.buf("matmul", b)?);
         let (t, out) = self.output("matmul", DType::F32, &s.out_shape)?;
@@ -1117,6 +1229,8 @@ impl Backend for GpuBackend {
             (DType::I64, DType::I32) => 3,
             (DType::F32, DType::I64) => 4,
             (DType::I64, DType::F32) => 5,
+            (DType::F16, DType::F32) => 6,
+            (DType::F32, DType::F16) => 7,
             (from, to) => {
                 return Err(TensorError::Unsupported(format!(
                     "gpu backend: cast from {from} to {to} not implemented yet"
@@ -1126,14 +1240,17 @@ impl Backend for GpuBackend {
         let xb = self.buf("cast", x)?;
         let (t, out) = self.output("cast", to, x.shape())?;
         let n = x.numel();
+        // f32 -> f16 packs two halves per thread, so no two threads write
+        // the same word.
+        let items = if to == DType::F16 { n.div_ceil(2) } else { n };
         self.map_kernel(
             "cast",
             "cast",
             &[("OP", f64::from(code))],
-            &[u32_of("cast", n)?],
+            &[u32_of("cast", items)?, u32_of("cast", n)?],
             &xb.buffer,
             &out.buffer,
-            n,
+            items,
         )?;
         Ok(t)
     }

@@ -73,12 +73,21 @@ fn assert_same(what: &str, got: &Tensor, want: &Tensor) {
     );
 }
 
-const MATMUL_SIZES: [(usize, usize, usize); 6] = [
+/// (m, k, n): odd sizes take the kernel's element-wise path, sizes with k
+/// and n multiples of 4 its whole-quad path; neither need be a multiple of
+/// the 64x64 tile or the depth step of 16.
+const MATMUL_SIZES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (3, 5, 7),
+    (65, 129, 33),
     (17, 33, 65),
     (130, 70, 90),
     (257, 129, 65),
+    (257, 131, 259),
+    (1, 4, 4),
+    (3, 4, 8),
+    (64, 64, 64),
+    (100, 36, 68),
     (64, 512, 128),
 ];
 
@@ -109,14 +118,52 @@ fn matmul_matches_cpu() {
 }
 
 #[test]
+fn f16_matmul_and_casts_match_cpu() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(5);
+    for (m, k, n, tb) in [(3, 5, 7, false), (65, 33, 20, true), (2, 64, 1, false)] {
+        let a = cpu
+            .cast(&rng.tensor(&[m, k], -1.0, 1.0), DType::F16)
+            .unwrap();
+        let bs: &[usize] = if tb { &[n, k] } else { &[k, n] };
+        let b = cpu.cast(&rng.tensor(bs, -1.0, 1.0), DType::F16).unwrap();
+        let want = cpu.matmul(&a, &b, tb).unwrap();
+        let got = gpu().to_host(&gpu().matmul(&a, &b, tb).unwrap()).unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        // One f16 rounding step of the result, plus f32 summation order.
+        assert_close(
+            &format!("f16 matmul {m}x{k}x{n}"),
+            &cpu.cast(&got, DType::F32).unwrap(),
+            &cpu.cast(&want, DType::F32).unwrap(),
+            1e-3,
+            1e-3,
+        );
+    }
+    // f16 -> f32 is exact; f32 -> f16 rounds to nearest (odd lengths too).
+    let x = rng.tensor(&[7, 3], -100.0, 100.0);
+    let h = cpu.cast(&x, DType::F16).unwrap();
+    assert_same(
+        "cast f16->f32",
+        &gpu().cast(&h, DType::F32).unwrap(),
+        &cpu.cast(&h, DType::F32).unwrap(),
+    );
+    assert_same("cast f32->f16", &gpu().cast(&x, DType::F16).unwrap(), &h);
+}
+
+#[test]
 fn batched_matmul_broadcasts() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(2);
-    let cases: [(&[usize], &[usize], bool); 4] = [
+    let cases: [(&[usize], &[usize], bool); 8] = [
         (&[2, 3, 17, 33], &[3, 33, 20], false),
         (&[4, 1, 5, 9], &[1, 3, 6, 9], true),
         (&[3, 65, 70], &[70, 66], false),
         (&[2, 1, 1], &[2, 1, 1, 1], false),
+        // k and n multiples of 4: whole-quad loads at every batch offset.
+        (&[2, 3, 17, 32], &[3, 32, 20], false),
+        (&[4, 1, 65, 36], &[1, 3, 68, 36], true),
+        (&[3, 70, 64], &[64, 72], false),
+        (&[70, 64], &[2, 3, 72, 64], true),
     ];
     for (sa, sb, tb) in cases {
         let a = rng.tensor(sa, -1.0, 1.0);
@@ -548,10 +595,10 @@ fn chained_ops_run_in_one_submission() {
 fn unimplemented_ops_and_dtypes_are_unsupported() {
     let h = Tensor::from_bytes(DType::F16, &[2, 2], &[0u8; 8]).unwrap();
     let hg = up(&h);
-    let Err(TensorError::Unsupported(msg)) = gpu().matmul(&hg, &hg, false) else {
-        panic!("f16 matmul should be unsupported");
+    let Err(TensorError::Unsupported(msg)) = gpu().softmax(&hg, 1) else {
+        panic!("f16 softmax should be unsupported");
     };
-    assert!(msg.contains("matmul") && msg.contains("f16"), "{msg}");
+    assert!(msg.contains("softmax") && msg.contains("f16"), "{msg}");
     // Validation errors are the shared ones, not Unsupported.
     let a = up(&Tensor::from_f32(&[2, 3], vec![0.0; 6]).unwrap());
     assert!(matches!(
@@ -735,21 +782,21 @@ fn freed_buffers_are_reused() {
 fn allocated_bytes_counts_live_buffers() {
     let g = own_gpu();
     assert_eq!(g.allocated_bytes(), 0);
-    // Uploads count their exact (word-rounded) size.
+    // Uploads count their size rounded up to 16 bytes.
     let x = g
         .from_host(&Tensor::from_f32(&[3, 5], vec![1.0; 15]).unwrap())
         .unwrap();
-    assert_eq!(g.allocated_bytes(), 60);
+    assert_eq!(g.allocated_bytes(), 64);
     // Results count their size class.
     let y = g.full(DType::F32, &[1000], 0.0).unwrap();
-    assert_eq!(g.allocated_bytes(), 60 + 4096);
+    assert_eq!(g.allocated_bytes(), 64 + 4096);
     let z = g.unary(UnaryOp::Exp, &x).unwrap();
-    assert_eq!(g.allocated_bytes(), 60 + 4096 + 256);
+    assert_eq!(g.allocated_bytes(), 64 + 4096 + 256);
     // Clones share a buffer.
     let z2 = z.clone();
-    assert_eq!(g.allocated_bytes(), 60 + 4096 + 256);
+    assert_eq!(g.allocated_bytes(), 64 + 4096 + 256);
     drop((z, z2, y));
-    assert_eq!(g.allocated_bytes(), 60);
+    assert_eq!(g.allocated_bytes(), 64);
     assert_eq!(g.pooled_bytes(), 4096 + 256);
     drop(x);
     assert_eq!(g.allocated_bytes(), 0);
@@ -770,6 +817,56 @@ fn absurd_allocations_fail_cleanly() {
         }
     }
     // The backend still works afterwards.
+    let t = gpu().full(DType::F32, &[2], 3.0).unwrap();
+    assert_eq!(floats(&gpu().to_host(&t).unwrap()), vec![3.0, 3.0]);
+}
+
+#[test]
+fn oversized_results_are_out_of_memory_and_the_backend_recovers() {
+    let g = own_gpu();
+    let a = g.full(DType::F32, &[1 << 17, 1], 1.0).unwrap();
+    let b = g.full(DType::F32, &[1, 1 << 17], 2.0).unwrap();
+    // 2^34 floats (64 GiB): past any device's largest storage binding.
+    match g.matmul(&a, &b, false) {
+        Err(TensorError::OutOfMemory(msg)) => assert!(msg.contains("matmul"), "{msg}"),
+        other => panic!("64 GiB matmul result: {other:?}"),
+    }
+    let small = g.matmul(
+        &a.with_shape(&[1 << 10, 128]),
+        &b.with_shape(&[128, 1 << 10]),
+        false,
+    );
+    let c = g.to_host(&small.unwrap()).unwrap();
+    assert_eq!(c.shape(), &[1 << 10, 1 << 10]);
+    assert!(floats(&c).iter().all(|&v| v == 256.0));
+}
+
+#[test]
+fn a_lost_device_fails_every_operation_without_hanging() {
+    let g = own_gpu();
+    let x = g.full(DType::F32, &[8], 1.0).unwrap();
+    let pending = g.affine(&x, 2.0, 0.0).unwrap();
+    assert!(g.lost().is_none());
+    g.destroy_device();
+    assert!(g.lost().is_some());
+    let lost = |what: &str, r: Result<Tensor, TensorError>| match r {
+        Err(TensorError::DeviceLost(msg)) => {
+            assert!(msg.to_lowercase().contains("destroyed"), "{what}: {msg}")
+        }
+        other => panic!("{what} after device loss: {other:?}"),
+    };
+    lost("to_host of recorded work", g.to_host(&pending));
+    lost("full", g.full(DType::F32, &[4], 0.0));
+    lost("unary", g.unary(UnaryOp::Exp, &x));
+    lost(
+        "upload",
+        g.from_host(&Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap()),
+    );
+    lost(
+        "matmul",
+        g.matmul(&x.with_shape(&[2, 4]), &x.with_shape(&[4, 2]), false),
+    );
+    // Other backends are unaffected.
     let t = gpu().full(DType::F32, &[2], 3.0).unwrap();
     assert_eq!(floats(&gpu().to_host(&t).unwrap()), vec![3.0, 3.0]);
 }

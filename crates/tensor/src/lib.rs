@@ -115,6 +115,10 @@ pub enum TensorError {
     /// Memory for the result could not be allocated.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
+    /// The device the tensors live on is gone (GPU reset or removed); every
+    /// later operation on it fails the same way.
+    #[error("device lost: {0}")]
+    DeviceLost(String),
 }
 
 /// Result of a tensor operation.

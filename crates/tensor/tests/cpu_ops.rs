@@ -647,6 +647,38 @@ fn unary_f32_matches_f64_reference() {
     assert!(read_f32(&relu)[0].is_nan());
 }
 
+/// GELU's left tail is tiny, so an absolute tolerance would hide any error
+/// there; it has to be right relative to its own size.
+#[test]
+fn gelu_tail_is_relatively_accurate() {
+    let input: Vec<f32> = (0..20_000).map(|i| -2.0 - i as f32 * 6e-4).collect();
+    let got = read_f32(
+        &cpu()
+            .unary(UnaryOp::Gelu, &f32t(&[input.len()], input.clone()))
+            .unwrap(),
+    );
+    let want: Vec<f64> = input
+        .iter()
+        .map(|&x| {
+            let x = f64::from(x);
+            0.5 * x * libm::erfc(-x / 2f64.sqrt())
+        })
+        .collect();
+    let worst = got
+        .iter()
+        .zip(&want)
+        // exp flushes what would be subnormal to 0, as documented.
+        .filter(|&(_, &w)| w.abs() > 1e-36)
+        .map(|(&g, &w)| ((f64::from(g) - w) / w).abs())
+        .fold(0.0, f64::max);
+    eprintln!("gelu tail worst relative error {worst:e}");
+    assert!(worst < 1e-6, "gelu tail: worst relative error {worst:e}");
+    let far = cpu()
+        .unary(UnaryOp::Gelu, &f32t(&[3], vec![-20.0, -1e30, f32::MIN]))
+        .unwrap();
+    assert!(read_f32(&far).iter().all(|&v| v == 0.0), "{far:?}");
+}
+
 #[test]
 fn unary_f16() {
     let mut rng = Rng::new(21);

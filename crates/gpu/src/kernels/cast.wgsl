@@ -1,10 +1,13 @@
 // Element conversions matching Rust's `as` (truncate toward zero, saturate,
-// NaN to 0). p: [elements].
+// NaN to 0). p: [items, elements]: one item per element, except f32->f16,
+// which writes one word (two halves) per item.
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
 
-// 0 f32->i32, 1 i32->f32, 2 i32->i64, 3 i64->i32, 4 f32->i64, 5 i64->f32.
+// 0 f32->i32, 1 i32->f32, 2 i32->i64, 3 i64->i32, 4 f32->i64, 5 i64->f32,
+// 6 f16->f32, 7 f32->f16. The f16 conversions use the pack/unpack builtins,
+// so they need no shader-f16 support from the adapter.
 override OP: u32 = 0u;
 
 @compute @workgroup_size(256)
@@ -70,6 +73,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
             y[2u * idx] = lo;
             y[2u * idx + 1u] = hi;
+        }
+        case 6u: {
+            y[idx] = bitcast<u32>(unpack2x16float(x[idx >> 1u])[idx & 1u]);
+        }
+        case 7u: {
+            // An odd element count leaves the last high half zero; the
+            // index past the end stays inside the 16-byte-padded buffer.
+            let lo = bitcast<f32>(x[2u * idx]);
+            let hi = select(0.0, bitcast<f32>(x[2u * idx + 1u]), 2u * idx + 1u < p[1]);
+            y[idx] = pack2x16float(vec2<f32>(lo, hi));
         }
         default: {
             let lo = x[2u * idx];

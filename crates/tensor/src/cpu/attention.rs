@@ -1,8 +1,10 @@
 //! Scaled dot-product attention, one block of queries at a time.
 
-use super::matmul::{MatRef, gemm};
+use std::mem::MaybeUninit;
+
+use super::matmul::{MatRef, gemm, gemm_into};
 use super::reduce::softmax_in_place;
-use super::{float_tensor, floats, for_rows, zeroed};
+use super::{float_tensor, floats, for_rows, written};
 use crate::shape::AttentionShape;
 use crate::{Attention, Result, Tensor};
 
@@ -30,88 +32,91 @@ pub(super) fn attention(
         .mask_strides
         .as_ref()
         .map_or((0, 0), |st| (st[st.len() - 2], st[st.len() - 1]));
-    let mut out = zeroed(s.batch * lq * dv)?;
-    // Each output row is one query; tasks take runs of queries, which may
-    // span batch entries, so one long sequence still spreads over threads.
-    for_rows(
-        &mut out,
-        dv,
-        2 * lk * (d + dv),
-        #[inline(always)]
-        |first, chunk| {
-            let rows = chunk.len() / dv;
-            let mut scores = vec![0.0f32; QUERY_BLOCK.min(rows) * lk];
-            let mut r = 0;
-            while r < rows {
-                let (b, i0) = ((first + r) / lq, (first + r) % lq);
-                let count = QUERY_BLOCK.min(lq - i0).min(rows - r);
-                let dst = &mut chunk[r * dv..(r + count) * dv];
-                r += count;
-                // Keys past the last query's causal limit are hidden from the
-                // whole block: leave them out of both products.
-                let keys = if params.causal {
-                    s.causal_limit(i0 + count - 1)
-                } else {
-                    lk
-                };
-                if keys == 0 {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let (qi, ki, vi, base) = s.operands(b);
-                let qm = &qs[(qi * lq + i0) * d..(qi * lq + i0 + count) * d];
-                let km = &ks[ki * lk * d..(ki * lk + keys) * d];
-                let vm = &vs[vi * lk * dv..(vi * lk + keys) * dv];
-                let sc = &mut scores[..count * keys];
-                // k is [keys, d]; reading it with swapped strides gives kᵀ.
-                let kt = MatRef {
-                    data: km,
-                    rs: 1,
-                    cs: d,
-                };
-                gemm(
-                    sc,
-                    keys,
-                    (count, keys, d),
-                    MatRef::rows(qm, d),
-                    kt,
-                    s.scale,
-                    false,
-                    false,
-                );
-                for (row_index, row) in sc.chunks_exact_mut(keys).enumerate() {
-                    let i = i0 + row_index;
-                    if let Some(m) = &mask {
-                        let at = base + i * mrs;
-                        if mcs == 1 {
-                            for (x, &mv) in row.iter_mut().zip(&m[at..at + keys]) {
-                                *x += mv;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        // Each output row is one query; tasks take runs of queries, which may
+        // span batch entries, so one long sequence still spreads over threads.
+        for_rows(
+            out,
+            dv,
+            2 * lk * (d + dv),
+            #[inline(always)]
+            |first, chunk| {
+                let rows = chunk.len() / dv;
+                let mut scores = vec![0.0f32; QUERY_BLOCK.min(rows) * lk];
+                let mut r = 0;
+                while r < rows {
+                    let (b, i0) = ((first + r) / lq, (first + r) % lq);
+                    let count = QUERY_BLOCK.min(lq - i0).min(rows - r);
+                    let dst = &mut chunk[r * dv..(r + count) * dv];
+                    r += count;
+                    // Keys past the last query's causal limit are hidden from the
+                    // whole block: leave them out of both products.
+                    let keys = if params.causal {
+                        s.causal_limit(i0 + count - 1)
+                    } else {
+                        lk
+                    };
+                    if keys == 0 {
+                        dst.fill(MaybeUninit::new(0.0));
+                        continue;
+                    }
+                    let (qi, ki, vi, base) = s.operands(b);
+                    let qm = &qs[(qi * lq + i0) * d..(qi * lq + i0 + count) * d];
+                    let km = &ks[ki * lk * d..(ki * lk + keys) * d];
+                    let vm = &vs[vi * lk * dv..(vi * lk + keys) * dv];
+                    let sc = &mut scores[..count * keys];
+                    // k is [keys, d]; reading it with swapped strides gives kᵀ.
+                    let kt = MatRef {
+                        data: km,
+                        rs: 1,
+                        cs: d,
+                    };
+                    gemm(
+                        sc,
+                        keys,
+                        (count, keys, d),
+                        MatRef::rows(qm, d),
+                        kt,
+                        s.scale,
+                        false,
+                        false,
+                    );
+                    for (row_index, row) in sc.chunks_exact_mut(keys).enumerate() {
+                        let i = i0 + row_index;
+                        if let Some(m) = &mask {
+                            let at = base + i * mrs;
+                            if mcs == 1 {
+                                for (x, &mv) in row.iter_mut().zip(&m[at..at + keys]) {
+                                    *x += mv;
+                                }
+                            } else {
+                                let mv = m[at];
+                                row.iter_mut().for_each(|x| *x += mv);
                             }
-                        } else {
-                            let mv = m[at];
-                            row.iter_mut().for_each(|x| *x += mv);
+                        }
+                        if params.causal {
+                            row[s.causal_limit(i)..].fill(f32::NEG_INFINITY);
+                        }
+                        if !softmax_in_place(row) {
+                            // Every key hidden: this query attends to nothing.
+                            row.fill(0.0);
                         }
                     }
-                    if params.causal {
-                        row[s.causal_limit(i)..].fill(f32::NEG_INFINITY);
-                    }
-                    if !softmax_in_place(row) {
-                        // Every key hidden: this query attends to nothing.
-                        row.fill(0.0);
-                    }
+                    gemm_into(
+                        dst,
+                        dv,
+                        (count, dv, keys),
+                        MatRef::rows(sc, keys),
+                        MatRef::rows(vm, dv),
+                        1.0,
+                        false,
+                    );
                 }
-                gemm(
-                    dst,
-                    dv,
-                    (count, dv, keys),
-                    MatRef::rows(sc, keys),
-                    MatRef::rows(vm, dv),
-                    1.0,
-                    false,
-                    false,
-                );
-            }
-        },
-    );
+            },
+        );
+    };
+    // SAFETY: the blocks of queries cover every output row, and each block
+    // is either zero-filled or written whole by the second product.
+    let out = unsafe { written(s.batch * lq * dv, fill) }?;
     float_tensor(q.dtype(), &s.out_shape, out)
 }

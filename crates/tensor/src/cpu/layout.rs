@@ -4,9 +4,11 @@
 //! dtype's size (`by_size!`) and covers every dtype with one instantiation
 //! per element width.
 
+use std::mem::MaybeUninit;
+
 use bytemuck::Pod;
 
-use super::{by_size, elems, for_rows, host, tensor_of, zeroed};
+use super::{by_size, elems, for_rows, host, tensor_of, written};
 use crate::shape::{self, contiguous_strides};
 use crate::{DType, Result, Storage, Tensor};
 
@@ -106,63 +108,66 @@ pub(super) fn transpose(x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Resu
         out_shape: &[usize],
     ) -> Result<Tensor> {
         let src: &[T] = elems("transpose", x)?;
-        let mut out = zeroed(src.len())?;
         let rank = dims.len();
         let in_strides = contiguous_strides(dims);
         let odims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
         let ostrides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
         let last = odims[rank - 1];
-        if perm[rank - 1] == rank - 1 {
-            // The innermost axis stays put: copy whole runs.
-            let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
-            for_rows(&mut out, last, last, |first, chunk| {
-                let mut at = Odometer::new(outer_dims, outer_strides, first);
-                for row in chunk.chunks_exact_mut(last) {
-                    row.copy_from_slice(&src[at.offset..at.offset + last]);
-                    at.advance();
-                }
-            });
-        } else if perm[rank - 2..] == [rank - 1, rank - 2]
-            && perm[..rank - 2].iter().enumerate().all(|(i, &p)| i == p)
-        {
-            // A (batched) matrix transpose, [b, r, c] -> [b, c, r]. Output
-            // rows are split across threads; each band of output rows is
-            // filled a few source rows at a time, so the source lines a band
-            // reads stay in L1 until all of it has used them.
-            let (r, c) = (dims[rank - 2], dims[rank - 1]);
-            for_rows(&mut out, r, r, |first, chunk| {
-                let rows = chunk.len() / r;
-                let mut g = 0;
-                while g < rows {
-                    let (b, j0) = ((first + g) / c, (first + g) % c);
-                    let band = BAND.min(c - j0).min(rows - g);
-                    let block = &src[b * r * c..(b + 1) * r * c];
-                    let dst = &mut chunk[g * r..(g + band) * r];
-                    for i0 in (0..r).step_by(STEP) {
-                        let i1 = (i0 + STEP).min(r);
-                        for jj in 0..band {
-                            let column = &block[i0 * c + j0 + jj..];
-                            for (k, d) in dst[jj * r + i0..jj * r + i1].iter_mut().enumerate() {
-                                *d = column[k * c];
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            if perm[rank - 1] == rank - 1 {
+                // The innermost axis stays put: copy whole runs.
+                let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
+                for_rows(out, last, last, |first, chunk| {
+                    let mut at = Odometer::new(outer_dims, outer_strides, first);
+                    for row in chunk.chunks_exact_mut(last) {
+                        row.write_copy_of_slice(&src[at.offset..at.offset + last]);
+                        at.advance();
+                    }
+                });
+            } else if perm[rank - 2..] == [rank - 1, rank - 2]
+                && perm[..rank - 2].iter().enumerate().all(|(i, &p)| i == p)
+            {
+                // A (batched) matrix transpose, [b, r, c] -> [b, c, r]. Output
+                // rows are split across threads; each band of output rows is
+                // filled a few source rows at a time, so the source lines a band
+                // reads stay in L1 until all of it has used them.
+                let (r, c) = (dims[rank - 2], dims[rank - 1]);
+                for_rows(out, r, r, |first, chunk| {
+                    let rows = chunk.len() / r;
+                    let mut g = 0;
+                    while g < rows {
+                        let (b, j0) = ((first + g) / c, (first + g) % c);
+                        let band = BAND.min(c - j0).min(rows - g);
+                        let block = &src[b * r * c..(b + 1) * r * c];
+                        let dst = &mut chunk[g * r..(g + band) * r];
+                        for i0 in (0..r).step_by(STEP) {
+                            let i1 = (i0 + STEP).min(r);
+                            for jj in 0..band {
+                                let column = &block[i0 * c + j0 + jj..];
+                                for (k, d) in dst[jj * r + i0..jj * r + i1].iter_mut().enumerate() {
+                                    d.write(column[k * c]);
+                                }
                             }
                         }
+                        g += band;
                     }
-                    g += band;
-                }
-            });
-        } else {
-            let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
-            let step = ostrides[rank - 1];
-            for_rows(&mut out, last, last * 2, |first, chunk| {
-                let mut at = Odometer::new(outer_dims, outer_strides, first);
-                for row in chunk.chunks_exact_mut(last) {
-                    for (j, d) in row.iter_mut().enumerate() {
-                        *d = src[at.offset + j * step];
+                });
+            } else {
+                let (outer_dims, outer_strides) = (&odims[..rank - 1], &ostrides[..rank - 1]);
+                let step = ostrides[rank - 1];
+                for_rows(out, last, last * 2, |first, chunk| {
+                    let mut at = Odometer::new(outer_dims, outer_strides, first);
+                    for row in chunk.chunks_exact_mut(last) {
+                        for (j, d) in row.iter_mut().enumerate() {
+                            d.write(src[at.offset + j * step]);
+                        }
+                        at.advance();
                     }
-                    at.advance();
-                }
-            });
-        }
+                });
+            }
+        };
+        // SAFETY: each branch writes every element of every output row.
+        let out = unsafe { written(src.len(), fill) }?;
         Ok(tensor_of(x.dtype(), out_shape, out))
     }
     by_size!(x.dtype(), run(x, &dims, &perm, out_shape))
@@ -192,14 +197,17 @@ pub(super) fn slice(x: &Tensor, axis: usize, start: usize, out_shape: &[usize]) 
         out_shape: &[usize],
     ) -> Result<Tensor> {
         let src: &[T] = elems("slice", x)?;
-        let mut out = zeroed(shape::numel(out_shape))?;
         let run = taken * inner;
-        for_rows(&mut out, run, run, |first, chunk| {
-            for (o, dst) in chunk.chunks_exact_mut(run).enumerate() {
-                let from = ((first + o) * len + start) * inner;
-                dst.copy_from_slice(&src[from..from + run]);
-            }
-        });
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            for_rows(out, run, run, |first, chunk| {
+                for (o, dst) in chunk.chunks_exact_mut(run).enumerate() {
+                    let from = ((first + o) * len + start) * inner;
+                    dst.write_copy_of_slice(&src[from..from + run]);
+                }
+            });
+        };
+        // SAFETY: every output run is copied whole.
+        let out = unsafe { written(shape::numel(out_shape), fill) }?;
         Ok(tensor_of(x.dtype(), out_shape, out))
     }
     by_size!(x.dtype(), run(x, (len, inner, start, taken), out_shape))
@@ -225,17 +233,21 @@ pub(super) fn concat(xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result
             })
             .collect::<Result<_>>()?;
         let row = shape::numel(&out_shape[axis..]);
-        let mut out = zeroed(shape::numel(out_shape))?;
-        for_rows(&mut out, row, row, |first, chunk| {
-            for (o, dst) in chunk.chunks_exact_mut(row).enumerate() {
-                let mut at = 0;
-                for &(src, run) in &parts {
-                    let from = (first + o) * run;
-                    dst[at..at + run].copy_from_slice(&src[from..from + run]);
-                    at += run;
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            for_rows(out, row, row, |first, chunk| {
+                for (o, dst) in chunk.chunks_exact_mut(row).enumerate() {
+                    let mut at = 0;
+                    for &(src, run) in &parts {
+                        let from = (first + o) * run;
+                        dst[at..at + run].write_copy_of_slice(&src[from..from + run]);
+                        at += run;
+                    }
                 }
-            }
-        });
+            });
+        };
+        // SAFETY: the parts' runs add up to the output row (shape::concat),
+        // so each row is written whole.
+        let out = unsafe { written(shape::numel(out_shape), fill) }?;
         Ok(tensor_of(xs[0].dtype(), out_shape, out))
     }
     by_size!(xs[0].dtype(), run(xs, axis, out_shape))
@@ -259,12 +271,15 @@ pub(super) fn embedding(table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Re
         out_shape: &[usize],
     ) -> Result<Tensor> {
         let src: &[T] = elems("embedding", table)?;
-        let mut out = zeroed(ids.len() * dim)?;
-        for_rows(&mut out, dim, dim, |first, chunk| {
-            for (dst, &id) in chunk.chunks_exact_mut(dim).zip(&ids[first..]) {
-                dst.copy_from_slice(&src[id * dim..(id + 1) * dim]);
-            }
-        });
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            for_rows(out, dim, dim, |first, chunk| {
+                for (dst, &id) in chunk.chunks_exact_mut(dim).zip(&ids[first..]) {
+                    dst.write_copy_of_slice(&src[id * dim..(id + 1) * dim]);
+                }
+            });
+        };
+        // SAFETY: one row per id, each copied whole.
+        let out = unsafe { written(ids.len() * dim, fill) }?;
         Ok(tensor_of(table.dtype(), out_shape, out))
     }
     host("embedding", table)?;

@@ -1,9 +1,11 @@
 //! Matrix products on the `gemm` crate, shared by matmul, conv2d and
 //! attention.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 
-use super::{float_tensor, floats, for_rows, zeroed};
+use super::{float_tensor, floats, for_rows, written};
 use crate::shape::MatmulShape;
 use crate::{Result, Tensor};
 
@@ -52,6 +54,49 @@ pub(super) fn threaded(m: usize, n: usize, k: usize) -> bool {
 pub(super) fn gemm(
     dst: &mut [f32],
     dst_rs: usize,
+    dims: (usize, usize, usize),
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: bool,
+) {
+    // SAFETY: an initialised slice is a valid destination whether or not
+    // gemm reads it, and gemm only ever stores initialised floats into it.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    // SAFETY: `dst` came from an initialised `&mut [f32]`, so every element
+    // is initialised whether or not `accumulate` makes `product` read it.
+    unsafe { product(dst, dst_rs, dims, lhs, rhs, scale, accumulate, threads) };
+}
+
+/// `dst = scale · lhs × rhs` into uninitialised memory: every element of
+/// the `m` rows of `n` in `dst` (rows `dst_rs` apart) is written, none read.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_into(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    dims: (usize, usize, usize),
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    scale: f32,
+    threads: bool,
+) {
+    // SAFETY: `accumulate` is false, so `product` never reads `dst` and it
+    // may be uninitialised.
+    unsafe { product(dst, dst_rs, dims, lhs, rhs, scale, false, threads) };
+}
+
+/// The product behind [`gemm()`] and [`gemm_into`]; `dst` is read only when
+/// `accumulate` is set.
+///
+/// # Safety
+///
+/// When `accumulate` is set, the `m` rows of `n` elements of `dst` (rows
+/// `dst_rs` apart) must be initialised: they are read as `f32`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
     (m, n, k): (usize, usize, usize),
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
@@ -70,7 +115,7 @@ pub(super) fn gemm(
     if k == 0 {
         if !accumulate {
             for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(0.0);
+                row[..n].fill(MaybeUninit::new(0.0));
             }
         }
         return;
@@ -84,13 +129,15 @@ pub(super) fn gemm(
     };
     // SAFETY: the three views were bounds-checked above, `dst` is borrowed
     // mutably and cannot alias the shared inputs, and the strides fit isize
-    // because they index existing slices.
+    // because they index existing slices. With `read_dst` false gemm
+    // stores every destination element without loading it first, so
+    // uninitialised memory is fine there.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             dst_rs as isize,
             accumulate,
@@ -113,9 +160,9 @@ pub(super) fn gemm(
 pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape) -> Result<Tensor> {
     let (x, y) = (floats("matmul", a)?, floats("matmul", b)?);
     let (m, n, k) = (s.m, s.n, s.k);
-    let mut out = zeroed(s.batch * m * n)?;
-    if out.is_empty() {
-        return float_tensor(a.dtype(), &s.out_shape, out);
+    let total = s.batch * m * n;
+    if total == 0 {
+        return float_tensor(a.dtype(), &s.out_shape, Vec::new());
     }
     // Reading b through strides makes transpose_b free.
     let rhs_at = |index: usize| {
@@ -127,43 +174,47 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
         }
     };
     let lhs_at = |index: usize| MatRef::rows(&x[index * m * k..(index + 1) * m * k], k);
-    if s.folds_into_one() {
-        // One shared weight matrix under consecutive activations (a linear
-        // layer over [batch, seq, k]): one tall product uses gemm best.
-        let rows = s.batch * m;
-        let lhs = MatRef::rows(&x[..rows * k], k);
-        gemm(
-            &mut out,
-            n,
-            (rows, n, k),
-            lhs,
-            rhs_at(0),
-            1.0,
-            false,
-            threaded(rows, n, k),
-        );
-    } else if threaded(m, n, k) || s.batch == 1 {
-        for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {
-            let (ia, ib) = s.operands(index);
-            gemm(
-                dst,
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        if s.folds_into_one() {
+            // One shared weight matrix under consecutive activations (a
+            // linear layer over [batch, seq, k]): one tall product uses gemm
+            // best.
+            let rows = s.batch * m;
+            let lhs = MatRef::rows(&x[..rows * k], k);
+            gemm_into(
+                out,
                 n,
-                (m, n, k),
-                lhs_at(ia),
-                rhs_at(ib),
+                (rows, n, k),
+                lhs,
+                rhs_at(0),
                 1.0,
-                false,
-                threaded(m, n, k),
+                threaded(rows, n, k),
             );
-        }
-    } else {
-        // Many small products: one thread per group of whole products.
-        for_rows(&mut out, m * n, m * n * k, |first, chunk| {
-            for (i, dst) in chunk.chunks_exact_mut(m * n).enumerate() {
-                let (ia, ib) = s.operands(first + i);
-                gemm(dst, n, (m, n, k), lhs_at(ia), rhs_at(ib), 1.0, false, false);
+        } else if threaded(m, n, k) || s.batch == 1 {
+            for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {
+                let (ia, ib) = s.operands(index);
+                gemm_into(
+                    dst,
+                    n,
+                    (m, n, k),
+                    lhs_at(ia),
+                    rhs_at(ib),
+                    1.0,
+                    threaded(m, n, k),
+                );
             }
-        });
-    }
+        } else {
+            // Many small products: one thread per group of whole products.
+            for_rows(out, m * n, m * n * k, |first, chunk| {
+                for (i, dst) in chunk.chunks_exact_mut(m * n).enumerate() {
+                    let (ia, ib) = s.operands(first + i);
+                    gemm_into(dst, n, (m, n, k), lhs_at(ia), rhs_at(ib), 1.0, false);
+                }
+            });
+        }
+    };
+    // SAFETY: every branch writes all `batch` products of `m × n`, each
+    // with rows exactly `n` apart, so every element is written.
+    let out = unsafe { written(total, fill) }?;
     float_tensor(a.dtype(), &s.out_shape, out)
 }

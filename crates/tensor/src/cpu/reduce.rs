@@ -2,11 +2,12 @@
 //! top-k.
 
 use std::cmp::Ordering;
+use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
 use super::elementwise::exp;
-use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of, zeroed};
+use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of, written, zeroed};
 use crate::shape::ReduceShape;
 use crate::{DType, ReduceOp, Result, Tensor, TensorError};
 
@@ -326,51 +327,71 @@ pub(super) fn layer_norm(
     let gamma = gamma.map(|g| floats("layer-norm", g)).transpose()?;
     let beta = beta.map(|b| floats("layer-norm", b)).transpose()?;
     let n = *x.shape().last().expect("rank checked by shape::layer_norm");
-    let mut out = zeroed(src.len())?;
-    for_rows(
-        &mut out,
-        n,
-        n * 6,
-        #[inline(always)]
-        |first, chunk| {
-            for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
-                let row = &src[(first + r) * n..(first + r + 1) * n];
-                let mean = sum_row(row) / n as f32;
-                // Two passes: the one-pass E[x²]−E[x]² cancels badly for large means.
-                for (d, &v) in dst.iter_mut().zip(row) {
-                    *d = v - mean;
-                }
-                let mut lanes = [0.0f32; LANES];
-                let chunks = dst.chunks_exact(LANES);
-                let tail: f32 = chunks.remainder().iter().map(|d| d * d).sum();
-                for c in chunks {
-                    for (l, &d) in lanes.iter_mut().zip(c) {
-                        *l += d * d;
-                    }
-                }
-                let var = (lanes.iter().sum::<f32>() + tail) / n as f32;
-                let inv = 1.0 / (var + eps).sqrt();
-                match (&gamma, &beta) {
-                    (Some(g), Some(b)) => {
-                        for ((d, &g), &b) in dst.iter_mut().zip(g.iter()).zip(b.iter()) {
-                            *d = *d * inv * g + b;
-                        }
-                    }
-                    (Some(g), None) => {
-                        for (d, &g) in dst.iter_mut().zip(g.iter()) {
-                            *d = *d * inv * g;
-                        }
-                    }
-                    (None, Some(b)) => {
-                        for (d, &b) in dst.iter_mut().zip(b.iter()) {
-                            *d = *d * inv + b;
-                        }
-                    }
-                    (None, None) => dst.iter_mut().for_each(|d| *d *= inv),
-                }
-            }
-        },
+    // Shorter ones would leave outputs unwritten below.
+    assert!(
+        [&gamma, &beta]
+            .iter()
+            .all(|p| p.as_ref().is_none_or(|p| p.len() == n)),
+        "layer-norm parameters checked by shape::layer_norm"
     );
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_rows(
+            out,
+            n,
+            n * 6,
+            #[inline(always)]
+            |first, chunk| {
+                for (r, dst) in chunk.chunks_exact_mut(n).enumerate() {
+                    let row = &src[(first + r) * n..(first + r + 1) * n];
+                    let mean = sum_row(row) / n as f32;
+                    // Two passes: the one-pass E[x²]−E[x]² cancels badly for
+                    // large means.
+                    let mut lanes = [0.0f32; LANES];
+                    let chunks = row.chunks_exact(LANES);
+                    let tail: f32 = chunks
+                        .remainder()
+                        .iter()
+                        .map(|v| (v - mean) * (v - mean))
+                        .sum();
+                    for c in chunks {
+                        for (l, &v) in lanes.iter_mut().zip(c) {
+                            *l += (v - mean) * (v - mean);
+                        }
+                    }
+                    let var = (lanes.iter().sum::<f32>() + tail) / n as f32;
+                    let inv = 1.0 / (var + eps).sqrt();
+                    let centred = row.iter().map(|&v| v - mean);
+                    match (&gamma, &beta) {
+                        (Some(g), Some(b)) => {
+                            for (((d, v), &g), &b) in
+                                dst.iter_mut().zip(centred).zip(g.iter()).zip(b.iter())
+                            {
+                                d.write(v * inv * g + b);
+                            }
+                        }
+                        (Some(g), None) => {
+                            for ((d, v), &g) in dst.iter_mut().zip(centred).zip(g.iter()) {
+                                d.write(v * inv * g);
+                            }
+                        }
+                        (None, Some(b)) => {
+                            for ((d, v), &b) in dst.iter_mut().zip(centred).zip(b.iter()) {
+                                d.write(v * inv + b);
+                            }
+                        }
+                        (None, None) => {
+                            for (d, v) in dst.iter_mut().zip(centred) {
+                                d.write(v * inv);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+    };
+    // SAFETY: every row is written whole by one of the four loops (gamma
+    // and beta have length n, checked by shape::layer_norm).
+    let out = unsafe { written(src.len(), fill) }?;
     float_tensor(x.dtype(), x.shape(), out)
 }
 
