@@ -20,8 +20,11 @@ cargo build --release --target wasm32-wasip2 \
     --manifest-path "$repo/plugins/Cargo.toml" --target-dir "$target_dir"
 
 out="$target_dir/wasm32-wasip2/release"
-for name in linear digits recommender; do
+# Every example model is served by the plugin of the same name.
+for config in "$repo"/examples/models/*/config.toml; do
+    name="$(basename "$(dirname "$config")")"
     dest="$repo/examples/models/$name/1/model.wasm"
+    [ -f "$out/$name.wasm" ] || { echo "examples/models/$name has no plugin plugins/$name" >&2; exit 1; }
     mkdir -p "$(dirname "$dest")"
     cp "$out/$name.wasm" "$dest"
     echo "installed $dest ($(wc -c <"$dest") bytes)"

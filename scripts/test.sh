@@ -15,5 +15,7 @@ if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers
 fi
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# all-MiniLM-L6-v2's pretrained weights for the minilm test (a no-op once there).
+scripts/fetch-minilm.sh
 
 cargo test --release --workspace "$@"

@@ -67,6 +67,12 @@ pub async fn run(config: &Config) -> anyhow::Result<(Load, Load)> {
         max_body_bytes: 1 << 20,
         runtime: runtime_config(Some(cache.path().to_owned())),
         device: edgeserve::devices::DeviceChoice::Cpu,
+        bundles: edgeserve::bundle::BundleSettings {
+            sources: Vec::new(),
+            cache_dir: cache.path().join("bundles"),
+            max_bytes: 0,
+        },
+        upstream: None,
     })
     .await?;
     let urls = [edgeserve.addr(), native.addr()]

@@ -29,7 +29,11 @@ fn input() -> anyhow::Result<Tensor> {
 pub fn run(linear: &Linear, runtime: &Runtime, n: usize) -> anyhow::Result<Infer> {
     let mut instance = linear.factory(runtime)?()?;
     let mut call = || -> anyhow::Result<Vec<(String, Value)>> {
-        Ok(instance.infer(vec![("x".to_owned(), Value::Numeric(input()?))], Vec::new())?)
+        Ok(instance.infer(
+            vec![("x".to_owned(), Value::Numeric(input()?))],
+            Vec::new(),
+            None,
+        )?)
     };
     check(&call()?)?;
     let wasm = Samples::measure(n / 10, n, &mut call)?;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bundle::{BundleSettings, BundleStore};
 use crate::devices::{DeviceChoice, Devices};
 use crate::metrics::{DeviceLabels, Metrics};
+use crate::offload::{Upstream, UpstreamSettings};
 use crate::registry::ModelRegistry;
 use crate::repository::Repository;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -27,6 +29,11 @@ pub struct Settings {
     pub runtime: RuntimeConfig,
     /// Which compute devices to open.
     pub device: DeviceChoice,
+    /// Model bundles to install into the repository before loading it, and
+    /// the cache they are kept in.
+    pub bundles: BundleSettings,
+    /// The server that takes requests this one cannot serve.
+    pub upstream: Option<UpstreamSettings>,
 }
 
 /// Why the server could not start.
@@ -41,6 +48,12 @@ pub enum StartError {
     /// The repository could not be read.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// A model bundle could not be fetched, verified or installed.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    /// The upstream server's client could not be set up.
+    #[error(transparent)]
+    Upstream(#[from] crate::offload::OffloadError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,6 +78,11 @@ impl Running {
         self.addr
     }
 
+    /// The compute devices the models run on.
+    pub fn devices(&self) -> &Devices {
+        self.server.state().registry.devices()
+    }
+
     /// Stops taking connections, lets in-flight requests finish, and returns
     /// when the server has stopped.
     pub async fn shutdown(self) -> std::io::Result<()> {
@@ -78,6 +96,19 @@ impl Running {
 
 /// Starts the runtime, loads every model in the repository and listens.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let upstream = settings
+        .upstream
+        .as_ref()
+        .map(Upstream::new)
+        .transpose()?
+        .map(Arc::new);
+    let bundles = Arc::new(BundleStore::new(&settings.bundles)?);
+    // Before anything slow, so a bad bundle fails the start at once.
+    for source in &settings.bundles.sources {
+        bundles
+            .install(source, &settings.model_repository, None)
+            .await?;
+    }
     let runtime = Arc::new(Runtime::new(&settings.runtime)?);
     let devices = tokio::task::spawn_blocking(move || Devices::open(settings.device))
         .await
@@ -108,7 +139,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     tokio::task::spawn_blocking(move || loader.load_all())
         .await
         .expect("model loading does not panic")?;
-    let server = Server::new(registry, metrics, settings.max_body_bytes);
+    let server = Server::new(
+        registry,
+        metrics,
+        settings.max_body_bytes,
+        bundles,
+        upstream,
+    );
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -2,11 +2,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::Settings;
+use crate::bundle::{BundleSettings, BundleSource};
 use crate::devices::DeviceChoice;
+use crate::offload::UpstreamSettings;
 use crate::runtime::RuntimeConfig;
 
 /// Serve WebAssembly model handlers over the Open Inference Protocol.
@@ -76,6 +79,47 @@ pub struct ServeArgs {
         default_value_t = 4096
     )]
     pub max_instance_memory_mib: usize,
+    /// Model bundle to install before serving, as `<url>#sha256=<hex>`: a
+    /// tar or tar.gz of one model folder, checked against the digest before
+    /// it is unpacked. Repeat the flag (or separate with commas) for more.
+    #[arg(
+        long = "bundle",
+        env = "EDGESERVE_BUNDLES",
+        value_name = "URL#sha256=HEX",
+        value_delimiter = ','
+    )]
+    pub bundles: Vec<BundleSource>,
+    /// Folder for unpacked bundles, keyed by digest, so restarts do not
+    /// download again. Defaults to $XDG_CACHE_HOME/edgeserve/bundles or
+    /// ~/.cache/edgeserve/bundles.
+    #[arg(long, env = "EDGESERVE_BUNDLE_CACHE_DIR")]
+    pub bundle_cache_dir: Option<PathBuf>,
+    /// Largest bundle accepted, downloaded or unpacked, in bytes.
+    #[arg(long, env = "EDGESERVE_MAX_BUNDLE_BYTES", default_value_t = 4 << 30)]
+    pub max_bundle_bytes: u64,
+    /// OIP server (e.g. a datacenter node) that takes requests for models
+    /// this one does not serve.
+    #[arg(long, env = "EDGESERVE_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Also forward requests that find no free instance within their queue
+    /// deadline to the upstream, instead of answering 503. A model's
+    /// `offload_on_queue_timeout` in its config.toml overrides this.
+    #[arg(
+        long,
+        env = "EDGESERVE_OFFLOAD_ON_QUEUE_TIMEOUT",
+        requires = "upstream"
+    )]
+    pub offload_on_queue_timeout: bool,
+    /// Longest wait for a connection to the upstream, in milliseconds.
+    #[arg(
+        long,
+        env = "EDGESERVE_UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+    /// Longest wait for the upstream's whole answer, in milliseconds.
+    #[arg(long, env = "EDGESERVE_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
+    pub upstream_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -94,6 +138,20 @@ impl ServeArgs {
                 max_memory: self.max_instance_memory_mib << 20,
             },
             device: self.device,
+            bundles: BundleSettings {
+                sources: self.bundles.clone(),
+                cache_dir: self
+                    .bundle_cache_dir
+                    .clone()
+                    .unwrap_or_else(|| default_cache_dir().join("bundles")),
+                max_bytes: self.max_bundle_bytes,
+            },
+            upstream: self.upstream.as_ref().map(|url| UpstreamSettings {
+                url: url.clone(),
+                connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
+                timeout: Duration::from_millis(self.upstream_timeout_ms),
+                offload_on_queue_timeout: self.offload_on_queue_timeout,
+            }),
         }
     }
 }
@@ -134,6 +192,19 @@ mod tests {
                 "--max-instance-memory-mib",
                 "EDGESERVE_MAX_INSTANCE_MEMORY_MIB",
             ),
+            ("--bundle", "EDGESERVE_BUNDLES"),
+            ("--bundle-cache-dir", "EDGESERVE_BUNDLE_CACHE_DIR"),
+            ("--max-bundle-bytes", "EDGESERVE_MAX_BUNDLE_BYTES"),
+            ("--upstream", "EDGESERVE_UPSTREAM"),
+            (
+                "--offload-on-queue-timeout",
+                "EDGESERVE_OFFLOAD_ON_QUEUE_TIMEOUT",
+            ),
+            (
+                "--upstream-connect-timeout-ms",
+                "EDGESERVE_UPSTREAM_CONNECT_TIMEOUT_MS",
+            ),
+            ("--upstream-timeout-ms", "EDGESERVE_UPSTREAM_TIMEOUT_MS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -150,5 +221,36 @@ mod tests {
         assert_eq!(settings.listen, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(settings.runtime.cache_dir, None);
         assert!(settings.runtime.pooling);
+        assert!(settings.bundles.sources.is_empty());
+        assert!(settings.upstream.is_none());
+    }
+
+    #[test]
+    fn bundles_repeat_and_a_bad_digest_is_a_usage_error() {
+        let digest = "0".repeat(64);
+        let Cli {
+            command: Command::Serve(args),
+        } = Cli::try_parse_from([
+            "edgeserve",
+            "serve",
+            "--bundle",
+            &format!("http://a/x.tar.gz#sha256={digest}"),
+            "--bundle",
+            &format!("https://b/y.tar#sha256={digest}"),
+            "--upstream",
+            "http://dc:8000",
+            "--offload-on-queue-timeout",
+        ])
+        .unwrap();
+        let settings = args.settings();
+        assert_eq!(settings.bundles.sources.len(), 2);
+        assert_eq!(settings.bundles.sources[1].url, "https://b/y.tar");
+        let upstream = settings.upstream.unwrap();
+        assert_eq!(upstream.url, "http://dc:8000");
+        assert!(upstream.offload_on_queue_timeout);
+        let err = Cli::try_parse_from(["edgeserve", "serve", "--bundle", "http://a/x.tar"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256"), "{err}");
     }
 }

@@ -105,6 +105,11 @@ impl Devices {
         }
     }
 
+    /// The GPU backend, when one is open.
+    pub fn gpu(&self) -> Option<&Arc<GpuBackend>> {
+        self.gpu.as_ref()
+    }
+
     /// The default device's description.
     pub fn default_info(&self) -> BackendInfo {
         match (self.default, &self.gpu) {

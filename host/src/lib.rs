@@ -3,13 +3,16 @@
 //!
 //! The pieces, each in its own module: [`repository`] reads models from disk,
 //! [`runtime`] compiles and sandboxes their components, [`registry`] keeps
-//! the live ones, [`server`] speaks HTTP, [`metrics`] counts, and [`app`]
-//! wires them together.
+//! the live ones, [`server`] speaks HTTP, [`metrics`] counts, [`bundle`]
+//! fetches packaged models, [`offload`] forwards to an upstream server, and
+//! [`app`] wires them together.
 
 pub mod app;
+pub mod bundle;
 pub mod cli;
 pub mod devices;
 pub mod metrics;
+pub mod offload;
 pub mod registry;
 pub mod repository;
 pub mod runtime;

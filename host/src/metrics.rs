@@ -23,8 +23,17 @@ pub struct RequestLabels {
     pub model: String,
     /// Model version.
     pub version: String,
-    /// "success" or "failure".
+    /// "success", "failure", or "offloaded" (answered by the upstream).
     pub outcome: &'static str,
+}
+
+/// Labels of the offload counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OffloadLabels {
+    /// Model name.
+    pub model: String,
+    /// "missing" (not served here) or "queue_timeout" (no free instance).
+    pub reason: &'static str,
 }
 
 /// Labels describing the compute device.
@@ -75,6 +84,8 @@ pub struct Metrics {
     pub device_memory: Family<DeviceMemoryLabels, Gauge>,
     /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
+    /// Requests forwarded to the upstream server, by model and reason.
+    pub offloaded: Family<OffloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +107,7 @@ impl Metrics {
         let inflight = Gauge::default();
         let device = Family::default();
         let device_memory = Family::default();
+        let offloaded = Family::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -141,6 +153,11 @@ impl Metrics {
             "Open compute devices (1 = default)",
             device.clone(),
         );
+        registry.register(
+            "offloaded_requests",
+            "Requests forwarded to the upstream server, by model and reason",
+            offloaded.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -152,6 +169,7 @@ impl Metrics {
             inflight,
             device_memory,
             device,
+            offloaded,
         }
     }
 

@@ -136,6 +136,11 @@ impl ModelRegistry {
         &self.devices
     }
 
+    /// The repository models are loaded from.
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
     /// The wasm runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime

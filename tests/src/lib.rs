@@ -8,9 +8,13 @@
 //! ```
 
 use std::fs;
-use std::io;
+use std::io::{self, BufRead};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -166,6 +170,158 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The real `edgeserve` binary, built on first use (once per test process)
+/// by the cargo running the tests, into the same target folder and with the
+/// same profile as the test itself, so it is the host under test.
+///
+/// # Panics
+/// When the build fails: this is test setup.
+pub fn edgeserve_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        // Tests run as <target>/<profile>/deps/<test>-<hash>.
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("a profile folder has a parent");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("the profile folder has a UTF-8 name");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(repo_root())
+            .args(["build", "--package", "edgeserve", "--bin", "edgeserve"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cargo.arg("--release");
+            }
+            other => {
+                cargo.args(["--profile", other]);
+            }
+        }
+        let status = cargo
+            .status()
+            .unwrap_or_else(|e| panic!("running cargo to build edgeserve: {e}"));
+        assert!(
+            status.success(),
+            "building the edgeserve binary failed ({status})"
+        );
+        profile_dir.join(format!("edgeserve{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+/// An `edgeserve serve` process on a free loopback port; killed on drop if
+/// still running.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+/// The log line that carries the bound address.
+const SERVING: &str = "serving the Open Inference Protocol";
+
+/// Longest wait for a spawned server to start or stop: a guard against a
+/// hung process, far above what either takes.
+pub const PROCESS_GUARD: Duration = Duration::from_secs(120);
+
+impl ServerProcess {
+    /// Runs `edgeserve serve --host 127.0.0.1 --http-port 0 <args>` and waits
+    /// until it serves. Its log is copied to this process's stderr.
+    ///
+    /// # Panics
+    /// When it exits before serving or does not start within
+    /// [`PROCESS_GUARD`].
+    pub fn spawn<I, S>(args: I) -> ServerProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut child = Command::new(edgeserve_binary())
+            .args(["serve", "--host", "127.0.0.1", "--http-port", "0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the edgeserve binary");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (found, addr) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[edgeserve {}] {line}", std::process::id());
+                if line.contains(SERVING)
+                    && let Some(port) = port_in(&line)
+                {
+                    let _ = found.send(port);
+                }
+            }
+        });
+        match addr.recv_timeout(PROCESS_GUARD) {
+            Ok(port) => ServerProcess {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().expect("waiting for edgeserve");
+                panic!("edgeserve did not start serving ({status}); its log is above");
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", self.id());
+    }
+
+    /// Waits for the process to exit, at most [`PROCESS_GUARD`]; `None`
+    /// (and the process killed) if it does not.
+    pub fn wait(&mut self) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + PROCESS_GUARD;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("polling edgeserve") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The port of the `127.0.0.1:PORT` address in a log line.
+fn port_in(line: &str) -> Option<u16> {
+    let (_, rest) = line.rsplit_once("127.0.0.1:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]

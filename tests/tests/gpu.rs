@@ -7,7 +7,9 @@ mod common;
 use common::{
     TestServer, assert_matches_sklearn, digits_reference, floats, max_abs_diff, settings,
 };
+use edgeserve::app::Running;
 use edgeserve::devices::DeviceChoice;
+use edgeserve_e2e::ModelRepository;
 use serde_json::{Value, json};
 
 async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f64>, Vec<i64>) {
@@ -32,6 +34,15 @@ async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f6
     (floats(&p["data"]), labels)
 }
 
+/// A server on `--device gpu`; with no adapter at all it fails, loudly.
+async fn start_on_gpu(repo: &ModelRepository) -> Running {
+    let mut gpu_settings = settings(repo);
+    gpu_settings.device = DeviceChoice::Gpu;
+    edgeserve::app::start(gpu_settings)
+        .await
+        .unwrap_or_else(|e| panic!("the GPU backend must start (install mesa-vulkan-drivers): {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     let reference = digits_reference();
@@ -43,13 +54,7 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     cpu.stop().await;
 
     let repo = edgeserve_e2e::model_repository(&["digits"]);
-    let mut gpu_settings = settings(&repo);
-    gpu_settings.device = DeviceChoice::Gpu;
-    let running = edgeserve::app::start(gpu_settings)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the GPU backend must start (install mesa-vulkan-drivers): {e}")
-        });
+    let running = start_on_gpu(&repo).await;
     let gpu = TestServer::attach(running, repo);
     let (_, meta) = gpu.get("/v2").await;
     assert_eq!(meta["device"]["kind"], "gpu", "{meta}");
@@ -66,4 +71,38 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
         "{metrics}"
     );
     gpu.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_gpu_fails_its_model_with_a_5xx_and_spares_the_cpu_models() {
+    let repo = edgeserve_e2e::model_repository(&["digits", "linear"]);
+    // linear pinned to the CPU; digits takes the default device, the GPU.
+    let config = repo.path().join("linear/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("device = \"cpu\"\n{text}")).unwrap();
+    let running = start_on_gpu(&repo).await;
+    let device = running.devices().gpu().cloned().expect("a GPU is open");
+    let server = TestServer::attach(running, repo);
+    let inputs = &digits_reference()["inputs"];
+    let one = json!([inputs[0]]);
+    probabilities(&server, &one, 1).await;
+
+    // As a driver reset would: every later operation on the GPU fails.
+    device.destroy_device();
+    for _ in 0..2 {
+        let (status, body) = server
+            .post(
+                "/v2/models/digits/infer",
+                &json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": one}]}),
+            )
+            .await;
+        assert_eq!(status, 500, "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("digits") && error.contains("device lost"),
+            "{body}"
+        );
+    }
+    assert_eq!(server.linear(&[1.0, 2.0]).await, [0.4, 0.5]);
+    server.stop().await;
 }

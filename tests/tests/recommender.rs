@@ -3,22 +3,11 @@
 
 mod common;
 
-use common::{TestServer, error_text};
+use common::{TestServer, data_json, error_text, output};
 use serde_json::{Value, json};
 
 fn reference() -> Value {
-    let path = edgeserve_e2e::test_data("recommender_reference.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The output called `name` of an inference response.
-fn output<'a>(body: &'a Value, name: &str) -> &'a Value {
-    body["outputs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no outputs: {body}"))
-        .iter()
-        .find(|o| o["name"] == name)
-        .unwrap_or_else(|| panic!("no output {name:?}: {body}"))
+    data_json("recommender_reference.json")
 }
 
 /// Every number in `v` (nested arrays flattened), row-major.

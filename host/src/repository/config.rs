@@ -27,6 +27,10 @@ pub struct ModelConfig {
     pub max_tensor_mib: u64,
     /// Device override ("cpu" or "gpu"); the server's default when absent.
     pub device: Option<crate::devices::DeviceKind>,
+    /// Forward requests that find no free instance within the queue
+    /// deadline to the upstream server instead of answering 503 (needs
+    /// `--upstream`); the server's `--offload-on-queue-timeout` when absent.
+    pub offload_on_queue_timeout: Option<bool>,
     /// Free-form values the handler reads with `model.parameter(key)`.
     pub parameters: BTreeMap<String, String>,
 }
@@ -41,6 +45,7 @@ impl Default for ModelConfig {
             max_tensors: 4_096,
             max_tensor_mib: 1_024,
             device: None,
+            offload_on_queue_timeout: None,
             parameters: BTreeMap::new(),
         }
     }
@@ -114,7 +119,8 @@ mod tests {
     fn parses_every_key_and_rejects_unknown_ones() {
         let config: ModelConfig = toml::from_str(
             "instances = 3\ntimeout_ms = 10\nmemory_limit_mib = 8\nqueue_timeout_ms = 5\n\
-             max_tensors = 7\nmax_tensor_mib = 9\ndevice = \"gpu\"\n[parameters]\nlabel = \"x\"\n",
+             max_tensors = 7\nmax_tensor_mib = 9\ndevice = \"gpu\"\n\
+             offload_on_queue_timeout = true\n[parameters]\nlabel = \"x\"\n",
         )
         .unwrap();
         assert_eq!(config.instances, 3);
@@ -122,6 +128,7 @@ mod tests {
         assert_eq!(config.memory_limit_bytes(), 8 << 20);
         assert_eq!(config.parameters["label"], "x");
         assert_eq!(config.device, Some(crate::devices::DeviceKind::Gpu));
+        assert_eq!(config.offload_on_queue_timeout, Some(true));
         let err = toml::from_str::<ModelConfig>("instanses = 3").unwrap_err();
         assert!(err.to_string().contains("instanses"), "{err}");
     }

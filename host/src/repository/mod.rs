@@ -114,13 +114,8 @@ impl Repository {
 
     /// Reads one model's folder: its config and its versions.
     pub fn model(&self, name: &str) -> Result<ModelSource, RepositoryError> {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !name.starts_with('.');
         let dir = self.root.join(name);
-        if !valid_name || !dir.is_dir() {
+        if !valid_model_name(name) || !dir.is_dir() {
             return Err(RepositoryError::UnknownModel {
                 name: name.to_owned(),
                 root: self.root.clone(),
@@ -150,6 +145,16 @@ impl Repository {
             versions,
         })
     }
+}
+
+/// Whether `name` may name a model folder: ASCII letters, digits, `-`, `_`
+/// and `.`, not empty and not hidden (so it never escapes the repository).
+pub(crate) fn valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

@@ -218,10 +218,24 @@ impl InstanceState {
     }
 
     /// Runs a backend op on borrowed handles and hands the result to the guest.
-    fn op(
+    fn op(&mut self, f: impl FnOnce(&dyn Backend) -> et::Result<Tensor>) -> OpResult {
+        self.op_sized(None, f)
+    }
+
+    /// Like [`op`](Self::op) for a result whose size is known up front
+    /// (`dtype`, elements; `None` when the shapes are invalid, which the
+    /// backend then reports): a result that would break `max_tensor_mib` is
+    /// refused before the backend allocates it.
+    fn op_sized(
         &mut self,
+        size: Option<(et::DType, usize)>,
         f: impl FnOnce(&dyn Backend) -> et::Result<Tensor>,
-    ) -> wasmtime::Result<Result<Resource<TensorHandle>, wit::Error>> {
+    ) -> OpResult {
+        if let Some((dtype, elements)) = size
+            && let Err(e) = self.reserve(dtype, elements)
+        {
+            return Ok(Err(to_wit_error(e)));
+        }
         let result = f(self.model.backend.as_ref()).and_then(|t| self.push_tensor(t));
         Ok(result.map_err(to_wit_error))
     }
@@ -243,6 +257,7 @@ fn to_wit_error(e: TensorError) -> wit::Error {
         TensorError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
         TensorError::Unsupported(m) => wit::Error::Unsupported(m),
         TensorError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
+        TensorError::DeviceLost(m) => wit::Error::DeviceLost(m),
     }
 }
 
@@ -289,10 +304,9 @@ impl wit::HostTensor for InstanceState {
     fn full(&mut self, dtype: Dtype, shape: Vec<u32>, value: f64) -> OpResult {
         let shape = dims(&shape);
         let dtype = from_wit_dtype(dtype);
-        if let Err(e) = self.reserve(dtype, et::shape::numel(&shape)) {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.full(dtype, &shape, value))
+        self.op_sized(Some((dtype, et::shape::numel(&shape))), |backend| {
+            backend.full(dtype, &shape, value)
+        })
     }
 
     fn shape(&mut self, this: Handle) -> wasmtime::Result<Vec<u32>> {
@@ -323,21 +337,17 @@ impl wit::HostTensor for InstanceState {
 impl wit::Host for InstanceState {
     fn matmul(&mut self, a: Handle, b: Handle, transpose_b: bool) -> OpResult {
         let (a, b) = (self.get(&a)?, self.get(&b)?);
-        if let Ok(s) = et::shape::matmul(&a, &b, transpose_b)
-            && let Err(e) = self.reserve(a.dtype(), et::shape::numel(&s.out_shape))
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.matmul(&a, &b, transpose_b))
+        let size = et::shape::matmul(&a, &b, transpose_b)
+            .ok()
+            .map(|s| (a.dtype(), et::shape::numel(&s.out_shape)));
+        self.op_sized(size, |backend| backend.matmul(&a, &b, transpose_b))
     }
 
     fn binary(&mut self, op: wit::BinaryOp, a: Handle, b: Handle) -> OpResult {
         let (a, b) = (self.get(&a)?, self.get(&b)?);
-        if let Ok(s) = et::shape::broadcast(a.shape(), b.shape())
-            && let Err(e) = self.reserve(a.dtype(), et::shape::numel(&s))
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
+        let size = et::shape::broadcast(a.shape(), b.shape())
+            .ok()
+            .map(|s| (a.dtype(), et::shape::numel(&s)));
         let op = match op {
             wit::BinaryOp::Add => et::BinaryOp::Add,
             wit::BinaryOp::Sub => et::BinaryOp::Sub,
@@ -347,7 +357,7 @@ impl wit::Host for InstanceState {
             wit::BinaryOp::Minimum => et::BinaryOp::Minimum,
             wit::BinaryOp::Pow => et::BinaryOp::Pow,
         };
-        self.op(|backend| backend.binary(op, &a, &b))
+        self.op_sized(size, |backend| backend.binary(op, &a, &b))
     }
 
     fn unary(&mut self, op: wit::UnaryOp, x: Handle) -> OpResult {
@@ -396,12 +406,10 @@ impl wit::Host for InstanceState {
 
     fn embedding(&mut self, table: Handle, ids: Handle) -> OpResult {
         let (table, ids) = (self.get(&table)?, self.get(&ids)?);
-        if let Ok(out) = et::shape::embedding(&table, &ids)
-            && let Err(e) = self.reserve(table.dtype(), et::shape::numel(&out))
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.embedding(&table, &ids))
+        let size = et::shape::embedding(&table, &ids)
+            .ok()
+            .map(|out| (table.dtype(), et::shape::numel(&out)));
+        self.op_sized(size, |backend| backend.embedding(&table, &ids))
     }
 
     fn reshape(&mut self, x: Handle, shape: Vec<i32>) -> OpResult {
@@ -429,12 +437,8 @@ impl wit::Host for InstanceState {
     fn concat(&mut self, xs: Vec<Handle>, axis: i32) -> OpResult {
         let xs = self.tensors(&xs)?;
         let total: usize = xs.iter().map(Tensor::numel).sum();
-        if let Some(first) = xs.first()
-            && let Err(e) = self.reserve(first.dtype(), total)
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| {
+        let size = xs.first().map(|first| (first.dtype(), total));
+        self.op_sized(size, |backend| {
             let rank = xs.first().map_or(0, |t| t.shape().len());
             let axis = et::shape::normalize_axis(axis, rank)?;
             backend.concat(&xs.iter().collect::<Vec<_>>(), axis)
@@ -460,10 +464,7 @@ impl wit::Host for InstanceState {
     fn cast(&mut self, x: Handle, to: Dtype) -> OpResult {
         let x = self.get(&x)?;
         let to = from_wit_dtype(to);
-        if let Err(e) = self.reserve(to, x.numel()) {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.cast(&x, to))
+        self.op_sized(Some((to, x.numel())), |backend| backend.cast(&x, to))
     }
 
     #[allow(clippy::too_many_arguments)] // the contract's signature
@@ -484,12 +485,12 @@ impl wit::Host for InstanceState {
             dilation: pair(dilation),
             groups: groups as usize,
         };
-        if let Ok(s) = et::shape::conv2d(&x, &weight, bias.as_ref(), params)
-            && let Err(e) = self.reserve(x.dtype(), et::shape::numel(&s.out_shape))
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.conv2d(&x, &weight, bias.as_ref(), params))
+        let size = et::shape::conv2d(&x, &weight, bias.as_ref(), params)
+            .ok()
+            .map(|s| (x.dtype(), et::shape::numel(&s.out_shape)));
+        self.op_sized(size, |backend| {
+            backend.conv2d(&x, &weight, bias.as_ref(), params)
+        })
     }
 
     fn pool2d(
@@ -510,12 +511,10 @@ impl wit::Host for InstanceState {
             stride: pair(stride),
             padding: pair(padding),
         };
-        if let Ok(s) = et::shape::pool2d(&x, params)
-            && let Err(e) = self.reserve(x.dtype(), et::shape::numel(&s.out_shape))
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.pool2d(&x, params))
+        let size = et::shape::pool2d(&x, params)
+            .ok()
+            .map(|s| (x.dtype(), et::shape::numel(&s.out_shape)));
+        self.op_sized(size, |backend| backend.pool2d(&x, params))
     }
 
     fn attention(
@@ -535,17 +534,19 @@ impl wit::Host for InstanceState {
         );
         let params = et::Attention { scale, causal };
         // The scores [batch, lq, lk] are the largest intermediate.
-        if let Ok(s) = et::shape::attention(&q, &k, &v, mask.as_ref(), params)
-            && let Err(e) = self.reserve(
-                q.dtype(),
-                (s.batch * s.lq)
-                    .saturating_mul(s.lk)
-                    .saturating_add(et::shape::numel(&s.out_shape)),
-            )
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        self.op(|backend| backend.attention(&q, &k, &v, mask.as_ref(), params))
+        let size = et::shape::attention(&q, &k, &v, mask.as_ref(), params)
+            .ok()
+            .map(|s| {
+                (
+                    q.dtype(),
+                    (s.batch * s.lq)
+                        .saturating_mul(s.lk)
+                        .saturating_add(et::shape::numel(&s.out_shape)),
+                )
+            });
+        self.op_sized(size, |backend| {
+            backend.attention(&q, &k, &v, mask.as_ref(), params)
+        })
     }
 
     fn top_k(

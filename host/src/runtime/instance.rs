@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgeserve_tensor::Tensor;
+use edgeserve_tensor::{Tensor, TensorError};
 use wasmtime::Store;
 
 use super::EPOCH_TICK;
@@ -205,11 +205,13 @@ impl Instance {
         self.settle(result)
     }
 
-    /// Runs one request.
+    /// Runs one request; `outputs` names the outputs the client wants
+    /// (`None`: all of them).
     pub fn infer(
         &mut self,
         inputs: Vec<(String, Value)>,
         parameters: Vec<Parameter>,
+        outputs: Option<Vec<String>>,
     ) -> Result<Vec<(String, Value)>, Fault> {
         let model = self.label();
         let mut named = Vec::with_capacity(inputs.len());
@@ -226,10 +228,17 @@ impl Instance {
                         Ok(handle) => TensorData::Numeric(handle),
                         Err(e) => {
                             self.drop_inputs(named);
-                            return Err(Fault::Input {
-                                model,
-                                input: name,
-                                message: e.to_string(),
+                            // A lost device is the server's fault, not the input's.
+                            return Err(match e {
+                                TensorError::DeviceLost(_) => Fault::Failed {
+                                    model,
+                                    message: format!("cannot take input '{name}': {e}"),
+                                },
+                                e => Fault::Input {
+                                    model,
+                                    input: name,
+                                    message: e.to_string(),
+                                },
                             });
                         }
                     }
@@ -245,13 +254,14 @@ impl Instance {
         let request = InferRequest {
             inputs: named,
             parameters,
+            outputs,
         };
         let result = self
             .bindings
             .edgeserve_handler_handler()
             .call_infer(&mut self.store, &request);
         match self.settle(result)? {
-            Ok(outputs) => self.collect_outputs(outputs),
+            Ok(produced) => self.collect_outputs(produced, request.outputs.as_deref()),
             Err(InferError::InvalidInput(message)) => Err(Fault::Rejected { model, message }),
             Err(InferError::Internal(message)) => Err(Fault::Failed { model, message }),
         }
@@ -269,10 +279,19 @@ impl Instance {
     fn collect_outputs(
         &mut self,
         outputs: Vec<NamedTensor>,
+        wanted: Option<&[String]>,
     ) -> Result<Vec<(String, Value)>, Fault> {
         let mut values = Vec::with_capacity(outputs.len());
         let mut failure = None;
         for output in outputs {
+            // An output the client did not ask for is freed, not read back
+            // (a device readback is the costly part).
+            if wanted.is_some_and(|names| !names.contains(&output.name)) {
+                if let TensorData::Numeric(handle) = output.data {
+                    let _ = self.store.data_mut().take_tensor(handle);
+                }
+                continue;
+            }
             let value = match output.data {
                 TensorData::Numeric(handle) => {
                     let state = self.store.data_mut();

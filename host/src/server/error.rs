@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::bundle::BundleError;
 use crate::registry::RegistryError;
 use crate::runtime::{Fault, PoolError};
 
@@ -64,6 +65,25 @@ impl From<RegistryError> for ApiError {
             }) => StatusCode::NOT_FOUND,
             RegistryError::NotLoaded { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> ApiError {
+        let status = match &e {
+            // The bundle server failed us.
+            BundleError::Download { .. } | BundleError::Status { .. } => StatusCode::BAD_GATEWAY,
+            BundleError::Occupied { .. } => StatusCode::CONFLICT,
+            BundleError::Client(_) | BundleError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            // What the request named is wrong: reference, digest, contents.
+            BundleError::Spec { .. }
+            | BundleError::TooLarge { .. }
+            | BundleError::DigestMismatch { .. }
+            | BundleError::Archive { .. }
+            | BundleError::UnsafeEntry { .. }
+            | BundleError::WrongModel { .. } => StatusCode::BAD_REQUEST,
         };
         ApiError::new(status, e.to_string())
     }

@@ -1,8 +1,10 @@
 //! The HTTP front end.
 
 mod error;
-mod oip;
+mod generate;
+pub(crate) mod oip;
 mod routes;
+mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,7 +15,9 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 
+use crate::bundle::BundleStore;
 use crate::metrics::Metrics;
+use crate::offload::Upstream;
 use crate::registry::ModelRegistry;
 
 /// State shared by every route.
@@ -26,6 +30,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// Largest accepted request body.
     pub max_body: usize,
+    /// Fetches model bundles for repository load requests.
+    pub bundles: Arc<BundleStore>,
+    /// Where requests this server cannot serve go, when set.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// The HTTP application: every route over shared state.
@@ -35,13 +43,21 @@ pub struct Server {
 
 impl Server {
     /// A server over `registry`, not ready until [`Server::set_ready`].
-    pub fn new(registry: Arc<ModelRegistry>, metrics: Arc<Metrics>, max_body: usize) -> Server {
+    pub fn new(
+        registry: Arc<ModelRegistry>,
+        metrics: Arc<Metrics>,
+        max_body: usize,
+        bundles: Arc<BundleStore>,
+        upstream: Option<Arc<Upstream>>,
+    ) -> Server {
         Server {
             state: Arc::new(AppState {
                 registry,
                 metrics,
                 ready: AtomicBool::new(false),
                 max_body,
+                bundles,
+                upstream,
             }),
         }
     }
@@ -87,6 +103,7 @@ impl Server {
                 post(repository_unload),
             )
             .route("/metrics", get(metrics))
+            .route("/generate", post(generate::generate))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             // The infer route enforces its own limit with a JSON 413.

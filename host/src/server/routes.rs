@@ -7,16 +7,18 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::oip;
+use super::upstream::{self, Reason};
+use crate::bundle::BundleSource;
 use crate::metrics::RequestLabels;
 use crate::registry::LoadedModel;
-use crate::runtime::TensorMetadata;
+use crate::runtime::{PoolError, TensorMetadata};
 
 type Shared = State<Arc<AppState>>;
 
@@ -58,74 +60,121 @@ fn specs(specs: &[TensorMetadata]) -> Value {
         .collect()
 }
 
+/// The local model, or the response to send instead: the upstream's when
+/// this server lacks the model, else the error.
+async fn local_model(
+    app: &AppState,
+    name: &str,
+    version: Option<&str>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Arc<LoadedModel>, Response> {
+    match app.registry.get(name, version) {
+        Ok(model) => Ok(model),
+        Err(e) => {
+            Err(
+                upstream::or_local_error(app, name, e, Method::GET, uri, headers, Body::empty())
+                    .await,
+            )
+        }
+    }
+}
+
 async fn model_metadata(
     app: &AppState,
     name: &str,
     version: Option<&str>,
-) -> Result<Json<Value>, ApiError> {
-    let model = app.registry.get(name, version)?;
-    Ok(Json(json!({
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let model = match local_model(app, name, version, uri, headers).await {
+        Ok(model) => model,
+        Err(response) => return response,
+    };
+    Json(json!({
         "name": model.name,
         "versions": app.registry.versions(name).iter().map(u64::to_string).collect::<Vec<_>>(),
         "platform": "edgeserve_wasm",
         "inputs": specs(&model.metadata.inputs),
         "outputs": specs(&model.metadata.outputs),
         "parameters": { "device": model.device.kind, "instances": model.pool.live() },
-    })))
+    }))
+    .into_response()
+}
+
+async fn model_readiness(
+    app: &AppState,
+    name: &str,
+    version: Option<&str>,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    match local_model(app, name, version, uri, headers).await {
+        Ok(model) => Json(json!({ "name": model.name, "ready": true })).into_response(),
+        Err(response) => response,
+    }
 }
 
 /// `GET /v2/models/{m}`.
 pub async fn metadata(
     State(app): Shared,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    model_metadata(&app, &name, None).await
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    model_metadata(&app, &name, None, &uri, &headers).await
 }
 
 /// `GET /v2/models/{m}/versions/{v}`.
 pub async fn version_metadata(
     State(app): Shared,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    model_metadata(&app, &name, Some(&version)).await
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    model_metadata(&app, &name, Some(&version), &uri, &headers).await
 }
 
 /// `GET /v2/models/{m}/ready`.
 pub async fn model_ready(
     State(app): Shared,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let model = app.registry.get(&name, None)?;
-    Ok(Json(json!({ "name": model.name, "ready": true })))
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    model_readiness(&app, &name, None, &uri, &headers).await
 }
 
 /// `GET /v2/models/{m}/versions/{v}/ready`.
 pub async fn version_ready(
     State(app): Shared,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let model = app.registry.get(&name, Some(&version))?;
-    Ok(Json(json!({ "name": model.name, "ready": true })))
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    model_readiness(&app, &name, Some(&version), &uri, &headers).await
 }
 
 /// `POST /v2/models/{m}/infer`.
 pub async fn infer(
     State(app): Shared,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&app, &name, None, &headers, body).await
+    run_infer(&app, &name, None, &uri, &headers, body).await
 }
 
 /// `POST /v2/models/{m}/versions/{v}/infer`.
 pub async fn version_infer(
     State(app): Shared,
     Path((name, version)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    run_infer(&app, &name, Some(&version), &headers, body).await
+    run_infer(&app, &name, Some(&version), &uri, &headers, body).await
 }
 
 /// Holds the in-flight gauge up for the life of a request.
@@ -141,6 +190,7 @@ async fn run_infer(
     app: &AppState,
     name: &str,
     version: Option<&str>,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
@@ -148,10 +198,15 @@ async fn run_infer(
     let _inflight = InFlight(app);
     let model = match app.registry.get(name, version) {
         Ok(model) => model,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            return upstream::or_local_error(app, name, e, Method::POST, uri, headers, body).await;
+        }
     };
-    let result = infer_on(app, &model, headers, body).await;
-    let outcome = if result.is_ok() { "success" } else { "failure" };
+    let result = infer_on(app, &model, uri, headers, body).await;
+    let outcome = match &result {
+        Ok((_, outcome)) => *outcome,
+        Err(_) => "failure",
+    };
     app.metrics
         .requests
         .get_or_create(&RequestLabels {
@@ -160,15 +215,18 @@ async fn run_infer(
             outcome,
         })
         .inc();
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.map_or_else(IntoResponse::into_response, |(response, _)| response)
 }
 
+/// Runs one inference on `model`: the response, and the outcome it counts
+/// as ("success", or "offloaded" when the queue deadline sent it upstream).
 async fn infer_on(
     app: &AppState,
     model: &Arc<LoadedModel>,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, &'static str), ApiError> {
     let body = read_body(body, headers, app.max_body).await?;
     let json_len = headers
         .get(oip::HEADER_LENGTH)
@@ -194,10 +252,35 @@ async fn infer_on(
         .map(|i| (i.name, i.value))
         .collect();
     let parameters = request.parameters;
-    let (outputs, timing) = model
+    let wanted = request
+        .outputs
+        .as_ref()
+        .map(|outputs| outputs.iter().map(|o| o.name.clone()).collect());
+    let ran = model
         .pool
-        .run(move |instance| instance.infer(inputs, parameters))
-        .await?;
+        .run(move |instance| instance.infer(inputs, parameters, wanted))
+        .await;
+    let (outputs, timing) = match ran {
+        Err(PoolError::Busy { .. })
+            if upstream::may_forward(app, headers)
+                && app.upstream.as_deref().is_some_and(|upstream| {
+                    upstream.offloads_on_queue_timeout(model.config.offload_on_queue_timeout)
+                }) =>
+        {
+            let response = upstream::forward(
+                app,
+                &model.name,
+                Reason::QueueTimeout,
+                Method::POST,
+                uri,
+                headers,
+                body,
+            )
+            .await;
+            return Ok((response, "offloaded"));
+        }
+        ran => ran?,
+    };
     app.metrics
         .queue_seconds
         .get_or_create(&model.labels)
@@ -231,7 +314,7 @@ async fn infer_on(
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    Ok((response, "success"))
 }
 
 /// How far past the limit a body is still read (and discarded) before the
@@ -240,7 +323,7 @@ const DRAIN_CAP: usize = 16 << 20;
 
 /// Reads the body, refusing more than `limit` bytes with a 413. Memory use
 /// stays within `limit` whatever the client sends.
-async fn read_body(
+pub(super) async fn read_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
@@ -347,11 +430,57 @@ pub async fn repository_index(State(app): Shared) -> Result<Json<Value>, ApiErro
     ))
 }
 
-/// `POST /v2/repository/models/{m}/load`: (re)loads from disk without a restart.
+/// Largest body of a load request: a few parameters.
+const LOAD_BODY_LIMIT: usize = 64 << 10;
+
+/// Body of a load request (every part optional).
+#[derive(Default, serde::Deserialize)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: LoadParameters,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct LoadParameters {
+    /// Install the model from this bundle before loading it.
+    bundle_url: Option<String>,
+    /// The bundle's digest, unless the URL ends in `#sha256=<hex>`.
+    sha256: Option<String>,
+}
+
+/// `POST /v2/repository/models/{m}/load`: (re)loads from disk without a
+/// restart; with `{"parameters": {"bundle_url": …, "sha256": …}}`, first
+/// fetches, verifies and installs that bundle of the model.
 pub async fn repository_load(
     State(app): Shared,
     Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let body = read_body(body, &headers, LOAD_BODY_LIMIT).await?;
+    let request: LoadRequest = if body.trim_ascii().is_empty() {
+        LoadRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid load request: {e}")))?
+    };
+    match (request.parameters.bundle_url, request.parameters.sha256) {
+        (Some(url), sha256) => {
+            let source = match sha256 {
+                Some(sha256) => BundleSource::new(&url, &sha256)?,
+                None => url.parse()?,
+            };
+            app.bundles
+                .install(&source, app.registry.repository().root(), Some(&name))
+                .await?;
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "parameter sha256 needs bundle_url next to it",
+            ));
+        }
+        (None, None) => {}
+    }
     let registry = app.registry.clone();
     tokio::task::spawn_blocking(move || registry.load(&name))
         .await

@@ -14,6 +14,8 @@
 //! | 6      | probes for ambient authority and returns a bit set as `echo`:    |
 //! |        | 1 = environment variables, 2 = a readable filesystem root,       |
 //! |        | 4 = a bindable socket (0 means fully sandboxed)                  |
+//! | 7      | works for one second of wall-clock time, then succeeds like 0    |
+//! |        | (a slow but healthy request; needs `timeout_ms` above 1000)      |
 //!
 //! `init` writes one line to stdout and one to stderr, which the host routes
 //! to its log.
@@ -47,6 +49,11 @@ impl Model for Faulty {
                 let echo = request.take_numeric("action")?;
                 Ok(vec![Output::numeric("echo", echo)])
             }
+            [7] => {
+                busy_for(std::time::Duration::from_secs(1));
+                let echo = request.take_numeric("action")?;
+                Ok(vec![Output::numeric("echo", echo)])
+            }
             [1] => panic!("faulty: panicking on purpose (action 1)"),
             [2] => spin(),
             [3] => exhaust_guest_memory(),
@@ -62,7 +69,7 @@ impl Model for Faulty {
                 "action 5 is a bad request on purpose".into(),
             )),
             other => Err(InferError::InvalidInput(format!(
-                "unknown action {other:?}; expected 0..=6"
+                "unknown action {other:?}; expected 0..=7"
             ))),
         }
     }
@@ -80,6 +87,16 @@ fn probe_authority() -> i32 {
 fn spin() -> ! {
     let mut counter = 0u64;
     loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Spins until `duration` of wall-clock time has passed: slow, yet it
+/// finishes (unlike `spin`) without sleeping, which the sandbox may not offer.
+fn busy_for(duration: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut counter = 0u64;
+    while started.elapsed() < duration {
         counter = black_box(counter.wrapping_add(1));
     }
 }

@@ -127,6 +127,8 @@ pub enum Error {
     /// The host could not allocate memory for the result (or the request hit
     /// its tensor limit).
     OutOfMemory(String),
+    /// The compute device was lost (GPU reset or removed).
+    DeviceLost(String),
 }
 
 impl std::fmt::Display for Error {
@@ -137,6 +139,7 @@ impl std::fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Unsupported(m) => write!(f, "unsupported: {m}"),
             Error::OutOfMemory(m) => write!(f, "out of memory: {m}"),
+            Error::DeviceLost(m) => write!(f, "device lost: {m}"),
         }
     }
 }

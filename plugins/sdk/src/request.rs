@@ -131,6 +131,7 @@ impl ParameterValue {
 pub struct Request {
     inputs: Vec<NamedTensor>,
     parameters: Vec<(String, ParameterValue)>,
+    outputs: Option<Vec<String>>,
 }
 
 impl Request {
@@ -138,7 +139,29 @@ impl Request {
         Request {
             inputs: request.inputs,
             parameters: request.parameters,
+            outputs: request.outputs,
         }
+    }
+
+    /// Whether the client wants output `name`: it named it in the request's
+    /// `outputs`, or named none (then it gets all). Outputs it does not want
+    /// need not be computed: the host would drop them.
+    pub fn wants(&self, name: &str) -> bool {
+        self.requested_outputs().is_none() || self.names_output(name)
+    }
+
+    /// Whether the client named output `name` in the request's `outputs`;
+    /// false when it named none. Optional outputs that a client must ask
+    /// for can key off this.
+    pub fn names_output(&self, name: &str) -> bool {
+        self.requested_outputs()
+            .is_some_and(|outputs| outputs.iter().any(|o| o == name))
+    }
+
+    /// The outputs the client named in the request's `outputs`; `None` when
+    /// it named none. Optional, costly outputs can key off this.
+    pub fn requested_outputs(&self) -> Option<&[String]> {
+        self.outputs.as_deref()
     }
 
     /// The input called `name`, if the request has one.

@@ -41,6 +41,12 @@ pub fn settings(repo: &ModelRepository) -> Settings {
             max_memory: 512 << 20,
         },
         device: edgeserve::devices::DeviceChoice::Cpu,
+        bundles: edgeserve::bundle::BundleSettings {
+            sources: Vec::new(),
+            cache_dir: std::env::temp_dir().join("edgeserve-e2e-bundles"),
+            max_bytes: 64 << 20,
+        },
+        upstream: None,
     }
 }
 
@@ -177,8 +183,25 @@ pub fn error_text(body: &Value) -> &str {
 
 /// `tests/data/digits_reference.json`: inputs and sklearn's outputs.
 pub fn digits_reference() -> Value {
-    let text = std::fs::read_to_string(edgeserve_e2e::test_data("digits_reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    data_json("digits_reference.json")
+}
+
+/// A JSON file of tests/data (references made by the scripts named there).
+pub fn data_json(name: &str) -> Value {
+    let path = edgeserve_e2e::test_data(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The output called `name` of an inference response.
+pub fn output<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs: {body}"))
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name:?}: {body}"))
 }
 
 /// Asserts `digits` outputs match sklearn's within 1e-5, labels exactly.

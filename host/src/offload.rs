@@ -1,0 +1,191 @@
+//! Edge→datacenter offload: an OIP client for the upstream server that takes
+//! the requests this node cannot serve (models it lacks, or, by policy,
+//! requests that found no free instance within their queue deadline).
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
+use bytes::Bytes;
+
+/// Response header set on every answer that came from the upstream.
+pub const SERVED_BY: &str = "x-edgeserve-served-by";
+
+/// Request header marking a forwarded request: its receiver serves it
+/// itself or fails, and never forwards it again, so servers that name each
+/// other as upstream cannot bounce a request forever.
+pub const FORWARDED: &str = "x-edgeserve-forwarded";
+
+/// Request and response headers carried across: the body's encoding (JSON,
+/// or the binary tensor extension's JSON length) and the client's request id.
+const CARRIED: [&str; 4] = [
+    "content-type",
+    crate::server::oip::HEADER_LENGTH,
+    "accept",
+    "x-request-id",
+];
+
+/// Where to offload and when.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    /// Base URL of the upstream OIP server, e.g. `http://dc:8000`.
+    pub url: String,
+    /// Longest wait for the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the whole forwarded exchange.
+    pub timeout: Duration,
+    /// Forward requests that found no free instance within their queue
+    /// deadline (models may override this in their config).
+    pub offload_on_queue_timeout: bool,
+}
+
+/// Why a forwarded request got no answer from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    /// The HTTP client could not be built.
+    #[error("cannot create the upstream HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// The upstream URL is unusable.
+    #[error("invalid upstream URL '{url}': it must start with http:// or https://")]
+    Url {
+        /// The URL as given.
+        url: String,
+    },
+    /// No connection: refused, unreachable, or the TLS handshake failed.
+    #[error("upstream {url} is unreachable: {source}")]
+    Connect {
+        /// The upstream base URL.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// No (complete) answer within the timeout.
+    #[error("upstream {url} did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The upstream base URL.
+        url: String,
+        /// The limit that ran out.
+        timeout_ms: u128,
+    },
+    /// The exchange broke off after connecting.
+    #[error("upstream {url} failed: {source}")]
+    Failed {
+        /// The upstream base URL.
+        url: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+}
+
+impl OffloadError {
+    /// The status to answer the client with: 504 for a timeout, 502 for
+    /// every other failure of the upstream.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OffloadError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            OffloadError::Client(_) | OffloadError::Url { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// A client of the upstream server.
+pub struct Upstream {
+    url: String,
+    timeout: Duration,
+    offload_on_queue_timeout: bool,
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    /// A client for `settings.url`; connects lazily.
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, OffloadError> {
+        let url = settings.url.trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(OffloadError::Url { url });
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            // An OIP server answers directly; a redirect would be a
+            // misconfiguration, not something to follow silently.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(OffloadError::Client)?;
+        Ok(Upstream {
+            url,
+            timeout: settings.timeout,
+            offload_on_queue_timeout: settings.offload_on_queue_timeout,
+            client,
+        })
+    }
+
+    /// The upstream base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether a request that found no free instance is forwarded, given
+    /// the model's own setting (which wins) and the server's.
+    pub fn offloads_on_queue_timeout(&self, model_setting: Option<bool>) -> bool {
+        model_setting.unwrap_or(self.offload_on_queue_timeout)
+    }
+
+    /// Sends `method path_and_query` with `body` and the carried headers to
+    /// the upstream; returns its answer (whatever the status) with the
+    /// carried headers and [`SERVED_BY`].
+    pub async fn forward(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Bytes>, OffloadError> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path_and_query}", self.url))
+            .header(FORWARDED, "1");
+        for name in CARRIED {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        let failed = |source: reqwest::Error| {
+            if source.is_timeout() {
+                OffloadError::Timeout {
+                    url: self.url.clone(),
+                    timeout_ms: self.timeout.as_millis(),
+                }
+            } else if source.is_connect() {
+                OffloadError::Connect {
+                    url: self.url.clone(),
+                    source,
+                }
+            } else {
+                OffloadError::Failed {
+                    url: self.url.clone(),
+                    source,
+                }
+            }
+        };
+        let upstream = request.body(body).send().await.map_err(failed)?;
+        let status = upstream.status();
+        let carried: Vec<_> = CARRIED
+            .iter()
+            .chain(&["retry-after"])
+            .filter_map(|&name| Some((name, upstream.headers().get(name)?.clone())))
+            .collect();
+        let body = upstream.bytes().await.map_err(failed)?;
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        for (name, value) in carried {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+        response.headers_mut().insert(
+            HeaderName::from_static(SERVED_BY),
+            header::HeaderValue::from_static("upstream"),
+        );
+        Ok(response)
+    }
+}

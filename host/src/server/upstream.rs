@@ -1,0 +1,110 @@
+//! Offload glue: which local answers are replaced by the upstream's, and
+//! how its answer (or its failure) becomes this server's response.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::metrics::OffloadLabels;
+use crate::offload::{FORWARDED, SERVED_BY};
+use crate::registry::RegistryError;
+use crate::repository::RepositoryError;
+
+/// Why a request is forwarded, as the offload counter labels it.
+#[derive(Clone, Copy, Debug)]
+pub enum Reason {
+    /// This server does not serve the model (or version).
+    Missing,
+    /// No instance became free within the queue deadline.
+    QueueTimeout,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+/// Whether this request may go to the upstream: there is one, and the
+/// request was not itself forwarded here.
+pub fn may_forward(app: &AppState, headers: &HeaderMap) -> bool {
+    app.upstream.is_some() && !headers.contains_key(FORWARDED)
+}
+
+/// Whether `e` says this server lacks the model, so the upstream may have it.
+pub fn lacks(e: &RegistryError) -> bool {
+    matches!(
+        e,
+        RegistryError::UnknownModel(_)
+            | RegistryError::UnknownVersion { .. }
+            | RegistryError::NotLoaded { .. }
+            | RegistryError::Repository(RepositoryError::UnknownModel { .. })
+    )
+}
+
+/// The answer for a request the registry could not serve: the upstream's,
+/// when there is one and the model is missing here, else the local error.
+/// The body is read only when the request is forwarded.
+pub async fn or_local_error(
+    app: &AppState,
+    model: &str,
+    error: RegistryError,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    if !(may_forward(app, headers) && lacks(&error)) {
+        return ApiError::from(error).into_response();
+    }
+    match super::routes::read_body(body, headers, app.max_body).await {
+        Ok(body) => forward(app, model, Reason::Missing, method, uri, headers, body).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Forwards the request to the upstream and answers with its response,
+/// or with a 502/504 naming the upstream when it gives none.
+///
+/// # Panics
+/// When the server has no upstream: callers check first.
+pub async fn forward(
+    app: &AppState,
+    model: &str,
+    reason: Reason,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let upstream = app
+        .upstream
+        .as_deref()
+        .expect("forward is called only with an upstream");
+    app.metrics
+        .offloaded
+        .get_or_create(&OffloadLabels {
+            model: model.to_owned(),
+            reason: reason.label(),
+        })
+        .inc();
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    match upstream.forward(method, path, headers, body).await {
+        Ok(response) => response.map(Body::from),
+        Err(e) => {
+            tracing::warn!(%model, upstream = upstream.url(), "offload failed: {e}");
+            let mut response = ApiError::new(e.status(), e.to_string()).into_response();
+            // The client can tell a failed offload from a local failure.
+            response
+                .headers_mut()
+                .insert(SERVED_BY, HeaderValue::from_static("upstream-unavailable"));
+            response
+        }
+    }
+}

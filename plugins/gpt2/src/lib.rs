@@ -1,0 +1,286 @@
+//! GPT-2 text generation.
+//!
+//! The version folder holds a GPT-2 checkpoint as Hugging Face lays it out:
+//! `model.safetensors` (standard GPT-2 weight names, bare or under
+//! `transformer.`), `config.json` (`n_layer`, `n_head`, …), `vocab.json` and
+//! `merges.txt`. Tokenization runs in the guest; the transformer runs on host
+//! ops, and the keys and values of past positions stay on the host between
+//! decode steps, so each new token costs one position's worth of compute.
+//!
+//! Input `text`: BYTES `[n]`, one prompt per element (an empty prompt starts
+//! from `<|endoftext|>`).
+//!
+//! Request parameters (OIP `parameters`):
+//! * `max_tokens` (integer ≥ 0, default the config parameter `max_tokens`,
+//!   else 32): tokens to generate, capped so prompt + continuation fit the
+//!   context (`n_positions`); generation also stops at `<|endoftext|>`;
+//! * `temperature` (number ≥ 0), `top_k` (integer ≥ 0, 0: off), `top_p`
+//!   (number in (0, 1]): any of them turns on sampling (temperature 1 unless
+//!   given; temperature 0 is greedy). Without them decoding is greedy;
+//! * `seed` (integer): the sampler's seed. The same request with the same
+//!   seed gives the same text; without a seed every request draws a fresh one;
+//! * `return_tokens` (boolean): also output `prompt_tokens` and `tokens`
+//!   (also on when the request names `tokens` in its `outputs`);
+//! * `return_logits` (boolean): also output `logits` (also on when the
+//!   request names `logits` in its `outputs`).
+//!
+//! Outputs: `text` BYTES `[n]`, the continuations (without the prompt);
+//! `prompt_tokens` and `tokens` INT64 `[n, longest]`, the prompt's ids and the
+//! generated ids, rows padded with -1; `logits` FP32 `[n, vocab]`, the
+//! logits after the last prompt position (what the first generated token is
+//! picked from). All but `text` are extras, off unless asked for: a flag
+//! turns them on, and so does naming `tokens` or `logits` in `outputs` when
+//! the flag is not given (`Request::names_output`); a request that names no
+//! outputs and sets no flag gets only `text`.
+
+mod sampling;
+mod tokenizer;
+mod transformer;
+
+use std::hash::{BuildHasher, RandomState};
+
+use edgeserve_sdk::{
+    Dtype, InferError, Model, ModelMetadata, Output, ParameterValue, Request, Tensor, TensorSpec,
+    export_model, model,
+};
+
+use sampling::{Decoding, SplitMix64, next_token};
+use tokenizer::Tokenizer;
+use transformer::Gpt2;
+
+/// Tokens generated when neither the request nor the config says.
+const DEFAULT_MAX_TOKENS: u32 = 32;
+
+struct Generator {
+    gpt2: Gpt2,
+    tokenizer: Tokenizer,
+    max_tokens: u32,
+}
+
+/// What one request asks for.
+struct Settings {
+    max_tokens: u32,
+    decoding: Decoding,
+    seed: u64,
+    return_tokens: bool,
+    return_logits: bool,
+}
+
+/// One prompt's result.
+struct Generation {
+    prompt: Vec<u32>,
+    generated: Vec<u32>,
+    /// `[1, vocab]`, after the last prompt position.
+    logits: Tensor,
+}
+
+fn asset(name: &str) -> Result<Vec<u8>, String> {
+    model::asset(name).ok_or_else(|| format!("{name} is missing from the model's version folder"))
+}
+
+impl Model for Generator {
+    fn metadata() -> ModelMetadata {
+        ModelMetadata {
+            inputs: vec![TensorSpec::new("text", "BYTES", &[-1])],
+            outputs: vec![
+                TensorSpec::new("text", "BYTES", &[-1]),
+                TensorSpec::new("prompt_tokens", "INT64", &[-1, -1]),
+                TensorSpec::new("tokens", "INT64", &[-1, -1]),
+                TensorSpec::new("logits", "FP32", &[-1, -1]),
+            ],
+        }
+    }
+
+    fn init() -> Result<Self, String> {
+        let tokenizer = Tokenizer::new(&asset("vocab.json")?, &asset("merges.txt")?)?;
+        let gpt2 = Gpt2::load(&asset("config.json")?)?;
+        if tokenizer.vocab_size() > gpt2.vocab_size as usize {
+            return Err(format!(
+                "vocab.json has {} tokens but wte only {} rows",
+                tokenizer.vocab_size(),
+                gpt2.vocab_size
+            ));
+        }
+        let max_tokens = match model::parameter("max_tokens") {
+            None => DEFAULT_MAX_TOKENS,
+            Some(v) => v
+                .parse()
+                .map_err(|e| format!("config parameter max_tokens = {v:?}: {e}"))?,
+        };
+        Ok(Generator {
+            gpt2,
+            tokenizer,
+            max_tokens,
+        })
+    }
+
+    fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
+        let settings = self.settings(&request)?;
+        let prompts = request.bytes("text")?.strings()?;
+        // Each prompt gets its own generator split off the request's seed, so
+        // a prompt's text does not depend on the prompts before it.
+        let mut seeds = SplitMix64::new(settings.seed);
+        let generations = prompts
+            .iter()
+            .map(|prompt| self.generate(prompt, &settings, seeds.next_u64()))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let n = generations.len() as u32;
+        let texts = generations
+            .iter()
+            .map(|g| self.tokenizer.decode(&g.generated));
+        let mut outputs = vec![Output::bytes("text", &[n], texts)];
+        if settings.return_tokens {
+            outputs.push(padded(
+                "prompt_tokens",
+                generations.iter().map(|g| &g.prompt[..]),
+            )?);
+            outputs.push(padded(
+                "tokens",
+                generations.iter().map(|g| &g.generated[..]),
+            )?);
+        }
+        if settings.return_logits {
+            let mut rows: Vec<Tensor> = generations.into_iter().map(|g| g.logits).collect();
+            let logits = match rows.len() {
+                0 => Tensor::full(Dtype::F32, &[0, self.gpt2.vocab_size], 0.0)?,
+                1 => rows.remove(0),
+                _ => Tensor::concat(&rows.iter().collect::<Vec<_>>(), 0)?,
+            };
+            outputs.push(Output::numeric("logits", logits));
+        }
+        Ok(outputs)
+    }
+}
+
+impl Generator {
+    fn settings(&self, request: &Request) -> Result<Settings, InferError> {
+        let bad = |key: &str, want: &str, got: &ParameterValue| {
+            InferError::invalid_input(format!("parameter {key} must be {want}, got {got:?}"))
+        };
+        let max_tokens = match request.parameter("max_tokens") {
+            None => self.max_tokens,
+            Some(v) => v
+                .as_i64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad("max_tokens", "an integer ≥ 0", v))?,
+        };
+        let number = |key: &str, ok: fn(f64) -> bool, want: &str| {
+            request
+                .parameter(key)
+                .map(|v| {
+                    v.as_f64()
+                        .filter(|&x| ok(x))
+                        .ok_or_else(|| bad(key, want, v))
+                })
+                .transpose()
+        };
+        let temperature = number("temperature", |t| t.is_finite() && t >= 0.0, "a number ≥ 0")?;
+        let top_p = number("top_p", |p| p > 0.0 && p <= 1.0, "a number in (0, 1]")?;
+        let top_k = request
+            .parameter("top_k")
+            .map(|v| {
+                v.as_i64()
+                    .and_then(|k| u32::try_from(k).ok())
+                    .ok_or_else(|| bad("top_k", "an integer ≥ 0", v))
+            })
+            .transpose()?;
+        let sampling = temperature.is_some() || top_k.is_some() || top_p.is_some();
+        let temperature = temperature.unwrap_or(1.0);
+        let decoding = if !sampling || temperature == 0.0 {
+            Decoding::Greedy
+        } else {
+            Decoding::Sample {
+                temperature,
+                top_k: top_k.unwrap_or(0),
+                top_p: top_p.unwrap_or(1.0),
+            }
+        };
+        let seed = match request.parameter("seed") {
+            Some(v) => v.as_i64().ok_or_else(|| bad("seed", "an integer", v))? as u64,
+            // The system's randomness (std seeds RandomState from it): a
+            // different draw for every request that does not pin one.
+            None => RandomState::new().hash_one(0u8),
+        };
+        // An optional output comes back when a parameter turns it on or the
+        // client names it in `outputs`.
+        let flag = |key: &str, output: &str| match request.parameter(key) {
+            None => Ok(request.names_output(output)),
+            Some(v) => v.as_bool().ok_or_else(|| bad(key, "a boolean", v)),
+        };
+        Ok(Settings {
+            max_tokens,
+            decoding,
+            seed,
+            return_tokens: flag("return_tokens", "tokens")?,
+            return_logits: flag("return_logits", "logits")?,
+        })
+    }
+
+    fn generate(
+        &self,
+        text: &str,
+        settings: &Settings,
+        seed: u64,
+    ) -> Result<Generation, InferError> {
+        let prompt = self.tokenizer.encode(text);
+        let context = self.gpt2.n_positions as usize;
+        if prompt.len() > context {
+            return Err(InferError::invalid_input(format!(
+                "the prompt is {} tokens long; the model's context is {context}",
+                prompt.len()
+            )));
+        }
+        // GPT-2 cannot start from nothing: an empty prompt is conditioned on
+        // <|endoftext|>, as GPT-2's unconditional samples are.
+        let start = if prompt.is_empty() {
+            vec![self.tokenizer.end_of_text()]
+        } else {
+            prompt.clone()
+        };
+        let budget = (settings.max_tokens as usize).min(context - start.len());
+        let mut cache = self.gpt2.cache();
+        let logits = self.gpt2.forward(&start, &mut cache)?;
+        let mut rng = SplitMix64::new(seed);
+        let mut generated = Vec::new();
+        let mut step: Option<Tensor> = None;
+        while generated.len() < budget {
+            let next = next_token(
+                step.as_ref().unwrap_or(&logits),
+                settings.decoding,
+                &mut rng,
+            )?;
+            if next == self.tokenizer.end_of_text() {
+                break;
+            }
+            generated.push(next);
+            if generated.len() < budget {
+                step = Some(self.gpt2.forward(&[next], &mut cache)?);
+            }
+        }
+        Ok(Generation {
+            prompt,
+            generated,
+            logits,
+        })
+    }
+}
+
+/// Rows of ids as an INT64 `[rows, longest]` output, short rows padded with -1.
+fn padded<'a>(
+    name: &str,
+    rows: impl Iterator<Item = &'a [u32]> + Clone,
+) -> Result<Output, InferError> {
+    let width = rows.clone().map(<[u32]>::len).max().unwrap_or(0);
+    let mut data = Vec::new();
+    let mut count = 0u32;
+    for row in rows {
+        data.extend(row.iter().map(|&id| i64::from(id)));
+        data.extend(std::iter::repeat_n(-1, width - row.len()));
+        count += 1;
+    }
+    let tensor = Tensor::from_i64(&[count, width as u32], &data)?;
+    Ok(Output::numeric(name, tensor))
+}
+
+export_model!(Generator);

@@ -1,0 +1,263 @@
+//! The GPT-2 transformer on host ops, with a host-side KV cache.
+
+use edgeserve_sdk::{Error, Tensor, model};
+use serde_json::Value;
+
+/// A weight and its bias (`x · w + b`, `w` in GPT-2's Conv1D `[in, out]`
+/// layout), or a layer norm's gamma and beta.
+struct Affine {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+struct Block {
+    ln_1: Affine,
+    c_attn: Affine,
+    attn_proj: Affine,
+    ln_2: Affine,
+    c_fc: Affine,
+    mlp_proj: Affine,
+    /// Attention scale (GPT-2: `1/√head_dim`).
+    scale: f32,
+}
+
+/// GPT-2's MLP activation.
+#[derive(Clone, Copy)]
+enum Activation {
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    Gelu,
+}
+
+/// The architecture settings read from `config.json`.
+struct Config {
+    n_layer: usize,
+    n_head: u32,
+    eps: f32,
+    activation: Activation,
+    scale_attn_weights: bool,
+    scale_attn_by_inverse_layer_idx: bool,
+}
+
+impl Config {
+    fn parse(json: &[u8]) -> Result<Config, String> {
+        let config: Value =
+            serde_json::from_slice(json).map_err(|e| format!("config.json: {e}"))?;
+        let uint = |key: &str| {
+            config[key]
+                .as_u64()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("config.json: {key} must be a positive integer"))
+        };
+        let flag = |key: &str, default: bool| config[key].as_bool().unwrap_or(default);
+        let activation = match config["activation_function"].as_str().unwrap_or("gelu_new") {
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            other => {
+                return Err(format!(
+                    "config.json: activation_function {other:?} is not supported (gelu_new, gelu_pytorch_tanh, gelu)"
+                ));
+            }
+        };
+        Ok(Config {
+            n_layer: uint("n_layer")? as usize,
+            n_head: uint("n_head")? as u32,
+            eps: config["layer_norm_epsilon"].as_f64().unwrap_or(1e-5) as f32,
+            activation,
+            scale_attn_weights: flag("scale_attn_weights", true),
+            scale_attn_by_inverse_layer_idx: flag("scale_attn_by_inverse_layer_idx", false),
+        })
+    }
+}
+
+/// GPT-2's weights, looked up once per instance (handles, not copies).
+pub struct Gpt2 {
+    /// Token embeddings `[vocab, dim]`, also the LM head when tied.
+    wte: Tensor,
+    /// Position embeddings `[positions, dim]`.
+    wpe: Tensor,
+    /// An untied LM head `[vocab, dim]`, when the checkpoint has one.
+    lm_head: Option<Tensor>,
+    blocks: Vec<Block>,
+    ln_f: Affine,
+    n_head: u32,
+    head_dim: u32,
+    eps: f32,
+    activation: Activation,
+    /// The context length (rows of `wpe`).
+    pub n_positions: u32,
+    /// Rows of `wte`.
+    pub vocab_size: u32,
+}
+
+/// Keys and values of every position processed so far: per block, `[heads,
+/// positions, head_dim]` tensors held by the host. Each step concatenates its
+/// new positions on the host; nothing is copied into the guest.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: u32,
+}
+
+impl Gpt2 {
+    /// Looks the weights up by their standard GPT-2 names, bare (`wte.weight`,
+    /// as in OpenAI's checkpoints) or under `transformer.` (as
+    /// `GPT2LMHeadModel.state_dict()` names them); `config_json` is the
+    /// checkpoint's Hugging Face `config.json`.
+    pub fn load(config_json: &[u8]) -> Result<Gpt2, String> {
+        let config = Config::parse(config_json)?;
+        let names = model::weight_names();
+        let prefix = ["", "transformer."]
+            .into_iter()
+            .find(|p| names.iter().any(|n| *n == format!("{p}wte.weight")))
+            .ok_or("model.safetensors has neither wte.weight nor transformer.wte.weight")?;
+        let weight = |name: &str| {
+            model::weight(&format!("{prefix}{name}")).map_err(|e| format!("{prefix}{name}: {e}"))
+        };
+        let affine = |name: &str| -> Result<Affine, String> {
+            Ok(Affine {
+                weight: weight(&format!("{name}.weight"))?,
+                bias: weight(&format!("{name}.bias"))?,
+            })
+        };
+        let wte = weight("wte.weight")?;
+        let wpe = weight("wpe.weight")?;
+        let (te, pe) = (wte.shape(), wpe.shape());
+        if te.len() != 2 || pe.len() != 2 || te[1] != pe[1] {
+            return Err(format!(
+                "wte {te:?} and wpe {pe:?} must be [vocab, dim] and [positions, dim]"
+            ));
+        }
+        let dim = te[1];
+        if dim % config.n_head != 0 {
+            return Err(format!(
+                "n_embd {dim} is not divisible by n_head {}",
+                config.n_head
+            ));
+        }
+        let head_dim = dim / config.n_head;
+        let blocks = (0..config.n_layer)
+            .map(|i| {
+                let mut scale = 1.0;
+                if config.scale_attn_weights {
+                    scale /= (head_dim as f32).sqrt();
+                }
+                if config.scale_attn_by_inverse_layer_idx {
+                    scale /= (i + 1) as f32;
+                }
+                Ok(Block {
+                    ln_1: affine(&format!("h.{i}.ln_1"))?,
+                    c_attn: affine(&format!("h.{i}.attn.c_attn"))?,
+                    attn_proj: affine(&format!("h.{i}.attn.c_proj"))?,
+                    ln_2: affine(&format!("h.{i}.ln_2"))?,
+                    c_fc: affine(&format!("h.{i}.mlp.c_fc"))?,
+                    mlp_proj: affine(&format!("h.{i}.mlp.c_proj"))?,
+                    scale,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // GPT-2 ties the LM head to wte; a checkpoint that stores one anyway
+        // (possibly fine-tuned apart) is honoured.
+        let lm_head = names
+            .iter()
+            .any(|n| n == "lm_head.weight")
+            .then(|| model::weight("lm_head.weight"))
+            .transpose()
+            .map_err(|e| format!("lm_head.weight: {e}"))?;
+        Ok(Gpt2 {
+            n_positions: pe[0],
+            vocab_size: te[0],
+            wte,
+            wpe,
+            lm_head,
+            blocks,
+            ln_f: affine("ln_f")?,
+            n_head: config.n_head,
+            head_dim,
+            eps: config.eps,
+            activation: config.activation,
+        })
+    }
+
+    /// An empty cache for one sequence.
+    pub fn cache(&self) -> KvCache {
+        KvCache {
+            layers: (0..self.blocks.len()).map(|_| None).collect(),
+            len: 0,
+        }
+    }
+
+    /// Runs `ids` (the next positions after those in `cache`) through the
+    /// model, appends their keys and values to `cache` and returns the
+    /// logits of the last one, `[1, vocab]`.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor, Error> {
+        let n = ids.len() as u32;
+        let tokens: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+        let tokens = Tensor::from_i64(&[n], &tokens)?;
+        // The position embeddings are rows `start..start + n` of `wpe`: a
+        // slice, no position ids to build and upload.
+        let start = cache.len;
+        let mut x = self
+            .wte
+            .embedding(&tokens)?
+            .add(&self.wpe.slice(0, start, start + n)?)?;
+        for (block, slot) in self.blocks.iter().zip(&mut cache.layers) {
+            x = x.add(&self.attention(block, &x, slot)?)?;
+            let h = self.layer_norm(&x, &block.ln_2)?;
+            let h = linear(&h, &block.c_fc)?;
+            let h = match self.activation {
+                Activation::GeluTanh => h.gelu_tanh()?,
+                Activation::Gelu => h.gelu()?,
+            };
+            x = x.add(&linear(&h, &block.mlp_proj)?)?;
+        }
+        cache.len += n;
+        // Only the last position's logits are needed: normalize that row alone
+        // (a single position is already that row).
+        let last = if n == 1 { x } else { x.slice(0, n - 1, n)? };
+        let last = self.layer_norm(&last, &self.ln_f)?;
+        last.matmul_t(self.lm_head.as_ref().unwrap_or(&self.wte))
+    }
+
+    /// Causal self-attention of one block over `x` (`[n, dim]`) and the
+    /// positions already in `slot`, which it extends.
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor, Error> {
+        let (heads, head_dim) = (self.n_head as i32, self.head_dim as i32);
+        let h = self.layer_norm(x, &block.ln_1)?;
+        // [n, 3·dim] -> [3, heads, n, head_dim]: q, k and v split by head.
+        let qkv = linear(&h, &block.c_attn)?
+            .reshape(&[-1, 3, heads, head_dim])?
+            .transpose(&[1, 2, 0, 3])?;
+        let part = |i: u32| qkv.slice(0, i, i + 1)?.reshape(&[heads, -1, head_dim]);
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let (k, v) = match slot.take() {
+            Some((past_k, past_v)) => (
+                Tensor::concat(&[&past_k, &k], 1)?,
+                Tensor::concat(&[&past_v, &v], 1)?,
+            ),
+            None => (k, v),
+        };
+        // Causal masking is aligned to the end, so it covers both the prompt
+        // (n queries over n keys) and a decode step (1 query over the cache).
+        let attended = q.attention(&k, &v, None, Some(block.scale), true)?;
+        *slot = Some((k, v));
+        let merged = attended
+            .transpose(&[1, 0, 2])?
+            .reshape(&[-1, heads * head_dim])?;
+        linear(&merged, &block.attn_proj)
+    }
+
+    fn layer_norm(&self, x: &Tensor, norm: &Affine) -> Result<Tensor, Error> {
+        x.layer_norm(Some(&norm.weight), Some(&norm.bias), self.eps)
+    }
+}
+
+/// `x · w + b` with `w` in Conv1D `[in, out]` layout.
+fn linear(x: &Tensor, layer: &Affine) -> Result<Tensor, Error> {
+    x.matmul(&layer.weight)?.add(&layer.bias)
+}

@@ -1,0 +1,377 @@
+//! The `gpt2` example model (plugins/gpt2) on a real server, against the
+//! Hugging Face reference written by plugins/gpt2/make_checkpoint.py: token
+//! ids, last-position logits, greedy continuations, seeded sampling, and
+//! the `/generate` route.
+
+mod common;
+
+use common::{TestServer, data_json, error_text, floats, max_abs_diff, output};
+use serde_json::{Value, json};
+
+const INFER: &str = "/v2/models/gpt2/infer";
+
+/// The server's float32 forward pass against PyTorch's, with the reference
+/// rounded to 6 decimals: differences are ~1e-6, far below this.
+const LOGIT_TOLERANCE: f64 = 1e-4;
+
+fn reference() -> Value {
+    data_json("gpt2_reference.json")
+}
+
+/// An OIP request for `texts` with request `parameters`.
+fn request(texts: &[&str], parameters: Value) -> Value {
+    json!({
+        "inputs": [{"name": "text", "shape": [texts.len()], "datatype": "BYTES", "data": texts}],
+        "parameters": parameters,
+    })
+}
+
+/// The rows of a -1-padded INT64 `[n, width]` output, padding removed.
+fn id_rows(output: &Value) -> Vec<Vec<i64>> {
+    let shape: Vec<usize> = output["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<i64> = output["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    assert_eq!(data.len(), shape[0] * shape[1], "{output}");
+    if shape[1] == 0 {
+        return vec![Vec::new(); shape[0]];
+    }
+    data.chunks(shape[1])
+        .map(|row| row.iter().copied().filter(|&id| id >= 0).collect())
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn texts(body: &Value) -> Vec<String> {
+    output(body, "text")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect()
+}
+
+impl TestServer {
+    /// OIP inference on gpt2 that must succeed.
+    async fn gpt2(&self, texts: &[&str], parameters: Value) -> Value {
+        let (status, body) = self.post(INFER, &request(texts, parameters)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `POST /generate` with a form body → (status, JSON body).
+    async fn generate_form(&self, fields: &[(&str, &str)]) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/generate", self.base))
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpt2_matches_hugging_face() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let reference = reference();
+    let greedy_tokens = reference["greedy_tokens"].as_u64().unwrap();
+    let vocab = reference["vocab_size"].as_u64().unwrap() as usize;
+
+    let (status, meta) = server.get("/v2/models/gpt2").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}])
+    );
+
+    let prompts = reference["prompts"].as_array().unwrap();
+    let parameters =
+        json!({"max_tokens": greedy_tokens, "return_tokens": true, "return_logits": true});
+    let mut worst = 0.0f64;
+    for prompt in prompts {
+        let text = prompt["text"].as_str().unwrap();
+        let body = server.gpt2(&[text], parameters.clone()).await;
+        assert_eq!(
+            id_rows(output(&body, "prompt_tokens")),
+            [ids(&prompt["ids"])],
+            "token ids of {text:?}"
+        );
+        let logits = output(&body, "logits");
+        assert_eq!(logits["datatype"], "FP32");
+        assert_eq!(logits["shape"], json!([1, vocab]));
+        worst = worst.max(max_abs_diff(
+            &floats(&logits["data"]),
+            &floats(&prompt["logits"]),
+        ));
+        assert_eq!(
+            id_rows(output(&body, "tokens")),
+            [ids(&prompt["greedy_ids"])],
+            "greedy ids after {text:?}"
+        );
+        assert_eq!(texts(&body), [prompt["greedy_text"].as_str().unwrap()]);
+    }
+    assert!(
+        worst <= LOGIT_TOLERANCE,
+        "max |logit - transformers| = {worst}"
+    );
+    eprintln!("max |logit - transformers| = {worst:e}");
+
+    // The same prompts as one batch: each row as alone.
+    let all: Vec<&str> = prompts
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    let body = server.gpt2(&all, parameters.clone()).await;
+    let want: Vec<&str> = prompts
+        .iter()
+        .map(|p| p["greedy_text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts(&body), want);
+    let want_ids: Vec<Vec<i64>> = prompts.iter().map(|p| ids(&p["greedy_ids"])).collect();
+    assert_eq!(id_rows(output(&body, "tokens")), want_ids);
+    assert_eq!(output(&body, "logits")["shape"], json!([all.len(), vocab]));
+
+    // Tokenizer edge cases (whitespace runs, contractions, non-ASCII, the
+    // special token), with nothing generated.
+    let cases = reference["tokenizer"].as_array().unwrap();
+    let inputs: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let body = server
+        .gpt2(&inputs, json!({"max_tokens": 0, "return_tokens": true}))
+        .await;
+    let got = id_rows(output(&body, "prompt_tokens"));
+    for (case, got) in cases.iter().zip(got) {
+        assert_eq!(got, ids(&case["ids"]), "token ids of {:?}", case["text"]);
+    }
+    assert_eq!(texts(&body), vec![String::new(); cases.len()]);
+
+    // Without the flags only the text comes back.
+    let body = server.gpt2(&[all[0]], json!({"max_tokens": 2})).await;
+    let names: Vec<&str> = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["text"]);
+
+    // Naming an optional output in `outputs` turns it on: the handler sees
+    // which outputs the client asked for.
+    let mut named = request(&[all[0]], json!({"max_tokens": 2}));
+    named["outputs"] = json!([{"name": "logits"}]);
+    let (status, body) = server.post(INFER, &named).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs: {body}"))
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["logits"]);
+    assert_eq!(output(&body, "logits")["shape"], json!([1, vocab]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpt2_sampling_is_seeded_and_bounded() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let reference = reference();
+    let prompt = &reference["prompts"][0];
+    let text = prompt["text"].as_str().unwrap();
+    let greedy = ids(&prompt["greedy_ids"]);
+
+    // max_tokens is respected (this random model practically never emits
+    // <|endoftext|> early, and greedy is deterministic).
+    for n in [0, 1, 5] {
+        let body = server
+            .gpt2(&[text], json!({"max_tokens": n, "return_tokens": true}))
+            .await;
+        assert_eq!(id_rows(output(&body, "tokens")), [greedy[..n].to_vec()]);
+    }
+    // The default is the config's max_tokens (32); the context (128
+    // positions) caps any request.
+    let body = server.gpt2(&[text], json!({"return_tokens": true})).await;
+    assert_eq!(id_rows(output(&body, "tokens"))[0].len(), 32);
+    let body = server
+        .gpt2(&[text], json!({"max_tokens": 1000, "return_tokens": true}))
+        .await;
+    let prompt_len = ids(&prompt["ids"]).len();
+    assert_eq!(id_rows(output(&body, "tokens"))[0].len(), 128 - prompt_len);
+
+    let sample = |seed: i64| json!({"max_tokens": 24, "temperature": 1.5, "top_k": 50, "top_p": 0.95, "seed": seed, "return_tokens": true});
+    let first = server.gpt2(&[text], sample(7)).await;
+    let again = server.gpt2(&[text], sample(7)).await;
+    assert_eq!(
+        output(&first, "tokens"),
+        output(&again, "tokens"),
+        "same seed, same tokens"
+    );
+    assert_eq!(texts(&first), texts(&again));
+    // Different seeds: not every one of four draws of 24 tokens can agree.
+    let mut distinct = std::collections::BTreeSet::new();
+    for seed in [1, 2, 3, 4] {
+        distinct.insert(texts(&server.gpt2(&[text], sample(seed)).await));
+    }
+    assert!(distinct.len() > 1, "four seeds gave one text: {distinct:?}");
+    // A prompt's draw does not depend on the prompts after it in a batch.
+    let batch = server.gpt2(&[text, "Down"], sample(7)).await;
+    assert_eq!(texts(&batch)[0], texts(&first)[0]);
+
+    // Sampling restricted to one candidate is greedy decoding.
+    for narrow in [
+        json!({"max_tokens": 20, "top_k": 1, "seed": 3, "return_tokens": true}),
+        json!({"max_tokens": 20, "top_p": 1e-9, "seed": 3, "return_tokens": true}),
+        json!({"max_tokens": 20, "temperature": 0, "return_tokens": true}),
+    ] {
+        let body = server.gpt2(&[text], narrow.clone()).await;
+        assert_eq!(
+            id_rows(output(&body, "tokens")),
+            std::slice::from_ref(&greedy),
+            "{narrow}"
+        );
+    }
+    // Without a seed, sampling still works (a fresh seed per request).
+    let body = server
+        .gpt2(
+            &[text],
+            json!({"max_tokens": 4, "temperature": 1.0, "return_tokens": true}),
+        )
+        .await;
+    assert_eq!(id_rows(output(&body, "tokens"))[0].len(), 4);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gpt2_rejects_bad_parameters_and_long_prompts() {
+    let server = TestServer::start(&["gpt2"]).await;
+    for (key, value) in [
+        ("max_tokens", json!(-1)),
+        ("max_tokens", json!("ten")),
+        ("temperature", json!(-0.5)),
+        ("top_k", json!(-2)),
+        ("top_p", json!(0)),
+        ("top_p", json!(1.5)),
+        ("seed", json!("abc")),
+        ("return_logits", json!("yes")),
+    ] {
+        let mut parameters = json!({});
+        parameters[key] = value.clone();
+        let (status, body) = server.post(INFER, &request(&["hi"], parameters)).await;
+        assert_eq!(status, 400, "{key} = {value}: {body}");
+        assert!(error_text(&body).contains(key), "{key}: {body}");
+    }
+    // Longer than the 128-position context.
+    let long = "Alice ".repeat(200);
+    let (status, body) = server.post(INFER, &request(&[&long], json!({}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("context"), "{body}");
+    // Still serving.
+    server.gpt2(&["ok"], json!({"max_tokens": 1})).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_route_takes_forms_and_json() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let reference = reference();
+    let prompt = &reference["prompts"][1];
+    let text = prompt["text"].as_str().unwrap();
+    let greedy = prompt["greedy_text"].as_str().unwrap();
+    let n = reference["greedy_tokens"].to_string();
+
+    let (status, body) = server
+        .generate_form(&[("text", text), ("max_tokens", &n)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "generated_text": greedy }));
+
+    let (status, body) = server
+        .post(
+            "/generate",
+            &json!({"text": text, "max_tokens": reference["greedy_tokens"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "generated_text": greedy }));
+
+    // Sampling options reach the model: the same as over OIP.
+    let (status, body) = server
+        .generate_form(&[
+            ("text", text),
+            ("max_tokens", "12"),
+            ("temperature", "0.8"),
+            ("top_k", "40"),
+            ("top_p", "0.9"),
+            ("seed", "42"),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let oip = server
+        .gpt2(
+            &[text],
+            json!({"max_tokens": 12, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 42}),
+        )
+        .await;
+    assert_eq!(body["generated_text"], texts(&oip)[0].as_str());
+    let (status, json_body) = server
+        .post(
+            "/generate",
+            &json!({"text": text, "max_tokens": 12, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 42}),
+        )
+        .await;
+    assert_eq!(status, 200, "{json_body}");
+    assert_eq!(json_body, body);
+
+    // `curl -d '{...}'` sends JSON with the form content type.
+    let response = server
+        .client
+        .post(format!("{}/generate", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(json!({"text": text, "max_tokens": reference["greedy_tokens"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["generated_text"], greedy);
+
+    // Missing text: 400, form and JSON.
+    let (status, body) = server.generate_form(&[("max_tokens", "3")]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("text"), "{body}");
+    let (status, body) = server.post("/generate", &json!({"max_tokens": 3})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("text"), "{body}");
+    let (status, body) = server.post_raw("/generate", b"{not json".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    // A bad option is the model's 400, as over OIP.
+    let (status, body) = server
+        .post("/generate", &json!({"text": "hi", "top_p": 2.0}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("top_p"), "{body}");
+    // A model this server does not have: 404 naming it.
+    let (status, body) = server
+        .post("/generate", &json!({"text": "hi", "model": "gpt5"}))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(error_text(&body).contains("gpt5"), "{body}");
+    server.stop().await;
+}
