@@ -5,13 +5,16 @@
 //! unless named explicitly).
 //!
 //! GPU timings include recording, one submission and reading the last
-//! result back, averaged over several products.
+//! result back, averaged over several products. The f16 column runs the
+//! native f16 kernel where the device has `shader-f16` (otherwise widening
+//! through f32). A second table times `linear` (bias + gelu fused into the
+//! product) against matmul, add and gelu as three calls, on each backend.
 
 use std::time::{Duration, Instant};
 
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::{Backend, Tensor};
+use edgeserve_tensor::{Backend, BinaryOp, DType, Tensor, UnaryOp};
 
 /// Average seconds per call of `f`, repeated until about `budget` elapsed.
 fn time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
@@ -47,16 +50,13 @@ fn main() {
         gi.device,
         gi.api,
         gi.driver,
-        if gpu.adapter_has_shader_f16() {
-            "yes"
-        } else {
-            "no"
-        }
+        if gpu.has_shader_f16() { "yes" } else { "no" }
     );
     println!("CPU: {}\n", ci.device);
-    println!("| size | GPU GFLOP/s | CPU GFLOP/s | GPU/CPU |");
-    println!("|-----:|------------:|------------:|--------:|");
-    for n in sizes {
+    println!("| size | GPU GFLOP/s | GPU f16 GFLOP/s | CPU GFLOP/s | GPU/CPU |");
+    println!("|-----:|------------:|----------------:|------------:|--------:|");
+    let mut fusion = Vec::new();
+    for &n in &sizes {
         let data: Vec<f32> = (0..n * n)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
@@ -68,19 +68,50 @@ fn main() {
         );
         let flops = 2.0 * (n as f64).powi(3);
         let budget = Duration::from_millis(700);
-        let g = time(budget, |reps| {
-            let mut last = None;
-            for _ in 0..reps {
-                last = Some(gpu.matmul(&ga, &gb, false).expect("gpu matmul"));
-            }
-            gpu.to_host(&last.expect("reps >= 1")).expect("read back");
+        // Averages `op` on `backend`, reading the last result back.
+        let run = |backend: &dyn Backend, op: &dyn Fn() -> Tensor| {
+            time(budget, |reps| {
+                let mut last = None;
+                for _ in 0..reps {
+                    last = Some(op());
+                }
+                backend
+                    .to_host(&last.expect("reps >= 1"))
+                    .expect("read back");
+            })
+        };
+        let g = run(&gpu, &|| gpu.matmul(&ga, &gb, false).expect("gpu matmul"));
+        let (ha, hb) = (
+            gpu.cast(&ga, DType::F16).expect("cast"),
+            gpu.cast(&gb, DType::F16).expect("cast"),
+        );
+        let h = run(&gpu, &|| {
+            gpu.matmul(&ha, &hb, false).expect("gpu f16 matmul")
         });
-        let c = time(budget, |reps| {
-            for _ in 0..reps {
-                cpu.matmul(&a, &b, false).expect("cpu matmul");
-            }
-        });
-        let (gg, cg) = (flops / g / 1e9, flops / c / 1e9);
-        println!("| {n}³ | {gg:.1} | {cg:.1} | {:.2} |", gg / cg);
+        let c = run(&cpu, &|| cpu.matmul(&a, &b, false).expect("cpu matmul"));
+        let (gg, hg, cg) = (flops / g / 1e9, flops / h / 1e9, flops / c / 1e9);
+        println!("| {n}³ | {gg:.1} | {hg:.1} | {cg:.1} | {:.2} |", gg / cg);
+
+        let bias = Tensor::from_f32(&[n], vec![0.25; n]).expect("shape fits");
+        let gbias = gpu.from_host(&bias).expect("upload");
+        let fused = |be: &dyn Backend, a: &Tensor, b: &Tensor, bias: &Tensor| {
+            be.linear(a, b, false, Some(bias), Some(UnaryOp::Gelu))
+                .expect("linear")
+        };
+        let apart = |be: &dyn Backend, a: &Tensor, b: &Tensor, bias: &Tensor| {
+            let y = be.matmul(a, b, false).expect("matmul");
+            let y = be.binary(BinaryOp::Add, &y, bias).expect("add");
+            be.unary(UnaryOp::Gelu, &y).expect("gelu")
+        };
+        let gf = run(&gpu, &|| fused(&gpu, &ga, &gb, &gbias));
+        let gs = run(&gpu, &|| apart(&gpu, &ga, &gb, &gbias));
+        let cf = run(&cpu, &|| fused(&cpu, &a, &b, &bias));
+        let cs = run(&cpu, &|| apart(&cpu, &a, &b, &bias));
+        fusion.push((n, gs / gf, cs / cf));
+    }
+    println!("\n| size | GPU separate/fused | CPU separate/fused |");
+    println!("|-----:|-------------------:|-------------------:|");
+    for (n, g, c) in fusion {
+        println!("| {n}³ | {g:.2} | {c:.2} |");
     }
 }

@@ -12,16 +12,20 @@
 //! Matmul (and attention's two products) runs a tiled, register-blocked
 //! kernel: 128x64 output tiles, 8x4 outputs per thread, whole-vec4 loads and
 //! stores when k and n are multiples of 4 and an element-wise specialization
-//! otherwise (pipelines are cached per kernel and override constants).
+//! otherwise (pipelines are cached per kernel and override constants). The
+//! same kernel serves `linear`: the bias and activation are applied to the
+//! accumulators before the single store, so they cost no extra pass.
 //!
 //! A lost device (driver reset, GPU removed) is recorded by wgpu's
 //! device-lost callback; from then on every operation fails at once with
 //! [`TensorError::DeviceLost`] instead of touching the device.
 //!
-//! This first pass computes in f32. Layout operations (reshape, transpose,
-//! slice, concat, embedding, full) also move i32 and i64 tensors; f16
-//! matmul goes through f32 compute (widen, multiply, round once) and casts
-//! convert between f16 and f32; other dtypes are refused with
+//! Arithmetic is f32. Layout operations (reshape, transpose, slice, concat,
+//! embedding, full) also move i32 and i64 tensors. f16 matmul and linear
+//! read and write f16 directly where the device has `shader-f16` (requested
+//! whenever the adapter offers it), accumulating in f32 and rounding once;
+//! elsewhere they widen to f32 and round the result. Casts convert between
+//! f16 and f32; other dtypes are refused with
 //! [`TensorError::Unsupported`]. `top_k` downloads its input and runs on the
 //! host; `conv2d` is a direct convolution (one thread per output element).
 //!
@@ -41,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{
     Attention, Backend, BackendInfo, BinaryOp, Conv2d, DType, HostBuffer, Pool2d, PoolKind,
-    ReduceOp, Result, Storage, Tensor, TensorError, UnaryOp, shape,
+    ReduceOp, Result, Storage, Tensor, TensorError, UnaryOp, shape, shape::MatmulShape,
 };
 use wgpu::util::DeviceExt;
 
@@ -189,7 +193,7 @@ pub struct GpuBackend {
     info: BackendInfo,
     /// A CPU rasterizer (lavapipe, SwiftShader…) rather than a real GPU.
     software: bool,
-    /// The adapter offers WGSL `f16` (`shader-f16`).
+    /// The device was created with WGSL `f16` (`shader-f16`).
     shader_f16: bool,
     /// Bound where an optional input is absent.
     dummy: wgpu::Buffer,
@@ -209,6 +213,36 @@ impl std::fmt::Debug for GpuBackend {
             .field("info", &self.info)
             .finish_non_exhaustive()
     }
+}
+
+/// `op`'s code in `activation.wgsl`.
+fn unary_code(op: UnaryOp) -> u32 {
+    match op {
+        UnaryOp::Neg => 0,
+        UnaryOp::Abs => 1,
+        UnaryOp::Exp => 2,
+        UnaryOp::Log => 3,
+        UnaryOp::Sqrt => 4,
+        UnaryOp::Rsqrt => 5,
+        UnaryOp::Relu => 6,
+        UnaryOp::Gelu => 7,
+        UnaryOp::GeluTanh => 8,
+        UnaryOp::Tanh => 9,
+        UnaryOp::Sigmoid => 10,
+        UnaryOp::Silu => 11,
+        UnaryOp::Erf => 12,
+    }
+}
+
+/// What the matmul kernel does besides the product.
+#[derive(Clone, Copy, Default)]
+struct Epilogue<'a> {
+    /// Operands and result are f16 (needs `shader-f16`).
+    f16: bool,
+    /// `[n]`, added to every row.
+    bias: Option<&'a wgpu::Buffer>,
+    /// Applied to every element last.
+    activation: Option<UnaryOp>,
 }
 
 fn unsupported(op: &str, dtype: DType) -> TensorError {
@@ -271,9 +305,10 @@ impl GpuBackend {
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let ai = adapter.get_info();
         let limits = adapter.limits();
+        let f16 = adapter.features() & wgpu::Features::SHADER_F16;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("edgeserve-gpu"),
-            required_features: wgpu::Features::empty(),
+            required_features: f16,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -321,7 +356,7 @@ impl GpuBackend {
                 driver,
             },
             software: ai.device_type == wgpu::DeviceType::Cpu,
-            shader_f16: adapter.features().contains(wgpu::Features::SHADER_F16),
+            shader_f16: !f16.is_empty(),
             limits: device.limits(),
             device,
             queue,
@@ -344,10 +379,9 @@ impl GpuBackend {
         self.software
     }
 
-    /// Whether the adapter offers WGSL `f16` arithmetic (`shader-f16`), the
-    /// precondition for native f16 kernels. Not requested yet: f16 matmul
-    /// widens to f32 on every adapter, other f16 compute is refused.
-    pub fn adapter_has_shader_f16(&self) -> bool {
+    /// Whether the device has WGSL `f16` (`shader-f16`), so f16 matmul and
+    /// linear run natively on f16 storage instead of widening to f32.
+    pub fn has_shader_f16(&self) -> bool {
         self.shader_f16
     }
 
@@ -721,8 +755,9 @@ impl GpuBackend {
         (s, st)
     }
 
-    /// Records a batched product `c[b] = a[b] · b[b]` (or `b[b]ᵀ`);
-    /// `offsets[i]` gives the element offsets of batch `i`'s a and b.
+    /// Records a batched product `c[b] = act(a[b] · b[b] + bias)` (or with
+    /// `b[b]ᵀ`); `offsets[i]` gives the element offsets of batch `i`'s a and
+    /// b.
     #[allow(clippy::too_many_arguments)]
     fn matmul_into(
         &self,
@@ -733,6 +768,7 @@ impl GpuBackend {
         (m, n, k): (usize, usize, usize),
         offsets: &[(usize, usize)],
         transpose_b: bool,
+        epilogue: Epilogue<'_>,
     ) -> Result<()> {
         let batch = offsets.len();
         if batch == 0 || m == 0 || n == 0 {
@@ -759,23 +795,91 @@ impl GpuBackend {
         // (the callers' are multiples of k or n, but that is not checked).
         let vec4 =
             k % 4 == 0 && n % 4 == 0 && offsets.iter().all(|&(ao, bo)| ao % 4 == 0 && bo % 4 == 0);
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
         let consts = [
-            ("TRANS_B", if transpose_b { 1.0 } else { 0.0 }),
-            ("VEC4", if vec4 { 1.0 } else { 0.0 }),
+            ("TRANS_B", flag(transpose_b)),
+            ("VEC4", flag(vec4)),
+            ("HAS_BIAS", flag(epilogue.bias.is_some())),
+            (
+                "ACT",
+                epilogue
+                    .activation
+                    .map_or(0.0, |op| f64::from(unary_code(op) + 1)),
+            ),
         ];
+        let kernel = if epilogue.f16 { "matmul_f16" } else { "matmul" };
+        let bias = epilogue.bias.unwrap_or(&self.dummy);
         let mut base = 0usize;
         while base < batch {
             let count = (batch - base).min(MAX_GROUPS as usize);
             let p = self.params(&[m as u32, n as u32, k as u32, base as u32]);
             self.dispatch(
-                "matmul",
+                kernel,
                 &consts,
-                &[&p, &offs, a, b, c],
+                &[&p, &offs, a, b, c, bias],
                 (gx, gy, count as u32),
             )?;
             base += count;
         }
         Ok(())
+    }
+
+    /// Matmul and linear after validation: one dispatch of the matmul
+    /// kernel, on f16 storage where the device has `shader-f16`.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        op: &str,
+        s: &MatmulShape,
+        a: &Tensor,
+        b: &Tensor,
+        transpose_b: bool,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let dtype = a.dtype();
+        if dtype == DType::F16 && !self.shader_f16 {
+            // Widen, compute, round once, as the CPU backend does.
+            let wide = |t: &Tensor| self.cast(t, DType::F32);
+            let bias = bias.map(wide).transpose()?;
+            let y = self.product(
+                op,
+                s,
+                &wide(a)?,
+                &wide(b)?,
+                transpose_b,
+                bias.as_ref(),
+                activation,
+            )?;
+            return self.cast(&y, DType::F16);
+        }
+        if dtype != DType::F16 {
+            f32_only(op, dtype)?;
+        }
+        let (ab, bb) = (self.buf(op, a)?, self.buf(op, b)?);
+        let bias = bias.map(|t| self.buf(op, t)).transpose()?;
+        let (t, out) = self.output(op, dtype, &s.out_shape)?;
+        let offsets: Vec<(usize, usize)> = (0..s.batch)
+            .map(|i| {
+                let (ai, bi) = s.operands(i);
+                (ai * s.m * s.k, bi * s.k * s.n)
+            })
+            .collect();
+        self.matmul_into(
+            op,
+            &ab.buffer,
+            &bb.buffer,
+            &out.buffer,
+            (s.m, s.n, s.k),
+            &offsets,
+            transpose_b,
+            Epilogue {
+                f16: dtype == DType::F16,
+                bias: bias.as_ref().map(|b| &b.buffer),
+                activation,
+            },
+        )?;
+        Ok(t)
     }
 
     /// Submits everything recorded and waits for the device; then reads
@@ -943,35 +1047,19 @@ impl Backend for GpuBackend {
 
     fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
         let s = shape::matmul(a, b, transpose_b)?;
-        if a.dtype() == DType::F16 {
-            // f16 goes through f32 compute: widen, multiply, round once, as
-            // the CPU backend does.
-            let wide = self.matmul(
-                &self.cast(a, DType::F32)?,
-                &self.cast(b, DType::F32)?,
-                transpose_b,
-            )?;
-            return self.cast(&wide, DType::F16);
-        }
-        f32_only("matmul", a.dtype())?;
-        let (ab, bb) = (self.buf("matmul", a)?, self.buf("matmul", b)?);
-        let (t, out) = self.output("matmul", DType::F32, &s.out_shape)?;
-        let offsets: Vec<(usize, usize)> = (0..s.batch)
-            .map(|i| {
-                let (ai, bi) = s.operands(i);
-                (ai * s.m * s.k, bi * s.k * s.n)
-            })
-            .collect();
-        self.matmul_into(
-            "matmul",
-            &ab.buffer,
-            &bb.buffer,
-            &out.buffer,
-            (s.m, s.n, s.k),
-            &offsets,
-            transpose_b,
-        )?;
-        Ok(t)
+        self.product("matmul", &s, a, b, transpose_b, None, None)
+    }
+
+    fn linear(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        transpose_b: bool,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let s = shape::linear(a, b, transpose_b, bias, activation)?;
+        self.product("linear", &s, a, b, transpose_b, bias, activation)
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -1010,21 +1098,7 @@ impl Backend for GpuBackend {
 
     fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         shape::unary(op, x)?;
-        let code = match op {
-            UnaryOp::Neg => 0,
-            UnaryOp::Abs => 1,
-            UnaryOp::Exp => 2,
-            UnaryOp::Log => 3,
-            UnaryOp::Sqrt => 4,
-            UnaryOp::Rsqrt => 5,
-            UnaryOp::Relu => 6,
-            UnaryOp::Gelu => 7,
-            UnaryOp::GeluTanh => 8,
-            UnaryOp::Tanh => 9,
-            UnaryOp::Sigmoid => 10,
-            UnaryOp::Silu => 11,
-            UnaryOp::Erf => 12,
-        };
+        let code = unary_code(op);
         self.unary_f32(op.name(), code, x, 1.0, 0.0)
     }
 
@@ -1386,6 +1460,7 @@ impl Backend for GpuBackend {
             (lq, lk, d),
             &qk,
             true,
+            Epilogue::default(),
         )?;
         let (mrs, mcs) = s
             .mask_strides
@@ -1430,6 +1505,7 @@ impl Backend for GpuBackend {
             (lq, dv, lk),
             &pv,
             false,
+            Epilogue::default(),
         )?;
         Ok(t)
     }

@@ -121,7 +121,13 @@ fn matmul_matches_cpu() {
 fn f16_matmul_and_casts_match_cpu() {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(5);
-    for (m, k, n, tb) in [(3, 5, 7, false), (65, 33, 20, true), (2, 64, 1, false)] {
+    for (m, k, n, tb) in [
+        (3, 5, 7, false),
+        (65, 33, 20, true),
+        (2, 64, 1, false),
+        (130, 64, 68, false),
+        (64, 128, 96, true),
+    ] {
         let a = cpu
             .cast(&rng.tensor(&[m, k], -1.0, 1.0), DType::F16)
             .unwrap();
@@ -148,6 +154,122 @@ fn f16_matmul_and_casts_match_cpu() {
         &cpu.cast(&h, DType::F32).unwrap(),
     );
     assert_same("cast f32->f16", &gpu().cast(&x, DType::F16).unwrap(), &h);
+}
+
+/// Every activation, with and without bias, both operand layouts, odd and
+/// whole-quad sizes and a broadcast batch: the fused kernel against the CPU
+/// backend's `linear` and against matmul, add and the unary op as three calls.
+#[test]
+fn linear_matches_cpu_and_the_unfused_ops() {
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(11);
+    let acts = [
+        None,
+        Some(UnaryOp::Neg),
+        Some(UnaryOp::Abs),
+        Some(UnaryOp::Exp),
+        Some(UnaryOp::Log),
+        Some(UnaryOp::Sqrt),
+        Some(UnaryOp::Rsqrt),
+        Some(UnaryOp::Relu),
+        Some(UnaryOp::Gelu),
+        Some(UnaryOp::GeluTanh),
+        Some(UnaryOp::Tanh),
+        Some(UnaryOp::Sigmoid),
+        Some(UnaryOp::Silu),
+        Some(UnaryOp::Erf),
+    ];
+    let shapes: [(&[usize], &[usize]); 4] = [
+        (&[3, 5], &[5, 7]),
+        (&[130, 64], &[64, 68]),
+        (&[2, 1, 9, 33], &[3, 33, 20]),
+        (&[1, 1], &[1, 1]),
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        // Logs and roots get positive products (and biases), so results are
+        // finite and well conditioned.
+        let lo = match act {
+            Some(UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt) => 0.1,
+            _ => -1.0,
+        };
+        for (j, (sa, sb)) in shapes.iter().enumerate() {
+            let tb = (i + j) % 2 == 1;
+            let a = rng.tensor(sa, lo, 1.0);
+            let mut sb = sb.to_vec();
+            let r = sb.len();
+            if tb {
+                sb.swap(r - 1, r - 2);
+            }
+            let b = rng.tensor(&sb, lo, 1.0);
+            let n = if tb { sb[r - 2] } else { sb[r - 1] };
+            let bias = rng.tensor(&[n], lo.max(0.0), 1.0);
+            for with_bias in [false, true] {
+                let bias = with_bias.then_some(&bias);
+                let what = format!("linear {sa:?}x{sb:?} tb={tb} bias={with_bias} {act:?}");
+                let want = cpu.linear(&a, &b, tb, bias, act).unwrap();
+                let gb = bias.map(up);
+                let got = gpu()
+                    .linear(&up(&a), &up(&b), tb, gb.as_ref(), act)
+                    .unwrap();
+                assert_close(&what, &got, &want, 2e-4, 2e-4);
+                let mut apart = gpu().matmul(&up(&a), &up(&b), tb).unwrap();
+                if let Some(gb) = &gb {
+                    apart = gpu().binary(BinaryOp::Add, &apart, gb).unwrap();
+                }
+                if let Some(op) = act {
+                    apart = gpu().unary(op, &apart).unwrap();
+                }
+                assert_close(
+                    &format!("{what} vs unfused"),
+                    &got,
+                    &gpu().to_host(&apart).unwrap(),
+                    1e-5,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+/// f16 operands, bias and result, on the native kernel where the device has
+/// `shader-f16` (lavapipe, as in CI, does).
+#[test]
+fn f16_linear_matches_cpu() {
+    let g = gpu();
+    if g.info().device.contains("llvmpipe") {
+        assert!(g.has_shader_f16(), "lavapipe offers shader-f16");
+    }
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(12);
+    let h = |t: Tensor| cpu.cast(&t, DType::F16).unwrap();
+    for (m, k, n, tb) in [(64, 128, 96, false), (130, 64, 68, true), (5, 3, 9, false)] {
+        let a = h(rng.tensor(&[m, k], -1.0, 1.0));
+        let b = h(rng.tensor(&if tb { [n, k] } else { [k, n] }, -1.0, 1.0));
+        let bias = h(rng.tensor(&[n], -1.0, 1.0));
+        let want = cpu
+            .linear(&a, &b, tb, Some(&bias), Some(UnaryOp::GeluTanh))
+            .unwrap();
+        let got = g
+            .to_host(
+                &g.linear(
+                    &up(&a),
+                    &up(&b),
+                    tb,
+                    Some(&up(&bias)),
+                    Some(UnaryOp::GeluTanh),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        assert_close(
+            &format!("f16 linear {m}x{k}x{n} tb={tb}"),
+            &cpu.cast(&got, DType::F32).unwrap(),
+            &cpu.cast(&want, DType::F32).unwrap(),
+            2e-3,
+            2e-3,
+        );
+    }
 }
 
 #[test]

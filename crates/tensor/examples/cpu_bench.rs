@@ -101,6 +101,19 @@ fn main() {
             let (a, b) = (tensor(&[128, 384]), tensor(&[384, 1536]));
             Box::new(move || drop(cpu.matmul(&a, &b, false).unwrap()))
         }),
+        ("linear [128,384]x[1536,384]^T+bias gelu", {
+            let (a, b, bias) = (tensor(&[128, 384]), tensor(&[1536, 384]), tensor(&[1536]));
+            let gelu = Some(UnaryOp::Gelu);
+            Box::new(move || drop(cpu.linear(&a, &b, true, Some(&bias), gelu).unwrap()))
+        }),
+        ("linear unfused: matmul, add, gelu", {
+            let (a, b, bias) = (tensor(&[128, 384]), tensor(&[1536, 384]), tensor(&[1536]));
+            Box::new(move || {
+                let y = cpu.matmul(&a, &b, true).unwrap();
+                let y = cpu.binary(BinaryOp::Add, &y, &bias).unwrap();
+                drop(cpu.unary(UnaryOp::Gelu, &y).unwrap())
+            })
+        }),
         ("matmul [12,128,64]x[12,128,64]^T", {
             let (a, b) = (tensor(&[12, 128, 64]), tensor(&[12, 128, 64]));
             Box::new(move || drop(cpu.matmul(&a, &b, true).unwrap()))

@@ -409,6 +409,16 @@ pub trait Backend: Send + Sync {
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor>;
     /// Batched matrix product, see the contract's `matmul`.
     fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor>;
+    /// `activation(a · b + bias)` in one pass over the product, see the
+    /// contract's `linear`; the shapes follow [`shape::linear`].
+    fn linear(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        transpose_b: bool,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor>;
     /// Broadcasting elementwise binary op.
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// Elementwise unary op.

@@ -295,6 +295,38 @@ impl MatmulShape {
     }
 }
 
+/// Validates a fused `linear`: a matmul as in [`matmul()`], a bias of
+/// shape `[n]` and the matmul's dtype, and an activation the dtype takes.
+pub fn linear(
+    a: &Tensor,
+    b: &Tensor,
+    transpose_b: bool,
+    bias: Option<&Tensor>,
+    activation: Option<UnaryOp>,
+) -> Result<MatmulShape> {
+    let s = matmul(a, b, transpose_b)?;
+    if let Some(bias) = bias {
+        if bias.dtype() != a.dtype() {
+            return Err(TensorError::DType(format!(
+                "linear: bias is {} and the operands {}; dtypes must match",
+                bias.dtype(),
+                a.dtype()
+            )));
+        }
+        if bias.shape() != [s.n] {
+            return Err(TensorError::Shape(format!(
+                "linear: bias {:?} must be [{}], one value per output column",
+                bias.shape(),
+                s.n
+            )));
+        }
+    }
+    if let Some(op) = activation {
+        unary(op, a)?;
+    }
+    Ok(s)
+}
+
 /// Validates a matmul: a `[..., m, k]`, b `[..., k, n]` (or `[..., n, k]`
 /// with `transpose_b`), both float of one dtype and rank ≥ 2, batch
 /// dimensions broadcast.

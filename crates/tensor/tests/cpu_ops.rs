@@ -9,7 +9,10 @@
 //! - transcendental unary ops: 2e-6 relative + 1e-6 absolute;
 //! - softmax / layer norm / reductions: 1e-5 relative + 1e-6 absolute;
 //! - layout ops, integer ops, casts, f32 add/sub/mul/div/max/min/pow/affine:
-//!   exact.
+//!   exact;
+//! - linear, whose reference is matmul → add → unary (each checked above):
+//!   exact in f32; in f16, exactly the f32 result rounded once, and within
+//!   1e-2 relative + 1e-2 of the f16 composition, which rounds every step.
 
 use std::sync::Arc;
 
@@ -738,6 +741,180 @@ fn affine_is_exact() {
     assert_eq!(got, want);
     let h = cpu().affine(&f16t(&[2], &[1.0, 2.0]), 2.0, 0.5).unwrap();
     assert_eq!((h.dtype(), read_f32(&h)), (DType::F16, vec![2.5, 4.5]));
+}
+
+// ---------------------------------------------------------------- linear
+
+/// `linear` the long way: matmul, then the bias added, then the activation.
+fn composed(
+    a: &Tensor,
+    b: &Tensor,
+    tb: bool,
+    bias: Option<&Tensor>,
+    activation: Option<UnaryOp>,
+) -> Tensor {
+    let c = cpu();
+    let mut y = c.matmul(a, b, tb).unwrap();
+    if let Some(bias) = bias {
+        y = c.binary(BinaryOp::Add, &y, bias).unwrap();
+    }
+    if let Some(op) = activation {
+        y = c.unary(op, &y).unwrap();
+    }
+    y
+}
+
+/// No activation, then every unary op.
+fn activations() -> impl Iterator<Item = Option<UnaryOp>> {
+    std::iter::once(None).chain(ALL_UNARY.map(Some))
+}
+
+/// Operands and bias for `linear`: uniform in [-1, 1), or in [0, 1) for the
+/// activations defined only on non-negative inputs.
+fn linear_operands(
+    rng: &mut Rng,
+    sa: &[usize],
+    sb: &[usize],
+    n: usize,
+    activation: Option<UnaryOp>,
+) -> [Vec<f32>; 3] {
+    let positive = matches!(
+        activation,
+        Some(UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt)
+    );
+    [numel(sa), numel(sb), n].map(|len| {
+        let v = rng.vec(len);
+        if positive {
+            v.iter().map(|x| x.abs()).collect()
+        } else {
+            v
+        }
+    })
+}
+
+/// f32 bits, so that NaN compares equal to the same NaN.
+fn bits(t: &Tensor) -> Vec<u32> {
+    read_f32(t).iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn linear_equals_matmul_add_unary() {
+    let mut rng = Rng::new(60);
+    let cases: &[(&[usize], &[usize])] = &[
+        (&[1, 1], &[1, 1]),
+        (&[3, 5], &[5, 7]),
+        (&[17, 33], &[33, 65]),
+        (&[257, 300], &[300, 129]), // threaded gemm
+        (&[2, 0], &[0, 3]),         // k = 0: the bias alone
+        (&[6, 7, 8], &[8, 9]),      // one weight under consecutive activations
+        (&[2, 3, 4, 5], &[3, 5, 6]),
+        (&[4, 5], &[3, 5, 6]),      // a broadcast over b's batch
+        (&[64, 8, 8], &[64, 8, 8]), // many small products in parallel
+        (&[3, 1, 40, 50], &[1, 2, 50, 60]),
+    ];
+    for (sa, sb) in cases {
+        for tb in [false, true] {
+            let mut sb = sb.to_vec();
+            let r = sb.len();
+            if tb {
+                sb.swap(r - 1, r - 2);
+            }
+            let n = if tb { sb[r - 2] } else { sb[r - 1] };
+            for activation in activations() {
+                let [da, db, dbias] = linear_operands(&mut rng, sa, &sb, n, activation);
+                let (a, b, bias) = (f32t(sa, da), f32t(&sb, db), f32t(&[n], dbias));
+                for bias in [None, Some(&bias)] {
+                    let what = format!("linear {sa:?} x {sb:?} tb={tb} {activation:?} {bias:?}");
+                    let got = cpu().linear(&a, &b, tb, bias, activation).unwrap();
+                    let want = composed(&a, &b, tb, bias, activation);
+                    assert_eq!((got.dtype(), got.shape()), (want.dtype(), want.shape()));
+                    assert!(bits(&got) == bits(&want), "{what}: differs");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_f16() {
+    let mut rng = Rng::new(61);
+    let cases: &[(&[usize], &[usize], bool)] = &[
+        (&[17, 9], &[9, 33], false),
+        (&[3, 7], &[5, 7], true),
+        (&[2, 5, 9], &[9, 3], false),
+        (&[4, 2, 6], &[4, 6, 5], false),
+    ];
+    for &(sa, sb, tb) in cases {
+        let n = if tb {
+            sb[sb.len() - 2]
+        } else {
+            sb[sb.len() - 1]
+        };
+        for activation in activations() {
+            let [da, db, dbias] =
+                linear_operands(&mut rng, sa, sb, n, activation).map(|v| round_f16(&v));
+            let (a, b, bias) = (f16t(sa, &da), f16t(sb, &db), f16t(&[n], &dbias));
+            let what = format!("linear f16 {sa:?} x {sb:?} tb={tb} {activation:?}");
+            let got = cpu().linear(&a, &b, tb, Some(&bias), activation).unwrap();
+            assert_eq!(got.dtype(), DType::F16, "{what}");
+            // Computed in f32 and rounded once, as matmul does with f16.
+            let wide = cpu()
+                .linear(
+                    &f32t(sa, da),
+                    &f32t(sb, db),
+                    tb,
+                    Some(&f32t(&[n], dbias)),
+                    activation,
+                )
+                .unwrap();
+            assert!(
+                bits(&got) == bits(&f32t(wide.shape(), round_f16(&read_f32(&wide)))),
+                "{what}: not the f32 result rounded once"
+            );
+            // The composition rounds to f16 after every step, the fused op
+            // only at the end.
+            let want = read_f32(&composed(&a, &b, tb, Some(&bias), activation));
+            let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+            assert_close(&read_f32(&got), &want, 1e-2, 1e-2, &what);
+        }
+    }
+}
+
+#[test]
+fn linear_errors() {
+    let c = cpu();
+    let a = f32t(&[2, 3], vec![0.0; 6]);
+    let b = f32t(&[3, 4], vec![0.0; 12]);
+    let linear = |bias: &Tensor| c.linear(&a, &b, false, Some(bias), Some(UnaryOp::Relu));
+    let product = c.matmul(&a, &b, false).unwrap();
+    // Each refused like the composition refuses it.
+    let long = f32t(&[5], vec![0.0; 5]);
+    let msg = assert_err!(linear(&long), Shape);
+    assert!(msg.contains("linear") && msg.contains("[5]"), "{msg}");
+    assert_err!(c.binary(BinaryOp::Add, &product, &long), Shape);
+    let half = f16t(&[4], &[0.0; 4]);
+    let msg = assert_err!(linear(&half), DType);
+    assert!(msg.contains("linear") && msg.contains("f16"), "{msg}");
+    assert_err!(c.binary(BinaryOp::Add, &product, &half), DType);
+    let wrong = f32t(&[4, 5], vec![0.0; 20]);
+    assert_eq!(
+        c.linear(&a, &wrong, false, None, None).unwrap_err(),
+        c.matmul(&a, &wrong, false).unwrap_err()
+    );
+    let i = typed(DType::I32, &[2, 2], vec![0i32; 4]);
+    for activation in activations() {
+        assert_eq!(
+            c.linear(&i, &i, false, None, activation).unwrap_err(),
+            c.matmul(&i, &i, false).unwrap_err()
+        );
+    }
+    // Stricter than the composition: a bias is one row, not anything that
+    // broadcasts.
+    assert_err!(linear(&f32t(&[1, 4], vec![0.0; 4])), Shape);
+    assert_err!(linear(&f32t(&[], vec![0.0])), Shape);
+    let device = Tensor::new(DType::F32, &[4], Storage::Device(Arc::new(0u32)));
+    let msg = assert_err!(linear(&device), Unsupported);
+    assert!(msg.starts_with("linear"), "{msg}");
 }
 
 // ---------------------------------------------------------------- softmax, layer norm

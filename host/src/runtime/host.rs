@@ -281,6 +281,24 @@ fn to_wit_dtype(d: et::DType) -> Dtype {
     }
 }
 
+fn from_wit_unary(op: wit::UnaryOp) -> et::UnaryOp {
+    match op {
+        wit::UnaryOp::Neg => et::UnaryOp::Neg,
+        wit::UnaryOp::Abs => et::UnaryOp::Abs,
+        wit::UnaryOp::Exp => et::UnaryOp::Exp,
+        wit::UnaryOp::Log => et::UnaryOp::Log,
+        wit::UnaryOp::Sqrt => et::UnaryOp::Sqrt,
+        wit::UnaryOp::Rsqrt => et::UnaryOp::Rsqrt,
+        wit::UnaryOp::Relu => et::UnaryOp::Relu,
+        wit::UnaryOp::Gelu => et::UnaryOp::Gelu,
+        wit::UnaryOp::GeluTanh => et::UnaryOp::GeluTanh,
+        wit::UnaryOp::Tanh => et::UnaryOp::Tanh,
+        wit::UnaryOp::Sigmoid => et::UnaryOp::Sigmoid,
+        wit::UnaryOp::Silu => et::UnaryOp::Silu,
+        wit::UnaryOp::Erf => et::UnaryOp::Erf,
+    }
+}
+
 fn dims(shape: &[u32]) -> Vec<usize> {
     shape.iter().map(|&d| d as usize).collect()
 }
@@ -343,6 +361,24 @@ impl wit::Host for InstanceState {
         self.op_sized(size, |backend| backend.matmul(&a, &b, transpose_b))
     }
 
+    fn linear(
+        &mut self,
+        a: Handle,
+        b: Handle,
+        transpose_b: bool,
+        bias: Option<Handle>,
+        activation: Option<wit::UnaryOp>,
+    ) -> OpResult {
+        let (a, b, bias) = (self.get(&a)?, self.get(&b)?, self.opt(&bias)?);
+        let activation = activation.map(from_wit_unary);
+        let size = et::shape::linear(&a, &b, transpose_b, bias.as_ref(), activation)
+            .ok()
+            .map(|s| (a.dtype(), et::shape::numel(&s.out_shape)));
+        self.op_sized(size, |backend| {
+            backend.linear(&a, &b, transpose_b, bias.as_ref(), activation)
+        })
+    }
+
     fn binary(&mut self, op: wit::BinaryOp, a: Handle, b: Handle) -> OpResult {
         let (a, b) = (self.get(&a)?, self.get(&b)?);
         let size = et::shape::broadcast(a.shape(), b.shape())
@@ -362,21 +398,7 @@ impl wit::Host for InstanceState {
 
     fn unary(&mut self, op: wit::UnaryOp, x: Handle) -> OpResult {
         let x = self.get(&x)?;
-        let op = match op {
-            wit::UnaryOp::Neg => et::UnaryOp::Neg,
-            wit::UnaryOp::Abs => et::UnaryOp::Abs,
-            wit::UnaryOp::Exp => et::UnaryOp::Exp,
-            wit::UnaryOp::Log => et::UnaryOp::Log,
-            wit::UnaryOp::Sqrt => et::UnaryOp::Sqrt,
-            wit::UnaryOp::Rsqrt => et::UnaryOp::Rsqrt,
-            wit::UnaryOp::Relu => et::UnaryOp::Relu,
-            wit::UnaryOp::Gelu => et::UnaryOp::Gelu,
-            wit::UnaryOp::GeluTanh => et::UnaryOp::GeluTanh,
-            wit::UnaryOp::Tanh => et::UnaryOp::Tanh,
-            wit::UnaryOp::Sigmoid => et::UnaryOp::Sigmoid,
-            wit::UnaryOp::Silu => et::UnaryOp::Silu,
-            wit::UnaryOp::Erf => et::UnaryOp::Erf,
-        };
+        let op = from_wit_unary(op);
         self.op(|backend| backend.unary(op, &x))
     }
 

@@ -6,10 +6,12 @@
 //! Outputs `probabilities`: FP32 [-1, 10] and `label`: INT64 [-1].
 //!
 //! Weights follow the PyTorch `Linear` layout (`fcN.weight`: [out, in],
-//! `fcN.bias`: [out]), so each layer is `x · Wᵀ + b` (`matmul_t`).
+//! `fcN.bias`: [out]), so each layer is `x · Wᵀ + b` (`linear_t`), its
+//! ReLU applied in the same host pass.
 
 use edgeserve_sdk::{
-    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model, model,
+    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, UnaryOp, export_model,
+    model,
 };
 
 /// One fully connected layer.
@@ -26,8 +28,8 @@ impl Dense {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor, InferError> {
-        Ok(x.matmul_t(&self.weight)?.add(&self.bias)?)
+    fn forward(&self, x: &Tensor, activation: Option<UnaryOp>) -> Result<Tensor, InferError> {
+        Ok(x.linear_t(&self.weight, Some(&self.bias), activation)?)
     }
 }
 
@@ -59,9 +61,9 @@ impl Model for Digits {
 
     fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
         let pixels = request.numeric("pixels")?;
-        let h1 = self.fc1.forward(pixels)?.relu()?;
-        let h2 = self.fc2.forward(&h1)?.relu()?;
-        let logits = self.fc3.forward(&h2)?;
+        let h1 = self.fc1.forward(pixels, Some(UnaryOp::Relu))?;
+        let h2 = self.fc2.forward(&h1, Some(UnaryOp::Relu))?;
+        let logits = self.fc3.forward(&h2, None)?;
         let probabilities = logits.softmax(-1)?;
         let label = logits.argmax(-1, false)?;
         Ok(vec![

@@ -1,6 +1,6 @@
 //! The GPT-2 transformer on host ops, with a host-side KV cache.
 
-use edgeserve_sdk::{Error, Tensor, model};
+use edgeserve_sdk::{Error, Tensor, UnaryOp, model};
 use serde_json::Value;
 
 /// A weight and its bias (`x · w + b`, `w` in GPT-2's Conv1D `[in, out]`
@@ -21,21 +21,13 @@ struct Block {
     scale: f32,
 }
 
-/// GPT-2's MLP activation.
-#[derive(Clone, Copy)]
-enum Activation {
-    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
-    GeluTanh,
-    /// `gelu`: the exact erf form.
-    Gelu,
-}
-
 /// The architecture settings read from `config.json`.
 struct Config {
     n_layer: usize,
     n_head: u32,
     eps: f32,
-    activation: Activation,
+    /// The MLP activation.
+    activation: UnaryOp,
     scale_attn_weights: bool,
     scale_attn_by_inverse_layer_idx: bool,
 }
@@ -52,8 +44,10 @@ impl Config {
         };
         let flag = |key: &str, default: bool| config[key].as_bool().unwrap_or(default);
         let activation = match config["activation_function"].as_str().unwrap_or("gelu_new") {
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "gelu" => Activation::Gelu,
+            // The tanh approximation.
+            "gelu_new" | "gelu_pytorch_tanh" => UnaryOp::GeluTanh,
+            // The exact erf form.
+            "gelu" => UnaryOp::Gelu,
             other => {
                 return Err(format!(
                     "config.json: activation_function {other:?} is not supported (gelu_new, gelu_pytorch_tanh, gelu)"
@@ -84,7 +78,8 @@ pub struct Gpt2 {
     n_head: u32,
     head_dim: u32,
     eps: f32,
-    activation: Activation,
+    /// The MLP activation.
+    activation: UnaryOp,
     /// The context length (rows of `wpe`).
     pub n_positions: u32,
     /// Rows of `wte`.
@@ -204,12 +199,8 @@ impl Gpt2 {
         for (block, slot) in self.blocks.iter().zip(&mut cache.layers) {
             x = x.add(&self.attention(block, &x, slot)?)?;
             let h = self.layer_norm(&x, &block.ln_2)?;
-            let h = linear(&h, &block.c_fc)?;
-            let h = match self.activation {
-                Activation::GeluTanh => h.gelu_tanh()?,
-                Activation::Gelu => h.gelu()?,
-            };
-            x = x.add(&linear(&h, &block.mlp_proj)?)?;
+            let h = linear(&h, &block.c_fc, Some(self.activation))?;
+            x = x.add(&linear(&h, &block.mlp_proj, None)?)?;
         }
         cache.len += n;
         // Only the last position's logits are needed: normalize that row alone
@@ -230,7 +221,7 @@ impl Gpt2 {
         let (heads, head_dim) = (self.n_head as i32, self.head_dim as i32);
         let h = self.layer_norm(x, &block.ln_1)?;
         // [n, 3·dim] -> [3, heads, n, head_dim]: q, k and v split by head.
-        let qkv = linear(&h, &block.c_attn)?
+        let qkv = linear(&h, &block.c_attn, None)?
             .reshape(&[-1, 3, heads, head_dim])?
             .transpose(&[1, 2, 0, 3])?;
         let part = |i: u32| qkv.slice(0, i, i + 1)?.reshape(&[heads, -1, head_dim]);
@@ -249,7 +240,7 @@ impl Gpt2 {
         let merged = attended
             .transpose(&[1, 0, 2])?
             .reshape(&[-1, heads * head_dim])?;
-        linear(&merged, &block.attn_proj)
+        linear(&merged, &block.attn_proj, None)
     }
 
     fn layer_norm(&self, x: &Tensor, norm: &Affine) -> Result<Tensor, Error> {
@@ -257,7 +248,7 @@ impl Gpt2 {
     }
 }
 
-/// `x · w + b` with `w` in Conv1D `[in, out]` layout.
-fn linear(x: &Tensor, layer: &Affine) -> Result<Tensor, Error> {
-    x.matmul(&layer.weight)?.add(&layer.bias)
+/// `activation(x · w + b)` with `w` in Conv1D `[in, out]` layout.
+fn linear(x: &Tensor, layer: &Affine, activation: Option<UnaryOp>) -> Result<Tensor, Error> {
+    x.linear(&layer.weight, Some(&layer.bias), activation)
 }

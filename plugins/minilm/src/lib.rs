@@ -25,7 +25,8 @@ mod tables;
 mod tokenizer;
 
 use edgeserve_sdk::{
-    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model, model,
+    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, UnaryOp, export_model,
+    model,
 };
 use tokenizer::Tokenizer;
 
@@ -43,7 +44,7 @@ const LAYER_NORM_EPS: f32 = 1e-12;
 const MASKED_SCORE: f32 = -1e9;
 
 /// One encoder layer's weights; matrices are PyTorch `Linear` weights,
-/// `[out, in]`, used with `matmul_t`.
+/// `[out, in]`, used with `linear_t`.
 struct Layer {
     query: (Tensor, Tensor),
     key: (Tensor, Tensor),
@@ -117,7 +118,8 @@ impl Layer {
         mask: &Tensor,
         (batch, seq, heads): (u32, u32, u32),
     ) -> Result<Tensor, InferError> {
-        let linear = |x: &Tensor, (w, b): &(Tensor, Tensor)| x.matmul_t(w)?.add(b);
+        let linear =
+            |x: &Tensor, (w, b): &(Tensor, Tensor), activation| x.linear_t(w, Some(b), activation);
         let norm =
             |x: &Tensor, (g, b): &(Tensor, Tensor)| x.layer_norm(Some(g), Some(b), LAYER_NORM_EPS);
         // [batch · seq, 384] → [batch, heads, seq, 384 / heads].
@@ -125,19 +127,19 @@ impl Layer {
             t.reshape(&[batch as i32, seq as i32, heads as i32, -1])?
                 .transpose(&[0, 2, 1, 3])
         };
-        let q = split(linear(x, &self.query)?)?;
-        let k = split(linear(x, &self.key)?)?;
-        let v = split(linear(x, &self.value)?)?;
+        let q = split(linear(x, &self.query, None)?)?;
+        let k = split(linear(x, &self.key, None)?)?;
+        let v = split(linear(x, &self.value, None)?)?;
         let context = q
             .attention(&k, &v, Some(mask), None, false)?
             .transpose(&[0, 2, 1, 3])?
             .reshape(&[-1, HIDDEN as i32])?;
         let attended = norm(
-            &linear(&context, &self.attention_out)?.add(x)?,
+            &linear(&context, &self.attention_out, None)?.add(x)?,
             &self.attention_norm,
         )?;
-        let hidden = linear(&attended, &self.intermediate)?.gelu()?;
-        let out = linear(&hidden, &self.output)?.add(&attended)?;
+        let hidden = linear(&attended, &self.intermediate, Some(UnaryOp::Gelu))?;
+        let out = linear(&hidden, &self.output, None)?.add(&attended)?;
         Ok(norm(&out, &self.output_norm)?)
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! A user's score for item `i` is `user_factors[user] · item_factors[i] +
 //! item_bias[i]`; for the whole batch that is one `[n, d] · [items, d]ᵀ`
-//! matmul on the host, then the host's `top_k` along the item axis.
+//! product with the bias added as it is written (`linear_t`) on the host,
+//! then the host's `top_k` along the item axis.
 
 use edgeserve_sdk::{
     Error, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model,
@@ -92,7 +93,7 @@ impl Model for Recommender {
             )),
             other => other.into(),
         })?;
-        let scores = users.matmul_t(&self.item_factors)?.add(&self.item_bias)?;
+        let scores = users.linear_t(&self.item_factors, Some(&self.item_bias), None)?;
         let (values, indices) = scores.top_k(k as u32)?;
         Ok(vec![
             Output::numeric("items", indices),

@@ -197,6 +197,32 @@ impl Tensor {
         ops::matmul(self, b, true)
     }
 
+    /// `activation(self · b + bias)` in one host pass: a [`Tensor::matmul`]
+    /// whose `bias` (`[n]`, added to every row) and elementwise `activation`
+    /// are applied as the product is written, saving the passes (and
+    /// intermediate tensors) of separate [`Tensor::add`] and
+    /// [`Tensor::unary`] calls.
+    pub fn linear(
+        &self,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor, Error> {
+        ops::linear(self, b, false, bias, activation)
+    }
+
+    /// [`Tensor::linear`] with `b` transposed, as [`Tensor::matmul_t`]: a
+    /// PyTorch `Linear` layer (weight `[out, in]`, bias `[out]`) is
+    /// `x.linear_t(&weight, Some(&bias), None)`.
+    pub fn linear_t(
+        &self,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor, Error> {
+        ops::linear(self, b, true, bias, activation)
+    }
+
     /// `self op other` elementwise with NumPy broadcasting.
     pub fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor, Error> {
         ops::binary(op, self, other)

@@ -1,12 +1,16 @@
-// Batched C[b] = A[b] x B[b] (or B[b]^T), row-major, f32.
+// Batched C[b] = act(A[b] x B[b] (or B[b]^T) + bias), row-major. `elem` is the
+// storage type (f32, or f16 where the adapter has shader-f16), declared by
+// the backend ahead of this file; arithmetic is f32 throughout, so f16
+// products round once, when stored.
 //
 // 128x64 output tile (rows x cols) per workgroup of 16x16 threads; each
 // thread owns an 8x4 register block (rows 4*ty.. and 64+4*ty.., cols 4*tx..)
 // held in eight vec4 accumulators, named rather than an indexed array so
-// software drivers (lavapipe's LLVM) keep them in registers. Per depth step a
-// thread reads two A quads and one B quad from workgroup memory for 32 FMAs.
-// The k loop steps TK = 16: every thread stages two quads of A and one quad
-// of B into workgroup memory per step.
+// software drivers (lavapipe's LLVM) keep them in registers. The k loop
+// steps TK = 16: every thread stages two quads of A and one of B into
+// workgroup memory per step, each a whole vec4 store (no two threads write
+// parts of one workgroup vec4). Per four depths a thread reads eight A quads
+// and four B quads for 128 FMAs.
 //
 // The operands are bound as vec4 arrays (the backend pads every buffer to 16
 // bytes). With VEC4 (k and n multiples of 4, so every quad is aligned and
@@ -16,35 +20,41 @@
 // p: [m, n, k, batch_base]; offs: per batch (a element offset, b element offset).
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> offs: array<u32>;
-@group(0) @binding(2) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> a: array<vec4<elem>>;
+@group(0) @binding(3) var<storage, read> b: array<vec4<elem>>;
+@group(0) @binding(4) var<storage, read_write> c: array<vec4<elem>>;
+// [n], added to every row when HAS_BIAS (otherwise any buffer is bound).
+@group(0) @binding(5) var<storage, read> bias: array<elem>;
 
 override TRANS_B: bool = false;
 override VEC4: bool = false;
+override HAS_BIAS: bool = false;
+// 0: no activation; otherwise 1 + a unary op code of activation.wgsl.
+override ACT: u32 = 0u;
 
 const TM: u32 = 128u;
 const TN: u32 = 64u;
 const TK: u32 = 16u;
 
-// k-major: As[kk*32+q] holds rows 4q..4q+3 at depth kk ([TK][TM/4]), Bs[kk*16+q]
-// cols 4q..4q+3 ([TK][TN/4]).
+// As[r*4 + q]: tile row r (0..128), depths 4q..4q+3 of the k step.
 var<workgroup> As: array<vec4<f32>, 512>;
+// Without TRANS_B, Bs[kk*16 + q]: depth kk, columns 4q..4q+3.
+// With TRANS_B, Bs[col*4 + q]: column col (0..64), depths 4q..4q+3.
 var<workgroup> Bs: array<vec4<f32>, 256>;
 
 fn load_a1(i: u32) -> f32 {
-    return a[i >> 2u][i & 3u];
+    return f32(a[i >> 2u][i & 3u]);
 }
 
 fn load_b1(i: u32) -> f32 {
-    return b[i >> 2u][i & 3u];
+    return f32(b[i >> 2u][i & 3u]);
 }
 
 // Four consecutive elements of A starting at `i`, zero past `valid` of them.
 fn quad_a(i: u32, valid: u32) -> vec4<f32> {
     if (VEC4) {
         if (valid >= 4u) {
-            return a[i >> 2u];
+            return vec4<f32>(a[i >> 2u]);
         }
         return vec4<f32>(0.0);
     }
@@ -59,7 +69,7 @@ fn quad_a(i: u32, valid: u32) -> vec4<f32> {
 fn quad_b(i: u32, valid: u32) -> vec4<f32> {
     if (VEC4) {
         if (valid >= 4u) {
-            return b[i >> 2u];
+            return vec4<f32>(b[i >> 2u]);
         }
         return vec4<f32>(0.0);
     }
@@ -71,17 +81,29 @@ fn quad_b(i: u32, valid: u32) -> vec4<f32> {
     return v;
 }
 
+// The epilogue: bias `bq` added, then the activation.
+fn finish(v: vec4<f32>, bq: vec4<f32>) -> vec4<f32> {
+    var r = v;
+    if (HAS_BIAS) {
+        r += bq;
+    }
+    if (ACT != 0u) {
+        r = vec4<f32>(unary_op(ACT - 1u, r.x), unary_op(ACT - 1u, r.y), unary_op(ACT - 1u, r.z), unary_op(ACT - 1u, r.w));
+    }
+    return r;
+}
+
 // Stores the row quad `v` at element `i`, only its first `valid` elements.
 fn store_c(i: u32, valid: u32, v: vec4<f32>) {
     if (VEC4) {
         if (valid >= 4u) {
-            c[i >> 2u] = v;
+            c[i >> 2u] = vec4<elem>(v);
         }
         return;
     }
     for (var j = 0u; j < min(valid, 4u); j++) {
         let e = i + j;
-        c[e >> 2u][e & 3u] = v[j];
+        c[e >> 2u][e & 3u] = elem(v[j]);
     }
 }
 
@@ -90,23 +112,12 @@ fn left(at: u32, len: u32) -> u32 {
     return select(0u, len - at, at < len);
 }
 
-// Scatters a quad along k (4 depths) for row/col `r` into a k-major tile.
-fn put_a(kq: u32, r: u32, v: vec4<f32>) {
-    let q = r >> 2u;
-    let s = r & 3u;
-    As[(kq + 0u) * 32u + q][s] = v.x;
-    As[(kq + 1u) * 32u + q][s] = v.y;
-    As[(kq + 2u) * 32u + q][s] = v.z;
-    As[(kq + 3u) * 32u + q][s] = v.w;
-}
-
-fn put_b(kq: u32, r: u32, v: vec4<f32>) {
-    let q = r >> 2u;
-    let s = r & 3u;
-    Bs[(kq + 0u) * 16u + q][s] = v.x;
-    Bs[(kq + 1u) * 16u + q][s] = v.y;
-    Bs[(kq + 2u) * 16u + q][s] = v.z;
-    Bs[(kq + 3u) * 16u + q][s] = v.w;
+// acc + a.x*b0 + a.y*b1 + a.z*b2 + a.w*b3, one depth at a time.
+fn step4(acc: vec4<f32>, av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    var r = fma(vec4<f32>(av.x), b0, acc);
+    r = fma(vec4<f32>(av.y), b1, r);
+    r = fma(vec4<f32>(av.z), b2, r);
+    return fma(vec4<f32>(av.w), b3, r);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -121,12 +132,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row0 = wg.y * TM;
     let col0 = wg.x * TN;
     let tid = lid.y * 16u + lid.x;
-    // Staging roles: A by rows `sr` and 64+`sr` (B^T by column `sr`) and k
-    // quad `sk`; B by depth `bk` and column quad `bc`.
+    // Staging roles: A rows `sr` and 64+`sr` (B^T column `sr`) at depth
+    // quad `sq`; B depth `bk` and column quad `bc`.
     let sr = tid >> 2u;
-    let sk = (tid & 3u) * 4u;
+    let sq = tid & 3u;
     let bk = tid >> 4u;
     let bc = (tid & 15u) * 4u;
+    // This thread's first A tile row (quad index into As) and B column.
+    let ra = lid.y * 16u;
+    let cb = lid.x * 16u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
@@ -136,26 +150,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc6 = vec4<f32>(0.0);
     var acc7 = vec4<f32>(0.0);
     for (var t = 0u; t < k; t += TK) {
-        let ak = t + sk;
+        let ak = t + sq * 4u;
         let ka = left(ak, k);
         let ar = row0 + sr;
         var va = vec4<f32>(0.0);
         if (ar < m) {
             va = quad_a(a_off + ar * k + ak, ka);
         }
-        put_a(sk, sr, va);
+        As[sr * 4u + sq] = va;
         var va2 = vec4<f32>(0.0);
         if (ar + 64u < m) {
             va2 = quad_a(a_off + (ar + 64u) * k + ak, ka);
         }
-        put_a(sk, sr + 64u, va2);
+        As[(sr + 64u) * 4u + sq] = va2;
         if (TRANS_B) {
             let bn = col0 + sr;
             var vb = vec4<f32>(0.0);
             if (bn < n) {
                 vb = quad_b(b_off + bn * k + ak, ka);
             }
-            put_b(sk, sr, vb);
+            Bs[sr * 4u + sq] = vb;
         } else {
             let gk = t + bk;
             let gc = col0 + bc;
@@ -166,33 +180,56 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             Bs[bk * 16u + (bc >> 2u)] = vb;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let av = As[kk * 32u + lid.y];
-            let av2 = As[kk * 32u + 16u + lid.y];
-            let bv = Bs[kk * 16u + lid.x];
-            acc0 = fma(vec4<f32>(av.x), bv, acc0);
-            acc1 = fma(vec4<f32>(av.y), bv, acc1);
-            acc2 = fma(vec4<f32>(av.z), bv, acc2);
-            acc3 = fma(vec4<f32>(av.w), bv, acc3);
-            acc4 = fma(vec4<f32>(av2.x), bv, acc4);
-            acc5 = fma(vec4<f32>(av2.y), bv, acc5);
-            acc6 = fma(vec4<f32>(av2.z), bv, acc6);
-            acc7 = fma(vec4<f32>(av2.w), bv, acc7);
+        for (var q = 0u; q < 4u; q++) {
+            var b0: vec4<f32>;
+            var b1: vec4<f32>;
+            var b2: vec4<f32>;
+            var b3: vec4<f32>;
+            if (TRANS_B) {
+                // Columns 4tx..4tx+3 at four depths; transposed to depth rows.
+                let c0 = Bs[cb + q];
+                let c1 = Bs[cb + 4u + q];
+                let c2 = Bs[cb + 8u + q];
+                let c3 = Bs[cb + 12u + q];
+                b0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+                b1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+                b2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+                b3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+            } else {
+                b0 = Bs[(q * 4u) * 16u + lid.x];
+                b1 = Bs[(q * 4u + 1u) * 16u + lid.x];
+                b2 = Bs[(q * 4u + 2u) * 16u + lid.x];
+                b3 = Bs[(q * 4u + 3u) * 16u + lid.x];
+            }
+            acc0 = step4(acc0, As[ra + q], b0, b1, b2, b3);
+            acc1 = step4(acc1, As[ra + 4u + q], b0, b1, b2, b3);
+            acc2 = step4(acc2, As[ra + 8u + q], b0, b1, b2, b3);
+            acc3 = step4(acc3, As[ra + 12u + q], b0, b1, b2, b3);
+            acc4 = step4(acc4, As[256u + ra + q], b0, b1, b2, b3);
+            acc5 = step4(acc5, As[256u + ra + 4u + q], b0, b1, b2, b3);
+            acc6 = step4(acc6, As[256u + ra + 8u + q], b0, b1, b2, b3);
+            acc7 = step4(acc7, As[256u + ra + 12u + q], b0, b1, b2, b3);
         }
         workgroupBarrier();
     }
     let r = row0 + lid.y * 4u;
     let col = col0 + lid.x * 4u;
     let valid = left(col, n);
+    var bq = vec4<f32>(0.0);
+    if (HAS_BIAS) {
+        for (var j = 0u; j < min(valid, 4u); j++) {
+            bq[j] = f32(bias[col + j]);
+        }
+    }
     let base = c_off + r * n + col;
-    if (r < m) { store_c(base, valid, acc0); }
-    if (r + 1u < m) { store_c(base + n, valid, acc1); }
-    if (r + 2u < m) { store_c(base + 2u * n, valid, acc2); }
-    if (r + 3u < m) { store_c(base + 3u * n, valid, acc3); }
+    if (r < m) { store_c(base, valid, finish(acc0, bq)); }
+    if (r + 1u < m) { store_c(base + n, valid, finish(acc1, bq)); }
+    if (r + 2u < m) { store_c(base + 2u * n, valid, finish(acc2, bq)); }
+    if (r + 3u < m) { store_c(base + 3u * n, valid, finish(acc3, bq)); }
     let r2 = r + 64u;
     let base2 = base + 64u * n;
-    if (r2 < m) { store_c(base2, valid, acc4); }
-    if (r2 + 1u < m) { store_c(base2 + n, valid, acc5); }
-    if (r2 + 2u < m) { store_c(base2 + 2u * n, valid, acc6); }
-    if (r2 + 3u < m) { store_c(base2 + 3u * n, valid, acc7); }
+    if (r2 < m) { store_c(base2, valid, finish(acc4, bq)); }
+    if (r2 + 1u < m) { store_c(base2 + n, valid, finish(acc5, bq)); }
+    if (r2 + 2u < m) { store_c(base2 + 2u * n, valid, finish(acc6, bq)); }
+    if (r2 + 3u < m) { store_c(base2 + 3u * n, valid, finish(acc7, bq)); }
 }

@@ -1,55 +1,10 @@
-// Elementwise unary ops and affine. p: [n, factor bits, offset bits].
+// Elementwise unary ops (activation.wgsl) and affine. p: [n, factor bits, offset bits].
 @group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// 0 neg, 1 abs, 2 exp, 3 log, 4 sqrt, 5 rsqrt, 6 relu, 7 gelu (erf),
-// 8 gelu-tanh, 9 tanh, 10 sigmoid, 11 silu, 12 erf, 13 affine.
+// A unary op code of activation.wgsl, or 13 for affine.
 override OP: u32 = 0u;
-
-// erf to ~3e-7 absolute: x times a rational function of x^2 on [-4, 4]
-// (the XLA / Eigen f32 coefficients); +-1 beyond 3.92.
-fn erf_approx(x0: f32) -> f32 {
-    if (abs(x0) > 3.92) {
-        return sign(x0);
-    }
-    let x = clamp(x0, -4.0, 4.0);
-    let x2 = x * x;
-    var num = -2.72614225801306e-10;
-    num = num * x2 + 2.77068142495902e-08;
-    num = num * x2 + -2.10102402082508e-06;
-    num = num * x2 + -5.69250639462346e-05;
-    num = num * x2 + -7.34990630326855e-04;
-    num = num * x2 + -2.95459980854025e-03;
-    num = num * x2 + -1.60960333262415e-02;
-    var q = -1.45660718464996e-05;
-    q = q * x2 + -2.13374055278905e-04;
-    q = q * x2 + -1.68282697438203e-03;
-    q = q * x2 + -7.37332916720468e-03;
-    q = q * x2 + -1.42647390514189e-02;
-    return x * num / q;
-}
-
-// erfc(z) for z >= 0 with relative error < 1.2e-7 (Numerical Recipes'
-// Chebyshev fit); keeps GELU's far negative tail accurate where 1 + erf
-// cancels.
-fn erfc_pos(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-    return t * exp(-z * z + poly);
-}
-
-fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
-}
-
-fn tanh_stable(v: f32) -> f32 {
-    if (abs(v) < 0.0004) {
-        return v;
-    }
-    let e = exp(-2.0 * abs(v));
-    return sign(v) * (1.0 - e) / (1.0 + e);
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -58,28 +13,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let v = x[idx];
-    var r: f32;
-    switch OP {
-        case 0u: { r = -v; }
-        case 1u: { r = abs(v); }
-        case 2u: { r = exp(v); }
-        case 3u: { r = log(v); }
-        case 4u: { r = sqrt(v); }
-        case 5u: { r = 1.0 / sqrt(v); }
-        case 6u: { r = select(v, 0.0, v < 0.0); }
-        case 7u: {
-            if (v < -2.0) {
-                r = 0.5 * v * erfc_pos(-v * 0.70710678118654752);
-            } else {
-                r = 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752));
-            }
-        }
-        case 8u: { r = v * sigmoid(2.0 * 0.7978845608 * (v + 0.044715 * v * v * v)); }
-        case 9u: { r = tanh_stable(v); }
-        case 10u: { r = sigmoid(v); }
-        case 11u: { r = v * sigmoid(v); }
-        case 12u: { r = erf_approx(v); }
-        default: { r = v * bitcast<f32>(p[1]) + bitcast<f32>(p[2]); }
+    if (OP == 13u) {
+        y[idx] = v * bitcast<f32>(p[1]) + bitcast<f32>(p[2]);
+    } else {
+        y[idx] = unary_op(OP, v);
     }
-    y[idx] = r;
 }

@@ -225,55 +225,99 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-fn unary_f32(op: UnaryOp, src: &[f32]) -> Result<Vec<f32>> {
+/// Something done with a unary op's function on one f32. [`with_unary`]
+/// hands the function over as its own type, so the loops that apply it
+/// inline it and vectorize.
+pub(super) trait UnaryVisitor {
+    /// What the visit produces.
+    type Output;
+    /// Called with the op's function and its cost in element operations,
+    /// which decides whether a pass over it is worth splitting across
+    /// threads.
+    fn visit<F: Fn(f32) -> f32 + Copy + Send + Sync>(self, f: F, cost: usize) -> Self::Output;
+}
+
+/// Visits `op`'s f32 function: the one definition of every unary op, shared
+/// by `unary` and the epilogue of `linear` so that both round alike.
+pub(super) fn with_unary<V: UnaryVisitor>(op: UnaryOp, v: V) -> V::Output {
     // √(2/π)
     const GELU_TANH_K: f32 = 0.797_884_6;
     match op {
-        UnaryOp::Neg => map(src, 1, |x: f32| -x),
-        UnaryOp::Abs => map(src, 1, f32::abs),
-        UnaryOp::Exp => map(src, 4, exp),
-        UnaryOp::Log => map(src, 16, f32::ln),
-        UnaryOp::Sqrt => map(src, 2, f32::sqrt),
-        UnaryOp::Rsqrt => map(src, 2, |x: f32| 1.0 / x.sqrt()),
+        UnaryOp::Neg => v.visit(|x: f32| -x, 1),
+        UnaryOp::Abs => v.visit(f32::abs, 1),
+        UnaryOp::Exp => v.visit(exp, 4),
+        UnaryOp::Log => v.visit(f32::ln, 16),
+        UnaryOp::Sqrt => v.visit(f32::sqrt, 2),
+        UnaryOp::Rsqrt => v.visit(|x: f32| 1.0 / x.sqrt(), 2),
         // `x < 0` is false for NaN, so NaN passes through as in PyTorch.
-        UnaryOp::Relu => map(src, 1, |x: f32| if x < 0.0 { 0.0 } else { x }),
-        UnaryOp::Gelu => {
-            let fill = |out: &mut [MaybeUninit<f32>]| {
-                for_rows(
-                    out,
-                    BLOCK,
-                    BLOCK * 10,
-                    #[inline(always)]
-                    |row, chunk| {
-                        let xs = &src[row * BLOCK..row * BLOCK + chunk.len()];
-                        // Runs with no left tail skip its computation, which
-                        // costs twice the body; the check itself vectorizes.
-                        for (o, x) in chunk.chunks_mut(64).zip(xs.chunks(64)) {
-                            if x.iter().fold(false, |t, &v| t | (v < -2.0)) {
-                                for (o, &x) in o.iter_mut().zip(x) {
-                                    o.write(gelu(x));
-                                }
-                            } else {
-                                for (o, &x) in o.iter_mut().zip(x) {
-                                    o.write(gelu_body(x));
-                                }
-                            }
-                        }
-                    },
-                );
-            };
-            // SAFETY: every run of every block is written by one of the loops.
-            unsafe { written(src.len(), fill) }
-        }
+        UnaryOp::Relu => v.visit(|x: f32| if x < 0.0 { 0.0 } else { x }, 1),
+        // Through a closure because only a closure can be forced inline:
+        // left to LLVM, gelu's bulk gets it called out of line, per element
+        // and unvectorized.
+        UnaryOp::Gelu => v.visit(
+            #[inline(always)]
+            |x: f32| gelu(x),
+            10,
+        ),
         // 0.5·(1 + tanh u) = sigmoid(2u): same value, one vectorizable exp.
-        UnaryOp::GeluTanh => map(src, 6, |x: f32| {
-            x * sigmoid(2.0 * GELU_TANH_K * (x + 0.044_715 * x * x * x))
-        }),
-        UnaryOp::Tanh => map(src, 16, f32::tanh),
-        UnaryOp::Sigmoid => map(src, 5, sigmoid),
-        UnaryOp::Silu => map(src, 5, |x: f32| x * sigmoid(x)),
+        UnaryOp::GeluTanh => v.visit(
+            |x: f32| x * sigmoid(2.0 * GELU_TANH_K * (x + 0.044_715 * x * x * x)),
+            6,
+        ),
+        UnaryOp::Tanh => v.visit(f32::tanh, 16),
+        UnaryOp::Sigmoid => v.visit(sigmoid, 5),
+        UnaryOp::Silu => v.visit(|x: f32| x * sigmoid(x), 5),
         // Standalone erf keeps libm's last-bit accuracy.
-        UnaryOp::Erf => map(src, 16, libm::erff),
+        UnaryOp::Erf => v.visit(libm::erff, 16),
+    }
+}
+
+/// A unary op mapped over a slice into a fresh vector.
+struct MapF32<'a>(&'a [f32]);
+
+impl UnaryVisitor for MapF32<'_> {
+    type Output = Result<Vec<f32>>;
+
+    fn visit<F: Fn(f32) -> f32 + Copy + Send + Sync>(self, f: F, cost: usize) -> Result<Vec<f32>> {
+        map(self.0, cost, f)
+    }
+}
+
+/// GELU over a slice. Runs with no element in the left tail skip its
+/// computation, which costs twice the body; the check itself vectorizes.
+/// Outside the tail [`gelu`] is [`gelu_body`] bit for bit, so this agrees
+/// with the plain `gelu` that [`with_unary`] hands to `linear`.
+fn gelu_f32(src: &[f32]) -> Result<Vec<f32>> {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_rows(
+            out,
+            BLOCK,
+            BLOCK * 10,
+            #[inline(always)]
+            |row, chunk| {
+                let xs = &src[row * BLOCK..row * BLOCK + chunk.len()];
+                for (o, x) in chunk.chunks_mut(64).zip(xs.chunks(64)) {
+                    if x.iter().fold(false, |t, &v| t | (v < -2.0)) {
+                        for (o, &x) in o.iter_mut().zip(x) {
+                            o.write(gelu(x));
+                        }
+                    } else {
+                        for (o, &x) in o.iter_mut().zip(x) {
+                            o.write(gelu_body(x));
+                        }
+                    }
+                }
+            },
+        );
+    };
+    // SAFETY: every run of every block is written by one of the loops.
+    unsafe { written(src.len(), fill) }
+}
+
+fn unary_f32(op: UnaryOp, src: &[f32]) -> Result<Vec<f32>> {
+    match op {
+        UnaryOp::Gelu => gelu_f32(src),
+        _ => with_unary(op, MapF32(src)),
     }
 }
 

@@ -158,7 +158,22 @@ unsafe fn product(
 }
 
 pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape) -> Result<Tensor> {
-    let (x, y) = (floats("matmul", a)?, floats("matmul", b)?);
+    matmul_with(a, b, transpose_b, s, "matmul", |_| {})
+}
+
+/// The batched product `a · b` (`s` from [`crate::shape::matmul`]), with
+/// `finish` applied to every block of whole output rows (`s.n` elements
+/// each) right after gemm writes it, while it is still in cache; `op` names
+/// the operation in errors.
+pub(super) fn matmul_with(
+    a: &Tensor,
+    b: &Tensor,
+    transpose_b: bool,
+    s: &MatmulShape,
+    op: &str,
+    finish: impl Fn(&mut [f32]) + Sync,
+) -> Result<Tensor> {
+    let (x, y) = (floats(op, a)?, floats(op, b)?);
     let (m, n, k) = (s.m, s.n, s.k);
     let total = s.batch * m * n;
     if total == 0 {
@@ -190,6 +205,8 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
                 1.0,
                 threaded(rows, n, k),
             );
+            // SAFETY: gemm_into has just written all of `out`.
+            finish(unsafe { out.assume_init_mut() });
         } else if threaded(m, n, k) || s.batch == 1 {
             for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {
                 let (ia, ib) = s.operands(index);
@@ -202,6 +219,8 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
                     1.0,
                     threaded(m, n, k),
                 );
+                // SAFETY: gemm_into has just written all of `dst`.
+                finish(unsafe { dst.assume_init_mut() });
             }
         } else {
             // Many small products: one thread per group of whole products.
@@ -209,6 +228,8 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
                 for (i, dst) in chunk.chunks_exact_mut(m * n).enumerate() {
                     let (ia, ib) = s.operands(first + i);
                     gemm_into(dst, n, (m, n, k), lhs_at(ia), rhs_at(ib), 1.0, false);
+                    // SAFETY: gemm_into has just written all of `dst`.
+                    finish(unsafe { dst.assume_init_mut() });
                 }
             });
         }

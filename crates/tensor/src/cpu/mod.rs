@@ -20,6 +20,10 @@
 //! - `exp` (also inside softmax, sigmoid, silu, gelu-tanh and attention) is
 //!   accurate to about 2 ulp and flushes results below f32's smallest normal
 //!   to 0; gelu agrees with the exact erf form to about 1e-6;
+//! - `linear` adds the bias and applies the activation in f32 before the
+//!   product is rounded to its dtype: for f32 it equals `matmul`, `binary`
+//!   add and `unary` bit for bit, for f16 it rounds once where they round
+//!   three times;
 //! - reshape, slices whose leading axes all have size 1 (along axis 0, say),
 //!   transposes that only move unit axes and a concat of one tensor share
 //!   the input's memory instead of copying it.
@@ -28,6 +32,7 @@ mod attention;
 mod conv;
 mod elementwise;
 mod layout;
+mod linear;
 mod matmul;
 mod reduce;
 
@@ -424,6 +429,18 @@ impl Backend for CpuBackend {
     fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
         let s = shape::matmul(a, b, transpose_b)?;
         matmul::matmul(a, b, transpose_b, &s).map_err(named("matmul"))
+    }
+
+    fn linear(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        transpose_b: bool,
+        bias: Option<&Tensor>,
+        activation: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let s = shape::linear(a, b, transpose_b, bias, activation)?;
+        linear::linear(a, b, transpose_b, bias, activation, &s).map_err(named("linear"))
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
