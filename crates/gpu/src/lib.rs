@@ -853,9 +853,6 @@ impl GpuBackend {
             )?;
             return self.cast(&y, DType::F16);
         }
-        if dtype != DType::F16 {
-            f32_only(op, dtype)?;
-        }
         let (ab, bb) = (self.buf(op, a)?, self.buf(op, b)?);
         let bias = bias.map(|t| self.buf(op, t)).transpose()?;
         let (t, out) = self.output(op, dtype, &s.out_shape)?;
@@ -1058,7 +1055,7 @@ impl Backend for GpuBackend {
         bias: Option<&Tensor>,
         activation: Option<UnaryOp>,
     ) -> Result<Tensor> {
-        let s = shape::linear(a, b, transpose_b, bias, activation)?;
+        let s = shape::linear(a, b, transpose_b, bias)?;
         self.product("linear", &s, a, b, transpose_b, bias, activation)
     }
 

@@ -371,7 +371,7 @@ impl wit::Host for InstanceState {
     ) -> OpResult {
         let (a, b, bias) = (self.get(&a)?, self.get(&b)?, self.opt(&bias)?);
         let activation = activation.map(from_wit_unary);
-        let size = et::shape::linear(&a, &b, transpose_b, bias.as_ref(), activation)
+        let size = et::shape::linear(&a, &b, transpose_b, bias.as_ref())
             .ok()
             .map(|s| (a.dtype(), et::shape::numel(&s.out_shape)));
         self.op_sized(size, |backend| {

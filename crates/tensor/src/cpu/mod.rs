@@ -439,7 +439,7 @@ impl Backend for CpuBackend {
         bias: Option<&Tensor>,
         activation: Option<UnaryOp>,
     ) -> Result<Tensor> {
-        let s = shape::linear(a, b, transpose_b, bias, activation)?;
+        let s = shape::linear(a, b, transpose_b, bias)?;
         linear::linear(a, b, transpose_b, bias, activation, &s).map_err(named("linear"))
     }
 
