@@ -43,9 +43,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use edgeserve_tensor::cpu::CpuBackend;
+use edgeserve_tensor::shape::{
+    self, AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+};
 use edgeserve_tensor::{
-    Attention, Backend, BackendInfo, BinaryOp, Conv2d, DType, HostBuffer, Pool2d, PoolKind,
-    ReduceOp, Result, Storage, Tensor, TensorError, UnaryOp, shape, shape::MatmulShape,
+    Backend, BackendInfo, BinaryOp, DType, HostBuffer, PoolKind, ReduceOp, Result, Storage, Tensor,
+    TensorError, UnaryOp,
 };
 use wgpu::util::DeviceExt;
 
@@ -829,28 +832,22 @@ impl GpuBackend {
     #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
-        op: &str,
-        s: &MatmulShape,
+        s: &MatmulPlan,
         a: &Tensor,
         b: &Tensor,
-        transpose_b: bool,
         bias: Option<&Tensor>,
-        activation: Option<UnaryOp>,
     ) -> Result<Tensor> {
+        let op = if bias.is_some() || s.activation.is_some() {
+            "linear"
+        } else {
+            "matmul"
+        };
         let dtype = a.dtype();
         if dtype == DType::F16 && !self.shader_f16 {
             // Widen, compute, round once, as the CPU backend does.
             let wide = |t: &Tensor| self.cast(t, DType::F32);
             let bias = bias.map(wide).transpose()?;
-            let y = self.product(
-                op,
-                s,
-                &wide(a)?,
-                &wide(b)?,
-                transpose_b,
-                bias.as_ref(),
-                activation,
-            )?;
+            let y = self.product(s, &wide(a)?, &wide(b)?, bias.as_ref())?;
             return self.cast(&y, DType::F16);
         }
         let (ab, bb) = (self.buf(op, a)?, self.buf(op, b)?);
@@ -869,11 +866,11 @@ impl GpuBackend {
             &out.buffer,
             (s.m, s.n, s.k),
             &offsets,
-            transpose_b,
+            s.transpose_b,
             Epilogue {
                 f16: dtype == DType::F16,
                 bias: bias.as_ref().map(|b| &b.buffer),
-                activation,
+                activation: s.activation,
             },
         )?;
         Ok(t)
@@ -1013,15 +1010,11 @@ impl Backend for GpuBackend {
     }
 
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {
-        shape::full(dtype, shape, value)?;
         let size = Self::bytes_of("full", dtype, shape)?;
         if dtype == DType::F16 {
             return Err(unsupported("full", dtype));
         }
-        // The CPU backend defines the conversion of `value`; one element is
-        // enough to learn its bytes.
-        let one = CpuBackend::new().full(dtype, &[1], value)?;
-        let elem = one.host().expect("cpu tensors live on the host").bytes();
+        let elem = dtype.element_bytes(value);
         let mut pattern = [0u8; 8];
         for (i, b) in pattern.iter_mut().enumerate() {
             *b = elem[i % elem.len()];
@@ -1042,34 +1035,26 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
-    fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
-        let s = shape::matmul(a, b, transpose_b)?;
-        self.product("matmul", &s, a, b, transpose_b, None, None)
-    }
-
-    fn linear(
+    fn matmul(
         &self,
         a: &Tensor,
         b: &Tensor,
-        transpose_b: bool,
         bias: Option<&Tensor>,
-        activation: Option<UnaryOp>,
+        plan: &MatmulPlan,
     ) -> Result<Tensor> {
-        let s = shape::linear(a, b, transpose_b, bias)?;
-        self.product("linear", &s, a, b, transpose_b, bias, activation)
+        self.product(plan, a, b, bias)
     }
 
-    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let out_shape = shape::binary(op, a, b)?;
+    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         f32_only(op.name(), a.dtype())?;
         let (ab, bb) = (self.buf(op.name(), a)?, self.buf(op.name(), b)?);
-        let (t, out) = self.output(op.name(), DType::F32, &out_shape)?;
-        let n = shape::numel(&out_shape);
+        let (t, out) = self.output(op.name(), DType::F32, out_shape)?;
+        let n = shape::numel(out_shape);
         if n == 0 {
             return Ok(t);
         }
-        let sa = shape::broadcast_strides(a.shape(), &out_shape);
-        let sb = shape::broadcast_strides(b.shape(), &out_shape);
+        let sa = shape::broadcast_strides(a.shape(), out_shape);
+        let sb = shape::broadcast_strides(b.shape(), out_shape);
         let mut p = vec![u32_of(op.name(), n)?, out_shape.len() as u32];
         for v in out_shape.iter().chain(&sa).chain(&sb) {
             p.push(u32_of(op.name(), *v)?);
@@ -1094,18 +1079,15 @@ impl Backend for GpuBackend {
     }
 
     fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
-        shape::unary(op, x)?;
         let code = unary_code(op);
         self.unary_f32(op.name(), code, x, 1.0, 0.0)
     }
 
     fn affine(&self, x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
-        shape::affine(x)?;
         self.unary_f32("affine", 13, x, factor, offset)
     }
 
     fn softmax(&self, x: &Tensor, axis: usize) -> Result<Tensor> {
-        shape::softmax(x, axis)?;
         f32_only("softmax", x.dtype())?;
         let xb = self.buf("softmax", x)?;
         let (t, out) = self.output("softmax", DType::F32, x.shape())?;
@@ -1132,7 +1114,6 @@ impl Backend for GpuBackend {
         beta: Option<&Tensor>,
         eps: f32,
     ) -> Result<Tensor> {
-        shape::layer_norm(x, gamma, beta)?;
         f32_only("layer-norm", x.dtype())?;
         let xb = self.buf("layer-norm", x)?;
         let gb = gamma.map(|g| self.buf("layer-norm", g)).transpose()?;
@@ -1158,8 +1139,7 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
-    fn embedding(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
-        let out_shape = shape::embedding(table, ids)?;
+    fn embedding(&self, table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
         let words = words_per_elem("embedding", table.dtype())?;
         let (vocab, dim) = (table.shape()[0], table.shape()[1]);
         let ib = self.buf("embedding", ids)?;
@@ -1183,8 +1163,8 @@ impl Backend for GpuBackend {
             }
         }
         let tb = self.buf("embedding", table)?;
-        let (t, out) = self.output("embedding", table.dtype(), &out_shape)?;
-        let total = shape::numel(&out_shape) * words;
+        let (t, out) = self.output("embedding", table.dtype(), out_shape)?;
+        let total = shape::numel(out_shape) * words;
         let per_id = if ids.dtype() == DType::I64 { 2 } else { 1 };
         let p = self.params(&[
             u32_of("embedding", total)?,
@@ -1202,49 +1182,45 @@ impl Backend for GpuBackend {
     }
 
     fn reshape(&self, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
-        shape::reshape(x, shape)?;
         if x.host().is_none() {
             self.buf("reshape", x)?;
         }
         Ok(x.with_shape(shape))
     }
 
-    fn transpose(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor> {
-        let out_shape = shape::transpose(x, perm)?;
+    fn transpose(&self, x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tensor> {
         let words = words_per_elem("transpose", x.dtype())?;
         let xb = self.buf("transpose", x)?;
-        let (t, out) = self.output("transpose", x.dtype(), &out_shape)?;
+        let (t, out) = self.output("transpose", x.dtype(), out_shape)?;
         let own = shape::contiguous_strides(x.shape());
         let in_strides: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
-        let (s, is) = Self::in_words(&out_shape, &in_strides, words);
-        let (_, os) = Self::in_words(&out_shape, &shape::contiguous_strides(&out_shape), words);
+        let (s, is) = Self::in_words(out_shape, &in_strides, words);
+        let (_, os) = Self::in_words(out_shape, &shape::contiguous_strides(out_shape), words);
         self.copy_strided("transpose", &xb.buffer, &out.buffer, &s, &is, &os, 0, 0)?;
         Ok(t)
     }
 
-    fn slice(&self, x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor> {
-        let out_shape = shape::slice(x, axis, start, end)?;
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, out_shape: &[usize]) -> Result<Tensor> {
         let words = words_per_elem("slice", x.dtype())?;
         let xb = self.buf("slice", x)?;
-        let (t, out) = self.output("slice", x.dtype(), &out_shape)?;
+        let (t, out) = self.output("slice", x.dtype(), out_shape)?;
         let own = shape::contiguous_strides(x.shape());
-        let (s, is) = Self::in_words(&out_shape, &own, words);
-        let (_, os) = Self::in_words(&out_shape, &shape::contiguous_strides(&out_shape), words);
+        let (s, is) = Self::in_words(out_shape, &own, words);
+        let (_, os) = Self::in_words(out_shape, &shape::contiguous_strides(out_shape), words);
         let off = start * own[axis] * words;
         self.copy_strided("slice", &xb.buffer, &out.buffer, &s, &is, &os, off, 0)?;
         Ok(t)
     }
 
-    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor> {
-        let out_shape = shape::concat(xs, axis)?;
+    fn concat(&self, xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Tensor> {
         let dtype = xs[0].dtype();
         let words = words_per_elem("concat", dtype)?;
         let bufs = xs
             .iter()
             .map(|x| self.buf("concat", x))
             .collect::<Result<Vec<_>>>()?;
-        let (t, out) = self.output("concat", dtype, &out_shape)?;
-        let ostr = shape::contiguous_strides(&out_shape);
+        let (t, out) = self.output("concat", dtype, out_shape)?;
+        let ostr = shape::contiguous_strides(out_shape);
         let mut at = 0usize;
         for (x, b) in xs.iter().zip(&bufs) {
             let (s, is) = Self::in_words(x.shape(), &shape::contiguous_strides(x.shape()), words);
@@ -1256,8 +1232,7 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
-    fn reduce(&self, op: ReduceOp, x: &Tensor, axis: usize, keep_dims: bool) -> Result<Tensor> {
-        let s = shape::reduce(op, x, axis, keep_dims)?;
+    fn reduce(&self, op: ReduceOp, x: &Tensor, s: &ReducePlan) -> Result<Tensor> {
         let name = format!("reduce {op}");
         f32_only(&name, x.dtype())?;
         let xb = self.buf(&name, x)?;
@@ -1288,7 +1263,6 @@ impl Backend for GpuBackend {
     }
 
     fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor> {
-        shape::cast(x, to)?;
         if x.dtype() == to {
             self.buf("cast", x)?;
             return Ok(x.clone());
@@ -1331,9 +1305,9 @@ impl Backend for GpuBackend {
         x: &Tensor,
         weight: &Tensor,
         bias: Option<&Tensor>,
-        params: Conv2d,
+        s: &Conv2dPlan,
     ) -> Result<Tensor> {
-        let s = shape::conv2d(x, weight, bias, params)?;
+        let params = s.params;
         f32_only("conv2d", x.dtype())?;
         let xb = self.buf("conv2d", x)?;
         let wb = self.buf("conv2d", weight)?;
@@ -1380,8 +1354,8 @@ impl Backend for GpuBackend {
         Ok(t)
     }
 
-    fn pool2d(&self, x: &Tensor, params: Pool2d) -> Result<Tensor> {
-        let s = shape::pool2d(x, params)?;
+    fn pool2d(&self, x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {
+        let params = s.params;
         let name = format!("pool2d {}", params.kind);
         f32_only(&name, x.dtype())?;
         let xb = self.buf(&name, x)?;
@@ -1429,9 +1403,8 @@ impl Backend for GpuBackend {
         k: &Tensor,
         v: &Tensor,
         mask: Option<&Tensor>,
-        params: Attention,
+        s: &AttentionPlan,
     ) -> Result<Tensor> {
-        let s = shape::attention(q, k, v, mask, params)?;
         f32_only("attention", q.dtype())?;
         let (qb, kb, vb) = (
             self.buf("attention", q)?,
@@ -1474,7 +1447,7 @@ impl Backend for GpuBackend {
             u32_of("attention", lk)?,
             s.scale.to_bits(),
             u32::from(mask.is_some()),
-            u32::from(params.causal),
+            u32::from(s.causal),
             u32_of("attention", mrs)?,
             u32_of("attention", mcs)?,
         ]);
@@ -1509,10 +1482,9 @@ impl Backend for GpuBackend {
 
     /// Downloads `x` (completing pending work), ranks on the host with the
     /// CPU backend's kernel, and uploads both results.
-    fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
-        shape::top_k(x, k)?;
+    fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {
         let host = self.to_host(x)?;
-        let (values, indices) = CpuBackend::new().top_k(&host, k)?;
+        let (values, indices) = CpuBackend::new().top_k(&host, k, out_shape)?;
         Ok((self.from_host(&values)?, self.from_host(&indices)?))
     }
 }

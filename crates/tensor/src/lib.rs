@@ -9,6 +9,7 @@
 
 pub mod cpu;
 mod host;
+mod ops;
 pub mod shape;
 
 use std::any::Any;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use host::HostBuffer;
+pub use ops::{Budget, Ops, Unlimited};
 
 /// Element types a tensor can hold (the contract's `dtype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +43,13 @@ impl DType {
             DType::I64 => 8,
             DType::U8 => 1,
         }
+    }
+
+    /// The little-endian bytes of `value` as one element of this dtype,
+    /// converted as the contract's `full` converts it: floats to integers
+    /// truncate toward zero, and every narrowing saturates (NaN becomes 0).
+    pub fn element_bytes(self, value: f64) -> Vec<u8> {
+        cpu::element_bytes(self, value)
     }
 
     /// Whether the dtype is a floating-point type.
@@ -312,6 +321,9 @@ pub enum PoolKind {
 macro_rules! contract_names {
     ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $ty {
+            /// Every variant, in the contract's order.
+            pub const ALL: &[$ty] = &[$(<$ty>::$variant),*];
+
             /// The operation's name in the contract (`wit/edgeserve.wit`).
             pub fn name(self) -> &'static str {
                 match self {
@@ -393,9 +405,11 @@ pub struct BackendInfo {
 
 /// A device that stores tensors and runs the contract's operations on them.
 ///
-/// Implementations may record operations lazily; [`Backend::to_host`] is the
-/// point where pending work must complete. Shape and dtype validation follows
-/// [`shape`], so every backend returns the same errors for the same inputs.
+/// Kernels receive operations already validated and resolved by [`Ops`]
+/// (the only caller): shapes, axes and dtypes are known good, and each plan
+/// carries the geometry its [`shape`] rule derived, so a backend never
+/// re-derives it. Implementations may record operations lazily;
+/// [`Backend::to_host`] is the point where pending work must complete.
 pub trait Backend: Send + Sync {
     /// Describes the device.
     fn info(&self) -> BackendInfo;
@@ -407,25 +421,22 @@ pub trait Backend: Send + Sync {
     fn to_host(&self, tensor: &Tensor) -> Result<Tensor>;
     /// A tensor with every element equal to `value`.
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor>;
-    /// Batched matrix product, see the contract's `matmul`.
-    fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor>;
-    /// `activation(a · b + bias)` in one pass over the product, see the
-    /// contract's `linear`; the shapes follow [`shape::linear`].
-    fn linear(
+    /// `activation(a · b + bias)`: the contract's `matmul` (no bias, no
+    /// activation) and `linear` in one kernel with an epilogue.
+    fn matmul(
         &self,
         a: &Tensor,
         b: &Tensor,
-        transpose_b: bool,
         bias: Option<&Tensor>,
-        activation: Option<UnaryOp>,
+        plan: &shape::MatmulPlan,
     ) -> Result<Tensor>;
-    /// Broadcasting elementwise binary op.
-    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// Broadcasting elementwise binary op into `out_shape`.
+    fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
     /// Elementwise unary op.
     fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor>;
     /// `x * factor + offset`.
     fn affine(&self, x: &Tensor, factor: f32, offset: f32) -> Result<Tensor>;
-    /// Softmax along `axis` (already normalized to be non-negative).
+    /// Softmax along `axis`.
     fn softmax(&self, x: &Tensor, axis: usize) -> Result<Tensor>;
     /// Layer normalization over the last axis with optional scale and shift.
     fn layer_norm(
@@ -435,18 +446,19 @@ pub trait Backend: Send + Sync {
         beta: Option<&Tensor>,
         eps: f32,
     ) -> Result<Tensor>;
-    /// Row gather: `table[ids]`.
-    fn embedding(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor>;
-    /// Same elements, new shape (already resolved, equal element count).
+    /// Row gather `table[ids]` into `out_shape`; ids are checked against the
+    /// table here, since only the data tells ([`shape::id_out_of_range`]).
+    fn embedding(&self, table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+    /// Same elements, new shape of equal element count.
     fn reshape(&self, x: &Tensor, shape: &[usize]) -> Result<Tensor>;
-    /// Axis permutation.
-    fn transpose(&self, x: &Tensor, perm: &[usize]) -> Result<Tensor>;
-    /// Elements `start..end` along `axis`.
-    fn slice(&self, x: &Tensor, axis: usize, start: usize, end: usize) -> Result<Tensor>;
-    /// Join along `axis`.
-    fn concat(&self, xs: &[&Tensor], axis: usize) -> Result<Tensor>;
-    /// Reduction along `axis`.
-    fn reduce(&self, op: ReduceOp, x: &Tensor, axis: usize, keep_dims: bool) -> Result<Tensor>;
+    /// Axis permutation into `out_shape`.
+    fn transpose(&self, x: &Tensor, perm: &[usize], out_shape: &[usize]) -> Result<Tensor>;
+    /// Elements from `start` along `axis`, `out_shape[axis]` of them.
+    fn slice(&self, x: &Tensor, axis: usize, start: usize, out_shape: &[usize]) -> Result<Tensor>;
+    /// Join along `axis` into `out_shape`.
+    fn concat(&self, xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result<Tensor>;
+    /// Reduction along the plan's axis.
+    fn reduce(&self, op: ReduceOp, x: &Tensor, plan: &shape::ReducePlan) -> Result<Tensor>;
     /// Element conversion.
     fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor>;
     /// 2-D convolution over NCHW.
@@ -455,10 +467,10 @@ pub trait Backend: Send + Sync {
         x: &Tensor,
         weight: &Tensor,
         bias: Option<&Tensor>,
-        params: Conv2d,
+        plan: &shape::Conv2dPlan,
     ) -> Result<Tensor>;
     /// 2-D pooling over NCHW.
-    fn pool2d(&self, x: &Tensor, params: Pool2d) -> Result<Tensor>;
+    fn pool2d(&self, x: &Tensor, plan: &shape::Pool2dPlan) -> Result<Tensor>;
     /// Scaled dot-product attention.
     fn attention(
         &self,
@@ -466,8 +478,17 @@ pub trait Backend: Send + Sync {
         k: &Tensor,
         v: &Tensor,
         mask: Option<&Tensor>,
-        params: Attention,
+        plan: &shape::AttentionPlan,
     ) -> Result<Tensor>;
-    /// The `k` largest entries along the last axis: (values, i64 indices).
-    fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)>;
+    /// The `k` largest entries along the last axis into `out_shape`:
+    /// (values, i64 indices).
+    fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)>;
+
+    /// The contract's operations on this backend, without caps.
+    fn ops(&self) -> Ops<'_>
+    where
+        Self: Sized,
+    {
+        Ops::unlimited(self)
+    }
 }

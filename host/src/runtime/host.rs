@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use edgeserve_tensor as et;
-use edgeserve_tensor::{Backend, Tensor, TensorError};
+use edgeserve_tensor::{Backend, Budget, Ops, Tensor, TensorError};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -203,41 +203,13 @@ impl InstanceState {
         Ok(self.table.get(handle)?.tensor.clone())
     }
 
-    /// Refuses results larger than what the instance may still hold, before
-    /// the backend allocates them.
-    fn reserve(&self, dtype: et::DType, elements: usize) -> Result<(), TensorError> {
-        let bytes = elements.saturating_mul(dtype.size());
-        if self.live_bytes.saturating_add(bytes) > self.model.max_tensor_bytes {
-            return Err(TensorError::OutOfMemory(format!(
-                "a result of {elements} {dtype} elements would take model {} past its {} MiB of live tensors (max_tensor_mib)",
-                self.model.label,
-                self.model.max_tensor_bytes >> 20
-            )));
-        }
-        Ok(())
-    }
-
-    /// Runs a backend op on borrowed handles and hands the result to the guest.
-    fn op(&mut self, f: impl FnOnce(&dyn Backend) -> et::Result<Tensor>) -> OpResult {
-        self.op_sized(None, f)
-    }
-
-    /// Like [`op`](Self::op) for a result whose size is known up front
-    /// (`dtype`, elements; `None` when the shapes are invalid, which the
-    /// backend then reports): a result that would break `max_tensor_mib` is
-    /// refused before the backend allocates it.
-    fn op_sized(
-        &mut self,
-        size: Option<(et::DType, usize)>,
-        f: impl FnOnce(&dyn Backend) -> et::Result<Tensor>,
-    ) -> OpResult {
-        if let Some((dtype, elements)) = size
-            && let Err(e) = self.reserve(dtype, elements)
-        {
-            return Ok(Err(to_wit_error(e)));
-        }
-        let result = f(self.model.backend.as_ref()).and_then(|t| self.push_tensor(t));
-        Ok(result.map_err(to_wit_error))
+    /// Runs an op through the [`Ops`] front door, charged to this instance,
+    /// and hands the result to the guest.
+    fn op(&mut self, f: impl FnOnce(Ops<'_>) -> et::Result<Tensor>) -> OpResult {
+        let result = f(Ops::new(self.model.backend.as_ref(), self));
+        Ok(result
+            .and_then(|t| self.push_tensor(t))
+            .map_err(to_wit_error))
     }
 
     fn tensors(&self, handles: &[Resource<TensorHandle>]) -> wasmtime::Result<Vec<Tensor>> {
@@ -246,6 +218,21 @@ impl InstanceState {
 
     fn opt(&self, handle: &Option<Resource<TensorHandle>>) -> wasmtime::Result<Option<Tensor>> {
         handle.as_ref().map(|h| self.get(h)).transpose()
+    }
+}
+
+impl Budget for InstanceState {
+    /// Refuses results larger than what the instance may still hold, before
+    /// the backend allocates them.
+    fn reserve(&self, bytes: usize) -> et::Result<()> {
+        if self.live_bytes.saturating_add(bytes) > self.model.max_tensor_bytes {
+            return Err(TensorError::OutOfMemory(format!(
+                "a {bytes} byte result would take model {} past its {} MiB of live tensors (max_tensor_mib)",
+                self.model.label,
+                self.model.max_tensor_bytes >> 20
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -312,19 +299,13 @@ type Handle = Resource<TensorHandle>;
 
 impl wit::HostTensor for InstanceState {
     fn from_bytes(&mut self, dtype: Dtype, shape: Vec<u32>, data: Vec<u8>) -> OpResult {
-        let shape = dims(&shape);
-        self.op(|backend| {
-            let host = Tensor::from_bytes(from_wit_dtype(dtype), &shape, &data)?;
-            backend.from_host(&host)
-        })
+        let (dtype, shape) = (from_wit_dtype(dtype), dims(&shape));
+        self.op(|ops| ops.from_bytes(dtype, &shape, &data))
     }
 
     fn full(&mut self, dtype: Dtype, shape: Vec<u32>, value: f64) -> OpResult {
-        let shape = dims(&shape);
-        let dtype = from_wit_dtype(dtype);
-        self.op_sized(Some((dtype, et::shape::numel(&shape))), |backend| {
-            backend.full(dtype, &shape, value)
-        })
+        let (dtype, shape) = (from_wit_dtype(dtype), dims(&shape));
+        self.op(|ops| ops.full(dtype, &shape, value))
     }
 
     fn shape(&mut self, this: Handle) -> wasmtime::Result<Vec<u32>> {
@@ -337,9 +318,7 @@ impl wit::HostTensor for InstanceState {
 
     fn read(&mut self, this: Handle) -> wasmtime::Result<Result<Vec<u8>, wit::Error>> {
         let tensor = self.get(&this)?;
-        Ok(self
-            .model
-            .backend
+        Ok(Ops::unlimited(self.model.backend.as_ref())
             .to_host(&tensor)
             .map(|t| t.host().map(|h| h.bytes().to_vec()).unwrap_or_default())
             .map_err(to_wit_error))
@@ -355,10 +334,7 @@ impl wit::HostTensor for InstanceState {
 impl wit::Host for InstanceState {
     fn matmul(&mut self, a: Handle, b: Handle, transpose_b: bool) -> OpResult {
         let (a, b) = (self.get(&a)?, self.get(&b)?);
-        let size = et::shape::matmul(&a, &b, transpose_b)
-            .ok()
-            .map(|s| (a.dtype(), et::shape::numel(&s.out_shape)));
-        self.op_sized(size, |backend| backend.matmul(&a, &b, transpose_b))
+        self.op(|ops| ops.matmul(&a, &b, transpose_b))
     }
 
     fn linear(
@@ -371,19 +347,11 @@ impl wit::Host for InstanceState {
     ) -> OpResult {
         let (a, b, bias) = (self.get(&a)?, self.get(&b)?, self.opt(&bias)?);
         let activation = activation.map(from_wit_unary);
-        let size = et::shape::linear(&a, &b, transpose_b, bias.as_ref())
-            .ok()
-            .map(|s| (a.dtype(), et::shape::numel(&s.out_shape)));
-        self.op_sized(size, |backend| {
-            backend.linear(&a, &b, transpose_b, bias.as_ref(), activation)
-        })
+        self.op(|ops| ops.linear(&a, &b, transpose_b, bias.as_ref(), activation))
     }
 
     fn binary(&mut self, op: wit::BinaryOp, a: Handle, b: Handle) -> OpResult {
         let (a, b) = (self.get(&a)?, self.get(&b)?);
-        let size = et::shape::broadcast(a.shape(), b.shape())
-            .ok()
-            .map(|s| (a.dtype(), et::shape::numel(&s)));
         let op = match op {
             wit::BinaryOp::Add => et::BinaryOp::Add,
             wit::BinaryOp::Sub => et::BinaryOp::Sub,
@@ -393,26 +361,22 @@ impl wit::Host for InstanceState {
             wit::BinaryOp::Minimum => et::BinaryOp::Minimum,
             wit::BinaryOp::Pow => et::BinaryOp::Pow,
         };
-        self.op_sized(size, |backend| backend.binary(op, &a, &b))
+        self.op(|ops| ops.binary(op, &a, &b))
     }
 
     fn unary(&mut self, op: wit::UnaryOp, x: Handle) -> OpResult {
-        let x = self.get(&x)?;
-        let op = from_wit_unary(op);
-        self.op(|backend| backend.unary(op, &x))
+        let (op, x) = (from_wit_unary(op), self.get(&x)?);
+        self.op(|ops| ops.unary(op, &x))
     }
 
     fn affine(&mut self, x: Handle, factor: f32, offset: f32) -> OpResult {
         let x = self.get(&x)?;
-        self.op(|backend| backend.affine(&x, factor, offset))
+        self.op(|ops| ops.affine(&x, factor, offset))
     }
 
     fn softmax(&mut self, x: Handle, axis: i32) -> OpResult {
         let x = self.get(&x)?;
-        self.op(|backend| {
-            let axis = et::shape::normalize_axis(axis, x.shape().len())?;
-            backend.softmax(&x, axis)
-        })
+        self.op(|ops| ops.softmax(&x, axis))
     }
 
     fn layer_norm(
@@ -423,48 +387,32 @@ impl wit::Host for InstanceState {
         eps: f32,
     ) -> OpResult {
         let (x, gamma, beta) = (self.get(&x)?, self.opt(&gamma)?, self.opt(&beta)?);
-        self.op(|backend| backend.layer_norm(&x, gamma.as_ref(), beta.as_ref(), eps))
+        self.op(|ops| ops.layer_norm(&x, gamma.as_ref(), beta.as_ref(), eps))
     }
 
     fn embedding(&mut self, table: Handle, ids: Handle) -> OpResult {
         let (table, ids) = (self.get(&table)?, self.get(&ids)?);
-        let size = et::shape::embedding(&table, &ids)
-            .ok()
-            .map(|out| (table.dtype(), et::shape::numel(&out)));
-        self.op_sized(size, |backend| backend.embedding(&table, &ids))
+        self.op(|ops| ops.embedding(&table, &ids))
     }
 
     fn reshape(&mut self, x: Handle, shape: Vec<i32>) -> OpResult {
         let x = self.get(&x)?;
-        self.op(|backend| {
-            let shape = et::shape::resolve_reshape(x.numel(), &shape)?;
-            backend.reshape(&x, &shape)
-        })
+        self.op(|ops| ops.reshape(&x, &shape))
     }
 
     fn transpose(&mut self, x: Handle, perm: Vec<u32>) -> OpResult {
-        let x = self.get(&x)?;
-        let perm = dims(&perm);
-        self.op(|backend| backend.transpose(&x, &perm))
+        let (x, perm) = (self.get(&x)?, dims(&perm));
+        self.op(|ops| ops.transpose(&x, &perm))
     }
 
     fn slice(&mut self, x: Handle, axis: i32, start: u32, end: u32) -> OpResult {
         let x = self.get(&x)?;
-        self.op(|backend| {
-            let axis = et::shape::normalize_axis(axis, x.shape().len())?;
-            backend.slice(&x, axis, start as usize, end as usize)
-        })
+        self.op(|ops| ops.slice(&x, axis, start as usize, end as usize))
     }
 
     fn concat(&mut self, xs: Vec<Handle>, axis: i32) -> OpResult {
         let xs = self.tensors(&xs)?;
-        let total: usize = xs.iter().map(Tensor::numel).sum();
-        let size = xs.first().map(|first| (first.dtype(), total));
-        self.op_sized(size, |backend| {
-            let rank = xs.first().map_or(0, |t| t.shape().len());
-            let axis = et::shape::normalize_axis(axis, rank)?;
-            backend.concat(&xs.iter().collect::<Vec<_>>(), axis)
-        })
+        self.op(|ops| ops.concat(&xs.iter().collect::<Vec<_>>(), axis))
     }
 
     fn reduce(&mut self, op: wit::ReduceOp, x: Handle, axis: i32, keep_dims: bool) -> OpResult {
@@ -477,16 +425,12 @@ impl wit::Host for InstanceState {
             wit::ReduceOp::Argmax => et::ReduceOp::ArgMax,
             wit::ReduceOp::Argmin => et::ReduceOp::ArgMin,
         };
-        self.op(|backend| {
-            let axis = et::shape::normalize_axis(axis, x.shape().len())?;
-            backend.reduce(op, &x, axis, keep_dims)
-        })
+        self.op(|ops| ops.reduce(op, &x, axis, keep_dims))
     }
 
     fn cast(&mut self, x: Handle, to: Dtype) -> OpResult {
-        let x = self.get(&x)?;
-        let to = from_wit_dtype(to);
-        self.op_sized(Some((to, x.numel())), |backend| backend.cast(&x, to))
+        let (x, to) = (self.get(&x)?, from_wit_dtype(to));
+        self.op(|ops| ops.cast(&x, to))
     }
 
     #[allow(clippy::too_many_arguments)] // the contract's signature
@@ -507,12 +451,7 @@ impl wit::Host for InstanceState {
             dilation: pair(dilation),
             groups: groups as usize,
         };
-        let size = et::shape::conv2d(&x, &weight, bias.as_ref(), params)
-            .ok()
-            .map(|s| (x.dtype(), et::shape::numel(&s.out_shape)));
-        self.op_sized(size, |backend| {
-            backend.conv2d(&x, &weight, bias.as_ref(), params)
-        })
+        self.op(|ops| ops.conv2d(&x, &weight, bias.as_ref(), params))
     }
 
     fn pool2d(
@@ -533,10 +472,7 @@ impl wit::Host for InstanceState {
             stride: pair(stride),
             padding: pair(padding),
         };
-        let size = et::shape::pool2d(&x, params)
-            .ok()
-            .map(|s| (x.dtype(), et::shape::numel(&s.out_shape)));
-        self.op_sized(size, |backend| backend.pool2d(&x, params))
+        self.op(|ops| ops.pool2d(&x, params))
     }
 
     fn attention(
@@ -548,27 +484,9 @@ impl wit::Host for InstanceState {
         scale: Option<f32>,
         causal: bool,
     ) -> OpResult {
-        let (q, k, v, mask) = (
-            self.get(&q)?,
-            self.get(&k)?,
-            self.get(&v)?,
-            self.opt(&mask)?,
-        );
-        let params = et::Attention { scale, causal };
-        // The scores [batch, lq, lk] are the largest intermediate.
-        let size = et::shape::attention(&q, &k, &v, mask.as_ref(), params)
-            .ok()
-            .map(|s| {
-                (
-                    q.dtype(),
-                    (s.batch * s.lq)
-                        .saturating_mul(s.lk)
-                        .saturating_add(et::shape::numel(&s.out_shape)),
-                )
-            });
-        self.op_sized(size, |backend| {
-            backend.attention(&q, &k, &v, mask.as_ref(), params)
-        })
+        let (q, k, v) = (self.get(&q)?, self.get(&k)?, self.get(&v)?);
+        let (mask, params) = (self.opt(&mask)?, et::Attention { scale, causal });
+        self.op(|ops| ops.attention(&q, &k, &v, mask.as_ref(), params))
     }
 
     fn top_k(
@@ -577,7 +495,8 @@ impl wit::Host for InstanceState {
         k: u32,
     ) -> wasmtime::Result<Result<(Handle, Handle), wit::Error>> {
         let x = self.get(&x)?;
-        let (values, indices) = match self.model.backend.top_k(&x, k as usize) {
+        let ranked = Ops::new(self.model.backend.as_ref(), self).top_k(&x, k as usize);
+        let (values, indices) = match ranked {
             Ok(pair) => pair,
             Err(e) => return Ok(Err(to_wit_error(e))),
         };

@@ -2,11 +2,12 @@
 
 use std::mem::MaybeUninit;
 
+use super::buffers::{float_tensor, floats, written};
 use super::matmul::{MatRef, gemm, gemm_into};
+use super::parallel::for_rows;
 use super::reduce::softmax_in_place;
-use super::{float_tensor, floats, for_rows, written};
-use crate::shape::AttentionShape;
-use crate::{Attention, Result, Tensor};
+use crate::shape::AttentionPlan;
+use crate::{Result, Tensor};
 
 /// Queries scored together: their `[block, lk]` scores stay in cache
 /// between the two products while each product stays large enough for gemm.
@@ -17,8 +18,7 @@ pub(super) fn attention(
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
-    params: Attention,
-    s: &AttentionShape,
+    s: &AttentionPlan,
 ) -> Result<Tensor> {
     let (qs, ks, vs) = (
         floats("attention", q)?,
@@ -51,7 +51,7 @@ pub(super) fn attention(
                     r += count;
                     // Keys past the last query's causal limit are hidden from the
                     // whole block: leave them out of both products.
-                    let keys = if params.causal {
+                    let keys = if s.causal {
                         s.causal_limit(i0 + count - 1)
                     } else {
                         lk
@@ -94,7 +94,7 @@ pub(super) fn attention(
                                 row.iter_mut().for_each(|x| *x += mv);
                             }
                         }
-                        if params.causal {
+                        if s.causal {
                             row[s.causal_limit(i)..].fill(f32::NEG_INFINITY);
                         }
                         if !softmax_in_place(row) {

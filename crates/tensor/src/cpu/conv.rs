@@ -2,10 +2,11 @@
 
 use rayon::prelude::*;
 
+use super::buffers::{float_tensor, floats, zeroed};
 use super::matmul::{MatRef, gemm, threaded};
-use super::{PARALLEL_WORK, float_tensor, floats, for_rows, zeroed};
-use crate::shape::{Conv2dShape, Pool2dShape};
-use crate::{Conv2d, Pool2d, PoolKind, Result, Tensor};
+use super::parallel::{PARALLEL_WORK, for_rows};
+use crate::shape::{Conv2dPlan, Pool2dPlan};
+use crate::{Conv2d, PoolKind, Result, Tensor};
 
 /// The output positions `lo..hi` along one axis whose input position
 /// `i = o·stride + offset − pad` (offset = tap·dilation) lies in `0..size`;
@@ -30,7 +31,7 @@ fn valid_outputs(
 
 /// Lays one image's group of channels out as the `[cg·kh·kw, oh·ow]` matrix
 /// whose product with the group's weights is the convolution.
-fn im2col(x: &[f32], cg: usize, s: &Conv2dShape, p: &Conv2d, col: &mut [f32]) {
+fn im2col(x: &[f32], cg: usize, s: &Conv2dPlan, p: &Conv2d, col: &mut [f32]) {
     let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
     let mut rows = col.chunks_exact_mut(oh * ow);
     for ci in 0..cg {
@@ -66,9 +67,9 @@ pub(super) fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
-    p: Conv2d,
-    s: &Conv2dShape,
+    s: &Conv2dPlan,
 ) -> Result<Tensor> {
+    let p = s.params;
     let src = floats("conv2d", x)?;
     let wt = floats("conv2d", weight)?;
     let bias = bias.map(|b| floats("conv2d", b)).transpose()?;
@@ -131,7 +132,8 @@ pub(super) fn conv2d(
     float_tensor(x.dtype(), &s.out_shape, out)
 }
 
-pub(super) fn pool2d(x: &Tensor, p: Pool2d, s: &Pool2dShape) -> Result<Tensor> {
+pub(super) fn pool2d(x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {
+    let p = s.params;
     let src = floats("pool2d", x)?;
     let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
     let mut out = zeroed(s.n * s.c * oh * ow)?;

@@ -4,9 +4,9 @@ use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
-use super::{
-    BLOCK, Elem, by_dtype, elems, float_tensor, floats, for_rows, tensor_of, written, zeroed,
-};
+use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
+use super::elem::{Elem, by_dtype};
+use super::parallel::{BLOCK, for_rows};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
 pub(super) fn full(dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {

@@ -8,7 +8,9 @@ use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
-use super::{by_size, elems, for_rows, host, tensor_of, written};
+use super::buffers::{elems, host, tensor_of, written};
+use super::elem::by_size;
+use super::parallel::for_rows;
 use crate::shape::{self, contiguous_strides};
 use crate::{DType, Result, Storage, Tensor};
 

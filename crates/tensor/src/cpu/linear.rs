@@ -1,32 +1,32 @@
-//! The fused `linear`: a matmul whose bias and activation are applied to
-//! each block of the product right after gemm writes it, in place, instead
-//! of by separate passes into fresh tensors.
+//! The one product kernel: `matmul`, and the fused `linear` whose bias and
+//! activation are applied to each block of the product right after gemm
+//! writes it, in place, instead of by separate passes into fresh tensors.
 
+use super::buffers::floats;
 use super::elementwise::{UnaryVisitor, with_unary};
-use super::{floats, for_rows, matmul};
-use crate::shape::MatmulShape;
-use crate::{Result, Tensor, UnaryOp};
+use super::matmul;
+use super::parallel::for_rows;
+use crate::shape::MatmulPlan;
+use crate::{Result, Tensor};
 
+/// `activation(a · b + bias)` as `s` resolved it.
 pub(super) fn linear(
     a: &Tensor,
     b: &Tensor,
-    transpose_b: bool,
     bias: Option<&Tensor>,
-    activation: Option<UnaryOp>,
-    s: &MatmulShape,
+    s: &MatmulPlan,
 ) -> Result<Tensor> {
     let bias = bias.map(|t| floats("linear", t)).transpose()?;
     let epilogue = Epilogue {
         a,
         b,
-        transpose_b,
         bias: bias.as_deref(),
         s,
     };
-    match (epilogue.bias, activation) {
+    match (epilogue.bias, s.activation) {
         (_, Some(op)) => with_unary(op, epilogue),
         (Some(_), None) => epilogue.visit(|x| x, 0),
-        (None, None) => matmul::matmul_with(a, b, transpose_b, s, "linear", |_| {}),
+        (None, None) => matmul::matmul_with(a, b, s, "matmul", |_| {}),
     }
 }
 
@@ -35,23 +35,16 @@ pub(super) fn linear(
 struct Epilogue<'a> {
     a: &'a Tensor,
     b: &'a Tensor,
-    transpose_b: bool,
     /// `[n]`, widened to f32.
     bias: Option<&'a [f32]>,
-    s: &'a MatmulShape,
+    s: &'a MatmulPlan,
 }
 
 impl UnaryVisitor for Epilogue<'_> {
     type Output = Result<Tensor>;
 
     fn visit<F: Fn(f32) -> f32 + Copy + Send + Sync>(self, f: F, cost: usize) -> Result<Tensor> {
-        let Epilogue {
-            a,
-            b,
-            transpose_b,
-            bias,
-            s,
-        } = self;
+        let Epilogue { a, b, bias, s } = self;
         let n = s.n;
         // In f32 and in this order, as `binary` add then `unary` compute it,
         // so the result is the same to the bit for f32.
@@ -79,6 +72,6 @@ impl UnaryVisitor for Epilogue<'_> {
                 },
             );
         };
-        matmul::matmul_with(a, b, transpose_b, s, "linear", finish)
+        matmul::matmul_with(a, b, s, "linear", finish)
     }
 }

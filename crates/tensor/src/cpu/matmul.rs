@@ -5,8 +5,9 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
-use super::{float_tensor, floats, for_rows, written};
-use crate::shape::MatmulShape;
+use super::buffers::{float_tensor, floats, written};
+use super::parallel::for_rows;
+use crate::shape::MatmulPlan;
 use crate::{Result, Tensor};
 
 /// m·n·k below which gemm's own threading costs more than it saves.
@@ -157,10 +158,6 @@ unsafe fn product(
     }
 }
 
-pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape) -> Result<Tensor> {
-    matmul_with(a, b, transpose_b, s, "matmul", |_| {})
-}
-
 /// The batched product `a · b` (`s` from [`crate::shape::matmul`]), with
 /// `finish` applied to every block of whole output rows (`s.n` elements
 /// each) right after gemm writes it, while it is still in cache; `op` names
@@ -168,8 +165,7 @@ pub(super) fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, s: &MatmulShape)
 pub(super) fn matmul_with(
     a: &Tensor,
     b: &Tensor,
-    transpose_b: bool,
-    s: &MatmulShape,
+    s: &MatmulPlan,
     op: &str,
     finish: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Tensor> {
@@ -182,7 +178,7 @@ pub(super) fn matmul_with(
     // Reading b through strides makes transpose_b free.
     let rhs_at = |index: usize| {
         let data = &y[index * k * n..(index + 1) * k * n];
-        if transpose_b {
+        if s.transpose_b {
             MatRef { data, rs: 1, cs: k }
         } else {
             MatRef::rows(data, n)

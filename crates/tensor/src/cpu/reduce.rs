@@ -6,9 +6,11 @@ use std::mem::MaybeUninit;
 
 use bytemuck::Pod;
 
+use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
+use super::elem::Elem;
 use super::elementwise::exp;
-use super::{Elem, elems, float_tensor, floats, for_rows, tensor_of, written, zeroed};
-use crate::shape::ReduceShape;
+use super::parallel::for_rows;
+use crate::shape::ReducePlan;
 use crate::{DType, ReduceOp, Result, Tensor, TensorError};
 
 /// Partial sums kept side by side so the loop vectorizes and long rows lose
@@ -111,7 +113,7 @@ fn arg_row<T: Acc>(row: &[T], max: bool) -> i64 {
 }
 
 /// Reduces `[outer, len, inner]` along `len` with a value-producing op.
-fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Vec<T>> {
+fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<T>> {
     let (len, inner) = (s.len, s.inner);
     let mut out = zeroed(s.outer * inner)?;
     let max = op == ReduceOp::Max;
@@ -156,7 +158,7 @@ fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result
     Ok(out)
 }
 
-fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Vec<i64>> {
+fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<i64>> {
     let (len, inner) = (s.len, s.inner);
     let max = op == ReduceOp::ArgMax;
     let mut out = zeroed(s.outer * inner)?;
@@ -188,7 +190,7 @@ fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Vec<i64
     Ok(out)
 }
 
-fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result<Tensor> {
+fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Tensor> {
     Ok(match op {
         ReduceOp::ArgMax | ReduceOp::ArgMin => {
             tensor_of(DType::I64, &s.out_shape, reduce_args(op, x, s)?)
@@ -197,7 +199,7 @@ fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReduceShape) -> Result
     })
 }
 
-pub(super) fn reduce(op: ReduceOp, x: &Tensor, s: &ReduceShape) -> Result<Tensor> {
+pub(super) fn reduce(op: ReduceOp, x: &Tensor, s: &ReducePlan) -> Result<Tensor> {
     let name = "reduce";
     match x.dtype() {
         DType::F32 | DType::F16 => {

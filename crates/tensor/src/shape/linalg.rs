@@ -1,0 +1,268 @@
+//! Products: matmul, the fused linear, and attention.
+
+use super::{
+    broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, float_only,
+    numel, same_dtype,
+};
+use crate::{Attention, Result, Tensor, TensorError, UnaryOp};
+
+/// Geometry of a (batched, broadcast) matrix product.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatmulPlan {
+    /// Whether b is read as `[..., n, k]`.
+    pub transpose_b: bool,
+    /// Applied to each element after the bias (`linear`'s epilogue).
+    pub activation: Option<UnaryOp>,
+    /// Number of matrix products (the product of `batch_shape`).
+    pub batch: usize,
+    /// Rows of a and of the output.
+    pub m: usize,
+    /// Columns of a, rows of b (before any transpose).
+    pub k: usize,
+    /// Columns of the output.
+    pub n: usize,
+    /// Broadcast batch dimensions of the output.
+    pub batch_shape: Vec<usize>,
+    /// `batch_shape` followed by `[m, n]`.
+    pub out_shape: Vec<usize>,
+    /// Stride, counted in whole matrices, of a along each batch dimension
+    /// (0 where a is broadcast).
+    pub a_batch_strides: Vec<usize>,
+    /// Same as `a_batch_strides`, for b.
+    pub b_batch_strides: Vec<usize>,
+}
+
+impl MatmulPlan {
+    /// Indices of the a and b matrices that output matrix `index` multiplies.
+    pub fn operands(&self, index: usize) -> (usize, usize) {
+        (
+            broadcast_offset(index, &self.batch_shape, &self.a_batch_strides),
+            broadcast_offset(index, &self.batch_shape, &self.b_batch_strides),
+        )
+    }
+
+    /// Whether one b matrix serves every batch while the a matrices are
+    /// consecutive, so the whole product is one `[batch·m, k] × [k, n]`.
+    pub fn folds_into_one(&self) -> bool {
+        self.b_batch_strides.iter().all(|&s| s == 0)
+            && self.a_batch_strides == contiguous_strides(&self.batch_shape)
+    }
+}
+
+/// Validates a fused `linear`: a matmul as in [`matmul()`] and a bias of
+/// shape `[n]` and the matmul's dtype. Every activation takes the float
+/// dtypes matmul admits, so the activation needs no check.
+pub fn linear(
+    a: &Tensor,
+    b: &Tensor,
+    transpose_b: bool,
+    bias: Option<&Tensor>,
+    activation: Option<UnaryOp>,
+) -> Result<MatmulPlan> {
+    let mut s = matmul(a, b, transpose_b)?;
+    s.activation = activation;
+    if let Some(bias) = bias {
+        if bias.dtype() != a.dtype() {
+            return Err(TensorError::DType(format!(
+                "linear: bias is {} and the operands {}; dtypes must match",
+                bias.dtype(),
+                a.dtype()
+            )));
+        }
+        if bias.shape() != [s.n] {
+            return Err(TensorError::Shape(format!(
+                "linear: bias {:?} must be [{}], one value per output column",
+                bias.shape(),
+                s.n
+            )));
+        }
+    }
+    Ok(s)
+}
+
+/// Validates a matmul: a `[..., m, k]`, b `[..., k, n]` (or `[..., n, k]`
+/// with `transpose_b`), both float of one dtype and rank ≥ 2, batch
+/// dimensions broadcast.
+pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<MatmulPlan> {
+    let (sa, sb) = (a.shape(), b.shape());
+    let err = |why: String| TensorError::Shape(format!("matmul: a {sa:?} and b {sb:?}: {why}"));
+    if a.dtype() != b.dtype() {
+        return Err(TensorError::DType(format!(
+            "matmul: a is {} and b is {}; dtypes must match",
+            a.dtype(),
+            b.dtype()
+        )));
+    }
+    float_only("matmul", a.dtype())?;
+    if sa.len() < 2 || sb.len() < 2 {
+        return Err(err("both operands need rank 2 or more".into()));
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (kb, n) = if transpose_b {
+        (sb[sb.len() - 1], sb[sb.len() - 2])
+    } else {
+        (sb[sb.len() - 2], sb[sb.len() - 1])
+    };
+    if k != kb {
+        return Err(err(format!("inner dimensions {k} and {kb} differ")));
+    }
+    let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
+    let batch_shape = broadcast(ba, bb).map_err(|_| {
+        err(format!(
+            "batch dimensions {ba:?} and {bb:?} do not broadcast"
+        ))
+    })?;
+    let mut out_shape = batch_shape.clone();
+    out_shape.extend([m, n]);
+    check_size("matmul", &out_shape, a.dtype())?;
+    Ok(MatmulPlan {
+        transpose_b,
+        activation: None,
+        batch: numel(&batch_shape),
+        m,
+        k,
+        n,
+        a_batch_strides: broadcast_strides(ba, &batch_shape),
+        b_batch_strides: broadcast_strides(bb, &batch_shape),
+        batch_shape,
+        out_shape,
+    })
+}
+
+/// Geometry of scaled dot-product attention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionPlan {
+    /// Number of (query block, key block) pairs: the product of `batch_shape`.
+    pub batch: usize,
+    /// Queries per batch entry.
+    pub lq: usize,
+    /// Keys (and values) per batch entry.
+    pub lk: usize,
+    /// Query/key width.
+    pub d: usize,
+    /// Value width.
+    pub dv: usize,
+    /// The scale applied to q·kᵀ (the given one or 1/√d).
+    pub scale: f32,
+    /// Hide keys after each query, aligned to the end of the key axis.
+    pub causal: bool,
+    /// Broadcast batch dimensions of q, k and v.
+    pub batch_shape: Vec<usize>,
+    /// `batch_shape` followed by `[lq, dv]`.
+    pub out_shape: Vec<usize>,
+    /// Stride of q along each batch dimension, counted in whole `[lq, d]`
+    /// matrices (0 where broadcast).
+    pub q_batch_strides: Vec<usize>,
+    /// Same as `q_batch_strides`, for k.
+    pub k_batch_strides: Vec<usize>,
+    /// Same as `q_batch_strides`, for v.
+    pub v_batch_strides: Vec<usize>,
+    /// Element strides of the mask over `batch_shape + [lq, lk]` (0 where
+    /// broadcast), when there is a mask.
+    pub mask_strides: Option<Vec<usize>>,
+}
+
+impl AttentionPlan {
+    /// Indices of the q, k and v matrices, and the mask's element offset, for
+    /// batch entry `index`.
+    pub fn operands(&self, index: usize) -> (usize, usize, usize, usize) {
+        let bs = &self.batch_shape;
+        let mask = self
+            .mask_strides
+            .as_ref()
+            .map_or(0, |s| broadcast_offset(index, bs, &s[..bs.len()]));
+        (
+            broadcast_offset(index, bs, &self.q_batch_strides),
+            broadcast_offset(index, bs, &self.k_batch_strides),
+            broadcast_offset(index, bs, &self.v_batch_strides),
+            mask,
+        )
+    }
+
+    /// The number of keys query `i` may see under a causal mask: key `j` is
+    /// hidden when `j > i + (lk - lq)`.
+    pub fn causal_limit(&self, i: usize) -> usize {
+        (i as i64 + self.lk as i64 - self.lq as i64 + 1).clamp(0, self.lk as i64) as usize
+    }
+}
+
+/// Validates attention: q `[..., lq, d]`, k `[..., lk, d]`, v `[..., lk, dv]`
+/// with broadcasting batch dimensions, and a mask broadcastable to
+/// `[..., lq, lk]`; all float of one dtype.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    params: Attention,
+) -> Result<AttentionPlan> {
+    let (sq, sk, sv) = (q.shape(), k.shape(), v.shape());
+    let err = |why: String| {
+        TensorError::Shape(format!("attention: q {sq:?}, k {sk:?} and v {sv:?}: {why}"))
+    };
+    float_only("attention", q.dtype())?;
+    same_dtype("attention", "k", q, k)?;
+    same_dtype("attention", "v", q, v)?;
+    if let Some(m) = mask {
+        same_dtype("attention", "mask", q, m)?;
+    }
+    if sq.len() < 2 || sk.len() < 2 || sv.len() < 2 {
+        return Err(err("q, k and v need rank 2 or more".into()));
+    }
+    let (lq, d) = (sq[sq.len() - 2], sq[sq.len() - 1]);
+    let (lk, dk) = (sk[sk.len() - 2], sk[sk.len() - 1]);
+    let (lv, dv) = (sv[sv.len() - 2], sv[sv.len() - 1]);
+    if d != dk {
+        return Err(err(format!("q and k widths {d} and {dk} differ")));
+    }
+    if lk != lv {
+        return Err(err(format!("k and v hold {lk} and {lv} positions")));
+    }
+    let (bq, bk, bv) = (
+        &sq[..sq.len() - 2],
+        &sk[..sk.len() - 2],
+        &sv[..sv.len() - 2],
+    );
+    let batch_shape = broadcast(bq, bk)
+        .and_then(|s| broadcast(&s, bv))
+        .map_err(|_| {
+            err(format!(
+                "batch dimensions {bq:?}, {bk:?} and {bv:?} do not broadcast"
+            ))
+        })?;
+    let mask_strides = match mask {
+        None => None,
+        Some(m) => {
+            let mut scores = batch_shape.clone();
+            scores.extend([lq, lk]);
+            let fits = m.shape().len() <= scores.len()
+                && broadcast(m.shape(), &scores).is_ok_and(|b| b == scores);
+            if !fits {
+                return Err(TensorError::Shape(format!(
+                    "attention: mask {:?} does not broadcast to the scores {scores:?}",
+                    m.shape()
+                )));
+            }
+            Some(broadcast_strides(m.shape(), &scores))
+        }
+    };
+    let scale = params.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let mut out_shape = batch_shape.clone();
+    out_shape.extend([lq, dv]);
+    check_size("attention", &out_shape, q.dtype())?;
+    Ok(AttentionPlan {
+        batch: numel(&batch_shape),
+        lq,
+        lk,
+        d,
+        dv,
+        scale,
+        causal: params.causal,
+        q_batch_strides: broadcast_strides(bq, &batch_shape),
+        k_batch_strides: broadcast_strides(bk, &batch_shape),
+        v_batch_strides: broadcast_strides(bv, &batch_shape),
+        mask_strides,
+        batch_shape,
+        out_shape,
+    })
+}
