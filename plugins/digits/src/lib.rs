@@ -6,38 +6,19 @@
 //! Outputs `probabilities`: FP32 [-1, 10] and `label`: INT64 [-1].
 //!
 //! Weights follow the PyTorch `Linear` layout (`fcN.weight`: [out, in],
-//! `fcN.bias`: [out]), so each layer is `x · Wᵀ + b` (`linear_t`), its
-//! ReLU applied in the same host pass.
+//! `fcN.bias`: [out]), so each layer is the SDK's `Linear` with
+//! `Layout::OutIn` (`x · Wᵀ + b`), its ReLU applied in the same host pass.
 
+use edgeserve_sdk::nn::{Layout, Linear};
 use edgeserve_sdk::{
-    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, UnaryOp, export_model,
-    model,
+    InferError, Model, ModelMetadata, Output, Request, TensorSpec, UnaryOp, export_model,
 };
-
-/// One fully connected layer.
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Dense {
-    fn load(name: &str) -> Result<Self, String> {
-        Ok(Dense {
-            weight: model::weight(&format!("{name}.weight"))?,
-            bias: model::weight(&format!("{name}.bias"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor, activation: Option<UnaryOp>) -> Result<Tensor, InferError> {
-        Ok(x.linear_t(&self.weight, Some(&self.bias), activation)?)
-    }
-}
 
 /// 64 → 64 → 32 → 10, ReLU between layers, softmax at the end.
 struct Digits {
-    fc1: Dense,
-    fc2: Dense,
-    fc3: Dense,
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
 }
 
 impl Model for Digits {
@@ -53,17 +34,17 @@ impl Model for Digits {
 
     fn init() -> Result<Self, String> {
         Ok(Digits {
-            fc1: Dense::load("fc1")?,
-            fc2: Dense::load("fc2")?,
-            fc3: Dense::load("fc3")?,
+            fc1: Linear::load("fc1", Layout::OutIn)?.with_activation(UnaryOp::Relu),
+            fc2: Linear::load("fc2", Layout::OutIn)?.with_activation(UnaryOp::Relu),
+            fc3: Linear::load("fc3", Layout::OutIn)?,
         })
     }
 
     fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
         let pixels = request.numeric("pixels")?;
-        let h1 = self.fc1.forward(pixels, Some(UnaryOp::Relu))?;
-        let h2 = self.fc2.forward(&h1, Some(UnaryOp::Relu))?;
-        let logits = self.fc3.forward(&h2, None)?;
+        let h1 = self.fc1.forward(pixels)?;
+        let h2 = self.fc2.forward(&h1)?;
+        let logits = self.fc3.forward(&h2)?;
         let probabilities = logits.softmax(-1)?;
         let label = logits.argmax(-1, false)?;
         Ok(vec![

@@ -38,10 +38,11 @@ mod tokenizer;
 mod transformer;
 
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Bound;
 
 use edgeserve_sdk::{
-    Dtype, InferError, Model, ModelMetadata, Output, ParameterValue, Request, Tensor, TensorSpec,
-    export_model, model,
+    Dtype, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model,
+    model,
 };
 
 use sampling::{Decoding, SplitMix64, next_token};
@@ -74,10 +75,6 @@ struct Generation {
     logits: Tensor,
 }
 
-fn asset(name: &str) -> Result<Vec<u8>, String> {
-    model::asset(name).ok_or_else(|| format!("{name} is missing from the model's version folder"))
-}
-
 impl Model for Generator {
     fn metadata() -> ModelMetadata {
         ModelMetadata {
@@ -92,8 +89,11 @@ impl Model for Generator {
     }
 
     fn init() -> Result<Self, String> {
-        let tokenizer = Tokenizer::new(&asset("vocab.json")?, &asset("merges.txt")?)?;
-        let gpt2 = Gpt2::load(&asset("config.json")?)?;
+        let tokenizer = Tokenizer::new(
+            &model::asset_required("vocab.json")?,
+            &model::asset_required("merges.txt")?,
+        )?;
+        let gpt2 = Gpt2::load(&model::asset_required("config.json")?)?;
         if tokenizer.vocab_size() > gpt2.vocab_size as usize {
             return Err(format!(
                 "vocab.json has {} tokens but wte only {} rows",
@@ -101,12 +101,7 @@ impl Model for Generator {
                 gpt2.vocab_size
             ));
         }
-        let max_tokens = match model::parameter("max_tokens") {
-            None => DEFAULT_MAX_TOKENS,
-            Some(v) => v
-                .parse()
-                .map_err(|e| format!("config parameter max_tokens = {v:?}: {e}"))?,
-        };
+        let max_tokens = model::parameter_in_range("max_tokens", DEFAULT_MAX_TOKENS, 0..)?;
         Ok(Generator {
             gpt2,
             tokenizer,
@@ -155,36 +150,13 @@ impl Model for Generator {
 
 impl Generator {
     fn settings(&self, request: &Request) -> Result<Settings, InferError> {
-        let bad = |key: &str, want: &str, got: &ParameterValue| {
-            InferError::invalid_input(format!("parameter {key} must be {want}, got {got:?}"))
-        };
-        let max_tokens = match request.parameter("max_tokens") {
-            None => self.max_tokens,
-            Some(v) => v
-                .as_i64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| bad("max_tokens", "an integer ≥ 0", v))?,
-        };
-        let number = |key: &str, ok: fn(f64) -> bool, want: &str| {
-            request
-                .parameter(key)
-                .map(|v| {
-                    v.as_f64()
-                        .filter(|&x| ok(x))
-                        .ok_or_else(|| bad(key, want, v))
-                })
-                .transpose()
-        };
-        let temperature = number("temperature", |t| t.is_finite() && t >= 0.0, "a number ≥ 0")?;
-        let top_p = number("top_p", |p| p > 0.0 && p <= 1.0, "a number in (0, 1]")?;
-        let top_k = request
-            .parameter("top_k")
-            .map(|v| {
-                v.as_i64()
-                    .and_then(|k| u32::try_from(k).ok())
-                    .ok_or_else(|| bad("top_k", "an integer ≥ 0", v))
-            })
-            .transpose()?;
+        let max_tokens = request
+            .parameter_in_range("max_tokens", 0..)?
+            .unwrap_or(self.max_tokens);
+        let temperature: Option<f64> = request.parameter_in_range("temperature", 0.0..)?;
+        let top_p: Option<f64> =
+            request.parameter_in_range("top_p", (Bound::Excluded(0.0), Bound::Included(1.0)))?;
+        let top_k: Option<u32> = request.parameter_in_range("top_k", 0..)?;
         let sampling = temperature.is_some() || top_k.is_some() || top_p.is_some();
         let temperature = temperature.unwrap_or(1.0);
         let decoding = if !sampling || temperature == 0.0 {
@@ -196,17 +168,18 @@ impl Generator {
                 top_p: top_p.unwrap_or(1.0),
             }
         };
-        let seed = match request.parameter("seed") {
-            Some(v) => v.as_i64().ok_or_else(|| bad("seed", "an integer", v))? as u64,
+        let seed = match request.parameter_as::<i64>("seed")? {
+            Some(seed) => seed as u64,
             // The system's randomness (std seeds RandomState from it): a
             // different draw for every request that does not pin one.
             None => RandomState::new().hash_one(0u8),
         };
         // An optional output comes back when a parameter turns it on or the
         // client names it in `outputs`.
-        let flag = |key: &str, output: &str| match request.parameter(key) {
-            None => Ok(request.names_output(output)),
-            Some(v) => v.as_bool().ok_or_else(|| bad(key, "a boolean", v)),
+        let flag = |key: &str, output: &str| -> Result<bool, InferError> {
+            Ok(request
+                .parameter_as(key)?
+                .unwrap_or_else(|| request.names_output(output)))
         };
         Ok(Settings {
             max_tokens,

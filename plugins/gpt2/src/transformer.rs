@@ -1,22 +1,18 @@
 //! The GPT-2 transformer on host ops, with a host-side KV cache.
 
+use edgeserve_sdk::nn::{LayerNorm, Layout, Linear};
 use edgeserve_sdk::{Error, Tensor, UnaryOp, model};
 use serde_json::Value;
 
-/// A weight and its bias (`x · w + b`, `w` in GPT-2's Conv1D `[in, out]`
-/// layout), or a layer norm's gamma and beta.
-struct Affine {
-    weight: Tensor,
-    bias: Tensor,
-}
-
+/// One transformer block. GPT-2 stores its projections as `Conv1D` weights,
+/// `[in, out]`; `c_fc` carries the MLP activation.
 struct Block {
-    ln_1: Affine,
-    c_attn: Affine,
-    attn_proj: Affine,
-    ln_2: Affine,
-    c_fc: Affine,
-    mlp_proj: Affine,
+    ln_1: LayerNorm,
+    c_attn: Linear,
+    attn_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
     /// Attention scale (GPT-2: `1/√head_dim`).
     scale: f32,
 }
@@ -74,12 +70,9 @@ pub struct Gpt2 {
     /// An untied LM head `[vocab, dim]`, when the checkpoint has one.
     lm_head: Option<Tensor>,
     blocks: Vec<Block>,
-    ln_f: Affine,
+    ln_f: LayerNorm,
     n_head: u32,
     head_dim: u32,
-    eps: f32,
-    /// The MLP activation.
-    activation: UnaryOp,
     /// The context length (rows of `wpe`).
     pub n_positions: u32,
     /// Rows of `wte`.
@@ -95,30 +88,20 @@ pub struct KvCache {
 }
 
 impl Gpt2 {
-    /// Looks the weights up by their standard GPT-2 names, bare (`wte.weight`,
-    /// as in OpenAI's checkpoints) or under `transformer.` (as
-    /// `GPT2LMHeadModel.state_dict()` names them); `config_json` is the
-    /// checkpoint's Hugging Face `config.json`.
+    /// Looks the weights up by their standard GPT-2 names, under whatever
+    /// prefix the checkpoint puts before `wte.weight`: none (as in OpenAI's
+    /// checkpoints) or `transformer.` (as `GPT2LMHeadModel.state_dict()`
+    /// names them); `config_json` is the checkpoint's Hugging Face
+    /// `config.json`.
     pub fn load(config_json: &[u8]) -> Result<Gpt2, String> {
         let config = Config::parse(config_json)?;
-        let names = model::weight_names();
-        let prefix = ["", "transformer."]
-            .into_iter()
-            .find(|p| names.iter().any(|n| *n == format!("{p}wte.weight")))
+        let prefix = model::weight_prefix("wte.weight")
             .ok_or("model.safetensors has neither wte.weight nor transformer.wte.weight")?;
-        let weight = |name: &str| {
-            model::weight(&format!("{prefix}{name}")).map_err(|e| format!("{prefix}{name}: {e}"))
-        };
-        let affine = |name: &str| -> Result<Affine, String> {
-            Ok(Affine {
-                weight: weight(&format!("{name}.weight"))?,
-                bias: weight(&format!("{name}.bias"))?,
-            })
-        };
-        let wte = weight("wte.weight")?;
-        let wpe = weight("wpe.weight")?;
-        let (te, pe) = (wte.shape(), wpe.shape());
-        if te.len() != 2 || pe.len() != 2 || te[1] != pe[1] {
+        let linear = |name: &str| Linear::load(&format!("{prefix}{name}"), Layout::InOut);
+        let layer_norm = |name: &str| LayerNorm::load(&format!("{prefix}{name}"), config.eps);
+        let (wte, te) = model::weight_2d(&format!("{prefix}wte.weight"))?;
+        let (wpe, pe) = model::weight_2d(&format!("{prefix}wpe.weight"))?;
+        if te[1] != pe[1] {
             return Err(format!(
                 "wte {te:?} and wpe {pe:?} must be [vocab, dim] and [positions, dim]"
             ));
@@ -141,24 +124,23 @@ impl Gpt2 {
                     scale /= (i + 1) as f32;
                 }
                 Ok(Block {
-                    ln_1: affine(&format!("h.{i}.ln_1"))?,
-                    c_attn: affine(&format!("h.{i}.attn.c_attn"))?,
-                    attn_proj: affine(&format!("h.{i}.attn.c_proj"))?,
-                    ln_2: affine(&format!("h.{i}.ln_2"))?,
-                    c_fc: affine(&format!("h.{i}.mlp.c_fc"))?,
-                    mlp_proj: affine(&format!("h.{i}.mlp.c_proj"))?,
+                    ln_1: layer_norm(&format!("h.{i}.ln_1"))?,
+                    c_attn: linear(&format!("h.{i}.attn.c_attn"))?,
+                    attn_proj: linear(&format!("h.{i}.attn.c_proj"))?,
+                    ln_2: layer_norm(&format!("h.{i}.ln_2"))?,
+                    c_fc: linear(&format!("h.{i}.mlp.c_fc"))?.with_activation(config.activation),
+                    mlp_proj: linear(&format!("h.{i}.mlp.c_proj"))?,
                     scale,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, Error>>()?;
         // GPT-2 ties the LM head to wte; a checkpoint that stores one anyway
         // (possibly fine-tuned apart) is honoured.
-        let lm_head = names
+        let lm_head = model::weight_names()
             .iter()
             .any(|n| n == "lm_head.weight")
             .then(|| model::weight("lm_head.weight"))
-            .transpose()
-            .map_err(|e| format!("lm_head.weight: {e}"))?;
+            .transpose()?;
         Ok(Gpt2 {
             n_positions: pe[0],
             vocab_size: te[0],
@@ -166,11 +148,9 @@ impl Gpt2 {
             wpe,
             lm_head,
             blocks,
-            ln_f: affine("ln_f")?,
+            ln_f: layer_norm("ln_f")?,
             n_head: config.n_head,
             head_dim,
-            eps: config.eps,
-            activation: config.activation,
         })
     }
 
@@ -198,15 +178,14 @@ impl Gpt2 {
             .add(&self.wpe.slice(0, start, start + n)?)?;
         for (block, slot) in self.blocks.iter().zip(&mut cache.layers) {
             x = x.add(&self.attention(block, &x, slot)?)?;
-            let h = self.layer_norm(&x, &block.ln_2)?;
-            let h = linear(&h, &block.c_fc, Some(self.activation))?;
-            x = x.add(&linear(&h, &block.mlp_proj, None)?)?;
+            let h = block.c_fc.forward(&block.ln_2.forward(&x)?)?;
+            x = x.add(&block.mlp_proj.forward(&h)?)?;
         }
         cache.len += n;
         // Only the last position's logits are needed: normalize that row alone
         // (a single position is already that row).
         let last = if n == 1 { x } else { x.slice(0, n - 1, n)? };
-        let last = self.layer_norm(&last, &self.ln_f)?;
+        let last = self.ln_f.forward(&last)?;
         last.matmul_t(self.lm_head.as_ref().unwrap_or(&self.wte))
     }
 
@@ -219,9 +198,11 @@ impl Gpt2 {
         slot: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor, Error> {
         let (heads, head_dim) = (self.n_head as i32, self.head_dim as i32);
-        let h = self.layer_norm(x, &block.ln_1)?;
+        let h = block.ln_1.forward(x)?;
         // [n, 3·dim] -> [3, heads, n, head_dim]: q, k and v split by head.
-        let qkv = linear(&h, &block.c_attn, None)?
+        let qkv = block
+            .c_attn
+            .forward(&h)?
             .reshape(&[-1, 3, heads, head_dim])?
             .transpose(&[1, 2, 0, 3])?;
         let part = |i: u32| qkv.slice(0, i, i + 1)?.reshape(&[heads, -1, head_dim]);
@@ -240,15 +221,6 @@ impl Gpt2 {
         let merged = attended
             .transpose(&[1, 0, 2])?
             .reshape(&[-1, heads * head_dim])?;
-        linear(&merged, &block.attn_proj, None)
+        block.attn_proj.forward(&merged)
     }
-
-    fn layer_norm(&self, x: &Tensor, norm: &Affine) -> Result<Tensor, Error> {
-        x.layer_norm(Some(&norm.weight), Some(&norm.bias), self.eps)
-    }
-}
-
-/// `activation(x · w + b)` with `w` in Conv1D `[in, out]` layout.
-fn linear(x: &Tensor, layer: &Affine, activation: Option<UnaryOp>) -> Result<Tensor, Error> {
-    x.linear(&layer.weight, Some(&layer.bias), activation)
 }

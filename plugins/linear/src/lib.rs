@@ -5,14 +5,13 @@
 //!
 //! Input `x`: FP32 [-1, 1]; output `y`: FP32 [-1, 1].
 
-use edgeserve_sdk::{
-    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model, model,
-};
+use edgeserve_sdk::nn::{self, Layout};
+use edgeserve_sdk::{InferError, Model, ModelMetadata, Output, Request, TensorSpec, export_model};
 
-/// The model: its two parameters, looked up once per instance.
+/// The model: one layer at the root of the weights (`weight`, `bias`),
+/// looked up once per instance.
 struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+    layer: nn::Linear,
 }
 
 impl Model for Linear {
@@ -24,15 +23,14 @@ impl Model for Linear {
     }
 
     fn init() -> Result<Self, String> {
+        // `weight` is a plain `x · W` matrix, [in, out].
         Ok(Linear {
-            weight: model::weight("weight")?,
-            bias: model::weight("bias")?,
+            layer: nn::Linear::load("", Layout::InOut)?,
         })
     }
 
     fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
-        let x = request.numeric("x")?;
-        let y = x.matmul(&self.weight)?.add(&self.bias)?;
+        let y = self.layer.forward(request.numeric("x")?)?;
         Ok(vec![Output::numeric("y", y)])
     }
 }

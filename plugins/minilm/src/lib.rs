@@ -24,9 +24,10 @@
 mod tables;
 mod tokenizer;
 
+use edgeserve_sdk::nn::{LayerNorm, Layout, Linear};
 use edgeserve_sdk::{
-    InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, UnaryOp, export_model,
-    model,
+    Error, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, UnaryOp,
+    export_model, model,
 };
 use tokenizer::Tokenizer;
 
@@ -44,16 +45,17 @@ const LAYER_NORM_EPS: f32 = 1e-12;
 const MASKED_SCORE: f32 = -1e9;
 
 /// One encoder layer's weights; matrices are PyTorch `Linear` weights,
-/// `[out, in]`, used with `linear_t`.
+/// `[out, in]`.
 struct Layer {
-    query: (Tensor, Tensor),
-    key: (Tensor, Tensor),
-    value: (Tensor, Tensor),
-    attention_out: (Tensor, Tensor),
-    attention_norm: (Tensor, Tensor),
-    intermediate: (Tensor, Tensor),
-    output: (Tensor, Tensor),
-    output_norm: (Tensor, Tensor),
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    /// Carries the feed-forward's GELU.
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
 }
 
 struct MiniLm {
@@ -63,51 +65,31 @@ struct MiniLm {
     /// Position embeddings plus the token-type-0 embedding, `[positions, 384]`:
     /// every token has type 0, so the two additions fold into one.
     position_and_type: Tensor,
-    embedding_norm: (Tensor, Tensor),
+    embedding_norm: LayerNorm,
     layers: Vec<Layer>,
     heads: u32,
     max_seq_len: usize,
 }
 
-/// A weight of `model.safetensors` named `prefix + name`, with the name in
-/// the error.
-fn weight(prefix: &str, name: &str) -> Result<Tensor, String> {
-    let full = format!("{prefix}{name}");
-    model::weight(&full).map_err(|e| format!("weight {full}: {e}"))
-}
-
-/// A `Linear` layer or layer norm: `(weight, bias)`.
-fn pair(prefix: &str, name: &str) -> Result<(Tensor, Tensor), String> {
-    Ok((
-        weight(prefix, &format!("{name}.weight"))?,
-        weight(prefix, &format!("{name}.bias"))?,
-    ))
-}
-
-/// A positive integer from `config.toml`'s `[parameters]`, or `default`.
-fn parameter(key: &str, default: usize) -> Result<usize, String> {
-    match model::parameter(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("parameter {key} = {v:?} is not a positive integer")),
-    }
+/// BERT's layer norm at `prefix` (`{prefix}.weight`, `{prefix}.bias`).
+fn layer_norm(prefix: &str) -> Result<LayerNorm, Error> {
+    LayerNorm::load(prefix, LAYER_NORM_EPS)
 }
 
 impl Layer {
+    /// The layer whose weights are named `{prefix}.…`.
     fn load(prefix: &str) -> Result<Layer, String> {
+        let linear = |name: &str| Linear::load(&format!("{prefix}.{name}"), Layout::OutIn);
+        let norm = |name: &str| layer_norm(&format!("{prefix}.{name}"));
         Ok(Layer {
-            query: pair(prefix, "attention.self.query")?,
-            key: pair(prefix, "attention.self.key")?,
-            value: pair(prefix, "attention.self.value")?,
-            attention_out: pair(prefix, "attention.output.dense")?,
-            attention_norm: pair(prefix, "attention.output.LayerNorm")?,
-            intermediate: pair(prefix, "intermediate.dense")?,
-            output: pair(prefix, "output.dense")?,
-            output_norm: pair(prefix, "output.LayerNorm")?,
+            query: linear("attention.self.query")?,
+            key: linear("attention.self.key")?,
+            value: linear("attention.self.value")?,
+            attention_out: linear("attention.output.dense")?,
+            attention_norm: norm("attention.output.LayerNorm")?,
+            intermediate: linear("intermediate.dense")?.with_activation(UnaryOp::Gelu),
+            output: linear("output.dense")?,
+            output_norm: norm("output.LayerNorm")?,
         })
     }
 
@@ -118,29 +100,24 @@ impl Layer {
         mask: &Tensor,
         (batch, seq, heads): (u32, u32, u32),
     ) -> Result<Tensor, InferError> {
-        let linear =
-            |x: &Tensor, (w, b): &(Tensor, Tensor), activation| x.linear_t(w, Some(b), activation);
-        let norm =
-            |x: &Tensor, (g, b): &(Tensor, Tensor)| x.layer_norm(Some(g), Some(b), LAYER_NORM_EPS);
         // [batch · seq, 384] → [batch, heads, seq, 384 / heads].
         let split = |t: Tensor| {
             t.reshape(&[batch as i32, seq as i32, heads as i32, -1])?
                 .transpose(&[0, 2, 1, 3])
         };
-        let q = split(linear(x, &self.query, None)?)?;
-        let k = split(linear(x, &self.key, None)?)?;
-        let v = split(linear(x, &self.value, None)?)?;
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
         let context = q
             .attention(&k, &v, Some(mask), None, false)?
             .transpose(&[0, 2, 1, 3])?
             .reshape(&[-1, HIDDEN as i32])?;
-        let attended = norm(
-            &linear(&context, &self.attention_out, None)?.add(x)?,
-            &self.attention_norm,
-        )?;
-        let hidden = linear(&attended, &self.intermediate, Some(UnaryOp::Gelu))?;
-        let out = linear(&hidden, &self.output, None)?.add(&attended)?;
-        Ok(norm(&out, &self.output_norm)?)
+        let attended = self
+            .attention_norm
+            .forward(&self.attention_out.forward(&context)?.add(x)?)?;
+        let hidden = self.intermediate.forward(&attended)?;
+        let out = self.output.forward(&hidden)?.add(&attended)?;
+        Ok(self.output_norm.forward(&out)?)
     }
 }
 
@@ -156,29 +133,26 @@ impl Model for MiniLm {
     }
 
     fn init() -> Result<Self, String> {
-        let vocab = model::asset("vocab.txt")
-            .ok_or("vocab.txt is missing next to the model: run scripts/fetch-minilm.sh")?;
+        let vocab = model::asset_required("vocab.txt")
+            .map_err(|e| format!("{e}: run scripts/fetch-minilm.sh"))?;
         let tokenizer = Tokenizer::from_vocab(
             std::str::from_utf8(&vocab).map_err(|e| format!("vocab.txt is not UTF-8: {e}"))?,
         )?;
 
         // Exports name the weights `embeddings.…` (BertModel) or
         // `bert.embeddings.…` (a task model); take whatever prefix is there.
-        let names = model::weight_names();
-        let prefix = names
-            .iter()
-            .find_map(|n| n.strip_suffix("embeddings.word_embeddings.weight"))
-            .ok_or(
-                "model.safetensors has no embeddings.word_embeddings.weight: \
-                 is it a BERT model? (scripts/fetch-minilm.sh fetches the right one)",
-            )?
-            .to_string();
+        let prefix = model::weight_prefix("embeddings.word_embeddings.weight").ok_or(
+            "model.safetensors has no embeddings.word_embeddings.weight: \
+             is it a BERT model? (scripts/fetch-minilm.sh fetches the right one)",
+        )?;
 
-        let word_embeddings = weight(&prefix, "embeddings.word_embeddings.weight")?;
-        let positions = weight(&prefix, "embeddings.position_embeddings.weight")?;
-        let token_types = weight(&prefix, "embeddings.token_type_embeddings.weight")?;
-        let (word_shape, position_shape) = (word_embeddings.shape(), positions.shape());
-        if word_shape.len() != 2 || word_shape[1] != HIDDEN {
+        let (word_embeddings, word_shape) =
+            model::weight_2d(&format!("{prefix}embeddings.word_embeddings.weight"))?;
+        let (positions, position_shape) =
+            model::weight_2d(&format!("{prefix}embeddings.position_embeddings.weight"))?;
+        let token_types =
+            model::weight(&format!("{prefix}embeddings.token_type_embeddings.weight"))?;
+        if word_shape[1] != HIDDEN {
             return Err(format!(
                 "word embeddings are {word_shape:?}, not [vocab, {HIDDEN}]"
             ));
@@ -190,24 +164,25 @@ impl Model for MiniLm {
                 word_shape[0]
             ));
         }
-        if position_shape.len() != 2 || position_shape[1] != HIDDEN {
+        if position_shape[1] != HIDDEN {
             return Err(format!(
                 "position embeddings are {position_shape:?}, not [positions, {HIDDEN}]"
             ));
         }
         let position_and_type = positions.add(&token_types.slice(0, 0, 1)?)?;
 
-        let heads = u32::try_from(parameter("num_attention_heads", DEFAULT_HEADS as usize)?)
-            .ok()
-            .filter(|&h| HIDDEN.is_multiple_of(h))
-            .ok_or(format!("num_attention_heads must divide {HIDDEN}"))?;
+        let heads = model::parameter_in_range("num_attention_heads", DEFAULT_HEADS, 1..)?;
+        if !HIDDEN.is_multiple_of(heads) {
+            return Err(format!("num_attention_heads must divide {HIDDEN}"));
+        }
         // Positions past the table have no embedding.
-        let max_seq_len =
-            parameter("max_seq_length", DEFAULT_MAX_SEQ_LEN)?.min(position_shape[0] as usize);
+        let max_seq_len = model::parameter_in_range("max_seq_length", DEFAULT_MAX_SEQ_LEN, 1..)?
+            .min(position_shape[0] as usize);
         if max_seq_len < 2 {
             return Err("max_seq_length must leave room for [CLS] and [SEP]".into());
         }
 
+        let names = model::weight_names();
         let layer_count = (0..)
             .take_while(|i| {
                 let query = format!("{prefix}encoder.layer.{i}.attention.self.query.weight");
@@ -220,14 +195,14 @@ impl Model for MiniLm {
             ));
         }
         let layers = (0..layer_count)
-            .map(|i| Layer::load(&format!("{prefix}encoder.layer.{i}.")))
+            .map(|i| Layer::load(&format!("{prefix}encoder.layer.{i}")))
             .collect::<Result<_, _>>()?;
 
         Ok(MiniLm {
             tokenizer,
             word_embeddings,
             position_and_type,
-            embedding_norm: pair(&prefix, "embeddings.LayerNorm")?,
+            embedding_norm: layer_norm(&format!("{prefix}embeddings.LayerNorm"))?,
             layers,
             heads,
             max_seq_len,
@@ -295,12 +270,13 @@ impl MiniLm {
             .affine(-MASKED_SCORE, MASKED_SCORE)?
             .reshape(&[b as i32, 1, 1, s as i32])?;
 
-        let (g, beta) = &self.embedding_norm;
-        let mut x = self
+        let embedded = self
             .word_embeddings
             .embedding(ids)?
-            .add(&self.position_and_type.slice(0, 0, s)?)?
-            .layer_norm(Some(g), Some(beta), LAYER_NORM_EPS)?
+            .add(&self.position_and_type.slice(0, 0, s)?)?;
+        let mut x = self
+            .embedding_norm
+            .forward(&embedded)?
             .reshape(&[-1, HIDDEN as i32])?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask, (b, s, self.heads))?;

@@ -18,7 +18,7 @@ use edgeserve_sdk::{
 };
 
 /// Items returned per user when the request does not say.
-const DEFAULT_K: i64 = 10;
+const DEFAULT_K: u32 = 10;
 
 struct Recommender {
     /// [users, d]
@@ -43,12 +43,11 @@ impl Model for Recommender {
     }
 
     fn init() -> Result<Self, String> {
-        let user_factors = model::weight("user_factors")?;
-        let item_factors = model::weight("item_factors")?;
+        let (user_factors, users) = model::weight_2d("user_factors")?;
+        let (item_factors, items) = model::weight_2d("item_factors")?;
         let item_bias = model::weight("item_bias")?;
-        let (users, items) = (user_factors.shape(), item_factors.shape());
         let bias = item_bias.shape();
-        if users.len() != 2 || items.len() != 2 || users[1] != items[1] {
+        if users[1] != items[1] {
             return Err(format!(
                 "user_factors {users:?} and item_factors {items:?} must be [users, d] and [items, d]"
             ));
@@ -69,21 +68,9 @@ impl Model for Recommender {
     }
 
     fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
-        let k = match request.parameter("k") {
-            None => DEFAULT_K,
-            Some(value) => value.as_i64().ok_or_else(|| {
-                InferError::invalid_input(format!(
-                    "parameter k must be an integer in 1..={}",
-                    self.items
-                ))
-            })?,
-        };
-        if !(1..=i64::from(self.items)).contains(&k) {
-            return Err(InferError::invalid_input(format!(
-                "parameter k = {k} is out of range: it must be in 1..={} (the number of items)",
-                self.items
-            )));
-        }
+        let k = request
+            .parameter_in_range("k", 1..=self.items)?
+            .unwrap_or(DEFAULT_K);
         let ids = request.numeric("user_id")?;
         // An id outside 0..users is the client's mistake: the host names it.
         let users = self.user_factors.embedding(ids).map_err(|e| match e {
@@ -94,7 +81,7 @@ impl Model for Recommender {
             other => other.into(),
         })?;
         let scores = users.linear_t(&self.item_factors, Some(&self.item_bias), None)?;
-        let (values, indices) = scores.top_k(k as u32)?;
+        let (values, indices) = scores.top_k(k)?;
         Ok(vec![
             Output::numeric("items", indices),
             Output::numeric("scores", values),

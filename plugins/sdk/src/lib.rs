@@ -14,8 +14,12 @@
 //! * [`Tensor`] — constructors ([`Tensor::from_f32`], [`Tensor::full`], …),
 //!   operations as methods returning `Result<Tensor, Error>`, and readers;
 //! * [`model`] — the model's weights, config parameters and asset files;
+//! * [`nn`] — layers loaded from the weights by name ([`nn::Linear`],
+//!   [`nn::LayerNorm`]);
 //! * [`Model`] + [`export_model!`] — the handler itself;
-//! * [`Request`], [`Output`], [`TensorSpec`] — inputs, outputs and metadata.
+//! * [`Request`], [`Output`], [`TensorSpec`] — inputs, outputs and metadata;
+//!   typed, range-checked request parameters
+//!   ([`Request::parameter_in_range`]).
 //!
 //! Every fallible call returns [`Error`] (an operation the host refused) or
 //! [`InferError`] (what a request fails with); `?` converts the former into
@@ -23,18 +27,17 @@
 //!
 //! # Example
 //!
-//! A complete handler for `y = x · W + b`, with `W` and `b` read from the
-//! model's `model.safetensors`:
+//! A complete handler for `y = x · W + b`, with `W` (`[in, out]`) and `b`
+//! read from the model's `model.safetensors` as `weight` and `bias`:
 //!
 //! ```no_run
+//! use edgeserve_sdk::nn::{self, Layout};
 //! use edgeserve_sdk::{
-//!     export_model, model, InferError, Model, ModelMetadata, Output, Request, Tensor,
-//!     TensorSpec,
+//!     export_model, InferError, Model, ModelMetadata, Output, Request, TensorSpec,
 //! };
 //!
 //! struct Linear {
-//!     weight: Tensor,
-//!     bias: Tensor,
+//!     layer: nn::Linear,
 //! }
 //!
 //! impl Model for Linear {
@@ -47,14 +50,12 @@
 //!
 //!     fn init() -> Result<Self, String> {
 //!         Ok(Linear {
-//!             weight: model::weight("weight")?,
-//!             bias: model::weight("bias")?,
+//!             layer: nn::Linear::load("", Layout::InOut)?,
 //!         })
 //!     }
 //!
 //!     fn infer(&self, request: Request) -> Result<Vec<Output>, InferError> {
-//!         let x = request.numeric("x")?;
-//!         let y = x.matmul(&self.weight)?.add(&self.bias)?;
+//!         let y = self.layer.forward(request.numeric("x")?)?;
 //!         Ok(vec![Output::numeric("y", y)])
 //!     }
 //! }
@@ -75,11 +76,14 @@
 
 #![warn(missing_docs)]
 
+mod parameter;
 mod request;
 mod tensor;
 
 pub mod model;
+pub mod nn;
 
+pub use parameter::FromParameter;
 pub use request::{Output, Request, TensorSpec};
 pub use tensor::{Conv2d, Element};
 

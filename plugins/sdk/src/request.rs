@@ -1,7 +1,10 @@
 //! Requests, outputs and metadata: the types a [`Model`](crate::Model) works
 //! with at its boundary.
 
+use std::ops::RangeBounds;
+
 use crate::bindings::edgeserve::handler::types::{InferRequest, NamedTensor};
+use crate::parameter::{self, FromParameter, Shown};
 use crate::{BytesTensor, InferError, ParameterValue, Tensor, TensorData, TensorMetadata};
 
 /// One input or output in a model's metadata: name, OIP datatype and shape.
@@ -123,8 +126,7 @@ impl ParameterValue {
 /// let x = request.numeric("x")?;
 /// let prompt = request.bytes("text")?.strings()?;
 /// let max_tokens = request
-///     .parameter("max_tokens")
-///     .and_then(|v| v.as_i64())
+///     .parameter_in_range::<u32>("max_tokens", 1..=256)?
 ///     .unwrap_or(16);
 /// # Ok(()) }
 /// ```
@@ -180,13 +182,10 @@ impl Request {
     /// The numeric input called `name`. Missing, or a BYTES input of that
     /// name, is an [`InferError::InvalidInput`] naming it.
     pub fn numeric(&self, name: &str) -> Result<&Tensor, InferError> {
-        match self.input(name) {
-            Some(TensorData::Numeric(t)) => Ok(t),
-            Some(TensorData::Bytes(_)) => Err(InferError::InvalidInput(format!(
-                "input '{name}' must be numeric, not BYTES"
-            ))),
-            None => Err(missing(name)),
-        }
+        self.input_as(name, |data| match data {
+            TensorData::Numeric(t) => Some(t),
+            TensorData::Bytes(_) => None,
+        })
     }
 
     /// Moves the numeric input called `name` out of the request (to return
@@ -207,13 +206,29 @@ impl Request {
     /// The BYTES input called `name`. Missing, or a numeric input of that
     /// name, is an [`InferError::InvalidInput`] naming it.
     pub fn bytes(&self, name: &str) -> Result<&BytesTensor, InferError> {
-        match self.input(name) {
-            Some(TensorData::Bytes(b)) => Ok(b),
-            Some(TensorData::Numeric(_)) => Err(InferError::InvalidInput(format!(
-                "input '{name}' must be BYTES, not numeric"
-            ))),
-            None => Err(missing(name)),
-        }
+        self.input_as(name, |data| match data {
+            TensorData::Bytes(b) => Some(b),
+            TensorData::Numeric(_) => None,
+        })
+    }
+
+    /// The input called `name`, picked out of its [`TensorData`] by `pick`;
+    /// missing, or of the kind `pick` refuses, is an
+    /// [`InferError::InvalidInput`] naming it.
+    fn input_as<'a, T>(
+        &'a self,
+        name: &str,
+        pick: impl FnOnce(&'a TensorData) -> Option<&'a T>,
+    ) -> Result<&'a T, InferError> {
+        let data = self.input(name).ok_or_else(|| missing(name))?;
+        pick(data).ok_or_else(|| {
+            // There are two kinds, so the one wanted is the one not given.
+            let (wanted, given) = match data {
+                TensorData::Numeric(_) => ("BYTES", "numeric"),
+                TensorData::Bytes(_) => ("numeric", "BYTES"),
+            };
+            InferError::InvalidInput(format!("input '{name}' must be {wanted}, not {given}"))
+        })
     }
 
     /// The request parameter called `key` (OIP `parameters`), if given.
@@ -222,6 +237,38 @@ impl Request {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
+    }
+
+    /// The request parameter `key` read as `T`; `None` when the request does
+    /// not set it. A value of another kind is an [`InferError::InvalidInput`]
+    /// such as `parameter seed must be an integer, got ParameterValue::Text("abc")`.
+    pub fn parameter_as<T: FromParameter>(&self, key: &str) -> Result<Option<T>, InferError> {
+        self.parameter_in_range(key, ..)
+    }
+
+    /// [`Request::parameter_as`], and the value must lie in `range`, else the
+    /// request is an [`InferError::InvalidInput`] naming the key, the range
+    /// and the value: `parameter_in_range::<u32>("k", 1..=50)` refuses `0` with
+    /// `parameter k must be an integer in 1..=50, got ParameterValue::Integer(0)`. A range
+    /// that excludes its start is a pair of bounds:
+    /// `(Bound::Excluded(0.0), Bound::Included(1.0))` is `(0, 1]`.
+    pub fn parameter_in_range<T: FromParameter>(
+        &self,
+        key: &str,
+        range: impl RangeBounds<T>,
+    ) -> Result<Option<T>, InferError> {
+        self.parameter(key)
+            .map(|value| {
+                parameter::check(
+                    "parameter",
+                    key,
+                    &Shown(value),
+                    T::from_value(value),
+                    &range,
+                )
+                .map_err(InferError::InvalidInput)
+            })
+            .transpose()
     }
 
     /// Every request parameter, in request order.

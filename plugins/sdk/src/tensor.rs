@@ -108,26 +108,6 @@ impl Tensor {
         Tensor::from_bytes(T::DTYPE, shape, &bytes)
     }
 
-    /// An `f32` tensor of `shape` holding `data`.
-    pub fn from_f32(shape: &[u32], data: &[f32]) -> Result<Tensor, Error> {
-        Tensor::from_slice(shape, data)
-    }
-
-    /// An `i64` tensor of `shape` holding `data`.
-    pub fn from_i64(shape: &[u32], data: &[i64]) -> Result<Tensor, Error> {
-        Tensor::from_slice(shape, data)
-    }
-
-    /// An `i32` tensor of `shape` holding `data`.
-    pub fn from_i32(shape: &[u32], data: &[i32]) -> Result<Tensor, Error> {
-        Tensor::from_slice(shape, data)
-    }
-
-    /// A `u8` tensor of `shape` holding `data`.
-    pub fn from_u8(shape: &[u32], data: &[u8]) -> Result<Tensor, Error> {
-        Tensor::from_bytes(Dtype::U8, shape, data)
-    }
-
     /// A rank-0 `f32` tensor holding `value`; broadcasts against anything.
     pub fn scalar(value: f32) -> Result<Tensor, Error> {
         Tensor::full(Dtype::F32, &[], value.into())
@@ -152,26 +132,6 @@ impl Tensor {
         Ok(bytes.chunks_exact(T::SIZE).map(T::read_le).collect())
     }
 
-    /// The elements as `f32` (cast on the host if needed).
-    pub fn to_f32_vec(&self) -> Result<Vec<f32>, Error> {
-        self.to_vec()
-    }
-
-    /// The elements as `i64` (cast on the host if needed).
-    pub fn to_i64_vec(&self) -> Result<Vec<i64>, Error> {
-        self.to_vec()
-    }
-
-    /// The elements as `i32` (cast on the host if needed).
-    pub fn to_i32_vec(&self) -> Result<Vec<i32>, Error> {
-        self.to_vec()
-    }
-
-    /// The elements as `u8` (cast on the host if needed).
-    pub fn to_u8_vec(&self) -> Result<Vec<u8>, Error> {
-        self.to_vec()
-    }
-
     /// Number of axes.
     pub fn rank(&self) -> usize {
         self.shape().len()
@@ -181,6 +141,60 @@ impl Tensor {
     pub fn numel(&self) -> u64 {
         self.shape().iter().map(|&d| u64::from(d)).product()
     }
+}
+
+/// The element-typed shorthands of [`Tensor::from_slice`] and
+/// [`Tensor::to_vec`], for handler code that names its element type once.
+macro_rules! typed {
+    ($($t:ty: $from:ident, $to:ident;)*) => {
+        /// Constructors and readers for one element type.
+        impl Tensor {
+            $(
+                #[doc = concat!("A `", stringify!($t), "` tensor of `shape` holding `data`.")]
+                pub fn $from(shape: &[u32], data: &[$t]) -> Result<Tensor, Error> {
+                    Tensor::from_slice(shape, data)
+                }
+
+                #[doc = concat!("The elements as `", stringify!($t), "` (cast on the host if needed).")]
+                pub fn $to(&self) -> Result<Vec<$t>, Error> {
+                    self.to_vec()
+                }
+            )*
+        }
+    };
+}
+
+typed! {
+    f32: from_f32, to_f32_vec;
+    i64: from_i64, to_i64_vec;
+    i32: from_i32, to_i32_vec;
+    u8: from_u8, to_u8_vec;
+}
+
+/// Named shorthands for one generic op, in an `impl Tensor` block: for each
+/// `name => Variant`, a method `name(&self, args…)` that calls
+/// `self.via(Enum::Variant, args…)`, documented by the comment above it.
+macro_rules! shorthands {
+    (
+        $(#[$block:meta])*
+        $via:ident($enum:ident $args:tt)
+        $($(#[doc = $doc:literal])* $name:ident => $op:ident;)*
+    ) => {
+        $(#[$block])*
+        impl Tensor {
+            $(shorthand!($via $enum $args $(#[doc = $doc])* $name $op);)*
+        }
+    };
+}
+
+/// One method of [`shorthands!`]; `args` are its parameters after `&self`.
+macro_rules! shorthand {
+    ($via:ident $enum:ident ($($arg:ident: $ty:ty),*) $(#[doc = $doc:literal])* $name:ident $op:ident) => {
+        $(#[doc = $doc])*
+        pub fn $name(&self $(, $arg: $ty)*) -> Result<Tensor, Error> {
+            self.$via($enum::$op $(, $arg)*)
+        }
+    };
 }
 
 /// Linear algebra and elementwise operations.
@@ -228,109 +242,9 @@ impl Tensor {
         ops::binary(op, self, other)
     }
 
-    /// `self + other` (broadcasting).
-    pub fn add(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Add, other)
-    }
-
-    /// `self - other` (broadcasting).
-    pub fn sub(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Sub, other)
-    }
-
-    /// `self * other` elementwise (broadcasting).
-    pub fn mul(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Mul, other)
-    }
-
-    /// `self / other` elementwise (broadcasting).
-    pub fn div(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Div, other)
-    }
-
-    /// Elementwise maximum (broadcasting).
-    pub fn maximum(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Maximum, other)
-    }
-
-    /// Elementwise minimum (broadcasting).
-    pub fn minimum(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Minimum, other)
-    }
-
-    /// `self` raised to `other`, elementwise (broadcasting).
-    pub fn pow(&self, other: &Tensor) -> Result<Tensor, Error> {
-        self.binary(BinaryOp::Pow, other)
-    }
-
     /// `op(self)` elementwise.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor, Error> {
         ops::unary(op, self)
-    }
-
-    /// `-self`.
-    pub fn neg(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Neg)
-    }
-
-    /// `|self|`.
-    pub fn abs(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Abs)
-    }
-
-    /// `eˣ`.
-    pub fn exp(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Exp)
-    }
-
-    /// Natural logarithm.
-    pub fn log(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Log)
-    }
-
-    /// Square root.
-    pub fn sqrt(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Sqrt)
-    }
-
-    /// `1 / √x`.
-    pub fn rsqrt(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Rsqrt)
-    }
-
-    /// `max(x, 0)`.
-    pub fn relu(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Relu)
-    }
-
-    /// GELU with the exact erf formulation.
-    pub fn gelu(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Gelu)
-    }
-
-    /// GELU with the tanh approximation (GPT-2 style).
-    pub fn gelu_tanh(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::GeluTanh)
-    }
-
-    /// Hyperbolic tangent.
-    pub fn tanh(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Tanh)
-    }
-
-    /// Logistic sigmoid `1 / (1 + e⁻ˣ)`.
-    pub fn sigmoid(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Sigmoid)
-    }
-
-    /// SiLU (swish): `x · sigmoid(x)`.
-    pub fn silu(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Silu)
-    }
-
-    /// The error function.
-    pub fn erf(&self) -> Result<Tensor, Error> {
-        self.unary(UnaryOp::Erf)
     }
 
     /// `self * factor + offset` elementwise, in one pass.
@@ -366,6 +280,56 @@ impl Tensor {
     }
 }
 
+shorthands! {
+    /// Elementwise shorthands for [`Tensor::binary`].
+    binary(BinaryOp (other: &Tensor))
+    /// `self + other` (broadcasting).
+    add => Add;
+    /// `self - other` (broadcasting).
+    sub => Sub;
+    /// `self * other` elementwise (broadcasting).
+    mul => Mul;
+    /// `self / other` elementwise (broadcasting).
+    div => Div;
+    /// Elementwise maximum (broadcasting).
+    maximum => Maximum;
+    /// Elementwise minimum (broadcasting).
+    minimum => Minimum;
+    /// `self` raised to `other`, elementwise (broadcasting).
+    pow => Pow;
+}
+
+shorthands! {
+    /// Elementwise shorthands for [`Tensor::unary`].
+    unary(UnaryOp ())
+    /// `-self`.
+    neg => Neg;
+    /// `|self|`.
+    abs => Abs;
+    /// `eˣ`.
+    exp => Exp;
+    /// Natural logarithm.
+    log => Log;
+    /// Square root.
+    sqrt => Sqrt;
+    /// `1 / √x`.
+    rsqrt => Rsqrt;
+    /// `max(x, 0)`.
+    relu => Relu;
+    /// GELU with the exact erf formulation.
+    gelu => Gelu;
+    /// GELU with the tanh approximation (GPT-2 style).
+    gelu_tanh => GeluTanh;
+    /// Hyperbolic tangent.
+    tanh => Tanh;
+    /// Logistic sigmoid `1 / (1 + e⁻ˣ)`.
+    sigmoid => Sigmoid;
+    /// SiLU (swish): `x · sigmoid(x)`.
+    silu => Silu;
+    /// The error function.
+    erf => Erf;
+}
+
 /// Shape manipulation.
 impl Tensor {
     /// Same elements, new shape; one entry may be `-1` (inferred).
@@ -396,41 +360,28 @@ impl Tensor {
         ops::reduce(op, self, axis, keep_dims)
     }
 
-    /// Sum along `axis`.
-    pub fn sum(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Sum, axis, keep_dims)
-    }
-
-    /// Mean along `axis`.
-    pub fn mean(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Mean, axis, keep_dims)
-    }
-
-    /// Maximum along `axis`.
-    pub fn max(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Max, axis, keep_dims)
-    }
-
-    /// Minimum along `axis`.
-    pub fn min(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Min, axis, keep_dims)
-    }
-
-    /// Index of the maximum along `axis`, as `i64`.
-    pub fn argmax(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Argmax, axis, keep_dims)
-    }
-
-    /// Index of the minimum along `axis`, as `i64`.
-    pub fn argmin(&self, axis: i32, keep_dims: bool) -> Result<Tensor, Error> {
-        self.reduce(ReduceOp::Argmin, axis, keep_dims)
-    }
-
     /// The `k` largest entries along the last axis, largest first:
     /// `(values, i64 indices)`.
     pub fn top_k(&self, k: u32) -> Result<(Tensor, Tensor), Error> {
         ops::top_k(self, k)
     }
+}
+
+shorthands! {
+    /// Shorthands for [`Tensor::reduce`].
+    reduce(ReduceOp (axis: i32, keep_dims: bool))
+    /// Sum along `axis`.
+    sum => Sum;
+    /// Mean along `axis`.
+    mean => Mean;
+    /// Maximum along `axis`.
+    max => Max;
+    /// Minimum along `axis`.
+    min => Min;
+    /// Index of the maximum along `axis`, as `i64`.
+    argmax => Argmax;
+    /// Index of the minimum along `axis`, as `i64`.
+    argmin => Argmin;
 }
 
 /// Convolution, pooling and attention.
@@ -465,26 +416,6 @@ impl Tensor {
         ops::pool2d(kind, self, kernel, stride, padding)
     }
 
-    /// Max pooling; see [`Tensor::pool2d`].
-    pub fn max_pool2d(
-        &self,
-        kernel: (u32, u32),
-        stride: (u32, u32),
-        padding: (u32, u32),
-    ) -> Result<Tensor, Error> {
-        self.pool2d(PoolKind::Max, kernel, stride, padding)
-    }
-
-    /// Average pooling; see [`Tensor::pool2d`].
-    pub fn avg_pool2d(
-        &self,
-        kernel: (u32, u32),
-        stride: (u32, u32),
-        padding: (u32, u32),
-    ) -> Result<Tensor, Error> {
-        self.pool2d(PoolKind::Avg, kernel, stride, padding)
-    }
-
     /// Scaled dot-product attention with `self` as the queries:
     /// `softmax(q·kᵀ·scale + mask)·v`.
     ///
@@ -502,4 +433,13 @@ impl Tensor {
     ) -> Result<Tensor, Error> {
         ops::attention(self, k, v, mask, scale, causal)
     }
+}
+
+shorthands! {
+    /// Shorthands for [`Tensor::pool2d`].
+    pool2d(PoolKind (kernel: (u32, u32), stride: (u32, u32), padding: (u32, u32)))
+    /// Max pooling; see [`Tensor::pool2d`].
+    max_pool2d => Max;
+    /// Average pooling; see [`Tensor::pool2d`].
+    avg_pool2d => Avg;
 }
