@@ -16,7 +16,8 @@ Usage: python3 k8s_manifests.py [--metrics EXPOSITION_FILE]
   that the two overlays can coexist, that the Grafana dashboard and the
   prometheus-adapter rule only use series edgeserve exports.
 * Checks the Dockerfile statically (non-root numeric USER, plugins built from
-  source, EXPOSE, read-only-friendly paths).
+  source, EXPOSE, read-only-friendly paths), and that the operator's
+  (crates/operator/Dockerfile) builds with the same pinned toolchain.
 
 The metric names come from a real server's /metrics text when --metrics is
 given (the Rust test, tests/tests/deploy.rs, passes one), else from
@@ -396,6 +397,23 @@ def check_dockerfile() -> dict:
         if (model / "config.toml").is_file():
             check(model.name in built, f"examples/models/{model.name} has no plugin crate plugins/{model.name} in plugins/Cargo.toml (members: {sorted(built)})")
     return facts
+
+
+def check_operator_dockerfile() -> None:
+    """A Dockerfile cannot include another, so the operator's repeats the
+    builder's toolchain pin; the two must not drift apart."""
+    operator = REPO / "crates/operator/Dockerfile"
+    if not operator.is_file():
+        return
+
+    def pins(path: Path) -> dict[str, str]:
+        text = path.read_text()
+        found = dict(re.findall(r"^ARG\s+(RUST_VERSION|DEBIAN_RELEASE)=(\S+)", text, re.M))
+        found["RUSTUP_TOOLCHAIN"] = "${RUST_VERSION}" if "RUSTUP_TOOLCHAIN=${RUST_VERSION}" in text else "unpinned"
+        return found
+
+    host, op = pins(REPO / "Dockerfile"), pins(operator)
+    check(host == op, f"crates/operator/Dockerfile pins the toolchain {op}, the Dockerfile {host}")
 
 
 # --------------------------------------------------------------------------
@@ -821,6 +839,7 @@ def main() -> None:
     print(f"metric families from {source}: {', '.join(sorted(families))}")
 
     docker = check_dockerfile()
+    check_operator_dockerfile()
 
     rendered: dict[str, list[dict]] = {}
     for directory in kustomizations():

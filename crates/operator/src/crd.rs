@@ -101,11 +101,15 @@ pub struct ModelDeploymentSpec {
     /// when `tier` is `both`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
-    /// CPU and memory of each replica. Defaults to requests of 500m CPU and 512Mi memory (a CPU
+    /// CPU and memory of each replica, on every tier. Defaults to each tier's requests and
+    /// limits in the pod template, the ones `k8s/overlays/<tier>/deployment.yaml` sets (a CPU
     /// request is what the HPA's utilization target is measured against).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
+    /// Model instances each replica of a tier may keep, and the memory of each.
+    #[serde(default)]
+    pub instances: Instances,
 }
 
 /// Schema of `spec.resources`: just `requests` and `limits` maps of quantities. The full
@@ -120,7 +124,7 @@ fn resources_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         })
     };
     schemars::json_schema!({
-        "description": "CPU and memory of each replica. Defaults to requests of 500m CPU and 512Mi memory (a CPU request is what the HPA's utilization target is measured against).",
+        "description": "CPU and memory of each replica, on every tier. Defaults to each tier's requests and limits in the pod template, the ones `k8s/overlays/<tier>/deployment.yaml` sets (a CPU request is what the HPA's utilization target is measured against).",
         "nullable": true,
         "type": "object",
         "properties": {
@@ -170,6 +174,15 @@ impl ModelDeploymentSpec {
         }
         if self.gpu.count < 1 {
             return Err("gpu.count must be at least 1".to_owned());
+        }
+        for tier in DeployedTier::ALL {
+            let limits = self.instances.of(tier);
+            if limits.max_instances < 1 || limits.max_instance_memory_mib < 1 {
+                return Err(format!(
+                    "instances.{}: maxInstances and maxInstanceMemoryMib must be at least 1",
+                    tier.as_str()
+                ));
+            }
         }
         Ok(())
     }
@@ -309,6 +322,70 @@ fn default_gpu_resource() -> String {
     DEFAULT_GPU_RESOURCE.to_owned()
 }
 
+/// The instance pool of each tier's replicas (the host's `--max-instances` and
+/// `--max-instance-memory-mib`). The defaults are the ones `k8s/overlays/<tier>` deploy with
+/// (`manifestgen` writes them there), so a pod the operator makes is sized like one deployed
+/// from the manifests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Instances {
+    /// Each edge replica's pool.
+    #[serde(default = "InstanceLimits::edge")]
+    pub edge: InstanceLimits,
+    /// Each datacenter replica's pool.
+    #[serde(default = "InstanceLimits::datacenter")]
+    pub datacenter: InstanceLimits,
+}
+
+impl Instances {
+    /// The pool of one tier's replicas.
+    pub fn of(&self, tier: DeployedTier) -> InstanceLimits {
+        match tier {
+            DeployedTier::Edge => self.edge,
+            DeployedTier::Datacenter => self.datacenter,
+        }
+    }
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Instances {
+            edge: InstanceLimits::edge(),
+            datacenter: InstanceLimits::datacenter(),
+        }
+    }
+}
+
+/// How many model instances one replica keeps warm, and how much memory each may use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceLimits {
+    /// Most model instances per replica, over all its models (`--max-instances`).
+    #[schemars(range(min = 1))]
+    pub max_instances: i32,
+    /// Memory cap of each instance in MiB (`--max-instance-memory-mib`).
+    #[schemars(range(min = 1))]
+    pub max_instance_memory_mib: i32,
+}
+
+impl InstanceLimits {
+    /// The edge default: small nodes, so fewer and smaller instance slots.
+    pub fn edge() -> Self {
+        InstanceLimits {
+            max_instances: 32,
+            max_instance_memory_mib: 256,
+        }
+    }
+
+    /// The datacenter default: big GPU nodes.
+    pub fn datacenter() -> Self {
+        InstanceLimits {
+            max_instances: 256,
+            max_instance_memory_mib: 4096,
+        }
+    }
+}
+
 /// Observed state of a `ModelDeployment`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -341,25 +418,15 @@ pub struct TierStatus {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn repo_file(path: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(path)
-    }
+    use crate::test_support::{autoscaling, read_repo_file, spec};
 
     #[test]
     fn committed_crd_matches_crdgen() {
-        let path = repo_file("k8s/crds/modeldeployment.yaml");
-        let committed =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let path = "k8s/crds/modeldeployment.yaml";
         assert!(
-            committed == crd_yaml().unwrap(),
-            "{} is stale; regenerate it with\n  cargo run -p edgeserve-operator --bin crdgen > k8s/crds/modeldeployment.yaml",
-            path.display()
+            read_repo_file(path) == crd_yaml().unwrap(),
+            "{path} is stale; regenerate it with\n  cargo run -p edgeserve-operator --bin crdgen > {path}"
         );
     }
 
@@ -398,10 +465,30 @@ mod tests {
     }
 
     #[test]
+    fn instance_pools_are_schema_defaults_per_tier() {
+        let crd = serde_json::to_value(ModelDeployment::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        // The whole object when `instances` is left out, one tier's when only that is.
+        let instances = &spec["properties"]["instances"];
+        let defaults = Instances::default();
+        assert_eq!(
+            instances["default"],
+            serde_json::to_value(&defaults).unwrap()
+        );
+        for tier in DeployedTier::ALL {
+            let pool = &instances["properties"][tier.as_str()]["default"];
+            assert_eq!(*pool, serde_json::to_value(defaults.of(tier)).unwrap());
+        }
+        assert_eq!(instances["default"]["edge"]["maxInstances"], 32);
+        assert_eq!(
+            instances["default"]["datacenter"]["maxInstanceMemoryMib"],
+            4096
+        );
+    }
+
+    #[test]
     fn example_model_deployment_parses_and_validates() {
-        let path = repo_file("k8s/crds/example-modeldeployment.yaml");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = read_repo_file("k8s/crds/example-modeldeployment.yaml");
         let md: ModelDeployment = serde_yaml::from_str(&text).unwrap();
         assert_eq!(md.spec.tier, Tier::Both);
         md.spec.validate().unwrap();
@@ -415,42 +502,33 @@ mod tests {
 
     #[test]
     fn defaults_fill_a_minimal_spec() {
-        let spec: ModelDeploymentSpec = serde_json::from_value(serde_json::json!({
-            "model": "linear",
-            "bundle": {"url": "https://example.com/linear.tar", "sha256": "a".repeat(64)},
-        }))
-        .unwrap();
+        let spec = spec();
         assert_eq!(spec.tier, Tier::Edge);
         assert_eq!(spec.image, DEFAULT_IMAGE);
         assert_eq!(spec.gpu_image, DEFAULT_GPU_IMAGE);
         assert_eq!(spec.gpu, GpuSpec::default());
         assert_eq!(spec.replicas, None);
+        assert_eq!(spec.instances.edge, InstanceLimits::edge());
+        assert_eq!(spec.instances.datacenter, InstanceLimits::datacenter());
         spec.validate().unwrap();
+        // One tier's pool given, the other keeps its default.
+        let partial: Instances = serde_json::from_value(
+            serde_json::json!({"edge": {"maxInstances": 8, "maxInstanceMemoryMib": 64}}),
+        )
+        .unwrap();
+        assert_eq!(partial.edge.max_instances, 8);
+        assert_eq!(partial.datacenter, InstanceLimits::datacenter());
     }
 
     #[test]
     fn validate_rejects_what_the_schema_rejects() {
-        let base: ModelDeploymentSpec = serde_json::from_value(serde_json::json!({
-            "model": "linear",
-            "bundle": {"url": "https://example.com/linear.tar", "sha256": "a".repeat(64)},
-        }))
-        .unwrap();
+        let base = spec();
         let mut both = base.clone();
         both.replicas = Some(1);
-        both.autoscaling = Some(Autoscaling {
-            min_replicas: 1,
-            max_replicas: 2,
-            target_cpu_utilization: None,
-            target_inflight: None,
-        });
+        both.autoscaling = Some(autoscaling(1, 2, None, None));
         assert!(both.validate().is_err());
         let mut inverted = base.clone();
-        inverted.autoscaling = Some(Autoscaling {
-            min_replicas: 3,
-            max_replicas: 2,
-            target_cpu_utilization: None,
-            target_inflight: None,
-        });
+        inverted.autoscaling = Some(autoscaling(3, 2, None, None));
         assert!(inverted.validate().is_err());
         let mut bad_sha = base.clone();
         bad_sha.bundle.sha256 = "ABC".to_owned();
@@ -463,5 +541,8 @@ mod tests {
         let mut bad_url = base.clone();
         bad_url.bundle.url = "oci://registry/model".to_owned();
         assert!(bad_url.validate().is_err());
+        let mut no_instances = base.clone();
+        no_instances.instances.datacenter.max_instances = 0;
+        assert!(no_instances.validate().is_err());
     }
 }

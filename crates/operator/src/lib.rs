@@ -8,6 +8,8 @@
 //! `Degraded` conditions.
 //!
 //! - [`crd`]: the custom resource types (the CRD YAML is generated from them).
+//! - [`template`]: the edgeserve pod template, shared with the manifests in `k8s/`.
+//! - [`manifests`]: the files of `k8s/` generated from the template (`manifestgen`).
 //! - [`resources`]: pure builders of the desired child objects.
 //! - [`status`]: pure status and condition computation.
 //! - [`controller`]: the reconciler, its error policy and [`controller::run`].
@@ -16,8 +18,12 @@
 
 pub mod controller;
 pub mod crd;
+pub mod manifests;
 pub mod resources;
 pub mod status;
+pub mod template;
+#[cfg(test)]
+mod test_support;
 
 pub use controller::{Context, run};
 pub use crd::{ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus};

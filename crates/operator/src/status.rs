@@ -68,30 +68,40 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
     }
 }
 
-/// A condition carrying over the previous `lastTransitionTime` when its status is unchanged,
-/// so the time says when the status last flipped rather than when it was last computed.
-fn condition(
-    previous: Option<&ModelDeploymentStatus>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: String,
+/// Makes the conditions of one new status: each carries over the previous `lastTransitionTime`
+/// when its status is unchanged, so the time says when the status last flipped rather than
+/// when it was last computed.
+struct Conditions<'a> {
+    previous: Option<&'a ModelDeploymentStatus>,
     generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    let last_transition_time = previous
-        .into_iter()
-        .flat_map(|p| &p.conditions)
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
+    now: &'a Time,
+}
+
+impl Conditions<'_> {
+    fn of<'a>(md: &'a ModelDeployment, now: &'a Time) -> Conditions<'a> {
+        Conditions {
+            previous: md.status.as_ref(),
+            generation: md.metadata.generation,
+            now,
+        }
+    }
+
+    fn make(&self, type_: &str, status: bool, reason: &str, message: String) -> Condition {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = self
+            .previous
+            .into_iter()
+            .flat_map(|p| &p.conditions)
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or_else(|| self.now.clone(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: self.generation,
+            last_transition_time,
+        }
     }
 }
 
@@ -120,10 +130,9 @@ pub fn observed(
     deployments: &[(DeployedTier, Deployment)],
     now: &Time,
 ) -> ModelDeploymentStatus {
-    let previous = md.status.as_ref();
-    let generation = md.metadata.generation;
+    let conditions = Conditions::of(md, now);
     let mut status = ModelDeploymentStatus {
-        observed_generation: generation,
+        observed_generation: md.metadata.generation,
         ..ModelDeploymentStatus::default()
     };
     let mut failed = Vec::new();
@@ -140,116 +149,42 @@ pub fn observed(
             Rollout::Failed(why) => failed.push(format!("{}: {why}", tier.as_str())),
         }
     }
-    let ready = failed.is_empty() && pending.is_empty();
-    status.conditions = vec![
-        if ready {
-            condition(
-                previous,
-                READY,
-                true,
-                "AllTiersAvailable",
-                "every tier has all replicas available".to_owned(),
-                generation,
-                now,
-            )
-        } else {
-            let (reason, why) = if failed.is_empty() {
-                ("RollingOut", &pending)
-            } else {
-                ("RolloutFailed", &failed)
-            };
-            condition(
-                previous,
-                READY,
-                false,
-                reason,
-                why.join("; "),
-                generation,
-                now,
-            )
-        },
-        if pending.is_empty() {
-            condition(
-                previous,
-                PROGRESSING,
-                false,
-                "RolloutComplete",
-                "no rollout in progress".to_owned(),
-                generation,
-                now,
-            )
-        } else {
-            condition(
-                previous,
-                PROGRESSING,
-                true,
-                "RollingOut",
-                pending.join("; "),
-                generation,
-                now,
-            )
-        },
-        if failed.is_empty() {
-            condition(
-                previous,
-                DEGRADED,
-                false,
-                "AsExpected",
-                "no tier failed".to_owned(),
-                generation,
-                now,
-            )
-        } else {
-            condition(
-                previous,
-                DEGRADED,
-                true,
-                "RolloutFailed",
-                failed.join("; "),
-                generation,
-                now,
-            )
-        },
-    ];
+    let ready = match (failed.is_empty(), pending.is_empty()) {
+        (true, true) => conditions.make(
+            READY,
+            true,
+            "AllTiersAvailable",
+            "every tier has all replicas available".to_owned(),
+        ),
+        (true, false) => conditions.make(READY, false, "RollingOut", pending.join("; ")),
+        (false, _) => conditions.make(READY, false, "RolloutFailed", failed.join("; ")),
+    };
+    let progressing = if pending.is_empty() {
+        let message = "no rollout in progress".to_owned();
+        conditions.make(PROGRESSING, false, "RolloutComplete", message)
+    } else {
+        conditions.make(PROGRESSING, true, "RollingOut", pending.join("; "))
+    };
+    let degraded = if failed.is_empty() {
+        conditions.make(DEGRADED, false, "AsExpected", "no tier failed".to_owned())
+    } else {
+        conditions.make(DEGRADED, true, "RolloutFailed", failed.join("; "))
+    };
+    status.conditions = vec![ready, progressing, degraded];
     status
 }
 
 /// Status of a spec the operator refuses to deploy (the CRD's validation rules normally stop
 /// such specs at the API server; this covers servers that skip CEL validation).
 pub fn invalid(md: &ModelDeployment, message: &str, now: &Time) -> ModelDeploymentStatus {
-    let previous = md.status.as_ref();
-    let generation = md.metadata.generation;
+    let conditions = Conditions::of(md, now);
     ModelDeploymentStatus {
-        observed_generation: generation,
-        conditions: vec![
-            condition(
-                previous,
-                READY,
-                false,
-                "InvalidSpec",
-                message.to_owned(),
-                generation,
-                now,
-            ),
-            condition(
-                previous,
-                PROGRESSING,
-                false,
-                "InvalidSpec",
-                message.to_owned(),
-                generation,
-                now,
-            ),
-            condition(
-                previous,
-                DEGRADED,
-                true,
-                "InvalidSpec",
-                message.to_owned(),
-                generation,
-                now,
-            ),
-        ],
+        observed_generation: md.metadata.generation,
+        conditions: [(READY, false), (PROGRESSING, false), (DEGRADED, true)]
+            .map(|(type_, status)| {
+                conditions.make(type_, status, "InvalidSpec", message.to_owned())
+            })
+            .to_vec(),
         edge: None,
         datacenter: None,
     }
@@ -261,28 +196,12 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::crd::{BundleSource, GpuSpec, ModelDeploymentSpec, Tier};
+    use crate::crd::Tier;
+    use crate::test_support::model_deployment;
 
     fn md() -> ModelDeployment {
-        let mut md = ModelDeployment::new(
-            "digits",
-            ModelDeploymentSpec {
-                model: "digits".to_owned(),
-                bundle: BundleSource {
-                    url: "https://example.com/b.tar".to_owned(),
-                    sha256: "0".repeat(64),
-                },
-                tier: Tier::Both,
-                replicas: Some(2),
-                autoscaling: None,
-                gpu: GpuSpec::default(),
-                image: "img".to_owned(),
-                gpu_image: crate::crd::DEFAULT_GPU_IMAGE.to_owned(),
-                upstream: None,
-                resources: None,
-            },
-        );
-        md.metadata.namespace = Some("ml".to_owned());
+        let mut md = model_deployment(Tier::Both);
+        md.spec.replicas = Some(2);
         md.metadata.generation = Some(3);
         md
     }
@@ -308,8 +227,30 @@ mod tests {
         }
     }
 
+    /// A Deployment of 2 replicas, 1 updated and available, with one condition.
+    fn stuck(type_: &str, status: &str, reason: Option<&str>, message: &str) -> Deployment {
+        let mut d = deployment(2, 1, 1, 1);
+        d.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.map(str::to_owned),
+            message: Some(message.to_owned()),
+            ..Default::default()
+        }]);
+        d
+    }
+
     fn time(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    /// Status of [`md`] with both tiers deployed, at t=100.
+    fn both(datacenter: Deployment, edge: Deployment) -> ModelDeploymentStatus {
+        let tiers = [
+            (DeployedTier::Datacenter, datacenter),
+            (DeployedTier::Edge, edge),
+        ];
+        observed(&md(), &tiers, &time(100))
     }
 
     fn find<'a>(status: &'a ModelDeploymentStatus, type_: &str) -> &'a Condition {
@@ -319,48 +260,38 @@ mod tests {
     #[test]
     fn rollout_judges_generation_updates_availability_and_failures() {
         assert_eq!(rollout(&deployment(2, 2, 2, 2)), Rollout::Complete);
-        assert!(matches!(
-            rollout(&deployment(2, 1, 1, 1)),
-            Rollout::InProgress(_)
-        ));
-        assert!(matches!(
-            rollout(&deployment(2, 2, 1, 1)),
-            Rollout::InProgress(_)
-        ));
         let mut stale = deployment(2, 2, 2, 2);
         stale.metadata.generation = Some(2);
-        assert!(matches!(rollout(&stale), Rollout::InProgress(_)));
         let mut old_pods = deployment(2, 2, 2, 2);
         old_pods.status.as_mut().unwrap().replicas = Some(3);
-        assert!(matches!(rollout(&old_pods), Rollout::InProgress(_)));
-        let mut stuck = deployment(2, 1, 1, 1);
-        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
-            type_: "Progressing".to_owned(),
-            status: "False".to_owned(),
-            reason: Some("ProgressDeadlineExceeded".to_owned()),
-            message: Some("ReplicaSet has timed out progressing".to_owned()),
-            ..Default::default()
-        }]);
-        assert_eq!(
-            rollout(&stuck),
-            Rollout::Failed("ReplicaSet has timed out progressing".to_owned())
-        );
         // A fresh apply response carries no status at all yet.
         let mut fresh = deployment(1, 0, 0, 0);
         fresh.status = None;
-        assert!(matches!(rollout(&fresh), Rollout::InProgress(_)));
+        for in_progress in [
+            deployment(2, 1, 1, 1),
+            deployment(2, 2, 1, 1),
+            stale,
+            old_pods,
+            fresh,
+        ] {
+            assert!(
+                matches!(rollout(&in_progress), Rollout::InProgress(_)),
+                "{in_progress:?}"
+            );
+        }
+        let message = "ReplicaSet has timed out progressing";
+        let deadline = stuck(
+            "Progressing",
+            "False",
+            Some("ProgressDeadlineExceeded"),
+            message,
+        );
+        assert_eq!(rollout(&deadline), Rollout::Failed(message.to_owned()));
     }
 
     #[test]
     fn all_tiers_available_is_ready() {
-        let status = observed(
-            &md(),
-            &[
-                (DeployedTier::Datacenter, deployment(2, 2, 2, 2)),
-                (DeployedTier::Edge, deployment(2, 2, 2, 2)),
-            ],
-            &time(100),
-        );
+        let status = both(deployment(2, 2, 2, 2), deployment(2, 2, 2, 2));
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(find(&status, READY).status, "True");
         assert_eq!(find(&status, PROGRESSING).status, "False");
@@ -374,14 +305,7 @@ mod tests {
 
     #[test]
     fn one_tier_rolling_out_is_progressing_and_not_ready() {
-        let status = observed(
-            &md(),
-            &[
-                (DeployedTier::Datacenter, deployment(2, 1, 1, 1)),
-                (DeployedTier::Edge, deployment(2, 2, 2, 2)),
-            ],
-            &time(100),
-        );
+        let status = both(deployment(2, 1, 1, 1), deployment(2, 2, 2, 2));
         assert_eq!(find(&status, READY).status, "False");
         assert_eq!(find(&status, PROGRESSING).status, "True");
         assert!(
@@ -395,13 +319,7 @@ mod tests {
 
     #[test]
     fn a_failed_tier_is_degraded() {
-        let mut stuck = deployment(2, 1, 1, 1);
-        stuck.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
-            type_: "ReplicaFailure".to_owned(),
-            status: "True".to_owned(),
-            message: Some("exceeded quota".to_owned()),
-            ..Default::default()
-        }]);
+        let stuck = stuck("ReplicaFailure", "True", None, "exceeded quota");
         let status = observed(&md(), &[(DeployedTier::Edge, stuck)], &time(1));
         assert_eq!(find(&status, DEGRADED).status, "True");
         assert_eq!(find(&status, DEGRADED).message, "edge: exceeded quota");
@@ -412,28 +330,21 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
         let mut md = md();
-        let first = observed(
-            &md,
-            &[(DeployedTier::Edge, deployment(2, 1, 1, 1))],
-            &time(100),
-        );
-        md.status = Some(first);
-        // Still rolling out later: Ready stays False since t=100.
-        let second = observed(
-            &md,
-            &[(DeployedTier::Edge, deployment(2, 2, 1, 1))],
-            &time(200),
-        );
-        assert_eq!(find(&second, READY).last_transition_time, time(100));
-        md.status = Some(second);
-        // Ready flips at t=300; Degraded stays False since t=100.
-        let third = observed(
-            &md,
-            &[(DeployedTier::Edge, deployment(2, 2, 2, 2))],
-            &time(300),
-        );
-        assert_eq!(find(&third, READY).last_transition_time, time(300));
-        assert_eq!(find(&third, DEGRADED).last_transition_time, time(100));
+        // Rolling out at t=100, still at t=200 (Ready stays False since t=100), available
+        // at t=300 (Ready flips; Degraded stays False since t=100).
+        let mut statuses = Vec::new();
+        for (t, d) in [
+            (100, deployment(2, 1, 1, 1)),
+            (200, deployment(2, 2, 1, 1)),
+            (300, deployment(2, 2, 2, 2)),
+        ] {
+            let status = observed(&md, &[(DeployedTier::Edge, d)], &time(t));
+            md.status = Some(status.clone());
+            statuses.push(status);
+        }
+        assert_eq!(find(&statuses[1], READY).last_transition_time, time(100));
+        assert_eq!(find(&statuses[2], READY).last_transition_time, time(300));
+        assert_eq!(find(&statuses[2], DEGRADED).last_transition_time, time(100));
     }
 
     #[test]
