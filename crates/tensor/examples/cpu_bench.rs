@@ -1,17 +1,43 @@
 //! Rough timings of the CPU backend's kernels, for tuning thresholds.
 //!
 //! `cargo run --release -p edgeserve-tensor --example cpu_bench [filter]`
-//! prints the median time of each case whose name contains `filter`.
+//! prints the median time of each case whose name contains `filter`. Ops
+//! go through the [`Ops`] front door, as every caller's do, so the times
+//! include validation.
 
 use std::time::{Duration, Instant};
 
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{
-    Attention, Backend, BinaryOp, Conv2d, DType, Pool2d, PoolKind, ReduceOp, Tensor, UnaryOp,
+    Attention, Backend, BinaryOp, Conv2d, DType, Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor,
+    UnaryOp,
 };
+
+const USAGE: &str = "usage: cpu_bench [filter]
+Prints the median time of each case whose name contains `filter` (all when
+it is empty), after gemm's own timings with and without threads.";
 
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
+
+/// The CPU backend's ops, for every case to call.
+fn cpu() -> Ops<'static> {
+    static CPU: CpuBackend = CpuBackend::new();
+    CPU.ops()
+}
+
+/// A case that runs `op` on random inputs of `shapes`, made once.
+fn case<T>(
+    name: &'static str,
+    shapes: &[&[usize]],
+    op: impl Fn(Ops<'_>, &[Tensor]) -> Result<T> + 'static,
+) -> Case {
+    let inputs: Vec<Tensor> = shapes.iter().map(|shape| tensor(shape)).collect();
+    (
+        name,
+        Box::new(move || drop(op(cpu(), &inputs).expect(name))),
+    )
+}
 
 fn tensor(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
@@ -88,157 +114,142 @@ fn gemm_threads(filter: &str) {
 
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    // 'static so that every boxed case can capture it by copy.
-    let cpu: &'static CpuBackend = Box::leak(Box::new(CpuBackend::new()));
-    println!("{}", cpu.info().device);
+    if filter == "--help" || filter == "-h" {
+        println!("{USAGE}");
+        return;
+    }
+    println!("{}", cpu().backend().info().device);
     gemm_threads(&filter);
-    let p = Attention {
+    let causal = Attention {
         scale: None,
         causal: true,
     };
+    let conv = |groups| Conv2d {
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups,
+    };
+    let pool = Pool2d {
+        kind: PoolKind::Max,
+        kernel: (3, 3),
+        stride: (2, 2),
+        padding: (1, 1),
+    };
+    let (conv1, conv32) = (conv(1), conv(32));
+    let gelu = Some(UnaryOp::Gelu);
     let cases: Vec<Case> = vec![
-        ("matmul [128,384,384]x[384,1536]", {
-            let (a, b) = (tensor(&[128, 384]), tensor(&[384, 1536]));
-            Box::new(move || drop(cpu.matmul(&a, &b, false).unwrap()))
+        case(
+            "matmul [128,384,384]x[384,1536]",
+            &[&[128, 384], &[384, 1536]],
+            |o, t| o.matmul(&t[0], &t[1], false),
+        ),
+        case(
+            "linear [128,384]x[1536,384]^T+bias gelu",
+            &[&[128, 384], &[1536, 384], &[1536]],
+            move |o, t| o.linear(&t[0], &t[1], true, Some(&t[2]), gelu),
+        ),
+        case(
+            "linear unfused: matmul, add, gelu",
+            &[&[128, 384], &[1536, 384], &[1536]],
+            |o, t| {
+                let y = o.matmul(&t[0], &t[1], true)?;
+                let y = o.binary(BinaryOp::Add, &y, &t[2])?;
+                o.unary(UnaryOp::Gelu, &y)
+            },
+        ),
+        case(
+            "matmul [12,128,64]x[12,128,64]^T",
+            &[&[12, 128, 64], &[12, 128, 64]],
+            |o, t| o.matmul(&t[0], &t[1], true),
+        ),
+        case("add [128,1536]+[1536]", &[&[128, 1536], &[1536]], |o, t| {
+            o.binary(BinaryOp::Add, &t[0], &t[1])
         }),
-        ("linear [128,384]x[1536,384]^T+bias gelu", {
-            let (a, b, bias) = (tensor(&[128, 384]), tensor(&[1536, 384]), tensor(&[1536]));
-            let gelu = Some(UnaryOp::Gelu);
-            Box::new(move || drop(cpu.linear(&a, &b, true, Some(&bias), gelu).unwrap()))
+        case("add [1M]+[1M]", &[&[1 << 20], &[1 << 20]], |o, t| {
+            o.binary(BinaryOp::Add, &t[0], &t[1])
         }),
-        ("linear unfused: matmul, add, gelu", {
-            let (a, b, bias) = (tensor(&[128, 384]), tensor(&[1536, 384]), tensor(&[1536]));
-            Box::new(move || {
-                let y = cpu.matmul(&a, &b, true).unwrap();
-                let y = cpu.binary(BinaryOp::Add, &y, &bias).unwrap();
-                drop(cpu.unary(UnaryOp::Gelu, &y).unwrap())
-            })
+        case(
+            "mul [64,1,512]*[64,512,1]",
+            &[&[64, 1, 512], &[64, 512, 1]],
+            |o, t| o.binary(BinaryOp::Mul, &t[0], &t[1]),
+        ),
+        case("exp [1M]", &[&[1 << 20]], |o, t| {
+            o.unary(UnaryOp::Exp, &t[0])
         }),
-        ("matmul [12,128,64]x[12,128,64]^T", {
-            let (a, b) = (tensor(&[12, 128, 64]), tensor(&[12, 128, 64]));
-            Box::new(move || drop(cpu.matmul(&a, &b, true).unwrap()))
+        case("exp [4096]", &[&[4096]], |o, t| {
+            o.unary(UnaryOp::Exp, &t[0])
         }),
-        ("add [128,1536]+[1536]", {
-            let (a, b) = (tensor(&[128, 1536]), tensor(&[1536]));
-            Box::new(move || drop(cpu.binary(BinaryOp::Add, &a, &b).unwrap()))
+        case("neg [4096]", &[&[4096]], |o, t| {
+            o.unary(UnaryOp::Neg, &t[0])
         }),
-        ("add [1M]+[1M]", {
-            let (a, b) = (tensor(&[1 << 20]), tensor(&[1 << 20]));
-            Box::new(move || drop(cpu.binary(BinaryOp::Add, &a, &b).unwrap()))
+        case("gelu [4096]", &[&[4096]], |o, t| {
+            o.unary(UnaryOp::Gelu, &t[0])
         }),
-        ("mul [64,1,512]*[64,512,1]", {
-            let (a, b) = (tensor(&[64, 1, 512]), tensor(&[64, 512, 1]));
-            Box::new(move || drop(cpu.binary(BinaryOp::Mul, &a, &b).unwrap()))
+        case("tanh [4096]", &[&[4096]], |o, t| {
+            o.unary(UnaryOp::Tanh, &t[0])
         }),
-        ("exp [1M]", {
-            let a = tensor(&[1 << 20]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Exp, &a).unwrap()))
+        case("gelu [1M]", &[&[1 << 20]], |o, t| {
+            o.unary(UnaryOp::Gelu, &t[0])
         }),
-        ("exp [4096]", {
-            let a = tensor(&[4096]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Exp, &a).unwrap()))
+        case("gelu-tanh [1M]", &[&[1 << 20]], |o, t| {
+            o.unary(UnaryOp::GeluTanh, &t[0])
         }),
-        ("neg [4096]", {
-            let a = tensor(&[4096]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Neg, &a).unwrap()))
+        case("softmax [12,128,128] last", &[&[12, 128, 128]], |o, t| {
+            o.softmax(&t[0], -1)
         }),
-        ("gelu [4096]", {
-            let a = tensor(&[4096]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Gelu, &a).unwrap()))
+        case("softmax [12,128,128] axis 1", &[&[12, 128, 128]], |o, t| {
+            o.softmax(&t[0], 1)
         }),
-        ("tanh [4096]", {
-            let a = tensor(&[4096]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Tanh, &a).unwrap()))
+        case(
+            "layer-norm [128,768]",
+            &[&[128, 768], &[768], &[768]],
+            |o, t| o.layer_norm(&t[0], Some(&t[1]), Some(&t[2]), 1e-5),
+        ),
+        case("reduce sum [1024,1024] axis 0", &[&[1024, 1024]], |o, t| {
+            o.reduce(ReduceOp::Sum, &t[0], 0, false)
         }),
-        ("gelu [1M]", {
-            let a = tensor(&[1 << 20]);
-            Box::new(move || drop(cpu.unary(UnaryOp::Gelu, &a).unwrap()))
+        case("reduce max [1024,1024] axis 1", &[&[1024, 1024]], |o, t| {
+            o.reduce(ReduceOp::Max, &t[0], 1, false)
         }),
-        ("gelu-tanh [1M]", {
-            let a = tensor(&[1 << 20]);
-            Box::new(move || drop(cpu.unary(UnaryOp::GeluTanh, &a).unwrap()))
+        case("transpose [1024,1024] [1,0]", &[&[1024, 1024]], |o, t| {
+            o.transpose(&t[0], &[1, 0])
         }),
-        ("softmax [12,128,128] last", {
-            let a = tensor(&[12, 128, 128]);
-            Box::new(move || drop(cpu.softmax(&a, 2).unwrap()))
+        case(
+            "transpose [1,128,12,64] heads",
+            &[&[1, 128, 12, 64]],
+            |o, t| o.transpose(&t[0], &[0, 2, 1, 3]),
+        ),
+        case("cast f32->f16 [1M]", &[&[1 << 20]], |o, t| {
+            o.cast(&t[0], DType::F16)
         }),
-        ("softmax [12,128,128] axis 1", {
-            let a = tensor(&[12, 128, 128]);
-            Box::new(move || drop(cpu.softmax(&a, 1).unwrap()))
-        }),
-        ("layer-norm [128,768]", {
-            let (a, g, b) = (tensor(&[128, 768]), tensor(&[768]), tensor(&[768]));
-            Box::new(move || drop(cpu.layer_norm(&a, Some(&g), Some(&b), 1e-5).unwrap()))
-        }),
-        ("reduce sum [1024,1024] axis 0", {
-            let a = tensor(&[1024, 1024]);
-            Box::new(move || drop(cpu.reduce(ReduceOp::Sum, &a, 0, false).unwrap()))
-        }),
-        ("reduce max [1024,1024] axis 1", {
-            let a = tensor(&[1024, 1024]);
-            Box::new(move || drop(cpu.reduce(ReduceOp::Max, &a, 1, false).unwrap()))
-        }),
-        ("transpose [1024,1024] [1,0]", {
-            let a = tensor(&[1024, 1024]);
-            Box::new(move || drop(cpu.transpose(&a, &[1, 0]).unwrap()))
-        }),
-        ("transpose [1,128,12,64] heads", {
-            let a = tensor(&[1, 128, 12, 64]);
-            Box::new(move || drop(cpu.transpose(&a, &[0, 2, 1, 3]).unwrap()))
-        }),
-        ("cast f32->f16 [1M]", {
-            let a = tensor(&[1 << 20]);
-            Box::new(move || drop(cpu.cast(&a, DType::F16).unwrap()))
-        }),
-        ("attention causal [12,128,64]", {
-            let (q, k, v) = (
-                tensor(&[12, 128, 64]),
-                tensor(&[12, 128, 64]),
-                tensor(&[12, 128, 64]),
-            );
-            Box::new(move || drop(cpu.attention(&q, &k, &v, None, p).unwrap()))
-        }),
-        ("attention decode [12,1,64] over 1024", {
-            let (q, k, v) = (
-                tensor(&[12, 1, 64]),
-                tensor(&[12, 1024, 64]),
-                tensor(&[12, 1024, 64]),
-            );
-            Box::new(move || drop(cpu.attention(&q, &k, &v, None, p).unwrap()))
-        }),
-        ("conv2d [1,64,56,56] 3x3x64", {
-            let (x, w) = (tensor(&[1, 64, 56, 56]), tensor(&[64, 64, 3, 3]));
-            let params = Conv2d {
-                stride: (1, 1),
-                padding: (1, 1),
-                dilation: (1, 1),
-                groups: 1,
-            };
-            Box::new(move || drop(cpu.conv2d(&x, &w, None, params).unwrap()))
-        }),
-        ("conv2d [8,32,28,28] depthwise", {
-            let (x, w) = (tensor(&[8, 32, 28, 28]), tensor(&[32, 1, 3, 3]));
-            let params = Conv2d {
-                stride: (1, 1),
-                padding: (1, 1),
-                dilation: (1, 1),
-                groups: 32,
-            };
-            Box::new(move || drop(cpu.conv2d(&x, &w, None, params).unwrap()))
-        }),
-        ("pool2d max [8,64,56,56] 3x3/2", {
-            let x = tensor(&[8, 64, 56, 56]);
-            let params = Pool2d {
-                kind: PoolKind::Max,
-                kernel: (3, 3),
-                stride: (2, 2),
-                padding: (1, 1),
-            };
-            Box::new(move || drop(cpu.pool2d(&x, params).unwrap()))
-        }),
-        ("top-k 50 of [32,50000]", {
-            let x = tensor(&[32, 50_000]);
-            Box::new(move || drop(cpu.top_k(&x, 50).unwrap()))
+        case(
+            "attention causal [12,128,64]",
+            &[&[12, 128, 64], &[12, 128, 64], &[12, 128, 64]],
+            move |o, t| o.attention(&t[0], &t[1], &t[2], None, causal),
+        ),
+        case(
+            "attention decode [12,1,64] over 1024",
+            &[&[12, 1, 64], &[12, 1024, 64], &[12, 1024, 64]],
+            move |o, t| o.attention(&t[0], &t[1], &t[2], None, causal),
+        ),
+        case(
+            "conv2d [1,64,56,56] 3x3x64",
+            &[&[1, 64, 56, 56], &[64, 64, 3, 3]],
+            move |o, t| o.conv2d(&t[0], &t[1], None, conv1),
+        ),
+        case(
+            "conv2d [8,32,28,28] depthwise",
+            &[&[8, 32, 28, 28], &[32, 1, 3, 3]],
+            move |o, t| o.conv2d(&t[0], &t[1], None, conv32),
+        ),
+        case(
+            "pool2d max [8,64,56,56] 3x3/2",
+            &[&[8, 64, 56, 56]],
+            move |o, t| o.pool2d(&t[0], pool),
+        ),
+        case("top-k 50 of [32,50000]", &[&[32, 50_000]], |o, t| {
+            o.top_k(&t[0], 50)
         }),
     ];
     for (name, f) in &cases {

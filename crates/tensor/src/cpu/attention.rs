@@ -3,7 +3,7 @@
 use std::mem::MaybeUninit;
 
 use super::buffers::{float_tensor, floats, written};
-use super::matmul::{MatRef, gemm, gemm_into};
+use super::matmul::{Dst, MatRef, gemm};
 use super::parallel::for_rows;
 use super::reduce::softmax_in_place;
 use crate::shape::AttentionPlan;
@@ -71,16 +71,8 @@ pub(super) fn attention(
                         rs: 1,
                         cs: d,
                     };
-                    gemm(
-                        sc,
-                        keys,
-                        (count, keys, d),
-                        MatRef::rows(qm, d),
-                        kt,
-                        s.scale,
-                        false,
-                        false,
-                    );
+                    let (q_rows, dims) = (MatRef::rows(qm, d), (count, keys, d));
+                    gemm(Dst::Overwrite(sc), keys, dims, q_rows, kt, s.scale, false);
                     for (row_index, row) in sc.chunks_exact_mut(keys).enumerate() {
                         let i = i0 + row_index;
                         if let Some(m) = &mask {
@@ -102,15 +94,9 @@ pub(super) fn attention(
                             row.fill(0.0);
                         }
                     }
-                    gemm_into(
-                        dst,
-                        dv,
-                        (count, dv, keys),
-                        MatRef::rows(sc, keys),
-                        MatRef::rows(vm, dv),
-                        1.0,
-                        false,
-                    );
+                    let (weights, values) = (MatRef::rows(sc, keys), MatRef::rows(vm, dv));
+                    let dims = (count, dv, keys);
+                    gemm(Dst::Fresh(dst), dv, dims, weights, values, 1.0, false);
                 }
             },
         );

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::buffers::{float_tensor, floats, zeroed};
-use super::matmul::{MatRef, gemm, threaded};
+use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::parallel::{PARALLEL_WORK, for_rows};
 use crate::shape::{Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor};
@@ -104,11 +104,6 @@ pub(super) fn conv2d(
             let (image, gi) = ((first + i) / g, (first + i) % g);
             let from = image * image_in + gi * group_in;
             let channels = &src[from..from + group_in];
-            if let Some(b) = &bias {
-                for (row, &v) in dst.chunks_exact_mut(plane).zip(&b[gi * og..]) {
-                    row.fill(v);
-                }
-            }
             let rhs = if direct {
                 MatRef::rows(channels, plane)
             } else {
@@ -117,7 +112,17 @@ pub(super) fn conv2d(
             };
             let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
             let dims = (og, plane, taps);
-            gemm(dst, plane, dims, lhs, rhs, 1.0, bias.is_some(), threads);
+            // The bias fills the rows, and the product adds to it.
+            let dst = match &bias {
+                Some(b) => {
+                    for (row, &v) in dst.chunks_exact_mut(plane).zip(&b[gi * og..]) {
+                        row.fill(v);
+                    }
+                    Dst::Accumulate(dst)
+                }
+                None => Dst::Overwrite(dst),
+            };
+            gemm(dst, plane, dims, lhs, rhs, 1.0, threads);
         }
     };
     if let [col] = &mut cols[..] {

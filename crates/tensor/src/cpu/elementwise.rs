@@ -1,11 +1,13 @@
 //! Elementwise kernels: broadcasting binary ops, unary ops, affine, cast, full.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
 use super::elem::{Elem, by_dtype};
+use super::math::{exp, gelu, gelu_body, sigmoid};
 use super::parallel::{BLOCK, for_rows};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
@@ -26,21 +28,11 @@ pub(super) fn cast(x: &Tensor, to: DType) -> Result<Tensor> {
     fn from<S: Elem>(x: &Tensor, to: DType) -> Result<Tensor> {
         fn into<S: Elem, D: Elem>(x: &Tensor) -> Result<Tensor> {
             let src: &[S] = elems("cast", x)?;
-            let mut out: Vec<D> = zeroed(src.len())?;
-            for_rows(
-                &mut out,
-                BLOCK,
-                BLOCK,
-                #[inline(always)]
-                |row, chunk| {
-                    let start = row * BLOCK;
-                    let end = start + chunk.len();
-                    for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
-                        *o = D::convert(s);
-                    }
-                },
-            );
-            Ok(tensor_of(D::DTYPE, x.shape(), out))
+            Ok(tensor_of(
+                D::DTYPE,
+                x.shape(),
+                map(src, 1, D::convert::<S>)?,
+            ))
         }
         by_dtype!(to, into::<S>(x))
     }
@@ -74,15 +66,12 @@ fn map<T: Copy + Send + Sync, U: Pod + Send>(
     f: impl Fn(T) -> U + Sync + Send,
 ) -> Result<Vec<U>> {
     let fill = |out: &mut [MaybeUninit<U>]| {
-        for_rows(
+        for_blocks(
             out,
-            BLOCK,
-            BLOCK * cost,
+            cost,
             #[inline(always)]
-            |row, chunk| {
-                let start = row * BLOCK;
-                let end = start + chunk.len();
-                for (o, &s) in chunk.iter_mut().zip(&src[start..end]) {
+            |at, chunk| {
+                for (o, &s) in chunk.iter_mut().zip(&src[at]) {
                     o.write(f(s));
                 }
             },
@@ -92,137 +81,26 @@ fn map<T: Copy + Send + Sync, U: Pod + Send>(
     unsafe { written(src.len(), fill) }
 }
 
-/// e^x to about 2 ulp, written without branches or library calls so that
-/// LLVM vectorizes the loops that call it (softmax, attention, sigmoid).
-///
-/// Cephes' `expf`: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial
-/// for e^r, and 2^n built directly in the exponent bits. Results below the
-/// smallest normal float flush to 0.
+/// Runs `f(at, chunk)` over `out` cut into [`BLOCK`]-long chunks, across
+/// threads when `cost` operations per element make it worth it; `at` is
+/// the range of `out` that `chunk` is, and so of every input it lines up
+/// with.
 #[inline(always)]
-pub(super) fn exp(x: f32) -> f32 {
-    // ln(f32::MAX) and ln(f32::MIN_POSITIVE).
-    const HI: f32 = 88.722_83;
-    const LO: f32 = -87.336_54;
-    // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI);
-    let k = xc * std::f32::consts::LOG2_E + MAGIC;
-    let n = k - MAGIC;
-    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
-    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // n spans -126..=128; two half-size powers keep each one a normal float.
-    let half = ni >> 1;
-    let pow = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
-    let scaled = y * pow(half) * pow(ni - half);
-    if x > HI {
-        f32::INFINITY
-    } else if x < LO {
-        // Also maps -inf to 0.
-        0.0
-    } else if x.is_nan() {
-        x
-    } else {
-        scaled
-    }
-}
-
-/// erf(x) to about 3e-7 absolute, as x times a rational function of x² on
-/// [-4, 4] (erf is ±1 in f32 beyond), with no branches so that loops
-/// calling it vectorize; libm's `erff` is a library call per element. The
-/// coefficients are the ones XLA, Eigen and TVM use for f32 erf.
-#[inline(always)]
-pub(super) fn erf(x: f32) -> f32 {
-    // Beyond 3.92, erf(x) rounds to ±1 in f32; the approximation does not
-    // quite reach it, which GELU would scale up by |x|.
-    let saturated = 1.0f32.copysign(x);
-    let big = x.abs() > 3.92;
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 + -2.101_024e-6;
-    p = p * x2 + -5.692_506_4e-5;
-    p = p * x2 + -7.349_906_3e-4;
-    p = p * x2 + -2.954_6e-3;
-    p = p * x2 + -1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5f32;
-    q = q * x2 + -2.133_740_6e-4;
-    q = q * x2 + -1.682_827e-3;
-    q = q * x2 + -7.373_329_2e-3;
-    q = q * x2 + -1.426_473_9e-2;
-    if big { saturated } else { x * p / q }
-}
-
-/// erfc(u/√2) for u ≥ 2, to about 2e-7 relative, branch-free so that loops
-/// calling it vectorize (libm's `erfcf` is a library call per element).
-///
-/// Numerical Recipes' `erfcc`: erfc(z) = t·e^(-z² + c(t)) with t = 1/(1 + z/2)
-/// and c a degree-9 Chebyshev fit, accurate to 1.2e-7 relative for all
-/// z ≥ 0. At z = 4, z² is 16, so rounding -z² + c to f32 alone would cost
-/// 1e-6 relative; instead z² = u²/2 is split exactly into hi + lo (Dekker),
-/// the sum's rounding error is recovered (Fast2Sum, |hi| ≥ |c| here), and
-/// both small parts go in as e^ε ≈ 1 + ε.
-#[inline(always)]
-fn erfc_scaled_tail(u: f32) -> f32 {
-    // erfc(20/√2) is far below f32's range; the clamp keeps u² finite.
-    let u = u.min(20.0);
-    let z = u * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let mut c = 0.170_872_77f32;
-    c = c * t + -0.822_152_23;
-    c = c * t + 1.488_515_9;
-    c = c * t + -1.135_204;
-    c = c * t + 0.278_868_07;
-    c = c * t + -0.186_288_06;
-    c = c * t + 0.096_784_18;
-    c = c * t + 0.374_091_96;
-    c = c * t + 1.000_023_7;
-    c = c * t + -1.265_512_2;
-    // Dekker's exact product: u = uh + ul with 12-bit halves whose
-    // products are exact, so u² = square + low exactly. (`mul_add` would
-    // be shorter but is a library call on CPUs or paths without FMA, and
-    // blocks vectorization.)
-    let split = u * 4097.0;
-    let uh = split - (split - u);
-    let ul = u - uh;
-    let square = u * u;
-    let low = ((uh * uh - square) + 2.0 * uh * ul) + ul * ul;
-    // Halving is exact, so hi + lo is u²/2 exactly.
-    let (hi, lo) = (0.5 * square, 0.5 * low);
-    let a = c - hi;
-    let err = (-hi - a) + c;
-    t * exp(a) * (1.0 + (err - lo))
-}
-
-/// GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), to about 1e-6 relative everywhere.
-///
-/// Below -2, 1 + erf cancels away the approximation's accuracy, so the
-/// tail takes x/2·erfc(-x/√2) instead. Both are computed and one selected,
-/// which keeps the loop branch-free and vectorized: a second scalar pass
-/// through libm for the tail cost about as much as the whole vector loop.
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    let body = gelu_body(x);
-    let tail = 0.5 * x * erfc_scaled_tail(-x);
-    if x < -2.0 { tail } else { body }
-}
-
-/// GELU through erf, accurate from -2 up.
-#[inline(always)]
-fn gelu_body(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+fn for_blocks<T: Send>(
+    out: &mut [T],
+    cost: usize,
+    f: impl Fn(Range<usize>, &mut [T]) + Sync + Send,
+) {
+    for_rows(
+        out,
+        BLOCK,
+        BLOCK * cost,
+        #[inline(always)]
+        |row, chunk| {
+            let start = row * BLOCK;
+            f(start..start + chunk.len(), chunk)
+        },
+    );
 }
 
 /// Something done with a unary op's function on one f32. [`with_unary`]
@@ -289,13 +167,12 @@ impl UnaryVisitor for MapF32<'_> {
 /// with the plain `gelu` that [`with_unary`] hands to `linear`.
 fn gelu_f32(src: &[f32]) -> Result<Vec<f32>> {
     let fill = |out: &mut [MaybeUninit<f32>]| {
-        for_rows(
+        for_blocks(
             out,
-            BLOCK,
-            BLOCK * 10,
+            10,
             #[inline(always)]
-            |row, chunk| {
-                let xs = &src[row * BLOCK..row * BLOCK + chunk.len()];
+            |at, chunk| {
+                let xs = &src[at];
                 for (o, x) in chunk.chunks_mut(64).zip(xs.chunks(64)) {
                     if x.iter().fold(false, |t, &v| t | (v < -2.0)) {
                         for (o, &x) in o.iter_mut().zip(x) {
@@ -328,24 +205,20 @@ pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
             let src = floats(name, x)?;
             float_tensor(x.dtype(), x.shape(), unary_f32(op, &src)?)
         }
-        DType::I32 => {
-            let src: &[i32] = elems(name, x)?;
-            let out = match op {
-                UnaryOp::Neg => map(src, 1, i32::wrapping_neg)?,
-                _ => map(src, 1, i32::wrapping_abs)?,
-            };
-            Ok(tensor_of(DType::I32, x.shape(), out))
-        }
-        DType::I64 => {
-            let src: &[i64] = elems(name, x)?;
-            let out = match op {
-                UnaryOp::Neg => map(src, 1, i64::wrapping_neg)?,
-                _ => map(src, 1, i64::wrapping_abs)?,
-            };
-            Ok(tensor_of(DType::I64, x.shape(), out))
-        }
+        DType::I32 => unary_int::<i32>(op, x),
+        DType::I64 => unary_int::<i64>(op, x),
         DType::U8 => Err(TensorError::DType(format!("{name}: u8 is not supported"))),
     }
+}
+
+/// `neg` or `abs`, the unary ops integers take; both wrap at the minimum.
+fn unary_int<T: IntArith + Elem>(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
+    let src: &[T] = elems(op.name(), x)?;
+    let out = match op {
+        UnaryOp::Neg => map(src, 1, T::neg)?,
+        _ => map(src, 1, T::abs)?,
+    };
+    Ok(tensor_of(T::DTYPE, x.shape(), out))
 }
 
 /// Integer arithmetic with the contract's semantics: wrapping on overflow,
@@ -356,6 +229,8 @@ trait IntArith: Copy + Ord + Default + Send + Sync {
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
     fn div(self, o: Self) -> Self;
+    fn neg(self) -> Self;
+    fn abs(self) -> Self;
 }
 
 macro_rules! int_arith {
@@ -375,12 +250,34 @@ macro_rules! int_arith {
                 // Zero divisors are refused before the kernel runs.
                 self.wrapping_div(o)
             }
+            // `map` calls these per element: inline them as surely as the
+            // std methods they wrap.
+            #[inline(always)]
+            fn neg(self) -> Self {
+                self.wrapping_neg()
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                self.wrapping_abs()
+            }
         }
     };
 }
 
 int_arith!(i32);
 int_arith!(i64);
+
+/// The larger of `x` and `y`; NaN in either operand wins, as in PyTorch.
+#[inline(always)]
+fn maximum(x: f32, y: f32) -> f32 {
+    if x.is_nan() || x > y { x } else { y }
+}
+
+/// The smaller of `x` and `y`; NaN in either operand wins, as in PyTorch.
+#[inline(always)]
+fn minimum(x: f32, y: f32) -> f32 {
+    if x.is_nan() || x < y { x } else { y }
+}
 
 fn binary_float(
     op: BinaryOp,
@@ -395,27 +292,8 @@ fn binary_float(
         BinaryOp::Sub => zip(a, sa, b, sb, out, |x, y| x - y),
         BinaryOp::Mul => zip(a, sa, b, sb, out, |x, y| x * y),
         BinaryOp::Div => zip(a, sa, b, sb, out, |x, y| x / y),
-        // NaN in either operand wins, as in PyTorch.
-        BinaryOp::Maximum => zip(
-            a,
-            sa,
-            b,
-            sb,
-            out,
-            |x: f32, y: f32| {
-                if x.is_nan() || x > y { x } else { y }
-            },
-        ),
-        BinaryOp::Minimum => zip(
-            a,
-            sa,
-            b,
-            sb,
-            out,
-            |x: f32, y: f32| {
-                if x.is_nan() || x < y { x } else { y }
-            },
-        ),
+        BinaryOp::Maximum => zip(a, sa, b, sb, out, maximum),
+        BinaryOp::Minimum => zip(a, sa, b, sb, out, minimum),
         BinaryOp::Pow => zip(a, sa, b, sb, out, f32::powf),
     }
 }
@@ -479,37 +357,46 @@ fn zip<T: Pod + Send + Sync>(
     if n == 0 {
         return Ok(Vec::new());
     }
+    let fill = |data: &mut [MaybeUninit<T>]| {
+        if sa == sb {
+            zip_flat(data, a, b, f);
+        } else {
+            zip_rows(data, a, b, collapse(out, sa, sb), f);
+        }
+    };
     // SAFETY: both kernels write every element of the output.
-    unsafe { written(n, |data| zip_into(data, a, sa, b, sb, out, f)) }
+    unsafe { written(n, fill) }
 }
 
-/// The kernels of [`zip`], writing each element of `data` once.
-fn zip_into<T: Pod + Send + Sync>(
+/// [`zip`] of two operands of one shape: both contiguous runs throughout.
+fn zip_flat<T: Pod + Send + Sync>(
     data: &mut [MaybeUninit<T>],
     a: &[T],
-    sa: &[usize],
     b: &[T],
-    sb: &[usize],
-    out: &[usize],
     f: impl Fn(T, T) -> T + Sync + Send,
 ) {
-    if sa == sb {
-        for_rows(
-            data,
-            BLOCK,
-            BLOCK,
-            #[inline(always)]
-            |row, chunk| {
-                let s = row * BLOCK;
-                let e = s + chunk.len();
-                for ((o, &x), &y) in chunk.iter_mut().zip(&a[s..e]).zip(&b[s..e]) {
-                    o.write(f(x, y));
-                }
-            },
-        );
-        return;
-    }
-    let (dims, strides_a, strides_b) = collapse(out, sa, sb);
+    for_blocks(
+        data,
+        1,
+        #[inline(always)]
+        |at, chunk| {
+            for ((o, &x), &y) in chunk.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
+                o.write(f(x, y));
+            }
+        },
+    );
+}
+
+/// [`zip`] over the dimensions [`collapse`] merged, writing each element of
+/// `data` once: an odometer over the outer ones, and the innermost one as a
+/// contiguous run or a repeated value of each operand.
+fn zip_rows<T: Pod + Send + Sync>(
+    data: &mut [MaybeUninit<T>],
+    a: &[T],
+    b: &[T],
+    (dims, strides_a, strides_b): (Vec<usize>, Vec<usize>, Vec<usize>),
+    f: impl Fn(T, T) -> T + Sync + Send,
+) {
     let inner = *dims.last().expect("collapse keeps at least one dimension");
     let (ia, ib) = (*strides_a.last().unwrap(), *strides_b.last().unwrap());
     let outer_dims = &dims[..dims.len() - 1];

@@ -49,62 +49,34 @@ pub(super) fn threaded(m: usize, n: usize, k: usize) -> bool {
     m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM && rayon::current_num_threads() > 1
 }
 
-/// `dst = (accumulate ? dst : 0) + scale · lhs × rhs` for an `m × k` lhs and
-/// a `k × n` rhs; `dst` is row-major with rows `dst_rs` apart.
-#[allow(clippy::too_many_arguments)]
+/// Where a product goes.
+pub(super) enum Dst<'a> {
+    /// Uninitialised memory: every element of the product is written, none
+    /// read.
+    Fresh(&'a mut [MaybeUninit<f32>]),
+    /// Initialised memory, overwritten.
+    Overwrite(&'a mut [f32]),
+    /// Initialised memory the product is added to.
+    Accumulate(&'a mut [f32]),
+}
+
+/// `scale · lhs × rhs` for an `m × k` lhs and a `k × n` rhs (`dims` is
+/// `(m, n, k)`) into the `m` rows of `n` of `dst`, rows `dst_rs` apart.
 pub(super) fn gemm(
-    dst: &mut [f32],
-    dst_rs: usize,
-    dims: (usize, usize, usize),
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    scale: f32,
-    accumulate: bool,
-    threads: bool,
-) {
-    // SAFETY: an initialised slice is a valid destination whether or not
-    // gemm reads it, and gemm only ever stores initialised floats into it.
-    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    // SAFETY: `dst` came from an initialised `&mut [f32]`, so every element
-    // is initialised whether or not `accumulate` makes `product` read it.
-    unsafe { product(dst, dst_rs, dims, lhs, rhs, scale, accumulate, threads) };
-}
-
-/// `dst = scale · lhs × rhs` into uninitialised memory: every element of
-/// the `m` rows of `n` in `dst` (rows `dst_rs` apart) is written, none read.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_into(
-    dst: &mut [MaybeUninit<f32>],
-    dst_rs: usize,
-    dims: (usize, usize, usize),
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    scale: f32,
-    threads: bool,
-) {
-    // SAFETY: `accumulate` is false, so `product` never reads `dst` and it
-    // may be uninitialised.
-    unsafe { product(dst, dst_rs, dims, lhs, rhs, scale, false, threads) };
-}
-
-/// The product behind [`gemm()`] and [`gemm_into`]; `dst` is read only when
-/// `accumulate` is set.
-///
-/// # Safety
-///
-/// When `accumulate` is set, the `m` rows of `n` elements of `dst` (rows
-/// `dst_rs` apart) must be initialised: they are read as `f32`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    dst: &mut [MaybeUninit<f32>],
+    dst: Dst<'_>,
     dst_rs: usize,
     (m, n, k): (usize, usize, usize),
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
     scale: f32,
-    accumulate: bool,
     threads: bool,
 ) {
+    // SAFETY (of `uninit`): gemm only ever stores initialised floats.
+    let (dst, accumulate) = match dst {
+        Dst::Fresh(dst) => (dst, false),
+        Dst::Overwrite(dst) => (unsafe { uninit(dst) }, false),
+        Dst::Accumulate(dst) => (unsafe { uninit(dst) }, true),
+    };
     if m == 0 || n == 0 {
         return;
     }
@@ -132,7 +104,8 @@ unsafe fn product(
     // mutably and cannot alias the shared inputs, and the strides fit isize
     // because they index existing slices. With `read_dst` false gemm
     // stores every destination element without loading it first, so
-    // uninitialised memory is fine there.
+    // uninitialised memory is fine there; it is true only for
+    // `Dst::Accumulate`, whose slice is initialised.
     unsafe {
         gemm::gemm(
             m,
@@ -156,6 +129,18 @@ unsafe fn product(
             parallelism,
         );
     }
+}
+
+/// An initialised slice viewed as a destination that may be uninitialised.
+///
+/// # Safety
+///
+/// Only initialised values may be stored through the view: the slice is
+/// read as `f32` again once it ends.
+unsafe fn uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the caller keeps
+    // every element initialised.
+    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// The batched product `a · b` (`s` from [`crate::shape::matmul`]), with
@@ -192,30 +177,32 @@ pub(super) fn matmul_with(
             // best.
             let rows = s.batch * m;
             let lhs = MatRef::rows(&x[..rows * k], k);
-            gemm_into(
-                out,
+            let threads = threaded(rows, n, k);
+            gemm(
+                Dst::Fresh(out),
                 n,
                 (rows, n, k),
                 lhs,
                 rhs_at(0),
                 1.0,
-                threaded(rows, n, k),
+                threads,
             );
-            // SAFETY: gemm_into has just written all of `out`.
+            // SAFETY: gemm has just written all of `out`.
             finish(unsafe { out.assume_init_mut() });
         } else if threaded(m, n, k) || s.batch == 1 {
             for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {
                 let (ia, ib) = s.operands(index);
-                gemm_into(
-                    dst,
+                let (lhs, rhs) = (lhs_at(ia), rhs_at(ib));
+                gemm(
+                    Dst::Fresh(dst),
                     n,
                     (m, n, k),
-                    lhs_at(ia),
-                    rhs_at(ib),
+                    lhs,
+                    rhs,
                     1.0,
                     threaded(m, n, k),
                 );
-                // SAFETY: gemm_into has just written all of `dst`.
+                // SAFETY: gemm has just written all of `dst`.
                 finish(unsafe { dst.assume_init_mut() });
             }
         } else {
@@ -223,8 +210,9 @@ pub(super) fn matmul_with(
             for_rows(out, m * n, m * n * k, |first, chunk| {
                 for (i, dst) in chunk.chunks_exact_mut(m * n).enumerate() {
                     let (ia, ib) = s.operands(first + i);
-                    gemm_into(dst, n, (m, n, k), lhs_at(ia), rhs_at(ib), 1.0, false);
-                    // SAFETY: gemm_into has just written all of `dst`.
+                    let (lhs, rhs) = (lhs_at(ia), rhs_at(ib));
+                    gemm(Dst::Fresh(dst), n, (m, n, k), lhs, rhs, 1.0, false);
+                    // SAFETY: gemm has just written all of `dst`.
                     finish(unsafe { dst.assume_init_mut() });
                 }
             });

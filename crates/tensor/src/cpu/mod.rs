@@ -35,6 +35,7 @@ mod elem;
 mod elementwise;
 mod layout;
 mod linear;
+mod math;
 mod matmul;
 mod parallel;
 mod reduce;

@@ -8,7 +8,7 @@ use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
 use super::elem::Elem;
-use super::elementwise::exp;
+use super::math::exp;
 use super::parallel::for_rows;
 use crate::shape::ReducePlan;
 use crate::{DType, ReduceOp, Result, Tensor, TensorError};
@@ -112,45 +112,36 @@ fn arg_row<T: Acc>(row: &[T], max: bool) -> i64 {
     at as i64
 }
 
-/// Reduces `[outer, len, inner]` along `len` with a value-producing op.
-fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<T>> {
+/// Reduces `x`, read as `[outer, len, inner]`, along `len` into a fresh
+/// `[outer, inner]`, spreading the outer blocks over threads. A contiguous
+/// axis (`inner` = 1) goes to `row`, which returns its one result; otherwise
+/// `strided` gets each block, the block's `inner` outputs and the `scratch()`
+/// its task made once.
+///
+/// Both run inside the kernel's vectorized loop, so callers pass them as
+/// `#[inline(always)]` closures.
+fn along_axis<T: Sync, U: Pod + Send, S>(
+    x: &[T],
+    s: &ReducePlan,
+    scratch: impl Fn() -> S + Sync + Send,
+    row: impl Fn(&[T]) -> U + Sync + Send,
+    strided: impl Fn(&[T], &mut [U], &mut S) + Sync + Send,
+) -> Result<Vec<U>> {
     let (len, inner) = (s.len, s.inner);
     let mut out = zeroed(s.outer * inner)?;
-    let max = op == ReduceOp::Max;
     for_rows(
         &mut out,
         inner,
         len * inner,
         #[inline(always)]
         |first, chunk| {
+            let mut scratch = scratch();
             for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
                 let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
                 if inner == 1 {
-                    dst[0] = match op {
-                        ReduceOp::Sum | ReduceOp::Mean => sum_row(block),
-                        _ => extreme_row(block, max),
-                    };
-                    continue;
-                }
-                // Walk the axis one contiguous run of `inner` at a time.
-                let mut rows = block.chunks_exact(inner);
-                match op {
-                    ReduceOp::Sum | ReduceOp::Mean => {
-                        dst.fill(T::default());
-                        for row in rows {
-                            for (d, &v) in dst.iter_mut().zip(row) {
-                                *d = d.plus(v);
-                            }
-                        }
-                    }
-                    _ => {
-                        dst.copy_from_slice(rows.next().expect("axis checked non-empty"));
-                        for row in rows {
-                            for (d, &v) in dst.iter_mut().zip(row) {
-                                *d = if beats_value(v, *d, max) { v } else { *d };
-                            }
-                        }
-                    }
+                    dst[0] = row(block);
+                } else {
+                    strided(block, dst, &mut scratch);
                 }
             }
         },
@@ -158,36 +149,69 @@ fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<
     Ok(out)
 }
 
-fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<i64>> {
-    let (len, inner) = (s.len, s.inner);
-    let max = op == ReduceOp::ArgMax;
-    let mut out = zeroed(s.outer * inner)?;
-    for_rows(
-        &mut out,
-        inner,
-        len * inner,
+/// Reduces along the plan's axis with a value-producing op.
+fn reduce_values<T: Acc + Pod>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<T>> {
+    let sum = matches!(op, ReduceOp::Sum | ReduceOp::Mean);
+    let max = op == ReduceOp::Max;
+    along_axis(
+        x,
+        s,
+        || (),
         #[inline(always)]
-        |first, chunk| {
-            let mut best = vec![T::default(); inner];
-            for (o, dst) in chunk.chunks_exact_mut(inner).enumerate() {
-                let block = &x[(first + o) * len * inner..(first + o + 1) * len * inner];
-                if inner == 1 {
-                    dst[0] = arg_row(block, max);
-                    continue;
+        |row| {
+            if sum {
+                sum_row(row)
+            } else {
+                extreme_row(row, max)
+            }
+        },
+        // Walk the axis one contiguous run of `inner` at a time.
+        #[inline(always)]
+        |block, dst, ()| {
+            let mut rows = block.chunks_exact(dst.len());
+            if sum {
+                dst.fill(T::default());
+                for row in rows {
+                    for (d, &v) in dst.iter_mut().zip(row) {
+                        *d = d.plus(v);
+                    }
                 }
-                best.copy_from_slice(&block[..inner]);
-                dst.fill(0);
-                for (l, row) in block.chunks_exact(inner).enumerate().skip(1) {
-                    for ((b, d), &v) in best.iter_mut().zip(dst.iter_mut()).zip(row) {
-                        if beats(v, *b, max) {
-                            (*b, *d) = (v, l as i64);
-                        }
+            } else {
+                dst.copy_from_slice(rows.next().expect("axis checked non-empty"));
+                for row in rows {
+                    for (d, &v) in dst.iter_mut().zip(row) {
+                        *d = if beats_value(v, *d, max) { v } else { *d };
                     }
                 }
             }
         },
-    );
-    Ok(out)
+    )
+}
+
+/// Indices of the extremes along the plan's axis.
+fn reduce_args<T: Acc>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Vec<i64>> {
+    let max = op == ReduceOp::ArgMax;
+    along_axis(
+        x,
+        s,
+        // The best value so far at each inner position.
+        || vec![T::default(); s.inner],
+        #[inline(always)]
+        |row| arg_row(row, max),
+        #[inline(always)]
+        |block, dst, best| {
+            let inner = dst.len();
+            best.copy_from_slice(&block[..inner]);
+            dst.fill(0);
+            for (l, row) in block.chunks_exact(inner).enumerate().skip(1) {
+                for ((b, d), &v) in best.iter_mut().zip(dst.iter_mut()).zip(row) {
+                    if beats(v, *b, max) {
+                        (*b, *d) = (v, l as i64);
+                    }
+                }
+            }
+        },
+    )
 }
 
 fn reduce_typed<T: Acc + Elem>(op: ReduceOp, x: &[T], s: &ReducePlan) -> Result<Tensor> {

@@ -226,6 +226,7 @@ fn same_dtype(op: &str, what: &str, x: &Tensor, other: &Tensor) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Attention;
 
     #[test]
     fn axes_count_from_the_end() {

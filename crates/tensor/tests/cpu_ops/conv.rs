@@ -1,0 +1,231 @@
+//! Sliding windows over NCHW: conv2d and pool2d.
+
+use edgeserve_tensor::{Conv2d, DType, Pool2d, PoolKind};
+
+use crate::common::*;
+
+fn ref_conv(
+    x: &[f32],
+    xs: [usize; 4],
+    w: &[f32],
+    ws: [usize; 4],
+    bias: Option<&[f32]>,
+    p: Conv2d,
+) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
+    let [n, c, h, wd] = xs;
+    let [o, cg, kh, kw] = ws;
+    let oh = (h + 2 * p.padding.0 - p.dilation.0 * (kh - 1) - 1) / p.stride.0 + 1;
+    let ow = (wd + 2 * p.padding.1 - p.dilation.1 * (kw - 1) - 1) / p.stride.1 + 1;
+    let og = o / p.groups;
+    let (mut out, mut scale) = (vec![], vec![]);
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |bb| f64::from(bb[oc]));
+                    let mut abs = s.abs();
+                    for ci in 0..cg {
+                        let ic = g * cg + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride.0 + ky * p.dilation.0) as isize
+                                    - p.padding.0 as isize;
+                                let ix = (ox * p.stride.1 + kx * p.dilation.1) as isize
+                                    - p.padding.1 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = f64::from(
+                                    x[((b * c + ic) * h + iy as usize) * wd + ix as usize],
+                                );
+                                let wv = f64::from(w[((oc * cg + ci) * kh + ky) * kw + kx]);
+                                s += xv * wv;
+                                abs += (xv * wv).abs();
+                            }
+                        }
+                    }
+                    out.push(s);
+                    scale.push(abs);
+                }
+            }
+        }
+    }
+    (vec![n, o, oh, ow], out, scale)
+}
+
+/// Stride, padding and dilation as (height, width) pairs, then groups.
+type Geometry = ((usize, usize), (usize, usize), (usize, usize), usize);
+
+fn conv_params((stride, padding, dilation, groups): Geometry) -> Conv2d {
+    Conv2d {
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+/// Unit stride and dilation, and padding 1: a 3×3 kernel keeps the size.
+fn same(groups: usize) -> Geometry {
+    ((1, 1), (1, 1), (1, 1), groups)
+}
+
+/// Unit stride and dilation, no padding.
+const PLAIN: Geometry = ((1, 1), (0, 0), (1, 1), 1);
+
+#[test]
+fn conv2d_matches_naive() {
+    let mut rng = Rng::new(90);
+    let cases: &[([usize; 4], [usize; 4], Geometry)] = &[
+        ([2, 3, 7, 9], [4, 3, 3, 3], same(1)),
+        ([2, 3, 7, 9], [4, 3, 3, 3], ((2, 2), (1, 1), (1, 1), 1)),
+        ([1, 3, 11, 10], [5, 3, 3, 3], ((1, 2), (2, 0), (2, 1), 1)),
+        ([2, 4, 6, 6], [6, 2, 3, 3], same(2)),
+        ([1, 5, 8, 7], [5, 1, 3, 3], same(5)),
+        ([3, 8, 5, 6], [4, 8, 1, 1], PLAIN),
+        ([1, 8, 5, 6], [4, 8, 1, 1], ((2, 2), (0, 0), (1, 1), 1)),
+        ([2, 2, 9, 12], [3, 2, 2, 5], ((3, 2), (1, 2), (1, 1), 1)),
+        ([1, 3, 2, 2], [2, 3, 3, 3], ((1, 1), (3, 3), (1, 1), 1)),
+        ([1, 3, 64, 64], [16, 3, 7, 7], ((2, 2), (3, 3), (1, 1), 1)),
+        ([4, 16, 20, 20], [32, 16, 3, 3], same(1)),
+        // One image, many groups: the groups are what runs in parallel.
+        ([1, 32, 28, 28], [32, 1, 3, 3], same(32)),
+        ([1, 16, 30, 30], [32, 4, 3, 3], ((2, 2), (1, 1), (1, 1), 4)),
+    ];
+    for &(xs, ws, geometry) in cases {
+        let p = conv_params(geometry);
+        for with_bias in [false, true] {
+            let (x, xd) = rand_f32(&mut rng, &xs);
+            let (w, wd) = rand_f32(&mut rng, &ws);
+            let (b, bd) = rand_f32(&mut rng, &[ws[0]]);
+            let got = cpu().conv2d(&x, &w, with_bias.then_some(&b), p).unwrap();
+            let (shape, want, scale) = ref_conv(&xd, xs, &wd, ws, with_bias.then_some(&bd[..]), p);
+            assert_eq!(got.shape(), shape, "{xs:?} {ws:?} {p:?}");
+            let what = format!("conv {xs:?} {ws:?} {p:?} bias {with_bias}");
+            assert_close_scaled(&read_f32(&got), &want, &scale, 1e-4, 1e-6, &what);
+        }
+    }
+    // f16
+    let (xs, ws) = ([1, 2, 6, 5], [3, 2, 3, 3]);
+    let (xd, wd) = (round_f16(&rng.vec(60)), round_f16(&rng.vec(54)));
+    let p = conv_params(same(1));
+    let got = cpu()
+        .conv2d(&f16t(&xs, &xd), &f16t(&ws, &wd), None, p)
+        .unwrap();
+    assert_eq!(got.dtype(), DType::F16);
+    let (_, want, scale) = ref_conv(&xd, xs, &wd, ws, None, p);
+    assert_close_scaled(&read_f32(&got), &want, &scale, 4e-3, 1e-3, "conv f16");
+}
+
+#[test]
+fn conv2d_errors() {
+    let c = cpu();
+    let x = zeros(&[1, 4, 5, 5]);
+    let p = conv_params(PLAIN);
+    let msg = assert_err!(c.conv2d(&x, &zeros(&[2, 3, 3, 3]), None, p), Shape);
+    assert!(
+        msg.contains("[1, 4, 5, 5]") && msg.contains("[2, 3, 3, 3]"),
+        "{msg}"
+    );
+    let g3 = conv_params(((1, 1), (0, 0), (1, 1), 3));
+    assert_err!(c.conv2d(&x, &zeros(&[3, 1, 3, 3]), None, g3), Shape);
+    let w = zeros(&[2, 4, 3, 3]);
+    for zero in [
+        ((0, 1), (0, 0), (1, 1), 1),
+        ((1, 1), (0, 0), (1, 0), 1),
+        ((1, 1), (0, 0), (1, 1), 0),
+    ] {
+        assert_err!(c.conv2d(&x, &w, None, conv_params(zero)), InvalidArgument);
+    }
+    assert_err!(c.conv2d(&x, &w, Some(&zeros(&[3])), p), Shape);
+    assert_err!(c.conv2d(&x, &zeros(&[2, 4, 6, 3]), None, p), Shape);
+    assert_err!(c.conv2d(&zeros(&[4, 5, 5]), &w, None, p), Shape);
+    let ints = typed(DType::I32, &[1, 4, 5, 5], vec![0i32; 100]);
+    assert_err!(c.conv2d(&ints, &w, None, p), DType);
+    let half = f16t(&[2, 4, 3, 3], &[0.0; 72]);
+    assert_err!(c.conv2d(&x, &half, None, p), DType);
+}
+
+fn ref_pool(x: &[f32], xs: [usize; 4], p: Pool2d) -> (Vec<usize>, Vec<f64>) {
+    let [n, c, h, w] = xs;
+    let oh = (h + 2 * p.padding.0 - p.kernel.0) / p.stride.0 + 1;
+    let ow = (w + 2 * p.padding.1 - p.kernel.1) / p.stride.1 + 1;
+    let mut out = vec![];
+    for plane in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut vals = vec![];
+                for ky in 0..p.kernel.0 {
+                    for kx in 0..p.kernel.1 {
+                        let iy = (oy * p.stride.0 + ky) as isize - p.padding.0 as isize;
+                        let ix = (ox * p.stride.1 + kx) as isize - p.padding.1 as isize;
+                        if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                            vals.push(f64::from(x[plane * h * w + iy as usize * w + ix as usize]));
+                        }
+                    }
+                }
+                out.push(match p.kind {
+                    PoolKind::Max => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    PoolKind::Avg => vals.iter().sum::<f64>() / vals.len() as f64,
+                });
+            }
+        }
+    }
+    (vec![n, c, oh, ow], out)
+}
+
+/// A pooling of `kind` with kernel, stride and padding as (height, width).
+pub fn pool(
+    kind: PoolKind,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    padding: (usize, usize),
+) -> Pool2d {
+    Pool2d {
+        kind,
+        kernel,
+        stride,
+        padding,
+    }
+}
+
+#[test]
+fn pool2d_matches_naive() {
+    let mut rng = Rng::new(91);
+    for &kind in PoolKind::ALL {
+        for (xs, kernel, stride, padding) in [
+            ([2, 3, 7, 9], (2, 2), (2, 2), (0, 0)),
+            ([2, 3, 7, 9], (3, 3), (2, 2), (1, 1)),
+            ([1, 2, 8, 5], (3, 2), (1, 2), (1, 1)),
+            ([1, 1, 1, 1], (1, 1), (1, 1), (0, 0)),
+            ([4, 16, 32, 32], (3, 3), (1, 1), (1, 1)),
+        ] {
+            let p = pool(kind, kernel, stride, padding);
+            let (x, xd) = rand_f32(&mut rng, &xs);
+            let got = cpu().pool2d(&x, p).unwrap();
+            let (shape, want) = ref_pool(&xd, xs, p);
+            assert_eq!(got.shape(), shape);
+            assert_close(&read_f32(&got), &want, 1e-6, 1e-7, &format!("{p:?} {xs:?}"));
+            let hd = round_f16(&xd);
+            let got = cpu().pool2d(&f16t(&xs, &hd), p).unwrap();
+            let (_, want) = ref_pool(&hd, xs, p);
+            let what = format!("f16 {p:?} {xs:?}");
+            assert_close(&read_f32(&got), &want, 1e-3, 1e-3, &what);
+        }
+    }
+}
+
+#[test]
+fn pool2d_errors() {
+    let x = zeros(&[1, 1, 4, 4]);
+    let p = |kernel, stride, padding| pool(PoolKind::Max, kernel, stride, padding);
+    assert_err!(cpu().pool2d(&x, p((2, 2), (1, 1), (2, 0))), InvalidArgument);
+    assert_err!(cpu().pool2d(&x, p((0, 2), (1, 1), (0, 0))), InvalidArgument);
+    assert_err!(cpu().pool2d(&x, p((2, 2), (0, 1), (0, 0))), InvalidArgument);
+    assert_err!(cpu().pool2d(&x, p((5, 2), (1, 1), (0, 0))), Shape);
+    let two_d = zeros(&[4, 4]);
+    assert_err!(cpu().pool2d(&two_d, p((2, 2), (1, 1), (0, 0))), Shape);
+    let bytes = typed(DType::U8, &[1, 1, 4, 4], vec![0u8; 16]);
+    assert_err!(cpu().pool2d(&bytes, p((2, 2), (1, 1), (0, 0))), DType);
+}

@@ -1,0 +1,115 @@
+//! What every op shares: host transfers, device tensors refused, NaN
+//! propagation, oversized and empty results.
+
+use std::sync::Arc;
+
+use edgeserve_tensor::{BinaryOp, DType, HostBuffer, PoolKind, ReduceOp, Storage, Tensor, UnaryOp};
+
+use crate::common::*;
+use crate::conv::pool;
+
+#[test]
+fn host_transfers_are_identity() {
+    let c = cpu();
+    let x = f32t(&[2], vec![1.0, 2.0]);
+    assert_eq!(read_f32(&c.from_host(&x).unwrap()), vec![1.0, 2.0]);
+    assert_eq!(read_f32(&c.to_host(&x).unwrap()), vec![1.0, 2.0]);
+    let info = c.backend().info();
+    assert_eq!(
+        (info.kind, info.api.as_str(), info.driver.as_str()),
+        ("cpu", "native", "")
+    );
+    assert!(
+        info.device.starts_with(std::env::consts::ARCH),
+        "{}",
+        info.device
+    );
+}
+
+#[test]
+fn device_tensors_are_refused() {
+    let c = cpu();
+    let dev = Tensor::new(DType::F32, &[2, 2], Storage::Device(Arc::new(0u32)));
+    let host = zeros(&[2, 2]);
+    assert_err!(c.to_host(&dev), Unsupported);
+    assert_err!(c.from_host(&dev), Unsupported);
+    assert_err!(c.matmul(&dev, &host, false), Unsupported);
+    assert_err!(c.binary(BinaryOp::Add, &host, &dev), Unsupported);
+    assert_err!(c.unary(UnaryOp::Exp, &dev), Unsupported);
+    assert_err!(c.reshape(&dev, &[4]), Unsupported);
+    assert_err!(c.transpose(&dev, &[1, 0]), Unsupported);
+    assert_err!(c.slice(&dev, 0, 0, 1), Unsupported);
+    assert_err!(c.concat(&[&host, &dev], 0), Unsupported);
+    assert_err!(c.reduce(ReduceOp::Sum, &dev, 0, false), Unsupported);
+    assert_err!(c.cast(&dev, DType::F16), Unsupported);
+    assert_err!(c.cast(&dev, DType::F32), Unsupported);
+    assert_err!(c.softmax(&dev, 0), Unsupported);
+    assert_err!(c.top_k(&dev, 1), Unsupported);
+}
+
+#[test]
+fn nan_propagates_where_documented() {
+    let c = cpu();
+    let nan = f32::NAN;
+    let x = f32t(&[2, 4], vec![1.0, nan, 3.0, nan, 5.0, 2.0, 7.0, 1.0]);
+    let reduce = |op, axis| c.reduce(op, &x, axis, false).unwrap();
+    let max = read_f32(&reduce(ReduceOp::Max, 1));
+    assert!(max[0].is_nan() && max[1] == 7.0, "{max:?}");
+    let min = read_f32(&reduce(ReduceOp::Min, 0));
+    assert!(
+        min[1].is_nan() && min[3].is_nan() && min[0] == 1.0,
+        "{min:?}"
+    );
+    // The first NaN is the arg-extreme.
+    assert_eq!(read::<i64>(&reduce(ReduceOp::ArgMax, 1)), vec![1, 2]);
+    assert_eq!(read::<i64>(&reduce(ReduceOp::ArgMin, 1)), vec![1, 3]);
+    let (v, i) = c.top_k(&x, 2).unwrap();
+    let v = read_f32(&v);
+    assert!(
+        v[0].is_nan() && v[1].is_nan() && v[2] == 7.0 && v[3] == 5.0,
+        "{v:?}"
+    );
+    assert_eq!(read::<i64>(&i), vec![1, 3, 2, 0]);
+    let img = f32t(&[1, 1, 2, 2], vec![1.0, nan, 3.0, 4.0]);
+    let window = pool(PoolKind::Max, (2, 2), (1, 1), (0, 0));
+    assert!(read_f32(&c.pool2d(&img, window).unwrap())[0].is_nan());
+    let long: Vec<f32> = (0..100)
+        .map(|i| if i == 37 { nan } else { i as f32 })
+        .collect();
+    let sm = read_f32(&c.softmax(&f32t(&[100], long), 0).unwrap());
+    assert!(sm.iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn oversized_results_are_errors_not_aborts() {
+    let c = cpu();
+    // Past isize::MAX bytes: refused before allocating.
+    let msg = assert_err!(c.full(DType::F32, &[usize::MAX / 2, 4], 0.0), OutOfMemory);
+    assert!(msg.starts_with("full"), "{msg}");
+    assert_err!(c.full(DType::I64, &[1 << 40, 1 << 40], 0.0), OutOfMemory);
+    // Addressable but beyond any address space: the allocator refuses.
+    let msg = assert_err!(c.full(DType::F32, &[1 << 48], 1.0), OutOfMemory);
+    assert!(msg.starts_with("full"), "{msg}");
+    // A shape whose element count wraps around cannot pass for a small buffer.
+    let wrapped = Tensor::from_host(
+        DType::U8,
+        &[1 << 32, 1 << 32],
+        HostBuffer::from_vec(Vec::<u8>::new()),
+    );
+    assert_err!(wrapped, Shape);
+}
+
+#[test]
+fn empty_tensors_flow_through() {
+    let c = cpu();
+    let e = f32t(&[0, 3], vec![]);
+    assert_eq!(c.unary(UnaryOp::Exp, &e).unwrap().shape(), [0, 3]);
+    assert_eq!(c.softmax(&e, 1).unwrap().shape(), [0, 3]);
+    assert_eq!(c.transpose(&e, &[1, 0]).unwrap().shape(), [3, 0]);
+    assert_eq!(c.cast(&e, DType::U8).unwrap().shape(), [0, 3]);
+    assert_eq!(c.layer_norm(&e, None, None, 1e-5).unwrap().shape(), [0, 3]);
+    let u = c.cast(&e, DType::U8).unwrap();
+    assert_eq!(c.cast(&u, DType::I64).unwrap().numel(), 0);
+    let sliced = c.slice(&zeros(&[2, 3]), 1, 1, 1).unwrap();
+    assert_eq!(sliced.shape(), [2, 0]);
+}
