@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::{Backend, BinaryOp, DType, Tensor, UnaryOp};
+use edgeserve_tensor::{Backend, BinaryOp, DType, Ops, Tensor, UnaryOp};
 
 /// Average seconds per call of `f`, repeated until about `budget` elapsed.
 fn time(budget: Duration, mut f: impl FnMut(usize)) -> f64 {
@@ -45,6 +45,7 @@ fn main() {
     };
     let cpu = CpuBackend::new();
     let (gi, ci) = (gpu.info(), cpu.info());
+    let (gops, cops) = (gpu.ops(), cpu.ops());
     println!(
         "GPU: {} ({}, {}; shader-f16: {})  ",
         gi.device,
@@ -63,50 +64,48 @@ fn main() {
         let a = Tensor::from_f32(&[n, n], data.clone()).expect("shape fits");
         let b = Tensor::from_f32(&[n, n], data).expect("shape fits");
         let (ga, gb) = (
-            gpu.from_host(&a).expect("upload"),
-            gpu.from_host(&b).expect("upload"),
+            gops.from_host(&a).expect("upload"),
+            gops.from_host(&b).expect("upload"),
         );
         let flops = 2.0 * (n as f64).powi(3);
         let budget = Duration::from_millis(700);
-        // Averages `op` on `backend`, reading the last result back.
-        let run = |backend: &dyn Backend, op: &dyn Fn() -> Tensor| {
+        // Averages `op` on `ops`' backend, reading the last result back.
+        let run = |ops: Ops<'_>, op: &dyn Fn() -> Tensor| {
             time(budget, |reps| {
                 let mut last = None;
                 for _ in 0..reps {
                     last = Some(op());
                 }
-                backend
-                    .to_host(&last.expect("reps >= 1"))
-                    .expect("read back");
+                ops.to_host(&last.expect("reps >= 1")).expect("read back");
             })
         };
-        let g = run(&gpu, &|| gpu.matmul(&ga, &gb, false).expect("gpu matmul"));
+        let g = run(gops, &|| gops.matmul(&ga, &gb, false).expect("gpu matmul"));
         let (ha, hb) = (
-            gpu.cast(&ga, DType::F16).expect("cast"),
-            gpu.cast(&gb, DType::F16).expect("cast"),
+            gops.cast(&ga, DType::F16).expect("cast"),
+            gops.cast(&gb, DType::F16).expect("cast"),
         );
-        let h = run(&gpu, &|| {
-            gpu.matmul(&ha, &hb, false).expect("gpu f16 matmul")
+        let h = run(gops, &|| {
+            gops.matmul(&ha, &hb, false).expect("gpu f16 matmul")
         });
-        let c = run(&cpu, &|| cpu.matmul(&a, &b, false).expect("cpu matmul"));
+        let c = run(cops, &|| cops.matmul(&a, &b, false).expect("cpu matmul"));
         let (gg, hg, cg) = (flops / g / 1e9, flops / h / 1e9, flops / c / 1e9);
         println!("| {n}³ | {gg:.1} | {hg:.1} | {cg:.1} | {:.2} |", gg / cg);
 
         let bias = Tensor::from_f32(&[n], vec![0.25; n]).expect("shape fits");
-        let gbias = gpu.from_host(&bias).expect("upload");
-        let fused = |be: &dyn Backend, a: &Tensor, b: &Tensor, bias: &Tensor| {
+        let gbias = gops.from_host(&bias).expect("upload");
+        let fused = |be: Ops<'_>, a: &Tensor, b: &Tensor, bias: &Tensor| {
             be.linear(a, b, false, Some(bias), Some(UnaryOp::Gelu))
                 .expect("linear")
         };
-        let apart = |be: &dyn Backend, a: &Tensor, b: &Tensor, bias: &Tensor| {
+        let apart = |be: Ops<'_>, a: &Tensor, b: &Tensor, bias: &Tensor| {
             let y = be.matmul(a, b, false).expect("matmul");
             let y = be.binary(BinaryOp::Add, &y, bias).expect("add");
             be.unary(UnaryOp::Gelu, &y).expect("gelu")
         };
-        let gf = run(&gpu, &|| fused(&gpu, &ga, &gb, &gbias));
-        let gs = run(&gpu, &|| apart(&gpu, &ga, &gb, &gbias));
-        let cf = run(&cpu, &|| fused(&cpu, &a, &b, &bias));
-        let cs = run(&cpu, &|| apart(&cpu, &a, &b, &bias));
+        let gf = run(gops, &|| fused(gops, &ga, &gb, &gbias));
+        let gs = run(gops, &|| apart(gops, &ga, &gb, &gbias));
+        let cf = run(cops, &|| fused(cops, &a, &b, &bias));
+        let cs = run(cops, &|| apart(cops, &a, &b, &bias));
         fusion.push((n, gs / gf, cs / cf));
     }
     println!("\n| size | GPU separate/fused | CPU separate/fused |");

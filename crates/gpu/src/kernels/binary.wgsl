@@ -1,5 +1,4 @@
 // Broadcasting binary op. p: [n, rank, shape[rank], a_strides[rank], b_strides[rank]].
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -25,26 +24,10 @@ fn power(x: f32, e: f32) -> f32 {
     return pow(x, e);
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    let n = p[0];
-    if (idx >= n) {
-        return;
-    }
-    let rank = p[1];
-    var rest = idx;
-    var oa = 0u;
-    var ob = 0u;
-    for (var d = rank; d > 0u; d--) {
-        let dim = p[1u + d];
-        let coord = rest % dim;
-        rest = rest / dim;
-        oa += coord * p[1u + rank + d];
-        ob += coord * p[1u + 2u * rank + d];
-    }
-    let x = a[oa];
-    let z = b[ob];
+fn item(idx: u32) {
+    let o = strided_offsets(idx, p[1], 2u);
+    let x = a[o.x];
+    let z = b[o.y];
     var r: f32;
     switch OP {
         case 0u: { r = x + z; }

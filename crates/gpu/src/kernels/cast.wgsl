@@ -1,7 +1,6 @@
 // Element conversions matching Rust's `as` (truncate toward zero, saturate,
 // NaN to 0). p: [items, elements]: one item per element, except f32->f16,
 // which writes one word (two halves) per item.
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
 
@@ -10,12 +9,7 @@
 // so they need no shader-f16 support from the adapter.
 override OP: u32 = 0u;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    if (idx >= p[0]) {
-        return;
-    }
+fn item(idx: u32) {
     switch OP {
         case 0u: {
             let f = bitcast<f32>(x[idx]);

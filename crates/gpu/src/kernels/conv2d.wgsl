@@ -2,18 +2,12 @@
 // p: [outputs, n, c, h, w, o, kh, kw, oh, ow, stride_h, stride_w, pad_h,
 //     pad_w, dilation_h, dilation_w, groups, has_bias].
 // Weights are [o, c/groups, kh, kw]; bias (when present) is [o].
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    if (idx >= p[0]) {
-        return;
-    }
+fn item(idx: u32) {
     let c = p[2];
     let h = p[3];
     let w = p[4];

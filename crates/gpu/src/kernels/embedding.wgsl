@@ -1,17 +1,11 @@
 // Row gather out[r] = table[ids[r]], one thread per output word.
 // p: [out words, row words, vocab, words per id (1: i32, 2: i64)].
 // Ids outside 0..vocab give zero rows (the backend checks ids it knows).
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read> table: array<u32>;
 @group(0) @binding(3) var<storage, read_write> y: array<u32>;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    if (idx >= p[0]) {
-        return;
-    }
+fn item(idx: u32) {
     let row_words = p[1];
     let r = idx / row_words;
     let c = idx % row_words;

@@ -18,7 +18,6 @@
 // element by element with per-element bounds checks.
 //
 // p: [m, n, k, batch_base]; offs: per batch (a element offset, b element offset).
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> offs: array<u32>;
 @group(0) @binding(2) var<storage, read> a: array<vec4<elem>>;
 @group(0) @binding(3) var<storage, read> b: array<vec4<elem>>;
@@ -42,42 +41,31 @@ var<workgroup> As: array<vec4<f32>, 512>;
 // With TRANS_B, Bs[col*4 + q]: column col (0..64), depths 4q..4q+3.
 var<workgroup> Bs: array<vec4<f32>, 256>;
 
-fn load_a1(i: u32) -> f32 {
+// Element `i` of B (`from_b`) or A, as f32.
+fn load1(from_b: bool, i: u32) -> f32 {
+    if (from_b) {
+        return f32(b[i >> 2u][i & 3u]);
+    }
     return f32(a[i >> 2u][i & 3u]);
 }
 
-fn load_b1(i: u32) -> f32 {
-    return f32(b[i >> 2u][i & 3u]);
-}
-
-// Four consecutive elements of A starting at `i`, zero past `valid` of them.
-fn quad_a(i: u32, valid: u32) -> vec4<f32> {
+// Four consecutive elements of B (`from_b`) or A starting at `i`, zero past
+// `valid` of them.
+fn quad(from_b: bool, i: u32, valid: u32) -> vec4<f32> {
     if (VEC4) {
-        if (valid >= 4u) {
-            return vec4<f32>(a[i >> 2u]);
+        if (valid < 4u) {
+            return vec4<f32>(0.0);
         }
-        return vec4<f32>(0.0);
-    }
-    var v = vec4<f32>(0.0);
-    if (valid > 0u) { v.x = load_a1(i); }
-    if (valid > 1u) { v.y = load_a1(i + 1u); }
-    if (valid > 2u) { v.z = load_a1(i + 2u); }
-    if (valid > 3u) { v.w = load_a1(i + 3u); }
-    return v;
-}
-
-fn quad_b(i: u32, valid: u32) -> vec4<f32> {
-    if (VEC4) {
-        if (valid >= 4u) {
+        if (from_b) {
             return vec4<f32>(b[i >> 2u]);
         }
-        return vec4<f32>(0.0);
+        return vec4<f32>(a[i >> 2u]);
     }
     var v = vec4<f32>(0.0);
-    if (valid > 0u) { v.x = load_b1(i); }
-    if (valid > 1u) { v.y = load_b1(i + 1u); }
-    if (valid > 2u) { v.z = load_b1(i + 2u); }
-    if (valid > 3u) { v.w = load_b1(i + 3u); }
+    if (valid > 0u) { v.x = load1(from_b, i); }
+    if (valid > 1u) { v.y = load1(from_b, i + 1u); }
+    if (valid > 2u) { v.z = load1(from_b, i + 2u); }
+    if (valid > 3u) { v.w = load1(from_b, i + 3u); }
     return v;
 }
 
@@ -155,19 +143,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let ar = row0 + sr;
         var va = vec4<f32>(0.0);
         if (ar < m) {
-            va = quad_a(a_off + ar * k + ak, ka);
+            va = quad(false, a_off + ar * k + ak, ka);
         }
         As[sr * 4u + sq] = va;
         var va2 = vec4<f32>(0.0);
         if (ar + 64u < m) {
-            va2 = quad_a(a_off + (ar + 64u) * k + ak, ka);
+            va2 = quad(false, a_off + (ar + 64u) * k + ak, ka);
         }
         As[(sr + 64u) * 4u + sq] = va2;
         if (TRANS_B) {
             let bn = col0 + sr;
             var vb = vec4<f32>(0.0);
             if (bn < n) {
-                vb = quad_b(b_off + bn * k + ak, ka);
+                vb = quad(true, b_off + bn * k + ak, ka);
             }
             Bs[sr * 4u + sq] = vb;
         } else {
@@ -175,7 +163,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let gc = col0 + bc;
             var vb = vec4<f32>(0.0);
             if (gk < k) {
-                vb = quad_b(b_off + gk * n + gc, left(gc, n));
+                vb = quad(true, b_off + gk * n + gc, left(gc, n));
             }
             Bs[bk * 16u + (bc >> 2u)] = vb;
         }

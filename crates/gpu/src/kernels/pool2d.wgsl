@@ -3,19 +3,13 @@
 //     bits of -inf]. Padding never takes part: the window is clipped to the
 // input and avg divides by the clipped window's size. A NaN in a window
 // makes its max NaN, as the CPU backend does.
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 // 0 max, 1 avg.
 override OP: u32 = 0u;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    if (idx >= p[0]) {
-        return;
-    }
+fn item(idx: u32) {
     let h = p[1];
     let w = p[2];
     let oh = p[3];

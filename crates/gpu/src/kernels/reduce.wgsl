@@ -1,6 +1,5 @@
 // Reduction along an axis, one thread per output. p: [outputs, len, inner].
 // Arg ops write i64 indices as (low, high) word pairs.
-@group(0) @binding(0) var<storage, read> p: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
 
@@ -12,12 +11,7 @@ fn better(v: f32, best: f32, want_max: bool) -> bool {
     return beats || (is_nan(v) && !is_nan(best));
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let idx = flat_index(wg, nwg, lid);
-    if (idx >= p[0]) {
-        return;
-    }
+fn item(idx: u32) {
     let len = p[1];
     let inner = max(p[2], 1u);
     let base = (idx / inner) * len * inner + idx % inner;

@@ -1,0 +1,89 @@
+//! Scaled dot-product attention: the scores product, a masked softmax in
+//! place, and the product with the values.
+
+use edgeserve_tensor::shape::AttentionPlan;
+use edgeserve_tensor::{DType, Result, Tensor};
+
+use crate::GpuBackend;
+use crate::buffers::{bytes_of, f32_only};
+use crate::encoder::{grid, u32_of, words_of};
+use crate::matmul::{Epilogue, Product};
+
+pub(crate) fn attention(
+    g: &GpuBackend,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    plan: &AttentionPlan,
+) -> Result<Tensor> {
+    const OP: &str = "attention";
+    f32_only(OP, q.dtype())?;
+    let (qb, kb, vb) = (g.buf(OP, q)?, g.buf(OP, k)?, g.buf(OP, v)?);
+    let mb = mask.map(|m| g.buf(OP, m)).transpose()?;
+    let (lq, lk, d, dv) = (plan.lq, plan.lk, plan.d, plan.dv);
+    let scores = g.alloc(OP, bytes_of(OP, DType::F32, &[plan.batch, lq, lk])?)?;
+    let ops: Vec<_> = (0..plan.batch).map(|b| plan.operands(b)).collect();
+    let qk: Vec<(usize, usize)> = ops
+        .iter()
+        .map(|&(qi, ki, _, _)| (qi * lq * d, ki * lk * d))
+        .collect();
+    g.record_product(
+        OP,
+        &Product {
+            a: qb.buffer(),
+            b: kb.buffer(),
+            c: scores.buffer(),
+            mnk: (lq, lk, d),
+            offsets: &qk,
+            transpose_b: true,
+            epilogue: Epilogue::default(),
+        },
+    )?;
+    let (mrs, mcs) = plan
+        .mask_strides
+        .as_ref()
+        .map_or((0, 0), |st| (st[st.len() - 2], st[st.len() - 1]));
+    let mbase = ops
+        .iter()
+        .map(|&(_, _, _, m)| u32_of(OP, m))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = plan.batch * lq;
+    let mut p = words_of(OP, &[rows, lq, lk])?;
+    p.extend([
+        plan.scale.to_bits(),
+        u32::from(mask.is_some()),
+        u32::from(plan.causal),
+    ]);
+    p.extend(words_of(OP, &[mrs, mcs])?);
+    let p = g.params(&p);
+    let mbase = g.params(&mbase);
+    let mbuf = mb.as_ref().map_or(&g.dummy, |m| m.buffer());
+    if lk > 0 {
+        g.dispatch(
+            "attn_softmax",
+            &[],
+            &[&p, &mbase, mbuf, scores.buffer()],
+            grid(OP, rows)?,
+        )?;
+    }
+    let (t, out) = g.output(OP, DType::F32, &plan.out_shape)?;
+    let pv: Vec<(usize, usize)> = ops
+        .iter()
+        .enumerate()
+        .map(|(b, &(_, _, vi, _))| (b * lq * lk, vi * lk * dv))
+        .collect();
+    g.record_product(
+        OP,
+        &Product {
+            a: scores.buffer(),
+            b: vb.buffer(),
+            c: out.buffer(),
+            mnk: (lq, dv, lk),
+            offsets: &pv,
+            transpose_b: false,
+            epilogue: Epilogue::default(),
+        },
+    )?;
+    Ok(t)
+}

@@ -1,0 +1,411 @@
+//! Device buffers: the per-backend pool of freed buffers, allocation,
+//! uploads and read-backs, and the dtypes the kernels can hold.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use edgeserve_tensor::{DType, HostBuffer, Result, Storage, Tensor, TensorError};
+use wgpu::util::DeviceExt;
+
+use crate::{GpuBackend, lock};
+
+/// A device buffer holding one tensor's elements, as stored in
+/// [`Storage::Device`].
+#[derive(Debug)]
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    /// Meaningful bytes (the buffer itself is rounded up to whole 16-byte
+    /// quads).
+    size: u64,
+    /// The backend whose device owns the buffer.
+    owner: u64,
+    /// The host bytes this buffer was uploaded from, kept for integer
+    /// tensors so embedding can check ids without a round trip.
+    host: Option<HostBuffer>,
+    /// The owning backend's memory accounting and free buffers.
+    pool: Arc<Pool>,
+    /// Whether the buffer is sized to a pool class and goes back to the
+    /// pool when dropped.
+    recycle: bool,
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        self.pool.release(&self.buffer, self.recycle);
+    }
+}
+
+impl GpuBuffer {
+    /// The wgpu buffer: rounded up to a multiple of 16 bytes (at least 16),
+    /// and for results to a power-of-two size class. When the last
+    /// [`GpuBuffer`] handle drops the buffer may be reused for another
+    /// result, so a clone of it must not outlive the tensor.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Bytes of tensor data in the buffer.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The host elements an integer tensor was uploaded from.
+    pub(crate) fn uploaded(&self) -> Option<&HostBuffer> {
+        self.host.as_ref()
+    }
+}
+
+/// Most bytes of freed buffers a backend keeps for reuse.
+pub const POOL_CAP: u64 = 256 << 20;
+
+/// Smallest pool size class, in bytes.
+const MIN_CLASS: u64 = 256;
+
+/// Usage of every tensor buffer: bound by kernels, copied to staging
+/// buffers for read-back.
+const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A backend's device memory accounting and its freed buffers, by size
+/// class (the buffer's size, a power of two).
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    /// Bytes of buffers held by live [`GpuBuffer`]s.
+    live: AtomicU64,
+    free: Mutex<FreeLists>,
+}
+
+#[derive(Debug, Default)]
+struct FreeLists {
+    by_class: HashMap<u64, Vec<wgpu::Buffer>>,
+    bytes: u64,
+}
+
+impl Pool {
+    /// A freed buffer of exactly `class` bytes, counted as live again.
+    fn take(&self, class: u64) -> Option<wgpu::Buffer> {
+        let buffer = {
+            let mut free = lock(&self.free);
+            let buffer = free.by_class.get_mut(&class)?.pop()?;
+            free.bytes -= class;
+            buffer
+        };
+        self.live.fetch_add(class, Ordering::Relaxed);
+        Some(buffer)
+    }
+
+    /// Counts a newly created buffer as live.
+    fn track(&self, buffer: &wgpu::Buffer) {
+        self.live.fetch_add(buffer.size(), Ordering::Relaxed);
+    }
+
+    /// A live buffer's last handle dropped: keep it for reuse when it has a
+    /// class size and the pool has room, else let wgpu free it once the
+    /// device is done with it.
+    fn release(&self, buffer: &wgpu::Buffer, recycle: bool) {
+        let size = buffer.size();
+        self.live.fetch_sub(size, Ordering::Relaxed);
+        if !recycle {
+            return;
+        }
+        let mut free = lock(&self.free);
+        if free.bytes + size <= POOL_CAP {
+            free.by_class.entry(size).or_default().push(buffer.clone());
+            free.bytes += size;
+        }
+    }
+
+    /// Frees every pooled buffer (before retrying a failed allocation).
+    fn trim(&self) {
+        let mut free = lock(&self.free);
+        free.by_class.clear();
+        free.bytes = 0;
+    }
+}
+
+/// Device bytes for `bytes` of tensor data: whole 16-byte quads, at least
+/// one, because the matmul kernel binds its operands as `array<vec4<f32>>`
+/// and a trailing partial quad would be out of its reach.
+fn padded(bytes: u64) -> u64 {
+    bytes.div_ceil(16).max(1) * 16
+}
+
+/// Refuses `op` on `dtype`, which the kernels do not handle.
+pub(crate) fn unsupported(op: &str, dtype: DType) -> TensorError {
+    TensorError::Unsupported(format!(
+        "gpu backend: {op} on {dtype} not implemented yet (f32 only)"
+    ))
+}
+
+/// Refuses every dtype but f32, the only one arithmetic kernels read.
+pub(crate) fn f32_only(op: &str, dtype: DType) -> Result<()> {
+    if dtype == DType::F32 {
+        Ok(())
+    } else {
+        Err(unsupported(op, dtype))
+    }
+}
+
+/// Words (u32) per element for operations that only move elements.
+pub(crate) fn words_per_elem(op: &str, dtype: DType) -> Result<usize> {
+    match dtype {
+        DType::F32 | DType::I32 => Ok(1),
+        DType::I64 => Ok(2),
+        _ => Err(unsupported(op, dtype)),
+    }
+}
+
+/// Bytes of a tensor of `shape` and `dtype`, refusing overflow.
+pub(crate) fn bytes_of(op: &str, dtype: DType, shape: &[usize]) -> Result<u64> {
+    shape
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| TensorError::OutOfMemory(format!("{op}: {dtype}{shape:?} overflows memory")))
+}
+
+/// [`Backend::from_host`](edgeserve_tensor::Backend::from_host): uploads a
+/// host tensor; a device tensor of this backend passes as is.
+pub(crate) fn from_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
+    let Storage::Host(h) = tensor.storage() else {
+        // Already ours (or refused if another device's).
+        g.buf("from-host", tensor)?;
+        return Ok(tensor.clone());
+    };
+    let buf = g.upload("from-host", tensor.dtype(), h)?;
+    Ok(Tensor::new(
+        tensor.dtype(),
+        tensor.shape(),
+        Storage::Device(buf),
+    ))
+}
+
+/// [`Backend::to_host`](edgeserve_tensor::Backend::to_host): runs the
+/// recorded work and reads the tensor back.
+pub(crate) fn to_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
+    if tensor.host().is_some() {
+        return Ok(tensor.clone());
+    }
+    let buf = g.buf("to-host", tensor)?;
+    let bytes = g.read_back("to-host", &buf)?;
+    Tensor::from_host(
+        tensor.dtype(),
+        tensor.shape(),
+        HostBuffer::copy_from_bytes(tensor.dtype(), &bytes),
+    )
+}
+
+impl GpuBackend {
+    /// Bytes of device buffers held by live tensors (and scratch buffers of
+    /// recorded work) of this backend: uploads and results, rounded up to
+    /// their buffers' sizes. Freed buffers kept for reuse are not counted
+    /// (see [`GpuBackend::pooled_bytes`]).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.pool.live.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of freed device buffers kept for reuse (at most [`POOL_CAP`]).
+    pub fn pooled_bytes(&self) -> u64 {
+        lock(&self.pool.free).bytes
+    }
+
+    /// The device size of a buffer for `bytes` bytes of tensor data, if the
+    /// device can bind one that large.
+    fn fits(&self, op: &str, bytes: u64) -> Result<(u64, u64)> {
+        self.alive(op)?;
+        let max = self
+            .limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size);
+        let size = padded(bytes);
+        if size > max {
+            return Err(TensorError::OutOfMemory(format!(
+                "{op}: {bytes} bytes exceed the device's largest buffer ({max} bytes)"
+            )));
+        }
+        Ok((size, max))
+    }
+
+    /// A storage buffer for `bytes` bytes. Its contents are undefined: a
+    /// buffer from the pool holds what its last user wrote, so every caller
+    /// overwrites the whole result.
+    pub(crate) fn alloc(&self, op: &str, bytes: u64) -> Result<GpuBuffer> {
+        let (size, max) = self.fits(op, bytes)?;
+        // Pool-sized classes for what the pool may keep; larger buffers are
+        // allocated exactly, to not waste up to half of them.
+        let class = size.next_power_of_two().max(MIN_CLASS);
+        let recycle = class <= max && class <= POOL_CAP;
+        let wrap = |buffer: wgpu::Buffer| GpuBuffer {
+            buffer,
+            size: bytes,
+            owner: self.id,
+            host: None,
+            pool: self.pool.clone(),
+            recycle,
+        };
+        if recycle && let Some(buffer) = self.pool.take(class) {
+            return Ok(wrap(buffer));
+        }
+        let size = if recycle { class } else { size };
+        let mut retried = false;
+        loop {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: TENSOR_USAGE,
+                mapped_at_creation: false,
+            });
+            match pollster::block_on(scope.pop()) {
+                None => {
+                    self.pool.track(&buffer);
+                    return Ok(wrap(buffer));
+                }
+                // Give the pooled buffers back to the device and try again.
+                Some(_) if !retried && self.pooled_bytes() > 0 => {
+                    self.pool.trim();
+                    retried = true;
+                }
+                Some(e) => {
+                    return Err(TensorError::OutOfMemory(format!(
+                        "{op}: allocating {bytes} bytes on the device failed: {e}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// A fresh device tensor of `shape` and `dtype`, and its buffer.
+    pub(crate) fn output(
+        &self,
+        op: &str,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<(Tensor, Arc<GpuBuffer>)> {
+        let size = bytes_of(op, dtype, shape)?;
+        let buf = Arc::new(self.alloc(op, size)?);
+        let t = Tensor::new(dtype, shape, Storage::Device(buf.clone()));
+        Ok((t, buf))
+    }
+
+    /// A new device buffer holding `host`'s elements of `dtype`.
+    fn upload(&self, op: &str, dtype: DType, host: &HostBuffer) -> Result<Arc<GpuBuffer>> {
+        let size = host.len() as u64;
+        let (padded, _) = self.fits(op, size)?;
+        let mut bytes = host.bytes().to_vec();
+        bytes.resize(padded as usize, 0);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents: &bytes,
+                usage: TENSOR_USAGE,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(TensorError::OutOfMemory(format!(
+                "{op}: uploading {size} bytes failed: {e}"
+            )));
+        }
+        let keep = matches!(dtype, DType::I32 | DType::I64).then(|| host.clone());
+        self.pool.track(&buffer);
+        Ok(Arc::new(GpuBuffer {
+            buffer,
+            size,
+            owner: self.id,
+            host: keep,
+            pool: self.pool.clone(),
+            recycle: false,
+        }))
+    }
+
+    /// The device buffer of `t`, uploading host tensors on the fly.
+    pub(crate) fn buf(&self, op: &str, t: &Tensor) -> Result<Arc<GpuBuffer>> {
+        match t.storage() {
+            Storage::Host(h) => self.upload(op, t.dtype(), h),
+            Storage::Device(any) => {
+                let Ok(buf) = any.clone().downcast::<GpuBuffer>() else {
+                    return Err(TensorError::Unsupported(format!(
+                        "{op}: the gpu backend cannot read another backend's device tensor"
+                    )));
+                };
+                if buf.owner != self.id {
+                    return Err(TensorError::Unsupported(format!(
+                        "{op}: the tensor lives on another gpu backend instance"
+                    )));
+                }
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Submits everything recorded and waits for the device; then reads
+    /// `buf`'s `bytes` bytes.
+    fn read_back(&self, op: &str, buf: &GpuBuffer) -> Result<Vec<u8>> {
+        self.alive(op)?;
+        // Whole quads, a multiple of wgpu's 4-byte copy alignment; every
+        // device buffer is at least this long (see `alloc` and `upload`).
+        let size = padded(buf.size);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(TensorError::OutOfMemory(format!(
+                "{op}: staging {size} bytes failed: {e}"
+            )));
+        }
+        self.submit_with(|encoder| {
+            encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size)
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| match self.alive(op) {
+                Err(lost) => lost,
+                Ok(()) => TensorError::Unsupported(format!("{op}: waiting for the device: {e}")),
+            })?;
+        self.alive(op)?;
+        if let Some(e) = lock(&self.uncaptured).take() {
+            return Err(e);
+        }
+        // Another thread's poll may have claimed this map's callback and
+        // not run it yet, so an empty channel is not an answer; a
+        // disconnected one is (wgpu dropped the callback unanswered).
+        let mapped = loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                Ok(r) => break r,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(TensorError::Unsupported(format!(
+                        "{op}: the device dropped the read-back"
+                    )));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.alive(op)?;
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                }
+            }
+        };
+        mapped.map_err(|e| {
+            TensorError::Unsupported(format!("{op}: mapping the result failed: {e}"))
+        })?;
+        let data = {
+            let view = staging.get_mapped_range(..).map_err(|e| {
+                TensorError::Unsupported(format!("{op}: reading the mapped result failed: {e}"))
+            })?;
+            view[..buf.size as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}

@@ -1,0 +1,182 @@
+//! Layout kernels: embedding, reshape, transpose, slice, concat, all moving
+//! 32-bit words (8-byte elements as two).
+
+use std::sync::Arc;
+
+use edgeserve_tensor::shape;
+use edgeserve_tensor::{DType, Result, Tensor};
+
+use crate::buffers::words_per_elem;
+use crate::encoder::{grid_threads, words_of};
+use crate::{GpuBackend, GpuBuffer};
+
+/// One thread per output word; ids uploaded from the host are checked here,
+/// as the CPU backend does, while ids computed on the device map
+/// out-of-range entries to zero rows.
+pub(crate) fn embedding(
+    g: &GpuBackend,
+    table: &Tensor,
+    ids: &Tensor,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let words = words_per_elem("embedding", table.dtype())?;
+    let (vocab, dim) = (table.shape()[0], table.shape()[1]);
+    let ib = g.buf("embedding", ids)?;
+    if let Some(h) = ib.uploaded() {
+        let bad = match ids.dtype() {
+            DType::I32 => h
+                .as_slice::<i32>()
+                .iter()
+                .map(|&i| i64::from(i))
+                .find(|&i| i < 0 || i as u64 >= vocab as u64),
+            _ => h
+                .as_slice::<i64>()
+                .iter()
+                .copied()
+                .find(|&i| i < 0 || i as u64 >= vocab as u64),
+        };
+        if let Some(id) = bad {
+            return Err(shape::id_out_of_range(id, vocab));
+        }
+    }
+    let tb = g.buf("embedding", table)?;
+    let (t, out) = g.output("embedding", table.dtype(), out_shape)?;
+    let total = shape::numel(out_shape) * words;
+    let per_id = if ids.dtype() == DType::I64 { 2 } else { 1 };
+    let p = g.params(&words_of(
+        "embedding",
+        &[
+            total,
+            (dim * words).max(1),
+            vocab.min(u32::MAX as usize),
+            per_id,
+        ],
+    )?);
+    g.dispatch(
+        "embedding",
+        &[],
+        &[&p, ib.buffer(), tb.buffer(), out.buffer()],
+        grid_threads("embedding", total)?,
+    )?;
+    Ok(t)
+}
+
+/// Shares `x`'s buffer under the new shape.
+pub(crate) fn reshape(g: &GpuBackend, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if x.host().is_none() {
+        g.buf("reshape", x)?;
+    }
+    Ok(x.with_shape(shape))
+}
+
+pub(crate) fn transpose(
+    g: &GpuBackend,
+    x: &Tensor,
+    perm: &[usize],
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let own = shape::contiguous_strides(x.shape());
+    let in_strides: Vec<usize> = perm.iter().map(|&p| own[p]).collect();
+    let (t, copy) = Strided::new(g, "transpose", x.dtype(), out_shape)?;
+    copy.run(g, x, out_shape, &in_strides, (0, 0))?;
+    Ok(t)
+}
+
+pub(crate) fn slice(
+    g: &GpuBackend,
+    x: &Tensor,
+    axis: usize,
+    start: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let own = shape::contiguous_strides(x.shape());
+    let (t, copy) = Strided::new(g, "slice", x.dtype(), out_shape)?;
+    copy.run(g, x, out_shape, &own, (start * own[axis], 0))?;
+    Ok(t)
+}
+
+pub(crate) fn concat(
+    g: &GpuBackend,
+    xs: &[&Tensor],
+    axis: usize,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let (t, copy) = Strided::new(g, "concat", xs[0].dtype(), out_shape)?;
+    let mut at = 0usize;
+    for x in xs {
+        let own = shape::contiguous_strides(x.shape());
+        copy.run(g, x, x.shape(), &own, (0, at * copy.out_strides[axis]))?;
+        at += x.shape()[axis];
+    }
+    Ok(t)
+}
+
+/// Strided copies into one fresh result (`copy.wgsl`).
+struct Strided {
+    op: &'static str,
+    /// Words per element.
+    words: usize,
+    /// The result's element strides.
+    out_strides: Vec<usize>,
+    out: Arc<GpuBuffer>,
+}
+
+impl Strided {
+    /// The result tensor of `dtype` and `out_shape`, and a copier into it.
+    fn new(
+        g: &GpuBackend,
+        op: &'static str,
+        dtype: DType,
+        out_shape: &[usize],
+    ) -> Result<(Tensor, Strided)> {
+        let words = words_per_elem(op, dtype)?;
+        let (t, out) = g.output(op, dtype, out_shape)?;
+        let copy = Strided {
+            op,
+            words,
+            out_strides: shape::contiguous_strides(out_shape),
+            out,
+        };
+        Ok((t, copy))
+    }
+
+    /// Records `out[out_off + Σ c·out_strides] = x[in_off + Σ c·in_strides]`
+    /// over every coordinate `c` of `dims`; offsets and strides count
+    /// elements.
+    fn run(
+        &self,
+        g: &GpuBackend,
+        x: &Tensor,
+        dims: &[usize],
+        in_strides: &[usize],
+        (in_off, out_off): (usize, usize),
+    ) -> Result<()> {
+        let xb = g.buf(self.op, x)?;
+        let n = shape::numel(dims) * self.words;
+        if n == 0 {
+            return Ok(());
+        }
+        // In words: 8-byte elements get an innermost axis of 2 words.
+        let (mut s, mut is, mut os) =
+            (dims.to_vec(), in_strides.to_vec(), self.out_strides.clone());
+        for v in is.iter_mut().chain(os.iter_mut()) {
+            *v *= self.words;
+        }
+        if self.words > 1 {
+            s.push(self.words);
+            is.push(1);
+            os.push(1);
+        }
+        let mut p = vec![n, s.len(), in_off * self.words, out_off * self.words];
+        p.extend(s.iter().chain(&is).chain(&os));
+        let p = words_of(self.op, &p)?;
+        g.map_kernel(
+            self.op,
+            "copy",
+            &[],
+            &p,
+            (xb.buffer(), self.out.buffer()),
+            n,
+        )
+    }
+}

@@ -1,0 +1,180 @@
+//! The device itself: refusals, the memory pool and its accounting,
+//! allocation failures, device loss.
+
+use edgeserve_gpu::GpuBackend;
+use edgeserve_tensor::{Backend, DType, Tensor, TensorError, UnaryOp};
+
+use crate::{floats, gpu, gpu_backend, up};
+
+#[test]
+fn unimplemented_ops_and_dtypes_are_unsupported() {
+    let h = Tensor::from_bytes(DType::F16, &[2, 2], &[0u8; 8]).unwrap();
+    let hg = up(&h);
+    let Err(TensorError::Unsupported(msg)) = gpu().softmax(&hg, 1) else {
+        panic!("f16 softmax should be unsupported");
+    };
+    assert!(msg.contains("softmax") && msg.contains("f16"), "{msg}");
+    // Validation errors are the shared ones, not Unsupported.
+    let a = up(&Tensor::from_f32(&[2, 3], vec![0.0; 6]).unwrap());
+    assert!(matches!(
+        gpu().matmul(&a, &a, false),
+        Err(TensorError::Shape(_))
+    ));
+    let i = Tensor::from_bytes(DType::I32, &[2], &[0u8; 8]).unwrap();
+    assert!(matches!(
+        gpu().unary(UnaryOp::Exp, &i),
+        Err(TensorError::DType(_))
+    ));
+    // The host copy round-trips f16 bytes untouched.
+    assert_eq!(
+        gpu().to_host(&hg).unwrap().host().unwrap().bytes(),
+        &[0u8; 8]
+    );
+}
+
+/// A backend of its own, so other tests running at the same time do not
+/// disturb its memory counters.
+fn own_gpu() -> GpuBackend {
+    GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"))
+}
+
+#[test]
+fn freed_buffers_are_reused() {
+    let backend = own_gpu();
+    let g = backend.ops();
+    assert_eq!(backend.pooled_bytes(), 0);
+    let a = g.full(DType::F32, &[1000], 7.0).unwrap();
+    assert_eq!(floats(&g.to_host(&a).unwrap()), vec![7.0; 1000]);
+    drop(a);
+    // 4000 bytes live in the 4096-byte class.
+    assert_eq!(backend.pooled_bytes(), 4096);
+    // A result of the same class takes the freed buffer, and is fully
+    // overwritten: nothing of the old contents shows.
+    let b = g.full(DType::F32, &[900], 2.0).unwrap();
+    assert_eq!(backend.pooled_bytes(), 0);
+    assert_eq!(floats(&g.to_host(&b).unwrap()), vec![2.0; 900]);
+    // A chain of results reuses the buffers of intermediates it drops.
+    let x = Tensor::from_f32(&[1, 1, 6, 6], (0..36).map(|v| v as f32).collect()).unwrap();
+    let mut t = g.from_host(&x).unwrap();
+    for _ in 0..20 {
+        t = g.affine(&t, 1.0, 1.0).unwrap();
+    }
+    assert!(
+        backend.pooled_bytes() <= 2 * 256,
+        "{}",
+        backend.pooled_bytes()
+    );
+    let want: Vec<f32> = (0..36).map(|v| v as f32 + 20.0).collect();
+    assert_eq!(floats(&g.to_host(&t).unwrap()), want);
+    // An intermediate dropped before the recorded work ran still feeds it.
+    let c = g.full(DType::F32, &[64], 1.5).unwrap();
+    let d = g.affine(&c, 2.0, 0.0).unwrap();
+    drop(c);
+    let e = g.full(DType::F32, &[64], 9.0).unwrap();
+    assert_eq!(floats(&g.to_host(&d).unwrap()), vec![3.0; 64]);
+    assert_eq!(floats(&g.to_host(&e).unwrap()), vec![9.0; 64]);
+}
+
+#[test]
+fn allocated_bytes_counts_live_buffers() {
+    let backend = own_gpu();
+    let g = backend.ops();
+    assert_eq!(backend.allocated_bytes(), 0);
+    // Uploads count their size rounded up to 16 bytes.
+    let x = g
+        .from_host(&Tensor::from_f32(&[3, 5], vec![1.0; 15]).unwrap())
+        .unwrap();
+    assert_eq!(backend.allocated_bytes(), 64);
+    // Results count their size class.
+    let y = g.full(DType::F32, &[1000], 0.0).unwrap();
+    assert_eq!(backend.allocated_bytes(), 64 + 4096);
+    let z = g.unary(UnaryOp::Exp, &x).unwrap();
+    assert_eq!(backend.allocated_bytes(), 64 + 4096 + 256);
+    // Clones share a buffer.
+    let z2 = z.clone();
+    assert_eq!(backend.allocated_bytes(), 64 + 4096 + 256);
+    drop((z, z2, y));
+    assert_eq!(backend.allocated_bytes(), 64);
+    assert_eq!(backend.pooled_bytes(), 4096 + 256);
+    drop(x);
+    assert_eq!(backend.allocated_bytes(), 0);
+    // Host copies hold no device memory.
+    let big = g.full(DType::F32, &[1 << 16], 1.0).unwrap();
+    let host = g.to_host(&big).unwrap();
+    drop(big);
+    assert_eq!(backend.allocated_bytes(), 0);
+    assert_eq!(host.numel(), 1 << 16);
+}
+
+#[test]
+fn absurd_allocations_fail_cleanly() {
+    for shape in [&[1usize << 40][..], &[1 << 40, 1 << 40, 1 << 40]] {
+        match gpu().full(DType::F32, shape, 1.0) {
+            Err(TensorError::OutOfMemory(_) | TensorError::InvalidArgument(_)) => {}
+            other => panic!("full {shape:?}: {other:?}"),
+        }
+    }
+    // The backend still works afterwards.
+    let t = gpu().full(DType::F32, &[2], 3.0).unwrap();
+    assert_eq!(floats(&gpu().to_host(&t).unwrap()), vec![3.0, 3.0]);
+}
+
+#[test]
+fn oversized_results_are_out_of_memory_and_the_backend_recovers() {
+    let backend = own_gpu();
+    let g = backend.ops();
+    let a = g.full(DType::F32, &[1 << 17, 1], 1.0).unwrap();
+    let b = g.full(DType::F32, &[1, 1 << 17], 2.0).unwrap();
+    // 2^34 floats (64 GiB): past any device's largest storage binding.
+    match g.matmul(&a, &b, false) {
+        Err(TensorError::OutOfMemory(msg)) => assert!(msg.contains("matmul"), "{msg}"),
+        other => panic!("64 GiB matmul result: {other:?}"),
+    }
+    let small = g.matmul(
+        &a.with_shape(&[1 << 10, 128]),
+        &b.with_shape(&[128, 1 << 10]),
+        false,
+    );
+    let c = g.to_host(&small.unwrap()).unwrap();
+    assert_eq!(c.shape(), &[1 << 10, 1 << 10]);
+    assert!(floats(&c).iter().all(|&v| v == 256.0));
+}
+
+#[test]
+fn a_lost_device_fails_every_operation_without_hanging() {
+    let backend = own_gpu();
+    let g = backend.ops();
+    let x = g.full(DType::F32, &[8], 1.0).unwrap();
+    let pending = g.affine(&x, 2.0, 0.0).unwrap();
+    assert!(backend.lost().is_none());
+    backend.destroy_device();
+    assert!(backend.lost().is_some());
+    let lost = |what: &str, r: Result<Tensor, TensorError>| match r {
+        Err(TensorError::DeviceLost(msg)) => {
+            assert!(msg.to_lowercase().contains("destroyed"), "{what}: {msg}")
+        }
+        other => panic!("{what} after device loss: {other:?}"),
+    };
+    lost("to_host of recorded work", g.to_host(&pending));
+    lost("full", g.full(DType::F32, &[4], 0.0));
+    lost("unary", g.unary(UnaryOp::Exp, &x));
+    lost(
+        "upload",
+        g.from_host(&Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap()),
+    );
+    lost(
+        "matmul",
+        g.matmul(&x.with_shape(&[2, 4]), &x.with_shape(&[4, 2]), false),
+    );
+    // Other backends are unaffected.
+    let t = gpu().full(DType::F32, &[2], 3.0).unwrap();
+    assert_eq!(floats(&gpu().to_host(&t).unwrap()), vec![3.0, 3.0]);
+}
+
+#[test]
+fn info_names_the_device() {
+    let info = gpu_backend().info();
+    assert_eq!(info.kind, "gpu");
+    assert!(!info.device.is_empty());
+    assert!(!info.api.is_empty());
+}

@@ -1,0 +1,294 @@
+//! Products: matmul, linear (fused epilogue), f16, batches, attention.
+
+use edgeserve_tensor::{Attention, Backend, BinaryOp, DType, Tensor, UnaryOp};
+
+use crate::{Rng, assert_close, assert_same, cpu, gpu, gpu_backend, up};
+
+/// (m, k, n): odd sizes take the kernel's element-wise path, sizes with k
+/// and n multiples of 4 its whole-quad path; neither need be a multiple of
+/// the 64x64 tile or the depth step of 16.
+const MATMUL_SIZES: [(usize, usize, usize); 12] = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (65, 129, 33),
+    (17, 33, 65),
+    (130, 70, 90),
+    (257, 129, 65),
+    (257, 131, 259),
+    (1, 4, 4),
+    (3, 4, 8),
+    (64, 64, 64),
+    (100, 36, 68),
+    (64, 512, 128),
+];
+
+/// Matmul tolerance for k ≤ 512: 1e-4·(1 + |ref|).
+#[test]
+fn matmul_matches_cpu() {
+    let mut rng = Rng::new(1);
+    for (m, k, n) in MATMUL_SIZES {
+        for tb in [false, true] {
+            let a = rng.tensor(&[m, k], -1.0, 1.0);
+            let b = if tb {
+                rng.tensor(&[n, k], -1.0, 1.0)
+            } else {
+                rng.tensor(&[k, n], -1.0, 1.0)
+            };
+            let want = cpu().matmul(&a, &b, tb).unwrap();
+            let got = gpu().matmul(&up(&a), &up(&b), tb).unwrap();
+            assert_close(
+                &format!("matmul {m}x{k}x{n} tb={tb}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn f16_matmul_and_casts_match_cpu() {
+    let mut rng = Rng::new(5);
+    for (m, k, n, tb) in [
+        (3, 5, 7, false),
+        (65, 33, 20, true),
+        (2, 64, 1, false),
+        (130, 64, 68, false),
+        (64, 128, 96, true),
+    ] {
+        let a = cpu()
+            .cast(&rng.tensor(&[m, k], -1.0, 1.0), DType::F16)
+            .unwrap();
+        let bs: &[usize] = if tb { &[n, k] } else { &[k, n] };
+        let b = cpu().cast(&rng.tensor(bs, -1.0, 1.0), DType::F16).unwrap();
+        let want = cpu().matmul(&a, &b, tb).unwrap();
+        let got = gpu().to_host(&gpu().matmul(&a, &b, tb).unwrap()).unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        // One f16 rounding step of the result, plus f32 summation order.
+        assert_close(
+            &format!("f16 matmul {m}x{k}x{n}"),
+            &cpu().cast(&got, DType::F32).unwrap(),
+            &cpu().cast(&want, DType::F32).unwrap(),
+            1e-3,
+            1e-3,
+        );
+    }
+    // f16 -> f32 is exact; f32 -> f16 rounds to nearest (odd lengths too).
+    let x = rng.tensor(&[7, 3], -100.0, 100.0);
+    let h = cpu().cast(&x, DType::F16).unwrap();
+    assert_same(
+        "cast f16->f32",
+        &gpu().cast(&h, DType::F32).unwrap(),
+        &cpu().cast(&h, DType::F32).unwrap(),
+    );
+    assert_same("cast f32->f16", &gpu().cast(&x, DType::F16).unwrap(), &h);
+}
+
+/// Every activation, with and without bias, both operand layouts, odd and
+/// whole-quad sizes and a broadcast batch: the fused kernel against the CPU
+/// backend's `linear` and against matmul, add and the unary op as three calls.
+#[test]
+fn linear_matches_cpu_and_the_unfused_ops() {
+    let mut rng = Rng::new(11);
+    let acts = std::iter::once(None).chain(UnaryOp::ALL.iter().copied().map(Some));
+    let shapes: [(&[usize], &[usize]); 4] = [
+        (&[3, 5], &[5, 7]),
+        (&[130, 64], &[64, 68]),
+        (&[2, 1, 9, 33], &[3, 33, 20]),
+        (&[1, 1], &[1, 1]),
+    ];
+    for (i, act) in acts.enumerate() {
+        // Logs and roots get positive products (and biases), so results are
+        // finite and well conditioned.
+        let lo = match act {
+            Some(UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt) => 0.1,
+            _ => -1.0,
+        };
+        for (j, (sa, sb)) in shapes.iter().enumerate() {
+            let tb = (i + j) % 2 == 1;
+            let a = rng.tensor(sa, lo, 1.0);
+            let mut sb = sb.to_vec();
+            let r = sb.len();
+            if tb {
+                sb.swap(r - 1, r - 2);
+            }
+            let b = rng.tensor(&sb, lo, 1.0);
+            let n = if tb { sb[r - 2] } else { sb[r - 1] };
+            let bias = rng.tensor(&[n], lo.max(0.0), 1.0);
+            for with_bias in [false, true] {
+                let bias = with_bias.then_some(&bias);
+                let what = format!("linear {sa:?}x{sb:?} tb={tb} bias={with_bias} {act:?}");
+                let want = cpu().linear(&a, &b, tb, bias, act).unwrap();
+                let gb = bias.map(up);
+                let got = gpu()
+                    .linear(&up(&a), &up(&b), tb, gb.as_ref(), act)
+                    .unwrap();
+                assert_close(&what, &got, &want, 2e-4, 2e-4);
+                let mut apart = gpu().matmul(&up(&a), &up(&b), tb).unwrap();
+                if let Some(gb) = &gb {
+                    apart = gpu().binary(BinaryOp::Add, &apart, gb).unwrap();
+                }
+                if let Some(op) = act {
+                    apart = gpu().unary(op, &apart).unwrap();
+                }
+                assert_close(
+                    &format!("{what} vs unfused"),
+                    &got,
+                    &gpu().to_host(&apart).unwrap(),
+                    1e-5,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+/// f16 operands, bias and result, on the native kernel where the device has
+/// `shader-f16` (lavapipe, as in CI, does).
+#[test]
+fn f16_linear_matches_cpu() {
+    let g = gpu_backend();
+    if g.info().device.contains("llvmpipe") {
+        assert!(g.has_shader_f16(), "lavapipe offers shader-f16");
+    }
+    let mut rng = Rng::new(12);
+    let h = |t: Tensor| cpu().cast(&t, DType::F16).unwrap();
+    for (m, k, n, tb) in [(64, 128, 96, false), (130, 64, 68, true), (5, 3, 9, false)] {
+        let a = h(rng.tensor(&[m, k], -1.0, 1.0));
+        let b = h(rng.tensor(&if tb { [n, k] } else { [k, n] }, -1.0, 1.0));
+        let bias = h(rng.tensor(&[n], -1.0, 1.0));
+        let want = cpu()
+            .linear(&a, &b, tb, Some(&bias), Some(UnaryOp::GeluTanh))
+            .unwrap();
+        let got = gpu()
+            .to_host(
+                &gpu()
+                    .linear(
+                        &up(&a),
+                        &up(&b),
+                        tb,
+                        Some(&up(&bias)),
+                        Some(UnaryOp::GeluTanh),
+                    )
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(got.dtype(), DType::F16);
+        assert_close(
+            &format!("f16 linear {m}x{k}x{n} tb={tb}"),
+            &cpu().cast(&got, DType::F32).unwrap(),
+            &cpu().cast(&want, DType::F32).unwrap(),
+            2e-3,
+            2e-3,
+        );
+    }
+}
+
+#[test]
+fn batched_matmul_broadcasts() {
+    let mut rng = Rng::new(2);
+    let cases: [(&[usize], &[usize], bool); 8] = [
+        (&[2, 3, 17, 33], &[3, 33, 20], false),
+        (&[4, 1, 5, 9], &[1, 3, 6, 9], true),
+        (&[3, 65, 70], &[70, 66], false),
+        (&[2, 1, 1], &[2, 1, 1, 1], false),
+        // k and n multiples of 4: whole-quad loads at every batch offset.
+        (&[2, 3, 17, 32], &[3, 32, 20], false),
+        (&[4, 1, 65, 36], &[1, 3, 68, 36], true),
+        (&[3, 70, 64], &[64, 72], false),
+        (&[70, 64], &[2, 3, 72, 64], true),
+    ];
+    for (sa, sb, tb) in cases {
+        let a = rng.tensor(sa, -1.0, 1.0);
+        let b = rng.tensor(sb, -1.0, 1.0);
+        let want = cpu().matmul(&a, &b, tb).unwrap();
+        // Host tensors are uploaded on the fly.
+        let got = gpu().matmul(&a, &b, tb).unwrap();
+        assert_close(&format!("matmul {sa:?}x{sb:?}"), &got, &want, 1e-4, 1e-4);
+    }
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let mut rng = Rng::new(10);
+    struct Case {
+        q: &'static [usize],
+        k: &'static [usize],
+        v: &'static [usize],
+        mask: Option<&'static [usize]>,
+        causal: bool,
+    }
+    let cases = [
+        Case {
+            q: &[2, 3, 17, 16],
+            k: &[2, 3, 17, 16],
+            v: &[2, 3, 17, 8],
+            mask: None,
+            causal: false,
+        },
+        Case {
+            q: &[2, 5, 16],
+            k: &[2, 9, 16],
+            v: &[2, 9, 16],
+            mask: None,
+            causal: true,
+        },
+        Case {
+            q: &[2, 9, 16],
+            k: &[2, 5, 16],
+            v: &[2, 5, 4],
+            mask: None,
+            causal: true,
+        },
+        Case {
+            q: &[2, 3, 7, 8],
+            k: &[1, 3, 300, 8],
+            v: &[2, 1, 300, 8],
+            mask: Some(&[2, 1, 1, 300]),
+            causal: false,
+        },
+        Case {
+            q: &[4, 33, 8],
+            k: &[4, 33, 8],
+            v: &[4, 33, 8],
+            mask: Some(&[33, 33]),
+            causal: true,
+        },
+    ];
+    for c in cases {
+        let q = rng.tensor(c.q, -1.0, 1.0);
+        let k = rng.tensor(c.k, -1.0, 1.0);
+        let v = rng.tensor(c.v, -1.0, 1.0);
+        let mask = c.mask.map(|s| rng.tensor(s, -2.0, 0.0));
+        for scale in [None, Some(0.3)] {
+            let p = Attention {
+                scale,
+                causal: c.causal,
+            };
+            let want = cpu().attention(&q, &k, &v, mask.as_ref(), p).unwrap();
+            let gm = mask.as_ref().map(up);
+            let got = gpu()
+                .attention(&up(&q), &up(&k), &up(&v), gm.as_ref(), p)
+                .unwrap();
+            assert_close(&format!("attention {:?}", c.q), &got, &want, 1e-5, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn chained_ops_run_in_one_submission() {
+    let mut rng = Rng::new(12);
+    let x = rng.tensor(&[8, 64], -1.0, 1.0);
+    let w = rng.tensor(&[64, 64], -0.2, 0.2);
+    let (mut c, mut g) = (x.clone(), up(&x));
+    for _ in 0..10 {
+        c = cpu().matmul(&c, &w, false).unwrap();
+        c = cpu().unary(UnaryOp::Gelu, &c).unwrap();
+        c = cpu().layer_norm(&c, None, None, 1e-5).unwrap();
+        g = gpu().matmul(&g, &up(&w), false).unwrap();
+        g = gpu().unary(UnaryOp::Gelu, &g).unwrap();
+        g = gpu().layer_norm(&g, None, None, 1e-5).unwrap();
+    }
+    assert_close("chain", &g, &c, 1e-3, 1e-3);
+}
