@@ -30,31 +30,19 @@ minilm (the freshly built plugin, the fetched weights linked in).
 """
 
 import argparse
-import http.client
-import json
 import os
 import pathlib
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.parse
 
-# PyTorch's OpenMP threads (libgomp) spin between ops by default; on a shared,
-# oversubscribed 2-core machine that made its latencies swing 10x from run to
-# run (gpt2 generate p50 59 to 504 ms, minilm batch-32 60 to 791 ms). Passive
-# waiting keeps the reference steady; export OMP_WAIT_POLICY=ACTIVE to undo.
-# Set before torch is first imported (`reference` imports it below; bench/
-# models.py imports this module first, so it gets the same setting).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# First: it sets OMP_WAIT_POLICY before `reference` below loads torch.
+import harness
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-MODEL = REPO / "examples" / "models" / "minilm"
+MODEL = harness.MODELS / "minilm"
 
-sys.path.insert(0, str(REPO / "plugins" / "minilm"))
+sys.path.insert(0, str(harness.REPO / "plugins" / "minilm"))
 import reference  # noqa: E402  (loads the model exactly as the test reference does)
 
 # 32 everyday sentences of 6 to 25 words; batch 1 uses the first.
@@ -94,23 +82,8 @@ SENTENCES = [
 ]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_binary():
-    candidates = [os.environ.get("CARGO_TARGET_DIR", ""), str(REPO / "target")]
-    for base in filter(None, candidates):
-        path = pathlib.Path(base) / "release" / "edgeserve"
-        if path.is_file():
-            return path
-    sys.exit("no edgeserve binary: run `cargo build --release -p edgeserve` first")
-
-
 def find_plugin():
-    for base in [REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]:
+    for base in [harness.REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]:
         path = base / "wasm32-wasip2" / "release" / "minilm.wasm"
         if path.is_file():
             return path
@@ -118,7 +91,7 @@ def find_plugin():
 
 
 def start_server(threads):
-    """edgeserve over a temporary repository holding minilm; returns (process, url, dir)."""
+    """edgeserve over a temporary repository holding minilm; returns (server, dir)."""
     repo = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-"))
     version = repo / "minilm" / "1"
     version.mkdir(parents=True)
@@ -127,70 +100,17 @@ def start_server(threads):
     for f in (MODEL / "1").iterdir():
         if f.name != "model.wasm":
             (version / f.name).symlink_to(f.resolve())
-    port = free_port()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
-    proc = subprocess.Popen(
-        [str(find_binary()), "serve", "--model-repository", str(repo), "--http-port", str(port), "--device", "cpu"],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"edgeserve exited with {proc.returncode}")
-        try:
-            status, _ = get(url, "/v2/models/minilm/ready")
-            if status == 200:
-                return proc, url, repo
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    sys.exit("edgeserve did not get ready in 120 s")
+    return harness.Server(harness.find_binary(), repo, ["minilm"], threads, timeout=120), repo
 
 
-def get(url, path):
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-    conn.request("GET", path)
-    response = conn.getresponse()
-    return response.status, response.read()
-
-
-class Client:
-    """One keep-alive connection to edgeserve's minilm."""
-
-    def __init__(self, url):
-        u = urllib.parse.urlsplit(url)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
-
-    def embed(self, sentences):
-        body = json.dumps({
-            "inputs": [{"name": "text", "shape": [len(sentences)], "datatype": "BYTES", "data": sentences}],
-            "outputs": [{"name": "embedding"}],
-        })
-        self.conn.request("POST", "/v2/models/minilm/infer", body, {"content-type": "application/json"})
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            sys.exit(f"edgeserve answered {response.status}: {data[:500]!r}")
-        out = json.loads(data)["outputs"][0]
-        return out["data"]
-
-
-def timed(fns, repeats, warmup):
-    """Times each of `fns` `repeats` times, taking turns, so that both sides
-    see the same background load on a shared machine."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return times
+def embed(client, sentences):
+    """minilm's embeddings of `sentences`, flattened (the client's JSON work
+    included, as a client sees it)."""
+    body = {
+        "inputs": [{"name": "text", "shape": [len(sentences)], "datatype": "BYTES", "data": sentences}],
+        "outputs": [{"name": "embedding"}],
+    }
+    return client.infer("minilm", body)["embedding"]
 
 
 def cosine(a, b):
@@ -210,14 +130,15 @@ def main():
     torch.set_num_threads(args.threads)
     model = reference.load()
 
-    proc, repo = None, None
+    server, repo = None, None
     url = args.url
     if url is None:
-        proc, url, repo = start_server(args.threads)
+        server, repo = start_server(args.threads)
+        url = server.url
     try:
-        client = Client(url)
+        client = harness.Client(url)
         # Same inputs, same answers: the comparison is of equal work.
-        ours = client.embed(SENTENCES)
+        ours = embed(client, SENTENCES)
         theirs = model.encode(SENTENCES, batch_size=len(SENTENCES))
         worst = min(cosine(ours[i * 384:(i + 1) * 384], theirs[i].tolist()) for i in range(len(SENTENCES)))
 
@@ -225,16 +146,15 @@ def main():
         for batch, repeats in [(1, args.requests), (32, max(args.requests // 5, 3))]:
             sentences = SENTENCES[:batch]
             with torch.inference_mode():
-                edge, ref = timed(
-                    [lambda: client.embed(sentences), lambda: model.encode(sentences, batch_size=batch)],
+                edge, ref = harness.timed(
+                    [lambda: embed(client, sentences), lambda: model.encode(sentences, batch_size=batch)],
                     repeats,
                     warmup=3,
                 )
             rows.append((batch, repeats, edge, ref))
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait()
+        if server is not None:
+            server.stop()
             shutil.rmtree(repo, ignore_errors=True)
 
     ms = lambda t: f"{1000 * t:.1f}"  # noqa: E731

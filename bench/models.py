@@ -42,86 +42,25 @@ Usage:
 """
 
 import argparse
-import http.client
 import json
 import os
-import pathlib
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
 import warnings
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-MODELS = REPO / "examples" / "models"
-sys.path.insert(0, str(REPO / "bench"))
 # First: it sets OMP_WAIT_POLICY (PASSIVE unless exported) before anything
 # loads torch or an OpenMP runtime, so both scripts measure PyTorch alike.
-import minilm_vs_torch as mt  # noqa: E402  (its sentences, timing, minilm loader, free_port)
+import harness
+from harness import MODELS
+import minilm_vs_torch as mt  # (its sentences, cosine and minilm loader)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 GPT2_TEXT = (
     "Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
     "nothing to do: once or twice she had peeped into the book her sister was reading"
 )
-
-
-# --- server ---------------------------------------------------------------
-
-def start_server(binary, device, threads, models):
-    port = mt.free_port()
-    log = tempfile.NamedTemporaryFile(prefix=f"edgeserve-bench-{device}-", suffix=".log", delete=False)
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--model-repository", str(MODELS), "--http-port", str(port),
-         "--device", device],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    pending = list(models)
-    while pending and time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"edgeserve --device {device} exited with {proc.returncode}; log: {log.name}\n"
-                     + pathlib.Path(log.name).read_text()[-3000:])
-        if "not serving" in pathlib.Path(log.name).read_text():
-            proc.terminate()
-            sys.exit(f"edgeserve --device {device} failed to load a model (stale binary or plugins?):\n"
-                     + pathlib.Path(log.name).read_text()[-3000:])
-        try:
-            if mt.get(url, f"/v2/models/{pending[0]}/ready")[0] == 200:
-                pending.pop(0)
-                continue
-        except OSError:
-            pass
-        time.sleep(0.2)
-    if pending:
-        proc.terminate()
-        sys.exit(f"edgeserve --device {device}: {pending} not ready in 300 s; log: {log.name}")
-    return proc, url, log.name
-
-
-class Client:
-    def __init__(self, url):
-        u = urllib.parse.urlsplit(url)
-        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
-
-    def post(self, model, raw):
-        """The timed path: a pre-encoded body in, the response's bytes out
-        (the client's JSON work is not the server's)."""
-        self.conn.request("POST", f"/v2/models/{model}/infer", raw, {"content-type": "application/json"})
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            sys.exit(f"edgeserve {model} answered {response.status}: {data[:500]!r}")
-        return data
-
-    def infer(self, model, body):
-        data = self.post(model, json.dumps(body).encode())
-        return {o["name"]: o["data"] for o in json.loads(data)["outputs"]}
 
 
 # --- requests and references ----------------------------------------------
@@ -270,14 +209,14 @@ def main():
     # stronger baseline. torch's pool (libgomp) is not touched.
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=1, user_api="blas")
-    binary = args.binary or mt.find_binary()
+    binary = args.binary or harness.find_binary()
     models = ["linear", "digits", "recommender", "minilm", "gpt2"]
     servers = []
     started = time.time()
     try:
-        cpu, cpu_url, _ = start_server(binary, "cpu", args.threads, models)
+        cpu = harness.Server(binary, MODELS, models, args.threads, device="cpu")
         servers.append(cpu)
-        client = Client(cpu_url)
+        client = harness.Client(cpu.url)
         minilm = mt.reference.load()
         gpt2 = load_gpt2()
 
@@ -296,18 +235,18 @@ def main():
             label = case[6] if len(case) > 6 else f"{model} ({items} {unit if items > 1 else unit[:-1]})"
             note = check(client.infer(model, body))
             raw = json.dumps(body).encode()
-            edge, theirs = mt.timed([lambda: client.post(model, raw), ref], repeats, warmup=3)
+            edge, theirs = harness.timed([lambda: client.post(model, raw), ref], repeats, warmup=3)
             rows.append((label, repeats, edge, theirs, items, unit, note))
             print(f"  {label}: done ({time.time() - started:.0f} s)", file=sys.stderr)
         linear_body = {"inputs": [{"name": "x", "shape": [4, 1], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
         linear_raw = json.dumps(linear_body).encode()
-        (floor,) = mt.timed([lambda: client.post("linear", linear_raw)], args.requests, warmup=3)
+        (floor,) = harness.timed([lambda: client.post("linear", linear_raw)], args.requests, warmup=3)
 
         dev_rows = []
         if not args.no_gpu:
-            gpu, gpu_url, gpu_log = start_server(binary, "gpu", args.threads, models[1:])
+            gpu = harness.Server(binary, MODELS, models[1:], args.threads, device="gpu")
             servers.append(gpu)
-            gclient = Client(gpu_url)
+            gclient = harness.Client(gpu.url)
             print(f"  gpu server ready ({time.time() - started:.0f} s)", file=sys.stderr)
             dev_cases = [
                 ("digits (1 image)", "digits", digits_case(1)[1], "probabilities"),
@@ -319,15 +258,14 @@ def main():
                 a, b = client.infer(model, body)[key], gclient.infer(model, body)[key]
                 diff = float(np.abs(np.array(a, dtype=np.float64) - np.array(b, dtype=np.float64)).max())
                 raw = json.dumps(body).encode()
-                c, g = mt.timed([lambda: client.post(model, raw), lambda: gclient.post(model, raw)],
+                c, g = harness.timed([lambda: client.post(model, raw), lambda: gclient.post(model, raw)],
                                 args.gpu_requests, warmup=1)
                 dev_rows.append((label, args.gpu_requests, c, g, f"max abs Δ{key} {diff:.1e}"))
                 print(f"  {label} gpu: done ({time.time() - started:.0f} s)", file=sys.stderr)
-            adapter = [line for line in pathlib.Path(gpu_log).read_text().splitlines() if "adapter" in line.lower() or "gpu" in line.lower()]
+            adapter = [line for line in gpu.log_text().splitlines() if "adapter" in line.lower() or "gpu" in line.lower()]
     finally:
-        for proc in servers:
-            proc.terminate()
-            proc.wait()
+        for server in servers:
+            server.stop()
 
     print(f"edgeserve (`--device cpu`, one keep-alive HTTP connection, OIP JSON) vs in-process references; "
           f"{args.threads} threads; torch {torch.__version__}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; load average at the end "

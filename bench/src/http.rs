@@ -6,10 +6,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use edgeserve::app::Settings;
 use serde_json::Value as Json;
 
-use crate::model::{MODEL, runtime_config};
+use crate::model::MODEL;
 use crate::native::NativeServer;
 use crate::stats::Samples;
 
@@ -61,20 +60,9 @@ pub async fn run(config: &Config) -> anyhow::Result<(Load, Load)> {
     let cache = tempfile::Builder::new()
         .prefix("edgeserve-bench-cache-")
         .tempdir()?;
-    let edgeserve = edgeserve::app::start(Settings {
-        model_repository: repo.to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        max_body_bytes: 1 << 20,
-        runtime: runtime_config(Some(cache.path().to_owned())),
-        device: edgeserve::devices::DeviceChoice::Cpu,
-        bundles: edgeserve::bundle::BundleSettings {
-            sources: Vec::new(),
-            cache_dir: cache.path().join("bundles"),
-            max_bytes: 0,
-        },
-        upstream: None,
-    })
-    .await?;
+    // As the e2e tests start it, with a compile cache of its own.
+    let edgeserve =
+        edgeserve::app::start(edgeserve_e2e::server_settings(&repo, cache.path())).await?;
     let urls = [edgeserve.addr(), native.addr()]
         .map(|addr| format!("http://{addr}/v2/models/{MODEL}/infer"));
 

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use anyhow::{Context as _, ensure};
 use edgeserve::runtime::{Runtime, Value};
-use edgeserve_tensor::{BinaryOp, Tensor};
+use edgeserve_tensor::{BinaryOp, Ops, Tensor};
 
 use crate::model::Linear;
 use crate::stats::Samples;
@@ -41,11 +41,11 @@ pub fn run(linear: &Linear, runtime: &Runtime, n: usize) -> anyhow::Result<Infer
     let context = &linear.context;
     let weight = context.weights.get("weight").context("weight")?;
     let bias = context.weights.get("bias").context("bias")?;
-    let backend = &context.backend;
+    let ops = Ops::unlimited(context.backend.as_ref());
     let native = Samples::measure(n / 10, n, || {
         let x = input()?;
-        let xw = backend.matmul(black_box(&x), weight, false)?;
-        Ok(backend.binary(BinaryOp::Add, &xw, bias)?)
+        let xw = ops.matmul(black_box(&x), weight, false)?;
+        Ok(ops.binary(BinaryOp::Add, &xw, bias)?)
     })?;
     Ok(Infer { wasm, native })
 }

@@ -21,9 +21,10 @@ mod stats;
 use std::time::Duration;
 
 use edgeserve::runtime::Runtime;
+use edgeserve_e2e::runtime_config;
 
-use crate::model::{Linear, runtime_config};
-use crate::stats::{duration_ratio, fmt_duration, ratio};
+use crate::model::Linear;
+use crate::stats::{Samples, duration_ratio, fmt_duration, ratio};
 
 /// Iteration counts and durations of a run.
 struct Plan {
@@ -88,6 +89,38 @@ impl Row {
             ratio: ratio.into(),
         }
     }
+
+    /// A row of two durations, with their ratio.
+    fn durations(
+        what: impl Into<String>,
+        value: Duration,
+        baseline: impl Into<String>,
+        baseline_value: Duration,
+    ) -> Row {
+        Row::new(
+            what,
+            fmt_duration(value),
+            baseline,
+            fmt_duration(baseline_value),
+            duration_ratio(value, baseline_value),
+        )
+    }
+
+    /// A row of two medians, the measurement's labelled with its sample
+    /// count.
+    fn medians(
+        what: &str,
+        samples: &Samples,
+        baseline: impl Into<String>,
+        baseline_samples: &Samples,
+    ) -> Row {
+        Row::durations(
+            format!("{what}, median, n={}", samples.len()),
+            samples.median(),
+            baseline,
+            baseline_samples.median(),
+        )
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -119,52 +152,37 @@ fn main() -> anyhow::Result<()> {
     let s = &startup;
     let overhead = infer.wasm.median().saturating_sub(infer.native.median());
     let latency = |q: f64, name: &str| {
-        let (e, n) = (edgeserve.latency.quantile(q), native.latency.quantile(q));
-        Row::new(
+        Row::durations(
             format!("HTTP latency {name}"),
-            fmt_duration(e),
+            edgeserve.latency.quantile(q),
             format!("native handler, {name}"),
-            fmt_duration(n),
-            duration_ratio(e, n),
+            native.latency.quantile(q),
         )
     };
     let rows = [
-        Row::new(
-            format!(
-                "Instance creation (instantiate + init), median, n={}",
-                s.create.len()
-            ),
-            fmt_duration(s.create.median()),
+        Row::medians(
+            "Instance creation (instantiate + init)",
+            &s.create,
             "warm `Instance::infer` [1,1], median",
-            fmt_duration(infer.wasm.median()),
-            duration_ratio(s.create.median(), infer.wasm.median()),
+            &infer.wasm,
         ),
-        Row::new(
+        Row::durations(
             "Instance creation, p99",
-            fmt_duration(s.create.p99()),
+            s.create.p99(),
             "warm `Instance::infer` [1,1], p99",
-            fmt_duration(infer.wasm.p99()),
-            duration_ratio(s.create.p99(), infer.wasm.p99()),
+            infer.wasm.p99(),
         ),
-        Row::new(
-            format!(
-                "Compile cold (no cache), median, n={}",
-                s.compile_cold.len()
-            ),
-            fmt_duration(s.compile_cold.median()),
+        Row::medians(
+            "Compile cold (no cache)",
+            &s.compile_cold,
             format!("compile-cache hit, median, n={}", s.compile_cached.len()),
-            fmt_duration(s.compile_cached.median()),
-            duration_ratio(s.compile_cold.median(), s.compile_cached.median()),
+            &s.compile_cached,
         ),
-        Row::new(
-            format!(
-                "`Instance::infer` [1,1] through wasm, median, n={}",
-                infer.wasm.len()
-            ),
-            fmt_duration(infer.wasm.median()),
+        Row::medians(
+            "`Instance::infer` [1,1] through wasm",
+            &infer.wasm,
             "native `CpuBackend` matmul + add, median",
-            fmt_duration(infer.native.median()),
-            duration_ratio(infer.wasm.median(), infer.native.median()),
+            &infer.native,
         ),
         Row::new(
             "Host→guest overhead per call (difference of medians)",

@@ -2,29 +2,16 @@
 //! component bytes and the [`ModelContext`] its instances share, built the
 //! way `edgeserve::registry` builds them.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig, WEIGHTS_FILE, Weights};
-use edgeserve::runtime::{Factory, ModelContext, Runtime, RuntimeConfig};
+use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
+use edgeserve::runtime::{Factory, ModelContext, Runtime};
 use edgeserve_e2e::ModelRepository;
-use edgeserve_tensor::Backend;
 use edgeserve_tensor::cpu::CpuBackend;
 
 /// Name of the model every measurement uses.
 pub const MODEL: &str = "linear";
-
-/// Engine settings of the benchmark (those of the e2e tests): the pooling
-/// allocator, with the compile cache in `cache_dir` or none.
-pub fn runtime_config(cache_dir: Option<PathBuf>) -> RuntimeConfig {
-    RuntimeConfig {
-        cache_dir,
-        pooling: true,
-        max_instances: 64,
-        max_memory: 512 << 20,
-    }
-}
 
 /// `linear`, loaded from a throwaway repository with the freshly built plugin.
 pub struct Linear {
@@ -46,17 +33,12 @@ impl Linear {
         let dir = model.join("1");
         let wasm = std::fs::read(dir.join(COMPONENT_FILE)).context("reading the component")?;
         let config = ModelConfig::load(&model.join(CONFIG_FILE))?;
-        let backend: Arc<dyn Backend> = Arc::new(CpuBackend::new());
-        let weights = Weights::open(&dir.join(WEIGHTS_FILE))?.try_map(|t| backend.from_host(t))?;
-        let context = Arc::new(ModelContext {
-            label: format!("{MODEL}:1").into(),
-            backend,
-            weights,
-            parameters: config.parameters.clone(),
-            dir,
-            max_tensors: config.max_tensors,
-            max_tensor_bytes: config.max_tensor_bytes(),
-        });
+        let context = Arc::new(ModelContext::open(
+            format!("{MODEL}:1"),
+            &dir,
+            &config,
+            Arc::new(CpuBackend::new()),
+        )?);
         Ok(Linear {
             _repo: repo,
             wasm,

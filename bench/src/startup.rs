@@ -4,8 +4,9 @@
 
 use anyhow::ensure;
 use edgeserve::runtime::{CacheOutcome, Runtime};
+use edgeserve_e2e::runtime_config;
 
-use crate::model::{Linear, MODEL, runtime_config};
+use crate::model::{Linear, MODEL};
 use crate::stats::Samples;
 
 /// Iteration counts.

@@ -4,15 +4,18 @@
 //! The pieces, each in its own module: [`repository`] reads models from disk,
 //! [`runtime`] compiles and sandboxes their components, [`registry`] keeps
 //! the live ones, [`server`] speaks HTTP, [`metrics`] counts, [`bundle`]
-//! fetches packaged models, [`offload`] forwards to an upstream server, and
-//! [`app`] wires them together.
+//! fetches packaged models, [`offload`] forwards to an upstream server,
+//! [`protocol`] names the OIP datatypes and headers they share, and [`app`]
+//! wires them together.
 
 pub mod app;
 pub mod bundle;
+mod capability;
 pub mod cli;
 pub mod devices;
 pub mod metrics;
 pub mod offload;
+pub mod protocol;
 pub mod registry;
 pub mod repository;
 pub mod runtime;

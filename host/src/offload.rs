@@ -7,6 +7,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
 use bytes::Bytes;
 
+use crate::protocol::HEADER_LENGTH;
+
 /// Response header set on every answer that came from the upstream.
 pub const SERVED_BY: &str = "x-edgeserve-served-by";
 
@@ -17,12 +19,7 @@ pub const FORWARDED: &str = "x-edgeserve-forwarded";
 
 /// Request and response headers carried across: the body's encoding (JSON,
 /// or the binary tensor extension's JSON length) and the client's request id.
-const CARRIED: [&str; 4] = [
-    "content-type",
-    crate::server::oip::HEADER_LENGTH,
-    "accept",
-    "x-request-id",
-];
+const CARRIED: [&str; 4] = ["content-type", HEADER_LENGTH, "accept", "x-request-id"];
 
 /// Where to offload and when.
 #[derive(Clone, Debug)]

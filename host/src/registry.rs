@@ -8,13 +8,11 @@ use edgeserve_tensor::BackendInfo;
 use crate::devices::{DeviceError, Devices};
 
 use crate::metrics::{Metrics, ModelLabels};
-use crate::repository::{ModelConfig, Repository, RepositoryError, WEIGHTS_FILE, Weights};
+use crate::protocol::Datatype;
+use crate::repository::{ModelConfig, Repository, RepositoryError};
 use crate::runtime::{
     CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime, RuntimeError,
 };
-
-/// OIP datatypes a handler may declare.
-const DATATYPES: [&str; 6] = ["FP32", "FP16", "INT32", "INT64", "UINT8", "BYTES"];
 
 /// Why a model could not be found or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -202,27 +200,13 @@ impl ModelRegistry {
                     name: name.to_owned(),
                     source,
                 })?;
-        let weights_path = dir.join(WEIGHTS_FILE);
-        let weights = if weights_path.is_file() {
-            Weights::open(&weights_path)?
-                .try_map(|t| backend.from_host(t))
-                .map_err(|e| RepositoryError::Weights {
-                    path: weights_path.clone(),
-                    message: format!("cannot place on {}: {e}", backend.info().kind),
-                })?
-        } else {
-            Weights::default()
-        };
-        let context_weight_bytes = weights.byte_len();
-        let context = Arc::new(ModelContext {
-            label: label.clone(),
-            backend: backend.clone(),
-            weights,
-            parameters: config.parameters.clone(),
-            dir: dir.to_owned(),
-            max_tensors: config.max_tensors,
-            max_tensor_bytes: config.max_tensor_bytes(),
-        });
+        let context = Arc::new(ModelContext::open(
+            label.clone(),
+            dir,
+            config,
+            backend.clone(),
+        )?);
+        let context_weight_bytes = context.weights.byte_len();
         let factory = self.runtime.factory(
             &component,
             context,
@@ -383,10 +367,12 @@ fn validate_metadata(name: &str, metadata: &ModelMetadata) -> Result<(), Registr
         ));
     }
     for spec in metadata.inputs.iter().chain(&metadata.outputs) {
-        if !DATATYPES.contains(&spec.datatype.as_str()) {
+        if Datatype::from_name(&spec.datatype).is_none() {
             return Err(bad(format!(
-                "tensor '{}' has datatype {}; use one of {DATATYPES:?}",
-                spec.name, spec.datatype
+                "tensor '{}' has datatype {}; use one of {:?}",
+                spec.name,
+                spec.datatype,
+                Datatype::names()
             )));
         }
         if spec.shape.iter().any(|&d| d < -1) {

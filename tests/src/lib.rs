@@ -1,5 +1,7 @@
-//! Support for edgeserve's end-to-end tests: the plugin components compiled
-//! by `build.rs`, and throwaway model repositories assembled from them.
+//! Support for edgeserve's end-to-end tests and its benchmark: the plugin
+//! components compiled by `build.rs`, throwaway model repositories assembled
+//! from them, the settings of in-process servers ([`server_settings`]) and
+//! the real binary run as a process ([`ServerProcess`]).
 //!
 //! ```no_run
 //! let repo = edgeserve_e2e::model_repository(&["linear", "faulty"]);
@@ -16,6 +18,10 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use edgeserve::app::Settings;
+use edgeserve::bundle::BundleSettings;
+use edgeserve::devices::DeviceChoice;
+use edgeserve::runtime::RuntimeConfig;
 use tempfile::TempDir;
 
 mod built {
@@ -218,6 +224,43 @@ pub fn edgeserve_binary() -> &'static Path {
     })
 }
 
+/// Bodies above this get a 413 from servers built on [`server_settings`]
+/// (small, so that a test of the limit is cheap).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Engine settings of the runtimes the tests and the benchmark build: the
+/// pooling allocator, 64 instance slots of up to 512 MiB each, and the
+/// compile cache in `cache_dir` (none for `None`).
+pub fn runtime_config(cache_dir: Option<PathBuf>) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir,
+        pooling: true,
+        max_instances: 64,
+        max_memory: 512 << 20,
+    }
+}
+
+/// Settings of an in-process server (`edgeserve::app::start`) over `repo`,
+/// as the tests and the benchmark start one: loopback on a free port, the
+/// CPU backend, [`MAX_BODY`], [`runtime_config`] with its compile cache in
+/// `cache_dir`, no upstream, and no bundle sources (bundles a test adds are
+/// cached in `cache_dir/bundles`, up to 64 MiB).
+pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
+    Settings {
+        model_repository: repo.to_owned(),
+        listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        max_body_bytes: MAX_BODY,
+        runtime: runtime_config(Some(cache_dir.to_owned())),
+        device: DeviceChoice::Cpu,
+        bundles: BundleSettings {
+            sources: Vec::new(),
+            cache_dir: cache_dir.join("bundles"),
+            max_bytes: 64 << 20,
+        },
+        upstream: None,
+    }
+}
+
 /// An `edgeserve serve` process on a free loopback port; killed on drop if
 /// still running.
 #[derive(Debug)]
@@ -277,6 +320,19 @@ impl ServerProcess {
                 panic!("edgeserve did not start serving ({status}); its log is above");
             }
         }
+    }
+
+    /// [`ServerProcess::spawn`] serving `repo` on the CPU, with its compile
+    /// cache in `cache_dir`.
+    pub fn serve(repo: &Path, cache_dir: &Path) -> ServerProcess {
+        ServerProcess::spawn([
+            "--model-repository".as_ref(),
+            repo.as_os_str(),
+            "--cache-dir".as_ref(),
+            cache_dir.as_os_str(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+        ])
     }
 
     /// The process id.

@@ -5,7 +5,12 @@
 
 mod common;
 
-use common::{TestServer, data_json, error_text, floats, max_abs_diff, output};
+use std::sync::LazyLock;
+
+use common::{
+    TestServer, data_json, error_text, floats, ints, max_abs_diff, names, output, status_json,
+};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 const INFER: &str = "/v2/models/gpt2/infer";
@@ -14,8 +19,10 @@ const INFER: &str = "/v2/models/gpt2/infer";
 /// rounded to 6 decimals: differences are ~1e-6, far below this.
 const LOGIT_TOLERANCE: f64 = 1e-4;
 
-fn reference() -> Value {
-    data_json("gpt2_reference.json")
+/// `tests/data/gpt2_reference.json`, read once per test binary.
+fn reference() -> &'static Value {
+    static REFERENCE: LazyLock<Value> = LazyLock::new(|| data_json("gpt2_reference.json"));
+    &REFERENCE
 }
 
 /// An OIP request for `texts` with request `parameters`.
@@ -34,26 +41,13 @@ fn id_rows(output: &Value) -> Vec<Vec<i64>> {
         .iter()
         .map(|d| d.as_u64().unwrap() as usize)
         .collect();
-    let data: Vec<i64> = output["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
+    let data = ints(&output["data"]);
     assert_eq!(data.len(), shape[0] * shape[1], "{output}");
     if shape[1] == 0 {
         return vec![Vec::new(); shape[0]];
     }
     data.chunks(shape[1])
         .map(|row| row.iter().copied().filter(|&id| id >= 0).collect())
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
         .collect()
 }
 
@@ -76,15 +70,8 @@ impl TestServer {
 
     /// `POST /generate` with a form body → (status, JSON body).
     async fn generate_form(&self, fields: &[(&str, &str)]) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/generate", self.base))
-            .form(fields)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let response = self.request(Method::POST, "/generate").form(fields);
+        status_json(response.send().await.unwrap()).await
     }
 }
 
@@ -95,12 +82,13 @@ async fn gpt2_matches_hugging_face() {
     let greedy_tokens = reference["greedy_tokens"].as_u64().unwrap();
     let vocab = reference["vocab_size"].as_u64().unwrap() as usize;
 
-    let (status, meta) = server.get("/v2/models/gpt2").await;
-    assert_eq!(status, 200, "{meta}");
-    assert_eq!(
-        meta["inputs"],
-        json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}])
-    );
+    server
+        .assert_signature(
+            "gpt2",
+            json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}]),
+            None,
+        )
+        .await;
 
     let prompts = reference["prompts"].as_array().unwrap();
     let parameters =
@@ -111,7 +99,7 @@ async fn gpt2_matches_hugging_face() {
         let body = server.gpt2(&[text], parameters.clone()).await;
         assert_eq!(
             id_rows(output(&body, "prompt_tokens")),
-            [ids(&prompt["ids"])],
+            [ints(&prompt["ids"])],
             "token ids of {text:?}"
         );
         let logits = output(&body, "logits");
@@ -123,7 +111,7 @@ async fn gpt2_matches_hugging_face() {
         ));
         assert_eq!(
             id_rows(output(&body, "tokens")),
-            [ids(&prompt["greedy_ids"])],
+            [ints(&prompt["greedy_ids"])],
             "greedy ids after {text:?}"
         );
         assert_eq!(texts(&body), [prompt["greedy_text"].as_str().unwrap()]);
@@ -145,7 +133,7 @@ async fn gpt2_matches_hugging_face() {
         .map(|p| p["greedy_text"].as_str().unwrap())
         .collect();
     assert_eq!(texts(&body), want);
-    let want_ids: Vec<Vec<i64>> = prompts.iter().map(|p| ids(&p["greedy_ids"])).collect();
+    let want_ids: Vec<Vec<i64>> = prompts.iter().map(|p| ints(&p["greedy_ids"])).collect();
     assert_eq!(id_rows(output(&body, "tokens")), want_ids);
     assert_eq!(output(&body, "logits")["shape"], json!([all.len(), vocab]));
 
@@ -158,19 +146,13 @@ async fn gpt2_matches_hugging_face() {
         .await;
     let got = id_rows(output(&body, "prompt_tokens"));
     for (case, got) in cases.iter().zip(got) {
-        assert_eq!(got, ids(&case["ids"]), "token ids of {:?}", case["text"]);
+        assert_eq!(got, ints(&case["ids"]), "token ids of {:?}", case["text"]);
     }
     assert_eq!(texts(&body), vec![String::new(); cases.len()]);
 
     // Without the flags only the text comes back.
     let body = server.gpt2(&[all[0]], json!({"max_tokens": 2})).await;
-    let names: Vec<&str> = body["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["text"]);
+    assert_eq!(names(&body["outputs"]), ["text"]);
 
     // Naming an optional output in `outputs` turns it on: the handler sees
     // which outputs the client asked for.
@@ -178,13 +160,7 @@ async fn gpt2_matches_hugging_face() {
     named["outputs"] = json!([{"name": "logits"}]);
     let (status, body) = server.post(INFER, &named).await;
     assert_eq!(status, 200, "{body}");
-    let names: Vec<&str> = body["outputs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no outputs: {body}"))
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["logits"]);
+    assert_eq!(names(&body["outputs"]), ["logits"], "{body}");
     assert_eq!(output(&body, "logits")["shape"], json!([1, vocab]));
     server.stop().await;
 }
@@ -192,10 +168,9 @@ async fn gpt2_matches_hugging_face() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gpt2_sampling_is_seeded_and_bounded() {
     let server = TestServer::start(&["gpt2"]).await;
-    let reference = reference();
-    let prompt = &reference["prompts"][0];
+    let prompt = &reference()["prompts"][0];
     let text = prompt["text"].as_str().unwrap();
-    let greedy = ids(&prompt["greedy_ids"]);
+    let greedy = ints(&prompt["greedy_ids"]);
 
     // max_tokens is respected (this random model practically never emits
     // <|endoftext|> early, and greedy is deterministic).
@@ -212,7 +187,7 @@ async fn gpt2_sampling_is_seeded_and_bounded() {
     let body = server
         .gpt2(&[text], json!({"max_tokens": 1000, "return_tokens": true}))
         .await;
-    let prompt_len = ids(&prompt["ids"]).len();
+    let prompt_len = ints(&prompt["ids"]).len();
     assert_eq!(id_rows(output(&body, "tokens"))[0].len(), 128 - prompt_len);
 
     let sample = |seed: i64| json!({"max_tokens": 24, "temperature": 1.5, "top_k": 50, "top_p": 0.95, "seed": seed, "return_tokens": true});
@@ -290,11 +265,11 @@ async fn gpt2_rejects_bad_parameters_and_long_prompts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn generate_route_takes_forms_and_json() {
     let server = TestServer::start(&["gpt2"]).await;
-    let reference = reference();
-    let prompt = &reference["prompts"][1];
+    let greedy_tokens = &reference()["greedy_tokens"];
+    let prompt = &reference()["prompts"][1];
     let text = prompt["text"].as_str().unwrap();
     let greedy = prompt["greedy_text"].as_str().unwrap();
-    let n = reference["greedy_tokens"].to_string();
+    let n = greedy_tokens.to_string();
 
     let (status, body) = server
         .generate_form(&[("text", text), ("max_tokens", &n)])
@@ -305,7 +280,7 @@ async fn generate_route_takes_forms_and_json() {
     let (status, body) = server
         .post(
             "/generate",
-            &json!({"text": text, "max_tokens": reference["greedy_tokens"]}),
+            &json!({"text": text, "max_tokens": greedy_tokens}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -341,10 +316,9 @@ async fn generate_route_takes_forms_and_json() {
 
     // `curl -d '{...}'` sends JSON with the form content type.
     let response = server
-        .client
-        .post(format!("{}/generate", server.base))
+        .request(Method::POST, "/generate")
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(json!({"text": text, "max_tokens": reference["greedy_tokens"]}).to_string())
+        .body(json!({"text": text, "max_tokens": greedy_tokens}).to_string())
         .send()
         .await
         .unwrap();

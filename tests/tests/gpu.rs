@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    TestServer, assert_matches_sklearn, digits_reference, floats, max_abs_diff, settings,
+    TestServer, assert_matches_sklearn, digits_reference, floats, ints, max_abs_diff, output,
+    settings,
 };
 use edgeserve::app::Running;
 use edgeserve::devices::DeviceChoice;
@@ -13,25 +14,12 @@ use edgeserve_e2e::ModelRepository;
 use serde_json::{Value, json};
 
 async fn probabilities(server: &TestServer, inputs: &Value, n: usize) -> (Vec<f64>, Vec<i64>) {
-    let (status, body) = server
-        .post(
-            "/v2/models/digits/infer",
-            &json!({"inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32", "data": inputs}]}),
-        )
-        .await;
+    let (status, body) = server.digits(inputs, n).await;
     assert_eq!(status, 200, "{body}");
-    let outputs = body["outputs"].as_array().unwrap();
-    let p = outputs
-        .iter()
-        .find(|o| o["name"] == "probabilities")
-        .unwrap();
-    let labels = outputs.iter().find(|o| o["name"] == "label").unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    (floats(&p["data"]), labels)
+    (
+        floats(&output(&body, "probabilities")["data"]),
+        ints(&output(&body, "label")["data"]),
+    )
 }
 
 /// A server on `--device gpu`; with no adapter at all it fails, loudly.
@@ -90,12 +78,7 @@ async fn a_lost_gpu_fails_its_model_with_a_5xx_and_spares_the_cpu_models() {
     // As a driver reset would: every later operation on the GPU fails.
     device.destroy_device();
     for _ in 0..2 {
-        let (status, body) = server
-            .post(
-                "/v2/models/digits/infer",
-                &json!({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": one}]}),
-            )
-            .await;
+        let (status, body) = server.digits(&one, 1).await;
         assert_eq!(status, 500, "{body}");
         let error = body["error"].as_str().unwrap_or_default();
         assert!(

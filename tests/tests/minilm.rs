@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{TestServer, data_json, error_text, floats, output};
+use common::{TestServer, data_json, error_text, floats, ints, output};
 use serde_json::{Value, json};
 
 const INFER: &str = "/v2/models/minilm/infer";
@@ -77,12 +77,7 @@ async fn check(
 
     let mut cosines = Vec::with_capacity(n);
     for (i, sentence) in sentences.iter().enumerate() {
-        let want_ids: Vec<i64> = ids[i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect();
+        let want_ids = ints(&ids[i]);
         let row_ids = &got_ids[i * seq..(i + 1) * seq];
         assert_eq!(
             &row_ids[..want_ids.len()],
@@ -116,19 +111,16 @@ async fn minilm_matches_sentence_transformers() {
     let server = TestServer::start(&["minilm"]).await;
     let reference = reference();
 
-    let (status, meta) = server.get("/v2/models/minilm").await;
-    assert_eq!(status, 200, "{meta}");
-    assert_eq!(
-        meta["inputs"],
-        json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}])
-    );
-    assert_eq!(
-        meta["outputs"],
-        json!([
-            {"name": "embedding", "datatype": "FP32", "shape": [-1, DIM]},
-            {"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]},
-        ])
-    );
+    server
+        .assert_signature(
+            "minilm",
+            json!([{"name": "text", "datatype": "BYTES", "shape": [-1]}]),
+            Some(json!([
+                {"name": "embedding", "datatype": "FP32", "shape": [-1, DIM]},
+                {"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]},
+            ])),
+        )
+        .await;
 
     let mut worst = f64::INFINITY;
     for (name, case) in reference["cases"].as_object().unwrap() {

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{TestServer, error_text};
+use common::{TestServer, error_text, faulty_request};
 use edgeserve::offload::{SERVED_BY, UpstreamSettings};
-use edgeserve_e2e::{ServerProcess, model_repository};
+use edgeserve_e2e::model_repository;
 use serde_json::json;
 
 /// Upstream settings for `url`, forwarding on queue timeouts or not.
@@ -27,27 +27,13 @@ async fn edge(models: &[&str], upstream_url: &str) -> TestServer {
     TestServer::attach(running, repo)
 }
 
-/// The datacenter: the real binary serving `linear` and `faulty`.
-fn datacenter(repo: &edgeserve_e2e::ModelRepository) -> ServerProcess {
-    ServerProcess::spawn([
-        "--model-repository".as_ref(),
-        repo.as_os_str(),
-        "--cache-dir".as_ref(),
-        common::shared_cache().as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ])
-}
-
 async fn send(
     server: &TestServer,
     method: reqwest::Method,
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, Option<String>, serde_json::Value) {
-    let mut request = server
-        .client
-        .request(method, format!("{}{path}", server.base));
+    let mut request = server.request(method, path);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -64,14 +50,28 @@ fn linear_request() -> serde_json::Value {
     json!({"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]})
 }
 
-fn faulty_request(action: i32) -> serde_json::Value {
-    json!({"inputs": [{"name": "action", "shape": [1], "datatype": "INT32", "data": [action]}]})
+/// Sends `linear` (which `edge` lacks) and asserts the upstream at
+/// `upstream_url` failed it: `status`, marked `upstream-unavailable`, the
+/// error naming the upstream. Returns the error body.
+async fn unavailable(edge: &TestServer, upstream_url: &str, status: u16) -> serde_json::Value {
+    let (got, served_by, body) = send(
+        edge,
+        reqwest::Method::POST,
+        "/v2/models/linear/infer",
+        Some(linear_request()),
+    )
+    .await;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(served_by.as_deref(), Some("upstream-unavailable"));
+    assert!(error_text(&body).contains(upstream_url), "{body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edge_serves_its_own_models_and_forwards_the_rest() {
+    // The datacenter: the real binary.
     let dc_repo = model_repository(&["linear", "faulty"]);
-    let dc = datacenter(&dc_repo);
+    let dc = common::spawn_binary(&dc_repo);
     let edge = edge(&["faulty"], &dc.base).await;
     use reqwest::Method;
 
@@ -157,7 +157,7 @@ async fn the_edge_serves_its_own_models_and_forwards_the_rest() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_model_offloads_past_its_queue_deadline_by_policy() {
     let dc_repo = model_repository(&["faulty"]);
-    let dc = datacenter(&dc_repo);
+    let dc = common::spawn_binary(&dc_repo);
     let repo = model_repository(&["faulty"]);
     // One instance, no queueing: a spinning request holds it until its
     // deadline.
@@ -176,21 +176,7 @@ async fn a_busy_model_offloads_past_its_queue_deadline_by_policy() {
     let mut offloaded = None;
     let mut offloads = 0;
     for _ in 0..20 {
-        let spinning = tokio::spawn({
-            let (client, base) = (edge.client.clone(), edge.base.clone());
-            async move {
-                let response = client
-                    .post(format!("{base}/v2/models/faulty/infer"))
-                    .json(&faulty_request(2))
-                    .send()
-                    .await
-                    .unwrap();
-                (
-                    response.status().as_u16(),
-                    response.headers().contains_key(SERVED_BY),
-                )
-            }
-        });
+        let spinning = common::spawn_faulty(&edge.client, &edge.base, 2);
         common::wait_inflight(&edge.client, &edge.base, 1).await;
         let (status, served_by, body) = send(
             &edge,
@@ -200,7 +186,11 @@ async fn a_busy_model_offloads_past_its_queue_deadline_by_policy() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
-        let (spin_status, spin_forwarded) = spinning.await.unwrap();
+        let spun = spinning.await.unwrap().unwrap();
+        let (spin_status, spin_forwarded) = (
+            spun.status().as_u16(),
+            spun.headers().contains_key(SERVED_BY),
+        );
         // Either way the spinning request hits a deadline, here or there.
         assert_eq!(spin_status, 500);
         offloads += usize::from(spin_forwarded) + usize::from(served_by.is_some());
@@ -233,16 +223,7 @@ async fn an_unreachable_upstream_is_a_prompt_502_naming_it() {
         .port();
     let upstream_url = format!("http://127.0.0.1:{port}");
     let edge = edge(&["faulty"], &upstream_url).await;
-    let (status, served_by, body) = send(
-        &edge,
-        reqwest::Method::POST,
-        "/v2/models/linear/infer",
-        Some(linear_request()),
-    )
-    .await;
-    assert_eq!(status, 502, "{body}");
-    assert_eq!(served_by.as_deref(), Some("upstream-unavailable"));
-    assert!(error_text(&body).contains(&upstream_url), "{body}");
+    unavailable(&edge, &upstream_url, 502).await;
     // Local models are unaffected.
     let (status, body) = edge.faulty(0).await;
     assert_eq!(status, 200, "{body}");
@@ -267,16 +248,7 @@ async fn an_upstream_that_never_answers_is_a_504_naming_it() {
         ..upstream(&upstream_url)
     });
     let edge = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
-    let (status, served_by, body) = send(
-        &edge,
-        reqwest::Method::POST,
-        "/v2/models/linear/infer",
-        Some(linear_request()),
-    )
-    .await;
-    assert_eq!(status, 504, "{body}");
-    assert_eq!(served_by.as_deref(), Some("upstream-unavailable"));
-    assert!(error_text(&body).contains(&upstream_url), "{body}");
+    let body = unavailable(&edge, &upstream_url, 504).await;
     assert!(error_text(&body).contains("300 ms"), "{body}");
     edge.stop().await;
     held.abort();

@@ -2,7 +2,11 @@
 
 mod common;
 
-use common::{TestServer, assert_matches_sklearn, digits_reference, error_text, floats};
+use common::{
+    TestServer, assert_matches_sklearn, digits_reference, error_text, floats, ints, names, output,
+};
+use edgeserve_e2e::MAX_BODY;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,13 +40,7 @@ async fn health_server_and_model_metadata() {
         meta["inputs"],
         json!([{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}])
     );
-    let outputs: Vec<&str> = meta["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(outputs, ["probabilities", "label"]);
+    assert_eq!(names(&meta["outputs"]), ["probabilities", "label"]);
 
     assert_eq!(
         server.get("/v2/models/linear/versions/1").await.1["name"],
@@ -112,31 +110,16 @@ async fn digits_reproduces_sklearn_in_json_and_binary() {
     let inputs = &reference["inputs"];
     let n = inputs.as_array().unwrap().len();
 
-    let (status, body) = server
-        .post(
-            "/v2/models/digits/infer",
-            &json!({"inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32", "data": inputs}]}),
-        )
-        .await;
+    let (status, body) = server.digits(inputs, n).await;
     assert_eq!(status, 200, "{body}");
-    let out = |name: &str| {
-        body["outputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["name"] == name)
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(out("probabilities")["shape"], json!([n, 10]));
-    assert_eq!(out("label")["datatype"], "INT64");
-    let labels: Vec<i64> = out("label")["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    assert_matches_sklearn(&floats(&out("probabilities")["data"]), &labels, &reference);
+    let (probabilities, label) = (output(&body, "probabilities"), output(&body, "label"));
+    assert_eq!(probabilities["shape"], json!([n, 10]));
+    assert_eq!(label["datatype"], "INT64");
+    assert_matches_sklearn(
+        &floats(&probabilities["data"]),
+        &ints(&label["data"]),
+        &reference,
+    );
 
     // The binary tensor extension, both ways.
     let pixels: Vec<u8> = inputs
@@ -154,8 +137,7 @@ async fn digits_reproduces_sklearn_in_json_and_binary() {
     let mut body = head.clone();
     body.extend_from_slice(&pixels);
     let response = server
-        .client
-        .post(format!("{}/v2/models/digits/infer", server.base))
+        .request(Method::POST, "/v2/models/digits/infer")
         .header("Inference-Header-Content-Length", head.len())
         .body(body)
         .send()
@@ -256,33 +238,30 @@ async fn bad_requests_get_precise_errors_and_the_server_keeps_serving() {
         "{body}"
     );
 
-    let (status, body) = server
-        .post(
-            "/v2/models/ghost/infer",
-            &x(json!([1, 1]), "FP32", json!([1.0])),
-        )
-        .await;
-    assert_eq!(status, 404);
-    assert!(error_text(&body).contains("unknown model 'ghost'"));
-    let (status, _) = server
-        .post(
-            "/v2/models/linear/versions/9/infer",
-            &x(json!([1, 1]), "FP32", json!([1.0])),
-        )
-        .await;
-    assert_eq!(status, 404);
+    // A model or version this server does not have: 404.
+    for (path, message) in [
+        ("/v2/models/ghost/infer", Some("unknown model 'ghost'")),
+        ("/v2/models/linear/versions/9/infer", None),
+    ] {
+        let (status, body) = server
+            .post(path, &x(json!([1, 1]), "FP32", json!([1.0])))
+            .await;
+        assert_eq!(status, 404);
+        if let Some(message) = message {
+            assert!(error_text(&body).contains(message));
+        }
+    }
 
     // Over the body limit: a 413, declared or streamed.
-    let big = vec![b' '; common::MAX_BODY + 1];
+    let big = vec![b' '; MAX_BODY + 1];
     let (status, body) = server.post_raw(infer, big).await;
     assert_eq!(status, 413);
     assert!(
         error_text(&body).contains("exceeds the 1048576 byte limit"),
         "{body}"
     );
-    let chunks = futures::stream::iter(
-        (0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; common::MAX_BODY / 2])),
-    );
+    let chunks =
+        futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; MAX_BODY / 2])));
     let response = reqwest::Client::new()
         .post(format!("{}{infer}", server.base))
         .body(reqwest::Body::wrap_stream(chunks))
@@ -293,8 +272,7 @@ async fn bad_requests_get_precise_errors_and_the_server_keeps_serving() {
 
     // Binary framing errors.
     let response = server
-        .client
-        .post(format!("{}{infer}", server.base))
+        .request(Method::POST, infer)
         .header("Inference-Header-Content-Length", "999")
         .body("{}")
         .send()
@@ -310,12 +288,7 @@ async fn bad_requests_get_precise_errors_and_the_server_keeps_serving() {
     );
 
     // Wrong method.
-    let response = server
-        .client
-        .delete(format!("{}{infer}", server.base))
-        .send()
-        .await
-        .unwrap();
+    let response = server.request(Method::DELETE, infer).send().await.unwrap();
     assert_eq!(response.status(), 405);
 
     // Everyone else is still served.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, data_json, error_text, output};
+use common::{TestServer, data_json, error_text, ints, max_abs_diff, output};
 use serde_json::{Value, json};
 
 fn reference() -> Value {
@@ -44,19 +44,16 @@ async fn recommender_matches_numpy_reference() {
         .collect();
     let n = users.len();
 
-    let (status, meta) = server.get("/v2/models/recommender").await;
-    assert_eq!(status, 200, "{meta}");
-    assert_eq!(
-        meta["inputs"],
-        json!([{"name": "user_id", "datatype": "INT64", "shape": [-1]}])
-    );
-    assert_eq!(
-        meta["outputs"],
-        json!([
-            {"name": "items", "datatype": "INT64", "shape": [-1, -1]},
-            {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
-        ])
-    );
+    server
+        .assert_signature(
+            "recommender",
+            json!([{"name": "user_id", "datatype": "INT64", "shape": [-1]}]),
+            Some(json!([
+                {"name": "items", "datatype": "INT64", "shape": [-1, -1]},
+                {"name": "scores", "datatype": "FP32", "shape": [-1, -1]},
+            ])),
+        )
+        .await;
 
     let (status, body) = server.post(INFER, &request(&users, Some(json!(k)))).await;
     assert_eq!(status, 200, "{body}");
@@ -68,26 +65,13 @@ async fn recommender_matches_numpy_reference() {
     assert_eq!(scores["shape"], json!([n, k]));
 
     let got_items: Vec<i64> = flat(&items["data"]).iter().map(|&x| x as i64).collect();
-    let want_items: Vec<i64> = rows
-        .iter()
-        .flat_map(|r| {
-            r["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-        })
-        .collect();
+    let want_items: Vec<i64> = rows.iter().flat_map(|r| ints(&r["items"])).collect();
     assert_eq!(got_items, want_items);
 
     let got_scores = flat(&scores["data"]);
     let want_scores: Vec<f64> = rows.iter().flat_map(|r| flat(&r["scores"])).collect();
     assert_eq!(got_scores.len(), want_scores.len());
-    let worst = got_scores
-        .iter()
-        .zip(&want_scores)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = max_abs_diff(&got_scores, &want_scores);
     assert!(worst <= 1e-4, "max |score - numpy| = {worst}");
 
     // Without `k` the handler returns its default of 10.

@@ -144,24 +144,13 @@ fn tempfile_dir() -> std::path::PathBuf {
 async fn tritonclient_speaks_to_edgeserve() {
     let server = TestServer::start(&["digits"]).await;
     let url = server.base.trim_start_matches("http://").to_owned();
-    let script = edgeserve_e2e::repo_root().join("tests/python/triton_compat.py");
     let reference = edgeserve_e2e::test_data("digits_reference.json");
-    let output = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(&url)
-        .arg(&reference)
-        .output()
-        .await
-        .expect("python3 runs (scripts/test.sh installs tritonclient)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "tritonclient check failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("tritonclient compatibility: OK"),
-        "{stdout}"
-    );
+    common::run_python(
+        "triton_compat.py",
+        &[url.as_ref(), reference.as_os_str()],
+        "tritonclient compatibility: OK",
+        "scripts/test.sh installs tritonclient",
+    )
+    .await;
     server.stop().await;
 }

@@ -4,38 +4,22 @@ mod common;
 
 use std::time::Duration;
 
-use serde_json::json;
+use common::TestServer;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_flight_requests_finish_before_the_server_stops() {
-    let repo = edgeserve_e2e::model_repository(&["linear", "faulty"]);
-    let running = edgeserve::app::start(common::settings(&repo))
-        .await
-        .unwrap();
-    let base = format!("http://{}", running.addr());
-    let client = reqwest::Client::new();
+    let server = TestServer::start(&["linear", "faulty"]).await;
+    let (base, client) = (server.base.clone(), server.client.clone());
     // A request that takes the faulty model's whole 500 ms deadline.
-    let slow = tokio::spawn({
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let body = json!({"inputs": [{"name": "action", "shape": [1], "datatype": "INT32", "data": [2]}]});
-            client
-                .post(format!("{base}/v2/models/faulty/infer"))
-                .json(&body)
-                .send()
-                .await
-        }
-    });
+    let slow = common::spawn_faulty(&client, &base, 2);
     common::wait_inflight(&client, &base, 1).await;
     let started = std::time::Instant::now();
-    running.shutdown().await.unwrap();
+    server.stop().await;
     // Shutdown waited for the in-flight request, which got its answer.
-    let response = slow
-        .await
-        .unwrap()
-        .expect("the in-flight request is answered, not cut off");
-    assert_eq!(response.status(), 500);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = answer(slow).await;
+    assert_eq!(status, 500);
     assert!(
         body["error"].as_str().unwrap().contains("deadline"),
         "{body}"
@@ -66,29 +50,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "instances = 1\ntimeout_ms = 30000\n",
     )
     .unwrap();
-    let mut server = edgeserve_e2e::ServerProcess::spawn([
-        "--model-repository".as_ref(),
-        repo.as_os_str(),
-        "--cache-dir".as_ref(),
-        common::shared_cache().as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-    ]);
+    let mut server = common::spawn_binary(&repo);
     let base = server.base.clone();
     let client = reqwest::Client::new();
     let (status, _) = get(&base, "/v2/health/ready").await.expect("it serves");
     assert_eq!(status, 200);
-    let slow = tokio::spawn({
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let body = json!({"inputs": [{"name": "action", "shape": [1], "datatype": "INT32", "data": [7]}]});
-            client
-                .post(format!("{base}/v2/models/faulty/infer"))
-                .json(&body)
-                .send()
-                .await
-        }
-    });
+    let slow = common::spawn_faulty(&client, &base, 7);
     common::wait_inflight(&client, &base, 1).await;
     server.terminate();
     // Readiness drops and new connections are refused while the slow
@@ -112,26 +79,30 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         stopped,
         "the server kept accepting connections after SIGTERM"
     );
-    let response = slow
-        .await
-        .unwrap()
-        .expect("the in-flight request is answered, not cut off");
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = answer(slow).await;
+    assert_eq!(status, 200);
     assert_eq!(body["outputs"][0]["data"], json!([7]), "{body}");
     let status = tokio::task::block_in_place(|| server.wait())
         .expect("edgeserve exits after draining, within the guard time");
     assert!(status.success(), "edgeserve exited with {status}");
 }
 
+/// The answer to the in-flight request `slow`: (status, JSON body).
+async fn answer(slow: JoinHandle<reqwest::Result<reqwest::Response>>) -> (u16, Value) {
+    let response = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered, not cut off");
+    common::status_json(response).await
+}
+
 /// `GET path` on a fresh connection → (status, JSON body), or `None` when
 /// the connection is refused.
-async fn get(base: &str, path: &str) -> Option<(u16, serde_json::Value)> {
+async fn get(base: &str, path: &str) -> Option<(u16, Value)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
     let response = client.get(format!("{base}{path}")).send().await.ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.json().await.unwrap_or_default()))
+    Some(common::status_json(response).await)
 }

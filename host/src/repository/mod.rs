@@ -10,12 +10,14 @@
 //! highest one.
 
 mod config;
+mod files;
 mod weights;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use config::ModelConfig;
+pub use files::ModelFiles;
 pub use weights::Weights;
 
 /// File name of a version's component.

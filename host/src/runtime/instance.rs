@@ -7,10 +7,12 @@ use edgeserve_tensor::{Tensor, TensorError};
 use wasmtime::Store;
 
 use super::EPOCH_TICK;
-use super::host::{
-    BytesTensor, InferError, InferRequest, InstanceState, ModelContext, ModelHandler,
-    ModelHandlerPre, ModelMetadata, NamedTensor, ParameterValue, TensorData,
+use super::bindings::{
+    self, BytesTensor, InferError, InferRequest, ModelHandler, ModelHandlerPre, ModelMetadata,
+    NamedTensor, TensorData,
 };
+use super::context::ModelContext;
+use super::state::InstanceState;
 
 /// One input or output of a request, on the host side.
 #[derive(Clone, Debug)]
@@ -24,6 +26,40 @@ pub enum Value {
         /// Elements in row-major order.
         elements: Vec<Vec<u8>>,
     },
+}
+
+impl Value {
+    /// Dimensions.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Value::Numeric(tensor) => tensor.shape(),
+            Value::Bytes { shape, .. } => shape,
+        }
+    }
+}
+
+/// A request parameter's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParameterValue {
+    /// A boolean.
+    Boolean(bool),
+    /// An integer.
+    Integer(i64),
+    /// A floating-point number.
+    Double(f64),
+    /// A string.
+    Text(String),
+}
+
+impl From<ParameterValue> for bindings::ParameterValue {
+    fn from(value: ParameterValue) -> bindings::ParameterValue {
+        match value {
+            ParameterValue::Boolean(b) => bindings::ParameterValue::Boolean(b),
+            ParameterValue::Integer(i) => bindings::ParameterValue::Integer(i),
+            ParameterValue::Double(x) => bindings::ParameterValue::Double(x),
+            ParameterValue::Text(s) => bindings::ParameterValue::Text(s),
+        }
+    }
 }
 
 /// A request parameter (the OIP `parameters` object, flattened).
@@ -253,7 +289,10 @@ impl Instance {
         self.arm();
         let request = InferRequest {
             inputs: named,
-            parameters,
+            parameters: parameters
+                .into_iter()
+                .map(|(key, value)| (key, value.into()))
+                .collect(),
             outputs,
         };
         let result = self

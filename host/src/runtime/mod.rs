@@ -1,10 +1,13 @@
 //! The wasmtime side: one engine, a compile cache, a linker with the
 //! contract and a capability-free WASI, and pools of warm instances.
 
+pub(crate) mod bindings;
 mod cache;
-mod host;
+mod context;
 mod instance;
+mod limits;
 mod pool;
+pub(crate) mod state;
 mod stdio;
 
 use std::path::PathBuf;
@@ -15,10 +18,12 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
+pub use bindings::{ModelMetadata, TensorMetadata};
 pub use cache::{CacheOutcome, CompileCache};
-pub use host::{InstanceState, ModelContext, ModelMetadata, ParameterValue, TensorMetadata};
-pub use instance::{Fault, Instance, Parameter, Value};
+pub use context::ModelContext;
+pub use instance::{Fault, Instance, Parameter, ParameterValue, Value};
 pub use pool::{Factory, InstancePool, PoolError, Timing};
+pub use state::InstanceState;
 
 /// Granularity of request deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -86,8 +91,11 @@ impl Runtime {
         // Only std's needs: no preopens, sockets or environment are granted
         // (the WasiCtx of each instance is built empty).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        host::ModelHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(engine_err)?;
+        bindings::ModelHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
         let ticking = Arc::new(AtomicBool::new(true));
         let ticker = (engine.clone(), ticking.clone());
         std::thread::Builder::new()
@@ -146,7 +154,7 @@ impl Runtime {
             message: format!("the component does not fit the edgeserve contract: {e:#}"),
         };
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
-        let pre = host::ModelHandlerPre::new(pre).map_err(link)?;
+        let pre = bindings::ModelHandlerPre::new(pre).map_err(link)?;
         Ok(Arc::new(move || {
             Instance::start(&pre, context.clone(), timeout, memory_limit)
         }))

@@ -3,29 +3,38 @@
 //!
 //! The body is a form (`application/x-www-form-urlencoded`) or a JSON
 //! object with `text` and, optionally, `model` (default [`DEFAULT_MODEL`]),
-//! `max_tokens`, `temperature`, `top_k`, `top_p` and `seed`. The route turns
-//! it into an OIP request (input `text`, BYTES `[1]`; the options as request
-//! parameters) for the model's `infer`, through the same path as
-//! `POST /v2/models/{m}/infer` — validation, queueing, metrics, errors and
-//! offloading included — and answers `{"generated_text": "..."}` with the model's
-//! `text` output (the continuation, without the prompt).
+//! `max_tokens`, `temperature`, `top_k`, `top_p` and `seed`. The route asks
+//! the model for its `text` output given input `text` (BYTES `[1]`) and the
+//! options as request parameters, through the typed path every protocol
+//! shares (validation, queueing, metrics, errors and offloading included),
+//! and answers `{"generated_text": "..."}` with that output (the
+//! continuation, without the prompt). A request the upstream is to serve is
+//! forwarded as received.
 
 use std::sync::Arc;
 
-use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
+use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-use super::AppState;
+use super::body::read_body;
 use super::error::ApiError;
-use super::routes;
+use super::infer::{self, InFlight, InferRequest, InferResponse, ModelRef, Outcome};
+use super::state::AppState;
+use super::upstream;
+use crate::runtime::{Parameter, ParameterValue, Value};
 
 /// The model `/generate` runs when the body names none.
 pub const DEFAULT_MODEL: &str = "gpt2";
+
+/// The model's input (the prompt) and output (the continuation).
+const TEXT: &str = "text";
 
 /// The fields `/generate` accepts, from a form or a JSON object.
 #[derive(Deserialize)]
@@ -39,101 +48,116 @@ struct GenerateBody {
     seed: Option<i64>,
 }
 
+impl GenerateBody {
+    /// The options given, as request parameters.
+    fn parameters(&self) -> Vec<Parameter> {
+        let integer = |n: u32| ParameterValue::Integer(n.into());
+        let options = [
+            ("max_tokens", self.max_tokens.map(integer)),
+            ("temperature", self.temperature.map(ParameterValue::Double)),
+            ("top_k", self.top_k.map(integer)),
+            ("top_p", self.top_p.map(ParameterValue::Double)),
+            ("seed", self.seed.map(ParameterValue::Integer)),
+        ];
+        options
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect()
+    }
+}
+
 /// `POST /generate`.
 pub async fn generate(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    match run(app, request).await {
+    match run(&app, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn run(app: Arc<AppState>, request: Request) -> Result<Response, ApiError> {
-    let body = parse(&app, request).await?;
+async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(body, &parts.headers, app.max_body).await?;
+    let body = parse(&parts, &bytes).await?;
+    let parameters = body.parameters();
     let text = body
         .text
         .ok_or_else(|| ApiError::bad_request("the body has no `text` field (the prompt)"))?;
-    let model = body.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-    // The OIP path of the same request: where the infer route would forward
-    // it if this server does not serve the model.
-    let uri: Uri = format!("/v2/models/{model}/infer")
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{model:?} is not a model name")))?;
-
-    let mut parameters = Map::new();
-    let options = [
-        ("max_tokens", body.max_tokens.map(Value::from)),
-        ("temperature", body.temperature.map(Value::from)),
-        ("top_k", body.top_k.map(Value::from)),
-        ("top_p", body.top_p.map(Value::from)),
-        ("seed", body.seed.map(Value::from)),
-    ];
-    for (key, value) in options {
-        if let Some(value) = value {
-            parameters.insert(key.to_owned(), value);
+    let model = ModelRef {
+        name: body.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+        version: None,
+    };
+    let request = InferRequest {
+        inputs: vec![(
+            TEXT.to_owned(),
+            Value::Bytes {
+                shape: vec![1],
+                elements: vec![text.into_bytes()],
+            },
+        )],
+        parameters,
+        outputs: Some(vec![TEXT.to_owned()]),
+    };
+    let _inflight = InFlight::enter(app);
+    let forwardable = upstream::may_forward(app, &parts.headers);
+    match infer::infer(app, &model, forwardable, request).await? {
+        Outcome::Served(response) => {
+            let generated = generated_text(response).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "model {} did not answer with a text output: no BYTES output `{TEXT}` with an element",
+                        model.name
+                    ),
+                )
+            })?;
+            Ok(Json(json!({ "generated_text": generated })).into_response())
         }
-    }
-    let infer = json!({
-        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
-        "parameters": parameters,
-        "outputs": [{"name": "text"}],
-    });
-    let infer = serde_json::to_vec(&infer).expect("JSON values serialize");
-    let response = routes::infer(
-        State(app.clone()),
-        Path(model.clone()),
-        uri,
-        HeaderMap::new(),
-        Body::from(infer),
-    )
-    .await;
-    if !response.status().is_success() {
-        // Already a JSON error naming the problem.
-        return Ok(response);
-    }
-    let generated = generated_text(response).await.map_err(|why| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("model {model} did not answer with a text output: {why}"),
+        Outcome::Offload(reason) => Ok(upstream::forward(
+            app,
+            &model.name,
+            reason,
+            parts.method,
+            &parts.uri,
+            &parts.headers,
+            bytes,
         )
-    })?;
-    Ok(Json(json!({ "generated_text": generated })).into_response())
+        .await),
+    }
 }
 
-/// Reads the body as a form or as JSON, within the server's body limit.
+/// Reads the body as a form or as JSON.
 ///
 /// A form content type with a body that opens with `{` is read as JSON:
 /// that is what `curl -d '{...}'` sends.
-async fn parse(app: &AppState, request: Request) -> Result<GenerateBody, ApiError> {
-    let form_type = request
-        .headers()
+async fn parse(parts: &Parts, bytes: &Bytes) -> Result<GenerateBody, ApiError> {
+    let form_type = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let (parts, body) = request.into_parts();
-    let bytes = routes::read_body(body, &parts.headers, app.max_body).await?;
     let json_object = bytes.trim_ascii_start().starts_with(b"{");
     if form_type && !json_object {
-        let request = Request::from_parts(parts, Body::from(bytes));
+        let request = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
         let Form(body) = Form::<GenerateBody>::from_request(request, &())
             .await
             .map_err(|e| ApiError::bad_request(e.body_text()))?;
         Ok(body)
     } else {
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
     }
 }
 
-/// The first element of the `text` output of a successful OIP response.
-async fn generated_text(response: Response) -> Result<String, String> {
-    let bytes = to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    body["outputs"]
-        .as_array()
-        .and_then(|outputs| outputs.iter().find(|o| o["name"] == "text"))
-        .and_then(|o| o["data"][0].as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no BYTES output `text` in {body}"))
+/// The first element of the model's `text` output, when it has one.
+fn generated_text(response: InferResponse) -> Option<String> {
+    let (_, text) = response
+        .outputs
+        .into_iter()
+        .find(|(name, _)| name == TEXT)?;
+    match text {
+        Value::Bytes { elements, .. } => elements
+            .first()
+            .map(|e| String::from_utf8_lossy(e).into_owned()),
+        Value::Numeric(_) => None,
+    }
 }

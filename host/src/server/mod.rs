@@ -1,9 +1,18 @@
 //! The HTTP front end.
+//!
+//! Every protocol decodes into the typed path of [`infer`]; `routes` speaks
+//! the Open Inference Protocol (wire format in `oip`), `generate` the plain
+//! text route, `repository` Triton's repository extension; `upstream`
+//! forwards what this server does not serve.
 
+mod body;
 mod error;
 mod generate;
-pub(crate) mod oip;
+mod infer;
+mod oip;
+mod repository;
 mod routes;
+mod state;
 mod upstream;
 
 use std::sync::Arc;
@@ -14,27 +23,12 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use state::AppState;
 
 use crate::bundle::BundleStore;
 use crate::metrics::Metrics;
 use crate::offload::Upstream;
 use crate::registry::ModelRegistry;
-
-/// State shared by every route.
-pub struct AppState {
-    /// The live models.
-    pub registry: Arc<ModelRegistry>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Whether `/v2/health/ready` answers 200.
-    pub ready: AtomicBool,
-    /// Largest accepted request body.
-    pub max_body: usize,
-    /// Fetches model bundles for repository load requests.
-    pub bundles: Arc<BundleStore>,
-    /// Where requests this server cannot serve go, when set.
-    pub upstream: Option<Arc<Upstream>>,
-}
 
 /// The HTTP application: every route over shared state.
 pub struct Server {
@@ -81,26 +75,20 @@ impl Server {
             .route("/v2", get(server_metadata))
             .route("/v2/health/live", get(live))
             .route("/v2/health/ready", get(ready))
-            .route("/v2/models/{name}", get(metadata))
+            .route("/v2/models/{name}", get(model_metadata))
+            .route("/v2/models/{name}/versions/{version}", get(model_metadata))
             .route("/v2/models/{name}/ready", get(model_ready))
-            .route("/v2/models/{name}/infer", post(infer))
-            .route(
-                "/v2/models/{name}/versions/{version}",
-                get(version_metadata),
-            )
             .route(
                 "/v2/models/{name}/versions/{version}/ready",
-                get(version_ready),
+                get(model_ready),
             )
-            .route(
-                "/v2/models/{name}/versions/{version}/infer",
-                post(version_infer),
-            )
-            .route("/v2/repository/index", post(repository_index))
-            .route("/v2/repository/models/{name}/load", post(repository_load))
+            .route("/v2/models/{name}/infer", post(infer))
+            .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+            .route("/v2/repository/index", post(repository::index))
+            .route("/v2/repository/models/{name}/load", post(repository::load))
             .route(
                 "/v2/repository/models/{name}/unload",
-                post(repository_unload),
+                post(repository::unload),
             )
             .route("/metrics", get(metrics))
             .route("/generate", post(generate::generate))

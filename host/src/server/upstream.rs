@@ -6,8 +6,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::AppState;
 use super::error::ApiError;
+use super::state::AppState;
 use crate::metrics::OffloadLabels;
 use crate::offload::{FORWARDED, SERVED_BY};
 use crate::registry::RegistryError;
@@ -48,25 +48,29 @@ pub fn lacks(e: &RegistryError) -> bool {
     )
 }
 
-/// The answer for a request the registry could not serve: the upstream's,
-/// when there is one and the model is missing here, else the local error.
-/// The body is read only when the request is forwarded.
+/// The answer for a model metadata or readiness request (a bodiless `GET`)
+/// the registry could not serve: the upstream's, when there is one and the
+/// model is missing here, else the local error.
 pub async fn or_local_error(
     app: &AppState,
     model: &str,
     error: RegistryError,
-    method: Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: Body,
 ) -> Response {
     if !(may_forward(app, headers) && lacks(&error)) {
         return ApiError::from(error).into_response();
     }
-    match super::routes::read_body(body, headers, app.max_body).await {
-        Ok(body) => forward(app, model, Reason::Missing, method, uri, headers, body).await,
-        Err(e) => e.into_response(),
-    }
+    forward(
+        app,
+        model,
+        Reason::Missing,
+        Method::GET,
+        uri,
+        headers,
+        Bytes::new(),
+    )
+    .await
 }
 
 /// Forwards the request to the upstream and answers with its response,

@@ -2,15 +2,14 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use edgeserve::app::{Running, Settings};
-use edgeserve::runtime::RuntimeConfig;
 use edgeserve_e2e::{ModelRepository, model_repository};
-use serde_json::Value;
-
-/// Bodies above this get a 413 in tests (small, so the test is cheap).
-pub const MAX_BODY: usize = 1 << 20;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 /// A server under test and a client for it.
 pub struct TestServer {
@@ -28,26 +27,14 @@ pub fn shared_cache() -> PathBuf {
     std::env::temp_dir().join("edgeserve-e2e-compile-cache")
 }
 
-/// Settings for a test server over `repo`.
+/// Settings for a test server over `repo`, with the [`shared_cache`].
 pub fn settings(repo: &ModelRepository) -> Settings {
-    Settings {
-        model_repository: repo.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes: MAX_BODY,
-        runtime: RuntimeConfig {
-            cache_dir: Some(shared_cache()),
-            pooling: true,
-            max_instances: 64,
-            max_memory: 512 << 20,
-        },
-        device: edgeserve::devices::DeviceChoice::Cpu,
-        bundles: edgeserve::bundle::BundleSettings {
-            sources: Vec::new(),
-            cache_dir: std::env::temp_dir().join("edgeserve-e2e-bundles"),
-            max_bytes: 64 << 20,
-        },
-        upstream: None,
-    }
+    edgeserve_e2e::server_settings(repo, &shared_cache())
+}
+
+/// The real binary serving `repo` on the CPU, with the [`shared_cache`].
+pub fn spawn_binary(repo: &ModelRepository) -> edgeserve_e2e::ServerProcess {
+    edgeserve_e2e::ServerProcess::serve(repo, &shared_cache())
 }
 
 impl TestServer {
@@ -75,26 +62,20 @@ impl TestServer {
         }
     }
 
+    /// A request for `method path` on this server, to add a body or headers
+    /// to and send.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
     /// `GET path` → (status, JSON body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        status_json(self.request(Method::GET, path).send().await.unwrap()).await
     }
 
     /// `GET path` → (status, text body).
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let response = self.request(Method::GET, path).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
@@ -105,23 +86,35 @@ impl TestServer {
 
     /// `POST path` with raw bytes → (status, JSON body).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
+        let request = self
+            .request(Method::POST, path)
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+            .body(body);
+        status_json(request.send().await.unwrap()).await
     }
 
-    /// Infers on `model` with one INT32 input `action` (the faulty plugin).
+    /// The metadata of `model`, asserting a 200 and its `inputs`, and its
+    /// `outputs` where given.
+    pub async fn assert_signature(&self, model: &str, inputs: Value, outputs: Option<Value>) {
+        let (status, meta) = self.get(&format!("/v2/models/{model}")).await;
+        assert_eq!(status, 200, "{meta}");
+        assert_eq!(meta["inputs"], inputs, "{meta}");
+        if let Some(outputs) = outputs {
+            assert_eq!(meta["outputs"], outputs, "{meta}");
+        }
+    }
+
+    /// Infers on the faulty plugin with `action` ([`faulty_request`]).
     pub async fn faulty(&self, action: i32) -> (u16, Value) {
+        self.post(FAULTY, &faulty_request(action)).await
+    }
+
+    /// `digits` on `n` images of 64 `pixels` (a JSON array) → (status, JSON
+    /// body).
+    pub async fn digits(&self, pixels: &Value, n: usize) -> (u16, Value) {
         self.post(
-            "/v2/models/faulty/infer",
-            &serde_json::json!({"inputs": [{"name": "action", "shape": [1], "datatype": "INT32", "data": [action]}]}),
+            "/v2/models/digits/infer",
+            &json!({"inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32", "data": pixels}]}),
         )
         .await
     }
@@ -131,7 +124,7 @@ impl TestServer {
         let (status, body) = self
             .post(
                 "/v2/models/linear/infer",
-                &serde_json::json!({"inputs": [{"name": "x", "shape": [xs.len(), 1], "datatype": "FP32", "data": xs}]}),
+                &json!({"inputs": [{"name": "x", "shape": [xs.len(), 1], "datatype": "FP32", "data": xs}]}),
             )
             .await;
         assert_eq!(status, 200, "{body}");
@@ -142,6 +135,35 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.running.take().unwrap().shutdown().await.unwrap();
     }
+}
+
+/// The faulty plugin's infer path.
+pub const FAULTY: &str = "/v2/models/faulty/infer";
+
+/// A request for the faulty plugin: one INT32 `action` (0 answers 0; 2 spins
+/// until the deadline; 7 works for a second and answers 7; …).
+pub fn faulty_request(action: i32) -> Value {
+    json!({"inputs": [{"name": "action", "shape": [1], "datatype": "INT32", "data": [action]}]})
+}
+
+/// Sends faulty `action` to the server at `base` in a task of its own, so a
+/// test can act while it runs (e.g. [`wait_inflight`] for it, then stop the
+/// server).
+pub fn spawn_faulty(
+    client: &reqwest::Client,
+    base: &str,
+    action: i32,
+) -> JoinHandle<reqwest::Result<Response>> {
+    let request = client
+        .post(format!("{base}{FAULTY}"))
+        .json(&faulty_request(action));
+    tokio::spawn(request.send())
+}
+
+/// A response's status and JSON body (`null` when it is not JSON).
+pub async fn status_json(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Waits until the server at `base` reports `n` inference requests in
@@ -167,10 +189,32 @@ pub async fn wait_inflight(client: &reqwest::Client, base: &str, n: usize) {
 
 /// A JSON array of numbers as f64s.
 pub fn floats(v: &Value) -> Vec<f64> {
+    elements(v, Value::as_f64)
+}
+
+/// A JSON array of integers as i64s.
+pub fn ints(v: &Value) -> Vec<i64> {
+    elements(v, Value::as_i64)
+}
+
+/// The elements of JSON array `v`, each converted by `element`; panics on
+/// one it cannot convert.
+fn elements<T>(v: &Value, element: impl Fn(&Value) -> Option<T>) -> Vec<T> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
-        .map(|x| x.as_f64().unwrap())
+        .map(|x| element(x).unwrap_or_else(|| panic!("unexpected element {x} in {v}")))
+        .collect()
+}
+
+/// The `name`s of a JSON array of tensors (a body's or metadata's `inputs`
+/// or `outputs`), in order.
+pub fn names(tensors: &Value) -> Vec<&str> {
+    tensors
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array of tensors: {tensors}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
         .collect()
 }
 
@@ -215,13 +259,29 @@ pub fn assert_matches_sklearn(probabilities: &[f64], labels: &[i64], reference: 
     assert_eq!(probabilities.len(), expected.len());
     let worst = max_abs_diff(probabilities, &expected);
     assert!(worst <= 1e-5, "max |p - sklearn| = {worst}");
-    let expected_labels: Vec<i64> = reference["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l.as_i64().unwrap())
-        .collect();
-    assert_eq!(labels, expected_labels);
+    assert_eq!(labels, ints(&reference["labels"]));
+}
+
+/// Runs `python3 tests/python/<script> <args>` from the repository root,
+/// asserts that it exits 0 and prints `ok`, and returns what it printed;
+/// `install` says what provides python3's packages, for when it fails.
+pub async fn run_python(script: &str, args: &[&OsStr], ok: &str, install: &str) -> String {
+    let root = edgeserve_e2e::repo_root();
+    let output = tokio::process::Command::new("python3")
+        .arg(root.join("tests/python").join(script))
+        .args(args)
+        .current_dir(root)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("python3 does not run ({install}): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed (missing packages? {install}):\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(ok), "{stdout}\n{stderr}");
+    stdout
 }
 
 /// Largest |a - b| over paired elements.

@@ -1,15 +1,15 @@
-//! The Open Inference Protocol v2 wire format: JSON bodies and Triton's
-//! binary tensor data extension.
+//! Request bodies into typed requests.
 
+use axum::http::HeaderMap;
 use edgeserve_tensor::{DType, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
-use super::error::ApiError;
-use crate::runtime::{Parameter, ParameterValue, Value};
-
-/// Header giving the length of the JSON part of a binary-extension body.
-pub const HEADER_LENGTH: &str = "inference-header-content-length";
+use super::{Envelope, OutputRequest};
+use crate::protocol::{Datatype, HEADER_LENGTH};
+use crate::runtime::{ParameterValue, Value};
+use crate::server::error::ApiError;
+use crate::server::infer::InferRequest;
 
 #[derive(Deserialize)]
 struct RequestJson {
@@ -40,46 +40,24 @@ struct OutputRequestJson {
     parameters: Option<Map<String, Json>>,
 }
 
-/// A decoded inference request.
-#[derive(Debug)]
-pub struct Request {
-    /// Client's request id, echoed back.
-    pub id: Option<String>,
-    /// Inputs in request order.
-    pub inputs: Vec<Input>,
-    /// Outputs the client asked for; `None` means all.
-    pub outputs: Option<Vec<OutputRequest>>,
-    /// Request parameters for the handler.
-    pub parameters: Vec<Parameter>,
-    /// `binary_data_output`: default encoding of outputs.
-    pub binary_output: bool,
-}
-
-/// One decoded input.
-#[derive(Debug)]
-pub struct Input {
-    /// Input name.
-    pub name: String,
-    /// OIP datatype as sent.
-    pub datatype: String,
-    /// Dimensions as sent.
-    pub shape: Vec<usize>,
-    /// The data, already checked against the shape.
-    pub value: Value,
-}
-
-/// An output the client asked for.
-#[derive(Debug)]
-pub struct OutputRequest {
-    /// Output name.
-    pub name: String,
-    /// Per-output `binary_data`, overriding `binary_data_output`.
-    pub binary: Option<bool>,
+/// The binary extension's JSON length, when the client sent one.
+pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    headers
+        .get(HEADER_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{HEADER_LENGTH} must be a byte count"))
+                })
+        })
+        .transpose()
 }
 
 /// Decodes a request body; `json_len` is the binary extension's header
 /// length, when the client sent one.
-pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<Request, ApiError> {
+pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Envelope), ApiError> {
     let (head, mut binary) = match json_len {
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
@@ -92,11 +70,12 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<Request, ApiError>
     };
     let request: RequestJson = serde_json::from_slice(head)
         .map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))?;
-    let mut inputs = Vec::with_capacity(request.inputs.len());
+    let request_id = request.id;
+    let mut inputs: Vec<(String, Value)> = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let name = input.name;
         let err = |message: String| ApiError::bad_request(format!("input '{name}': {message}"));
-        if inputs.iter().any(|i: &Input| i.name == name) {
+        if inputs.iter().any(|(given, _)| *given == name) {
             return Err(err("given more than once".into()));
         }
         let shape = input
@@ -138,12 +117,7 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<Request, ApiError>
                 ));
             }
         };
-        inputs.push(Input {
-            name,
-            datatype: input.datatype,
-            shape,
-            value,
-        });
+        inputs.push((name, value));
     }
     if !binary.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -160,7 +134,7 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<Request, ApiError>
         }
         parameters.push((key, parameter(value)));
     }
-    let outputs = request.outputs.map(|outputs| {
+    let outputs: Option<Vec<OutputRequest>> = request.outputs.map(|outputs| {
         outputs
             .into_iter()
             .map(|o| OutputRequest {
@@ -173,13 +147,19 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<Request, ApiError>
             })
             .collect()
     });
-    Ok(Request {
-        id: request.id,
+    let request = InferRequest {
         inputs,
-        outputs,
         parameters,
+        outputs: outputs
+            .as_ref()
+            .map(|outputs| outputs.iter().map(|o| o.name.clone()).collect()),
+    };
+    let envelope = Envelope {
+        id: request_id,
+        outputs,
         binary_output,
-    })
+    };
+    Ok((request, envelope))
 }
 
 fn parameter(value: Json) -> ParameterValue {
@@ -194,19 +174,23 @@ fn parameter(value: Json) -> ParameterValue {
     }
 }
 
-fn dtype(datatype: &str) -> Result<DType, String> {
-    DType::from_oip_name(datatype).ok_or_else(|| {
-        format!("datatype {datatype} is not supported (edgeserve carries FP32, FP16, INT32, INT64, UINT8 and BYTES)")
+fn datatype(name: &str) -> Result<Datatype, String> {
+    Datatype::from_name(name).ok_or_else(|| {
+        let [listed @ .., last] = Datatype::names();
+        format!(
+            "datatype {name} is not supported (edgeserve carries {} and {last})",
+            listed.join(", ")
+        )
     })
 }
 
 fn from_binary(
-    datatype: &str,
+    datatype_name: &str,
     shape: &[usize],
     count: usize,
     chunk: &[u8],
 ) -> Result<Value, String> {
-    if datatype == "BYTES" {
+    let Datatype::Numeric(dtype) = datatype(datatype_name)? else {
         let elements = split_bytes(chunk)?;
         if elements.len() != count {
             return Err(format!(
@@ -218,12 +202,11 @@ fn from_binary(
             shape: shape.to_vec(),
             elements,
         });
-    }
-    let dtype = dtype(datatype)?;
+    };
     let expected = count * dtype.size();
     if chunk.len() != expected {
         return Err(format!(
-            "shape {shape:?} of {datatype} needs {expected} bytes but binary_data_size is {}",
+            "shape {shape:?} of {datatype_name} needs {expected} bytes but binary_data_size is {}",
             chunk.len()
         ));
     }
@@ -254,7 +237,12 @@ fn split_bytes(mut chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(elements)
 }
 
-fn from_json(datatype: &str, shape: &[usize], count: usize, data: &Json) -> Result<Value, String> {
+fn from_json(
+    datatype_name: &str,
+    shape: &[usize],
+    count: usize,
+    data: &Json,
+) -> Result<Value, String> {
     let mut leaves = Vec::with_capacity(count.min(1 << 24));
     flatten(data, &mut leaves);
     if leaves.len() != count {
@@ -264,7 +252,7 @@ fn from_json(datatype: &str, shape: &[usize], count: usize, data: &Json) -> Resu
         ));
     }
     let bad = |i: usize, want: &str| format!("data element {i} is {}, expected {want}", leaves[i]);
-    if datatype == "BYTES" {
+    let Datatype::Numeric(dtype) = datatype(datatype_name)? else {
         let elements = leaves
             .iter()
             .enumerate()
@@ -278,7 +266,7 @@ fn from_json(datatype: &str, shape: &[usize], count: usize, data: &Json) -> Resu
             shape: shape.to_vec(),
             elements,
         });
-    }
+    };
     fn typed<T: bytemuck::Pod + Send + Sync>(
         leaves: &[&Json],
         convert: impl Fn(&Json) -> Option<T>,
@@ -291,7 +279,6 @@ fn from_json(datatype: &str, shape: &[usize], count: usize, data: &Json) -> Resu
             .collect::<Result<Vec<T>, _>>()?;
         Ok(edgeserve_tensor::HostBuffer::from_vec(values))
     }
-    let dtype = dtype(datatype)?;
     let buffer = match dtype {
         DType::F32 => typed(
             &leaves,
@@ -328,161 +315,8 @@ fn flatten<'a>(value: &'a Json, out: &mut Vec<&'a Json>) {
     }
 }
 
-/// An encoded response body and, for binary bodies, the JSON part's length.
-pub struct Encoded {
-    /// The body.
-    pub body: Vec<u8>,
-    /// `Some(json length)` when binary data follows the JSON.
-    pub json_len: Option<usize>,
-}
-
-/// Encodes outputs as the client asked.
-pub fn encode(
-    model: &str,
-    version: u64,
-    id: Option<String>,
-    outputs: &[(String, Value)],
-    requested: Option<&[OutputRequest]>,
-    binary_default: bool,
-) -> Encoded {
-    let mut binary = Vec::new();
-    let mut any_binary = false;
-    let mut entries = Vec::with_capacity(outputs.len());
-    for (name, value) in outputs {
-        let wanted = match requested {
-            None => Some(binary_default),
-            Some(list) => list
-                .iter()
-                .find(|o| o.name == *name)
-                .map(|o| o.binary.unwrap_or(binary_default)),
-        };
-        let Some(as_binary) = wanted else { continue };
-        let (datatype, shape) = match value {
-            Value::Numeric(t) => (t.dtype().oip_name(), t.shape()),
-            Value::Bytes { shape, .. } => ("BYTES", shape.as_slice()),
-        };
-        let mut entry = OutputJson {
-            name,
-            datatype,
-            shape,
-            parameters: None,
-            data: None,
-        };
-        if as_binary {
-            any_binary = true;
-            let start = binary.len();
-            match value {
-                Value::Numeric(t) => {
-                    binary.extend_from_slice(t.host().map(|h| h.bytes()).unwrap_or_default())
-                }
-                Value::Bytes { elements, .. } => {
-                    for e in elements {
-                        binary.extend_from_slice(&(e.len() as u32).to_le_bytes());
-                        binary.extend_from_slice(e);
-                    }
-                }
-            }
-            entry.parameters = Some(BinarySize {
-                binary_data_size: binary.len() - start,
-            });
-        } else {
-            entry.data = Some(Data::of(value));
-        }
-        entries.push(entry);
-    }
-    let response = ResponseJson {
-        model_name: model,
-        model_version: version.to_string(),
-        id,
-        outputs: entries,
-    };
-    let mut body = serde_json::to_vec(&response).expect("responses always serialize");
-    if !any_binary {
-        return Encoded {
-            body,
-            json_len: None,
-        };
-    }
-    let json_len = body.len();
-    body.extend_from_slice(&binary);
-    Encoded {
-        body,
-        json_len: Some(json_len),
-    }
-}
-
-#[derive(Serialize)]
-struct ResponseJson<'a> {
-    model_name: &'a str,
-    model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    outputs: Vec<OutputJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputJson<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinarySize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Data<'a>>,
-}
-
-#[derive(Serialize)]
-struct BinarySize {
-    binary_data_size: usize,
-}
-
-/// Output elements, serialized straight from the tensor (f32 as the
-/// shortest decimal that round-trips, like Triton).
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Data<'a> {
-    F32(&'a [f32]),
-    F16(Vec<f32>),
-    I32(&'a [i32]),
-    I64(&'a [i64]),
-    U8(&'a [u8]),
-    Bytes(Vec<std::borrow::Cow<'a, str>>),
-}
-
-impl<'a> Data<'a> {
-    fn of(value: &'a Value) -> Data<'a> {
-        match value {
-            Value::Bytes { elements, .. } => Data::Bytes(
-                elements
-                    .iter()
-                    .map(|e| String::from_utf8_lossy(e))
-                    .collect(),
-            ),
-            Value::Numeric(t) => {
-                let host = t
-                    .host()
-                    .expect("outputs are brought to the host before encoding");
-                match t.dtype() {
-                    DType::F32 => Data::F32(host.as_slice()),
-                    DType::F16 => Data::F16(
-                        host.as_slice::<u16>()
-                            .iter()
-                            .map(|&x| half::f16::from_bits(x).to_f32())
-                            .collect(),
-                    ),
-                    DType::I32 => Data::I32(host.as_slice()),
-                    DType::I64 => Data::I64(host.as_slice()),
-                    DType::U8 => Data::U8(host.as_slice()),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -491,8 +325,8 @@ mod tests {
         let nested =
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
         for body in [&flat[..], &nested[..]] {
-            let request = decode(None, body).unwrap();
-            let Value::Numeric(t) = &request.inputs[0].value else {
+            let (request, _) = decode(None, body).unwrap();
+            let Value::Numeric(t) = &request.inputs[0].1 else {
                 panic!()
             };
             assert_eq!(t.host().unwrap().as_slice::<f32>(), [1.0, 2.0, 3.0, 4.0]);
@@ -509,12 +343,12 @@ mod tests {
         body.extend_from_slice(b"hi");
         body.extend_from_slice(&1u32.to_le_bytes());
         body.extend_from_slice(b"!");
-        let request = decode(Some(head.len()), &body).unwrap();
-        let Value::Numeric(t) = &request.inputs[0].value else {
+        let (request, _) = decode(Some(head.len()), &body).unwrap();
+        let Value::Numeric(t) = &request.inputs[0].1 else {
             panic!()
         };
         assert_eq!(t.host().unwrap().as_slice::<i32>(), [7, -1]);
-        let Value::Bytes { elements, .. } = &request.inputs[1].value else {
+        let Value::Bytes { elements, .. } = &request.inputs[1].1 else {
             panic!()
         };
         assert_eq!(elements, &[b"hi".to_vec(), b"!".to_vec()]);
@@ -550,31 +384,5 @@ mod tests {
                 err.message
             );
         }
-    }
-
-    #[test]
-    fn outputs_encode_as_json_or_binary_as_asked() {
-        let t = Tensor::from_f32(&[2], vec![0.5, 1.5]).unwrap();
-        let outputs = vec![("y".to_string(), Value::Numeric(t))];
-        let json_body = encode("m", 1, Some("r1".into()), &outputs, None, false);
-        assert_eq!(json_body.json_len, None);
-        let parsed: Json = serde_json::from_slice(&json_body.body).unwrap();
-        assert_eq!(parsed["outputs"][0]["data"], json!([0.5, 1.5]));
-        // f32 prints as the shortest round-trip decimal, not its f64 widening.
-        let tenth = vec![(
-            "y".to_string(),
-            Value::Numeric(Tensor::from_f32(&[1], vec![0.1]).unwrap()),
-        )];
-        let text = String::from_utf8(encode("m", 1, None, &tenth, None, false).body).unwrap();
-        assert!(text.contains("\"data\":[0.1]"), "{text}");
-        assert_eq!(parsed["id"], "r1");
-        let binary = encode("m", 1, None, &outputs, None, true);
-        let n = binary.json_len.unwrap();
-        let head: Json = serde_json::from_slice(&binary.body[..n]).unwrap();
-        assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
-        assert_eq!(
-            &binary.body[n..],
-            bytemuck::cast_slice::<f32, u8>(&[0.5, 1.5])
-        );
     }
 }

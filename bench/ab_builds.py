@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Two builds of edgeserve side by side: the same requests to both servers,
+taking turns request by request, so a refactor or an optimisation can be
+shown to be no slower (or how much faster) on a noisy shared machine.
+
+Each side is a release binary and a model repository holding the plugins
+built with it (plugins and SDK change with the host). Both servers run on
+`--device cpu` with the same compute threads; only one is busy at a time.
+Prints a Markdown table: p50 and mean per request for each side and the
+ratio of the p50s (B / A: below 1 means B is faster). Both sides must answer
+each request with the same bytes, which is checked before timing.
+
+Usage (A = before, B = after):
+    git worktree add /tmp/before <rev> && (cd /tmp/before && \
+        CARGO_TARGET_DIR=/tmp/before-target cargo build --release -p edgeserve && \
+        CARGO_TARGET_DIR=/tmp/before-target scripts/build-plugins.sh)
+    scripts/build-plugins.sh && cargo build --release -p edgeserve
+    python3 bench/ab_builds.py --a /tmp/before-target/release/edgeserve:/tmp/before/examples/models \
+        --b target/release/edgeserve:examples/models [--requests 200] [--threads 2]
+"""
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
+REQUESTS = harness.REPO / "examples" / "requests"
+
+
+def body(name):
+    return json.loads((REQUESTS / f"{name}.json").read_text())
+
+
+def digits_batch(n):
+    one = body("digits")
+    x = one["inputs"][0]
+    data = x["data"] * n
+    return {"inputs": [dict(x, shape=[n] + x["shape"][1:], data=data)]}
+
+
+def cases():
+    """(label, model, request body): every example model, small and large."""
+    minilm = body("minilm")
+    sentences = minilm["inputs"][0]["data"]
+    minilm32 = dict(minilm, inputs=[dict(minilm["inputs"][0], shape=[32],
+                                         data=(sentences * 11)[:32])])
+    gpt2 = body("gpt2")
+    return [
+        ("linear [4,1]", "linear",
+         {"inputs": [{"name": "x", "shape": [4, 1], "datatype": "FP32", "data": [1, 2, 3, 4]}]}),
+        ("digits batch 1", "digits", digits_batch(1)),
+        ("digits batch 64", "digits", digits_batch(64)),
+        ("recommender", "recommender", body("recommender")),
+        ("minilm batch 3", "minilm", minilm),
+        ("minilm batch 32", "minilm", minilm32),
+        ("gpt2 16 tokens (seeded sampling)", "gpt2", gpt2),
+    ]
+
+
+def side(spec):
+    binary, _, repository = spec.partition(":")
+    if not repository:
+        sys.exit(f"--a/--b take BINARY:REPOSITORY, got {spec!r}")
+    return pathlib.Path(binary).resolve(), pathlib.Path(repository).resolve()
+
+
+def ms(seconds):
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", required=True, help="BINARY:REPOSITORY of the baseline build")
+    parser.add_argument("--b", required=True, help="BINARY:REPOSITORY of the build under test")
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per case and side")
+    parser.add_argument("--threads", type=int, default=2, help="compute threads of each server")
+    args = parser.parse_args()
+
+    selected = cases()
+    models = sorted({model for _, model, _ in selected})
+    servers = [harness.Server(binary, repo, models, args.threads) for binary, repo in (side(args.a), side(args.b))]
+    try:
+        clients = [harness.Client(s.url) for s in servers]
+        print(f"`python3 bench/ab_builds.py --requests {args.requests} --threads {args.threads}`\n")
+        print("| Request | A p50 | B p50 | A mean | B mean | B/A p50 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, model, request in selected:
+            raw = json.dumps(request).encode()
+            answers = [c.post(model, raw) for c in clients]
+            if answers[0] != answers[1]:
+                sys.exit(f"{label}: the builds answer differently:\nA {answers[0][:300]!r}\nB {answers[1][:300]!r}")
+            warmup = max(3, args.requests // 20)
+            times = harness.timed([lambda c=c: c.post(model, raw) for c in clients], args.requests, warmup)
+            p50 = [statistics.median(t) for t in times]
+            mean = [statistics.fmean(t) for t in times]
+            print(f"| {label} | {ms(p50[0])} | {ms(p50[1])} | {ms(mean[0])} | {ms(mean[1])} | "
+                  f"{p50[1] / p50[0]:.3f} |", flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""What the bench scripts share: starting `edgeserve serve` (the release
+binary) on a free port and waiting until its models are ready, a keep-alive
+OIP client, and timing two sides turn by turn.
+
+Import it before anything that loads torch or an OpenMP runtime: it sets
+OMP_WAIT_POLICY, which only takes effect if set before then.
+"""
+
+import http.client
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+# PyTorch's OpenMP threads (libgomp) spin between ops by default; on a shared,
+# oversubscribed 2-core machine that made its latencies swing 10x from run to
+# run (gpt2 generate p50 59 to 504 ms, minilm batch-32 60 to 791 ms). Passive
+# waiting keeps the reference steady; export OMP_WAIT_POLICY=ACTIVE to undo.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MODELS = REPO / "examples" / "models"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary():
+    """The release `edgeserve` under $CARGO_TARGET_DIR or target/."""
+    candidates = [os.environ.get("CARGO_TARGET_DIR", ""), str(REPO / "target")]
+    for base in filter(None, candidates):
+        path = pathlib.Path(base) / "release" / "edgeserve"
+        if path.is_file():
+            return path
+    sys.exit("no edgeserve binary: run `cargo build --release -p edgeserve` first")
+
+
+def get(url, path):
+    """`GET path` on a fresh connection: (status, body bytes)."""
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+class Server:
+    """`edgeserve serve` over `repository` on a free port, with `threads`
+    compute threads (rayon's pool, RAYON_NUM_THREADS), logging to a
+    temporary file (removed by `stop`). Exits the script, naming the log,
+    when the server dies or a model fails to load or is not ready within
+    `timeout` seconds."""
+
+    def __init__(self, binary, repository, models, threads, device="cpu", timeout=300):
+        port = free_port()
+        self.log = tempfile.NamedTemporaryFile(
+            prefix=f"edgeserve-bench-{device}-", suffix=".log", delete=False).name
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(binary), "serve", "--model-repository", str(repository), "--http-port", str(port),
+                 "--device", device],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://127.0.0.1:{port}"
+        what = f"edgeserve --device {device}"
+        deadline = time.time() + timeout
+        pending = list(models)
+        while pending and time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"{what} exited with {self.proc.returncode}; log: {self.log}\n{self.log_tail()}")
+            if "not serving" in self.log_text():
+                self.proc.terminate()
+                sys.exit(f"{what} failed to load a model (stale binary or plugins?):\n{self.log_tail()}")
+            try:
+                if get(self.url, f"/v2/models/{pending[0]}/ready")[0] == 200:
+                    pending.pop(0)
+                    continue
+            except OSError:
+                pass
+            time.sleep(0.2)
+        if pending:
+            self.proc.terminate()
+            sys.exit(f"{what}: {pending} not ready in {timeout} s; log: {self.log}")
+
+    def log_text(self):
+        return pathlib.Path(self.log).read_text()
+
+    def log_tail(self):
+        return self.log_text()[-3000:]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        os.unlink(self.log)
+
+
+class Client:
+    """One keep-alive connection to an edgeserve at `url`."""
+
+    def __init__(self, url, timeout=600):
+        u = urllib.parse.urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+
+    def post(self, model, raw):
+        """The timed path: a pre-encoded body in, the response's bytes out
+        (the client's JSON work is not the server's)."""
+        self.conn.request("POST", f"/v2/models/{model}/infer", raw, {"content-type": "application/json"})
+        response = self.conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            sys.exit(f"edgeserve {model} answered {response.status}: {data[:500]!r}")
+        return data
+
+    def infer(self, model, body):
+        """OIP inference: a request body (JSON-able) in, {output name: data} out."""
+        data = self.post(model, json.dumps(body).encode())
+        return {o["name"]: o["data"] for o in json.loads(data)["outputs"]}
+
+
+def timed(fns, repeats, warmup):
+    """Times each of `fns` `repeats` times, taking turns, so that both sides
+    see the same background load on a shared machine."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return times

@@ -1,0 +1,215 @@
+//! The contract's `tensor` interface: each operation looks up its operands'
+//! handles and makes one call into the tensor crate's [`Ops`] front door.
+
+use edgeserve_tensor::{self as et, Ops, Tensor};
+use wasmtime::component::Resource;
+
+use crate::runtime::bindings::{HostError, wit};
+use crate::runtime::state::{InstanceState, TensorHandle};
+
+type Handle = Resource<TensorHandle>;
+type OpResult = Result<Handle, HostError>;
+
+impl InstanceState {
+    /// Runs an op charged to this instance and hands the result to the guest.
+    fn op(&mut self, f: impl FnOnce(Ops<'_>) -> et::Result<Tensor>) -> OpResult {
+        let tensor = f(self.ops())?;
+        Ok(self.push_tensor(tensor)?)
+    }
+}
+
+fn dims(shape: &[u32]) -> Vec<usize> {
+    shape.iter().map(|&d| d as usize).collect()
+}
+
+fn pair((a, b): (u32, u32)) -> (usize, usize) {
+    (a as usize, b as usize)
+}
+
+impl wit::HostTensor for InstanceState {
+    fn from_bytes(&mut self, dtype: wit::Dtype, shape: Vec<u32>, data: Vec<u8>) -> OpResult {
+        let shape = dims(&shape);
+        self.op(|ops| ops.from_bytes(dtype.into(), &shape, &data))
+    }
+
+    fn full(&mut self, dtype: wit::Dtype, shape: Vec<u32>, value: f64) -> OpResult {
+        let shape = dims(&shape);
+        self.op(|ops| ops.full(dtype.into(), &shape, value))
+    }
+
+    fn shape(&mut self, this: Handle) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.get(&this)?.shape().iter().map(|&d| d as u32).collect())
+    }
+
+    fn dtype(&mut self, this: Handle) -> wasmtime::Result<wit::Dtype> {
+        Ok(self.get(&this)?.dtype().into())
+    }
+
+    fn read(&mut self, this: Handle) -> Result<Vec<u8>, HostError> {
+        let tensor = self.get(&this)?;
+        // A readback allocates nothing the instance keeps: no budget.
+        let host = Ops::unlimited(self.model().backend.as_ref()).to_host(&tensor)?;
+        Ok(host.host().map(|h| h.bytes().to_vec()).unwrap_or_default())
+    }
+
+    fn drop(&mut self, this: Handle) -> wasmtime::Result<()> {
+        self.take_tensor(this).map(drop)
+    }
+}
+
+impl wit::Host for InstanceState {
+    fn convert_error(&mut self, err: HostError) -> wasmtime::Result<wit::Error> {
+        err.into_wit()
+    }
+
+    fn matmul(&mut self, a: Handle, b: Handle, transpose_b: bool) -> OpResult {
+        let (a, b) = (self.get(&a)?, self.get(&b)?);
+        self.op(|ops| ops.matmul(&a, &b, transpose_b))
+    }
+
+    fn linear(
+        &mut self,
+        a: Handle,
+        b: Handle,
+        transpose_b: bool,
+        bias: Option<Handle>,
+        activation: Option<wit::UnaryOp>,
+    ) -> OpResult {
+        let (a, b, bias) = (self.get(&a)?, self.get(&b)?, self.opt(&bias)?);
+        let activation = activation.map(Into::into);
+        self.op(|ops| ops.linear(&a, &b, transpose_b, bias.as_ref(), activation))
+    }
+
+    fn binary(&mut self, op: wit::BinaryOp, a: Handle, b: Handle) -> OpResult {
+        let (a, b) = (self.get(&a)?, self.get(&b)?);
+        self.op(|ops| ops.binary(op.into(), &a, &b))
+    }
+
+    fn unary(&mut self, op: wit::UnaryOp, x: Handle) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.unary(op.into(), &x))
+    }
+
+    fn affine(&mut self, x: Handle, factor: f32, offset: f32) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.affine(&x, factor, offset))
+    }
+
+    fn softmax(&mut self, x: Handle, axis: i32) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.softmax(&x, axis))
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: Handle,
+        gamma: Option<Handle>,
+        beta: Option<Handle>,
+        eps: f32,
+    ) -> OpResult {
+        let (x, gamma, beta) = (self.get(&x)?, self.opt(&gamma)?, self.opt(&beta)?);
+        self.op(|ops| ops.layer_norm(&x, gamma.as_ref(), beta.as_ref(), eps))
+    }
+
+    fn embedding(&mut self, table: Handle, ids: Handle) -> OpResult {
+        let (table, ids) = (self.get(&table)?, self.get(&ids)?);
+        self.op(|ops| ops.embedding(&table, &ids))
+    }
+
+    fn reshape(&mut self, x: Handle, shape: Vec<i32>) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.reshape(&x, &shape))
+    }
+
+    fn transpose(&mut self, x: Handle, perm: Vec<u32>) -> OpResult {
+        let (x, perm) = (self.get(&x)?, dims(&perm));
+        self.op(|ops| ops.transpose(&x, &perm))
+    }
+
+    fn slice(&mut self, x: Handle, axis: i32, start: u32, end: u32) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.slice(&x, axis, start as usize, end as usize))
+    }
+
+    fn concat(&mut self, xs: Vec<Handle>, axis: i32) -> OpResult {
+        let xs = self.tensors(&xs)?;
+        self.op(|ops| ops.concat(&xs.iter().collect::<Vec<_>>(), axis))
+    }
+
+    fn reduce(&mut self, op: wit::ReduceOp, x: Handle, axis: i32, keep_dims: bool) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.reduce(op.into(), &x, axis, keep_dims))
+    }
+
+    fn cast(&mut self, x: Handle, to: wit::Dtype) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.cast(&x, to.into()))
+    }
+
+    #[allow(clippy::too_many_arguments)] // the contract's signature
+    fn conv2d(
+        &mut self,
+        x: Handle,
+        weight: Handle,
+        bias: Option<Handle>,
+        stride: (u32, u32),
+        padding: (u32, u32),
+        dilation: (u32, u32),
+        groups: u32,
+    ) -> OpResult {
+        let (x, weight, bias) = (self.get(&x)?, self.get(&weight)?, self.opt(&bias)?);
+        let params = et::Conv2d {
+            stride: pair(stride),
+            padding: pair(padding),
+            dilation: pair(dilation),
+            groups: groups as usize,
+        };
+        self.op(|ops| ops.conv2d(&x, &weight, bias.as_ref(), params))
+    }
+
+    fn pool2d(
+        &mut self,
+        kind: wit::PoolKind,
+        x: Handle,
+        kernel: (u32, u32),
+        stride: (u32, u32),
+        padding: (u32, u32),
+    ) -> OpResult {
+        let x = self.get(&x)?;
+        let params = et::Pool2d {
+            kind: kind.into(),
+            kernel: pair(kernel),
+            stride: pair(stride),
+            padding: pair(padding),
+        };
+        self.op(|ops| ops.pool2d(&x, params))
+    }
+
+    fn attention(
+        &mut self,
+        q: Handle,
+        k: Handle,
+        v: Handle,
+        mask: Option<Handle>,
+        scale: Option<f32>,
+        causal: bool,
+    ) -> OpResult {
+        let (q, k, v) = (self.get(&q)?, self.get(&k)?, self.get(&v)?);
+        let (mask, params) = (self.opt(&mask)?, et::Attention { scale, causal });
+        self.op(|ops| ops.attention(&q, &k, &v, mask.as_ref(), params))
+    }
+
+    fn top_k(&mut self, x: Handle, k: u32) -> Result<(Handle, Handle), HostError> {
+        let x = self.get(&x)?;
+        let (values, indices) = self.ops().top_k(&x, k as usize)?;
+        let values = self.push_tensor(values)?;
+        match self.push_tensor(indices) {
+            Ok(indices) => Ok((values, indices)),
+            Err(e) => {
+                // Both results or neither: the guest never saw `values`.
+                self.take_tensor(values)?;
+                Err(e.into())
+            }
+        }
+    }
+}
