@@ -187,8 +187,7 @@ impl<'a> Ops<'a> {
 
     /// Same elements, new shape; at most one entry may be -1 (inferred).
     pub fn reshape(&self, x: &Tensor, shape: &[i32]) -> Result<Tensor> {
-        let shape = shape::resolve_reshape(x.numel(), shape)?;
-        shape::reshape(x, &shape)?;
+        let shape = shape::reshape(x, shape)?;
         self.run("reshape", (x.dtype(), x.numel()), |k| k.reshape(x, &shape))
     }
 

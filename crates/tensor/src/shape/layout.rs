@@ -1,6 +1,6 @@
 //! Data movement: embedding, reshape, transpose, slice, concat.
 
-use super::{check_axis, check_size, numel};
+use super::{check_axis, check_size, resolve_reshape};
 use crate::{DType, Result, Tensor, TensorError};
 
 /// Validates an embedding lookup: table `[vocab, dim]` of any dtype, ids of
@@ -35,18 +35,10 @@ pub fn id_out_of_range(id: i64, vocab: usize) -> TensorError {
     ))
 }
 
-/// Validates a reshape to an already resolved shape (see
-/// [`resolve_reshape`]): the element counts must agree.
-pub fn reshape(x: &Tensor, shape: &[usize]) -> Result<()> {
-    if numel(shape) != x.numel() {
-        return Err(TensorError::Shape(format!(
-            "reshape: {:?} ({} elements) to {shape:?} ({} elements)",
-            x.shape(),
-            x.numel(),
-            numel(shape)
-        )));
-    }
-    Ok(())
+/// Validates a reshape to `shape` (at most one -1, inferred; see
+/// [`resolve_reshape`]) and returns the resolved output shape.
+pub fn reshape(x: &Tensor, shape: &[i32]) -> Result<Vec<usize>> {
+    resolve_reshape(x.numel(), shape)
 }
 
 /// Validates a transpose (output axis i is input axis `perm[i]`); returns
