@@ -2,7 +2,7 @@
 //! place, and the product with the values.
 
 use edgeserve_tensor::shape::AttentionPlan;
-use edgeserve_tensor::{DType, Result, Tensor};
+use edgeserve_tensor::{AttentionInputs, DType, Result, Tensor};
 
 use crate::GpuBackend;
 use crate::buffers::{bytes_of, f32_only};
@@ -11,13 +11,11 @@ use crate::matmul::{Epilogue, Product};
 
 pub(crate) fn attention(
     g: &GpuBackend,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
+    inputs: AttentionInputs<'_>,
     plan: &AttentionPlan,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
+    let AttentionInputs { q, k, v, mask } = inputs;
     f32_only(OP, q.dtype())?;
     let (qb, kb, vb) = (g.buf(OP, q)?, g.buf(OP, k)?, g.buf(OP, v)?);
     let mb = mask.map(|m| g.buf(OP, m)).transpose()?;

@@ -1,7 +1,7 @@
 //! Convolution and pooling over NCHW, one thread per output element.
 
 use edgeserve_tensor::shape::{self, Conv2dPlan, Pool2dPlan};
-use edgeserve_tensor::{DType, PoolKind, Result, Tensor};
+use edgeserve_tensor::{DType, PoolKind, Result, Tensor, WeightedInputs};
 
 use crate::GpuBackend;
 use crate::buffers::f32_only;
@@ -10,12 +10,11 @@ use crate::encoder::{grid_threads, u32_of, words_of};
 /// A direct convolution.
 pub(crate) fn conv2d(
     g: &GpuBackend,
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
+    inputs: WeightedInputs<'_>,
     plan: &Conv2dPlan,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
+    let WeightedInputs { x, weight, bias } = inputs;
     let geom = plan.params;
     f32_only(OP, x.dtype())?;
     let xb = g.buf(OP, x)?;

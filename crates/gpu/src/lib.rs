@@ -57,7 +57,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use edgeserve_tensor::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
 use edgeserve_tensor::{
-    Backend, BackendInfo, BinaryOp, DType, ReduceOp, Result, Tensor, TensorError, UnaryOp,
+    AttentionInputs, Backend, BackendInfo, BinaryOp, DType, NormParams, ReduceOp, Result, Tensor,
+    TensorError, UnaryOp, WeightedInputs,
 };
 
 pub use buffers::{GpuBuffer, POOL_CAP};
@@ -119,14 +120,8 @@ impl Backend for GpuBackend {
         elementwise::full(self, dtype, shape, value)
     }
 
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &MatmulPlan,
-    ) -> Result<Tensor> {
-        matmul::matmul(self, a, b, bias, plan)
+    fn matmul(&self, inputs: WeightedInputs<'_>, plan: &MatmulPlan) -> Result<Tensor> {
+        matmul::matmul(self, inputs, plan)
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -145,14 +140,8 @@ impl Backend for GpuBackend {
         reduce::softmax(self, x, axis)
     }
 
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        gamma: Option<&Tensor>,
-        beta: Option<&Tensor>,
-        eps: f32,
-    ) -> Result<Tensor> {
-        reduce::layer_norm(self, x, gamma, beta, eps)
+    fn layer_norm(&self, x: &Tensor, norm: NormParams<'_>) -> Result<Tensor> {
+        reduce::layer_norm(self, x, norm)
     }
 
     fn embedding(&self, table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -183,29 +172,16 @@ impl Backend for GpuBackend {
         elementwise::cast(self, x, to)
     }
 
-    fn conv2d(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &Conv2dPlan,
-    ) -> Result<Tensor> {
-        conv::conv2d(self, x, weight, bias, plan)
+    fn conv2d(&self, inputs: WeightedInputs<'_>, plan: &Conv2dPlan) -> Result<Tensor> {
+        conv::conv2d(self, inputs, plan)
     }
 
     fn pool2d(&self, x: &Tensor, plan: &Pool2dPlan) -> Result<Tensor> {
         conv::pool2d(self, x, plan)
     }
 
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        plan: &AttentionPlan,
-    ) -> Result<Tensor> {
-        attention::attention(self, q, k, v, mask, plan)
+    fn attention(&self, inputs: AttentionInputs<'_>, plan: &AttentionPlan) -> Result<Tensor> {
+        attention::attention(self, inputs, plan)
     }
 
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {

@@ -2,7 +2,7 @@
 //! its epilogue), and the two products of attention.
 
 use edgeserve_tensor::shape::MatmulPlan;
-use edgeserve_tensor::{DType, Result, Tensor, TensorError, UnaryOp};
+use edgeserve_tensor::{DType, Result, Tensor, TensorError, UnaryOp, WeightedInputs};
 
 use crate::GpuBackend;
 use crate::elementwise::{cast, unary_code};
@@ -36,11 +36,14 @@ pub(crate) struct Product<'a> {
 /// where the device has `shader-f16`.
 pub(crate) fn matmul(
     g: &GpuBackend,
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
+    inputs: WeightedInputs<'_>,
     plan: &MatmulPlan,
 ) -> Result<Tensor> {
+    let WeightedInputs {
+        x: a,
+        weight: b,
+        bias,
+    } = inputs;
     let op = if bias.is_some() || plan.activation.is_some() {
         "linear"
     } else {
@@ -51,7 +54,12 @@ pub(crate) fn matmul(
         // Widen, compute, round once, as the CPU backend does.
         let wide = |t: &Tensor| cast(g, t, DType::F32);
         let bias = bias.map(wide).transpose()?;
-        let y = matmul(g, &wide(a)?, &wide(b)?, bias.as_ref(), plan)?;
+        let wide_inputs = WeightedInputs {
+            x: &wide(a)?,
+            weight: &wide(b)?,
+            bias: bias.as_ref(),
+        };
+        let y = matmul(g, wide_inputs, plan)?;
         return cast(g, &y, DType::F16);
     }
     let (ab, bb) = (g.buf(op, a)?, g.buf(op, b)?);

@@ -1,7 +1,7 @@
 //! Reductions and normalisations: reduce, softmax, layer-norm, top-k.
 
 use edgeserve_tensor::shape::{self, ReducePlan};
-use edgeserve_tensor::{DType, ReduceOp, Result, Tensor};
+use edgeserve_tensor::{DType, NormParams, ReduceOp, Result, Tensor};
 
 use crate::GpuBackend;
 use crate::buffers::{f32_only, unsupported};
@@ -25,13 +25,8 @@ pub(crate) fn softmax(g: &GpuBackend, x: &Tensor, axis: usize) -> Result<Tensor>
 }
 
 /// One workgroup per row (the last axis).
-pub(crate) fn layer_norm(
-    g: &GpuBackend,
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    eps: f32,
-) -> Result<Tensor> {
+pub(crate) fn layer_norm(g: &GpuBackend, x: &Tensor, norm: NormParams<'_>) -> Result<Tensor> {
+    let NormParams { gamma, beta, eps } = norm;
     f32_only("layer-norm", x.dtype())?;
     let xb = g.buf("layer-norm", x)?;
     let gb = gamma.map(|t| g.buf("layer-norm", t)).transpose()?;

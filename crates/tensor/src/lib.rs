@@ -390,6 +390,42 @@ pub struct Attention {
     pub causal: bool,
 }
 
+/// The tensors of a weighted op (`matmul`/`linear`, `conv2d`): the input,
+/// the weight it is multiplied with, and an optional bias added after.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightedInputs<'a> {
+    /// The activations (`a` of a matmul).
+    pub x: &'a Tensor,
+    /// The weight (`b` of a matmul, the kernel of a convolution).
+    pub weight: &'a Tensor,
+    /// Added to every output row (matmul) or channel (convolution).
+    pub bias: Option<&'a Tensor>,
+}
+
+/// The tensors of scaled dot-product attention.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionInputs<'a> {
+    /// Queries `[.., lq, d]`.
+    pub q: &'a Tensor,
+    /// Keys `[.., lk, d]`.
+    pub k: &'a Tensor,
+    /// Values `[.., lk, dv]`.
+    pub v: &'a Tensor,
+    /// Added to the scores, broadcast to `[.., lq, lk]`.
+    pub mask: Option<&'a Tensor>,
+}
+
+/// Scale, shift and epsilon of a layer normalization.
+#[derive(Clone, Copy, Debug)]
+pub struct NormParams<'a> {
+    /// Multiplies each normalized row.
+    pub gamma: Option<&'a Tensor>,
+    /// Added after the scale.
+    pub beta: Option<&'a Tensor>,
+    /// Added to the variance.
+    pub eps: f32,
+}
+
 /// What a backend reports about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendInfo {
@@ -423,13 +459,7 @@ pub trait Backend: Send + Sync {
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor>;
     /// `activation(a · b + bias)`: the contract's `matmul` (no bias, no
     /// activation) and `linear` in one kernel with an epilogue.
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &shape::MatmulPlan,
-    ) -> Result<Tensor>;
+    fn matmul(&self, inputs: WeightedInputs<'_>, plan: &shape::MatmulPlan) -> Result<Tensor>;
     /// Broadcasting elementwise binary op into `out_shape`.
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
     /// Elementwise unary op.
@@ -439,13 +469,7 @@ pub trait Backend: Send + Sync {
     /// Softmax along `axis`.
     fn softmax(&self, x: &Tensor, axis: usize) -> Result<Tensor>;
     /// Layer normalization over the last axis with optional scale and shift.
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        gamma: Option<&Tensor>,
-        beta: Option<&Tensor>,
-        eps: f32,
-    ) -> Result<Tensor>;
+    fn layer_norm(&self, x: &Tensor, norm: NormParams<'_>) -> Result<Tensor>;
     /// Row gather `table[ids]` into `out_shape`; ids are checked against the
     /// table here, since only the data tells ([`shape::id_out_of_range`]).
     fn embedding(&self, table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
@@ -462,24 +486,12 @@ pub trait Backend: Send + Sync {
     /// Element conversion.
     fn cast(&self, x: &Tensor, to: DType) -> Result<Tensor>;
     /// 2-D convolution over NCHW.
-    fn conv2d(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &shape::Conv2dPlan,
-    ) -> Result<Tensor>;
+    fn conv2d(&self, inputs: WeightedInputs<'_>, plan: &shape::Conv2dPlan) -> Result<Tensor>;
     /// 2-D pooling over NCHW.
     fn pool2d(&self, x: &Tensor, plan: &shape::Pool2dPlan) -> Result<Tensor>;
     /// Scaled dot-product attention.
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        plan: &shape::AttentionPlan,
-    ) -> Result<Tensor>;
+    fn attention(&self, inputs: AttentionInputs<'_>, plan: &shape::AttentionPlan)
+    -> Result<Tensor>;
     /// The `k` largest entries along the last axis into `out_shape`:
     /// (values, i64 indices).
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)>;

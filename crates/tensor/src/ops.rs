@@ -9,8 +9,8 @@
 
 use crate::shape::{self, normalize_axis};
 use crate::{
-    Attention, Backend, BinaryOp, Conv2d, DType, Pool2d, ReduceOp, Result, Tensor, TensorError,
-    UnaryOp,
+    Attention, AttentionInputs, Backend, BinaryOp, Conv2d, DType, NormParams, Pool2d, ReduceOp,
+    Result, Tensor, TensorError, UnaryOp, WeightedInputs,
 };
 
 /// Caps on what the results of operations may hold, consulted before a
@@ -115,7 +115,12 @@ impl<'a> Ops<'a> {
     pub fn matmul(&self, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
         let plan = shape::matmul(a, b, transpose_b)?;
         self.run("matmul", (a.dtype(), shape::numel(&plan.out_shape)), |k| {
-            k.matmul(a, b, None, &plan)
+            let inputs = WeightedInputs {
+                x: a,
+                weight: b,
+                bias: None,
+            };
+            k.matmul(inputs, &plan)
         })
     }
 
@@ -128,9 +133,14 @@ impl<'a> Ops<'a> {
         bias: Option<&Tensor>,
         activation: Option<UnaryOp>,
     ) -> Result<Tensor> {
-        let plan = shape::linear(a, b, transpose_b, bias, activation)?;
+        let inputs = WeightedInputs {
+            x: a,
+            weight: b,
+            bias,
+        };
+        let plan = shape::linear(inputs, transpose_b, activation)?;
         self.run("linear", (a.dtype(), shape::numel(&plan.out_shape)), |k| {
-            k.matmul(a, b, bias, &plan)
+            k.matmul(inputs, &plan)
         })
     }
 
@@ -173,7 +183,7 @@ impl<'a> Ops<'a> {
     ) -> Result<Tensor> {
         shape::layer_norm(x, gamma, beta)?;
         self.run("layer-norm", (x.dtype(), x.numel()), |k| {
-            k.layer_norm(x, gamma, beta, eps)
+            k.layer_norm(x, NormParams { gamma, beta, eps })
         })
     }
 
@@ -244,7 +254,7 @@ impl<'a> Ops<'a> {
     ) -> Result<Tensor> {
         let plan = shape::conv2d(x, weight, bias, params)?;
         self.run("conv2d", (x.dtype(), shape::numel(&plan.out_shape)), |k| {
-            k.conv2d(x, weight, bias, &plan)
+            k.conv2d(WeightedInputs { x, weight, bias }, &plan)
         })
     }
 
@@ -265,13 +275,14 @@ impl<'a> Ops<'a> {
         mask: Option<&Tensor>,
         params: Attention,
     ) -> Result<Tensor> {
-        let plan = shape::attention(q, k, v, mask, params)?;
+        let inputs = AttentionInputs { q, k, v, mask };
+        let plan = shape::attention(inputs, params)?;
         // The scores [batch, lq, lk] are the largest intermediate.
         let elements = (plan.batch * plan.lq)
             .saturating_mul(plan.lk)
             .saturating_add(shape::numel(&plan.out_shape));
         self.run("attention", (q.dtype(), elements), |b| {
-            b.attention(q, k, v, mask, &plan)
+            b.attention(inputs, &plan)
         })
     }
 

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
 use edgeserve_tensor::{
-    Attention, Backend, BackendInfo, BinaryOp, Budget, Conv2d, DType, Ops, Pool2d, PoolKind,
-    ReduceOp, Result, Tensor, TensorError, UnaryOp,
+    Attention, AttentionInputs, Backend, BackendInfo, BinaryOp, Budget, Conv2d, DType, NormParams,
+    Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor, TensorError, UnaryOp, WeightedInputs,
 };
 
 /// What happened, in order.
@@ -115,12 +115,12 @@ impl Backend for Probe<'_> {
         from_host(&Tensor) -> Tensor;
         to_host(&Tensor) -> Tensor;
         full(DType, &[usize], f64) -> Tensor;
-        matmul(&Tensor, &Tensor, Option<&Tensor>, &MatmulPlan) -> Tensor;
+        matmul(WeightedInputs<'_>, &MatmulPlan) -> Tensor;
         binary(BinaryOp, &Tensor, &Tensor, &[usize]) -> Tensor;
         unary(UnaryOp, &Tensor) -> Tensor;
         affine(&Tensor, f32, f32) -> Tensor;
         softmax(&Tensor, usize) -> Tensor;
-        layer_norm(&Tensor, Option<&Tensor>, Option<&Tensor>, f32) -> Tensor;
+        layer_norm(&Tensor, NormParams<'_>) -> Tensor;
         embedding(&Tensor, &Tensor, &[usize]) -> Tensor;
         reshape(&Tensor, &[usize]) -> Tensor;
         transpose(&Tensor, &[usize], &[usize]) -> Tensor;
@@ -128,9 +128,9 @@ impl Backend for Probe<'_> {
         concat(&[&Tensor], usize, &[usize]) -> Tensor;
         reduce(ReduceOp, &Tensor, &ReducePlan) -> Tensor;
         cast(&Tensor, DType) -> Tensor;
-        conv2d(&Tensor, &Tensor, Option<&Tensor>, &Conv2dPlan) -> Tensor;
+        conv2d(WeightedInputs<'_>, &Conv2dPlan) -> Tensor;
         pool2d(&Tensor, &Pool2dPlan) -> Tensor;
-        attention(&Tensor, &Tensor, &Tensor, Option<&Tensor>, &AttentionPlan) -> Tensor;
+        attention(AttentionInputs<'_>, &AttentionPlan) -> Tensor;
         top_k(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
     }
 }

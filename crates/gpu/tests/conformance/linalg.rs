@@ -212,66 +212,42 @@ fn batched_matmul_broadcasts() {
 #[test]
 fn attention_matches_cpu() {
     let mut rng = Rng::new(10);
-    struct Case {
-        q: &'static [usize],
-        k: &'static [usize],
-        v: &'static [usize],
-        mask: Option<&'static [usize]>,
-        causal: bool,
-    }
-    let cases = [
-        Case {
-            q: &[2, 3, 17, 16],
-            k: &[2, 3, 17, 16],
-            v: &[2, 3, 17, 8],
-            mask: None,
-            causal: false,
-        },
-        Case {
-            q: &[2, 5, 16],
-            k: &[2, 9, 16],
-            v: &[2, 9, 16],
-            mask: None,
-            causal: true,
-        },
-        Case {
-            q: &[2, 9, 16],
-            k: &[2, 5, 16],
-            v: &[2, 5, 4],
-            mask: None,
-            causal: true,
-        },
-        Case {
-            q: &[2, 3, 7, 8],
-            k: &[1, 3, 300, 8],
-            v: &[2, 1, 300, 8],
-            mask: Some(&[2, 1, 1, 300]),
-            causal: false,
-        },
-        Case {
-            q: &[4, 33, 8],
-            k: &[4, 33, 8],
-            v: &[4, 33, 8],
-            mask: Some(&[33, 33]),
-            causal: true,
-        },
+    // (q, k, v, mask) shapes and causality: plain 4-D, causal with fewer
+    // and with more queries than keys, broadcast batch dims with a
+    // broadcast mask, and a 2-D mask under causality.
+    type Shape = &'static [usize];
+    let cases: [(Shape, Shape, Shape, Option<Shape>, bool); 5] = [
+        (
+            &[2, 3, 17, 16],
+            &[2, 3, 17, 16],
+            &[2, 3, 17, 8],
+            None,
+            false,
+        ),
+        (&[2, 5, 16], &[2, 9, 16], &[2, 9, 16], None, true),
+        (&[2, 9, 16], &[2, 5, 16], &[2, 5, 4], None, true),
+        (
+            &[2, 3, 7, 8],
+            &[1, 3, 300, 8],
+            &[2, 1, 300, 8],
+            Some(&[2, 1, 1, 300]),
+            false,
+        ),
+        (&[4, 33, 8], &[4, 33, 8], &[4, 33, 8], Some(&[33, 33]), true),
     ];
-    for c in cases {
-        let q = rng.tensor(c.q, -1.0, 1.0);
-        let k = rng.tensor(c.k, -1.0, 1.0);
-        let v = rng.tensor(c.v, -1.0, 1.0);
-        let mask = c.mask.map(|s| rng.tensor(s, -2.0, 0.0));
+    for (qs, ks, vs, ms, causal) in cases {
+        let q = rng.tensor(qs, -1.0, 1.0);
+        let k = rng.tensor(ks, -1.0, 1.0);
+        let v = rng.tensor(vs, -1.0, 1.0);
+        let mask = ms.map(|s| rng.tensor(s, -2.0, 0.0));
         for scale in [None, Some(0.3)] {
-            let p = Attention {
-                scale,
-                causal: c.causal,
-            };
+            let p = Attention { scale, causal };
             let want = cpu().attention(&q, &k, &v, mask.as_ref(), p).unwrap();
             let gm = mask.as_ref().map(up);
             let got = gpu()
                 .attention(&up(&q), &up(&k), &up(&v), gm.as_ref(), p)
                 .unwrap();
-            assert_close(&format!("attention {:?}", c.q), &got, &want, 1e-5, 1e-4);
+            assert_close(&format!("attention {qs:?}"), &got, &want, 1e-5, 1e-4);
         }
     }
 }

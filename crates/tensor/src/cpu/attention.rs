@@ -7,19 +7,14 @@ use super::matmul::{Dst, MatRef, gemm};
 use super::parallel::for_rows;
 use super::reduce::softmax_in_place;
 use crate::shape::AttentionPlan;
-use crate::{Result, Tensor};
+use crate::{AttentionInputs, Result, Tensor};
 
 /// Queries scored together: their `[block, lk]` scores stay in cache
 /// between the two products while each product stays large enough for gemm.
 const QUERY_BLOCK: usize = 64;
 
-pub(super) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    s: &AttentionPlan,
-) -> Result<Tensor> {
+pub(super) fn attention(inputs: AttentionInputs<'_>, s: &AttentionPlan) -> Result<Tensor> {
+    let AttentionInputs { q, k, v, mask } = inputs;
     let (qs, ks, vs) = (
         floats("attention", q)?,
         floats("attention", k)?,

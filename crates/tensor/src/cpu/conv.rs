@@ -6,7 +6,7 @@ use super::buffers::{float_tensor, floats, zeroed};
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::parallel::{PARALLEL_WORK, for_rows};
 use crate::shape::{Conv2dPlan, Pool2dPlan};
-use crate::{Conv2d, PoolKind, Result, Tensor};
+use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
 /// The output positions `lo..hi` along one axis whose input position
 /// `i = o·stride + offset − pad` (offset = tap·dilation) lies in `0..size`;
@@ -63,12 +63,8 @@ fn im2col(x: &[f32], cg: usize, s: &Conv2dPlan, p: &Conv2d, col: &mut [f32]) {
     }
 }
 
-pub(super) fn conv2d(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: Option<&Tensor>,
-    s: &Conv2dPlan,
-) -> Result<Tensor> {
+pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tensor> {
+    let WeightedInputs { x, weight, bias } = inputs;
     let p = s.params;
     let src = floats("conv2d", x)?;
     let wt = floats("conv2d", weight)?;

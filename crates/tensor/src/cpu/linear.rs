@@ -7,15 +7,15 @@ use super::elementwise::{UnaryVisitor, with_unary};
 use super::matmul;
 use super::parallel::for_rows;
 use crate::shape::MatmulPlan;
-use crate::{Result, Tensor};
+use crate::{Result, Tensor, WeightedInputs};
 
 /// `activation(a · b + bias)` as `s` resolved it.
-pub(super) fn linear(
-    a: &Tensor,
-    b: &Tensor,
-    bias: Option<&Tensor>,
-    s: &MatmulPlan,
-) -> Result<Tensor> {
+pub(super) fn linear(inputs: WeightedInputs<'_>, s: &MatmulPlan) -> Result<Tensor> {
+    let WeightedInputs {
+        x: a,
+        weight: b,
+        bias,
+    } = inputs;
     let bias = bias.map(|t| floats("linear", t)).transpose()?;
     let epilogue = Epilogue {
         a,

@@ -41,7 +41,10 @@ mod parallel;
 mod reduce;
 
 use crate::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
-use crate::{Backend, BackendInfo, BinaryOp, DType, ReduceOp, Result, Tensor, UnaryOp};
+use crate::{
+    AttentionInputs, Backend, BackendInfo, BinaryOp, DType, NormParams, ReduceOp, Result, Tensor,
+    UnaryOp, WeightedInputs,
+};
 use buffers::host;
 pub(crate) use elem::element_bytes;
 
@@ -63,28 +66,18 @@ impl CpuBackend {
 fn cpu_features() -> String {
     #[allow(unused_mut)]
     let mut parts = vec![std::env::consts::ARCH.to_string()];
+    #[allow(unused_macros)]
+    macro_rules! probe {
+        ($detected:ident: $($feature:tt),*) => {
+            $(if std::arch::$detected!($feature) {
+                parts.push($feature.to_string());
+            })*
+        };
+    }
     #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! probe {
-            ($($feature:tt),*) => {
-                $(if std::arch::is_x86_feature_detected!($feature) {
-                    parts.push($feature.to_string());
-                })*
-            };
-        }
-        probe!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f");
-    }
+    probe!(is_x86_feature_detected: "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f");
     #[cfg(target_arch = "aarch64")]
-    {
-        macro_rules! probe {
-            ($($feature:tt),*) => {
-                $(if std::arch::is_aarch64_feature_detected!($feature) {
-                    parts.push($feature.to_string());
-                })*
-            };
-        }
-        probe!("neon", "fp16", "sve");
-    }
+    probe!(is_aarch64_feature_detected: "neon", "fp16", "sve");
     parts.push(format!("{} threads", rayon::current_num_threads()));
     parts.join(" ")
 }
@@ -113,14 +106,8 @@ impl Backend for CpuBackend {
         elementwise::full(dtype, shape, value)
     }
 
-    fn matmul(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &MatmulPlan,
-    ) -> Result<Tensor> {
-        linear::linear(a, b, bias, plan)
+    fn matmul(&self, inputs: WeightedInputs<'_>, plan: &MatmulPlan) -> Result<Tensor> {
+        linear::linear(inputs, plan)
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -139,14 +126,8 @@ impl Backend for CpuBackend {
         reduce::softmax(x, axis)
     }
 
-    fn layer_norm(
-        &self,
-        x: &Tensor,
-        gamma: Option<&Tensor>,
-        beta: Option<&Tensor>,
-        eps: f32,
-    ) -> Result<Tensor> {
-        reduce::layer_norm(x, gamma, beta, eps)
+    fn layer_norm(&self, x: &Tensor, norm: NormParams<'_>) -> Result<Tensor> {
+        reduce::layer_norm(x, norm)
     }
 
     fn embedding(&self, table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
@@ -178,29 +159,16 @@ impl Backend for CpuBackend {
         elementwise::cast(x, to)
     }
 
-    fn conv2d(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        plan: &Conv2dPlan,
-    ) -> Result<Tensor> {
-        conv::conv2d(x, weight, bias, plan)
+    fn conv2d(&self, inputs: WeightedInputs<'_>, plan: &Conv2dPlan) -> Result<Tensor> {
+        conv::conv2d(inputs, plan)
     }
 
     fn pool2d(&self, x: &Tensor, plan: &Pool2dPlan) -> Result<Tensor> {
         conv::pool2d(x, plan)
     }
 
-    fn attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        plan: &AttentionPlan,
-    ) -> Result<Tensor> {
-        attention::attention(q, k, v, mask, plan)
+    fn attention(&self, inputs: AttentionInputs<'_>, plan: &AttentionPlan) -> Result<Tensor> {
+        attention::attention(inputs, plan)
     }
 
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {

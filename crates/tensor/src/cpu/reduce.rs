@@ -11,7 +11,7 @@ use super::elem::Elem;
 use super::math::exp;
 use super::parallel::for_rows;
 use crate::shape::ReducePlan;
-use crate::{DType, ReduceOp, Result, Tensor, TensorError};
+use crate::{DType, NormParams, ReduceOp, Result, Tensor, TensorError};
 
 /// Partial sums kept side by side so the loop vectorizes and long rows lose
 /// less precision than with one running sum.
@@ -343,12 +343,8 @@ pub(super) fn softmax_in_place(row: &mut [f32]) -> bool {
     true
 }
 
-pub(super) fn layer_norm(
-    x: &Tensor,
-    gamma: Option<&Tensor>,
-    beta: Option<&Tensor>,
-    eps: f32,
-) -> Result<Tensor> {
+pub(super) fn layer_norm(x: &Tensor, norm: NormParams<'_>) -> Result<Tensor> {
+    let NormParams { gamma, beta, eps } = norm;
     let src = floats("layer-norm", x)?;
     let gamma = gamma.map(|g| floats("layer-norm", g)).transpose()?;
     let beta = beta.map(|b| floats("layer-norm", b)).transpose()?;

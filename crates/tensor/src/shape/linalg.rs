@@ -4,7 +4,7 @@ use super::{
     broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, float_only,
     numel, same_dtype,
 };
-use crate::{Attention, Result, Tensor, TensorError, UnaryOp};
+use crate::{Attention, AttentionInputs, Result, Tensor, TensorError, UnaryOp, WeightedInputs};
 
 /// Geometry of a (batched, broadcast) matrix product.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,20 +53,18 @@ impl MatmulPlan {
 /// shape `[n]` and the matmul's dtype. Every activation takes the float
 /// dtypes matmul admits, so the activation needs no check.
 pub fn linear(
-    a: &Tensor,
-    b: &Tensor,
+    inputs: WeightedInputs<'_>,
     transpose_b: bool,
-    bias: Option<&Tensor>,
     activation: Option<UnaryOp>,
 ) -> Result<MatmulPlan> {
-    let mut s = matmul(a, b, transpose_b)?;
+    let mut s = matmul(inputs.x, inputs.weight, transpose_b)?;
     s.activation = activation;
-    if let Some(bias) = bias {
-        if bias.dtype() != a.dtype() {
+    if let Some(bias) = inputs.bias {
+        if bias.dtype() != inputs.x.dtype() {
             return Err(TensorError::DType(format!(
                 "linear: bias is {} and the operands {}; dtypes must match",
                 bias.dtype(),
-                a.dtype()
+                inputs.x.dtype()
             )));
         }
         if bias.shape() != [s.n] {
@@ -189,13 +187,8 @@ impl AttentionPlan {
 /// Validates attention: q `[..., lq, d]`, k `[..., lk, d]`, v `[..., lk, dv]`
 /// with broadcasting batch dimensions, and a mask broadcastable to
 /// `[..., lq, lk]`; all float of one dtype.
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    params: Attention,
-) -> Result<AttentionPlan> {
+pub fn attention(inputs: AttentionInputs<'_>, params: Attention) -> Result<AttentionPlan> {
+    let AttentionInputs { q, k, v, mask } = inputs;
     let (sq, sk, sv) = (q.shape(), k.shape(), v.shape());
     let err = |why: String| {
         TensorError::Shape(format!("attention: q {sq:?}, k {sk:?} and v {sv:?}: {why}"))

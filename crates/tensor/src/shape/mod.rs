@@ -227,6 +227,7 @@ fn same_dtype(op: &str, what: &str, x: &Tensor, other: &Tensor) -> Result<()> {
 mod tests {
     use super::*;
     use crate::Attention;
+    use crate::AttentionInputs;
 
     #[test]
     fn axes_count_from_the_end() {
@@ -294,9 +295,15 @@ mod tests {
             scale: None,
             causal: true,
         };
-        let s = attention(&q, &k, &k, None, p).unwrap();
+        let qkv = |q, k| AttentionInputs {
+            q,
+            k,
+            v: k,
+            mask: None,
+        };
+        let s = attention(qkv(&q, &k), p).unwrap();
         assert_eq!((s.causal_limit(0), s.causal_limit(1)), (4, 5));
-        let s = attention(&k, &q, &q, None, p).unwrap();
+        let s = attention(qkv(&k, &q), p).unwrap();
         assert_eq!(
             (s.causal_limit(2), s.causal_limit(3), s.causal_limit(4)),
             (0, 1, 2)
