@@ -1,0 +1,1 @@
+"""The checks of k8s_manifests.py, one module per concern."""
