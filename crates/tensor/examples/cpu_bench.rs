@@ -158,6 +158,18 @@ fn main() {
                 o.unary(UnaryOp::Gelu, &y)
             },
         ),
+        // One short sentence through a BERT feed-forward: the weight in
+        // PyTorch's [out, in] layout against the same weight stored [in, out].
+        case(
+            "linear [16,384]x[1536,384]^T",
+            &[&[16, 384], &[1536, 384]],
+            |o, t| o.matmul(&t[0], &t[1], true),
+        ),
+        case(
+            "linear [16,384]x[384,1536]",
+            &[&[16, 384], &[384, 1536]],
+            |o, t| o.matmul(&t[0], &t[1], false),
+        ),
         case(
             "matmul [12,128,64]x[12,128,64]^T",
             &[&[12, 128, 64], &[12, 128, 64]],
