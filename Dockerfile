@@ -49,7 +49,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/plugins/target \
     CARGO_TARGET_DIR=/src/plugins/target scripts/build-plugins.sh \
     && mkdir -p /out/models \
-    && cp -r examples/models/. /out/models/
+    && cp -r examples/models/. /out/models/ \
+    && install -D -m 0644 /src/plugins/target/wasm32-wasip2/release/onnx.wasm \
+        /out/share/edgeserve/onnx.wasm
 
 # ---------------------------------------------------------------------------
 # Runtime: Debian slim (glibc, same release as the builder), non-root.
@@ -79,6 +81,9 @@ RUN set -eu; \
 
 COPY --from=builder /out/edgeserve /usr/local/bin/edgeserve
 COPY --from=builder /out/models /models
+# The generic ONNX handler, where `edgeserve import` looks for it
+# (../share/edgeserve/ from the binary).
+COPY --from=builder /out/share/edgeserve /usr/local/share/edgeserve
 
 LABEL org.opencontainers.image.title="edgeserve" \
       org.opencontainers.image.description="WebAssembly model handlers over the Open Inference Protocol (KServe v2)" \

@@ -57,13 +57,20 @@ class Server:
     compute threads (rayon's pool, RAYON_NUM_THREADS), logging to a
     temporary file (removed by `stop`). Exits the script, naming the log,
     when the server dies or a model fails to load or is not ready within
-    `timeout` seconds."""
+    `timeout` seconds. gRPC is off unless `grpc`; then it listens on a free
+    port too, `grpc_address` (HOST:PORT)."""
 
-    def __init__(self, binary, repository, models, threads, device="cpu", timeout=300):
+    def __init__(self, binary, repository, models, threads, device="cpu", timeout=300, grpc=False):
         port = free_port()
+        # Off by default: its fixed default port would collide between
+        # servers. Set in the environment, which builds from before gRPC
+        # (bench/ab_builds.py) ignore.
+        grpc_port = free_port() if grpc else 0
+        self.grpc_address = f"127.0.0.1:{grpc_port}" if grpc else None
         self.log = tempfile.NamedTemporaryFile(
             prefix=f"edgeserve-bench-{device}-", suffix=".log", delete=False).name
-        env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn")
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn",
+                   EDGESERVE_GRPC_PORT=str(grpc_port))
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [str(binary), "serve", "--model-repository", str(repository), "--http-port", str(port),

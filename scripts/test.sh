@@ -14,7 +14,29 @@ if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers
 fi
+# Debian's chromium and its chromedriver for the console's browser test
+# (tests/tests/console.rs, driven with selenium from tests/requirements.txt).
+if ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver
+fi
+# curl for the Flask-style route's `curl -F` test (tests/tests/openai.rs).
+if ! dpkg -s curl >/dev/null 2>&1; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
+fi
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The plugin-author toolchains (tests/tests/authoring.rs): `edgeserve build`
+# installs componentize-py into a venv and componentize-js/jco with npm on
+# first use, into ~/.cache/edgeserve/toolchains; they need python3-venv and
+# Node.js with npm.
+if ! dpkg -s python3-venv nodejs npm >/dev/null 2>&1 && ! { python3 -m venv --help && command -v npm; } >/dev/null 2>&1; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv nodejs npm
+fi
 # all-MiniLM-L6-v2's pretrained weights for the minilm test (a no-op once there).
 scripts/fetch-minilm.sh
 

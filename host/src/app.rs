@@ -15,6 +15,8 @@ use crate::registry::ModelRegistry;
 use crate::repository::Repository;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::server::Server;
+use crate::server::auth::{self, AccessPolicy, AccessSettings};
+use crate::tls::{Tls, TlsSettings};
 
 /// Everything needed to start a server.
 #[derive(Clone, Debug)]
@@ -23,6 +25,9 @@ pub struct Settings {
     pub model_repository: PathBuf,
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Port for the Open Inference Protocol over gRPC, on the same host
+    /// (0 picks a free one); `None`: no gRPC.
+    pub grpc_port: Option<u16>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
     /// Engine settings.
@@ -34,6 +39,12 @@ pub struct Settings {
     pub bundles: BundleSettings,
     /// The server that takes requests this one cannot serve.
     pub upstream: Option<UpstreamSettings>,
+    /// API keys, the admin key, and who may call what.
+    pub access: AccessSettings,
+    /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// Serve the web console at `/console/` (and redirect `/` there).
+    pub console: bool,
 }
 
 /// Why the server could not start.
@@ -54,6 +65,12 @@ pub enum StartError {
     /// The upstream server's client could not be set up.
     #[error(transparent)]
     Upstream(#[from] crate::offload::OffloadError),
+    /// A key is malformed or the key file unreadable.
+    #[error(transparent)]
+    Access(#[from] crate::server::auth::AccessError),
+    /// The TLS certificate, key or client CA is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -67,6 +84,7 @@ pub enum StartError {
 /// A server accepting connections.
 pub struct Running {
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     server: Server,
@@ -76,6 +94,11 @@ impl Running {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound gRPC address, when gRPC is on.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     /// The compute devices the models run on.
@@ -94,8 +117,13 @@ impl Running {
     }
 }
 
+/// How often the TLS files are checked for a change (SIGHUP reloads at once).
+const TLS_RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts the runtime, loads every model in the repository and listens.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    let access = Arc::new(AccessPolicy::new(&settings.access, settings.listen.ip())?);
+    let tls = settings.tls.as_ref().map(Tls::new).transpose()?;
     let upstream = settings
         .upstream
         .as_ref()
@@ -156,19 +184,47 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         addr: settings.listen,
         source,
     })?;
-    let (shutdown, mut stop) = watch::channel(false);
-    let router = server.router();
+    let grpc = match settings.grpc_port {
+        Some(port) => {
+            let addr = SocketAddr::new(settings.listen.ip(), port);
+            let bind_error = |source| StartError::Bind { addr, source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let bound = listener.local_addr().map_err(bind_error)?;
+            let router = crate::server::grpc::router(server.state().clone(), access.clone()).await;
+            Some((listener, bound, router))
+        }
+        None => None,
+    };
+    let grpc_addr = grpc.as_ref().map(|(_, addr, _)| *addr);
+    let (shutdown, stop) = watch::channel(false);
+    let grpc = grpc
+        .map(|(listener, _, router)| crate::server::grpc::serve(listener, router, stop.clone()));
+    let router = auth::protect(server.router(), access);
+    // The console's page and assets are public; its API calls carry a key.
+    let router = if settings.console {
+        router.merge(crate::server::console::router())
+    } else {
+        router
+    };
+    let http = crate::tls::serve(listener, router, tls.as_ref(), stop.clone())
+        .map_err(|source| StartError::Bind { addr, source })?;
+    if let Some(tls) = &tls {
+        tls.watch(TLS_RELOAD_POLL, stop);
+    }
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|&stop| stop).await;
-            })
-            .await
+        match grpc {
+            Some(grpc) => tokio::try_join!(http, grpc).map(|_| ()),
+            None => http.await,
+        }
     });
     server.set_ready(true);
     tracing::info!(%addr, "serving the Open Inference Protocol");
+    if let Some(addr) = grpc_addr {
+        tracing::info!(%addr, "gRPC: inference.GRPCInferenceService, grpc.health.v1.Health");
+    }
     Ok(Running {
         addr,
+        grpc_addr,
         shutdown,
         task,
         server,

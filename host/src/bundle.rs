@@ -12,14 +12,21 @@
 //! downloaded and is checked before anything is unpacked. Unpacked bundles
 //! are cached under their digest, so a restart does not download again.
 
+mod policy;
+mod unpack;
+
 use std::fmt;
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+
+pub use policy::{
+    BadRule, FetchAllowList, GuardedResolver, HostRule, Refusal, UrlPrefix, forbidden,
+};
+use unpack::{place, unpack};
 
 /// File written into an installed model folder, holding the bundle's
 /// digest: marks the folder as the bundle's to replace.
@@ -35,6 +42,15 @@ pub enum BundleError {
         spec: String,
         /// What is wrong.
         message: String,
+    },
+    /// A load request named a bundle URL (or was redirected to one) that
+    /// the allowlist does not allow; nothing was fetched from it.
+    #[error("cannot fetch bundle {url}: {refusal}")]
+    NotAllowed {
+        /// The URL the request named.
+        url: String,
+        /// Why it is refused.
+        refusal: Refusal,
     },
     /// The HTTP client could not be built.
     #[error("cannot create the bundle HTTP client: {0}")]
@@ -215,6 +231,9 @@ pub struct BundleSettings {
     pub cache_dir: PathBuf,
     /// Largest bundle accepted, downloaded or unpacked, in bytes.
     pub max_bytes: u64,
+    /// Where load requests may fetch bundles from (startup sources are not
+    /// checked against it).
+    pub allow: FetchAllowList,
 }
 
 /// Fetches bundles into a digest-keyed cache and installs them into a
@@ -222,7 +241,11 @@ pub struct BundleSettings {
 pub struct BundleStore {
     cache_dir: PathBuf,
     max_bytes: u64,
+    /// For startup sources: the deployer's own configuration.
     client: reqwest::Client,
+    /// For load requests: follows and connects only where `allow` says.
+    requested: reqwest::Client,
+    allow: FetchAllowList,
 }
 
 /// Give up on a bundle server that does not connect or goes silent, rather
@@ -233,29 +256,72 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 impl BundleStore {
     /// A store caching under `settings.cache_dir` (created when needed).
     pub fn new(settings: &BundleSettings) -> Result<BundleStore, BundleError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+        };
+        let client = builder().build().map_err(BundleError::Client)?;
+        // No proxy: a proxy would resolve and connect on our behalf,
+        // beyond the resolver's checks.
+        let requested = builder()
+            .redirect(settings.allow.redirects())
+            .dns_resolver(settings.allow.resolver())
+            .no_proxy()
             .build()
             .map_err(BundleError::Client)?;
         Ok(BundleStore {
             cache_dir: settings.cache_dir.clone(),
             max_bytes: settings.max_bytes,
             client,
+            requested,
+            allow: settings.allow.clone(),
         })
     }
 
     /// Fetches `source` (or finds it in the cache) and installs its model
     /// into `repository`, replacing an earlier bundle of the same model.
     /// With `expected` set, the bundle must hold that model. Returns the
-    /// model's name.
+    /// model's name. For sources the deployer named; see
+    /// [`BundleStore::install_requested`] for the others.
     pub async fn install(
         &self,
         source: &BundleSource,
         repository: &Path,
         expected: Option<&str>,
     ) -> Result<String, BundleError> {
-        let unpacked = self.fetch(source).await?;
+        self.install_with(&self.client, source, repository, expected)
+            .await
+    }
+
+    /// [`BundleStore::install`] for a source a request named: refused
+    /// unless the allowlist allows its URL (checked before the cache, so a
+    /// refused URL is refused every time), and every redirect and resolved
+    /// address is checked too.
+    pub async fn install_requested(
+        &self,
+        source: &BundleSource,
+        repository: &Path,
+        expected: &str,
+    ) -> Result<String, BundleError> {
+        self.allow
+            .check_str(&source.url)
+            .map_err(|refusal| BundleError::NotAllowed {
+                url: source.url.clone(),
+                refusal,
+            })?;
+        self.install_with(&self.requested, source, repository, Some(expected))
+            .await
+    }
+
+    async fn install_with(
+        &self,
+        client: &reqwest::Client,
+        source: &BundleSource,
+        repository: &Path,
+        expected: Option<&str>,
+    ) -> Result<String, BundleError> {
+        let unpacked = self.fetch(client, source).await?;
         let name = unpacked
             .file_name()
             .and_then(|n| n.to_str())
@@ -281,7 +347,11 @@ impl BundleStore {
 
     /// The unpacked model folder of `source`: from the cache, or downloaded,
     /// verified and unpacked into it.
-    pub async fn fetch(&self, source: &BundleSource) -> Result<PathBuf, BundleError> {
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        source: &BundleSource,
+    ) -> Result<PathBuf, BundleError> {
         let entry = self.cache_dir.join(source.sha256.as_str());
         if let Some(model) = cached_model(&entry) {
             tracing::info!(bundle = %source.url, sha256 = %source.sha256, "bundle cached");
@@ -296,7 +366,7 @@ impl BundleStore {
             .prefix(".download-")
             .tempfile_in(&self.cache_dir)
             .map_err(io(&self.cache_dir))?;
-        self.download(source, &download).await?;
+        self.download(client, source, &download).await?;
         let (url, cache_dir, max_bytes) =
             (source.url.clone(), self.cache_dir.clone(), self.max_bytes);
         tokio::task::spawn_blocking(move || {
@@ -330,20 +400,27 @@ impl BundleStore {
     /// digest.
     async fn download(
         &self,
+        client: &reqwest::Client,
         source: &BundleSource,
         file: &tempfile::NamedTempFile,
     ) -> Result<(), BundleError> {
         let url = &source.url;
-        let failed = |source| BundleError::Download {
-            url: url.clone(),
-            source,
+        let failed = |source: reqwest::Error| match policy::refusal_in(&source) {
+            Some(refusal) => BundleError::NotAllowed {
+                url: url.clone(),
+                refusal,
+            },
+            None => BundleError::Download {
+                url: url.clone(),
+                source,
+            },
         };
         let too_large = || BundleError::TooLarge {
             url: url.clone(),
             limit: self.max_bytes,
         };
         tracing::info!(bundle = %url, "downloading bundle");
-        let mut response = self.client.get(url).send().await.map_err(failed)?;
+        let mut response = client.get(url).send().await.map_err(failed)?;
         if !response.status().is_success() {
             return Err(BundleError::Status {
                 url: url.clone(),
@@ -394,211 +471,9 @@ fn cached_model(entry: &Path) -> Option<PathBuf> {
     folders.next().is_none().then_some(model)
 }
 
-/// Unpacks a tar (gzipped or not) into `dest`, refusing links, absolute
-/// paths, `..`, more than one top-level folder and more than `max_bytes` of
-/// content. Returns the model folder's name.
-fn unpack(
-    mut archive: std::fs::File,
-    dest: &Path,
-    url: &str,
-    max_bytes: u64,
-) -> Result<String, BundleError> {
-    let bad = |message: String| BundleError::Archive {
-        url: url.to_owned(),
-        message,
-    };
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BundleError::Io { path, source }
-    };
-    let mut magic = [0u8; 2];
-    let gzipped = archive.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    std::io::Seek::rewind(&mut archive).map_err(io(dest))?;
-    let reader: Box<dyn Read> = if gzipped {
-        Box::new(flate2::read::GzDecoder::new(archive))
-    } else {
-        Box::new(archive)
-    };
-    let mut tar = tar::Archive::new(reader);
-    let mut model: Option<String> = None;
-    let mut total = 0u64;
-    let entries = tar
-        .entries()
-        .map_err(|e| bad(format!("cannot read the archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("cannot read the archive: {e}")))?;
-        let kind = entry.header().entry_type();
-        if kind == tar::EntryType::XGlobalHeader {
-            // pax metadata for the whole archive (e.g. from `git archive`).
-            continue;
-        }
-        let raw = entry.path_bytes();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let unsafe_entry = |message: &str| BundleError::UnsafeEntry {
-            url: url.to_owned(),
-            entry: shown.clone(),
-            message: message.into(),
-        };
-        let path = entry
-            .path()
-            .map_err(|_| unsafe_entry("the path is not valid UTF-8"))?
-            .into_owned();
-        // Only plain names: no root, no `..`, so nothing escapes `dest`.
-        let mut parts = Vec::new();
-        for component in path.components() {
-            match component {
-                Component::Normal(part) => parts.push(part.to_owned()),
-                Component::CurDir => {}
-                _ => return Err(unsafe_entry("absolute paths and '..' are not allowed")),
-            }
-        }
-        let Some(top) = parts.first() else {
-            continue;
-        };
-        let top = top
-            .to_str()
-            .ok_or_else(|| unsafe_entry("the path is not valid UTF-8"))?;
-        if !crate::repository::valid_model_name(top) {
-            return Err(bad(format!(
-                "the top-level folder '{top}' is not a model name (letters, digits, '-', '_', '.')"
-            )));
-        }
-        match &model {
-            None => model = Some(top.to_owned()),
-            Some(name) if name != top => {
-                return Err(bad(format!(
-                    "it holds more than one top-level folder ('{name}', '{top}'); a bundle holds one model"
-                )));
-            }
-            Some(_) => {}
-        }
-        let target = parts.iter().fold(dest.to_owned(), |p, part| p.join(part));
-        if kind.is_dir() {
-            std::fs::create_dir_all(&target).map_err(io(&target))?;
-        } else if kind.is_file() {
-            if parts.len() < 2 {
-                return Err(bad(format!(
-                    "'{shown}' is a file at the top level; files belong inside the model folder"
-                )));
-            }
-            let parent = target.parent().expect("a joined path has a parent");
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-            let mut out = std::fs::File::create(&target).map_err(io(&target))?;
-            // Counts what is really written, whatever the header claims, so
-            // a decompression bomb stops at the limit.
-            let budget = max_bytes.saturating_sub(total);
-            let written = std::io::copy(&mut (&mut entry).take(budget + 1), &mut out)
-                .map_err(|e| bad(format!("cannot unpack '{shown}': {e}")))?;
-            total += written;
-            if total > max_bytes {
-                return Err(BundleError::TooLarge {
-                    url: url.to_owned(),
-                    limit: max_bytes,
-                });
-            }
-        } else {
-            return Err(unsafe_entry(
-                "only files and folders are allowed (no links or devices)",
-            ));
-        }
-    }
-    model.ok_or_else(|| bad("it is empty".into()))
-}
-
-/// Installs the unpacked model folder `from` as `<repository>/<name>`,
-/// marked with `digest`; replaces only a folder an earlier bundle installed.
-fn place(
-    from: &Path,
-    repository: &Path,
-    name: &str,
-    digest: &Sha256Hex,
-) -> Result<(), BundleError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BundleError::Io { path, source }
-    };
-    let target = repository.join(name);
-    let marker = target.join(MARKER_FILE);
-    if target.exists() {
-        match std::fs::read_to_string(&marker) {
-            Ok(installed) if installed.trim() == digest.as_str() => return Ok(()),
-            Ok(_) => {}
-            Err(_) => {
-                return Err(BundleError::Occupied {
-                    name: name.to_owned(),
-                    path: target,
-                });
-            }
-        }
-    }
-    std::fs::create_dir_all(repository).map_err(io(repository))?;
-    // Assembled in a hidden folder (the repository skips those), then
-    // swapped in, so a reload never sees a half-copied model.
-    let staging = tempfile::Builder::new()
-        .prefix(".install-")
-        .tempdir_in(repository)
-        .map_err(io(repository))?;
-    link_tree(from, staging.path())?;
-    std::fs::write(staging.path().join(MARKER_FILE), digest.as_str())
-        .map_err(io(staging.path()))?;
-    if target.exists() {
-        std::fs::remove_dir_all(&target).map_err(io(&target))?;
-    }
-    std::fs::rename(staging.path(), &target).map_err(io(&target))?;
-    let _ = staging.keep();
-    Ok(())
-}
-
-/// Mirrors `from` into `to` with hard links (weights can be large), copying
-/// where linking is not possible (another filesystem).
-fn link_tree(from: &Path, to: &Path) -> Result<(), BundleError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BundleError::Io { path, source }
-    };
-    std::fs::create_dir_all(to).map_err(io(to))?;
-    for entry in std::fs::read_dir(from).map_err(io(from))? {
-        let entry = entry.map_err(io(from))?;
-        let (source, target) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type().map_err(io(&source))?.is_dir() {
-            link_tree(&source, &target)?;
-        } else if std::fs::hard_link(&source, &target).is_err() {
-            std::fs::copy(&source, &target).map_err(io(&target))?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (path, data) in entries {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(data.len() as u64);
-            header.set_mode(0o644);
-            header.set_entry_type(tar::EntryType::Regular);
-            // set_path refuses '..', which is the point of some tests:
-            // write the name bytes directly.
-            let name = &mut header.as_old_mut().name;
-            name[..path.len()].copy_from_slice(path.as_bytes());
-            header.set_cksum();
-            builder.append(&header, *data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    fn unpack_bytes(bytes: &[u8], max: u64) -> (tempfile::TempDir, Result<String, BundleError>) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("archive");
-        std::fs::write(&path, bytes).unwrap();
-        let out = dir.path().join("out");
-        std::fs::create_dir(&out).unwrap();
-        let result = unpack(std::fs::File::open(&path).unwrap(), &out, "test://b", max);
-        (dir, result)
-    }
 
     #[test]
     fn parses_url_and_digest() {
@@ -615,35 +490,5 @@ mod tests {
         ] {
             assert!(bad.parse::<BundleSource>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn unpacks_one_model_folder_plain_or_gzipped() {
-        let tar = tar_of(&[
-            ("m/config.toml", b"instances = 1"),
-            ("m/1/model.wasm", b"x"),
-        ]);
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &tar).unwrap();
-        for bytes in [tar.clone(), gz.finish().unwrap()] {
-            let (dir, result) = unpack_bytes(&bytes, 1 << 20);
-            assert_eq!(result.unwrap(), "m");
-            assert!(dir.path().join("out/m/1/model.wasm").is_file());
-        }
-    }
-
-    #[test]
-    fn refuses_traversal_two_models_and_oversize() {
-        let (dir, result) = unpack_bytes(&tar_of(&[("m/../../evil", b"x")]), 1 << 20);
-        let err = result.unwrap_err();
-        assert!(matches!(err, BundleError::UnsafeEntry { .. }), "{err}");
-        assert!(!dir.path().join("evil").exists());
-        let (_, result) = unpack_bytes(&tar_of(&[("/abs/x", b"x")]), 1 << 20);
-        assert!(matches!(result, Err(BundleError::UnsafeEntry { .. })));
-        let (_, result) = unpack_bytes(&tar_of(&[("a/1/x", b"x"), ("b/1/x", b"x")]), 1 << 20);
-        let err = result.unwrap_err().to_string();
-        assert!(err.contains("more than one top-level folder"), "{err}");
-        let (_, result) = unpack_bytes(&tar_of(&[("m/1/model.wasm", &[0; 100])]), 10);
-        assert!(matches!(result, Err(BundleError::TooLarge { .. })));
     }
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::Settings;
-use crate::bundle::{BundleSettings, BundleSource};
+use crate::bundle::{BundleSettings, BundleSource, FetchAllowList, HostRule, UrlPrefix};
 use crate::devices::DeviceChoice;
 use crate::offload::UpstreamSettings;
 use crate::runtime::RuntimeConfig;
+use crate::server::auth::{AccessSettings, Secret};
+use crate::tls::TlsSettings;
 
 /// Serve WebAssembly model handlers over the Open Inference Protocol.
 #[derive(Debug, Parser)]
@@ -25,7 +27,16 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load every model in a repository and serve it over HTTP.
-    Serve(ServeArgs),
+    // Boxed: the serve options dwarf the other commands' (clippy's
+    // large_enum_variant); parsed once, so the allocation is free.
+    Serve(Box<ServeArgs>),
+    /// Turn an ONNX file into a model folder served by the generic ONNX
+    /// handler, with no code.
+    Import(crate::import::ImportArgs),
+    /// Create a handler project in Rust, Python or JavaScript.
+    New(crate::author::NewArgs),
+    /// Build a handler project and install it in a model repository.
+    Build(crate::author::BuildArgs),
 }
 
 /// Instance memory allocation strategy.
@@ -53,6 +64,9 @@ pub struct ServeArgs {
     /// HTTP port (0 picks a free one).
     #[arg(long, env = "EDGESERVE_HTTP_PORT", default_value_t = 8000)]
     pub http_port: u16,
+    /// Port for the Open Inference Protocol over gRPC (0 turns gRPC off).
+    #[arg(long, env = "EDGESERVE_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "EDGESERVE_MAX_BODY_BYTES", default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
@@ -97,6 +111,27 @@ pub struct ServeArgs {
     /// Largest bundle accepted, downloaded or unpacked, in bytes.
     #[arg(long, env = "EDGESERVE_MAX_BUNDLE_BYTES", default_value_t = 4 << 30)]
     pub max_bundle_bytes: u64,
+    /// Host (HOST or HOST:PORT, `*` for any) that load requests may fetch
+    /// bundles from. Repeat the flag (or separate with commas) for more.
+    /// With no host and no prefix, load requests cannot name bundles.
+    /// Link-local and cloud metadata addresses are refused unless named
+    /// here by address.
+    #[arg(
+        long = "bundle-allow-host",
+        env = "EDGESERVE_BUNDLE_ALLOW_HOSTS",
+        value_name = "HOST[:PORT]",
+        value_delimiter = ','
+    )]
+    pub bundle_allow_hosts: Vec<HostRule>,
+    /// URL prefix (e.g. `https://models.example.com/edge/`) that load
+    /// requests may fetch bundles from. Repeatable, or comma-separated.
+    #[arg(
+        long = "bundle-allow-url-prefix",
+        env = "EDGESERVE_BUNDLE_ALLOW_URL_PREFIXES",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub bundle_allow_url_prefixes: Vec<UrlPrefix>,
     /// OIP server (e.g. a datacenter node) that takes requests for models
     /// this one does not serve.
     #[arg(long, env = "EDGESERVE_UPSTREAM", value_name = "URL")]
@@ -120,6 +155,69 @@ pub struct ServeArgs {
     /// Longest wait for the upstream's whole answer, in milliseconds.
     #[arg(long, env = "EDGESERVE_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
     pub upstream_timeout_ms: u64,
+    /// API key that inference and metadata routes require, sent as
+    /// `Authorization: Bearer KEY`. Repeat the flag (or separate with
+    /// commas) for more. With none, those routes are open.
+    #[arg(
+        long = "api-key",
+        env = "EDGESERVE_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<Secret>,
+    /// File of more API keys, one a line (`#` starts a comment), e.g. a
+    /// mounted Kubernetes Secret.
+    #[arg(long, env = "EDGESERVE_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// Key that management routes (repository load/unload, bundle
+    /// installs) require; an API key there gets 403. Without it, management
+    /// is open on a loopback address and disabled on any other.
+    #[arg(
+        long,
+        env = "EDGESERVE_ADMIN_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub admin_key: Option<Secret>,
+    /// Make `/metrics` require an API key too (open by default, for
+    /// Prometheus).
+    #[arg(long, env = "EDGESERVE_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+    /// Allow management routes without an admin key even on a non-loopback
+    /// address: anyone who reaches the port can then load, unload and
+    /// install models.
+    #[arg(long, env = "EDGESERVE_INSECURE_MANAGEMENT")]
+    pub insecure_management: bool,
+    /// PEM certificate chain to serve HTTPS with (the REST port; gRPC stays
+    /// plain for now); reloaded on SIGHUP or when the file changes.
+    #[arg(
+        long,
+        env = "EDGESERVE_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "EDGESERVE_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that clients must present a certificate of
+    /// (mutual TLS); clients without one are refused.
+    #[arg(
+        long,
+        env = "EDGESERVE_TLS_CLIENT_CA",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Do not serve the web console (`/console/`, and `/` redirecting to it).
+    #[arg(long, env = "EDGESERVE_NO_CONSOLE")]
+    pub no_console: bool,
 }
 
 impl ServeArgs {
@@ -130,6 +228,7 @@ impl ServeArgs {
         Settings {
             model_repository: self.model_repository.clone(),
             listen: SocketAddr::new(self.host, self.http_port),
+            grpc_port: (self.grpc_port != 0).then_some(self.grpc_port),
             max_body_bytes: self.max_body_bytes,
             runtime: RuntimeConfig {
                 cache_dir,
@@ -145,6 +244,10 @@ impl ServeArgs {
                     .clone()
                     .unwrap_or_else(|| default_cache_dir().join("bundles")),
                 max_bytes: self.max_bundle_bytes,
+                allow: FetchAllowList {
+                    hosts: self.bundle_allow_hosts.clone(),
+                    url_prefixes: self.bundle_allow_url_prefixes.clone(),
+                },
             },
             upstream: self.upstream.as_ref().map(|url| UpstreamSettings {
                 url: url.clone(),
@@ -152,11 +255,29 @@ impl ServeArgs {
                 timeout: Duration::from_millis(self.upstream_timeout_ms),
                 offload_on_queue_timeout: self.offload_on_queue_timeout,
             }),
+            access: AccessSettings {
+                api_keys: self.api_keys.clone(),
+                api_key_file: self.api_key_file.clone(),
+                admin_key: self.admin_key.clone(),
+                protect_metrics: self.protect_metrics,
+                insecure_management: self.insecure_management,
+            },
+            tls: self
+                .tls_cert
+                .clone()
+                .zip(self.tls_key.clone())
+                .map(|(cert, key)| TlsSettings {
+                    cert,
+                    key,
+                    client_ca: self.tls_client_ca.clone(),
+                }),
+            console: !self.no_console,
         }
     }
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `$XDG_CACHE_HOME/edgeserve`, else `~/.cache/edgeserve`.
+pub(crate) fn default_cache_dir() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
@@ -183,6 +304,7 @@ mod tests {
             ("--model-repository", "EDGESERVE_MODEL_REPOSITORY"),
             ("--host", "EDGESERVE_HOST"),
             ("--http-port", "EDGESERVE_HTTP_PORT"),
+            ("--grpc-port", "EDGESERVE_GRPC_PORT"),
             ("--max-body-bytes", "EDGESERVE_MAX_BODY_BYTES"),
             ("--cache-dir", "EDGESERVE_CACHE_DIR"),
             ("--no-compile-cache", "EDGESERVE_NO_COMPILE_CACHE"),
@@ -205,6 +327,20 @@ mod tests {
                 "EDGESERVE_UPSTREAM_CONNECT_TIMEOUT_MS",
             ),
             ("--upstream-timeout-ms", "EDGESERVE_UPSTREAM_TIMEOUT_MS"),
+            ("--bundle-allow-host", "EDGESERVE_BUNDLE_ALLOW_HOSTS"),
+            (
+                "--bundle-allow-url-prefix",
+                "EDGESERVE_BUNDLE_ALLOW_URL_PREFIXES",
+            ),
+            ("--api-key", "EDGESERVE_API_KEYS"),
+            ("--api-key-file", "EDGESERVE_API_KEY_FILE"),
+            ("--admin-key", "EDGESERVE_ADMIN_KEY"),
+            ("--protect-metrics", "EDGESERVE_PROTECT_METRICS"),
+            ("--insecure-management", "EDGESERVE_INSECURE_MANAGEMENT"),
+            ("--tls-cert", "EDGESERVE_TLS_CERT"),
+            ("--tls-key", "EDGESERVE_TLS_KEY"),
+            ("--tls-client-ca", "EDGESERVE_TLS_CLIENT_CA"),
+            ("--no-console", "EDGESERVE_NO_CONSOLE"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -215,10 +351,14 @@ mod tests {
     fn defaults_serve_the_examples_on_loopback_8000() {
         let Cli {
             command: Command::Serve(args),
-        } = Cli::try_parse_from(["edgeserve", "serve", "--no-compile-cache"]).unwrap();
+        } = Cli::try_parse_from(["edgeserve", "serve", "--no-compile-cache"]).unwrap()
+        else {
+            unreachable!("serve parses as serve")
+        };
         let settings = args.settings();
         assert_eq!(settings.model_repository, PathBuf::from("examples/models"));
         assert_eq!(settings.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(settings.grpc_port, Some(8001));
         assert_eq!(settings.runtime.cache_dir, None);
         assert!(settings.runtime.pooling);
         assert!(settings.bundles.sources.is_empty());
@@ -241,7 +381,10 @@ mod tests {
             "http://dc:8000",
             "--offload-on-queue-timeout",
         ])
-        .unwrap();
+        .unwrap()
+        else {
+            unreachable!("serve parses as serve")
+        };
         let settings = args.settings();
         assert_eq!(settings.bundles.sources.len(), 2);
         assert_eq!(settings.bundles.sources[1].url, "https://b/y.tar");

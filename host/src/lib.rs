@@ -9,10 +9,12 @@
 //! wires them together.
 
 pub mod app;
+pub mod author;
 pub mod bundle;
 mod capability;
 pub mod cli;
 pub mod devices;
+pub mod import;
 pub mod metrics;
 pub mod offload;
 pub mod protocol;
@@ -20,3 +22,4 @@ pub mod registry;
 pub mod repository;
 pub mod runtime;
 pub mod server;
+pub mod tls;

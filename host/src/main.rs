@@ -18,6 +18,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down: finishing in-flight requests");
             running.shutdown().await?;
         }
+        Command::Import(args) => args.run()?,
+        Command::New(args) => drop(args.run()?),
+        Command::Build(args) => drop(args.run()?),
     }
     Ok(())
 }

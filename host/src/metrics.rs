@@ -25,6 +25,8 @@ pub struct RequestLabels {
     pub version: String,
     /// "success", "failure", or "offloaded" (answered by the upstream).
     pub outcome: &'static str,
+    /// The wire protocol the request came in on: "http" or "grpc".
+    pub protocol: &'static str,
 }
 
 /// Labels of the offload counter.
@@ -86,6 +88,14 @@ pub struct Metrics {
     pub device: Family<DeviceLabels, Gauge>,
     /// Requests forwarded to the upstream server, by model and reason.
     pub offloaded: Family<OffloadLabels, Counter>,
+    /// Text generation: time from the request to its first token.
+    pub time_to_first_token_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Text generation: time between consecutive tokens of one request.
+    pub time_per_output_token_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Text generation: tokens generated.
+    pub generated_tokens: Family<ModelLabels, Counter>,
+    /// Text generation: requests the client hung up on before the end.
+    pub cancelled_streams: Family<ModelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +118,12 @@ impl Metrics {
         let device = Family::default();
         let device_memory = Family::default();
         let offloaded = Family::default();
+        let time_to_first_token_seconds =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let time_per_output_token_seconds =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let generated_tokens = Family::default();
+        let cancelled_streams = Family::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -158,6 +174,26 @@ impl Metrics {
             "Requests forwarded to the upstream server, by model and reason",
             offloaded.clone(),
         );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Text generation: time from the request to its first token",
+            time_to_first_token_seconds.clone(),
+        );
+        registry.register(
+            "time_per_output_token_seconds",
+            "Text generation: time between consecutive tokens of a request",
+            time_per_output_token_seconds.clone(),
+        );
+        registry.register(
+            "generated_tokens",
+            "Text generation: tokens generated",
+            generated_tokens.clone(),
+        );
+        registry.register(
+            "cancelled_streams",
+            "Text generation: requests whose client hung up before the end",
+            cancelled_streams.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -170,6 +206,10 @@ impl Metrics {
             device_memory,
             device,
             offloaded,
+            time_to_first_token_seconds,
+            time_per_output_token_seconds,
+            generated_tokens,
+            cancelled_streams,
         }
     }
 

@@ -18,8 +18,16 @@ pub const SERVED_BY: &str = "x-edgeserve-served-by";
 pub const FORWARDED: &str = "x-edgeserve-forwarded";
 
 /// Request and response headers carried across: the body's encoding (JSON,
-/// or the binary tensor extension's JSON length) and the client's request id.
-const CARRIED: [&str; 4] = ["content-type", HEADER_LENGTH, "accept", "x-request-id"];
+/// or the binary tensor extension's JSON length), the client's request id,
+/// and its key: the upstream is the deployer's own server, which takes the
+/// same keys (one Secret in Kubernetes).
+const CARRIED: [&str; 5] = [
+    "content-type",
+    HEADER_LENGTH,
+    "accept",
+    "x-request-id",
+    "authorization",
+];
 
 /// Where to offload and when.
 #[derive(Clone, Debug)]

@@ -55,6 +55,17 @@ impl Datatype {
         }
     }
 
+    /// Parses a datatype name, or says which ones edgeserve carries.
+    pub fn parse(name: &str) -> Result<Datatype, String> {
+        Datatype::from_name(name).ok_or_else(|| {
+            let [listed @ .., last] = Datatype::names();
+            format!(
+                "datatype {name} is not supported (edgeserve carries {} and {last})",
+                listed.join(", ")
+            )
+        })
+    }
+
     /// The names of [`Datatype::ALL`].
     pub fn names() -> [&'static str; 6] {
         Datatype::ALL.map(Datatype::name)
@@ -72,6 +83,37 @@ impl Datatype {
 impl fmt::Display for Datatype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Splits Triton's BYTES encoding (the binary extension's and gRPC's raw
+/// contents): each element is a 4-byte little-endian length followed by
+/// that many bytes.
+pub fn split_bytes(mut chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut elements = Vec::new();
+    while !chunk.is_empty() {
+        let Some((len, rest)) = chunk.split_first_chunk::<4>() else {
+            return Err("BYTES binary data ends inside a 4-byte length prefix".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err(format!(
+                "BYTES element {} claims {len} bytes but only {} remain",
+                elements.len(),
+                rest.len()
+            ));
+        }
+        elements.push(rest[..len].to_vec());
+        chunk = &rest[len..];
+    }
+    Ok(elements)
+}
+
+/// Appends `elements` to `out` in the encoding [`split_bytes`] reads.
+pub fn join_bytes(elements: &[Vec<u8>], out: &mut Vec<u8>) {
+    for e in elements {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
     }
 }
 

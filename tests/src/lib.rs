@@ -249,6 +249,8 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
     Settings {
         model_repository: repo.to_owned(),
         listen: (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        // Off: a test that speaks gRPC turns it on (Some(0), a free port).
+        grpc_port: None,
         max_body_bytes: MAX_BODY,
         runtime: runtime_config(Some(cache_dir.to_owned())),
         device: DeviceChoice::Cpu,
@@ -256,8 +258,12 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
             sources: Vec::new(),
             cache_dir: cache_dir.join("bundles"),
             max_bytes: 64 << 20,
+            allow: Default::default(),
         },
         upstream: None,
+        access: Default::default(),
+        tls: None,
+        console: true,
     }
 }
 
@@ -268,6 +274,7 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The log line that carries the bound address.
@@ -278,7 +285,8 @@ const SERVING: &str = "serving the Open Inference Protocol";
 pub const PROCESS_GUARD: Duration = Duration::from_secs(120);
 
 impl ServerProcess {
-    /// Runs `edgeserve serve --host 127.0.0.1 --http-port 0 <args>` and waits
+    /// Runs `edgeserve serve --host 127.0.0.1 --http-port 0 --grpc-port 0
+    /// <args>` (gRPC off) and waits
     /// until it serves. Its log is copied to this process's stderr.
     ///
     /// # Panics
@@ -290,7 +298,9 @@ impl ServerProcess {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut child = Command::new(edgeserve_binary())
+            // gRPC off: its default port would collide between servers.
             .args(["serve", "--host", "127.0.0.1", "--http-port", "0"])
+            .args(["--grpc-port", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -299,9 +309,14 @@ impl ServerProcess {
             .expect("starting the edgeserve binary");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (found, addr) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 eprintln!("[edgeserve {}] {line}", std::process::id());
+                kept.lock()
+                    .expect("the log is not poisoned")
+                    .push(line.clone());
                 if line.contains(SERVING)
                     && let Some(port) = port_in(&line)
                 {
@@ -313,6 +328,7 @@ impl ServerProcess {
             Ok(port) => ServerProcess {
                 child,
                 base: format!("http://127.0.0.1:{port}"),
+                log,
             },
             Err(_) => {
                 let _ = child.kill();
@@ -333,6 +349,11 @@ impl ServerProcess {
             "--device".as_ref(),
             "cpu".as_ref(),
         ])
+    }
+
+    /// The lines the server has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("the log is not poisoned").clone()
     }
 
     /// The process id.

@@ -195,6 +195,7 @@ async fn a_load_request_installs_a_bundle_and_refuses_bad_ones_while_serving_the
     let cache = tempfile::tempdir().unwrap();
     let mut settings = common::settings(&repo);
     settings.bundles.cache_dir = cache.path().join("bundles");
+    settings.bundles.allow.hosts = vec!["127.0.0.1".parse().unwrap()];
     let running = edgeserve::app::start(settings).await.unwrap();
     let server = TestServer::attach(running, repo);
     let client = &server;
@@ -271,6 +272,7 @@ async fn a_bundle_over_the_size_limit_is_refused() {
     let mut settings = common::settings(&repo);
     settings.bundles.cache_dir = cache.path().to_owned();
     settings.bundles.max_bytes = 1000;
+    settings.bundles.allow.hosts = vec!["127.0.0.1".parse().unwrap()];
     let server = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
     let (status, body) = server
         .post(

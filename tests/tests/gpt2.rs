@@ -275,7 +275,9 @@ async fn generate_route_takes_forms_and_json() {
         .generate_form(&[("text", text), ("max_tokens", &n)])
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({ "generated_text": greedy }));
+    // The prompt followed by the continuation, as the seed's Flask app.
+    let full = format!("{text}{greedy}");
+    assert_eq!(body, json!({ "generated_text": full }));
 
     let (status, body) = server
         .post(
@@ -284,7 +286,7 @@ async fn generate_route_takes_forms_and_json() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({ "generated_text": greedy }));
+    assert_eq!(body, json!({ "generated_text": full }));
 
     // Sampling options reach the model: the same as over OIP.
     let (status, body) = server
@@ -304,7 +306,7 @@ async fn generate_route_takes_forms_and_json() {
             json!({"max_tokens": 12, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "seed": 42}),
         )
         .await;
-    assert_eq!(body["generated_text"], texts(&oip)[0].as_str());
+    assert_eq!(body["generated_text"], format!("{text}{}", texts(&oip)[0]));
     let (status, json_body) = server
         .post(
             "/generate",
@@ -324,7 +326,7 @@ async fn generate_route_takes_forms_and_json() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["generated_text"], greedy);
+    assert_eq!(body["generated_text"], full);
 
     // Missing text: 400, form and JSON.
     let (status, body) = server.generate_form(&[("max_tokens", "3")]).await;

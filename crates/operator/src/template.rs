@@ -24,10 +24,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, SleepAction, Toleration, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
+    Toleration, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -37,6 +37,9 @@ use crate::crd::{DeployedTier, GpuSpec, InstanceLimits};
 
 /// Port the host serves the Open Inference Protocol (and `/metrics`) on.
 pub const HTTP_PORT: i32 = 8000;
+/// Port the host serves the Open Inference Protocol over gRPC on (Triton's and KServe's
+/// convention).
+pub const GRPC_PORT: i32 = 8001;
 /// Node label (and taint key) that selects a tier's node pool.
 pub const TIER_LABEL: &str = "edgeserve.dev/tier";
 /// Name of the host container in every pod.
@@ -53,6 +56,10 @@ pub const BUNDLE_CACHE_DIR: &str = "/var/cache/edgeserve/bundles";
 pub const CACHE_VOLUME: &str = "cache";
 /// Non-root user and group the host runs as (the image's `USER`).
 const RUN_AS: i64 = 65532;
+/// The Secret the host's keys come from, in the pods' namespace: `api-keys` (comma-separated
+/// API keys) and `admin-key`. Both are optional, so pods start without the Secret (open
+/// inference; management disabled, as the host binds a non-loopback address).
+pub const KEYS_SECRET: &str = "edgeserve-keys";
 const LIVE: &str = "/v2/health/live";
 const READY: &str = "/v2/health/ready";
 
@@ -60,8 +67,9 @@ const READY: &str = "/v2/health/ready";
 /// labels the caller puts on the pods), and `replicas`, which stays unset under an
 /// autoscaler (a value would reset the HPA's count on every apply).
 ///
-/// The one container is [`CONTAINER_NAME`] without image, arguments, environment or
-/// resources: the installer and the tier fill those in.
+/// The one container is [`CONTAINER_NAME`] without image, arguments or resources, and with
+/// only the keys from [`KEYS_SECRET`] in its environment: the installer and the tier fill in
+/// the rest.
 pub fn deployment(
     meta: ObjectMeta,
     selector: BTreeMap<String, String>,
@@ -156,12 +164,20 @@ fn container() -> Container {
     Container {
         name: CONTAINER_NAME.to_owned(),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".to_owned()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("grpc".to_owned()),
+                container_port: GRPC_PORT,
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         // The port opens once every model is compiled (or read from the compile cache) and,
         // for a bundle, downloaded and unpacked: a cold pod may take minutes. Probing every
         // 2 s marks a quick start ready at once; 300 failures allow 10 minutes before the
@@ -189,8 +205,31 @@ fn container() -> Container {
             ..SecurityContext::default()
         }),
         volume_mounts: Some(vec![mount(CACHE_VOLUME, CACHE_DIR), mount("tmp", "/tmp")]),
+        env: Some(key_env()),
         ..Container::default()
     }
+}
+
+/// The host's API keys and admin key from [`KEYS_SECRET`]: environment variables, never
+/// arguments (which any user of the node can read in the process list).
+fn key_env() -> Vec<EnvVar> {
+    [
+        ("EDGESERVE_API_KEYS", "api-keys"),
+        ("EDGESERVE_ADMIN_KEY", "admin-key"),
+    ]
+    .map(|(name, key)| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: KEYS_SECRET.to_owned(),
+                key: key.to_owned(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    })
+    .to_vec()
 }
 
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {

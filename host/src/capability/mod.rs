@@ -5,4 +5,7 @@
 //! capability grows.
 
 mod model;
+mod output;
 mod tensor;
+
+pub use output::OutputSink;

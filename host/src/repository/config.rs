@@ -33,6 +33,13 @@ pub struct ModelConfig {
     pub offload_on_queue_timeout: Option<bool>,
     /// Free-form values the handler reads with `model.parameter(key)`.
     pub parameters: BTreeMap<String, String>,
+    /// What the model does, for clients (model metadata's `parameters.task`)
+    /// and the console, which shows a matching widget: `digits`,
+    /// `embeddings`, `recommender` or `text-generation`.
+    pub task: Option<String>,
+    /// How `/v1/chat/completions` turns messages into a prompt for a
+    /// text-generation model: `plain` (the default) or `chatml`.
+    pub chat_template: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -47,6 +54,8 @@ impl Default for ModelConfig {
             device: None,
             offload_on_queue_timeout: None,
             parameters: BTreeMap::new(),
+            task: None,
+            chat_template: None,
         }
     }
 }

@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::edgeserve::handler::model::Host as ModelHost;
+pub use self::edgeserve::handler::output::{Host as OutputHost, TextChunk};
 /// The contract's `tensor` interface: its enums, its error and its host traits.
 pub use self::edgeserve::handler::tensor as wit;
 pub use self::edgeserve::handler::types::{

@@ -13,6 +13,7 @@ use super::bindings::{
 };
 use super::context::ModelContext;
 use super::state::InstanceState;
+use crate::capability::OutputSink;
 
 /// One input or output of a request, on the host side.
 #[derive(Clone, Debug)]
@@ -304,6 +305,22 @@ impl Instance {
             Err(InferError::InvalidInput(message)) => Err(Fault::Rejected { model, message }),
             Err(InferError::Internal(message)) => Err(Fault::Failed { model, message }),
         }
+    }
+
+    /// [`Instance::infer`] with the chunks the handler sends going to
+    /// `sink`; the sink is dropped when the call returns, which ends the
+    /// stream.
+    pub fn infer_streaming(
+        &mut self,
+        inputs: Vec<(String, Value)>,
+        parameters: Vec<Parameter>,
+        outputs: Option<Vec<String>>,
+        sink: OutputSink,
+    ) -> Result<Vec<(String, Value)>, Fault> {
+        self.store.data_mut().output = Some(sink);
+        let result = self.infer(inputs, parameters, outputs);
+        self.store.data_mut().output = None;
+        result
     }
 
     /// Frees inputs already handed over when a later one cannot be.

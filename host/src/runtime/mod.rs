@@ -4,6 +4,7 @@
 pub(crate) mod bindings;
 mod cache;
 mod context;
+mod contract;
 mod instance;
 mod limits;
 mod pool;
@@ -18,9 +19,11 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-pub use bindings::{ModelMetadata, TensorMetadata};
+pub use crate::capability::OutputSink;
+pub use bindings::{ModelMetadata, TensorMetadata, TextChunk};
 pub use cache::{CacheOutcome, CompileCache};
 pub use context::ModelContext;
+pub use contract::{CONTRACT_VERSION, ContractError, contract_compatible};
 pub use instance::{Fault, Instance, Parameter, ParameterValue, Value};
 pub use pool::{Factory, InstancePool, PoolError, Timing};
 pub use state::InstanceState;
@@ -132,6 +135,10 @@ impl Runtime {
         what: &str,
         wasm: &[u8],
     ) -> Result<(Component, CacheOutcome), RuntimeError> {
+        contract::check_binary(wasm).map_err(|e| RuntimeError::Compile {
+            what: what.to_owned(),
+            message: e.to_string(),
+        })?;
         self.cache
             .load(&self.engine, wasm)
             .map_err(|e| RuntimeError::Compile {
@@ -153,6 +160,10 @@ impl Runtime {
             what: context.label.to_string(),
             message: format!("the component does not fit the edgeserve contract: {e:#}"),
         };
+        contract::check(&self.engine, component).map_err(|e| RuntimeError::Compile {
+            what: context.label.to_string(),
+            message: e.to_string(),
+        })?;
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
         let pre = bindings::ModelHandlerPre::new(pre).map_err(link)?;
         Ok(Arc::new(move || {

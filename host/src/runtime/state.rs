@@ -9,6 +9,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::context::ModelContext;
 use super::limits::Limiter;
+use crate::capability::OutputSink;
 
 /// A guest's handle on a host tensor, with the bytes it is charged for
 /// (zero for shared weights, which no instance owns).
@@ -24,6 +25,8 @@ pub struct InstanceState {
     /// Memory caps, consulted by wasmtime through `Store::limiter`.
     pub limiter: Limiter,
     model: Arc<ModelContext>,
+    /// Where the request being served streams its output, when it does.
+    pub(crate) output: Option<OutputSink>,
     live_tensors: usize,
     live_bytes: usize,
 }
@@ -45,6 +48,7 @@ impl InstanceState {
             table: ResourceTable::new(),
             limiter: Limiter::new(memory_limit),
             model,
+            output: None,
             live_tensors: 0,
             live_bytes: 0,
         }

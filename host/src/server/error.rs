@@ -76,6 +76,7 @@ impl From<BundleError> for ApiError {
             // The bundle server failed us.
             BundleError::Download { .. } | BundleError::Status { .. } => StatusCode::BAD_GATEWAY,
             BundleError::Occupied { .. } => StatusCode::CONFLICT,
+            BundleError::NotAllowed { .. } => StatusCode::FORBIDDEN,
             BundleError::Client(_) | BundleError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             // What the request named is wrong: reference, digest, contents.
             BundleError::Spec { .. }

@@ -1,24 +1,29 @@
 //! `POST /generate`: text generation without the Open Inference Protocol
 //! envelope.
 //!
-//! The body is a form (`application/x-www-form-urlencoded`) or a JSON
-//! object with `text` and, optionally, `model` (default [`DEFAULT_MODEL`]),
-//! `max_tokens`, `temperature`, `top_k`, `top_p` and `seed`. The route asks
-//! the model for its `text` output given input `text` (BYTES `[1]`) and the
-//! options as request parameters, through the typed path every protocol
-//! shares (validation, queueing, metrics, errors and offloading included),
-//! and answers `{"generated_text": "..."}` with that output (the
-//! continuation, without the prompt). A request the upstream is to serve is
+//! The seed's Flask route, exact: the body is a form, as Flask's
+//! `request.form` reads it (`application/x-www-form-urlencoded` or
+//! `multipart/form-data`), or a JSON object, with `text` and, optionally,
+//! `model` (default [`DEFAULT_MODEL`]), `max_tokens`, `temperature`,
+//! `top_k`, `top_p`, `seed` and `return_full_text`. Any other content type
+//! is a 415 naming these. The route asks the model for its `text` output
+//! given input `text` (BYTES `[1]`) and the options as request parameters,
+//! through the typed path every protocol shares (validation, queueing,
+//! metrics, errors and offloading included), and answers
+//! `{"generated_text": "..."}`: the prompt followed by the continuation, as
+//! the Flask app's `tokenizer.decode(output[0])`, or the continuation alone
+//! with `return_full_text` false. A request the upstream is to serve is
 //! forwarded as received.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
+use axum::extract::Multipart;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +51,7 @@ struct GenerateBody {
     top_k: Option<u32>,
     top_p: Option<f64>,
     seed: Option<i64>,
+    return_full_text: Option<bool>,
 }
 
 impl GenerateBody {
@@ -79,9 +85,15 @@ async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
     let body = parse(&parts, &bytes).await?;
     let parameters = body.parameters();
+    let full_text = body.return_full_text.unwrap_or(true);
     let text = body
         .text
         .ok_or_else(|| ApiError::bad_request("the body has no `text` field (the prompt)"))?;
+    let prompt = if full_text {
+        text.clone()
+    } else {
+        String::new()
+    };
     let model = ModelRef {
         name: body.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
         version: None,
@@ -110,7 +122,7 @@ async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
                     ),
                 )
             })?;
-            Ok(Json(json!({ "generated_text": generated })).into_response())
+            Ok(Json(json!({ "generated_text": prompt + &generated })).into_response())
         }
         Outcome::Offload(reason) => Ok(upstream::forward(
             app,
@@ -125,26 +137,61 @@ async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
     }
 }
 
-/// Reads the body as a form or as JSON.
+/// The content types `/generate` reads.
+const ACCEPTED: &str = "application/x-www-form-urlencoded, multipart/form-data or application/json";
+
+/// Reads the body as a form (URL-encoded or multipart) or as JSON.
 ///
-/// A form content type with a body that opens with `{` is read as JSON:
-/// that is what `curl -d '{...}'` sends.
+/// A URL-encoded form whose body opens with `{` is read as JSON: that is
+/// what `curl -d '{...}'` sends. No content type at all is read as JSON.
 async fn parse(parts: &Parts, bytes: &Bytes) -> Result<GenerateBody, ApiError> {
-    let form_type = parts
+    let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let json_object = bytes.trim_ascii_start().starts_with(b"{");
-    if form_type && !json_object {
-        let request = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
-        let Form(body) = Form::<GenerateBody>::from_request(request, &())
-            .await
-            .map_err(|e| ApiError::bad_request(e.body_text()))?;
-        Ok(body)
-    } else {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+        .map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    let essence = content_type
+        .as_deref()
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    let form = |bytes: &[u8]| {
+        serde_urlencoded::from_bytes::<GenerateBody>(bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed form field: {e}")))
+    };
+    match essence {
+        Some("application/x-www-form-urlencoded")
+            if !bytes.trim_ascii_start().starts_with(b"{") =>
+        {
+            form(bytes)
+        }
+        Some("multipart/form-data") => {
+            let request = Request::from_parts(parts.clone(), Body::from(bytes.clone()));
+            let mut multipart = Multipart::from_request(request, &())
+                .await
+                .map_err(|e| ApiError::bad_request(e.body_text()))?;
+            let mut pairs = Vec::new();
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("malformed multipart form: {e}")))?
+            {
+                let name = field.name().unwrap_or_default().to_owned();
+                let value = field.text().await.map_err(|e| {
+                    ApiError::bad_request(format!("malformed multipart field `{name}`: {e}"))
+                })?;
+                pairs.push((name, value));
+            }
+            // The fields go through the same typed decoding as a URL-encoded form.
+            let encoded = serde_urlencoded::to_string(&pairs)
+                .map_err(|e| ApiError::bad_request(format!("malformed multipart form: {e}")))?;
+            form(encoded.as_bytes())
+        }
+        None | Some("application/json" | "application/x-www-form-urlencoded") => {
+            serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("/generate reads {ACCEPTED}, not {other}"),
+        )),
     }
 }
 

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Deserialize;
 
 use super::error::ApiError;
@@ -18,7 +19,7 @@ use super::upstream::{self, Reason};
 use crate::metrics::RequestLabels;
 use crate::protocol::Datatype;
 use crate::registry::{LoadedModel, RegistryError};
-use crate::runtime::{Parameter, PoolError, Value};
+use crate::runtime::{OutputSink, Parameter, PoolError, Value};
 
 /// A model as a request names it. Deserializes from a route's `{name}` and,
 /// when the route has one, `{version}`.
@@ -85,21 +86,41 @@ impl From<InferError> for ApiError {
     }
 }
 
-/// Holds the in-flight gauge up for the life of a request. A protocol
-/// holds one across [`infer`] and any forwarding that follows it.
-pub struct InFlight<'a>(&'a AppState);
+/// The wire protocol a request came in on, as the request counter labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// REST (OIP JSON and binary, `/generate`, …).
+    Http,
+    /// OIP over gRPC.
+    Grpc,
+}
 
-impl InFlight<'_> {
-    /// Counts a request in until the guard drops.
-    pub fn enter(app: &AppState) -> InFlight<'_> {
-        app.metrics.inflight.inc();
-        InFlight(app)
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
     }
 }
 
-impl Drop for InFlight<'_> {
+/// Holds the in-flight gauge up for the life of a request. A protocol
+/// holds one across [`infer`] and any forwarding that follows it.
+/// It owns its handle on the gauge, so a streamed request's guard can
+/// move into the task that runs it and outlive the route.
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    /// Counts a request in until the guard drops.
+    pub fn enter(app: &AppState) -> InFlight {
+        app.metrics.inflight.inc();
+        InFlight(app.metrics.inflight.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.metrics.inflight.dec();
+        self.0.dec();
     }
 }
 
@@ -126,6 +147,45 @@ pub async fn infer_decoding(
     forwardable: bool,
     decode: impl Future<Output = Result<InferRequest, ApiError>>,
 ) -> Result<Outcome, InferError> {
+    infer_via(app, Protocol::Http, model, forwardable, decode).await
+}
+
+/// [`infer_decoding`] for a request that came in over `protocol`.
+pub async fn infer_via(
+    app: &AppState,
+    protocol: Protocol,
+    model: &ModelRef,
+    forwardable: bool,
+    decode: impl Future<Output = Result<InferRequest, ApiError>>,
+) -> Result<Outcome, InferError> {
+    infer_counted(app, protocol, model, forwardable, decode, None).await
+}
+
+/// [`infer`] for a request whose output is streamed: the chunks the handler
+/// sends while it runs go to `sink` (dropping its receiver cancels the
+/// request at the handler's next chunk). A stream is never forwarded.
+pub async fn infer_streaming(
+    app: &AppState,
+    model: &ModelRef,
+    request: InferRequest,
+    sink: OutputSink,
+) -> Result<InferResponse, InferError> {
+    let decode = async { Ok(request) };
+    match infer_counted(app, Protocol::Http, model, false, decode, Some(sink)).await? {
+        Outcome::Served(response) => Ok(response),
+        Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
+    }
+}
+
+/// Resolves the model, runs the request and counts its outcome.
+async fn infer_counted(
+    app: &AppState,
+    protocol: Protocol,
+    model: &ModelRef,
+    forwardable: bool,
+    decode: impl Future<Output = Result<InferRequest, ApiError>>,
+    sink: Option<OutputSink>,
+) -> Result<Outcome, InferError> {
     let model = match app.registry.get(&model.name, model.version.as_deref()) {
         Ok(model) => model,
         Err(e) if forwardable && upstream::lacks(&e) => {
@@ -133,7 +193,7 @@ pub async fn infer_decoding(
         }
         Err(e) => return Err(e.into()),
     };
-    let result = run(app, &model, forwardable, decode).await;
+    let result = run(app, &model, forwardable, decode, sink).await;
     let outcome = match &result {
         Ok(Outcome::Served(_)) => "success",
         Ok(Outcome::Offload(_)) => "offloaded",
@@ -145,6 +205,7 @@ pub async fn infer_decoding(
             model: model.labels.model.clone(),
             version: model.labels.version.clone(),
             outcome,
+            protocol: protocol.label(),
         })
         .inc();
     result
@@ -156,6 +217,7 @@ async fn run(
     model: &Arc<LoadedModel>,
     forwardable: bool,
     decode: impl Future<Output = Result<InferRequest, ApiError>>,
+    sink: Option<OutputSink>,
 ) -> Result<Outcome, InferError> {
     let request = decode.await.map_err(InferError::Decode)?;
     validate(model, &request)?;
@@ -172,7 +234,10 @@ async fn run(
     } = request;
     let ran = model
         .pool
-        .run(move |instance| instance.infer(inputs, parameters, outputs))
+        .run(move |instance| match sink {
+            None => instance.infer(inputs, parameters, outputs),
+            Some(sink) => instance.infer_streaming(inputs, parameters, outputs, sink),
+        })
         .await;
     let (outputs, timing) = match ran {
         Err(PoolError::Busy { .. })

@@ -5,13 +5,21 @@
 //! text route, `repository` Triton's repository extension; `upstream`
 //! forwards what this server does not serve.
 
+pub mod auth;
 mod body;
+pub mod console;
 mod error;
+mod fields;
 mod generate;
+mod generate_ext;
+mod generation;
+pub mod grpc;
 mod infer;
 mod oip;
+mod openai;
 mod repository;
 mod routes;
+mod sse;
 mod state;
 mod upstream;
 
@@ -84,6 +92,19 @@ impl Server {
             )
             .route("/v2/models/{name}/infer", post(infer))
             .route("/v2/models/{name}/versions/{version}/infer", post(infer))
+            .route("/v2/models/{name}/generate", post(generate_ext::generate))
+            .route(
+                "/v2/models/{name}/versions/{version}/generate",
+                post(generate_ext::generate),
+            )
+            .route(
+                "/v2/models/{name}/generate_stream",
+                post(generate_ext::generate_stream),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/generate_stream",
+                post(generate_ext::generate_stream),
+            )
             .route("/v2/repository/index", post(repository::index))
             .route("/v2/repository/models/{name}/load", post(repository::load))
             .route(
@@ -92,6 +113,7 @@ impl Server {
             )
             .route("/metrics", get(metrics))
             .route("/generate", post(generate::generate))
+            .merge(openai::router())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             // The infer route enforces its own limit with a JSON 413.

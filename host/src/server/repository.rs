@@ -54,14 +54,33 @@ pub async fn load(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid load request: {e}")))?
     };
-    match (request.parameters.bundle_url, request.parameters.sha256) {
+    load_model(
+        &app,
+        name,
+        request.parameters.bundle_url,
+        request.parameters.sha256,
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// (Re)loads model `name` from disk, first installing the bundle at
+/// `bundle_url` (checked against `sha256`, or the URL's `#sha256=`) when
+/// given; every protocol's load request ends here.
+pub async fn load_model(
+    app: &AppState,
+    name: String,
+    bundle_url: Option<String>,
+    sha256: Option<String>,
+) -> Result<(), ApiError> {
+    match (bundle_url, sha256) {
         (Some(url), sha256) => {
             let source = match sha256 {
                 Some(sha256) => BundleSource::new(&url, &sha256)?,
                 None => url.parse()?,
             };
             app.bundles
-                .install(&source, app.registry.repository().root(), Some(&name))
+                .install_requested(&source, app.registry.repository().root(), &name)
                 .await?;
         }
         (None, Some(_)) => {
@@ -80,7 +99,7 @@ pub async fn load(
                 format!("load task failed: {e}"),
             )
         })??;
-    Ok(Json(json!({})))
+    Ok(())
 }
 
 /// `POST /v2/repository/models/{m}/unload`.

@@ -91,7 +91,7 @@ pub async fn model_metadata(
         "platform": "edgeserve_wasm",
         "inputs": specs(&model.metadata.inputs),
         "outputs": specs(&model.metadata.outputs),
-        "parameters": { "device": model.device.kind, "instances": model.pool.live() },
+        "parameters": { "device": model.device.kind, "instances": model.pool.live(), "task": model.config.task },
     }))
     .into_response()
 }

@@ -22,9 +22,23 @@
 //! * `return_tokens` (boolean): also output `prompt_tokens` and `tokens`
 //!   (also on when the request names `tokens` in its `outputs`);
 //! * `return_logits` (boolean): also output `logits` (also on when the
-//!   request names `logits` in its `outputs`).
+//!   request names `logits` in its `outputs`);
+//! * `stop` (text, repeatable): generation ends where the text reaches one
+//!   of these; the stop text is not returned;
+//! * `return_finish_reason` (boolean): also output `finish_reason` (also on
+//!   when the request names it in its `outputs`);
+//! * `return_logprobs` (boolean): also output `logprobs` (also on when the
+//!   request names it in its `outputs`).
+//!
+//! A streamed request gets its text token by token through the `output`
+//! interface, whole UTF-8 characters only, and stops at the next token when
+//! the client hangs up.
 //!
 //! Outputs: `text` BYTES `[n]`, the continuations (without the prompt);
+//! `finish_reason` BYTES `[n]`: `length` (the token budget or the context
+//! ran out), `stop` (a stop sequence) or `eos` (`<|endoftext|>`);
+//! `logprobs` FP32 `[n, longest]`, each generated token's natural-log
+//! probability under the model, rows padded with 0;
 //! `prompt_tokens` and `tokens` INT64 `[n, longest]`, the prompt's ids and the
 //! generated ids, rows padded with -1; `logits` FP32 `[n, vocab]`, the
 //! logits after the last prompt position (what the first generated token is
@@ -40,6 +54,7 @@ mod transformer;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 
+use edgeserve_sdk::output::{Flow, TextStream};
 use edgeserve_sdk::{
     Dtype, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model,
     model,
@@ -63,14 +78,45 @@ struct Settings {
     max_tokens: u32,
     decoding: Decoding,
     seed: u64,
+    stops: Vec<String>,
     return_tokens: bool,
     return_logits: bool,
+    return_finish_reason: bool,
+    return_logprobs: bool,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy)]
+enum Finish {
+    /// The token budget or the context ran out.
+    Length,
+    /// A stop sequence.
+    Stop,
+    /// `<|endoftext|>`.
+    EndOfText,
+    /// The client hung up.
+    Cancelled,
+}
+
+impl Finish {
+    fn name(self) -> &'static str {
+        match self {
+            Finish::Length => "length",
+            Finish::Stop => "stop",
+            Finish::EndOfText => "eos",
+            Finish::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One prompt's result.
 struct Generation {
     prompt: Vec<u32>,
     generated: Vec<u32>,
+    /// Natural-log probability of each generated token, when asked for.
+    logprobs: Vec<f32>,
+    text: String,
+    finish: Finish,
     /// `[1, vocab]`, after the last prompt position.
     logits: Tensor,
 }
@@ -84,6 +130,8 @@ impl Model for Generator {
                 TensorSpec::new("prompt_tokens", "INT64", &[-1, -1]),
                 TensorSpec::new("tokens", "INT64", &[-1, -1]),
                 TensorSpec::new("logits", "FP32", &[-1, -1]),
+                TensorSpec::new("finish_reason", "BYTES", &[-1]),
+                TensorSpec::new("logprobs", "FP32", &[-1, -1]),
             ],
         }
     }
@@ -115,16 +163,28 @@ impl Model for Generator {
         // Each prompt gets its own generator split off the request's seed, so
         // a prompt's text does not depend on the prompts before it.
         let mut seeds = SplitMix64::new(settings.seed);
-        let generations = prompts
-            .iter()
-            .map(|prompt| self.generate(prompt, &settings, seeds.next_u64()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut generations = Vec::with_capacity(prompts.len());
+        for (index, prompt) in prompts.iter().enumerate() {
+            let generation = self.generate(prompt, index as u32, &settings, seeds.next_u64())?;
+            let cancelled = matches!(generation.finish, Finish::Cancelled);
+            generations.push(generation);
+            if cancelled {
+                // Nobody reads the rest: the host discards this answer.
+                break;
+            }
+        }
 
         let n = generations.len() as u32;
-        let texts = generations
-            .iter()
-            .map(|g| self.tokenizer.decode(&g.generated));
+        let texts = generations.iter().map(|g| g.text.as_str());
         let mut outputs = vec![Output::bytes("text", &[n], texts)];
+        if settings.return_finish_reason {
+            let reasons = generations.iter().map(|g| g.finish.name());
+            outputs.push(Output::bytes("finish_reason", &[n], reasons));
+        }
+        if settings.return_logprobs {
+            let rows: Vec<&[f32]> = generations.iter().map(|g| &g.logprobs[..]).collect();
+            outputs.push(padded_f32("logprobs", &rows)?);
+        }
         if settings.return_tokens {
             outputs.push(padded(
                 "prompt_tokens",
@@ -185,14 +245,24 @@ impl Generator {
             max_tokens,
             decoding,
             seed,
+            stops: request
+                .parameter_strings("stop")?
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             return_tokens: flag("return_tokens", "tokens")?,
             return_logits: flag("return_logits", "logits")?,
+            return_finish_reason: flag("return_finish_reason", "finish_reason")?,
+            return_logprobs: flag("return_logprobs", "logprobs")?,
         })
     }
 
+    /// Generates the continuation of `text`, input element `index`,
+    /// streaming it when the request is streamed.
     fn generate(
         &self,
         text: &str,
+        index: u32,
         settings: &Settings,
         seed: u64,
     ) -> Result<Generation, InferError> {
@@ -215,18 +285,38 @@ impl Generator {
         let mut cache = self.gpt2.cache();
         let logits = self.gpt2.forward(&start, &mut cache)?;
         let mut rng = SplitMix64::new(seed);
+        let mut stream = TextStream::new(index, settings.stops.clone());
         let mut generated = Vec::new();
+        let mut logprobs = Vec::new();
+        let mut bytes = Vec::new();
         let mut step: Option<Tensor> = None;
+        let mut finish = Finish::Length;
         while generated.len() < budget {
-            let next = next_token(
-                step.as_ref().unwrap_or(&logits),
-                settings.decoding,
-                &mut rng,
-            )?;
+            let current = step.as_ref().unwrap_or(&logits);
+            let next = next_token(current, settings.decoding, &mut rng)?;
             if next == self.tokenizer.end_of_text() {
+                finish = Finish::EndOfText;
                 break;
             }
+            let logprob = match settings.return_logprobs {
+                true => Some(logprob(current, next)?),
+                false => None,
+            };
             generated.push(next);
+            logprobs.extend(logprob);
+            bytes.clear();
+            self.tokenizer.push_bytes(next, &mut bytes);
+            match stream.push(next, &bytes, logprob) {
+                Flow::Continue => {}
+                Flow::Stop => {
+                    finish = Finish::Stop;
+                    break;
+                }
+                Flow::Cancelled => {
+                    finish = Finish::Cancelled;
+                    break;
+                }
+            }
             if generated.len() < budget {
                 step = Some(self.gpt2.forward(&[next], &mut cache)?);
             }
@@ -234,6 +324,9 @@ impl Generator {
         Ok(Generation {
             prompt,
             generated,
+            logprobs,
+            text: stream.finish(),
+            finish,
             logits,
         })
     }
@@ -254,6 +347,27 @@ fn padded<'a>(
     }
     let tensor = Tensor::from_i64(&[count, width as u32], &data)?;
     Ok(Output::numeric(name, tensor))
+}
+
+/// Rows of floats as an FP32 `[rows, longest]` output, short rows padded with 0.
+fn padded_f32(name: &str, rows: &[&[f32]]) -> Result<Output, InferError> {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut data = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        data.extend_from_slice(row);
+        data.extend(std::iter::repeat_n(0.0, width - row.len()));
+    }
+    let tensor = Tensor::from_f32(&[rows.len() as u32, width as u32], &data)?;
+    Ok(Output::numeric(name, tensor))
+}
+
+/// The natural-log probability of `token` under `logits` (`[1, vocab]`):
+/// its logit minus the log-sum-exp of the row.
+fn logprob(logits: &Tensor, token: u32) -> Result<f32, InferError> {
+    let row = logits.to_f32_vec()?;
+    let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| f64::from(x - best).exp()).sum();
+    Ok((f64::from(row[token as usize] - best) - sum.ln()) as f32)
 }
 
 export_model!(Generator);

@@ -114,23 +114,21 @@ impl Tokenizer {
         ids
     }
 
-    /// The text of `ids`; byte sequences that are not UTF-8 become U+FFFD,
-    /// as in Hugging Face's decoder.
-    pub fn decode(&self, ids: &[u32]) -> String {
-        let mut bytes = Vec::new();
-        for &id in ids {
-            let Some(token) = self.tokens.get(id as usize) else {
-                continue;
-            };
-            for c in token.chars() {
-                match self.char_bytes.get(&c) {
-                    Some(&b) => bytes.push(b),
-                    // Special tokens are plain text, not byte stand-ins.
-                    None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
-                }
+    /// Appends the bytes token `id` stands for (nothing for an unknown id):
+    /// a piece of UTF-8 that may end mid-character (the SDK's `TextStream`
+    /// turns the pieces into text, U+FFFD for bytes that are not UTF-8, as
+    /// Hugging Face's decoder does).
+    pub fn push_bytes(&self, id: u32, bytes: &mut Vec<u8>) {
+        let Some(token) = self.tokens.get(id as usize) else {
+            return;
+        };
+        for c in token.chars() {
+            match self.char_bytes.get(&c) {
+                Some(&b) => bytes.push(b),
+                // Special tokens are plain text, not byte stand-ins.
+                None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
             }
         }
-        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Splits `text` as GPT-2's regex does.

@@ -16,6 +16,8 @@
 //! * [`model`] — the model's weights, config parameters and asset files;
 //! * [`nn`] — layers loaded from the weights by name ([`nn::Linear`],
 //!   [`nn::LayerNorm`]);
+//! * [`output`] — text streamed while a request runs
+//!   ([`output::TextStream`]: UTF-8 boundaries, stop sequences, cancel);
 //! * [`Model`] + [`export_model!`] — the handler itself;
 //! * [`Request`], [`Output`], [`TensorSpec`] — inputs, outputs and metadata;
 //!   typed, range-checked request parameters
@@ -82,6 +84,7 @@ mod tensor;
 
 pub mod model;
 pub mod nn;
+pub mod output;
 
 pub use parameter::FromParameter;
 pub use request::{Output, Request, TensorSpec};
@@ -108,8 +111,8 @@ pub mod bindings {
         export_macro_name: "__export_model_handler",
         default_bindings_module: "edgeserve_sdk::bindings",
         with: {
-            "edgeserve:handler/tensor@0.1.0/error": crate::Error,
-            "edgeserve:handler/types@0.1.0/infer-error": crate::InferError,
+            "edgeserve:handler/tensor@0.1.1/error": crate::Error,
+            "edgeserve:handler/types@0.1.1/infer-error": crate::InferError,
         },
     });
 }

@@ -271,6 +271,24 @@ impl Request {
             .transpose()
     }
 
+    /// Every value of the repeatable text parameter `key` (stop sequences,
+    /// say), in request order; a value that is not text is an
+    /// [`InferError::InvalidInput`] naming the key.
+    pub fn parameter_strings(&self, key: &str) -> Result<Vec<&str>, InferError> {
+        self.parameters
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, value)| {
+                value.as_str().ok_or_else(|| {
+                    InferError::InvalidInput(format!(
+                        "parameter {key} must be text, got {:?}",
+                        Shown(value)
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Every request parameter, in request order.
     pub fn parameters(&self) -> impl Iterator<Item = (&str, &ParameterValue)> {
         self.parameters.iter().map(|(k, v)| (k.as_str(), v))

@@ -117,6 +117,10 @@ def check_workload(objs: list[dict], where: str, docker: dict, metric_samples: s
     port = int(settings.get("EDGESERVE_HTTP_PORT", docker.get("env", {}).get("EDGESERVE_HTTP_PORT", 0)))
     check(port in ports.values(), f"{where}: container ports {ports} do not include EDGESERVE_HTTP_PORT {port}")
     check(docker.get("port") == port, f"{where}: EDGESERVE_HTTP_PORT {port} != Dockerfile EXPOSE {docker.get('port')}")
+    # gRPC (EDGESERVE_GRPC_PORT, 0 = off) = containerPort "grpc" = the Service's "grpc" targetPort.
+    grpc_port = int(settings.get("EDGESERVE_GRPC_PORT", 0))
+    if grpc_port:
+        check(ports.get("grpc") == grpc_port, f"{where}: container port grpc {ports.get('grpc')} != EDGESERVE_GRPC_PORT {grpc_port}")
 
     def resolve(p: object) -> object:
         return ports.get(p) if isinstance(p, str) else p
@@ -124,7 +128,9 @@ def check_workload(objs: list[dict], where: str, docker: dict, metric_samples: s
     svc_ports = svc.get("spec", {}).get("ports", [])
     check(len(svc_ports) >= 1, f"{where}: Service has no ports")
     for sp in svc_ports:
-        check(resolve(sp.get("targetPort", sp.get("port"))) == port, f"{where}: Service port {sp.get('name')} targets {sp.get('targetPort')}, not the container's {port}")
+        want = grpc_port if sp.get("name") == "grpc" else port
+        check(resolve(sp.get("targetPort", sp.get("port"))) == want, f"{where}: Service port {sp.get('name')} targets {sp.get('targetPort')}, not the container's {want}")
+    check(not grpc_port or any(sp.get("name") == "grpc" for sp in svc_ports), f"{where}: the Service does not expose gRPC port {grpc_port}")
     for rule in ing.get("spec", {}).get("rules", []):
         for path in rule.get("http", {}).get("paths", []):
             backend = path["backend"]["service"]
@@ -134,6 +140,7 @@ def check_workload(objs: list[dict], where: str, docker: dict, metric_samples: s
             check(path["path"].startswith("/v2"), f"{where}: Ingress path {path['path']} (only the OIP API /v2 should be public)")
     allowed = [resolve(p.get("port")) for r in netpol.get("spec", {}).get("ingress", []) for p in r.get("ports", [])]
     check(port in allowed, f"{where}: NetworkPolicy does not let traffic reach port {port}")
+    check(not grpc_port or grpc_port in allowed, f"{where}: NetworkPolicy does not let traffic reach gRPC port {grpc_port}")
     kube_system = {"kubernetes.io/metadata.name": "kube-system"}
     dns_pod = {"k8s-app": "kube-dns"}
     for proto in ("UDP", "TCP"):

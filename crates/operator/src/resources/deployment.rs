@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use super::{child_meta, labels, selector_labels, upstream};
 use crate::Error;
 use crate::crd::{DeployedTier, ModelDeployment};
-use crate::template::{self, BUNDLE_CACHE_DIR, CACHE_DIR, HTTP_PORT, var};
+use crate::template::{self, BUNDLE_CACHE_DIR, CACHE_DIR, GRPC_PORT, HTTP_PORT, var};
 
 /// The model repository the bundle is installed into: an emptyDir, which also hides the
 /// example models baked into the image so a pod serves only its bundle's model.
@@ -41,7 +41,11 @@ pub fn deployment(md: &ModelDeployment, tier: DeployedTier) -> Result<Deployment
         DeployedTier::Datacenter => md.spec.gpu_image.clone(),
     });
     container.args = Some(args(tier));
-    container.env = Some(env(md, tier)?);
+    // After the template's own (the keys from the Secret).
+    container
+        .env
+        .get_or_insert_with(Vec::new)
+        .extend(env(md, tier)?);
     container.resources = Some(resources(md, tier));
     container
         .volume_mounts
@@ -59,6 +63,8 @@ fn args(tier: DeployedTier) -> Vec<String> {
         "0.0.0.0",
         "--http-port",
         &HTTP_PORT.to_string(),
+        "--grpc-port",
+        &GRPC_PORT.to_string(),
         "--device",
         template::device(tier),
         "--model-repository",
@@ -167,6 +173,7 @@ mod tests {
         );
         assert_eq!(arg_after(&d, "--device"), "cpu");
         assert_eq!(arg_after(&d, "--http-port"), "8000");
+        assert_eq!(arg_after(&d, "--grpc-port"), "8001");
         assert_eq!(container(&d).args.as_ref().unwrap()[0], "serve");
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.node_selector.as_ref().unwrap()[TIER_LABEL], "edge");
@@ -186,6 +193,32 @@ mod tests {
         );
         assert_eq!(limits(&d)["memory"], Quantity("1Gi".into()));
         assert_eq!(d.spec.as_ref().unwrap().replicas, Some(2));
+    }
+
+    #[test]
+    fn keys_come_from_the_secret_on_every_tier_never_as_arguments() {
+        for (tier, deployed) in [
+            (Tier::Edge, DeployedTier::Edge),
+            (Tier::Datacenter, DeployedTier::Datacenter),
+        ] {
+            let d = deployment(&model_deployment(tier), deployed).unwrap();
+            let env = container(&d).env.as_ref().unwrap();
+            for (name, key) in [
+                ("EDGESERVE_API_KEYS", "api-keys"),
+                ("EDGESERVE_ADMIN_KEY", "admin-key"),
+            ] {
+                let var = env.iter().find(|e| e.name == name).expect(name);
+                let secret = var.value_from.as_ref().unwrap().secret_key_ref.as_ref();
+                let secret = secret.expect("a secretKeyRef");
+                assert_eq!(secret.name, template::KEYS_SECRET);
+                assert_eq!(secret.key, key);
+                assert_eq!(var.value, None, "{name} has a literal value");
+            }
+            // The installer's own variables are still there.
+            assert!(env_value(&d, "EDGESERVE_BUNDLES").is_some());
+            let args = container(&d).args.as_ref().unwrap();
+            assert!(!args.iter().any(|a| a.contains("key")), "{args:?}");
+        }
     }
 
     #[test]
@@ -315,7 +348,13 @@ mod tests {
         assert_eq!(path(&c.liveness_probe), "/v2/health/live");
         assert_eq!(path(&c.readiness_probe), "/v2/health/ready");
         assert_eq!(path(&c.startup_probe), "/v2/health/live");
-        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8000);
+        let ports: Vec<_> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(ports, [("http", 8000), ("grpc", 8001)]);
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));

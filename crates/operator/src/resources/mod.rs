@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::Error;
 use crate::crd::{DeployedTier, ModelDeployment, Tier};
-pub use crate::template::{CONTAINER_NAME, HTTP_PORT, TIER_LABEL};
+pub use crate::template::{CONTAINER_NAME, GRPC_PORT, HTTP_PORT, TIER_LABEL};
 
 mod deployment;
 mod hpa;
@@ -142,19 +142,31 @@ pub fn upstream(md: &ModelDeployment, tier: DeployedTier) -> Result<Option<Strin
     )))
 }
 
-/// A tier's ClusterIP Service on port 8000.
+/// A tier's ClusterIP Service: OIP over HTTP on port 8000 ("http"), over gRPC on 8001
+/// ("grpc").
 pub fn service(md: &ModelDeployment, tier: DeployedTier) -> Result<Service, Error> {
     Ok(Service {
         metadata: child_meta(md, tier)?,
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(&md.name_any(), tier)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: HTTP_PORT,
-                target_port: Some(IntOrString::String("http".to_owned())),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".to_owned()),
+                    port: HTTP_PORT,
+                    target_port: Some(IntOrString::String("http".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("grpc".to_owned()),
+                    port: GRPC_PORT,
+                    target_port: Some(IntOrString::String("grpc".to_owned())),
+                    protocol: Some("TCP".to_owned()),
+                    // HTTP/2 without TLS, so meshes and gateways route it as gRPC.
+                    app_protocol: Some("kubernetes.io/h2c".to_owned()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -227,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn service_selects_the_tier_pods_on_port_8000() {
+    fn service_selects_the_tier_pods_on_ports_8000_and_8001() {
         let md = model_deployment(Tier::Both);
         let svc = service(&md, DeployedTier::Datacenter).unwrap();
         let d = deployment(&md, DeployedTier::Datacenter).unwrap();
@@ -237,7 +249,13 @@ mod tests {
             d.spec.unwrap().selector.match_labels,
             "Service and Deployment select the same pods"
         );
-        assert_eq!(spec.ports.unwrap()[0].port, 8000);
+        let ports: Vec<_> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_deref().unwrap(), p.port))
+            .collect();
+        assert_eq!(ports, [("http", 8000), ("grpc", 8001)]);
         assert_eq!(svc.metadata.name.as_deref(), Some("digits-datacenter"));
     }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::{Envelope, OutputRequest};
-use crate::protocol::{Datatype, HEADER_LENGTH};
+use crate::protocol::{self, Datatype, HEADER_LENGTH};
 use crate::runtime::{ParameterValue, Value};
 use crate::server::error::ApiError;
 use crate::server::infer::InferRequest;
@@ -174,24 +174,14 @@ fn parameter(value: Json) -> ParameterValue {
     }
 }
 
-fn datatype(name: &str) -> Result<Datatype, String> {
-    Datatype::from_name(name).ok_or_else(|| {
-        let [listed @ .., last] = Datatype::names();
-        format!(
-            "datatype {name} is not supported (edgeserve carries {} and {last})",
-            listed.join(", ")
-        )
-    })
-}
-
 fn from_binary(
     datatype_name: &str,
     shape: &[usize],
     count: usize,
     chunk: &[u8],
 ) -> Result<Value, String> {
-    let Datatype::Numeric(dtype) = datatype(datatype_name)? else {
-        let elements = split_bytes(chunk)?;
+    let Datatype::Numeric(dtype) = Datatype::parse(datatype_name)? else {
+        let elements = protocol::split_bytes(chunk)?;
         if elements.len() != count {
             return Err(format!(
                 "shape {shape:?} needs {count} BYTES elements but the binary data holds {}",
@@ -215,28 +205,6 @@ fn from_binary(
         .map_err(|e| e.to_string())
 }
 
-/// Splits Triton's BYTES encoding: each element is a 4-byte little-endian
-/// length followed by that many bytes.
-fn split_bytes(mut chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut elements = Vec::new();
-    while !chunk.is_empty() {
-        let Some((len, rest)) = chunk.split_first_chunk::<4>() else {
-            return Err("BYTES binary data ends inside a 4-byte length prefix".into());
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > rest.len() {
-            return Err(format!(
-                "BYTES element {} claims {len} bytes but only {} remain",
-                elements.len(),
-                rest.len()
-            ));
-        }
-        elements.push(rest[..len].to_vec());
-        chunk = &rest[len..];
-    }
-    Ok(elements)
-}
-
 fn from_json(
     datatype_name: &str,
     shape: &[usize],
@@ -252,7 +220,7 @@ fn from_json(
         ));
     }
     let bad = |i: usize, want: &str| format!("data element {i} is {}, expected {want}", leaves[i]);
-    let Datatype::Numeric(dtype) = datatype(datatype_name)? else {
+    let Datatype::Numeric(dtype) = Datatype::parse(datatype_name)? else {
         let elements = leaves
             .iter()
             .enumerate()

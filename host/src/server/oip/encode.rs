@@ -7,7 +7,7 @@ use edgeserve_tensor::DType;
 use serde::Serialize;
 
 use super::OutputRequest;
-use crate::protocol::{Datatype, HEADER_LENGTH};
+use crate::protocol::{self, Datatype, HEADER_LENGTH};
 use crate::runtime::Value;
 
 /// An encoded response body and, for binary bodies, the JSON part's length.
@@ -72,12 +72,7 @@ pub fn encode(
                 Value::Numeric(t) => {
                     binary.extend_from_slice(t.host().map(|h| h.bytes()).unwrap_or_default())
                 }
-                Value::Bytes { elements, .. } => {
-                    for e in elements {
-                        binary.extend_from_slice(&(e.len() as u32).to_le_bytes());
-                        binary.extend_from_slice(e);
-                    }
-                }
+                Value::Bytes { elements, .. } => protocol::join_bytes(elements, &mut binary),
             }
             entry.parameters = Some(BinarySize {
                 binary_data_size: binary.len() - start,

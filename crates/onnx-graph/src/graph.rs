@@ -1,0 +1,188 @@
+//! The serialised graph: values, constants and nodes in topological order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// An element type, as ONNX names it (`TensorProto.DataType`), restricted to
+/// the ones a graph asset can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DType {
+    /// 32-bit float (`FLOAT`).
+    F32,
+    /// 16-bit float (`FLOAT16`).
+    F16,
+    /// 32-bit signed integer (`INT32`).
+    I32,
+    /// 64-bit signed integer (`INT64`).
+    I64,
+    /// 8-bit unsigned integer (`UINT8`).
+    U8,
+    /// Boolean (`BOOL`): only for constants and shape arithmetic.
+    Bool,
+}
+
+impl DType {
+    /// The ONNX `TensorProto.DataType` code of this type.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Bool => 9,
+            DType::F16 => 10,
+        }
+    }
+
+    /// The type for an ONNX `TensorProto.DataType` code, if a graph asset
+    /// can hold it.
+    pub fn from_onnx(code: i32) -> Option<DType> {
+        Some(match code {
+            1 => DType::F32,
+            2 => DType::U8,
+            6 => DType::I32,
+            7 => DType::I64,
+            9 => DType::Bool,
+            10 => DType::F16,
+            _ => return None,
+        })
+    }
+
+    /// The Open Inference Protocol datatype, for the types a request or
+    /// response can carry.
+    pub fn oip_name(self) -> Option<&'static str> {
+        Some(match self {
+            DType::F32 => "FP32",
+            DType::F16 => "FP16",
+            DType::I32 => "INT32",
+            DType::I64 => "INT64",
+            DType::U8 => "UINT8",
+            DType::Bool => return None,
+        })
+    }
+}
+
+/// A graph input or output: name, element type and dims (`-1` for a
+/// symbolic or unknown dim).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValueSpec {
+    /// The value's name in the graph.
+    pub name: String,
+    /// Its element type.
+    pub dtype: DType,
+    /// Its dims, outermost first; `-1` accepts any size.
+    pub shape: Vec<i64>,
+}
+
+/// A small constant kept inline (shape arithmetic, axes, scalars).
+///
+/// Values are held as `f64`: exact for every float32 and for integers up to
+/// 2⁵³; larger integers (ONNX's `INT64_MAX` "to the end" in `Slice`)
+/// saturate back to `i64::MAX` when read as integers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constant {
+    /// Element type.
+    pub dtype: DType,
+    /// Dims, outermost first (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Elements, row-major.
+    pub data: Vec<f64>,
+}
+
+/// A node attribute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Attr {
+    /// `INT`.
+    Int(i64),
+    /// `FLOAT`.
+    Float(f32),
+    /// `STRING` (as UTF-8; ONNX strings in op attributes are ASCII words).
+    String(String),
+    /// `INTS`.
+    Ints(Vec<i64>),
+    /// `FLOATS`.
+    Floats(Vec<f32>),
+    /// `TENSOR`, when small enough to stay inline.
+    Tensor(Constant),
+    /// Any other kind (a subgraph, strings…): kept by name so validation
+    /// can name it.
+    Other(String),
+}
+
+/// One node: an ONNX op with its inputs, outputs and attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node's name (made unique by the importer when the export left
+    /// it empty).
+    pub name: String,
+    /// The op type, with its domain when not the default one
+    /// (`ai.onnx.ml.ArrayFeatureExtractor`).
+    pub op: String,
+    /// Input value names; an empty name is an omitted optional input.
+    pub inputs: Vec<String>,
+    /// Output value names.
+    pub outputs: Vec<String>,
+    /// Attributes by name.
+    #[serde(default)]
+    pub attrs: BTreeMap<String, Attr>,
+}
+
+impl Node {
+    /// Integer attribute `name`, or `default`.
+    pub fn int(&self, name: &str, default: i64) -> i64 {
+        match self.attrs.get(name) {
+            Some(Attr::Int(v)) => *v,
+            _ => default,
+        }
+    }
+
+    /// Float attribute `name`, or `default`.
+    pub fn float(&self, name: &str, default: f32) -> f32 {
+        match self.attrs.get(name) {
+            Some(Attr::Float(v)) => *v,
+            _ => default,
+        }
+    }
+
+    /// Integer-list attribute `name`, if present.
+    pub fn ints(&self, name: &str) -> Option<&[i64]> {
+        match self.attrs.get(name) {
+            Some(Attr::Ints(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// String attribute `name`, if present.
+    pub fn string(&self, name: &str) -> Option<&str> {
+        match self.attrs.get(name) {
+            Some(Attr::String(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Input `i` when present and not omitted (`""`).
+    pub fn input(&self, i: usize) -> Option<&str> {
+        self.inputs
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// An imported graph, as `graph.json` holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    /// The default-domain opset the model was exported with.
+    pub opset: i64,
+    /// Graph inputs, in declaration order (initializers excluded).
+    pub inputs: Vec<ValueSpec>,
+    /// Graph outputs, in declaration order.
+    pub outputs: Vec<ValueSpec>,
+    /// Values stored as weights in `model.safetensors`, by name.
+    pub weights: Vec<String>,
+    /// Small constants kept inline, by value name.
+    pub constants: BTreeMap<String, Constant>,
+    /// Nodes in topological order.
+    pub nodes: Vec<Node>,
+}

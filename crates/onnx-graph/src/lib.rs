@@ -1,0 +1,19 @@
+//! The graph asset of an imported ONNX model (`graph.json`) and the rules of
+//! what the ONNX handler runs.
+//!
+//! `edgeserve import` turns a `model.onnx` into a model folder: float
+//! initializers go to `model.safetensors` (shared by every instance like any
+//! model's weights), small constants stay inline in the [`Graph`], and the
+//! nodes keep their ONNX op names and attributes. The handler component
+//! (plugins/onnx) parses the same [`Graph`] at `init`. Both call
+//! [`unsupported`], so a graph the handler cannot run is refused at import
+//! and again at load, with every offending node listed.
+
+mod graph;
+mod support;
+
+pub use graph::{Attr, Constant, DType, Graph, Node, ValueSpec};
+pub use support::{MAX_OPSET, MIN_OPSET, SUPPORTED_OPS, Unsupported, small_values, unsupported};
+
+/// The asset file name of the graph inside a model's version folder.
+pub const GRAPH_ASSET: &str = "graph.json";

@@ -1,0 +1,406 @@
+//! What the ONNX handler runs: the op table and the checks every graph
+//! passes at import and again at load.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::graph::{Attr, Graph, Node};
+
+/// Lowest default-domain opset the handler accepts.
+pub const MIN_OPSET: i64 = 7;
+/// Highest default-domain opset the handler accepts.
+pub const MAX_OPSET: i64 = 21;
+
+/// Every op the handler runs, with the limits it places on it. The README's
+/// list of supported ops is printed from this table
+/// (`edgeserve import --list-ops`), so the two cannot drift.
+pub const SUPPORTED_OPS: &[(&str, &str)] = &[
+    ("Abs", ""),
+    ("Add", ""),
+    ("ArgMax", "select_last_index=0"),
+    ("ArgMin", "select_last_index=0"),
+    (
+        "AveragePool",
+        "2-D, ceil_mode=0, no dilation, padding excluded from the count",
+    ),
+    (
+        "BatchNormalization",
+        "folded into the Conv before it at import",
+    ),
+    (
+        "Cast",
+        "to FLOAT, FLOAT16, INT32, INT64, UINT8 (BOOL in shape arithmetic)",
+    ),
+    ("Clip", "min/max constant"),
+    ("Concat", ""),
+    ("Constant", "folded at import"),
+    ("ConstantOfShape", "shape arithmetic"),
+    ("Conv", "2-D, explicit symmetric pads"),
+    ("Div", ""),
+    ("Dropout", "inference: identity"),
+    ("Equal", "shape arithmetic"),
+    ("Erf", ""),
+    ("Exp", ""),
+    ("Expand", "target shape known at run time"),
+    ("Flatten", ""),
+    (
+        "Gather",
+        "embedding rows (axis 0 of a weight) or constant indices",
+    ),
+    ("Gelu", "approximate none or tanh"),
+    ("Gemm", "transA=0"),
+    ("GlobalAveragePool", ""),
+    ("GlobalMaxPool", ""),
+    ("Identity", ""),
+    ("LayerNormalization", "over the last axis"),
+    ("LeakyRelu", ""),
+    ("Log", ""),
+    ("LogSoftmax", ""),
+    ("MatMul", ""),
+    ("Max", ""),
+    ("MaxPool", "2-D, ceil_mode=0, no dilation, one output"),
+    ("Min", ""),
+    ("Mod", "shape arithmetic"),
+    ("Mul", ""),
+    ("Neg", ""),
+    ("Pow", ""),
+    ("Reciprocal", ""),
+    ("ReduceMax", ""),
+    ("ReduceMean", ""),
+    ("ReduceMin", ""),
+    ("ReduceSum", ""),
+    ("Relu", ""),
+    ("Reshape", "allowzero=0"),
+    ("Shape", ""),
+    ("Sigmoid", ""),
+    ("Slice", "step 1"),
+    ("Softmax", ""),
+    ("Sqrt", ""),
+    ("Squeeze", ""),
+    ("Sub", ""),
+    ("Sum", ""),
+    ("Tanh", ""),
+    ("TopK", "last axis, largest=1, sorted=1"),
+    ("Transpose", ""),
+    ("Unsqueeze", ""),
+    ("Where", "shape arithmetic"),
+    (
+        "ai.onnx.ml.ArrayFeatureExtractor",
+        "constant data (class labels)",
+    ),
+];
+
+/// Ops that only run on small values the handler computes itself (shape
+/// arithmetic), because the host has no kernel for them yet.
+const SMALL_ONLY: &[&str] = &["Equal", "Mod", "Where"];
+
+/// Ops that compute on small values in the handler when every input is
+/// small, and otherwise run on the host.
+const SMALL_CAPABLE: &[&str] = &[
+    "Add",
+    "Cast",
+    "Concat",
+    "ConstantOfShape",
+    "Div",
+    "Equal",
+    "Gather",
+    "Identity",
+    "Mod",
+    "Mul",
+    "Reshape",
+    "Slice",
+    "Squeeze",
+    "Sub",
+    "Unsqueeze",
+    "Where",
+    "ai.onnx.ml.ArrayFeatureExtractor",
+];
+
+/// One reason a graph cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The node's name, or empty for a problem of the whole graph.
+    pub node: String,
+    /// The node's op, or empty for a problem of the whole graph.
+    pub op: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.op.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "node {:?} ({}): {}", self.node, self.op, self.reason)
+        }
+    }
+}
+
+/// Which values are small (constants and shape arithmetic computed in the
+/// handler, never sent to the host), by name: constants, `Shape` outputs, and
+/// outputs of [`SMALL_CAPABLE`] nodes whose inputs are all small.
+pub fn small_values(graph: &Graph) -> BTreeSet<String> {
+    let mut small: BTreeSet<String> = graph.constants.keys().cloned().collect();
+    for node in &graph.nodes {
+        let all_small = node
+            .inputs
+            .iter()
+            .all(|i| i.is_empty() || small.contains(i));
+        if node.op == "Shape" || (SMALL_CAPABLE.contains(&node.op.as_str()) && all_small) {
+            small.extend(node.outputs.iter().cloned());
+        }
+    }
+    small
+}
+
+/// Every reason `graph` cannot be served, in node order; empty when it can.
+pub fn unsupported(graph: &Graph) -> Vec<Unsupported> {
+    let mut problems = Vec::new();
+    let whole = |reason: String| Unsupported {
+        node: String::new(),
+        op: String::new(),
+        reason,
+    };
+    if !(MIN_OPSET..=MAX_OPSET).contains(&graph.opset) {
+        problems.push(whole(format!(
+            "opset {} is out of the supported range {MIN_OPSET}..={MAX_OPSET}",
+            graph.opset
+        )));
+    }
+    for spec in graph.inputs.iter().chain(&graph.outputs) {
+        if spec.dtype.oip_name().is_none() {
+            problems.push(whole(format!(
+                "graph input/output {:?} has element type {:?}, which a request cannot carry",
+                spec.name, spec.dtype
+            )));
+        }
+    }
+    let small = small_values(graph);
+    let mut defined: BTreeSet<&str> = graph
+        .inputs
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(graph.weights.iter().map(String::as_str))
+        .chain(graph.constants.keys().map(String::as_str))
+        .collect();
+    for node in &graph.nodes {
+        let mut problem = |reason: String| {
+            problems.push(Unsupported {
+                node: node.name.clone(),
+                op: node.op.clone(),
+                reason,
+            })
+        };
+        for input in node.inputs.iter().filter(|i| !i.is_empty()) {
+            if !defined.contains(input.as_str()) {
+                problem(format!("input {input:?} is not produced before this node"));
+            }
+        }
+        if let Err(reason) = check(node, graph.opset, &small) {
+            problem(reason);
+        }
+        defined.extend(node.outputs.iter().map(String::as_str));
+    }
+    for output in &graph.outputs {
+        if !defined.contains(output.name.as_str()) {
+            problems.push(whole(format!(
+                "graph output {:?} is produced by no node",
+                output.name
+            )));
+        }
+    }
+    problems
+}
+
+/// The limits of one op, beyond its being in [`SUPPORTED_OPS`].
+fn check(node: &Node, opset: i64, small: &BTreeSet<String>) -> Result<(), String> {
+    let op = node.op.as_str();
+    if !SUPPORTED_OPS.iter().any(|(name, _)| *name == op) {
+        return Err("op is not supported".into());
+    }
+    let attr_is = |name: &str, allowed: i64| {
+        let v = node.int(name, allowed);
+        if v == allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "attribute {name}={v} is not supported (only {allowed})"
+            ))
+        }
+    };
+    let no_dilation = || match node.ints("dilations") {
+        Some(d) if d.iter().any(|&x| x != 1) => Err(format!("dilations {d:?} are not supported")),
+        _ => Ok(()),
+    };
+    let explicit_pads = || match node.string("auto_pad") {
+        None | Some("NOTSET") => Ok(()),
+        Some(other) => Err(format!(
+            "auto_pad={other} is not supported (only explicit pads)"
+        )),
+    };
+    let two_d = || match node.ints("kernel_shape") {
+        Some(k) if k.len() != 2 => Err(format!("kernel_shape {k:?} is not 2-D")),
+        _ => Ok(()),
+    };
+    let symmetric = || match node.ints("pads") {
+        Some(p) if p.len() != 4 || p[0] != p[2] || p[1] != p[3] => {
+            Err(format!("pads {p:?} are not 2-D and symmetric"))
+        }
+        _ => Ok(()),
+    };
+    let from_request = |i: usize| node.input(i).filter(|name| !small.contains(*name));
+    if SMALL_ONLY.contains(&op)
+        && let Some(input) = (0..node.inputs.len()).find_map(from_request)
+    {
+        return Err(format!(
+            "runs only on shape arithmetic, but input {input:?} is computed from request data"
+        ));
+    }
+    match op {
+        "ArgMax" | "ArgMin" => attr_is("select_last_index", 0),
+        "BatchNormalization" => Err(
+            "only supported right after a Conv with constant weights, where it is folded".into(),
+        ),
+        "Constant" => Err("not folded at import".into()),
+        "Conv" => {
+            explicit_pads()?;
+            two_d()?;
+            symmetric()
+        }
+        "MaxPool" | "AveragePool" => {
+            explicit_pads()?;
+            two_d()?;
+            symmetric()?;
+            no_dilation()?;
+            attr_is("ceil_mode", 0)?;
+            attr_is("storage_order", 0)?;
+            if node.outputs.len() > 1 {
+                return Err("the indices output is not supported".into());
+            }
+            if op == "AveragePool"
+                && node.int("count_include_pad", 0) != 0
+                && node.ints("pads").is_some_and(|p| p.iter().any(|&x| x != 0))
+            {
+                return Err("count_include_pad=1 with padding is not supported".into());
+            }
+            Ok(())
+        }
+        "Gelu" => match node.string("approximate") {
+            None | Some("none") | Some("tanh") => Ok(()),
+            Some(other) => Err(format!("approximate={other} is not supported")),
+        },
+        "Gemm" => attr_is("transA", 0),
+        "Gather" if node.int("axis", 0) != 0 && from_request(1).is_some() => {
+            Err("indices computed from request data only along axis 0 (embedding rows)".into())
+        }
+        "LayerNormalization" | "Dropout" if node.outputs.iter().skip(1).any(|o| !o.is_empty()) => {
+            Err("only the first output is supported".into())
+        }
+        "Reshape" => attr_is("allowzero", 0),
+        "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceSum" => {
+            attr_is("noop_with_empty_axes", 0)
+        }
+        "TopK" => {
+            attr_is("largest", 1)?;
+            attr_is("sorted", 1)?;
+            attr_is("axis", -1)
+        }
+        "Cast" => match node.attrs.get("to") {
+            Some(Attr::Int(code)) if crate::DType::from_onnx(*code as i32).is_some() => Ok(()),
+            other => Err(format!("cast to {other:?} is not supported")),
+        },
+        "Slice" if opset < 10 => Err("Slice before opset 10 (attributes) is not supported".into()),
+        _ => Ok(()),
+    }
+    .and_then(
+        |()| match node.attrs.iter().find(|(_, a)| matches!(a, Attr::Other(_))) {
+            Some((name, Attr::Other(kind))) => {
+                Err(format!("attribute {name} of kind {kind} is not supported"))
+            }
+            _ => Ok(()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{DType, ValueSpec};
+
+    fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> Node {
+        Node {
+            name: name.into(),
+            op: op.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.into()],
+            attrs: BTreeMap::new(),
+        }
+    }
+
+    fn graph(nodes: Vec<Node>) -> Graph {
+        Graph {
+            opset: 17,
+            inputs: vec![ValueSpec {
+                name: "x".into(),
+                dtype: DType::F32,
+                shape: vec![-1, 4],
+            }],
+            outputs: vec![ValueSpec {
+                name: "y".into(),
+                dtype: DType::F32,
+                shape: vec![-1, 4],
+            }],
+            weights: vec![],
+            constants: BTreeMap::new(),
+            nodes,
+        }
+    }
+
+    #[test]
+    fn every_unsupported_node_is_listed_with_its_name() {
+        let g = graph(vec![
+            node("a", "Relu", &["x"], "h"),
+            node("nms", "NonMaxSuppression", &["h"], "i"),
+            node("loop", "Loop", &["i"], "y"),
+        ]);
+        let problems: Vec<String> = unsupported(&g).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            [
+                "node \"nms\" (NonMaxSuppression): op is not supported",
+                "node \"loop\" (Loop): op is not supported",
+            ]
+        );
+    }
+
+    #[test]
+    fn shape_only_ops_are_refused_on_request_data() {
+        let ok = graph(vec![
+            node("s", "Shape", &["x"], "s"),
+            node("e", "Equal", &["s", "s"], "m"),
+            node("r", "Relu", &["x"], "y"),
+        ]);
+        assert_eq!(unsupported(&ok), []);
+        let bad = graph(vec![node("e", "Equal", &["x", "x"], "y")]);
+        assert!(
+            unsupported(&bad)[0].reason.contains("request data"),
+            "{:?}",
+            unsupported(&bad)
+        );
+    }
+
+    #[test]
+    fn opset_and_ordering_are_checked() {
+        let mut g = graph(vec![node("r", "Relu", &["later"], "y")]);
+        g.opset = 99;
+        let problems: Vec<String> = unsupported(&g).iter().map(ToString::to_string).collect();
+        assert!(problems[0].contains("opset 99"), "{problems:?}");
+        assert!(
+            problems[1].contains("\"later\" is not produced"),
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! `POST /v1/embeddings`: sentence embeddings in OpenAI's shape, as JSON
+//! floats or (what the official client asks for by default) base64 of the
+//! little-endian float32 bytes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use edgeserve_tensor::DType;
+use serde_json::{Value, json};
+
+use super::body_fields;
+use super::error::OpenAiError;
+use crate::runtime::Value as Tensor;
+use crate::server::error::ApiError;
+use crate::server::fields::{FieldError, wrong};
+use crate::server::generation::require_task;
+use crate::server::infer::{self, InFlight, InferRequest, ModelRef, Outcome};
+use crate::server::state::AppState;
+
+/// The `task` of models that embed text.
+pub const EMBEDDINGS: &str = "embeddings";
+
+/// The model's input and outputs.
+const TEXT: &str = "text";
+const EMBEDDING: &str = "embedding";
+const INPUT_IDS: &str = "input_ids";
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    run(&app, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiError> {
+    let mut fields = body_fields(app, request).await?;
+    let name = match fields.required("model")? {
+        Value::String(name) => name,
+        other => return Err(wrong("model", "a string", &other).into()),
+    };
+    let texts = inputs(fields.required("input")?)?;
+    let base64 = match fields.string("encoding_format")?.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(FieldError::new(
+                "encoding_format",
+                format!("`encoding_format` must be \"float\" or \"base64\", got {other:?}"),
+            )
+            .into());
+        }
+    };
+    if let Some(dimensions) = fields.take("dimensions") {
+        return Err(wrong(
+            "dimensions",
+            "unset (the model's width is fixed)",
+            &dimensions,
+        )
+        .into());
+    }
+    fields.ignore(&["user"]);
+    fields.finish()?;
+
+    let model = ModelRef {
+        name: name.clone(),
+        version: None,
+    };
+    let loaded = app
+        .registry
+        .get(&name, None)
+        .map_err(|e| OpenAiError::from(ApiError::from(e)))?;
+    require_task(&loaded, EMBEDDINGS, "/v1/embeddings")?;
+    let count = texts.len();
+    let request = InferRequest {
+        inputs: vec![(
+            TEXT.to_owned(),
+            Tensor::Bytes {
+                shape: vec![count],
+                elements: texts.into_iter().map(String::into_bytes).collect(),
+            },
+        )],
+        parameters: Vec::new(),
+        outputs: Some(vec![EMBEDDING.to_owned(), INPUT_IDS.to_owned()]),
+    };
+    let _inflight = InFlight::enter(app);
+    let response = match infer::infer(app, &model, false, request)
+        .await
+        .map_err(|e| OpenAiError::from(ApiError::from(e)))?
+    {
+        Outcome::Served(response) => response,
+        Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
+    };
+    let bad = |what: &str| {
+        OpenAiError::from(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("model {name} did not answer with {what}"),
+        ))
+    };
+    let output = |wanted: &str| {
+        response
+            .outputs
+            .iter()
+            .find(|(n, _)| n == wanted)
+            .map(|(_, v)| v)
+    };
+    let (vectors, width) = match output(EMBEDDING) {
+        Some(Tensor::Numeric(t)) if t.dtype() == DType::F32 && t.shape().len() == 2 => {
+            let data: Vec<f32> = t
+                .host()
+                .map(|h| bytemuck::pod_collect_to_vec(h.bytes()))
+                .ok_or_else(|| bad("host-readable embeddings"))?;
+            (data, t.shape()[1])
+        }
+        _ => return Err(bad("an FP32 [n, width] `embedding` output")),
+    };
+    if vectors.len() != count * width {
+        return Err(bad("one embedding per input"));
+    }
+    let data: Vec<Value> = vectors
+        .chunks(width.max(1))
+        .take(count)
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: &[u8] = bytemuck::cast_slice(vector);
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                // Each float as its shortest f32 decimal, as OIP writes
+                // it: a client parsing it gets the same float32 back.
+                let shortest = |x: &f32| {
+                    x.to_string()
+                        .parse::<f64>()
+                        .map_or(Value::Null, Value::from)
+                };
+                Value::Array(vector.iter().map(shortest).collect())
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let tokens = match output(INPUT_IDS) {
+        Some(value) => real_tokens(value).ok_or_else(|| bad("an INT64 `input_ids` output"))?,
+        None => 0,
+    };
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response())
+}
+
+/// `input`: a non-empty string or a non-empty list of them.
+fn inputs(value: Value) -> Result<Vec<String>, FieldError> {
+    let texts = match value {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Value::Array(items) if items.iter().all(|v| v.is_number() || v.is_array()) => {
+            return Err(FieldError::new(
+                "input",
+                "token-id input is not supported: send the input as text",
+            ));
+        }
+        other => return Err(wrong("input", "a string or a list of strings", &other)),
+    };
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return Err(FieldError::new(
+            "input",
+            "`input` is empty: give the text to embed",
+        ));
+    }
+    Ok(texts)
+}
+
+/// Tokens the model saw: the non-padding ids (BERT vocabularies' `[PAD]`
+/// is id 0).
+fn real_tokens(value: &Tensor) -> Option<usize> {
+    match value {
+        Tensor::Numeric(t) if t.dtype() == DType::I64 => {
+            let ids: Vec<i64> = bytemuck::pod_collect_to_vec(t.host()?.bytes());
+            Some(ids.iter().filter(|&&id| id != 0).count())
+        }
+        _ => None,
+    }
+}

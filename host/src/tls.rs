@@ -1,0 +1,285 @@
+//! HTTPS: rustls in front of the same routers, with an optional client CA
+//! (mTLS), and certificates reloaded on SIGHUP or when their files change,
+//! without dropping a connection (a handshake takes whatever configuration
+//! is current; open connections keep theirs).
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// Where the server's certificate and key are.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; with
+    /// it, clients without a valid certificate are refused.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("TLS: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM object of the kind needed.
+    #[error("TLS: {path} holds no {what}: {message}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was looked for.
+        what: &'static str,
+        /// The parser's word.
+        message: String,
+    },
+    /// rustls refused the combination (e.g. the key does not match).
+    #[error("TLS: {0}")]
+    Config(String),
+}
+
+/// The TLS configuration in force, replaced on reload.
+#[derive(Clone)]
+pub struct Tls {
+    settings: TlsSettings,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl Tls {
+    /// Reads the certificate, key and client CA of `settings`.
+    pub fn new(settings: &TlsSettings) -> Result<Tls, TlsError> {
+        Ok(Tls {
+            current: Arc::new(RwLock::new(build(settings)?)),
+            settings: settings.clone(),
+        })
+    }
+
+    /// Reads the files again; on an error the old configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = build(&self.settings)?;
+        *self.current.write().expect("the TLS lock is not poisoned") = config;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(
+            self.current
+                .read()
+                .expect("the TLS lock is not poisoned")
+                .clone(),
+        )
+    }
+
+    /// Reloads on SIGHUP and when a file's modification time changes
+    /// (checked every `poll`), until `stop` turns true.
+    pub fn watch(&self, poll: Duration, mut stop: watch::Receiver<bool>) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut seen = tls.modified();
+            let mut tick = tokio::time::interval(poll);
+            loop {
+                #[cfg(unix)]
+                let signal = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let signal = std::future::pending::<Option<()>>();
+                let why = tokio::select! {
+                    _ = stop.wait_for(|&s| s) => return,
+                    _ = signal => "SIGHUP",
+                    _ = tick.tick() => {
+                        let now = tls.modified();
+                        if now == seen { continue; }
+                        seen = now;
+                        "a changed file"
+                    }
+                };
+                match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded after {why}"),
+                    Err(e) => tracing::warn!("TLS certificates not reloaded after {why}: {e}"),
+                }
+            }
+        });
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        let s = &self.settings;
+        [Some(&s.cert), Some(&s.key), s.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |message: String| TlsError::Pem {
+        path: path.to_owned(),
+        what: "certificate",
+        message,
+    };
+    let certs = CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(&settings.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&settings.key)?).map_err(|e| TlsError::Pem {
+        path: settings.key.clone(),
+        what: "private key",
+        message: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &settings.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(format!("client CA {}: {e}", path.display())))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Config(format!("client CA {}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", settings.key.display())))?;
+    // gRPC needs h2; REST clients may speak either.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Longest a client may take over its handshake before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP connections after their TLS handshake, which run concurrently so a
+/// slow client holds up no other: an [`axum::serve::Listener`].
+pub struct TlsListener {
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Accepts on `tcp` and completes handshakes with the configuration
+    /// current at each one's start. Stops accepting once the listener is
+    /// dropped.
+    pub fn new(tcp: TcpListener, tls: Tls) -> std::io::Result<TlsListener> {
+        let local = tcp.local_addr()?;
+        let (done, handshaken) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = done.closed() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            tracing::debug!("TLS accept failed: {e}");
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, done) = (tls.acceptor(), done.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = done.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { handshaken, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.handshaken.recv().await {
+            Some(accepted) => accepted,
+            // The accept task ends only when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// A server run to completion.
+pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// Serves `router` on `tcp`, over TLS when `tls` is set, until `stop`
+/// turns true, then lets requests in flight finish.
+pub fn serve(
+    tcp: TcpListener,
+    router: axum::Router,
+    tls: Option<&Tls>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<Serving> {
+    let stopped = async move {
+        let _ = stop.wait_for(|&s| s).await;
+    };
+    Ok(match tls {
+        None => Box::pin(
+            axum::serve(tcp, router)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some(tls) => Box::pin(
+            axum::serve(TlsListener::new(tcp, tls.clone())?, router)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    })
+}

@@ -1,0 +1,507 @@
+//! Nodes that run on the host's tensor ops, one ONNX op to one or a few
+//! host calls.
+
+use edgeserve_onnx_graph::{Constant, Node};
+use edgeserve_sdk::{BinaryOp, Conv2d, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
+
+use crate::small::{
+    Small, axes_of, broadcast, host_dtype, norm_axis, reshape_target, slice_bounds, squeeze,
+    unsqueeze,
+};
+
+/// A value a node reads: a host tensor or a small value.
+#[derive(Clone, Copy)]
+pub enum Arg<'a> {
+    /// A host tensor (request input, weight or an earlier node's result).
+    Host(&'a Tensor),
+    /// A small value (constant or shape arithmetic).
+    Small(&'a Constant),
+}
+
+/// A value a node produces.
+pub enum Value {
+    /// A host tensor.
+    Host(Tensor),
+    /// A small value.
+    Small(Constant),
+}
+
+impl Value {
+    /// This value as an argument.
+    pub fn arg(&self) -> Arg<'_> {
+        match self {
+            Value::Host(t) => Arg::Host(t),
+            Value::Small(c) => Arg::Small(c),
+        }
+    }
+}
+
+/// Node inputs by position, with the lookups every op needs.
+pub struct Args<'a> {
+    /// The node being run.
+    pub node: &'a Node,
+    /// Its inputs; `None` for an omitted optional one.
+    pub values: Vec<Option<Arg<'a>>>,
+}
+
+/// A host tensor: the input itself, or a small value uploaded for this call.
+enum HostArg<'a> {
+    Borrowed(&'a Tensor),
+    Owned(Tensor),
+}
+
+impl std::ops::Deref for HostArg<'_> {
+    type Target = Tensor;
+    fn deref(&self) -> &Tensor {
+        match self {
+            HostArg::Borrowed(t) => t,
+            HostArg::Owned(t) => t,
+        }
+    }
+}
+
+impl<'a> Args<'a> {
+    fn get(&self, i: usize) -> Result<Arg<'a>, Error> {
+        self.values
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::InvalidArgument(format!("input {i} is missing")))
+    }
+
+    fn host(&self, i: usize) -> Result<HostArg<'a>, Error> {
+        Ok(match self.get(i)? {
+            Arg::Host(t) => HostArg::Borrowed(t),
+            Arg::Small(c) => HostArg::Owned(c.to_host()?),
+        })
+    }
+
+    fn opt_host(&self, i: usize) -> Result<Option<HostArg<'a>>, Error> {
+        match self.values.get(i).copied().flatten() {
+            None => Ok(None),
+            Some(_) => self.host(i).map(Some),
+        }
+    }
+
+    fn small(&self, i: usize) -> Result<Option<&'a Constant>, Error> {
+        match self.values.get(i).copied().flatten() {
+            None => Ok(None),
+            Some(Arg::Small(c)) => Ok(Some(c)),
+            Some(Arg::Host(_)) => Err(Error::Unsupported(format!(
+                "input {i} must be a constant or shape arithmetic, not computed from request data"
+            ))),
+        }
+    }
+
+    fn ints(&self, i: usize) -> Result<Option<Vec<i64>>, Error> {
+        Ok(self.small(i)?.map(Small::ints))
+    }
+}
+
+fn dims(t: &Tensor) -> Vec<usize> {
+    t.shape().iter().map(|&d| d as usize).collect()
+}
+
+/// A new handle on the same elements (ONNX `Identity`).
+fn alias(t: &Tensor) -> Result<Tensor, Error> {
+    reshape(t, &dims(t))
+}
+
+fn reshape(t: &Tensor, dims: &[usize]) -> Result<Tensor, Error> {
+    t.reshape(&dims.iter().map(|&d| d as i32).collect::<Vec<_>>())
+}
+
+fn pair(v: Option<&[i64]>, default: u32) -> (u32, u32) {
+    match v {
+        Some([a, b, ..]) => (*a as u32, *b as u32),
+        _ => (default, default),
+    }
+}
+
+/// Runs `args.node` on the host; `opset` is the graph's default-domain opset.
+pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
+    let node = args.node;
+    let one = |t: Tensor| Ok(vec![Value::Host(t)]);
+    let x = || args.host(0);
+    let binary = |op: BinaryOp| -> Result<Tensor, Error> {
+        let mut acc = args.host(0)?.binary(op, &*args.host(1)?)?;
+        for i in 2..args.values.len() {
+            acc = acc.binary(op, &*args.host(i)?)?;
+        }
+        Ok(acc)
+    };
+    let unary = |op: UnaryOp| x()?.unary(op);
+    match node.op.as_str() {
+        "Identity" | "Dropout" => one(match args.get(0)? {
+            Arg::Host(t) => alias(t)?,
+            Arg::Small(c) => return Ok(vec![Value::Small(c.clone())]),
+        }),
+        "Add" | "Sum" => one(binary(BinaryOp::Add)?),
+        "Sub" => one(binary(BinaryOp::Sub)?),
+        "Mul" => one(binary(BinaryOp::Mul)?),
+        "Div" => one(binary(BinaryOp::Div)?),
+        "Pow" => one(binary(BinaryOp::Pow)?),
+        "Max" => one(binary(BinaryOp::Maximum)?),
+        "Min" => one(binary(BinaryOp::Minimum)?),
+        "Relu" => one(unary(UnaryOp::Relu)?),
+        "Sigmoid" => one(unary(UnaryOp::Sigmoid)?),
+        "Tanh" => one(unary(UnaryOp::Tanh)?),
+        "Exp" => one(unary(UnaryOp::Exp)?),
+        "Log" => one(unary(UnaryOp::Log)?),
+        "Sqrt" => one(unary(UnaryOp::Sqrt)?),
+        "Neg" => one(unary(UnaryOp::Neg)?),
+        "Abs" => one(unary(UnaryOp::Abs)?),
+        "Erf" => one(unary(UnaryOp::Erf)?),
+        "Gelu" => one(unary(if node.string("approximate") == Some("tanh") {
+            UnaryOp::GeluTanh
+        } else {
+            UnaryOp::Gelu
+        })?),
+        "Reciprocal" => {
+            let x = x()?;
+            one(Tensor::full(x.dtype(), &[], 1.0)?.div(&x)?)
+        }
+        "LeakyRelu" => {
+            let x = x()?;
+            let pos = x.relu()?;
+            let neg = x.sub(&pos)?;
+            one(pos.add(&neg.affine(node.float("alpha", 0.01), 0.0)?)?)
+        }
+        "Clip" => {
+            let x = x()?;
+            let (lo, hi) = if opset < 11 {
+                (
+                    Some(node.float("min", f32::MIN)),
+                    Some(node.float("max", f32::MAX)),
+                )
+            } else {
+                let bound = |i| -> Result<Option<f32>, Error> {
+                    Ok(args
+                        .small(i)?
+                        .and_then(|c| c.data.first())
+                        .map(|&v| v as f32))
+                };
+                (bound(1)?, bound(2)?)
+            };
+            let mut y = match lo {
+                Some(lo) => x.maximum(&Tensor::full(x.dtype(), &[], lo.into())?)?,
+                None => alias(&x)?,
+            };
+            if let Some(hi) = hi {
+                y = y.minimum(&Tensor::full(x.dtype(), &[], hi.into())?)?;
+            }
+            one(y)
+        }
+        "MatMul" => one(matmul(&*args.host(0)?, &*args.host(1)?)?),
+        "Gemm" => {
+            let (a, b) = (args.host(0)?, args.host(1)?);
+            let trans_b = node.int("transB", 0) != 0;
+            let (alpha, beta) = (node.float("alpha", 1.0), node.float("beta", 1.0));
+            let c = args.opt_host(2)?;
+            let n = b.shape()[if trans_b { 0 } else { 1 }];
+            let bias = match &c {
+                Some(c)
+                    if alpha == 1.0
+                        && beta == 1.0
+                        && c.numel() == u64::from(n)
+                        && c.shape().last() == Some(&n) =>
+                {
+                    Some(c.reshape(&[n as i32])?)
+                }
+                _ => None,
+            };
+            if bias.is_some() || c.is_none() && alpha == 1.0 {
+                let y = if trans_b {
+                    a.linear_t(&b, bias.as_ref(), None)?
+                } else {
+                    a.linear(&b, bias.as_ref(), None)?
+                };
+                return one(y);
+            }
+            let mut y = if trans_b {
+                a.matmul_t(&b)?
+            } else {
+                a.matmul(&b)?
+            };
+            if alpha != 1.0 {
+                y = y.affine(alpha, 0.0)?;
+            }
+            if let Some(c) = c {
+                y = if beta == 1.0 {
+                    y.add(&c)?
+                } else {
+                    y.add(&c.affine(beta, 0.0)?)?
+                };
+            }
+            one(y)
+        }
+        "Softmax" | "LogSoftmax" => {
+            let x = x()?;
+            let rank = x.rank();
+            let axis = norm_axis(node.int("axis", if opset < 13 { 1 } else { -1 }), rank)?;
+            let y = if opset >= 13 || axis + 1 == rank {
+                x.softmax(axis as i32)?
+            } else {
+                // Before opset 13 the input is flattened to 2-D at `axis`.
+                let d = dims(&x);
+                let rows: usize = d[..axis].iter().product();
+                reshape(
+                    &reshape(&x, &[rows, d[axis..].iter().product()])?.softmax(-1)?,
+                    &d,
+                )?
+            };
+            one(if node.op == "LogSoftmax" { y.log()? } else { y })
+        }
+        "LayerNormalization" => {
+            let x = x()?;
+            if norm_axis(node.int("axis", -1), x.rank())? + 1 != x.rank() {
+                return Err(Error::Unsupported(
+                    "LayerNormalization over more than the last axis".into(),
+                ));
+            }
+            let (g, b) = (args.opt_host(1)?, args.opt_host(2)?);
+            one(x.layer_norm(g.as_deref(), b.as_deref(), node.float("epsilon", 1e-5))?)
+        }
+        "Reshape" => {
+            let x = x()?;
+            let target = args
+                .ints(1)?
+                .ok_or_else(|| Error::InvalidArgument("Reshape needs a shape".into()))?;
+            one(reshape(&x, &reshape_target(&dims(&x), &target)?)?)
+        }
+        "Flatten" => {
+            let x = x()?;
+            let d = dims(&x);
+            let axis = if node.int("axis", 1) == d.len() as i64 {
+                d.len()
+            } else {
+                norm_axis(node.int("axis", 1), d.len())?
+            };
+            one(reshape(
+                &x,
+                &[d[..axis].iter().product(), d[axis..].iter().product()],
+            )?)
+        }
+        "Squeeze" | "Unsqueeze" => {
+            let x = x()?;
+            let axes = axes_of(node, args.small(1)?);
+            let d = if node.op == "Squeeze" {
+                squeeze(&dims(&x), axes.as_deref())?
+            } else {
+                unsqueeze(&dims(&x), &axes.unwrap_or_default())?
+            };
+            one(reshape(&x, &d)?)
+        }
+        "Transpose" => {
+            let x = x()?;
+            let perm: Vec<u32> = match node.ints("perm") {
+                Some(p) => p.iter().map(|&a| a as u32).collect(),
+                None => (0..x.rank() as u32).rev().collect(),
+            };
+            one(x.transpose(&perm)?)
+        }
+        "Concat" => {
+            let parts: Vec<HostArg<'_>> = (0..args.values.len())
+                .map(|i| args.host(i))
+                .collect::<Result<_, _>>()?;
+            let refs: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
+            one(Tensor::concat(&refs, node.int("axis", 0) as i32)?)
+        }
+        "Slice" => {
+            let x = x()?;
+            let starts = args.ints(1)?.unwrap_or_default();
+            let ends = args.ints(2)?.unwrap_or_default();
+            let axes = args
+                .ints(3)?
+                .unwrap_or_else(|| (0..starts.len() as i64).collect());
+            if args.ints(4)?.is_some_and(|s| s.iter().any(|&s| s != 1)) {
+                return Err(Error::Unsupported("Slice with a step other than 1".into()));
+            }
+            let mut y = alias(&x)?;
+            for (k, &axis) in axes.iter().enumerate() {
+                let axis = norm_axis(axis, y.rank())?;
+                let (s, e) = slice_bounds(y.shape()[axis] as usize, starts[k], ends[k]);
+                y = y.slice(axis as i32, s as u32, e as u32)?;
+            }
+            one(y)
+        }
+        "Gather" => {
+            let data = x()?;
+            let axis = norm_axis(node.int("axis", 0), data.rank())?;
+            one(gather(&data, axis, args.get(1)?)?)
+        }
+        "Expand" => {
+            let x = x()?;
+            let target: Vec<usize> = args
+                .ints(1)?
+                .unwrap_or_default()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            let out: Vec<u32> = broadcast(&dims(&x), &target)?
+                .iter()
+                .map(|&d| d as u32)
+                .collect();
+            one(x.add(&Tensor::full(x.dtype(), &out, 0.0)?)?)
+        }
+        "Cast" => {
+            let to = edgeserve_onnx_graph::DType::from_onnx(node.int("to", 1) as i32)
+                .ok_or_else(|| Error::Dtype("Cast target".into()))?;
+            one(x()?.cast(host_dtype(to))?)
+        }
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+            let x = x()?;
+            let op = match node.op.as_str() {
+                "ReduceMean" => ReduceOp::Mean,
+                "ReduceSum" => ReduceOp::Sum,
+                "ReduceMax" => ReduceOp::Max,
+                _ => ReduceOp::Min,
+            };
+            let axes =
+                axes_of(node, args.small(1)?).unwrap_or_else(|| (0..x.rank() as i64).collect());
+            one(reduce(&x, op, &axes, node.int("keepdims", 1) != 0)?)
+        }
+        "ArgMax" | "ArgMin" => {
+            let op = if node.op == "ArgMax" {
+                ReduceOp::Argmax
+            } else {
+                ReduceOp::Argmin
+            };
+            one(x()?.reduce(op, node.int("axis", 0) as i32, node.int("keepdims", 1) != 0)?)
+        }
+        "GlobalAveragePool" => one(reduce(&*x()?, ReduceOp::Mean, &[2, 3], true)?),
+        "GlobalMaxPool" => one(reduce(&*x()?, ReduceOp::Max, &[2, 3], true)?),
+        "Conv" => {
+            let (x, w, b) = (x()?, args.host(1)?, args.opt_host(2)?);
+            let params = Conv2d {
+                stride: pair(node.ints("strides"), 1),
+                padding: pair(node.ints("pads"), 0),
+                dilation: pair(node.ints("dilations"), 1),
+                groups: node.int("group", 1) as u32,
+            };
+            one(x.conv2d(&w, b.as_deref(), params)?)
+        }
+        "MaxPool" | "AveragePool" => {
+            let kind = if node.op == "MaxPool" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            };
+            let kernel = pair(node.ints("kernel_shape"), 1);
+            one(x()?.pool2d(
+                kind,
+                kernel,
+                pair(node.ints("strides"), 1),
+                pair(node.ints("pads"), 0),
+            )?)
+        }
+        "TopK" => {
+            let k = args.ints(1)?.and_then(|k| k.first().copied()).unwrap_or(1);
+            let (values, indices) = x()?.top_k(k as u32)?;
+            Ok(vec![Value::Host(values), Value::Host(indices)])
+        }
+        "ai.onnx.ml.ArrayFeatureExtractor" => {
+            // Class labels picked by predicted index: the labels become a
+            // one-column table and the indices pick its rows.
+            let table = args
+                .small(0)?
+                .ok_or_else(|| Error::InvalidArgument("labels missing".into()))?;
+            let Arg::Host(indices) = args.get(1)? else {
+                unreachable!("small inputs run in the handler")
+            };
+            let labels = Tensor::from_f32(
+                &[table.numel() as u32, 1],
+                &table.data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            )?;
+            let picked = labels
+                .embedding(&indices.reshape(&[1, -1])?)?
+                .reshape(&[1, -1])?;
+            one(picked.cast(host_dtype(table.dtype))?)
+        }
+        other => Err(Error::Unsupported(format!("op {other}"))),
+    }
+}
+
+/// ONNX `MatMul`: NumPy semantics, including 1-D operands.
+fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, Error> {
+    let (ra, rb) = (a.rank(), b.rank());
+    let a2 = if ra == 1 {
+        a.reshape(&[1, -1])?
+    } else {
+        alias(a)?
+    };
+    let b2 = if rb == 1 {
+        b.reshape(&[-1, 1])?
+    } else {
+        alias(b)?
+    };
+    let mut y = a2.matmul(&b2)?;
+    let mut d = dims(&y);
+    if rb == 1 {
+        d.pop();
+    }
+    if ra == 1 {
+        d.remove(d.len() - if rb == 1 { 1 } else { 2 });
+    }
+    if ra == 1 || rb == 1 {
+        y = reshape(&y, &d)?;
+    }
+    Ok(y)
+}
+
+/// A reduction over several `axes`, the last first so the others keep their
+/// positions.
+fn reduce(x: &Tensor, op: ReduceOp, axes: &[i64], keep: bool) -> Result<Tensor, Error> {
+    let rank = x.rank();
+    let mut axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<Result<_, _>>()?;
+    axes.sort_unstable_by(|a, b| b.cmp(a));
+    axes.dedup();
+    let mut y = x.reduce(op, axes[0] as i32, keep)?;
+    for &axis in &axes[1..] {
+        y = y.reduce(op, axis as i32, keep)?;
+    }
+    Ok(y)
+}
+
+/// ONNX `Gather` on a host tensor: rows of an embedding table for request
+/// indices along axis 0, slices for constant indices.
+fn gather(data: &Tensor, axis: usize, indices: Arg<'_>) -> Result<Tensor, Error> {
+    let d = dims(data);
+    match indices {
+        Arg::Host(ids) => {
+            if axis != 0 {
+                return Err(Error::Unsupported(
+                    "Gather of request indices along an axis other than 0".into(),
+                ));
+            }
+            let rest: usize = d[1..].iter().product();
+            let rows = reshape(data, &[d[0], rest])?.embedding(ids)?;
+            let mut out = dims(ids);
+            out.extend_from_slice(&d[1..]);
+            reshape(&rows, &out)
+        }
+        Arg::Small(idx) => {
+            let picks: Vec<Tensor> = idx
+                .ints()
+                .iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + d[axis] as i64 } else { i } as u32;
+                    data.slice(axis as i32, i, i + 1)
+                })
+                .collect::<Result<_, _>>()?;
+            let refs: Vec<&Tensor> = picks.iter().collect();
+            let joined = if refs.len() == 1 {
+                picks[0].reshape(&[-1])?
+            } else {
+                Tensor::concat(&refs, axis as i32)?
+            };
+            let mut out = d[..axis].to_vec();
+            out.extend_from_slice(&idx.shape);
+            out.extend_from_slice(&d[axis + 1..]);
+            reshape(&joined, &out)
+        }
+    }
+}

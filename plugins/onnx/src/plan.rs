@@ -1,0 +1,230 @@
+//! The graph as a plan: constants folded at `init`, the remaining nodes in
+//! order with their inputs resolved to slots and the point where each value
+//! is last used (so its host tensor is dropped as soon as possible).
+
+use std::collections::HashMap;
+
+use edgeserve_onnx_graph::{Constant, Graph, Node, small_values, unsupported};
+use edgeserve_sdk::{Error, InferError, Output, Request, Tensor, model};
+
+use crate::host::{self, Arg, Args, Value};
+use crate::small::Small;
+
+/// A value known before any request.
+enum Static {
+    /// A weight from `model.safetensors` (a shared handle, not a copy).
+    Weight(Tensor),
+    /// A constant, given or folded.
+    Const(Constant),
+}
+
+/// One node left to run per request.
+struct Step {
+    node: Node,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+    /// Runs in the handler on small values rather than on the host.
+    small: bool,
+    /// Slots whose last reader this step is.
+    frees: Vec<usize>,
+}
+
+/// A graph ready to serve.
+pub struct Plan {
+    opset: i64,
+    statics: HashMap<usize, Static>,
+    inputs: Vec<(String, usize)>,
+    outputs: Vec<(String, usize)>,
+    steps: Vec<Step>,
+    slots: usize,
+}
+
+impl Plan {
+    /// Checks `graph`, looks up its weights and folds its constants.
+    pub fn new(graph: &Graph) -> Result<Plan, String> {
+        let problems = unsupported(graph);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+            return Err(format!(
+                "the ONNX graph cannot be served:\n{}",
+                list.join("\n")
+            ));
+        }
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        let mut slot = |name: &str| {
+            let next = slot_of.len();
+            *slot_of.entry(name.to_string()).or_insert(next)
+        };
+        let mut statics = HashMap::new();
+        for name in &graph.weights {
+            let weight = model::weight(name).map_err(|e| format!("weight {name}: {e}"))?;
+            statics.insert(slot(name), Static::Weight(weight));
+        }
+        for (name, c) in &graph.constants {
+            statics.insert(slot(name), Static::Const(c.clone()));
+        }
+        let inputs: Vec<(String, usize)> = graph
+            .inputs
+            .iter()
+            .map(|s| (s.name.clone(), slot(&s.name)))
+            .collect();
+        let small = small_values(graph);
+        let mut steps = Vec::new();
+        for node in &graph.nodes {
+            let ins: Vec<Option<usize>> = node
+                .inputs
+                .iter()
+                .map(|i| (!i.is_empty()).then(|| slot(i)))
+                .collect();
+            let outs: Vec<usize> = node.outputs.iter().map(|o| slot(o)).collect();
+            let is_small = node.outputs.iter().all(|o| small.contains(o));
+            let consts: Option<Vec<Option<&Constant>>> = ins
+                .iter()
+                .map(|i| match i {
+                    None => Some(None),
+                    Some(i) => match statics.get(i) {
+                        Some(Static::Const(c)) => Some(Some(c)),
+                        _ => None,
+                    },
+                })
+                .collect();
+            match consts {
+                // Folding: every input is known now, so compute it once.
+                Some(consts) if is_small && node.op != "Shape" => {
+                    let values = Constant::eval(node, &consts)
+                        .map_err(|e| format!("folding node {:?} ({}): {e}", node.name, node.op))?;
+                    for (o, v) in outs.iter().zip(values) {
+                        statics.insert(*o, Static::Const(v));
+                    }
+                }
+                _ => steps.push(Step {
+                    node: node.clone(),
+                    inputs: ins,
+                    outputs: outs,
+                    small: is_small,
+                    frees: vec![],
+                }),
+            }
+        }
+        let outputs: Vec<(String, usize)> = graph
+            .outputs
+            .iter()
+            .map(|s| (s.name.clone(), slot(&s.name)))
+            .collect();
+        let mut last_use = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            for s in step.inputs.iter().flatten() {
+                last_use.insert(*s, i);
+            }
+        }
+        for (s, i) in last_use {
+            if !statics.contains_key(&s) && !outputs.iter().any(|(_, o)| *o == s) {
+                steps[i].frees.push(s);
+            }
+        }
+        Ok(Plan {
+            opset: graph.opset,
+            statics,
+            inputs,
+            outputs,
+            steps,
+            slots: slot_of.len(),
+        })
+    }
+
+    /// Runs the plan on one request.
+    pub fn run(&self, mut request: Request) -> Result<Vec<Output>, InferError> {
+        let mut values: Vec<Option<Value>> = (0..self.slots).map(|_| None).collect();
+        for (name, slot) in &self.inputs {
+            values[*slot] = Some(Value::Host(request.take_numeric(name)?));
+        }
+        for step in &self.steps {
+            let produced = self.step(step, &values).map_err(|e| {
+                let message = format!("node {:?} ({}): {e}", step.node.name, step.node.op);
+                match e {
+                    // A request whose shapes do not fit the graph.
+                    Error::Shape(_) | Error::InvalidArgument(_) => {
+                        InferError::InvalidInput(message)
+                    }
+                    _ => InferError::Internal(message),
+                }
+            })?;
+            for (slot, value) in step.outputs.iter().zip(produced) {
+                values[*slot] = Some(value);
+            }
+            for slot in &step.frees {
+                values[*slot] = None;
+            }
+        }
+        let mut outputs = Vec::new();
+        for (name, slot) in &self.outputs {
+            if !request.wants(name) {
+                continue;
+            }
+            let tensor = match (values[*slot].take(), self.statics.get(slot)) {
+                (Some(Value::Host(t)), _) => t,
+                (Some(Value::Small(c)), _) => c.to_host()?,
+                (None, Some(Static::Const(c))) => c.to_host()?,
+                (None, Some(Static::Weight(w))) => {
+                    w.reshape(&w.shape().iter().map(|&d| d as i32).collect::<Vec<_>>())?
+                }
+                (None, None) => {
+                    return Err(InferError::internal(format!(
+                        "output {name} was not computed"
+                    )));
+                }
+            };
+            outputs.push(Output::numeric(name.clone(), tensor));
+        }
+        Ok(outputs)
+    }
+
+    fn step(&self, step: &Step, values: &[Option<Value>]) -> Result<Vec<Value>, Error> {
+        let args: Vec<Option<Arg<'_>>> = step
+            .inputs
+            .iter()
+            .map(|s| {
+                s.and_then(|s| match self.statics.get(&s) {
+                    Some(Static::Weight(w)) => Some(Arg::Host(w)),
+                    Some(Static::Const(c)) => Some(Arg::Small(c)),
+                    None => values[s].as_ref().map(Value::arg),
+                })
+            })
+            .collect();
+        if step.node.op == "Shape" {
+            return shape(&step.node, args.first().copied().flatten());
+        }
+        if step.small {
+            let consts: Vec<Option<&Constant>> = args
+                .iter()
+                .map(|a| match a {
+                    Some(Arg::Small(c)) => Some(*c),
+                    _ => None,
+                })
+                .collect();
+            let out = Constant::eval(&step.node, &consts).map_err(Error::InvalidArgument)?;
+            return Ok(out.into_iter().map(Value::Small).collect());
+        }
+        host::run(
+            &Args {
+                node: &step.node,
+                values: args,
+            },
+            self.opset,
+        )
+    }
+}
+
+/// ONNX `Shape`: the dims of a value, as a small value (`start`/`end` pick a
+/// range of them).
+fn shape(node: &Node, x: Option<Arg<'_>>) -> Result<Vec<Value>, Error> {
+    let dims: Vec<i64> = match x {
+        Some(Arg::Host(t)) => t.shape().iter().map(|&d| i64::from(d)).collect(),
+        Some(Arg::Small(c)) => c.shape.iter().map(|&d| d as i64).collect(),
+        None => return Err(Error::InvalidArgument("Shape has no input".into())),
+    };
+    let rank = dims.len();
+    let (s, e) =
+        crate::small::slice_bounds(rank, node.int("start", 0), node.int("end", rank as i64));
+    Ok(vec![Value::Small(Constant::of_ints(&dims[s..e]))])
+}

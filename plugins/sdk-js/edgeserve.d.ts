@@ -1,0 +1,98 @@
+// TypeScript types of edgeserve.js, following the contract
+// edgeserve:handler@0.1.1 (wit/edgeserve.wit): enums are the WIT's
+// kebab-case names, lists of s64 are bigint.
+
+export const CONTRACT: "edgeserve:handler@0.1.1";
+
+/** `tensor.dtype` */
+export type DType = "f32" | "f16" | "i32" | "i64" | "u8";
+/** `tensor.binary-op` */
+export type BinaryOp = "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow";
+/** `tensor.unary-op` */
+export type UnaryOp = "neg" | "abs" | "exp" | "log" | "sqrt" | "rsqrt" | "relu" | "gelu" | "gelu-tanh" | "tanh" | "sigmoid" | "silu" | "erf";
+/** `tensor.reduce-op` */
+export type ReduceOp = "sum" | "mean" | "max" | "min" | "argmax" | "argmin";
+type TypedArray = Float32Array | Int32Array | BigInt64Array | Uint8Array;
+
+export class TensorError extends Error {
+  /** `tensor.error` case: "shape", "dtype", "invalid-argument", "unsupported", "out-of-memory", "device-lost". */
+  kind: string;
+  detail: string;
+}
+
+export class Tensor {
+  static from(values: TypedArray | number[], shape?: number[], dtype?: DType): Tensor;
+  static fromBytes(bytes: Uint8Array, shape: number[], dtype?: DType): Tensor;
+  static full(shape: number[], value: number, dtype?: DType): Tensor;
+  readonly shape: number[];
+  readonly dtype: DType;
+  bytes(): Uint8Array;
+  array(): TypedArray;
+  matmul(other: Tensor, transposeB?: boolean): Tensor;
+  linear(weight: Tensor, bias?: Tensor, options?: { transposeB?: boolean; activation?: UnaryOp }): Tensor;
+  binary(op: BinaryOp, other: Tensor): Tensor;
+  unary(op: UnaryOp): Tensor;
+  affine(factor: number, offset: number): Tensor;
+  softmax(axis?: number): Tensor;
+  layerNorm(gamma?: Tensor, beta?: Tensor, eps?: number): Tensor;
+  reshape(shape: number[]): Tensor;
+  transpose(perm: number[]): Tensor;
+  slice(axis: number, start: number, end: number): Tensor;
+  reduce(op: ReduceOp, axis?: number, keepDims?: boolean): Tensor;
+  sum(axis?: number, keepDims?: boolean): Tensor;
+  mean(axis?: number, keepDims?: boolean): Tensor;
+  argmax(axis?: number, keepDims?: boolean): Tensor;
+  cast(to: DType): Tensor;
+  embedding(ids: Tensor): Tensor;
+  topK(k: number): [Tensor, Tensor];
+  relu(): Tensor;
+  gelu(): Tensor;
+  exp(): Tensor;
+  tanh(): Tensor;
+  sigmoid(): Tensor;
+  neg(): Tensor;
+  add(other: Tensor | number): Tensor;
+  sub(other: Tensor | number): Tensor;
+  mul(other: Tensor | number): Tensor;
+  div(other: Tensor | number): Tensor;
+}
+
+export function concat(tensors: Tensor[], axis?: number): Tensor;
+export function attention(q: Tensor, k: Tensor, v: Tensor, options?: { mask?: Tensor; scale?: number; causal?: boolean }): Tensor;
+
+export const model: {
+  weight(name: string): Tensor;
+  weightNames(): string[];
+  parameter(key: string, fallback?: string): string | undefined;
+  asset(name: string): Uint8Array | undefined;
+};
+
+export const nn: {
+  linear(prefix: string, options?: { layout?: "outIn" | "inOut"; activation?: UnaryOp }): (x: Tensor) => Tensor;
+};
+
+export class InvalidInput extends Error {}
+
+/** `types.tensor-metadata` */
+export interface TensorSpec { name: string; datatype: string; shape: BigInt64Array }
+export function spec(name: string, datatype: string, shape: number[]): TensorSpec;
+export interface BytesOutput { bytes: { shape: number[]; elements: Uint8Array[] } }
+export function bytesOutput(shape: number[], elements: (string | Uint8Array)[]): BytesOutput;
+
+export type ParameterValue = boolean | bigint | number | string;
+export class Request {
+  readonly requestedOutputs: string[] | undefined;
+  numeric(name: string): Tensor;
+  bytes(name: string): Uint8Array[];
+  strings(name: string): string[];
+  parameter(key: string, fallback?: ParameterValue): ParameterValue | undefined;
+  wants(name: string): boolean;
+}
+
+export abstract class Model {
+  static inputs: TensorSpec[];
+  static outputs: TensorSpec[];
+  abstract infer(request: Request): Record<string, Tensor | BytesOutput>;
+}
+
+export function exportHandler(model: new () => Model): object;

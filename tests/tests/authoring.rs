@@ -1,0 +1,294 @@
+//! The plugin author's path, run as an author runs it: `edgeserve new` and
+//! `edgeserve build` (the real binary, its toolchains installed on first
+//! use) for Rust, Python and JavaScript, then a real server on loopback.
+//! Also the versioned contract (a handler built against the previous WIT
+//! still serves; an incompatible one is refused by name) and bad components.
+//!
+//! Every component is built once per test run ([`built`]) into one
+//! repository; each test starts its own server over it, and the shared
+//! compile cache keeps the Python and JavaScript interpreters from being
+//! compiled again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{error_text, floats, ints, output, shared_cache, status_json};
+use edgeserve_e2e::{ServerProcess, add_model, edgeserve_binary, plugin, repo_root};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The scaffolded handler of each language, by model name.
+const SCAFFOLDED: [(&str, &str); 3] = [
+    ("double-rust", "rust"),
+    ("double-py", "python"),
+    ("double-js", "javascript"),
+];
+
+/// Runs `edgeserve ARGS` to completion, asserting success; its stdout.
+fn edgeserve(args: &[&std::ffi::OsStr]) -> String {
+    let target = edgeserve_binary()
+        .parent()
+        .and_then(Path::parent)
+        .expect("the binary lives in <target>/<profile>");
+    let out = Command::new(edgeserve_binary())
+        .args(args)
+        // Rust handlers share one target folder across runs.
+        .env("CARGO_TARGET_DIR", target.join("wasm-authoring"))
+        .output()
+        .expect("running edgeserve");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "edgeserve {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `edgeserve build DIR --repository REPO`, asserting it reports the install.
+fn build(dir: &Path, repo: &Path, name: &str) {
+    let said = edgeserve(&[
+        "build".as_ref(),
+        dir.as_os_str(),
+        "--repository".as_ref(),
+        repo.as_os_str(),
+    ]);
+    assert!(
+        said.contains(&format!("installed {name} version 1")),
+        "{said}"
+    );
+    assert!(repo.join(name).join("1/model.wasm").is_file(), "{said}");
+}
+
+/// A folder holding a model repository with every component of these
+/// tests, built once: the three scaffolded handlers, `digits` in Rust,
+/// Python and JavaScript, a Python handler that raises, and the contract
+/// fixtures.
+fn built() -> &'static Path {
+    static BUILT: OnceLock<TempDir> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let work = tempfile::Builder::new()
+                .prefix("edgeserve-authoring-")
+                .tempdir()
+                .unwrap();
+            let repo = work.path().join("built");
+            for (name, lang) in SCAFFOLDED {
+                let dir = work.path().join(name);
+                let said = edgeserve(&[
+                    "new".as_ref(),
+                    name.as_ref(),
+                    "--lang".as_ref(),
+                    lang.as_ref(),
+                    "--output".as_ref(),
+                    dir.as_os_str(),
+                ]);
+                assert!(
+                    said.contains(&format!("created {lang} handler `{name}`")),
+                    "{said}"
+                );
+                for vendored in ["wit/edgeserve.wit", "edgeserve.toml", "README.md"] {
+                    assert!(dir.join(vendored).is_file(), "{name} lacks {vendored}");
+                }
+                build(&dir, &repo, name);
+            }
+            for (project, name) in [
+                ("plugins/digits-py", "digits-py"),
+                ("plugins/digits-js", "digits-js"),
+                ("tests/fixtures/raises-py", "raises-py"),
+            ] {
+                build(&repo_root().join(project), &repo, name);
+            }
+            add_model(&repo, "digits").unwrap();
+            install_warm(&repo, &work.path().join("models"));
+            work
+        })
+        .path()
+}
+
+/// Moves the models of `built` into `repo` one by one, each loaded through
+/// the repository API of a server over `repo` that starts with none: this
+/// compiles every component into the [`shared_cache`] once, so the servers
+/// of the tests (started at once, each within the harness's start-up guard)
+/// find them compiled.
+fn install_warm(built: &Path, repo: &Path) {
+    std::fs::create_dir_all(repo).unwrap();
+    let server = ServerProcess::serve(repo, &shared_cache());
+    for entry in std::fs::read_dir(built).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        std::fs::rename(built.join(&name), repo.join(&name)).unwrap();
+        let url = format!("{}/v2/repository/models/{name}/load", server.base);
+        let status = Command::new("curl")
+            .args(["-sf", "-X", "POST", &url])
+            .status()
+            .expect("running curl");
+        assert!(status.success(), "loading {name}: curl {status}");
+    }
+}
+
+/// The repository [`built`] made.
+fn repository() -> PathBuf {
+    built().join("models")
+}
+
+/// POST `body` to `model`'s infer route → (status, JSON body).
+async fn infer(server: &ServerProcess, model: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v2/models/{model}/infer", server.base))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    status_json(response).await
+}
+
+fn x(values: &[f32]) -> Value {
+    json!({"inputs": [{"name": "x", "shape": [values.len()], "datatype": "FP32", "data": values}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_scaffolded_in_each_language_serves_after_new_and_build() {
+    let server = ServerProcess::serve(&repository(), &shared_cache());
+    for (name, _) in SCAFFOLDED {
+        let (status, body) = infer(&server, name, &x(&[1.0, 2.0, 3.0])).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(
+            floats(&output(&body, "y")["data"]),
+            [3.0, 5.0, 7.0],
+            "{name}"
+        );
+        // A wrong input is refused by the host, naming it.
+        let (status, body) = infer(
+            &server,
+            name,
+            &json!({"inputs": [{"name": "z", "shape": [1], "datatype": "FP32", "data": [1]}]}),
+        )
+        .await;
+        assert_eq!(status, 400, "{name}: {body}");
+        assert!(error_text(&body).contains("'z'"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn digits_in_python_and_javascript_answer_like_the_rust_one() {
+    let server = ServerProcess::serve(&repository(), &shared_cache());
+    let data = common::data_json("digits_last300.json");
+    let pixels: Vec<f64> = data["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(floats)
+        .collect();
+    let n = pixels.len() / 64;
+    assert_eq!(n, 300);
+    let request = json!({"inputs": [{"name": "pixels", "shape": [n, 64], "datatype": "FP32", "data": pixels}]});
+    let mut answers = Vec::new();
+    for model in ["digits", "digits-py", "digits-js"] {
+        let (status, body) = infer(&server, model, &request).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        let probabilities = floats(&output(&body, "probabilities")["data"]);
+        let labels = ints(&output(&body, "label")["data"]);
+        assert_eq!((probabilities.len(), labels.len()), (n * 10, n), "{model}");
+        answers.push((model, probabilities, labels));
+    }
+    let (_, rust_p, rust_labels) = &answers[0];
+    for (model, p, labels) in &answers[1..] {
+        let worst = p
+            .iter()
+            .zip(rust_p)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-6, "{model}: max |p - rust| = {worst}");
+        assert_eq!(labels, rust_labels, "{model}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_exception_is_a_500_naming_the_model_and_logged() {
+    let server = ServerProcess::serve(&repository(), &shared_cache());
+    let (status, body) = infer(&server, "raises-py", &x(&[1.0, -1.0])).await;
+    assert_eq!(status, 500, "{body}");
+    let text = error_text(&body);
+    assert!(text.contains("raises-py"), "{text}");
+    assert!(text.contains("ValueError: negative input"), "{text}");
+    let log = server.log().join("\n");
+    assert!(
+        log.contains("raises-py") && log.contains("Traceback"),
+        "no traceback in the log:\n{log}"
+    );
+    // The same instance, and everyone else, keep serving.
+    let (status, body) = infer(&server, "raises-py", &x(&[1.0])).await;
+    assert_eq!(
+        (status, floats(&output(&body, "y")["data"])),
+        (200, vec![3.0])
+    );
+    let (status, _) = infer(&server, "double-py", &x(&[0.0])).await;
+    assert_eq!(status, 200);
+}
+
+/// A repository of the contract fixtures and broken files, with the
+/// scaffolded Python handler as a bystander.
+fn contract_repository() -> TempDir {
+    let repo = tempfile::Builder::new()
+        .prefix("edgeserve-contract-")
+        .tempdir()
+        .unwrap();
+    let install = |name: &str, wasm: &[u8]| {
+        let dir = repo.path().join(name).join("1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.wasm"), wasm).unwrap();
+    };
+    for fixture in ["contract-0-1-0", "contract-0-2-0", "imports-unknown"] {
+        install(fixture, &std::fs::read(plugin(fixture)).unwrap());
+    }
+    install("not-wasm", b"this is not WebAssembly");
+    // A valid core module (no imports, no exports): WebAssembly, but not a component.
+    install("core-module", b"\0asm\x01\0\0\0");
+    let component = std::fs::read(repository().join("double-py/1/model.wasm")).unwrap();
+    install("double-py", &component);
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_by_name() {
+    let repo = contract_repository();
+    let server = ServerProcess::serve(repo.path(), &shared_cache());
+    // Built against edgeserve:handler@0.1.0, served by this 0.1.x host.
+    let (status, body) = infer(&server, "contract-0-1-0", &x(&[1.0, 2.0, 3.0])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&output(&body, "y")["data"]), [3.0, 5.0, 7.0]);
+
+    let log = server.log().join("\n");
+    let refusal = |model: &str| {
+        log.lines()
+            .find(|line| line.contains("not serving") && line.contains(&format!("model={model}")))
+            .unwrap_or_else(|| panic!("no load error for {model} in:\n{log}"))
+            .to_owned()
+    };
+    let host = format!("edgeserve:handler@{}", edgeserve::runtime::CONTRACT_VERSION);
+    let newer = refusal("contract-0-2-0");
+    assert!(
+        newer.contains("edgeserve:handler@0.2.0") && newer.contains(&host),
+        "{newer}"
+    );
+    assert!(!newer.contains("linker"), "a linker dump: {newer}");
+    let unknown = refusal("imports-unknown");
+    assert!(unknown.contains("acme:telemetry/send@1.0.0"), "{unknown}");
+    assert!(!unknown.contains("linker"), "a linker dump: {unknown}");
+    assert!(refusal("not-wasm").contains("not WebAssembly"));
+    assert!(refusal("core-module").contains("not a component"));
+
+    // A refused model answers with an error naming it, and the rest serve.
+    let (status, body) = infer(&server, "contract-0-2-0", &x(&[1.0])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(error_text(&body).contains("contract-0-2-0"), "{body}");
+    let (status, body) = infer(&server, "double-py", &x(&[1.0])).await;
+    assert_eq!(
+        (status, floats(&output(&body, "y")["data"])),
+        (200, vec![3.0])
+    );
+}

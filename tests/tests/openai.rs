@@ -1,0 +1,288 @@
+//! Language-model clients on loopback: the official `openai` Python package
+//! against `/v1`, an SSE client on the OIP generate extension, `curl -F` on
+//! the Flask-style `/generate`, and a client that hangs up mid-stream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestServer, error_text, output};
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The `data:` payloads of a Server-Sent Events body, read as it arrives.
+async fn sse_events(response: reqwest::Response) -> Vec<String> {
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(bytes) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&bytes.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for line in event.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    events.push(data.trim_start().to_owned());
+                }
+            }
+        }
+    }
+    events
+}
+
+/// A metric's value in the server's exposition (0 when absent).
+async fn metric(server: &TestServer, series: &str) -> f64 {
+    let (_, text) = server.get_text("/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The OIP answer of gpt2 for `prompt`: its continuation.
+async fn oip_text(server: &TestServer, prompt: &str, max_tokens: u32) -> String {
+    let body = json!({
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
+        "parameters": {"max_tokens": max_tokens},
+    });
+    let (status, body) = server.post("/v2/models/gpt2/infer", &body).await;
+    assert_eq!(status, 200, "{body}");
+    output(&body, "text")["data"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_client_works() {
+    let server = TestServer::start(&["gpt2", "minilm"]).await;
+    let url = server.base.trim_start_matches("http://").to_owned();
+    common::run_python(
+        "openai_compat.py",
+        &[url.as_ref()],
+        "openai compatibility: OK",
+        "scripts/test.sh installs the openai package",
+    )
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_extension_streams_what_it_answers() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let prompt = "The quick brown fox";
+    let expected = oip_text(&server, prompt, 10).await;
+    let request = json!({"text_input": prompt, "parameters": {"max_tokens": 10, "details": true}});
+
+    let (status, whole) = server
+        .post("/v2/models/gpt2/versions/1/generate", &request)
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["text_output"], expected.as_str());
+    assert_eq!(
+        (&whole["model_name"], &whole["model_version"]),
+        (&json!("gpt2"), &json!("1"))
+    );
+    let details = &whole["details"];
+    let generated = details["generated_tokens"].as_u64().unwrap();
+    assert!(["length", "eos"].contains(&details["finish_reason"].as_str().unwrap()));
+    let counted = json!({"max_tokens": 10, "return_tokens": true});
+    let oip = json!({
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
+        "parameters": counted,
+    });
+    let (_, oip) = server.post("/v2/models/gpt2/infer", &oip).await;
+    assert_eq!(
+        details["prompt_tokens"],
+        output(&oip, "prompt_tokens")["shape"][1]
+    );
+    assert_eq!(
+        details["generated_tokens"],
+        output(&oip, "tokens")["shape"][1]
+    );
+    let logprobs = details["logprobs"].as_array().unwrap();
+    assert_eq!(logprobs.len() as u64, generated);
+    assert!(
+        logprobs.iter().all(|p| p.as_f64().unwrap() <= 0.0),
+        "{details}"
+    );
+
+    let response = server
+        .request(Method::POST, "/v2/models/gpt2/generate_stream")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let events: Vec<Value> = sse_events(response)
+        .await
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, pieces) = events.split_last().unwrap();
+    assert_eq!(last["done"], true);
+    assert_eq!(last["details"], *details);
+    assert!(pieces.iter().all(|e| e["done"] == false));
+    let streamed: String = pieces
+        .iter()
+        .map(|e| e["text_output"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, expected);
+
+    // Stop sequences end the text, without the stop text.
+    if expected.len() > 3 {
+        let stop = &expected[2..4];
+        let (status, body) = server
+            .post(
+                "/v2/models/gpt2/generate",
+                &json!({"text_input": prompt, "parameters": {"max_tokens": 10, "stop": [stop], "details": true}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["text_output"],
+            &expected[..expected.find(stop).unwrap()]
+        );
+        assert_eq!(body["details"]["finish_reason"], "stop");
+    }
+
+    // Bad input: a 400 in the extension's error shape, and still serving.
+    for (bad, words) in [
+        (json!({"text_input": ""}), "empty"),
+        (
+            json!({"text_input": "x", "parameters": {"max_tokens": -1}}),
+            "max_tokens",
+        ),
+        (
+            json!({"text_input": "x", "parameters": {"temperature": -1}}),
+            "temperature",
+        ),
+        (json!({"text_input": "x", "colour": 1}), "colour"),
+        (json!({"text_input": ["x"]}), "text_input"),
+        (json!({"text_input": "word ".repeat(400)}), "context"),
+    ] {
+        let (status, body) = server.post("/v2/models/gpt2/generate_stream", &bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_text(&body).contains(words), "{bad}: {body}");
+    }
+    let (status, _) = server.post("/v2/models/gpt2/generate", &request).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flask_generate_takes_curl_multipart() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let prompt = "Hello world";
+    let continuation = oip_text(&server, prompt, 8).await;
+    let curl = |fields: &[&str]| {
+        let mut command = tokio::process::Command::new("curl");
+        command.args(["-sS", "-w", "\n%{http_code}"]);
+        for field in fields {
+            command.args(["-F", field]);
+        }
+        command.arg(format!("{}/generate", server.base));
+        async move {
+            let out = command.output().await.expect("curl runs");
+            let text = String::from_utf8(out.stdout).unwrap();
+            let (body, status) = text.rsplit_once('\n').unwrap();
+            (
+                status.to_owned(),
+                serde_json::from_str::<Value>(body).unwrap(),
+            )
+        }
+    };
+    // Like the Flask app: the prompt followed by the continuation.
+    let (status, body) = curl(&[&format!("text={prompt}"), "max_tokens=8"]).await;
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(body["generated_text"], format!("{prompt}{continuation}"));
+    let (status, body) = curl(&[
+        &format!("text={prompt}"),
+        "max_tokens=8",
+        "return_full_text=false",
+    ])
+    .await;
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(body["generated_text"], continuation.as_str());
+
+    // Another content type: 415 naming the ones /generate reads.
+    let response = server
+        .request(Method::POST, "/generate")
+        .header("content-type", "text/plain")
+        .body("text=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await.unwrap();
+    for accepted in [
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+        "application/json",
+    ] {
+        assert!(error_text(&body).contains(accepted), "{body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hanging_up_cancels_the_stream() {
+    let server = TestServer::start(&["gpt2"]).await;
+    // 16 samples of up to 120 tokens, generated one after another: far
+    // more than what is done by the time the first chunk arrives.
+    let request = json!({
+        "model": "gpt2", "prompt": "Once", "max_tokens": 120, "n": 16,
+        "temperature": 1.0, "seed": 1, "stream": true,
+    });
+    let most = 16.0 * 120.0;
+    let tokens = "edgeserve_generated_tokens_total{model=\"gpt2\",version=\"1\"}";
+    let cancelled = "edgeserve_cancelled_streams_total{model=\"gpt2\",version=\"1\"}";
+    let response = server
+        .request(Method::POST, "/v1/completions")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body); // hang up
+
+    // The model stops at its next token, its instance goes back to the
+    // pool and the in-flight gauge drops, within a second.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let idle = metric(&server, "edgeserve_inflight_requests").await == 0.0
+            && metric(&server, cancelled).await == 1.0;
+        if idle {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream still runs a second after the hang-up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let generated = metric(&server, tokens).await;
+    assert!(
+        generated < most,
+        "{generated} tokens: generation went on for nobody"
+    );
+
+    // A new request is served at once, and nothing more was generated for
+    // the one that hung up.
+    let (status, body) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "gpt2", "prompt": "Once", "max_tokens": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let served = body["usage"]["completion_tokens"].as_f64().unwrap();
+    assert_eq!(metric(&server, tokens).await, generated + served);
+    server.stop().await;
+}

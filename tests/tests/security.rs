@@ -1,0 +1,380 @@
+//! Safe to expose: API keys on inference, the admin key on management, the
+//! secure default off loopback, keys kept out of logs, and bundle fetches
+//! only from allowed hosts (redirects and link-local addresses included).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use common::{TestServer, error_text, status_json};
+use edgeserve::bundle::Sha256Hex;
+use edgeserve_e2e::model_repository;
+use reqwest::Method;
+use serde_json::json;
+
+const LOAD: &str = "/v2/repository/models/linear/load";
+const UNLOAD: &str = "/v2/repository/models/linear/unload";
+const INFER: &str = "/v2/models/linear/infer";
+
+fn linear_request() -> serde_json::Value {
+    json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]})
+}
+
+/// `method path` with `key` as a Bearer token (none for `None`) → status,
+/// `WWW-Authenticate`, JSON body.
+async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut request = server.request(method.clone(), path);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if method == Method::POST && path.ends_with("/infer") {
+        request = request.json(&linear_request());
+    }
+    let response = request.send().await.unwrap();
+    let challenge = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = status_json(response).await;
+    (status, challenge, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_keys_guard_inference_and_the_admin_key_guards_management() {
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.access.api_keys = vec!["team-a-key".parse().unwrap(), "team-b-key".parse().unwrap()];
+    settings.access.admin_key = Some("the-admin-key".parse().unwrap());
+    let server = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
+
+    // Probes and metrics need no key.
+    for path in ["/v2/health/live", "/v2/health/ready", "/metrics"] {
+        let (status, _, body) = call(&server, Method::GET, path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    // Inference and metadata: none → 401 with a challenge; wrong → 401.
+    for (method, path) in [
+        (Method::POST, INFER),
+        (Method::GET, "/v2/models/linear"),
+        (Method::GET, "/v2"),
+        (Method::POST, "/v2/repository/index"),
+        (Method::POST, "/generate"),
+        (Method::GET, "/v2/no/such/route"),
+    ] {
+        let (status, challenge, body) = call(&server, method.clone(), path, None).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert_eq!(challenge.as_deref(), Some(r#"Bearer realm="edgeserve""#));
+        assert!(
+            error_text(&body).contains("Authorization: Bearer"),
+            "{body}"
+        );
+        let (status, challenge, body) = call(&server, method.clone(), path, Some("guess")).await;
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        assert!(challenge.unwrap().contains("invalid_token"));
+    }
+    let (status, _, body) = call(&server, Method::POST, INFER, Some("team-b-key")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(common::max_abs_diff(&common::floats(&body["outputs"][0]["data"]), &[0.4]) < 1e-6);
+    let (status, _, body) = call(
+        &server,
+        Method::GET,
+        "/v2/models/linear",
+        Some("team-a-key"),
+    )
+    .await;
+    assert_eq!((status, &body["name"]), (200, &json!("linear")), "{body}");
+    // A header of another scheme is refused, not ignored.
+    let response = server
+        .request(Method::GET, "/v2/models/linear")
+        .basic_auth("team-a-key", None::<&str>)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Management: an API key is forbidden, the admin key works, however
+    // the path is spelled.
+    for path in [
+        UNLOAD,
+        "/v2/%72epository/models/linear/unload",
+        "//v2/repository/models/linear/unload",
+    ] {
+        let (status, challenge, body) = call(&server, Method::POST, path, Some("team-a-key")).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(challenge, None);
+        assert!(error_text(&body).contains("--admin-key"), "{body}");
+        let (status, _, _) = call(&server, Method::POST, path, None).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, _, body) = call(&server, Method::POST, INFER, Some("team-a-key")).await;
+    assert_eq!(
+        status, 200,
+        "refused management calls changed nothing: {body}"
+    );
+    let (status, _, body) = call(&server, Method::POST, UNLOAD, Some("the-admin-key")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = call(&server, Method::POST, INFER, Some("team-a-key")).await;
+    assert_ne!(status, 200, "unloaded, yet served: {body}");
+    let (status, _, body) = call(&server, Method::POST, LOAD, Some("the-admin-key")).await;
+    assert_eq!(status, 200, "{body}");
+    // The admin key may also infer.
+    let (status, _, body) = call(&server, Method::POST, INFER, Some("the-admin-key")).await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn management_is_disabled_off_loopback_without_an_admin_key() {
+    for insecure in [false, true] {
+        let repo = model_repository(&["linear"]);
+        let mut settings = common::settings(&repo);
+        settings.listen = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+        settings.access.insecure_management = insecure;
+        let running = edgeserve::app::start(settings).await.unwrap();
+        let port = running.addr().port();
+        let mut server = TestServer::attach(running, repo);
+        server.base = format!("http://127.0.0.1:{port}");
+
+        // No API key configured: inference stays open.
+        let (status, _, body) = call(&server, Method::POST, INFER, None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = call(&server, Method::POST, UNLOAD, None).await;
+        if insecure {
+            assert_eq!(status, 200, "--insecure-management: {body}");
+        } else {
+            assert_eq!(status, 403, "{body}");
+            let message = error_text(&body);
+            for part in ["--admin-key", "--insecure-management", "0.0.0.0"] {
+                assert!(message.contains(part), "{message} lacks {part}");
+            }
+            let (status, _, body) = call(&server, Method::POST, INFER, None).await;
+            assert_eq!(status, 200, "the refused unload changed nothing: {body}");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_never_reach_the_log_or_the_help() {
+    let repo = model_repository(&["linear"]);
+    let cache = common::shared_cache();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("keys");
+    std::fs::write(&key_file, "# one key a line\nfile-key-0123\n").unwrap();
+    let process = edgeserve_e2e::ServerProcess::spawn([
+        "--model-repository".as_ref(),
+        repo.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+        "--api-key".as_ref(),
+        "flag-key-4567".as_ref(),
+        "--api-key-file".as_ref(),
+        key_file.as_os_str(),
+        "--admin-key".as_ref(),
+        "admin-key-89ab".as_ref(),
+    ]);
+    let client = reqwest::Client::new();
+    let infer = format!("{}{INFER}", process.base);
+    for (key, expected) in [
+        ("flag-key-4567", 200),
+        ("file-key-0123", 200),
+        ("admin-key-89ab", 200),
+        ("guess-key-cdef", 401),
+    ] {
+        let response = client
+            .post(&infer)
+            .bearer_auth(key)
+            .json(&linear_request())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{key}");
+    }
+    let log = process.log().join("\n");
+    assert!(log.contains("serving"), "{log}");
+    for secret in [
+        "flag-key-4567",
+        "file-key-0123",
+        "admin-key-89ab",
+        "guess-key-cdef",
+    ] {
+        assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
+    }
+    drop(process);
+
+    let help = std::process::Command::new(edgeserve_e2e::edgeserve_binary())
+        .args(["serve", "--help"])
+        .env("EDGESERVE_API_KEYS", "env-key-1,env-key-2")
+        .env("EDGESERVE_ADMIN_KEY", "env-admin-key")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("EDGESERVE_API_KEYS"), "{help}");
+    for secret in ["env-key-1", "env-admin-key"] {
+        assert!(!help.contains(secret), "--help shows {secret}:\n{help}");
+    }
+}
+
+/// A loopback server that records every request and answers `/{name}`
+/// from fixed files, or with a redirect for names in `redirects`.
+struct Recorder {
+    base: String,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+type RecorderState = (
+    Arc<HashMap<String, Vec<u8>>>,
+    Arc<HashMap<String, String>>,
+    Arc<Mutex<Vec<String>>>,
+);
+
+impl Recorder {
+    async fn start(files: &[(&str, &[u8])], redirects: &[(&str, String)]) -> Recorder {
+        let files = files
+            .iter()
+            .map(|(n, b)| (n.to_string(), b.to_vec()))
+            .collect();
+        let redirects = redirects
+            .iter()
+            .map(|(n, to)| (n.to_string(), to.clone()))
+            .collect();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let state: RecorderState = (Arc::new(files), Arc::new(redirects), hits.clone());
+        let router = axum::Router::new()
+            .route("/{name}", axum::routing::get(record))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Recorder { base, hits }
+    }
+
+    fn host(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+async fn record(
+    State((files, redirects, hits)): State<RecorderState>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    hits.lock().unwrap().push(name.clone());
+    if let Some(to) = redirects.get(&name) {
+        return Redirect::temporary(to).into_response();
+    }
+    match files.get(&name) {
+        Some(bytes) => bytes.clone().into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `linear` packed as a bundle (tar.gz of `linear/...`).
+fn linear_bundle() -> Vec<u8> {
+    let staging = model_repository(&["linear"]);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all("linear", staging.join("linear"))
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+async fn load_bundle(server: &TestServer, url: &str, sha256: &str) -> (u16, serde_json::Value) {
+    server
+        .post(
+            LOAD,
+            &json!({"parameters": {"bundle_url": url, "sha256": sha256}}),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundle_urls_outside_the_allowlist_are_refused_before_any_fetch() {
+    let bundle = linear_bundle();
+    let digest = Sha256Hex::of(&bundle).to_string();
+    let outside = Recorder::start(&[("linear.tar.gz", &bundle)], &[]).await;
+    let allowed = Recorder::start(
+        &[("linear.tar.gz", &bundle)],
+        &[
+            ("to-outside", outside.url("linear.tar.gz")),
+            (
+                "to-metadata",
+                "http://169.254.169.254/latest/meta-data/".into(),
+            ),
+            ("to-ec2-v6", "http://[fd00:ec2::254]/latest/".into()),
+        ],
+    )
+    .await;
+
+    // No allowlist: no bundle over the API at all.
+    let repo = model_repository(&[]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(&repo);
+    settings.bundles.cache_dir = cache.path().to_owned();
+    let server = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
+    let (status, body) = load_bundle(&server, &allowed.url("linear.tar.gz"), &digest).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_text(&body).contains("--bundle-allow-host"), "{body}");
+    assert_eq!(
+        allowed.hits(),
+        Vec::<String>::new(),
+        "fetched while refused"
+    );
+    server.stop().await;
+
+    // Allowed: one loopback host:port. The other is refused, directly or by
+    // redirect, and so are metadata addresses, even with every host allowed.
+    for allow in [allowed.host().to_owned(), "*".to_owned()] {
+        let repo = model_repository(&[]);
+        let cache = tempfile::tempdir().unwrap();
+        let mut settings = common::settings(&repo);
+        settings.bundles.cache_dir = cache.path().to_owned();
+        settings.bundles.allow.hosts = vec![allow.parse().unwrap()];
+        let server = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
+        let mut refused = vec![
+            allowed.url("to-metadata"),
+            allowed.url("to-ec2-v6"),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "http://[fe80::1]/x.tar".to_owned(),
+        ];
+        if allow != "*" {
+            refused.push(outside.url("linear.tar.gz"));
+            refused.push(allowed.url("to-outside"));
+        }
+        for url in &refused {
+            let (status, body) = load_bundle(&server, url, &digest).await;
+            assert_eq!(status, 403, "{allow}: {url}: {body}");
+            assert!(error_text(&body).contains("not allowed"), "{body}");
+        }
+        if allow != "*" {
+            assert_eq!(
+                outside.hits(),
+                Vec::<String>::new(),
+                "fetched from a refused host"
+            );
+        }
+        assert!(!server.repo.join("linear").exists());
+        let (status, body) = load_bundle(&server, &allowed.url("linear.tar.gz"), &digest).await;
+        assert_eq!(status, 200, "{allow}: {body}");
+        assert_eq!(server.linear(&[1.0]).await.len(), 1);
+        server.stop().await;
+    }
+}

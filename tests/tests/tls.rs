@@ -1,0 +1,257 @@
+//! HTTPS with certificates from a CA generated here: real clients (curl and
+//! reqwest) verify the server, mutual TLS refuses a client without a
+//! certificate, and SIGHUP swaps the certificate without a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::TestServer;
+use edgeserve::tls::TlsSettings;
+use edgeserve_e2e::model_repository;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use serde_json::json;
+
+/// A certificate authority and the PEM files it signs, in a temporary folder.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `<name>.pem` and `<name>.key`, a certificate for 127.0.0.1
+    /// and localhost signed by this CA; returns the certificate's path.
+    fn issue(&self, name: &str) -> PathBuf {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+        self.path(&format!("{name}.pem"))
+    }
+
+    fn tls(&self, name: &str, client_ca: Option<PathBuf>) -> TlsSettings {
+        TlsSettings {
+            cert: self.issue(name),
+            key: self.path(&format!("{name}.key")),
+            client_ca,
+        }
+    }
+}
+
+fn linear_request() -> serde_json::Value {
+    json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]})
+}
+
+/// `curl` of the linear model at `url` trusting `ca` → (exit code, stdout).
+fn curl(url: &str, ca: Option<&Path>, extra: &[&str]) -> (i32, String) {
+    let mut command = Command::new("curl");
+    command.args([
+        "-sS",
+        "--max-time",
+        "60",
+        "-H",
+        "content-type: application/json",
+    ]);
+    if let Some(ca) = ca {
+        command.arg("--cacert").arg(ca);
+    }
+    let output = command
+        .args(extra)
+        .args(["-d", &linear_request().to_string(), url])
+        .output()
+        .expect("running curl");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root);
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(cert).unwrap();
+        pem.extend(std::fs::read(key).unwrap());
+        builder = builder.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_is_verified_by_real_clients_and_plain_http_gets_nothing() {
+    let pki = Pki::new("server");
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.tls = Some(pki.tls("server", None));
+    settings.access.api_keys = vec!["tls-key".parse().unwrap()];
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let port = running.addr().port();
+    let server = TestServer::attach(running, repo);
+    let url = format!("https://127.0.0.1:{port}/v2/models/linear/infer");
+
+    let (code, body) = curl(
+        &url,
+        Some(&pki.path("ca.pem")),
+        &["-H", "Authorization: Bearer tls-key"],
+    );
+    assert_eq!(code, 0, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(common::max_abs_diff(&common::floats(&body["outputs"][0]["data"]), &[0.4]) < 1e-6);
+    // Keys still apply over TLS.
+    let (code, body) = curl(&url, Some(&pki.path("ca.pem")), &["-w", "%{http_code}"]);
+    assert_eq!((code, body.ends_with("401")), (0, true), "{body}");
+    // Without the CA, curl refuses the certificate (exit 60).
+    let (code, _) = curl(&url, None, &[]);
+    assert_eq!(code, 60);
+
+    let https = client(&pki.path("ca.pem"), None);
+    let response = https
+        .post(&url)
+        .bearer_auth("tls-key")
+        .json(&linear_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Plain HTTP on the TLS port: no HTTP answer, and the server keeps serving.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v2/models/linear/infer"))
+        .json(&linear_request())
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP got an answer: {plain:?}");
+    let response = https
+        .get(format!("https://localhost:{port}/v2/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let servers = Pki::new("server");
+    let clients = Pki::new("clients");
+    let outsiders = Pki::new("outsiders");
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.tls = Some(servers.tls("server", Some(clients.path("ca.pem"))));
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let port = running.addr().port();
+    let server = TestServer::attach(running, repo);
+    let url = format!("https://127.0.0.1:{port}/v2/models/linear/infer");
+    let ca = servers.path("ca.pem");
+
+    let anonymous = client(&ca, None)
+        .post(&url)
+        .json(&linear_request())
+        .send()
+        .await;
+    assert!(anonymous.is_err(), "answered without a client certificate");
+    let (code, _) = curl(&url, Some(&ca), &[]);
+    assert_ne!(code, 0, "curl without a client certificate got through");
+
+    outsiders.issue("client");
+    let foreign = (outsiders.path("client.pem"), outsiders.path("client.key"));
+    let refused = client(&ca, Some((&foreign.0, &foreign.1)))
+        .post(&url)
+        .json(&linear_request())
+        .send()
+        .await;
+    assert!(refused.is_err(), "a certificate of another CA got through");
+
+    clients.issue("client");
+    let (cert, key) = (clients.path("client.pem"), clients.path("client.key"));
+    let response = client(&ca, Some((&cert, &key)))
+        .post(&url)
+        .json(&linear_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (code, body) = curl(
+        &url,
+        Some(&ca),
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_swaps_the_certificate_without_a_restart() {
+    let first = Pki::new("first");
+    let second = Pki::new("second");
+    let repo = model_repository(&["linear"]);
+    let cache = common::shared_cache();
+    let tls = first.tls("server", None);
+    let process = edgeserve_e2e::ServerProcess::spawn([
+        "--model-repository".as_ref(),
+        repo.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+        "--tls-cert".as_ref(),
+        tls.cert.as_os_str(),
+        "--tls-key".as_ref(),
+        tls.key.as_os_str(),
+    ]);
+    let url = process.base.replace("http://", "https://") + "/v2/models/linear/infer";
+    let (code, body) = curl(&url, Some(&first.path("ca.pem")), &[]);
+    assert_eq!(code, 0, "{body}");
+
+    // The second CA's certificate replaces the first in the same files.
+    second.issue("next");
+    std::fs::copy(second.path("next.pem"), &tls.cert).unwrap();
+    std::fs::copy(second.path("next.key"), &tls.key).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The reload is logged once done; then only the second CA verifies.
+    let deadline = std::time::Instant::now() + edgeserve_e2e::PROCESS_GUARD;
+    while !process
+        .log()
+        .iter()
+        .any(|l| l.contains("TLS certificates reloaded"))
+    {
+        assert!(std::time::Instant::now() < deadline, "no reload logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, body) = curl(&url, Some(&second.path("ca.pem")), &[]);
+    assert_eq!(code, 0, "{body}");
+    let (code, _) = curl(&url, Some(&first.path("ca.pem")), &[]);
+    assert_eq!(code, 60, "the old certificate is still served");
+}
