@@ -309,8 +309,8 @@ async fn metrics_count_requests_latency_and_instances() {
     let (status, text) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        r#"edgeserve_requests_total{model="linear",version="1",outcome="success"} 3"#,
-        r#"edgeserve_requests_total{model="linear",version="1",outcome="failure"} 1"#,
+        r#"edgeserve_requests_total{model="linear",version="1",outcome="success",protocol="http"} 3"#,
+        r#"edgeserve_requests_total{model="linear",version="1",outcome="failure",protocol="http"} 1"#,
         r#"edgeserve_inferences_total{model="linear",version="1"} 6"#,
         r#"edgeserve_instances{model="linear",version="1"} 2"#,
         r#"edgeserve_compute_duration_seconds_count{model="linear",version="1"} 3"#,

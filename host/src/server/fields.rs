@@ -177,3 +177,27 @@ impl Fields {
 pub fn wrong(key: &str, wanted: &str, got: &Value) -> FieldError {
     FieldError::new(key, format!("`{key}` must be {wanted}, got {}", shown(got)))
 }
+
+/// OpenAI's text input (`prompt`, `input`): a non-empty string or a
+/// non-empty list of them. Token-id lists are refused by name; `empty` says
+/// what the text is for when one is missing.
+pub fn texts(key: &str, value: Value, empty: &str) -> Result<Vec<String>, FieldError> {
+    let texts = match value {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Value::Array(items) if items.iter().all(|v| v.is_number() || v.is_array()) => {
+            return Err(FieldError::new(
+                key,
+                format!("token-id `{key}` is not supported: send the text"),
+            ));
+        }
+        other => return Err(wrong(key, "a string or a list of strings", &other)),
+    };
+    if texts.is_empty() || texts.iter().any(String::is_empty) {
+        return Err(FieldError::new(key, format!("`{key}` is empty: {empty}")));
+    }
+    Ok(texts)
+}

@@ -15,7 +15,7 @@ use super::template::{Message, Template};
 use super::{body_fields, response_id, unix_time};
 use crate::runtime::TextChunk;
 use crate::server::error::ApiError;
-use crate::server::fields::{FieldError, Fields, wrong};
+use crate::server::fields::{FieldError, Fields, texts, wrong};
 use crate::server::generation::{
     self, Completion, FinishReason, Generation, GenerationRequest, Options, TEXT_GENERATION,
 };
@@ -73,7 +73,14 @@ async fn run(
         version: None,
     };
     let (prompts, mut stops) = match endpoint {
-        Endpoint::Completions => (prompts(&mut fields)?, Vec::new()),
+        Endpoint::Completions => (
+            texts(
+                "prompt",
+                fields.required("prompt")?,
+                "give the text to continue",
+            )?,
+            Vec::new(),
+        ),
         Endpoint::Chat => {
             let messages = messages(&mut fields)?;
             let loaded = app
@@ -129,31 +136,6 @@ async fn run(
     }
     let completions = generation.finish().await?;
     Ok(Json(reply.whole(&completions)).into_response())
-}
-
-/// `prompt`: a non-empty string or a non-empty list of them.
-fn prompts(fields: &mut Fields) -> Result<Vec<String>, FieldError> {
-    let prompts = match fields.required("prompt")? {
-        Value::String(s) => vec![s],
-        Value::Array(items) if items.iter().all(Value::is_string) => items
-            .into_iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Value::Array(items) if items.iter().all(|v| v.is_number() || v.is_array()) => {
-            return Err(FieldError::new(
-                "prompt",
-                "token-id prompts are not supported: send the prompt as text",
-            ));
-        }
-        other => return Err(wrong("prompt", "a string or a list of strings", &other)),
-    };
-    if prompts.is_empty() || prompts.iter().any(String::is_empty) {
-        return Err(FieldError::new(
-            "prompt",
-            "`prompt` is empty: give the text to continue",
-        ));
-    }
-    Ok(prompts)
 }
 
 /// `messages`: a non-empty list of `{role, content}`.

@@ -16,7 +16,7 @@ use super::body_fields;
 use super::error::OpenAiError;
 use crate::runtime::Value as Tensor;
 use crate::server::error::ApiError;
-use crate::server::fields::{FieldError, wrong};
+use crate::server::fields::{FieldError, texts, wrong};
 use crate::server::generation::require_task;
 use crate::server::infer::{self, InFlight, InferRequest, ModelRef, Outcome};
 use crate::server::state::AppState;
@@ -42,7 +42,7 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiEr
         Value::String(name) => name,
         other => return Err(wrong("model", "a string", &other).into()),
     };
-    let texts = inputs(fields.required("input")?)?;
+    let texts = texts("input", fields.required("input")?, "give the text to embed")?;
     let base64 = match fields.string("encoding_format")?.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -152,31 +152,6 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiEr
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response())
-}
-
-/// `input`: a non-empty string or a non-empty list of them.
-fn inputs(value: Value) -> Result<Vec<String>, FieldError> {
-    let texts = match value {
-        Value::String(s) => vec![s],
-        Value::Array(items) if items.iter().all(Value::is_string) => items
-            .into_iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Value::Array(items) if items.iter().all(|v| v.is_number() || v.is_array()) => {
-            return Err(FieldError::new(
-                "input",
-                "token-id input is not supported: send the input as text",
-            ));
-        }
-        other => return Err(wrong("input", "a string or a list of strings", &other)),
-    };
-    if texts.is_empty() || texts.iter().any(String::is_empty) {
-        return Err(FieldError::new(
-            "input",
-            "`input` is empty: give the text to embed",
-        ));
-    }
-    Ok(texts)
 }
 
 /// Tokens the model saw: the non-padding ids (BERT vocabularies' `[PAD]`
