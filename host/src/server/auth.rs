@@ -343,8 +343,11 @@ fn bearer_token(value: &[u8]) -> Result<&[u8], Denied> {
     }
 }
 
+/// How a protocol writes a refusal: REST's 401/403, gRPC's status.
+pub type RenderDenied = fn(Denied) -> Response;
+
 async fn enforce(
-    State(policy): State<Arc<AccessPolicy>>,
+    State((policy, render)): State<(Arc<AccessPolicy>, RenderDenied)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -352,7 +355,7 @@ async fn enforce(
         Ok(()) => next.run(request).await,
         Err(denied) => {
             tracing::debug!(path = request.uri().path(), "refused: {denied}");
-            denied.into_response()
+            render(denied)
         }
     }
 }
@@ -360,7 +363,15 @@ async fn enforce(
 /// `router` behind the access checks of `policy`: apply it last, so that it
 /// covers every route and the fallback.
 pub fn protect(router: Router, policy: Arc<AccessPolicy>) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(policy, enforce))
+    protect_with(router, policy, IntoResponse::into_response)
+}
+
+/// [`protect`] for a protocol that writes its refusals as `render` does.
+pub fn protect_with(router: Router, policy: Arc<AccessPolicy>, render: RenderDenied) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        (policy, render),
+        enforce,
+    ))
 }
 
 #[cfg(test)]

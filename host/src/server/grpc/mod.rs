@@ -23,15 +23,15 @@ pub mod proto {
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::Response;
 use tonic::service::Routes;
 use tonic::{Code, Status};
 
 use self::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
-use super::auth::AccessPolicy;
+use super::auth::{self, AccessPolicy};
 use super::state::AppState;
 
 /// Every gRPC service over `app`, behind `access`: messages up to the
@@ -58,10 +58,10 @@ pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> axum::Rout
         (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
         (Err(e), _) | (_, Err(e)) => tracing::warn!("gRPC reflection is off: {e}"),
     }
-    routes
+    let router = routes
         .into_axum_router()
-        .layer(middleware::map_response_with_state(limit, too_large))
-        .layer(middleware::from_fn_with_state(access, enforce))
+        .layer(middleware::map_response_with_state(limit, too_large));
+    auth::protect_with(router, access, denied_status)
 }
 
 /// tonic refuses a message over the limit with OUT_OF_RANGE before any
@@ -82,25 +82,16 @@ async fn too_large(State(limit): State<usize>, mut response: Response) -> Respon
     response
 }
 
-/// The access checks REST has, with gRPC statuses: health probes are open
+/// REST's access checks answered as gRPC statuses: health probes are open
 /// (Kubernetes' gRPC probe sends no key), every other method is classed by
 /// its path as [`AccessPolicy::classify`] does.
-async fn enforce(
-    State(policy): State<Arc<AccessPolicy>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match policy.check_request(&request) {
-        Ok(()) => next.run(request).await,
-        Err(denied) => {
-            let code = if denied.status() == StatusCode::UNAUTHORIZED {
-                Code::Unauthenticated
-            } else {
-                Code::PermissionDenied
-            };
-            Status::new(code, denied.to_string()).into_http()
-        }
-    }
+fn denied_status(denied: auth::Denied) -> Response {
+    let code = if denied.status() == StatusCode::UNAUTHORIZED {
+        Code::Unauthenticated
+    } else {
+        Code::PermissionDenied
+    };
+    Status::new(code, denied.to_string()).into_http()
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
