@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """all-MiniLM-L6-v2 sentence embeddings: edgeserve (the `minilm` plugin over
 HTTP, CPU backend) against PyTorch (sentence-transformers' `encode` on the same
-weights, CPU), in the same run on the same machine, at batch 1 and batch 32.
+weights, CPU) and ONNX Runtime (the same weights exported with
+`torch.onnx.export`, run in-process), in the same run on the same machine, at
+batch 1 and batch 32.
 
 edgeserve's figures include everything a client sees: JSON encoding, HTTP on
 loopback (one keep-alive connection), the host's request checks, the guest's
 tokenizer and the response; PyTorch's are `encode` alone (its tokenizer, the
-model, pooling, normalization), so the comparison is conservative for
-edgeserve. Both use the same number of threads (`--threads`: rayon's pool on
-the server via RAYON_NUM_THREADS, `torch.set_num_threads`).
+model, pooling, normalization) and ONNX Runtime's the same tokenizer, the
+session run and the same pooling in numpy, so the comparison is conservative
+for edgeserve. All use the same number of threads (`--threads`: rayon's pool
+on the server via RAYON_NUM_THREADS, `torch.set_num_threads`, ONNX Runtime's
+intra-op threads with spinning off, as a server shares its cores).
 
 Prints a markdown table: p50 and mean latency per request, sentences per
-second at the p50, and the ratio of the p50s, PyTorch / edgeserve (above 1:
+second at the p50, and the ratios of the p50s, baseline / edgeserve (above 1:
 edgeserve is faster). The two sides take turns request by request, so both
 see the same background load; on a busy machine the medians are the figures
 to compare (means suffer most when cores are oversubscribed). PyTorch's
@@ -113,6 +117,61 @@ def embed(client, sentences):
     return client.infer("minilm", body)["embedding"]
 
 
+def onnx_runtime(model, threads, folder):
+    """An `encode` over ONNX Runtime: sentence-transformers' transformer
+    exported to `folder`, its tokenizer, mean pooling and normalization."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    class Transformer(torch.nn.Module):
+        """The encoder with keyword inputs, which transformers' positional
+        order no longer matches, and its last hidden state as the output."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+
+    transformer = Transformer(model[0].auto_model).eval()
+    tokenizer = model.tokenizer
+    sample = tokenizer(SENTENCES[:2], padding=True, return_tensors="pt")
+    path = str(folder / "minilm.onnx")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            transformer,
+            (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]),
+            path,
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def encode(sentences):
+        batch = tokenizer(sentences, padding=True, truncation=True, max_length=256, return_tensors="np")
+        feed = {name: batch[name].astype(np.int64) for name in names}
+        hidden = session.run(None, feed)[0]
+        mask = feed["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+    return encode
+
+
 def cosine(a, b):
     dot = sum(x * y for x, y in zip(a, b))
     return dot / ((sum(x * x for x in a) ** 0.5) * (sum(y * y for y in b) ** 0.5))
@@ -131,6 +190,7 @@ def main():
     model = reference.load()
 
     server, repo = None, None
+    export_dir = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-onnx-"))
     url = args.url
     if url is None:
         server, repo = start_server(args.threads)
@@ -141,33 +201,44 @@ def main():
         ours = embed(client, SENTENCES)
         theirs = model.encode(SENTENCES, batch_size=len(SENTENCES))
         worst = min(cosine(ours[i * 384:(i + 1) * 384], theirs[i].tolist()) for i in range(len(SENTENCES)))
+        ort_encode = onnx_runtime(model, args.threads, export_dir)
+        via_ort = ort_encode(SENTENCES)
+        worst_ort = min(cosine(ours[i * 384:(i + 1) * 384], via_ort[i].tolist()) for i in range(len(SENTENCES)))
 
         rows = []
         for batch, repeats in [(1, args.requests), (32, max(args.requests // 5, 3))]:
             sentences = SENTENCES[:batch]
             with torch.inference_mode():
-                edge, ref = harness.timed(
-                    [lambda: embed(client, sentences), lambda: model.encode(sentences, batch_size=batch)],
+                edge, ref, onnx = harness.timed(
+                    [
+                        lambda: embed(client, sentences),
+                        lambda: model.encode(sentences, batch_size=batch),
+                        lambda: ort_encode(sentences),
+                    ],
                     repeats,
                     warmup=3,
                 )
-            rows.append((batch, repeats, edge, ref))
+            rows.append((batch, repeats, edge, ref, onnx))
     finally:
         if server is not None:
             server.stop()
             shutil.rmtree(repo, ignore_errors=True)
+        shutil.rmtree(export_dir, ignore_errors=True)
+
+    import onnxruntime
 
     ms = lambda t: f"{1000 * t:.1f}"  # noqa: E731
-    print(f"all-MiniLM-L6-v2, CPU, {args.threads} threads, torch {torch.__version__}; "
-          f"worst cosine edgeserve vs PyTorch over the 32 sentences: {worst:.7f}\n")
-    print("| batch | requests | edgeserve p50 / mean (ms) | PyTorch p50 / mean (ms) "
-          "| edgeserve sentences/s | PyTorch sentences/s | PyTorch / edgeserve (p50) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for batch, repeats, edge, ref in rows:
-        e50, r50 = statistics.median(edge), statistics.median(ref)
-        print(f"| {batch} | {repeats} | {ms(e50)} / {ms(statistics.mean(edge))} | {ms(r50)} / {ms(statistics.mean(ref))} "
-              f"| {batch / e50:.1f} | {batch / r50:.1f} | {r50 / e50:.2f} |")
-
+    print(f"all-MiniLM-L6-v2, CPU, {args.threads} threads, torch {torch.__version__}, "
+          f"onnxruntime {onnxruntime.__version__}; worst cosine over the 32 sentences, "
+          f"edgeserve vs PyTorch: {worst:.7f}, vs ONNX Runtime: {worst_ort:.7f}\n")
+    print("| batch | requests | edgeserve p50 / mean (ms) | PyTorch p50 / mean (ms) | ONNX Runtime p50 / mean (ms) "
+          "| edgeserve sentences/s | PyTorch / edgeserve (p50) | ONNX Runtime / edgeserve (p50) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for batch, repeats, edge, ref, onnx in rows:
+        e50, r50, o50 = (statistics.median(t) for t in (edge, ref, onnx))
+        mean = statistics.mean
+        print(f"| {batch} | {repeats} | {ms(e50)} / {ms(mean(edge))} | {ms(r50)} / {ms(mean(ref))} "
+              f"| {ms(o50)} / {ms(mean(onnx))} | {batch / e50:.1f} | {r50 / e50:.2f} | {o50 / e50:.2f} |")
 
 if __name__ == "__main__":
     main()

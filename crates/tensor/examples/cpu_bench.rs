@@ -15,7 +15,8 @@ use edgeserve_tensor::{
 
 const USAGE: &str = "usage: cpu_bench [filter]
 Prints the median time of each case whose name contains `filter` (all when
-it is empty), after gemm's own timings with and without threads.";
+it is empty), after gemm's own timings with and without threads and the
+backend's weight products against gemm alone.";
 
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
@@ -112,6 +113,74 @@ fn gemm_threads(filter: &str) {
     }
 }
 
+/// A layer's weight under few to many activation rows: the backend's
+/// product (which reads a weight in place below `skinny::MAX_ROWS` rows)
+/// against `gemm` alone on the same operands, threaded as the backend
+/// would thread it. The two alternate three times; each prints its best
+/// median.
+fn weight_products(filter: &str) {
+    for (n, k) in [(1536, 384), (384, 1536)] {
+        for transposed in [true, false] {
+            for m in [1, 4, 16, 32, 64, 128] {
+                let w_shape = if transposed { [n, k] } else { [k, n] };
+                let name = format!(
+                    "weight [{m},{k}]x{w_shape:?}{}",
+                    if transposed { "^T" } else { "" }
+                );
+                if !name.contains(filter) {
+                    continue;
+                }
+                let (x, w) = (tensor(&[m, k]), tensor(&w_shape));
+                let host = |t: &Tensor| t.host().expect("host tensor").as_slice::<f32>().to_vec();
+                let (xs, ws) = (host(&x), host(&w));
+                let mut c = vec![0.0f32; m * n];
+                let parallelism = if m * n * k >= 112 * 112 * 112 {
+                    gemm::Parallelism::Rayon(0)
+                } else {
+                    gemm::Parallelism::None
+                };
+                // Element (r, c) of w read as k × n: [n, k] transposed has
+                // column stride k and row stride 1.
+                let (w_cs, w_rs) = if transposed { (k, 1) } else { (1, n) };
+                let mut backend = Duration::MAX;
+                let mut alone = Duration::MAX;
+                for _ in 0..3 {
+                    backend = backend.min(time(|| {
+                        drop(cpu().matmul(&x, &w, transposed).expect("matmul"))
+                    }));
+                    alone = alone.min(time(|| unsafe {
+                        gemm::gemm(
+                            m,
+                            n,
+                            k,
+                            c.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            xs.as_ptr(),
+                            1,
+                            k as isize,
+                            ws.as_ptr(),
+                            w_cs as isize,
+                            w_rs as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            parallelism,
+                        )
+                    }));
+                }
+                let ratio = alone.as_secs_f64() / backend.as_secs_f64();
+                println!(
+                    "{name:40} backend {backend:>10.1?}  gemm {alone:>10.1?}  gemm/backend {ratio:.2}"
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     if filter == "--help" || filter == "-h" {
@@ -120,6 +189,7 @@ fn main() {
     }
     println!("{}", cpu().backend().info().device);
     gemm_threads(&filter);
+    weight_products(&filter);
     let causal = Attention {
         scale: None,
         causal: true,

@@ -7,6 +7,7 @@ use gemm::Parallelism;
 
 use super::buffers::{float_tensor, floats, written};
 use super::parallel::for_rows;
+use super::skinny::{self, Weight};
 use crate::shape::MatmulPlan;
 use crate::{Result, Tensor};
 
@@ -173,21 +174,27 @@ pub(super) fn matmul_with(
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
-            // linear layer over [batch, seq, k]): one tall product uses gemm
-            // best.
+            // linear layer over [batch, seq, k]): one tall product, read in
+            // place when it has few rows, else by gemm.
             let rows = s.batch * m;
-            let lhs = MatRef::rows(&x[..rows * k], k);
             let threads = threaded(rows, n, k);
-            gemm(
-                Dst::Fresh(out),
-                n,
-                (rows, n, k),
-                lhs,
-                rhs_at(0),
-                1.0,
-                threads,
-            );
-            // SAFETY: gemm has just written all of `out`.
+            let weight = Weight {
+                data: &y[..k * n],
+                transposed: s.transpose_b,
+            };
+            if !skinny::product(out, &x[..rows * k], weight, (rows, n, k), threads) {
+                let lhs = MatRef::rows(&x[..rows * k], k);
+                gemm(
+                    Dst::Fresh(out),
+                    n,
+                    (rows, n, k),
+                    lhs,
+                    rhs_at(0),
+                    1.0,
+                    threads,
+                );
+            }
+            // SAFETY: the product has just written all of `out`.
             finish(unsafe { out.assume_init_mut() });
         } else if threaded(m, n, k) || s.batch == 1 {
             for (index, dst) in out.chunks_exact_mut(m * n).enumerate() {

@@ -39,6 +39,7 @@ mod math;
 mod matmul;
 mod parallel;
 mod reduce;
+mod skinny;
 
 use crate::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
 use crate::{

@@ -1,0 +1,469 @@
+//! Products of a few activation rows against a weight matrix, read in place.
+//!
+//! `gemm` packs both operands into its own layout on every call. For a
+//! layer's weight under a handful of activation rows (a request of one
+//! sentence, one generated token) that packing costs as much as the
+//! product itself: the weight is read, rewritten and read again, every call.
+//! These kernels read the weight once, where it lies, and keep the few
+//! activation rows in L1:
+//! - a weight `[n, k]` (PyTorch's `[out, in]`, `transpose_b`) is dotted row by
+//!   row, 8 lanes along `k`;
+//! - a weight `[k, n]` is walked one row of `k` at a time, 16 columns wide,
+//!   against a broadcast activation element.
+//!
+//! Only x86_64 with AVX2 and FMA has them; elsewhere [`product`] declines
+//! and the caller uses `gemm`.
+
+use std::mem::MaybeUninit;
+
+/// Rows of the activation above which `gemm`'s cache blocking beats reading
+/// the weight in place. Measured with `examples/cpu_bench.rs` (its `weight`
+/// cases) on a 2-thread AVX2 machine: for MiniLM's [m,384]×[1536,384]ᵀ in
+/// place runs 2.8–3.4× gemm's speed at 4 rows, 1.5–2× at 16, about 1.1× at
+/// 64 and even at 128.
+pub(super) const MAX_ROWS: usize = 64;
+
+/// The longest `k` the broadcast kernel takes above two rows. Measured as
+/// [`MAX_ROWS`]: [16,384]×[384,1536] runs 1.06–1.2× gemm's speed in place,
+/// [16,1536]×[1536,384] 0.7–0.85×.
+const MAX_BROADCAST_DEPTH: usize = 512;
+
+/// The weight operand: `data` holds `[n, k]` when `transposed`, else
+/// `[k, n]`, both row-major and dense.
+#[derive(Clone, Copy)]
+pub(super) struct Weight<'a> {
+    pub data: &'a [f32],
+    pub transposed: bool,
+}
+
+/// `out[m × n] = x[m × k] · w`, every element written, split over threads
+/// by columns when `threads`. Returns `false`, writing nothing, when this
+/// CPU lacks the kernels or the product has more than [`MAX_ROWS`] rows.
+pub(super) fn product(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    w: Weight<'_>,
+    (m, n, k): (usize, usize, usize),
+    threads: bool,
+) -> bool {
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (out, x, w, m, n, k, threads);
+        false
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let available = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if m == 0 || m > MAX_ROWS || n == 0 || k == 0 || !available {
+            return false;
+        }
+        // The broadcast kernel walks all of k per tile without blocking it:
+        // past about 512 the tile's 6 activation rows leave L1 and gemm's
+        // packing pays again, except for one or two rows.
+        if !w.transposed && m > 2 && k > MAX_BROADCAST_DEPTH {
+            return false;
+        }
+        assert!(
+            x.len() >= m * k && w.data.len() >= n * k && out.len() >= m * n,
+            "skinny product out of bounds"
+        );
+        let out = SendPtr(out.as_mut_ptr().cast::<f32>());
+        // Column ranges are disjoint, so the tasks write disjoint elements.
+        let columns = move |range: std::ops::Range<usize>| {
+            let out = out;
+            // SAFETY: AVX2 and FMA were checked; the bounds were asserted
+            // above and each call writes only columns `range`.
+            unsafe {
+                if w.transposed {
+                    x86::dot_rows(out.0, x, w.data, (m, n, k), range);
+                } else {
+                    x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
+                }
+            }
+        };
+        let tasks = if threads {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        if tasks <= 1 {
+            columns(0..n);
+        } else {
+            // Whole tiles per task, so only the last task has a ragged one.
+            let per_task = n.div_ceil(tasks).next_multiple_of(x86::COLS_WIDE);
+            rayon::scope(|scope| {
+                for start in (0..n).step_by(per_task) {
+                    let end = (start + per_task).min(n);
+                    let columns = &columns;
+                    scope.spawn(move |_| columns(start..end));
+                }
+            });
+        }
+        true
+    }
+}
+
+/// The output pointer, shared by tasks that write disjoint columns.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the tasks sharing it write disjoint elements (see `product`).
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for SendPtr {}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Activation rows per tile of the dot kernel.
+    const ROWS: usize = 3;
+    /// Weight rows per tile of the dot kernel.
+    const WROWS: usize = 4;
+    /// Activation rows per tile of the broadcast kernel.
+    const ROWS_WIDE: usize = 6;
+    /// Output columns of the widest tile of either kernel.
+    pub const COLS_WIDE: usize = 64;
+
+    /// Output columns `cols` of `x · wᵀ` for `w` `[n, k]`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `x` holds `m × k`, `w` `n × k`, `out`
+    /// `m × n` elements, and `cols` lies within `0..n`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        // One row alone would keep only 4 accumulators in flight.
+        if m == 1 {
+            let mut j = cols.start;
+            while j + 8 <= cols.end {
+                // SAFETY: the tile lies within the bounds the caller vouched for.
+                unsafe { dot_tile::<1, 8>(out, x, w, (n, k), (0, j)) };
+                j += 8;
+            }
+            if j < cols.end {
+                // SAFETY: as above.
+                unsafe { dot_rows_tiled(out, x, w, (m, n, k), j..cols.end) };
+            }
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { dot_rows_tiled(out, x, w, (m, n, k), cols) }
+    }
+
+    /// [`dot_rows`] in tiles of 3 rows by 4 weight rows.
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows_tiled(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        let mut j = cols.start;
+        while j < cols.end {
+            let c = (cols.end - j).min(WROWS);
+            let mut i = 0;
+            while i < m {
+                let r = (m - i).min(ROWS);
+                // SAFETY: the tile lies within the bounds the caller vouched for.
+                unsafe {
+                    match (r, c) {
+                        (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j)),
+                        (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c)),
+                    }
+                }
+                i += r;
+            }
+            j += c;
+        }
+    }
+
+    /// One `R × C` tile of dot products: rows `i..i+R` of `x` against rows
+    /// `j..j+C` of `w`.
+    ///
+    /// # Safety
+    /// As [`dot_rows`], with the tile inside the output.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    // A register tile reads best indexed by its row and column.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn dot_tile<const R: usize, const C: usize>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (n, k): (usize, usize),
+        (i, j): (usize, usize),
+    ) {
+        let xs = x.as_ptr();
+        let ws = w.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let whole = k / 8 * 8;
+        let mut p = 0;
+        // SAFETY (all loads): row starts plus p + 8 ≤ k stay inside the
+        // operands the caller vouched for.
+        while p < whole {
+            let mut a = [_mm256_setzero_ps(); R];
+            for (r, a) in a.iter_mut().enumerate() {
+                *a = unsafe { _mm256_loadu_ps(xs.add((i + r) * k + p)) };
+            }
+            for c in 0..C {
+                let wv = unsafe { _mm256_loadu_ps(ws.add((j + c) * k + p)) };
+                for r in 0..R {
+                    acc[r][c] = _mm256_fmadd_ps(a[r], wv, acc[r][c]);
+                }
+            }
+            p += 8;
+        }
+        for r in 0..R {
+            for c in 0..C {
+                let mut sum = hsum(acc[r][c]);
+                for q in whole..k {
+                    sum += x[(i + r) * k + q] * w[(j + c) * k + q];
+                }
+                // SAFETY: (i + r, j + c) is inside the m × n output.
+                unsafe { out.add((i + r) * n + j + c).write(sum) };
+            }
+        }
+    }
+
+    /// [`dot_tile`] for the ragged edge tiles, sized at run time.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], with `r ≤ 3` and `c ≤ 4`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_tile_any(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        nk: (usize, usize),
+        at: (usize, usize),
+        (r, c): (usize, usize),
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match (r, c) {
+                (1, 1) => dot_tile::<1, 1>(out, x, w, nk, at),
+                (1, 2) => dot_tile::<1, 2>(out, x, w, nk, at),
+                (1, 3) => dot_tile::<1, 3>(out, x, w, nk, at),
+                (1, _) => dot_tile::<1, 4>(out, x, w, nk, at),
+                (2, 1) => dot_tile::<2, 1>(out, x, w, nk, at),
+                (2, 2) => dot_tile::<2, 2>(out, x, w, nk, at),
+                (2, 3) => dot_tile::<2, 3>(out, x, w, nk, at),
+                (2, _) => dot_tile::<2, 4>(out, x, w, nk, at),
+                (_, 1) => dot_tile::<3, 1>(out, x, w, nk, at),
+                (_, 2) => dot_tile::<3, 2>(out, x, w, nk, at),
+                (_, 3) => dot_tile::<3, 3>(out, x, w, nk, at),
+                (_, _) => dot_tile::<3, 4>(out, x, w, nk, at),
+            }
+        }
+    }
+
+    /// The sum of the 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+    }
+
+    /// Output columns `cols` of `x · w` for `w` `[k, n]`.
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn broadcast_rows(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        mnk: (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        // FMA has a latency of about 4 cycles and two issue ports: keep at
+        // least 8 accumulators in flight, so fewer rows take wider strips.
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match mnk.0 {
+                1 => broadcast_strips::<8>(out, x, w, mnk, cols),
+                2 => broadcast_strips::<4>(out, x, w, mnk, cols),
+                _ => broadcast_strips::<2>(out, x, w, mnk, cols),
+            }
+        }
+    }
+
+    /// [`broadcast_rows`] in strips of `V` vectors (`8·V` columns).
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn broadcast_strips<const V: usize>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        let mut j = cols.start;
+        while j < cols.end {
+            let c = (cols.end - j).min(8 * V);
+            let mut i = 0;
+            while i < m {
+                let r = (m - i).min(ROWS_WIDE);
+                let at = (i, j, c);
+                // SAFETY: the tile lies within the bounds the caller vouched for.
+                unsafe {
+                    match r {
+                        6 => broadcast_tile::<6, V>(out, x, w, (n, k), at),
+                        5 => broadcast_tile::<5, V>(out, x, w, (n, k), at),
+                        4 => broadcast_tile::<4, V>(out, x, w, (n, k), at),
+                        3 => broadcast_tile::<3, V>(out, x, w, (n, k), at),
+                        2 => broadcast_tile::<2, V>(out, x, w, (n, k), at),
+                        _ => broadcast_tile::<1, V>(out, x, w, (n, k), at),
+                    }
+                }
+                i += r;
+            }
+            j += c;
+        }
+    }
+
+    /// One tile of `R` rows by `c ≤ 8·V` columns from column `j`: each step
+    /// loads a strip of one weight row and adds it, scaled by one broadcast
+    /// activation element, to every row's accumulators.
+    ///
+    /// # Safety
+    /// As [`broadcast_rows`], with the tile inside the output.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    // A register tile reads best indexed by its row and column.
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn broadcast_tile<const R: usize, const V: usize>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (n, k): (usize, usize),
+        (i, j, c): (usize, usize, usize),
+    ) {
+        let xs = x.as_ptr();
+        let mut acc = [[_mm256_setzero_ps(); V]; R];
+        // The ragged last strip is copied into a padded row first.
+        let mut padded = [[0.0f32; 8]; V];
+        for p in 0..k {
+            let strip: *const f32 = if c == 8 * V {
+                // SAFETY: row p of w has columns j..j + 8·V ≤ n.
+                unsafe { w.as_ptr().add(p * n + j) }
+            } else {
+                padded.as_flattened_mut()[..c].copy_from_slice(&w[p * n + j..p * n + j + c]);
+                padded.as_ptr().cast()
+            };
+            let mut wv = [_mm256_setzero_ps(); V];
+            for (v, wv) in wv.iter_mut().enumerate() {
+                // SAFETY: `strip` points at 8·V floats.
+                *wv = unsafe { _mm256_loadu_ps(strip.add(8 * v)) };
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: (i + r, p) is inside x.
+                let a = unsafe { _mm256_broadcast_ss(&*xs.add((i + r) * k + p)) };
+                for v in 0..V {
+                    acc[v] = _mm256_fmadd_ps(a, wv[v], acc[v]);
+                }
+            }
+        }
+        let mut row = [[0.0f32; 8]; V];
+        for (r, acc) in acc.iter().enumerate() {
+            for v in 0..V {
+                // SAFETY: `row[v]` holds 8 floats.
+                unsafe { _mm256_storeu_ps(row[v].as_mut_ptr(), acc[v]) };
+            }
+            let row = row.as_flattened();
+            // SAFETY: columns j..j + c of row i + r are inside the output.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add((i + r) * n + j), c) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `x · w` in f64, the plain way.
+    fn reference(x: &[f32], w: Weight<'_>, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+        let at = |p: usize, j: usize| {
+            if w.transposed {
+                w.data[j * k + p]
+            } else {
+                w.data[p * n + j]
+            }
+        };
+        (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                (0..k)
+                    .map(|p| f64::from(x[i * k + p]) * f64::from(at(p, j)))
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// Every tile shape, ragged edge and thread split agrees with the plain
+    /// product, on CPUs that have the kernels.
+    #[test]
+    fn in_place_products_match_the_plain_product() {
+        let mut ran = 0;
+        for m in [1, 2, 3, 4, 5, 6, 7, 13, 64] {
+            for n in [1, 3, 8, 9, 17, 64, 130] {
+                for k in [1, 7, 8, 9, 33, 600] {
+                    for transposed in [true, false] {
+                        for threads in [false, true] {
+                            let x = values(m * k, 1);
+                            let data = values(n * k, 2);
+                            let w = Weight {
+                                data: &data,
+                                transposed,
+                            };
+                            let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
+                            if !product(&mut out, &x, w, (m, n, k), threads) {
+                                continue;
+                            }
+                            ran += 1;
+                            let expected = reference(&x, w, (m, n, k));
+                            for (e, (o, want)) in out.iter().zip(&expected).enumerate() {
+                                // SAFETY: `out` was initialised with NaN.
+                                let got = unsafe { o.assume_init() };
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
+                                    "m={m} n={n} k={k} transposed={transposed} \
+                                     threads={threads}: element {e} is {got}, want {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            assert!(ran > 1000, "the kernels ran for only {ran} cases");
+        }
+    }
+}
