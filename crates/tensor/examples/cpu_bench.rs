@@ -240,6 +240,20 @@ fn main() {
             &[&[16, 384], &[384, 1536]],
             |o, t| o.matmul(&t[0], &t[1], false),
         ),
+        // The same product over 24 distinct weights (56 MB, more than any
+        // cache), as a model's layers read theirs: memory, not arithmetic.
+        {
+            let x = tensor(&[16, 384]);
+            let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[1536, 384])).collect();
+            (
+                "linear [16,384]x24 distinct [1536,384]^T",
+                Box::new(move || {
+                    for w in &weights {
+                        drop(cpu().matmul(&x, w, true).expect("matmul"));
+                    }
+                }),
+            )
+        },
         case(
             "matmul [12,128,64]x[12,128,64]^T",
             &[&[12, 128, 64], &[12, 128, 64]],
