@@ -114,7 +114,7 @@ fn gemm_threads(filter: &str) {
 }
 
 /// A layer's weight under few to many activation rows: the backend's
-/// product (which reads a weight in place below `skinny::MAX_ROWS` rows)
+/// product (which reads a weight in place when the activation is small)
 /// against `gemm` alone on the same operands, threaded as the backend
 /// would thread it. The two alternate three times; each prints its best
 /// median.

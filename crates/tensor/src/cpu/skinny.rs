@@ -16,16 +16,20 @@
 
 use std::mem::MaybeUninit;
 
-/// Rows of the activation above which `gemm`'s cache blocking beats reading
-/// the weight in place. Measured with `examples/cpu_bench.rs` (its `weight`
-/// cases) on a 2-thread AVX2 machine: for MiniLM's [m,384]×[1536,384]ᵀ in
-/// place runs 2.8–3.4× gemm's speed at 4 rows, 1.5–2× at 16, about 1.1× at
-/// 64 and even at 128.
-pub(super) const MAX_ROWS: usize = 64;
+/// Elements of the activation (rows × k) above which `gemm`'s cache
+/// blocking beats reading the weight in place, for more than two rows.
+/// Measured with `examples/cpu_bench.rs` (its `weight` cases) on a
+/// 2-thread AVX2 machine, idle: MiniLM's [m,384]×[1536,384]ᵀ runs 2.5× gemm's
+/// speed in place at 4 rows, 1.9× at 16 and 1.06× at 64 (64·384 elements);
+/// [m,1536]×[384,1536]ᵀ 1.8× at 4 rows and 1.4× at 16 (16·1536), but 0.74×
+/// at 64.
+const MAX_ACTIVATION: usize = 64 * 384;
 
-/// The longest `k` the broadcast kernel takes above two rows. Measured as
-/// [`MAX_ROWS`]: [16,384]×[384,1536] runs 1.06–1.2× gemm's speed in place,
-/// [16,1536]×[1536,384] 0.7–0.85×.
+/// The longest `k` the broadcast kernel takes above two rows: it walks all
+/// of k per tile without blocking it, and past about 512 the tile's 6
+/// activation rows leave L1. Measured as [`MAX_ACTIVATION`]:
+/// [16,384]×[384,1536] runs 1.15× gemm's speed in place,
+/// [16,1536]×[1536,384] 0.75–0.9×.
 const MAX_BROADCAST_DEPTH: usize = 512;
 
 /// The weight operand: `data` holds `[n, k]` when `transposed`, else
@@ -38,7 +42,8 @@ pub(super) struct Weight<'a> {
 
 /// `out[m × n] = x[m × k] · w`, every element written, split over threads
 /// by columns when `threads`. Returns `false`, writing nothing, when this
-/// CPU lacks the kernels or the product has more than [`MAX_ROWS`] rows.
+/// CPU lacks the kernels or the product is one `gemm` runs faster (see
+/// [`MAX_ACTIVATION`] and [`MAX_BROADCAST_DEPTH`]).
 pub(super) fn product(
     out: &mut [MaybeUninit<f32>],
     x: &[f32],
@@ -55,13 +60,12 @@ pub(super) fn product(
     {
         let available = std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma");
-        if m == 0 || m > MAX_ROWS || n == 0 || k == 0 || !available {
+        if m == 0 || n == 0 || k == 0 || !available {
             return false;
         }
-        // The broadcast kernel walks all of k per tile without blocking it:
-        // past about 512 the tile's 6 activation rows leave L1 and gemm's
-        // packing pays again, except for one or two rows.
-        if !w.transposed && m > 2 && k > MAX_BROADCAST_DEPTH {
+        let skinny =
+            m <= 2 || (m * k <= MAX_ACTIVATION && (w.transposed || k <= MAX_BROADCAST_DEPTH));
+        if !skinny {
             return false;
         }
         assert!(
