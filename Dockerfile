@@ -5,7 +5,7 @@
 #   docker build -t ghcr.io/edgeserve/edgeserve:0.1.0 .                              # CPU
 #   docker build -t ghcr.io/edgeserve/edgeserve:0.1.0-gpu --build-arg VARIANT=gpu .  # + Vulkan
 #
-#   docker run --rm -p 8000:8000 --read-only --tmpfs /tmp ghcr.io/edgeserve/edgeserve:0.1.0
+#   docker run --rm -p 8000:8000 -p 8001:8001 --read-only --tmpfs /tmp ghcr.io/edgeserve/edgeserve:0.1.0
 #
 # The final image runs as UID 65532 (as the operator's pods do), needs no writable path but the compile
 # cache (/var/cache/edgeserve, a VOLUME, also holding unpacked model bundles)
@@ -95,6 +95,7 @@ LABEL org.opencontainers.image.title="edgeserve" \
 ENV EDGESERVE_MODEL_REPOSITORY=/models \
     EDGESERVE_HOST=0.0.0.0 \
     EDGESERVE_HTTP_PORT=8000 \
+    EDGESERVE_GRPC_PORT=8001 \
     EDGESERVE_CACHE_DIR=/var/cache/edgeserve \
     EDGESERVE_BUNDLE_CACHE_DIR=/var/cache/edgeserve/bundles \
     XDG_CACHE_HOME=/tmp/.cache \
@@ -104,7 +105,8 @@ ENV EDGESERVE_MODEL_REPOSITORY=/models \
 # Compiled components; an anonymous volume keeps `docker run --read-only` working.
 VOLUME ["/var/cache/edgeserve"]
 USER 65532:65532
-EXPOSE 8000
+# OIP over REST and over gRPC.
+EXPOSE 8000 8001
 # edgeserve handles SIGTERM itself: readiness turns 503, in-flight requests finish.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/edgeserve"]

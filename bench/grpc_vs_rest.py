@@ -20,7 +20,6 @@ import json
 import pathlib
 import statistics
 import sys
-import threading
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -114,25 +113,19 @@ def probabilities(protocol, caller):
 
 def run_phase(callers, seconds):
     """Every caller in its own thread for `seconds`: (requests/s, latencies)."""
-    latencies = [[] for _ in callers]
     stop = time.perf_counter() + seconds
 
-    def loop(call, out):
+    def loop(call):
+        out = []
         while time.perf_counter() < stop:
             start = time.perf_counter()
             call()
             out.append(time.perf_counter() - start)
+        return out
 
-    threads = [threading.Thread(target=loop, args=(c, out)) for c, out in zip(callers, latencies)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    latencies, elapsed = harness.in_threads([lambda c=c: loop(c) for c in callers])
     flat = [x for out in latencies for x in out]
     return len(flat) / elapsed, flat
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -41,6 +42,16 @@ def find_binary():
         if path.is_file():
             return path
     sys.exit("no edgeserve binary: run `cargo build --release -p edgeserve` first")
+
+
+def find_plugin(name):
+    """The built component `<name>.wasm` under plugins/target or
+    $CARGO_TARGET_DIR/wasm-plugins."""
+    for base in [REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]:
+        path = base / "wasm32-wasip2" / "release" / f"{name}.wasm"
+        if path.is_file():
+            return path
+    sys.exit(f"no {name}.wasm: run `cd plugins && cargo build --release --target wasm32-wasip2 -p {name}`")
 
 
 def get(url, path):
@@ -146,3 +157,20 @@ def timed(fns, repeats, warmup):
             fn()
             out.append(time.perf_counter() - start)
     return times
+
+
+def in_threads(fns):
+    """Calls every one of `fns` in its own thread, all started together:
+    (their results in order, wall seconds until the last one returned)."""
+    results = [None] * len(fns)
+
+    def run(i):
+        results[i] = fns[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start

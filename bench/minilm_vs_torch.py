@@ -87,11 +87,7 @@ SENTENCES = [
 
 
 def find_plugin():
-    for base in [harness.REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]:
-        path = base / "wasm32-wasip2" / "release" / "minilm.wasm"
-        if path.is_file():
-            return path
-    sys.exit("no minilm.wasm: run `cd plugins && cargo build --release --target wasm32-wasip2 -p minilm`")
+    return harness.find_plugin("minilm")
 
 
 def start_server(threads):

@@ -15,10 +15,9 @@ import argparse
 import http.client
 import json
 import statistics
-import threading
 import time
 
-from harness import MODELS, Server, find_binary
+from harness import MODELS, Server, find_binary, in_threads
 
 PROMPT = "Alice was beginning to get very tired of sitting by her sister on the bank"
 
@@ -51,20 +50,8 @@ def completion(port, tokens, stream):
 
 def concurrent(port, tokens, n):
     """Aggregate tokens/s and median TTFT of `n` streams started together."""
-    results = [None] * n
-
-    def run(i):
-        results[i] = completion(port, tokens, True)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
+    results, wall = in_threads([lambda: completion(port, tokens, True)] * n)
     return statistics.median(r[0] for r in results), sum(r[2] for r in results) / wall
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

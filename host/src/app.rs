@@ -198,7 +198,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let grpc_addr = grpc.as_ref().map(|(_, addr, _)| *addr);
     let (shutdown, stop) = watch::channel(false);
     let grpc = grpc
-        .map(|(listener, _, router)| crate::server::grpc::serve(listener, router, stop.clone()));
+        .map(|(listener, addr, router)| {
+            crate::server::grpc::serve(listener, router, tls.as_ref(), stop.clone())
+                .map_err(|source| StartError::Bind { addr, source })
+        })
+        .transpose()?;
     let router = auth::protect(server.router(), access);
     // The console's page and assets are public; its API calls carry a key.
     let router = if settings.console {

@@ -21,6 +21,15 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How log lines (on stderr) look: text, or one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "EDGESERVE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Subcommands.
@@ -136,6 +145,15 @@ pub struct ServeArgs {
     /// this one does not serve.
     #[arg(long, env = "EDGESERVE_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
+    /// PEM file of the CA that signed an https:// upstream's certificate;
+    /// only it is trusted for the upstream (default: the built-in roots).
+    #[arg(
+        long,
+        env = "EDGESERVE_UPSTREAM_CA",
+        value_name = "FILE",
+        requires = "upstream"
+    )]
+    pub upstream_ca: Option<PathBuf>,
     /// Also forward requests that find no free instance within their queue
     /// deadline to the upstream, instead of answering 503. A model's
     /// `offload_on_queue_timeout` in its config.toml overrides this.
@@ -254,6 +272,7 @@ impl ServeArgs {
                 connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
                 timeout: Duration::from_millis(self.upstream_timeout_ms),
                 offload_on_queue_timeout: self.offload_on_queue_timeout,
+                ca: self.upstream_ca.clone(),
             }),
             access: AccessSettings {
                 api_keys: self.api_keys.clone(),
@@ -327,6 +346,7 @@ mod tests {
                 "EDGESERVE_UPSTREAM_CONNECT_TIMEOUT_MS",
             ),
             ("--upstream-timeout-ms", "EDGESERVE_UPSTREAM_TIMEOUT_MS"),
+            ("--upstream-ca", "EDGESERVE_UPSTREAM_CA"),
             ("--bundle-allow-host", "EDGESERVE_BUNDLE_ALLOW_HOSTS"),
             (
                 "--bundle-allow-url-prefix",
@@ -351,6 +371,7 @@ mod tests {
     fn defaults_serve_the_examples_on_loopback_8000() {
         let Cli {
             command: Command::Serve(args),
+            ..
         } = Cli::try_parse_from(["edgeserve", "serve", "--no-compile-cache"]).unwrap()
         else {
             unreachable!("serve parses as serve")
@@ -370,6 +391,7 @@ mod tests {
         let digest = "0".repeat(64);
         let Cli {
             command: Command::Serve(args),
+            ..
         } = Cli::try_parse_from([
             "edgeserve",
             "serve",

@@ -31,6 +31,24 @@ pub enum DeviceChoice {
     Cpu,
 }
 
+/// The variable (and value) that turns off Mesa's Vulkan device-select layer.
+pub const DEVICE_SELECT_OFF: (&str, &str) = ("NODEVICE_SELECT", "1");
+
+/// Whether to turn off Mesa's implicit `VK_LAYER_MESA_device_select` before
+/// the adapter probe, given the environment as `var` reads it.
+///
+/// That layer orders GPUs for desktop sessions: each time the Vulkan loader
+/// lists devices (twice per wgpu probe) it connects to the Wayland display,
+/// and without `XDG_RUNTIME_DIR` libwayland prints `error: XDG_RUNTIME_DIR
+/// is invalid or not set in the environment.` each time, which a newcomer
+/// reads as a failure. Without a display it has nothing to order by (wgpu
+/// picks the adapter itself), so it is skipped unless the deployer chose.
+pub fn skip_device_select_layer(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    ["NODEVICE_SELECT", "WAYLAND_DISPLAY", "DISPLAY"]
+        .iter()
+        .all(|name| var(name).is_none())
+}
+
 /// Why a device is not available.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -132,5 +150,23 @@ impl Devices {
         std::iter::once(self.cpu.info())
             .chain(self.gpu.iter().map(|g| g.info()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skips(set: &[&str]) -> bool {
+        skip_device_select_layer(|name| set.contains(&name).then(|| "x".into()))
+    }
+
+    #[test]
+    fn the_device_select_layer_is_skipped_only_without_a_display_or_a_choice() {
+        assert!(skips(&[]));
+        assert!(skips(&["XDG_RUNTIME_DIR"]));
+        assert!(!skips(&["WAYLAND_DISPLAY"]));
+        assert!(!skips(&["DISPLAY"]));
+        assert!(!skips(&["NODEVICE_SELECT"]));
     }
 }

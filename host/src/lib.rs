@@ -15,6 +15,7 @@ mod capability;
 pub mod cli;
 pub mod devices;
 pub mod import;
+pub mod logging;
 pub mod metrics;
 pub mod offload;
 pub mod protocol;

@@ -3,14 +3,22 @@
 use clap::Parser;
 use edgeserve::cli::{Cli, Command};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let Cli { command } = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let Cli {
+        command,
+        log_format,
+    } = Cli::parse();
+    edgeserve::logging::init(log_format);
+    if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
+        let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;
+        // SAFETY: no other thread exists yet (the runtime starts below), so
+        // nothing reads the environment while it changes.
+        unsafe { std::env::set_var(name, value) };
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let running = edgeserve::app::start(args.settings()).await?;
@@ -24,7 +32,6 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -2,12 +2,15 @@
 //! the requests this node cannot serve (models it lacks, or, by policy,
 //! requests that found no free instance within their queue deadline).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, Method, Response, StatusCode, header};
 use bytes::Bytes;
 
 use crate::protocol::HEADER_LENGTH;
+
+mod relay;
 
 /// Response header set on every answer that came from the upstream.
 pub const SERVED_BY: &str = "x-edgeserve-served-by";
@@ -41,6 +44,9 @@ pub struct UpstreamSettings {
     /// Forward requests that found no free instance within their queue
     /// deadline (models may override this in their config).
     pub offload_on_queue_timeout: bool,
+    /// PEM file of the CA (or CAs) that signed an `https://` upstream's
+    /// certificate; when set, only these are trusted, not the built-in roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// Why a forwarded request got no answer from the upstream.
@@ -49,14 +55,23 @@ pub enum OffloadError {
     /// The HTTP client could not be built.
     #[error("cannot create the upstream HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The `--upstream-ca` file is unreadable or holds no certificate.
+    #[error("cannot use {} as the upstream CA: {reason}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The upstream URL is unusable.
     #[error("invalid upstream URL '{url}': it must start with http:// or https://")]
     Url {
         /// The URL as given.
         url: String,
     },
-    /// No connection: refused, unreachable, or the TLS handshake failed.
-    #[error("upstream {url} is unreachable: {source}")]
+    /// No connection: refused, unreachable, or the TLS handshake failed
+    /// (the message ends with the innermost cause, e.g. the certificate's).
+    #[error("upstream {url} is unreachable: {}", causes(source))]
     Connect {
         /// The upstream base URL.
         url: String,
@@ -87,7 +102,9 @@ impl OffloadError {
     pub fn status(&self) -> StatusCode {
         match self {
             OffloadError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            OffloadError::Client(_) | OffloadError::Url { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            OffloadError::Client(_) | OffloadError::Url { .. } | OffloadError::Ca { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -108,7 +125,11 @@ impl Upstream {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(OffloadError::Url { url });
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &settings.ca {
+            builder = trust_only(builder, ca)?;
+        }
+        let client = builder
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.timeout)
             // An OIP server answers directly; a redirect would be a
@@ -154,24 +175,7 @@ impl Upstream {
                 request = request.header(name, value);
             }
         }
-        let failed = |source: reqwest::Error| {
-            if source.is_timeout() {
-                OffloadError::Timeout {
-                    url: self.url.clone(),
-                    timeout_ms: self.timeout.as_millis(),
-                }
-            } else if source.is_connect() {
-                OffloadError::Connect {
-                    url: self.url.clone(),
-                    source,
-                }
-            } else {
-                OffloadError::Failed {
-                    url: self.url.clone(),
-                    source,
-                }
-            }
-        };
+        let failed = |source| self.failure(source);
         let upstream = request.body(body).send().await.map_err(failed)?;
         let status = upstream.status();
         let carried: Vec<_> = CARRIED
@@ -193,4 +197,39 @@ impl Upstream {
         );
         Ok(response)
     }
+}
+
+/// `builder` trusting only the certificates in the PEM file `ca`.
+fn trust_only(
+    builder: reqwest::ClientBuilder,
+    ca: &std::path::Path,
+) -> Result<reqwest::ClientBuilder, OffloadError> {
+    let fail = |reason: String| OffloadError::Ca {
+        path: ca.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(ca).map_err(|e| fail(e.to_string()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(causes(&e)))?;
+    if roots.is_empty() {
+        return Err(fail("no PEM certificate in it".into()));
+    }
+    Ok(roots
+        .into_iter()
+        .fold(builder.tls_built_in_root_certs(false), |b, root| {
+            b.add_root_certificate(root)
+        }))
+}
+
+/// `error` and its sources, joined: reqwest's own message names only the
+/// URL, the reason (a refused connection, an unknown certificate issuer) is
+/// further down.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }

@@ -1,22 +1,26 @@
-// TypeScript types of edgeserve.js, following the contract
-// edgeserve:handler@0.1.1 (wit/edgeserve.wit): enums are the WIT's
-// kebab-case names, lists of s64 are bigint.
+// TypeScript types of edgeserve.js. What crosses the contract
+// (edgeserve:handler@0.1.1, wit/edgeserve.wit) is typed by ./types, which
+// jco generates from the WIT (generate-types.mjs; the tests fail when it is
+// stale): enums are the WIT's kebab-case names, lists of s64 are bigint.
+/// <reference path="./types/model-handler.d.ts" />
+import type * as wit from "edgeserve:handler/tensor@0.1.1";
+import type * as witTypes from "edgeserve:handler/types@0.1.1";
 
 export const CONTRACT: "edgeserve:handler@0.1.1";
 
 /** `tensor.dtype` */
-export type DType = "f32" | "f16" | "i32" | "i64" | "u8";
+export type DType = wit.Dtype;
 /** `tensor.binary-op` */
-export type BinaryOp = "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow";
+export type BinaryOp = wit.BinaryOp;
 /** `tensor.unary-op` */
-export type UnaryOp = "neg" | "abs" | "exp" | "log" | "sqrt" | "rsqrt" | "relu" | "gelu" | "gelu-tanh" | "tanh" | "sigmoid" | "silu" | "erf";
+export type UnaryOp = wit.UnaryOp;
 /** `tensor.reduce-op` */
-export type ReduceOp = "sum" | "mean" | "max" | "min" | "argmax" | "argmin";
+export type ReduceOp = wit.ReduceOp;
 type TypedArray = Float32Array | Int32Array | BigInt64Array | Uint8Array;
 
 export class TensorError extends Error {
-  /** `tensor.error` case: "shape", "dtype", "invalid-argument", "unsupported", "out-of-memory", "device-lost". */
-  kind: string;
+  /** The `tensor.error` case. */
+  kind: wit.Error["tag"];
   detail: string;
 }
 
@@ -74,7 +78,7 @@ export const nn: {
 export class InvalidInput extends Error {}
 
 /** `types.tensor-metadata` */
-export interface TensorSpec { name: string; datatype: string; shape: BigInt64Array }
+export type TensorSpec = witTypes.TensorMetadata;
 export function spec(name: string, datatype: string, shape: number[]): TensorSpec;
 export interface BytesOutput { bytes: { shape: number[]; elements: Uint8Array[] } }
 export function bytesOutput(shape: number[], elements: (string | Uint8Array)[]): BytesOutput;
@@ -95,4 +99,6 @@ export abstract class Model {
   abstract infer(request: Request): Record<string, Tensor | BytesOutput>;
 }
 
-export function exportHandler(model: new () => Model): object;
+/** The `handler` interface the component exports. */
+export type Handler = typeof import("edgeserve:handler/handler@0.1.1");
+export function exportHandler(model: new () => Model): Handler;

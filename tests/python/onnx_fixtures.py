@@ -1,6 +1,6 @@
 """Regenerates the ONNX fixtures of tests/tests/onnx.rs in tests/data/onnx/.
 
-    python3 tests/python/onnx_fixtures.py    # needs torch, scikit-learn, skl2onnx, onnx
+    python3 tests/python/onnx_fixtures.py    # needs torch, transformers, scikit-learn, skl2onnx, onnx
 
 Real exporters, small models trained (or initialised) with fixed seeds on
 data sets that ship with the packages:
@@ -12,6 +12,13 @@ data sets that ship with the packages:
 * encoder.onnx      torch token embedding + TransformerEncoderLayer (attention,
                     GELU, LayerNorm) + mean pooling, for ids [2, 10] (torch's trace
                     of nn.MultiheadAttention bakes both dims into its reshapes);
+* bert_tiny.onnx    transformers BertModel (2 layers, hidden 32, random weights) with
+                    dynamic batch and sequence axes, opset 14: LayerNorm decomposed
+                    (ReduceMean/Sub/Pow/Sqrt/Div), the attention mask built from
+                    Range/GreaterOrEqual/And/Gather/Expand/Where;
+* resnet.onnx       a ResNet-18-shaped network (7x7 stem, max pool, 4 stages of 2
+                    basic blocks with 1x1 downsampling, global average pool, fc),
+                    narrow (8..64 channels), random weights and BatchNorm statistics;
 * unsupported.onnx  a graph with two ops the handler lacks (named nodes);
 * opset99.onnx      a valid graph that claims opset 99;
 * external.onnx     a graph whose initializer lives in external.onnx.data.
@@ -61,11 +68,16 @@ def cnn(x, y):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(net(images), labels).backward()
         opt.step()
-    net.eval()
+    export_classifier(net, images[:1], "cnn_digits.onnx")
+
+
+def export_classifier(net, example, name):
+    """`image` in, `logits` out, dynamic batch; without constant folding, so
+    BatchNormalization stays in the graph for the importer to fold."""
     torch.onnx.export(
-        net,
-        images[:1],
-        OUT / "cnn_digits.onnx",
+        net.eval(),
+        example,
+        OUT / name,
         input_names=["image"],
         output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
@@ -104,6 +116,90 @@ def encoder():
     )
 
 
+def bert():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+
+    class Bert(torch.nn.Module):
+        # transformers' forward takes keywords; the exporter passes positions.
+        def __init__(self):
+            super().__init__()
+            self.bert = BertModel(config).eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                            token_type_ids=token_type_ids)
+            return out.last_hidden_state, out.pooler_output
+
+    ids = torch.randint(0, 100, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.int64)
+    mask[1, 7:] = 0
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
+    torch.onnx.export(
+        Bert().eval(),
+        (ids, mask, torch.zeros_like(ids)),
+        OUT / "bert_tiny.onnx",
+        input_names=names,
+        output_names=["last_hidden_state", "pooler_output"],
+        dynamic_axes={**axes, "pooler_output": {0: "batch"}},
+        opset_version=14,
+        dynamo=False,
+    )
+
+
+class Block(torch.nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet(torch.nn.Module):
+    def __init__(self, widths=(8, 16, 32, 64), classes=10):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks += [Block(cin, w, 1 if i == 0 else 2), Block(w, w, 1)]
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = torch.nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
+        return self.fc(torch.flatten(x, 1))
+
+
+def resnet():
+    torch.manual_seed(0)
+    net = ResNet()
+    # Fresh BatchNorm layers are identities; random statistics make the
+    # folding at import do real work.
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    export_classifier(net, torch.randn(1, 3, 32, 32), "resnet.onnx")
+
+
 def small(nodes, opset=17, initializers=()):
     graph = helper.make_graph(
         nodes,
@@ -137,6 +233,8 @@ def main():
     mlp(x, y)
     cnn(x, y)
     encoder()
+    bert()
+    resnet()
     bad_models()
 
 

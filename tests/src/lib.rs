@@ -304,15 +304,15 @@ impl ServerProcess {
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting the edgeserve binary");
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr (the log) is piped");
         let (found, addr) = mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = log.clone();
         std::thread::spawn(move || {
-            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[edgeserve {}] {line}", std::process::id());
                 kept.lock()
                     .expect("the log is not poisoned")

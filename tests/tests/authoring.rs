@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -27,8 +28,9 @@ const SCAFFOLDED: [(&str, &str); 3] = [
     ("double-js", "javascript"),
 ];
 
-/// Runs `edgeserve ARGS` to completion, asserting success; its stdout.
-fn edgeserve(args: &[&std::ffi::OsStr]) -> String {
+/// Runs `edgeserve ARGS` with `envs` to completion → (success, stdout,
+/// stderr).
+fn run_edgeserve(args: &[&OsStr], envs: &[(&str, &OsStr)]) -> (bool, String, String) {
     let target = edgeserve_binary()
         .parent()
         .and_then(Path::parent)
@@ -37,37 +39,82 @@ fn edgeserve(args: &[&std::ffi::OsStr]) -> String {
         .args(args)
         // Rust handlers share one target folder across runs.
         .env("CARGO_TARGET_DIR", target.join("wasm-authoring"))
+        .envs(envs.iter().copied())
         .output()
         .expect("running edgeserve");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
+    (
         out.status.success(),
-        "edgeserve {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `edgeserve ARGS` to completion, asserting success; its stdout.
+fn edgeserve(args: &[&OsStr]) -> String {
+    let (ok, stdout, stderr) = run_edgeserve(args, &[]);
+    assert!(ok, "edgeserve {args:?} failed:\n{stdout}\n{stderr}");
     stdout
 }
 
-/// `edgeserve build DIR --repository REPO`, asserting it reports the install.
-fn build(dir: &Path, repo: &Path, name: &str) {
-    let said = edgeserve(&[
-        "build".as_ref(),
-        dir.as_os_str(),
-        "--repository".as_ref(),
-        repo.as_os_str(),
-    ]);
+/// `edgeserve build DIR --repository REPO` with `envs`, asserting it
+/// reports the install; its stderr.
+fn build_with(dir: &Path, repo: &Path, name: &str, envs: &[(&str, &OsStr)]) -> String {
+    let (ok, said, stderr) = run_edgeserve(
+        &[
+            "build".as_ref(),
+            dir.as_os_str(),
+            "--repository".as_ref(),
+            repo.as_os_str(),
+        ],
+        envs,
+    );
+    assert!(ok, "building {name} failed:\n{said}\n{stderr}");
     assert!(
         said.contains(&format!("installed {name} version 1")),
         "{said}"
     );
     assert!(repo.join(name).join("1/model.wasm").is_file(), "{said}");
+    stderr
+}
+
+/// [`build_with`] the default toolchains.
+fn build(dir: &Path, repo: &Path, name: &str) {
+    build_with(dir, repo, name, &[]);
+}
+
+/// `edgeserve new NAME --lang LANG --output DIR`, asserting what it wrote.
+fn scaffold(name: &str, lang: &str, dir: &Path) {
+    let said = edgeserve(&[
+        "new".as_ref(),
+        name.as_ref(),
+        "--lang".as_ref(),
+        lang.as_ref(),
+        "--output".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert!(
+        said.contains(&format!("created {lang} handler `{name}`")),
+        "{said}"
+    );
+    for vendored in ["wit/edgeserve.wit", "edgeserve.toml", "README.md"] {
+        assert!(dir.join(vendored).is_file(), "{name} lacks {vendored}");
+    }
+}
+
+/// Where `edgeserve build` installs toolchains by default.
+fn default_toolchains() -> PathBuf {
+    edgeserve::author::ToolchainArgs {
+        toolchains_dir: std::env::var_os("EDGESERVE_TOOLCHAINS_DIR").map(PathBuf::from),
+    }
+    .dir()
 }
 
 /// A folder holding a model repository with every component of these
 /// tests, built once: the three scaffolded handlers, `digits` in Rust,
 /// Python and JavaScript, a Python handler that raises, and the contract
-/// fixtures.
+/// fixtures. The handler that raises is built with toolchains installed
+/// afresh into an empty folder, checking that first use installs them and
+/// says so (the others share the default toolchains, to keep CI short).
 fn built() -> &'static Path {
     static BUILT: OnceLock<TempDir> = OnceLock::new();
     BUILT
@@ -79,30 +126,31 @@ fn built() -> &'static Path {
             let repo = work.path().join("built");
             for (name, lang) in SCAFFOLDED {
                 let dir = work.path().join(name);
-                let said = edgeserve(&[
-                    "new".as_ref(),
-                    name.as_ref(),
-                    "--lang".as_ref(),
-                    lang.as_ref(),
-                    "--output".as_ref(),
-                    dir.as_os_str(),
-                ]);
-                assert!(
-                    said.contains(&format!("created {lang} handler `{name}`")),
-                    "{said}"
-                );
-                for vendored in ["wit/edgeserve.wit", "edgeserve.toml", "README.md"] {
-                    assert!(dir.join(vendored).is_file(), "{name} lacks {vendored}");
-                }
+                scaffold(name, lang, &dir);
                 build(&dir, &repo, name);
             }
             for (project, name) in [
                 ("plugins/digits-py", "digits-py"),
                 ("plugins/digits-js", "digits-js"),
-                ("tests/fixtures/raises-py", "raises-py"),
             ] {
                 build(&repo_root().join(project), &repo, name);
             }
+            let fresh = work.path().join("fresh-toolchains");
+            let said = build_with(
+                &repo_root().join("tests/fixtures/raises-py"),
+                &repo,
+                "raises-py",
+                &[("EDGESERVE_TOOLCHAINS_DIR", fresh.as_os_str())],
+            );
+            let venv = fresh.join("python");
+            assert!(
+                said.contains(&format!(
+                    "installing componentize-py==0.25.0 into {} (first use)",
+                    venv.display()
+                )),
+                "no first-use message:\n{said}"
+            );
+            assert!(venv.join("bin/componentize-py").is_file());
             add_model(&repo, "digits").unwrap();
             install_warm(&repo, &work.path().join("models"));
             work
@@ -291,4 +339,153 @@ async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_
         (status, floats(&output(&body, "y")["data"])),
         (200, vec![3.0])
     );
+}
+
+/// A loopback address where nothing listens: connections to it are refused.
+fn refusing_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// A language, its installer, the environment that points the installer at
+/// a refusing registry, and what the error must name.
+type OfflineCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a OsStr)>, [&'a str; 3]);
+
+#[test]
+fn a_toolchain_that_cannot_be_installed_fails_naming_the_step_and_the_fix() {
+    let work = tempfile::tempdir().unwrap();
+    let toolchains = work.path().join("toolchains");
+    let repo = work.path().join("models");
+    let registry = refusing_url();
+    let npm_cache = work.path().join("npm-cache");
+    // pip and npm pointed at a registry that refuses connections, as on a
+    // machine without network; each toolchain starts from an empty folder.
+    let cases: [OfflineCase; 2] = [
+        (
+            "python",
+            "pip",
+            vec![
+                ("PIP_INDEX_URL", registry.as_ref()),
+                ("PIP_RETRIES", "0".as_ref()),
+            ],
+            [
+                "pip",
+                "componentize-py==0.25.0",
+                "check that PyPI is reachable",
+            ],
+        ),
+        (
+            "javascript",
+            "npm",
+            vec![
+                ("npm_config_registry", registry.as_ref()),
+                ("npm_config_fetch_retries", "0".as_ref()),
+                ("npm_config_cache", npm_cache.as_os_str()),
+            ],
+            ["npm", "@bytecodealliance/jco@", "npm registry is reachable"],
+        ),
+    ];
+    for (lang, step, mut envs, named) in cases {
+        let dir = work.path().join(lang);
+        scaffold("offline", lang, &dir);
+        envs.push(("EDGESERVE_TOOLCHAINS_DIR", toolchains.as_os_str()));
+        let (ok, stdout, stderr) = run_edgeserve(
+            &[
+                "build".as_ref(),
+                dir.as_os_str(),
+                "--repository".as_ref(),
+                repo.as_os_str(),
+            ],
+            &envs,
+        );
+        assert!(
+            !ok,
+            "{lang}: the build succeeded offline:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("(first use)"),
+            "{lang}: no installation message:\n{stderr}"
+        );
+        let error = stderr
+            .lines()
+            .find(|line| line.contains(&format!("the {lang} toolchain is unavailable")))
+            .unwrap_or_else(|| panic!("{lang} ({step}): no toolchain error in:\n{stderr}"));
+        for part in named {
+            assert!(error.contains(part), "{lang}: {error:?} lacks {part:?}");
+        }
+        assert!(
+            !repo.join("offline").exists(),
+            "{lang}: something was installed"
+        );
+    }
+}
+
+#[test]
+fn the_javascript_sdk_types_are_generated_from_the_wit_and_handlers_check_against_them() {
+    // Building the JavaScript handlers installed jco (and TypeScript).
+    let work = built();
+    let modules = default_toolchains().join("js/node_modules");
+    let generated = tempfile::tempdir().unwrap();
+    let status = Command::new("node")
+        .arg(repo_root().join("plugins/sdk-js/generate-types.mjs"))
+        .arg(&modules)
+        .arg(repo_root().join("wit"))
+        .arg(generated.path())
+        .status()
+        .expect("running node");
+    assert!(status.success(), "generate-types.mjs: {status}");
+    let committed = repo_root().join("plugins/sdk-js/types");
+    let (fresh, kept) = (files_under(generated.path()), files_under(&committed));
+    let regenerate = format!(
+        "plugins/sdk-js/types is stale; regenerate it with `node plugins/sdk-js/generate-types.mjs {}`",
+        modules.display()
+    );
+    assert_eq!(
+        fresh.keys().collect::<Vec<_>>(),
+        kept.keys().collect::<Vec<_>>(),
+        "{regenerate}"
+    );
+    for (name, text) in &fresh {
+        assert!(kept[name] == *text, "{name} differs: {regenerate}");
+    }
+    // The SDK's types build on the generated ones, and handlers written
+    // with it (scaffolded, and digits) type-check against the contract.
+    for app in [
+        work.join("double-js/app.js"),
+        repo_root().join("plugins/digits-js/app.js"),
+    ] {
+        let out = Command::new(modules.join(".bin/tsc"))
+            .args(["--noEmit", "--strict", "--noImplicitAny", "false"])
+            .args(["--target", "esnext", "--module", "esnext"])
+            .args(["--moduleResolution", "bundler", "--allowJs", "--checkJs"])
+            .arg(&app)
+            .output()
+            .expect("running tsc");
+        assert!(
+            out.status.success(),
+            "{} does not type-check:\n{}",
+            app.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// Every file under `root` by its relative path, with its bytes.
+fn files_under(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let name = path.strip_prefix(root).unwrap().display().to_string();
+                files.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
 }

@@ -7,8 +7,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::TestServer;
+use edgeserve::offload::UpstreamSettings;
+use edgeserve::server::grpc::proto::InferTensorContents;
 use edgeserve::server::grpc::proto::ModelInferRequest;
 use edgeserve::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use edgeserve::server::grpc::proto::model_infer_request::InferInputTensor;
@@ -21,10 +24,19 @@ const MAX_BODY: usize = 16 << 20;
 
 /// A server over `models` with gRPC on a free port.
 async fn start(models: &[&str]) -> (TestServer, SocketAddr) {
+    start_with(models, |_| ()).await
+}
+
+/// [`start`] with settings changed by `configure`.
+async fn start_with(
+    models: &[&str],
+    configure: impl FnOnce(&mut edgeserve::app::Settings),
+) -> (TestServer, SocketAddr) {
     let repo = edgeserve_e2e::model_repository(models);
     let mut settings = common::settings(&repo);
     settings.grpc_port = Some(0);
     settings.max_body_bytes = MAX_BODY;
+    configure(&mut settings);
     let running = edgeserve::app::start(settings)
         .await
         .expect("server starts");
@@ -113,10 +125,6 @@ async fn call_with_grpc_timeout(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-// The grpc-timeout assertion passes, but the test then has not finished in
-// two runs (stuck in the health checks or in `server.stop()` after the raw
-// HTTP/2 call); ignored until that is understood, so it cannot hang the suite.
-#[ignore = "hangs after the grpc-timeout check; under investigation"]
 async fn the_server_honours_grpc_timeout_and_reports_health() {
     let (server, addr) = start(&["faulty"]).await;
     // Action 2 spins until faulty's own 500 ms deadline; the client's
@@ -127,8 +135,19 @@ async fn the_server_honours_grpc_timeout_and_reports_health() {
         status.message().contains("faulty") && status.message().contains("100 ms (grpc-timeout)"),
         "{status:?}"
     );
-    // (The handler spins on in the background until its own deadline and
-    // then returns the instance; tritonclient's test sees that deadline.)
+    // The handler spins on in the background until its own deadline,
+    // while the server keeps serving: faulty's one instance is busy until
+    // then (each refusal waits out faulty's queue timeout), and then the
+    // model answers again.
+    let mut inference = client(addr).await;
+    let answer = loop {
+        match inference.model_infer(faulty(0)).await {
+            Ok(answer) => break answer.into_inner(),
+            Err(busy) if busy.code() == Code::Unavailable && busy.message().contains("busy") => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(answer.raw_output_contents[0].as_slice(), 0i32.to_le_bytes());
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -150,6 +169,11 @@ async fn the_server_honours_grpc_timeout_and_reports_health() {
         );
     }
 
+    // A second abandoned call is still spinning when the server stops:
+    // its handler must reach its own deadline all the same (the engine's
+    // clock outlives the server), or this test never ends.
+    let status = call_with_grpc_timeout(addr, &faulty(2), "10m").await;
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     server.stop().await;
 }
 
@@ -176,16 +200,11 @@ async fn a_call_in_flight_finishes_when_the_server_stops() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_guard_grpc_as_they_guard_rest() {
-    let repo = edgeserve_e2e::model_repository(&["faulty"]);
-    let mut settings = common::settings(&repo);
-    settings.grpc_port = Some(0);
-    settings.access.api_keys = vec!["api-key-1".parse().unwrap()];
-    settings.access.admin_key = Some("admin-key-1".parse().unwrap());
-    let running = edgeserve::app::start(settings)
-        .await
-        .expect("server starts");
-    let addr = running.grpc_addr().expect("gRPC is on");
-    let server = TestServer::attach(running, repo);
+    let (server, addr) = start_with(&["faulty"], |settings| {
+        settings.access.api_keys = vec!["api-key-1".parse().unwrap()];
+        settings.access.admin_key = Some("admin-key-1".parse().unwrap());
+    })
+    .await;
     let mut inference = client(addr).await;
     // Health stays open, for Kubernetes' probe.
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -235,4 +254,107 @@ fn with_key<T>(key: &str, message: T) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
+}
+
+/// `linear` on 1, 2, 3 as raw or typed contents, with a request id.
+fn linear(raw: bool) -> ModelInferRequest {
+    let xs = [1.0f32, 2.0, 3.0];
+    let mut input = InferInputTensor {
+        name: "x".into(),
+        datatype: "FP32".into(),
+        shape: vec![3, 1],
+        ..Default::default()
+    };
+    let mut message = ModelInferRequest {
+        model_name: "linear".into(),
+        id: "req-7".into(),
+        ..Default::default()
+    };
+    if raw {
+        let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        message.raw_input_contents = vec![bytes.into()];
+    } else {
+        input.contents = Some(InferTensorContents {
+            fp32_contents: xs.to_vec(),
+            ..Default::default()
+        });
+    }
+    message.inputs = vec![input];
+    message
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_requests_for_models_missing_here_reach_the_upstream() {
+    // The upstream serves linear; the front serves only faulty.
+    let (back, back_grpc) = start(&["linear"]).await;
+    let (front, front_grpc) = start_with(&["faulty"], |settings| {
+        settings.upstream = Some(UpstreamSettings {
+            url: back.base.clone(),
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(60),
+            offload_on_queue_timeout: false,
+            ca: None,
+        });
+    })
+    .await;
+    let mut front_client = client(front_grpc).await;
+    let mut back_client = client(back_grpc).await;
+
+    // Raw and typed contents: the upstream's own answer, in the encoding
+    // the client used, with its request id.
+    for raw in [true, false] {
+        let expected = back_client.model_infer(linear(raw)).await.unwrap();
+        let got = front_client.model_infer(linear(raw)).await.unwrap();
+        assert_eq!(got.get_ref(), expected.get_ref(), "raw: {raw}");
+        assert_eq!(got.get_ref().id, "req-7");
+        assert_eq!(got.get_ref().raw_output_contents.is_empty(), !raw);
+    }
+    // The offload is counted.
+    let (_, metrics) = front.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"offloaded_requests_total{model="linear",reason="missing"} 2"#),
+        "{metrics}"
+    );
+
+    // The upstream's errors come back as gRPC statuses naming the problem.
+    let mut bad = linear(true);
+    bad.inputs[0].name = "y".into();
+    let status = front_client.model_infer(bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("no input 'y'"), "{status:?}");
+    let mut unknown = linear(true);
+    unknown.model_name = "nowhere".into();
+    let status = front_client.model_infer(unknown).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("nowhere"), "{status:?}");
+
+    // A request that was itself forwarded is never forwarded again.
+    let mut forwarded = tonic::Request::new(linear(true));
+    forwarded
+        .metadata_mut()
+        .insert(edgeserve::offload::FORWARDED, "1".parse().unwrap());
+    let status = front_client.model_infer(forwarded).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    // No upstream to answer: UNAVAILABLE, naming it.
+    let back_base = back.base.clone();
+    back.stop().await;
+    let status = front_client.model_infer(linear(true)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(&back_base), "{status:?}");
+    front.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tritonclient_grpc_streams_generated_tokens() {
+    let (server, grpc) = start(&["gpt2", "linear"]).await;
+    let grpc = grpc.to_string();
+    common::run_python(
+        "grpc_stream.py",
+        &[grpc.as_ref()],
+        "tritonclient.grpc streaming: OK",
+        "scripts/test.sh installs tritonclient[grpc]",
+    )
+    .await;
+    server.stop().await;
 }

@@ -15,6 +15,7 @@ fn upstream(url: &str) -> UpstreamSettings {
         connect_timeout: std::time::Duration::from_secs(5),
         timeout: std::time::Duration::from_secs(60),
         offload_on_queue_timeout: false,
+        ca: None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::{TestServer, error_text, floats};
+use edgeserve::devices::DeviceChoice;
 use edgeserve_e2e::{ModelRepository, edgeserve_binary, model_repository, plugin, repo_root};
 use serde_json::{Value, json};
 
@@ -129,10 +130,83 @@ async fn assert_agrees(server: &TestServer, model: &str, fixture: &str, inputs: 
 }
 
 async fn serve(repo: ModelRepository) -> TestServer {
-    let running = edgeserve::app::start(common::settings(&repo))
+    serve_on(repo, DeviceChoice::Cpu).await
+}
+
+/// A server over `repo` on `device`; with no GPU adapter at all `Gpu` fails
+/// loudly (CI installs lavapipe, `mesa-vulkan-drivers`).
+async fn serve_on(repo: ModelRepository, device: DeviceChoice) -> TestServer {
+    let mut settings = common::settings(&repo);
+    settings.device = device;
+    let running = edgeserve::app::start(settings)
         .await
-        .expect("server starts");
+        .unwrap_or_else(|e| panic!("server starts on {device:?}: {e}"));
     TestServer::attach(running, repo)
+}
+
+/// The tiny BERT's three inputs for `batch` sequences of `len` tokens; the
+/// last sequence is padded after `len - 3` tokens.
+fn bert_inputs(batch: usize, len: usize, seed: u64) -> Value {
+    let n = batch * len;
+    let ids: Vec<i64> = values(n, 99.0, seed).iter().map(|v| *v as i64).collect();
+    let mask: Vec<i64> = (0..n)
+        .map(|i| i64::from(i / len + 1 < batch || i % len < len - 3))
+        .collect();
+    let types: Vec<i64> = (0..n).map(|i| i64::from(i % len >= len / 2)).collect();
+    let input = |name: &str, data: Vec<i64>| json!({"name": name, "datatype": "INT64", "shape": [batch, len], "data": data});
+    json!([
+        input("input_ids", ids),
+        input("attention_mask", mask),
+        input("token_type_ids", types),
+    ])
+}
+
+/// A transformers BERT exported with dynamic batch and sequence axes (its
+/// mask built from Range/GreaterOrEqual/And/Gather/Expand/Where, LayerNorm
+/// decomposed at opset 14) and a ResNet agree with onnxruntime on `device`.
+async fn bert_and_resnet_agree_on(device: DeviceChoice) {
+    let repo = model_repository(&[]);
+    import_ok(&repo, "bert_tiny.onnx", "bert");
+    import_ok(&repo, "resnet.onnx", "resnet");
+    let server = serve_on(repo, device).await;
+    server
+        .assert_signature(
+            "bert",
+            json!([
+                {"name": "input_ids", "datatype": "INT64", "shape": [-1, -1]},
+                {"name": "attention_mask", "datatype": "INT64", "shape": [-1, -1]},
+                {"name": "token_type_ids", "datatype": "INT64", "shape": [-1, -1]},
+            ]),
+            Some(json!([
+                {"name": "last_hidden_state", "datatype": "FP32", "shape": [-1, -1, 32]},
+                {"name": "pooler_output", "datatype": "FP32", "shape": [-1, 32]},
+            ])),
+        )
+        .await;
+    // Other batch sizes and lengths than the export's [2, 10].
+    for (batch, len, seed) in [(2, 10, 8), (3, 7, 9), (1, 16, 10)] {
+        let inputs = bert_inputs(batch, len, seed);
+        assert_agrees(&server, "bert", "bert_tiny.onnx", inputs).await;
+    }
+    for (batch, seed) in [(1, 11), (3, 12)] {
+        let pixels: Vec<f64> = values(batch * 3 * 32 * 32, 2.0, seed)
+            .iter()
+            .map(|v| v - 1.0)
+            .collect();
+        let image = json!([{"name": "image", "datatype": "FP32", "shape": [batch, 3, 32, 32], "data": pixels}]);
+        assert_agrees(&server, "resnet", "resnet.onnx", image).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bert_and_resnet_agree_with_onnxruntime_on_the_cpu() {
+    bert_and_resnet_agree_on(DeviceChoice::Cpu).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bert_and_resnet_agree_with_onnxruntime_on_the_gpu() {
+    bert_and_resnet_agree_on(DeviceChoice::Gpu).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,6 +285,44 @@ fn batch_norm_is_folded_into_the_conv_at_import() {
         ops.contains(&"Conv") && !ops.contains(&"BatchNormalization"),
         "{ops:?}"
     );
+}
+
+/// The ops of an imported model's graph asset, with their counts.
+fn imported_ops(repo: &Path, name: &str) -> std::collections::BTreeMap<String, usize> {
+    let path = repo.join(name).join("1/graph.json");
+    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut ops = std::collections::BTreeMap::new();
+    for node in graph["nodes"].as_array().unwrap() {
+        *ops.entry(node["op"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    ops
+}
+
+#[test]
+fn decomposed_layer_norms_gelus_and_linears_are_fused_at_import() {
+    let repo = model_repository(&[]);
+    import_ok(&repo, "bert_tiny.onnx", "bert");
+    let ops = imported_ops(&repo, "bert");
+    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+    // Embeddings + 2 per layer; nothing of the decomposition is left.
+    assert_eq!(count("LayerNormalization"), 5, "{ops:?}");
+    for gone in ["Pow", "Sqrt", "ReduceMean", "Erf"] {
+        assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
+    }
+    // Q, K, V, attention output and both feed-forward layers, 2 layers; the
+    // first feed-forward layer takes its GELU as the activation.
+    assert_eq!(count("edgeserve.Linear"), 12, "{ops:?}");
+    assert_eq!(count("Gelu"), 0, "{ops:?}");
+    assert_eq!(count("MatMul"), 4, "attention products only: {ops:?}");
+    // Linear weights are stored [out, in], the layout the host reads fastest.
+    let path = repo.join("bert/1/graph.json");
+    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for node in graph["nodes"].as_array().unwrap() {
+        if node["op"] == "edgeserve.Linear" {
+            assert_eq!(node["attrs"]["transB"], json!({"Int": 1}), "{node}");
+        }
+    }
 }
 
 #[test]

@@ -197,9 +197,33 @@ async fn flask_generate_takes_curl_multipart() {
         }
     };
     // Like the Flask app: the prompt followed by the continuation.
+    let labels = "{model=\"gpt2\",version=\"1\"}";
+    let series = [
+        format!("edgeserve_generated_tokens_total{labels}"),
+        format!("edgeserve_time_to_first_token_seconds_count{labels}"),
+        format!("edgeserve_time_per_output_token_seconds_count{labels}"),
+    ];
+    let mut before = Vec::new();
+    for series in &series {
+        before.push(metric(&server, series).await);
+    }
     let (status, body) = curl(&[&format!("text={prompt}"), "max_tokens=8"]).await;
     assert_eq!(status, "200", "{body}");
     assert_eq!(body["generated_text"], format!("{prompt}{continuation}"));
+    // Counted in the generation metrics like every generation: its tokens,
+    // one first token, and the time per token of the others.
+    let counted = json!({
+        "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
+        "parameters": {"max_tokens": 8, "return_tokens": true},
+    });
+    let (_, oip) = server.post("/v2/models/gpt2/infer", &counted).await;
+    let tokens = output(&oip, "tokens")["shape"][1].as_f64().unwrap();
+    assert!(tokens >= 2.0, "{oip}");
+    let mut moved = Vec::new();
+    for (series, before) in series.iter().zip(before) {
+        moved.push(metric(&server, series).await - before);
+    }
+    assert_eq!(moved, [tokens, 1.0, tokens - 1.0], "{series:?}");
     let (status, body) = curl(&[
         &format!("text={prompt}"),
         "max_tokens=8",
@@ -232,8 +256,9 @@ async fn flask_generate_takes_curl_multipart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hanging_up_cancels_the_stream() {
     let server = TestServer::start(&["gpt2"]).await;
-    // 16 samples of up to 120 tokens, generated one after another: far
-    // more than what is done by the time the first chunk arrives.
+    // 16 samples of up to 120 tokens, two at a time on gpt2's two
+    // instances: far more than what is done by the time the first chunk
+    // arrives.
     let request = json!({
         "model": "gpt2", "prompt": "Once", "max_tokens": 120, "n": 16,
         "temperature": 1.0, "seed": 1, "stream": true,
@@ -285,4 +310,252 @@ async fn hanging_up_cancels_the_stream() {
     let served = body["usage"]["completion_tokens"].as_f64().unwrap();
     assert_eq!(metric(&server, tokens).await, generated + served);
     server.stop().await;
+}
+
+/// A server over a repository with `models`, after `edit` changed the
+/// repository (e.g. a model's `config.toml`), forwarding to `upstream`
+/// when given.
+async fn server_with(
+    models: &[&str],
+    edit: impl FnOnce(&std::path::Path),
+    upstream: Option<&str>,
+) -> TestServer {
+    let repo = edgeserve_e2e::model_repository(models);
+    edit(&repo);
+    let mut settings = common::settings(&repo);
+    settings.upstream = upstream.map(|url| edgeserve::offload::UpstreamSettings {
+        url: url.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(60),
+        offload_on_queue_timeout: false,
+        ca: None,
+    });
+    let running = edgeserve::app::start(settings).await.unwrap();
+    TestServer::attach(running, repo)
+}
+
+/// Sets `key = value` in `model`'s `config.toml` in `repo`, where the key
+/// is already set.
+fn configure(repo: &std::path::Path, model: &str, key: &str, value: &str) {
+    let path = repo.join(model).join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(&format!("{key} =")))
+        .unwrap_or_else(|| panic!("{key} is not set in {}", path.display()));
+    std::fs::write(&path, text.replace(line, &format!("{key} = {value}"))).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_model_is_a_503_the_openai_client_raises() {
+    // One instance, no queue: while a long generation holds the instance,
+    // every other request finds the model busy at once.
+    let server = server_with(
+        &["gpt2"],
+        |repo| {
+            configure(repo, "gpt2", "instances", "1");
+            configure(repo, "gpt2", "queue_timeout_ms", "0");
+            configure(repo, "gpt2", "timeout_ms", "120000");
+        },
+        None,
+    )
+    .await;
+    let url = server.base.trim_start_matches("http://").to_owned();
+    common::run_python(
+        "openai_busy.py",
+        &[url.as_ref()],
+        "openai busy: OK",
+        "scripts/test.sh installs the openai package",
+    )
+    .await;
+    server.stop().await;
+}
+
+/// The text of an OpenAI completion stream's events, by choice, and
+/// whether it ended with `[DONE]`.
+fn streamed_choices(events: &[String], field: &str) -> (Vec<String>, bool) {
+    let mut texts: Vec<String> = Vec::new();
+    for event in events.iter().filter(|e| *e != "[DONE]") {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        for choice in chunk["choices"].as_array().unwrap() {
+            let index = choice["index"].as_u64().unwrap() as usize;
+            if texts.len() <= index {
+                texts.resize(index + 1, String::new());
+            }
+            let text = match field {
+                "delta" => choice["delta"]["content"].as_str(),
+                _ => choice["text"].as_str(),
+            };
+            texts[index].push_str(text.unwrap_or_default());
+        }
+    }
+    (texts, events.last().map(String::as_str) == Some("[DONE]"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn choices_run_side_by_side_and_each_is_reproducible() {
+    let server = TestServer::start(&["gpt2"]).await;
+    let prompt = "Once upon";
+    // n = 3 on gpt2's 2 instances: more choices than instances.
+    let request = json!({
+        "model": "gpt2", "prompt": prompt, "n": 3, "max_tokens": 12,
+        "temperature": 1.0, "seed": 42,
+    });
+    let (status, first) = server.post("/v1/completions", &request).await;
+    assert_eq!(status, 200, "{first}");
+    let choices = first["choices"].as_array().unwrap();
+    let indices: Vec<u64> = choices
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [0, 1, 2]);
+    let texts: Vec<&str> = choices
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts[0] != texts[1] || texts[1] != texts[2],
+        "three samples, one text: {texts:?}"
+    );
+    // The same seed, the same text for each choice, whichever instance ran
+    // it: again, and equal to the elements of one batched OIP request with
+    // that seed.
+    let (_, again) = server.post("/v1/completions", &request).await;
+    assert_eq!(again["choices"], first["choices"]);
+    let batched = json!({
+        "inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": [prompt, prompt, prompt]}],
+        "parameters": {"max_tokens": 12, "temperature": 1.0, "seed": 42},
+    });
+    let (status, oip) = server.post("/v2/models/gpt2/infer", &batched).await;
+    assert_eq!(status, 200, "{oip}");
+    assert_eq!(output(&oip, "text")["data"], json!(texts));
+
+    // Two choices on two free instances run at once: the second one's text
+    // starts arriving before the first one's is done.
+    let response = server
+        .request(Method::POST, "/v1/completions")
+        .json(&json!({
+            "model": "gpt2", "prompt": "Once", "n": 2, "max_tokens": 120,
+            "temperature": 1.0, "seed": 3, "stream": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(response).await;
+    let order: Vec<u64> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter(|chunk| chunk["choices"][0]["finish_reason"].is_null())
+        .map(|chunk| chunk["choices"][0]["index"].as_u64().unwrap())
+        .collect();
+    let first_of_second = order.iter().position(|&i| i == 1).unwrap();
+    let last_of_first = order.iter().rposition(|&i| i == 0).unwrap();
+    assert!(
+        first_of_second < last_of_first,
+        "the choices ran one after the other: {order:?}"
+    );
+    let (streamed, done) = streamed_choices(&events, "text");
+    assert!(done);
+    let (_, whole) = server
+        .post(
+            "/v1/completions",
+            &json!({"model": "gpt2", "prompt": "Once", "n": 2, "max_tokens": 120, "temperature": 1.0, "seed": 3}),
+        )
+        .await;
+    let whole: Vec<&str> = whole["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, whole);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generation_for_a_missing_model_is_relayed_from_the_upstream() {
+    // The back serves gpt2; the front does not, and names the back as its
+    // upstream.
+    let back = TestServer::start(&["gpt2"]).await;
+    let front = server_with(&["linear"], |_| {}, Some(&back.base)).await;
+    let relayed = |path: &'static str, body: Value| {
+        let request = front.request(Method::POST, path).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response.headers()[edgeserve::offload::SERVED_BY],
+                "upstream",
+                "{path}"
+            );
+            // Relayed as it streams, not gathered into one body first.
+            assert!(
+                !response.headers().contains_key("content-length"),
+                "{path}: {:?}",
+                response.headers()
+            );
+            response
+        }
+    };
+    let prompt = "The quick brown fox";
+
+    // Completions, streamed and whole, equal the back's own answer.
+    let completion = json!({"model": "gpt2", "prompt": prompt, "max_tokens": 10});
+    let (status, expected) = back.post("/v1/completions", &completion).await;
+    assert_eq!(status, 200, "{expected}");
+    let expected = expected["choices"][0]["text"].as_str().unwrap().to_owned();
+    let mut streamed = completion.clone();
+    streamed["stream"] = json!(true);
+    let events = sse_events(relayed("/v1/completions", streamed).await).await;
+    assert_eq!(
+        streamed_choices(&events, "text"),
+        (vec![expected.clone()], true)
+    );
+    let whole: Value = relayed("/v1/completions", completion)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["choices"][0]["text"], expected.as_str());
+
+    // Chat, streamed.
+    let chat =
+        json!({"model": "gpt2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8});
+    let (status, answer) = back.post("/v1/chat/completions", &chat).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut streamed = chat.clone();
+    streamed["stream"] = json!(true);
+    let events = sse_events(relayed("/v1/chat/completions", streamed).await).await;
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        streamed_choices(&events, "delta"),
+        (vec![content.to_owned()], true)
+    );
+
+    // The generate extension's stream.
+    let request = json!({"text_input": prompt, "parameters": {"max_tokens": 10}});
+    let events = sse_events(relayed("/v2/models/gpt2/generate_stream", request).await).await;
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, pieces) = events.split_last().unwrap();
+    assert_eq!(last["done"], true);
+    let text: String = pieces
+        .iter()
+        .map(|e| e["text_output"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, expected);
+
+    // The Flask route forwards too.
+    let (status, body) = front
+        .post("/generate", &json!({"text": prompt, "max_tokens": 10}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["generated_text"], format!("{prompt}{expected}"));
+
+    let offloaded = "edgeserve_offloaded_requests_total{model=\"gpt2\",reason=\"missing\"}";
+    assert_eq!(metric(&front, offloaded).await, 5.0);
+    front.stop().await;
+    back.stop().await;
 }

@@ -378,3 +378,27 @@ async fn bundle_urls_outside_the_allowlist_are_refused_before_any_fetch() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authentication_error() {
+    let repo = model_repository(&["minilm"]);
+    let cache = common::shared_cache();
+    let process = edgeserve_e2e::ServerProcess::spawn([
+        "--model-repository".as_ref(),
+        repo.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+        "--device".as_ref(),
+        "cpu".as_ref(),
+        "--api-key".as_ref(),
+        "openai-client-key".as_ref(),
+    ]);
+    let url = process.base.trim_start_matches("http://").to_owned();
+    common::run_python(
+        "openai_auth.py",
+        &[url.as_ref(), "openai-client-key".as_ref()],
+        "openai api key: OK",
+        "scripts/test.sh installs the openai package",
+    )
+    .await;
+}

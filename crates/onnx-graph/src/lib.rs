@@ -13,7 +13,15 @@ mod graph;
 mod support;
 
 pub use graph::{Attr, Constant, DType, Graph, Node, ValueSpec};
-pub use support::{MAX_OPSET, MIN_OPSET, SUPPORTED_OPS, Unsupported, small_values, unsupported};
+pub use support::{
+    MAX_OPSET, MIN_OPSET, SUPPORTED_OPS, Unsupported, bool_values, small_values, unsupported,
+};
+
+/// The op `edgeserve import` fuses `MatMul` by a constant weight, `Add` of
+/// its bias and an optional activation (attribute `activation`: `Relu`,
+/// `Gelu`, `Tanh` or `Sigmoid`) into: the host's `linear`. With `transB=1`
+/// the weight is stored `[out, in]`.
+pub const LINEAR: &str = "edgeserve.Linear";
 
 /// The asset file name of the graph inside a model's version folder.
 pub const GRAPH_ASSET: &str = "graph.json";

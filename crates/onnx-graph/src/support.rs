@@ -17,6 +17,7 @@ pub const MAX_OPSET: i64 = 21;
 pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Abs", ""),
     ("Add", ""),
+    ("And", "booleans held as 0/1 on the host"),
     ("ArgMax", "select_last_index=0"),
     ("ArgMin", "select_last_index=0"),
     (
@@ -39,13 +40,15 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Div", ""),
     ("Dropout", "inference: identity"),
     ("Equal", "shape arithmetic"),
+    ("Greater", "shape arithmetic"),
+    ("GreaterOrEqual", "shape arithmetic"),
     ("Erf", ""),
     ("Exp", ""),
     ("Expand", "target shape known at run time"),
     ("Flatten", ""),
     (
         "Gather",
-        "embedding rows (axis 0 of a weight) or constant indices",
+        "any axis; indices in range (negative only when constant)",
     ),
     ("Gelu", "approximate none or tanh"),
     ("Gemm", "transA=0"),
@@ -54,6 +57,8 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Identity", ""),
     ("LayerNormalization", "over the last axis"),
     ("LeakyRelu", ""),
+    ("Less", "shape arithmetic"),
+    ("LessOrEqual", "shape arithmetic"),
     ("Log", ""),
     ("LogSoftmax", ""),
     ("MatMul", ""),
@@ -63,8 +68,12 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Mod", "shape arithmetic"),
     ("Mul", ""),
     ("Neg", ""),
+    ("Not", "booleans held as 0/1 on the host"),
+    ("Or", "booleans held as 0/1 on the host"),
     ("Pow", ""),
+    ("Range", "shape arithmetic"),
     ("Reciprocal", ""),
+    ("ReduceL2", ""),
     ("ReduceMax", ""),
     ("ReduceMean", ""),
     ("ReduceMin", ""),
@@ -83,30 +92,53 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("TopK", "last axis, largest=1, sorted=1"),
     ("Transpose", ""),
     ("Unsqueeze", ""),
-    ("Where", "shape arithmetic"),
+    (
+        "Where",
+        "on request data: both branches finite constants (a mask select)",
+    ),
     (
         "ai.onnx.ml.ArrayFeatureExtractor",
         "constant data (class labels)",
+    ),
+    (
+        crate::LINEAR,
+        "fused at import: MatMul by a 2-D constant + Add of its bias (+ Relu/Gelu/Tanh/Sigmoid)",
     ),
 ];
 
 /// Ops that only run on small values the handler computes itself (shape
 /// arithmetic), because the host has no kernel for them yet.
-const SMALL_ONLY: &[&str] = &["Equal", "Mod", "Where"];
+const SMALL_ONLY: &[&str] = &[
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "Mod",
+    "Range",
+];
 
 /// Ops that compute on small values in the handler when every input is
 /// small, and otherwise run on the host.
 const SMALL_CAPABLE: &[&str] = &[
     "Add",
+    "And",
     "Cast",
     "Concat",
     "ConstantOfShape",
     "Div",
     "Equal",
     "Gather",
+    "Greater",
+    "GreaterOrEqual",
     "Identity",
+    "Less",
+    "LessOrEqual",
     "Mod",
     "Mul",
+    "Not",
+    "Or",
+    "Range",
     "Reshape",
     "Slice",
     "Squeeze",
@@ -154,6 +186,34 @@ pub fn small_values(graph: &Graph) -> BTreeSet<String> {
     small
 }
 
+/// Which values hold booleans (ONNX `BOOL`), by name: outputs of
+/// comparisons, logic ops and casts to `BOOL`, and of the ops that move
+/// their first input's elements. On the host a boolean is a 0/1 float.
+pub fn bool_values(graph: &Graph) -> BTreeSet<String> {
+    let mut bools: BTreeSet<String> = graph
+        .constants
+        .iter()
+        .filter(|(_, c)| c.dtype == crate::DType::Bool)
+        .map(|(name, _)| name.clone())
+        .collect();
+    for node in &graph.nodes {
+        let from = |i: usize| node.input(i).is_some_and(|name| bools.contains(name));
+        let is_bool = match node.op.as_str() {
+            "Cast" => node.int("to", 0) == i64::from(crate::DType::Bool.onnx_code()),
+            "Equal" | "Greater" | "GreaterOrEqual" | "Less" | "LessOrEqual" | "And" | "Or"
+            | "Not" => true,
+            "Where" => from(1),
+            "Reshape" | "Flatten" | "Gather" | "Unsqueeze" | "Squeeze" | "Expand" | "Identity"
+            | "Transpose" | "Slice" | "Concat" => from(0),
+            _ => false,
+        };
+        if is_bool {
+            bools.extend(node.outputs.iter().cloned());
+        }
+    }
+    bools
+}
+
 /// Every reason `graph` cannot be served, in node order; empty when it can.
 pub fn unsupported(graph: &Graph) -> Vec<Unsupported> {
     let mut problems = Vec::new();
@@ -197,7 +257,7 @@ pub fn unsupported(graph: &Graph) -> Vec<Unsupported> {
                 problem(format!("input {input:?} is not produced before this node"));
             }
         }
-        if let Err(reason) = check(node, graph.opset, &small) {
+        if let Err(reason) = check(node, graph, &small) {
             problem(reason);
         }
         defined.extend(node.outputs.iter().map(String::as_str));
@@ -214,8 +274,8 @@ pub fn unsupported(graph: &Graph) -> Vec<Unsupported> {
 }
 
 /// The limits of one op, beyond its being in [`SUPPORTED_OPS`].
-fn check(node: &Node, opset: i64, small: &BTreeSet<String>) -> Result<(), String> {
-    let op = node.op.as_str();
+fn check(node: &Node, graph: &Graph, small: &BTreeSet<String>) -> Result<(), String> {
+    let (op, opset) = (node.op.as_str(), graph.opset);
     if !SUPPORTED_OPS.iter().any(|(name, _)| *name == op) {
         return Err("op is not supported".into());
     }
@@ -291,14 +351,25 @@ fn check(node: &Node, opset: i64, small: &BTreeSet<String>) -> Result<(), String
             Some(other) => Err(format!("approximate={other} is not supported")),
         },
         "Gemm" => attr_is("transA", 0),
-        "Gather" if node.int("axis", 0) != 0 && from_request(1).is_some() => {
-            Err("indices computed from request data only along axis 0 (embedding rows)".into())
+        // On the host a boolean is a 0/1 float, so a select is
+        // `c·a + (1−c)·b`: exact only for finite branches.
+        "Where" if (0..3).any(|i| from_request(i).is_some()) => {
+            let finite = |i: usize| {
+                node.input(i)
+                    .and_then(|name| graph.constants.get(name))
+                    .is_some_and(|c| c.data.iter().all(|v| v.is_finite()))
+            };
+            if finite(1) && finite(2) {
+                Ok(())
+            } else {
+                Err("on request data, both branches must be finite constants".into())
+            }
         }
         "LayerNormalization" | "Dropout" if node.outputs.iter().skip(1).any(|o| !o.is_empty()) => {
             Err("only the first output is supported".into())
         }
         "Reshape" => attr_is("allowzero", 0),
-        "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceSum" => {
+        "ReduceL2" | "ReduceMax" | "ReduceMean" | "ReduceMin" | "ReduceSum" => {
             attr_is("noop_with_empty_axes", 0)
         }
         "TopK" => {
@@ -328,7 +399,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::{DType, ValueSpec};
+    use crate::{Constant, DType, ValueSpec};
 
     fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> Node {
         Node {
@@ -389,6 +460,36 @@ mod tests {
             unsupported(&bad)[0].reason.contains("request data"),
             "{:?}",
             unsupported(&bad)
+        );
+    }
+
+    #[test]
+    fn a_select_on_request_data_needs_finite_constant_branches() {
+        let scalar = |v: f64| Constant {
+            dtype: DType::F32,
+            shape: vec![],
+            data: vec![v],
+        };
+        let mut g = graph(vec![
+            node("m", "Cast", &["x"], "mask"),
+            node("w", "Where", &["mask", "zero", "low"], "y"),
+        ]);
+        g.nodes[0].attrs.insert("to".into(), Attr::Int(9));
+        g.constants.insert("zero".into(), scalar(0.0));
+        g.constants
+            .insert("low".into(), scalar(f64::from(f32::MIN)));
+        assert_eq!(unsupported(&g), []);
+        assert!(bool_values(&g).contains("mask"));
+        assert!(
+            !bool_values(&g).contains("y"),
+            "a select of floats is a float"
+        );
+        g.constants.insert("low".into(), scalar(f64::NEG_INFINITY));
+        let problems = unsupported(&g);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].reason.contains("finite constants"),
+            "{problems:?}"
         );
     }
 

@@ -102,7 +102,8 @@ pub struct ToolchainArgs {
 }
 
 impl ToolchainArgs {
-    fn dir(&self) -> PathBuf {
+    /// The folder toolchains are installed in.
+    pub fn dir(&self) -> PathBuf {
         self.toolchains_dir
             .clone()
             .unwrap_or_else(|| crate::cli::default_cache_dir().join("toolchains"))

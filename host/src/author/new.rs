@@ -58,6 +58,13 @@ const JAVASCRIPT: &[File] = embed! {
     "README.md" => "host/src/author/templates/javascript/README.md",
     "sdk/edgeserve.js" => "plugins/sdk-js/edgeserve.js",
     "sdk/edgeserve.d.ts" => "plugins/sdk-js/edgeserve.d.ts",
+    // The contract's types, generated from the WIT (generate-types.mjs).
+    "sdk/types/model-handler.d.ts" => "plugins/sdk-js/types/model-handler.d.ts",
+    "sdk/types/interfaces/edgeserve-handler-handler.d.ts" => "plugins/sdk-js/types/interfaces/edgeserve-handler-handler.d.ts",
+    "sdk/types/interfaces/edgeserve-handler-model.d.ts" => "plugins/sdk-js/types/interfaces/edgeserve-handler-model.d.ts",
+    "sdk/types/interfaces/edgeserve-handler-output.d.ts" => "plugins/sdk-js/types/interfaces/edgeserve-handler-output.d.ts",
+    "sdk/types/interfaces/edgeserve-handler-tensor.d.ts" => "plugins/sdk-js/types/interfaces/edgeserve-handler-tensor.d.ts",
+    "sdk/types/interfaces/edgeserve-handler-types.d.ts" => "plugins/sdk-js/types/interfaces/edgeserve-handler-types.d.ts",
 };
 
 const RUST: &[File] = embed! {

@@ -1,12 +1,13 @@
 //! An ONNX `ModelProto` turned into a graph asset and its weights: constants
 //! inlined, initializers split out, `BatchNormalization` folded into the
-//! `Conv` before it.
+//! `Conv` before it, common patterns fused ([`super::fuse`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use edgeserve_onnx_graph::{Attr, DType, Graph, Node, ValueSpec};
 
 use super::ImportError;
+use super::fuse::{Fused, Fuser};
 use super::proto::{AttributeProto, ModelProto, ValueInfoProto, attribute_type};
 use super::tensor::Raw;
 
@@ -16,6 +17,8 @@ pub struct Converted {
     pub graph: Graph,
     /// Weights by name.
     pub weights: BTreeMap<String, Raw>,
+    /// The fusions made.
+    pub fused: Fused,
 }
 
 /// Converts `model`; the graph is not yet checked against what the handler
@@ -42,6 +45,7 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
         tensors.insert(init.name.clone(), Raw::decode(init)?);
     }
     let mut nodes = Vec::new();
+    let mut aliases: HashMap<String, String> = HashMap::new();
     for (i, n) in proto.node.iter().enumerate() {
         let name = if n.name.is_empty() {
             format!("{}_{i}", n.op_type)
@@ -58,6 +62,16 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
             tensors.insert(output, value);
             continue;
         }
+        // An alias of a constant (torch exports tied or equal initializers
+        // so) is read as that constant: one weight, which fusions recognise.
+        if op == "Identity"
+            && let (Some(input), Some(output)) = (n.input.first(), n.output.first())
+            && tensors.contains_key(input)
+            && !proto.output.iter().any(|o| &o.name == output)
+        {
+            aliases.insert(output.clone(), input.clone());
+            continue;
+        }
         let mut attrs = BTreeMap::new();
         for a in &n.attribute {
             attrs.insert(a.name.clone(), attr(a)?);
@@ -65,13 +79,23 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
         nodes.push(Node {
             name,
             op,
-            inputs: n.input.clone(),
+            inputs: n
+                .input
+                .iter()
+                .map(|i| aliases.get(i).unwrap_or(i).clone())
+                .collect(),
             outputs: n.output.clone(),
             attrs,
         });
     }
     let outputs: Vec<ValueSpec> = proto.output.iter().map(spec).collect::<Result<_, _>>()?;
     fold_batch_norms(&mut nodes, &mut tensors, &outputs);
+    let fused = Fuser {
+        nodes: &mut nodes,
+        tensors: &mut tensors,
+        outputs: &outputs,
+    }
+    .run();
     // Old exports list initializers among the inputs too.
     let inputs = proto
         .input
@@ -104,7 +128,11 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
         constants,
         nodes,
     };
-    Ok(Converted { graph, weights })
+    Ok(Converted {
+        graph,
+        weights,
+        fused,
+    })
 }
 
 /// The value of a `Constant` node.

@@ -12,6 +12,7 @@
 //! the handler at load), and every unsupported op is named with its node.
 
 mod convert;
+mod fuse;
 mod proto;
 mod tensor;
 
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use edgeserve_onnx_graph::{GRAPH_ASSET, SUPPORTED_OPS, Unsupported, unsupported};
 use prost::Message;
+
+pub use fuse::Fused;
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,8 @@ pub struct Imported {
     pub nodes: usize,
     /// Weights written to `model.safetensors`.
     pub weights: usize,
+    /// Patterns fused into coarse ops.
+    pub fused: Fused,
 }
 
 /// Imports `options.model` as model `options.name`.
@@ -153,6 +158,7 @@ pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
         dir,
         nodes: converted.graph.nodes.len(),
         weights: converted.weights.len(),
+        fused: converted.fused,
     })
 }
 
@@ -232,11 +238,15 @@ impl ImportArgs {
             repository: self.repository,
             handler: self.handler,
         })?;
+        let fused = &imported.fused;
         println!(
-            "imported {} ({} nodes, {} weights)",
+            "imported {} ({} nodes, {} weights; fused {} layer norms, {} GELUs, {} linears)",
             imported.dir.display(),
             imported.nodes,
-            imported.weights
+            imported.weights,
+            fused.layer_norms,
+            fused.gelus,
+            fused.linears
         );
         Ok(())
     }

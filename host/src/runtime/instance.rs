@@ -6,13 +6,13 @@ use std::time::Duration;
 use edgeserve_tensor::{Tensor, TensorError};
 use wasmtime::Store;
 
-use super::EPOCH_TICK;
 use super::bindings::{
     self, BytesTensor, InferError, InferRequest, ModelHandler, ModelHandlerPre, ModelMetadata,
     NamedTensor, TensorData,
 };
 use super::context::ModelContext;
 use super::state::InstanceState;
+use super::{EPOCH_TICK, EpochTicks};
 use crate::capability::OutputSink;
 
 /// One input or output of a request, on the host side.
@@ -151,6 +151,7 @@ pub struct Instance {
     bindings: ModelHandler,
     timeout: Duration,
     memory_limit_mib: u64,
+    _ticks: Arc<EpochTicks>,
 }
 
 impl Instance {
@@ -160,6 +161,7 @@ impl Instance {
         context: Arc<ModelContext>,
         timeout: Duration,
         memory_limit: usize,
+        ticks: Arc<EpochTicks>,
     ) -> Result<Instance, Fault> {
         let label = context.label.clone();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -182,6 +184,7 @@ impl Instance {
             store,
             timeout,
             memory_limit_mib: (memory_limit >> 20) as u64,
+            _ticks: ticks,
         };
         instance.arm();
         let init = instance

@@ -13,7 +13,6 @@ mod stdio;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
@@ -67,14 +66,14 @@ pub struct Runtime {
     linker: Linker<InstanceState>,
     cache: CompileCache,
     allocator: &'static str,
-    ticking: Arc<AtomicBool>,
+    ticks: Arc<EpochTicks>,
 }
 
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticking.store(false, Ordering::Relaxed);
-    }
-}
+/// Held by the runtime and by every instance: the epoch thread ticks while
+/// anyone holds one. An instance outlives the runtime when its caller gave
+/// up (a client's deadline) and the server then stopped; its handler runs on
+/// and must still reach its own deadline, or it spins forever.
+pub(crate) struct EpochTicks;
 
 impl Runtime {
     /// Builds the engine, probing for the pooling allocator.
@@ -99,14 +98,14 @@ impl Runtime {
             |s| s,
         )
         .map_err(engine_err)?;
-        let ticking = Arc::new(AtomicBool::new(true));
-        let ticker = (engine.clone(), ticking.clone());
+        let ticks = Arc::new(EpochTicks);
+        let (ticked, held) = (engine.clone(), Arc::downgrade(&ticks));
         std::thread::Builder::new()
             .name("edgeserve-epoch".into())
             .spawn(move || {
-                while ticker.1.load(Ordering::Relaxed) {
+                while held.strong_count() > 0 {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker.0.increment_epoch();
+                    ticked.increment_epoch();
                 }
             })
             .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
@@ -115,7 +114,7 @@ impl Runtime {
             linker,
             cache: CompileCache::new(config.cache_dir.clone()),
             allocator,
-            ticking,
+            ticks,
         })
     }
 
@@ -166,8 +165,9 @@ impl Runtime {
         })?;
         let pre = self.linker.instantiate_pre(component).map_err(link)?;
         let pre = bindings::ModelHandlerPre::new(pre).map_err(link)?;
+        let ticks = self.ticks.clone();
         Ok(Arc::new(move || {
-            Instance::start(&pre, context.clone(), timeout, memory_limit)
+            Instance::start(&pre, context.clone(), timeout, memory_limit, ticks.clone())
         }))
     }
 }

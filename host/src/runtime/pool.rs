@@ -88,6 +88,11 @@ impl InstancePool {
         self.live.get()
     }
 
+    /// Instances free right now (not lent to a call).
+    pub fn idle(&self) -> usize {
+        self.permits.available_permits()
+    }
+
     /// Runs `call` on a free instance, waiting at most the queue deadline.
     pub async fn run<R: Send + 'static>(
         self: &Arc<Self>,

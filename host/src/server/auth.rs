@@ -355,8 +355,28 @@ async fn enforce(
         Ok(()) => next.run(request).await,
         Err(denied) => {
             tracing::debug!(path = request.uri().path(), "refused: {denied}");
+            drain(request).await;
             render(denied)
         }
+    }
+}
+
+/// Request bodies up to this size are read before a refusal is sent (Go's
+/// net/http server reads as much of a body its handler left unread).
+const DRAIN_LIMIT: usize = 256 << 10;
+
+/// Reads and drops a small body the refusal does not use. Over HTTP/2, an
+/// answer sent while the client is still sending ends the stream with
+/// RST_STREAM(NO_ERROR): RFC 9113 allows it, but curl (exit 92) and other
+/// clients take it as a failure and lose the answer. Bodies of no declared
+/// length (gRPC streams) or larger ones are not waited for.
+async fn drain(request: Request) {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > 0 && length <= DRAIN_LIMIT) {
+        let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT).await;
     }
 }
 

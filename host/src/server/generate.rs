@@ -9,7 +9,8 @@
 //! is a 415 naming these. The route asks the model for its `text` output
 //! given input `text` (BYTES `[1]`) and the options as request parameters,
 //! through the typed path every protocol shares (validation, queueing,
-//! metrics, errors and offloading included), and answers
+//! metrics, errors and offloading included; the tokens the handler streams
+//! meanwhile are counted in the generation metrics), and answers
 //! `{"generated_text": "..."}`: the prompt followed by the continuation, as
 //! the Flask app's `tokenizer.decode(output[0])`, or the continuation alone
 //! with `return_full_text` false. A request the upstream is to serve is
@@ -30,10 +31,11 @@ use serde_json::json;
 
 use super::body::read_body;
 use super::error::ApiError;
+use super::generation::TokenMeter;
 use super::infer::{self, InFlight, InferRequest, InferResponse, ModelRef, Outcome};
 use super::state::AppState;
 use super::upstream;
-use crate::runtime::{Parameter, ParameterValue, Value};
+use crate::runtime::{OutputSink, Parameter, ParameterValue, Value};
 
 /// The model `/generate` runs when the body names none.
 pub const DEFAULT_MODEL: &str = "gpt2";
@@ -80,7 +82,7 @@ pub async fn generate(State(app): State<Arc<AppState>>, request: Request) -> Res
     }
 }
 
-async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
+async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
     let body = parse(&parts, &bytes).await?;
@@ -111,7 +113,25 @@ async fn run(app: &AppState, request: Request) -> Result<Response, ApiError> {
     };
     let _inflight = InFlight::enter(app);
     let forwardable = upstream::may_forward(app, &parts.headers);
-    match infer::infer(app, &model, forwardable, request).await? {
+    // The handler's chunks are only counted, as every generation's are.
+    let (sink, mut chunks) = OutputSink::channel();
+    let mut meter = app
+        .registry
+        .get(&model.name, None)
+        .ok()
+        .map(|loaded| TokenMeter::start(&app.metrics, loaded.labels.clone()));
+    let count = async move {
+        while let Some(chunk) = chunks.recv().await {
+            if let Some(meter) = &mut meter {
+                meter.observe(&chunk);
+            }
+        }
+    };
+    let (outcome, ()) = tokio::join!(
+        infer::infer_with_sink(app, &model, forwardable, request, sink),
+        count
+    );
+    match outcome? {
         Outcome::Served(response) => {
             let generated = generated_text(response).ok_or_else(|| {
                 ApiError::new(

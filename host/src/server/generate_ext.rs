@@ -10,6 +10,8 @@
 //! or a list) and `details`; with `details: true` the answer also carries
 //! `details`: `finish_reason` (`length`, `stop` or `eos`), the token counts
 //! and each generated token's `logprobs`. Errors are `{"error": "..."}`.
+//! A request for a model this server lacks goes to the upstream, when there
+//! is one, and its answer (its stream) is relayed as it arrives.
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use super::generation::{Completion, FinishReason, Generation, GenerationRequest,
 use super::infer::ModelRef;
 use super::sse::{self, StreamCodec};
 use super::state::AppState;
+use super::upstream;
 use crate::runtime::TextChunk;
 
 /// The most stop sequences, as the extension's schema allows.
@@ -36,10 +39,8 @@ pub async fn generate(
     State(app): State<Arc<AppState>>,
     Path(model): Path<ModelRef>,
     request: Request,
-) -> Response {
-    run(&app, model, request, false)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    run(&app, model, request, false).await
 }
 
 /// `POST /v2/models/{m}[/versions/{v}]/generate_stream`.
@@ -47,10 +48,8 @@ pub async fn generate_stream(
     State(app): State<Arc<AppState>>,
     Path(model): Path<ModelRef>,
     request: Request,
-) -> Response {
-    run(&app, model, request, true)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ApiError> {
+    run(&app, model, request, true).await
 }
 
 async fn run(
@@ -61,6 +60,9 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
+    if let Some(relayed) = upstream::relay_missing(app, &model, &parts, bytes.clone()).await {
+        return Ok(relayed);
+    }
     let (prompt, options, details) = decode(&bytes)?;
     let generation = Generation::start(
         app,

@@ -9,22 +9,25 @@
 //! gathers them into one answer; either way they are counted in the
 //! generation metrics, and a client that hangs up (its route future, and
 //! with it the [`Generation`], is dropped) stops the model at its next
-//! token.
+//! token. Each prompt (each choice, when a client asks for several) is a
+//! request of its own, so choices run side by side on the model's instances
+//! ([`choices`](super::choices)).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
 use edgeserve_tensor::DType;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
+use super::choices;
 use super::error::ApiError;
-use super::infer::{self, InFlight, InferError, InferRequest, InferResponse, ModelRef};
+use super::infer::{InFlight, InferRequest, InferResponse, ModelRef};
 use super::state::AppState;
 use crate::metrics::{Metrics, ModelLabels};
 use crate::registry::LoadedModel;
-use crate::runtime::{OutputSink, Parameter, ParameterValue, TextChunk, Value};
+use crate::runtime::{Parameter, ParameterValue, TextChunk, Value};
 
 /// The `task` of models that generate text.
 pub const TEXT_GENERATION: &str = "text-generation";
@@ -75,6 +78,42 @@ impl Options {
             .chain(stops)
             .filter_map(|(key, value)| Some((key.to_owned(), value?)))
             .collect()
+    }
+
+    /// The options of choice `index` of a request: the request's seed
+    /// advanced by `index` steps of SplitMix64's increment, so each choice
+    /// has a seed of its own, whichever instance runs it and in whatever
+    /// order. A handler that splits its seed with SplitMix64 (gpt2 does)
+    /// thus gives choice `index` exactly the text it gives element `index`
+    /// of one batched request with the request's seed.
+    pub(super) fn for_choice(&self, index: usize) -> Options {
+        const SPLITMIX64_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+        let step = |seed: i64| {
+            (seed as u64).wrapping_add(SPLITMIX64_GAMMA.wrapping_mul(index as u64)) as i64
+        };
+        Options {
+            seed: self.seed.map(step),
+            ..self.clone()
+        }
+    }
+
+    /// The model request that continues `prompts`.
+    pub(super) fn request(&self, prompts: Vec<String>) -> InferRequest {
+        let mut outputs = vec![TEXT, FINISH_REASON, PROMPT_TOKENS, TOKENS];
+        if self.logprobs {
+            outputs.push(LOGPROBS);
+        }
+        InferRequest {
+            inputs: vec![(
+                TEXT.to_owned(),
+                Value::Bytes {
+                    shape: vec![prompts.len()],
+                    elements: prompts.into_iter().map(String::into_bytes).collect(),
+                },
+            )],
+            parameters: self.parameters(),
+            outputs: Some(outputs.into_iter().map(str::to_owned).collect()),
+        }
     }
 }
 
@@ -136,14 +175,10 @@ pub fn require_task(model: &LoadedModel, task: &str, route: &str) -> Result<(), 
 
 /// A generation under way. Dropping it before [`Event::Done`] cancels it.
 pub struct Generation {
-    metrics: Arc<Metrics>,
-    labels: ModelLabels,
+    meter: TokenMeter,
     chunks: UnboundedReceiver<TextChunk>,
-    task: Option<JoinHandle<Result<InferResponse, InferError>>>,
+    task: Option<JoinHandle<Result<Vec<Completion>, ApiError>>>,
     api: &'static str,
-    started: Instant,
-    last_token: Option<Instant>,
-    generated: u64,
 }
 
 impl Generation {
@@ -158,66 +193,48 @@ impl Generation {
     ) -> Result<Generation, ApiError> {
         let loaded = app.registry.get(&model.name, model.version.as_deref())?;
         require_task(&loaded, TEXT_GENERATION, api)?;
-        let mut outputs = vec![TEXT, FINISH_REASON, PROMPT_TOKENS, TOKENS];
-        if request.options.logprobs {
-            outputs.push(LOGPROBS);
-        }
-        let prompts = request.prompts;
-        let infer_request = InferRequest {
-            inputs: vec![(
-                TEXT.to_owned(),
-                Value::Bytes {
-                    shape: vec![prompts.len()],
-                    elements: prompts.into_iter().map(String::into_bytes).collect(),
-                },
-            )],
-            parameters: request.options.parameters(),
-            outputs: Some(outputs.into_iter().map(str::to_owned).collect()),
-        };
-        let (sink, chunks) = OutputSink::channel();
+        // As many choices at once as the model has free instances, so
+        // choices never wait for instances that other requests hold.
+        let lanes = loaded.pool.idle().max(1);
+        let (sender, chunks) = mpsc::unbounded_channel();
         // The guard lives in the task: the gauge drops when the model is
-        // done (the instance is back in its pool), not when the client is.
+        // done (the instances are back in their pool), not when the client is.
         let inflight = InFlight::enter(app);
         let task = {
             let (app, model) = (app.clone(), model.clone());
             tokio::spawn(async move {
                 let _inflight = inflight;
-                infer::infer_streaming(&app, &model, infer_request, sink).await
+                choices::run(&app, &model, request, lanes, sender).await
             })
         };
         Ok(Generation {
-            metrics: app.metrics.clone(),
-            labels: loaded.labels.clone(),
+            meter: TokenMeter::start(&app.metrics, loaded.labels.clone()),
             chunks,
             task: Some(task),
             api,
-            started: Instant::now(),
-            last_token: None,
-            generated: 0,
         })
     }
 
     /// The version of the model running it.
     pub fn model_version(&self) -> &str {
-        &self.labels.version
+        &self.meter.labels.version
     }
 
     /// The next event; `None` after [`Event::Done`] or an error.
     pub async fn next(&mut self) -> Option<Result<Event, ApiError>> {
         if let Some(chunk) = self.chunks.recv().await {
-            self.observe(&chunk);
+            self.meter.observe(&chunk);
             return Some(Ok(Event::Chunk(chunk)));
         }
-        // The sink is gone, so the handler has returned: its answer is next.
+        // The task dropped its sender: every choice is done, the answer is next.
         let task = self.task.take()?;
         let result = match task.await {
-            Ok(result) => result.map_err(ApiError::from),
+            Ok(result) => result,
             Err(e) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the generation task failed: {e}"),
             )),
         };
-        let result = result.and_then(|response| completions(&response));
         self.log(result.as_ref().ok());
         Some(result.map(Event::Done))
     }
@@ -232,8 +249,75 @@ impl Generation {
         unreachable!("a generation ends with its answer or an error")
     }
 
-    /// Counts a chunk's tokens: time to the first, time per later one.
-    fn observe(&mut self, chunk: &TextChunk) {
+    /// The request log line, with its token counts.
+    fn log(&self, completions: Option<&Vec<Completion>>) {
+        let Some(completions) = completions else {
+            return;
+        };
+        let prompt_tokens: u32 = completions.iter().map(|c| c.prompt_tokens).sum();
+        let completion_tokens: u32 = completions.iter().map(|c| c.completion_tokens).sum();
+        let labels = &self.meter.labels;
+        tracing::info!(
+            target: "edgeserve::request",
+            api = self.api,
+            model = %labels.model,
+            version = %labels.version,
+            prompt_tokens,
+            completion_tokens,
+            ms = self.meter.started.elapsed().as_millis() as u64,
+            "generation done"
+        );
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            // Dropped before its answer: the client went away. The model
+            // stops at its next token, since the chunk receiver is gone.
+            let meter = &self.meter;
+            meter
+                .metrics
+                .cancelled_streams
+                .get_or_create(&meter.labels)
+                .inc();
+            tracing::info!(
+                target: "edgeserve::request",
+                api = self.api,
+                model = %meter.labels.model,
+                version = %meter.labels.version,
+                completion_tokens = meter.generated,
+                ms = meter.started.elapsed().as_millis() as u64,
+                "generation cancelled by the client"
+            );
+        }
+    }
+}
+
+/// Counts one generation's tokens in the generation metrics as they
+/// arrive: time to the first, time per later one, and how many.
+pub struct TokenMeter {
+    metrics: Arc<Metrics>,
+    labels: ModelLabels,
+    started: Instant,
+    last_token: Option<Instant>,
+    generated: u64,
+}
+
+impl TokenMeter {
+    /// A meter for a generation of the model `labels` name, starting now.
+    pub fn start(metrics: &Arc<Metrics>, labels: ModelLabels) -> TokenMeter {
+        TokenMeter {
+            metrics: metrics.clone(),
+            labels,
+            started: Instant::now(),
+            last_token: None,
+            generated: 0,
+        }
+    }
+
+    /// Counts a chunk's tokens.
+    pub fn observe(&mut self, chunk: &TextChunk) {
         let tokens = chunk.tokens.len() as u64;
         if tokens == 0 {
             return;
@@ -263,51 +347,10 @@ impl Generation {
             .get_or_create(&self.labels)
             .inc_by(tokens);
     }
-
-    /// The request log line, with its token counts.
-    fn log(&self, completions: Option<&Vec<Completion>>) {
-        let Some(completions) = completions else {
-            return;
-        };
-        let prompt_tokens: u32 = completions.iter().map(|c| c.prompt_tokens).sum();
-        let completion_tokens: u32 = completions.iter().map(|c| c.completion_tokens).sum();
-        tracing::info!(
-            target: "edgeserve::request",
-            api = self.api,
-            model = %self.labels.model,
-            version = %self.labels.version,
-            prompt_tokens,
-            completion_tokens,
-            ms = self.started.elapsed().as_millis() as u64,
-            "generation done"
-        );
-    }
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        if self.task.is_some() {
-            // Dropped before its answer: the client went away. The model
-            // stops at its next token, since the chunk receiver is gone.
-            self.metrics
-                .cancelled_streams
-                .get_or_create(&self.labels)
-                .inc();
-            tracing::info!(
-                target: "edgeserve::request",
-                api = self.api,
-                model = %self.labels.model,
-                version = %self.labels.version,
-                completion_tokens = self.generated,
-                ms = self.started.elapsed().as_millis() as u64,
-                "generation cancelled by the client"
-            );
-        }
-    }
 }
 
 /// The completions in a text-generation model's answer.
-fn completions(response: &InferResponse) -> Result<Vec<Completion>, ApiError> {
+pub(super) fn completions(response: &InferResponse) -> Result<Vec<Completion>, ApiError> {
     let model = &response.model.name;
     let bad = |what: String| {
         ApiError::new(

@@ -170,11 +170,35 @@ pub async fn infer_streaming(
     request: InferRequest,
     sink: OutputSink,
 ) -> Result<InferResponse, InferError> {
+    infer_streaming_via(app, Protocol::Http, model, request, sink).await
+}
+
+/// [`infer_streaming`] for a request that came in over `protocol`.
+pub async fn infer_streaming_via(
+    app: &AppState,
+    protocol: Protocol,
+    model: &ModelRef,
+    request: InferRequest,
+    sink: OutputSink,
+) -> Result<InferResponse, InferError> {
     let decode = async { Ok(request) };
-    match infer_counted(app, Protocol::Http, model, false, decode, Some(sink)).await? {
+    match infer_counted(app, protocol, model, false, decode, Some(sink)).await? {
         Outcome::Served(response) => Ok(response),
         Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
     }
+}
+
+/// [`infer`] with an output sink: what the handler sends while it runs goes
+/// to `sink`, whether the protocol streams it or only counts it.
+pub async fn infer_with_sink(
+    app: &AppState,
+    model: &ModelRef,
+    forwardable: bool,
+    request: InferRequest,
+    sink: OutputSink,
+) -> Result<Outcome, InferError> {
+    let decode = async { Ok(request) };
+    infer_counted(app, Protocol::Http, model, forwardable, decode, Some(sink)).await
 }
 
 /// Resolves the model, runs the request and counts its outcome.

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod body;
+mod choices;
 pub mod console;
 mod error;
 mod fields;

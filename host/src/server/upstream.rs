@@ -2,11 +2,14 @@
 //! how its answer (or its failure) becomes this server's response.
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::error::ApiError;
+use super::infer::{InFlight, ModelRef};
 use super::state::AppState;
 use crate::metrics::OffloadLabels;
 use crate::offload::{FORWARDED, SERVED_BY};
@@ -111,4 +114,56 @@ pub async fn forward(
             response
         }
     }
+}
+
+/// The upstream's answer to a request for a model this server lacks,
+/// relayed as it arrives, so a stream of generated text goes through chunk
+/// by chunk; `None` when the request is for this server (it has the model,
+/// or the request may not be forwarded). The request goes as received:
+/// `parts` and `body`. The in-flight gauge counts it until the relayed
+/// answer has been sent.
+pub async fn relay_missing(
+    app: &AppState,
+    model: &ModelRef,
+    parts: &Parts,
+    body: Bytes,
+) -> Option<Response> {
+    if !may_forward(app, &parts.headers) {
+        return None;
+    }
+    match app.registry.get(&model.name, model.version.as_deref()) {
+        Err(e) if lacks(&e) => {}
+        _ => return None,
+    }
+    let upstream = app.upstream.as_deref()?;
+    app.metrics
+        .offloaded
+        .get_or_create(&OffloadLabels {
+            model: model.name.clone(),
+            reason: Reason::Missing.label(),
+        })
+        .inc();
+    let inflight = InFlight::enter(app);
+    let uri = &parts.uri;
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let relayed = upstream
+        .relay(parts.method.clone(), path, &parts.headers, body)
+        .await;
+    Some(match relayed {
+        Ok(response) => response.map(|body| {
+            let chunks = body.into_data_stream().map(move |chunk| {
+                let _counted = &inflight;
+                chunk
+            });
+            Body::from_stream(chunks)
+        }),
+        Err(e) => {
+            tracing::warn!(model = %model.name, upstream = upstream.url(), "offload failed: {e}");
+            let mut response = ApiError::new(e.status(), e.to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(SERVED_BY, HeaderValue::from_static("upstream-unavailable"));
+            response
+        }
+    })
 }

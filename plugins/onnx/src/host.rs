@@ -1,8 +1,8 @@
 //! Nodes that run on the host's tensor ops, one ONNX op to one or a few
 //! host calls.
 
-use edgeserve_onnx_graph::{Constant, Node};
-use edgeserve_sdk::{BinaryOp, Conv2d, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
+use edgeserve_onnx_graph::{Constant, DType, Node};
+use edgeserve_sdk::{BinaryOp, Conv2d, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
 
 use crate::small::{
     Small, axes_of, broadcast, host_dtype, norm_axis, reshape_target, slice_bounds, squeeze,
@@ -42,6 +42,8 @@ pub struct Args<'a> {
     pub node: &'a Node,
     /// Its inputs; `None` for an omitted optional one.
     pub values: Vec<Option<Arg<'a>>>,
+    /// Whether input 0 holds booleans (a 0/1 mask on the host).
+    pub bool_input: bool,
 }
 
 /// A host tensor: the input itself, or a small value uploaded for this call.
@@ -137,6 +139,18 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             Arg::Small(c) => return Ok(vec![Value::Small(c.clone())]),
         }),
         "Add" | "Sum" => one(binary(BinaryOp::Add)?),
+        // Booleans are 0/1 floats on the host.
+        "And" => one(binary(BinaryOp::Mul)?),
+        "Or" => one(binary(BinaryOp::Maximum)?),
+        "Not" => one(x()?.affine(-1.0, 1.0)?),
+        "Where" => {
+            // `c·a + (1−c)·b`, exact for a 0/1 mask and the finite constant
+            // branches the import checked.
+            let (a, b) = (args.host(1)?, args.host(2)?);
+            let c = x()?.cast(a.dtype())?;
+            let keep = c.mul(&a)?;
+            one(keep.add(&c.affine(-1.0, 1.0)?.cast(b.dtype())?.mul(&b)?)?)
+        }
         "Sub" => one(binary(BinaryOp::Sub)?),
         "Mul" => one(binary(BinaryOp::Mul)?),
         "Div" => one(binary(BinaryOp::Div)?),
@@ -193,6 +207,34 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             one(y)
         }
         "MatMul" => one(matmul(&*args.host(0)?, &*args.host(1)?)?),
+        edgeserve_onnx_graph::LINEAR => {
+            let (x, w, b) = (x()?, args.host(1)?, args.host(2)?);
+            let activation = match node.string("activation") {
+                Some("Relu") => Some(UnaryOp::Relu),
+                Some("Gelu") => Some(UnaryOp::Gelu),
+                Some("Tanh") => Some(UnaryOp::Tanh),
+                Some("Sigmoid") => Some(UnaryOp::Sigmoid),
+                _ => None,
+            };
+            let transposed = node.int("transB", 0) != 0;
+            if x.rank() >= 2 {
+                return one(if transposed {
+                    x.linear_t(&w, Some(&b), activation)?
+                } else {
+                    x.linear(&w, Some(&b), activation)?
+                });
+            }
+            let w = if transposed {
+                w.transpose(&[1, 0])?
+            } else {
+                alias(&w)?
+            };
+            let y = matmul(&x, &w)?.add(&b)?;
+            one(match activation {
+                Some(op) => y.unary(op)?,
+                None => y,
+            })
+        }
         "Gemm" => {
             let (a, b) = (args.host(0)?, args.host(1)?);
             let trans_b = node.int("transB", 0) != 0;
@@ -345,21 +387,31 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             one(x.add(&Tensor::full(x.dtype(), &out, 0.0)?)?)
         }
         "Cast" => {
-            let to = edgeserve_onnx_graph::DType::from_onnx(node.int("to", 1) as i32)
+            let to = DType::from_onnx(node.int("to", 1) as i32)
                 .ok_or_else(|| Error::Dtype("Cast target".into()))?;
-            one(x()?.cast(host_dtype(to))?)
+            let x = x()?;
+            one(if to == DType::Bool {
+                to_mask(&x, args.bool_input)?
+            } else {
+                x.cast(host_dtype(to))?
+            })
         }
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceL2" => {
             let x = x()?;
             let op = match node.op.as_str() {
                 "ReduceMean" => ReduceOp::Mean,
-                "ReduceSum" => ReduceOp::Sum,
+                "ReduceSum" | "ReduceL2" => ReduceOp::Sum,
                 "ReduceMax" => ReduceOp::Max,
                 _ => ReduceOp::Min,
             };
             let axes =
                 axes_of(node, args.small(1)?).unwrap_or_else(|| (0..x.rank() as i64).collect());
-            one(reduce(&x, op, &axes, node.int("keepdims", 1) != 0)?)
+            let keep = node.int("keepdims", 1) != 0;
+            one(if node.op == "ReduceL2" {
+                reduce(&x.mul(&x)?, op, &axes, keep)?.sqrt()?
+            } else {
+                reduce(&x, op, &axes, keep)?
+            })
         }
         "ArgMax" | "ArgMin" => {
             let op = if node.op == "ArgMax" {
@@ -466,42 +518,61 @@ fn reduce(x: &Tensor, op: ReduceOp, axes: &[i64], keep: bool) -> Result<Tensor, 
     Ok(y)
 }
 
-/// ONNX `Gather` on a host tensor: rows of an embedding table for request
-/// indices along axis 0, slices for constant indices.
+/// ONNX `Cast` to `BOOL` on the host: `x ≠ 0` as a 0/1 float. For
+/// integers (and booleans, already 0/1) that is `min(|x|, 1)`.
+fn to_mask(x: &Tensor, is_bool: bool) -> Result<Tensor, Error> {
+    if is_bool {
+        return alias(x);
+    }
+    if matches!(x.dtype(), Dtype::F32 | Dtype::F16) {
+        return Err(Error::Unsupported(
+            "Cast of float request data to BOOL".into(),
+        ));
+    }
+    let magnitude = x.cast(Dtype::F32)?.abs()?;
+    magnitude.minimum(&Tensor::full(Dtype::F32, &[], 1.0)?)
+}
+
+/// ONNX `Gather` on a host tensor, along any axis: the axis is moved to the
+/// front, the indices pick its rows (the host's `embedding`), and the picked
+/// dims move back to where the axis was.
 fn gather(data: &Tensor, axis: usize, indices: Arg<'_>) -> Result<Tensor, Error> {
     let d = dims(data);
-    match indices {
-        Arg::Host(ids) => {
-            if axis != 0 {
-                return Err(Error::Unsupported(
-                    "Gather of request indices along an axis other than 0".into(),
-                ));
-            }
-            let rest: usize = d[1..].iter().product();
-            let rows = reshape(data, &[d[0], rest])?.embedding(ids)?;
-            let mut out = dims(ids);
-            out.extend_from_slice(&d[1..]);
-            reshape(&rows, &out)
-        }
+    let (ids, id_dims) = match indices {
+        Arg::Host(ids) => (ids.reshape(&[-1])?, dims(ids)),
         Arg::Small(idx) => {
-            let picks: Vec<Tensor> = idx
+            let ints: Vec<i64> = idx
                 .ints()
                 .iter()
-                .map(|&i| {
-                    let i = if i < 0 { i + d[axis] as i64 } else { i } as u32;
-                    data.slice(axis as i32, i, i + 1)
-                })
-                .collect::<Result<_, _>>()?;
-            let refs: Vec<&Tensor> = picks.iter().collect();
-            let joined = if refs.len() == 1 {
-                picks[0].reshape(&[-1])?
-            } else {
-                Tensor::concat(&refs, axis as i32)?
-            };
-            let mut out = d[..axis].to_vec();
-            out.extend_from_slice(&idx.shape);
-            out.extend_from_slice(&d[axis + 1..]);
-            reshape(&joined, &out)
+                .map(|&i| if i < 0 { i + d[axis] as i64 } else { i })
+                .collect();
+            (
+                Tensor::from_i64(&[ints.len() as u32], &ints)?,
+                idx.shape.clone(),
+            )
         }
+    };
+    let mut perm: Vec<usize> = vec![axis];
+    perm.extend((0..d.len()).filter(|&a| a != axis));
+    let front = if axis == 0 {
+        alias(data)?
+    } else {
+        data.transpose(&perm.iter().map(|&a| a as u32).collect::<Vec<_>>())?
+    };
+    let rest: Vec<usize> = perm[1..].iter().map(|&a| d[a]).collect();
+    let rows = reshape(&front, &[d[axis], rest.iter().product()])?.embedding(&ids)?;
+    let mut picked = id_dims.clone();
+    picked.extend_from_slice(&rest);
+    let y = reshape(&rows, &picked)?;
+    if axis == 0 {
+        return Ok(y);
     }
+    // `y` is [indices…, before…, after…]; ONNX wants [before…, indices…, after…].
+    let q = id_dims.len();
+    let back: Vec<u32> = (q..q + axis)
+        .chain(0..q)
+        .chain(q + axis..picked.len())
+        .map(|a| a as u32)
+        .collect();
+    y.transpose(&back)
 }

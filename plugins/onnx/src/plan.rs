@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use edgeserve_onnx_graph::{Constant, Graph, Node, small_values, unsupported};
+use edgeserve_onnx_graph::{Constant, Graph, Node, bool_values, small_values, unsupported};
 use edgeserve_sdk::{Error, InferError, Output, Request, Tensor, model};
 
 use crate::host::{self, Arg, Args, Value};
@@ -25,6 +25,8 @@ struct Step {
     outputs: Vec<usize>,
     /// Runs in the handler on small values rather than on the host.
     small: bool,
+    /// Input 0 holds booleans.
+    bool_input: bool,
     /// Slots whose last reader this step is.
     frees: Vec<usize>,
 }
@@ -69,6 +71,7 @@ impl Plan {
             .map(|s| (s.name.clone(), slot(&s.name)))
             .collect();
         let small = small_values(graph);
+        let bools = bool_values(graph);
         let mut steps = Vec::new();
         for node in &graph.nodes {
             let ins: Vec<Option<usize>> = node
@@ -102,6 +105,7 @@ impl Plan {
                     inputs: ins,
                     outputs: outs,
                     small: is_small,
+                    bool_input: node.input(0).is_some_and(|i| bools.contains(i)),
                     frees: vec![],
                 }),
             }
@@ -209,6 +213,7 @@ impl Plan {
             &Args {
                 node: &step.node,
                 values: args,
+                bool_input: step.bool_input,
             },
             self.opset,
         )

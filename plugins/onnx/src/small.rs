@@ -19,14 +19,16 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, Error> {
         .collect()
 }
 
-/// The host element type that holds values of `dtype` (booleans as bytes).
+/// The host element type that holds values of `dtype`. Booleans are 0/1
+/// floats, so masks combine with the float ops every backend runs (`And` is
+/// a product, `Where` a blend).
 pub fn host_dtype(dtype: DType) -> Dtype {
     match dtype {
-        DType::F32 => Dtype::F32,
+        DType::F32 | DType::Bool => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::I32 => Dtype::I32,
         DType::I64 => Dtype::I64,
-        DType::U8 | DType::Bool => Dtype::U8,
+        DType::U8 => Dtype::U8,
     }
 }
 
@@ -104,12 +106,10 @@ impl Small for Constant {
                     data: x.data.iter().map(|&v| convert(v, dtype)).collect(),
                 }
             }
-            "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Equal" => {
-                let dtype = if node.op == "Equal" {
-                    DType::Bool
-                } else {
-                    x.dtype
-                };
+            "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Equal" | "Greater" | "GreaterOrEqual"
+            | "Less" | "LessOrEqual" | "And" | "Or" => {
+                let compares = !matches!(node.op.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Mod");
+                let dtype = if compares { DType::Bool } else { x.dtype };
                 let integer = !matches!(x.dtype, DType::F32 | DType::F16);
                 let f = |a: f64, b: f64| match node.op.as_str() {
                     "Add" => a + b,
@@ -120,9 +120,37 @@ impl Small for Constant {
                     // fmod=0 (integers): the sign of the divisor, like Python.
                     "Mod" if node.int("fmod", 0) == 0 => a - b * (a / b).floor(),
                     "Mod" => a % b,
+                    "Greater" => f64::from(u8::from(a > b)),
+                    "GreaterOrEqual" => f64::from(u8::from(a >= b)),
+                    "Less" => f64::from(u8::from(a < b)),
+                    "LessOrEqual" => f64::from(u8::from(a <= b)),
+                    "And" => f64::from(u8::from(a != 0.0 && b != 0.0)),
+                    "Or" => f64::from(u8::from(a != 0.0 || b != 0.0)),
                     _ => f64::from(u8::from(a == b)),
                 };
                 zip(&[x, arg(1)?], dtype, |v| f(v[0], v[1]))?
+            }
+            "Not" => zip(&[x], DType::Bool, |v| f64::from(u8::from(v[0] == 0.0)))?,
+            "Range" => {
+                let scalar = |i: usize| -> Result<f64, String> {
+                    arg(i)?
+                        .data
+                        .first()
+                        .copied()
+                        .ok_or(format!("input {i} is empty"))
+                };
+                let (start, limit, delta) = (scalar(0)?, scalar(1)?, scalar(2)?);
+                if delta == 0.0 {
+                    return Err("Range with a delta of 0".into());
+                }
+                let n = ((limit - start) / delta).ceil().max(0.0) as usize;
+                Constant {
+                    dtype: x.dtype,
+                    shape: vec![n],
+                    data: (0..n)
+                        .map(|i| convert(start + i as f64 * delta, x.dtype))
+                        .collect(),
+                }
             }
             "Where" => zip(&[x, arg(1)?, arg(2)?], arg(1)?.dtype, |v| {
                 if v[0] != 0.0 { v[1] } else { v[2] }

@@ -80,14 +80,25 @@ def check_dockerfile() -> dict:
             facts["uid"] = int(m.group(1))
             check(facts["uid"] != 0, "final stage USER is root (0)")
 
-    exposed = [p for k, a in final["instructions"] if k == "EXPOSE" for p in a.split()]
-    check(len(exposed) == 1, f"final stage should EXPOSE exactly one port, found {exposed}")
-    if exposed:
-        facts["port"] = int(exposed[0].split("/")[0])
-
+    # Exactly the two ports the server listens on: REST and gRPC.
+    exposed = [int(p.split("/")[0]) for k, a in final["instructions"] if k == "EXPOSE" for p in a.split()]
     env = env_of(final["instructions"])
     facts["env"] = env
-    check(env.get("EDGESERVE_HTTP_PORT") == str(facts.get("port")), f"ENV EDGESERVE_HTTP_PORT {env.get('EDGESERVE_HTTP_PORT')} != EXPOSE {facts.get('port')}")
+    listening = {}
+    for name in ("EDGESERVE_HTTP_PORT", "EDGESERVE_GRPC_PORT"):
+        value = env.get(name, "")
+        if check(value.isdigit() and int(value) > 0, f"final stage does not set {name} to a port (got {value!r})"):
+            listening[name] = int(value)
+    check(sorted(exposed) == sorted(listening.values()), f"final stage should EXPOSE exactly {listening} (EDGESERVE_HTTP_PORT and EDGESERVE_GRPC_PORT), found {exposed}")
+    facts["port"] = listening.get("EDGESERVE_HTTP_PORT")
+    facts["grpc_port"] = listening.get("EDGESERVE_GRPC_PORT")
+    # The operator's Services (and the pod template k8s/base is generated
+    # from) take their ports from two constants: the image must listen there.
+    template = (REPO / "crates/operator/src/template.rs").read_text()
+    for const, key in (("HTTP_PORT", "port"), ("GRPC_PORT", "grpc_port")):
+        found = re.search(rf"pub const {const}: i32 = (\d+);", template)
+        if check(found is not None, f"crates/operator/src/template.rs has no `pub const {const}: i32`"):
+            check(int(found.group(1)) == facts[key], f"the operator's {const} {found.group(1)} != the image's {facts[key]} (Dockerfile EXPOSE)")
     check(env.get("EDGESERVE_HOST") in ("0.0.0.0", "::"), f"ENV EDGESERVE_HOST is {env.get('EDGESERVE_HOST')!r}: the server would only listen on loopback inside the container")
     models = env.get("EDGESERVE_MODEL_REPOSITORY")
     cache = env.get("EDGESERVE_CACHE_DIR")

@@ -117,10 +117,12 @@ def check_workload(objs: list[dict], where: str, docker: dict, metric_samples: s
     port = int(settings.get("EDGESERVE_HTTP_PORT", docker.get("env", {}).get("EDGESERVE_HTTP_PORT", 0)))
     check(port in ports.values(), f"{where}: container ports {ports} do not include EDGESERVE_HTTP_PORT {port}")
     check(docker.get("port") == port, f"{where}: EDGESERVE_HTTP_PORT {port} != Dockerfile EXPOSE {docker.get('port')}")
-    # gRPC (EDGESERVE_GRPC_PORT, 0 = off) = containerPort "grpc" = the Service's "grpc" targetPort.
-    grpc_port = int(settings.get("EDGESERVE_GRPC_PORT", 0))
+    # gRPC (EDGESERVE_GRPC_PORT, 0 = off) = containerPort "grpc" = the Service's "grpc" targetPort,
+    # and, when on, the image's: Dockerfile EXPOSE = its EDGESERVE_GRPC_PORT.
+    grpc_port = int(settings.get("EDGESERVE_GRPC_PORT", docker.get("env", {}).get("EDGESERVE_GRPC_PORT", 0)))
     if grpc_port:
         check(ports.get("grpc") == grpc_port, f"{where}: container port grpc {ports.get('grpc')} != EDGESERVE_GRPC_PORT {grpc_port}")
+        check(docker.get("grpc_port") == grpc_port, f"{where}: EDGESERVE_GRPC_PORT {grpc_port} != Dockerfile's gRPC EXPOSE {docker.get('grpc_port')}")
 
     def resolve(p: object) -> object:
         return ports.get(p) if isinstance(p, str) else p

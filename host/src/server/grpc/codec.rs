@@ -234,13 +234,17 @@ pub fn encode(
 }
 
 fn raw_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    append_raw(value, &mut out);
+    out
+}
+
+/// Appends `value` as raw contents: little-endian elements, BYTES elements
+/// each length-prefixed (also the binary tensor extension's layout).
+pub fn append_raw(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Numeric(t) => host(t).bytes().to_vec(),
-        Value::Bytes { elements, .. } => {
-            let mut out = Vec::new();
-            protocol::join_bytes(elements, &mut out);
-            out
-        }
+        Value::Numeric(t) => out.extend_from_slice(host(t).bytes()),
+        Value::Bytes { elements, .. } => protocol::join_bytes(elements, out),
     }
 }
 

@@ -3,13 +3,17 @@
 //! reflection, on a port of their own.
 //!
 //! A thin codec (`codec`) over the typed infer path every protocol shares;
-//! `service` answers the RPCs, `status` turns errors into gRPC statuses.
+//! `service` answers the RPCs, `stream` serves Triton's decoupled
+//! streaming, `forward` maps an offloaded call onto the upstream's REST,
+//! `status` turns errors into gRPC statuses.
 //! The services are tonic's, served as an axum router, so the layers in
 //! [`router`] (access checks, message limits) wrap every RPC in one place.
 
 mod codec;
+mod forward;
 mod service;
 mod status;
+mod stream;
 
 /// The generated messages, server and client of `proto/inference.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -95,22 +99,30 @@ fn denied_status(denied: auth::Denied) -> Response {
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
-/// in flight finish. Sets TCP_NODELAY on each connection, as tonic's own
-/// server does: HTTP/2 writes a response as several small frames.
-pub async fn serve(
+/// in flight finish. With `tls`, over the same TLS as REST (certificates,
+/// reloads and client-certificate rule); in plain text, sets TCP_NODELAY
+/// on each connection, as tonic's own server does (HTTP/2 writes a
+/// response as several small frames; the TLS listener sets it too).
+pub fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    tls: Option<&crate::tls::Tls>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> std::io::Result<crate::tls::Serving> {
     use axum::serve::ListenerExt;
+    if tls.is_some() {
+        return crate::tls::serve(listener, router, tls, stop);
+    }
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on a gRPC connection: {e}");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|&stop| stop).await;
-        })
-        .await
+    Ok(Box::pin(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|&stop| stop).await;
+            })
+            .await
+    }))
 }

@@ -8,18 +8,19 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use super::codec;
 use super::proto::grpc_inference_service_server::GrpcInferenceService;
 use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::model_repository_parameter::ParameterChoice;
 use super::proto::repository_index_response::ModelIndex;
 use super::proto::*;
 use super::status;
+use super::{codec, forward, stream};
 use crate::registry::{LoadedModel, RegistryError};
 use crate::runtime::TensorMetadata as Spec;
 use crate::server::infer::{self, InFlight, ModelRef, Outcome, Protocol};
 use crate::server::repository::load_model;
 use crate::server::state::AppState;
+use crate::server::upstream;
 
 /// The inference service over the shared state.
 pub struct Inference {
@@ -39,30 +40,38 @@ impl Inference {
             .map_err(status::of_registry)
     }
 
-    async fn infer(&self, message: ModelInferRequest) -> Result<ModelInferResponse, Status> {
+    async fn infer(
+        &self,
+        message: ModelInferRequest,
+        metadata: &MetadataMap,
+    ) -> Result<ModelInferResponse, Status> {
         let app = &*self.app;
         let _inflight = InFlight::enter(app);
         let model = ModelRef {
             name: message.model_name.clone(),
             version: version_of(&message.model_version).map(str::to_owned),
         };
+        // The same rule as REST: there is an upstream and the request was
+        // not itself forwarded here. Decoding consumes the message, so the
+        // upstream gets a copy.
+        let forwardable = upstream::may_forward(app, metadata.as_ref());
+        let copy = forwardable.then(|| message.clone());
         let mut envelope = None;
         let decode = async {
             let (request, wire) = codec::decode(message)?;
             envelope = Some(wire);
             Ok(request)
         };
-        // Not forwardable: offload speaks REST to the upstream, and a gRPC
-        // request is not carried across.
-        let response = match infer::infer_via(app, Protocol::Grpc, &model, false, decode).await {
-            Ok(Outcome::Served(response)) => response,
-            Ok(Outcome::Offload(_)) => {
-                return Err(Status::internal(
-                    "a request that may not be forwarded was offloaded",
-                ));
-            }
-            Err(e) => return Err(status::of_infer(e)),
-        };
+        let response =
+            match infer::infer_via(app, Protocol::Grpc, &model, forwardable, decode).await {
+                Ok(Outcome::Served(response)) => response,
+                Ok(Outcome::Offload(reason)) => {
+                    let message = copy.expect("only a forwardable request is offloaded");
+                    let answer = forward::forward(app, reason, message, metadata).await?;
+                    return within_limit(app, answer);
+                }
+                Err(e) => return Err(status::of_infer(e)),
+            };
         let envelope = envelope.expect("a served request was decoded");
         let encoded = codec::encode(
             &response.model.name,
@@ -70,15 +79,23 @@ impl Inference {
             envelope,
             &response.outputs,
         );
-        let size = prost::Message::encoded_len(&encoded);
-        if size > app.max_body {
-            return Err(Status::resource_exhausted(format!(
-                "the response of model {}:{} is {size} bytes, over the server's limit of {} bytes (--max-body-bytes)",
-                response.model.name, response.model.version, app.max_body
-            )));
-        }
-        Ok(encoded)
+        within_limit(app, encoded)
     }
+}
+
+/// `response`, unless it is over the server's message limit.
+fn within_limit(
+    app: &AppState,
+    response: ModelInferResponse,
+) -> Result<ModelInferResponse, Status> {
+    let size = prost::Message::encoded_len(&response);
+    if size > app.max_body {
+        return Err(Status::resource_exhausted(format!(
+            "the response of model {}:{} is {size} bytes, over the server's limit of {} bytes (--max-body-bytes)",
+            response.model_name, response.model_version, app.max_body
+        )));
+    }
+    Ok(response)
 }
 
 /// An empty version field means "the server's choice".
@@ -185,21 +202,33 @@ impl GrpcInferenceService for Inference {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let deadline = deadline(request.metadata());
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
         let Some(limit) = deadline else {
-            return self.infer(message).await.map(Response::new);
+            return self.infer(message, &metadata).await.map(Response::new);
         };
         let model = message.model_name.clone();
         // Past the deadline the client has given up: answer it, while a
         // handler already running finishes in the background and returns
         // its instance to the pool.
-        match tokio::time::timeout(limit, self.infer(message)).await {
+        match tokio::time::timeout(limit, self.infer(message, &metadata)).await {
             Ok(result) => result.map(Response::new),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "model {model} did not answer within the client's deadline of {} ms (grpc-timeout)",
                 limit.as_millis()
             ))),
         }
+    }
+
+    type ModelStreamInferStream = stream::Responses;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<tonic::Streaming<ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        Ok(Response::new(stream::serve(
+            self.app.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn repository_index(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::error::OpenAiError;
 use super::template::{Message, Template};
-use super::{body_fields, response_id, unix_time};
+use super::{Received, receive, response_id, unix_time};
 use crate::runtime::TextChunk;
 use crate::server::error::ApiError;
 use crate::server::fields::{FieldError, Fields, texts, wrong};
@@ -45,17 +45,19 @@ impl Endpoint {
 }
 
 /// `POST /v1/completions`.
-pub async fn completions(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    run(&app, request, Endpoint::Completions)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn completions(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, OpenAiError> {
+    run(&app, request, Endpoint::Completions).await
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    run(&app, request, Endpoint::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn chat(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, OpenAiError> {
+    run(&app, request, Endpoint::Chat).await
 }
 
 async fn run(
@@ -63,10 +65,9 @@ async fn run(
     request: Request,
     endpoint: Endpoint,
 ) -> Result<Response, OpenAiError> {
-    let mut fields = body_fields(app, request).await?;
-    let name = match fields.required("model")? {
-        Value::String(name) => name,
-        other => return Err(wrong("model", "a string", &other).into()),
+    let (name, mut fields) = match receive(app, request).await? {
+        Received::Here { model, fields } => (model, fields),
+        Received::Relayed(response) => return Ok(response),
     };
     let model = ModelRef {
         name: name.clone(),

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use edgeserve_tensor::DType;
 use serde_json::{Value, json};
 
-use super::body_fields;
 use super::error::OpenAiError;
+use super::{Received, receive};
 use crate::runtime::Value as Tensor;
 use crate::server::error::ApiError;
 use crate::server::fields::{FieldError, texts, wrong};
@@ -30,17 +30,17 @@ const EMBEDDING: &str = "embedding";
 const INPUT_IDS: &str = "input_ids";
 
 /// `POST /v1/embeddings`.
-pub async fn embeddings(State(app): State<Arc<AppState>>, request: Request) -> Response {
-    run(&app, request)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, OpenAiError> {
+    run(&app, request).await
 }
 
 async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiError> {
-    let mut fields = body_fields(app, request).await?;
-    let name = match fields.required("model")? {
-        Value::String(name) => name,
-        other => return Err(wrong("model", "a string", &other).into()),
+    let (name, mut fields) = match receive(app, request).await? {
+        Received::Here { model, fields } => (model, fields),
+        Received::Relayed(response) => return Ok(response),
     };
     let texts = texts("input", fields.required("input")?, "give the text to embed")?;
     let base64 = match fields.string("encoding_format")?.as_deref() {

@@ -7,7 +7,9 @@
 //! text, [`infer`](super::infer) for embeddings) and writes OpenAI's answer,
 //! streamed as Server-Sent Events when asked. A model serves an endpoint
 //! when its `config.toml` declares the matching `task`
-//! (`text-generation`, `embeddings`); errors are OpenAI error objects.
+//! (`text-generation`, `embeddings`); errors are OpenAI error objects. A
+//! request for a model this server lacks goes to the upstream, when there
+//! is one, and its answer (a stream too) is relayed as it arrives.
 
 mod completions;
 mod embeddings;
@@ -26,8 +28,10 @@ use serde_json::{Value, json};
 
 use self::error::OpenAiError;
 use super::body::read_body;
-use super::fields::Fields;
+use super::fields::{Fields, wrong};
+use super::infer::ModelRef;
 use super::state::AppState;
+use super::upstream;
 
 /// The `/v1` routes.
 pub fn router() -> Router<Arc<AppState>> {
@@ -55,11 +59,39 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// The body of `request` as JSON fields.
-async fn body_fields(app: &AppState, request: Request) -> Result<Fields, OpenAiError> {
+/// What a `/v1` request turned out to be.
+enum Received {
+    /// For this server: the model it names and the rest of its fields.
+    Here {
+        /// The `model` field.
+        model: String,
+        /// The other fields.
+        fields: Fields,
+    },
+    /// For a model only the upstream serves: its answer, relayed.
+    Relayed(Response),
+}
+
+/// Reads `request`'s body and its `model`; a request for a model this
+/// server lacks goes to the upstream as received, when there is one.
+async fn receive(app: &AppState, request: Request) -> Result<Received, OpenAiError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
-    Ok(Fields::parse(&bytes, "the request body")?)
+    let mut fields = Fields::parse(&bytes, "the request body")?;
+    let model = match fields.required("model")? {
+        Value::String(name) => name,
+        other => return Err(wrong("model", "a string", &other).into()),
+    };
+    let named = ModelRef {
+        name: model.clone(),
+        version: None,
+    };
+    Ok(
+        match upstream::relay_missing(app, &named, &parts, bytes).await {
+            Some(relayed) => Received::Relayed(relayed),
+            None => Received::Here { model, fields },
+        },
+    )
 }
 
 /// An id for a response: `prefix` and a number unique in this process.

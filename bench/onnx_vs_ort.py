@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""ONNX models served by edgeserve's generic ONNX handler (`edgeserve import`,
+CPU backend, over HTTP) against onnxruntime in-process on the same files, in
+the same run, with the same number of threads, at batch 1 and batch 32:
+
+* the digits CNN (tests/data/onnx/cnn_digits.onnx: conv/bn/relu/pool/fc on
+  8x8 images);
+* all-MiniLM-L6-v2 built from the shipped weights as torch exports it
+  (tests/python/minilm_onnx.py: BERT, mean pooling, L2 normalization) on
+  the token ids the hand-written `minilm` plugin makes of 32 everyday
+  sentences. The plugin itself (text in, same host kernels, hand-written
+  graph) is timed too, to tell the generic handler's cost from the kernels'.
+
+edgeserve's figures are what a client sees (JSON request pre-encoded, HTTP on
+loopback over one keep-alive connection, the response read); onnxruntime's are
+`InferenceSession.run` alone, so the ratio is conservative for edgeserve.
+"in instance" is the server's own mean of the time the request ran in the
+handler instance (its compute_duration_seconds histogram over the case's
+requests): the guest and the host kernels; the rest of edgeserve's time is
+JSON, HTTP and the request checks.
+The sides take turns request by request (harness.timed). Prints a markdown
+table of p50 latencies and the ratio edgeserve / onnxruntime (above 1:
+onnxruntime is faster).
+
+Usage:
+    scripts/fetch-minilm.sh
+    cargo build --release -p edgeserve
+    (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx -p minilm)
+    python3 bench/onnx_vs_ort.py [--threads N] [--repeats N]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+# First: it sets OMP_WAIT_POLICY before anything loads an OpenMP runtime.
+import harness
+
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+
+from minilm_vs_torch import SENTENCES  # noqa: E402
+
+CNN = harness.REPO / "tests" / "data" / "onnx" / "cnn_digits.onnx"
+
+
+def import_model(binary, model, name, repo):
+    out = subprocess.run([str(binary), "import", str(model), "--name", name, "--repository", str(repo),
+                          "--handler", str(harness.find_plugin("onnx"))], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"import of {model} failed:\n{out.stderr}")
+    print(out.stdout.strip(), file=sys.stderr)
+
+
+def compute_seconds(url, model):
+    """(sum, count) of the server's compute_duration_seconds for `model`."""
+    text = harness.get(url, "/metrics")[1].decode()
+    found = {}
+    for part in ("sum", "count"):
+        pattern = rf'^edgeserve_compute_duration_seconds_{part}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}} (\S+)$'
+        found[part] = sum(float(m) for m in re.findall(pattern, text, re.M))
+    return found["sum"], found["count"]
+
+
+def oip(inputs):
+    """A pre-encoded OIP request body for {name: numpy array}."""
+    kinds = {"float32": "FP32", "int64": "INT64"}
+    return json.dumps({"inputs": [
+        {"name": n, "shape": list(a.shape), "datatype": kinds[str(a.dtype)], "data": a.ravel().tolist()}
+        for n, a in inputs.items()]}).encode()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    binary = harness.find_binary()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-onnx-"))
+    minilm_onnx = work / "minilm.onnx"
+    subprocess.run([sys.executable, str(harness.REPO / "tests" / "python" / "minilm_onnx.py"), str(minilm_onnx)],
+                   check=True, capture_output=True)
+    repo = work / "repo"
+    import_model(binary, CNN, "cnn", repo)
+    import_model(binary, minilm_onnx, "minilm-onnx", repo)
+    version = repo / "minilm" / "1"
+    version.mkdir(parents=True)
+    shutil.copy(harness.MODELS / "minilm" / "config.toml", repo / "minilm" / "config.toml")
+    shutil.copy(harness.find_plugin("minilm"), version / "model.wasm")
+    for f in (harness.MODELS / "minilm" / "1").iterdir():
+        if f.name != "model.wasm":
+            (version / f.name).symlink_to(f.resolve())
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    sessions = {m: onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for m, p in [("cnn", CNN), ("minilm-onnx", minilm_onnx)]}
+
+    server = harness.Server(binary, repo, ["cnn", "minilm-onnx", "minilm"], args.threads, timeout=120)
+    client = harness.Client(server.url)
+    rows = []
+    try:
+        rng = np.random.default_rng(0)
+        for batch in (1, 32):
+            image = {"image": rng.random((batch, 1, 8, 8), dtype=np.float32)}
+            sentences = SENTENCES[:batch]
+            text = json.dumps({"inputs": [{"name": "text", "shape": [batch], "datatype": "BYTES",
+                                           "data": sentences}]}).encode()
+            made = {o["name"]: o for o in json.loads(client.post("minilm", text))["outputs"]}
+            ids = np.array(made["input_ids"]["data"], dtype=np.int64).reshape(made["input_ids"]["shape"])
+            tokens = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
+                      "token_type_ids": np.zeros_like(ids)}
+            cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text)]
+            for label, model, inputs, text_body in cases:
+                body = oip(inputs)
+                fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]
+                if text_body is not None:
+                    fns.append(lambda: client.post("minilm", text_body))
+                before = compute_seconds(server.url, model)
+                times = harness.timed(fns, args.repeats, warmup=3)
+                after = compute_seconds(server.url, model)
+                inside = (after[0] - before[0]) / max(after[1] - before[1], 1) * 1e3
+                p50 = [statistics.median(t) * 1e3 for t in times]
+                plugin = f"{p50[2]:.2f}" if len(p50) > 2 else "–"
+                shape = "x".join(map(str, next(iter(inputs.values())).shape))
+                rows.append(f"| {label} | {batch} | {shape} | {p50[0]:.2f} | {inside:.2f} | {p50[1]:.2f} "
+                            f"| {p50[0] / p50[1]:.2f}× | {plugin} |")
+    finally:
+        server.stop()
+        shutil.rmtree(work)
+    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
+    print("| model | batch | input | edgeserve ONNX p50 ms | in instance, mean ms | onnxruntime p50 ms | ratio "
+          "| minilm plugin p50 ms |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+//! Fusions at import: patterns of exported graphs rewritten into the coarse
+//! ops the host runs in one pass, so a request makes fewer host calls and
+//! fewer passes over its activations.
+//!
+//! * Decomposed layer normalization, as torch exports `LayerNorm` before
+//!   opset 17 (`ReduceMean → Sub → Pow 2 → ReduceMean → Add ε → Sqrt → Div`,
+//!   then `Mul γ` and `Add β`) → `LayerNormalization` (the host's
+//!   `layer-norm`).
+//! * GELU in its erf form (`x · 0.5 · (1 + erf(x / √2))`, as BERT exports
+//!   write it) → `Gelu`.
+//! * `MatMul` by a constant 2-D weight, then `Add` of a constant bias, then
+//!   optionally an activation → [`LINEAR`] (the host's `linear`: bias and
+//!   activation applied as the product is written). Its weight is stored
+//!   transposed, `[out, in]` (attribute `transB`), the layout the host's
+//!   kernels read fastest for the few rows of one short sentence.
+//!
+//! A pattern is rewritten only when its intermediate values are read by
+//! nothing else and are not graph outputs.
+
+use std::collections::HashMap;
+
+use edgeserve_onnx_graph::{Attr, DType, LINEAR, Node, ValueSpec};
+
+use super::tensor::Raw;
+
+/// The nodes and what a rewrite needs to know about their values.
+pub struct Fuser<'a> {
+    /// The nodes, in topological order.
+    pub nodes: &'a mut Vec<Node>,
+    /// Constant tensors by value name.
+    pub tensors: &'a mut HashMap<String, Raw>,
+    /// Graph outputs, which must survive every rewrite.
+    pub outputs: &'a [ValueSpec],
+}
+
+/// What a pattern that matched replaces (node indices) and with what.
+type Rewrite = (Vec<usize>, Node);
+
+/// How many rewrites of each kind one run made.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fused {
+    /// `LayerNormalization` nodes made.
+    pub layer_norms: usize,
+    /// `Gelu` nodes made.
+    pub gelus: usize,
+    /// [`LINEAR`] nodes made.
+    pub linears: usize,
+}
+
+impl Fuser<'_> {
+    /// Runs every fusion, layer norms and GELUs first so linears can take
+    /// the GELU after them as their activation.
+    pub fn run(&mut self) -> Fused {
+        let fused = Fused {
+            layer_norms: self.rewrite(Self::layer_norm),
+            gelus: self.rewrite(Self::gelu),
+            linears: self.rewrite(Self::linear),
+        };
+        self.transpose_linear_weights();
+        fused
+    }
+
+    /// Stores each [`LINEAR`] weight `[in, out]` as `<name>.t`, `[out, in]`
+    /// (once, however many nodes read it); the original stays for other
+    /// readers and is dropped with the unused tensors otherwise.
+    fn transpose_linear_weights(&mut self) {
+        for node in self.nodes.iter_mut().filter(|n| n.op == LINEAR) {
+            let weight = node.inputs[1].clone();
+            let transposed = format!("{weight}.t");
+            if !self.tensors.contains_key(&transposed) {
+                let Some(w) = self.tensors.get(&weight) else {
+                    continue;
+                };
+                let (k, n) = (w.dims[0], w.dims[1]);
+                let data = w.floats();
+                let t: Vec<f32> = (0..n * k).map(|i| data[(i % k) * n + i / k]).collect();
+                self.tensors
+                    .insert(transposed.clone(), Raw::from_floats(vec![n, k], &t));
+            }
+            node.inputs[1] = transposed;
+            node.attrs.insert("transB".into(), Attr::Int(1));
+        }
+    }
+
+    /// Applies `pattern` at every node where it matches; it returns the
+    /// nodes it replaces (the last one's place takes the new node).
+    fn rewrite(&mut self, pattern: fn(&Self, usize) -> Option<Rewrite>) -> usize {
+        let mut count = 0;
+        let mut i = 0;
+        while i < self.nodes.len() {
+            if let Some((mut remove, node)) = pattern(self, i) {
+                remove.sort_unstable();
+                let last = *remove.last().expect("a pattern replaces nodes");
+                self.nodes[last] = node;
+                for &r in remove[..remove.len() - 1].iter().rev() {
+                    self.nodes.remove(r);
+                }
+                count += 1;
+            } else {
+                i += 1;
+            }
+        }
+        count
+    }
+
+    /// The only node reading `value`, when `value` is not a graph output.
+    fn only_reader(&self, value: &str) -> Option<usize> {
+        if self.outputs.iter().any(|o| o.name == value) {
+            return None;
+        }
+        let mut readers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.iter().any(|i| i == value));
+        let (first, _) = readers.next()?;
+        readers.next().is_none().then_some(first)
+    }
+
+    /// Readers of `value` (when not a graph output), by op.
+    fn readers(&self, value: &str) -> Option<Vec<usize>> {
+        if self.outputs.iter().any(|o| o.name == value) {
+            return None;
+        }
+        Some(
+            (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].inputs.iter().any(|n| n == value))
+                .collect(),
+        )
+    }
+
+    /// The node at `i` when it is `op` reading `value`; returns it with its
+    /// other input.
+    fn reads<'n>(&'n self, i: usize, op: &str, value: &str) -> Option<(&'n Node, Option<&'n str>)> {
+        let node = &self.nodes[i];
+        if node.op != op || node.outputs.len() != 1 {
+            return None;
+        }
+        let other = match node.inputs.as_slice() {
+            [a] if a == value => None,
+            [a, b] if a == value => Some(b.as_str()),
+            [a, b] if b == value => Some(a.as_str()),
+            _ => return None,
+        };
+        Some((node, other))
+    }
+
+    /// A constant float tensor's elements.
+    fn floats(&self, name: Option<&str>) -> Option<(Vec<usize>, Vec<f32>)> {
+        let t = self.tensors.get(name?)?;
+        (t.dtype == DType::F32).then(|| (t.dims.clone(), t.floats()))
+    }
+
+    /// A constant scalar (any shape of one element).
+    fn scalar(&self, name: Option<&str>) -> Option<f32> {
+        match self.floats(name)?.1.as_slice() {
+            [v] => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Whether a `ReduceMean` at `i` reduces only the last axis, keeping it.
+    fn mean_over_last(&self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        let axes = node.ints("axes").map(<[i64]>::to_vec).or_else(|| {
+            let t = self.tensors.get(node.input(1)?)?;
+            Some(t.constant().data.iter().map(|&v| v as i64).collect())
+        });
+        node.op == "ReduceMean" && axes.as_deref() == Some(&[-1]) && node.int("keepdims", 1) == 1
+    }
+
+    /// `ReduceMean → Sub → Pow 2 → ReduceMean → Add ε → Sqrt → Div [→ Mul γ
+    /// [→ Add β]]` at the first `ReduceMean`.
+    fn layer_norm(&self, mean: usize) -> Option<Rewrite> {
+        if !self.mean_over_last(mean) {
+            return None;
+        }
+        let x = self.nodes[mean].input(0)?;
+        let mean_out = self.nodes[mean].outputs.first()?;
+        let sub = self.only_reader(mean_out)?;
+        let (sub_node, other) = self.reads(sub, "Sub", mean_out)?;
+        if sub_node.inputs[0] != x || other != Some(x) {
+            return None;
+        }
+        let centered = &sub_node.outputs[0];
+        let readers = self.readers(centered)?;
+        let [a, b] = readers.as_slice() else {
+            return None;
+        };
+        let (pow, div) = if self.nodes[*a].op == "Pow" {
+            (*a, *b)
+        } else {
+            (*b, *a)
+        };
+        let (pow_node, two) = self.reads(pow, "Pow", centered)?;
+        if pow_node.inputs[0] != *centered || self.scalar(two) != Some(2.0) {
+            return None;
+        }
+        let var = self.only_reader(&pow_node.outputs[0])?;
+        if !self.mean_over_last(var) {
+            return None;
+        }
+        let add = self.only_reader(&self.nodes[var].outputs[0])?;
+        let (add_node, eps) = self.reads(add, "Add", &self.nodes[var].outputs[0])?;
+        let eps = self.scalar(eps)?;
+        let sqrt = self.only_reader(&add_node.outputs[0])?;
+        let (sqrt_node, _) = self.reads(sqrt, "Sqrt", &add_node.outputs[0])?;
+        let (div_node, denominator) = self.reads(div, "Div", centered)?;
+        if div_node.inputs[0] != *centered || denominator != Some(&sqrt_node.outputs[0]) {
+            return None;
+        }
+        let mut replaced = vec![mean, sub, pow, var, add, sqrt, div];
+        let mut inputs = vec![x.to_string()];
+        let mut out = div_node.outputs[0].clone();
+        // The scale and shift, when they are per-feature constants.
+        let per_feature = |name: Option<&str>| {
+            self.floats(name)
+                .filter(|(dims, _)| dims.len() == 1)
+                .map(|_| name.unwrap_or_default().to_string())
+        };
+        if let Some(mul) = self.only_reader(&out)
+            && let Some((mul_node, gamma)) = self.reads(mul, "Mul", &out)
+            && let Some(gamma) = per_feature(gamma)
+        {
+            replaced.push(mul);
+            inputs.push(gamma);
+            out = mul_node.outputs[0].clone();
+            if let Some(add) = self.only_reader(&out)
+                && let Some((add_node, beta)) = self.reads(add, "Add", &out)
+                && let Some(beta) = per_feature(beta)
+            {
+                replaced.push(add);
+                inputs.push(beta);
+                out = add_node.outputs[0].clone();
+            }
+        }
+        let node = Node {
+            name: format!("{}.fused", self.nodes[mean].name),
+            op: "LayerNormalization".into(),
+            inputs,
+            outputs: vec![out],
+            attrs: [
+                ("axis".to_string(), Attr::Int(-1)),
+                ("epsilon".to_string(), Attr::Float(eps)),
+            ]
+            .into(),
+        };
+        Some((replaced, node))
+    }
+
+    /// `x / √2 → Erf → + 1 → · x → · 0.5` (the last two in either order)
+    /// at the `Div`.
+    fn gelu(&self, div: usize) -> Option<Rewrite> {
+        let div_node = &self.nodes[div];
+        let x = div_node.input(0)?;
+        if div_node.op != "Div" || self.scalar(div_node.input(1))? != std::f32::consts::SQRT_2 {
+            return None;
+        }
+        let erf = self.only_reader(&div_node.outputs[0])?;
+        let (erf_node, _) = self.reads(erf, "Erf", &div_node.outputs[0])?;
+        let add = self.only_reader(&erf_node.outputs[0])?;
+        let (add_node, one) = self.reads(add, "Add", &erf_node.outputs[0])?;
+        if self.scalar(one)? != 1.0 {
+            return None;
+        }
+        let first = self.only_reader(&add_node.outputs[0])?;
+        let (first_node, other) = self.reads(first, "Mul", &add_node.outputs[0])?;
+        let second = self.only_reader(&first_node.outputs[0])?;
+        let (second_node, last) = self.reads(second, "Mul", &first_node.outputs[0])?;
+        // Either (x · (1 + erf)) · 0.5 or (0.5 · (1 + erf)) · x.
+        let fits = (other == Some(x) && self.scalar(last) == Some(0.5))
+            || (self.scalar(other) == Some(0.5) && last == Some(x));
+        if !fits {
+            return None;
+        }
+        let node = Node {
+            name: format!("{}.fused", div_node.name),
+            op: "Gelu".into(),
+            inputs: vec![x.to_string()],
+            outputs: second_node.outputs.clone(),
+            attrs: Default::default(),
+        };
+        Some((vec![div, erf, add, first, second], node))
+    }
+
+    /// `MatMul(x, W) → Add b [→ activation]` at the `MatMul`.
+    fn linear(&self, matmul: usize) -> Option<Rewrite> {
+        let mm = &self.nodes[matmul];
+        if mm.op != "MatMul" {
+            return None;
+        }
+        let (w_dims, _) = self.floats(mm.input(1))?;
+        let [_, n] = w_dims.as_slice() else {
+            return None;
+        };
+        let add = self.only_reader(&mm.outputs[0])?;
+        let (add_node, bias) = self.reads(add, "Add", &mm.outputs[0])?;
+        if self.floats(bias)?.0 != [*n] {
+            return None;
+        }
+        let mut replaced = vec![matmul, add];
+        let mut out = add_node.outputs[0].clone();
+        let mut attrs = std::collections::BTreeMap::new();
+        if let Some(act) = self.only_reader(&out)
+            && let node = &self.nodes[act]
+            && matches!(node.op.as_str(), "Relu" | "Gelu" | "Tanh" | "Sigmoid")
+            && node.attrs.is_empty()
+        {
+            attrs.insert("activation".to_string(), Attr::String(node.op.clone()));
+            replaced.push(act);
+            out = node.outputs[0].clone();
+        }
+        let node = Node {
+            name: format!("{}.fused", mm.name),
+            op: LINEAR.into(),
+            inputs: vec![
+                mm.inputs[0].clone(),
+                mm.inputs[1].clone(),
+                bias?.to_string(),
+            ],
+            outputs: vec![out],
+            attrs,
+        };
+        Some((replaced, node))
+    }
+}

@@ -1,0 +1,115 @@
+//! all-MiniLM-L6-v2 as an ONNX file: built from the shipped weights as
+//! torch exports a BERT (`tests/python/minilm_onnx.py`: BERT, mean pooling and
+//! L2 normalization, dynamic batch and sequence axes), imported with `edgeserve import` and
+//! served by the generic ONNX handler, it embeds the token ids of the
+//! hand-written `minilm` plugin as that plugin does.
+//!
+//! Needs the weights in `examples/models/minilm/1` (scripts/fetch-minilm.sh,
+//! which scripts/test.sh runs) and the `onnx` package (tests/requirements.txt).
+
+mod common;
+
+use std::process::Command;
+
+use common::{TestServer, data_json, floats, ints, output};
+use edgeserve_e2e::{edgeserve_binary, plugin, repo_root};
+use serde_json::json;
+
+const DIM: usize = 384;
+/// Least cosine similarity to the hand-written plugin's embedding.
+const MIN_COSINE: f64 = 0.9999;
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
+    let weights = repo_root().join("examples/models/minilm/1/model.safetensors");
+    assert!(
+        weights.is_file(),
+        "{} is missing: run scripts/fetch-minilm.sh",
+        weights.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("minilm.onnx");
+    let export = Command::new("python3")
+        .arg(repo_root().join("tests/python/minilm_onnx.py"))
+        .arg(&model)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        export.status.success(),
+        "building the ONNX file failed (python3 -m pip install -r tests/requirements.txt): {}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let repo = edgeserve_e2e::model_repository(&["minilm"]);
+    let import = Command::new(edgeserve_binary())
+        .arg("import")
+        .arg(&model)
+        .args(["--name", "minilm-onnx", "--repository"])
+        .arg(&*repo)
+        .arg("--handler")
+        .arg(plugin("onnx"))
+        .output()
+        .expect("running edgeserve import");
+    assert!(
+        import.status.success(),
+        "import failed: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    // A padded batch with a 256-token sentence, on a shared machine: more
+    // than the default 5 s deadline allows.
+    let config = repo.join("minilm-onnx/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap() + "timeout_ms = 60000\n";
+    std::fs::write(&config, text).unwrap();
+    let running = edgeserve::app::start(common::settings(&repo))
+        .await
+        .expect("server starts");
+    let server = TestServer::attach(running, repo);
+
+    let reference = data_json("minilm_reference.json");
+    let sentences: Vec<&str> = reference["cases"]["batch"]["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // One padded batch, and the first sentence alone.
+    for batch in [&sentences[..], &sentences[..1]] {
+        let n = batch.len();
+        let request =
+            json!({"inputs": [{"name": "text", "shape": [n], "datatype": "BYTES", "data": batch}]});
+        let (status, body) = server.post("/v2/models/minilm/infer", &request).await;
+        assert_eq!(status, 200, "{body}");
+        let want = floats(&output(&body, "embedding")["data"]);
+        let ids_out = output(&body, "input_ids");
+        let shape = ids_out["shape"].clone();
+        let ids = ints(&ids_out["data"]);
+        let mask: Vec<i64> = ids.iter().map(|&id| i64::from(id != 0)).collect();
+        let types = vec![0i64; ids.len()];
+        let input = |name: &str, data: &[i64]| json!({"name": name, "datatype": "INT64", "shape": shape, "data": data});
+        let request = json!({"inputs": [
+            input("input_ids", &ids),
+            input("attention_mask", &mask),
+            input("token_type_ids", &types),
+        ]});
+        let (status, body) = server.post("/v2/models/minilm-onnx/infer", &request).await;
+        assert_eq!(status, 200, "{body}");
+        let embedding = output(&body, "embedding");
+        assert_eq!(embedding["shape"], json!([n, DIM]));
+        let got = floats(&embedding["data"]);
+        for (i, sentence) in batch.iter().enumerate() {
+            let row = i * DIM..(i + 1) * DIM;
+            let c = cosine(&got[row.clone()], &want[row]);
+            eprintln!("{sentence:.40?}: 1 - cosine = {:.2e}", 1.0 - c);
+            assert!(
+                c >= MIN_COSINE,
+                "cosine for {sentence:?} in a batch of {n}: {c}"
+            );
+        }
+    }
+    server.stop().await;
+}
