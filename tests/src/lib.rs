@@ -285,6 +285,20 @@ const SERVING: &str = "serving the Open Inference Protocol";
 pub const PROCESS_GUARD: Duration = Duration::from_secs(120);
 
 impl ServerProcess {
+    /// [`ServerProcess::spawn`] over the model repository `repo` with the
+    /// compile cache `cache`, on the CPU backend, with `extra` arguments.
+    pub fn on_cpu(repo: &Path, cache: &Path, extra: &[&std::ffi::OsStr]) -> ServerProcess {
+        let base: [&std::ffi::OsStr; 6] = [
+            "--model-repository".as_ref(),
+            repo.as_os_str(),
+            "--cache-dir".as_ref(),
+            cache.as_os_str(),
+            "--device".as_ref(),
+            "cpu".as_ref(),
+        ];
+        ServerProcess::spawn(base.iter().chain(extra))
+    }
+
     /// Runs `edgeserve serve --host 127.0.0.1 --http-port 0 --grpc-port 0
     /// <args>` (gRPC off) and waits
     /// until it serves. Its log is copied to this process's stderr.

@@ -31,9 +31,7 @@ impl FileServer {
         let router = axum::Router::new()
             .route("/{name}", axum::routing::get(serve))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base = common::serve_on_loopback(router).await;
         FileServer { base, hits }
     }
 

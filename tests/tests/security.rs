@@ -170,20 +170,18 @@ async fn keys_never_reach_the_log_or_the_help() {
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("keys");
     std::fs::write(&key_file, "# one key a line\nfile-key-0123\n").unwrap();
-    let process = edgeserve_e2e::ServerProcess::spawn([
-        "--model-repository".as_ref(),
-        repo.as_os_str(),
-        "--cache-dir".as_ref(),
-        cache.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-        "--api-key".as_ref(),
-        "flag-key-4567".as_ref(),
-        "--api-key-file".as_ref(),
-        key_file.as_os_str(),
-        "--admin-key".as_ref(),
-        "admin-key-89ab".as_ref(),
-    ]);
+    let process = edgeserve_e2e::ServerProcess::on_cpu(
+        &repo,
+        &cache,
+        &[
+            "--api-key".as_ref(),
+            "flag-key-4567".as_ref(),
+            "--api-key-file".as_ref(),
+            key_file.as_os_str(),
+            "--admin-key".as_ref(),
+            "admin-key-89ab".as_ref(),
+        ],
+    );
     let client = reqwest::Client::new();
     let infer = format!("{}{INFER}", process.base);
     for (key, expected) in [
@@ -254,9 +252,7 @@ impl Recorder {
         let router = axum::Router::new()
             .route("/{name}", axum::routing::get(record))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let base = common::serve_on_loopback(router).await;
         Recorder { base, hits }
     }
 
@@ -383,16 +379,11 @@ async fn bundle_urls_outside_the_allowlist_are_refused_before_any_fetch() {
 async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authentication_error() {
     let repo = model_repository(&["minilm"]);
     let cache = common::shared_cache();
-    let process = edgeserve_e2e::ServerProcess::spawn([
-        "--model-repository".as_ref(),
-        repo.as_os_str(),
-        "--cache-dir".as_ref(),
-        cache.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-        "--api-key".as_ref(),
-        "openai-client-key".as_ref(),
-    ]);
+    let process = edgeserve_e2e::ServerProcess::on_cpu(
+        &repo,
+        &cache,
+        &["--api-key".as_ref(), "openai-client-key".as_ref()],
+    );
     let url = process.base.trim_start_matches("http://").to_owned();
     common::run_python(
         "openai_auth.py",

@@ -272,18 +272,16 @@ async fn sighup_swaps_the_certificate_without_a_restart() {
     let repo = model_repository(&["linear"]);
     let cache = common::shared_cache();
     let tls = first.tls("server", None);
-    let process = edgeserve_e2e::ServerProcess::spawn([
-        "--model-repository".as_ref(),
-        repo.as_os_str(),
-        "--cache-dir".as_ref(),
-        cache.as_os_str(),
-        "--device".as_ref(),
-        "cpu".as_ref(),
-        "--tls-cert".as_ref(),
-        tls.cert.as_os_str(),
-        "--tls-key".as_ref(),
-        tls.key.as_os_str(),
-    ]);
+    let process = edgeserve_e2e::ServerProcess::on_cpu(
+        &repo,
+        &cache,
+        &[
+            "--tls-cert".as_ref(),
+            tls.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            tls.key.as_os_str(),
+        ],
+    );
     let url = process.base.replace("http://", "https://") + "/v2/models/linear/infer";
     let (code, body) = curl(&url, Some(&first.path("ca.pem")), &[]);
     assert_eq!(code, 0, "{body}");

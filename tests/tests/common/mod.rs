@@ -291,3 +291,14 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max)
 }
+
+/// Serves `router` on a free loopback port from a background task; returns
+/// its `http://127.0.0.1:PORT`.
+pub async fn serve_on_loopback(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let base = format!("http://{}", listener.local_addr().expect("a bound address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
