@@ -156,6 +156,26 @@ impl Upstream {
         model_setting.unwrap_or(self.offload_on_queue_timeout)
     }
 
+    /// A request for `method path_and_query` on the upstream, marked as
+    /// forwarded and carrying the client's [`CARRIED`] headers.
+    fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path_and_query}", self.url))
+            .header(FORWARDED, "1");
+        for name in CARRIED {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        request
+    }
+
     /// Sends `method path_and_query` with `body` and the carried headers to
     /// the upstream; returns its answer (whatever the status) with the
     /// carried headers and [`SERVED_BY`].
@@ -166,15 +186,7 @@ impl Upstream {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Bytes>, OffloadError> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path_and_query}", self.url))
-            .header(FORWARDED, "1");
-        for name in CARRIED {
-            if let Some(value) = headers.get(name) {
-                request = request.header(name, value);
-            }
-        }
+        let request = self.request(method, path_and_query, headers);
         let failed = |source| self.failure(source);
         let upstream = request.body(body).send().await.map_err(failed)?;
         let status = upstream.status();

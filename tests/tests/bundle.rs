@@ -58,16 +58,6 @@ async fn serve(
     files.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
 }
 
-/// `linear` (component, weights, config) as `linear/...` in a tar.gz.
-fn linear_bundle() -> Vec<u8> {
-    let staging = model_repository(&["linear"]);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    tar.append_dir_all("linear", staging.join("linear"))
-        .unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
 /// A tar whose second entry climbs out of the bundle with `..`.
 fn escaping_bundle() -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
@@ -105,7 +95,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_named_at_start_is_served_and_a_restart_uses_the_cache() {
-    let bundle = linear_bundle();
+    let bundle = common::linear_bundle();
     let files = FileServer::start(&[("linear.tar.gz", &bundle)]).await;
     let source = format!(
         "{}#sha256={}",
@@ -133,7 +123,7 @@ async fn a_bundle_named_at_start_is_served_and_a_restart_uses_the_cache() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_with_the_wrong_digest_stops_the_start_and_nothing_is_unpacked() {
-    let bundle = linear_bundle();
+    let bundle = common::linear_bundle();
     let files = FileServer::start(&[("linear.tar.gz", &bundle)]).await;
     let url = files.url("linear.tar.gz");
     let wrong = "0".repeat(64);
@@ -186,7 +176,7 @@ async fn a_bundle_with_the_wrong_digest_stops_the_start_and_nothing_is_unpacked(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_load_request_installs_a_bundle_and_refuses_bad_ones_while_serving_the_rest() {
-    let bundle = linear_bundle();
+    let bundle = common::linear_bundle();
     let escaping = escaping_bundle();
     let files = FileServer::start(&[("linear.tar.gz", &bundle), ("escaping.tar", &escaping)]).await;
     let repo = model_repository(&["faulty"]);
@@ -263,7 +253,7 @@ async fn a_load_request_installs_a_bundle_and_refuses_bad_ones_while_serving_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_over_the_size_limit_is_refused() {
-    let bundle = linear_bundle();
+    let bundle = common::linear_bundle();
     let files = FileServer::start(&[("linear.tar.gz", &bundle)]).await;
     let repo = model_repository(&[]);
     let cache = tempfile::tempdir().unwrap();

@@ -283,16 +283,6 @@ async fn record(
     }
 }
 
-/// `linear` packed as a bundle (tar.gz of `linear/...`).
-fn linear_bundle() -> Vec<u8> {
-    let staging = model_repository(&["linear"]);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    tar.append_dir_all("linear", staging.join("linear"))
-        .unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
 async fn load_bundle(server: &TestServer, url: &str, sha256: &str) -> (u16, serde_json::Value) {
     server
         .post(
@@ -304,7 +294,7 @@ async fn load_bundle(server: &TestServer, url: &str, sha256: &str) -> (u16, serd
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bundle_urls_outside_the_allowlist_are_refused_before_any_fetch() {
-    let bundle = linear_bundle();
+    let bundle = common::linear_bundle();
     let digest = Sha256Hex::of(&bundle).to_string();
     let outside = Recorder::start(&[("linear.tar.gz", &bundle)], &[]).await;
     let allowed = Recorder::start(

@@ -72,6 +72,44 @@ fn time(mut f: impl FnMut()) -> Duration {
     times[runs / 2]
 }
 
+/// `c = a · b` by `gemm` alone: `a` row-major `m × k`, `c` row-major
+/// `m × n`, element (p, j) of `b` at `p · b_rs + j · b_cs`.
+fn gemm_alone(
+    c: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    (b_cs, b_rs): (usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    // SAFETY: the three buffers hold the asserted sizes, and the strides
+    // address only elements inside them.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 /// Times `gemm` directly with and without threads, to place the threshold.
 fn gemm_threads(filter: &str) {
     for size in [16, 32, 48, 64, 96, 128, 192, 256] {
@@ -83,29 +121,7 @@ fn gemm_threads(filter: &str) {
         let b = vec![0.25f32; size * size];
         let mut c = vec![0.0f32; size * size];
         let mut run = |parallelism| {
-            time(|| unsafe {
-                gemm::gemm(
-                    size,
-                    size,
-                    size,
-                    c.as_mut_ptr(),
-                    1,
-                    size as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    size as isize,
-                    b.as_ptr(),
-                    1,
-                    size as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
-            })
+            time(|| gemm_alone(&mut c, (size, size, size), &a, &b, (1, size), parallelism))
         };
         let one = run(gemm::Parallelism::None);
         let all = run(gemm::Parallelism::Rayon(0));
@@ -148,28 +164,8 @@ fn weight_products(filter: &str) {
                     backend = backend.min(time(|| {
                         drop(cpu().matmul(&x, &w, transposed).expect("matmul"))
                     }));
-                    alone = alone.min(time(|| unsafe {
-                        gemm::gemm(
-                            m,
-                            n,
-                            k,
-                            c.as_mut_ptr(),
-                            1,
-                            n as isize,
-                            false,
-                            xs.as_ptr(),
-                            1,
-                            k as isize,
-                            ws.as_ptr(),
-                            w_cs as isize,
-                            w_rs as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        )
+                    alone = alone.min(time(|| {
+                        gemm_alone(&mut c, (m, n, k), &xs, &ws, (w_cs, w_rs), parallelism)
                     }));
                 }
                 let ratio = alone.as_secs_f64() / backend.as_secs_f64();

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Response, header};
 use bytes::Bytes;
 
-use super::{CARRIED, FORWARDED, OffloadError, SERVED_BY, Upstream};
+use super::{CARRIED, OffloadError, SERVED_BY, Upstream};
 
 /// Response headers a relayed answer keeps: besides the carried ones, the
 /// stream's cache policy (SSE answers are `no-cache`).
@@ -23,16 +23,8 @@ impl Upstream {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, OffloadError> {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path_and_query}", self.url))
-            .header(FORWARDED, "1");
-        for name in CARRIED {
-            if let Some(value) = headers.get(name) {
-                request = request.header(name, value);
-            }
-        }
-        let upstream = request
+        let upstream = self
+            .request(method, path_and_query, headers)
             .body(body)
             .send()
             .await

@@ -302,3 +302,13 @@ pub async fn serve_on_loopback(router: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, router).await });
     base
 }
+
+/// `linear` (component, weights, config) as `linear/...` in a tar.gz.
+pub fn linear_bundle() -> Vec<u8> {
+    let staging = edgeserve_e2e::model_repository(&["linear"]);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all("linear", staging.join("linear"))
+        .unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
