@@ -170,7 +170,8 @@ pub struct ServeArgs {
         default_value_t = 2_000
     )]
     pub upstream_connect_timeout_ms: u64,
-    /// Longest wait for the upstream's whole answer, in milliseconds.
+    /// Longest wait for the upstream's whole answer, in milliseconds; for a
+    /// relayed stream (SSE), the longest wait for each chunk of it.
     #[arg(long, env = "EDGESERVE_UPSTREAM_TIMEOUT_MS", default_value_t = 60_000)]
     pub upstream_timeout_ms: u64,
     /// API key that inference and metadata routes require, sent as

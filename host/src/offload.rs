@@ -39,7 +39,9 @@ pub struct UpstreamSettings {
     pub url: String,
     /// Longest wait for the TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// Longest wait for the whole forwarded exchange.
+    /// Longest wait for the whole forwarded exchange; for a relayed stream,
+    /// the longest wait for each piece of it (the head, then every chunk),
+    /// so a long generation is not cut while it keeps arriving.
     pub timeout: Duration,
     /// Forward requests that found no free instance within their queue
     /// deadline (models may override this in their config).
@@ -115,7 +117,10 @@ pub struct Upstream {
     url: String,
     timeout: Duration,
     offload_on_queue_timeout: bool,
+    /// For answers forwarded whole: the timeout bounds the exchange.
     client: reqwest::Client,
+    /// For answers relayed as they stream: the timeout bounds each read.
+    streaming: reqwest::Client,
 }
 
 impl Upstream {
@@ -125,23 +130,25 @@ impl Upstream {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(OffloadError::Url { url });
         }
-        let mut builder = reqwest::Client::builder();
-        if let Some(ca) = &settings.ca {
-            builder = trust_only(builder, ca)?;
-        }
-        let client = builder
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            // An OIP server answers directly; a redirect would be a
-            // misconfiguration, not something to follow silently.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(OffloadError::Client)?;
+        let client = |bound: fn(reqwest::ClientBuilder, Duration) -> reqwest::ClientBuilder| {
+            let mut builder = reqwest::Client::builder();
+            if let Some(ca) = &settings.ca {
+                builder = trust_only(builder, ca)?;
+            }
+            bound(builder, settings.timeout)
+                .connect_timeout(settings.connect_timeout)
+                // An OIP server answers directly; a redirect would be a
+                // misconfiguration, not something to follow silently.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(OffloadError::Client)
+        };
         Ok(Upstream {
             url,
             timeout: settings.timeout,
             offload_on_queue_timeout: settings.offload_on_queue_timeout,
-            client,
+            client: client(reqwest::ClientBuilder::timeout)?,
+            streaming: client(reqwest::ClientBuilder::read_timeout)?,
         })
     }
 
@@ -160,12 +167,12 @@ impl Upstream {
     /// forwarded and carrying the client's [`CARRIED`] headers.
     fn request(
         &self,
+        client: &reqwest::Client,
         method: Method,
         path_and_query: &str,
         headers: &HeaderMap,
     ) -> reqwest::RequestBuilder {
-        let mut request = self
-            .client
+        let mut request = client
             .request(method, format!("{}{path_and_query}", self.url))
             .header(FORWARDED, "1");
         for name in CARRIED {
@@ -186,7 +193,7 @@ impl Upstream {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Bytes>, OffloadError> {
-        let request = self.request(method, path_and_query, headers);
+        let request = self.request(&self.client, method, path_and_query, headers);
         let failed = |source| self.failure(source);
         let upstream = request.body(body).send().await.map_err(failed)?;
         let status = upstream.status();

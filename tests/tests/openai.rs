@@ -323,15 +323,20 @@ async fn server_with(
     let repo = edgeserve_e2e::model_repository(models);
     edit(&repo);
     let mut settings = common::settings(&repo);
-    settings.upstream = upstream.map(|url| edgeserve::offload::UpstreamSettings {
-        url: url.to_owned(),
-        connect_timeout: Duration::from_secs(5),
-        timeout: Duration::from_secs(60),
-        offload_on_queue_timeout: false,
-        ca: None,
-    });
+    settings.upstream = upstream.map(|url| upstream_within(url, Duration::from_secs(60)));
     let running = edgeserve::app::start(settings).await.unwrap();
     TestServer::attach(running, repo)
+}
+
+/// Offloading to `url`, waiting at most `timeout` for it.
+fn upstream_within(url: &str, timeout: Duration) -> edgeserve::offload::UpstreamSettings {
+    edgeserve::offload::UpstreamSettings {
+        url: url.to_owned(),
+        connect_timeout: Duration::from_secs(5),
+        timeout,
+        offload_on_queue_timeout: false,
+        ca: None,
+    }
 }
 
 /// Sets `key = value` in `model`'s `config.toml` in `repo`, where the key
@@ -556,6 +561,52 @@ async fn generation_for_a_missing_model_is_relayed_from_the_upstream() {
 
     let offloaded = "edgeserve_offloaded_requests_total{model=\"gpt2\",reason=\"missing\"}";
     assert_eq!(metric(&front, offloaded).await, 5.0);
+    front.stop().await;
+    back.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relayed_stream_may_outlast_the_upstream_timeout_while_it_keeps_coming() {
+    let back = TestServer::start(&["gpt2"]).await;
+    let request = json!({
+        "text_input": "The quick brown fox",
+        "parameters": {"max_tokens": 48}
+    });
+    let path = "/v2/models/gpt2/generate_stream";
+    let started = Instant::now();
+    let direct = sse_events(
+        back.request(Method::POST, path)
+            .json(&request)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // A third of the whole stream: far longer than the wait for any one
+    // token, far shorter than all of them.
+    let timeout = started.elapsed() / 3;
+    let repo = edgeserve_e2e::model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.upstream = Some(upstream_within(&back.base, timeout));
+    let front = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
+
+    let started = Instant::now();
+    let response = front
+        .request(Method::POST, path)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let relayed = sse_events(response).await;
+    let took = started.elapsed();
+    assert_eq!(
+        relayed, direct,
+        "the relayed stream is the upstream's, whole"
+    );
+    assert!(
+        took > timeout,
+        "the premise: the stream took longer ({took:?}) than the upstream timeout ({timeout:?})"
+    );
     front.stop().await;
     back.stop().await;
 }

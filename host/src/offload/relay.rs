@@ -15,7 +15,8 @@ const RELAYED: [&str; 2] = ["retry-after", "cache-control"];
 impl Upstream {
     /// Like [`Upstream::forward`], but answers once the upstream's head
     /// has arrived, with its body relayed as it streams. The upstream
-    /// timeout still bounds the whole exchange, stream included.
+    /// timeout bounds the wait for the head and for each chunk after it,
+    /// not the whole stream.
     pub async fn relay(
         &self,
         method: Method,
@@ -24,7 +25,7 @@ impl Upstream {
         body: Bytes,
     ) -> Result<Response<Body>, OffloadError> {
         let upstream = self
-            .request(method, path_and_query, headers)
+            .request(&self.streaming, method, path_and_query, headers)
             .body(body)
             .send()
             .await
