@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::bundle::{BundleSettings, BundleStore};
 use crate::devices::{DeviceChoice, Devices};
-use crate::metrics::{DeviceLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::offload::{Upstream, UpstreamSettings};
 use crate::registry::ModelRegistry;
 use crate::repository::Repository;
@@ -146,16 +146,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     for info in devices.all() {
         let is_default = info == default;
         tracing::info!(kind = info.kind, device = %info.device, api = %info.api, driver = %info.driver, default = is_default, "compute device");
-        metrics
-            .device
-            .get_or_create(&DeviceLabels {
-                kind: info.kind.into(),
-                device: info.device,
-                api: info.api,
-                driver: info.driver,
-            })
-            .set(i64::from(is_default));
     }
+    crate::recovery::record_devices(&metrics, &devices);
     tracing::info!(allocator = runtime.allocator(), "wasm runtime ready");
     let registry = Arc::new(ModelRegistry::new(
         runtime,
@@ -167,6 +159,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     tokio::task::spawn_blocking(move || loader.load_all())
         .await
         .expect("model loading does not panic")?;
+    crate::recovery::watch(&registry, metrics.clone())?;
     let server = Server::new(
         registry,
         metrics,

@@ -13,7 +13,7 @@
 //! are cached under their digest, so a restart does not download again.
 
 mod policy;
-mod unpack;
+pub(crate) mod unpack;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The compute devices models run on: the native CPU backend always, a wgpu
 //! GPU backend when one is asked for or found.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::cpu::CpuBackend;
@@ -60,14 +60,36 @@ pub enum DeviceError {
         "this server has no GPU backend (start it with --device gpu or auto on a machine with a GPU)"
     )]
     GpuNotOpened,
+    /// The thread that watches the GPU for a loss did not start.
+    #[error("cannot start the GPU watcher: {0}")]
+    Watch(std::io::Error),
 }
 
-/// The backends this server runs models on.
+/// The backends this server runs models on. Clones share them, and see a
+/// lost GPU replaced ([`Devices::reopen_gpu`]).
 #[derive(Clone)]
 pub struct Devices {
     cpu: Arc<dyn Backend>,
+    choice: DeviceChoice,
+    open: Arc<RwLock<OpenGpu>>,
+}
+
+/// The GPU in use, if any, and the default device.
+struct OpenGpu {
     gpu: Option<Arc<GpuBackend>>,
     default: DeviceKind,
+}
+
+impl OpenGpu {
+    fn new(gpu: Option<GpuBackend>) -> OpenGpu {
+        OpenGpu {
+            default: match gpu {
+                Some(_) => DeviceKind::Gpu,
+                None => DeviceKind::Cpu,
+            },
+            gpu: gpu.map(Arc::new),
+        }
+    }
 }
 
 /// Device memory held by the GPU backend.
@@ -84,38 +106,38 @@ pub struct DeviceMemory {
 impl Devices {
     /// Opens the devices `choice` asks for.
     pub fn open(choice: DeviceChoice) -> Result<Devices, DeviceError> {
-        let gpu = match choice {
-            DeviceChoice::Cpu => None,
-            DeviceChoice::Gpu => Some(GpuBackend::new()?),
-            DeviceChoice::Auto => match GpuBackend::new() {
-                Ok(gpu) if !gpu.is_software() => Some(gpu),
-                Ok(gpu) => {
-                    tracing::info!(adapter = %gpu.info().device, "--device auto: passing over a software GPU adapter");
-                    None
-                }
-                Err(e) => {
-                    tracing::info!("--device auto: no GPU ({e}); using the CPU backend");
-                    None
-                }
-            },
-        };
-        let default = if gpu.is_some() {
-            DeviceKind::Gpu
-        } else {
-            DeviceKind::Cpu
-        };
         Ok(Devices {
             cpu: Arc::new(CpuBackend::new()),
-            gpu: gpu.map(Arc::new),
-            default,
+            choice,
+            open: Arc::new(RwLock::new(OpenGpu::new(open_gpu(choice)?))),
         })
+    }
+
+    /// Why the GPU in use was lost, or `None` while it works (or when
+    /// there is none).
+    pub fn gpu_lost(&self) -> Option<String> {
+        self.gpu().and_then(|gpu| gpu.lost())
+    }
+
+    /// Replaces a lost GPU with a freshly opened device, as `--device`
+    /// chose it: with `auto`, the CPU backend takes over when no GPU opens.
+    /// Returns the new default device; models must be reloaded onto it.
+    pub fn reopen_gpu(&self) -> Result<BackendInfo, DeviceError> {
+        let fresh = OpenGpu::new(open_gpu(self.choice)?);
+        *self.open.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(self.default_info())
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, OpenGpu> {
+        self.open.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The backend for a model asking for `kind` (`None`: the default).
     pub fn backend(&self, kind: Option<DeviceKind>) -> Result<Arc<dyn Backend>, DeviceError> {
-        match kind.unwrap_or(self.default) {
+        let open = self.state();
+        match kind.unwrap_or(open.default) {
             DeviceKind::Cpu => Ok(self.cpu.clone()),
-            DeviceKind::Gpu => self
+            DeviceKind::Gpu => open
                 .gpu
                 .clone()
                 .map(|g| g as Arc<dyn Backend>)
@@ -124,13 +146,14 @@ impl Devices {
     }
 
     /// The GPU backend, when one is open.
-    pub fn gpu(&self) -> Option<&Arc<GpuBackend>> {
-        self.gpu.as_ref()
+    pub fn gpu(&self) -> Option<Arc<GpuBackend>> {
+        self.state().gpu.clone()
     }
 
     /// The default device's description.
     pub fn default_info(&self) -> BackendInfo {
-        match (self.default, &self.gpu) {
+        let open = self.state();
+        match (open.default, &open.gpu) {
             (DeviceKind::Gpu, Some(gpu)) => gpu.info(),
             _ => self.cpu.info(),
         }
@@ -138,7 +161,7 @@ impl Devices {
 
     /// Device memory in use, when a GPU is open.
     pub fn gpu_memory(&self) -> Option<DeviceMemory> {
-        self.gpu.as_ref().map(|g| DeviceMemory {
+        self.gpu().map(|g| DeviceMemory {
             info: g.info(),
             allocated: g.allocated_bytes(),
             pooled: g.pooled_bytes(),
@@ -148,9 +171,28 @@ impl Devices {
     /// Every open device.
     pub fn all(&self) -> Vec<BackendInfo> {
         std::iter::once(self.cpu.info())
-            .chain(self.gpu.iter().map(|g| g.info()))
+            .chain(self.gpu().map(|g| g.info()))
             .collect()
     }
+}
+
+/// The GPU `choice` asks for: `None` for the CPU alone.
+fn open_gpu(choice: DeviceChoice) -> Result<Option<GpuBackend>, DeviceError> {
+    Ok(match choice {
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Gpu => Some(GpuBackend::new()?),
+        DeviceChoice::Auto => match GpuBackend::new() {
+            Ok(gpu) if !gpu.is_software() => Some(gpu),
+            Ok(gpu) => {
+                tracing::info!(adapter = %gpu.info().device, "--device auto: passing over a software GPU adapter");
+                None
+            }
+            Err(e) => {
+                tracing::info!("--device auto: no GPU ({e}); using the CPU backend");
+                None
+            }
+        },
+    })
 }
 
 #[cfg(test)]

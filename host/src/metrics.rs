@@ -60,6 +60,11 @@ pub struct DeviceMemoryLabels {
     pub state: &'static str,
 }
 
+fn batch_size_histogram() -> Histogram {
+    // 1 .. 1024 rows
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs .. ~26 s
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
@@ -86,6 +91,8 @@ pub struct Metrics {
     pub device_memory: Family<DeviceMemoryLabels, Gauge>,
     /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
+    /// GPUs lost (driver reset, device removed) and replaced while serving.
+    pub device_losses: Counter,
     /// Requests forwarded to the upstream server, by model and reason.
     pub offloaded: Family<OffloadLabels, Counter>,
     /// Text generation: time from the request to its first token.
@@ -96,6 +103,10 @@ pub struct Metrics {
     pub generated_tokens: Family<ModelLabels, Counter>,
     /// Text generation: requests the client hung up on before the end.
     pub cancelled_streams: Family<ModelLabels, Counter>,
+    /// Dynamic batching: rows (axis 0) of each batched handler call.
+    pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// Dynamic batching: time from a batch's first request to its start.
+    pub batch_wait_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -116,6 +127,7 @@ impl Metrics {
         let weight_bytes = Family::default();
         let inflight = Gauge::default();
         let device = Family::default();
+        let device_losses = Counter::default();
         let device_memory = Family::default();
         let offloaded = Family::default();
         let time_to_first_token_seconds =
@@ -124,6 +136,9 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let generated_tokens = Family::default();
         let cancelled_streams = Family::default();
+        let batch_size = Family::new_with_constructor(batch_size_histogram as fn() -> Histogram);
+        let batch_wait_seconds =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -170,6 +185,11 @@ impl Metrics {
             device.clone(),
         );
         registry.register(
+            "device_losses",
+            "GPUs lost (reset or removed) while serving; their models were reloaded",
+            device_losses.clone(),
+        );
+        registry.register(
             "offloaded_requests",
             "Requests forwarded to the upstream server, by model and reason",
             offloaded.clone(),
@@ -194,6 +214,16 @@ impl Metrics {
             "Text generation: requests whose client hung up before the end",
             cancelled_streams.clone(),
         );
+        registry.register(
+            "batch_size",
+            "Dynamic batching: rows (axis 0) of each batched handler call",
+            batch_size.clone(),
+        );
+        registry.register(
+            "batch_wait_duration_seconds",
+            "Dynamic batching: time from a batch's first request to its start",
+            batch_wait_seconds.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -205,11 +235,14 @@ impl Metrics {
             inflight,
             device_memory,
             device,
+            device_losses,
             offloaded,
             time_to_first_token_seconds,
             time_per_output_token_seconds,
             generated_tokens,
             cancelled_streams,
+            batch_size,
+            batch_wait_seconds,
         }
     }
 

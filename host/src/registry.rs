@@ -9,9 +9,10 @@ use crate::devices::{DeviceError, Devices};
 
 use crate::metrics::{Metrics, ModelLabels};
 use crate::protocol::Datatype;
-use crate::repository::{ModelConfig, Repository, RepositoryError};
+use crate::repository::{BatchingConfig, ModelConfig, Repository, RepositoryError};
 use crate::runtime::{
-    CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime, RuntimeError,
+    BatchMetrics, Batcher, CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime,
+    RuntimeError,
 };
 
 /// Why a model could not be found or loaded.
@@ -20,6 +21,15 @@ pub enum RegistryError {
     /// No such model in the repository.
     #[error("unknown model '{0}'")]
     UnknownModel(String),
+    /// The model's device was lost and the model is being reloaded onto a
+    /// replacement: a 503 with `Retry-After`.
+    #[error("model '{name}' is being reloaded after its device was lost ({reason}); retry shortly")]
+    Recovering {
+        /// The model.
+        name: String,
+        /// What happened to the device.
+        reason: String,
+    },
     /// The model exists but not that version.
     #[error("model '{name}' has no version {version} (versions: {available:?})")]
     UnknownVersion {
@@ -75,6 +85,8 @@ pub struct LoadedModel {
     pub metadata: ModelMetadata,
     /// Warm instances.
     pub pool: Arc<InstancePool>,
+    /// Runs requests on the pool, batching those that can be.
+    pub batcher: Arc<Batcher>,
     /// Serving settings.
     pub config: ModelConfig,
     /// The device running it.
@@ -101,6 +113,8 @@ pub struct IndexEntry {
 enum Entry {
     Ready(BTreeMap<u64, Arc<LoadedModel>>),
     Unavailable(String),
+    /// Its device was lost and is being replaced; it is reloaded next.
+    Recovering(String),
 }
 
 /// The live models.
@@ -231,6 +245,24 @@ impl ModelRegistry {
         )?);
         let metadata = pool.with_idle(|instance| instance.metadata())?;
         validate_metadata(name, &metadata)?;
+        let batching = config.batching.clone().filter(BatchingConfig::enabled);
+        if let Some(batching) = &batching {
+            validate_batching(name, &metadata, batching)?;
+        }
+        let batch_metrics = BatchMetrics {
+            size: self.metrics.batch_size.get_or_create(&labels).clone(),
+            wait: self
+                .metrics
+                .batch_wait_seconds
+                .get_or_create(&labels)
+                .clone(),
+        };
+        let batcher = Arc::new(Batcher::new(
+            label.clone(),
+            pool.clone(),
+            batching,
+            batch_metrics,
+        ));
         tracing::info!(
             model = %label,
             instances = config.instances,
@@ -244,6 +276,7 @@ impl ModelRegistry {
             version,
             metadata,
             pool,
+            batcher,
             config: config.clone(),
             device: backend.info(),
             labels,
@@ -272,6 +305,33 @@ impl ModelRegistry {
         }
     }
 
+    /// Takes every model running on a GPU out of service while the lost
+    /// device is replaced: requests for them get
+    /// [`RegistryError::Recovering`] until [`ModelRegistry::load`] brings
+    /// each back. Returns their names.
+    pub fn suspend_gpu_models(&self, reason: &str) -> Vec<String> {
+        let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+        let on_gpu = |entry: &Entry| match entry {
+            Entry::Ready(versions) => versions.values().any(|m| m.device.kind == "gpu"),
+            _ => false,
+        };
+        let names: Vec<String> = models
+            .iter()
+            .filter(|(_, entry)| on_gpu(entry))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut retired = Vec::new();
+        for name in &names {
+            let recovering = Entry::Recovering(reason.to_owned());
+            if let Some(Entry::Ready(old)) = models.insert(name.clone(), recovering) {
+                retired.push(old);
+            }
+        }
+        drop(models);
+        retired.into_iter().for_each(|old| self.retire(old));
+        names
+    }
+
     /// Drops the registry's hold on old versions; in-flight requests keep
     /// theirs until they finish.
     fn retire(&self, old: BTreeMap<u64, Arc<LoadedModel>>) {
@@ -292,6 +352,12 @@ impl ModelRegistry {
             Some(Entry::Ready(versions)) => versions,
             Some(Entry::Unavailable(reason)) => {
                 return Err(RegistryError::NotLoaded {
+                    name: name.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+            Some(Entry::Recovering(reason)) => {
+                return Err(RegistryError::Recovering {
                     name: name.to_owned(),
                     reason: reason.clone(),
                 });
@@ -338,12 +404,14 @@ impl ModelRegistry {
                     state: "READY",
                     reason: String::new(),
                 })),
-                Some(Entry::Unavailable(reason)) => rows.push(IndexEntry {
-                    name,
-                    version: None,
-                    state: "UNAVAILABLE",
-                    reason: reason.clone(),
-                }),
+                Some(Entry::Unavailable(reason) | Entry::Recovering(reason)) => {
+                    rows.push(IndexEntry {
+                        name,
+                        version: None,
+                        state: "UNAVAILABLE",
+                        reason: reason.clone(),
+                    })
+                }
                 None => rows.push(IndexEntry {
                     name,
                     version: None,
@@ -381,6 +449,41 @@ fn validate_metadata(name: &str, metadata: &ModelMetadata) -> Result<(), Registr
                 spec.name, spec.shape
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks that a batching model's tensors can have the batch along axis 0
+/// and that its padded outputs exist.
+fn validate_batching(
+    name: &str,
+    metadata: &ModelMetadata,
+    batching: &BatchingConfig,
+) -> Result<(), RegistryError> {
+    let bad = |message: String| RegistryError::Metadata {
+        name: name.to_owned(),
+        message,
+    };
+    if let Some(spec) = metadata
+        .inputs
+        .iter()
+        .chain(&metadata.outputs)
+        .find(|spec| spec.shape.first() != Some(&-1))
+    {
+        return Err(bad(format!(
+            "[batching] stacks requests along axis 0, but tensor '{}' has shape {:?}, \
+             whose axis 0 is not -1 (any size)",
+            spec.name, spec.shape
+        )));
+    }
+    if let Some(unknown) = batching
+        .padded_outputs
+        .iter()
+        .find(|output| !metadata.outputs.iter().any(|spec| spec.name == **output))
+    {
+        return Err(bad(format!(
+            "[batching] padded_outputs names '{unknown}', which is not one of its outputs"
+        )));
     }
     Ok(())
 }

@@ -1,12 +1,12 @@
 // TypeScript types of edgeserve.js. What crosses the contract
-// (edgeserve:handler@0.1.1, wit/edgeserve.wit) is typed by ./types, which
+// (edgeserve:handler@0.1.2, wit/edgeserve.wit) is typed by ./types, which
 // jco generates from the WIT (generate-types.mjs; the tests fail when it is
 // stale): enums are the WIT's kebab-case names, lists of s64 are bigint.
 /// <reference path="./types/model-handler.d.ts" />
-import type * as wit from "edgeserve:handler/tensor@0.1.1";
-import type * as witTypes from "edgeserve:handler/types@0.1.1";
+import type * as wit from "edgeserve:handler/tensor@0.1.2";
+import type * as witTypes from "edgeserve:handler/types@0.1.2";
 
-export const CONTRACT: "edgeserve:handler@0.1.1";
+export const CONTRACT: "edgeserve:handler@0.1.2";
 
 /** `tensor.dtype` */
 export type DType = wit.Dtype;
@@ -16,6 +16,8 @@ export type BinaryOp = wit.BinaryOp;
 export type UnaryOp = wit.UnaryOp;
 /** `tensor.reduce-op` */
 export type ReduceOp = wit.ReduceOp;
+/** `tensor.compare-op` */
+export type CompareOp = wit.CompareOp;
 type TypedArray = Float32Array | Int32Array | BigInt64Array | Uint8Array;
 
 export class TensorError extends Error {
@@ -49,6 +51,13 @@ export class Tensor {
   cast(to: DType): Tensor;
   embedding(ids: Tensor): Tensor;
   topK(k: number): [Tensor, Tensor];
+  compare(op: CompareOp, other: Tensor): Tensor;
+  eq(other: Tensor): Tensor;
+  lt(other: Tensor): Tensor;
+  gt(other: Tensor): Tensor;
+  gather(indices: Tensor, axis?: number): Tensor;
+  expand(shape: number[]): Tensor;
+  clip(lo?: number, hi?: number): Tensor;
   relu(): Tensor;
   gelu(): Tensor;
   exp(): Tensor;
@@ -62,6 +71,7 @@ export class Tensor {
 }
 
 export function concat(tensors: Tensor[], axis?: number): Tensor;
+export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor;
 export function attention(q: Tensor, k: Tensor, v: Tensor, options?: { mask?: Tensor; scale?: number; causal?: boolean }): Tensor;
 
 export const model: {
@@ -100,5 +110,5 @@ export abstract class Model {
 }
 
 /** The `handler` interface the component exports. */
-export type Handler = typeof import("edgeserve:handler/handler@0.1.1");
+export type Handler = typeof import("edgeserve:handler/handler@0.1.2");
 export function exportHandler(model: new () => Model): Handler;

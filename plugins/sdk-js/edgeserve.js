@@ -1,6 +1,6 @@
 // edgeserve's JavaScript SDK: write a model handler whose math runs on host
 // kernels. One ES module; `edgeserve build` compiles it with the handler by
-// componentize-js. Its version follows the contract: edgeserve:handler@0.1.1.
+// componentize-js. Its version follows the contract: edgeserve:handler@0.1.2.
 //
 //   import { Model, spec, exportHandler } from "./sdk/edgeserve.js";
 //   class Double extends Model {
@@ -10,11 +10,11 @@
 //   }
 //   export const handler = exportHandler(Double);
 
-import * as wit from "edgeserve:handler/tensor@0.1.1";
-import * as witModel from "edgeserve:handler/model@0.1.1";
+import * as wit from "edgeserve:handler/tensor@0.1.2";
+import * as witModel from "edgeserve:handler/model@0.1.2";
 
 /** The WIT package version this SDK binds to. */
-export const CONTRACT = "edgeserve:handler@0.1.1";
+export const CONTRACT = "edgeserve:handler@0.1.2";
 
 const ARRAYS = { f32: Float32Array, i32: Int32Array, i64: BigInt64Array, u8: Uint8Array };
 
@@ -114,6 +114,17 @@ export class Tensor {
     const [values, indices] = call(wit.topK, this.handle, k);
     return [new Tensor(values), new Tensor(indices)];
   }
+  /** `this op other` (broadcasting) as a u8 mask: 1 where it holds. */
+  compare(op, other) { return wrap(wit.compare, op, this.handle, other.handle); }
+  eq(other) { return this.compare("equal", other); }
+  lt(other) { return this.compare("less", other); }
+  gt(other) { return this.compare("greater", other); }
+  /** Entries picked along `axis` by integer `indices` (negative ones count from the end). */
+  gather(indices, axis = 0) { return wrap(wit.gather, this.handle, indices.handle, axis); }
+  /** Broadcast with `shape` (NumPy rules, both ways). */
+  expand(shape) { return wrap(wit.expand, this.handle, shape); }
+  /** `min(max(this, lo), hi)`; an omitted bound does not clip. */
+  clip(lo, hi) { return wrap(wit.clip, this.handle, lo, hi); }
   relu() { return this.unary("relu"); }
   gelu() { return this.unary("gelu"); }
   exp() { return this.unary("exp"); }
@@ -130,6 +141,11 @@ export class Tensor {
 /** Tensors joined along `axis`. */
 export function concat(tensors, axis = 0) {
   return wrap(wit.concat, tensors.map((t) => t.handle), axis);
+}
+
+/** `a` where `condition` is nonzero, `b` elsewhere (the three broadcast). */
+export function where(condition, a, b) {
+  return wrap(wit.where, condition.handle, a.handle, b.handle);
 }
 
 /** Scaled dot-product attention on the host. */

@@ -1,6 +1,7 @@
 """Regenerates the ONNX fixtures of tests/tests/onnx.rs in tests/data/onnx/.
 
     python3 tests/python/onnx_fixtures.py    # needs torch, transformers, scikit-learn, skl2onnx, onnx
+    python3 tests/python/onnx_fixtures.py masks    # only the named fixtures
 
 Real exporters, small models trained (or initialised) with fixed seeds on
 data sets that ship with the packages:
@@ -19,12 +20,17 @@ data sets that ship with the packages:
 * resnet.onnx       a ResNet-18-shaped network (7x7 stem, max pool, 4 stages of 2
                     basic blocks with 1x1 downsampling, global average pool, fc),
                     narrow (8..64 channels), random weights and BatchNorm statistics;
+* masks.onnx        torch module whose masks and picks compute on request data:
+                    Gather by request indices (negative ones too), Equal, Greater,
+                    Less, Or, Expand of a reduction, Where with request data in
+                    both branches, Clip and Cast of a mask to float;
 * unsupported.onnx  a graph with two ops the handler lacks (named nodes);
 * opset99.onnx      a valid graph that claims opset 99;
 * external.onnx     a graph whose initializer lives in external.onnx.data.
 """
 
 import pathlib
+import sys
 
 import numpy as np
 import onnx
@@ -200,6 +206,38 @@ def resnet():
     export_classifier(net, torch.randn(1, 3, 32, 32), "resnet.onnx")
 
 
+class Masks(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, 6)
+
+    def forward(self, x, ids):
+        h = self.proj(x)                                        # [batch, 6]
+        picked = h[:, ids]                                      # Gather, axis 1: [batch, k]
+        mask = (ids == 0) | (picked > 0.25)                     # Equal, Greater, Or
+        top = h.amax(dim=1, keepdim=True).expand(-1, ids.shape[0])  # Expand on request data
+        y = torch.where(mask, picked, top)                      # Where, both branches request data
+        y = torch.where(picked < -0.5, torch.zeros_like(y) - 1.0, y)
+        return torch.clamp(y, -0.75, 0.9), mask.to(torch.float32)
+
+
+def masks():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6)
+    ids = torch.tensor([0, 3, 5, 1], dtype=torch.int64)
+    torch.onnx.export(
+        Masks().eval(),
+        (x, ids),
+        OUT / "masks.onnx",
+        input_names=["x", "ids"],
+        output_names=["y", "mask"],
+        dynamic_axes={"x": {0: "batch"}, "ids": {0: "k"}, "y": {0: "batch", 1: "k"},
+                      "mask": {0: "batch", 1: "k"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
 def small(nodes, opset=17, initializers=()):
     graph = helper.make_graph(
         nodes,
@@ -226,17 +264,23 @@ def bad_models():
               all_tensors_to_one_file=True, location="external.onnx.data", size_threshold=0)
 
 
-def main():
+def main(only):
     OUT.mkdir(parents=True, exist_ok=True)
     x, y = load_digits(return_X_y=True)
     x = x.astype(np.float32)
-    mlp(x, y)
-    cnn(x, y)
-    encoder()
-    bert()
-    resnet()
-    bad_models()
+    fixtures = {
+        "mlp": lambda: mlp(x, y),
+        "cnn": lambda: cnn(x, y),
+        "encoder": encoder,
+        "bert": bert,
+        "resnet": resnet,
+        "masks": masks,
+        "bad": bad_models,
+    }
+    for name, make in fixtures.items():
+        if not only or name in only:
+            make()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

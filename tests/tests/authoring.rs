@@ -290,7 +290,12 @@ fn contract_repository() -> TempDir {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("model.wasm"), wasm).unwrap();
     };
-    for fixture in ["contract-0-1-0", "contract-0-2-0", "imports-unknown"] {
+    for fixture in [
+        "contract-0-1-0",
+        "contract-0-1-1",
+        "contract-0-2-0",
+        "imports-unknown",
+    ] {
         install(fixture, &std::fs::read(plugin(fixture)).unwrap());
     }
     install("not-wasm", b"this is not WebAssembly");
@@ -309,6 +314,10 @@ async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_
     let (status, body) = infer(&server, "contract-0-1-0", &x(&[1.0, 2.0, 3.0])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(floats(&output(&body, "y")["data"]), [3.0, 5.0, 7.0]);
+    // Built against edgeserve:handler@0.1.1 (tensor and output imports).
+    let (status, body) = infer(&server, "contract-0-1-1", &x(&[1.0, 2.0, 3.0])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&output(&body, "y")["data"]), [3.0, 6.0, 9.0]);
 
     let log = server.log().join("\n");
     let refusal = |model: &str| {

@@ -269,6 +269,58 @@ async fn imported_exports_agree_with_onnxruntime() {
     server.stop().await;
 }
 
+/// Masks and picks computed from request data run on the host's `compare`,
+/// `where`, `gather`, `expand` and `clip` on `device`: Gather by request
+/// indices (negative ones count from the end), Equal/Greater/Less, Or,
+/// Expand of a reduction, Where with request data in both branches, Clip,
+/// and a mask cast to float. An index out of range is a 400 naming the node.
+async fn request_masks_agree_on(device: DeviceChoice) {
+    let repo = model_repository(&[]);
+    import_ok(&repo, "masks.onnx", "masks");
+    let server = serve_on(repo, device).await;
+    for (batch, ids, seed) in [
+        (2, vec![0i64, 3, 5, 1], 20),
+        (3, vec![-1, 0, 2, -6, 4, 0], 21),
+        (1, vec![5], 22),
+    ] {
+        let x: Vec<f64> = values(batch * 6, 4.0, seed)
+            .iter()
+            .map(|v| v - 2.0)
+            .collect();
+        let inputs = json!([
+            {"name": "x", "datatype": "FP32", "shape": [batch, 6], "data": x},
+            {"name": "ids", "datatype": "INT64", "shape": [ids.len()], "data": ids},
+        ]);
+        assert_agrees(&server, "masks", "masks.onnx", inputs).await;
+    }
+    let (status, body) = server
+        .post(
+            "/v2/models/masks/infer",
+            &json!({"inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [1, 6], "data": values(6, 1.0, 23)},
+                {"name": "ids", "datatype": "INT64", "shape": [2], "data": [1, 6]},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = error_text(&body);
+    assert!(
+        message.contains("(Gather)") && message.contains("index 6 is out of range"),
+        "{message}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_data_masks_agree_with_onnxruntime_on_the_cpu() {
+    request_masks_agree_on(DeviceChoice::Cpu).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_data_masks_agree_with_onnxruntime_on_the_gpu() {
+    request_masks_agree_on(DeviceChoice::Gpu).await;
+}
+
 #[test]
 fn batch_norm_is_folded_into_the_conv_at_import() {
     let repo = model_repository(&[]);

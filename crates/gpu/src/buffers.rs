@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use edgeserve_tensor::{DType, HostBuffer, Result, Storage, Tensor, TensorError};
+use edgeserve_tensor::{DType, HostBuffer, Result, Storage, Tensor, TensorError, deadline};
 use wgpu::util::DeviceExt;
 
 use crate::{GpuBackend, lock};
@@ -366,13 +367,18 @@ impl GpuBackend {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
+        // No longer than the request's deadline: work already submitted
+        // runs to its end on the device, but the request stops waiting.
+        let until = deadline::current();
+        let passed = || until.is_some_and(|d| Instant::now() >= d);
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: None,
-                timeout: None,
+                timeout: until.map(|d| d.saturating_duration_since(Instant::now())),
             })
             .map_err(|e| match self.alive(op) {
                 Err(lost) => lost,
+                Ok(()) if passed() => deadline::exceeded(op),
                 Ok(()) => TensorError::Unsupported(format!("{op}: waiting for the device: {e}")),
             })?;
         self.alive(op)?;
@@ -392,6 +398,9 @@ impl GpuBackend {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     self.alive(op)?;
+                    if passed() {
+                        return Err(deadline::exceeded(op));
+                    }
                     let _ = self.device.poll(wgpu::PollType::Poll);
                 }
             }

@@ -29,6 +29,8 @@ pub(crate) fn unary_code(op: UnaryOp) -> u32 {
 
 /// `unary.wgsl`'s code for affine, past the unary ops.
 const AFFINE: u32 = 13;
+/// `unary.wgsl`'s code for clip.
+const CLIP: u32 = 14;
 
 /// Fills the words of the result with the element's bytes, repeated.
 pub(crate) fn full(g: &GpuBackend, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {
@@ -101,6 +103,12 @@ pub(crate) fn unary(g: &GpuBackend, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 
 pub(crate) fn affine(g: &GpuBackend, x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
     map_f32(g, "affine", AFFINE, x, factor, offset)
+}
+
+pub(crate) fn clip(g: &GpuBackend, x: &Tensor, bounds: shape::ClipBounds) -> Result<Tensor> {
+    let lo = bounds.lo.map_or(f32::NEG_INFINITY, |v| v as f32);
+    let hi = bounds.hi.map_or(f32::INFINITY, |v| v as f32);
+    map_f32(g, "clip", CLIP, x, lo, hi)
 }
 
 /// `unary.wgsl` with op `code` over f32 `x`.

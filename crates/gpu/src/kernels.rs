@@ -55,6 +55,9 @@ pub(crate) fn source(kernel: &str) -> String {
             | "attn_softmax"
             | "layer_norm"
             | "top_k"
+            | "compare"
+            | "where"
+            | "gather"
     );
     [header, COMMON]
         .into_iter()

@@ -1,9 +1,9 @@
-//! Layout kernels: embedding, reshape, transpose, slice, concat, all moving
-//! 32-bit words (8-byte elements as two).
+//! Layout kernels: embedding, gather, expand, reshape, transpose, slice,
+//! concat, all moving 32-bit words (8-byte elements as two).
 
 use std::sync::Arc;
 
-use edgeserve_tensor::shape;
+use edgeserve_tensor::shape::{self, GatherPlan};
 use edgeserve_tensor::{DType, Result, Tensor};
 
 use crate::buffers::words_per_elem;
@@ -58,6 +58,71 @@ pub(crate) fn embedding(
         &[&p, ib.buffer(), tb.buffer(), out.buffer()],
         grid_threads("embedding", total)?,
     )?;
+    Ok(t)
+}
+
+/// One thread per output word. Indices are checked before the kernel runs:
+/// uploaded ones from their host copy, ones computed on the device after
+/// reading them back (which waits for the work recorded so far), so an index
+/// out of range is an error on this backend as on the CPU.
+pub(crate) fn gather(
+    g: &GpuBackend,
+    x: &Tensor,
+    indices: &Tensor,
+    plan: &GatherPlan,
+) -> Result<Tensor> {
+    let words = words_per_elem("gather", x.dtype())?;
+    let ib = g.buf("gather", indices)?;
+    let host;
+    let checked = match ib.uploaded() {
+        Some(h) => h,
+        None => {
+            host = crate::buffers::to_host(g, indices)?;
+            host.host().expect("read back to the host")
+        }
+    };
+    let dim = plan.dim as i64;
+    let out_of_range = |i: i64| i < -dim || i >= dim;
+    let bad = match indices.dtype() {
+        DType::I32 => checked
+            .as_slice::<i32>()
+            .iter()
+            .map(|&i| i64::from(i))
+            .find(|&i| out_of_range(i)),
+        _ => checked
+            .as_slice::<i64>()
+            .iter()
+            .copied()
+            .find(|&i| out_of_range(i)),
+    };
+    if let Some(i) = bad {
+        return Err(shape::index_out_of_range(i, plan.dim));
+    }
+    let xb = g.buf("gather", x)?;
+    let (t, out) = g.output("gather", x.dtype(), &plan.out_shape)?;
+    let total = shape::numel(&plan.out_shape) * words;
+    if total == 0 {
+        return Ok(t);
+    }
+    let per_index = if indices.dtype() == DType::I64 { 2 } else { 1 };
+    let p = g.params(&words_of(
+        "gather",
+        &[total, plan.inner * words, plan.count, plan.dim, per_index],
+    )?);
+    g.dispatch(
+        "gather",
+        &[],
+        &[&p, ib.buffer(), xb.buffer(), out.buffer()],
+        grid_threads("gather", total)?,
+    )?;
+    Ok(t)
+}
+
+/// A strided copy whose strides are 0 along every broadcast axis.
+pub(crate) fn expand(g: &GpuBackend, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+    let in_strides = shape::broadcast_strides(x.shape(), out_shape);
+    let (t, copy) = Strided::new(g, "expand", x.dtype(), out_shape)?;
+    copy.run(g, x, out_shape, &in_strides, (0, 0))?;
     Ok(t)
 }
 

@@ -27,8 +27,9 @@
 //! [`TensorError::DeviceLost`] instead of touching the device.
 //!
 //! Arithmetic is f32. Layout operations (reshape, transpose, slice, concat,
-//! embedding, full) also move i32 and i64 tensors, and top-k ranks f32, f16,
-//! i32 and i64. f16 matmul and linear read and write f16 directly where the
+//! embedding, gather, expand, where, full) also move i32 and i64 tensors,
+//! `compare` also compares i32 and i64 (into u8 masks, which `where` takes
+//! as conditions like any dtype), and top-k ranks f32, f16, i32 and i64. f16 matmul and linear read and write f16 directly where the
 //! device has `shader-f16` (requested whenever the adapter offers it),
 //! accumulating in f32 and rounding once; elsewhere they widen to f32 and
 //! round the result. Casts convert between f16 and f32; other dtypes are
@@ -52,13 +53,16 @@ mod kernels;
 mod layout;
 mod matmul;
 mod reduce;
+mod select;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use edgeserve_tensor::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
+use edgeserve_tensor::shape::{
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+};
 use edgeserve_tensor::{
-    AttentionInputs, Backend, BackendInfo, BinaryOp, DType, NormParams, ReduceOp, Result, Tensor,
-    TensorError, UnaryOp, WeightedInputs,
+    AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
+    Result, Tensor, TensorError, UnaryOp, WeightedInputs,
 };
 
 pub use buffers::{GpuBuffer, POOL_CAP};
@@ -106,6 +110,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Backend for GpuBackend {
     fn info(&self) -> BackendInfo {
         self.info.clone()
+    }
+
+    fn lost(&self) -> Option<String> {
+        GpuBackend::lost(self)
     }
 
     fn from_host(&self, tensor: &Tensor) -> Result<Tensor> {
@@ -186,5 +194,31 @@ impl Backend for GpuBackend {
 
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {
         reduce::top_k(self, x, k, out_shape)
+    }
+
+    fn compare(
+        &self,
+        op: CompareOp,
+        a: &Tensor,
+        b: &Tensor,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        select::compare(self, op, a, b, out_shape)
+    }
+
+    fn select(&self, cond: &Tensor, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        select::select(self, cond, a, b, out_shape)
+    }
+
+    fn gather(&self, x: &Tensor, indices: &Tensor, plan: &GatherPlan) -> Result<Tensor> {
+        layout::gather(self, x, indices, plan)
+    }
+
+    fn expand(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        layout::expand(self, x, out_shape)
+    }
+
+    fn clip(&self, x: &Tensor, bounds: ClipBounds) -> Result<Tensor> {
+        elementwise::clip(self, x, bounds)
     }
 }

@@ -30,25 +30,25 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ),
     (
         "Cast",
-        "to FLOAT, FLOAT16, INT32, INT64, UINT8 (BOOL in shape arithmetic)",
+        "to FLOAT, FLOAT16, INT32, INT64, UINT8, BOOL (booleans held as 0/1 on the host)",
     ),
-    ("Clip", "min/max constant"),
+    ("Clip", ""),
     ("Concat", ""),
     ("Constant", "folded at import"),
     ("ConstantOfShape", "shape arithmetic"),
     ("Conv", "2-D, explicit symmetric pads"),
     ("Div", ""),
     ("Dropout", "inference: identity"),
-    ("Equal", "shape arithmetic"),
-    ("Greater", "shape arithmetic"),
-    ("GreaterOrEqual", "shape arithmetic"),
+    ("Equal", "booleans held as 0/1 on the host"),
+    ("Greater", "booleans held as 0/1 on the host"),
+    ("GreaterOrEqual", "booleans held as 0/1 on the host"),
     ("Erf", ""),
     ("Exp", ""),
     ("Expand", "target shape known at run time"),
     ("Flatten", ""),
     (
         "Gather",
-        "any axis; indices in range (negative only when constant)",
+        "indices in range (an index out of range fails the request)",
     ),
     ("Gelu", "approximate none or tanh"),
     ("Gemm", "transA=0"),
@@ -57,8 +57,8 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Identity", ""),
     ("LayerNormalization", "over the last axis"),
     ("LeakyRelu", ""),
-    ("Less", "shape arithmetic"),
-    ("LessOrEqual", "shape arithmetic"),
+    ("Less", "booleans held as 0/1 on the host"),
+    ("LessOrEqual", "booleans held as 0/1 on the host"),
     ("Log", ""),
     ("LogSoftmax", ""),
     ("MatMul", ""),
@@ -92,10 +92,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("TopK", "last axis, largest=1, sorted=1"),
     ("Transpose", ""),
     ("Unsqueeze", ""),
-    (
-        "Where",
-        "on request data: both branches finite constants (a mask select)",
-    ),
+    ("Where", ""),
     (
         "ai.onnx.ml.ArrayFeatureExtractor",
         "constant data (class labels)",
@@ -108,15 +105,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
 
 /// Ops that only run on small values the handler computes itself (shape
 /// arithmetic), because the host has no kernel for them yet.
-const SMALL_ONLY: &[&str] = &[
-    "Equal",
-    "Greater",
-    "GreaterOrEqual",
-    "Less",
-    "LessOrEqual",
-    "Mod",
-    "Range",
-];
+const SMALL_ONLY: &[&str] = &["Mod", "Range"];
 
 /// Ops that compute on small values in the handler when every input is
 /// small, and otherwise run on the host.
@@ -351,20 +340,6 @@ fn check(node: &Node, graph: &Graph, small: &BTreeSet<String>) -> Result<(), Str
             Some(other) => Err(format!("approximate={other} is not supported")),
         },
         "Gemm" => attr_is("transA", 0),
-        // On the host a boolean is a 0/1 float, so a select is
-        // `c·a + (1−c)·b`: exact only for finite branches.
-        "Where" if (0..3).any(|i| from_request(i).is_some()) => {
-            let finite = |i: usize| {
-                node.input(i)
-                    .and_then(|name| graph.constants.get(name))
-                    .is_some_and(|c| c.data.iter().all(|v| v.is_finite()))
-            };
-            if finite(1) && finite(2) {
-                Ok(())
-            } else {
-                Err("on request data, both branches must be finite constants".into())
-            }
-        }
         "LayerNormalization" | "Dropout" if node.outputs.iter().skip(1).any(|o| !o.is_empty()) => {
             Err("only the first output is supported".into())
         }
@@ -455,7 +430,7 @@ mod tests {
             node("r", "Relu", &["x"], "y"),
         ]);
         assert_eq!(unsupported(&ok), []);
-        let bad = graph(vec![node("e", "Equal", &["x", "x"], "y")]);
+        let bad = graph(vec![node("m", "Mod", &["x", "x"], "y")]);
         assert!(
             unsupported(&bad)[0].reason.contains("request data"),
             "{:?}",
@@ -464,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn a_select_on_request_data_needs_finite_constant_branches() {
+    fn masks_and_selects_run_on_request_data() {
         let scalar = |v: f64| Constant {
             dtype: DType::F32,
             shape: vec![],
@@ -484,13 +459,17 @@ mod tests {
             !bool_values(&g).contains("y"),
             "a select of floats is a float"
         );
+        // An infinite branch (a BERT mask's -inf) and request data in
+        // both branches are a plain select on the host.
         g.constants.insert("low".into(), scalar(f64::NEG_INFINITY));
-        let problems = unsupported(&g);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].reason.contains("finite constants"),
-            "{problems:?}"
-        );
+        assert_eq!(unsupported(&g), []);
+        let mut g = graph(vec![
+            node("eq", "Equal", &["x", "x"], "mask"),
+            node("w", "Where", &["mask", "x", "x"], "y"),
+        ]);
+        g.nodes.push(node("g", "Greater", &["y", "x"], "z"));
+        assert_eq!(unsupported(&g), []);
+        assert!(bool_values(&g).contains("mask") && bool_values(&g).contains("z"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! on them.
 
 pub mod cpu;
+pub mod deadline;
 mod host;
 mod ops;
 pub mod shape;
@@ -128,6 +129,10 @@ pub enum TensorError {
     /// later operation on it fails the same way.
     #[error("device lost: {0}")]
     DeviceLost(String),
+    /// The request's deadline passed before the operation finished, or
+    /// before it started ([`deadline`]).
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
 }
 
 /// Result of a tensor operation.
@@ -175,10 +180,12 @@ impl Tensor {
     pub fn from_host(dtype: DType, shape: &[usize], buffer: HostBuffer) -> Result<Tensor> {
         // Checked, so that a shape whose size wraps around cannot pass for a
         // small buffer.
+        // Addressable even when empty, so that kernels splitting it along an
+        // axis never overflow a count either.
         let expected = shape::checked_numel(shape).and_then(|n| n.checked_mul(dtype.size()));
-        let Some(expected) = expected else {
+        let Some(expected) = expected.filter(|_| shape::addressable(shape, dtype)) else {
             return Err(TensorError::Shape(format!(
-                "{dtype}{shape:?} has more elements than memory can hold"
+                "{dtype}{shape:?}: its dimensions multiply past what memory can hold"
             )));
         };
         if buffer.len() != expected {
@@ -316,6 +323,23 @@ pub enum PoolKind {
     Avg,
 }
 
+/// Elementwise comparisons; the result is a u8 mask (1 where it holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    /// a == b
+    Equal,
+    /// a != b
+    NotEqual,
+    /// a < b
+    Less,
+    /// a <= b
+    LessEqual,
+    /// a > b
+    Greater,
+    /// a >= b
+    GreaterEqual,
+}
+
 // Error messages name operations the way the contract spells them, so a
 // plugin author can match a message to the call that produced it.
 macro_rules! contract_names {
@@ -354,6 +378,10 @@ contract_names!(ReduceOp {
     ArgMax => "argmax", ArgMin => "argmin",
 });
 contract_names!(PoolKind { Max => "max", Avg => "avg" });
+contract_names!(CompareOp {
+    Equal => "equal", NotEqual => "not-equal", Less => "less",
+    LessEqual => "less-equal", Greater => "greater", GreaterEqual => "greater-equal",
+});
 
 /// Geometry of a 2-D convolution; pairs are (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -495,6 +523,27 @@ pub trait Backend: Send + Sync {
     /// The `k` largest entries along the last axis into `out_shape`:
     /// (values, i64 indices).
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)>;
+    /// Broadcasting comparison into a u8 mask of `out_shape`.
+    fn compare(&self, op: CompareOp, a: &Tensor, b: &Tensor, out_shape: &[usize])
+    -> Result<Tensor>;
+    /// The contract's `where`: `a` where `cond` is nonzero, else `b`,
+    /// broadcast into `out_shape`.
+    fn select(&self, cond: &Tensor, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+    /// Entries of `x` picked along the plan's axis by `indices`; indices
+    /// are checked here, since only the data tells
+    /// ([`shape::index_out_of_range`]).
+    fn gather(&self, x: &Tensor, indices: &Tensor, plan: &shape::GatherPlan) -> Result<Tensor>;
+    /// `x` broadcast into `out_shape`.
+    fn expand(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
+    /// `min(max(x, lo), hi)` with the bounds already in range of `x`'s dtype.
+    fn clip(&self, x: &Tensor, bounds: shape::ClipBounds) -> Result<Tensor>;
+
+    /// Why the device is gone (driver reset, device removed), or `None`
+    /// while it works; once gone, every operation fails with
+    /// [`TensorError::DeviceLost`]. Host memory is never lost.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 
     /// The contract's operations on this backend, without caps.
     fn ops(&self) -> Ops<'_>

@@ -7,10 +7,11 @@
 //! plan. Backends never validate or re-derive shapes, and every error names
 //! the operation it came from.
 
+use crate::deadline;
 use crate::shape::{self, normalize_axis};
 use crate::{
-    Attention, AttentionInputs, Backend, BinaryOp, Conv2d, DType, NormParams, Pool2d, ReduceOp,
-    Result, Tensor, TensorError, UnaryOp, WeightedInputs,
+    Attention, AttentionInputs, Backend, BinaryOp, CompareOp, Conv2d, DType, NormParams, Pool2d,
+    ReduceOp, Result, Tensor, TensorError, UnaryOp, WeightedInputs,
 };
 
 /// Caps on what the results of operations may hold, consulted before a
@@ -74,15 +75,17 @@ impl<'a> Ops<'a> {
         self.backend
     }
 
-    /// Reserves a result of `dtype` and `elements`, then runs `kernel`.
+    /// Reserves a result of `dtype` and `elements`, then runs `kernel`
+    /// under the request's [`deadline`], if it has not passed yet.
     fn run<T>(
         &self,
         op: &str,
         (dtype, elements): (DType, usize),
         kernel: impl FnOnce(&'a dyn Backend) -> Result<T>,
     ) -> Result<T> {
+        deadline::check(op)?;
         self.budget.reserve(elements.saturating_mul(dtype.size()))?;
-        kernel(self.backend).map_err(named(op))
+        deadline::run(op, || kernel(self.backend)).map_err(named(op))
     }
 
     /// A tensor of `dtype` and `shape` from little-endian element bytes,
@@ -100,7 +103,8 @@ impl<'a> Ops<'a> {
 
     /// Brings a tensor's elements to the host, completing pending work.
     pub fn to_host(&self, tensor: &Tensor) -> Result<Tensor> {
-        self.backend.to_host(tensor).map_err(named("to-host"))
+        deadline::check("to-host")?;
+        deadline::run("to-host", || self.backend.to_host(tensor)).map_err(named("to-host"))
     }
 
     /// A tensor with every element equal to `value`.
@@ -292,5 +296,45 @@ impl<'a> Ops<'a> {
         // Values of x's dtype and i64 indices, counted as bytes.
         let bytes = shape::numel(&out).saturating_mul(x.dtype().size() + DType::I64.size());
         self.run("top-k", (DType::U8, bytes), |b| b.top_k(x, k, &out))
+    }
+
+    /// Broadcasting comparison into a u8 mask, see the contract's `compare`.
+    pub fn compare(&self, op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let out = shape::compare(op, a, b)?;
+        self.run(op.name(), (DType::U8, shape::numel(&out)), |k| {
+            k.compare(op, a, b, &out)
+        })
+    }
+
+    /// `a` where `condition` is nonzero, else `b` (the contract's `where`).
+    pub fn select(&self, condition: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let out = shape::select(condition, a, b)?;
+        self.run("where", (a.dtype(), shape::numel(&out)), |k| {
+            k.select(condition, a, b, &out)
+        })
+    }
+
+    /// Entries of `x` picked along `axis` (negative counts from the end).
+    pub fn gather(&self, x: &Tensor, indices: &Tensor, axis: i32) -> Result<Tensor> {
+        let axis = axis_of("gather", axis, x.shape().len())?;
+        let plan = shape::gather(x, indices, axis)?;
+        self.run("gather", (x.dtype(), shape::numel(&plan.out_shape)), |k| {
+            k.gather(x, indices, &plan)
+        })
+    }
+
+    /// `x` broadcast with `shape`.
+    pub fn expand(&self, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
+        let out = shape::expand(x, shape)?;
+        self.run("expand", (x.dtype(), shape::numel(&out)), |k| {
+            k.expand(x, &out)
+        })
+    }
+
+    /// `min(max(x, lo), hi)` elementwise; an absent bound does not clip.
+    pub fn clip(&self, x: &Tensor, lo: Option<f64>, hi: Option<f64>) -> Result<Tensor> {
+        let bounds = shape::ClipBounds { lo, hi };
+        shape::clip(x, bounds)?;
+        self.run("clip", (x.dtype(), x.numel()), |k| k.clip(x, bounds))
     }
 }

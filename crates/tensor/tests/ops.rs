@@ -10,10 +10,13 @@
 use std::sync::Mutex;
 
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
+use edgeserve_tensor::shape::{
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+};
 use edgeserve_tensor::{
-    Attention, AttentionInputs, Backend, BackendInfo, BinaryOp, Budget, Conv2d, DType, NormParams,
-    Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor, TensorError, UnaryOp, WeightedInputs,
+    Attention, AttentionInputs, Backend, BackendInfo, BinaryOp, Budget, CompareOp, Conv2d, DType,
+    NormParams, Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor, TensorError, UnaryOp,
+    WeightedInputs,
 };
 
 /// What happened, in order.
@@ -132,6 +135,11 @@ impl Backend for Probe<'_> {
         pool2d(&Tensor, &Pool2dPlan) -> Tensor;
         attention(AttentionInputs<'_>, &AttentionPlan) -> Tensor;
         top_k(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
+        compare(CompareOp, &Tensor, &Tensor, &[usize]) -> Tensor;
+        select(&Tensor, &Tensor, &Tensor, &[usize]) -> Tensor;
+        gather(&Tensor, &Tensor, &GatherPlan) -> Tensor;
+        expand(&Tensor, &[usize]) -> Tensor;
+        clip(&Tensor, ClipBounds) -> Tensor;
     }
 }
 
@@ -300,6 +308,26 @@ fn cases() -> Vec<Case> {
         },
         // [2, 2] f32 values and [2, 2] i64 indices.
         case("top-k", "top_k", 16 + 32, |o| o.top_k(&f32s(&[2, 5]), 2)),
+        // [2, 3] u8.
+        case("less", "compare", 6, |o| {
+            o.compare(CompareOp::Less, &f32s(&[2, 3]), &f32s(&[3]))
+        }),
+        // [2, 3] f32.
+        case("where", "select", 24, |o| {
+            o.select(&zeros(DType::U8, &[2, 1]), &f32s(&[2, 3]), &f32s(&[3]))
+        }),
+        // [4, 2] f32.
+        case("gather", "gather", 32, |o| {
+            o.gather(&f32s(&[4, 3]), &zeros(DType::I64, &[2]), 1)
+        }),
+        // [4, 3] f32.
+        case("expand", "expand", 48, |o| {
+            o.expand(&f32s(&[1, 3]), &[4, 3])
+        }),
+        // [2, 3] f32.
+        case("clip", "clip", 24, |o| {
+            o.clip(&f32s(&[2, 3]), Some(0.0), None)
+        }),
     ]
 }
 

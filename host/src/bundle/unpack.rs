@@ -1,16 +1,85 @@
 //! Unpacking a downloaded bundle and placing its model folder into the
 //! repository: the file-system half of [`super::BundleStore`].
 
+use std::cell::Cell;
 use std::io::Read;
 use std::path::{Component, Path};
+use std::rc::Rc;
 
 use super::{BundleError, MARKER_FILE, Sha256Hex};
 
 /// Unpacks a tar (gzipped or not) into `dest`, refusing links, absolute
 /// paths, `..`, more than one top-level folder and more than `max_bytes` of
 /// content. Returns the model folder's name.
-pub(super) fn unpack(
+pub(crate) fn unpack(
     mut archive: std::fs::File,
+    dest: &Path,
+    url: &str,
+    max_bytes: u64,
+) -> Result<String, BundleError> {
+    let mut magic = [0u8; 2];
+    let gzipped = archive.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    std::io::Seek::rewind(&mut archive).map_err(|source| BundleError::Io {
+        path: dest.to_owned(),
+        source,
+    })?;
+    let reader: Box<dyn Read> = if gzipped {
+        Box::new(flate2::read::GzDecoder::new(archive))
+    } else {
+        Box::new(archive)
+    };
+    let allowance = Rc::new(Cell::new(FRAMING_LIMIT));
+    let stream = Metered {
+        inner: reader,
+        left: allowance.clone(),
+    };
+    let result = unpack_entries(stream, &allowance, dest, url, max_bytes);
+    if result.is_err() && allowance.get() == 0 {
+        return Err(BundleError::Archive {
+            url: url.to_owned(),
+            message: format!(
+                "its tar headers, names and padding exceed {} MiB",
+                FRAMING_LIMIT >> 20
+            ),
+        });
+    }
+    result
+}
+
+/// How many bytes of an unpacked bundle may be tar's own (headers, long
+/// names, pax records, padding) rather than file contents. The tar crate
+/// reads a long name or pax record whole into memory at the size its
+/// header claims, so without this a small gzipped header could expand to
+/// gigabytes in memory.
+const FRAMING_LIMIT: u64 = 16 << 20;
+
+/// Reads at most `left` bytes from `inner`; the unpacker raises `left` by
+/// each file's size before copying it, so what remains bounds the framing.
+struct Metered<R> {
+    inner: R,
+    left: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 && !buf.is_empty() {
+            return Err(std::io::Error::other(
+                "the archive's framing exceeds its allowance",
+            ));
+        }
+        let room = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
+}
+
+/// Unpacks the entries of the tar `stream` into `dest` (see [`unpack`]),
+/// raising `allowance` by each file's contents as it copies them.
+fn unpack_entries(
+    stream: impl Read,
+    allowance: &Cell<u64>,
     dest: &Path,
     url: &str,
     max_bytes: u64,
@@ -23,15 +92,7 @@ pub(super) fn unpack(
         let path = path.to_owned();
         move |source| BundleError::Io { path, source }
     };
-    let mut magic = [0u8; 2];
-    let gzipped = archive.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    std::io::Seek::rewind(&mut archive).map_err(io(dest))?;
-    let reader: Box<dyn Read> = if gzipped {
-        Box::new(flate2::read::GzDecoder::new(archive))
-    } else {
-        Box::new(archive)
-    };
-    let mut tar = tar::Archive::new(reader);
+    let mut tar = tar::Archive::new(stream);
     let mut model: Option<String> = None;
     let mut total = 0u64;
     let entries = tar
@@ -99,7 +160,10 @@ pub(super) fn unpack(
             // Counts what is really written, whatever the header claims, so
             // a decompression bomb stops at the limit.
             let budget = max_bytes.saturating_sub(total);
-            let written = std::io::copy(&mut (&mut entry).take(budget + 1), &mut out)
+            // The contents and the padding after them are not framing.
+            let contents = entry.size().min(budget.saturating_add(1)) + 512;
+            allowance.set(allowance.get().saturating_add(contents));
+            let written = std::io::copy(&mut (&mut entry).take(budget.saturating_add(1)), &mut out)
                 .map_err(|e| bad(format!("cannot unpack '{shown}': {e}")))?;
             total += written;
             if total > max_bytes {
@@ -240,5 +304,27 @@ mod tests {
         assert!(err.contains("more than one top-level folder"), "{err}");
         let (_, result) = unpack_bytes(&tar_of(&[("m/1/model.wasm", &[0; 100])]), 10);
         assert!(matches!(result, Err(BundleError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_long_name_that_expands_past_the_framing_limit_is_refused_unread() {
+        // A GNU long-name record claiming 64 MiB, gzipped to 64 KiB: tar
+        // would read it whole into memory.
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(64 << 20);
+        header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        header.set_cksum();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, header.as_bytes()).unwrap();
+        for _ in 0..64 {
+            std::io::Write::write_all(&mut gz, &[b'a'; 1 << 20]).unwrap();
+        }
+        let (_, result) = unpack_bytes(&gz.finish().unwrap(), 1 << 30);
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("tar headers, names and padding exceed 16 MiB"),
+            "{err}"
+        );
     }
 }

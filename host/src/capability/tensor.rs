@@ -199,6 +199,31 @@ impl wit::Host for InstanceState {
         self.op(|ops| ops.attention(&q, &k, &v, mask.as_ref(), params))
     }
 
+    fn compare(&mut self, op: wit::CompareOp, a: Handle, b: Handle) -> OpResult {
+        let (a, b) = (self.get(&a)?, self.get(&b)?);
+        self.op(|ops| ops.compare(op.into(), &a, &b))
+    }
+
+    fn where_(&mut self, condition: Handle, a: Handle, b: Handle) -> OpResult {
+        let (c, a, b) = (self.get(&condition)?, self.get(&a)?, self.get(&b)?);
+        self.op(|ops| ops.select(&c, &a, &b))
+    }
+
+    fn gather(&mut self, x: Handle, indices: Handle, axis: i32) -> OpResult {
+        let (x, indices) = (self.get(&x)?, self.get(&indices)?);
+        self.op(|ops| ops.gather(&x, &indices, axis))
+    }
+
+    fn expand(&mut self, x: Handle, shape: Vec<u32>) -> OpResult {
+        let (x, shape) = (self.get(&x)?, dims(&shape));
+        self.op(|ops| ops.expand(&x, &shape))
+    }
+
+    fn clip(&mut self, x: Handle, lo: Option<f64>, hi: Option<f64>) -> OpResult {
+        let x = self.get(&x)?;
+        self.op(|ops| ops.clip(&x, lo, hi))
+    }
+
     fn top_k(&mut self, x: Handle, k: u32) -> Result<(Handle, Handle), HostError> {
         let x = self.get(&x)?;
         let (values, indices) = self.ops().top_k(&x, k as usize)?;

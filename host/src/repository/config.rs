@@ -40,6 +40,74 @@ pub struct ModelConfig {
     /// How `/v1/chat/completions` turns messages into a prompt for a
     /// text-generation model: `plain` (the default) or `chatml`.
     pub chat_template: Option<String>,
+    /// Dynamic batching (`[batching]`); absent: every request runs alone.
+    pub batching: Option<BatchingConfig>,
+}
+
+/// Dynamic batching, the `[batching]` table. Its presence is the handler
+/// author's word that every input and output has the batch along axis 0:
+/// queued requests that agree on their inputs' datatypes and dims after
+/// axis 0, their parameters and their requested outputs run as one
+/// handler call on their inputs stacked along axis 0, and each gets its
+/// own rows of every output back.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Most rows (axis 0, summed over the requests) in one handler call;
+    /// 1 turns batching off.
+    pub max_batch_size: usize,
+    /// How long a batch's first request waits for others to join it, in
+    /// microseconds, when an instance is free (requests that queue for a
+    /// busy instance join meanwhile anyway). Added to `queue_timeout_ms`.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes (rows) the handler runs best at: a batch that reaches
+    /// one is run without waiting out the delay.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Outputs whose dims after axis 0 depend on the whole batch (padded to
+    /// its longest member, as token ids are): a request that wants one of
+    /// them, or all outputs, runs alone, so that its answer is the one it
+    /// would have had alone.
+    #[serde(default)]
+    pub padded_outputs: Vec<String>,
+}
+
+impl BatchingConfig {
+    /// Whether requests are batched at all.
+    pub fn enabled(&self) -> bool {
+        self.max_batch_size > 1
+    }
+
+    /// The longest a batch waits for more requests.
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_micros(self.max_queue_delay_us)
+    }
+
+    fn validate(&self, queue_timeout_ms: u64) -> Result<(), String> {
+        if self.max_batch_size == 0 {
+            return Err(
+                "[batching] max_batch_size must be at least 1 (1 turns batching off)".into(),
+            );
+        }
+        if let Some(size) = self
+            .preferred_batch_sizes
+            .iter()
+            .find(|&&size| size == 0 || size > self.max_batch_size)
+        {
+            return Err(format!(
+                "[batching] preferred_batch_sizes holds {size}, outside 1..={} (max_batch_size)",
+                self.max_batch_size
+            ));
+        }
+        if self.max_queue_delay_us > queue_timeout_ms.saturating_mul(1000) {
+            return Err(format!(
+                "[batching] max_queue_delay_us ({} µs) is longer than queue_timeout_ms ({queue_timeout_ms} ms)",
+                self.max_queue_delay_us
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ModelConfig {
@@ -56,6 +124,7 @@ impl Default for ModelConfig {
             parameters: BTreeMap::new(),
             task: None,
             chat_template: None,
+            batching: None,
         }
     }
 }
@@ -95,6 +164,22 @@ impl ModelConfig {
         }
         if self.memory_limit_mib == 0 {
             return Err("memory_limit_mib must be at least 1".into());
+        }
+        // Both are used in bytes; a count whose bytes overflow a usize would
+        // wrap around to a small or zero limit (found by fuzzing).
+        let most = (usize::MAX >> 20) as u64;
+        for (key, mib) in [
+            ("memory_limit_mib", self.memory_limit_mib),
+            ("max_tensor_mib", self.max_tensor_mib),
+        ] {
+            if mib > most {
+                return Err(format!(
+                    "{key} is {mib}, more than the {most} MiB a usize can count in bytes"
+                ));
+            }
+        }
+        if let Some(batching) = &self.batching {
+            batching.validate(self.queue_timeout_ms)?;
         }
         Ok(())
     }
@@ -143,13 +228,55 @@ mod tests {
     }
 
     #[test]
-    fn zero_instances_is_refused() {
+    fn batching_is_read_and_checked() {
+        let config: ModelConfig = toml::from_str(
+            "[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 500\n\
+             preferred_batch_sizes = [4, 8]\npadded_outputs = [\"ids\"]\n",
+        )
+        .unwrap();
+        let batching = config.batching.as_ref().unwrap();
+        assert!(batching.enabled());
+        assert_eq!(batching.max_queue_delay(), Duration::from_micros(500));
+        assert_eq!(batching.preferred_batch_sizes, [4, 8]);
+        assert_eq!(batching.padded_outputs, ["ids"]);
+        config.validate().unwrap();
+        let off: ModelConfig = toml::from_str("[batching]\nmax_batch_size = 1").unwrap();
+        assert!(!off.batching.unwrap().enabled());
+        let missing = toml::from_str::<ModelConfig>("[batching]\nmax_queue_delay_us = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("max_batch_size"), "{missing}");
+        for (text, complaint) in [
+            (
+                "[batching]\nmax_batch_size = 0",
+                "max_batch_size must be at least 1",
+            ),
+            (
+                "[batching]\nmax_batch_size = 4\npreferred_batch_sizes = [2, 5]",
+                "preferred_batch_sizes holds 5, outside 1..=4",
+            ),
+            (
+                "queue_timeout_ms = 2\n[batching]\nmax_batch_size = 4\nmax_queue_delay_us = 2001",
+                "max_queue_delay_us (2001 µs) is longer than queue_timeout_ms (2 ms)",
+            ),
+        ] {
+            let config: ModelConfig = toml::from_str(text).unwrap();
+            let err = config.validate().unwrap_err();
+            assert!(err.contains(complaint), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn zero_instances_and_unaddressable_limits_are_refused() {
         let dir = std::env::temp_dir().join(format!("edgeserve-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.toml");
         std::fs::write(&path, "instances = 0").unwrap();
         let err = ModelConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("instances must be at least 1"), "{err}");
+        std::fs::write(&path, "memory_limit_mib = 17592186044416").unwrap();
+        let err = ModelConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("memory_limit_mib is 17592186044416"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -16,7 +16,7 @@ mod weights;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use config::ModelConfig;
+pub use config::{BatchingConfig, ModelConfig};
 pub use files::ModelFiles;
 pub use weights::Weights;
 

@@ -31,7 +31,7 @@ pub use self::exports::edgeserve::handler::handler::InferError;
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     /// The operation was refused; the guest receives it as a `tensor.error`
-    /// value it can inspect.
+    /// value it can inspect, except a passed deadline, which traps.
     #[error(transparent)]
     Tensor(#[from] TensorError),
     /// The guest broke the contract (e.g. passed a dropped tensor handle):
@@ -44,7 +44,7 @@ impl HostError {
     /// The error value handed to the guest, or the trap that ends its call.
     pub(crate) fn into_wit(self) -> wasmtime::Result<wit::Error> {
         match self {
-            HostError::Tensor(e) => Ok(e.into()),
+            HostError::Tensor(e) => guest_error(e),
             HostError::Trap(trap) => Err(trap),
         }
     }
@@ -119,14 +119,29 @@ convert!(wit::PoolKind => et::PoolKind {
     Avg => Avg,
 });
 
-convert!(et::TensorError => wit::Error {
-    Shape(m) => Shape(m),
-    DType(m) => Dtype(m),
-    InvalidArgument(m) => InvalidArgument(m),
-    Unsupported(m) => Unsupported(m),
-    OutOfMemory(m) => OutOfMemory(m),
-    DeviceLost(m) => DeviceLost(m),
+convert!(wit::CompareOp => et::CompareOp {
+    Equal => Equal,
+    NotEqual => NotEqual,
+    Less => Less,
+    LessEqual => LessEqual,
+    Greater => Greater,
+    GreaterEqual => GreaterEqual,
 });
+
+/// The error value a refused operation hands the guest, or the trap that
+/// ends its call: a passed deadline is no error a guest could handle, and
+/// stops it as an epoch interrupt does ([`super::Fault::Deadline`]).
+fn guest_error(e: TensorError) -> wasmtime::Result<wit::Error> {
+    Ok(match e {
+        TensorError::Shape(m) => wit::Error::Shape(m),
+        TensorError::DType(m) => wit::Error::Dtype(m),
+        TensorError::InvalidArgument(m) => wit::Error::InvalidArgument(m),
+        TensorError::Unsupported(m) => wit::Error::Unsupported(m),
+        TensorError::OutOfMemory(m) => wit::Error::OutOfMemory(m),
+        TensorError::DeviceLost(m) => wit::Error::DeviceLost(m),
+        e @ TensorError::DeadlineExceeded(_) => return Err(wasmtime::Error::new(e)),
+    })
+}
 
 // `types` declares no functions, but the linker still wants its host trait.
 impl self::edgeserve::handler::types::Host for InstanceState {}

@@ -1,9 +1,9 @@
 //! One sandboxed handler instance and the calls into it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edgeserve_tensor::{Tensor, TensorError};
+use edgeserve_tensor::{Tensor, TensorError, deadline};
 use wasmtime::Store;
 
 use super::bindings::{
@@ -67,7 +67,7 @@ impl From<ParameterValue> for bindings::ParameterValue {
 pub type Parameter = (String, ParameterValue);
 
 /// Why a call into a handler failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Fault {
     /// The handler refused the request as invalid.
     #[error("model {model} rejected the request: {message}")]
@@ -100,6 +100,15 @@ pub enum Fault {
         model: Arc<str>,
         /// The deadline.
         timeout_ms: u64,
+    },
+    /// The device the model runs on was lost mid-request; the model is
+    /// being reloaded onto a replacement, so the client may retry.
+    #[error("model {model} lost its device ({message}); it is being reloaded, retry shortly")]
+    DeviceLost {
+        /// The model.
+        model: Arc<str>,
+        /// What happened to the device.
+        message: String,
     },
     /// The guest tried to grow its linear memory past the cap.
     #[error("model {model} exceeded its memory limit of {limit_mib} MiB and was stopped")]
@@ -135,7 +144,10 @@ impl Fault {
     pub fn poisons_instance(&self) -> bool {
         matches!(
             self,
-            Fault::Trap { .. } | Fault::Deadline { .. } | Fault::MemoryLimit { .. }
+            Fault::Trap { .. }
+                | Fault::Deadline { .. }
+                | Fault::MemoryLimit { .. }
+                | Fault::DeviceLost { .. }
         )
     }
 
@@ -150,6 +162,9 @@ pub struct Instance {
     store: Store<InstanceState>,
     bindings: ModelHandler,
     timeout: Duration,
+    /// When the current call must end: the epoch deadline's twin, which
+    /// host operations honour ([`deadline`]).
+    deadline: Instant,
     memory_limit_mib: u64,
     _ticks: Arc<EpochTicks>,
 }
@@ -176,21 +191,26 @@ impl Instance {
         store.epoch_deadline_trap();
         // Instantiation runs guest start code: it gets the same deadline.
         store.set_epoch_deadline(deadline_ticks(timeout));
+        let until = Instant::now() + timeout;
+        let bindings = deadline::within(until, || pre.instantiate(&mut store));
         let mut instance = Instance {
-            bindings: pre.instantiate(&mut store).map_err(|e| Fault::Trap {
+            bindings: bindings.map_err(|e| Fault::Trap {
                 model: label.clone(),
                 message: format!("instantiation failed: {}", chain(&e)),
             })?,
             store,
             timeout,
+            deadline: until,
             memory_limit_mib: (memory_limit >> 20) as u64,
             _ticks: ticks,
         };
         instance.arm();
-        let init = instance
-            .bindings
-            .edgeserve_handler_handler()
-            .call_init(&mut instance.store);
+        let init = deadline::within(instance.deadline, || {
+            instance
+                .bindings
+                .edgeserve_handler_handler()
+                .call_init(&mut instance.store)
+        });
         match instance.settle(init)? {
             Ok(()) => Ok(instance),
             Err(message) => Err(Fault::Failed {
@@ -207,6 +227,15 @@ impl Instance {
     /// Sets the deadline for the next call.
     fn arm(&mut self) {
         self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.deadline = Instant::now() + self.timeout;
+    }
+
+    /// The fault of a call stopped at its deadline.
+    fn deadline_fault(&self) -> Fault {
+        Fault::Deadline {
+            model: self.label(),
+            timeout_ms: self.timeout.as_millis() as u64,
+        }
     }
 
     /// Turns a wasmtime error into the fault it stands for.
@@ -221,11 +250,12 @@ impl Instance {
             } else if matches!(
                 e.downcast_ref::<wasmtime::Trap>(),
                 Some(wasmtime::Trap::Interrupt)
+            ) || matches!(
+                // A host operation stopped at the deadline (see `bindings`).
+                e.downcast_ref::<TensorError>(),
+                Some(TensorError::DeadlineExceeded(_))
             ) {
-                Fault::Deadline {
-                    model,
-                    timeout_ms: self.timeout.as_millis() as u64,
-                }
+                self.deadline_fault()
             } else {
                 Fault::Trap {
                     model,
@@ -238,16 +268,35 @@ impl Instance {
     /// The handler's declared inputs and outputs.
     pub fn metadata(&mut self) -> Result<ModelMetadata, Fault> {
         self.arm();
-        let result = self
-            .bindings
-            .edgeserve_handler_handler()
-            .call_metadata(&mut self.store);
+        let result = deadline::within(self.deadline, || {
+            self.bindings
+                .edgeserve_handler_handler()
+                .call_metadata(&mut self.store)
+        });
         self.settle(result)
     }
 
     /// Runs one request; `outputs` names the outputs the client wants
     /// (`None`: all of them).
     pub fn infer(
+        &mut self,
+        inputs: Vec<(String, Value)>,
+        parameters: Vec<Parameter>,
+        outputs: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Value)>, Fault> {
+        let result = self.infer_on_device(inputs, parameters, outputs);
+        // However the handler reported it, a failure on a lost device is
+        // the device's.
+        result.map_err(|fault| match self.store.data().model().backend.lost() {
+            Some(message) if !fault.is_client_error() => Fault::DeviceLost {
+                model: self.label(),
+                message,
+            },
+            _ => fault,
+        })
+    }
+
+    fn infer_on_device(
         &mut self,
         inputs: Vec<(String, Value)>,
         parameters: Vec<Parameter>,
@@ -299,12 +348,17 @@ impl Instance {
                 .collect(),
             outputs,
         };
-        let result = self
-            .bindings
-            .edgeserve_handler_handler()
-            .call_infer(&mut self.store, &request);
+        let result = deadline::within(self.deadline, || {
+            self.bindings
+                .edgeserve_handler_handler()
+                .call_infer(&mut self.store, &request)
+        });
         match self.settle(result)? {
-            Ok(produced) => self.collect_outputs(produced, request.outputs.as_deref()),
+            // Reading outputs back completes a device's pending work: it
+            // runs under the same deadline.
+            Ok(produced) => deadline::within(self.deadline, || {
+                self.collect_outputs(produced, request.outputs.as_deref())
+            }),
             Err(InferError::InvalidInput(message)) => Err(Fault::Rejected { model, message }),
             Err(InferError::Internal(message)) => Err(Fault::Failed { model, message }),
         }
@@ -356,10 +410,17 @@ impl Instance {
                     let state = self.store.data_mut();
                     let tensor = state
                         .take_tensor(handle)
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| state.model().backend.to_host(&t).map_err(|e| e.to_string()));
-                    match tensor {
-                        Ok(t) => Value::Numeric(t),
+                        .map(|t| state.model().backend.to_host(&t));
+                    let value = match tensor {
+                        Ok(Ok(t)) => Ok(Value::Numeric(t)),
+                        Ok(Err(TensorError::DeadlineExceeded(_))) => {
+                            return Err(self.deadline_fault());
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match value {
+                        Ok(value) => value,
                         Err(message) => {
                             failure.get_or_insert(format!("output '{}': {message}", output.name));
                             continue;

@@ -1,6 +1,7 @@
 //! The wasmtime side: one engine, a compile cache, a linker with the
 //! contract and a capability-free WASI, and pools of warm instances.
 
+mod batching;
 pub(crate) mod bindings;
 mod cache;
 mod context;
@@ -19,6 +20,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 pub use crate::capability::OutputSink;
+pub use batching::{Answer, BatchMetrics, Batcher};
 pub use bindings::{ModelMetadata, TensorMetadata, TextChunk};
 pub use cache::{CacheOutcome, CompileCache};
 pub use context::ModelContext;

@@ -12,7 +12,7 @@ use super::instance::{Fault, Instance};
 pub type Factory = Arc<dyn Fn() -> Result<Instance, Fault> + Send + Sync>;
 
 /// Why the pool could not run a call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PoolError {
     /// No instance became free within the queue deadline.
     #[error("model {model} is busy: no instance became free within {waited_ms} ms")]

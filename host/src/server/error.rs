@@ -24,6 +24,15 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// A 503 with `Retry-After: 1`: the model is coming back (its device is
+    /// being replaced).
+    pub fn retry_soon(message: impl Into<String>) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
     /// An error of any status.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
@@ -64,6 +73,7 @@ impl From<RegistryError> for ApiError {
                 ..
             }) => StatusCode::NOT_FOUND,
             RegistryError::NotLoaded { .. } => StatusCode::BAD_REQUEST,
+            RegistryError::Recovering { .. } => return ApiError::retry_soon(e.to_string()),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -105,6 +115,9 @@ impl From<PoolError> for ApiError {
 
 impl From<Fault> for ApiError {
     fn from(fault: Fault) -> ApiError {
+        if let Fault::DeviceLost { .. } = fault {
+            return ApiError::retry_soon(fault.to_string());
+        }
         let status = if fault.is_client_error() {
             StatusCode::BAD_REQUEST
         } else {

@@ -31,11 +31,11 @@ use serde_json::json;
 
 use super::body::read_body;
 use super::error::ApiError;
-use super::generation::TokenMeter;
+use super::generation::{Options, TokenMeter};
 use super::infer::{self, InFlight, InferRequest, InferResponse, ModelRef, Outcome};
 use super::state::AppState;
 use super::upstream;
-use crate::runtime::{OutputSink, Parameter, ParameterValue, Value};
+use crate::runtime::{OutputSink, Value};
 
 /// The model `/generate` runs when the body names none.
 pub const DEFAULT_MODEL: &str = "gpt2";
@@ -57,20 +57,17 @@ struct GenerateBody {
 }
 
 impl GenerateBody {
-    /// The options given, as request parameters.
-    fn parameters(&self) -> Vec<Parameter> {
-        let integer = |n: u32| ParameterValue::Integer(n.into());
-        let options = [
-            ("max_tokens", self.max_tokens.map(integer)),
-            ("temperature", self.temperature.map(ParameterValue::Double)),
-            ("top_k", self.top_k.map(integer)),
-            ("top_p", self.top_p.map(ParameterValue::Double)),
-            ("seed", self.seed.map(ParameterValue::Integer)),
-        ];
-        options
-            .into_iter()
-            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
-            .collect()
+    /// The sampling options given.
+    fn options(&self) -> Options {
+        Options {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            stop: Vec::new(),
+            logprobs: false,
+        }
     }
 }
 
@@ -86,7 +83,7 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, ApiError
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
     let body = parse(&parts, &bytes).await?;
-    let parameters = body.parameters();
+    let parameters = body.options().parameters();
     let full_text = body.return_full_text.unwrap_or(true);
     let text = body
         .text

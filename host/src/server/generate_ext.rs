@@ -112,19 +112,8 @@ fn decode(bytes: &[u8]) -> Result<(String, Options, bool), FieldError> {
         None => Fields::of(Value::Null, "parameters", Some("parameters"))?,
     };
     fields.finish()?;
-    let options = Options {
-        max_tokens: parameters
-            .integer("max_tokens", 0, u32::MAX.into())?
-            .map(|n| n as u32),
-        temperature: parameters.number("temperature", "[0, ∞)", |t| t >= 0.0)?,
-        top_p: parameters.number("top_p", "(0, 1]", |p| p > 0.0 && p <= 1.0)?,
-        top_k: parameters
-            .integer("top_k", 0, u32::MAX.into())?
-            .map(|k| k as u32),
-        seed: parameters.integer("seed", i64::MIN, i64::MAX)?,
-        stop: parameters.strings("stop", MAX_STOPS)?,
-        logprobs: false,
-    };
+    let max_tokens = parameters.integer("max_tokens", 0, u32::MAX.into())?;
+    let options = Options::read(&mut parameters, max_tokens, None, MAX_STOPS)?;
     let details = parameters.boolean("details")?.unwrap_or(false);
     // In the schema, accepted at their neutral values.
     parameters.integer("best_of", 1, 1)?;

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::choices;
 use super::error::ApiError;
+use super::fields::{FieldError, Fields};
 use super::infer::{InFlight, InferRequest, InferResponse, ModelRef};
 use super::state::AppState;
 use crate::metrics::{Metrics, ModelLabels};
@@ -60,7 +61,37 @@ pub struct Options {
 }
 
 impl Options {
-    fn parameters(&self) -> Vec<Parameter> {
+    /// Reads the sampling fields both generation protocols share, from a
+    /// request body or its `parameters`. `max_tokens` is read by the caller
+    /// (chat also takes `max_completion_tokens`); `temperature_max` is the
+    /// protocol's upper bound (none: unbounded) and `max_stops` its limit
+    /// on stop sequences.
+    pub fn read(
+        fields: &mut Fields,
+        max_tokens: Option<i64>,
+        temperature_max: Option<f64>,
+        max_stops: usize,
+    ) -> Result<Options, FieldError> {
+        let range = match temperature_max {
+            Some(max) => format!("0..={max}"),
+            None => "[0, ∞)".to_owned(),
+        };
+        let below = |t: f64| temperature_max.is_none_or(|max| t <= max);
+        Ok(Options {
+            max_tokens: max_tokens.map(|n| n as u32),
+            temperature: fields.number("temperature", &range, |t| t >= 0.0 && below(t))?,
+            top_p: fields.number("top_p", "(0, 1]", |p| p > 0.0 && p <= 1.0)?,
+            top_k: fields
+                .integer("top_k", 0, u32::MAX.into())?
+                .map(|k| k as u32),
+            seed: fields.integer("seed", i64::MIN, i64::MAX)?,
+            stop: fields.strings("stop", max_stops)?,
+            logprobs: false,
+        })
+    }
+
+    /// The options given, as request parameters.
+    pub(super) fn parameters(&self) -> Vec<Parameter> {
         let integer = |n: u32| ParameterValue::Integer(n.into());
         let options = [
             ("max_tokens", self.max_tokens.map(integer)),
@@ -360,10 +391,7 @@ pub(super) fn completions(response: &InferResponse) -> Result<Vec<Completion>, A
     };
     let output = |name: &str| {
         response
-            .outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+            .output(name)
             .ok_or_else(|| bad(format!("its `{name}` output")))
     };
     let texts = strings(output(TEXT)?).ok_or_else(|| bad("a BYTES `text`".into()))?;
@@ -421,21 +449,9 @@ pub(super) fn strings(value: &Value) -> Option<Vec<String>> {
 
 /// The real lengths of the rows of an INT64 `[n, width]` value padded with -1.
 pub(super) fn row_lengths(value: &Value) -> Option<Vec<u32>> {
-    let Value::Numeric(tensor) = value else {
-        return None;
-    };
-    let &[rows, width] = tensor.shape() else {
-        return None;
-    };
-    if tensor.dtype() != DType::I64 {
-        return None;
-    }
-    let ids: Vec<i64> = bytemuck::pod_collect_to_vec(tensor.host()?.bytes());
-    if width == 0 {
-        return Some(vec![0; rows]);
-    }
+    let rows = matrix_rows::<i64>(value, DType::I64)?;
     Some(
-        ids.chunks(width)
+        rows.iter()
             .map(|row| row.iter().filter(|&&id| id >= 0).count() as u32)
             .collect(),
     )
@@ -443,18 +459,23 @@ pub(super) fn row_lengths(value: &Value) -> Option<Vec<u32>> {
 
 /// The rows of an FP32 `[n, width]` value.
 fn float_rows(value: &Value) -> Option<Vec<Vec<f32>>> {
+    matrix_rows(value, DType::F32)
+}
+
+/// The rows of a `[n, width]` value of `dtype`, read as `T`.
+fn matrix_rows<T: bytemuck::Pod>(value: &Value, dtype: DType) -> Option<Vec<Vec<T>>> {
     let Value::Numeric(tensor) = value else {
         return None;
     };
     let &[rows, width] = tensor.shape() else {
         return None;
     };
-    if tensor.dtype() != DType::F32 {
+    if tensor.dtype() != dtype {
         return None;
     }
-    let data: Vec<f32> = bytemuck::pod_collect_to_vec(tensor.host()?.bytes());
+    let data: Vec<T> = bytemuck::pod_collect_to_vec(tensor.host()?.bytes());
     if width == 0 {
         return Some(vec![Vec::new(); rows]);
     }
-    Some(data.chunks(width).map(<[f32]>::to_vec).collect())
+    Some(data.chunks(width).map(<[T]>::to_vec).collect())
 }

@@ -50,6 +50,13 @@ pub struct InferResponse {
     pub outputs: Vec<(String, Value)>,
 }
 
+impl InferResponse {
+    /// The output called `name`, when the handler produced one.
+    pub fn output(&self, name: &str) -> Option<&Value> {
+        self.outputs.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
 /// What became of a request.
 pub enum Outcome {
     /// This server ran it.
@@ -256,13 +263,16 @@ async fn run(
         parameters,
         outputs,
     } = request;
-    let ran = model
-        .pool
-        .run(move |instance| match sink {
-            None => instance.infer(inputs, parameters, outputs),
-            Some(sink) => instance.infer_streaming(inputs, parameters, outputs, sink),
-        })
-        .await;
+    // A streamed request runs alone: its chunks are its own.
+    let ran = match sink {
+        None => model.batcher.run(inputs, parameters, outputs).await,
+        Some(sink) => {
+            model
+                .pool
+                .run(move |instance| instance.infer_streaming(inputs, parameters, outputs, sink))
+                .await
+        }
+    };
     let (outputs, timing) = match ran {
         Err(PoolError::Busy { .. })
             if forwardable

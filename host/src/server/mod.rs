@@ -16,7 +16,7 @@ mod generate_ext;
 mod generation;
 pub mod grpc;
 mod infer;
-mod oip;
+pub(crate) mod oip;
 mod openai;
 mod repository;
 mod routes;

@@ -16,6 +16,10 @@
 //! |        | 4 = a bindable socket (0 means fully sandboxed)                  |
 //! | 7      | works for one second of wall-clock time, then succeeds like 0    |
 //! |        | (a slow but healthy request; needs `timeout_ms` above 1000)      |
+//! | 8      | multiplies two `size`² F32 matrices `repeat` times on the host   |
+//! |        | (request parameters, default 1024 and 1000), then succeeds like  |
+//! |        | 0: long host work the request deadline must cut, even mid-op;    |
+//! |        | needs `max_tensor_mib` of at least 3·4·size² bytes               |
 //!
 //! `init` writes one line to stdout and one to stderr, which the host routes
 //! to its log.
@@ -54,6 +58,13 @@ impl Model for Faulty {
                 let echo = request.take_numeric("action")?;
                 Ok(vec![Output::numeric("echo", echo)])
             }
+            [8] => {
+                let size = request.parameter_in_range::<u32>("size", 1..=16384)?;
+                let repeat = request.parameter_in_range::<u32>("repeat", 1..)?;
+                multiply(size.unwrap_or(1024), repeat.unwrap_or(1000))?;
+                let echo = request.take_numeric("action")?;
+                Ok(vec![Output::numeric("echo", echo)])
+            }
             [1] => panic!("faulty: panicking on purpose (action 1)"),
             [2] => spin(),
             [3] => exhaust_guest_memory(),
@@ -69,7 +80,7 @@ impl Model for Faulty {
                 "action 5 is a bad request on purpose".into(),
             )),
             other => Err(InferError::InvalidInput(format!(
-                "unknown action {other:?}; expected 0..=7"
+                "unknown action {other:?}; expected 0..=8"
             ))),
         }
     }
@@ -99,6 +110,16 @@ fn busy_for(duration: std::time::Duration) {
     while started.elapsed() < duration {
         counter = black_box(counter.wrapping_add(1));
     }
+}
+
+/// Multiplies two `size × size` matrices `repeat` times: host work, which
+/// the guest waits on inside one call per product.
+fn multiply(size: u32, repeat: u32) -> Result<(), InferError> {
+    let a = Tensor::full(Dtype::F32, &[size, size], 0.5)?;
+    for _ in 0..repeat {
+        black_box(a.matmul(&a)?);
+    }
+    Ok(())
 }
 
 /// Grows guest memory 1 MiB at a time until the allocator fails (a trap).

@@ -4,7 +4,7 @@
 
 wit_bindgen::generate!({
     inline: "
-        package edgeserve:handler@0.1.1;
+        package edgeserve:handler@0.1.2;
 
         interface handler {
             infer: func(x: list<f32>) -> list<f32>;
@@ -21,7 +21,7 @@ wit_bindgen::generate!({
             }
         }
     ",
-    world: "edgeserve:handler/model-handler@0.1.1",
+    world: "edgeserve:handler/model-handler@0.1.2",
     generate_all,
 });
 

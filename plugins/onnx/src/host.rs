@@ -2,11 +2,12 @@
 //! host calls.
 
 use edgeserve_onnx_graph::{Constant, DType, Node};
-use edgeserve_sdk::{BinaryOp, Conv2d, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
+use edgeserve_sdk::{
+    BinaryOp, CompareOp, Conv2d, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp,
+};
 
 use crate::small::{
-    Small, axes_of, broadcast, host_dtype, norm_axis, reshape_target, slice_bounds, squeeze,
-    unsqueeze,
+    Small, axes_of, host_dtype, norm_axis, reshape_target, slice_bounds, squeeze, unsqueeze,
 };
 
 /// A value a node reads: a host tensor or a small value.
@@ -143,13 +144,17 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         "And" => one(binary(BinaryOp::Mul)?),
         "Or" => one(binary(BinaryOp::Maximum)?),
         "Not" => one(x()?.affine(-1.0, 1.0)?),
-        "Where" => {
-            // `c·a + (1−c)·b`, exact for a 0/1 mask and the finite constant
-            // branches the import checked.
-            let (a, b) = (args.host(1)?, args.host(2)?);
-            let c = x()?.cast(a.dtype())?;
-            let keep = c.mul(&a)?;
-            one(keep.add(&c.affine(-1.0, 1.0)?.cast(b.dtype())?.mul(&b)?)?)
+        // The host's `where` takes the 0/1 mask as it is (nonzero selects).
+        "Where" => one(x()?.select(&*args.host(1)?, &*args.host(2)?)?),
+        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => {
+            let op = match node.op.as_str() {
+                "Equal" => CompareOp::Equal,
+                "Less" => CompareOp::Less,
+                "LessOrEqual" => CompareOp::LessEqual,
+                "Greater" => CompareOp::Greater,
+                _ => CompareOp::GreaterEqual,
+            };
+            one(as_bool(&x()?.compare(op, &*args.host(1)?)?)?)
         }
         "Sub" => one(binary(BinaryOp::Sub)?),
         "Mul" => one(binary(BinaryOp::Mul)?),
@@ -183,26 +188,21 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         }
         "Clip" => {
             let x = x()?;
-            let (lo, hi) = if opset < 11 {
-                (
-                    Some(node.float("min", f32::MIN)),
-                    Some(node.float("max", f32::MAX)),
-                )
-            } else {
-                let bound = |i| -> Result<Option<f32>, Error> {
-                    Ok(args
-                        .small(i)?
-                        .and_then(|c| c.data.first())
-                        .map(|&v| v as f32))
-                };
-                (bound(1)?, bound(2)?)
+            if opset < 11 {
+                let (lo, hi) = (node.float("min", f32::MIN), node.float("max", f32::MAX));
+                return one(x.clip(Some(lo.into()), Some(hi.into()))?);
+            }
+            // Constant bounds clip in one pass; bounds computed from request
+            // data are broadcast maximum and minimum.
+            let bound = |i: usize| match args.values.get(i).copied().flatten() {
+                Some(Arg::Small(c)) => c.data.first().copied(),
+                _ => None,
             };
-            let mut y = match lo {
-                Some(lo) => x.maximum(&Tensor::full(x.dtype(), &[], lo.into())?)?,
-                None => alias(&x)?,
-            };
-            if let Some(hi) = hi {
-                y = y.minimum(&Tensor::full(x.dtype(), &[], hi.into())?)?;
+            let mut y = x.clip(bound(1), bound(2))?;
+            for (i, op) in [(1, BinaryOp::Maximum), (2, BinaryOp::Minimum)] {
+                if let Some(Arg::Host(b)) = args.values.get(i).copied().flatten() {
+                    y = y.binary(op, b)?;
+                }
             }
             one(y)
         }
@@ -368,23 +368,24 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             one(y)
         }
         "Gather" => {
-            let data = x()?;
-            let axis = norm_axis(node.int("axis", 0), data.rank())?;
-            one(gather(&data, axis, args.get(1)?)?)
+            let indices = match args.get(1)? {
+                Arg::Host(t) => HostArg::Borrowed(t),
+                // Small indices are integers whatever their ONNX type.
+                Arg::Small(c) => HostArg::Owned(Tensor::from_i64(
+                    &c.shape.iter().map(|&d| d as u32).collect::<Vec<_>>(),
+                    &c.ints(),
+                )?),
+            };
+            one(x()?.gather(&indices, node.int("axis", 0) as i32)?)
         }
         "Expand" => {
-            let x = x()?;
-            let target: Vec<usize> = args
+            let target: Vec<u32> = args
                 .ints(1)?
                 .unwrap_or_default()
                 .iter()
-                .map(|&d| d.max(0) as usize)
+                .map(|&d| d.max(0) as u32)
                 .collect();
-            let out: Vec<u32> = broadcast(&dims(&x), &target)?
-                .iter()
-                .map(|&d| d as u32)
-                .collect();
-            one(x.add(&Tensor::full(x.dtype(), &out, 0.0)?)?)
+            one(x()?.expand(&target)?)
         }
         "Cast" => {
             let to = DType::from_onnx(node.int("to", 1) as i32)
@@ -518,61 +519,21 @@ fn reduce(x: &Tensor, op: ReduceOp, axes: &[i64], keep: bool) -> Result<Tensor, 
     Ok(y)
 }
 
-/// ONNX `Cast` to `BOOL` on the host: `x ≠ 0` as a 0/1 float. For
-/// integers (and booleans, already 0/1) that is `min(|x|, 1)`.
+/// ONNX `Cast` to `BOOL` on the host: `x ≠ 0` (NaN included) as a 0/1
+/// float; booleans, already 0/1, stay as they are.
 fn to_mask(x: &Tensor, is_bool: bool) -> Result<Tensor, Error> {
     if is_bool {
         return alias(x);
     }
-    if matches!(x.dtype(), Dtype::F32 | Dtype::F16) {
-        return Err(Error::Unsupported(
-            "Cast of float request data to BOOL".into(),
-        ));
-    }
-    let magnitude = x.cast(Dtype::F32)?.abs()?;
-    magnitude.minimum(&Tensor::full(Dtype::F32, &[], 1.0)?)
+    as_bool(&x.ne(&Tensor::full(x.dtype(), &[], 0.0)?)?)
 }
 
-/// ONNX `Gather` on a host tensor, along any axis: the axis is moved to the
-/// front, the indices pick its rows (the host's `embedding`), and the picked
-/// dims move back to where the axis was.
-fn gather(data: &Tensor, axis: usize, indices: Arg<'_>) -> Result<Tensor, Error> {
-    let d = dims(data);
-    let (ids, id_dims) = match indices {
-        Arg::Host(ids) => (ids.reshape(&[-1])?, dims(ids)),
-        Arg::Small(idx) => {
-            let ints: Vec<i64> = idx
-                .ints()
-                .iter()
-                .map(|&i| if i < 0 { i + d[axis] as i64 } else { i })
-                .collect();
-            (
-                Tensor::from_i64(&[ints.len() as u32], &ints)?,
-                idx.shape.clone(),
-            )
-        }
-    };
-    let mut perm: Vec<usize> = vec![axis];
-    perm.extend((0..d.len()).filter(|&a| a != axis));
-    let front = if axis == 0 {
-        alias(data)?
-    } else {
-        data.transpose(&perm.iter().map(|&a| a as u32).collect::<Vec<_>>())?
-    };
-    let rest: Vec<usize> = perm[1..].iter().map(|&a| d[a]).collect();
-    let rows = reshape(&front, &[d[axis], rest.iter().product()])?.embedding(&ids)?;
-    let mut picked = id_dims.clone();
-    picked.extend_from_slice(&rest);
-    let y = reshape(&rows, &picked)?;
-    if axis == 0 {
-        return Ok(y);
-    }
-    // `y` is [indices…, before…, after…]; ONNX wants [before…, indices…, after…].
-    let q = id_dims.len();
-    let back: Vec<u32> = (q..q + axis)
-        .chain(0..q)
-        .chain(q + axis..picked.len())
-        .map(|a| a as u32)
-        .collect();
-    y.transpose(&back)
+/// A u8 mask of the host's `compare` as the handler holds booleans: 0/1
+/// floats, which arithmetic (`And` as a product, `Not` as `1 − x`) takes.
+fn as_bool(mask: &Tensor) -> Result<Tensor, Error> {
+    let (yes, no) = (
+        Tensor::full(Dtype::F32, &[], 1.0)?,
+        Tensor::full(Dtype::F32, &[], 0.0)?,
+    );
+    mask.select(&yes, &no)
 }

@@ -20,6 +20,7 @@ _TYPECODES = {
 UNARY = wit.UnaryOp
 BINARY = wit.BinaryOp
 REDUCE = wit.ReduceOp
+COMPARE = wit.CompareOp
 
 Number = Union[int, float]
 
@@ -167,6 +168,31 @@ class Tensor:
         values, indices = _call(wit.top_k, self.handle, k)
         return Tensor(values), Tensor(indices)
 
+    def compare(self, op: wit.CompareOp, other: "Tensor") -> "Tensor":
+        """``self op other`` (broadcasting) as a u8 mask: 1 where it holds."""
+        return _wrap(wit.compare, op, self.handle, other.handle)
+
+    def eq(self, other: "Tensor") -> "Tensor":
+        return self.compare(COMPARE.EQUAL, other)
+
+    def lt(self, other: "Tensor") -> "Tensor":
+        return self.compare(COMPARE.LESS, other)
+
+    def gt(self, other: "Tensor") -> "Tensor":
+        return self.compare(COMPARE.GREATER, other)
+
+    def gather(self, indices: "Tensor", axis: int = 0) -> "Tensor":
+        """Entries picked along ``axis`` by integer ``indices`` (negative ones count from the end)."""
+        return _wrap(wit.gather, self.handle, indices.handle, axis)
+
+    def expand(self, *shape: int) -> "Tensor":
+        """Broadcast with ``shape`` (NumPy rules, both ways)."""
+        return _wrap(wit.expand, self.handle, list(shape))
+
+    def clip(self, lo: Optional[float] = None, hi: Optional[float] = None) -> "Tensor":
+        """``min(max(self, lo), hi)``; an omitted bound does not clip."""
+        return _wrap(wit.clip, self.handle, None if lo is None else float(lo), None if hi is None else float(hi))
+
     def relu(self) -> "Tensor":
         return self.unary(UNARY.RELU)
 
@@ -219,6 +245,11 @@ class Tensor:
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """Tensors joined along ``axis``."""
     return _wrap(wit.concat, [t.handle for t in tensors], axis)
+
+
+def where(condition: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``a`` where ``condition`` is nonzero, ``b`` elsewhere (the three broadcast)."""
+    return _wrap(wit.where, condition.handle, a.handle, b.handle)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, scale: Optional[float] = None, causal: bool = False) -> Tensor:

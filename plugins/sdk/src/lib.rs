@@ -91,7 +91,7 @@ pub use request::{Output, Request, TensorSpec};
 pub use tensor::{Conv2d, Element};
 
 pub use bindings::edgeserve::handler::tensor::{
-    BinaryOp, Dtype, PoolKind, ReduceOp, Tensor, UnaryOp,
+    BinaryOp, CompareOp, Dtype, PoolKind, ReduceOp, Tensor, UnaryOp,
 };
 pub use bindings::edgeserve::handler::types::{
     BytesTensor, ModelMetadata, ParameterValue, TensorData, TensorMetadata,
@@ -111,8 +111,8 @@ pub mod bindings {
         export_macro_name: "__export_model_handler",
         default_bindings_module: "edgeserve_sdk::bindings",
         with: {
-            "edgeserve:handler/tensor@0.1.1/error": crate::Error,
-            "edgeserve:handler/types@0.1.1/infer-error": crate::InferError,
+            "edgeserve:handler/tensor@0.1.2/error": crate::Error,
+            "edgeserve:handler/types@0.1.2/infer-error": crate::InferError,
         },
     });
 }

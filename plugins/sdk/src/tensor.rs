@@ -2,7 +2,7 @@
 //! readers, and every host operation as a method.
 
 use crate::bindings::edgeserve::handler::tensor as ops;
-use crate::{BinaryOp, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
+use crate::{BinaryOp, CompareOp, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
 
 mod sealed {
     pub trait Sealed {}
@@ -382,6 +382,54 @@ shorthands! {
     argmax => Argmax;
     /// Index of the minimum along `axis`, as `i64`.
     argmin => Argmin;
+}
+
+/// Comparison, selection and indexing.
+impl Tensor {
+    /// `self op other` with broadcasting, as a `u8` mask (1 where it holds).
+    pub fn compare(&self, op: CompareOp, other: &Tensor) -> Result<Tensor, Error> {
+        ops::compare(op, self, other)
+    }
+
+    /// The contract's `where` with `self` as the condition: `a` where
+    /// `self` is nonzero, `b` elsewhere (the three broadcast).
+    pub fn select(&self, a: &Tensor, b: &Tensor) -> Result<Tensor, Error> {
+        ops::where_(self, a, b)
+    }
+
+    /// Entries picked along `axis` by integer `indices` (negative ones
+    /// count from the end): `[..before, n, ..after]` becomes
+    /// `[..before, ..indices, ..after]`.
+    pub fn gather(&self, indices: &Tensor, axis: i32) -> Result<Tensor, Error> {
+        ops::gather(self, indices, axis)
+    }
+
+    /// Broadcast with `shape` (NumPy rules, both ways).
+    pub fn expand(&self, shape: &[u32]) -> Result<Tensor, Error> {
+        ops::expand(self, shape)
+    }
+
+    /// `min(max(self, lo), hi)` elementwise; `None` does not clip that side.
+    pub fn clip(&self, lo: Option<f64>, hi: Option<f64>) -> Result<Tensor, Error> {
+        ops::clip(self, lo, hi)
+    }
+}
+
+shorthands! {
+    /// Shorthands for [`Tensor::compare`].
+    compare(CompareOp (other: &Tensor))
+    /// `self == other` as a `u8` mask.
+    eq => Equal;
+    /// `self != other` as a `u8` mask.
+    ne => NotEqual;
+    /// `self < other` as a `u8` mask.
+    lt => Less;
+    /// `self <= other` as a `u8` mask.
+    le => LessEqual;
+    /// `self > other` as a `u8` mask.
+    gt => Greater;
+    /// `self >= other` as a `u8` mask.
+    ge => GreaterEqual;
 }
 
 /// Convolution, pooling and attention.

@@ -15,6 +15,7 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod reduce;
+mod select;
 
 use std::sync::OnceLock;
 

@@ -60,7 +60,7 @@ pub(super) fn affine(x: &Tensor, factor: f32, offset: f32) -> Result<Tensor> {
 }
 
 /// `f` over every element, in parallel blocks for large inputs.
-fn map<T: Copy + Send + Sync, U: Pod + Send>(
+pub(super) fn map<T: Copy + Send + Sync, U: Pod + Send>(
     src: &[T],
     cost: usize,
     f: impl Fn(T) -> U + Sync + Send,
@@ -269,13 +269,13 @@ int_arith!(i64);
 
 /// The larger of `x` and `y`; NaN in either operand wins, as in PyTorch.
 #[inline(always)]
-fn maximum(x: f32, y: f32) -> f32 {
+pub(super) fn maximum(x: f32, y: f32) -> f32 {
     if x.is_nan() || x > y { x } else { y }
 }
 
 /// The smaller of `x` and `y`; NaN in either operand wins, as in PyTorch.
 #[inline(always)]
-fn minimum(x: f32, y: f32) -> f32 {
+pub(super) fn minimum(x: f32, y: f32) -> f32 {
     if x.is_nan() || x < y { x } else { y }
 }
 
@@ -338,26 +338,27 @@ pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Res
     }
 }
 
-/// `f(a, b)` over the broadcast shape `out`.
+/// `f(a, b)` over the broadcast shape `out` (a comparison's `U` is its
+/// u8 mask, arithmetic's is `T`).
 ///
 /// Dimensions are first merged wherever both operands stay contiguous (or
 /// stay broadcast) across them, so the work becomes an outer loop over rows
 /// and an inner loop in which each operand is either a contiguous run or one
 /// repeated value — the loops LLVM vectorizes. Equal shapes and a bias
 /// broadcast over rows both reduce to contiguous runs.
-fn zip<T: Pod + Send + Sync>(
+pub(super) fn zip<T: Pod + Send + Sync, U: Pod + Send>(
     a: &[T],
     sa: &[usize],
     b: &[T],
     sb: &[usize],
     out: &[usize],
-    f: impl Fn(T, T) -> T + Sync + Send,
-) -> Result<Vec<T>> {
+    f: impl Fn(T, T) -> U + Sync + Send,
+) -> Result<Vec<U>> {
     let n = shape::numel(out);
     if n == 0 {
         return Ok(Vec::new());
     }
-    let fill = |data: &mut [MaybeUninit<T>]| {
+    let fill = |data: &mut [MaybeUninit<U>]| {
         if sa == sb {
             zip_flat(data, a, b, f);
         } else {
@@ -369,11 +370,11 @@ fn zip<T: Pod + Send + Sync>(
 }
 
 /// [`zip`] of two operands of one shape: both contiguous runs throughout.
-fn zip_flat<T: Pod + Send + Sync>(
-    data: &mut [MaybeUninit<T>],
+fn zip_flat<T: Pod + Send + Sync, U: Send>(
+    data: &mut [MaybeUninit<U>],
     a: &[T],
     b: &[T],
-    f: impl Fn(T, T) -> T + Sync + Send,
+    f: impl Fn(T, T) -> U + Sync + Send,
 ) {
     for_blocks(
         data,
@@ -390,12 +391,12 @@ fn zip_flat<T: Pod + Send + Sync>(
 /// [`zip`] over the dimensions [`collapse`] merged, writing each element of
 /// `data` once: an odometer over the outer ones, and the innermost one as a
 /// contiguous run or a repeated value of each operand.
-fn zip_rows<T: Pod + Send + Sync>(
-    data: &mut [MaybeUninit<T>],
+fn zip_rows<T: Pod + Send + Sync, U: Pod + Send>(
+    data: &mut [MaybeUninit<U>],
     a: &[T],
     b: &[T],
     (dims, strides_a, strides_b): (Vec<usize>, Vec<usize>, Vec<usize>),
-    f: impl Fn(T, T) -> T + Sync + Send,
+    f: impl Fn(T, T) -> U + Sync + Send,
 ) {
     let inner = *dims.last().expect("collapse keeps at least one dimension");
     let (ia, ib) = (*strides_a.last().unwrap(), *strides_b.last().unwrap());

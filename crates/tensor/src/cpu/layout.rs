@@ -12,7 +12,7 @@ use super::buffers::{elems, host, tensor_of, written};
 use super::elem::by_size;
 use super::parallel::for_rows;
 use crate::shape::{self, contiguous_strides};
-use crate::{DType, Result, Storage, Tensor};
+use crate::{Result, Storage, Tensor};
 
 /// A 2-D transpose fills bands of this many output rows...
 const BAND: usize = 64;
@@ -257,44 +257,19 @@ pub(super) fn concat(xs: &[&Tensor], axis: usize, out_shape: &[usize]) -> Result
 
 pub(super) fn embedding(table: &Tensor, ids: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
     let (vocab, dim) = (table.shape()[0], table.shape()[1]);
-    let ids: Vec<usize> = match ids.dtype() {
-        DType::I32 => checked_ids(
-            elems::<i32>("embedding", ids)?
-                .iter()
-                .map(|&i| i64::from(i)),
-            vocab,
-        )?,
-        _ => checked_ids(elems::<i64>("embedding", ids)?.iter().copied(), vocab)?,
-    };
-    fn run<T: Pod + Send + Sync>(
-        table: &Tensor,
-        ids: &[usize],
-        dim: usize,
-        out_shape: &[usize],
-    ) -> Result<Tensor> {
-        let src: &[T] = elems("embedding", table)?;
-        let fill = |out: &mut [MaybeUninit<T>]| {
-            for_rows(out, dim, dim, |first, chunk| {
-                for (dst, &id) in chunk.chunks_exact_mut(dim).zip(&ids[first..]) {
-                    dst.write_copy_of_slice(&src[id * dim..(id + 1) * dim]);
-                }
-            });
-        };
-        // SAFETY: one row per id, each copied whole.
-        let out = unsafe { written(ids.len() * dim, fill) }?;
-        Ok(tensor_of(table.dtype(), out_shape, out))
-    }
-    host("embedding", table)?;
-    by_size!(table.dtype(), run(table, &ids, dim, out_shape))
-}
-
-/// The ids as row indices; the first one outside `0..vocab` is an error.
-fn checked_ids(ids: impl Iterator<Item = i64>, vocab: usize) -> Result<Vec<usize>> {
-    ids.map(|id| {
+    let rows = super::gather::checked(ids, "embedding", |id| {
         usize::try_from(id)
             .ok()
             .filter(|&i| i < vocab)
             .ok_or_else(|| shape::id_out_of_range(id, vocab))
-    })
-    .collect()
+    })?;
+    // A gather along axis 0 of the table.
+    let plan = shape::GatherPlan {
+        outer: 1,
+        dim: vocab,
+        inner: dim,
+        count: rows.len(),
+        out_shape: out_shape.to_vec(),
+    };
+    super::gather::take(table, &rows, &plan)
 }

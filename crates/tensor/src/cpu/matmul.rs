@@ -8,6 +8,7 @@ use gemm::Parallelism;
 use super::buffers::{float_tensor, floats, written};
 use super::parallel::for_rows;
 use super::skinny::{self, Weight};
+use crate::deadline;
 use crate::shape::MatmulPlan;
 use crate::{Result, Tensor};
 
@@ -16,6 +17,13 @@ use crate::{Result, Tensor};
 /// thread and two are even at 64³, one is faster at 96³ and two win from
 /// 128³ on.
 const PARALLEL_GEMM: usize = 112 * 112 * 112;
+
+/// Multiply-adds in one band of a product run under a deadline: a few
+/// milliseconds on two cores.
+const BAND_WORK: usize = 1 << 27;
+
+/// Fewest rows in a band, so that re-packing the rhs stays cheap.
+const MIN_BAND_ROWS: usize = 64;
 
 /// A read-only strided matrix: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -96,12 +104,61 @@ pub(super) fn gemm(
     }
     lhs.check(m, k);
     rhs.check(k, n);
+    // Under a deadline, a large product runs as bands of rows with a
+    // deadline check before each (a band re-packs the rhs, which costs
+    // about 1/rows of its work).
+    let deadline = deadline::kernel();
+    let rows = if deadline.is_some() && m.saturating_mul(n).saturating_mul(k) > BAND_WORK {
+        (BAND_WORK / n.saturating_mul(k).max(1)).max(MIN_BAND_ROWS)
+    } else {
+        m
+    };
+    for first in (0..m).step_by(rows) {
+        deadline::stop_if_passed(deadline);
+        let band = rows.min(m - first);
+        let lhs = MatRef {
+            data: &lhs.data[first * lhs.rs..],
+            ..lhs
+        };
+        let dst = &mut dst[first * dst_rs..];
+        // SAFETY: the band's views are tails of the views checked above,
+        // cut at its first row, so its rows lie within them.
+        unsafe {
+            gemm_band(
+                dst,
+                dst_rs,
+                (band, n, k),
+                lhs,
+                rhs,
+                (scale, accumulate),
+                threads,
+            )
+        };
+    }
+}
+
+/// [`gemm`] of one band of `m` rows.
+///
+/// # Safety
+///
+/// Every element of the `m × n` destination (rows `dst_rs` apart), of the
+/// `m × k` lhs and of the `k × n` rhs view must lie in its slice, and `dst`
+/// must be initialised when `accumulate` is.
+unsafe fn gemm_band(
+    dst: &mut [MaybeUninit<f32>],
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    (scale, accumulate): (f32, bool),
+    threads: bool,
+) {
     let parallelism = if threads {
         Parallelism::Rayon(0)
     } else {
         Parallelism::None
     };
-    // SAFETY: the three views were bounds-checked above, `dst` is borrowed
+    // SAFETY: the caller vouches for the three views, `dst` is borrowed
     // mutably and cannot alias the shared inputs, and the strides fit isize
     // because they index existing slices. With `read_dst` false gemm
     // stores every destination element without loading it first, so

@@ -15,6 +15,10 @@
 //!   become f16 with round-to-nearest, ±inf past 65504;
 //! - NaN propagates through maximum/minimum, max/min reductions, argmax/argmin
 //!   (the first NaN wins), max pooling and relu; top-k ranks NaN highest;
+//! - `compare` follows IEEE 754 (a NaN operand makes only `not-equal`
+//!   hold); `where` takes any nonzero condition element as true (NaN
+//!   included, -0.0 not); `clip` leaves NaN as it is; `gather` resolves
+//!   negative indices from the end and refuses any outside `-n..n`;
 //! - softmax of a slice that is all -inf, and attention of a query that sees
 //!   no key, give zeros rather than NaN;
 //! - `exp` (also inside softmax, sigmoid, silu, gelu-tanh and attention) is
@@ -33,18 +37,22 @@ mod buffers;
 mod conv;
 mod elem;
 mod elementwise;
+mod gather;
 mod layout;
 mod linear;
 mod math;
 mod matmul;
 mod parallel;
 mod reduce;
+mod select;
 mod skinny;
 
-use crate::shape::{AttentionPlan, Conv2dPlan, MatmulPlan, Pool2dPlan, ReducePlan};
+use crate::shape::{
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+};
 use crate::{
-    AttentionInputs, Backend, BackendInfo, BinaryOp, DType, NormParams, ReduceOp, Result, Tensor,
-    UnaryOp, WeightedInputs,
+    AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
+    Result, Tensor, UnaryOp, WeightedInputs,
 };
 use buffers::host;
 pub(crate) use elem::element_bytes;
@@ -174,5 +182,31 @@ impl Backend for CpuBackend {
 
     fn top_k(&self, x: &Tensor, k: usize, out_shape: &[usize]) -> Result<(Tensor, Tensor)> {
         reduce::top_k(x, k, out_shape)
+    }
+
+    fn compare(
+        &self,
+        op: CompareOp,
+        a: &Tensor,
+        b: &Tensor,
+        out_shape: &[usize],
+    ) -> Result<Tensor> {
+        select::compare(op, a, b, out_shape)
+    }
+
+    fn select(&self, cond: &Tensor, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        select::select(cond, a, b, out_shape)
+    }
+
+    fn gather(&self, x: &Tensor, indices: &Tensor, plan: &GatherPlan) -> Result<Tensor> {
+        gather::gather(x, indices, plan)
+    }
+
+    fn expand(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
+        select::expand(x, out_shape)
+    }
+
+    fn clip(&self, x: &Tensor, bounds: ClipBounds) -> Result<Tensor> {
+        select::clip(x, bounds)
     }
 }

@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use crate::deadline;
+
 /// Work (in element operations) below which splitting across threads costs
 /// more than it saves.
 pub(super) const PARALLEL_WORK: usize = 1 << 15;
@@ -14,7 +16,8 @@ pub(super) const PARALLEL_WORK: usize = 1 << 15;
 /// The chunks `f` is called on are disjoint and together cover all of
 /// `out` (a non-empty `out` needs a non-zero `row_len`): callers that fill
 /// every row they are handed rely on this to treat `out` as initialised
-/// afterwards (see [`written`]).
+/// afterwards (see [`written`]). Past the request's deadline the kernel
+/// unwinds between chunks instead ([`deadline`]), and `out` is never read.
 pub(super) fn for_rows<T: Send>(
     out: &mut [T],
     row_len: usize,
@@ -29,24 +32,43 @@ pub(super) fn for_rows<T: Send>(
     }
     let rows = out.len() / row_len;
     let threads = rayon::current_num_threads();
-    if threads <= 1 || rows < 2 || rows.saturating_mul(cost_per_row.max(1)) < PARALLEL_WORK {
+    let work = rows.saturating_mul(cost_per_row.max(1));
+    // Captured here: rayon's workers do not see this thread's request.
+    let deadline = deadline::kernel();
+    if rows < 2 || work < PARALLEL_WORK || (threads <= 1 && deadline.is_none()) {
         with_simd(
             #[inline(always)]
             || f(0, out),
         );
         return;
     }
-    // A few chunks per thread even out uneven rows without drowning in tasks.
-    let per_task = rows.div_ceil(threads * 4);
-    out.par_chunks_mut(per_task * row_len)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            with_simd(
-                #[inline(always)]
-                || f(i * per_task, chunk),
-            )
-        });
+    // A few chunks per thread even out uneven rows without drowning in
+    // tasks; capping a chunk's work keeps the deadline checks between
+    // chunks frequent in a very large operation.
+    let per_task = rows
+        .div_ceil(threads * 4)
+        .min((CHUNK_WORK / cost_per_row.max(1)).max(1));
+    let chunk = |(i, chunk): (usize, &mut [T])| {
+        deadline::stop_if_passed(deadline);
+        with_simd(
+            #[inline(always)]
+            || f(i * per_task, chunk),
+        )
+    };
+    if threads <= 1 {
+        out.chunks_mut(per_task * row_len)
+            .enumerate()
+            .for_each(chunk);
+    } else {
+        out.par_chunks_mut(per_task * row_len)
+            .enumerate()
+            .for_each(chunk);
+    }
 }
+
+/// Most work (in element operations) in one chunk of [`for_rows`]: a few
+/// milliseconds, the longest a kernel runs past its request's deadline.
+const CHUNK_WORK: usize = 1 << 24;
 
 /// Runs `f` compiled for AVX2 and FMA when the CPU has them, so the loops
 /// inlined into it vectorize 8 wide instead of the baseline's 4 (x86_64

@@ -176,19 +176,34 @@ mod x86 {
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
+        for_each_tile(m, cols, (ROWS, WROWS), |i, j, r, c| {
+            // SAFETY: the tile lies within the bounds the caller vouched for.
+            unsafe {
+                match (r, c) {
+                    (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j)),
+                    (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c)),
+                }
+            }
+        });
+    }
+
+    /// Calls `tile(i, j, r, c)` for the tiles of at most `rows × width`
+    /// that cover rows `0..m` by columns `cols`, column strip by strip so a
+    /// strip of weights stays in cache while every row passes it.
+    #[inline(always)]
+    fn for_each_tile(
+        m: usize,
+        cols: Range<usize>,
+        (rows, width): (usize, usize),
+        mut tile: impl FnMut(usize, usize, usize, usize),
+    ) {
         let mut j = cols.start;
         while j < cols.end {
-            let c = (cols.end - j).min(WROWS);
+            let c = (cols.end - j).min(width);
             let mut i = 0;
             while i < m {
-                let r = (m - i).min(ROWS);
-                // SAFETY: the tile lies within the bounds the caller vouched for.
-                unsafe {
-                    match (r, c) {
-                        (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j)),
-                        (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c)),
-                    }
-                }
+                let r = (m - i).min(rows);
+                tile(i, j, r, c);
                 i += r;
             }
             j += c;
@@ -320,28 +335,20 @@ mod x86 {
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
-        let mut j = cols.start;
-        while j < cols.end {
-            let c = (cols.end - j).min(8 * V);
-            let mut i = 0;
-            while i < m {
-                let r = (m - i).min(ROWS_WIDE);
-                let at = (i, j, c);
-                // SAFETY: the tile lies within the bounds the caller vouched for.
-                unsafe {
-                    match r {
-                        6 => broadcast_tile::<6, V>(out, x, w, (n, k), at),
-                        5 => broadcast_tile::<5, V>(out, x, w, (n, k), at),
-                        4 => broadcast_tile::<4, V>(out, x, w, (n, k), at),
-                        3 => broadcast_tile::<3, V>(out, x, w, (n, k), at),
-                        2 => broadcast_tile::<2, V>(out, x, w, (n, k), at),
-                        _ => broadcast_tile::<1, V>(out, x, w, (n, k), at),
-                    }
+        for_each_tile(m, cols, (ROWS_WIDE, 8 * V), |i, j, r, c| {
+            let at = (i, j, c);
+            // SAFETY: the tile lies within the bounds the caller vouched for.
+            unsafe {
+                match r {
+                    6 => broadcast_tile::<6, V>(out, x, w, (n, k), at),
+                    5 => broadcast_tile::<5, V>(out, x, w, (n, k), at),
+                    4 => broadcast_tile::<4, V>(out, x, w, (n, k), at),
+                    3 => broadcast_tile::<3, V>(out, x, w, (n, k), at),
+                    2 => broadcast_tile::<2, V>(out, x, w, (n, k), at),
+                    _ => broadcast_tile::<1, V>(out, x, w, (n, k), at),
                 }
-                i += r;
             }
-            j += c;
-        }
+        });
     }
 
     /// One tile of `R` rows by `c ≤ 8·V` columns from column `j`: each step

@@ -30,7 +30,8 @@ pub struct Conv2dPlan {
     pub out_shape: Vec<usize>,
 }
 
-/// Output length of a sliding window: `None` when the window does not fit.
+/// Output length of a sliding window: `None` when the window does not fit
+/// (or its extent overflows a count, which no input can match).
 fn window_count(
     size: usize,
     pad: usize,
@@ -38,8 +39,8 @@ fn window_count(
     dilation: usize,
     stride: usize,
 ) -> Option<usize> {
-    let span = dilation * (kernel - 1) + 1;
-    let padded = size + 2 * pad;
+    let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
+    let padded = pad.checked_mul(2)?.checked_add(size)?;
     (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
@@ -150,7 +151,7 @@ pub fn pool2d(x: &Tensor, p: Pool2d) -> Result<Pool2dPlan> {
             p.kernel, p.stride
         )));
     }
-    if 2 * p.padding.0 > p.kernel.0 || 2 * p.padding.1 > p.kernel.1 {
+    if p.padding.0 > p.kernel.0 / 2 || p.padding.1 > p.kernel.1 / 2 {
         return Err(TensorError::InvalidArgument(format!(
             "{name}: padding {:?} exceeds half the kernel {:?}",
             p.padding, p.kernel
@@ -160,6 +161,12 @@ pub fn pool2d(x: &Tensor, p: Pool2d) -> Result<Pool2dPlan> {
     if s.len() != 4 {
         return Err(TensorError::Shape(format!(
             "{name}: x {s:?} must be [n, c, h, w]"
+        )));
+    }
+    // With no rows or columns every window would lie in the padding.
+    if s[2] == 0 || s[3] == 0 {
+        return Err(TensorError::Shape(format!(
+            "{name}: x {s:?} has no rows or columns to pool"
         )));
     }
     let oh = window_count(s[2], p.padding.0, p.kernel.0, 1, p.stride.0);

@@ -1,6 +1,6 @@
-//! Data movement: embedding, reshape, transpose, slice, concat.
+//! Data movement: embedding, gather, expand, reshape, transpose, slice, concat.
 
-use super::{check_axis, check_size, resolve_reshape};
+use super::{broadcast_for, check_axis, check_size, resolve_reshape, split_at_axis};
 use crate::{DType, Result, Tensor, TensorError};
 
 /// Validates an embedding lookup: table `[vocab, dim]` of any dtype, ids of
@@ -33,6 +33,67 @@ pub fn id_out_of_range(id: i64, vocab: usize) -> TensorError {
     TensorError::InvalidArgument(format!(
         "embedding: id {id} is out of range for a vocabulary of {vocab}"
     ))
+}
+
+/// The geometry of a gather along one axis of `x`, seen as
+/// `[outer, dim, inner]`: each index picks an `inner`-long run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatherPlan {
+    /// Elements before the axis (product of the leading dimensions).
+    pub outer: usize,
+    /// The axis' length: indices lie in `-dim..dim`.
+    pub dim: usize,
+    /// Elements after the axis (product of the trailing dimensions).
+    pub inner: usize,
+    /// Number of indices.
+    pub count: usize,
+    /// `[..before, ..indices, ..after]`.
+    pub out_shape: Vec<usize>,
+}
+
+/// Validates a gather along `axis` (already normalised): indices of i32 or
+/// i64 and any shape. Whether each index lies in `-dim..dim` is only known
+/// from the data; backends report it with [`index_out_of_range`].
+pub fn gather(x: &Tensor, indices: &Tensor, axis: usize) -> Result<GatherPlan> {
+    if !matches!(indices.dtype(), DType::I32 | DType::I64) {
+        return Err(TensorError::DType(format!(
+            "gather: indices must be i32 or i64, got {}",
+            indices.dtype()
+        )));
+    }
+    check_axis("gather", x, axis)?;
+    let (outer, dim, inner) = split_at_axis(x.shape(), axis);
+    let mut out_shape = x.shape()[..axis].to_vec();
+    out_shape.extend_from_slice(indices.shape());
+    out_shape.extend_from_slice(&x.shape()[axis + 1..]);
+    check_size("gather", &out_shape, x.dtype())?;
+    Ok(GatherPlan {
+        outer,
+        dim,
+        inner,
+        count: indices.numel(),
+        out_shape,
+    })
+}
+
+/// The error for a gather index outside `-dim..dim`.
+pub fn index_out_of_range(index: i64, dim: usize) -> TensorError {
+    TensorError::InvalidArgument(format!(
+        "gather: index {index} is out of range for an axis of {dim}"
+    ))
+}
+
+/// Validates `expand`: `x` broadcast with `shape` (NumPy rules, both ways).
+/// Returns the output shape.
+pub fn expand(x: &Tensor, shape: &[usize]) -> Result<Vec<usize>> {
+    let out = broadcast_for("expand", x.shape(), shape).map_err(|_| {
+        TensorError::Shape(format!(
+            "expand: x {:?} does not broadcast with the shape {shape:?}",
+            x.shape()
+        ))
+    })?;
+    check_size("expand", &out, x.dtype())?;
+    Ok(out)
 }
 
 /// Validates a reshape to `shape` (at most one -1, inferred; see

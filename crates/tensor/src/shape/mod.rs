@@ -13,12 +13,17 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod reduce;
+mod select;
 
 pub use conv::{Conv2dPlan, Pool2dPlan, conv2d, pool2d};
 pub use elementwise::{affine, binary, cast, full, unary};
-pub use layout::{concat, embedding, id_out_of_range, reshape, slice, transpose};
+pub use layout::{
+    GatherPlan, concat, embedding, expand, gather, id_out_of_range, index_out_of_range, reshape,
+    slice, transpose,
+};
 pub use linalg::{AttentionPlan, MatmulPlan, attention, linear, matmul};
 pub use reduce::{ReducePlan, layer_norm, reduce, softmax, top_k};
+pub use select::{ClipBounds, clip, compare, select};
 
 use crate::{DType, Result, Tensor, TensorError};
 
@@ -32,16 +37,28 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
+/// Whether `shape` at `dtype` is addressable: its non-zero dimensions
+/// multiply to at most `isize::MAX` bytes. For a tensor with elements that
+/// is its size; for an empty one it still bounds the sub-shapes kernels
+/// split it into (`[0, 2^40, 2^40]` is empty, but its last two dimensions
+/// overflow a count).
+pub fn addressable(shape: &[usize], dtype: DType) -> bool {
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(dtype.size(), |n, &d| n.checked_mul(d))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize)
+}
+
 /// Refuses results whose byte size cannot even be addressed: they would
 /// overflow size arithmetic and could never be allocated.
 pub fn check_size(op: &str, shape: &[usize], dtype: DType) -> Result<()> {
-    let bytes = checked_numel(shape).and_then(|n| n.checked_mul(dtype.size()));
-    match bytes {
-        Some(b) if b <= isize::MAX as usize => Ok(()),
-        _ => Err(TensorError::OutOfMemory(format!(
-            "{op}: a {dtype} result of shape {shape:?} does not fit in memory"
-        ))),
+    if addressable(shape, dtype) {
+        return Ok(());
     }
+    Err(TensorError::OutOfMemory(format!(
+        "{op}: a {dtype} result of shape {shape:?} does not fit in memory"
+    )))
 }
 
 /// Turns a possibly negative axis (counting from the end) into an index
@@ -80,6 +97,9 @@ pub fn resolve_reshape(numel: usize, shape: &[i32]) -> Result<Vec<usize>> {
         }
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    if !addressable(&out, DType::U8) {
+        return Err(err("its dimensions multiply past what memory can hold"));
+    }
     match inferred {
         Some(i) => {
             // 0 elements cannot pin down the -1 when another entry is 0 too.

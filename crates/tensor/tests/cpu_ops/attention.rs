@@ -5,17 +5,17 @@ use edgeserve_tensor::{Attention, DType, Tensor};
 use crate::common::*;
 
 /// Shapes of q, k, v and the mask, and the options.
-struct AttnCase<'a> {
-    q: &'a [usize],
-    k: &'a [usize],
-    v: &'a [usize],
-    mask: Option<&'a [usize]>,
-    causal: bool,
-    scale: Option<f32>,
+pub struct AttnCase<'a> {
+    pub q: &'a [usize],
+    pub k: &'a [usize],
+    pub v: &'a [usize],
+    pub mask: Option<&'a [usize]>,
+    pub causal: bool,
+    pub scale: Option<f32>,
 }
 
 impl AttnCase<'_> {
-    fn params(&self) -> Attention {
+    pub fn params(&self) -> Attention {
         Attention {
             scale: self.scale,
             causal: self.causal,
@@ -32,7 +32,7 @@ fn plain(causal: bool) -> Attention {
 }
 
 /// Naive attention in f64; returns (shape, values, error scale).
-fn ref_attention(
+pub fn ref_attention(
     case: &AttnCase,
     q: &[f32],
     k: &[f32],

@@ -4,7 +4,7 @@ use edgeserve_tensor::{Conv2d, DType, Pool2d, PoolKind};
 
 use crate::common::*;
 
-fn ref_conv(
+pub fn ref_conv(
     x: &[f32],
     xs: [usize; 4],
     w: &[f32],
@@ -55,9 +55,9 @@ fn ref_conv(
 }
 
 /// Stride, padding and dilation as (height, width) pairs, then groups.
-type Geometry = ((usize, usize), (usize, usize), (usize, usize), usize);
+pub type Geometry = ((usize, usize), (usize, usize), (usize, usize), usize);
 
-fn conv_params((stride, padding, dilation, groups): Geometry) -> Conv2d {
+pub fn conv_params((stride, padding, dilation, groups): Geometry) -> Conv2d {
     Conv2d {
         stride,
         padding,
@@ -147,7 +147,7 @@ fn conv2d_errors() {
     assert_err!(c.conv2d(&x, &half, None, p), DType);
 }
 
-fn ref_pool(x: &[f32], xs: [usize; 4], p: Pool2d) -> (Vec<usize>, Vec<f64>) {
+pub fn ref_pool(x: &[f32], xs: [usize; 4], p: Pool2d) -> (Vec<usize>, Vec<f64>) {
     let [n, c, h, w] = xs;
     let oh = (h + 2 * p.padding.0 - p.kernel.0) / p.stride.0 + 1;
     let ow = (w + 2 * p.padding.1 - p.kernel.1) / p.stride.1 + 1;
@@ -228,4 +228,11 @@ fn pool2d_errors() {
     assert_err!(cpu().pool2d(&two_d, p((2, 2), (1, 1), (0, 0))), Shape);
     let bytes = typed(DType::U8, &[1, 1, 4, 4], vec![0u8; 16]);
     assert_err!(cpu().pool2d(&bytes, p((2, 2), (1, 1), (0, 0))), DType);
+    // No rows: every window would lie in the padding (found by the property
+    // test; the kernel used to index past the empty input).
+    let msg = assert_err!(
+        cpu().pool2d(&zeros(&[1, 1, 0, 0]), p((4, 4), (1, 1), (2, 2))),
+        Shape
+    );
+    assert!(msg.contains("no rows or columns"), "{msg}");
 }

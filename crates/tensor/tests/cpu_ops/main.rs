@@ -26,4 +26,6 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod plumbing;
+mod properties;
 mod reduce;
+mod select;

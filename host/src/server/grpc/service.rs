@@ -159,7 +159,7 @@ impl GrpcInferenceService for Inference {
             .get(&request.name, version_of(&request.version))
         {
             Ok(_) => true,
-            Err(RegistryError::NotLoaded { .. }) => false,
+            Err(RegistryError::NotLoaded { .. } | RegistryError::Recovering { .. }) => false,
             Err(e) => return Err(status::of_registry(e)),
         };
         Ok(Response::new(ModelReadyResponse { ready }))

@@ -34,6 +34,7 @@ pub fn of_registry(e: RegistryError) -> Status {
 fn of_fault(fault: Fault) -> Status {
     let code = match &fault {
         Fault::Deadline { .. } => Code::DeadlineExceeded,
+        Fault::DeviceLost { .. } => Code::Unavailable,
         fault if fault.is_client_error() => Code::InvalidArgument,
         _ => Code::Internal,
     };

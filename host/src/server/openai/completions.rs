@@ -197,17 +197,7 @@ fn sampling(fields: &mut Fields, endpoint: Endpoint) -> Result<Sampling, FieldEr
     if endpoint == Endpoint::Chat {
         max_tokens = max_tokens.or(fields.integer("max_completion_tokens", 0, u32::MAX.into())?);
     }
-    let options = Options {
-        max_tokens: max_tokens.map(|n| n as u32),
-        temperature: fields.number("temperature", "0..=2", |t| (0.0..=2.0).contains(&t))?,
-        top_p: fields.number("top_p", "(0, 1]", |p| p > 0.0 && p <= 1.0)?,
-        top_k: fields
-            .integer("top_k", 0, u32::MAX.into())?
-            .map(|k| k as u32),
-        seed: fields.integer("seed", i64::MIN, i64::MAX)?,
-        stop: fields.strings("stop", MAX_STOPS)?,
-        logprobs: false,
-    };
+    let options = Options::read(fields, max_tokens, Some(2.0), MAX_STOPS)?;
     let n = fields.integer("n", 1, MAX_N)?.unwrap_or(1) as u32;
     let stream = fields.boolean("stream")?.unwrap_or(false);
     let include_usage = match fields.take("stream_options") {

@@ -100,14 +100,7 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiEr
             format!("model {name} did not answer with {what}"),
         ))
     };
-    let output = |wanted: &str| {
-        response
-            .outputs
-            .iter()
-            .find(|(n, _)| n == wanted)
-            .map(|(_, v)| v)
-    };
-    let (vectors, width) = match output(EMBEDDING) {
+    let (vectors, width) = match response.output(EMBEDDING) {
         Some(Tensor::Numeric(t)) if t.dtype() == DType::F32 && t.shape().len() == 2 => {
             let data: Vec<f32> = t
                 .host()
@@ -141,7 +134,7 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiEr
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let tokens = match output(INPUT_IDS) {
+    let tokens = match response.output(INPUT_IDS) {
         Some(value) => real_tokens(value).ok_or_else(|| bad("an INT64 `input_ids` output"))?,
         None => 0,
     };

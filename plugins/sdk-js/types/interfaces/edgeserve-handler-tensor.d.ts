@@ -1,4 +1,4 @@
-declare module 'edgeserve:handler/tensor@0.1.1' {
+declare module 'edgeserve:handler/tensor@0.1.2' {
   /**
    * Matrix product over the last two axes, batch axes broadcast.
    * a: [..., m, k]; b: [..., k, n], or [..., n, k] when `transpose-b`.
@@ -78,6 +78,35 @@ declare module 'edgeserve:handler/tensor@0.1.1' {
    * The `k` largest entries along the last axis: (values, i64 indices), largest first.
    */
   export function topK(x: Tensor, k: number): [Tensor, Tensor];
+  /**
+   * `a op b` with NumPy broadcasting, as a u8 mask: 1 where it holds, 0
+   * elsewhere (as in IEEE 754, only `not-equal` holds for a NaN operand).
+   * Both operands share one dtype.
+   */
+  export function compare(op: CompareOp, a: Tensor, b: Tensor): Tensor;
+  /**
+   * `a` where `condition` is nonzero, `b` elsewhere; the three broadcast
+   * like NumPy. `condition` may be any dtype (a `compare` mask is u8);
+   * `a` and `b` share one dtype, which the result has.
+   */
+  export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor;
+  /**
+   * Entries of `x` picked along `axis` by integer `indices` (i32 or i64,
+   * any shape; negative ones count from the end), as ONNX `Gather` and
+   * `numpy.take` do: x [..before, n, ..after] -> [..before, ..indices, ..after].
+   * An index outside -n..n is an `invalid-argument` error.
+   */
+  export function gather(x: Tensor, indices: Tensor, axis: number): Tensor;
+  /**
+   * `x` broadcast with `shape` like NumPy (ONNX `Expand`): the result's
+   * shape is the broadcast of both, each element copied where it repeats.
+   */
+  export function expand(x: Tensor, shape: Uint32Array): Tensor;
+  /**
+   * Elementwise `min(max(x, lo), hi)`; an absent bound does not clip.
+   * Bounds convert to `x`'s dtype like `full`'s value; NaN stays NaN.
+   */
+  export function clip(x: Tensor, lo: number | undefined, hi: number | undefined): Tensor;
   /**
    * Element types a tensor can hold.
    * # Variants
@@ -216,6 +245,23 @@ declare module 'edgeserve:handler/tensor@0.1.1' {
    * ## `"avg"`
    */
   export type PoolKind = 'max' | 'avg';
+  /**
+   * Elementwise comparisons for `compare`.
+   * # Variants
+   * 
+   * ## `"equal"`
+   * 
+   * ## `"not-equal"`
+   * 
+   * ## `"less"`
+   * 
+   * ## `"less-equal"`
+   * 
+   * ## `"greater"`
+   * 
+   * ## `"greater-equal"`
+   */
+  export type CompareOp = 'equal' | 'not-equal' | 'less' | 'less-equal' | 'greater' | 'greater-equal';
   
   export class Tensor implements Disposable {
     /**
