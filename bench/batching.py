@@ -90,16 +90,6 @@ def round_of(server, model, requests, clients):
     return [t for r in results for t in r], wall
 
 
-def batch_mean(url, model):
-    """(batches, rows) the server counted for `model`."""
-    text = harness.get(url, "/metrics")[1].decode()
-    total = {}
-    for suffix in ("count", "sum"):
-        pattern = rf'^edgeserve_batch_size_{suffix}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)$'
-        total[suffix] = sum(float(v) for v in re.findall(pattern, text, re.M))
-    return total["count"], total["sum"]
-
-
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -126,14 +116,14 @@ def main():
             # Warm both sides up (first calls allocate, caches fill).
             for name in sides:
                 round_of(server, name, 2, args.clients)
-            before = batch_mean(server.url, model)
+            before = harness.histogram(server.url, "batch_size", model)
             for _ in range(args.rounds):
                 for name in sides:
                     latencies, wall = round_of(server, name, requests[model], args.clients)
                     kept, seconds, count = sides[name]
                     sides[name] = (kept + latencies, seconds + wall, count + len(latencies))
-            after = batch_mean(server.url, model)
-            batches, batched_rows = after[0] - before[0], after[1] - before[1]
+            after = harness.histogram(server.url, "batch_size", model)
+            batched_rows, batches = after[0] - before[0], after[1] - before[1]
             stats = {}
             for name, (latencies, seconds, count) in sides.items():
                 stats[name] = (count / seconds, statistics.median(latencies) * 1e3,

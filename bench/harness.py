@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -61,6 +62,17 @@ def get(url, path):
     conn.request("GET", path)
     response = conn.getresponse()
     return response.status, response.read()
+
+
+def histogram(url, metric, model):
+    """(sum, count) of the server's histogram `edgeserve_<metric>` for
+    `model`, added up over its other labels."""
+    text = get(url, "/metrics")[1].decode()
+    found = {}
+    for part in ("sum", "count"):
+        pattern = rf'^edgeserve_{metric}_{part}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}} (\S+)$'
+        found[part] = sum(float(m) for m in re.findall(pattern, text, re.M))
+    return found["sum"], found["count"]
 
 
 class Server:

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
 import statistics
 import subprocess
@@ -57,16 +56,6 @@ def import_model(binary, model, name, repo):
     if out.returncode != 0:
         sys.exit(f"import of {model} failed:\n{out.stderr}")
     print(out.stdout.strip(), file=sys.stderr)
-
-
-def compute_seconds(url, model):
-    """(sum, count) of the server's compute_duration_seconds for `model`."""
-    text = harness.get(url, "/metrics")[1].decode()
-    found = {}
-    for part in ("sum", "count"):
-        pattern = rf'^edgeserve_compute_duration_seconds_{part}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}} (\S+)$'
-        found[part] = sum(float(m) for m in re.findall(pattern, text, re.M))
-    return found["sum"], found["count"]
 
 
 def oip(inputs):
@@ -125,9 +114,9 @@ def main():
                 fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]
                 if text_body is not None:
                     fns.append(lambda: client.post("minilm", text_body))
-                before = compute_seconds(server.url, model)
+                before = harness.histogram(server.url, "compute_duration_seconds", model)
                 times = harness.timed(fns, args.repeats, warmup=3)
-                after = compute_seconds(server.url, model)
+                after = harness.histogram(server.url, "compute_duration_seconds", model)
                 inside = (after[0] - before[0]) / max(after[1] - before[1], 1) * 1e3
                 p50 = [statistics.median(t) * 1e3 for t in times]
                 plugin = f"{p50[2]:.2f}" if len(p50) > 2 else "–"
