@@ -1,19 +1,13 @@
 //! Elementwise ops: binary, unary, affine, full and cast.
 
-use super::{broadcast_for, check_size, float_only, numeric};
-use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp};
+use super::{broadcast_for, check_size, float_only, numeric, operands_match};
+use crate::{BinaryOp, DType, Result, Tensor, UnaryOp};
 
 /// Validates a broadcasting binary op; returns the output shape (the
 /// output dtype is the operands').
 pub fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     let name = op.name();
-    if a.dtype() != b.dtype() {
-        return Err(TensorError::DType(format!(
-            "{name}: a is {} and b is {}; dtypes must match",
-            a.dtype(),
-            b.dtype()
-        )));
-    }
+    operands_match(name, a, b)?;
     match op {
         BinaryOp::Pow => float_only(name, a.dtype())?,
         _ => numeric(name, a.dtype())?,

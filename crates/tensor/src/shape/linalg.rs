@@ -2,7 +2,7 @@
 
 use super::{
     broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, float_only,
-    numel, same_dtype,
+    numel, operands_match, same_dtype,
 };
 use crate::{Attention, AttentionInputs, Result, Tensor, TensorError, UnaryOp, WeightedInputs};
 
@@ -84,13 +84,7 @@ pub fn linear(
 pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<MatmulPlan> {
     let (sa, sb) = (a.shape(), b.shape());
     let err = |why: String| TensorError::Shape(format!("matmul: a {sa:?} and b {sb:?}: {why}"));
-    if a.dtype() != b.dtype() {
-        return Err(TensorError::DType(format!(
-            "matmul: a is {} and b is {}; dtypes must match",
-            a.dtype(),
-            b.dtype()
-        )));
-    }
+    operands_match("matmul", a, b)?;
     float_only("matmul", a.dtype())?;
     if sa.len() < 2 || sb.len() < 2 {
         return Err(err("both operands need rank 2 or more".into()));

@@ -232,6 +232,18 @@ fn numeric(op: &str, dtype: DType) -> Result<()> {
     Ok(())
 }
 
+/// The two operands `a` and `b` of `op` share a dtype.
+fn operands_match(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(TensorError::DType(format!(
+            "{op}: a is {} and b is {}; dtypes must match",
+            a.dtype(),
+            b.dtype()
+        )));
+    }
+    Ok(())
+}
+
 fn same_dtype(op: &str, what: &str, x: &Tensor, other: &Tensor) -> Result<()> {
     if x.dtype() != other.dtype() {
         return Err(TensorError::DType(format!(

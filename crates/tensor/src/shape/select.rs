@@ -1,18 +1,12 @@
 //! Ops that choose between elements: compare, where, clip.
 
-use super::{broadcast_for, check_size, numeric};
+use super::{broadcast_for, check_size, numeric, operands_match};
 use crate::{CompareOp, DType, Result, Tensor, TensorError};
 
 /// Validates a broadcasting comparison; returns the shape of its u8 mask.
 pub fn compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     let name = op.name();
-    if a.dtype() != b.dtype() {
-        return Err(TensorError::DType(format!(
-            "{name}: a is {} and b is {}; dtypes must match",
-            a.dtype(),
-            b.dtype()
-        )));
-    }
+    operands_match(name, a, b)?;
     let out = broadcast_for(name, a.shape(), b.shape())?;
     check_size(name, &out, DType::U8)?;
     Ok(out)
@@ -21,13 +15,7 @@ pub fn compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
 /// Validates the contract's `where`: `a` and `b` share a dtype, `condition`
 /// may have any, and the three broadcast together. Returns the output shape.
 pub fn select(condition: &Tensor, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
-    if a.dtype() != b.dtype() {
-        return Err(TensorError::DType(format!(
-            "where: a is {} and b is {}; dtypes must match",
-            a.dtype(),
-            b.dtype()
-        )));
-    }
+    operands_match("where", a, b)?;
     let ab = broadcast_for("where", a.shape(), b.shape())?;
     let out = broadcast_for("where", condition.shape(), &ab).map_err(|_| {
         TensorError::Shape(format!(
