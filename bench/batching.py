@@ -41,8 +41,8 @@ SENTENCES = [
 def bodies(model):
     """Batch-1 request bodies, pre-encoded; several distinct ones per model."""
     if model == "minilm":
-        # The embedding alone: token ids would be padded to a batch's
-        # longest sentence, so a request for them runs alone.
+        # The embedding alone, as the runs recorded in RESULTS.md did (a
+        # request for the token ids batches too).
         return [json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [s]}],
                             "outputs": [{"name": "embedding"}]}).encode() for s in SENTENCES]
     return [json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",

@@ -163,9 +163,26 @@ def model_config():
 def shape_rules():
     # First byte: the operation (see host/src/fuzz/shapes.rs); then dtype,
     # rank and dimension choices.
-    for op in range(19):
+    for op in range(24):
         write("shape_rules", f"op{op:02}", bytes([op, 0, 2, 3, 2, 0, 0, 2, 2, 3, 0, 1, 1, 2, 0, 3, 1, 2, 3, 1, 0, 1]))
         write("shape_rules", f"op{op:02}-huge", bytes([op, 0, 3, 0, 11, 9, 0, 0, 3, 11, 0, 10, 0, 1, 7, 6, 9, 1, 1]))
+    # The contract 0.1.2 ops on inputs they accept: x is f32 [3, 2] (bytes
+    # 0, 2, 3, 2, 0), then each op's operands.
+    x = [0, 2, 3, 2, 0]
+    # compare: y of x's dtype, [2]; `less`.
+    write("shape_rules", "compare-broadcast", bytes([19, *x, 1, 1, 2, 0, 2]))
+    # where: condition x, a f32 [2], b a scalar of a's dtype.
+    write("shape_rules", "where-broadcast", bytes([20, *x, 0, 1, 2, 3, 1, 0, 1]))
+    # gather: i64 indices [2] holding 1 and 0 (value seed 1), on axis 1
+    # and on axis -2; value seed 0 holds 1e30, out of range.
+    write("shape_rules", "gather-axis1", bytes([21, *x, 0, 1, 2, 1, 1]))
+    write("shape_rules", "gather-axis-neg2", bytes([21, *x, 1, 1, 2, 1, 0xFE]))
+    write("shape_rules", "gather-out-of-range", bytes([21, *x, 0, 1, 2, 0, 0]))
+    # expand: [3, 1] to [3, 4].
+    write("shape_rules", "expand", bytes([22, 0, 2, 3, 1, 0, 2, 3, 4]))
+    # clip: to [-1, 0.5], and with a NaN bound (refused).
+    write("shape_rules", "clip", bytes([23, *x, 1, 2, 1, 4]))
+    write("shape_rules", "clip-nan", bytes([23, *x, 1, 8, 0]))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,17 @@ const TLS_RELOAD_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Starts the runtime, loads every model in the repository and listens.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    start_with(settings, None).await
+}
+
+/// As [`start`], on `devices` opened by the caller (e.g. a GPU adapter of
+/// its choosing, [`Devices::with_gpu`]) instead of those `settings.device`
+/// asks for.
+pub async fn start_on(settings: Settings, devices: Devices) -> Result<Running, StartError> {
+    start_with(settings, Some(devices)).await
+}
+
+async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Running, StartError> {
     let access = Arc::new(AccessPolicy::new(&settings.access, settings.listen.ip())?);
     let tls = settings.tls.as_ref().map(Tls::new).transpose()?;
     let upstream = settings
@@ -138,9 +149,12 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             .await?;
     }
     let runtime = Arc::new(Runtime::new(&settings.runtime)?);
-    let devices = tokio::task::spawn_blocking(move || Devices::open(settings.device))
-        .await
-        .expect("opening devices does not panic")?;
+    let devices = match devices {
+        Some(devices) => devices,
+        None => tokio::task::spawn_blocking(move || Devices::open(settings.device))
+            .await
+            .expect("opening devices does not panic")?,
+    };
     let metrics = Arc::new(Metrics::new());
     let default = devices.default_info();
     for info in devices.all() {

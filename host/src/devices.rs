@@ -106,11 +106,22 @@ pub struct DeviceMemory {
 impl Devices {
     /// Opens the devices `choice` asks for.
     pub fn open(choice: DeviceChoice) -> Result<Devices, DeviceError> {
-        Ok(Devices {
+        Ok(Devices::on(choice, open_gpu(choice)?))
+    }
+
+    /// Runs on `gpu`, a GPU the caller opened (an adapter of its choosing,
+    /// which `choice` might have passed over), as the default device;
+    /// `choice` decides what replaces it after a loss ([`Devices::reopen_gpu`]).
+    pub fn with_gpu(choice: DeviceChoice, gpu: GpuBackend) -> Devices {
+        Devices::on(choice, Some(gpu))
+    }
+
+    fn on(choice: DeviceChoice, gpu: Option<GpuBackend>) -> Devices {
+        Devices {
             cpu: Arc::new(CpuBackend::new()),
             choice,
-            open: Arc::new(RwLock::new(OpenGpu::new(open_gpu(choice)?))),
-        })
+            open: Arc::new(RwLock::new(OpenGpu::new(gpu))),
+        }
     }
 
     /// Why the GPU in use was lost, or `None` while it works (or when

@@ -1,6 +1,6 @@
 // edgeserve's JavaScript SDK: write a model handler whose math runs on host
 // kernels. One ES module; `edgeserve build` compiles it with the handler by
-// componentize-js. Its version follows the contract: edgeserve:handler@0.1.2.
+// componentize-js. Its version follows the contract: edgeserve:handler@0.1.3.
 //
 //   import { Model, spec, exportHandler } from "./sdk/edgeserve.js";
 //   class Double extends Model {
@@ -10,11 +10,11 @@
 //   }
 //   export const handler = exportHandler(Double);
 
-import * as wit from "edgeserve:handler/tensor@0.1.2";
-import * as witModel from "edgeserve:handler/model@0.1.2";
+import * as wit from "edgeserve:handler/tensor@0.1.3";
+import * as witModel from "edgeserve:handler/model@0.1.3";
 
 /** The WIT package version this SDK binds to. */
-export const CONTRACT = "edgeserve:handler@0.1.2";
+export const CONTRACT = "edgeserve:handler@0.1.3";
 
 const ARRAYS = { f32: Float32Array, i32: Int32Array, i64: BigInt64Array, u8: Uint8Array };
 
@@ -151,6 +151,14 @@ export function where(condition, a, b) {
 /** Scaled dot-product attention on the host. */
 export function attention(q, k, v, { mask, scale, causal = false } = {}) {
   return wrap(wit.attention, q.handle, k.handle, v.handle, handleOf(mask), scale, causal);
+}
+
+/**
+ * Self-attention over sequences packed without padding: q, k `[total, heads, d]`,
+ * v `[total, heads, dv]`, sequence `i` being tokens `offsets[i]` to `offsets[i + 1]`.
+ */
+export function attentionVarlen(q, k, v, offsets, { scale, causal = false } = {}) {
+  return wrap(wit.attentionVarlen, q.handle, k.handle, v.handle, Uint32Array.from(offsets), scale, causal);
 }
 
 /** What the host knows about the model this instance serves. */

@@ -224,6 +224,41 @@ pub fn edgeserve_binary() -> &'static Path {
     })
 }
 
+/// Runs `command` to completion and asserts that it succeeded; its output.
+/// A failure names `what` and shows the command's stdout and stderr.
+pub fn run_ok(command: &mut Command, what: &str) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} does not run: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A file of `tests/data/onnx/` (the exporters' fixtures).
+pub fn onnx_fixture(name: &str) -> PathBuf {
+    test_data("onnx").join(name)
+}
+
+/// `edgeserve import MODEL --name NAME --repository REPO` with the freshly
+/// built ONNX handler, ready to run.
+pub fn onnx_import(repo: &Path, model: &Path, name: &str) -> Command {
+    let mut command = Command::new(edgeserve_binary());
+    command
+        .arg("import")
+        .arg(model)
+        .args(["--name", name, "--repository"])
+        .arg(repo)
+        .arg("--handler")
+        .arg(plugin("onnx"));
+    command
+}
+
 /// Bodies above this get a 413 from servers built on [`server_settings`]
 /// (small, so that a test of the limit is cheap).
 pub const MAX_BODY: usize = 1 << 20;

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{error_text, floats, ints, output, shared_cache, status_json};
-use edgeserve_e2e::{ServerProcess, add_model, edgeserve_binary, plugin, repo_root};
+use edgeserve_e2e::{ServerProcess, add_model, edgeserve_binary, plugin, repo_root, run_ok};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -245,11 +245,7 @@ async fn digits_in_python_and_javascript_answer_like_the_rust_one() {
     }
     let (_, rust_p, rust_labels) = &answers[0];
     for (model, p, labels) in &answers[1..] {
-        let worst = p
-            .iter()
-            .zip(rust_p)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = common::max_abs_diff(p, rust_p);
         assert!(worst <= 1e-6, "{model}: max |p - rust| = {worst}");
         assert_eq!(labels, rust_labels, "{model}");
     }
@@ -293,6 +289,7 @@ fn contract_repository() -> TempDir {
     for fixture in [
         "contract-0-1-0",
         "contract-0-1-1",
+        "contract-0-1-2",
         "contract-0-2-0",
         "imports-unknown",
     ] {
@@ -318,6 +315,10 @@ async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_
     let (status, body) = infer(&server, "contract-0-1-1", &x(&[1.0, 2.0, 3.0])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(floats(&output(&body, "y")["data"]), [3.0, 6.0, 9.0]);
+    // Built against edgeserve:handler@0.1.2 (its `clip`).
+    let (status, body) = infer(&server, "contract-0-1-2", &x(&[-1.0, 1.0, 3.0])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&output(&body, "y")["data"]), [0.0, 1.0, 2.0]);
 
     let log = server.log().join("\n");
     let refusal = |model: &str| {
@@ -465,18 +466,13 @@ fn the_javascript_sdk_types_are_generated_from_the_wit_and_handlers_check_agains
         work.join("double-js/app.js"),
         repo_root().join("plugins/digits-js/app.js"),
     ] {
-        let out = Command::new(modules.join(".bin/tsc"))
-            .args(["--noEmit", "--strict", "--noImplicitAny", "false"])
-            .args(["--target", "esnext", "--module", "esnext"])
-            .args(["--moduleResolution", "bundler", "--allowJs", "--checkJs"])
-            .arg(&app)
-            .output()
-            .expect("running tsc");
-        assert!(
-            out.status.success(),
-            "{} does not type-check:\n{}",
-            app.display(),
-            String::from_utf8_lossy(&out.stdout)
+        run_ok(
+            Command::new(modules.join(".bin/tsc"))
+                .args(["--noEmit", "--strict", "--noImplicitAny", "false"])
+                .args(["--target", "esnext", "--module", "esnext"])
+                .args(["--moduleResolution", "bundler", "--allowJs", "--checkJs"])
+                .arg(&app),
+            &format!("type-checking {}", app.display()),
         );
     }
 }

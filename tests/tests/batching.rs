@@ -11,10 +11,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{TestServer, error_text, floats, output};
-use edgeserve_e2e::{ModelRepository, edgeserve_binary, model_repository, plugin, repo_root};
+use common::{TestServer, error_text, floats, max_abs_diff, output};
+use edgeserve_e2e::{
+    ModelRepository, model_repository, onnx_fixture, onnx_import, repo_root, run_ok,
+};
 use serde_json::{Value, json};
 
 /// Largest difference to the unbatched answer accepted for an FP32 output:
@@ -101,12 +102,7 @@ fn assert_same_answer(got: &Value, want: &Value) {
             actual["shape"], expected["shape"],
             "{name}: {got} vs {want}"
         );
-        let (a, b) = (floats(&actual["data"]), floats(&expected["data"]));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+        let worst = max_abs_diff(&floats(&actual["data"]), &floats(&expected["data"]));
         assert!(
             worst <= TOLERANCE,
             "{name} differs by {worst}: {got} vs {want}"
@@ -216,9 +212,9 @@ async fn minilm_sentences_batch_and_token_ids_stay_unpadded() {
         .iter()
         .map(|s| json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [s]}], "outputs": [{"name": "embedding"}]}))
         .collect();
-    // Every output, token ids included: padded to a batch's longest
-    // sentence they would differ from the answer alone, so these run alone.
-    let everything: Vec<Value> = SENTENCES[..4]
+    // Every output, token ids included: the batch pads them to its longest
+    // sentence, and each client gets its own rows cut back to its own.
+    let everything: Vec<Value> = SENTENCES
         .iter()
         .map(|s| json!({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [s]}]}))
         .collect();
@@ -233,27 +229,17 @@ async fn minilm_sentences_batch_and_token_ids_stay_unpadded() {
     let (count, sum, _) = batch_sizes(&server, "minilm").await;
     assert_eq!(
         (count, sum),
-        (1, 8),
-        "one batch of the eight embedding requests"
+        (2, 16),
+        "one batch of the eight embedding requests, one of the eight asking for everything"
     );
     server.stop().await;
 }
 
 /// Runs `edgeserve import` of a tests/data/onnx fixture into `repo`.
 fn import(repo: &Path, fixture: &str, name: &str) {
-    let out = Command::new(edgeserve_binary())
-        .arg("import")
-        .arg(repo_root().join("tests/data/onnx").join(fixture))
-        .args(["--name", name, "--repository"])
-        .arg(repo)
-        .arg("--handler")
-        .arg(plugin("onnx"))
-        .output()
-        .expect("running edgeserve import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        &mut onnx_import(repo, &onnx_fixture(fixture), name),
+        "edgeserve import",
     );
 }
 

@@ -119,7 +119,6 @@ async fn the_console_works_in_a_real_browser() {
             shots.as_os_str(),
         ],
         "console ok",
-        "scripts/test.sh installs chromium, chromium-driver and selenium",
     )
     .await;
     eprintln!("{printed}screenshots in {}", shots.display());

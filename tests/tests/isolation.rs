@@ -6,7 +6,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, error_text};
-use reqwest::Method;
 
 /// Runs faulty `action` and asserts it fails with `status` and an error
 /// that contains `message`.
@@ -79,11 +78,8 @@ async fn a_stuck_instance_gives_503_to_its_queue_and_others_keep_serving() {
     // faulty has one instance, busy spinning: the queue deadline (300 ms)
     // passes before the spin's deadline (500 ms).
     let response = server
-        .request(Method::POST, common::FAULTY)
-        .json(&common::faulty_request(0))
-        .send()
-        .await
-        .unwrap();
+        .send_json(common::FAULTY, &common::faulty_request(0))
+        .await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let body: serde_json::Value = response.json().await.unwrap();

@@ -1,8 +1,8 @@
 //! The `minilm` example model (plugins/minilm: all-MiniLM-L6-v2 on its
 //! pretrained weights) on a real server: token ids and embeddings against
 //! sentence-transformers (`tests/data/minilm_reference.json`, written by
-//! `plugins/minilm/reference.py`), one sentence at a time and as a padded
-//! batch.
+//! `plugins/minilm/reference.py`), one sentence at a time and as one batch
+//! (its tokens packed with no padding, token ids padded with `[PAD]`).
 //!
 //! Needs the weights in `examples/models/minilm/1`: `scripts/fetch-minilm.sh`
 //! (which `scripts/test.sh` runs) puts them there.
@@ -181,5 +181,48 @@ async fn minilm_requests_that_fail() {
     let outputs = body["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 1, "{body}");
     assert_eq!(outputs[0]["shape"], json!([1, DIM]));
+    server.stop().await;
+}
+
+/// Every reference sentence (short, truncated at 256 tokens, accented,
+/// Chinese, empty) in one request: the tokens of the batch run packed, with
+/// no padding, so each sentence's embedding must be the one it has alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn minilm_packed_batch_equals_each_sentence_alone() {
+    require_weights();
+    let server = TestServer::start(&["minilm"]).await;
+    let reference = reference();
+    let sentences: Vec<&str> = reference["cases"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|case| case["sentences"].as_array().unwrap())
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let embed = |sentences: &[&str]| {
+        let mut body = request(sentences);
+        body["outputs"] = json!([{"name": "embedding"}]);
+        let server = &server;
+        async move {
+            let (status, body) = server.post(INFER, &body).await;
+            assert_eq!(status, 200, "{body}");
+            floats(&output(&body, "embedding")["data"])
+        }
+    };
+    let batch = embed(&sentences).await;
+    assert_eq!(batch.len(), sentences.len() * DIM);
+    for (i, sentence) in sentences.iter().enumerate() {
+        let alone = embed(&[sentence]).await;
+        let row = &batch[i * DIM..(i + 1) * DIM];
+        let worst = row
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1e-5,
+            "{sentence:?}: batch vs alone differ by {worst}"
+        );
+    }
     server.stop().await;
 }

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 
 use common::{TestServer, data_json, floats, ints, output};
-use edgeserve_e2e::{edgeserve_binary, plugin, repo_root};
+use edgeserve_e2e::{onnx_import, repo_root, run_ok};
 use serde_json::json;
 
 const DIM: usize = 384;
@@ -35,30 +35,16 @@ async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
     );
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("minilm.onnx");
-    let export = Command::new("python3")
-        .arg(repo_root().join("tests/python/minilm_onnx.py"))
-        .arg(&model)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        export.status.success(),
-        "building the ONNX file failed (python3 -m pip install -r tests/requirements.txt): {}",
-        String::from_utf8_lossy(&export.stderr)
+    run_ok(
+        Command::new("python3")
+            .arg(repo_root().join("tests/python/minilm_onnx.py"))
+            .arg(&model),
+        "building the ONNX file (python3 -m pip install -r tests/requirements.txt)",
     );
     let repo = edgeserve_e2e::model_repository(&["minilm"]);
-    let import = Command::new(edgeserve_binary())
-        .arg("import")
-        .arg(&model)
-        .args(["--name", "minilm-onnx", "--repository"])
-        .arg(&*repo)
-        .arg("--handler")
-        .arg(plugin("onnx"))
-        .output()
-        .expect("running edgeserve import");
-    assert!(
-        import.status.success(),
-        "import failed: {}",
-        String::from_utf8_lossy(&import.stderr)
+    run_ok(
+        &mut onnx_import(&repo, &model, "minilm-onnx"),
+        "edgeserve import",
     );
     // A padded batch with a 256-token sentence, on a shared machine: more
     // than the default 5 s deadline allows.

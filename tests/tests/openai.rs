@@ -61,12 +61,10 @@ async fn oip_text(server: &TestServer, prompt: &str, max_tokens: u32) -> String 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_client_works() {
     let server = TestServer::start(&["gpt2", "minilm"]).await;
-    let url = server.base.trim_start_matches("http://").to_owned();
     common::run_python(
         "openai_compat.py",
-        &[url.as_ref()],
+        &[server.authority().as_ref()],
         "openai compatibility: OK",
-        "scripts/test.sh installs the openai package",
     )
     .await;
     server.stop().await;
@@ -113,11 +111,8 @@ async fn generate_extension_streams_what_it_answers() {
     );
 
     let response = server
-        .request(Method::POST, "/v2/models/gpt2/generate_stream")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+        .send_json("/v2/models/gpt2/generate_stream", &request)
+        .await;
     let events: Vec<Value> = sse_events(response)
         .await
         .iter()
@@ -266,12 +261,7 @@ async fn hanging_up_cancels_the_stream() {
     let most = 16.0 * 120.0;
     let tokens = "edgeserve_generated_tokens_total{model=\"gpt2\",version=\"1\"}";
     let cancelled = "edgeserve_cancelled_streams_total{model=\"gpt2\",version=\"1\"}";
-    let response = server
-        .request(Method::POST, "/v1/completions")
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = server.send_json("/v1/completions", &request).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
@@ -365,12 +355,10 @@ async fn a_busy_model_is_a_503_the_openai_client_raises() {
         None,
     )
     .await;
-    let url = server.base.trim_start_matches("http://").to_owned();
     common::run_python(
         "openai_busy.py",
-        &[url.as_ref()],
+        &[server.authority().as_ref()],
         "openai busy: OK",
-        "scripts/test.sh installs the openai package",
     )
     .await;
     server.stop().await;
@@ -438,14 +426,14 @@ async fn choices_run_side_by_side_and_each_is_reproducible() {
     // Two choices on two free instances run at once: the second one's text
     // starts arriving before the first one's is done.
     let response = server
-        .request(Method::POST, "/v1/completions")
-        .json(&json!({
-            "model": "gpt2", "prompt": "Once", "n": 2, "max_tokens": 120,
-            "temperature": 1.0, "seed": 3, "stream": true,
-        }))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            "/v1/completions",
+            &json!({
+                "model": "gpt2", "prompt": "Once", "n": 2, "max_tokens": 120,
+                "temperature": 1.0, "seed": 3, "stream": true,
+            }),
+        )
+        .await;
     let events = sse_events(response).await;
     let order: Vec<u64> = events
         .iter()
@@ -592,12 +580,7 @@ async fn a_relayed_stream_may_outlast_the_upstream_timeout_while_it_keeps_coming
     let front = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);
 
     let started = Instant::now();
-    let response = front
-        .request(Method::POST, path)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let response = front.send_json(path, &request).await;
     let relayed = sse_events(response).await;
     let took = started.elapsed();
     assert_eq!(

@@ -143,13 +143,11 @@ fn tempfile_dir() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn tritonclient_speaks_to_edgeserve() {
     let server = TestServer::start(&["digits"]).await;
-    let url = server.base.trim_start_matches("http://").to_owned();
     let reference = edgeserve_e2e::test_data("digits_reference.json");
     common::run_python(
         "triton_compat.py",
-        &[url.as_ref(), reference.as_os_str()],
+        &[server.authority().as_ref(), reference.as_os_str()],
         "tritonclient compatibility: OK",
-        "scripts/test.sh installs tritonclient",
     )
     .await;
     server.stop().await;

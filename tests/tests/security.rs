@@ -379,7 +379,6 @@ async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authenticatio
         "openai_auth.py",
         &[url.as_ref(), "openai-client-key".as_ref()],
         "openai api key: OK",
-        "scripts/test.sh installs the openai package",
     )
     .await;
 }

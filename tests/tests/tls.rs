@@ -255,13 +255,7 @@ async fn grpc_serves_the_same_tls_and_client_certificate_rule() {
     ];
     let mut argv = vec![std::ffi::OsStr::new(&grpc)];
     argv.extend(args.iter().map(|p| p.as_os_str()));
-    common::run_python(
-        "grpc_tls.py",
-        &argv,
-        "tritonclient.grpc over TLS: OK",
-        "scripts/test.sh installs tritonclient[grpc]",
-    )
-    .await;
+    common::run_python("grpc_tls.py", &argv, "tritonclient.grpc over TLS: OK").await;
     server.stop().await;
 }
 

@@ -1,7 +1,8 @@
 //! Scaled dot-product attention: the scores product, a masked softmax in
-//! place, and the product with the values.
+//! place, and the product with the values; and attention within sequences
+//! packed without padding, one kernel per (token, head) row.
 
-use edgeserve_tensor::shape::AttentionPlan;
+use edgeserve_tensor::shape::{AttentionPlan, VarlenAttentionPlan};
 use edgeserve_tensor::{AttentionInputs, DType, Result, Tensor};
 
 use crate::GpuBackend;
@@ -82,6 +83,51 @@ pub(crate) fn attention(
             transpose_b: false,
             epilogue: Epilogue::default(),
         },
+    )?;
+    Ok(t)
+}
+
+pub(crate) fn attention_varlen(
+    g: &GpuBackend,
+    [q, k, v]: [&Tensor; 3],
+    plan: &VarlenAttentionPlan,
+) -> Result<Tensor> {
+    const OP: &str = "attention-varlen";
+    f32_only(OP, q.dtype())?;
+    let (qb, kb, vb) = (g.buf(OP, q)?, g.buf(OP, k)?, g.buf(OP, v)?);
+    let (t, out) = g.output(OP, DType::F32, &plan.out_shape)?;
+    let rows = plan.total * plan.heads;
+    if rows == 0 || plan.dv == 0 {
+        return Ok(t);
+    }
+    // Per token: its sequence's start and length, and where its heads'
+    // scores begin in the scratch (each head holds `length` of them).
+    let mut table = Vec::with_capacity(3 * plan.total);
+    let mut base = 0usize;
+    for w in plan.offsets.windows(2) {
+        let len = w[1] - w[0];
+        for _ in w[0]..w[1] {
+            table.extend([w[0], len, base]);
+            base += plan.heads * len;
+        }
+    }
+    let scores = g.alloc(OP, bytes_of(OP, DType::F32, &[base.max(1)])?)?;
+    let mut p = words_of(OP, &[rows, plan.heads, plan.d, plan.dv])?;
+    p.extend([plan.scale.to_bits(), u32::from(plan.causal)]);
+    let (p, table) = (g.params(&p), g.params(&words_of(OP, &table)?));
+    g.dispatch(
+        "attention_varlen",
+        &[],
+        &[
+            &p,
+            &table,
+            qb.buffer(),
+            kb.buffer(),
+            vb.buffer(),
+            scores.buffer(),
+            out.buffer(),
+        ],
+        grid(OP, rows)?,
     )?;
     Ok(t)
 }

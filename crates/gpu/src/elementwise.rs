@@ -6,7 +6,7 @@ use edgeserve_tensor::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp};
 
 use crate::GpuBackend;
 use crate::buffers::{bytes_of, f32_only, unsupported};
-use crate::encoder::{grid_threads, u32_of, words_of};
+use crate::encoder::{broadcast_params, grid_threads, u32_of, words_of};
 
 /// `op`'s code in `activation.wgsl`.
 pub(crate) fn unary_code(op: UnaryOp) -> u32 {
@@ -74,10 +74,7 @@ pub(crate) fn binary(
     if n == 0 {
         return Ok(t);
     }
-    let sa = shape::broadcast_strides(a.shape(), out_shape);
-    let sb = shape::broadcast_strides(b.shape(), out_shape);
-    let mut p = words_of(name, &[n, out_shape.len()])?;
-    p.extend(words_of(name, &[out_shape, &sa, &sb].concat())?);
+    let p = broadcast_params(name, &[n, out_shape.len()], out_shape, &[a, b])?;
     let code = match op {
         BinaryOp::Add => 0,
         BinaryOp::Sub => 1,

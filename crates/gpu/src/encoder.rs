@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use edgeserve_tensor::{Result, TensorError};
+use edgeserve_tensor::{Result, Tensor, TensorError, shape};
 use wgpu::util::DeviceExt;
 
 use crate::{GpuBackend, kernels, lock};
@@ -39,6 +39,25 @@ pub(crate) fn u32_of(op: &str, v: usize) -> Result<u32> {
 /// Parameter words of `values`, each checked by [`u32_of`].
 pub(crate) fn words_of(op: &str, values: &[usize]) -> Result<Vec<u32>> {
     values.iter().map(|&v| u32_of(op, v)).collect()
+}
+
+/// Parameters of a broadcasting kernel: the `head` words, then the output
+/// shape and each operand's strides into it (0 along broadcast axes).
+pub(crate) fn broadcast_params(
+    op: &str,
+    head: &[usize],
+    out_shape: &[usize],
+    operands: &[&Tensor],
+) -> Result<Vec<u32>> {
+    let mut p = words_of(op, head)?;
+    p.extend(words_of(op, out_shape)?);
+    for x in operands {
+        p.extend(words_of(
+            op,
+            &shape::broadcast_strides(x.shape(), out_shape),
+        )?);
+    }
+    Ok(p)
 }
 
 /// A 2-D grid of workgroups covering `groups` groups.

@@ -36,7 +36,7 @@ pub(crate) fn source(kernel: &str) -> String {
         // The activations of the fused epilogue.
         "matmul" | "matmul_f16" => &[ACTIVATION],
         "unary" => &[MAP, ACTIVATION],
-        "softmax" | "attn_softmax" | "layer_norm" | "top_k" => &[ROWS],
+        "softmax" | "attn_softmax" | "attention_varlen" | "layer_norm" | "top_k" => &[ROWS],
         _ => &[MAP],
     };
     let body = kernel_file!(
@@ -53,6 +53,7 @@ pub(crate) fn source(kernel: &str) -> String {
             | "pool2d"
             | "softmax"
             | "attn_softmax"
+            | "attention_varlen"
             | "layer_norm"
             | "top_k"
             | "compare"

@@ -59,6 +59,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use edgeserve_tensor::shape::{
     AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+    VarlenAttentionPlan,
 };
 use edgeserve_tensor::{
     AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
@@ -220,5 +221,9 @@ impl Backend for GpuBackend {
 
     fn clip(&self, x: &Tensor, bounds: ClipBounds) -> Result<Tensor> {
         elementwise::clip(self, x, bounds)
+    }
+
+    fn attention_varlen(&self, qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Result<Tensor> {
+        attention::attention_varlen(self, qkv, plan)
     }
 }

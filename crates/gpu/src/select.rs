@@ -6,7 +6,7 @@ use edgeserve_tensor::{CompareOp, DType, Result, Tensor};
 
 use crate::GpuBackend;
 use crate::buffers::{unsupported, words_per_elem};
-use crate::encoder::{grid_threads, words_of};
+use crate::encoder::{broadcast_params, grid_threads};
 
 /// `compare.wgsl`'s code for `op`.
 fn compare_code(op: CompareOp) -> u32 {
@@ -41,10 +41,7 @@ pub(crate) fn compare(
         return Ok(t);
     }
     let words = n.div_ceil(4);
-    let sa = shape::broadcast_strides(a.shape(), out_shape);
-    let sb = shape::broadcast_strides(b.shape(), out_shape);
-    let mut p = words_of(name, &[words, out_shape.len(), n])?;
-    p.extend(words_of(name, &[out_shape, &sa, &sb].concat())?);
+    let p = broadcast_params(name, &[words, out_shape.len(), n], out_shape, &[a, b])?;
     let params = g.params(&p);
     g.dispatch(
         "compare",
@@ -73,11 +70,8 @@ pub(crate) fn select(
     if words == 0 {
         return Ok(t);
     }
-    let strides = [cond.shape(), a.shape(), b.shape()]
-        .map(|s| shape::broadcast_strides(s, out_shape))
-        .concat();
-    let mut p = words_of("where", &[words, out_shape.len(), per])?;
-    p.extend(words_of("where", &[out_shape, &strides].concat())?);
+    let head = [words, out_shape.len(), per];
+    let p = broadcast_params("where", &head, out_shape, &[cond, a, b])?;
     let params = g.params(&p);
     g.dispatch(
         "where",

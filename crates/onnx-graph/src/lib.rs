@@ -23,5 +23,12 @@ pub use support::{
 /// the weight is stored `[out, in]`.
 pub const LINEAR: &str = "edgeserve.Linear";
 
+/// The op `edgeserve import` fuses scaled dot-product attention into
+/// (`MatMul(q, Transpose(k)) → Mul/Div by a constant → Add mask → Softmax →
+/// MatMul(·, v)`): the host's `attention`. Inputs `q`, the transpose's input,
+/// `v` and the optional mask; attributes `k_perm` (the permutation that
+/// makes `k` `[..., lk, d]`) and `scale`.
+pub const ATTENTION: &str = "edgeserve.Attention";
+
 /// The asset file name of the graph inside a model's version folder.
 pub const GRAPH_ASSET: &str = "graph.json";

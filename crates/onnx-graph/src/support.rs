@@ -98,6 +98,10 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
         "constant data (class labels)",
     ),
     (
+        crate::ATTENTION,
+        "fused at import: MatMul(q, Transpose k), scale, Add of the mask, Softmax, MatMul by v",
+    ),
+    (
         crate::LINEAR,
         "fused at import: MatMul by a 2-D constant + Add of its bias (+ Relu/Gelu/Tanh/Sigmoid)",
     ),

@@ -537,6 +537,13 @@ pub trait Backend: Send + Sync {
     fn expand(&self, x: &Tensor, out_shape: &[usize]) -> Result<Tensor>;
     /// `min(max(x, lo), hi)` with the bounds already in range of `x`'s dtype.
     fn clip(&self, x: &Tensor, bounds: shape::ClipBounds) -> Result<Tensor>;
+    /// Attention within each sequence of `[q, k, v]` packed without padding
+    /// (the contract's `attention-varlen`).
+    fn attention_varlen(
+        &self,
+        qkv: [&Tensor; 3],
+        plan: &shape::VarlenAttentionPlan,
+    ) -> Result<Tensor>;
 
     /// Why the device is gone (driver reset, device removed), or `None`
     /// while it works; once gone, every operation fails with

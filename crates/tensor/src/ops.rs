@@ -290,6 +290,27 @@ impl<'a> Ops<'a> {
         })
     }
 
+    /// Attention within each sequence of tokens packed without padding
+    /// (the contract's `attention-varlen`): sequence `i` is tokens
+    /// `offsets[i]..offsets[i + 1]` of q, k and v.
+    pub fn attention_varlen(
+        &self,
+        [q, k, v]: [&Tensor; 3],
+        offsets: &[usize],
+        params: Attention,
+    ) -> Result<Tensor> {
+        let plan = shape::attention_varlen([q, k, v], offsets, params)?;
+        // As for `attention`: the scores of every head are the largest
+        // intermediate.
+        let elements = plan
+            .heads
+            .saturating_mul(plan.scores_per_head())
+            .saturating_add(shape::numel(&plan.out_shape));
+        self.run("attention-varlen", (q.dtype(), elements), |b| {
+            b.attention_varlen([q, k, v], &plan)
+        })
+    }
+
     /// The `k` largest entries along the last axis: (values, i64 indices).
     pub fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
         let out = shape::top_k(x, k)?;

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::shape::{
     AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+    VarlenAttentionPlan,
 };
 use edgeserve_tensor::{
     Attention, AttentionInputs, Backend, BackendInfo, BinaryOp, Budget, CompareOp, Conv2d, DType,
@@ -140,6 +141,7 @@ impl Backend for Probe<'_> {
         gather(&Tensor, &Tensor, &GatherPlan) -> Tensor;
         expand(&Tensor, &[usize]) -> Tensor;
         clip(&Tensor, ClipBounds) -> Tensor;
+        attention_varlen([&Tensor; 3], &VarlenAttentionPlan) -> Tensor;
     }
 }
 
@@ -328,6 +330,19 @@ fn cases() -> Vec<Case> {
         case("clip", "clip", 24, |o| {
             o.clip(&f32s(&[2, 3]), Some(0.0), None)
         }),
+        // [5, 2, 3] f32, and the scores: 2 heads of 2² + 3² per head.
+        Case {
+            scratch: 2 * (4 + 9) * 4,
+            ..case(
+                "attention-varlen",
+                "attention_varlen",
+                120 + 2 * (4 + 9) * 4,
+                |o| {
+                    let (q, v) = (f32s(&[5, 2, 4]), f32s(&[5, 2, 3]));
+                    o.attention_varlen([&q, &q, &v], &[0, 2, 5], CAUSAL)
+                },
+            )
+        },
     ]
 }
 

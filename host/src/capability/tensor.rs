@@ -224,6 +224,20 @@ impl wit::Host for InstanceState {
         self.op(|ops| ops.clip(&x, lo, hi))
     }
 
+    fn attention_varlen(
+        &mut self,
+        q: Handle,
+        k: Handle,
+        v: Handle,
+        offsets: Vec<u32>,
+        scale: Option<f32>,
+        causal: bool,
+    ) -> OpResult {
+        let (q, k, v) = (self.get(&q)?, self.get(&k)?, self.get(&v)?);
+        let (offsets, params) = (dims(&offsets), et::Attention { scale, causal });
+        self.op(|ops| ops.attention_varlen([&q, &k, &v], &offsets, params))
+    }
+
     fn top_k(&mut self, x: Handle, k: u32) -> Result<(Handle, Handle), HostError> {
         let x = self.get(&x)?;
         let (values, indices) = self.ops().top_k(&x, k as usize)?;

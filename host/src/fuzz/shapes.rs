@@ -5,8 +5,8 @@
 
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{
-    Attention, BinaryOp, Budget, Conv2d, DType, HostBuffer, Ops, Pool2d, PoolKind, ReduceOp,
-    Tensor, TensorError, UnaryOp, shape,
+    Attention, BinaryOp, Budget, CompareOp, Conv2d, DType, HostBuffer, Ops, Pool2d, PoolKind,
+    ReduceOp, Tensor, TensorError, UnaryOp, shape,
 };
 
 use crate::protocol::Datatype;
@@ -151,6 +151,34 @@ impl Input<'_> {
         Tensor::from_host(dtype, dims, buffer).ok()
     }
 
+    /// A tensor that mostly shares `like`'s dtype, as a second operand must.
+    fn operand(&mut self, like: &Tensor) -> Option<Tensor> {
+        let dtype = if self.flag() {
+            like.dtype()
+        } else {
+            self.dtype()
+        };
+        let dims = self.shape();
+        self.tensor_of(dtype, &dims)
+    }
+
+    /// Indices: mostly i64 or i32 (the dtypes gather takes), with values
+    /// in and out of range.
+    fn indices(&mut self) -> Option<Tensor> {
+        let dtype = match self.byte() % 3 {
+            0 => DType::I64,
+            1 => DType::I32,
+            _ => self.dtype(),
+        };
+        let dims = self.shape();
+        self.tensor_of(dtype, &dims)
+    }
+
+    /// A bound for clip, or none.
+    fn bound(&mut self) -> Option<f64> {
+        self.flag().then(|| self.pick(&VALUES))
+    }
+
     fn pair(&mut self) -> (usize, usize) {
         (self.pick(&ARGS), self.pick(&ARGS))
     }
@@ -166,11 +194,11 @@ pub fn shape_rules(data: &[u8]) {
     let Some(x) = input.tensor() else {
         return;
     };
-    let result = match op % 19 {
+    let result = match op % 24 {
         0 | 1 => {
             let Some(w) = input.tensor() else { return };
             let transpose_b = input.flag();
-            if op % 19 == 0 {
+            if op % 24 == 0 {
                 ops.matmul(&x, &w, transpose_b)
             } else {
                 let bias = input.tensor();
@@ -260,9 +288,32 @@ pub fn shape_rules(data: &[u8]) {
             assert_whole(&indices);
             values
         }),
-        _ => {
+        18 => {
             let dims = input.shape();
             ops.full(input.dtype(), &dims, input.pick(&VALUES))
+        }
+        19 => {
+            let Some(y) = input.operand(&x) else { return };
+            ops.compare(input.pick(CompareOp::ALL), &x, &y)
+        }
+        20 => {
+            let Some(a) = input.tensor() else { return };
+            let Some(b) = input.operand(&a) else { return };
+            ops.select(&x, &a, &b)
+        }
+        21 => {
+            let Some(indices) = input.indices() else {
+                return;
+            };
+            ops.gather(&x, &indices, input.axis())
+        }
+        22 => {
+            let dims = input.shape();
+            ops.expand(&x, &dims)
+        }
+        _ => {
+            let (lo, hi) = (input.bound(), input.bound());
+            ops.clip(&x, lo, hi)
         }
     };
     if let Ok(out) = result {

@@ -13,13 +13,17 @@
 //!   activation applied as the product is written). Its weight is stored
 //!   transposed, `[out, in]` (attribute `transB`), the layout the host's
 //!   kernels read fastest for the few rows of one short sentence.
+//! * Scaled dot-product attention as BERT exports write it (`MatMul(q,
+//!   Transpose k) → Mul (or Div) by a constant → Add mask → Softmax over the
+//!   last axis → MatMul by v`) → [`ATTENTION`] (the host's `attention`: the
+//!   scores never leave the kernel).
 //!
 //! A pattern is rewritten only when its intermediate values are read by
 //! nothing else and are not graph outputs.
 
 use std::collections::HashMap;
 
-use edgeserve_onnx_graph::{Attr, DType, LINEAR, Node, ValueSpec};
+use edgeserve_onnx_graph::{ATTENTION, Attr, DType, LINEAR, Node, ValueSpec};
 
 use super::tensor::Raw;
 
@@ -45,6 +49,8 @@ pub struct Fused {
     pub gelus: usize,
     /// [`LINEAR`] nodes made.
     pub linears: usize,
+    /// [`ATTENTION`] nodes made.
+    pub attentions: usize,
 }
 
 impl Fuser<'_> {
@@ -55,6 +61,7 @@ impl Fuser<'_> {
             layer_norms: self.rewrite(Self::layer_norm),
             gelus: self.rewrite(Self::gelu),
             linears: self.rewrite(Self::linear),
+            attentions: self.rewrite(Self::attention),
         };
         self.transpose_linear_weights();
         fused
@@ -115,6 +122,13 @@ impl Fuser<'_> {
             .filter(|(_, n)| n.inputs.iter().any(|i| i == value));
         let (first, _) = readers.next()?;
         readers.next().is_none().then_some(first)
+    }
+
+    /// The node that writes `value`.
+    fn writer(&self, value: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.outputs.iter().any(|o| o == value))
     }
 
     /// Readers of `value` (when not a graph output), by op.
@@ -320,6 +334,73 @@ impl Fuser<'_> {
             ],
             outputs: vec![out],
             attrs,
+        };
+        Some((replaced, node))
+    }
+
+    /// `MatMul(q, Transpose k) [→ Mul c | Div c] [→ Add mask] → Softmax(-1)
+    /// → MatMul(·, v)` at the first `MatMul`.
+    fn attention(&self, scores: usize) -> Option<Rewrite> {
+        let mm = &self.nodes[scores];
+        if mm.op != "MatMul" || mm.inputs.len() != 2 {
+            return None;
+        }
+        let (q, kt) = (mm.inputs[0].clone(), mm.inputs[1].as_str());
+        // k reaches the product transposed; the fused node reads it untransposed.
+        let transpose = self.writer(kt)?;
+        let t = &self.nodes[transpose];
+        let mut perm = t.ints("perm")?.to_vec();
+        if t.op != "Transpose" || perm.len() < 2 || self.only_reader(kt) != Some(scores) {
+            return None;
+        }
+        let rank = perm.len();
+        perm.swap(rank - 2, rank - 1);
+        let mut replaced = vec![transpose, scores];
+        let mut out = mm.outputs[0].clone();
+        let mut next = self.only_reader(&out)?;
+        let scaled = match self.reads(next, "Mul", &out) {
+            Some((_, c)) => self.scalar(c),
+            None => match self.reads(next, "Div", &out) {
+                Some((node, c)) if node.inputs[0] == out => self.scalar(c).map(|c| 1.0 / c),
+                _ => None,
+            },
+        };
+        if scaled.is_some() {
+            replaced.push(next);
+            out = self.nodes[next].outputs[0].clone();
+            next = self.only_reader(&out)?;
+        }
+        let mut mask = None;
+        if let Some((node, other)) = self.reads(next, "Add", &out) {
+            mask = Some(other?.to_string());
+            replaced.push(next);
+            out = node.outputs[0].clone();
+            next = self.only_reader(&out)?;
+        }
+        let (softmax, _) = self.reads(next, "Softmax", &out)?;
+        if softmax.int("axis", 1) != -1 {
+            return None;
+        }
+        replaced.push(next);
+        out = softmax.outputs[0].clone();
+        let last = self.only_reader(&out)?;
+        let (product, v) = self.reads(last, "MatMul", &out)?;
+        if product.inputs[0] != out {
+            return None;
+        }
+        replaced.push(last);
+        let mut inputs = vec![q, t.inputs.first()?.clone(), v?.to_string()];
+        inputs.extend(mask);
+        let node = Node {
+            name: format!("{}.fused", mm.name),
+            op: ATTENTION.into(),
+            inputs,
+            outputs: product.outputs.clone(),
+            attrs: [
+                ("k_perm".to_string(), Attr::Ints(perm)),
+                ("scale".to_string(), Attr::Float(scaled.unwrap_or(1.0))),
+            ]
+            .into(),
         };
         Some((replaced, node))
     }

@@ -240,13 +240,14 @@ impl ImportArgs {
         })?;
         let fused = &imported.fused;
         println!(
-            "imported {} ({} nodes, {} weights; fused {} layer norms, {} GELUs, {} linears)",
+            "imported {} ({} nodes, {} weights; fused {} layer norms, {} GELUs, {} linears, {} attentions)",
             imported.dir.display(),
             imported.nodes,
             imported.weights,
             fused.layer_norms,
             fused.gelus,
-            fused.linears
+            fused.linears,
+            fused.attentions
         );
         Ok(())
     }

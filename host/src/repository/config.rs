@@ -65,10 +65,11 @@ pub struct BatchingConfig {
     /// one is run without waiting out the delay.
     #[serde(default)]
     pub preferred_batch_sizes: Vec<usize>,
-    /// Outputs whose dims after axis 0 depend on the whole batch (padded to
-    /// its longest member, as token ids are): a request that wants one of
-    /// them, or all outputs, runs alone, so that its answer is the one it
-    /// would have had alone.
+    /// Outputs padded with zeros along axis 1 to the batch's longest member
+    /// (as token ids are, `[PAD]` being 0): each request's rows are cut
+    /// back to its own longest, dropping the trailing columns that are zero
+    /// in all of them, so its answer is the one it would have had alone
+    /// (the handler vouches that a row's last real element is never zero).
     #[serde(default)]
     pub padded_outputs: Vec<String>,
 }

@@ -132,6 +132,20 @@ impl Fields {
             .transpose()
     }
 
+    /// An option this server does not support, accepted only at the value
+    /// that turns it off (`off` holds for it), which `wanted` describes.
+    pub fn off(
+        &mut self,
+        key: &str,
+        wanted: &str,
+        off: impl Fn(&Value) -> bool,
+    ) -> Result<(), FieldError> {
+        match self.take(key) {
+            Some(value) if !off(&value) => Err(wrong(key, wanted, &value)),
+            _ => Ok(()),
+        }
+    }
+
     /// A field that is a string or a list of strings (at most `max`).
     pub fn strings(&mut self, key: &str, max: usize) -> Result<Vec<String>, FieldError> {
         let list = match self.take(key) {

@@ -11,11 +11,15 @@
 //! `outputs` to leave it out).
 //!
 //! The WordPiece tokenizer runs in the guest (`tokenizer.rs`); everything
-//! after it runs on host kernels, with the whole batch in each op: the
-//! embeddings (word + position + token type, then layer norm), six encoder
-//! layers (self-attention over 12 heads with padding keys masked out, a
-//! GELU feed-forward, residual layer norms), mean pooling over the real
-//! tokens and L2 normalization — what `SentenceTransformer.encode` computes.
+//! after it runs on host kernels, with the whole batch in each op and no
+//! padding, as text-embeddings-inference does: the tokens of every sentence
+//! are packed back to back (`[tokens, 384]`), so the dense layers run on
+//! real tokens only and attention (`attention-varlen`, contract 0.1.3) keeps
+//! each sentence to itself. The embeddings (word + position + token type,
+//! then layer norm), six encoder layers (self-attention over 12 heads, a
+//! GELU feed-forward, residual layer norms), mean pooling over each
+//! sentence's tokens and L2 normalization — what `SentenceTransformer.encode`
+//! computes, a batch of sentences giving each the answer it has alone.
 //!
 //! `config.toml` parameters: `max_seq_length` (default 256, the model's;
 //! longer texts are cut) and `num_attention_heads` (default 12), so the same
@@ -40,9 +44,6 @@ const DEFAULT_MAX_SEQ_LEN: usize = 256;
 const DEFAULT_HEADS: u32 = 12;
 /// BERT's layer-norm epsilon.
 const LAYER_NORM_EPS: f32 = 1e-12;
-/// Added to the attention scores of padding keys; large enough that their
-/// softmax weight is exactly zero, small enough to stay finite on any backend.
-const MASKED_SCORE: f32 = -1e9;
 
 /// One encoder layer's weights; matrices are PyTorch `Linear` weights,
 /// `[out, in]`.
@@ -93,24 +94,16 @@ impl Layer {
         })
     }
 
-    /// `x`: `[batch · seq, 384]` → the same shape.
-    fn forward(
-        &self,
-        x: &Tensor,
-        mask: &Tensor,
-        (batch, seq, heads): (u32, u32, u32),
-    ) -> Result<Tensor, InferError> {
-        // [batch · seq, 384] → [batch, heads, seq, 384 / heads].
-        let split = |t: Tensor| {
-            t.reshape(&[batch as i32, seq as i32, heads as i32, -1])?
-                .transpose(&[0, 2, 1, 3])
-        };
+    /// `x`: the packed tokens `[tokens, 384]` of the sentences that
+    /// `offsets` bounds → the same shape.
+    fn forward(&self, x: &Tensor, offsets: &[u32], heads: u32) -> Result<Tensor, InferError> {
+        // [tokens, 384] → [tokens, heads, 384 / heads]: a view, no copy.
+        let split = |t: Tensor| t.reshape(&[-1, heads as i32, (HIDDEN / heads) as i32]);
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let context = q
-            .attention(&k, &v, Some(mask), None, false)?
-            .transpose(&[0, 2, 1, 3])?
+            .attention_varlen(&k, &v, offsets, None, false)?
             .reshape(&[-1, HIDDEN as i32])?;
         let attended = self
             .attention_norm
@@ -220,76 +213,71 @@ impl Model for MiniLm {
             .iter()
             .map(|t| self.tokenizer.encode(t, self.max_seq_len))
             .collect();
-        let batch = encoded.len();
-        let seq = encoded.iter().map(Vec::len).max().unwrap_or(0);
-
-        // Right padding; `keep` is 1 for real tokens and 0 for padding.
-        let mut ids = Vec::with_capacity(batch * seq);
-        let mut keep = Vec::with_capacity(batch * seq);
-        for row in &encoded {
-            ids.extend(
-                row.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(self.tokenizer.pad(), seq - row.len())),
-            );
-            keep.extend((0..seq).map(|i| if i < row.len() { 1.0f32 } else { 0.0 }));
-        }
-        let (b, s) = (batch as u32, seq as u32);
-        let ids = Tensor::from_i64(&[b, s], &ids)?;
         let mut outputs = Vec::with_capacity(2);
         // A client that asks for the token ids alone skips the encoder.
         if request.wants("embedding") {
-            let keep = Tensor::from_f32(&[b, s, 1], &keep)?;
-            let lengths: Vec<f32> = encoded.iter().map(|r| r.len() as f32).collect();
-            outputs.push(Output::numeric(
-                "embedding",
-                self.embed(&ids, &keep, &lengths, (b, s))?,
-            ));
+            outputs.push(Output::numeric("embedding", self.embed(&encoded)?));
         }
         if request.wants("input_ids") {
-            outputs.push(Output::numeric("input_ids", ids));
+            // Right-padded with [PAD] to the longest sentence.
+            let seq = encoded.iter().map(Vec::len).max().unwrap_or(0);
+            let ids: Vec<i64> = encoded
+                .iter()
+                .flat_map(|row| {
+                    let padding = std::iter::repeat_n(self.tokenizer.pad(), seq - row.len());
+                    row.iter().copied().chain(padding)
+                })
+                .collect();
+            let shape = [encoded.len() as u32, seq as u32];
+            outputs.push(Output::numeric(
+                "input_ids",
+                Tensor::from_i64(&shape, &ids)?,
+            ));
         }
         Ok(outputs)
     }
 }
 
 impl MiniLm {
-    /// Unit-length sentence embeddings [b, HIDDEN] of the padded token `ids`
-    /// [b, s]; `keep` [b, s, 1] is 1 for real tokens and 0 for padding,
-    /// `lengths` the real token count of each row.
-    fn embed(
-        &self,
-        ids: &Tensor,
-        keep: &Tensor,
-        lengths: &[f32],
-        (b, s): (u32, u32),
-    ) -> Result<Tensor, InferError> {
-        // Additive attention mask over the keys, [batch, 1, 1, seq]: it
-        // broadcasts over heads and queries.
-        let mask = keep
-            .affine(-MASKED_SCORE, MASKED_SCORE)?
-            .reshape(&[b as i32, 1, 1, s as i32])?;
-
+    /// Unit-length sentence embeddings `[sentences, HIDDEN]` of the token
+    /// ids of each sentence, run packed: `[tokens, HIDDEN]` through every
+    /// layer, no padding anywhere.
+    fn embed(&self, encoded: &[Vec<i64>]) -> Result<Tensor, InferError> {
+        let total: usize = encoded.iter().map(Vec::len).sum();
+        let offsets: Vec<u32> = std::iter::once(0)
+            .chain(encoded.iter().scan(0, |end, row| {
+                *end += row.len() as u32;
+                Some(*end)
+            }))
+            .collect();
+        let ids: Vec<i64> = encoded.iter().flatten().copied().collect();
+        // Each token's position within its own sentence.
+        let positions: Vec<i64> = encoded.iter().flat_map(|row| 0..row.len() as i64).collect();
+        let tokens = total as u32;
         let embedded = self
             .word_embeddings
-            .embedding(ids)?
-            .add(&self.position_and_type.slice(0, 0, s)?)?;
-        let mut x = self
-            .embedding_norm
-            .forward(&embedded)?
-            .reshape(&[-1, HIDDEN as i32])?;
+            .embedding(&Tensor::from_i64(&[tokens], &ids)?)?
+            .add(
+                &self
+                    .position_and_type
+                    .embedding(&Tensor::from_i64(&[tokens], &positions)?)?,
+            )?;
+        let mut x = self.embedding_norm.forward(&embedded)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask, (b, s, self.heads))?;
+            x = layer.forward(&x, &offsets, self.heads)?;
         }
 
-        // Mean over the real tokens, then unit length (as sentence-transformers'
-        // Pooling and Normalize modules; every text has at least [CLS] and
-        // [SEP], so no count is zero).
-        let pooled = x
-            .reshape(&[b as i32, s as i32, HIDDEN as i32])?
-            .mul(keep)?
-            .sum(1, false)?
-            .div(&Tensor::from_f32(&[b, 1], lengths)?)?;
+        // Mean over each sentence's tokens, as one product with a
+        // [sentences, tokens] matrix holding 1/length over its own tokens
+        // (every text has at least [CLS] and [SEP], so no length is zero);
+        // then unit length, as sentence-transformers' Pooling and Normalize
+        // modules do.
+        let mut means = vec![0.0f32; encoded.len() * total];
+        for (s, w) in offsets.windows(2).enumerate() {
+            let (start, end) = (w[0] as usize, w[1] as usize);
+            means[s * total + start..s * total + end].fill(1.0 / (end - start) as f32);
+        }
+        let pooled = Tensor::from_f32(&[encoded.len() as u32, tokens], &means)?.matmul(&x)?;
         let norm = pooled
             .mul(&pooled)?
             .sum(1, true)?

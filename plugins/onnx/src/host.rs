@@ -235,6 +235,23 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
                 None => y,
             })
         }
+        edgeserve_onnx_graph::ATTENTION => {
+            let (q, k, v) = (x()?, args.host(1)?, args.host(2)?);
+            let perm: Vec<u32> = node
+                .ints("k_perm")
+                .unwrap_or_default()
+                .iter()
+                .map(|&a| a as u32)
+                .collect();
+            let k = if perm.iter().enumerate().all(|(i, &a)| i as u32 == a) {
+                alias(&k)?
+            } else {
+                k.transpose(&perm)?
+            };
+            let mask = args.opt_host(3)?;
+            let scale = node.float("scale", 1.0);
+            one(q.attention(&k, &v, mask.as_deref(), Some(scale), false)?)
+        }
         "Gemm" => {
             let (a, b) = (args.host(0)?, args.host(1)?);
             let trans_b = node.int("transB", 0) != 0;

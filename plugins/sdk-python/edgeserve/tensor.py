@@ -255,3 +255,9 @@ def where(condition: Tensor, a: Tensor, b: Tensor) -> Tensor:
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, scale: Optional[float] = None, causal: bool = False) -> Tensor:
     """Scaled dot-product attention on the host."""
     return _wrap(wit.attention, q.handle, k.handle, v.handle, mask.handle if mask else None, scale, causal)
+
+
+def attention_varlen(q: Tensor, k: Tensor, v: Tensor, offsets: Sequence[int], scale: Optional[float] = None, causal: bool = False) -> Tensor:
+    """Self-attention over sequences packed without padding: q, k ``[total, heads, d]``,
+    v ``[total, heads, dv]``, sequence ``i`` being tokens ``offsets[i]:offsets[i + 1]``."""
+    return _wrap(wit.attention_varlen, q.handle, k.handle, v.handle, [int(o) for o in offsets], scale, causal)

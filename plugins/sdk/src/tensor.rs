@@ -481,6 +481,27 @@ impl Tensor {
     ) -> Result<Tensor, Error> {
         ops::attention(self, k, v, mask, scale, causal)
     }
+
+    /// Self-attention over sequences packed back to back without padding,
+    /// with `self` as the queries (contract 0.1.3).
+    ///
+    /// q and k: `[total, heads, d]`; v: `[total, heads, dv]` (a `linear`
+    /// output `[total, heads · d]` reshaped). `offsets` holds n + 1 token
+    /// offsets, 0 first and `total` last: sequence `i` is tokens
+    /// `offsets[i]..offsets[i + 1]`, and each token attends only to its own
+    /// sequence, so no mask and no work on padding. `causal` also hides the
+    /// later tokens of its sequence; `scale` defaults to `1/√d`. The result
+    /// is `[total, heads, dv]`.
+    pub fn attention_varlen(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        offsets: &[u32],
+        scale: Option<f32>,
+        causal: bool,
+    ) -> Result<Tensor, Error> {
+        ops::attention_varlen(self, k, v, offsets, scale, causal)
+    }
 }
 
 shorthands! {

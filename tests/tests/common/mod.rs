@@ -62,10 +62,25 @@ impl TestServer {
         }
     }
 
+    /// `127.0.0.1:PORT`, the form the Python clients take.
+    pub fn authority(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// A request for `method path` on this server, to add a body or headers
     /// to and send.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// `POST path` with a JSON body; the response as it comes, for its
+    /// status, headers or stream.
+    pub async fn send_json(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// `GET path` → (status, JSON body).
@@ -81,7 +96,7 @@ impl TestServer {
 
     /// `POST path` with a JSON body → (status, JSON body).
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_raw(path, serde_json::to_vec(body).unwrap()).await
+        status_json(self.send_json(path, body).await).await
     }
 
     /// `POST path` with raw bytes → (status, JSON body).
@@ -263,9 +278,10 @@ pub fn assert_matches_sklearn(probabilities: &[f64], labels: &[i64], reference: 
 }
 
 /// Runs `python3 tests/python/<script> <args>` from the repository root,
-/// asserts that it exits 0 and prints `ok`, and returns what it printed;
-/// `install` says what provides python3's packages, for when it fails.
-pub async fn run_python(script: &str, args: &[&OsStr], ok: &str, install: &str) -> String {
+/// asserts that it exits 0 and prints `ok`, and returns what it printed.
+pub async fn run_python(script: &str, args: &[&OsStr], ok: &str) -> String {
+    // scripts/test.sh installs what every script needs (pip and apt).
+    let install = "run scripts/test.sh once to install them";
     let root = edgeserve_e2e::repo_root();
     let output = tokio::process::Command::new("python3")
         .arg(root.join("tests/python").join(script))

@@ -63,16 +63,9 @@ fn f16_matmul_and_casts_match_cpu() {
         let bs: &[usize] = if tb { &[n, k] } else { &[k, n] };
         let b = cpu().cast(&rng.tensor(bs, -1.0, 1.0), DType::F16).unwrap();
         let want = cpu().matmul(&a, &b, tb).unwrap();
-        let got = gpu().to_host(&gpu().matmul(&a, &b, tb).unwrap()).unwrap();
-        assert_eq!(got.dtype(), DType::F16);
+        let got = gpu().matmul(&a, &b, tb).unwrap();
         // One f16 rounding step of the result, plus f32 summation order.
-        assert_close(
-            &format!("f16 matmul {m}x{k}x{n}"),
-            &cpu().cast(&got, DType::F32).unwrap(),
-            &cpu().cast(&want, DType::F32).unwrap(),
-            1e-3,
-            1e-3,
-        );
+        assert_close(&format!("f16 matmul {m}x{k}x{n}"), &got, &want, 1e-3, 1e-3);
     }
     // f16 -> f32 is exact; f32 -> f16 rounds to nearest (odd lengths too).
     let x = rng.tensor(&[7, 3], -100.0, 100.0);
@@ -162,23 +155,18 @@ fn f16_linear_matches_cpu() {
             .linear(&a, &b, tb, Some(&bias), Some(UnaryOp::GeluTanh))
             .unwrap();
         let got = gpu()
-            .to_host(
-                &gpu()
-                    .linear(
-                        &up(&a),
-                        &up(&b),
-                        tb,
-                        Some(&up(&bias)),
-                        Some(UnaryOp::GeluTanh),
-                    )
-                    .unwrap(),
+            .linear(
+                &up(&a),
+                &up(&b),
+                tb,
+                Some(&up(&bias)),
+                Some(UnaryOp::GeluTanh),
             )
             .unwrap();
-        assert_eq!(got.dtype(), DType::F16);
         assert_close(
             &format!("f16 linear {m}x{k}x{n} tb={tb}"),
-            &cpu().cast(&got, DType::F32).unwrap(),
-            &cpu().cast(&want, DType::F32).unwrap(),
+            &got,
+            &want,
             2e-3,
             2e-3,
         );
@@ -267,4 +255,26 @@ fn chained_ops_run_in_one_submission() {
         g = gpu().layer_norm(&g, None, None, 1e-5).unwrap();
     }
     assert_close("chain", &g, &c, 1e-3, 1e-3);
+}
+
+#[test]
+fn attention_varlen_matches_cpu() {
+    let mut rng = Rng::new(13);
+    // An empty sequence, single tokens, and one longer than a workgroup.
+    let offsets = [0, 5, 5, 6, 23, 323, 326];
+    let total = offsets[offsets.len() - 1];
+    for (heads, d, dv) in [(3, 8, 6), (1, 16, 16)] {
+        let q = rng.tensor(&[total, heads, d], -1.0, 1.0);
+        let k = rng.tensor(&[total, heads, d], -1.0, 1.0);
+        let v = rng.tensor(&[total, heads, dv], -1.0, 1.0);
+        for (scale, causal) in [(None, false), (Some(0.3), true)] {
+            let p = Attention { scale, causal };
+            let want = cpu().attention_varlen([&q, &k, &v], &offsets, p).unwrap();
+            let got = gpu()
+                .attention_varlen([&up(&q), &up(&k), &up(&v)], &offsets, p)
+                .unwrap();
+            let what = format!("attention-varlen heads {heads}, causal {causal}");
+            assert_close(&what, &got, &want, 1e-5, 1e-4);
+        }
+    }
 }

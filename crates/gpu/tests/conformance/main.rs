@@ -7,9 +7,10 @@
 //! Mesa's software Vulkan device (`mesa-vulkan-drivers`).
 //!
 //! One module per op family, as in the backends; `device` covers memory,
-//! device loss and refusals.
+//! device loss and refusals, `deadline` the wait for results.
 
 mod conv;
+mod deadline;
 mod device;
 mod elementwise;
 mod layout;
@@ -21,7 +22,7 @@ use std::sync::OnceLock;
 
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::{Ops, Tensor};
+use edgeserve_tensor::{DType, Ops, Tensor};
 
 static CPU: CpuBackend = CpuBackend::new();
 
@@ -67,7 +68,9 @@ fn up(t: &Tensor) -> Tensor {
     gpu().from_host(t).unwrap()
 }
 
+/// The elements as f32 (f16 ones widened exactly).
 fn floats(t: &Tensor) -> Vec<f32> {
+    let t = cpu().cast(t, DType::F32).unwrap();
     t.host().unwrap().as_slice::<f32>().to_vec()
 }
 

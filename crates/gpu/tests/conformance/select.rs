@@ -9,15 +9,6 @@ fn ints<T: bytemuck::Pod>(dtype: DType, shape: &[usize], data: &[T]) -> Tensor {
     Tensor::from_bytes(dtype, shape, bytemuck::cast_slice(data)).unwrap()
 }
 
-const COMPARES: [CompareOp; 6] = [
-    CompareOp::Equal,
-    CompareOp::NotEqual,
-    CompareOp::Less,
-    CompareOp::LessEqual,
-    CompareOp::Greater,
-    CompareOp::GreaterEqual,
-];
-
 #[test]
 fn compare_masks_match_for_f32_i32_and_i64() {
     let mut rng = Rng::new(80);
@@ -35,7 +26,7 @@ fn compare_masks_match_for_f32_i32_and_i64() {
     let ja = cpu().cast(&ia, DType::I32).unwrap();
     let jb = cpu().cast(&fb, DType::I32).unwrap();
     let ja2 = cpu().cast(&fa, DType::I32).unwrap();
-    for op in COMPARES {
+    for &op in CompareOp::ALL {
         for (a, b) in [(&fa, &fb), (&ia, &ib), (&ja2, &jb), (&ja, &ja)] {
             let want = cpu().compare(op, a, b).unwrap();
             let got = gpu().compare(op, &up(a), &up(b)).unwrap();

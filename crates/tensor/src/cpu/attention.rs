@@ -1,4 +1,6 @@
-//! Scaled dot-product attention, one block of queries at a time.
+//! Scaled dot-product attention, one block of queries at a time: over
+//! batches of equal-length sequences, and over sequences packed without
+//! padding.
 
 use std::mem::MaybeUninit;
 
@@ -6,7 +8,7 @@ use super::buffers::{float_tensor, floats, written};
 use super::matmul::{Dst, MatRef, gemm};
 use super::parallel::for_rows;
 use super::reduce::softmax_in_place;
-use crate::shape::AttentionPlan;
+use crate::shape::{AttentionPlan, VarlenAttentionPlan};
 use crate::{AttentionInputs, Result, Tensor};
 
 /// Queries scored together: their `[block, lk]` scores stay in cache
@@ -99,5 +101,79 @@ pub(super) fn attention(inputs: AttentionInputs<'_>, s: &AttentionPlan) -> Resul
     // SAFETY: the blocks of queries cover every output row, and each block
     // is either zero-filled or written whole by the second product.
     let out = unsafe { written(s.batch * lq * dv, fill) }?;
+    float_tensor(q.dtype(), &s.out_shape, out)
+}
+
+/// Attention within each packed sequence: tasks take runs of tokens (which
+/// may span sequences), and score each head of a block of their queries
+/// against the keys of its own sequence only, reading q, k and v in place
+/// through strides (`[total, heads, width]` needs no transpose).
+pub(super) fn attention_varlen([q, k, v]: [&Tensor; 3], s: &VarlenAttentionPlan) -> Result<Tensor> {
+    const OP: &str = "attention-varlen";
+    let (qs, ks, vs) = (floats(OP, q)?, floats(OP, k)?, floats(OP, v)?);
+    let (heads, d, dv) = (s.heads, s.d, s.dv);
+    let (q_rs, v_rs) = (heads * d, heads * dv);
+    let longest = s.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        for_rows(
+            out,
+            v_rs,
+            2 * heads * longest * (d + dv),
+            #[inline(always)]
+            |first, chunk| {
+                let tokens = chunk.len() / v_rs;
+                let mut scores = vec![0.0f32; QUERY_BLOCK.min(tokens) * longest];
+                let mut t = 0;
+                while t < tokens {
+                    let (start, end) = s.sequence_of(first + t);
+                    // This task's queries of that sequence, a block at a time.
+                    let i0 = first + t - start;
+                    let count = QUERY_BLOCK.min(end - start - i0).min(tokens - t);
+                    let keys = s.visible_keys(i0 + count - 1, end - start);
+                    for h in 0..heads {
+                        let qm = MatRef::rows(&qs[(first + t) * q_rs + h * d..], q_rs);
+                        // k is [keys, d] with rows q_rs apart; swapped
+                        // strides read it as kᵀ.
+                        let kt = MatRef {
+                            data: &ks[start * q_rs + h * d..],
+                            rs: 1,
+                            cs: q_rs,
+                        };
+                        let sc = &mut scores[..count * keys];
+                        gemm(
+                            Dst::Overwrite(sc),
+                            keys,
+                            (count, keys, d),
+                            qm,
+                            kt,
+                            s.scale,
+                            false,
+                        );
+                        for (r, row) in sc.chunks_exact_mut(keys).enumerate() {
+                            row[s.visible_keys(i0 + r, end - start)..].fill(f32::NEG_INFINITY);
+                            // Every query sees at least itself.
+                            softmax_in_place(row);
+                        }
+                        let vm = MatRef::rows(&vs[start * v_rs + h * dv..], v_rs);
+                        let dst = &mut chunk[t * v_rs + h * dv..];
+                        let weights = MatRef::rows(sc, keys);
+                        gemm(
+                            Dst::Fresh(dst),
+                            v_rs,
+                            (count, dv, keys),
+                            weights,
+                            vm,
+                            1.0,
+                            false,
+                        );
+                    }
+                    t += count;
+                }
+            },
+        );
+    };
+    // SAFETY: the blocks of queries cover every token of the chunk, and for
+    // each the second product writes all `dv` columns of every head.
+    let out = unsafe { written(s.total * v_rs, fill) }?;
     float_tensor(q.dtype(), &s.out_shape, out)
 }

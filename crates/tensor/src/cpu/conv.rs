@@ -144,10 +144,12 @@ pub(super) fn pool2d(x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {
     fn max_nan(a: f32, v: f32) -> f32 {
         if v > a || v.is_nan() { v } else { a }
     }
+    // A window's rows are clipped to the input; the kernel itself may be
+    // far larger (padded by half of it), so saturate rather than overflow.
     for_rows(
         &mut out,
         oh * ow,
-        h * w * p.kernel.0,
+        h.saturating_mul(w).saturating_mul(p.kernel.0.min(h)),
         #[inline(always)]
         |first, chunk| {
             // Separable: first fold the window's rows into one row (a loop
@@ -158,7 +160,9 @@ pub(super) fn pool2d(x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {
                 for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
                     // Clip the window to the input: padding never takes part.
                     let y0 = (oy * p.stride.0).saturating_sub(p.padding.0);
-                    let y1 = (oy * p.stride.0 + p.kernel.0 - p.padding.0).min(h);
+                    // `kernel - padding` first: a kernel near usize::MAX
+                    // (padding half of it) fits only that way round.
+                    let y1 = (oy * p.stride.0 + (p.kernel.0 - p.padding.0)).min(h);
                     folded.copy_from_slice(&plane[y0 * w..(y0 + 1) * w]);
                     for row in plane[(y0 + 1) * w..y1 * w].chunks_exact(w) {
                         if max {
@@ -173,7 +177,7 @@ pub(super) fn pool2d(x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {
                     }
                     for (ox, d) in dst_row.iter_mut().enumerate() {
                         let x0 = (ox * p.stride.1).saturating_sub(p.padding.1);
-                        let x1 = (ox * p.stride.1 + p.kernel.1 - p.padding.1).min(w);
+                        let x1 = (ox * p.stride.1 + (p.kernel.1 - p.padding.1)).min(w);
                         let window = &folded[x0..x1];
                         *d = if max {
                             window.iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v))

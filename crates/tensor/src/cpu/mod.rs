@@ -49,6 +49,7 @@ mod skinny;
 
 use crate::shape::{
     AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+    VarlenAttentionPlan,
 };
 use crate::{
     AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
@@ -208,5 +209,9 @@ impl Backend for CpuBackend {
 
     fn clip(&self, x: &Tensor, bounds: ClipBounds) -> Result<Tensor> {
         select::clip(x, bounds)
+    }
+
+    fn attention_varlen(&self, qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Result<Tensor> {
+        attention::attention_varlen(qkv, plan)
     }
 }

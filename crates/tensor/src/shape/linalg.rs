@@ -253,3 +253,104 @@ pub fn attention(inputs: AttentionInputs<'_>, params: Attention) -> Result<Atten
         out_shape,
     })
 }
+
+/// Geometry of attention over sequences packed without padding (the
+/// contract's `attention-varlen`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VarlenAttentionPlan {
+    /// Tokens of every sequence together.
+    pub total: usize,
+    /// Heads per token.
+    pub heads: usize,
+    /// Query/key width.
+    pub d: usize,
+    /// Value width.
+    pub dv: usize,
+    /// The scale applied to q·kᵀ (the given one or 1/√d).
+    pub scale: f32,
+    /// Hide the later tokens of its sequence from each query.
+    pub causal: bool,
+    /// `n + 1` token offsets: sequence `i` is tokens `offsets[i]..offsets[i + 1]`.
+    pub offsets: Vec<usize>,
+    /// `[total, heads, dv]`.
+    pub out_shape: Vec<usize>,
+}
+
+impl VarlenAttentionPlan {
+    /// The bounds `(start, end)` of the sequence that holds `token`.
+    pub fn sequence_of(&self, token: usize) -> (usize, usize) {
+        // The last offset at or before `token` starts its sequence (empty
+        // sequences share that offset with the next one).
+        let at = self.offsets.partition_point(|&o| o <= token) - 1;
+        (self.offsets[at], self.offsets[at + 1])
+    }
+
+    /// The number of keys query `i` of a sequence of `len` tokens sees.
+    pub fn visible_keys(&self, i: usize, len: usize) -> usize {
+        if self.causal { i + 1 } else { len }
+    }
+
+    /// Scores one head of every query holds: the sum of the squared
+    /// sequence lengths.
+    pub fn scores_per_head(&self) -> usize {
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]).saturating_mul(w[1] - w[0]))
+            .fold(0, usize::saturating_add)
+    }
+}
+
+/// Validates attention over packed sequences: q `[total, heads, d]`, k
+/// `[total, heads, d]`, v `[total, heads, dv]`, all float of one dtype, and
+/// `offsets`: 0 first, `total` last, never decreasing.
+pub fn attention_varlen(
+    [q, k, v]: [&Tensor; 3],
+    offsets: &[usize],
+    params: Attention,
+) -> Result<VarlenAttentionPlan> {
+    const OP: &str = "attention-varlen";
+    let (sq, sk, sv) = (q.shape(), k.shape(), v.shape());
+    let err =
+        |why: String| TensorError::Shape(format!("{OP}: q {sq:?}, k {sk:?} and v {sv:?}: {why}"));
+    float_only(OP, q.dtype())?;
+    same_dtype(OP, "k", q, k)?;
+    same_dtype(OP, "v", q, v)?;
+    if sq.len() != 3 || sk.len() != 3 || sv.len() != 3 {
+        return Err(err("q, k and v must be [tokens, heads, width]".into()));
+    }
+    if sq[..2] != sk[..2] || sq[..2] != sv[..2] {
+        return Err(err("q, k and v must hold the same tokens and heads".into()));
+    }
+    if sq[2] != sk[2] {
+        return Err(err(format!(
+            "q and k widths {} and {} differ",
+            sq[2], sk[2]
+        )));
+    }
+    let total = sq[0];
+    let bad =
+        |why: String| TensorError::InvalidArgument(format!("{OP}: offsets {offsets:?}: {why}"));
+    if offsets.first() != Some(&0) {
+        return Err(bad("the first offset must be 0".into()));
+    }
+    if offsets.windows(2).any(|w| w[1] < w[0]) {
+        return Err(bad("offsets must not decrease".into()));
+    }
+    if offsets.last() != Some(&total) {
+        return Err(bad(format!(
+            "the last offset must be the token count {total}"
+        )));
+    }
+    let out_shape = vec![total, sq[1], sv[2]];
+    check_size(OP, &out_shape, q.dtype())?;
+    Ok(VarlenAttentionPlan {
+        total,
+        heads: sq[1],
+        d: sq[2],
+        dv: sv[2],
+        scale: params.scale.unwrap_or(1.0 / (sq[2] as f32).sqrt()),
+        causal: params.causal,
+        offsets: offsets.to_vec(),
+        out_shape,
+    })
+}

@@ -21,7 +21,9 @@ pub use layout::{
     GatherPlan, concat, embedding, expand, gather, id_out_of_range, index_out_of_range, reshape,
     slice, transpose,
 };
-pub use linalg::{AttentionPlan, MatmulPlan, attention, linear, matmul};
+pub use linalg::{
+    AttentionPlan, MatmulPlan, VarlenAttentionPlan, attention, attention_varlen, linear, matmul,
+};
 pub use reduce::{ReducePlan, layer_norm, reduce, softmax, top_k};
 pub use select::{ClipBounds, clip, compare, select};
 

@@ -216,6 +216,26 @@ fn pool2d_matches_naive() {
     }
 }
 
+/// A kernel far larger than the input, padded by half of itself, is a
+/// global pool: every window clips to the whole input. Found by the
+/// `shape_rules` fuzz target (fuzz/regressions/shape_rules/pool2d-huge-kernel-cost):
+/// the kernel's cost estimate and window ends overflowed.
+#[test]
+fn pool2d_with_a_kernel_far_larger_than_the_input_pools_all_of_it() {
+    let x = typed(
+        DType::F32,
+        &[1, 1, 2, 3],
+        vec![1.0f32, 7.0, 3.0, 4.0, 5.0, 6.0],
+    );
+    let huge = 1usize << 62;
+    for (kind, want) in [(PoolKind::Max, 7.0), (PoolKind::Avg, 26.0 / 6.0)] {
+        let p = pool(kind, (huge, huge), (huge, huge), (huge / 2, huge / 2));
+        let got = cpu().pool2d(&x, p).unwrap();
+        assert_eq!(got.shape(), [1, 1, 1, 1]);
+        assert_close(&read_f32(&got), &[want], 1e-6, 1e-7, &format!("{kind:?}"));
+    }
+}
+
 #[test]
 fn pool2d_errors() {
     let x = zeros(&[1, 1, 4, 4]);

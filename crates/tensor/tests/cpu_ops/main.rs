@@ -29,3 +29,4 @@ mod plumbing;
 mod properties;
 mod reduce;
 mod select;
+mod varlen;

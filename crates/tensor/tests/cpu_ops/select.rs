@@ -17,15 +17,6 @@ fn holds(op: CompareOp, x: f64, y: f64) -> bool {
     }
 }
 
-const COMPARES: [CompareOp; 6] = [
-    CompareOp::Equal,
-    CompareOp::NotEqual,
-    CompareOp::Less,
-    CompareOp::LessEqual,
-    CompareOp::Greater,
-    CompareOp::GreaterEqual,
-];
-
 #[test]
 fn compare_broadcasts_into_a_u8_mask() {
     let mut rng = Rng::new(70);
@@ -36,7 +27,7 @@ fn compare_broadcasts_into_a_u8_mask() {
     a[4] = f32::NAN;
     b[1] = f32::NAN;
     let out = bcast_shape(&sa, &sb);
-    for op in COMPARES {
+    for &op in CompareOp::ALL {
         for dtype in [DType::F32, DType::F16, DType::I32, DType::I64] {
             let (ta, tb) = match dtype {
                 DType::F32 => (f32t(&sa, a.clone()), f32t(&sb, b.clone())),

@@ -136,10 +136,6 @@ impl Batcher {
         let Some(config) = &self.config else {
             return Route::Alone(inputs, parameters, outputs);
         };
-        let wants_padded = match &outputs {
-            None => !config.padded_outputs.is_empty(),
-            Some(names) => names.iter().any(|n| config.padded_outputs.contains(n)),
-        };
         let mut layouts = Vec::with_capacity(inputs.len());
         let mut rows = None;
         for (_, value) in &inputs {
@@ -154,7 +150,7 @@ impl Batcher {
         }
         // A request as large as a batch has no one to share it with.
         match rows {
-            Some(rows) if !wants_padded && rows < config.max_batch_size => {
+            Some(rows) if rows < config.max_batch_size => {
                 let (names, inputs): (Vec<String>, Vec<Value>) = inputs.into_iter().unzip();
                 let key = Key {
                     inputs: names.into_iter().zip(layouts).collect(),
@@ -336,7 +332,18 @@ impl Batcher {
                 model: self.label.clone(),
                 message: e.to_string(),
             })?;
+            // Zero padding to the batch's longest member is cut back to
+            // each member's own.
+            let padded = self
+                .config
+                .as_ref()
+                .is_some_and(|c| c.padded_outputs.contains(&name));
             for (member, piece) in per_member.iter_mut().zip(pieces) {
+                let piece = if padded {
+                    rows::trim_zero_columns(piece)
+                } else {
+                    piece
+                };
                 member.push((name.clone(), piece));
             }
         }

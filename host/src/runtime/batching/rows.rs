@@ -154,6 +154,44 @@ pub(super) fn split(name: &str, value: Value, rows: &[usize]) -> Result<Vec<Valu
     }
 }
 
+/// A numeric `value` of shape `[rows, width, ..]` without its trailing
+/// columns (along axis 1) that are zero in every row: a request's piece of
+/// an output padded with zeros to the batch's longest member, cut back to
+/// its own longest. Anything else is returned as it is.
+pub(super) fn trim_zero_columns(value: Value) -> Value {
+    let Value::Numeric(tensor) = &value else {
+        return value;
+    };
+    let (Some(buffer), [rows, width, rest @ ..]) = (tensor.host(), tensor.shape()) else {
+        return value;
+    };
+    let column = rest.iter().product::<usize>() * tensor.dtype().size();
+    let row = width * column;
+    let bytes = buffer.bytes();
+    let nonzero = |c: usize| {
+        (0..*rows).any(|r| {
+            let at = r * row + c * column;
+            bytes[at..at + column].iter().any(|&b| b != 0)
+        })
+    };
+    let Some(kept) = (0..*width).rev().find(|&c| nonzero(c)).map(|c| c + 1) else {
+        return value;
+    };
+    if kept == *width {
+        return value;
+    }
+    let trimmed: Vec<u8> = bytes
+        .chunks_exact(row)
+        .flat_map(|r| &r[..kept * column])
+        .copied()
+        .collect();
+    let mut shape = tensor.shape().to_vec();
+    shape[1] = kept;
+    Value::Numeric(
+        Tensor::from_bytes(tensor.dtype(), &shape, &trimmed).expect("whole rows of kept columns"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +320,46 @@ mod tests {
             SplitError::Scalar {
                 name: "loss".into()
             }
+        );
+    }
+
+    #[test]
+    fn zero_padding_is_cut_back_to_a_members_longest_row() {
+        let ids = |shape: &[usize], data: Vec<i64>| {
+            let bytes: Vec<u8> = data.iter().flat_map(|v: &i64| v.to_le_bytes()).collect();
+            Value::Numeric(Tensor::from_bytes(DType::I64, shape, &bytes).unwrap())
+        };
+        let ints = |value: &Value| match value {
+            Value::Numeric(t) => (
+                t.shape().to_vec(),
+                t.host().unwrap().as_slice::<i64>().to_vec(),
+            ),
+            Value::Bytes { .. } => panic!("not numeric"),
+        };
+        // A batch's token ids, padded to its longest member (5): the first
+        // member's rows are 3 and 2 long, the second's 5.
+        let batch = ids(
+            &[3, 5],
+            vec![101, 7, 102, 0, 0, 101, 102, 0, 0, 0, 101, 1, 2, 3, 102],
+        );
+        let pieces = split("input_ids", batch, &[2, 1]).unwrap();
+        let trimmed: Vec<_> = pieces.into_iter().map(trim_zero_columns).collect();
+        assert_eq!(
+            ints(&trimmed[0]),
+            (vec![2, 3], vec![101, 7, 102, 101, 102, 0])
+        );
+        assert_eq!(ints(&trimmed[1]), (vec![1, 5], vec![101, 1, 2, 3, 102]));
+        // Nothing to cut: all zero, no axis 1, or BYTES.
+        let zeros = ids(&[1, 2], vec![0, 0]);
+        assert_eq!(ints(&trim_zero_columns(zeros)), (vec![1, 2], vec![0, 0]));
+        assert_eq!(
+            ints(&trim_zero_columns(ids(&[2], vec![5, 0]))),
+            (vec![2], vec![5, 0])
+        );
+        let text = bytes(&[1, 2], &["a", ""]);
+        assert_eq!(
+            strings(&trim_zero_columns(text)),
+            (vec![1, 2], vec!["a", ""])
         );
     }
 }

@@ -3,34 +3,57 @@
 use axum::http::HeaderMap;
 use edgeserve_tensor::{DType, Tensor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
-use super::{Envelope, OutputRequest};
+use super::{Envelope, OutputRequest, data};
 use crate::protocol::{self, Datatype, HEADER_LENGTH};
 use crate::runtime::{ParameterValue, Value};
 use crate::server::error::ApiError;
 use crate::server::infer::InferRequest;
 
 #[derive(Deserialize)]
-struct RequestJson {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+struct RequestJson<D> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Json>>,
-    inputs: Vec<InputJson>,
+    inputs: Vec<InputJson<D>>,
     #[serde(default)]
     outputs: Option<Vec<OutputRequestJson>>,
 }
 
 #[derive(Deserialize)]
-struct InputJson {
+#[serde(bound(deserialize = "D: Deserialize<'de>"))]
+struct InputJson<D> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Json>>,
     #[serde(default)]
-    data: Option<Json>,
+    data: Option<D>,
+}
+
+/// An input's `data` as a decoder holds it: the raw text, parsed straight
+/// into elements (the fast path), or a `Value` tree, whose failures name
+/// the element and the problem.
+trait Data {
+    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String>;
+}
+
+impl Data for &RawValue {
+    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+        // The decoder starts over with `Value`s to say what is wrong.
+        data::typed(datatype, shape, count, self).ok_or_else(String::new)
+    }
+}
+
+impl Data for Json {
+    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+        from_json(datatype, shape, count, self)
+    }
 }
 
 #[derive(Deserialize)]
@@ -58,6 +81,15 @@ pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 /// Decodes a request body; `json_len` is the binary extension's header
 /// length, when the client sent one.
 pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Envelope), ApiError> {
+    // Typed first; a body it refuses is decoded again through `Value`s,
+    // which accept the same bodies and word every refusal.
+    decode_as::<&RawValue>(json_len, body).or_else(|_| decode_as::<Json>(json_len, body))
+}
+
+fn decode_as<'a, D: Data + Deserialize<'a>>(
+    json_len: Option<usize>,
+    body: &'a [u8],
+) -> Result<(InferRequest, Envelope), ApiError> {
     let (head, mut binary) = match json_len {
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
@@ -68,7 +100,7 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Env
         }
         None => (body, &[][..]),
     };
-    let request: RequestJson = serde_json::from_slice(head)
+    let request: RequestJson<D> = serde_json::from_slice(head)
         .map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))?;
     let request_id = request.id;
     let mut inputs: Vec<(String, Value)> = Vec::with_capacity(request.inputs.len());
@@ -110,7 +142,7 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Env
                 binary = rest;
                 from_binary(&input.datatype, &shape, count, chunk).map_err(err)?
             }
-            (None, Some(data)) => from_json(&input.datatype, &shape, count, &data).map_err(err)?,
+            (None, Some(data)) => data.values(&input.datatype, &shape, count).map_err(err)?,
             (None, None) => {
                 return Err(err(
                     "has neither 'data' nor a binary_data_size parameter".into()

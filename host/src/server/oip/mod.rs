@@ -2,6 +2,7 @@
 //! binary tensor data extension. `decode` turns a body into the typed
 //! request, `encode` outputs into a body.
 
+mod data;
 mod decode;
 mod encode;
 

@@ -213,40 +213,21 @@ fn sampling(fields: &mut Fields, endpoint: Endpoint) -> Result<Sampling, FieldEr
     for key in ["presence_penalty", "frequency_penalty"] {
         fields.number(key, "0..=0 (penalties are not supported)", |x| x == 0.0)?;
     }
-    if let Some(bias) = fields.take("logit_bias")
-        && bias.as_object().is_none_or(|m| !m.is_empty())
-    {
-        return Err(wrong(
-            "logit_bias",
-            "empty (logit bias is not supported)",
-            &bias,
-        ));
-    }
-    if let Some(logprobs) = fields.take("logprobs")
-        && logprobs != json!(false)
-    {
-        return Err(wrong(
-            "logprobs",
-            "false (the generate extension returns log probabilities with `details`)",
-            &logprobs,
-        ));
-    }
+    fields.off("logit_bias", "empty (logit bias is not supported)", |v| {
+        v.as_object().is_some_and(|m| m.is_empty())
+    })?;
+    let unset = |v: &Value| *v == json!(false);
+    fields.off(
+        "logprobs",
+        "false (the generate extension returns log probabilities with `details`)",
+        unset,
+    )?;
     if endpoint == Endpoint::Completions {
-        if let Some(best_of) = fields.take("best_of")
-            && best_of != json!(n)
-        {
-            return Err(wrong(
-                "best_of",
-                "equal to `n` (best-of is not supported)",
-                &best_of,
-            ));
-        }
+        fields.off("best_of", "equal to `n` (best-of is not supported)", |v| {
+            *v == json!(n)
+        })?;
         for key in ["echo", "suffix"] {
-            if let Some(value) = fields.take(key)
-                && value != json!(false)
-            {
-                return Err(wrong(key, "unset (it is not supported)", &value));
-            }
+            fields.off(key, "unset (it is not supported)", unset)?;
         }
     }
     fields.ignore(&["user"]);

@@ -1,4 +1,4 @@
-declare module 'edgeserve:handler/tensor@0.1.2' {
+declare module 'edgeserve:handler/tensor@0.1.3' {
   /**
    * Matrix product over the last two axes, batch axes broadcast.
    * a: [..., m, k]; b: [..., k, n], or [..., n, k] when `transpose-b`.
@@ -107,6 +107,21 @@ declare module 'edgeserve:handler/tensor@0.1.2' {
    * Bounds convert to `x`'s dtype like `full`'s value; NaN stays NaN.
    */
   export function clip(x: Tensor, lo: number | undefined, hi: number | undefined): Tensor;
+  /**
+   * Self-attention over a batch of sequences packed back to back without
+   * padding, as FlashAttention's varlen kernels and
+   * text-embeddings-inference run BERT batches: no work goes to padding.
+   * q: [total, heads, d]; k: [total, heads, d]; v: [total, heads, dv]
+   * (a `linear` output [total, heads · d] reshaped, no transpose), where
+   * `offsets` holds n + 1 token offsets, 0 first and `total` last, never
+   * decreasing: sequence i is tokens offsets[i] to offsets[i + 1]
+   * (exclusive). Each token attends to the tokens of its own sequence
+   * only, so keys need no mask; `causal` also hides the later tokens of
+   * its sequence. Result: [total, heads, dv], equal to `attention` of
+   * each sequence alone. `scale` defaults to 1/sqrt(d). Bad offsets are
+   * an `invalid-argument` error.
+   */
+  export function attentionVarlen(q: Tensor, k: Tensor, v: Tensor, offsets: Uint32Array, scale: number | undefined, causal: boolean): Tensor;
   /**
    * Element types a tensor can hold.
    * # Variants

@@ -1,0 +1,189 @@
+//! An input's JSON `data` parsed straight into tensor elements: no
+//! `serde_json::Value` tree, no list of leaves, one typed vector.
+//!
+//! This is the fast path only. It refuses anything unusual (a leaf of the
+//! wrong kind, a count that does not match, an unknown datatype) without
+//! saying why; the decoder then decodes the body again through `Value`s,
+//! whose messages clients see (`decode::from_json`).
+
+use std::fmt;
+
+use edgeserve_tensor::{DType, HostBuffer, Tensor};
+use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::protocol::Datatype;
+use crate::runtime::Value;
+
+/// Parses `data` (nested or flat arrays) as `count` elements of
+/// `datatype_name` in row-major order; `None` when it is not exactly that.
+pub fn typed(datatype_name: &str, shape: &[usize], count: usize, data: &RawValue) -> Option<Value> {
+    let Datatype::Numeric(dtype) = Datatype::from_name(datatype_name)? else {
+        let elements = collect::<Vec<u8>>(data, count)?;
+        return Some(Value::Bytes {
+            shape: shape.to_vec(),
+            elements,
+        });
+    };
+    let buffer = match dtype {
+        DType::F32 => HostBuffer::from_vec(collect::<f32>(data, count)?),
+        DType::F16 => HostBuffer::from_vec(collect::<half::f16>(data, count)?),
+        DType::I32 => HostBuffer::from_vec(collect::<i32>(data, count)?),
+        DType::I64 => HostBuffer::from_vec(collect::<i64>(data, count)?),
+        DType::U8 => HostBuffer::from_vec(collect::<u8>(data, count)?),
+    };
+    Tensor::from_host(dtype, shape, buffer)
+        .ok()
+        .map(Value::Numeric)
+}
+
+/// Exactly `count` leaves of `data`, each converted as [`Leaf`] says.
+fn collect<T: Leaf>(data: &RawValue, count: usize) -> Option<Vec<T>> {
+    // Capped like the `Value` path: a shape may claim more than the body holds.
+    let mut out = Vec::with_capacity(count.min(1 << 24));
+    let mut parser = serde_json::Deserializer::from_str(data.get());
+    Leaves {
+        out: &mut out,
+        limit: count,
+    }
+    .deserialize(&mut parser)
+    .ok()?;
+    parser.end().ok()?;
+    (out.len() == count).then_some(out)
+}
+
+/// One element type as a JSON leaf converts to it, exactly as the `Value`
+/// path converts (`as_f64`, `as_i64`, `as_u64` and the same narrowing).
+trait Leaf: Sized {
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+impl Leaf for f32 {
+    fn from_u64(x: u64) -> Option<f32> {
+        Some(x as f64 as f32)
+    }
+    fn from_i64(x: i64) -> Option<f32> {
+        Some(x as f64 as f32)
+    }
+    fn from_f64(x: f64) -> Option<f32> {
+        Some(x as f32)
+    }
+}
+
+impl Leaf for half::f16 {
+    fn from_u64(x: u64) -> Option<half::f16> {
+        Some(half::f16::from_f64(x as f64))
+    }
+    fn from_i64(x: i64) -> Option<half::f16> {
+        Some(half::f16::from_f64(x as f64))
+    }
+    fn from_f64(x: f64) -> Option<half::f16> {
+        Some(half::f16::from_f64(x))
+    }
+}
+
+impl Leaf for i32 {
+    fn from_u64(x: u64) -> Option<i32> {
+        i32::try_from(x).ok()
+    }
+    fn from_i64(x: i64) -> Option<i32> {
+        i32::try_from(x).ok()
+    }
+}
+
+impl Leaf for i64 {
+    fn from_u64(x: u64) -> Option<i64> {
+        i64::try_from(x).ok()
+    }
+    fn from_i64(x: i64) -> Option<i64> {
+        Some(x)
+    }
+}
+
+impl Leaf for u8 {
+    fn from_u64(x: u64) -> Option<u8> {
+        u8::try_from(x).ok()
+    }
+}
+
+/// BYTES: a string's UTF-8 bytes.
+impl Leaf for Vec<u8> {
+    fn from_str(s: &str) -> Option<Vec<u8>> {
+        Some(s.as_bytes().to_vec())
+    }
+}
+
+/// Appends every leaf under one JSON value to `out`, refusing more than
+/// `limit` in all (so a long `data` stops early).
+struct Leaves<'v, T> {
+    out: &'v mut Vec<T>,
+    limit: usize,
+}
+
+impl<T: Leaf> Leaves<'_, T> {
+    fn push<E: de::Error>(&mut self, leaf: Option<T>) -> Result<(), E> {
+        match leaf {
+            Some(x) if self.out.len() < self.limit => {
+                self.out.push(x);
+                Ok(())
+            }
+            // No message: the `Value` path writes the one clients see.
+            _ => Err(E::custom("")),
+        }
+    }
+}
+
+impl<'de, T: Leaf> DeserializeSeed<'de> for Leaves<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Leaf> Visitor<'de> for Leaves<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("tensor elements")
+    }
+
+    fn visit_u64<E: de::Error>(mut self, x: u64) -> Result<(), E> {
+        self.push(T::from_u64(x))
+    }
+
+    fn visit_i64<E: de::Error>(mut self, x: i64) -> Result<(), E> {
+        self.push(T::from_i64(x))
+    }
+
+    fn visit_f64<E: de::Error>(mut self, x: f64) -> Result<(), E> {
+        self.push(T::from_f64(x))
+    }
+
+    fn visit_str<E: de::Error>(mut self, s: &str) -> Result<(), E> {
+        self.push(T::from_str(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let limit = self.limit;
+        while items
+            .next_element_seed(Leaves {
+                out: &mut *self.out,
+                limit,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
