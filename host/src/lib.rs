@@ -17,6 +17,7 @@ pub mod devices;
 pub mod fuzz;
 pub mod import;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod offload;
 pub mod protocol;
