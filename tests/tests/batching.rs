@@ -5,8 +5,9 @@
 //! batching silently never happens.
 //!
 //! The batching models wait up to a minute for a full batch
-//! (`max_queue_delay_us`), and every batch here fills, so which requests run
-//! together does not depend on timing.
+//! (`max_queue_delay_us`, even on an idle model: `wait_when_idle`), and
+//! every batch here fills, so which requests run together does not depend
+//! on timing.
 
 mod common;
 
@@ -24,11 +25,11 @@ use serde_json::{Value, json};
 const TOLERANCE: f64 = 1e-5;
 
 /// A batching config: one instance, batches of up to `max` rows (or
-/// `preferred`), waiting up to a minute for them to fill.
+/// `preferred`), waiting up to a minute for them to fill, the first one too.
 fn batching_config(max: usize, preferred: &[usize], padded: &[&str]) -> String {
     format!(
         "instances = 1\nqueue_timeout_ms = 120000\ntimeout_ms = 60000\n\
-         [batching]\nmax_batch_size = {max}\nmax_queue_delay_us = 60000000\n\
+         [batching]\nmax_batch_size = {max}\nmax_queue_delay_us = 60000000\nwait_when_idle = true\n\
          preferred_batch_sizes = {preferred:?}\npadded_outputs = {padded:?}\n"
     )
 }
@@ -176,6 +177,35 @@ async fn sixteen_clients_each_get_their_own_answer() {
             "edgeserve_batch_wait_duration_seconds_count{model=\"digits\",version=\"1\"}"
         ),
         "the batch wait histogram is exported"
+    );
+    server.stop().await;
+}
+
+/// A request that finds its model idle runs at once: the window (an hour
+/// here) is for gathering concurrent requests, and a lone one has none to
+/// wait for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_on_an_idle_model_does_not_wait_out_the_window() {
+    let repo = model_repository(&["digits"]);
+    let config = "instances = 1\nqueue_timeout_ms = 7200000\n\
+                  [batching]\nmax_batch_size = 16\nmax_queue_delay_us = 3600000000\n";
+    with_twin(&repo, "digits", config);
+    let server = serve(repo).await;
+    let bodies: Vec<Value> = (0..2).map(image).collect();
+    let alone = one_by_one(&server, "digits_alone", &bodies).await;
+    let batched = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        one_by_one(&server, "digits", &bodies),
+    )
+    .await
+    .expect("each request ran without waiting out the hour-long window");
+    for (got, want) in batched.iter().zip(&alone) {
+        assert_same_answer(got, want);
+    }
+    assert_eq!(
+        batch_sizes(&server, "digits").await,
+        (2, 2, 2),
+        "both went through the batcher, one batch each"
     );
     server.stop().await;
 }

@@ -21,6 +21,20 @@ backend's weight products against gemm alone.";
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
 
+/// `[m, k]` against 24 distinct `[n, k]` weights in turn, transposed.
+fn distinct_weights(name: &'static str, (m, n, k): (usize, usize, usize)) -> Case {
+    let x = tensor(&[m, k]);
+    let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[n, k])).collect();
+    (
+        name,
+        Box::new(move || {
+            for w in &weights {
+                drop(cpu().matmul(&x, w, true).expect("matmul"));
+            }
+        }),
+    )
+}
+
 /// The CPU backend's ops, for every case to call.
 fn cpu() -> Ops<'static> {
     static CPU: CpuBackend = CpuBackend::new();
@@ -238,18 +252,12 @@ fn main() {
         ),
         // The same product over 24 distinct weights (56 MB, more than any
         // cache), as a model's layers read theirs: memory, not arithmetic.
-        {
-            let x = tensor(&[16, 384]);
-            let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[1536, 384])).collect();
-            (
-                "linear [16,384]x24 distinct [1536,384]^T",
-                Box::new(move || {
-                    for w in &weights {
-                        drop(cpu().matmul(&x, w, true).expect("matmul"));
-                    }
-                }),
-            )
-        },
+        distinct_weights("linear [1,384]x24 distinct [1536,384]^T", (1, 1536, 384)),
+        distinct_weights("linear [4,384]x24 distinct [1536,384]^T", (4, 1536, 384)),
+        distinct_weights("linear [13,384]x24 distinct [1536,384]^T", (13, 1536, 384)),
+        distinct_weights("linear [16,384]x24 distinct [1536,384]^T", (16, 1536, 384)),
+        distinct_weights("linear [13,1536]x24 distinct [384,1536]^T", (13, 384, 1536)),
+        distinct_weights("linear [13,384]x24 distinct [384,384]^T", (13, 384, 384)),
         case(
             "matmul [12,128,64]x[12,128,64]^T",
             &[&[12, 128, 64], &[12, 128, 64]],

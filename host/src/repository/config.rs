@@ -61,6 +61,12 @@ pub struct BatchingConfig {
     /// busy instance join meanwhile anyway). Added to `queue_timeout_ms`.
     #[serde(default)]
     pub max_queue_delay_us: u64,
+    /// Whether a request that finds the model idle (no batch forming,
+    /// queued or running) waits out the delay too. Off by default: alone,
+    /// the wait is pure latency, and requests arriving while it queues for
+    /// an instance join it anyway.
+    #[serde(default)]
+    pub wait_when_idle: bool,
     /// Batch sizes (rows) the handler runs best at: a batch that reaches
     /// one is run without waiting out the delay.
     #[serde(default)]

@@ -130,6 +130,9 @@ mod x86 {
     const WROWS: usize = 4;
     /// Activation rows per tile of the broadcast kernel.
     const ROWS_WIDE: usize = 6;
+    /// How many strips ahead the dot kernel prefetches its weight rows:
+    /// DRAM's latency is hidden behind the compute of the strips between.
+    const AHEAD: usize = 2;
     /// Output columns of the widest tile of either kernel.
     pub const COLS_WIDE: usize = 64;
 
@@ -151,7 +154,8 @@ mod x86 {
             let mut j = cols.start;
             while j + 8 <= cols.end {
                 // SAFETY: the tile lies within the bounds the caller vouched for.
-                unsafe { dot_tile::<1, 8>(out, x, w, (n, k), (0, j)) };
+                let ahead = Prefetch::strip(w, (n, k), j + AHEAD * 8, 8, (0, 1));
+                unsafe { dot_tile::<1, 8>(out, x, w, (n, k), (0, j), ahead) };
                 j += 8;
             }
             if j < cols.end {
@@ -162,6 +166,66 @@ mod x86 {
         }
         // SAFETY: forwarded from the caller.
         unsafe { dot_rows_tiled(out, x, w, (m, n, k), cols) }
+    }
+
+    /// The cache lines of weight rows a dot tile asks for ahead of its use.
+    ///
+    /// Weight rows `[n, k]` lie back to back, so a strip of them is one run
+    /// of memory. The row tiles of the strip in use split the run of a strip
+    /// `AHEAD` strips on into consecutive shares, and each spreads its share
+    /// evenly over its steps: the weight streams in from DRAM while the strip
+    /// in L1 is computed on, without a burst of misses that would stall the
+    /// tile's own loads.
+    pub struct Prefetch {
+        next: *const f32,
+        end: *const f32,
+        /// Steps between two lines, and steps left until the next one.
+        every: usize,
+        wait: usize,
+    }
+
+    impl Prefetch {
+        /// Floats per cache line.
+        const LINE: usize = 16;
+
+        /// Tile `tile` of `tiles`' share of weight rows `first..first + rows`
+        /// (clipped to `n`).
+        fn strip(
+            w: &[f32],
+            (n, k): (usize, usize),
+            first: usize,
+            rows: usize,
+            (tile, tiles): (usize, usize),
+        ) -> Self {
+            // One tile alone streams its strip in order, which the
+            // hardware's own prefetcher follows best.
+            let last = if tiles == 1 { first } else { first + rows };
+            let start = first.min(n) * k;
+            let end = last.min(n) * k;
+            let share = (end - start).div_ceil(tiles).next_multiple_of(Self::LINE);
+            let from = (start + tile * share).min(end);
+            let steps = k / 8;
+            Self {
+                next: w.as_ptr().wrapping_add(from),
+                end: w.as_ptr().wrapping_add((from + share).min(end)),
+                every: (steps / (share / Self::LINE).max(1)).max(1),
+                wait: 0,
+            }
+        }
+
+        /// One step of the tile: asks for a line when its turn has come.
+        #[inline(always)]
+        fn step(&mut self) {
+            if self.wait == 0 {
+                self.wait = self.every;
+                if self.next < self.end {
+                    // SAFETY: a prefetch never faults, wherever it points.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
+                    self.next = self.next.wrapping_add(Self::LINE);
+                }
+            }
+            self.wait -= 1;
+        }
     }
 
     /// [`dot_rows`] in tiles of 3 rows by 4 weight rows.
@@ -176,12 +240,14 @@ mod x86 {
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
+        let tiles = m.div_ceil(ROWS);
         for_each_tile(m, cols, (ROWS, WROWS), |i, j, r, c| {
+            let ahead = Prefetch::strip(w, (n, k), j + AHEAD * WROWS, WROWS, (i / ROWS, tiles));
             // SAFETY: the tile lies within the bounds the caller vouched for.
             unsafe {
                 match (r, c) {
-                    (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j)),
-                    (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c)),
+                    (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j), ahead),
+                    (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c), ahead),
                 }
             }
         });
@@ -225,6 +291,7 @@ mod x86 {
         w: &[f32],
         (n, k): (usize, usize),
         (i, j): (usize, usize),
+        mut ahead: Prefetch,
     ) {
         let xs = x.as_ptr();
         let ws = w.as_ptr();
@@ -238,6 +305,7 @@ mod x86 {
             for (r, a) in a.iter_mut().enumerate() {
                 *a = unsafe { _mm256_loadu_ps(xs.add((i + r) * k + p)) };
             }
+            ahead.step();
             for c in 0..C {
                 let wv = unsafe { _mm256_loadu_ps(ws.add((j + c) * k + p)) };
                 for r in 0..R {
@@ -270,22 +338,23 @@ mod x86 {
         nk: (usize, usize),
         at: (usize, usize),
         (r, c): (usize, usize),
+        ahead: Prefetch,
     ) {
         // SAFETY: forwarded from the caller.
         unsafe {
             match (r, c) {
-                (1, 1) => dot_tile::<1, 1>(out, x, w, nk, at),
-                (1, 2) => dot_tile::<1, 2>(out, x, w, nk, at),
-                (1, 3) => dot_tile::<1, 3>(out, x, w, nk, at),
-                (1, _) => dot_tile::<1, 4>(out, x, w, nk, at),
-                (2, 1) => dot_tile::<2, 1>(out, x, w, nk, at),
-                (2, 2) => dot_tile::<2, 2>(out, x, w, nk, at),
-                (2, 3) => dot_tile::<2, 3>(out, x, w, nk, at),
-                (2, _) => dot_tile::<2, 4>(out, x, w, nk, at),
-                (_, 1) => dot_tile::<3, 1>(out, x, w, nk, at),
-                (_, 2) => dot_tile::<3, 2>(out, x, w, nk, at),
-                (_, 3) => dot_tile::<3, 3>(out, x, w, nk, at),
-                (_, _) => dot_tile::<3, 4>(out, x, w, nk, at),
+                (1, 1) => dot_tile::<1, 1>(out, x, w, nk, at, ahead),
+                (1, 2) => dot_tile::<1, 2>(out, x, w, nk, at, ahead),
+                (1, 3) => dot_tile::<1, 3>(out, x, w, nk, at, ahead),
+                (1, _) => dot_tile::<1, 4>(out, x, w, nk, at, ahead),
+                (2, 1) => dot_tile::<2, 1>(out, x, w, nk, at, ahead),
+                (2, 2) => dot_tile::<2, 2>(out, x, w, nk, at, ahead),
+                (2, 3) => dot_tile::<2, 3>(out, x, w, nk, at, ahead),
+                (2, _) => dot_tile::<2, 4>(out, x, w, nk, at, ahead),
+                (_, 1) => dot_tile::<3, 1>(out, x, w, nk, at, ahead),
+                (_, 2) => dot_tile::<3, 2>(out, x, w, nk, at, ahead),
+                (_, 3) => dot_tile::<3, 3>(out, x, w, nk, at, ahead),
+                (_, _) => dot_tile::<3, 4>(out, x, w, nk, at, ahead),
             }
         }
     }

@@ -6,7 +6,11 @@
 //! A batch forms around its first request: it waits up to the model's
 //! `max_queue_delay_us` for others (less when it reaches `max_batch_size` or
 //! a preferred size), then queues for a free instance, taking in whoever
-//! arrives meanwhile until it is full. The batch is driven by a task of its
+//! arrives meanwhile until it is full. A request that finds the model idle
+//! (no batch forming or running) does not wait unless `wait_when_idle`:
+//! with no one else in flight the window would only add its length to a
+//! lone client's latency, and whoever arrives while it queues for an
+//! instance still joins it. The batch is driven by a task of its
 //! own, so a client that hangs up never strands the others; its rows are
 //! left out of the call.
 
@@ -73,6 +77,17 @@ struct Group {
 struct Queue {
     next_id: u64,
     groups: Vec<Group>,
+    /// Batches opened and not yet finished: forming, queued or running.
+    open: usize,
+}
+
+/// Counts one batch as open for as long as its task lives.
+struct Open<'a>(&'a Mutex<Queue>);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
+    }
 }
 
 impl Batcher {
@@ -186,9 +201,10 @@ impl Batcher {
         let id = queue.next_id;
         queue.next_id += 1;
         let ready = Arc::new(Notify::new());
-        if full(member.rows) {
+        if full(member.rows) || (queue.open == 0 && !config.wait_when_idle) {
             ready.notify_one();
         }
+        queue.open += 1;
         queue.groups.push(Group {
             id,
             key,
@@ -201,6 +217,7 @@ impl Batcher {
         let delay = config.max_queue_delay();
         let batcher = self.clone();
         tokio::spawn(async move {
+            let _open = Open(&batcher.queue);
             tokio::select! {
                 _ = ready.notified() => {}
                 _ = tokio::time::sleep(delay) => {}
