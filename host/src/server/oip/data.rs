@@ -15,41 +15,73 @@ use serde_json::value::RawValue;
 use crate::protocol::Datatype;
 use crate::runtime::Value;
 
-/// Parses `data` (nested or flat arrays) as `count` elements of
-/// `datatype_name` in row-major order; `None` when it is not exactly that.
-pub fn typed(datatype_name: &str, shape: &[usize], count: usize, data: &RawValue) -> Option<Value> {
-    let Datatype::Numeric(dtype) = Datatype::from_name(datatype_name)? else {
-        let elements = collect::<Vec<u8>>(data, count)?;
-        return Some(Value::Bytes {
-            shape: shape.to_vec(),
-            elements,
-        });
-    };
-    let buffer = match dtype {
-        DType::F32 => HostBuffer::from_vec(collect::<f32>(data, count)?),
-        DType::F16 => HostBuffer::from_vec(collect::<half::f16>(data, count)?),
-        DType::I32 => HostBuffer::from_vec(collect::<i32>(data, count)?),
-        DType::I64 => HostBuffer::from_vec(collect::<i64>(data, count)?),
-        DType::U8 => HostBuffer::from_vec(collect::<u8>(data, count)?),
-    };
-    Tensor::from_host(dtype, shape, buffer)
-        .ok()
-        .map(Value::Numeric)
+/// The seed that parses an input's `data` (nested or flat arrays) as
+/// `count` elements of `datatype` in row-major order, failing when it is
+/// not exactly that.
+pub struct Typed<'a> {
+    pub datatype: &'a str,
+    pub shape: &'a [usize],
+    pub count: usize,
 }
 
-/// Exactly `count` leaves of `data`, each converted as [`Leaf`] says.
-fn collect<T: Leaf>(data: &RawValue, count: usize) -> Option<Vec<T>> {
-    // Capped like the `Value` path: a shape may claim more than the body holds.
-    let mut out = Vec::with_capacity(count.min(1 << 24));
+impl<'de> DeserializeSeed<'de> for Typed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, data: D) -> Result<Value, D::Error> {
+        let Typed {
+            datatype,
+            shape,
+            count,
+        } = self;
+        let refused = || de::Error::custom("");
+        let Datatype::Numeric(dtype) = Datatype::from_name(datatype).ok_or_else(refused)? else {
+            return Ok(Value::Bytes {
+                shape: shape.to_vec(),
+                elements: collect::<Vec<u8>, D>(data, count)?,
+            });
+        };
+        let buffer = match dtype {
+            DType::F32 => HostBuffer::from_vec(collect::<f32, D>(data, count)?),
+            DType::F16 => HostBuffer::from_vec(collect::<half::f16, D>(data, count)?),
+            DType::I32 => HostBuffer::from_vec(collect::<i32, D>(data, count)?),
+            DType::I64 => HostBuffer::from_vec(collect::<i64, D>(data, count)?),
+            DType::U8 => HostBuffer::from_vec(collect::<u8, D>(data, count)?),
+        };
+        Tensor::from_host(dtype, shape, buffer)
+            .map(Value::Numeric)
+            .map_err(|_| refused())
+    }
+}
+
+/// [`Typed`] over the raw text of `data`; `None` when it is not exactly
+/// `count` elements of `datatype`.
+pub fn typed(datatype: &str, shape: &[usize], count: usize, data: &RawValue) -> Option<Value> {
     let mut parser = serde_json::Deserializer::from_str(data.get());
-    Leaves {
-        out: &mut out,
-        limit: count,
+    let value = Typed {
+        datatype,
+        shape,
+        count,
     }
     .deserialize(&mut parser)
     .ok()?;
     parser.end().ok()?;
-    (out.len() == count).then_some(out)
+    Some(value)
+}
+
+/// Exactly `count` leaves of `data`, each converted as [`Leaf`] says.
+fn collect<'de, T: Leaf, D: Deserializer<'de>>(data: D, count: usize) -> Result<Vec<T>, D::Error> {
+    // Capped like the `Value` path: a shape may claim more than the body holds.
+    let mut out = Vec::with_capacity(count.min(1 << 24));
+    Leaves {
+        out: &mut out,
+        limit: count,
+    }
+    .deserialize(data)?;
+    if out.len() == count {
+        Ok(out)
+    } else {
+        Err(de::Error::custom(""))
+    }
 }
 
 /// One element type as a JSON leaf converts to it, exactly as the `Value`

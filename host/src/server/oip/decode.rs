@@ -3,6 +3,7 @@
 use axum::http::HeaderMap;
 use edgeserve_tensor::{DType, Tensor};
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
@@ -13,13 +14,13 @@ use crate::server::error::ApiError;
 use crate::server::infer::InferRequest;
 
 #[derive(Deserialize)]
-#[serde(bound(deserialize = "D: Deserialize<'de>"))]
-struct RequestJson<D> {
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
+struct RequestJson<I> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Json>>,
-    inputs: Vec<InputJson<D>>,
+    inputs: Vec<I>,
     #[serde(default)]
     outputs: Option<Vec<OutputRequestJson>>,
 }
@@ -36,23 +37,115 @@ struct InputJson<D> {
     data: Option<D>,
 }
 
-/// An input's `data` as a decoder holds it: the raw text, parsed straight
-/// into elements (the fast path), or a `Value` tree, whose failures name
-/// the element and the problem.
+/// An input's `data` as a decoder holds it: parsed straight into elements
+/// or kept as raw text (the fast path), or a `Value` tree, whose failures
+/// name the element and the problem.
 trait Data {
-    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String>;
+    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String>;
 }
 
-impl Data for &RawValue {
-    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+/// The fast path's `data`: parsed into elements as it was read when the
+/// input's `datatype` and `shape` came before it (as clients write them),
+/// else its raw text, parsed once those are known.
+enum Fast<'a> {
+    Parsed(Value),
+    Raw(&'a RawValue),
+}
+
+impl Data for Fast<'_> {
+    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
         // The decoder starts over with `Value`s to say what is wrong.
-        data::typed(datatype, shape, count, self).ok_or_else(String::new)
+        match self {
+            Fast::Parsed(value) => Ok(value),
+            Fast::Raw(raw) => data::typed(datatype, shape, count, raw).ok_or_else(String::new),
+        }
     }
 }
 
 impl Data for Json {
-    fn values(&self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
-        from_json(datatype, shape, count, self)
+    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+        from_json(datatype, shape, count, &self)
+    }
+}
+
+/// An input of the fast path, read field by field so that `data` is
+/// parsed in the same pass when its layout is already known.
+struct FastInput<'a>(InputJson<Fast<'a>>);
+
+impl<'a> From<FastInput<'a>> for InputJson<Fast<'a>> {
+    fn from(input: FastInput<'a>) -> Self {
+        input.0
+    }
+}
+
+impl<'de> Deserialize<'de> for FastInput<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FastInputVisitor)
+    }
+}
+
+struct FastInputVisitor;
+
+impl<'de> Visitor<'de> for FastInputVisitor {
+    type Value = FastInput<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an input")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastInput<'de>, A::Error> {
+        fn once<T, E: de::Error>(
+            slot: &mut Option<T>,
+            value: T,
+            key: &'static str,
+        ) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(key)),
+                None => Ok(()),
+            }
+        }
+        let (mut name, mut shape, mut datatype, mut parameters, mut data) =
+            (None, None::<Vec<i64>>, None::<String>, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "name" => once(&mut name, map.next_value()?, "name")?,
+                "shape" => once(&mut shape, map.next_value()?, "shape")?,
+                "datatype" => once(&mut datatype, map.next_value()?, "datatype")?,
+                "parameters" => once(&mut parameters, map.next_value()?, "parameters")?,
+                "data" => {
+                    let dims = shape.as_deref().and_then(|shape| {
+                        shape
+                            .iter()
+                            .map(|&d| usize::try_from(d).ok())
+                            .collect::<Option<Vec<_>>>()
+                    });
+                    let count = dims
+                        .as_ref()
+                        .and_then(|dims| dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)));
+                    let value = match (&datatype, &dims, count) {
+                        (Some(datatype), Some(shape), Some(count)) => {
+                            Fast::Parsed(map.next_value_seed(data::Typed {
+                                datatype,
+                                shape,
+                                count,
+                            })?)
+                        }
+                        _ => Fast::Raw(map.next_value()?),
+                    };
+                    once(&mut data, value, "data")?
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(FastInput(InputJson {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters,
+            data,
+        }))
     }
 }
 
@@ -83,10 +176,11 @@ pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Envelope), ApiError> {
     // Typed first; a body it refuses is decoded again through `Value`s,
     // which accept the same bodies and word every refusal.
-    decode_as::<&RawValue>(json_len, body).or_else(|_| decode_as::<Json>(json_len, body))
+    decode_as::<FastInput, Fast>(json_len, body)
+        .or_else(|_| decode_as::<InputJson<Json>, Json>(json_len, body))
 }
 
-fn decode_as<'a, D: Data + Deserialize<'a>>(
+fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
     json_len: Option<usize>,
     body: &'a [u8],
 ) -> Result<(InferRequest, Envelope), ApiError> {
@@ -100,11 +194,12 @@ fn decode_as<'a, D: Data + Deserialize<'a>>(
         }
         None => (body, &[][..]),
     };
-    let request: RequestJson<D> = serde_json::from_slice(head)
+    let request: RequestJson<I> = serde_json::from_slice(head)
         .map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))?;
     let request_id = request.id;
     let mut inputs: Vec<(String, Value)> = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
+        let input: InputJson<D> = input.into();
         let name = input.name;
         let err = |message: String| ApiError::bad_request(format!("input '{name}': {message}"));
         if inputs.iter().any(|(given, _)| *given == name) {
@@ -324,7 +419,9 @@ mod tests {
         let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
         let nested =
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
-        for body in [&flat[..], &nested[..]] {
+        // `data` before the layout is kept raw and parsed once it is known.
+        let data_first = br#"{"inputs":[{"data":[1,2.0,3e0,4],"name":"x","extra":{"a":[1]},"shape":[2,2],"datatype":"FP32"}]}"#;
+        for body in [&flat[..], &nested[..], &data_first[..]] {
             let (request, _) = decode(None, body).unwrap();
             let Value::Numeric(t) = &request.inputs[0].1 else {
                 panic!()
@@ -356,10 +453,22 @@ mod tests {
 
     #[test]
     fn mismatches_name_the_input_and_the_problem() {
-        let cases: [(&[u8], &str); 5] = [
+        let cases: [(&[u8], &str); 8] = [
             (
                 br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2]}]}"#,
                 "input 'x': shape [3] needs 3 elements but data has 2",
+            ),
+            (
+                br#"{"inputs":[{"data":[1,2],"name":"x","shape":[3],"datatype":"FP32"}]}"#,
+                "input 'x': shape [3] needs 3 elements but data has 2",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2],"data":[3,4]}]}"#,
+                "duplicate field `data`",
+            ),
+            (
+                br#"{"inputs":[{"name":"x","shape":[-2],"datatype":"FP32","data":[1,2]}]}"#,
+                "input 'x': shape [-2] has a negative dimension",
             ),
             (
                 br#"{"inputs":[{"name":"x","shape":[1],"datatype":"INT32","data":["a"]}]}"#,
