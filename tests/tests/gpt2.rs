@@ -317,13 +317,9 @@ async fn generate_route_takes_forms_and_json() {
     assert_eq!(json_body, body);
 
     // `curl -d '{...}'` sends JSON with the form content type.
-    let response = server
-        .request(Method::POST, "/generate")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(json!({"text": text, "max_tokens": greedy_tokens}).to_string())
-        .send()
-        .await
-        .unwrap();
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let sent = json!({"text": text, "max_tokens": greedy_tokens}).to_string();
+    let response = server.send_with("/generate", form, sent).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["generated_text"], full);

@@ -12,7 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{TestServer, error_text, floats, max_abs_diff};
+use common::{TestServer, error_text, floats, max_abs_diff, strings};
 use edgeserve::devices::DeviceChoice;
 use edgeserve_e2e::onnx_fixture as fixture;
 use edgeserve_e2e::{ModelRepository, model_repository, onnx_import, repo_root, run_ok};
@@ -112,6 +112,17 @@ async fn assert_agrees(server: &TestServer, model: &str, fixture: &str, inputs: 
     }
 }
 
+/// A test per device for a check that takes one: the same agreement must
+/// hold on the CPU and on the GPU.
+macro_rules! on_each_device {
+    ($check:ident: $($device:ident => $test:ident),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $test() {
+            $check(DeviceChoice::$device).await;
+        }
+    )+};
+}
+
 async fn serve(repo: ModelRepository) -> TestServer {
     serve_on(repo, DeviceChoice::Cpu).await
 }
@@ -182,15 +193,10 @@ async fn bert_and_resnet_agree_on(device: DeviceChoice) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bert_and_resnet_agree_with_onnxruntime_on_the_cpu() {
-    bert_and_resnet_agree_on(DeviceChoice::Cpu).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn bert_and_resnet_agree_with_onnxruntime_on_the_gpu() {
-    bert_and_resnet_agree_on(DeviceChoice::Gpu).await;
-}
+on_each_device!(bert_and_resnet_agree_on:
+    Cpu => bert_and_resnet_agree_with_onnxruntime_on_the_cpu,
+    Gpu => bert_and_resnet_agree_with_onnxruntime_on_the_gpu,
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn imported_exports_agree_with_onnxruntime() {
@@ -294,15 +300,10 @@ async fn request_masks_agree_on(device: DeviceChoice) {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn request_data_masks_agree_with_onnxruntime_on_the_cpu() {
-    request_masks_agree_on(DeviceChoice::Cpu).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn request_data_masks_agree_with_onnxruntime_on_the_gpu() {
-    request_masks_agree_on(DeviceChoice::Gpu).await;
-}
+on_each_device!(request_masks_agree_on:
+    Cpu => request_data_masks_agree_with_onnxruntime_on_the_cpu,
+    Gpu => request_data_masks_agree_with_onnxruntime_on_the_gpu,
+);
 
 #[test]
 fn batch_norm_is_folded_into_the_conv_at_import() {
@@ -310,12 +311,7 @@ fn batch_norm_is_folded_into_the_conv_at_import() {
     import_ok(&repo, "cnn_digits.onnx", "cnn");
     let graph: Value =
         serde_json::from_slice(&std::fs::read(repo.join("cnn/1/graph.json")).unwrap()).unwrap();
-    let ops: Vec<&str> = graph["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["op"].as_str().unwrap())
-        .collect();
+    let ops = strings(&graph["nodes"], "op");
     assert!(
         ops.contains(&"Conv") && !ops.contains(&"BatchNormalization"),
         "{ops:?}"

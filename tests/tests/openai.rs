@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, error_text, output};
+use common::{TestServer, error_text, output, strings};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -44,37 +44,36 @@ async fn metric(server: &TestServer, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The OIP answer of gpt2 for `prompt`: its continuation.
-async fn oip_text(server: &TestServer, prompt: &str, max_tokens: u32) -> String {
+/// A gpt2 server and its OIP continuation of `prompt`: the text each other
+/// front door must answer.
+async fn gpt2_continuing(prompt: &str, max_tokens: u32) -> (TestServer, String) {
+    let server = TestServer::start(&["gpt2"]).await;
     let body = json!({
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [prompt]}],
         "parameters": {"max_tokens": max_tokens},
     });
     let (status, body) = server.post("/v2/models/gpt2/infer", &body).await;
     assert_eq!(status, 200, "{body}");
-    output(&body, "text")["data"][0]
+    let continuation = output(&body, "text")["data"][0]
         .as_str()
         .unwrap()
-        .to_owned()
+        .to_owned();
+    (server, continuation)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_client_works() {
     let server = TestServer::start(&["gpt2", "minilm"]).await;
-    common::run_python(
-        "openai_compat.py",
-        &[server.authority().as_ref()],
-        "openai compatibility: OK",
-    )
-    .await;
+    server
+        .run_python("openai_compat.py", "openai compatibility: OK")
+        .await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generate_extension_streams_what_it_answers() {
-    let server = TestServer::start(&["gpt2"]).await;
     let prompt = "The quick brown fox";
-    let expected = oip_text(&server, prompt, 10).await;
+    let (server, expected) = gpt2_continuing(prompt, 10).await;
     let request = json!({"text_input": prompt, "parameters": {"max_tokens": 10, "details": true}});
 
     let (status, whole) = server
@@ -171,9 +170,8 @@ async fn generate_extension_streams_what_it_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flask_generate_takes_curl_multipart() {
-    let server = TestServer::start(&["gpt2"]).await;
     let prompt = "Hello world";
-    let continuation = oip_text(&server, prompt, 8).await;
+    let (server, continuation) = gpt2_continuing(prompt, 8).await;
     let curl = |fields: &[&str]| {
         let mut command = tokio::process::Command::new("curl");
         command.args(["-sS", "-w", "\n%{http_code}"]);
@@ -229,13 +227,8 @@ async fn flask_generate_takes_curl_multipart() {
     assert_eq!(body["generated_text"], continuation.as_str());
 
     // Another content type: 415 naming the ones /generate reads.
-    let response = server
-        .request(Method::POST, "/generate")
-        .header("content-type", "text/plain")
-        .body("text=hi")
-        .send()
-        .await
-        .unwrap();
+    let text = ("content-type", "text/plain");
+    let response = server.send_with("/generate", text, "text=hi").await;
     assert_eq!(response.status(), 415);
     let body: Value = response.json().await.unwrap();
     for accepted in [
@@ -355,12 +348,7 @@ async fn a_busy_model_is_a_503_the_openai_client_raises() {
         None,
     )
     .await;
-    common::run_python(
-        "openai_busy.py",
-        &[server.authority().as_ref()],
-        "openai busy: OK",
-    )
-    .await;
+    server.run_python("openai_busy.py", "openai busy: OK").await;
     server.stop().await;
 }
 
@@ -456,12 +444,7 @@ async fn choices_run_side_by_side_and_each_is_reproducible() {
             &json!({"model": "gpt2", "prompt": "Once", "n": 2, "max_tokens": 120, "temperature": 1.0, "seed": 3}),
         )
         .await;
-    let whole: Vec<&str> = whole["choices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap())
-        .collect();
+    let whole = strings(&whole["choices"], "text");
     assert_eq!(streamed, whole);
     server.stop().await;
 }

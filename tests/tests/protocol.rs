@@ -136,13 +136,11 @@ async fn digits_reproduces_sklearn_in_json_and_binary() {
     .unwrap();
     let mut body = head.clone();
     body.extend_from_slice(&pixels);
+    let framing = head.len().to_string();
+    let framing = ("Inference-Header-Content-Length", framing.as_str());
     let response = server
-        .request(Method::POST, "/v2/models/digits/infer")
-        .header("Inference-Header-Content-Length", head.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .send_with("/v2/models/digits/infer", framing, body)
+        .await;
     assert_eq!(response.status(), 200);
     let json_len: usize = response.headers()["inference-header-content-length"]
         .to_str()
@@ -271,13 +269,8 @@ async fn bad_requests_get_precise_errors_and_the_server_keeps_serving() {
     assert_eq!(response.status(), 413);
 
     // Binary framing errors.
-    let response = server
-        .request(Method::POST, infer)
-        .header("Inference-Header-Content-Length", "999")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let framing = ("Inference-Header-Content-Length", "999");
+    let response = server.send_with(infer, framing, "{}").await;
     assert_eq!(response.status(), 400);
     assert!(
         response

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::TestServer;
+use edgeserve::app::Settings;
 use edgeserve::tls::TlsSettings;
 use edgeserve_e2e::model_repository;
 use rcgen::{
@@ -58,6 +59,22 @@ impl Pki {
             client_ca,
         }
     }
+}
+
+/// The `linear` model served over `tls`, with whatever else `configure`
+/// sets: the server, its HTTPS port and its gRPC port when one is asked for.
+async fn serve_linear(
+    tls: TlsSettings,
+    configure: impl FnOnce(&mut Settings),
+) -> (TestServer, u16, Option<u16>) {
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.tls = Some(tls);
+    configure(&mut settings);
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let grpc_port = running.grpc_addr().map(|a| a.port());
+    let port = running.addr().port();
+    (TestServer::attach(running, repo), port, grpc_port)
 }
 
 fn linear_request() -> serde_json::Value {
@@ -118,13 +135,10 @@ fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_is_verified_by_real_clients_and_plain_http_gets_nothing() {
     let pki = Pki::new("server");
-    let repo = model_repository(&["linear"]);
-    let mut settings = common::settings(&repo);
-    settings.tls = Some(pki.tls("server", None));
-    settings.access.api_keys = vec!["tls-key".parse().unwrap()];
-    let running = edgeserve::app::start(settings).await.unwrap();
-    let port = running.addr().port();
-    let server = TestServer::attach(running, repo);
+    let (server, port, _) = serve_linear(pki.tls("server", None), |settings| {
+        settings.access.api_keys = vec!["tls-key".parse().unwrap()];
+    })
+    .await;
     let url = format!("https://127.0.0.1:{port}/v2/models/linear/infer");
 
     let (code, body) = curl(
@@ -183,12 +197,8 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let servers = Pki::new("server");
     let clients = Pki::new("clients");
     let outsiders = Pki::new("outsiders");
-    let repo = model_repository(&["linear"]);
-    let mut settings = common::settings(&repo);
-    settings.tls = Some(servers.tls("server", Some(clients.path("ca.pem"))));
-    let running = edgeserve::app::start(settings).await.unwrap();
-    let port = running.addr().port();
-    let server = TestServer::attach(running, repo);
+    let tls = servers.tls("server", Some(clients.path("ca.pem")));
+    let (server, port, _) = serve_linear(tls, |_| {}).await;
     let url = format!("https://127.0.0.1:{port}/v2/models/linear/infer");
     let ca = servers.path("ca.pem");
 
@@ -237,16 +247,9 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
 async fn grpc_serves_the_same_tls_and_client_certificate_rule() {
     let servers = Pki::new("server");
     let clients = Pki::new("clients");
-    let repo = model_repository(&["linear"]);
-    let mut settings = common::settings(&repo);
-    settings.grpc_port = Some(0);
-    settings.tls = Some(servers.tls("server", Some(clients.path("ca.pem"))));
-    let running = edgeserve::app::start(settings).await.unwrap();
-    let grpc = format!(
-        "localhost:{}",
-        running.grpc_addr().expect("gRPC is on").port()
-    );
-    let server = TestServer::attach(running, repo);
+    let tls = servers.tls("server", Some(clients.path("ca.pem")));
+    let (server, _, grpc_port) = serve_linear(tls, |settings| settings.grpc_port = Some(0)).await;
+    let grpc = format!("localhost:{}", grpc_port.expect("gRPC is on"));
     clients.issue("client");
     let args = [
         servers.path("ca.pem"),
@@ -308,12 +311,8 @@ async fn sighup_swaps_the_certificate_without_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn offload_to_an_https_upstream_verifies_it_against_upstream_ca() {
     let pki = Pki::new("upstream");
-    let repo = model_repository(&["linear"]);
-    let mut settings = common::settings(&repo);
-    settings.tls = Some(pki.tls("upstream", None));
-    let running = edgeserve::app::start(settings).await.unwrap();
-    let upstream = format!("https://127.0.0.1:{}", running.addr().port());
-    let back = TestServer::attach(running, repo);
+    let (back, port, _) = serve_linear(pki.tls("upstream", None), |_| {}).await;
+    let upstream = format!("https://127.0.0.1:{port}");
     let empty = model_repository(&[]);
     let cache = common::shared_cache();
     // Edges (the real binary) without the model, forwarding to the upstream.

@@ -62,3 +62,17 @@ pub fn read_repo_file(path: &str) -> String {
     let file = repo_file(path);
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
+
+/// The `(name, port)` of each of a container's or a Service's ports, in order; `port` reads one.
+pub fn named_ports<'a, P: 'a>(
+    ports: impl IntoIterator<Item = &'a P>,
+    port: impl Fn(&'a P) -> (&'a Option<String>, i32),
+) -> Vec<(&'a str, i32)> {
+    ports
+        .into_iter()
+        .map(|p| {
+            let (name, number) = port(p);
+            (name.as_deref().unwrap(), number)
+        })
+        .collect()
+}

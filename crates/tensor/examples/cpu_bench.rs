@@ -54,6 +54,18 @@ fn case<T>(
     )
 }
 
+/// A matmul of an `a` by a `b` (read `[..., n, k]` when `transpose_b`).
+fn product(name: &'static str, a: &[usize], b: &[usize], transpose_b: bool) -> Case {
+    case(name, &[a, b], move |o, t| {
+        o.matmul(&t[0], &t[1], transpose_b)
+    })
+}
+
+/// `op` over a tensor of `shape`.
+fn unary(name: &'static str, op: UnaryOp, shape: &[usize]) -> Case {
+    case(name, &[shape], move |o, t| o.unary(op, &t[0]))
+}
+
 fn tensor(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -219,10 +231,11 @@ fn main() {
     let (conv1, conv32) = (conv(1), conv(32));
     let gelu = Some(UnaryOp::Gelu);
     let cases: Vec<Case> = vec![
-        case(
+        product(
             "matmul [128,384,384]x[384,1536]",
-            &[&[128, 384], &[384, 1536]],
-            |o, t| o.matmul(&t[0], &t[1], false),
+            &[128, 384],
+            &[384, 1536],
+            false,
         ),
         case(
             "linear [128,384]x[1536,384]^T+bias gelu",
@@ -240,15 +253,17 @@ fn main() {
         ),
         // One short sentence through a BERT feed-forward: the weight in
         // PyTorch's [out, in] layout against the same weight stored [in, out].
-        case(
+        product(
             "linear [16,384]x[1536,384]^T",
-            &[&[16, 384], &[1536, 384]],
-            |o, t| o.matmul(&t[0], &t[1], true),
+            &[16, 384],
+            &[1536, 384],
+            true,
         ),
-        case(
+        product(
             "linear [16,384]x[384,1536]",
-            &[&[16, 384], &[384, 1536]],
-            |o, t| o.matmul(&t[0], &t[1], false),
+            &[16, 384],
+            &[384, 1536],
+            false,
         ),
         // The same product over 24 distinct weights (56 MB, more than any
         // cache), as a model's layers read theirs: memory, not arithmetic.
@@ -258,10 +273,11 @@ fn main() {
         distinct_weights("linear [16,384]x24 distinct [1536,384]^T", (16, 1536, 384)),
         distinct_weights("linear [13,1536]x24 distinct [384,1536]^T", (13, 384, 1536)),
         distinct_weights("linear [13,384]x24 distinct [384,384]^T", (13, 384, 384)),
-        case(
+        product(
             "matmul [12,128,64]x[12,128,64]^T",
-            &[&[12, 128, 64], &[12, 128, 64]],
-            |o, t| o.matmul(&t[0], &t[1], true),
+            &[12, 128, 64],
+            &[12, 128, 64],
+            true,
         ),
         case("add [128,1536]+[1536]", &[&[128, 1536], &[1536]], |o, t| {
             o.binary(BinaryOp::Add, &t[0], &t[1])
@@ -274,27 +290,13 @@ fn main() {
             &[&[64, 1, 512], &[64, 512, 1]],
             |o, t| o.binary(BinaryOp::Mul, &t[0], &t[1]),
         ),
-        case("exp [1M]", &[&[1 << 20]], |o, t| {
-            o.unary(UnaryOp::Exp, &t[0])
-        }),
-        case("exp [4096]", &[&[4096]], |o, t| {
-            o.unary(UnaryOp::Exp, &t[0])
-        }),
-        case("neg [4096]", &[&[4096]], |o, t| {
-            o.unary(UnaryOp::Neg, &t[0])
-        }),
-        case("gelu [4096]", &[&[4096]], |o, t| {
-            o.unary(UnaryOp::Gelu, &t[0])
-        }),
-        case("tanh [4096]", &[&[4096]], |o, t| {
-            o.unary(UnaryOp::Tanh, &t[0])
-        }),
-        case("gelu [1M]", &[&[1 << 20]], |o, t| {
-            o.unary(UnaryOp::Gelu, &t[0])
-        }),
-        case("gelu-tanh [1M]", &[&[1 << 20]], |o, t| {
-            o.unary(UnaryOp::GeluTanh, &t[0])
-        }),
+        unary("exp [1M]", UnaryOp::Exp, &[1 << 20]),
+        unary("exp [4096]", UnaryOp::Exp, &[4096]),
+        unary("neg [4096]", UnaryOp::Neg, &[4096]),
+        unary("gelu [4096]", UnaryOp::Gelu, &[4096]),
+        unary("tanh [4096]", UnaryOp::Tanh, &[4096]),
+        unary("gelu [1M]", UnaryOp::Gelu, &[1 << 20]),
+        unary("gelu-tanh [1M]", UnaryOp::GeluTanh, &[1 << 20]),
         case("softmax [12,128,128] last", &[&[12, 128, 128]], |o, t| {
             o.softmax(&t[0], -1)
         }),

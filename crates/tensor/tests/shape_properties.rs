@@ -8,6 +8,10 @@ use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{Backend, BinaryOp, Ops, ReduceOp, Tensor, shape};
 use proptest::prelude::*;
 
+#[path = "support/indexing.rs"]
+mod indexing;
+use indexing::{bcast_index, coords, flat};
+
 fn cpu() -> Ops<'static> {
     static CPU: CpuBackend = CpuBackend::new();
     CPU.ops()
@@ -24,36 +28,6 @@ fn tensor(shape: &[usize], salt: usize) -> Tensor {
 
 fn values(t: &Tensor) -> Vec<f32> {
     t.host().expect("a host tensor").as_slice::<f32>().to_vec()
-}
-
-/// Row-major multi-index of `flat` in `shape`.
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut index = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        index[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    index
-}
-
-/// Row-major flat position of `index` in `shape`.
-fn ravel(index: &[usize], shape: &[usize]) -> usize {
-    index
-        .iter()
-        .zip(shape)
-        .fold(0, |flat, (&i, &d)| flat * d + i)
-}
-
-/// The element of `data` (of `shape`) that broadcast output index `out`
-/// reads: trailing dimensions aligned, size-1 dimensions pinned to 0.
-fn broadcast_read(data: &[f32], shape: &[usize], out: &[usize]) -> f32 {
-    let lead = out.len() - shape.len();
-    let index: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| if n == 1 { 0 } else { out[lead + d] })
-        .collect();
-    data[ravel(&index, shape)]
 }
 
 fn dims(rank: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
@@ -73,9 +47,9 @@ proptest! {
                 let want = rule.expect("accepted by the op, so by the rule");
                 prop_assert_eq!(out.shape(), want.as_slice());
                 let (xs, ys, got) = (values(&x), values(&y), values(&out));
-                for (flat, g) in got.iter().enumerate() {
-                    let at = unravel(flat, &want);
-                    let expected = broadcast_read(&xs, &a, &at) + broadcast_read(&ys, &b, &at);
+                for (index, g) in got.iter().enumerate() {
+                    let at = coords(index, &want);
+                    let expected = xs[bcast_index(&at, &a)] + ys[bcast_index(&at, &b)];
                     prop_assert_eq!(*g, expected, "{:?}+{:?} at {:?}", a, b, at);
                 }
             }
@@ -106,8 +80,8 @@ proptest! {
             let want = [batch.as_slice(), &[m, n]].concat();
             prop_assert_eq!(out.shape(), want.as_slice());
             let (xs, ys, got) = (values(&x), values(&y), values(&out));
-            for (flat, g) in got.iter().enumerate() {
-                let at = unravel(flat, &want);
+            for (index, g) in got.iter().enumerate() {
+                let at = coords(index, &want);
                 let (i, j) = (at[at.len() - 2], at[at.len() - 1]);
                 let prefix = &at[..at.len() - 2];
                 let b_prefix = &prefix[prefix.len() - b_batch.len()..];
@@ -119,7 +93,7 @@ proptest! {
                         } else {
                             [b_prefix, &[p, j]].concat()
                         };
-                        xs[ravel(&a_at, &a_shape)] * ys[ravel(&b_at, &b_shape)]
+                        xs[flat(&a_at, &a_shape)] * ys[flat(&b_at, &b_shape)]
                     })
                     .sum();
                 prop_assert_eq!(*g, expected, "at {:?}", at);
@@ -140,10 +114,10 @@ proptest! {
                 prop_assert_eq!(out.shape(), want.as_slice());
                 let (xs, got) = (values(&x), values(&out));
                 let mut expected = vec![0.0f32; got.len()];
-                for (flat, v) in xs.iter().enumerate() {
-                    let mut at = unravel(flat, &dims);
+                for (index, v) in xs.iter().enumerate() {
+                    let mut at = coords(index, &dims);
                     if keep_dims { at[axis] = 0 } else { at.remove(axis); }
-                    expected[ravel(&at, &want)] += v;
+                    expected[flat(&at, &want)] += v;
                 }
                 prop_assert_eq!(got, expected);
             }
@@ -165,13 +139,13 @@ proptest! {
                 let want: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
                 prop_assert_eq!(out.shape(), want.as_slice());
                 let (xs, got) = (values(&x), values(&out));
-                for (flat, g) in got.iter().enumerate() {
-                    let at = unravel(flat, &want);
+                for (index, g) in got.iter().enumerate() {
+                    let at = coords(index, &want);
                     let mut source = vec![0; dims.len()];
                     for (d, &p) in perm.iter().enumerate() {
                         source[p] = at[d];
                     }
-                    prop_assert_eq!(*g, xs[ravel(&source, &dims)]);
+                    prop_assert_eq!(*g, xs[flat(&source, &dims)]);
                 }
             }
         }

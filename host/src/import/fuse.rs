@@ -232,21 +232,20 @@ impl Fuser<'_> {
                 .filter(|(dims, _)| dims.len() == 1)
                 .map(|_| name.unwrap_or_default().to_string())
         };
-        if let Some(mul) = self.only_reader(&out)
-            && let Some((mul_node, gamma)) = self.reads(mul, "Mul", &out)
-            && let Some(gamma) = per_feature(gamma)
-        {
-            replaced.push(mul);
-            inputs.push(gamma);
-            out = mul_node.outputs[0].clone();
-            if let Some(add) = self.only_reader(&out)
-                && let Some((add_node, beta)) = self.reads(add, "Add", &out)
-                && let Some(beta) = per_feature(beta)
-            {
-                replaced.push(add);
-                inputs.push(beta);
-                out = add_node.outputs[0].clone();
-            }
+        // The scale (`Mul`), then the shift (`Add`): each taken only when the
+        // step before it was.
+        let step = |out: &str, op| {
+            let step = self.only_reader(out)?;
+            let (node, param) = self.reads(step, op, out)?;
+            Some((step, node, per_feature(param)?))
+        };
+        for op in ["Mul", "Add"] {
+            let Some((at, node, param)) = step(&out, op) else {
+                break;
+            };
+            replaced.push(at);
+            inputs.push(param);
+            out = node.outputs[0].clone();
         }
         let node = Node {
             name: format!("{}.fused", self.nodes[mean].name),

@@ -192,6 +192,11 @@ pub fn wrong(key: &str, wanted: &str, got: &Value) -> FieldError {
     FieldError::new(key, format!("`{key}` must be {wanted}, got {}", shown(got)))
 }
 
+/// "`key` is empty: WHAT", where `what` says what to give instead.
+pub fn empty_field(key: &str, what: &str) -> FieldError {
+    FieldError::new(key, format!("`{key}` is empty: {what}"))
+}
+
 /// OpenAI's text input (`prompt`, `input`): a non-empty string or a
 /// non-empty list of them. Token-id lists are refused by name; `empty` says
 /// what the text is for when one is missing.
@@ -211,7 +216,7 @@ pub fn texts(key: &str, value: Value, empty: &str) -> Result<Vec<String>, FieldE
         other => return Err(wrong(key, "a string or a list of strings", &other)),
     };
     if texts.is_empty() || texts.iter().any(String::is_empty) {
-        return Err(FieldError::new(key, format!("`{key}` is empty: {empty}")));
+        return Err(empty_field(key, empty));
     }
     Ok(texts)
 }

@@ -15,15 +15,16 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::body::read_body;
 use super::error::ApiError;
-use super::fields::{FieldError, Fields};
+use super::fields::{FieldError, Fields, empty_field, wrong};
 use super::generation::{Completion, FinishReason, Generation, GenerationRequest, Options};
 use super::infer::ModelRef;
 use super::sse::{self, StreamCodec};
@@ -34,38 +35,32 @@ use crate::runtime::TextChunk;
 /// The most stop sequences, as the extension's schema allows.
 const MAX_STOPS: usize = 5;
 
-/// `POST /v2/models/{m}[/versions/{v}]/generate`.
-pub async fn generate(
+/// The extension's two routes, each with and without a model version.
+pub fn router() -> Router<Arc<AppState>> {
+    let mut router = Router::new();
+    for model in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        router = router
+            .route(&format!("{model}/generate"), post(generate::<false>))
+            .route(&format!("{model}/generate_stream"), post(generate::<true>));
+    }
+    router
+}
+
+/// `POST /v2/models/{m}[/versions/{v}]/generate`, or with `STREAM`
+/// `…/generate_stream`: the same request, answered whole or as events.
+async fn generate<const STREAM: bool>(
     State(app): State<Arc<AppState>>,
     Path(model): Path<ModelRef>,
     request: Request,
-) -> Result<Response, ApiError> {
-    run(&app, model, request, false).await
-}
-
-/// `POST /v2/models/{m}[/versions/{v}]/generate_stream`.
-pub async fn generate_stream(
-    State(app): State<Arc<AppState>>,
-    Path(model): Path<ModelRef>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    run(&app, model, request, true).await
-}
-
-async fn run(
-    app: &Arc<AppState>,
-    model: ModelRef,
-    request: Request,
-    stream: bool,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(body, &parts.headers, app.max_body).await?;
-    if let Some(relayed) = upstream::relay_missing(app, &model, &parts, bytes.clone()).await {
+    if let Some(relayed) = upstream::relay_missing(&app, &model, &parts, bytes.clone()).await {
         return Ok(relayed);
     }
     let (prompt, options, details) = decode(&bytes)?;
     let generation = Generation::start(
-        app,
+        &app,
         &model,
         GenerationRequest {
             prompts: vec![prompt],
@@ -78,7 +73,7 @@ async fn run(
         model_version: generation.model_version().to_owned(),
         details,
     };
-    if stream {
+    if STREAM {
         return sse::stream(generation, reply).await;
     }
     let completion = generation
@@ -99,13 +94,8 @@ fn decode(bytes: &[u8]) -> Result<(String, Options, bool), FieldError> {
     let mut fields = Fields::parse(bytes, "the request body")?;
     let prompt = match fields.required("text_input")? {
         Value::String(s) if !s.is_empty() => s,
-        Value::String(_) => {
-            return Err(FieldError::new(
-                "text_input",
-                "`text_input` is empty: give the text to continue",
-            ));
-        }
-        other => return Err(super::fields::wrong("text_input", "a string", &other)),
+        Value::String(_) => return Err(empty_field("text_input", "give the text to continue")),
+        other => return Err(wrong("text_input", "a string", &other)),
     };
     let mut parameters = match fields.take("parameters") {
         Some(value) => Fields::of(value, "parameters", Some("parameters"))?,

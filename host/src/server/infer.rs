@@ -65,6 +65,17 @@ pub enum Outcome {
     Offload(Reason),
 }
 
+impl Outcome {
+    /// The response of a request that the upstream may not take, which is
+    /// therefore always served here.
+    pub fn served(self) -> InferResponse {
+        match self {
+            Outcome::Served(response) => response,
+            Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
+        }
+    }
+}
+
 /// Why a request failed here.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
@@ -154,18 +165,7 @@ pub async fn infer_decoding(
     forwardable: bool,
     decode: impl Future<Output = Result<InferRequest, ApiError>>,
 ) -> Result<Outcome, InferError> {
-    infer_via(app, Protocol::Http, model, forwardable, decode).await
-}
-
-/// [`infer_decoding`] for a request that came in over `protocol`.
-pub async fn infer_via(
-    app: &AppState,
-    protocol: Protocol,
-    model: &ModelRef,
-    forwardable: bool,
-    decode: impl Future<Output = Result<InferRequest, ApiError>>,
-) -> Result<Outcome, InferError> {
-    infer_counted(app, protocol, model, forwardable, decode, None).await
+    infer_via(app, Protocol::Http, model, forwardable, decode, None).await
 }
 
 /// [`infer`] for a request whose output is streamed: the chunks the handler
@@ -177,22 +177,9 @@ pub async fn infer_streaming(
     request: InferRequest,
     sink: OutputSink,
 ) -> Result<InferResponse, InferError> {
-    infer_streaming_via(app, Protocol::Http, model, request, sink).await
-}
-
-/// [`infer_streaming`] for a request that came in over `protocol`.
-pub async fn infer_streaming_via(
-    app: &AppState,
-    protocol: Protocol,
-    model: &ModelRef,
-    request: InferRequest,
-    sink: OutputSink,
-) -> Result<InferResponse, InferError> {
     let decode = async { Ok(request) };
-    match infer_counted(app, protocol, model, false, decode, Some(sink)).await? {
-        Outcome::Served(response) => Ok(response),
-        Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
-    }
+    let outcome = infer_via(app, Protocol::Http, model, false, decode, Some(sink));
+    outcome.await.map(Outcome::served)
 }
 
 /// [`infer`] with an output sink: what the handler sends while it runs goes
@@ -205,11 +192,13 @@ pub async fn infer_with_sink(
     sink: OutputSink,
 ) -> Result<Outcome, InferError> {
     let decode = async { Ok(request) };
-    infer_counted(app, Protocol::Http, model, forwardable, decode, Some(sink)).await
+    infer_via(app, Protocol::Http, model, forwardable, decode, Some(sink)).await
 }
 
-/// Resolves the model, runs the request and counts its outcome.
-async fn infer_counted(
+/// [`infer_decoding`] for a request that came in over `protocol`, with the
+/// output `sink` of a request whose output is sent as it runs: resolves the
+/// model, runs the request and counts its outcome.
+pub async fn infer_via(
     app: &AppState,
     protocol: Protocol,
     model: &ModelRef,

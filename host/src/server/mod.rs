@@ -93,19 +93,7 @@ impl Server {
             )
             .route("/v2/models/{name}/infer", post(infer))
             .route("/v2/models/{name}/versions/{version}/infer", post(infer))
-            .route("/v2/models/{name}/generate", post(generate_ext::generate))
-            .route(
-                "/v2/models/{name}/versions/{version}/generate",
-                post(generate_ext::generate),
-            )
-            .route(
-                "/v2/models/{name}/generate_stream",
-                post(generate_ext::generate_stream),
-            )
-            .route(
-                "/v2/models/{name}/versions/{version}/generate_stream",
-                post(generate_ext::generate_stream),
-            )
+            .merge(generate_ext::router())
             .route("/v2/repository/index", post(repository::index))
             .route("/v2/repository/models/{name}/load", post(repository::load))
             .route(

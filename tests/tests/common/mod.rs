@@ -83,6 +83,12 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Runs the Python client script `script` (tests/python) against this
+    /// server, its authority the one argument, as [`run_python`] does.
+    pub async fn run_python(&self, script: &str, ok: &str) -> String {
+        run_python(script, &[self.authority().as_ref()], ok).await
+    }
+
     /// `GET path` → (status, JSON body).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         status_json(self.request(Method::GET, path).send().await.unwrap()).await
@@ -101,11 +107,24 @@ impl TestServer {
 
     /// `POST path` with raw bytes → (status, JSON body).
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
-        let request = self
-            .request(Method::POST, path)
-            .header("content-type", "application/json")
-            .body(body);
-        status_json(request.send().await.unwrap()).await
+        let header = ("content-type", "application/json");
+        status_json(self.send_with(path, header, body).await).await
+    }
+
+    /// `POST path` with a raw body and one header (its content type, its
+    /// framing); the response as it comes.
+    pub async fn send_with(
+        &self,
+        path: &str,
+        (name, value): (&str, &str),
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.request(Method::POST, path)
+            .header(name, value)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// The metadata of `model`, asserting a 200 and its `inputs`, and its
@@ -214,7 +233,7 @@ pub fn ints(v: &Value) -> Vec<i64> {
 
 /// The elements of JSON array `v`, each converted by `element`; panics on
 /// one it cannot convert.
-fn elements<T>(v: &Value, element: impl Fn(&Value) -> Option<T>) -> Vec<T> {
+fn elements<'a, T>(v: &'a Value, element: impl Fn(&'a Value) -> Option<T>) -> Vec<T> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
@@ -225,12 +244,12 @@ fn elements<T>(v: &Value, element: impl Fn(&Value) -> Option<T>) -> Vec<T> {
 /// The `name`s of a JSON array of tensors (a body's or metadata's `inputs`
 /// or `outputs`), in order.
 pub fn names(tensors: &Value) -> Vec<&str> {
-    tensors
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array of tensors: {tensors}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect()
+    strings(tensors, "name")
+}
+
+/// The string field `key` of each object of JSON array `list`, in order.
+pub fn strings<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    elements(list, |object| object[key].as_str())
 }
 
 /// The error text of an error body, asserting its shape `{"error": "..."}`.

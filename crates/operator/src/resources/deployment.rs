@@ -128,7 +128,7 @@ mod tests {
     use super::*;
     use crate::crd::{GpuSpec, Tier};
     use crate::resources::TIER_LABEL;
-    use crate::test_support::{BUNDLE_URL, SHA, model_deployment};
+    use crate::test_support::{BUNDLE_URL, SHA, model_deployment, named_ports};
 
     fn container(d: &Deployment) -> &Container {
         &d.spec
@@ -348,12 +348,7 @@ mod tests {
         assert_eq!(path(&c.liveness_probe), "/v2/health/live");
         assert_eq!(path(&c.readiness_probe), "/v2/health/ready");
         assert_eq!(path(&c.startup_probe), "/v2/health/live");
-        let ports: Vec<_> = c
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| (p.name.as_deref().unwrap(), p.container_port))
-            .collect();
+        let ports = named_ports(c.ports.iter().flatten(), |p| (&p.name, p.container_port));
         assert_eq!(ports, [("http", 8000), ("grpc", 8001)]);
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));

@@ -176,7 +176,7 @@ pub fn service(md: &ModelDeployment, tier: DeployedTier) -> Result<Service, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{NS, UID, autoscaled, model_deployment};
+    use crate::test_support::{NS, UID, autoscaled, model_deployment, named_ports};
 
     #[test]
     fn tiers_map_to_deployed_tiers() {
@@ -249,12 +249,7 @@ mod tests {
             d.spec.unwrap().selector.match_labels,
             "Service and Deployment select the same pods"
         );
-        let ports: Vec<_> = spec
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| (p.name.as_deref().unwrap(), p.port))
-            .collect();
+        let ports = named_ports(spec.ports.iter().flatten(), |p| (&p.name, p.port));
         assert_eq!(ports, [("http", 8000), ("grpc", 8001)]);
         assert_eq!(svc.metadata.name.as_deref(), Some("digits-datacenter"));
     }

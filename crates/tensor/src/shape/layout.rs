@@ -1,6 +1,6 @@
 //! Data movement: embedding, gather, expand, reshape, transpose, slice, concat.
 
-use super::{broadcast_for, check_axis, check_size, resolve_reshape, split_at_axis};
+use super::{broadcast_for, check_axis, check_size, dtypes_match, resolve_reshape, split_at_axis};
 use crate::{DType, Result, Tensor, TensorError};
 
 /// Validates an embedding lookup: table `[vocab, dim]` of any dtype, ids of
@@ -146,13 +146,13 @@ pub fn concat(xs: &[&Tensor], axis: usize) -> Result<Vec<usize>> {
     check_axis("concat", first, axis)?;
     let mut out = first.shape().to_vec();
     for (i, x) in xs.iter().enumerate().skip(1) {
-        if x.dtype() != first.dtype() {
-            return Err(TensorError::DType(format!(
-                "concat: tensor 0 is {} but tensor {i} is {}; dtypes must match",
+        dtypes_match(first.dtype(), x.dtype(), || {
+            format!(
+                "concat: tensor 0 is {} but tensor {i} is {}",
                 first.dtype(),
                 x.dtype()
-            )));
-        }
+            )
+        })?;
         let fits = x.shape().len() == out.len()
             && x.shape()
                 .iter()

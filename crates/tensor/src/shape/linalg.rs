@@ -1,8 +1,8 @@
 //! Products: matmul, the fused linear, and attention.
 
 use super::{
-    broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, float_only,
-    numel, operands_match, same_dtype,
+    broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, dtypes_match,
+    float_only, numel, operands_match, same_dtype,
 };
 use crate::{Attention, AttentionInputs, Result, Tensor, TensorError, UnaryOp, WeightedInputs};
 
@@ -13,39 +13,74 @@ pub struct MatmulPlan {
     pub transpose_b: bool,
     /// Applied to each element after the bias (`linear`'s epilogue).
     pub activation: Option<UnaryOp>,
-    /// Number of matrix products (the product of `batch_shape`).
+    /// Number of matrix products (the product of the batch dimensions).
     pub batch: usize,
+    /// How a and b broadcast over the batch dimensions.
+    pub batches: BatchBroadcast<2>,
     /// Rows of a and of the output.
     pub m: usize,
     /// Columns of a, rows of b (before any transpose).
     pub k: usize,
     /// Columns of the output.
     pub n: usize,
-    /// Broadcast batch dimensions of the output.
-    pub batch_shape: Vec<usize>,
-    /// `batch_shape` followed by `[m, n]`.
+    /// The batch dimensions followed by `[m, n]`.
     pub out_shape: Vec<usize>,
-    /// Stride, counted in whole matrices, of a along each batch dimension
-    /// (0 where a is broadcast).
-    pub a_batch_strides: Vec<usize>,
-    /// Same as `a_batch_strides`, for b.
-    pub b_batch_strides: Vec<usize>,
 }
 
 impl MatmulPlan {
     /// Indices of the a and b matrices that output matrix `index` multiplies.
     pub fn operands(&self, index: usize) -> (usize, usize) {
-        (
-            broadcast_offset(index, &self.batch_shape, &self.a_batch_strides),
-            broadcast_offset(index, &self.batch_shape, &self.b_batch_strides),
-        )
+        let [a, b] = self.batches.operands(index);
+        (a, b)
     }
 
     /// Whether one b matrix serves every batch while the a matrices are
     /// consecutive, so the whole product is one `[batch·m, k] × [k, n]`.
     pub fn folds_into_one(&self) -> bool {
-        self.b_batch_strides.iter().all(|&s| s == 0)
-            && self.a_batch_strides == contiguous_strides(&self.batch_shape)
+        let [a, b] = &self.batches.strides;
+        b.iter().all(|&s| s == 0) && *a == contiguous_strides(&self.batches.shape)
+    }
+}
+
+/// How the operands of a batched product broadcast over the batch
+/// dimensions (all but the last two) they share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchBroadcast<const N: usize> {
+    /// The broadcast batch dimensions of the output.
+    pub shape: Vec<usize>,
+    /// Stride of each operand along each batch dimension, counted in whole
+    /// matrices (0 where that operand is broadcast).
+    pub strides: [Vec<usize>; N],
+}
+
+impl<const N: usize> BatchBroadcast<N> {
+    /// Broadcasts the operands' batch dimensions; `None` when they do not
+    /// broadcast together.
+    fn of(dims: [&[usize]; N]) -> Option<Self> {
+        let shape = dims
+            .iter()
+            .try_fold(Vec::new(), |shape, d| broadcast(&shape, d).ok())?;
+        let strides = dims.map(|d| broadcast_strides(d, &shape));
+        Some(Self { shape, strides })
+    }
+
+    /// Number of batch entries: the product of `shape`.
+    pub fn count(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    /// Index of each operand's matrix for batch entry `index`.
+    pub fn operands(&self, index: usize) -> [usize; N] {
+        self.strides
+            .each_ref()
+            .map(|strides| broadcast_offset(index, &self.shape, strides))
+    }
+
+    /// The batch dimensions followed by a matrix's `[rows, cols]`.
+    fn with_matrix(&self, rows: usize, cols: usize) -> Vec<usize> {
+        let mut shape = self.shape.clone();
+        shape.extend([rows, cols]);
+        shape
     }
 }
 
@@ -60,13 +95,13 @@ pub fn linear(
     let mut s = matmul(inputs.x, inputs.weight, transpose_b)?;
     s.activation = activation;
     if let Some(bias) = inputs.bias {
-        if bias.dtype() != inputs.x.dtype() {
-            return Err(TensorError::DType(format!(
-                "linear: bias is {} and the operands {}; dtypes must match",
+        dtypes_match(bias.dtype(), inputs.x.dtype(), || {
+            format!(
+                "linear: bias is {} and the operands {}",
                 bias.dtype(),
                 inputs.x.dtype()
-            )));
-        }
+            )
+        })?;
         if bias.shape() != [s.n] {
             return Err(TensorError::Shape(format!(
                 "linear: bias {:?} must be [{}], one value per output column",
@@ -99,24 +134,21 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<MatmulPlan> {
         return Err(err(format!("inner dimensions {k} and {kb} differ")));
     }
     let (ba, bb) = (&sa[..sa.len() - 2], &sb[..sb.len() - 2]);
-    let batch_shape = broadcast(ba, bb).map_err(|_| {
+    let batches = BatchBroadcast::of([ba, bb]).ok_or_else(|| {
         err(format!(
             "batch dimensions {ba:?} and {bb:?} do not broadcast"
         ))
     })?;
-    let mut out_shape = batch_shape.clone();
-    out_shape.extend([m, n]);
+    let out_shape = batches.with_matrix(m, n);
     check_size("matmul", &out_shape, a.dtype())?;
     Ok(MatmulPlan {
         transpose_b,
         activation: None,
-        batch: numel(&batch_shape),
+        batch: batches.count(),
+        batches,
         m,
         k,
         n,
-        a_batch_strides: broadcast_strides(ba, &batch_shape),
-        b_batch_strides: broadcast_strides(bb, &batch_shape),
-        batch_shape,
         out_shape,
     })
 }
@@ -124,8 +156,11 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<MatmulPlan> {
 /// Geometry of scaled dot-product attention.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionPlan {
-    /// Number of (query block, key block) pairs: the product of `batch_shape`.
+    /// Number of (query block, key block) pairs: the product of the batch
+    /// dimensions.
     pub batch: usize,
+    /// How q, k and v broadcast over the batch dimensions.
+    pub batches: BatchBroadcast<3>,
     /// Queries per batch entry.
     pub lq: usize,
     /// Keys (and values) per batch entry.
@@ -138,19 +173,10 @@ pub struct AttentionPlan {
     pub scale: f32,
     /// Hide keys after each query, aligned to the end of the key axis.
     pub causal: bool,
-    /// Broadcast batch dimensions of q, k and v.
-    pub batch_shape: Vec<usize>,
-    /// `batch_shape` followed by `[lq, dv]`.
+    /// The batch dimensions followed by `[lq, dv]`.
     pub out_shape: Vec<usize>,
-    /// Stride of q along each batch dimension, counted in whole `[lq, d]`
-    /// matrices (0 where broadcast).
-    pub q_batch_strides: Vec<usize>,
-    /// Same as `q_batch_strides`, for k.
-    pub k_batch_strides: Vec<usize>,
-    /// Same as `q_batch_strides`, for v.
-    pub v_batch_strides: Vec<usize>,
-    /// Element strides of the mask over `batch_shape + [lq, lk]` (0 where
-    /// broadcast), when there is a mask.
+    /// Element strides of the mask over the batch dimensions and `[lq, lk]`
+    /// (0 where broadcast), when there is a mask.
     pub mask_strides: Option<Vec<usize>>,
 }
 
@@ -158,17 +184,13 @@ impl AttentionPlan {
     /// Indices of the q, k and v matrices, and the mask's element offset, for
     /// batch entry `index`.
     pub fn operands(&self, index: usize) -> (usize, usize, usize, usize) {
-        let bs = &self.batch_shape;
+        let bs = &self.batches.shape;
         let mask = self
             .mask_strides
             .as_ref()
             .map_or(0, |s| broadcast_offset(index, bs, &s[..bs.len()]));
-        (
-            broadcast_offset(index, bs, &self.q_batch_strides),
-            broadcast_offset(index, bs, &self.k_batch_strides),
-            broadcast_offset(index, bs, &self.v_batch_strides),
-            mask,
-        )
+        let [q, k, v] = self.batches.operands(index);
+        (q, k, v, mask)
     }
 
     /// The number of keys query `i` may see under a causal mask: key `j` is
@@ -210,18 +232,15 @@ pub fn attention(inputs: AttentionInputs<'_>, params: Attention) -> Result<Atten
         &sk[..sk.len() - 2],
         &sv[..sv.len() - 2],
     );
-    let batch_shape = broadcast(bq, bk)
-        .and_then(|s| broadcast(&s, bv))
-        .map_err(|_| {
-            err(format!(
-                "batch dimensions {bq:?}, {bk:?} and {bv:?} do not broadcast"
-            ))
-        })?;
+    let batches = BatchBroadcast::of([bq, bk, bv]).ok_or_else(|| {
+        err(format!(
+            "batch dimensions {bq:?}, {bk:?} and {bv:?} do not broadcast"
+        ))
+    })?;
     let mask_strides = match mask {
         None => None,
         Some(m) => {
-            let mut scores = batch_shape.clone();
-            scores.extend([lq, lk]);
+            let scores = batches.with_matrix(lq, lk);
             let fits = m.shape().len() <= scores.len()
                 && broadcast(m.shape(), &scores).is_ok_and(|b| b == scores);
             if !fits {
@@ -234,23 +253,19 @@ pub fn attention(inputs: AttentionInputs<'_>, params: Attention) -> Result<Atten
         }
     };
     let scale = params.scale.unwrap_or(1.0 / (d as f32).sqrt());
-    let mut out_shape = batch_shape.clone();
-    out_shape.extend([lq, dv]);
+    let out_shape = batches.with_matrix(lq, dv);
     check_size("attention", &out_shape, q.dtype())?;
     Ok(AttentionPlan {
-        batch: numel(&batch_shape),
+        batch: batches.count(),
+        batches,
         lq,
         lk,
         d,
         dv,
         scale,
         causal: params.causal,
-        q_batch_strides: broadcast_strides(bq, &batch_shape),
-        k_batch_strides: broadcast_strides(bk, &batch_shape),
-        v_batch_strides: broadcast_strides(bv, &batch_shape),
-        mask_strides,
-        batch_shape,
         out_shape,
+        mask_strides,
     })
 }
 

@@ -22,7 +22,8 @@ pub use layout::{
     slice, transpose,
 };
 pub use linalg::{
-    AttentionPlan, MatmulPlan, VarlenAttentionPlan, attention, attention_varlen, linear, matmul,
+    AttentionPlan, BatchBroadcast, MatmulPlan, VarlenAttentionPlan, attention, attention_varlen,
+    linear, matmul,
 };
 pub use reduce::{ReducePlan, layer_norm, reduce, softmax, top_k};
 pub use select::{ClipBounds, clip, compare, select};
@@ -234,27 +235,34 @@ fn numeric(op: &str, dtype: DType) -> Result<()> {
     Ok(())
 }
 
-/// The two operands `a` and `b` of `op` share a dtype.
-fn operands_match(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.dtype() != b.dtype() {
-        return Err(TensorError::DType(format!(
-            "{op}: a is {} and b is {}; dtypes must match",
-            a.dtype(),
-            b.dtype()
-        )));
+/// Refuses two tensors of different dtypes; `which` starts the message,
+/// naming the op and each tensor's dtype.
+fn dtypes_match(x: DType, y: DType, which: impl FnOnce() -> String) -> Result<()> {
+    if x == y {
+        return Ok(());
     }
-    Ok(())
+    Err(TensorError::DType(format!(
+        "{}; dtypes must match",
+        which()
+    )))
 }
 
+/// The two operands `a` and `b` of `op` share a dtype.
+fn operands_match(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    dtypes_match(a.dtype(), b.dtype(), || {
+        format!("{op}: a is {} and b is {}", a.dtype(), b.dtype())
+    })
+}
+
+/// `op`'s input `what` has the dtype of its main input `x`.
 fn same_dtype(op: &str, what: &str, x: &Tensor, other: &Tensor) -> Result<()> {
-    if x.dtype() != other.dtype() {
-        return Err(TensorError::DType(format!(
-            "{op}: {what} is {} but the input is {}; dtypes must match",
+    dtypes_match(x.dtype(), other.dtype(), || {
+        format!(
+            "{op}: {what} is {} but the input is {}",
             other.dtype(),
             x.dtype()
-        )));
-    }
-    Ok(())
+        )
+    })
 }
 
 #[cfg(test)]

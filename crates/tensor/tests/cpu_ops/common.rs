@@ -5,6 +5,10 @@ use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::{Backend, DType, HostBuffer, Ops, Tensor};
 use half::f16;
 
+#[path = "../support/indexing.rs"]
+mod indexing;
+pub use indexing::{bcast_index, coords, flat};
+
 /// Every operation on the CPU backend, without caps.
 pub fn cpu() -> Ops<'static> {
     static CPU: CpuBackend = CpuBackend::new();
@@ -126,30 +130,6 @@ pub fn assert_close_scaled(
 pub fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
     let scale: Vec<f64> = want.iter().map(|w| w.abs()).collect();
     assert_close_scaled(got, want, &scale, rtol, atol, what);
-}
-
-pub fn coords(mut index: usize, shape: &[usize]) -> Vec<usize> {
-    let mut c = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        c[d] = index % shape[d];
-        index /= shape[d];
-    }
-    c
-}
-
-pub fn flat(c: &[usize], shape: &[usize]) -> usize {
-    c.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
-}
-
-/// Index into `shape` of output coordinates `c` under NumPy broadcasting.
-pub fn bcast_index(c: &[usize], shape: &[usize]) -> usize {
-    let lead = c.len() - shape.len();
-    let cc: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if d == 1 { 0 } else { c[lead + i] })
-        .collect();
-    flat(&cc, shape)
 }
 
 pub fn bcast_shape(a: &[usize], b: &[usize]) -> Vec<usize> {

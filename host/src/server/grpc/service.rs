@@ -1,6 +1,7 @@
 //! `inference.GRPCInferenceService`: health, metadata, inference and the
 //! repository extension over the state every protocol shares.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -63,7 +64,7 @@ impl Inference {
             Ok(request)
         };
         let response =
-            match infer::infer_via(app, Protocol::Grpc, &model, forwardable, decode).await {
+            match infer::infer_via(app, Protocol::Grpc, &model, forwardable, decode, None).await {
                 Ok(Outcome::Served(response)) => response,
                 Ok(Outcome::Offload(reason)) => {
                     let message = copy.expect("only a forwardable request is offloaded");
@@ -117,6 +118,35 @@ fn deadline(metadata: &MetadataMap) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
+}
+
+/// The `bundle_url` and `sha256` of a load request's parameters, the only
+/// ones taken, each a string.
+fn load_parameters(
+    parameters: HashMap<String, ModelRepositoryParameter>,
+) -> Result<(Option<String>, Option<String>), Status> {
+    let mut bundle_url = None;
+    let mut sha256 = None;
+    for (key, value) in parameters {
+        let slot = match key.as_str() {
+            "bundle_url" => &mut bundle_url,
+            "sha256" => &mut sha256,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "load parameter '{key}' is not supported (edgeserve takes bundle_url and sha256)"
+                )));
+            }
+        };
+        match value.parameter_choice {
+            Some(ParameterChoice::StringParam(text)) => *slot = Some(text),
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "load parameter '{key}' must be a string"
+                )));
+            }
+        }
+    }
+    Ok((bundle_url, sha256))
 }
 
 fn tensors(specs: &[Spec]) -> Vec<TensorMetadata> {
@@ -258,29 +288,13 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        let request = request.into_inner();
-        let mut bundle_url = None;
-        let mut sha256 = None;
-        for (key, value) in request.parameters {
-            let slot = match key.as_str() {
-                "bundle_url" => &mut bundle_url,
-                "sha256" => &mut sha256,
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "load parameter '{key}' is not supported (edgeserve takes bundle_url and sha256)"
-                    )));
-                }
-            };
-            match value.parameter_choice {
-                Some(ParameterChoice::StringParam(text)) => *slot = Some(text),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "load parameter '{key}' must be a string"
-                    )));
-                }
-            }
-        }
-        load_model(&self.app, request.model_name, bundle_url, sha256)
+        let RepositoryModelLoadRequest {
+            model_name,
+            parameters,
+            ..
+        } = request.into_inner();
+        let (bundle_url, sha256) = load_parameters(parameters)?;
+        load_model(&self.app, model_name, bundle_url, sha256)
             .await
             .map_err(status::of_api)?;
         Ok(Response::new(RepositoryModelLoadResponse {}))

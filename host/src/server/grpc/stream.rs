@@ -25,7 +25,7 @@ use super::proto::{
 use super::status;
 use crate::runtime::{OutputSink, TextChunk, Value};
 use crate::server::generation::TokenMeter;
-use crate::server::infer::{self, InFlight, ModelRef, Protocol};
+use crate::server::infer::{self, InFlight, ModelRef, Outcome, Protocol};
 use crate::server::state::AppState;
 
 /// The responses of one call, as tonic sends them.
@@ -116,7 +116,12 @@ async fn answer(app: Arc<AppState>, mut message: ModelInferRequest, sender: Send
     let _inflight = InFlight::enter(&app);
     let mut meter = TokenMeter::start(&app.metrics, loaded.labels.clone());
     let (sink, mut chunks) = OutputSink::channel();
-    let run = infer::infer_streaming_via(&app, Protocol::Grpc, &model, request, sink);
+    // Not forwardable: the stream is this server's.
+    let run = async {
+        let decode = async { Ok(request) };
+        let outcome = infer::infer_via(&app, Protocol::Grpc, &model, false, decode, Some(sink));
+        outcome.await.map(Outcome::served)
+    };
     tokio::pin!(run);
     let mut streamed = false;
     let result = loop {

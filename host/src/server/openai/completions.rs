@@ -15,7 +15,7 @@ use super::template::{Message, Template};
 use super::{Received, receive, response_id, unix_time};
 use crate::runtime::TextChunk;
 use crate::server::error::ApiError;
-use crate::server::fields::{FieldError, Fields, texts, wrong};
+use crate::server::fields::{FieldError, Fields, empty_field, texts, wrong};
 use crate::server::generation::{
     self, Completion, FinishReason, Generation, GenerationRequest, Options, TEXT_GENERATION,
 };
@@ -143,12 +143,7 @@ async fn run(
 fn messages(fields: &mut Fields) -> Result<Vec<Message>, FieldError> {
     let list = match fields.required("messages")? {
         Value::Array(list) if !list.is_empty() => list,
-        Value::Array(_) => {
-            return Err(FieldError::new(
-                "messages",
-                "`messages` is empty: give at least one message",
-            ));
-        }
+        Value::Array(_) => return Err(empty_field("messages", "give at least one message")),
         other => return Err(wrong("messages", "a list of messages", &other)),
     };
     list.into_iter().map(message).collect()

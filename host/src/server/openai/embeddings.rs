@@ -18,7 +18,7 @@ use crate::runtime::Value as Tensor;
 use crate::server::error::ApiError;
 use crate::server::fields::{FieldError, texts, wrong};
 use crate::server::generation::require_task;
-use crate::server::infer::{self, InFlight, InferRequest, ModelRef, Outcome};
+use crate::server::infer::{self, InFlight, InferRequest, ModelRef};
 use crate::server::state::AppState;
 
 /// The `task` of models that embed text.
@@ -87,13 +87,10 @@ async fn run(app: &Arc<AppState>, request: Request) -> Result<Response, OpenAiEr
         outputs: Some(vec![EMBEDDING.to_owned(), INPUT_IDS.to_owned()]),
     };
     let _inflight = InFlight::enter(app);
-    let response = match infer::infer(app, &model, false, request)
+    let response = infer::infer(app, &model, false, request)
         .await
         .map_err(|e| OpenAiError::from(ApiError::from(e)))?
-    {
-        Outcome::Served(response) => response,
-        Outcome::Offload(_) => unreachable!("a request that may not be forwarded is not"),
-    };
+        .served();
     let bad = |what: &str| {
         OpenAiError::from(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
