@@ -9,6 +9,7 @@ use std::time::Instant;
 use edgeserve_tensor::{DType, HostBuffer, Result, Storage, Tensor, TensorError, deadline};
 use wgpu::util::DeviceExt;
 
+use crate::stream::{self, Uses};
 use crate::{GpuBackend, lock};
 
 /// A device buffer holding one tensor's elements, as stored in
@@ -29,11 +30,18 @@ pub struct GpuBuffer {
     /// Whether the buffer is sized to a pool class and goes back to the
     /// pool when dropped.
     recycle: bool,
+    /// The streams whose recorded work uses the buffer.
+    uses: Uses,
 }
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
-        self.pool.release(&self.buffer, self.recycle);
+        self.pool
+            .live
+            .fetch_sub(self.buffer.size(), Ordering::Relaxed);
+        if self.recycle {
+            std::mem::take(&mut self.uses).release(self.buffer.clone(), &self.pool);
+        }
     }
 }
 
@@ -75,6 +83,9 @@ const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 pub(crate) struct Pool {
     /// Bytes of buffers held by live [`GpuBuffer`]s.
     live: AtomicU64,
+    /// Bytes of freed buffers waiting in streams' own free lists for their
+    /// pending work to be submitted (see [`stream`]).
+    pub(crate) held: AtomicU64,
     free: Mutex<FreeLists>,
 }
 
@@ -102,18 +113,14 @@ impl Pool {
         self.live.fetch_add(buffer.size(), Ordering::Relaxed);
     }
 
-    /// A live buffer's last handle dropped: keep it for reuse when it has a
-    /// class size and the pool has room, else let wgpu free it once the
+    /// A freed buffer of a class size that no unsubmitted work uses: keep
+    /// it for reuse when the pool has room, else let wgpu free it once the
     /// device is done with it.
-    fn release(&self, buffer: &wgpu::Buffer, recycle: bool) {
+    pub(crate) fn recycle(&self, buffer: wgpu::Buffer) {
         let size = buffer.size();
-        self.live.fetch_sub(size, Ordering::Relaxed);
-        if !recycle {
-            return;
-        }
         let mut free = lock(&self.free);
         if free.bytes + size <= POOL_CAP {
-            free.by_class.entry(size).or_default().push(buffer.clone());
+            free.by_class.entry(size).or_default().push(buffer);
             free.bytes += size;
         }
     }
@@ -206,9 +213,10 @@ impl GpuBackend {
         self.pool.live.load(Ordering::Relaxed)
     }
 
-    /// Bytes of freed device buffers kept for reuse (at most [`POOL_CAP`]).
+    /// Bytes of freed device buffers kept for reuse: in the shared pool (at
+    /// most [`POOL_CAP`]) and in recordings not yet submitted.
     pub fn pooled_bytes(&self) -> u64 {
-        lock(&self.pool.free).bytes
+        lock(&self.pool.free).bytes + self.pool.held.load(Ordering::Relaxed)
     }
 
     /// The device size of a buffer for `bytes` bytes of tensor data, if the
@@ -237,6 +245,7 @@ impl GpuBackend {
         // allocated exactly, to not waste up to half of them.
         let class = size.next_power_of_two().max(MIN_CLASS);
         let recycle = class <= max && class <= POOL_CAP;
+        let stream = stream::current(self);
         let wrap = |buffer: wgpu::Buffer| GpuBuffer {
             buffer,
             size: bytes,
@@ -244,9 +253,18 @@ impl GpuBackend {
             host: None,
             pool: self.pool.clone(),
             recycle,
+            uses: Uses::written_by(stream.clone()),
         };
-        if recycle && let Some(buffer) = self.pool.take(class) {
-            return Ok(wrap(buffer));
+        if recycle {
+            // This stream's own freed buffers first: the shared pool only
+            // gets them once its work is submitted.
+            if let Some(buffer) = stream.take(class) {
+                self.pool.live.fetch_add(class, Ordering::Relaxed);
+                return Ok(wrap(buffer));
+            }
+            if let Some(buffer) = self.pool.take(class) {
+                return Ok(wrap(buffer));
+            }
         }
         let size = if recycle { class } else { size };
         let mut retried = false;
@@ -318,6 +336,7 @@ impl GpuBackend {
             host: keep,
             pool: self.pool.clone(),
             recycle: false,
+            uses: Uses::default(),
         }))
     }
 
@@ -336,13 +355,14 @@ impl GpuBackend {
                         "{op}: the tensor lives on another gpu backend instance"
                     )));
                 }
+                buf.uses.read(&stream::current(self));
                 Ok(buf)
             }
         }
     }
 
-    /// Submits everything recorded and waits for the device; then reads
-    /// `buf`'s `bytes` bytes.
+    /// Submits everything this thread recorded and waits for the device to
+    /// run it; then reads `buf`'s `bytes` bytes.
     fn read_back(&self, op: &str, buf: &GpuBuffer) -> Result<Vec<u8>> {
         self.alive(op)?;
         // Whole quads, a multiple of wgpu's 4-byte copy alignment; every
@@ -360,7 +380,7 @@ impl GpuBackend {
                 "{op}: staging {size} bytes failed: {e}"
             )));
         }
-        self.submit_with(|encoder| {
+        let submitted = stream::current(self).submit_with(|encoder| {
             encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size)
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -373,7 +393,7 @@ impl GpuBackend {
         let passed = || until.is_some_and(|d| Instant::now() >= d);
         self.device
             .poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: Some(submitted),
                 timeout: until.map(|d| d.saturating_duration_since(Instant::now())),
             })
             .map_err(|e| match self.alive(op) {

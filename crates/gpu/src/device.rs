@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use edgeserve_tensor::{BackendInfo, Result, TensorError};
 
 use crate::buffers::Pool;
-use crate::encoder::Recording;
 use crate::{GpuBackend, lock};
 
 /// Why a [`GpuBackend`] could not be created.
@@ -100,12 +99,9 @@ impl GpuBackend {
             dummy,
             uncaptured,
             lost,
-            recording: Mutex::new(Recording {
-                pipelines: HashMap::new(),
-                encoder: None,
-                recorded: 0,
-            }),
+            pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(Pool::default()),
+            token: Arc::new(()),
         })
     }
 

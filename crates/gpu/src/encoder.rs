@@ -1,27 +1,19 @@
 //! Recording work: the pipeline cache, parameter buffers, workgroup grids,
-//! and the pending command encoder that `to_host` submits.
+//! and dispatches into the calling thread's stream (see `stream`).
 
 use std::collections::HashMap;
 
 use edgeserve_tensor::{Result, Tensor, TensorError, shape};
 use wgpu::util::DeviceExt;
 
-use crate::{GpuBackend, kernels, lock};
+use crate::{GpuBackend, kernels, lock, stream};
 
-/// What a backend has built and recorded, behind one lock so that work
-/// lands in the encoder in the order it was recorded.
-pub(crate) struct Recording {
-    /// Pipelines by kernel and override constants.
-    pub(crate) pipelines: HashMap<String, wgpu::ComputePipeline>,
-    /// Work recorded since the last submission.
-    pub(crate) encoder: Option<wgpu::CommandEncoder>,
-    /// Dispatches in `encoder`.
-    pub(crate) recorded: usize,
-}
+/// A pipeline's identity: its kernel and override constants (by bits).
+type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 
-/// Operations recorded before the pending encoder is submitted without
-/// waiting, to bound the memory a long request holds.
-const MAX_RECORDED: usize = 512;
+/// Built pipelines, each with its bind group layout, shared by every
+/// stream.
+pub(crate) type Pipelines = HashMap<PipelineKey, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>;
 
 /// Largest workgroup count along one dispatch dimension (WebGPU's default).
 pub(crate) const MAX_GROUPS: u32 = 65535;
@@ -94,18 +86,22 @@ impl GpuBackend {
             })
     }
 
-    /// The pipeline of `kernel` with override constants `consts`, built on
-    /// first use.
+    /// The pipeline of `kernel` with override constants `consts`, and its
+    /// bind group layout, built on first use.
     fn pipeline(
         &self,
-        rec: &mut Recording,
         kernel: &'static str,
-        consts: &[(&str, f64)],
-    ) -> Result<wgpu::ComputePipeline> {
-        let key = format!("{kernel}{consts:?}");
-        if let Some(p) = rec.pipelines.get(&key) {
+        consts: &[(&'static str, f64)],
+    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
+        let key: PipelineKey = (
+            kernel,
+            consts.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
+        // Built outside the lock: other threads go on recording meanwhile
+        // (two building the same pipeline at once is harmless).
         let source = kernels::source(kernel);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
@@ -132,16 +128,17 @@ impl GpuBackend {
                 "gpu backend: kernel {kernel} failed to build: {e}"
             )));
         }
-        rec.pipelines.insert(key, pipeline.clone());
-        Ok(pipeline)
+        let built = (pipeline.clone(), pipeline.get_bind_group_layout(0));
+        lock(&self.pipelines).insert(key, built.clone());
+        Ok(built)
     }
 
     /// Records one dispatch of `kernel` over `buffers` (bound in order) into
-    /// the pending encoder.
+    /// the calling thread's stream.
     pub(crate) fn dispatch(
         &self,
         kernel: &'static str,
-        consts: &[(&str, f64)],
+        consts: &[(&'static str, f64)],
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
     ) -> Result<()> {
@@ -149,8 +146,7 @@ impl GpuBackend {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
         }
-        let mut rec = lock(&self.recording);
-        let pipeline = self.pipeline(&mut rec, kernel, consts)?;
+        let (pipeline, layout) = self.pipeline(kernel, consts)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
@@ -162,7 +158,7 @@ impl GpuBackend {
             .collect();
         let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel),
-            layout: &pipeline.get_bind_group_layout(0),
+            layout: &layout,
             entries: &entries,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -170,11 +166,7 @@ impl GpuBackend {
                 "gpu backend: binding {kernel} failed: {e}"
             )));
         }
-        let device = &self.device;
-        let encoder = rec.encoder.get_or_insert_with(|| {
-            device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        {
+        stream::current(self).record(|encoder| {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(kernel),
                 timestamp_writes: None,
@@ -182,13 +174,7 @@ impl GpuBackend {
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
-        rec.recorded += 1;
-        if rec.recorded >= MAX_RECORDED {
-            let encoder = rec.encoder.take().expect("just recorded into it");
-            rec.recorded = 0;
-            self.queue.submit([encoder.finish()]);
-        }
+        });
         Ok(())
     }
 
@@ -198,26 +184,12 @@ impl GpuBackend {
         &self,
         op: &str,
         kernel: &'static str,
-        consts: &[(&str, f64)],
+        consts: &[(&'static str, f64)],
         params: &[u32],
         (input, out): (&wgpu::Buffer, &wgpu::Buffer),
         items: usize,
     ) -> Result<()> {
         let p = self.params(params);
         self.dispatch(kernel, consts, &[&p, input, out], grid_threads(op, items)?)
-    }
-
-    /// Records `last` after everything pending and submits it all, holding
-    /// the recording lock throughout so that no other thread's work slips
-    /// between (a read-back must see every result recorded before it).
-    pub(crate) fn submit_with(&self, last: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        let mut rec = lock(&self.recording);
-        let mut encoder = rec.encoder.take().unwrap_or_else(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        rec.recorded = 0;
-        last(&mut encoder);
-        self.queue.submit([encoder.finish()]);
     }
 }

@@ -3,16 +3,19 @@
 //! software Vulkan device (lavapipe) in CI.
 //!
 //! Tensors live in device buffers ([`GpuBuffer`] inside
-//! [`Storage::Device`](edgeserve_tensor::Storage::Device)). Operations are
-//! recorded into one pending command encoder and submitted together when a
-//! tensor is brought back with [`Backend::to_host`], so a request costs one
-//! submission. Operations arrive validated, with the plans of
-//! [`edgeserve_tensor::shape`], through [`edgeserve_tensor::Ops`].
+//! [`Storage::Device`](edgeserve_tensor::Storage::Device)). Each thread
+//! records its operations into a command encoder of its own and submits
+//! them together when it brings a tensor back with [`Backend::to_host`], so
+//! a request costs one submission and requests on different threads
+//! overlap rather than queue for one encoder. Operations arrive validated,
+//! with the plans of [`edgeserve_tensor::shape`], through
+//! [`edgeserve_tensor::Ops`].
 //!
 //! The modules mirror the CPU backend's: `device` opens the device and
 //! notices its loss, `buffers` holds the memory pool, uploads and read-backs,
-//! `encoder` the pipelines and the pending encoder, and one module per op
-//! family records its kernels (WGSL under `src/kernels/`, assembled by
+//! `encoder` the pipelines and dispatches, `stream` the per-thread
+//! recordings and the order between them, and one module per op family
+//! records its kernels (WGSL under `src/kernels/`, assembled by
 //! `kernels`).
 //!
 //! Matmul (and attention's two products) runs a tiled, register-blocked
@@ -40,8 +43,11 @@
 //! power-of-two size class and, when their last [`GpuBuffer`] handle drops,
 //! kept in a per-backend pool (at most [`POOL_CAP`] bytes) for the next
 //! allocation of the same class. Reuse is safe without waiting for the
-//! device because every use of a buffer is recorded in queue order: work
-//! that read the old contents runs before work that overwrites them.
+//! device because every use of a buffer is submitted in queue order: a
+//! buffer freed while a thread's unsubmitted work uses it is reused only by
+//! that thread until it submits, and a thread reading another thread's
+//! unsubmitted result submits that work first, so work that read the old
+//! contents runs before work that overwrites them.
 
 mod attention;
 mod buffers;
@@ -54,6 +60,7 @@ mod layout;
 mod matmul;
 mod reduce;
 mod select;
+mod stream;
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -89,9 +96,12 @@ pub struct GpuBackend {
     /// Why the device was lost (set by wgpu's device-lost callback); every
     /// operation after that fails fast instead of touching the device.
     lost: Arc<OnceLock<String>>,
-    /// The pipeline cache and the pending command encoder.
-    recording: Mutex<encoder::Recording>,
+    /// Pipelines built so far, shared by every thread's recording.
+    pipelines: Mutex<encoder::Pipelines>,
     pool: Arc<buffers::Pool>,
+    /// Dropped with the backend, telling threads' streams (kept per thread,
+    /// see `stream`) that it is gone.
+    token: Arc<()>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -103,7 +113,7 @@ impl std::fmt::Debug for GpuBackend {
 }
 
 /// Locks `m`, ignoring poisoning: a panic elsewhere leaves the pool, the
-/// encoder and the error slot consistent.
+/// streams, the pipelines and the error slot consistent.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

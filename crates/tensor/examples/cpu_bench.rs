@@ -273,6 +273,25 @@ fn main() {
         distinct_weights("linear [16,384]x24 distinct [1536,384]^T", (16, 1536, 384)),
         distinct_weights("linear [13,1536]x24 distinct [384,1536]^T", (13, 384, 1536)),
         distinct_weights("linear [13,384]x24 distinct [384,384]^T", (13, 384, 384)),
+        distinct_weights("linear [48,384]x24 distinct [1536,384]^T", (48, 1536, 384)),
+        distinct_weights("linear [72,384]x24 distinct [1536,384]^T", (72, 1536, 384)),
+        distinct_weights(
+            "linear [128,384]x24 distinct [1536,384]^T",
+            (128, 1536, 384),
+        ),
+        distinct_weights(
+            "linear [256,384]x24 distinct [1536,384]^T",
+            (256, 1536, 384),
+        ),
+        distinct_weights(
+            "linear [512,384]x24 distinct [1536,384]^T",
+            (512, 1536, 384),
+        ),
+        distinct_weights(
+            "linear [256,1536]x24 distinct [384,1536]^T",
+            (256, 384, 1536),
+        ),
+        distinct_weights("linear [72,1536]x24 distinct [384,1536]^T", (72, 384, 1536)),
         product(
             "matmul [12,128,64]x[12,128,64]^T",
             &[12, 128, 64],

@@ -9,6 +9,7 @@
 //! One module per op family, as in the backends; `device` covers memory,
 //! device loss and refusals, `deadline` the wait for results.
 
+mod concurrent;
 mod conv;
 mod deadline;
 mod device;

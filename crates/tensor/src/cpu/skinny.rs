@@ -17,13 +17,22 @@
 use std::mem::MaybeUninit;
 
 /// Elements of the activation (rows × k) above which `gemm`'s cache
-/// blocking beats reading the weight in place, for more than two rows.
-/// Measured with `examples/cpu_bench.rs` (its `weight` cases) on a
-/// 2-thread AVX2 machine, idle: MiniLM's [m,384]×[1536,384]ᵀ runs 2.5× gemm's
-/// speed in place at 4 rows, 1.9× at 16 and 1.06× at 64 (64·384 elements);
-/// [m,1536]×[384,1536]ᵀ 1.8× at 4 rows and 1.4× at 16 (16·1536), but 0.74×
-/// at 64.
+/// blocking beats reading a `[k, n]` weight in place, for more than two
+/// rows. Measured with `examples/cpu_bench.rs` (its `weight` cases) on a
+/// 2-thread AVX2 machine, idle: [16,384]×[384,1536] runs 1.15× gemm's speed
+/// in place, [64,384]×[384,1536] 1.13×.
 const MAX_ACTIVATION: usize = 64 * 384;
+
+/// Most activation rows, and elements, the dot kernel takes for a `[n, k]`
+/// weight. It prefetches the weight strips ahead, so it streams a weight
+/// from DRAM faster than `gemm` packs it well past the sizes the weight in
+/// cache would suggest. Measured with `cpu_bench "x24 distinct"` (24
+/// distinct weights, as a model's layers read theirs), 2 threads, against
+/// the rule of 64·384 elements: [72,384]×[1536,384]ᵀ 27–29 ms vs 49–53 ms
+/// (gemm), [128,384] 41–56 vs 78–97 ms, [72,1536]×[384,1536]ᵀ 27–46 vs
+/// 49–52 ms; at 256 and 512 rows the two swap places run to run.
+const MAX_DOT_ROWS: usize = 128;
+const MAX_DOT_ACTIVATION: usize = 128 * 1536;
 
 /// The longest `k` the broadcast kernel takes above two rows: it walks all
 /// of k per tile without blocking it, and past about 512 the tile's 6
@@ -43,7 +52,7 @@ pub(super) struct Weight<'a> {
 /// `out[m × n] = x[m × k] · w`, every element written, split over threads
 /// by columns when `threads`. Returns `false`, writing nothing, when this
 /// CPU lacks the kernels or the product is one `gemm` runs faster (see
-/// [`MAX_ACTIVATION`] and [`MAX_BROADCAST_DEPTH`]).
+/// [`MAX_DOT_ROWS`], [`MAX_ACTIVATION`] and [`MAX_BROADCAST_DEPTH`]).
 pub(super) fn product(
     out: &mut [MaybeUninit<f32>],
     x: &[f32],
@@ -63,8 +72,12 @@ pub(super) fn product(
         if m == 0 || n == 0 || k == 0 || !available {
             return false;
         }
-        let skinny =
-            m <= 2 || (m * k <= MAX_ACTIVATION && (w.transposed || k <= MAX_BROADCAST_DEPTH));
+        let skinny = m <= 2
+            || if w.transposed {
+                m <= MAX_DOT_ROWS && m * k <= MAX_DOT_ACTIVATION
+            } else {
+                m * k <= MAX_ACTIVATION && k <= MAX_BROADCAST_DEPTH
+            };
         if !skinny {
             return false;
         }
@@ -509,7 +522,7 @@ mod tests {
     #[test]
     fn in_place_products_match_the_plain_product() {
         let mut ran = 0;
-        for m in [1, 2, 3, 4, 5, 6, 7, 13, 64] {
+        for m in [1, 2, 3, 4, 5, 6, 7, 13, 64, 128] {
             for n in [1, 3, 8, 9, 17, 64, 130] {
                 for k in [1, 7, 8, 9, 33, 600] {
                     for transposed in [true, false] {

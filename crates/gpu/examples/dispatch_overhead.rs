@@ -1,0 +1,146 @@
+//! Per-op dispatch overhead of the GPU backend, and how requests on several
+//! threads share the device, as Markdown tables. `cargo run --release -p
+//! edgeserve-gpu --example dispatch_overhead [ops-per-chain]` (default 400).
+//!
+//! The first table records chains of small ops (a 64-element `affine`, and
+//! a 16x64 block of linear, softmax and layer-norm) and reads the last result
+//! back: microseconds per op, recording and device time together (on such
+//! tiny tensors that is the backend's fixed cost per op), and the part of it
+//! spent recording, before the read-back submits. The second runs the
+//! same request (a chain of 16 small ops and one read-back) on 1, 2, 4 and 8
+//! threads at once, each thread with its own inputs, and reports requests
+//! per second over all of them.
+
+use std::time::{Duration, Instant};
+
+use edgeserve_gpu::GpuBackend;
+use edgeserve_tensor::{Backend, Ops, Tensor, UnaryOp};
+
+/// Small inputs of one request: `x` `[16, 64]`, a `[64, 64]` weight, a bias.
+struct Inputs {
+    x: Tensor,
+    w: Tensor,
+    bias: Tensor,
+    row: Tensor,
+}
+
+fn inputs(ops: Ops<'_>, seed: usize) -> Inputs {
+    let data = |n: usize, k: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * k) % 1000) as f32 / 1000.0 - 0.5)
+            .collect()
+    };
+    let up = |shape: &[usize], k| {
+        let n = shape.iter().product();
+        ops.from_host(&Tensor::from_f32(shape, data(n, k)).expect("shape fits"))
+            .expect("upload")
+    };
+    Inputs {
+        x: up(&[16, 64], 7919),
+        w: up(&[64, 64], 104_729),
+        bias: up(&[64], 31),
+        row: up(&[64], 17),
+    }
+}
+
+/// Records a chain of `len` ops on a request's inputs.
+type Chain = fn(Ops<'_>, &Inputs, usize) -> Tensor;
+
+/// A chain of `len` tiny affine ops on a 64-element tensor.
+fn affine_chain(ops: Ops<'_>, i: &Inputs, len: usize) -> Tensor {
+    let mut t = i.row.clone();
+    for _ in 0..len {
+        t = ops.affine(&t, 0.5, 0.25).expect("affine");
+    }
+    t
+}
+
+/// A chain of `len` ops cycling linear (bias + gelu), softmax, layer-norm.
+fn mixed_chain(ops: Ops<'_>, i: &Inputs, len: usize) -> Tensor {
+    let mut t = i.x.clone();
+    for step in 0..len {
+        t = match step % 3 {
+            0 => ops
+                .linear(&t, &i.w, false, Some(&i.bias), Some(UnaryOp::Gelu))
+                .expect("linear"),
+            1 => ops.softmax(&t, -1).expect("softmax"),
+            _ => ops.layer_norm(&t, None, None, 1e-5).expect("layer-norm"),
+        };
+    }
+    t
+}
+
+/// Best of `rounds` timings of `f`.
+fn best(rounds: usize, mut f: impl FnMut()) -> Duration {
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .min()
+        .expect("rounds >= 1")
+}
+
+fn main() {
+    let len: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(400);
+    let gpu = GpuBackend::new().unwrap_or_else(|e| panic!("{e}"));
+    let ops = gpu.ops();
+    let info = gpu.info();
+    println!("GPU: {} ({}, {})\n", info.device, info.api, info.driver);
+    let one = inputs(ops, 1);
+    // Pipelines built and the pool filled before timing.
+    ops.to_host(&affine_chain(ops, &one, 8)).expect("read back");
+    ops.to_host(&mixed_chain(ops, &one, 8)).expect("read back");
+
+    println!("| chain ({len} ops, one read-back) | µs per op | of which recording |");
+    println!("|:--|--:|--:|");
+    let per_op = |d: Duration| d.as_secs_f64() * 1e6 / len as f64;
+    let chains: [(&str, Chain); 2] = [
+        ("affine [64]", affine_chain),
+        ("linear+gelu / softmax / layer-norm [16, 64]", mixed_chain),
+    ];
+    for (name, chain) in chains {
+        let mut recording = Duration::MAX;
+        let total = best(5, || {
+            let start = Instant::now();
+            let t = chain(ops, &one, len);
+            recording = recording.min(start.elapsed());
+            ops.to_host(&t).expect("read back");
+        });
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            per_op(total),
+            per_op(recording)
+        );
+    }
+
+    println!("\n| threads | requests/s (16 ops + read-back each) | vs 1 thread |");
+    println!("|--:|--:|--:|");
+    const REQUESTS: usize = 60;
+    let mut single = 0.0;
+    for threads in [1usize, 2, 4, 8] {
+        let per_thread: Vec<Inputs> = (0..threads).map(|t| inputs(ops, 100 + t)).collect();
+        let took = best(3, || {
+            std::thread::scope(|s| {
+                for i in &per_thread {
+                    let gpu = &gpu;
+                    s.spawn(move || {
+                        let ops = gpu.ops();
+                        for _ in 0..REQUESTS {
+                            ops.to_host(&mixed_chain(ops, i, 16)).expect("read back");
+                        }
+                    });
+                }
+            })
+        });
+        let rate = (threads * REQUESTS) as f64 / took.as_secs_f64();
+        if threads == 1 {
+            single = rate;
+        }
+        println!("| {threads} | {rate:.0} | {:.2} |", rate / single);
+    }
+}
