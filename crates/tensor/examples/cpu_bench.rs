@@ -21,8 +21,28 @@ backend's weight products against gemm alone.";
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
 
+/// The (m, n, k) of the [`distinct_weights`] cases: one sentence and a few
+/// up to batches, MiniLM's feed-forward and attention weights.
+const DISTINCT: [(usize, usize, usize); 13] = [
+    (1, 1536, 384),
+    (4, 1536, 384),
+    (13, 1536, 384),
+    (16, 1536, 384),
+    (48, 1536, 384),
+    (72, 1536, 384),
+    (128, 1536, 384),
+    (256, 1536, 384),
+    (512, 1536, 384),
+    (13, 384, 1536),
+    (72, 384, 1536),
+    (256, 384, 1536),
+    (13, 384, 384),
+];
+
 /// `[m, k]` against 24 distinct `[n, k]` weights in turn, transposed.
-fn distinct_weights(name: &'static str, (m, n, k): (usize, usize, usize)) -> Case {
+fn distinct_weights((m, n, k): (usize, usize, usize)) -> Case {
+    // Case names live as long as the run.
+    let name = format!("linear [{m},{k}]x24 distinct [{n},{k}]^T").leak();
     let x = tensor(&[m, k]);
     let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[n, k])).collect();
     (
@@ -230,7 +250,7 @@ fn main() {
     };
     let (conv1, conv32) = (conv(1), conv(32));
     let gelu = Some(UnaryOp::Gelu);
-    let cases: Vec<Case> = vec![
+    let mut cases: Vec<Case> = vec![
         product(
             "matmul [128,384,384]x[384,1536]",
             &[128, 384],
@@ -265,33 +285,6 @@ fn main() {
             &[384, 1536],
             false,
         ),
-        // The same product over 24 distinct weights (56 MB, more than any
-        // cache), as a model's layers read theirs: memory, not arithmetic.
-        distinct_weights("linear [1,384]x24 distinct [1536,384]^T", (1, 1536, 384)),
-        distinct_weights("linear [4,384]x24 distinct [1536,384]^T", (4, 1536, 384)),
-        distinct_weights("linear [13,384]x24 distinct [1536,384]^T", (13, 1536, 384)),
-        distinct_weights("linear [16,384]x24 distinct [1536,384]^T", (16, 1536, 384)),
-        distinct_weights("linear [13,1536]x24 distinct [384,1536]^T", (13, 384, 1536)),
-        distinct_weights("linear [13,384]x24 distinct [384,384]^T", (13, 384, 384)),
-        distinct_weights("linear [48,384]x24 distinct [1536,384]^T", (48, 1536, 384)),
-        distinct_weights("linear [72,384]x24 distinct [1536,384]^T", (72, 1536, 384)),
-        distinct_weights(
-            "linear [128,384]x24 distinct [1536,384]^T",
-            (128, 1536, 384),
-        ),
-        distinct_weights(
-            "linear [256,384]x24 distinct [1536,384]^T",
-            (256, 1536, 384),
-        ),
-        distinct_weights(
-            "linear [512,384]x24 distinct [1536,384]^T",
-            (512, 1536, 384),
-        ),
-        distinct_weights(
-            "linear [256,1536]x24 distinct [384,1536]^T",
-            (256, 384, 1536),
-        ),
-        distinct_weights("linear [72,1536]x24 distinct [384,1536]^T", (72, 384, 1536)),
         product(
             "matmul [12,128,64]x[12,128,64]^T",
             &[12, 128, 64],
@@ -373,6 +366,10 @@ fn main() {
             o.top_k(&t[0], 50)
         }),
     ];
+    // The same products over 24 distinct weights (56 MB for [1536,384],
+    // more than any cache), as a model's layers read theirs: memory, not
+    // arithmetic.
+    cases.extend(DISTINCT.into_iter().map(distinct_weights));
     for (name, f) in &cases {
         if name.contains(&filter) {
             println!("{name:40} {:>10.1?}", time(f));
