@@ -21,22 +21,13 @@ backend's weight products against gemm alone.";
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
 
-/// The (m, n, k) of the [`distinct_weights`] cases: one sentence and a few
-/// up to batches, MiniLM's feed-forward and attention weights.
-const DISTINCT: [(usize, usize, usize); 13] = [
-    (1, 1536, 384),
-    (4, 1536, 384),
-    (13, 1536, 384),
-    (16, 1536, 384),
-    (48, 1536, 384),
-    (72, 1536, 384),
-    (128, 1536, 384),
-    (256, 1536, 384),
-    (512, 1536, 384),
-    (13, 384, 1536),
-    (72, 384, 1536),
-    (256, 384, 1536),
-    (13, 384, 384),
+/// The [`distinct_weights`] cases: MiniLM's weight shapes `[n, k]`, each
+/// under activations of these many rows (one sentence and a few, up to
+/// batches).
+const DISTINCT: [((usize, usize), &[usize]); 3] = [
+    ((1536, 384), &[1, 4, 13, 16, 48, 72, 128, 256, 512]),
+    ((384, 1536), &[13, 72, 256]),
+    ((384, 384), &[13]),
 ];
 
 /// `[m, k]` against 24 distinct `[n, k]` weights in turn, transposed.
@@ -369,7 +360,11 @@ fn main() {
     // The same products over 24 distinct weights (56 MB for [1536,384],
     // more than any cache), as a model's layers read theirs: memory, not
     // arithmetic.
-    cases.extend(DISTINCT.into_iter().map(distinct_weights));
+    cases.extend(
+        DISTINCT
+            .iter()
+            .flat_map(|&((n, k), rows)| rows.iter().map(move |&m| distinct_weights((m, n, k)))),
+    );
     for (name, f) in &cases {
         if name.contains(&filter) {
             println!("{name:40} {:>10.1?}", time(f));
