@@ -113,21 +113,13 @@ impl<'de> Visitor<'de> for FastInputVisitor {
                 "datatype" => once(&mut datatype, map.next_value()?, "datatype")?,
                 "parameters" => once(&mut parameters, map.next_value()?, "parameters")?,
                 "data" => {
-                    let dims = shape.as_deref().and_then(|shape| {
-                        shape
-                            .iter()
-                            .map(|&d| usize::try_from(d).ok())
-                            .collect::<Option<Vec<_>>>()
-                    });
-                    let count = dims
-                        .as_ref()
-                        .and_then(|dims| dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)));
-                    let value = match (&datatype, &dims, count) {
-                        (Some(datatype), Some(shape), Some(count)) => {
+                    let layout = shape.as_deref().and_then(|shape| layout(shape).ok());
+                    let value = match (&datatype, &layout) {
+                        (Some(datatype), Some((shape, count))) => {
                             Fast::Parsed(map.next_value_seed(data::Typed {
                                 datatype,
                                 shape,
-                                count,
+                                count: *count,
                             })?)
                         }
                         _ => Fast::Raw(map.next_value()?),
@@ -205,16 +197,7 @@ fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
         if inputs.iter().any(|(given, _)| *given == name) {
             return Err(err("given more than once".into()));
         }
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| err(format!("shape {:?} has a negative dimension", input.shape)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let count = count.ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
+        let (shape, count) = layout(&input.shape).map_err(err)?;
         let binary_size = input
             .parameters
             .as_ref()
@@ -287,6 +270,18 @@ fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
         binary_output,
     };
     Ok((request, envelope))
+}
+
+/// An input's dims and element count, or what is wrong with its shape.
+fn layout(shape: &[i64]) -> Result<(Vec<usize>, usize), String> {
+    let dims = shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| format!("shape {shape:?} has a negative dimension"))?;
+    let count = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let count = count.ok_or_else(|| format!("shape {dims:?} is too large"))?;
+    Ok((dims, count))
 }
 
 fn parameter(value: Json) -> ParameterValue {
