@@ -7,7 +7,7 @@ use edgeserve_tensor::{AttentionInputs, DType, Result, Tensor};
 
 use crate::GpuBackend;
 use crate::buffers::{bytes_of, f32_only};
-use crate::encoder::{grid, u32_of, words_of};
+use crate::encoder::{Kernel, grid, u32_of, words_of};
 use crate::matmul::{Epilogue, Product};
 
 pub(crate) fn attention(
@@ -55,14 +55,12 @@ pub(crate) fn attention(
         u32::from(plan.causal),
     ]);
     p.extend(words_of(OP, &[mrs, mcs])?);
-    let p = g.params(&p);
-    let mbase = g.params(&mbase);
     let mbuf = mb.as_ref().map_or(&g.dummy, |m| m.buffer());
     if lk > 0 {
-        g.dispatch(
-            "attn_softmax",
-            &[],
-            &[&p, &mbase, mbuf, scores.buffer()],
+        g.launch_with_tables(
+            Kernel::new("attn_softmax"),
+            &[&p, &mbase],
+            &[mbuf, scores.buffer()],
             grid(OP, rows)?,
         )?;
     }
@@ -114,13 +112,11 @@ pub(crate) fn attention_varlen(
     let scores = g.alloc(OP, bytes_of(OP, DType::F32, &[base.max(1)])?)?;
     let mut p = words_of(OP, &[rows, plan.heads, plan.d, plan.dv])?;
     p.extend([plan.scale.to_bits(), u32::from(plan.causal)]);
-    let (p, table) = (g.params(&p), g.params(&words_of(OP, &table)?));
-    g.dispatch(
-        "attention_varlen",
-        &[],
+    let table = words_of(OP, &table)?;
+    g.launch_with_tables(
+        Kernel::new("attention_varlen"),
+        &[&p, &table],
         &[
-            &p,
-            &table,
             qb.buffer(),
             kb.buffer(),
             vb.buffer(),

@@ -5,7 +5,7 @@ use edgeserve_tensor::{DType, PoolKind, Result, Tensor, WeightedInputs};
 
 use crate::GpuBackend;
 use crate::buffers::f32_only;
-use crate::encoder::{grid_threads, u32_of, words_of};
+use crate::encoder::{Kernel, grid_threads, u32_of, words_of};
 
 /// A direct convolution.
 pub(crate) fn conv2d(
@@ -51,12 +51,11 @@ pub(crate) fn conv2d(
         ],
     )?;
     p.push(u32::from(bias.is_some()));
-    let p = g.params(&p);
     let b = bb.as_ref().map_or(&g.dummy, |b| b.buffer());
-    g.dispatch(
-        "conv2d",
-        &[],
-        &[&p, xb.buffer(), wb.buffer(), b, out.buffer()],
+    g.launch(
+        Kernel::new("conv2d"),
+        &p,
+        &[xb.buffer(), wb.buffer(), b, out.buffer()],
         grid_threads(OP, n)?,
     )?;
     Ok(t)
@@ -96,8 +95,7 @@ pub(crate) fn pool2d(g: &GpuBackend, x: &Tensor, plan: &Pool2dPlan) -> Result<Te
     };
     g.map_kernel(
         &name,
-        "pool2d",
-        &[("OP", f64::from(code))],
+        Kernel::with("pool2d", &[("OP", f64::from(code))]),
         &p,
         (xb.buffer(), out.buffer()),
         n,

@@ -5,8 +5,9 @@ use edgeserve_tensor::shape;
 use edgeserve_tensor::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp};
 
 use crate::GpuBackend;
+use crate::broadcast::Broadcast;
 use crate::buffers::{bytes_of, f32_only, unsupported};
-use crate::encoder::{broadcast_params, grid_threads, u32_of, words_of};
+use crate::encoder::{Kernel, grid_threads, u32_of, words_of};
 
 /// `op`'s code in `activation.wgsl`.
 pub(crate) fn unary_code(op: UnaryOp) -> u32 {
@@ -45,36 +46,24 @@ pub(crate) fn full(g: &GpuBackend, dtype: DType, shape: &[usize], value: f64) ->
     }
     let (t, out) = g.output("full", dtype, shape)?;
     let words = size.div_ceil(4) as usize;
-    let p = g.params(&[
+    let p = [
         u32_of("full", words)?,
         u32::from_le_bytes([pattern[0], pattern[1], pattern[2], pattern[3]]),
         u32::from_le_bytes([pattern[4], pattern[5], pattern[6], pattern[7]]),
-    ]);
-    g.dispatch(
-        "fill",
-        &[],
-        &[&p, out.buffer()],
+    ];
+    g.launch(
+        Kernel::new("fill"),
+        &p,
+        &[out.buffer()],
         grid_threads("full", words)?,
     )?;
     Ok(t)
 }
 
-pub(crate) fn binary(
-    g: &GpuBackend,
-    op: BinaryOp,
-    a: &Tensor,
-    b: &Tensor,
-    out_shape: &[usize],
-) -> Result<Tensor> {
+/// `binary.wgsl` over f32 operands.
+pub(crate) fn binary(g: &GpuBackend, op: BinaryOp, args: Broadcast<'_, 2>) -> Result<Tensor> {
     let name = op.name();
-    f32_only(name, a.dtype())?;
-    let (ab, bb) = (g.buf(name, a)?, g.buf(name, b)?);
-    let (t, out) = g.output(name, DType::F32, out_shape)?;
-    let n = shape::numel(out_shape);
-    if n == 0 {
-        return Ok(t);
-    }
-    let p = broadcast_params(name, &[n, out_shape.len()], out_shape, &[a, b])?;
+    f32_only(name, args.operands[0].dtype())?;
     let code = match op {
         BinaryOp::Add => 0,
         BinaryOp::Sub => 1,
@@ -84,14 +73,9 @@ pub(crate) fn binary(
         BinaryOp::Minimum => 5,
         BinaryOp::Pow => 6,
     };
-    let params = g.params(&p);
-    g.dispatch(
-        "binary",
-        &[("OP", f64::from(code))],
-        &[&params, ab.buffer(), bb.buffer(), out.buffer()],
-        grid_threads(name, n)?,
-    )?;
-    Ok(t)
+    let consts = [("OP", f64::from(code))];
+    let kernel = Kernel::with("binary", &consts);
+    args.launch(g, name, kernel, DType::F32, args.numel(), &[])
 }
 
 pub(crate) fn unary(g: &GpuBackend, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
@@ -123,8 +107,7 @@ fn map_f32(
     let n = x.numel();
     g.map_kernel(
         op,
-        "unary",
-        &[("OP", f64::from(code))],
+        Kernel::with("unary", &[("OP", f64::from(code))]),
         &[u32_of(op, n)?, factor.to_bits(), offset.to_bits()],
         (xb.buffer(), out.buffer()),
         n,
@@ -160,8 +143,7 @@ pub(crate) fn cast(g: &GpuBackend, x: &Tensor, to: DType) -> Result<Tensor> {
     let items = if to == DType::F16 { n.div_ceil(2) } else { n };
     g.map_kernel(
         "cast",
-        "cast",
-        &[("OP", f64::from(code))],
+        Kernel::with("cast", &[("OP", f64::from(code))]),
         &words_of("cast", &[items, n])?,
         (xb.buffer(), out.buffer()),
         items,

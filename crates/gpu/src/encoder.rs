@@ -1,10 +1,9 @@
-//! Recording work: the pipeline cache, parameter buffers, workgroup grids,
-//! and dispatches into the calling thread's stream (see `stream`).
+//! Recording work: the pipeline cache, kernel launches with their parameter
+//! words, and workgroup grids, into the calling thread's stream (see `stream`).
 
 use std::collections::HashMap;
 
-use edgeserve_tensor::{Result, Tensor, TensorError, shape};
-use wgpu::util::DeviceExt;
+use edgeserve_tensor::{Result, TensorError};
 
 use crate::{GpuBackend, kernels, lock, stream};
 
@@ -14,6 +13,26 @@ type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
 /// Built pipelines, each with its bind group layout, shared by every
 /// stream.
 pub(crate) type Pipelines = HashMap<PipelineKey, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>;
+
+/// One compute pipeline: a kernel (a file stem under `src/kernels/`, see
+/// `kernels`) with its override constants.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernel<'a> {
+    pub(crate) name: &'static str,
+    pub(crate) consts: &'a [(&'static str, f64)],
+}
+
+impl<'a> Kernel<'a> {
+    /// `name` with no override constants.
+    pub(crate) const fn new(name: &'static str) -> Kernel<'a> {
+        Kernel { name, consts: &[] }
+    }
+
+    /// `name` with override constants `consts`.
+    pub(crate) const fn with(name: &'static str, consts: &'a [(&'static str, f64)]) -> Kernel<'a> {
+        Kernel { name, consts }
+    }
+}
 
 /// Largest workgroup count along one dispatch dimension (WebGPU's default).
 pub(crate) const MAX_GROUPS: u32 = 65535;
@@ -31,25 +50,6 @@ pub(crate) fn u32_of(op: &str, v: usize) -> Result<u32> {
 /// Parameter words of `values`, each checked by [`u32_of`].
 pub(crate) fn words_of(op: &str, values: &[usize]) -> Result<Vec<u32>> {
     values.iter().map(|&v| u32_of(op, v)).collect()
-}
-
-/// Parameters of a broadcasting kernel: the `head` words, then the output
-/// shape and each operand's strides into it (0 along broadcast axes).
-pub(crate) fn broadcast_params(
-    op: &str,
-    head: &[usize],
-    out_shape: &[usize],
-    operands: &[&Tensor],
-) -> Result<Vec<u32>> {
-    let mut p = words_of(op, head)?;
-    p.extend(words_of(op, out_shape)?);
-    for x in operands {
-        p.extend(words_of(
-            op,
-            &shape::broadcast_strides(x.shape(), out_shape),
-        )?);
-    }
-    Ok(p)
 }
 
 /// A 2-D grid of workgroups covering `groups` groups.
@@ -71,27 +71,14 @@ pub(crate) fn grid_threads(op: &str, items: usize) -> Result<(u32, u32, u32)> {
 }
 
 impl GpuBackend {
-    /// A storage buffer of parameter words (at least one: empty bindings
-    /// are invalid).
-    pub(crate) fn params(&self, words: &[u32]) -> wgpu::Buffer {
-        let mut w = words.to_vec();
-        if w.is_empty() {
-            w.push(0);
-        }
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::cast_slice(&w),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-    }
-
-    /// The pipeline of `kernel` with override constants `consts`, and its
-    /// bind group layout, built on first use.
+    /// The pipeline of `kernel` and its bind group layout, built on first
+    /// use.
     fn pipeline(
         &self,
-        kernel: &'static str,
-        consts: &[(&'static str, f64)],
+        Kernel {
+            name: kernel,
+            consts,
+        }: Kernel<'_>,
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         let key: PipelineKey = (
             kernel,
@@ -133,49 +120,43 @@ impl GpuBackend {
         Ok(built)
     }
 
-    /// Records one dispatch of `kernel` over `buffers` (bound in order) into
-    /// the calling thread's stream.
-    pub(crate) fn dispatch(
+    /// Records one dispatch of `kernel` into the calling thread's stream,
+    /// with `params` as its parameter words (binding 0, see `common.wgsl`)
+    /// and `buffers` bound after them, in order.
+    pub(crate) fn launch(
         &self,
-        kernel: &'static str,
-        consts: &[(&'static str, f64)],
+        kernel: Kernel<'_>,
+        params: &[u32],
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
     ) -> Result<()> {
-        self.alive(kernel)?;
+        self.launch_with_tables(kernel, &[params], buffers, groups)
+    }
+
+    /// [`launch`](GpuBackend::launch) for a kernel that also reads tables
+    /// of words: `words` are its parameters and then the tables, bound
+    /// from binding 0 on (all in the stream's parameter arena), and
+    /// `buffers` follow them.
+    pub(crate) fn launch_with_tables(
+        &self,
+        kernel: Kernel<'_>,
+        words: &[&[u32]],
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        self.alive(kernel.name)?;
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
         }
-        let (pipeline, layout) = self.pipeline(kernel, consts)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: b.as_entire_binding(),
-            })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel),
+        let (pipeline, layout) = self.pipeline(kernel)?;
+        stream::current(self).dispatch(&stream::Dispatch {
+            label: kernel.name,
+            pipeline: &pipeline,
             layout: &layout,
-            entries: &entries,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(TensorError::Unsupported(format!(
-                "gpu backend: binding {kernel} failed: {e}"
-            )));
-        }
-        stream::current(self).record(|encoder| {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        });
-        Ok(())
+            words,
+            buffers,
+            groups,
+        })
     }
 
     /// Records a kernel of `map.wgsl`'s shape: (params, input, output)
@@ -183,13 +164,11 @@ impl GpuBackend {
     pub(crate) fn map_kernel(
         &self,
         op: &str,
-        kernel: &'static str,
-        consts: &[(&'static str, f64)],
+        kernel: Kernel<'_>,
         params: &[u32],
         (input, out): (&wgpu::Buffer, &wgpu::Buffer),
         items: usize,
     ) -> Result<()> {
-        let p = self.params(params);
-        self.dispatch(kernel, consts, &[&p, input, out], grid_threads(op, items)?)
+        self.launch(kernel, params, &[input, out], grid_threads(op, items)?)
     }
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use edgeserve_tensor::shape::{self, GatherPlan};
-use edgeserve_tensor::{DType, Result, Tensor};
+use edgeserve_tensor::{DType, HostBuffer, Result, Tensor};
 
 use crate::buffers::words_per_elem;
-use crate::encoder::{grid_threads, words_of};
+use crate::encoder::{Kernel, grid_threads, words_of};
 use crate::{GpuBackend, GpuBuffer};
 
 /// One thread per output word; ids uploaded from the host are checked here,
@@ -22,43 +22,15 @@ pub(crate) fn embedding(
     let words = words_per_elem("embedding", table.dtype())?;
     let (vocab, dim) = (table.shape()[0], table.shape()[1]);
     let ib = g.buf("embedding", ids)?;
-    if let Some(h) = ib.uploaded() {
-        let bad = match ids.dtype() {
-            DType::I32 => h
-                .as_slice::<i32>()
-                .iter()
-                .map(|&i| i64::from(i))
-                .find(|&i| i < 0 || i as u64 >= vocab as u64),
-            _ => h
-                .as_slice::<i64>()
-                .iter()
-                .copied()
-                .find(|&i| i < 0 || i as u64 >= vocab as u64),
-        };
-        if let Some(id) = bad {
-            return Err(shape::id_out_of_range(id, vocab));
-        }
+    let out_of_range = |i: i64| i < 0 || i as u64 >= vocab as u64;
+    if let Some(h) = ib.uploaded()
+        && let Some(id) = first_bad(h, ids.dtype(), out_of_range)
+    {
+        return Err(shape::id_out_of_range(id, vocab));
     }
-    let tb = g.buf("embedding", table)?;
-    let (t, out) = g.output("embedding", table.dtype(), out_shape)?;
     let total = shape::numel(out_shape) * words;
-    let per_id = if ids.dtype() == DType::I64 { 2 } else { 1 };
-    let p = g.params(&words_of(
-        "embedding",
-        &[
-            total,
-            (dim * words).max(1),
-            vocab.min(u32::MAX as usize),
-            per_id,
-        ],
-    )?);
-    g.dispatch(
-        "embedding",
-        &[],
-        &[&p, ib.buffer(), tb.buffer(), out.buffer()],
-        grid_threads("embedding", total)?,
-    )?;
-    Ok(t)
+    let geometry = [total, (dim * words).max(1), vocab.min(u32::MAX as usize)];
+    pick(g, "embedding", table, (ids, &ib), out_shape, &geometry)
 }
 
 /// One thread per output word. Indices are checked before the kernel runs:
@@ -82,38 +54,54 @@ pub(crate) fn gather(
         }
     };
     let dim = plan.dim as i64;
-    let out_of_range = |i: i64| i < -dim || i >= dim;
-    let bad = match indices.dtype() {
-        DType::I32 => checked
+    if let Some(i) = first_bad(checked, indices.dtype(), |i| i < -dim || i >= dim) {
+        return Err(shape::index_out_of_range(i, plan.dim));
+    }
+    let total = shape::numel(&plan.out_shape) * words;
+    let geometry = [total, plan.inner * words, plan.count, plan.dim];
+    pick(g, "gather", x, (indices, &ib), &plan.out_shape, &geometry)
+}
+
+/// The first of the host `indices` (i32 or i64 by `dtype`) that `bad`
+/// refuses.
+fn first_bad(indices: &HostBuffer, dtype: DType, bad: impl Fn(i64) -> bool) -> Option<i64> {
+    match dtype {
+        DType::I32 => indices
             .as_slice::<i32>()
             .iter()
             .map(|&i| i64::from(i))
-            .find(|&i| out_of_range(i)),
-        _ => checked
-            .as_slice::<i64>()
-            .iter()
-            .copied()
-            .find(|&i| out_of_range(i)),
-    };
-    if let Some(i) = bad {
-        return Err(shape::index_out_of_range(i, plan.dim));
+            .find(|&i| bad(i)),
+        _ => indices.as_slice::<i64>().iter().copied().find(|&i| bad(i)),
     }
-    let xb = g.buf("gather", x)?;
-    let (t, out) = g.output("gather", x.dtype(), &plan.out_shape)?;
-    let total = shape::numel(&plan.out_shape) * words;
+}
+
+/// Records `kernel` (`embedding.wgsl` or `gather.wgsl`) copying words of
+/// `x` picked by `indices` (checked, on the device as `index_buffer`) into
+/// a fresh result of `out_shape`, one thread per output word. Its
+/// parameters are `geometry` (output words first), then the words per
+/// index.
+fn pick(
+    g: &GpuBackend,
+    kernel: &'static str,
+    x: &Tensor,
+    (indices, index_buffer): (&Tensor, &GpuBuffer),
+    out_shape: &[usize],
+    geometry: &[usize],
+) -> Result<Tensor> {
+    let xb = g.buf(kernel, x)?;
+    let (t, out) = g.output(kernel, x.dtype(), out_shape)?;
+    let total = geometry[0];
     if total == 0 {
         return Ok(t);
     }
     let per_index = if indices.dtype() == DType::I64 { 2 } else { 1 };
-    let p = g.params(&words_of(
-        "gather",
-        &[total, plan.inner * words, plan.count, plan.dim, per_index],
-    )?);
-    g.dispatch(
-        "gather",
-        &[],
-        &[&p, ib.buffer(), xb.buffer(), out.buffer()],
-        grid_threads("gather", total)?,
+    let mut p = words_of(kernel, geometry)?;
+    p.push(per_index);
+    g.launch(
+        Kernel::new(kernel),
+        &p,
+        &[index_buffer.buffer(), xb.buffer(), out.buffer()],
+        grid_threads(kernel, total)?,
     )?;
     Ok(t)
 }
@@ -237,8 +225,7 @@ impl Strided {
         let p = words_of(self.op, &p)?;
         g.map_kernel(
             self.op,
-            "copy",
-            &[],
+            Kernel::new("copy"),
             &p,
             (xb.buffer(), self.out.buffer()),
             n,

@@ -13,9 +13,11 @@
 //!
 //! The modules mirror the CPU backend's: `device` opens the device and
 //! notices its loss, `buffers` holds the memory pool, uploads and read-backs,
-//! `encoder` the pipelines and dispatches, `stream` the per-thread
-//! recordings and the order between them, and one module per op family
-//! records its kernels (WGSL under `src/kernels/`, assembled by
+//! `encoder` the pipelines and kernel launches, `stream` the per-thread
+//! recordings and the order between them (one compute pass each, the
+//! parameter words of its dispatches packed into its `arena`),
+//! `broadcast` the launcher of broadcasting kernels, and one module per op
+//! family records its kernels (WGSL under `src/kernels/`, assembled by
 //! `kernels`).
 //!
 //! Matmul (and attention's two products) runs a tiled, register-blocked
@@ -49,7 +51,9 @@
 //! unsubmitted result submits that work first, so work that read the old
 //! contents runs before work that overwrites them.
 
+mod arena;
 mod attention;
+mod broadcast;
 mod buffers;
 mod conv;
 mod device;
@@ -73,6 +77,7 @@ use edgeserve_tensor::{
     Result, Tensor, TensorError, UnaryOp, WeightedInputs,
 };
 
+use broadcast::Broadcast;
 pub use buffers::{GpuBuffer, POOL_CAP};
 pub use device::GpuError;
 
@@ -144,7 +149,15 @@ impl Backend for GpuBackend {
     }
 
     fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
-        elementwise::binary(self, op, a, b, out_shape)
+        let operands = [a, b];
+        elementwise::binary(
+            self,
+            op,
+            Broadcast {
+                operands,
+                out_shape,
+            },
+        )
     }
 
     fn unary(&self, op: UnaryOp, x: &Tensor) -> Result<Tensor> {
@@ -214,11 +227,26 @@ impl Backend for GpuBackend {
         b: &Tensor,
         out_shape: &[usize],
     ) -> Result<Tensor> {
-        select::compare(self, op, a, b, out_shape)
+        let operands = [a, b];
+        select::compare(
+            self,
+            op,
+            Broadcast {
+                operands,
+                out_shape,
+            },
+        )
     }
 
     fn select(&self, cond: &Tensor, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
-        select::select(self, cond, a, b, out_shape)
+        let operands = [cond, a, b];
+        select::select(
+            self,
+            Broadcast {
+                operands,
+                out_shape,
+            },
+        )
     }
 
     fn gather(&self, x: &Tensor, indices: &Tensor, plan: &GatherPlan) -> Result<Tensor> {

@@ -6,7 +6,7 @@ use edgeserve_tensor::{DType, Result, Tensor, TensorError, UnaryOp, WeightedInpu
 
 use crate::GpuBackend;
 use crate::elementwise::{cast, unary_code};
-use crate::encoder::{MAX_GROUPS, u32_of};
+use crate::encoder::{Kernel, MAX_GROUPS, u32_of};
 
 /// What the matmul kernel does besides the product.
 #[derive(Clone, Copy, Default)]
@@ -112,7 +112,6 @@ impl GpuBackend {
             table.push(u32_of(op, bo)?);
         }
         u32_of(op, batch * m * n)?;
-        let offs = self.params(&table);
         let gx = u32_of(op, n.div_ceil(64))?;
         // Workgroups cover 128 rows x 64 columns of C (see matmul.wgsl).
         let gy = u32_of(op, m.div_ceil(128))?;
@@ -144,11 +143,10 @@ impl GpuBackend {
         let mut base = 0usize;
         while base < batch {
             let count = (batch - base).min(MAX_GROUPS as usize);
-            let p = self.params(&[m as u32, n as u32, k as u32, base as u32]);
-            self.dispatch(
-                kernel,
-                &consts,
-                &[&p, &offs, a, b, c, bias],
+            self.launch_with_tables(
+                Kernel::with(kernel, &consts),
+                &[&[m as u32, n as u32, k as u32, base as u32], &table],
+                &[a, b, c, bias],
                 (gx, gy, count as u32),
             )?;
             base += count;

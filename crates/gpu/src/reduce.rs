@@ -5,7 +5,7 @@ use edgeserve_tensor::{DType, NormParams, ReduceOp, Result, Tensor};
 
 use crate::GpuBackend;
 use crate::buffers::{f32_only, unsupported};
-use crate::encoder::{grid, u32_of, words_of};
+use crate::encoder::{Kernel, grid, u32_of, words_of};
 
 /// One workgroup per row of `len` elements `inner` apart.
 pub(crate) fn softmax(g: &GpuBackend, x: &Tensor, axis: usize) -> Result<Tensor> {
@@ -14,11 +14,10 @@ pub(crate) fn softmax(g: &GpuBackend, x: &Tensor, axis: usize) -> Result<Tensor>
     let (t, out) = g.output("softmax", DType::F32, x.shape())?;
     let (outer, len, inner) = shape::split_at_axis(x.shape(), axis);
     let rows = outer * inner;
-    let p = g.params(&words_of("softmax", &[rows, len, inner])?);
-    g.dispatch(
-        "softmax",
-        &[],
-        &[&p, xb.buffer(), out.buffer()],
+    g.launch(
+        Kernel::new("softmax"),
+        &words_of("softmax", &[rows, len, inner])?,
+        &[xb.buffer(), out.buffer()],
         grid("softmax", rows)?,
     )?;
     Ok(t)
@@ -37,13 +36,12 @@ pub(crate) fn layer_norm(g: &GpuBackend, x: &Tensor, norm: NormParams<'_>) -> Re
     let flags = u32::from(gamma.is_some()) | (u32::from(beta.is_some()) << 1);
     let mut p = words_of("layer-norm", &[rows, n])?;
     p.extend([flags, eps.to_bits()]);
-    let p = g.params(&p);
     let gw = gb.as_ref().map_or(&g.dummy, |b| b.buffer());
     let bw = bb.as_ref().map_or(&g.dummy, |b| b.buffer());
-    g.dispatch(
-        "layer_norm",
-        &[],
-        &[&p, xb.buffer(), gw, bw, out.buffer()],
+    g.launch(
+        Kernel::new("layer_norm"),
+        &p,
+        &[xb.buffer(), gw, bw, out.buffer()],
         grid("layer-norm", rows)?,
     )?;
     Ok(t)
@@ -71,8 +69,7 @@ pub(crate) fn reduce(
     };
     g.map_kernel(
         &name,
-        "reduce",
-        &[("OP", f64::from(code))],
+        Kernel::with("reduce", &[("OP", f64::from(code))]),
         &words_of(&name, &[count, plan.len, plan.inner])?,
         (xb.buffer(), out.buffer()),
         count,
@@ -107,11 +104,10 @@ pub(crate) fn top_k(
     let (values, vb) = g.output(OP, x.dtype(), out_shape)?;
     let (indices, ib) = g.output(OP, DType::I64, out_shape)?;
     if k > 0 {
-        let p = g.params(&words_of(OP, &[rows, len, k])?);
-        g.dispatch(
-            "top_k",
-            &[("DT", f64::from(code))],
-            &[&p, xb.buffer(), vb.buffer(), ib.buffer()],
+        g.launch(
+            Kernel::with("top_k", &[("DT", f64::from(code))]),
+            &words_of(OP, &[rows, len, k])?,
+            &[xb.buffer(), vb.buffer(), ib.buffer()],
             grid(OP, rows)?,
         )?;
     }

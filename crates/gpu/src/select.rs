@@ -1,12 +1,12 @@
 //! Kernels that choose between elements: compare (into a u8 mask) and
 //! where.
 
-use edgeserve_tensor::shape;
 use edgeserve_tensor::{CompareOp, DType, Result, Tensor};
 
 use crate::GpuBackend;
+use crate::broadcast::Broadcast;
 use crate::buffers::{unsupported, words_per_elem};
-use crate::encoder::{broadcast_params, grid_threads};
+use crate::encoder::Kernel;
 
 /// `compare.wgsl`'s code for `op`.
 fn compare_code(op: CompareOp) -> u32 {
@@ -20,67 +20,29 @@ fn compare_code(op: CompareOp) -> u32 {
     }
 }
 
-pub(crate) fn compare(
-    g: &GpuBackend,
-    op: CompareOp,
-    a: &Tensor,
-    b: &Tensor,
-    out_shape: &[usize],
-) -> Result<Tensor> {
+/// `compare.wgsl` into a u8 mask, four elements a thread.
+pub(crate) fn compare(g: &GpuBackend, op: CompareOp, args: Broadcast<'_, 2>) -> Result<Tensor> {
     let name = op.name();
-    let ty = match a.dtype() {
+    let ty = match args.operands[0].dtype() {
         DType::F32 => 0,
         DType::I32 => 1,
         DType::I64 => 2,
         other => return Err(unsupported(name, other)),
     };
-    let (ab, bb) = (g.buf(name, a)?, g.buf(name, b)?);
-    let (t, out) = g.output(name, DType::U8, out_shape)?;
-    let n = shape::numel(out_shape);
-    if n == 0 {
-        return Ok(t);
-    }
-    let words = n.div_ceil(4);
-    let p = broadcast_params(name, &[words, out_shape.len(), n], out_shape, &[a, b])?;
-    let params = g.params(&p);
-    g.dispatch(
-        "compare",
-        &[("OP", f64::from(compare_code(op))), ("TYPE", f64::from(ty))],
-        &[&params, ab.buffer(), bb.buffer(), out.buffer()],
-        grid_threads(name, words)?,
-    )?;
-    Ok(t)
+    let consts = [("OP", f64::from(compare_code(op))), ("TYPE", f64::from(ty))];
+    let n = args.numel();
+    let kernel = Kernel::with("compare", &consts);
+    args.launch(g, name, kernel, DType::U8, n.div_ceil(4), &[n])
 }
 
-pub(crate) fn select(
-    g: &GpuBackend,
-    cond: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    out_shape: &[usize],
-) -> Result<Tensor> {
+/// `where.wgsl`, moving whole words of any dtype it can hold.
+pub(crate) fn select(g: &GpuBackend, args: Broadcast<'_, 3>) -> Result<Tensor> {
+    let [cond, a, _] = args.operands;
     let per = words_per_elem("where", a.dtype())?;
-    let (cb, ab, bb) = (
-        g.buf("where", cond)?,
-        g.buf("where", a)?,
-        g.buf("where", b)?,
-    );
-    let (t, out) = g.output("where", a.dtype(), out_shape)?;
-    let words = shape::numel(out_shape) * per;
-    if words == 0 {
-        return Ok(t);
-    }
-    let head = [words, out_shape.len(), per];
-    let p = broadcast_params("where", &head, out_shape, &[cond, a, b])?;
-    let params = g.params(&p);
-    g.dispatch(
-        "where",
-        &[
-            ("COND_BYTES", cond.dtype().size() as f64),
-            ("COND_FLOAT", f64::from(u8::from(cond.dtype().is_float()))),
-        ],
-        &[&params, cb.buffer(), ab.buffer(), bb.buffer(), out.buffer()],
-        grid_threads("where", words)?,
-    )?;
-    Ok(t)
+    let consts = [
+        ("COND_BYTES", cond.dtype().size() as f64),
+        ("COND_FLOAT", f64::from(u8::from(cond.dtype().is_float()))),
+    ];
+    let kernel = Kernel::with("where", &consts);
+    args.launch(g, "where", kernel, a.dtype(), args.numel() * per, &[per])
 }

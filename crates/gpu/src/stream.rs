@@ -11,12 +11,21 @@
 //!   where only that stream reuses it (after the earlier work, in its own
 //!   encoder), and goes to the shared pool when the stream submits
 //!   ([`Uses::release`]).
+//!
+//! What each dispatch costs to record is kept small: a recording holds one
+//! compute pass open across its dispatches (a pass per dispatch costs wgpu
+//! a usage scope to set up and close each time), and the parameter words
+//! of its dispatches go into the stream's [`Arena`], written once at
+//! submission, rather than into a new buffer per dispatch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
+use edgeserve_tensor::{Result, TensorError};
+
+use crate::arena::Arena;
 use crate::buffers::Pool;
 use crate::{GpuBackend, lock};
 
@@ -29,11 +38,16 @@ pub(crate) struct Stream {
     device: wgpu::Device,
     queue: wgpu::Queue,
     pool: Arc<Pool>,
+    /// The device's alignment of storage buffer binding offsets.
+    align: u64,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
+    /// The compute pass open in `encoder` (it locks the encoder until it
+    /// ends; declared first so it also drops first).
+    pass: Option<wgpu::ComputePass<'static>>,
     /// Work recorded since the last submission.
     encoder: Option<wgpu::CommandEncoder>,
     /// Dispatches in `encoder`.
@@ -41,6 +55,20 @@ struct State {
     /// Buffers freed while `encoder` was open, by size class: this
     /// stream's to reuse until it submits.
     freed: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Parameter words of the dispatches in `encoder`.
+    arena: Arena,
+}
+
+/// One dispatch to record: its pipeline, the words it reads (parameters
+/// first, then tables; bound from binding 0 on, from the stream's arena),
+/// and the buffers bound after them.
+pub(crate) struct Dispatch<'a> {
+    pub(crate) label: &'static str,
+    pub(crate) pipeline: &'a wgpu::ComputePipeline,
+    pub(crate) layout: &'a wgpu::BindGroupLayout,
+    pub(crate) words: &'a [&'a [u32]],
+    pub(crate) buffers: &'a [&'a wgpu::Buffer],
+    pub(crate) groups: (u32, u32, u32),
 }
 
 /// A thread's stream on one backend: the backend's id, a handle that tells
@@ -64,6 +92,7 @@ pub(crate) fn current(g: &GpuBackend) -> Arc<Stream> {
             device: g.device.clone(),
             queue: g.queue.clone(),
             pool: g.pool.clone(),
+            align: u64::from(g.limits.min_storage_buffer_offset_alignment).max(4),
             state: Mutex::default(),
         });
         streams.push((g.id, Arc::downgrade(&g.token), s.clone()));
@@ -77,19 +106,64 @@ impl Stream {
         lock(&self.state).encoder.is_some()
     }
 
-    /// Records with `f` into the open encoder, opening one if needed; a
-    /// stream of [`MAX_RECORDED`] dispatches is submitted without waiting.
-    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        let mut st = lock(&self.state);
-        let encoder = st.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
-        f(encoder);
+    /// Records `d` into the open pass, opening an encoder and a pass if
+    /// needed; a stream of [`MAX_RECORDED`] dispatches is submitted without
+    /// waiting. The bind group is made under the stream's lock, so that no
+    /// submission from another thread writes the arena between placing the
+    /// words and recording the dispatch that reads them.
+    pub(crate) fn dispatch(&self, d: &Dispatch<'_>) -> Result<()> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let bind = {
+            let slots: Vec<_> = d
+                .words
+                .iter()
+                .map(|w| st.arena.place(&self.device, self.align, w))
+                .collect();
+            let entries: Vec<_> = slots
+                .iter()
+                .map(|&slot| st.arena.binding(slot))
+                .chain(d.buffers.iter().map(|b| b.as_entire_binding()))
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.label),
+                layout: d.layout,
+                entries: &entries,
+            });
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(TensorError::Unsupported(format!(
+                    "gpu backend: binding {} failed: {e}",
+                    d.label
+                )));
+            }
+            bind
+        };
+        if st.pass.is_none() {
+            let encoder = st.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            let pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: None,
+            });
+            st.pass = Some(pass.forget_lifetime());
+        }
+        let pass = st.pass.as_mut().expect("opened above");
+        pass.set_pipeline(d.pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
         st.recorded += 1;
         if st.recorded >= MAX_RECORDED {
-            self.submit(&mut st, |_| {});
+            self.submit(st, |_| {});
         }
+        Ok(())
     }
 
     /// Records `last` after everything pending and submits it all.
@@ -114,12 +188,15 @@ impl Stream {
         st: &mut State,
         last: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> wgpu::SubmissionIndex {
+        // Ending the pass unlocks the encoder.
+        st.pass = None;
         let mut encoder = st.encoder.take().unwrap_or_else(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
         });
         last(&mut encoder);
         st.recorded = 0;
+        st.arena.write(&self.queue);
         let index = self.queue.submit([encoder.finish()]);
         // Work recorded from now on runs after everything that used these.
         for buffer in st.freed.drain().flat_map(|(_, list)| list) {

@@ -7,7 +7,8 @@
 //! Mesa's software Vulkan device (`mesa-vulkan-drivers`).
 //!
 //! One module per op family, as in the backends; `device` covers memory,
-//! device loss and refusals, `deadline` the wait for results.
+//! device loss and refusals, `deadline` the wait for results, `recording`
+//! long recordings and their parameter words.
 
 mod concurrent;
 mod conv;
@@ -16,6 +17,7 @@ mod device;
 mod elementwise;
 mod layout;
 mod linalg;
+mod recording;
 mod reduce;
 mod select;
 

@@ -1,0 +1,68 @@
+//! Long recordings: many dispatches and large tables in one submission,
+//! each dispatch reading its own parameter words from the stream's arena.
+
+use edgeserve_tensor::Attention;
+
+use crate::{Rng, assert_close, cpu, gpu, up};
+
+/// 1,200 steps on one thread with no read-back between them: affines whose
+/// parameters differ from step to step (a dispatch reading another's words
+/// would be off by at least 0.125), and at steps 100, 200 and 300 a product
+/// over a batch of 4,096 whose offset table is 32 KiB, so one recording's
+/// words fill more than one arena buffer; the stream is submitted part-way
+/// (every 512 dispatches) and its arena written again.
+#[test]
+fn every_dispatch_of_a_long_recording_reads_its_own_parameters() {
+    let mut rng = Rng::new(40);
+    let x = rng.tensor(&[4096, 2, 3], -1.0, 1.0);
+    let w = rng.tensor(&[4096, 3, 3], -0.5, 0.5);
+    let gw = up(&w);
+    let (mut c, mut g) = (x.clone(), up(&x));
+    for step in 0..1200 {
+        if [100, 200, 300].contains(&step) {
+            c = cpu().matmul(&c, &w, false).unwrap();
+            g = gpu().matmul(&g, &gw, false).unwrap();
+        } else {
+            // Exact in binary, and the offsets cancel over 22 steps.
+            let factor = if step % 2 == 0 { 0.5 } else { 2.0 };
+            let offset = ((step % 11) as f32 - 5.0) * 0.125;
+            c = cpu().affine(&c, factor, offset).unwrap();
+            g = gpu().affine(&g, factor, offset).unwrap();
+        }
+    }
+    assert_close("long recording", &g, &c, 1e-3, 1e-3);
+}
+
+/// Variable-length attention over 6,000 tokens has a token table of 72 KB,
+/// more than one arena buffer holds; the ops recorded after it in the same
+/// submission still read their own words.
+#[test]
+fn a_table_larger_than_an_arena_buffer_is_read_whole() {
+    let mut rng = Rng::new(41);
+    let mut offsets = vec![0];
+    for i in 0..2000 {
+        offsets.push(offsets[i] + 1 + i % 5);
+    }
+    let total = offsets[offsets.len() - 1];
+    let q = rng.tensor(&[total, 1, 4], -1.0, 1.0);
+    let k = rng.tensor(&[total, 1, 4], -1.0, 1.0);
+    let v = rng.tensor(&[total, 1, 4], -1.0, 1.0);
+    let p = Attention {
+        scale: None,
+        causal: true,
+    };
+    let want = cpu().attention_varlen([&q, &k, &v], &offsets, p).unwrap();
+    let got = gpu()
+        .attention_varlen([&up(&q), &up(&k), &up(&v)], &offsets, p)
+        .unwrap();
+    let want_after = cpu().affine(&want, 2.0, 0.5).unwrap();
+    let got_after = gpu().affine(&got, 2.0, 0.5).unwrap();
+    assert_close(
+        "affine after the table",
+        &got_after,
+        &want_after,
+        1e-5,
+        1e-4,
+    );
+    assert_close("attention-varlen, 6000 tokens", &got, &want, 1e-5, 1e-4);
+}
