@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use anyhow::{Context as _, ensure};
-use edgeserve::runtime::{Runtime, Value};
+use edgeserve::runtime::{Runtime, Value, block_on};
 use edgeserve_tensor::{BinaryOp, Ops, Tensor};
 
 use crate::model::Linear;
@@ -29,11 +29,11 @@ fn input() -> anyhow::Result<Tensor> {
 pub fn run(linear: &Linear, runtime: &Runtime, n: usize) -> anyhow::Result<Infer> {
     let mut instance = linear.factory(runtime)?()?;
     let mut call = || -> anyhow::Result<Vec<(String, Value)>> {
-        Ok(instance.infer(
+        Ok(block_on(instance.infer(
             vec![("x".to_owned(), Value::Numeric(input()?))],
             Vec::new(),
             None,
-        )?)
+        ))?)
     };
     check(&call()?)?;
     let wasm = Samples::measure(n / 10, n, &mut call)?;

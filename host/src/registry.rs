@@ -12,7 +12,7 @@ use crate::protocol::Datatype;
 use crate::repository::{BatchingConfig, ModelConfig, Repository, RepositoryError};
 use crate::runtime::{
     BatchMetrics, Batcher, CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime,
-    RuntimeError,
+    RuntimeError, block_on,
 };
 
 /// Why a model could not be found or loaded.
@@ -242,8 +242,10 @@ impl ModelRegistry {
             factory,
             config.queue_timeout(),
             live,
+            // A GPU backend records each thread's work on its own stream.
+            backend.info().kind == "cpu",
         )?);
-        let metadata = pool.with_idle(|instance| instance.metadata())?;
+        let metadata = pool.with_idle(|instance| block_on(instance.metadata()))?;
         validate_metadata(name, &metadata)?;
         let batching = config.batching.clone().filter(BatchingConfig::enabled);
         if let Some(batching) = &batching {

@@ -103,3 +103,30 @@ async fn a_stuck_instance_gives_503_to_its_queue_and_others_keep_serving() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// faulty's quick calls run on the async worker that took them; when one
+/// of them then spins, it must leave that worker at the next epoch tick, so
+/// a server with a single worker goes on answering everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_call_that_spins_on_the_async_worker_leaves_it_to_the_others() {
+    let server = TestServer::start(&["faulty", "linear"]).await;
+    // Measured quick, so the next call starts on the worker.
+    for _ in 0..3 {
+        assert_eq!(server.faulty(0).await.0, 200);
+    }
+    let stuck = common::spawn_faulty(&server.client, &server.base, 2);
+    common::wait_inflight(&server.client, &server.base, 1).await;
+    let ys = server.linear(&[1.0]).await;
+    assert!((ys[0] - 0.4).abs() < 1e-6);
+    assert!(
+        !stuck.is_finished(),
+        "linear answered only after faulty's 500 ms spin ended"
+    );
+    let (status, body) = common::status_json(stuck.await.unwrap().unwrap()).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        error_text(&body).contains("exceeded its 500 ms deadline"),
+        "{body}"
+    );
+    server.stop().await;
+}

@@ -65,6 +65,15 @@ pub fn within<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`within`] for a future: `deadline` bounds the tensor operations it makes
+/// in each poll, on whichever thread polls it (an async call into a guest
+/// may resume on another thread after a yield, and must not leave its
+/// deadline behind on the one it left).
+pub async fn within_polls<F: Future>(deadline: Instant, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| within(deadline, || future.as_mut().poll(cx))).await
+}
+
 /// The deadline of the request this thread is serving, if any: what a
 /// device backend waits for results no longer than.
 pub fn current() -> Option<Instant> {

@@ -10,6 +10,10 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "model-handler",
     imports: { default: trappable },
+    // Calls into the guest are futures: a short call runs on the async
+    // worker that took the request, a long one on a blocking thread (see
+    // `pool`). The contract's own host functions stay synchronous.
+    exports: { default: async },
     // Host functions returning `result<_, error>` fail with `HostError`;
     // bindgen turns it into the guest's error value or a trap through
     // `tensor::Host::convert_error`.

@@ -62,7 +62,7 @@ pub enum ContractError {
 
 /// The packages (or `package/interface` prefixes) of the imports the
 /// runtime's linker defines: the contract and WASI 0.2 as
-/// `wasmtime_wasi::p2::add_to_linker_sync` links it (no `wasi:http`).
+/// `wasmtime_wasi::p2::add_to_linker_async` links it (no `wasi:http`).
 const PROVIDED: &[&str] = &[
     "edgeserve:handler/",
     "wasi:io/",

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeserve_tensor::{Tensor, TensorError, deadline};
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
 
+use super::EpochTicks;
 use super::bindings::{
     self, BytesTensor, InferError, InferRequest, ModelHandler, ModelHandlerPre, ModelMetadata,
     NamedTensor, TensorData,
 };
 use super::context::ModelContext;
 use super::state::InstanceState;
-use super::{EPOCH_TICK, EpochTicks};
 use crate::capability::OutputSink;
 
 /// One input or output of a request, on the host side.
@@ -171,7 +171,7 @@ pub struct Instance {
 
 impl Instance {
     /// Instantiates `component` and runs its `init`.
-    pub(super) fn start(
+    pub(super) async fn start(
         pre: &ModelHandlerPre<InstanceState>,
         context: Arc<ModelContext>,
         timeout: Duration,
@@ -188,11 +188,20 @@ impl Instance {
             InstanceState::new(wasi, context, memory_limit),
         );
         store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
+        // Every epoch tick a running call checks its deadline (stated
+        // around each poll, `deadline::within_polls`): past it, the call
+        // traps; before it, the call yields, which moves a call that started
+        // on an async worker off it (see `pool`).
+        store.epoch_deadline_callback(|_| {
+            Ok(match deadline::current() {
+                Some(end) if Instant::now() >= end => UpdateDeadline::Interrupt,
+                _ => UpdateDeadline::Yield(1),
+            })
+        });
+        store.set_epoch_deadline(1);
         // Instantiation runs guest start code: it gets the same deadline.
-        store.set_epoch_deadline(deadline_ticks(timeout));
         let until = Instant::now() + timeout;
-        let bindings = deadline::within(until, || pre.instantiate(&mut store));
+        let bindings = deadline::within_polls(until, pre.instantiate_async(&mut store)).await;
         let mut instance = Instance {
             bindings: bindings.map_err(|e| Fault::Trap {
                 model: label.clone(),
@@ -205,12 +214,14 @@ impl Instance {
             _ticks: ticks,
         };
         instance.arm();
-        let init = deadline::within(instance.deadline, || {
+        let init = deadline::within_polls(
+            instance.deadline,
             instance
                 .bindings
                 .edgeserve_handler_handler()
-                .call_init(&mut instance.store)
-        });
+                .call_init(&mut instance.store),
+        )
+        .await;
         match instance.settle(init)? {
             Ok(()) => Ok(instance),
             Err(message) => Err(Fault::Failed {
@@ -226,7 +237,7 @@ impl Instance {
 
     /// Sets the deadline for the next call.
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.store.set_epoch_deadline(1);
         self.deadline = Instant::now() + self.timeout;
     }
 
@@ -266,25 +277,27 @@ impl Instance {
     }
 
     /// The handler's declared inputs and outputs.
-    pub fn metadata(&mut self) -> Result<ModelMetadata, Fault> {
+    pub async fn metadata(&mut self) -> Result<ModelMetadata, Fault> {
         self.arm();
-        let result = deadline::within(self.deadline, || {
+        let result = deadline::within_polls(
+            self.deadline,
             self.bindings
                 .edgeserve_handler_handler()
-                .call_metadata(&mut self.store)
-        });
+                .call_metadata(&mut self.store),
+        )
+        .await;
         self.settle(result)
     }
 
     /// Runs one request; `outputs` names the outputs the client wants
     /// (`None`: all of them).
-    pub fn infer(
+    pub async fn infer(
         &mut self,
         inputs: Vec<(String, Value)>,
         parameters: Vec<Parameter>,
         outputs: Option<Vec<String>>,
     ) -> Result<Vec<(String, Value)>, Fault> {
-        let result = self.infer_on_device(inputs, parameters, outputs);
+        let result = self.infer_on_device(inputs, parameters, outputs).await;
         // However the handler reported it, a failure on a lost device is
         // the device's.
         result.map_err(|fault| match self.store.data().model().backend.lost() {
@@ -296,7 +309,7 @@ impl Instance {
         })
     }
 
-    fn infer_on_device(
+    async fn infer_on_device(
         &mut self,
         inputs: Vec<(String, Value)>,
         parameters: Vec<Parameter>,
@@ -348,11 +361,13 @@ impl Instance {
                 .collect(),
             outputs,
         };
-        let result = deadline::within(self.deadline, || {
+        let result = deadline::within_polls(
+            self.deadline,
             self.bindings
                 .edgeserve_handler_handler()
-                .call_infer(&mut self.store, &request)
-        });
+                .call_infer(&mut self.store, &request),
+        )
+        .await;
         match self.settle(result)? {
             // Reading outputs back completes a device's pending work: it
             // runs under the same deadline.
@@ -367,7 +382,7 @@ impl Instance {
     /// [`Instance::infer`] with the chunks the handler sends going to
     /// `sink`; the sink is dropped when the call returns, which ends the
     /// stream.
-    pub fn infer_streaming(
+    pub async fn infer_streaming(
         &mut self,
         inputs: Vec<(String, Value)>,
         parameters: Vec<Parameter>,
@@ -375,7 +390,7 @@ impl Instance {
         sink: OutputSink,
     ) -> Result<Vec<(String, Value)>, Fault> {
         self.store.data_mut().output = Some(sink);
-        let result = self.infer(inputs, parameters, outputs);
+        let result = self.infer(inputs, parameters, outputs).await;
         self.store.data_mut().output = None;
         result
     }
@@ -450,11 +465,6 @@ impl Instance {
             }),
         }
     }
-}
-
-/// Epoch ticks covering `timeout` (at least one).
-fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64).max(1)
 }
 
 /// An error with its causes, one line, for a client to read.

@@ -94,7 +94,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         // Only std's needs: no preopens, sockets or environment are granted
         // (the WasiCtx of each instance is built empty).
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         bindings::ModelHandler::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -169,9 +169,22 @@ impl Runtime {
         let pre = bindings::ModelHandlerPre::new(pre).map_err(link)?;
         let ticks = self.ticks.clone();
         Ok(Arc::new(move || {
-            Instance::start(&pre, context.clone(), timeout, memory_limit, ticks.clone())
+            block_on(Instance::start(
+                &pre,
+                context.clone(),
+                timeout,
+                memory_limit,
+                ticks.clone(),
+            ))
         }))
     }
+}
+
+/// Runs a call into a guest to completion on this thread, for callers that
+/// are not async (loading a model, starting an instance, the bench). Never
+/// on an async worker: it blocks the thread.
+pub fn block_on<F: std::future::Future>(call: F) -> F::Output {
+    wasmtime_wasi::runtime::in_tokio(call)
 }
 
 /// An engine with the pooling allocator sized for `config`, or why not.

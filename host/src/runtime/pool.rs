@@ -1,15 +1,32 @@
 //! A model version's pool of warm instances.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::instance::{Fault, Instance};
 
-/// Makes a fresh, initialized instance.
+/// Makes a fresh, initialized instance; it blocks the calling thread, so it
+/// never runs on an async worker.
 pub type Factory = Arc<dyn Fn() -> Result<Instance, Fault> + Send + Sync>;
+
+/// Calls that recently took at most this long on average start on the async
+/// worker that took the request (no thread hop). Longer ones run on a
+/// blocking thread: a worker held for milliseconds stalls every connection
+/// it serves. A call started on the worker that runs on for a whole epoch
+/// tick (the guest yields then) finishes on a blocking thread too; only a
+/// single host kernel it is inside can hold the worker longer.
+const INLINE_CALLS: Duration = Duration::from_micros(200);
+
+/// The running average of a pool's calls before any has finished: unknown,
+/// so the first calls run on a blocking thread.
+const UNMEASURED: u64 = u64::MAX;
 
 /// Why the pool could not run a call.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -46,17 +63,25 @@ pub struct InstancePool {
     factory: Factory,
     queue_timeout: Duration,
     live: Gauge,
+    /// Whether a call may resume on another thread than it started on
+    /// (false where the backend keeps per-thread state, e.g. a GPU's
+    /// command recording), which running on an async worker allows.
+    movable: bool,
+    /// Running average of recent calls, in microseconds.
+    recent_us: AtomicU64,
 }
 
 impl InstancePool {
     /// Starts `size` instances with `factory`; fails on the first that
-    /// cannot start, so a broken model never goes live.
+    /// cannot start, so a broken model never goes live. `movable`: whether
+    /// a call may move between threads while it runs.
     pub fn start(
         label: Arc<str>,
         size: usize,
         factory: Factory,
         queue_timeout: Duration,
         live: Gauge,
+        movable: bool,
     ) -> Result<InstancePool, Fault> {
         let idle = (0..size)
             .map(|_| factory())
@@ -69,6 +94,8 @@ impl InstancePool {
             factory,
             queue_timeout,
             live,
+            movable,
+            recent_us: AtomicU64::new(UNMEASURED),
         })
     }
 
@@ -96,7 +123,7 @@ impl InstancePool {
     /// Runs `call` on a free instance, waiting at most the queue deadline.
     pub async fn run<R: Send + 'static>(
         self: &Arc<Self>,
-        call: impl FnOnce(&mut Instance) -> Result<R, Fault> + Send + 'static,
+        call: impl for<'a> FnOnce(&'a mut Instance) -> BoxFuture<'a, Result<R, Fault>> + Send + 'static,
     ) -> Result<(R, Timing), PoolError> {
         let queued = Instant::now();
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
@@ -108,13 +135,14 @@ impl InstancePool {
             .expect("the pool never closes its semaphore");
         let queue = queued.elapsed();
         let pool = self.clone();
-        // Everything after this point runs to completion even if the client
-        // goes away, so the instance always returns to the pool.
-        let task = tokio::task::spawn_blocking(move || {
+        // Everything after this point runs to completion in its own task even
+        // if the client goes away, so the instance always returns to the pool.
+        let work = Box::pin(async move {
             let mut instance = pool.take();
             let started = Instant::now();
-            let result = call(&mut instance);
+            let result = call(&mut instance).await;
             let compute = started.elapsed();
+            pool.record(compute);
             match &result {
                 Err(fault) if fault.poisons_instance() => {
                     tracing::warn!(model = %pool.label, "{fault}; replacing the instance");
@@ -125,7 +153,39 @@ impl InstancePool {
             }
             result.map(|r| (r, Timing { queue, compute }))
         });
+        let task = if self.inline() {
+            tokio::spawn(async move {
+                let mut work = work;
+                match (&mut work).now_or_never() {
+                    Some(done) => done,
+                    None => on_blocking_thread(work)
+                        .await
+                        .expect("instance calls do not panic"),
+                }
+            })
+        } else {
+            on_blocking_thread(work)
+        };
         Ok(task.await.expect("instance calls do not panic")?)
+    }
+
+    /// Whether the next call runs on the async worker: its calls are short
+    /// and may move between threads.
+    fn inline(&self) -> bool {
+        self.movable && self.recent_us.load(Ordering::Relaxed) <= INLINE_CALLS.as_micros() as u64
+    }
+
+    /// Folds a call's duration into the running average (weight 1/8).
+    fn record(&self, compute: Duration) {
+        let took = compute.as_micros().min(UNMEASURED as u128 - 1) as u64;
+        let _ = self
+            .recent_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |recent| {
+                Some(match recent {
+                    UNMEASURED => took,
+                    recent => recent - recent / 8 + took / 8,
+                })
+            });
     }
 
     fn take(&self) -> Instance {
@@ -159,4 +219,10 @@ impl InstancePool {
             }
         });
     }
+}
+
+/// Finishes `work` on a blocking thread, where it may hold the thread.
+fn on_blocking_thread<T: Send + 'static>(work: BoxFuture<'static, T>) -> JoinHandle<T> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || runtime.block_on(work))
 }

@@ -258,7 +258,9 @@ async fn run(
         Some(sink) => {
             model
                 .pool
-                .run(move |instance| instance.infer_streaming(inputs, parameters, outputs, sink))
+                .run(move |instance| {
+                    Box::pin(instance.infer_streaming(inputs, parameters, outputs, sink))
+                })
                 .await
         }
     };

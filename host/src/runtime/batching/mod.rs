@@ -120,7 +120,7 @@ impl Batcher {
             Route::Alone(inputs, parameters, outputs) => {
                 return self
                     .pool
-                    .run(move |instance| instance.infer(inputs, parameters, outputs))
+                    .run(move |instance| Box::pin(instance.infer(inputs, parameters, outputs)))
                     .await;
             }
             Route::Batched { key, inputs, rows } => (key, inputs, rows),
@@ -225,7 +225,7 @@ impl Batcher {
             let runner = batcher.clone();
             let ran = batcher
                 .pool
-                .run(move |instance| runner.dispatch(id, instance))
+                .run(move |instance| Box::pin(async move { runner.dispatch(id, instance).await }))
                 .await;
             // A fault was answered by `dispatch`; a busy pool never ran it.
             if let Err(PoolError::Busy { .. }) = ran
@@ -250,7 +250,7 @@ impl Batcher {
 
     /// Runs batch `id` on `instance` and answers each member; returns the
     /// fault that must retire the instance, if any.
-    fn dispatch(&self, id: u64, instance: &mut Instance) -> Result<(), Fault> {
+    async fn dispatch(&self, id: u64, instance: &mut Instance) -> Result<(), Fault> {
         let Some(group) = self.take(id) else {
             return Ok(());
         };
@@ -282,7 +282,9 @@ impl Batcher {
                 })
                 .collect(),
         };
-        let ran = instance.infer(inputs, key.parameters.clone(), key.outputs.clone());
+        let ran = instance
+            .infer(inputs, key.parameters.clone(), key.outputs.clone())
+            .await;
         let compute = started.elapsed();
         match ran {
             Ok(outputs) => match self.cut(outputs, &rows) {
@@ -301,11 +303,13 @@ impl Batcher {
                 for member in members.by_ref() {
                     let inputs = key.inputs.iter().map(|(n, _)| n.clone()).zip(member.inputs);
                     let started = Instant::now();
-                    let ran = instance.infer(
-                        inputs.collect(),
-                        key.parameters.clone(),
-                        key.outputs.clone(),
-                    );
+                    let ran = instance
+                        .infer(
+                            inputs.collect(),
+                            key.parameters.clone(),
+                            key.outputs.clone(),
+                        )
+                        .await;
                     let timing = Timing {
                         queue: started.duration_since(member.queued),
                         compute: started.elapsed(),
