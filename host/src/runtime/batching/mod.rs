@@ -10,7 +10,8 @@
 //! (no batch forming or running) does not wait unless `wait_when_idle`:
 //! with no one else in flight the window would only add its length to a
 //! lone client's latency, and whoever arrives while it queues for an
-//! instance still joins it. The batch is driven by a task of its
+//! instance still joins it. For the same reason a batch still forming when
+//! the model's last running batch ends goes at once. The batch is driven by a task of its
 //! own, so a client that hangs up never strands the others; its rows are
 //! left out of the call.
 
@@ -82,11 +83,24 @@ struct Queue {
 }
 
 /// Counts one batch as open for as long as its task lives.
-struct Open<'a>(&'a Mutex<Queue>);
+struct Open<'a> {
+    queue: &'a Mutex<Queue>,
+    /// Whether batches still forming go as soon as the model is idle
+    /// (not `wait_when_idle`).
+    go_when_idle: bool,
+}
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).open -= 1;
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.open -= 1;
+        // The last batch running is done: one that formed meanwhile (its
+        // request came as this one finished) has no one left to wait for.
+        if self.go_when_idle && queue.open == queue.groups.len() {
+            for group in &queue.groups {
+                group.ready.notify_one();
+            }
+        }
     }
 }
 
@@ -215,9 +229,13 @@ impl Batcher {
         });
         drop(queue);
         let delay = config.max_queue_delay();
+        let go_when_idle = !config.wait_when_idle;
         let batcher = self.clone();
         tokio::spawn(async move {
-            let _open = Open(&batcher.queue);
+            let _open = Open {
+                queue: &batcher.queue,
+                go_when_idle,
+            };
             tokio::select! {
                 _ = ready.notified() => {}
                 _ = tokio::time::sleep(delay) => {}
