@@ -15,8 +15,8 @@ use edgeserve_tensor::{
 
 const USAGE: &str = "usage: cpu_bench [filter]
 Prints the median time of each case whose name contains `filter` (all when
-it is empty), after gemm's own timings with and without threads and the
-backend's weight products against gemm alone.";
+it is empty), after gemm's own timings with and without threads, the backend's weight
+products against gemm alone, and MiniLM's linear products in GFLOP/s.";
 
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
@@ -44,6 +44,35 @@ fn distinct_weights((m, n, k): (usize, usize, usize)) -> Case {
             }
         }),
     )
+}
+
+/// MiniLM's linear products, `[rows, k] · [n, k]ᵀ`, as GFLOP/s: the weight
+/// hot in cache, and 24 distinct weights in turn (as a model's layers read
+/// theirs, more than the L3 holds for the larger shapes).
+fn linear_gflops(filter: &str) {
+    for (n, k) in [(384, 384), (1536, 384), (384, 1536)] {
+        for m in [8, 16, 18, 24, 32, 64, 128, 256] {
+            let name = format!("gflops [{m},{k}]x[{n},{k}]^T");
+            if !name.contains(filter) {
+                continue;
+            }
+            let x = tensor(&[m, k]);
+            let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[n, k])).collect();
+            let flops = 2.0 * (m * n * k) as f64;
+            let hot = time(|| drop(cpu().matmul(&x, &weights[0], true).expect("matmul")));
+            let distinct = time(|| {
+                for w in &weights {
+                    drop(cpu().matmul(&x, w, true).expect("matmul"));
+                }
+            });
+            let gflops = |t: Duration, count: f64| count * flops / t.as_secs_f64() / 1e9;
+            println!(
+                "{name:40} hot {hot:>10.1?} {:6.1} GFLOP/s   x24 distinct {distinct:>10.1?} {:6.1} GFLOP/s",
+                gflops(hot, 1.0),
+                gflops(distinct, 24.0)
+            );
+        }
+    }
 }
 
 /// The CPU backend's ops, for every case to call.
@@ -223,6 +252,7 @@ fn main() {
     println!("{}", cpu().backend().info().device);
     gemm_threads(&filter);
     weight_products(&filter);
+    linear_gflops(&filter);
     let causal = Attention {
         scale: None,
         causal: true,

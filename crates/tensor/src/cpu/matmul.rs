@@ -6,6 +6,7 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 
 use super::buffers::{float_tensor, floats, written};
+use super::panels;
 use super::parallel::for_rows;
 use super::skinny::{self, Weight};
 use crate::deadline;
@@ -231,16 +232,21 @@ pub(super) fn matmul_with(
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
-            // linear layer over [batch, seq, k]): one tall product, read in
-            // place when it has few rows, else by gemm.
+            // linear layer over [batch, seq, k]): one tall product, the
+            // weight read in place up to 128 rows (by the panel kernel from
+            // 32 rows, the skinny ones below), else by gemm.
             let rows = s.batch * m;
             let threads = threaded(rows, n, k);
             let weight = Weight {
                 data: &y[..k * n],
                 transposed: s.transpose_b,
             };
-            if !skinny::product(out, &x[..rows * k], weight, (rows, n, k), threads) {
-                let lhs = MatRef::rows(&x[..rows * k], k);
+            let x = &x[..rows * k];
+            let done = (s.transpose_b
+                && panels::product(out, x, weight.data, (rows, n, k), threads))
+                || skinny::product(out, x, weight, (rows, n, k), threads);
+            if !done {
+                let lhs = MatRef::rows(x, k);
                 gemm(
                     Dst::Fresh(out),
                     n,

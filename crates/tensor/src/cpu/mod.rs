@@ -42,6 +42,7 @@ mod layout;
 mod linear;
 mod math;
 mod matmul;
+mod panels;
 mod parallel;
 mod reduce;
 mod select;

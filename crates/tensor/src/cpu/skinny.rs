@@ -25,13 +25,11 @@ const MAX_ACTIVATION: usize = 64 * 384;
 
 /// Most activation rows, and elements, the dot kernel takes for a `[n, k]`
 /// weight. It prefetches the weight strips ahead, so it streams a weight
-/// from DRAM faster than `gemm` packs it well past the sizes the weight in
-/// cache would suggest. Measured with `cpu_bench "x24 distinct"` (24
-/// distinct weights, as a model's layers read theirs), 2 threads, against
-/// the rule of 64·384 elements: [72,384]×[1536,384]ᵀ 27–29 ms vs 49–53 ms
-/// (gemm), [128,384] 41–56 vs 78–97 ms, [72,1536]×[384,1536]ᵀ 27–46 vs
-/// 49–52 ms; at 256 and 512 rows the two swap places run to run.
-const MAX_DOT_ROWS: usize = 128;
+/// from DRAM fast for one sentence's rows; from 32 rows on the panel kernel
+/// ([`super::panels`]) runs nearer the FMA units' peak and takes over
+/// (`cpu_bench gflops`, 1 thread, best of 4 alternating runs: [32,384]×
+/// [1536,384]ᵀ 71.5 vs 60.8 GFLOP/s, [32,1536]×[384,1536]ᵀ 77.2 vs 52.6).
+const MAX_DOT_ROWS: usize = super::panels::MIN_ROWS - 1;
 const MAX_DOT_ACTIVATION: usize = 128 * 1536;
 
 /// The longest `k` the broadcast kernel takes above two rows: it walks all
@@ -121,10 +119,11 @@ pub(super) fn product(
     }
 }
 
-/// The output pointer, shared by tasks that write disjoint columns.
+/// An output pointer, shared by tasks that write disjoint elements (here
+/// and in [`super::panels`]).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: the tasks sharing it write disjoint elements (see `product`).
 #[cfg(target_arch = "x86_64")]
 unsafe impl Send for SendPtr {}
@@ -489,11 +488,15 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// `x · w` in f64, the plain way.
-    fn reference(x: &[f32], w: Weight<'_>, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    /// `x · w` in f64, the plain way (also the panel kernel's reference).
+    pub(in crate::cpu) fn reference(
+        x: &[f32],
+        w: Weight<'_>,
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<f32> {
         let at = |p: usize, j: usize| {
             if w.transposed {
                 w.data[j * k + p]
@@ -511,7 +514,8 @@ mod tests {
             .collect()
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [-1, 1), spread by `seed`.
+    pub(in crate::cpu) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
