@@ -242,8 +242,7 @@ impl ModelRegistry {
             factory,
             config.queue_timeout(),
             live,
-            // A GPU backend records each thread's work on its own stream.
-            backend.info().kind == "cpu",
+            !backend.records_per_thread(),
         )?);
         let metadata = pool.with_idle(|instance| block_on(instance.metadata()))?;
         validate_metadata(name, &metadata)?;

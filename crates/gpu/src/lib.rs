@@ -132,6 +132,10 @@ impl Backend for GpuBackend {
         GpuBackend::lost(self)
     }
 
+    fn records_per_thread(&self) -> bool {
+        true
+    }
+
     fn from_host(&self, tensor: &Tensor) -> Result<Tensor> {
         buffers::from_host(self, tensor)
     }

@@ -552,6 +552,13 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Whether a handler call's work is recorded per thread (a GPU's
+    /// command stream), so one call must stay on the thread it started on
+    /// until its read-back; `false` lets the host resume a call elsewhere.
+    fn records_per_thread(&self) -> bool {
+        false
+    }
+
     /// The contract's operations on this backend, without caps.
     fn ops(&self) -> Ops<'_>
     where

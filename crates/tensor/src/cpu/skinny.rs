@@ -23,13 +23,17 @@ use std::mem::MaybeUninit;
 /// in place, [64,384]×[384,1536] 1.13×.
 const MAX_ACTIVATION: usize = 64 * 384;
 
-/// Most activation rows, and elements, the dot kernel takes for a `[n, k]`
-/// weight. It prefetches the weight strips ahead, so it streams a weight
-/// from DRAM fast for one sentence's rows; from 32 rows on the panel kernel
+/// Most activation rows the dot kernel takes for a `[n, k]` weight. It
+/// prefetches the weight strips ahead, so it streams a weight from DRAM
+/// fast for one sentence's rows; from 32 rows on the panel kernel
 /// ([`super::panels`]) runs nearer the FMA units' peak and takes over
 /// (`cpu_bench gflops`, 1 thread, best of 4 alternating runs: [32,384]×
 /// [1536,384]ᵀ 71.5 vs 60.8 GFLOP/s, [32,1536]×[384,1536]ᵀ 77.2 vs 52.6).
 const MAX_DOT_ROWS: usize = super::panels::MIN_ROWS - 1;
+/// Most activation elements (768 KiB) the dot kernel takes: it re-reads
+/// them for every weight strip, and [128, 1536] (MiniLM's widest layer)
+/// is the largest product it was measured to win on. At [`MAX_DOT_ROWS`]
+/// rows it caps `k` near 6300.
 const MAX_DOT_ACTIVATION: usize = 128 * 1536;
 
 /// The longest `k` the broadcast kernel takes above two rows: it walks all
