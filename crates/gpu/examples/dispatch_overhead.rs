@@ -6,7 +6,10 @@
 //! a 16x64 block of linear, softmax and layer-norm) and reads the last result
 //! back: microseconds per op, recording and device time together (on such
 //! tiny tensors that is the backend's fixed cost per op), and the part of it
-//! spent recording, before the read-back submits. The second runs the
+//! spent recording, before the read-back submits. The affine chain runs
+//! twice: over a few recycled buffers, where dispatches bind the same
+//! buffers again and reuse a bind group, and keeping every result, where
+//! none does. The second runs the
 //! same request (a chain of 16 small ops and one read-back) on 1, 2, 4 and 8
 //! threads at once, each thread with its own inputs, and reports requests
 //! per second over all of them.
@@ -55,6 +58,18 @@ fn affine_chain(ops: Ops<'_>, i: &Inputs, len: usize) -> Tensor {
     t
 }
 
+/// [`affine_chain`] keeping every result alive until the end, so that no
+/// two of its dispatches bind the same buffers: none reuses a bind group.
+fn affine_kept_chain(ops: Ops<'_>, i: &Inputs, len: usize) -> Tensor {
+    let mut kept = Vec::with_capacity(len);
+    let mut t = i.row.clone();
+    for _ in 0..len {
+        t = ops.affine(&t, 0.5, 0.25).expect("affine");
+        kept.push(t.clone());
+    }
+    t
+}
+
 /// A chain of `len` ops cycling linear (bias + gelu), softmax, layer-norm.
 fn mixed_chain(ops: Ops<'_>, i: &Inputs, len: usize) -> Tensor {
     let mut t = i.x.clone();
@@ -99,8 +114,9 @@ fn main() {
     println!("| chain ({len} ops, one read-back) | µs per op | of which recording |");
     println!("|:--|--:|--:|");
     let per_op = |d: Duration| d.as_secs_f64() * 1e6 / len as f64;
-    let chains: [(&str, Chain); 2] = [
+    let chains: [(&str, Chain); 3] = [
         ("affine [64]", affine_chain),
+        ("affine [64], every result kept", affine_kept_chain),
         ("linear+gelu / softmax / layer-norm [16, 64]", mixed_chain),
     ];
     for (name, chain) in chains {

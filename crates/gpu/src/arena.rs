@@ -34,6 +34,14 @@ pub(crate) struct Slot {
     size: wgpu::BufferSize,
 }
 
+impl Slot {
+    /// The dynamic offset of the words in their buffer.
+    pub(crate) fn offset(self) -> u32 {
+        // Within a chunk of 64 KiB, or at 0 in a table's own buffer.
+        self.offset as u32
+    }
+}
+
 impl Arena {
     /// Places `words` (at least one word: empty bindings are invalid) at
     /// the next offset that is a multiple of `align`, in a new buffer when
@@ -76,13 +84,11 @@ impl Arena {
         }
     }
 
-    /// `slot`, placed in this recording, as a binding.
-    pub(crate) fn binding(&self, slot: Slot) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.chunks[slot.chunk].buffer,
-            offset: slot.offset,
-            size: Some(slot.size),
-        })
+    /// The buffer `slot` (placed in this recording) is in and its size:
+    /// what a bind group binds, at offset 0, for the words to be found at
+    /// the dynamic offset [`Slot::offset`].
+    pub(crate) fn binding(&self, slot: Slot) -> (&wgpu::Buffer, wgpu::BufferSize) {
+        (&self.chunks[slot.chunk].buffer, slot.size)
     }
 
     /// Writes the words placed since the last submission, ahead of the

@@ -7,8 +7,9 @@ use edgeserve_tensor::{Result, TensorError};
 
 use crate::{GpuBackend, kernels, lock, stream};
 
-/// A pipeline's identity: its kernel and override constants (by bits).
-type PipelineKey = (&'static str, Vec<(&'static str, u64)>);
+/// A pipeline's identity: its kernel, how many of its bindings take words
+/// from the stream's arena, and its override constants (by bits).
+type PipelineKey = (&'static str, usize, Vec<(&'static str, u64)>);
 
 /// Built pipelines, each with its bind group layout, shared by every
 /// stream.
@@ -72,16 +73,20 @@ pub(crate) fn grid_threads(op: &str, items: usize) -> Result<(u32, u32, u32)> {
 
 impl GpuBackend {
     /// The pipeline of `kernel` and its bind group layout, built on first
-    /// use.
+    /// use. Its first `words` bindings take words from the stream's arena at
+    /// dynamic offsets, so one bind group serves every dispatch that binds
+    /// the same buffers (see `stream`).
     fn pipeline(
         &self,
         Kernel {
             name: kernel,
             consts,
         }: Kernel<'_>,
+        words: usize,
     ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         let key: PipelineKey = (
             kernel,
+            words,
             consts.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         );
         if let Some(p) = lock(&self.pipelines).get(&key) {
@@ -90,7 +95,27 @@ impl GpuBackend {
         // Built outside the lock: other threads go on recording meanwhile
         // (two building the same pipeline at once is harmless).
         let source = kernels::source(kernel);
+        let entries: Vec<_> = kernels::bindings(&source)
+            .into_iter()
+            .enumerate()
+            .map(|(i, read_only)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only },
+                    has_dynamic_offset: i < words,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(kernel),
+                entries: &entries,
+            });
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -101,7 +126,13 @@ impl GpuBackend {
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(kernel),
-                layout: None,
+                layout: Some(&self.device.create_pipeline_layout(
+                    &wgpu::PipelineLayoutDescriptor {
+                        label: Some(kernel),
+                        bind_group_layouts: &[Some(&layout)],
+                        immediate_size: 0,
+                    },
+                )),
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions {
@@ -115,7 +146,7 @@ impl GpuBackend {
                 "gpu backend: kernel {kernel} failed to build: {e}"
             )));
         }
-        let built = (pipeline.clone(), pipeline.get_bind_group_layout(0));
+        let built = (pipeline, layout);
         lock(&self.pipelines).insert(key, built.clone());
         Ok(built)
     }
@@ -148,7 +179,7 @@ impl GpuBackend {
         if groups.0 == 0 || groups.1 == 0 || groups.2 == 0 {
             return Ok(());
         }
-        let (pipeline, layout) = self.pipeline(kernel)?;
+        let (pipeline, layout) = self.pipeline(kernel, words.len())?;
         stream::current(self).dispatch(&stream::Dispatch {
             label: kernel.name,
             pipeline: &pipeline,

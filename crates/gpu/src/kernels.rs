@@ -67,3 +67,39 @@ pub(crate) fn source(kernel: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The access of each binding `source` declares (all in group 0, numbered
+/// from 0 without gaps, as every kernel file writes them): `true` where it
+/// is read-only. The backend builds each kernel's bind group layout from
+/// this, rather than letting wgpu derive it, so that the parameter words can
+/// be bound at dynamic offsets (see `stream`).
+pub(crate) fn bindings(source: &str) -> Vec<bool> {
+    let mut access = Vec::new();
+    for decl in source.split("@binding(").skip(1) {
+        let (index, rest) = decl.split_once(')').expect("a binding number");
+        let index: usize = index.parse().expect("a binding number");
+        let (_, rest) = rest.split_once("var<storage,").expect("a storage buffer");
+        let (mode, _) = rest.split_once('>').expect("an access mode");
+        if access.len() <= index {
+            access.resize(index + 1, None);
+        }
+        access[index] = Some(mode.trim() == "read");
+    }
+    access
+        .into_iter()
+        .map(|a| a.expect("bindings numbered without gaps"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_follow_the_declared_access() {
+        // Parameters, ids and table are read; the result is written.
+        assert_eq!(bindings(&source("embedding")), [true, true, true, false]);
+        // Every kernel is built from these in the conformance suite, where a
+        // layout that disagrees with its shader fails the pipeline.
+    }
+}

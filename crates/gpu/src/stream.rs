@@ -16,10 +16,18 @@
 //! compute pass open across its dispatches (a pass per dispatch costs wgpu
 //! a usage scope to set up and close each time), and the parameter words
 //! of its dispatches go into the stream's [`Arena`], written once at
-//! submission, rather than into a new buffer per dispatch.
+//! submission, rather than into a new buffer per dispatch. Those words are
+//! bound at dynamic offsets, so a bind group depends only on the buffers it
+//! binds, and the stream keeps the bind groups of its recording: a dispatch
+//! that binds the same buffers as an earlier one (a chain of ops over a
+//! few recycled buffers) reuses that bind group, made and validated once.
+//! They go at submission, with the recording, so a bind group never keeps a
+//! buffer alive past the work that used it; and a bind group is keyed by
+//! the buffers themselves (held by the key), so it binds exactly those.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -57,7 +65,25 @@ struct State {
     freed: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Parameter words of the dispatches in `encoder`.
     arena: Arena,
+    /// The bind groups made for `encoder`'s dispatches.
+    binds: HashMap<BindKey, wgpu::BindGroup>,
 }
+
+/// What a bind group binds: a kernel's layout and its buffers in binding
+/// order, first the arena buffers its words are read from (with the words'
+/// size; their offset is dynamic), then whole tensor buffers. Holding the
+/// buffers keeps each one's identity from passing to a new buffer while
+/// the bind group is kept.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    bound: Vec<(wgpu::Buffer, Option<wgpu::BufferSize>)>,
+}
+
+/// Most bindings of words one dispatch reads (WebGPU's least limit on
+/// dynamic storage buffers; kernels take at most two: parameters and a
+/// table).
+const MAX_WORDS: usize = 4;
 
 /// One dispatch to record: its pipeline, the words it reads (parameters
 /// first, then tables; bound from binding 0 on, from the stream's arena),
@@ -73,11 +99,11 @@ pub(crate) struct Dispatch<'a> {
 
 /// A thread's stream on one backend: the backend's id, a handle that tells
 /// whether the backend still exists, and the stream.
-type Entry = (u64, Weak<()>, Arc<Stream>);
+type Opened = (u64, Weak<()>, Arc<Stream>);
 
 thread_local! {
     /// This thread's stream on each backend.
-    static STREAMS: RefCell<Vec<Entry>> = const { RefCell::new(Vec::new()) };
+    static STREAMS: RefCell<Vec<Opened>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The calling thread's stream on `g`, opened on first use.
@@ -108,42 +134,39 @@ impl Stream {
 
     /// Records `d` into the open pass, opening an encoder and a pass if
     /// needed; a stream of [`MAX_RECORDED`] dispatches is submitted without
-    /// waiting. The bind group is made under the stream's lock, so that no
-    /// submission from another thread writes the arena between placing the
-    /// words and recording the dispatch that reads them.
+    /// waiting. The words are placed under the stream's lock, so that no
+    /// submission from another thread writes the arena between placing them
+    /// and recording the dispatch that reads them.
     pub(crate) fn dispatch(&self, d: &Dispatch<'_>) -> Result<()> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        let bind = {
-            let slots: Vec<_> = d
-                .words
-                .iter()
-                .map(|w| st.arena.place(&self.device, self.align, w))
-                .collect();
-            let entries: Vec<_> = slots
-                .iter()
-                .map(|&slot| st.arena.binding(slot))
-                .chain(d.buffers.iter().map(|b| b.as_entire_binding()))
-                .enumerate()
-                .map(|(i, resource)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource,
-                })
-                .collect();
-            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(d.label),
-                layout: d.layout,
-                entries: &entries,
-            });
-            if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(TensorError::Unsupported(format!(
-                    "gpu backend: binding {} failed: {e}",
-                    d.label
-                )));
-            }
-            bind
+        let mut offsets = [0; MAX_WORDS];
+        let mut bound = Vec::with_capacity(d.words.len() + d.buffers.len());
+        for (offset, words) in offsets.iter_mut().zip(d.words) {
+            let slot = st.arena.place(&self.device, self.align, words);
+            let (buffer, size) = st.arena.binding(slot);
+            bound.push((buffer.clone(), Some(size)));
+            *offset = slot.offset();
+        }
+        assert_eq!(
+            bound.len(),
+            d.words.len(),
+            "{}: over {MAX_WORDS} word bindings",
+            d.label
+        );
+        bound.extend(d.buffers.iter().map(|&b| (b.clone(), None)));
+        let key = BindKey {
+            layout: d.layout.clone(),
+            bound,
         };
+        let bind = match st.binds.entry(key) {
+            Entry::Occupied(known) => known.get().clone(),
+            Entry::Vacant(new) => {
+                let bind = self.bind(d.label, new.key())?;
+                new.insert(bind).clone()
+            }
+        };
+        let offsets = &offsets[..d.words.len()];
         if st.pass.is_none() {
             let encoder = st.encoder.get_or_insert_with(|| {
                 self.device
@@ -157,13 +180,44 @@ impl Stream {
         }
         let pass = st.pass.as_mut().expect("opened above");
         pass.set_pipeline(d.pipeline);
-        pass.set_bind_group(0, &bind, &[]);
+        pass.set_bind_group(0, &bind, offsets);
         pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
         st.recorded += 1;
         if st.recorded >= MAX_RECORDED {
             self.submit(st, |_| {});
         }
         Ok(())
+    }
+
+    /// A new bind group for `key`, checked: a binding wgpu refuses is an
+    /// error of the operation that records it.
+    fn bind(&self, label: &str, key: &BindKey) -> Result<wgpu::BindGroup> {
+        let entries: Vec<_> = (key.bound.iter().enumerate())
+            .map(|(i, (buffer, size))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match size {
+                    // Words, at the dynamic offset.
+                    Some(size) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer,
+                        offset: 0,
+                        size: Some(*size),
+                    }),
+                    None => buffer.as_entire_binding(),
+                },
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &key.layout,
+            entries: &entries,
+        });
+        match pollster::block_on(scope.pop()) {
+            None => Ok(bind),
+            Some(e) => Err(TensorError::Unsupported(format!(
+                "gpu backend: binding {label} failed: {e}"
+            ))),
+        }
     }
 
     /// Records `last` after everything pending and submits it all.
@@ -196,6 +250,7 @@ impl Stream {
         });
         last(&mut encoder);
         st.recorded = 0;
+        st.binds.clear();
         st.arena.write(&self.queue);
         let index = self.queue.submit([encoder.finish()]);
         // Work recorded from now on runs after everything that used these.

@@ -1,7 +1,10 @@
 //! Long recordings: many dispatches and large tables in one submission,
 //! each dispatch reading its own parameter words from the stream's arena.
 
+use std::collections::VecDeque;
+
 use edgeserve_tensor::Attention;
+use edgeserve_tensor::BinaryOp::{Add, Mul};
 
 use crate::{Rng, assert_close, cpu, gpu, up};
 
@@ -65,4 +68,45 @@ fn a_table_larger_than_an_arena_buffer_is_read_whole() {
         1e-4,
     );
     assert_close("attention-varlen, 6000 tokens", &got, &want, 1e-5, 1e-4);
+}
+
+/// Bind groups are reused within a recording (see `stream`): this records
+/// 600 steps over few buffers, so the same buffers meet again and again in
+/// the same roles, while results are freed and their buffers handed to new
+/// results, and every step uploads a fresh operand and drops it (a new
+/// buffer, whose identity a freed one could otherwise pass on). Every step
+/// reads two live results and the fresh operand with its own offset: a
+/// bind group that bound another dispatch's buffers, or a freed one, would
+/// put a wrong value in some result. Read-backs at steps 199 and 399 end
+/// recordings part-way, and every result still alive is checked.
+#[test]
+fn reused_bind_groups_bind_their_own_buffers() {
+    let mut rng = Rng::new(42);
+    let mut live: VecDeque<_> = (0..5)
+        .map(|_| {
+            let x = rng.tensor(&[64], -1.0, 1.0);
+            (up(&x), x)
+        })
+        .collect();
+    for step in 0..600usize {
+        let (a, b) = (step % live.len(), (step * 3 + 1) % live.len());
+        let fresh = rng.tensor(&[64], -1.0, 1.0);
+        let offset = (step % 7) as f32 * 0.125;
+        let c = cpu().binary(Add, &live[a].1, &live[b].1).unwrap();
+        let c = cpu().binary(Mul, &c, &fresh).unwrap();
+        let c = cpu().affine(&c, 0.5, offset).unwrap();
+        let g = gpu().binary(Add, &live[a].0, &live[b].0).unwrap();
+        let g = gpu().binary(Mul, &g, &up(&fresh)).unwrap();
+        let g = gpu().affine(&g, 0.5, offset).unwrap();
+        // The oldest result goes; its buffer serves the next step's.
+        live.pop_front();
+        live.push_back((g, c));
+        if step % 200 == 199 {
+            let (g, c) = live.back().unwrap();
+            assert_close(&format!("step {step}"), g, c, 1e-5, 1e-5);
+        }
+    }
+    for (i, (g, c)) in live.iter().enumerate() {
+        assert_close(&format!("live result {i}"), g, c, 1e-5, 1e-5);
+    }
 }
