@@ -8,8 +8,11 @@ mod common;
 use std::sync::LazyLock;
 
 use common::{
-    TestServer, data_json, error_text, floats, ints, max_abs_diff, names, output, status_json,
+    TestServer, data_json, error_text, floats, ints, max_abs_diff, names, output, settings,
+    status_json,
 };
+use edgeserve::devices::DeviceChoice;
+use edgeserve_e2e::model_repository;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -163,6 +166,73 @@ async fn gpt2_matches_hugging_face() {
     assert_eq!(names(&body["outputs"]), ["logits"], "{body}");
     assert_eq!(output(&body, "logits")["shape"], json!([1, vocab]));
     server.stop().await;
+}
+
+/// Greedy decoding that nothing watches token by token reads its ids back a
+/// chunk at a time (1, 2, 4, then 8 ids; the model's argmax feeds the next
+/// step on the host either way); a stop text that never matches makes the
+/// same request decode token by token. Both must give the same tokens,
+/// text and finish reason: at lengths that end inside a chunk and at the
+/// context's end, for every reference prompt, on the CPU and on the GPU
+/// (Mesa lavapipe in CI), and on the GPU the reference's greedy ids.
+#[tokio::test(flavor = "multi_thread")]
+async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
+    let cpu = TestServer::start(&["gpt2"]).await;
+    let repo = model_repository(&["gpt2"]);
+    let mut on_gpu = settings(&repo);
+    on_gpu.device = DeviceChoice::Gpu;
+    let running = edgeserve::app::start(on_gpu).await.unwrap_or_else(|e| {
+        panic!("the GPU backend must start (install mesa-vulkan-drivers): {e}")
+    });
+    let gpu = TestServer::attach(running, repo);
+    let prompts: Vec<&str> = reference()["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    let ends = |body: &Value| {
+        let reasons = output(body, "finish_reason")["data"].clone();
+        (id_rows(output(body, "tokens")), texts(body), reasons)
+    };
+    for (device, server) in [("cpu", &cpu), ("gpu", &gpu)] {
+        for max_tokens in [1, 6, 13, 1000] {
+            let chunked = json!({"max_tokens": max_tokens, "return_tokens": true, "return_finish_reason": true});
+            let mut watched = chunked.clone();
+            watched["stop"] = json!("<a stop text this model never writes>");
+            let (want, got) = (
+                ends(&server.gpt2(&prompts, watched).await),
+                ends(&server.gpt2(&prompts, chunked).await),
+            );
+            assert_eq!(got, want, "{device}, max_tokens {max_tokens}");
+            // Every row runs to its budget (this random model does not end
+            // early): 1000 runs into the context, 128 positions, which an
+            // empty prompt starts with one <|endoftext|> of.
+            let lengths: Vec<usize> = got.0.iter().map(Vec::len).collect();
+            let budgets: Vec<usize> = reference()["prompts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| max_tokens.min(128 - ints(&p["ids"]).len().max(1)))
+                .collect();
+            assert_eq!(lengths, budgets, "{device}, max_tokens {max_tokens}");
+        }
+    }
+    let body = gpu
+        .gpt2(
+            &prompts,
+            json!({"max_tokens": reference()["greedy_tokens"], "return_tokens": true}),
+        )
+        .await;
+    let want: Vec<Vec<i64>> = reference()["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ints(&p["greedy_ids"]))
+        .collect();
+    assert_eq!(id_rows(output(&body, "tokens")), want, "gpu greedy ids");
+    cpu.stop().await;
+    gpu.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,10 @@
 //! `merges.txt`. Tokenization runs in the guest; the transformer runs on host
 //! ops, and the keys and values of past positions stay on the host between
 //! decode steps, so each new token costs one position's worth of compute.
+//! A greedy id goes from the argmax straight into the next step's embedding
+//! lookup, never through the guest; when nothing watches the tokens one by
+//! one (not streamed, no stop text, no log probabilities), the ids are read
+//! back a few at a time, so a GPU runs several steps per wait.
 //!
 //! Input `text`: BYTES `[n]`, one prompt per element (an empty prompt starts
 //! from `<|endoftext|>`).
@@ -54,7 +58,7 @@ mod transformer;
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Bound;
 
-use edgeserve_sdk::output::{Flow, TextStream};
+use edgeserve_sdk::output::{self, Flow, TextStream};
 use edgeserve_sdk::{
     Dtype, InferError, Model, ModelMetadata, Output, Request, Tensor, TensorSpec, export_model,
     model,
@@ -62,7 +66,7 @@ use edgeserve_sdk::{
 
 use sampling::{Decoding, SplitMix64, next_token};
 use tokenizer::Tokenizer;
-use transformer::Gpt2;
+use transformer::{Gpt2, KvCache};
 
 /// Tokens generated when neither the request nor the config says.
 const DEFAULT_MAX_TOKENS: u32 = 32;
@@ -284,51 +288,150 @@ impl Generator {
         let budget = (settings.max_tokens as usize).min(context - start.len());
         let mut cache = self.gpt2.cache();
         let logits = self.gpt2.forward(&start, &mut cache)?;
-        let mut rng = SplitMix64::new(seed);
-        let mut stream = TextStream::new(index, settings.stops.clone());
-        let mut generated = Vec::new();
-        let mut logprobs = Vec::new();
-        let mut bytes = Vec::new();
+        let mut out = Continuation {
+            tokenizer: &self.tokenizer,
+            stream: TextStream::new(index, settings.stops.clone()),
+            generated: Vec::new(),
+            logprobs: Vec::new(),
+            bytes: Vec::new(),
+        };
+        // Greedy ids that nothing watches one by one (no stream, no stop
+        // text, no log probabilities) are read back a chunk at a time.
+        let unwatched = !output::streaming()
+            && settings.stops.iter().all(String::is_empty)
+            && !settings.return_logprobs;
+        let model = (&logits, &mut cache);
+        let finish = match settings.decoding {
+            Decoding::Greedy if unwatched => self.greedy_chunks(model, budget, &mut out)?,
+            _ => {
+                let mut rng = SplitMix64::new(seed);
+                self.token_by_token(model, budget, settings, &mut rng, &mut out)?
+            }
+        };
+        Ok(Generation {
+            prompt,
+            generated: out.generated,
+            logprobs: out.logprobs,
+            text: out.stream.finish(),
+            finish,
+            logits,
+        })
+    }
+
+    /// Decodes up to `budget` tokens after `logits`, reading each one back
+    /// before the next forward pass: the stream, stop texts and log
+    /// probabilities see every token as it comes. A greedy id still feeds
+    /// the next pass as the argmax tensor, not uploaded again.
+    fn token_by_token(
+        &self,
+        (logits, cache): (&Tensor, &mut KvCache),
+        budget: usize,
+        settings: &Settings,
+        rng: &mut SplitMix64,
+        out: &mut Continuation<'_>,
+    ) -> Result<Finish, InferError> {
         let mut step: Option<Tensor> = None;
-        let mut finish = Finish::Length;
-        while generated.len() < budget {
-            let current = step.as_ref().unwrap_or(&logits);
-            let next = next_token(current, settings.decoding, &mut rng)?;
+        while out.generated.len() < budget {
+            let current = step.as_ref().unwrap_or(logits);
+            let (next, tokens) = next_token(current, settings.decoding, rng)?;
             if next == self.tokenizer.end_of_text() {
-                finish = Finish::EndOfText;
-                break;
+                return Ok(Finish::EndOfText);
             }
             let logprob = match settings.return_logprobs {
                 true => Some(logprob(current, next)?),
                 false => None,
             };
-            generated.push(next);
-            logprobs.extend(logprob);
-            bytes.clear();
-            self.tokenizer.push_bytes(next, &mut bytes);
-            match stream.push(next, &bytes, logprob) {
-                Flow::Continue => {}
-                Flow::Stop => {
-                    finish = Finish::Stop;
-                    break;
-                }
-                Flow::Cancelled => {
-                    finish = Finish::Cancelled;
-                    break;
-                }
+            if let Some(finish) = out.push(next, logprob) {
+                return Ok(finish);
             }
-            if generated.len() < budget {
-                step = Some(self.gpt2.forward(&[next], &mut cache)?);
+            if out.generated.len() < budget {
+                step = Some(self.gpt2.forward_tokens(&tokens, cache)?);
             }
         }
-        Ok(Generation {
-            prompt,
-            generated,
-            logprobs,
-            text: stream.finish(),
-            finish,
-            logits,
-        })
+        Ok(Finish::Length)
+    }
+
+    /// Greedy decoding of up to `budget` tokens after `logits` where
+    /// nothing needs each token as it comes: every argmax feeds the next
+    /// forward pass on the host, and the ids are read back a chunk at a
+    /// time, so a GPU runs several passes per wait instead of one. Ids past
+    /// an `<|endoftext|>` in a chunk are dropped: the text is the one
+    /// token-by-token decoding gives, at the cost of the passes run past it
+    /// (see [`chunk_after`]).
+    fn greedy_chunks(
+        &self,
+        (logits, cache): (&Tensor, &mut KvCache),
+        budget: usize,
+        out: &mut Continuation<'_>,
+    ) -> Result<Finish, InferError> {
+        let mut step: Option<Tensor> = None;
+        while out.generated.len() < budget {
+            let done = out.generated.len();
+            let size = chunk_after(done).min(budget - done);
+            let mut ids = Vec::with_capacity(size);
+            for i in 0..size {
+                let id = step.as_ref().unwrap_or(logits).argmax(-1, false)?;
+                // As token by token: no pass after the budget's last token.
+                if done + i + 1 < budget {
+                    step = Some(self.gpt2.forward_tokens(&id, cache)?);
+                }
+                ids.push(id);
+            }
+            let ids = match &ids[..] {
+                [one] => one.to_i64_vec()?,
+                many => Tensor::concat(&many.iter().collect::<Vec<_>>(), 0)?.to_i64_vec()?,
+            };
+            for id in ids {
+                let next = id as u32;
+                if next == self.tokenizer.end_of_text() {
+                    return Ok(Finish::EndOfText);
+                }
+                if let Some(finish) = out.push(next, None) {
+                    return Ok(finish);
+                }
+            }
+        }
+        Ok(Finish::Length)
+    }
+}
+
+/// Most ids greedy decoding reads back at once (see
+/// [`Generator::greedy_chunks`]).
+const MAX_CHUNK: usize = 8;
+
+/// Ids to read back at once after `done` tokens: 1, 2, 4, then
+/// [`MAX_CHUNK`]. The passes run past an `<|endoftext|>` (at most one
+/// chunk's less one) are thus never more than the tokens before the chunk,
+/// and never more than `MAX_CHUNK - 1`: on the CPU, where a read-back costs
+/// next to nothing, that is the price of a GPU's fewer waits, paid only by
+/// texts that end at `<|endoftext|>`.
+fn chunk_after(done: usize) -> usize {
+    (done + 1).next_power_of_two().min(MAX_CHUNK)
+}
+
+/// The tokens generated for one prompt, as they are accepted.
+struct Continuation<'a> {
+    tokenizer: &'a Tokenizer,
+    stream: TextStream,
+    generated: Vec<u32>,
+    logprobs: Vec<f32>,
+    /// Scratch for one token's bytes.
+    bytes: Vec<u8>,
+}
+
+impl Continuation<'_> {
+    /// Accepts `next` (not `<|endoftext|>`): why generation ends here, if
+    /// the stream says so.
+    fn push(&mut self, next: u32, logprob: Option<f32>) -> Option<Finish> {
+        self.generated.push(next);
+        self.logprobs.extend(logprob);
+        self.bytes.clear();
+        self.tokenizer.push_bytes(next, &mut self.bytes);
+        match self.stream.push(next, &self.bytes, logprob) {
+            Flow::Continue => None,
+            Flow::Stop => Some(Finish::Stop),
+            Flow::Cancelled => Some(Finish::Cancelled),
+        }
     }
 }
 

@@ -43,19 +43,37 @@ impl SplitMix64 {
     }
 }
 
-/// The next token after `logits` (`[1, vocab]`).
+/// The next token after `logits` (`[1, vocab]`), and the same id as an
+/// INT64 `[1]` tensor for the next forward pass.
 ///
-/// Greedy decoding reads back one index; sampling reads the `top_k` best
-/// logits (found on the host) or, without top-k, the whole row.
-pub fn next_token(logits: &Tensor, decoding: Decoding, rng: &mut SplitMix64) -> Result<u32, Error> {
-    let (temperature, top_k, top_p) = match decoding {
-        Decoding::Greedy => return Ok(logits.argmax(-1, false)?.to_i64_vec()?[0] as u32),
+/// Greedy decoding reads back one index, and its tensor is the argmax
+/// itself; sampling reads the `top_k` best logits (found on the host) or,
+/// without top-k, the whole row.
+pub fn next_token(
+    logits: &Tensor,
+    decoding: Decoding,
+    rng: &mut SplitMix64,
+) -> Result<(u32, Tensor), Error> {
+    let id = match decoding {
+        Decoding::Greedy => {
+            let id = logits.argmax(-1, false)?;
+            return Ok((id.to_i64_vec()?[0] as u32, id));
+        }
         Decoding::Sample {
             temperature,
             top_k,
             top_p,
-        } => (temperature, top_k, top_p),
+        } => sample(logits, (temperature, top_k, top_p), rng)?,
     };
+    Ok((id, Tensor::from_i64(&[1], &[i64::from(id)])?))
+}
+
+/// A draw for [`Decoding::Sample`] with its `(temperature, top_k, top_p)`.
+fn sample(
+    logits: &Tensor,
+    (temperature, top_k, top_p): (f64, u32, f64),
+    rng: &mut SplitMix64,
+) -> Result<u32, Error> {
     let vocab = logits.shape().last().copied().unwrap_or(0);
     // Candidates as (logit, id), best first.
     let mut candidates: Vec<(f32, u32)> = if top_k > 0 && top_k < vocab {

@@ -166,15 +166,22 @@ impl Gpt2 {
     /// model, appends their keys and values to `cache` and returns the
     /// logits of the last one, `[1, vocab]`.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor, Error> {
-        let n = ids.len() as u32;
         let tokens: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
-        let tokens = Tensor::from_i64(&[n], &tokens)?;
+        self.forward_tokens(&Tensor::from_i64(&[ids.len() as u32], &tokens)?, cache)
+    }
+
+    /// [`forward`](Gpt2::forward) on ids held by the host as an INT64 `[n]`
+    /// tensor, such as the argmax of the previous logits: the id goes from
+    /// that op to the embedding lookup without a round trip through the
+    /// guest.
+    pub fn forward_tokens(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor, Error> {
+        let n = tokens.shape()[0];
         // The position embeddings are rows `start..start + n` of `wpe`: a
         // slice, no position ids to build and upload.
         let start = cache.len;
         let mut x = self
             .wte
-            .embedding(&tokens)?
+            .embedding(tokens)?
             .add(&self.wpe.slice(0, start, start + n)?)?;
         for (block, slot) in self.blocks.iter().zip(&mut cache.layers) {
             x = x.add(&self.attention(block, &x, slot)?)?;
