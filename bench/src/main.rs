@@ -26,6 +26,11 @@ use edgeserve_e2e::runtime_config;
 use crate::model::Linear;
 use crate::stats::{Samples, duration_ratio, fmt_duration, ratio};
 
+// The `edgeserve` binary's allocator, so the in-process server (and the
+// native handler beside it) allocate as the shipped server does.
+#[global_allocator]
+static ALLOCATOR: edgeserve::malloc::Allocator = edgeserve::malloc::Allocator;
+
 /// Iteration counts and durations of a run.
 struct Plan {
     quick: bool,
@@ -136,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let plan = Plan::new(quick);
+    edgeserve::malloc::purge_promptly();
 
     eprintln!("preparing linear…");
     let linear = Linear::load()?;

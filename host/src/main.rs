@@ -3,12 +3,16 @@
 use clap::Parser;
 use edgeserve::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: edgeserve::malloc::Allocator = edgeserve::malloc::Allocator;
+
 fn main() -> anyhow::Result<()> {
     let Cli {
         command,
         log_format,
     } = Cli::parse();
     edgeserve::logging::init(log_format);
+    edgeserve::malloc::purge_promptly();
     edgeserve::malloc::cap_arenas();
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;

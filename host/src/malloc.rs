@@ -1,11 +1,37 @@
-//! The allocator settings the server runs with.
+//! The allocator the server runs with, and glibc's settings for the C
+//! code that still uses glibc's.
+
+/// The global allocator of the `edgeserve` binary and the bench, which
+/// declare it with `#[global_allocator]`. mimalloc's thread-local free
+/// lists make the many small, short-lived allocations of a request (body,
+/// decoded tensors, response) cheaper than glibc's malloc, whose calls were
+/// a tenth of the server's CPU time on a small model's requests
+/// (bench/RESULTS.md, "HTTP path").
+pub use mimalloc::MiMalloc as Allocator;
+
+/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h` enum; the Rust
+/// binding names no constant for it).
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has [`Allocator`] hand freed pages back to the OS at once rather than
+/// after its default 10 ms delay. With the delay, the pages of large
+/// bodies (read up to the 64 MiB limit) stayed resident: RSS swung
+/// between 240 and 560 MiB in a soak where it stays between 110 and 190
+/// MiB purging at once (bench/RESULTS.md, "HTTP path"). Call it first.
+pub fn purge_promptly() {
+    // SAFETY: setting an option is a plain store mimalloc reads on its next
+    // purge; PURGE_DELAY is an option it defines, 0 a value it accepts.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+}
 
 /// Caps glibc at [`ARENAS`] malloc arenas, unless the deployer set
-/// `MALLOC_ARENA_MAX`. glibc gives each thread that finds an arena locked
-/// one of its own (up to 8 per core) and keeps their freed memory, so under
-/// load the server's RSS grew in steps that never came back (+12% in a
-/// 10-minute soak); with two arenas it stays flat at the same throughput
-/// (bench/RESULTS.md, "Soak and chaos"). Call it before starting threads.
+/// `MALLOC_ARENA_MAX`, for the C libraries that still allocate through it
+/// (the Vulkan driver). glibc gives each thread that finds an arena locked
+/// one of its own (up to 8 per core) and keeps their freed memory: when
+/// all of the server allocated through glibc, its RSS grew under load in
+/// steps that never came back (+12% in a 10-minute soak), and with two
+/// arenas it stayed flat (bench/RESULTS.md, "Soak and chaos"). Call it
+/// before starting threads.
 pub fn cap_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -70,6 +70,39 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
+/// Values of [`RequestLabels::outcome`].
+const OUTCOMES: [&str; 3] = ["success", "failure", "offloaded"];
+/// Values of [`RequestLabels::protocol`].
+const PROTOCOLS: [&str; 2] = ["http", "grpc"];
+
+/// One model version's per-request series, resolved when it loads so that
+/// a request updates them without hashing and cloning its labels.
+#[derive(Clone, Debug)]
+pub struct ModelSeries {
+    /// Its `queue_seconds` histogram.
+    pub queue_seconds: Histogram,
+    /// Its `compute_seconds` histogram.
+    pub compute_seconds: Histogram,
+    /// Its `inferences` counter.
+    pub inferences: Counter,
+    /// Its `requests` counters, by [`OUTCOMES`] then [`PROTOCOLS`].
+    requests: [[Counter; 2]; 3],
+}
+
+impl ModelSeries {
+    /// The `requests` counter of `outcome` ("success", "failure" or
+    /// "offloaded") over `protocol` ("http" or "grpc").
+    pub fn requests(&self, outcome: &str, protocol: &str) -> &Counter {
+        let index = |values: &[&str], value| {
+            values
+                .iter()
+                .position(|v| *v == value)
+                .unwrap_or_else(|| panic!("no request label value {value:?}"))
+        };
+        &self.requests[index(&OUTCOMES, outcome)][index(&PROTOCOLS, protocol)]
+    }
+}
+
 /// Every series edgeserve exports.
 pub struct Metrics {
     registry: Registry,
@@ -116,6 +149,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The per-request series of the model version `labels` names, every
+    /// request counter starting at zero.
+    pub fn model_series(&self, labels: &ModelLabels) -> ModelSeries {
+        let requests = OUTCOMES.map(|outcome| {
+            PROTOCOLS.map(|protocol| {
+                let labels = RequestLabels {
+                    model: labels.model.clone(),
+                    version: labels.version.clone(),
+                    outcome,
+                    protocol,
+                };
+                self.requests.get_or_create(&labels).clone()
+            })
+        });
+        ModelSeries {
+            queue_seconds: self.queue_seconds.get_or_create(labels).clone(),
+            compute_seconds: self.compute_seconds.get_or_create(labels).clone(),
+            inferences: self.inferences.get_or_create(labels).clone(),
+            requests,
+        }
+    }
+
     /// Registers every series under the `edgeserve_` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("edgeserve");

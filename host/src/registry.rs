@@ -7,7 +7,7 @@ use edgeserve_tensor::BackendInfo;
 
 use crate::devices::{DeviceError, Devices};
 
-use crate::metrics::{Metrics, ModelLabels};
+use crate::metrics::{Metrics, ModelLabels, ModelSeries};
 use crate::protocol::Datatype;
 use crate::repository::{BatchingConfig, ModelConfig, Repository, RepositoryError};
 use crate::runtime::{
@@ -93,6 +93,15 @@ pub struct LoadedModel {
     pub device: BackendInfo,
     /// Metric labels.
     pub labels: ModelLabels,
+    /// Its per-request series.
+    pub series: ModelSeries,
+}
+
+impl std::fmt::Display for LoadedModel {
+    /// `name:version`, as errors and logs name a model version.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.version)
+    }
 }
 
 /// One row of the repository index.
@@ -280,6 +289,7 @@ impl ModelRegistry {
             batcher,
             config: config.clone(),
             device: backend.info(),
+            series: self.metrics.model_series(&labels),
             labels,
         })
     }

@@ -388,10 +388,10 @@ pub fn protect(router: Router, policy: Arc<AccessPolicy>) -> Router {
 
 /// [`protect`] for a protocol that writes its refusals as `render` does.
 pub fn protect_with(router: Router, policy: Arc<AccessPolicy>, render: RenderDenied) -> Router {
-    router.layer(axum::middleware::from_fn_with_state(
-        (policy, render),
-        enforce,
-    ))
+    // One check around the whole router rather than `Router::layer`, which
+    // wraps every route and clones each route's boxed stack per request.
+    let guard = axum::middleware::from_fn_with_state((policy, render), enforce);
+    Router::new().fallback_service(tower::Layer::layer(&guard, router))
 }
 
 #[cfg(test)]

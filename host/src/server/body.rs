@@ -28,7 +28,10 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         return Err(too_large());
     }
     let mut body = body;
-    let mut buffer = bytes::BytesMut::new();
+    // A body that arrives in one frame (most do) is kept as it came, not
+    // copied; a second frame starts a buffer holding both.
+    let mut first = Bytes::new();
+    let mut buffer: Option<bytes::BytesMut> = None;
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame
@@ -38,7 +41,15 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         };
         seen = seen.saturating_add(data.len());
         if seen <= limit {
-            buffer.extend_from_slice(&data);
+            match &mut buffer {
+                Some(buffer) => buffer.extend_from_slice(&data),
+                None if first.is_empty() => first = data,
+                None => {
+                    let mut joined = bytes::BytesMut::from(std::mem::take(&mut first));
+                    joined.extend_from_slice(&data);
+                    buffer = Some(joined);
+                }
+            }
         } else if seen > limit.saturating_add(DRAIN_CAP) {
             return Err(too_large());
         }
@@ -46,7 +57,7 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     if seen > limit {
         return Err(too_large());
     }
-    Ok(buffer.freeze())
+    Ok(buffer.map_or(first, bytes::BytesMut::freeze))
 }
 
 /// A body read on first use and kept, so that a request both decoded and

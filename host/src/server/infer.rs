@@ -16,7 +16,6 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::state::AppState;
 use super::upstream::{self, Reason};
-use crate::metrics::RequestLabels;
 use crate::protocol::Datatype;
 use crate::registry::{LoadedModel, RegistryError};
 use crate::runtime::{OutputSink, Parameter, PoolError, Value};
@@ -219,15 +218,7 @@ pub async fn infer_via(
         Ok(Outcome::Offload(_)) => "offloaded",
         Err(_) => "failure",
     };
-    app.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            model: model.labels.model.clone(),
-            version: model.labels.version.clone(),
-            outcome,
-            protocol: protocol.label(),
-        })
-        .inc();
+    model.series.requests(outcome, protocol.label()).inc();
     result
 }
 
@@ -275,18 +266,10 @@ async fn run(
         }
         ran => ran?,
     };
-    app.metrics
-        .queue_seconds
-        .get_or_create(&model.labels)
-        .observe(timing.queue.as_secs_f64());
-    app.metrics
-        .compute_seconds
-        .get_or_create(&model.labels)
-        .observe(timing.compute.as_secs_f64());
-    app.metrics
-        .inferences
-        .get_or_create(&model.labels)
-        .inc_by(batch);
+    let series = &model.series;
+    series.queue_seconds.observe(timing.queue.as_secs_f64());
+    series.compute_seconds.observe(timing.compute.as_secs_f64());
+    series.inferences.inc_by(batch);
     Ok(Outcome::Served(InferResponse {
         model: model.clone(),
         outputs,
@@ -295,7 +278,7 @@ async fn run(
 
 /// Checks inputs and requested outputs against what the model declares.
 fn validate(model: &LoadedModel, request: &InferRequest) -> Result<(), InferError> {
-    let label = format!("{}:{}", model.name, model.version);
+    let label = model;
     let declared = &model.metadata.inputs;
     for (name, value) in &request.inputs {
         let Some(spec) = declared.iter().find(|s| s.name == *name) else {

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -112,20 +111,17 @@ pub async fn model_ready(
 /// `POST /v2/models/{m}[/versions/{v}]/infer`: the body (JSON, or JSON and
 /// binary tensor data) is decoded once the model is found, and forwarded
 /// as received when the upstream is to serve it.
-pub async fn infer(
-    State(app): Shared,
-    Path(model): Path<ModelRef>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn infer(State(app): Shared, Path(model): Path<ModelRef>, request: Request) -> Response {
+    // The parts by value, not the `HeaderMap` extractor's copy of them.
+    let (parts, body) = request.into_parts();
+    let (uri, headers) = (&parts.uri, &parts.headers);
     let _inflight = InFlight::enter(&app);
-    let forwardable = upstream::may_forward(&app, &headers);
+    let forwardable = upstream::may_forward(&app, headers);
     let mut body = LazyBody::Unread(body);
     let mut envelope = None;
     let decode = async {
-        let bytes = body.bytes(&headers, app.max_body).await?;
-        let (request, wire) = oip::decode(oip::json_len(&headers)?, &bytes)?;
+        let bytes = body.bytes(headers, app.max_body).await?;
+        let (request, wire) = oip::decode(oip::json_len(headers)?, &bytes)?;
         envelope = Some(wire);
         Ok::<_, ApiError>(request)
     };
@@ -142,18 +138,10 @@ pub async fn infer(
             )
             .into_response()
         }
-        Ok(Outcome::Offload(reason)) => match body.bytes(&headers, app.max_body).await {
+        Ok(Outcome::Offload(reason)) => match body.bytes(headers, app.max_body).await {
             Ok(bytes) => {
-                upstream::forward(
-                    &app,
-                    &model.name,
-                    reason,
-                    Method::POST,
-                    &uri,
-                    &headers,
-                    bytes,
-                )
-                .await
+                upstream::forward(&app, &model.name, reason, Method::POST, uri, headers, bytes)
+                    .await
             }
             Err(e) => e.into_response(),
         },
