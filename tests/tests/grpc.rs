@@ -313,6 +313,15 @@ async fn grpc_requests_for_models_missing_here_reach_the_upstream() {
         metrics.contains(r#"offloaded_requests_total{model="linear",reason="missing"} 2"#),
         "{metrics}"
     );
+    // The upstream counts each request under the protocol it came in on:
+    // the direct calls over gRPC, the forwarded ones over REST.
+    let (_, metrics) = back.get_text("/metrics").await;
+    for protocol in ["grpc", "http"] {
+        let line = format!(
+            r#"edgeserve_requests_total{{model="linear",version="1",outcome="success",protocol="{protocol}"}} 2"#
+        );
+        assert!(metrics.contains(&line), "metrics lack {line}:\n{metrics}");
+    }
 
     // The upstream's errors come back as gRPC statuses naming the problem.
     let mut bad = linear(true);
