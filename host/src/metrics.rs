@@ -70,10 +70,49 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
 }
 
-/// Values of [`RequestLabels::outcome`].
-const OUTCOMES: [&str; 3] = ["success", "failure", "offloaded"];
-/// Values of [`RequestLabels::protocol`].
-const PROTOCOLS: [&str; 2] = ["http", "grpc"];
+/// What became of a request, as [`RequestLabels::outcome`] labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// This server answered it.
+    Success,
+    /// It failed here.
+    Failure,
+    /// The upstream answered it.
+    Offloaded,
+}
+
+impl RequestOutcome {
+    const ALL: [RequestOutcome; 3] = [Self::Success, Self::Failure, Self::Offloaded];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Offloaded => "offloaded",
+        }
+    }
+}
+
+/// The wire protocol a request came in on, as [`RequestLabels::protocol`]
+/// labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// REST (OIP JSON and binary, `/generate`, …).
+    Http,
+    /// OIP over gRPC.
+    Grpc,
+}
+
+impl Protocol {
+    const ALL: [Protocol; 2] = [Self::Http, Self::Grpc];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
 
 /// One model version's per-request series, resolved when it loads so that
 /// a request updates them without hashing and cloning its labels.
@@ -85,21 +124,14 @@ pub struct ModelSeries {
     pub compute_seconds: Histogram,
     /// Its `inferences` counter.
     pub inferences: Counter,
-    /// Its `requests` counters, by [`OUTCOMES`] then [`PROTOCOLS`].
+    /// Its `requests` counters, indexed by outcome then protocol.
     requests: [[Counter; 2]; 3],
 }
 
 impl ModelSeries {
-    /// The `requests` counter of `outcome` ("success", "failure" or
-    /// "offloaded") over `protocol` ("http" or "grpc").
-    pub fn requests(&self, outcome: &str, protocol: &str) -> &Counter {
-        let index = |values: &[&str], value| {
-            values
-                .iter()
-                .position(|v| *v == value)
-                .unwrap_or_else(|| panic!("no request label value {value:?}"))
-        };
-        &self.requests[index(&OUTCOMES, outcome)][index(&PROTOCOLS, protocol)]
+    /// The `requests` counter of `outcome` over `protocol`.
+    pub fn requests(&self, outcome: RequestOutcome, protocol: Protocol) -> &Counter {
+        &self.requests[outcome as usize][protocol as usize]
     }
 }
 
@@ -152,13 +184,13 @@ impl Metrics {
     /// The per-request series of the model version `labels` names, every
     /// request counter starting at zero.
     pub fn model_series(&self, labels: &ModelLabels) -> ModelSeries {
-        let requests = OUTCOMES.map(|outcome| {
-            PROTOCOLS.map(|protocol| {
+        let requests = RequestOutcome::ALL.map(|outcome| {
+            Protocol::ALL.map(|protocol| {
                 let labels = RequestLabels {
                     model: labels.model.clone(),
                     version: labels.version.clone(),
-                    outcome,
-                    protocol,
+                    outcome: outcome.label(),
+                    protocol: protocol.label(),
                 };
                 self.requests.get_or_create(&labels).clone()
             })

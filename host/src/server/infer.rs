@@ -16,6 +16,8 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::state::AppState;
 use super::upstream::{self, Reason};
+pub use crate::metrics::Protocol;
+use crate::metrics::RequestOutcome;
 use crate::protocol::Datatype;
 use crate::registry::{LoadedModel, RegistryError};
 use crate::runtime::{OutputSink, Parameter, PoolError, Value};
@@ -99,24 +101,6 @@ impl From<InferError> for ApiError {
             InferError::Decode(e) => e,
             InferError::Invalid(message) => ApiError::bad_request(message),
             InferError::Pool(e) => e.into(),
-        }
-    }
-}
-
-/// The wire protocol a request came in on, as the request counter labels it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// REST (OIP JSON and binary, `/generate`, …).
-    Http,
-    /// OIP over gRPC.
-    Grpc,
-}
-
-impl Protocol {
-    fn label(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
         }
     }
 }
@@ -214,11 +198,11 @@ pub async fn infer_via(
     };
     let result = run(app, &model, forwardable, decode, sink).await;
     let outcome = match &result {
-        Ok(Outcome::Served(_)) => "success",
-        Ok(Outcome::Offload(_)) => "offloaded",
-        Err(_) => "failure",
+        Ok(Outcome::Served(_)) => RequestOutcome::Success,
+        Ok(Outcome::Offload(_)) => RequestOutcome::Offloaded,
+        Err(_) => RequestOutcome::Failure,
     };
-    model.series.requests(outcome, protocol.label()).inc();
+    model.series.requests(outcome, protocol).inc();
     result
 }
 
@@ -278,20 +262,19 @@ async fn run(
 
 /// Checks inputs and requested outputs against what the model declares.
 fn validate(model: &LoadedModel, request: &InferRequest) -> Result<(), InferError> {
-    let label = model;
     let declared = &model.metadata.inputs;
     for (name, value) in &request.inputs {
         let Some(spec) = declared.iter().find(|s| s.name == *name) else {
             let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
             return Err(InferError::Invalid(format!(
-                "model {label} has no input '{name}' (its inputs: {})",
+                "model {model} has no input '{name}' (its inputs: {})",
                 names.join(", ")
             )));
         };
         let datatype = Datatype::of(value);
         if spec.datatype != datatype.name() {
             return Err(InferError::Invalid(format!(
-                "input '{name}' of model {label} must be {}, got {datatype}",
+                "input '{name}' of model {model} must be {}, got {datatype}",
                 spec.datatype
             )));
         }
@@ -304,7 +287,7 @@ fn validate(model: &LoadedModel, request: &InferRequest) -> Result<(), InferErro
                 .all(|(&want, &got)| want == -1 || want == got as i64);
         if !fits {
             return Err(InferError::Invalid(format!(
-                "input '{name}' of model {label} must have shape {:?} (-1: any size), got {shape:?}",
+                "input '{name}' of model {model} must have shape {:?} (-1: any size), got {shape:?}",
                 spec.shape
             )));
         }
@@ -314,7 +297,7 @@ fn validate(model: &LoadedModel, request: &InferRequest) -> Result<(), InferErro
         .find(|s| !request.inputs.iter().any(|(name, _)| *name == s.name))
     {
         return Err(InferError::Invalid(format!(
-            "model {label} needs input '{}' ({} {:?})",
+            "model {model} needs input '{}' ({} {:?})",
             missing.name, missing.datatype, missing.shape
         )));
     }
@@ -323,7 +306,7 @@ fn validate(model: &LoadedModel, request: &InferRequest) -> Result<(), InferErro
         if !produced.iter().any(|s| s.name == *output) {
             let names: Vec<&str> = produced.iter().map(|s| s.name.as_str()).collect();
             return Err(InferError::Invalid(format!(
-                "model {label} has no output '{output}' (its outputs: {})",
+                "model {model} has no output '{output}' (its outputs: {})",
                 names.join(", ")
             )));
         }
