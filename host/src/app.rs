@@ -210,13 +210,14 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
                 .map_err(|source| StartError::Bind { addr, source })
         })
         .transpose()?;
-    let router = auth::protect(server.router(), access);
-    // The console's page and assets are public; its API calls carry a key.
+    // The console's page and assets are open by their paths
+    // (`AccessPolicy::classify`); its API calls carry a key.
     let router = if settings.console {
-        router.merge(crate::server::console::router())
+        server.router().merge(crate::server::console::router())
     } else {
-        router
+        server.router()
     };
+    let router = auth::protect(router, access);
     let http = crate::tls::serve(listener, router, tls.as_ref(), stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {

@@ -18,6 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tower::make::Shared;
+
+use crate::server::auth::Protected;
 
 /// Where the server's certificate and key are.
 #[derive(Clone, Debug)]
@@ -259,11 +262,11 @@ impl axum::serve::Listener for TlsListener {
 /// A server run to completion.
 pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
-/// Serves `router` on `tcp`, over TLS when `tls` is set, until `stop`
+/// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls` is set, until `stop`
 /// turns true, then lets requests in flight finish.
 pub fn serve(
     tcp: TcpListener,
-    router: axum::Router,
+    router: Protected,
     tls: Option<&Tls>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
@@ -272,12 +275,12 @@ pub fn serve(
     };
     Ok(match tls {
         None => Box::pin(
-            axum::serve(tcp, router)
+            axum::serve(tcp, Shared::new(router))
                 .with_graceful_shutdown(stopped)
                 .into_future(),
         ),
         Some(tls) => Box::pin(
-            axum::serve(TlsListener::new(tcp, tls.clone())?, router)
+            axum::serve(TlsListener::new(tcp, tls.clone())?, Shared::new(router))
                 .with_graceful_shutdown(stopped)
                 .into_future(),
         ),

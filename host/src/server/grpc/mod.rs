@@ -33,6 +33,7 @@ use axum::middleware;
 use axum::response::Response;
 use tonic::service::Routes;
 use tonic::{Code, Status};
+use tower::make::Shared;
 
 use self::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::auth::{self, AccessPolicy};
@@ -40,7 +41,7 @@ use super::state::AppState;
 
 /// Every gRPC service over `app`, behind `access`: messages up to the
 /// server's body limit in both directions, larger ones RESOURCE_EXHAUSTED.
-pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> axum::Router {
+pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> auth::Protected {
     let limit = app.max_body;
     let inference = GrpcInferenceServiceServer::new(service::Inference::new(app))
         .max_decoding_message_size(limit)
@@ -105,7 +106,7 @@ fn denied_status(denied: auth::Denied) -> Response {
 /// response as several small frames; the TLS listener sets it too).
 pub fn serve(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
+    router: auth::Protected,
     tls: Option<&crate::tls::Tls>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<crate::tls::Serving> {
@@ -119,7 +120,7 @@ pub fn serve(
         }
     });
     Ok(Box::pin(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, Shared::new(router))
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|&stop| stop).await;
             })
