@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
@@ -105,8 +104,6 @@ impl Server {
             .merge(openai::router())
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            // The infer route enforces its own limit with a JSON 413.
-            .layer(DefaultBodyLimit::disable())
             .with_state(self.state.clone())
     }
 }
