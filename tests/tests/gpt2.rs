@@ -235,6 +235,90 @@ async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
     gpu.stop().await;
 }
 
+/// A repository with gpt2 whose vocabulary names id `end` `<|endoftext|>`,
+/// and the real one's id by `end`'s string.
+fn end_of_text_at(end: u64) -> edgeserve_e2e::ModelRepository {
+    let repo = model_repository(&["gpt2"]);
+    let path = repo.path().join("gpt2/1/vocab.json");
+    let mut vocab: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let word = vocab
+        .iter()
+        .find_map(|(word, id)| (id.as_u64() == Some(end)).then(|| word.clone()))
+        .unwrap();
+    let real = vocab.insert("<|endoftext|>".into(), json!(end)).unwrap();
+    vocab.insert(word, real);
+    std::fs::write(&path, serde_json::to_vec(&vocab).unwrap()).unwrap();
+    repo
+}
+
+/// Chunked greedy decoding stops where token-by-token decoding stops when
+/// the model writes `<|endoftext|>`, dropping the ids read back after it in
+/// the same chunk. The bundled random model never writes the real one, so
+/// a copy of it names id 677 `<|endoftext|>` (and the real one's id gets
+/// 677's string): greedy decoding of "Alice" writes 795 twelve times, then
+/// 677, which falls inside the fourth chunk (ids 7 to 14); the empty
+/// prompt, now started by 677, writes 677 first (the first chunk). CPU and
+/// GPU (Mesa lavapipe in CI).
+#[tokio::test(flavor = "multi_thread")]
+async fn gpt2_chunked_greedy_decoding_stops_at_end_of_text() {
+    let (cpu_repo, gpu_repo) = (end_of_text_at(677), end_of_text_at(677));
+    let mut on_gpu = settings(&gpu_repo);
+    on_gpu.device = DeviceChoice::Gpu;
+    let gpu = edgeserve::app::start(on_gpu).await.unwrap_or_else(|e| {
+        panic!("the GPU backend must start (install mesa-vulkan-drivers): {e}")
+    });
+    let cpu = edgeserve::app::start(settings(&cpu_repo)).await.unwrap();
+    let (cpu, gpu) = (
+        TestServer::attach(cpu, cpu_repo),
+        TestServer::attach(gpu, gpu_repo),
+    );
+    let prompts = ["Alice", "", "The"];
+    for (device, server) in [("cpu", &cpu), ("gpu", &gpu)] {
+        for max_tokens in [6, 20] {
+            let chunked = json!({"max_tokens": max_tokens, "return_tokens": true, "return_finish_reason": true});
+            let mut watched = chunked.clone();
+            watched["stop"] = json!("<a stop text this model never writes>");
+            let body = server.gpt2(&prompts, chunked).await;
+            let (ids, reasons) = (
+                id_rows(output(&body, "tokens")),
+                output(&body, "finish_reason"),
+            );
+            let want = server.gpt2(&prompts, watched).await;
+            assert_eq!(
+                (&ids, reasons, texts(&body)),
+                (
+                    &id_rows(output(&want, "tokens")),
+                    output(&want, "finish_reason"),
+                    texts(&want)
+                ),
+                "{device}, max_tokens {max_tokens}: chunked vs token by token"
+            );
+            let alice = match max_tokens {
+                6 => (vec![795; 6], "length"),
+                _ => (vec![795; 12], "eos"),
+            };
+            assert_eq!(
+                (ids[0].clone(), reasons["data"][0].as_str().unwrap()),
+                alice,
+                "{device}"
+            );
+            assert_eq!(
+                (ids[1].len(), &reasons["data"][1]),
+                (0, &json!("eos")),
+                "{device}"
+            );
+            assert_eq!(
+                (ids[2].len(), &reasons["data"][2]),
+                (max_tokens, &json!("length")),
+                "{device}"
+            );
+        }
+    }
+    cpu.stop().await;
+    gpu.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn gpt2_sampling_is_seeded_and_bounded() {
     let server = TestServer::start(&["gpt2"]).await;
