@@ -255,9 +255,11 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<tonic::Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let deadline = deadline(request.metadata());
         Ok(Response::new(stream::serve(
             self.app.clone(),
             request.into_inner(),
+            deadline,
         )))
     }
 

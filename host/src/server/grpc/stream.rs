@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -43,7 +44,14 @@ const BUFFERED: usize = 64;
 /// run side by side, so their responses may interleave; each carries its
 /// request's id). The call ends once the client has closed its side and
 /// every request has answered; a client that hangs up cancels what runs.
-pub fn serve(app: Arc<AppState>, mut requests: Streaming<ModelInferRequest>) -> Responses {
+/// With a `deadline` (the client's `grpc-timeout`, which bounds the whole
+/// call), the call ends there with DEADLINE_EXCEEDED, which cancels what
+/// still runs as a hang-up does.
+pub fn serve(
+    app: Arc<AppState>,
+    mut requests: Streaming<ModelInferRequest>,
+    deadline: Option<Duration>,
+) -> Responses {
     let (sender, receiver) = mpsc::channel(BUFFERED);
     tokio::spawn(async move {
         loop {
@@ -59,10 +67,29 @@ pub fn serve(app: Arc<AppState>, mut requests: Streaming<ModelInferRequest>) -> 
             }
         }
     });
-    Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
-        let next = receiver.recv().await?;
-        Some((next, receiver))
-    }))
+    let expired = Box::pin(async move {
+        match deadline {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    });
+    // The deadline's status is the call's last item: no timer after it.
+    Box::pin(futures::stream::unfold(
+        (receiver, Some(expired)),
+        move |(mut receiver, expired)| async move {
+            let mut expired = expired?;
+            tokio::select! {
+                next = receiver.recv() => Some((next?, (receiver, Some(expired)))),
+                () = &mut expired => {
+                    let limit = deadline.unwrap_or_default().as_millis();
+                    let status = Status::deadline_exceeded(format!(
+                        "the stream did not finish within the client's deadline of {limit} ms (grpc-timeout)"
+                    ));
+                    Some((Err(status), (receiver, None)))
+                }
+            }
+        },
+    ))
 }
 
 type Sender = mpsc::Sender<Result<ModelStreamInferResponse, Status>>;
