@@ -163,7 +163,7 @@ def model_config():
 def shape_rules():
     # First byte: the operation (see host/src/fuzz/shapes.rs); then dtype,
     # rank and dimension choices.
-    for op in range(24):
+    for op in range(25):
         write("shape_rules", f"op{op:02}", bytes([op, 0, 2, 3, 2, 0, 0, 2, 2, 3, 0, 1, 1, 2, 0, 3, 1, 2, 3, 1, 0, 1]))
         write("shape_rules", f"op{op:02}-huge", bytes([op, 0, 3, 0, 11, 9, 0, 0, 3, 11, 0, 10, 0, 1, 7, 6, 9, 1, 1]))
     # The contract 0.1.2 ops on inputs they accept: x is f32 [3, 2] (bytes
@@ -183,6 +183,12 @@ def shape_rules():
     # clip: to [-1, 0.5], and with a NaN bound (refused).
     write("shape_rules", "clip", bytes([23, *x, 1, 2, 1, 4]))
     write("shape_rules", "clip-nan", bytes([23, *x, 1, 8, 0]))
+    # attention-varlen: q, k, v f32 [3 tokens, 1 head, 2 wide]; sequences
+    # at offsets 0, 1, 3 (one token, then two); scaled by 0.5, not causal.
+    qkv = [[0, 3, 3, 1, 2, seed] for seed in range(3)]
+    write("shape_rules", "attention-varlen", bytes([24, *sum(qkv, []), 3, 0, 1, 3, 1, 0]))
+    # ... and offsets past the tokens, and one near usize::MAX.
+    write("shape_rules", "attention-varlen-offsets", bytes([24, *sum(qkv, []), 3, 0, 8, 9, 0, 1]))
 
 
 if __name__ == "__main__":

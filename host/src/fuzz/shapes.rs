@@ -194,11 +194,11 @@ pub fn shape_rules(data: &[u8]) {
     let Some(x) = input.tensor() else {
         return;
     };
-    let result = match op % 24 {
+    let result = match op % 25 {
         0 | 1 => {
             let Some(w) = input.tensor() else { return };
             let transpose_b = input.flag();
-            if op % 24 == 0 {
+            if op % 25 == 0 {
                 ops.matmul(&x, &w, transpose_b)
             } else {
                 let bias = input.tensor();
@@ -311,9 +311,20 @@ pub fn shape_rules(data: &[u8]) {
             let dims = input.shape();
             ops.expand(&x, &dims)
         }
-        _ => {
+        23 => {
             let (lo, hi) = (input.bound(), input.bound());
             ops.clip(&x, lo, hi)
+        }
+        _ => {
+            let (Some(k), Some(v)) = (input.tensor(), input.tensor()) else {
+                return;
+            };
+            let offsets: Vec<usize> = (0..input.byte() % 5).map(|_| input.pick(&ARGS)).collect();
+            let params = Attention {
+                scale: input.flag().then_some(0.5),
+                causal: input.flag(),
+            };
+            ops.attention_varlen([&x, &k, &v], &offsets, params)
         }
     };
     if let Ok(out) = result {
