@@ -12,13 +12,16 @@ and `label`), a little more work. Each MLServer configuration in
 `--workers` (its `parallel_workers`: 0 runs inference in the server
 process) is measured and the best one is compared.
 
-Needs `wrk` (Debian package) and MLServer in a virtual environment of its
-own (it pins its own dependencies), e.g.:
+Needs `wrk` (Debian package), the built `edgeserve` and digits component,
+and MLServer in a virtual environment of its own (it pins its own
+dependencies). The script itself needs scikit-learn (for the reference
+answers) and safetensors, so run it with that environment's Python:
 
-    python3 -m venv /tmp/mlserver && \\
-        /tmp/mlserver/bin/pip install mlserver==1.7.1 mlserver-sklearn==1.7.1
+    python3 -m venv /tmp/mlserver && /tmp/mlserver/bin/pip install \\
+        mlserver==1.7.1 mlserver-sklearn==1.7.1 safetensors
     cargo build --release -p edgeserve
-    python3 bench/mlserver_digits.py --mlserver /tmp/mlserver/bin/mlserver \\
+    (cd plugins && cargo build --release --target wasm32-wasip2 -p digits)
+    /tmp/mlserver/bin/python bench/mlserver_digits.py --mlserver /tmp/mlserver/bin/mlserver \\
         [--images 64] [--rounds 3] [--seconds 5] [--workers 0]
 
 Prints a Markdown table of requests/s and latency per side.
@@ -205,6 +208,7 @@ def main():
         # Only the digits model: a repository of its own.
         repo = tmp / "models"
         shutil.copytree(harness.MODELS / "digits", repo / "digits")
+        shutil.copy(harness.find_plugin("digits"), repo / "digits" / "1" / "model.wasm")
 
         sides = []
         try:
