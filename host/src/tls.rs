@@ -262,8 +262,8 @@ impl axum::serve::Listener for TlsListener {
 /// A server run to completion.
 pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
-/// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls` is set, until `stop`
-/// turns true, then lets requests in flight finish.
+/// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
+/// is set, until `stop` turns true, then lets requests in flight finish.
 pub fn serve(
     tcp: TcpListener,
     router: Protected,

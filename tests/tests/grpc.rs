@@ -175,6 +175,23 @@ async fn the_server_honours_grpc_timeout_and_reports_health() {
     server.stop().await;
 }
 
+/// A `ModelStreamInfer` call of one `message` with `grpc-timeout: timeout`.
+async fn stream_with_grpc_timeout(
+    inference: &mut GrpcInferenceServiceClient<Channel>,
+    message: ModelInferRequest,
+    timeout: &str,
+) -> tonic::Streaming<edgeserve::server::grpc::proto::ModelStreamInferResponse> {
+    let mut request = tonic::Request::new(futures::stream::iter([message]));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", timeout.parse().unwrap());
+    inference
+        .model_stream_infer(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// `grpc-timeout` bounds a whole `ModelStreamInfer` call: a request still
 /// running at the deadline ends the call with DEADLINE_EXCEEDED, naming the
 /// deadline, instead of the model's own answer after its longer one. A
@@ -185,52 +202,28 @@ async fn grpc_timeout_bounds_a_stream() {
     let (server, addr) = start(&["faulty"]).await;
     let mut inference = client(addr).await;
     // Action 2 spins until faulty's own 500 ms deadline.
-    let mut request = tonic::Request::new(futures::stream::iter([faulty(2)]));
-    request
-        .metadata_mut()
-        .insert("grpc-timeout", "100m".parse().unwrap());
-    let mut responses = inference
-        .model_stream_infer(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses = stream_with_grpc_timeout(&mut inference, faulty(2), "100m").await;
     let status = responses.message().await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         status.message().contains("100 ms (grpc-timeout)"),
         "{status:?}"
     );
-    // A stream within its deadline answers as before.
-    let mut request = tonic::Request::new(futures::stream::iter([faulty(0)]));
-    request
-        .metadata_mut()
-        .insert("grpc-timeout", "20S".parse().unwrap());
-    let mut responses = inference
-        .model_stream_infer(request)
-        .await
-        .unwrap()
-        .into_inner();
+    // A stream within its deadline answers as before (once the abandoned
+    // call no longer holds faulty's one instance).
     let answer = loop {
+        let mut responses = stream_with_grpc_timeout(&mut inference, faulty(0), "20S").await;
         let response = responses.message().await.unwrap().expect("an answer");
         match response.error_message.as_str() {
-            // The abandoned call still holds faulty's one instance.
-            busy if busy.contains("busy") => {
-                let mut request = tonic::Request::new(futures::stream::iter([faulty(0)]));
-                request
-                    .metadata_mut()
-                    .insert("grpc-timeout", "20S".parse().unwrap());
-                responses = inference
-                    .model_stream_infer(request)
-                    .await
-                    .unwrap()
-                    .into_inner();
+            busy if busy.contains("busy") => {}
+            "" => {
+                assert!(responses.message().await.unwrap().is_none(), "one answer");
+                break response.infer_response.unwrap();
             }
-            "" => break response.infer_response.unwrap(),
             other => panic!("{other}"),
         }
     };
     assert_eq!(answer.raw_output_contents[0].as_slice(), 0i32.to_le_bytes());
-    assert!(responses.message().await.unwrap().is_none(), "one answer");
     server.stop().await;
 }
 

@@ -69,21 +69,24 @@ pub fn serve(
     });
     let expired = Box::pin(async move {
         match deadline {
-            Some(limit) => tokio::time::sleep(limit).await,
+            Some(limit) => {
+                tokio::time::sleep(limit).await;
+                limit
+            }
             None => std::future::pending().await,
         }
     });
     // The deadline's status is the call's last item: no timer after it.
     Box::pin(futures::stream::unfold(
         (receiver, Some(expired)),
-        move |(mut receiver, expired)| async move {
+        |(mut receiver, expired)| async move {
             let mut expired = expired?;
             tokio::select! {
                 next = receiver.recv() => Some((next?, (receiver, Some(expired)))),
-                () = &mut expired => {
-                    let limit = deadline.unwrap_or_default().as_millis();
+                limit = &mut expired => {
                     let status = Status::deadline_exceeded(format!(
-                        "the stream did not finish within the client's deadline of {limit} ms (grpc-timeout)"
+                        "the stream did not finish within the client's deadline of {} ms (grpc-timeout)",
+                        limit.as_millis()
                     ));
                     Some((Err(status), (receiver, None)))
                 }
