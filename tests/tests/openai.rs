@@ -538,10 +538,21 @@ async fn generation_for_a_missing_model_is_relayed_from_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_relayed_stream_may_outlast_the_upstream_timeout_while_it_keeps_coming() {
-    let back = TestServer::start(&["gpt2"]).await;
+    // The upstream decodes on the GPU backend (lavapipe in CI): each token
+    // takes milliseconds there, so a quarter of the whole stream is a
+    // timeout of hundreds of milliseconds, far above the wait for the head
+    // or any one token even on a loaded machine. On the CPU the tiny model
+    // streams all of it in a few milliseconds, too close to scheduling noise.
+    let back_repo = edgeserve_e2e::model_repository(&["gpt2"]);
+    let mut on_gpu = common::settings(&back_repo);
+    on_gpu.device = edgeserve::devices::DeviceChoice::Gpu;
+    let running = edgeserve::app::start(on_gpu).await.unwrap_or_else(|e| {
+        panic!("the GPU backend must start (install mesa-vulkan-drivers): {e}")
+    });
+    let back = TestServer::attach(running, back_repo);
     let request = json!({
         "text_input": "The quick brown fox",
-        "parameters": {"max_tokens": 120}
+        "parameters": {"max_tokens": 60}
     });
     let path = "/v2/models/gpt2/generate_stream";
     let started = Instant::now();
@@ -553,9 +564,8 @@ async fn a_relayed_stream_may_outlast_the_upstream_timeout_while_it_keeps_coming
             .unwrap(),
     )
     .await;
-    // A quarter of the whole stream (120 tokens, most of the tiny test
-    // model's context): far longer than the wait for any one token, far
-    // shorter than all of them.
+    // A quarter of the whole stream (60 tokens): far longer than the wait
+    // for any one token, far shorter than all of them.
     let timeout = started.elapsed() / 4;
     let repo = edgeserve_e2e::model_repository(&["linear"]);
     let mut settings = common::settings(&repo);
