@@ -101,6 +101,9 @@ pub struct DeviceMemory {
     pub allocated: u64,
     /// Bytes of freed buffers kept for reuse.
     pub pooled: u64,
+    /// Bytes the device's allocator has handed out in all, when it reports
+    /// ([`GpuBackend::device_bytes`]).
+    pub device: Option<u64>,
 }
 
 impl Devices {
@@ -176,6 +179,7 @@ impl Devices {
             info: g.info(),
             allocated: g.allocated_bytes(),
             pooled: g.pooled_bytes(),
+            device: g.device_bytes(),
         })
     }
 

@@ -56,7 +56,7 @@ pub struct DeviceLabels {
 pub struct DeviceMemoryLabels {
     /// Device name.
     pub device: String,
-    /// "allocated" or "pooled".
+    /// "allocated", "pooled" or "device".
     pub state: &'static str,
 }
 
@@ -152,7 +152,8 @@ pub struct Metrics {
     pub weight_bytes: Family<ModelLabels, Gauge>,
     /// Inference requests being handled right now (the autoscaling signal).
     pub inflight: Gauge,
-    /// GPU memory by state ("allocated" by live tensors, "pooled" for reuse).
+    /// GPU memory by state ("allocated" by live tensors, "pooled" for reuse,
+    /// "device": all the device allocator handed out).
     pub device_memory: Family<DeviceMemoryLabels, Gauge>,
     /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
@@ -263,7 +264,7 @@ impl Metrics {
         );
         registry.register(
             "device_memory_bytes",
-            "GPU memory held by live tensors (allocated) and kept for reuse (pooled)",
+            "GPU memory held by live tensors (allocated), kept for reuse (pooled), and handed out by the device's allocator in all (device)",
             device_memory.clone(),
         );
         registry.register(

@@ -98,6 +98,18 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
         metrics.contains(r#"edgeserve_device_info{kind="gpu""#),
         "{metrics}"
     );
+    // The weights are live tensors, and the device's own allocator (which
+    // lavapipe's reports) counts them and everything else it handed out.
+    let memory = |state: &str| -> f64 {
+        let series = format!("state=\"{state}\"}}");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("edgeserve_device_memory_bytes{") && l.contains(&series))
+            .unwrap_or_else(|| panic!("no {state} device memory in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (allocated, device) = (memory("allocated"), memory("device"));
+    assert!(allocated > 0.0 && device >= allocated, "{metrics}");
     gpu.stop().await;
 }
 

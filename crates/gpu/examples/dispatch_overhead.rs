@@ -9,23 +9,30 @@
 //! spent recording, before the read-back submits. The affine chain runs
 //! twice: over a few recycled buffers, where dispatches bind the same
 //! buffers again and reuse a bind group, and keeping every result, where
-//! none does. The second runs the
-//! same request (a chain of 16 small ops and one read-back) on 1, 2, 4 and 8
-//! threads at once, each thread with its own inputs, and reports requests
-//! per second over all of them.
+//! none does. The second runs a model-like request, 24 linear layers with
+//! weights of their own, 100 times: microseconds per layer, and the part
+//! of it spent recording. The third runs the same request (a chain of 16
+//! small ops and one read-back) on 1, 2, 4 and 8 threads at once, each
+//! thread with its own inputs, and reports requests per second over all
+//! of them.
 
 use std::time::{Duration, Instant};
 
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::{Backend, Ops, Tensor, UnaryOp};
 
-/// Small inputs of one request: `x` `[16, 64]`, a `[64, 64]` weight, a bias.
+/// Small inputs of one request: `x` `[16, 64]`, a `[64, 64]` weight, a bias,
+/// and the [`LAYERS`] weights of a model-like request.
 struct Inputs {
     x: Tensor,
     w: Tensor,
     bias: Tensor,
     row: Tensor,
+    layers: Vec<Tensor>,
 }
+
+/// Layers of [`model_request`], each with weights of its own.
+const LAYERS: usize = 24;
 
 fn inputs(ops: Ops<'_>, seed: usize) -> Inputs {
     let data = |n: usize, k: usize| -> Vec<f32> {
@@ -43,7 +50,21 @@ fn inputs(ops: Ops<'_>, seed: usize) -> Inputs {
         w: up(&[64, 64], 104_729),
         bias: up(&[64], 31),
         row: up(&[64], 17),
+        layers: (0..LAYERS).map(|l| up(&[64, 64], 1009 + 2 * l)).collect(),
     }
+}
+
+/// A model's request: `x` through [`LAYERS`] linear layers (bias + gelu),
+/// each binding weights no other dispatch of the request binds, as a real
+/// model's layers do; only the next request binds them again.
+fn model_request(ops: Ops<'_>, i: &Inputs) -> Tensor {
+    let mut t = i.x.clone();
+    for w in &i.layers {
+        t = ops
+            .linear(&t, w, false, Some(&i.bias), Some(UnaryOp::Gelu))
+            .expect("linear");
+    }
+    t
 }
 
 /// Records a chain of `len` ops on a request's inputs.
@@ -133,6 +154,26 @@ fn main() {
             per_op(recording)
         );
     }
+
+    println!(
+        "\n| {LAYERS} layers, each its own weights, then a read-back (100 requests) | µs per op | of which recording |"
+    );
+    println!("|:--|--:|--:|");
+    const MODEL_REQUESTS: usize = 100;
+    let (mut total, mut recording) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..MODEL_REQUESTS {
+        let start = Instant::now();
+        let t = model_request(ops, &one);
+        recording += start.elapsed();
+        ops.to_host(&t).expect("read back");
+        total += start.elapsed();
+    }
+    let per_layer = |d: Duration| d.as_secs_f64() * 1e6 / (MODEL_REQUESTS * LAYERS) as f64;
+    println!(
+        "| linear+gelu [16, 64] | {:.1} | {:.1} |",
+        per_layer(total),
+        per_layer(recording)
+    );
 
     println!("\n| threads | requests/s (16 ops + read-back each) | vs 1 thread |");
     println!("|--:|--:|--:|");

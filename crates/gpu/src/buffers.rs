@@ -28,7 +28,7 @@ pub struct GpuBuffer {
     /// The owning backend's memory accounting and free buffers.
     pool: Arc<Pool>,
     /// Whether the buffer is sized to a pool class and goes back to the
-    /// pool when dropped.
+    /// pool when dropped (else it is destroyed).
     recycle: bool,
     /// The streams whose recorded work uses the buffer.
     uses: Uses,
@@ -39,9 +39,7 @@ impl Drop for GpuBuffer {
         self.pool
             .live
             .fetch_sub(self.buffer.size(), Ordering::Relaxed);
-        if self.recycle {
-            std::mem::take(&mut self.uses).release(self.buffer.clone(), &self.pool);
-        }
+        std::mem::take(&mut self.uses).release(self.buffer.clone(), &self.pool, self.recycle);
     }
 }
 
@@ -83,7 +81,7 @@ const TENSOR_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 pub(crate) struct Pool {
     /// Bytes of buffers held by live [`GpuBuffer`]s.
     live: AtomicU64,
-    /// Bytes of freed buffers waiting in streams' own free lists for their
+    /// Bytes of freed buffers waiting in streams' own lists for their
     /// pending work to be submitted (see [`stream`]).
     pub(crate) held: AtomicU64,
     free: Mutex<FreeLists>,
@@ -113,22 +111,30 @@ impl Pool {
         self.live.fetch_add(buffer.size(), Ordering::Relaxed);
     }
 
-    /// A freed buffer of a class size that no unsubmitted work uses: keep
-    /// it for reuse when the pool has room, else let wgpu free it once the
-    /// device is done with it.
-    pub(crate) fn recycle(&self, buffer: wgpu::Buffer) {
+    /// A freed buffer that no unsubmitted work uses: when `reuse` (it is
+    /// of a class size) and the pool has room, kept for reuse; else
+    /// destroyed, so wgpu frees its memory once the device is done with it
+    /// even while a stream's kept bind group still holds a handle on it
+    /// (see [`stream`]).
+    pub(crate) fn free(&self, buffer: wgpu::Buffer, reuse: bool) {
         let size = buffer.size();
         let mut free = lock(&self.free);
-        if free.bytes + size <= POOL_CAP {
+        if reuse && free.bytes + size <= POOL_CAP {
             free.by_class.entry(size).or_default().push(buffer);
             free.bytes += size;
+        } else {
+            drop(free);
+            buffer.destroy();
         }
     }
 
-    /// Frees every pooled buffer (before retrying a failed allocation).
+    /// Frees every pooled buffer (before retrying a failed allocation),
+    /// destroyed as in [`Pool::free`].
     fn trim(&self) {
         let mut free = lock(&self.free);
-        free.by_class.clear();
+        for buffer in free.by_class.drain().flat_map(|(_, list)| list) {
+            buffer.destroy();
+        }
         free.bytes = 0;
     }
 }
@@ -217,6 +223,14 @@ impl GpuBackend {
     /// most [`POOL_CAP`]) and in recordings not yet submitted.
     pub fn pooled_bytes(&self) -> u64 {
         lock(&self.pool.free).bytes + self.pool.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the device's memory allocator has handed out for everything
+    /// on this backend's device: tensors, pooled buffers, parameter arenas,
+    /// and memory wgpu has yet to free once the device is done with it.
+    /// `None` where the driver's allocator does not report.
+    pub fn device_bytes(&self) -> Option<u64> {
+        (self.device.generate_allocator_report()).map(|report| report.total_allocated_bytes)
     }
 
     /// The device size of a buffer for `bytes` bytes of tensor data, if the
@@ -336,7 +350,9 @@ impl GpuBackend {
             host: keep,
             pool: self.pool.clone(),
             recycle: false,
-            uses: Uses::default(),
+            // The caller's stream records with it next: destroying it when it
+            // drops waits for that stream's submission.
+            uses: Uses::written_by(stream::current(self)),
         }))
     }
 

@@ -21,9 +21,15 @@
 //! binds, and the stream keeps the bind groups of its recording: a dispatch
 //! that binds the same buffers as an earlier one (a chain of ops over a
 //! few recycled buffers) reuses that bind group, made and validated once.
-//! They go at submission, with the recording, so a bind group never keeps a
-//! buffer alive past the work that used it; and a bind group is keyed by
-//! the buffers themselves (held by the key), so it binds exactly those.
+//! The bind groups outlive the recording that made them: a request that
+//! runs again (the next one of a model, the next token of a decode) binds
+//! the same weights, the same pooled buffers and the same arena buffers,
+//! so after its first run it makes none. A bind group not used in the
+//! last [`KEEP_BINDS`] submissions of its stream goes, so the map stays
+//! bounded. A bind group is keyed by the buffers themselves (held by the
+//! key), so it binds exactly those; and a buffer the pool lets go is
+//! destroyed there ([`crate::buffers`]), so a kept bind group never keeps
+//! device memory outside the pool's accounting.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -40,6 +46,12 @@ use crate::{GpuBackend, lock};
 /// Dispatches recorded before a stream is submitted without waiting, to
 /// bound the memory a long request holds.
 const MAX_RECORDED: usize = 512;
+
+/// Submissions a bind group is kept for after its last use: enough for a
+/// request to find its bind groups again when the same thread ran a few
+/// requests of other models in between, and a bound on the map (at most
+/// this many recordings' worth of bind groups).
+const KEEP_BINDS: u64 = 4;
 
 /// One thread's recording on one backend.
 pub(crate) struct Stream {
@@ -63,10 +75,21 @@ struct State {
     /// Buffers freed while `encoder` was open, by size class: this
     /// stream's to reuse until it submits.
     freed: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Buffers freed while `encoder` was open that are not reused (not of
+    /// a class size): destroyed once it is submitted.
+    retired: Vec<wgpu::Buffer>,
     /// Parameter words of the dispatches in `encoder`.
     arena: Arena,
-    /// The bind groups made for `encoder`'s dispatches.
-    binds: HashMap<BindKey, wgpu::BindGroup>,
+    /// The bind groups of the last [`KEEP_BINDS`] recordings.
+    binds: HashMap<BindKey, Kept>,
+    /// Submissions made so far: the number of the recording in `encoder`.
+    submissions: u64,
+}
+
+/// A bind group and the last recording that used it.
+struct Kept {
+    bind: wgpu::BindGroup,
+    used: u64,
 }
 
 /// What a bind group binds: a kernel's layout and its buffers in binding
@@ -159,11 +182,19 @@ impl Stream {
             layout: d.layout.clone(),
             bound,
         };
+        let recording = st.submissions;
         let bind = match st.binds.entry(key) {
-            Entry::Occupied(known) => known.get().clone(),
+            Entry::Occupied(mut known) => {
+                known.get_mut().used = recording;
+                known.get().bind.clone()
+            }
             Entry::Vacant(new) => {
                 let bind = self.bind(d.label, new.key())?;
-                new.insert(bind).clone()
+                let kept = new.insert(Kept {
+                    bind,
+                    used: recording,
+                });
+                kept.bind.clone()
             }
         };
         let offsets = &offsets[..d.words.len()];
@@ -250,13 +281,17 @@ impl Stream {
         });
         last(&mut encoder);
         st.recorded = 0;
-        st.binds.clear();
+        st.submissions += 1;
+        let oldest = st.submissions.saturating_sub(KEEP_BINDS);
+        st.binds.retain(|_, kept| kept.used >= oldest);
         st.arena.write(&self.queue);
         let index = self.queue.submit([encoder.finish()]);
         // Work recorded from now on runs after everything that used these.
-        for buffer in st.freed.drain().flat_map(|(_, list)| list) {
+        let reused = st.freed.drain().flat_map(|(_, list)| list);
+        let retired = st.retired.drain(..);
+        for (buffer, reuse) in reused.map(|b| (b, true)).chain(retired.map(|b| (b, false))) {
             self.pool.held.fetch_sub(buffer.size(), Ordering::Relaxed);
-            self.pool.recycle(buffer);
+            self.pool.free(buffer, reuse);
         }
         index
     }
@@ -269,17 +304,21 @@ impl Stream {
         Some(buffer)
     }
 
-    /// Keeps `buffer` for this stream while its work is pending, else gives
-    /// it to the shared pool.
-    fn release(&self, buffer: wgpu::Buffer) {
+    /// Keeps `buffer` for this stream while its work is pending (to reuse
+    /// when `reuse`), else frees it to the shared pool ([`Pool::free`]).
+    fn release(&self, buffer: wgpu::Buffer, reuse: bool) {
         let mut st = lock(&self.state);
         if st.encoder.is_none() {
             drop(st);
-            self.pool.recycle(buffer);
+            self.pool.free(buffer, reuse);
             return;
         }
         self.pool.held.fetch_add(buffer.size(), Ordering::Relaxed);
-        st.freed.entry(buffer.size()).or_default().push(buffer);
+        if reuse {
+            st.freed.entry(buffer.size()).or_default().push(buffer);
+        } else {
+            st.retired.push(buffer);
+        }
     }
 }
 
@@ -314,19 +353,19 @@ impl Uses {
         users.push(stream.clone());
     }
 
-    /// The buffer's last handle dropped: it goes to the shared pool once no
-    /// unsubmitted work uses it. Other streams with pending work are
-    /// submitted and the last one keeps it.
-    pub(crate) fn release(self, buffer: wgpu::Buffer, pool: &Pool) {
+    /// The buffer's last handle dropped: it is freed ([`Pool::free`], for
+    /// reuse when `reuse`) once no unsubmitted work uses it. Other streams
+    /// with pending work are submitted and the last one keeps it.
+    pub(crate) fn release(self, buffer: wgpu::Buffer, pool: &Pool, reuse: bool) {
         let users = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut pending: Vec<Arc<Stream>> = users.into_iter().filter(|s| s.pending()).collect();
         let Some(last) = pending.pop() else {
-            pool.recycle(buffer);
+            pool.free(buffer, reuse);
             return;
         };
         for s in pending {
             s.flush();
         }
-        last.release(buffer);
+        last.release(buffer, reuse);
     }
 }

@@ -152,7 +152,9 @@ pub async fn infer(State(app): Shared, Path(model): Path<ModelRef>, request: Req
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): Shared) -> Response {
     if let Some(memory) = app.registry.devices().gpu_memory() {
-        for (state, bytes) in [("allocated", memory.allocated), ("pooled", memory.pooled)] {
+        let states = [("allocated", memory.allocated), ("pooled", memory.pooled)];
+        let device = memory.device.map(|bytes| ("device", bytes));
+        for (state, bytes) in states.into_iter().chain(device) {
             app.metrics
                 .device_memory
                 .get_or_create(&crate::metrics::DeviceMemoryLabels {

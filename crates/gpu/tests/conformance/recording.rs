@@ -110,3 +110,32 @@ fn reused_bind_groups_bind_their_own_buffers() {
         assert_close(&format!("live result {i}"), g, c, 1e-5, 1e-5);
     }
 }
+
+/// Bind groups outlive their recording (see `stream`): here every step
+/// ends in a read-back, a submission of its own, and the next step binds
+/// the same pooled buffers and weights again, holding other values and
+/// often in other roles (the result of one step is the input of the
+/// next, and its buffer returns as a later result). Each step is checked
+/// against the CPU: a kept bind group that bound another step's buffers
+/// would put a wrong value in it.
+#[test]
+fn kept_bind_groups_bind_their_own_buffers_across_submissions() {
+    let mut rng = Rng::new(43);
+    let weights: Vec<_> = (0..3)
+        .map(|_| {
+            let w = rng.tensor(&[8, 8], -0.3, 0.3);
+            (up(&w), w)
+        })
+        .collect();
+    let x = rng.tensor(&[4, 8], -1.0, 1.0);
+    let (mut c, mut g) = (x.clone(), up(&x));
+    for step in 0..60usize {
+        let (gw, cw) = &weights[step % weights.len()];
+        let offset = (step % 5) as f32 * 0.25;
+        c = cpu().matmul(&c, cw, false).unwrap();
+        c = cpu().affine(&c, 0.5, offset).unwrap();
+        g = gpu().matmul(&g, gw, false).unwrap();
+        g = gpu().affine(&g, 0.5, offset).unwrap();
+        assert_close(&format!("step {step}"), &g, &c, 1e-5, 1e-4);
+    }
+}
