@@ -86,6 +86,21 @@ impl<'de> Deserialize<'de> for FastInput<'de> {
 
 struct FastInputVisitor;
 
+/// A key of an input object. Read as an identifier, it borrows the body's
+/// text (a `Cow<str>` key would be copied into a new `String`: serde
+/// borrows a `Cow` only for a field marked `borrow`).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum InputKey {
+    Name,
+    Shape,
+    Datatype,
+    Parameters,
+    Data,
+    #[serde(other)]
+    Other,
+}
+
 impl<'de> Visitor<'de> for FastInputVisitor {
     type Value = FastInput<'de>;
 
@@ -106,13 +121,13 @@ impl<'de> Visitor<'de> for FastInputVisitor {
         }
         let (mut name, mut shape, mut datatype, mut parameters, mut data) =
             (None, None::<Vec<i64>>, None::<String>, None, None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "name" => once(&mut name, map.next_value()?, "name")?,
-                "shape" => once(&mut shape, map.next_value()?, "shape")?,
-                "datatype" => once(&mut datatype, map.next_value()?, "datatype")?,
-                "parameters" => once(&mut parameters, map.next_value()?, "parameters")?,
-                "data" => {
+        while let Some(key) = map.next_key::<InputKey>()? {
+            match key {
+                InputKey::Name => once(&mut name, map.next_value()?, "name")?,
+                InputKey::Shape => once(&mut shape, map.next_value()?, "shape")?,
+                InputKey::Datatype => once(&mut datatype, map.next_value()?, "datatype")?,
+                InputKey::Parameters => once(&mut parameters, map.next_value()?, "parameters")?,
+                InputKey::Data => {
                     let layout = shape.as_deref().and_then(|shape| layout(shape).ok());
                     let value = match (&datatype, &layout) {
                         (Some(datatype), Some((shape, count))) => {
@@ -126,7 +141,7 @@ impl<'de> Visitor<'de> for FastInputVisitor {
                     };
                     once(&mut data, value, "data")?
                 }
-                _ => {
+                InputKey::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
             }
@@ -416,8 +431,12 @@ mod tests {
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
         // `data` before the layout is kept raw and parsed once it is known.
         let data_first = br#"{"inputs":[{"data":[1,2.0,3e0,4],"name":"x","extra":{"a":[1]},"shape":[2,2],"datatype":"FP32"}]}"#;
-        for body in [&flat[..], &nested[..], &data_first[..]] {
+        // Keys are JSON strings: escapes name the same fields.
+        let escaped =
+            br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+        for body in [&flat[..], &nested[..], &data_first[..], &escaped[..]] {
             let (request, _) = decode(None, body).unwrap();
+            assert_eq!(request.inputs[0].0, "x");
             let Value::Numeric(t) = &request.inputs[0].1 else {
                 panic!()
             };

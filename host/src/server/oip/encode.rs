@@ -48,6 +48,7 @@ pub fn encode(
 ) -> Encoded {
     let mut binary = Vec::new();
     let mut any_binary = false;
+    let mut json_elements = 0;
     let mut entries = Vec::with_capacity(outputs.len());
     for (name, value) in outputs {
         let wanted = match requested {
@@ -78,17 +79,21 @@ pub fn encode(
                 binary_data_size: binary.len() - start,
             });
         } else {
+            json_elements += value.shape().iter().product::<usize>();
             entry.data = Some(Data::of(value));
         }
         entries.push(entry);
     }
     let response = ResponseJson {
         model_name: model,
-        model_version: version.to_string(),
+        model_version: version,
         id,
         outputs: entries,
     };
-    let mut body = serde_json::to_vec(&response).expect("responses always serialize");
+    // Sized for the envelope and the elements as JSON text usually run, so
+    // that a small response is written without growing the buffer.
+    let mut body = Vec::with_capacity(256 + 16 * json_elements + binary.len());
+    serde_json::to_writer(&mut body, &response).expect("responses always serialize");
     if !any_binary {
         return Encoded {
             body,
@@ -106,10 +111,17 @@ pub fn encode(
 #[derive(Serialize)]
 struct ResponseJson<'a> {
     model_name: &'a str,
-    model_version: String,
+    /// The version number, written as a JSON string (OIP's type).
+    #[serde(serialize_with = "as_text")]
+    model_version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<String>,
     outputs: Vec<OutputJson<'a>>,
+}
+
+/// Writes `n` as a JSON string, without an intermediate `String`.
+fn as_text<S: serde::Serializer>(n: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(n)
 }
 
 #[derive(Serialize)]
