@@ -25,7 +25,14 @@ impl Bytes for memmap2::Mmap {
     }
 }
 
-/// Shared, immutable host bytes: an owned vector or a window of a memory map.
+impl Bytes for bytes::Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Shared, immutable host bytes: an owned vector, a window of a memory map,
+/// or bytes received whole (a request body's binary data).
 ///
 /// Construction guarantees the bytes are aligned for the element type they
 /// were made for, so [`HostBuffer::as_slice`] never copies.
@@ -89,6 +96,20 @@ impl HostBuffer {
             return None;
         }
         Some(HostBuffer { owner: map, range })
+    }
+
+    /// Bytes received whole (a request body's binary data), shared without
+    /// copying when they are aligned for `dtype`; else the bytes back, for
+    /// the caller to copy ([`HostBuffer::copy_from_bytes`]).
+    pub(crate) fn received(bytes: bytes::Bytes, dtype: DType) -> Result<HostBuffer, bytes::Bytes> {
+        if !(bytes.as_ptr() as usize).is_multiple_of(dtype.size()) {
+            return Err(bytes);
+        }
+        let range = 0..bytes.len();
+        Ok(HostBuffer {
+            owner: Arc::new(bytes),
+            range,
+        })
     }
 
     /// A window of this buffer's bytes, sharing them without copying.

@@ -202,6 +202,15 @@ impl Tensor {
         Tensor::from_host(dtype, shape, HostBuffer::copy_from_bytes(dtype, bytes))
     }
 
+    /// A host tensor over bytes received whole (a request body's binary
+    /// data): shared without a copy when they lie aligned for `dtype`,
+    /// copied otherwise.
+    pub fn from_received(dtype: DType, shape: &[usize], bytes: bytes::Bytes) -> Result<Tensor> {
+        let buffer = HostBuffer::received(bytes, dtype)
+            .unwrap_or_else(|bytes| HostBuffer::copy_from_bytes(dtype, &bytes));
+        Tensor::from_host(dtype, shape, buffer)
+    }
+
     /// A host f32 tensor owning `data`.
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         Tensor::from_host(DType::F32, shape, HostBuffer::from_vec(data))

@@ -10,6 +10,7 @@ mod shapes;
 
 use std::path::Path;
 
+use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::bundle::unpack::unpack;
@@ -40,7 +41,7 @@ const BUNDLE_LIMIT: u64 = 1 << 20;
 /// An OIP REST body without the binary extension, as
 /// `POST /v2/models/{m}/infer` decodes it.
 pub fn oip_json(data: &[u8]) {
-    let _ = oip::decode(None, data);
+    let _ = oip::decode(None, &Bytes::copy_from_slice(data));
 }
 
 /// A binary-extension request: the bytes up to the first newline are the
@@ -57,7 +58,7 @@ pub fn oip_binary(data: &[u8]) {
         headers.insert(HEADER_LENGTH, value);
     }
     if let Ok(json_len) = oip::json_len(&headers) {
-        let _ = oip::decode(json_len, body);
+        let _ = oip::decode(json_len, &Bytes::copy_from_slice(body));
     }
     if let Ok(elements) = protocol::split_bytes(body) {
         let mut written = Vec::with_capacity(body.len());

@@ -120,7 +120,7 @@ fn from_raw(tensor: &InferInputTensor, bytes: Bytes) -> Result<Value, String> {
             bytes.len()
         ));
     }
-    Tensor::from_bytes(dtype, &shape, &bytes)
+    Tensor::from_received(dtype, &shape, bytes)
         .map(Value::Numeric)
         .map_err(|e| e.to_string())
 }

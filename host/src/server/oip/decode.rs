@@ -1,5 +1,6 @@
 //! Request bodies into typed requests.
 
+use axum::body::Bytes;
 use axum::http::HeaderMap;
 use edgeserve_tensor::{DType, Tensor};
 use serde::Deserialize;
@@ -179,8 +180,9 @@ pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 }
 
 /// Decodes a request body; `json_len` is the binary extension's header
-/// length, when the client sent one.
-pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Envelope), ApiError> {
+/// length, when the client sent one. A numeric input's binary data becomes
+/// its tensor without a copy where it lies aligned in `body`.
+pub fn decode(json_len: Option<usize>, body: &Bytes) -> Result<(InferRequest, Envelope), ApiError> {
     // Typed first; a body it refuses is decoded again through `Value`s,
     // which accept the same bodies and word every refusal.
     decode_as::<FastInput, Fast>(json_len, body)
@@ -189,8 +191,9 @@ pub fn decode(json_len: Option<usize>, body: &[u8]) -> Result<(InferRequest, Env
 
 fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
     json_len: Option<usize>,
-    body: &'a [u8],
+    whole: &'a Bytes,
 ) -> Result<(InferRequest, Envelope), ApiError> {
+    let body: &'a [u8] = whole;
     let (head, mut binary) = match json_len {
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
@@ -233,7 +236,7 @@ fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
                 }
                 let (chunk, rest) = binary.split_at(size);
                 binary = rest;
-                from_binary(&input.datatype, &shape, count, chunk).map_err(err)?
+                from_binary(&input.datatype, &shape, count, whole.slice_ref(chunk)).map_err(err)?
             }
             (None, Some(data)) => data.values(&input.datatype, &shape, count).map_err(err)?,
             (None, None) => {
@@ -315,10 +318,10 @@ fn from_binary(
     datatype_name: &str,
     shape: &[usize],
     count: usize,
-    chunk: &[u8],
+    chunk: Bytes,
 ) -> Result<Value, String> {
     let Datatype::Numeric(dtype) = Datatype::parse(datatype_name)? else {
-        let elements = protocol::split_bytes(chunk)?;
+        let elements = protocol::split_bytes(&chunk)?;
         if elements.len() != count {
             return Err(format!(
                 "shape {shape:?} needs {count} BYTES elements but the binary data holds {}",
@@ -337,7 +340,7 @@ fn from_binary(
             chunk.len()
         ));
     }
-    Tensor::from_bytes(dtype, shape, chunk)
+    Tensor::from_received(dtype, shape, chunk)
         .map(Value::Numeric)
         .map_err(|e| e.to_string())
 }
@@ -435,7 +438,7 @@ mod tests {
         let escaped =
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
         for body in [&flat[..], &nested[..], &data_first[..], &escaped[..]] {
-            let (request, _) = decode(None, body).unwrap();
+            let (request, _) = decode(None, &Bytes::from_static(body)).unwrap();
             assert_eq!(request.inputs[0].0, "x");
             let Value::Numeric(t) = &request.inputs[0].1 else {
                 panic!()
@@ -454,7 +457,7 @@ mod tests {
         body.extend_from_slice(b"hi");
         body.extend_from_slice(&1u32.to_le_bytes());
         body.extend_from_slice(b"!");
-        let (request, _) = decode(Some(head.len()), &body).unwrap();
+        let (request, _) = decode(Some(head.len()), &Bytes::from(body)).unwrap();
         let Value::Numeric(t) = &request.inputs[0].1 else {
             panic!()
         };
@@ -463,6 +466,31 @@ mod tests {
             panic!()
         };
         assert_eq!(elements, &[b"hi".to_vec(), b"!".to_vec()]);
+    }
+
+    /// Binary data aligned for its type in the body becomes the tensor's
+    /// storage as it is; at an odd offset it is copied, to the same values.
+    #[test]
+    fn aligned_binary_data_is_shared_with_the_body_and_the_rest_copied() {
+        let values = [1.5f32, -2.0, 3.25];
+        for pad in 0..4 {
+            // The JSON head, padded with spaces to move the data's offset.
+            let mut head = br#"{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","parameters":{"binary_data_size":12}}]}"#.to_vec();
+            head.resize(head.len() + pad, b' ');
+            let mut body = head.clone();
+            body.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            let body = Bytes::from(body);
+            let (request, _) = decode(Some(head.len()), &body).unwrap();
+            let Value::Numeric(t) = &request.inputs[0].1 else {
+                panic!()
+            };
+            let host = t.host().unwrap();
+            assert_eq!(host.as_slice::<f32>(), values);
+            let data = host.bytes().as_ptr() as usize;
+            let start = body.as_ptr() as usize + head.len();
+            let aligned = start.is_multiple_of(4);
+            assert_eq!(data == start, aligned, "pad {pad}: shared iff aligned");
+        }
     }
 
     #[test]
@@ -499,7 +527,7 @@ mod tests {
             (br#"{"inputs": [}"#, "malformed request JSON"),
         ];
         for (body, expected) in cases {
-            let err = decode(None, body).unwrap_err();
+            let err = decode(None, &Bytes::from_static(body)).unwrap_err();
             assert_eq!(err.status, 400);
             assert!(
                 err.message.contains(expected),
