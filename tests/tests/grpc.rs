@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::TestServer;
 use edgeserve::offload::UpstreamSettings;
-use edgeserve::server::grpc::proto::InferTensorContents;
 use edgeserve::server::grpc::proto::ModelInferRequest;
 use edgeserve::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use edgeserve::server::grpc::proto::infer_parameter::ParameterChoice;
 use edgeserve::server::grpc::proto::model_infer_request::InferInputTensor;
+use edgeserve::server::grpc::proto::{InferParameter, InferTensorContents};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -394,6 +395,65 @@ async fn grpc_requests_for_models_missing_here_reach_the_upstream() {
         .insert(edgeserve::offload::FORWARDED, "1".parse().unwrap());
     let status = front_client.model_infer(forwarded).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
+
+    // On a stream too: each request for a model missing here is answered
+    // whole by the upstream, one response with its answer (with Triton's
+    // end marker when asked for), an error in the stream naming the
+    // problem, and the front's own model on the same stream as before.
+    let expected = back_client.model_infer(linear(true)).await.unwrap();
+    let mut marked = linear(true);
+    marked.id = "marked".into();
+    marked.parameters.insert(
+        "triton_enable_empty_final_response".into(),
+        InferParameter {
+            parameter_choice: Some(ParameterChoice::BoolParam(true)),
+        },
+    );
+    let mut missing_everywhere = linear(true);
+    missing_everywhere.model_name = "nowhere".into();
+    missing_everywhere.id = "nowhere".into();
+    let mut own = faulty(0);
+    own.id = "own".into();
+    let requests = [linear(true), marked, missing_everywhere, own];
+    let mut responses = front_client
+        .model_stream_infer(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut by_id = std::collections::HashMap::new();
+    while let Some(response) = responses.message().await.unwrap() {
+        let inner = response.infer_response.clone().unwrap();
+        assert!(
+            by_id.insert(inner.id.clone(), response).is_none(),
+            "one each"
+        );
+    }
+    assert_eq!(by_id.len(), 4, "{by_id:?}");
+    assert_eq!(by_id["req-7"].error_message, "");
+    assert_eq!(
+        by_id["req-7"].infer_response.as_ref(),
+        Some(expected.get_ref())
+    );
+    let answer = by_id["marked"].infer_response.clone().unwrap();
+    assert_eq!(
+        answer.raw_output_contents,
+        expected.get_ref().raw_output_contents
+    );
+    assert_eq!(
+        answer.parameters["triton_final_response"].parameter_choice,
+        Some(ParameterChoice::BoolParam(true))
+    );
+    assert!(
+        by_id["nowhere"].error_message.contains("nowhere"),
+        "{by_id:?}"
+    );
+    assert_eq!(by_id["own"].error_message, "", "{by_id:?}");
+    // The two unary calls, the one with a wrong input, and these two.
+    let (_, metrics) = front.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"offloaded_requests_total{model="linear",reason="missing"} 5"#),
+        "{metrics}"
+    );
 
     // No upstream to answer: UNAVAILABLE, naming it.
     let back_base = back.base.clone();

@@ -256,9 +256,11 @@ impl GrpcInferenceService for Inference {
         request: Request<tonic::Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let deadline = deadline(request.metadata());
+        let (metadata, _, requests) = request.into_parts();
         Ok(Response::new(stream::serve(
             self.app.clone(),
-            request.into_inner(),
+            requests,
+            metadata,
             deadline,
         )))
     }

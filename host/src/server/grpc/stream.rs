@@ -8,6 +8,9 @@
 //! parameter `triton_final_response` on every response, true on the last
 //! one (after chunks, an empty response). Errors travel in the stream
 //! (`error_message`), as Triton sends them, and end only their request.
+//! A request for a model this server lacks goes to the upstream, when
+//! there is one, as a unary gRPC request would
+//! ([`super::forward`]): its answer comes back whole, as one response.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,9 +19,11 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
 use tonic::{Status, Streaming};
 
 use super::codec::{self, Envelope};
+use super::forward;
 use super::proto::infer_parameter::ParameterChoice;
 use super::proto::{
     InferParameter, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
@@ -28,6 +33,7 @@ use crate::runtime::{OutputSink, TextChunk, Value};
 use crate::server::generation::TokenMeter;
 use crate::server::infer::{self, InFlight, ModelRef, Outcome, Protocol};
 use crate::server::state::AppState;
+use crate::server::upstream::{self, Reason};
 
 /// The responses of one call, as tonic sends them.
 pub type Responses =
@@ -46,18 +52,22 @@ const BUFFERED: usize = 64;
 /// every request has answered; a client that hangs up cancels what runs.
 /// With a `deadline` (the client's `grpc-timeout`, which bounds the whole
 /// call), the call ends there with DEADLINE_EXCEEDED, which cancels what
-/// still runs as a hang-up does.
+/// still runs as a hang-up does. `metadata` is the call's: what an
+/// offloaded request carries to the upstream.
 pub fn serve(
     app: Arc<AppState>,
     mut requests: Streaming<ModelInferRequest>,
+    metadata: MetadataMap,
     deadline: Option<Duration>,
 ) -> Responses {
     let (sender, receiver) = mpsc::channel(BUFFERED);
+    let metadata = Arc::new(metadata);
     tokio::spawn(async move {
         loop {
             match requests.message().await {
                 Ok(Some(message)) => {
-                    tokio::spawn(answer(app.clone(), message, sender.clone()));
+                    let call = (app.clone(), metadata.clone());
+                    tokio::spawn(answer(call, message, sender.clone()));
                 }
                 Ok(None) => return,
                 Err(status) => {
@@ -100,7 +110,11 @@ type Sender = mpsc::Sender<Result<ModelStreamInferResponse, Status>>;
 /// Runs one request and sends its responses; returns early (dropping the
 /// chunk receiver, which stops the model at its next chunk) once the
 /// client is gone.
-async fn answer(app: Arc<AppState>, mut message: ModelInferRequest, sender: Sender) {
+async fn answer(
+    (app, metadata): (Arc<AppState>, Arc<MetadataMap>),
+    mut message: ModelInferRequest,
+    sender: Sender,
+) {
     let marked = matches!(
         message.parameters.remove(ENABLE_FINAL),
         Some(InferParameter {
@@ -124,6 +138,26 @@ async fn answer(app: Arc<AppState>, mut message: ModelInferRequest, sender: Send
     // The version that runs it, for the chunks' responses.
     let loaded = match app.registry.get(&model.name, model.version.as_deref()) {
         Ok(loaded) => loaded,
+        Err(e) if upstream::lacks(&e) && upstream::may_forward(&app, (*metadata).as_ref()) => {
+            let _inflight = InFlight::enter(&app);
+            let answer = forward::forward(&app, Reason::Missing, message, &metadata).await;
+            let response = match answer {
+                Ok(mut response) => {
+                    if marked {
+                        response
+                            .parameters
+                            .insert(FINAL.to_owned(), final_marker(true));
+                    }
+                    ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(response),
+                    }
+                }
+                Err(status) => failed(status),
+            };
+            let _ = sender.send(Ok(response)).await;
+            return;
+        }
         Err(e) => {
             let _ = sender.send(Ok(failed(status::of_registry(e)))).await;
             return;
@@ -188,6 +222,13 @@ async fn answer(app: Arc<AppState>, mut message: ModelInferRequest, sender: Send
     let _ = sender.send(Ok(last)).await;
 }
 
+/// Triton's end marker: whether a response is its request's last.
+fn final_marker(last: bool) -> InferParameter {
+    InferParameter {
+        parameter_choice: Some(ParameterChoice::BoolParam(last)),
+    }
+}
+
 /// What every response of one request carries.
 struct Reply {
     model: String,
@@ -206,12 +247,7 @@ impl Reply {
         };
         let mut response = codec::encode(&self.model, self.version, envelope, outputs);
         if self.marked {
-            response.parameters = HashMap::from([(
-                FINAL.to_owned(),
-                InferParameter {
-                    parameter_choice: Some(ParameterChoice::BoolParam(last)),
-                },
-            )]);
+            response.parameters = HashMap::from([(FINAL.to_owned(), final_marker(last))]);
         }
         ModelStreamInferResponse {
             error_message: String::new(),
