@@ -45,7 +45,7 @@ import harness
 import numpy as np  # noqa: E402
 import onnxruntime  # noqa: E402
 
-from minilm_vs_torch import SENTENCES  # noqa: E402
+from sentences import SENTENCES  # noqa: E402
 
 CNN = harness.REPO / "tests" / "data" / "onnx" / "cnn_digits.onnx"
 

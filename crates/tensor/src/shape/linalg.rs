@@ -36,9 +36,14 @@ impl MatmulPlan {
 
     /// Whether one b matrix serves every batch while the a matrices are
     /// consecutive, so the whole product is one `[batch·m, k] × [k, n]`.
+    /// A batch dimension of extent 1 is only ever at index 0, so its stride
+    /// (0 where it broadcasts) says nothing: `[1, m, k] × [k, n]`, the
+    /// shape a sequence of one batch has in an imported graph, folds.
     pub fn folds_into_one(&self) -> bool {
         let [a, b] = &self.batches.strides;
-        b.iter().all(|&s| s == 0) && *a == contiguous_strides(&self.batches.shape)
+        let shape = &self.batches.shape;
+        let contiguous = contiguous_strides(shape);
+        (0..shape.len()).all(|d| shape[d] == 1 || (b[d] == 0 && a[d] == contiguous[d]))
     }
 }
 

@@ -329,6 +329,24 @@ mod tests {
         );
     }
 
+    /// A product folds into one tall `[batch·m, k] × [k, n]` when one b
+    /// serves consecutive a matrices; batch dimensions of extent 1 (an
+    /// imported graph's `[1, seq, hidden]`) never stop it.
+    #[test]
+    fn products_over_one_shared_weight_fold_into_one() {
+        let t = |shape: &[usize]| Tensor::from_f32(shape, vec![0.0; numel(shape)]).unwrap();
+        let folds =
+            |a: &[usize], b: &[usize]| matmul(&t(a), &t(b), false).unwrap().folds_into_one();
+        assert!(folds(&[13, 8], &[8, 4]));
+        assert!(folds(&[1, 13, 8], &[8, 4]));
+        assert!(folds(&[3, 13, 8], &[8, 4]));
+        assert!(folds(&[1, 3, 13, 8], &[1, 8, 4]));
+        assert!(folds(&[3, 1, 13, 8], &[8, 4]));
+        // One b per batch, or a broadcast over b's batches: not one product.
+        assert!(!folds(&[3, 13, 8], &[3, 8, 4]));
+        assert!(!folds(&[1, 13, 8], &[3, 8, 4]));
+    }
+
     #[test]
     fn causal_limit_aligns_to_the_end() {
         let q = Tensor::from_f32(&[2, 4], vec![0.0; 8]).unwrap();

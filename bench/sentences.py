@@ -1,0 +1,38 @@
+"""The sentences the MiniLM benchmarks embed, in one place, so that a bench
+that only needs them does not load PyTorch."""
+
+# 32 everyday sentences of 6 to 25 words; batch 1 uses the first.
+SENTENCES = [
+    "A man is playing a guitar on the street corner.",
+    "The new movie was surprisingly good.",
+    "How do I reset my password if I no longer have access to my email account?",
+    "Stock markets fell sharply after the central bank raised interest rates again.",
+    "She adopted a small grey cat from the shelter last weekend.",
+    "What is the capital of Australia?",
+    "Machine learning models can be deployed close to their users at the edge.",
+    "The restaurant was crowded, but the service was quick and friendly.",
+    "Please turn off the lights when you leave the room.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "My flight was delayed by three hours because of a storm.",
+    "Sentence embeddings map text to points in a vector space.",
+    "The children built a sandcastle on the beach.",
+    "Is it going to rain tomorrow afternoon in Paris?",
+    "This laptop has a long battery life and a bright display.",
+    "The committee will announce its decision at the end of the month.",
+    "He forgot his umbrella on the train again.",
+    "Add two cups of flour and a pinch of salt, then stir slowly.",
+    "The museum is closed on Mondays and public holidays.",
+    "Our team won the championship after a dramatic final match.",
+    "Electric cars are becoming cheaper every year.",
+    "Can you recommend a good book about the history of mathematics?",
+    "The river flooded the village after days of heavy rain.",
+    "I would like to cancel my subscription, please.",
+    "The concert starts at eight, so we should leave by seven.",
+    "Vaccines train the immune system to recognize a pathogen.",
+    "The bakery on the corner sells the best croissants in town.",
+    "Traffic on the highway was unusually light this morning.",
+    "Quantum computers use qubits instead of classical bits.",
+    "The hotel room had a beautiful view of the mountains.",
+    "Remember to back up your files before updating the system.",
+    "The dog barked at the mail carrier every single day.",
+]
