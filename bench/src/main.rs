@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let plan = Plan::new(quick);
-    edgeserve::malloc::purge_promptly();
+    edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
 
     eprintln!("preparing linear…");
     let linear = Linear::load()?;

@@ -10,9 +10,10 @@ fn main() -> anyhow::Result<()> {
     let Cli {
         command,
         log_format,
+        memory_purge_ms,
     } = Cli::parse();
     edgeserve::logging::init(log_format);
-    edgeserve::malloc::purge_promptly();
+    edgeserve::malloc::purge_after(memory_purge_ms);
     edgeserve::malloc::cap_arenas();
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;

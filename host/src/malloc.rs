@@ -13,15 +13,21 @@ pub use mimalloc::MiMalloc as Allocator;
 /// binding names no constant for it).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Has [`Allocator`] hand freed pages back to the OS at once rather than
-/// after its default 10 ms delay. With the delay, the pages of large
-/// bodies (read up to the 64 MiB limit) stayed resident: RSS swung
-/// between 240 and 560 MiB in a soak where it stays between 110 and 190
-/// MiB purging at once (bench/RESULTS.md, "HTTP path"). Call it first.
-pub fn purge_promptly() {
+/// The delay [`purge_after`] is given unless the deployer chooses:
+/// mimalloc's own. Returning freed pages at once (0) kept RSS lowest in
+/// soaks (122 against 139 MiB at the end of a 3-minute one; large bodies'
+/// pages also stay until the delay passes), but every large tensor of a
+/// batched transformer request was then faulted in afresh: all-MiniLM-L6-v2
+/// at batch 32 served 5.3 requests/s against 7.4–7.8 with this delay
+/// (bench/RESULTS.md, "Freed memory returned after 10 ms").
+pub const DEFAULT_PURGE_MS: u32 = 10;
+
+/// Has [`Allocator`] hand freed pages back to the OS `ms` milliseconds
+/// after they are freed (0: at once). Call it first.
+pub fn purge_after(ms: u32) {
     // SAFETY: setting an option is a plain store mimalloc reads on its next
-    // purge; PURGE_DELAY is an option it defines, 0 a value it accepts.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+    // purge; PURGE_DELAY is an option it defines, any delay one it accepts.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, ms.into()) };
 }
 
 /// Caps glibc at [`ARENAS`] malloc arenas, unless the deployer set
