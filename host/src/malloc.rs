@@ -18,7 +18,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// soaks (122 against 139 MiB at the end of a 3-minute one; large bodies'
 /// pages also stay until the delay passes), but every large tensor of a
 /// batched transformer request was then faulted in afresh: all-MiniLM-L6-v2
-/// at batch 32 served 5.3 requests/s against 7.4–7.8 with this delay
+/// at batch 32 took 138–140 ms against 107–116 ms with this delay
 /// (bench/RESULTS.md, "Freed memory returned after 10 ms").
 pub const DEFAULT_PURGE_MS: u32 = 10;
 
