@@ -4,10 +4,11 @@
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::buffers::{float_tensor, floats, written};
 use super::panels;
-use super::parallel::for_rows;
+use super::parallel::{SendPtr, for_rows};
 use super::skinny::{self, Weight};
 use crate::deadline;
 use crate::shape::MatmulPlan;
@@ -140,6 +141,14 @@ pub(super) fn gemm(
 
 /// [`gemm`] of one band of `m` rows.
 ///
+/// Threaded, it splits the product into blocks of output columns, one per
+/// thread, each a single-threaded gemm, rather than using gemm's own
+/// threading: gemm repacks a `[n, k]` weight (the `transpose_b` side) on
+/// the calling thread alone before its threads start, once per depth block,
+/// and meanwhile the other threads wait. Split by columns, each thread
+/// packs its own block of the weight. `examples/cpu_bench.rs gflops`
+/// measures both.
+///
 /// # Safety
 ///
 /// Every element of the `m × n` destination (rows `dst_rs` apart), of the
@@ -154,13 +163,70 @@ unsafe fn gemm_band(
     (scale, accumulate): (f32, bool),
     threads: bool,
 ) {
-    let parallelism = if threads {
-        Parallelism::Rayon(0)
+    let tasks = if threads {
+        rayon::current_num_threads().min(n / MIN_SPLIT_COLUMNS)
     } else {
-        Parallelism::None
+        1
     };
-    // SAFETY: the caller vouches for the three views, `dst` is borrowed
-    // mutably and cannot alias the shared inputs, and the strides fit isize
+    let dst = SendPtr(dst.as_mut_ptr().cast::<f32>());
+    // SAFETY (of every call below): the caller vouches for the three views
+    // and a column block's views are parts of them; `dst` was borrowed
+    // mutably, so it cannot alias the shared inputs, and blocks write
+    // disjoint columns of it.
+    let product = move |columns: std::ops::Range<usize>, parallelism| unsafe {
+        // The whole pointer, not its field: the wrapper is what is Sync.
+        let dst = dst;
+        single_gemm(
+            dst.0.add(columns.start),
+            dst_rs,
+            (m, columns.len(), k),
+            lhs,
+            rhs.data.as_ptr().add(columns.start * rhs.cs),
+            rhs,
+            (scale, accumulate),
+            parallelism,
+        )
+    };
+    if tasks <= 1 {
+        let parallelism = if threads {
+            Parallelism::Rayon(0)
+        } else {
+            Parallelism::None
+        };
+        product(0..n, parallelism);
+        return;
+    }
+    // Whole vectors of columns per block, so each block's stores stay
+    // aligned to the rows'.
+    let width = n.div_ceil(tasks).next_multiple_of(16);
+    (0..n.div_ceil(width)).into_par_iter().for_each(|block| {
+        let start = block * width;
+        product(start..n.min(start + width), Parallelism::None)
+    });
+}
+
+/// Fewest output columns a thread takes in [`gemm_band`]'s column split;
+/// narrower products keep gemm's own threading, which splits rows too.
+const MIN_SPLIT_COLUMNS: usize = 64;
+
+/// One call to gemm: `scale · lhs × rhs` into `dst`, the rhs starting at
+/// `rhs_start` with `rhs`'s strides.
+///
+/// # Safety
+///
+/// As for [`gemm_band`], for these views.
+#[allow(clippy::too_many_arguments)]
+unsafe fn single_gemm(
+    dst: *mut f32,
+    dst_rs: usize,
+    (m, n, k): (usize, usize, usize),
+    lhs: MatRef<'_>,
+    rhs_start: *const f32,
+    rhs: MatRef<'_>,
+    (scale, accumulate): (f32, bool),
+    parallelism: Parallelism,
+) {
+    // SAFETY: the caller vouches for the views, and the strides fit isize
     // because they index existing slices. With `read_dst` false gemm
     // stores every destination element without loading it first, so
     // uninitialised memory is fine there; it is true only for
@@ -170,14 +236,14 @@ unsafe fn gemm_band(
             m,
             n,
             k,
-            dst.as_mut_ptr().cast::<f32>(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
-            rhs.data.as_ptr(),
+            rhs_start,
             rhs.cs as isize,
             rhs.rs as isize,
             1.0,
@@ -292,4 +358,68 @@ pub(super) fn matmul_with(
     // with rows exactly `n` apart, so every element is written.
     let out = unsafe { written(total, fill) }?;
     float_tensor(a.dtype(), &s.out_shape, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::skinny::Weight;
+    use super::super::skinny::tests::{reference, values};
+    use super::*;
+
+    /// Split by columns over three threads (blocks of uneven width, a last
+    /// one narrower than the rest) or left to gemm's threads, a product lands
+    /// in its own columns of a wider destination, added to what was there
+    /// when accumulating, and leaves the columns past it alone.
+    #[test]
+    fn threaded_products_write_each_column_once() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        let (m, k) = (150, 300);
+        for n in [64, 130, 200, 333] {
+            for transposed in [true, false] {
+                for accumulate in [false, true] {
+                    let x = values(m * k, 3);
+                    let data = values(n * k, 4);
+                    let w = Weight {
+                        data: &data,
+                        transposed,
+                    };
+                    let rhs = if transposed {
+                        MatRef {
+                            data: &data,
+                            rs: 1,
+                            cs: k,
+                        }
+                    } else {
+                        MatRef::rows(&data, n)
+                    };
+                    let stride = n + 5;
+                    let mut dst = vec![0.5f32; m * stride];
+                    let out = if accumulate {
+                        Dst::Accumulate(&mut dst)
+                    } else {
+                        Dst::Overwrite(&mut dst)
+                    };
+                    let dims = (m, n, k);
+                    pool.install(|| gemm(out, stride, dims, MatRef::rows(&x, k), rhs, 1.0, true));
+                    let expected = reference(&x, w, (m, n, k));
+                    for (r, row) in dst.chunks(stride).enumerate() {
+                        for (c, &got) in row.iter().enumerate() {
+                            let want = match expected.get(r * n + c) {
+                                Some(&p) if c < n => p + if accumulate { 0.5 } else { 0.0 },
+                                _ => 0.5,
+                            };
+                            assert!(
+                                (got - want).abs() <= 1e-3,
+                                "n={n} transposed={transposed} accumulate={accumulate}: \
+                                 ({r}, {c}) is {got}, want {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

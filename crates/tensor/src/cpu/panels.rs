@@ -77,7 +77,7 @@ fn run(
     (m, n, k): (usize, usize, usize),
     tasks: usize,
 ) {
-    use super::skinny::SendPtr;
+    use super::parallel::SendPtr;
     use x86::{Lanes, PANEL, ROWS};
     assert!(
         x.len() >= m * k && w.len() >= n * k && out.len() >= m * n,

@@ -5,6 +5,16 @@ use rayon::prelude::*;
 
 use crate::deadline;
 
+/// An output pointer shared by tasks that write disjoint elements of it
+/// (the column blocks of [`super::matmul`]'s split products, the row ranges
+/// of [`super::skinny`] and [`super::panels`]).
+#[derive(Clone, Copy)]
+pub(super) struct SendPtr(pub(super) *mut f32);
+// SAFETY: every user hands each task its own elements.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
 /// Work (in element operations) below which splitting across threads costs
 /// more than it saves.
 pub(super) const PARALLEL_WORK: usize = 1 << 15;

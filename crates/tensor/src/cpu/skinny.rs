@@ -87,7 +87,7 @@ pub(super) fn product(
             x.len() >= m * k && w.data.len() >= n * k && out.len() >= m * n,
             "skinny product out of bounds"
         );
-        let out = SendPtr(out.as_mut_ptr().cast::<f32>());
+        let out = super::parallel::SendPtr(out.as_mut_ptr().cast::<f32>());
         // Column ranges are disjoint, so the tasks write disjoint elements.
         let columns = move |range: std::ops::Range<usize>| {
             let out = out;
@@ -122,18 +122,6 @@ pub(super) fn product(
         true
     }
 }
-
-/// An output pointer, shared by tasks that write disjoint elements (here
-/// and in [`super::panels`]).
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub(super) *mut f32);
-// SAFETY: the tasks sharing it write disjoint elements (see `product`).
-#[cfg(target_arch = "x86_64")]
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for SendPtr {}
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
