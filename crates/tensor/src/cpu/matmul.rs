@@ -4,11 +4,10 @@
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use super::buffers::{float_tensor, floats, written};
 use super::panels;
-use super::parallel::{SendPtr, for_rows};
+use super::parallel::{SendPtr, for_each_task, for_rows};
 use super::skinny::{self, Weight};
 use crate::deadline;
 use crate::shape::MatmulPlan;
@@ -199,7 +198,7 @@ unsafe fn gemm_band(
     // Whole vectors of columns per block, so each block's stores stay
     // aligned to the rows'.
     let width = n.div_ceil(tasks).next_multiple_of(16);
-    (0..n.div_ceil(width)).into_par_iter().for_each(|block| {
+    for_each_task(n.div_ceil(width), |block| {
         let start = block * width;
         product(start..n.min(start + width), Parallelism::None)
     });
@@ -366,8 +365,10 @@ mod tests {
     use super::super::skinny::tests::{reference, values};
     use super::*;
 
-    /// Split by columns over three threads (blocks of uneven width, a last
-    /// one narrower than the rest) or left to gemm's threads, a product lands
+    /// Split by columns (on a pool of three, blocks of uneven width and a
+    /// last one narrower than the rest; from outside the pool, as a request
+    /// calls, over the global pool and the calling thread) or left to gemm's
+    /// threads, a product lands
     /// in its own columns of a wider destination, added to what was there
     /// when accumulating, and leaves the columns past it alone.
     #[test]
@@ -378,7 +379,7 @@ mod tests {
             .expect("pool");
         let (m, k) = (150, 300);
         for n in [64, 130, 200, 333] {
-            for transposed in [true, false] {
+            for (transposed, on_worker) in [(true, true), (false, true), (true, false)] {
                 for accumulate in [false, true] {
                     let x = values(m * k, 3);
                     let data = values(n * k, 4);
@@ -403,7 +404,12 @@ mod tests {
                         Dst::Overwrite(&mut dst)
                     };
                     let dims = (m, n, k);
-                    pool.install(|| gemm(out, stride, dims, MatRef::rows(&x, k), rhs, 1.0, true));
+                    let run = || gemm(out, stride, dims, MatRef::rows(&x, k), rhs, 1.0, true);
+                    if on_worker {
+                        pool.install(run);
+                    } else {
+                        run();
+                    }
                     let expected = reference(&x, w, (m, n, k));
                     for (r, row) in dst.chunks(stride).enumerate() {
                         for (c, &got) in row.iter().enumerate() {
@@ -413,7 +419,8 @@ mod tests {
                             };
                             assert!(
                                 (got - want).abs() <= 1e-3,
-                                "n={n} transposed={transposed} accumulate={accumulate}: \
+                                "n={n} transposed={transposed} on_worker={on_worker} \
+                                 accumulate={accumulate}: \
                                  ({r}, {c}) is {got}, want {want}"
                             );
                         }

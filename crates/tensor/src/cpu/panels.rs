@@ -116,12 +116,9 @@ fn run(
     if tasks <= 1 || per_task >= n {
         part(0..n);
     } else {
-        rayon::scope(|scope| {
-            for start in (0..n).step_by(per_task) {
-                let end = (start + per_task).min(n);
-                let part = &part;
-                scope.spawn(move |_| part(start..end));
-            }
+        super::parallel::for_each_task(n.div_ceil(per_task), |task| {
+            let start = task * per_task;
+            part(start..(start + per_task).min(n))
         });
     }
 }

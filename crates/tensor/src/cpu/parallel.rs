@@ -1,19 +1,151 @@
 //! Splitting kernels across rayon's pool and compiling their loops for the
 //! widest vector units the CPU has.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 
 use crate::deadline;
 
-/// An output pointer shared by tasks that write disjoint elements of it
-/// (the column blocks of [`super::matmul`]'s split products, the row ranges
-/// of [`super::skinny`] and [`super::panels`]).
-#[derive(Clone, Copy)]
-pub(super) struct SendPtr(pub(super) *mut f32);
+/// A pointer into an output shared by tasks that write disjoint elements of
+/// it (the chunks of [`for_rows`], the column blocks of
+/// [`super::matmul`]'s split products, the row ranges of [`super::skinny`]
+/// and [`super::panels`]).
+pub(super) struct SendPtr<T>(pub(super) *mut T);
+// Not derived: a derive would ask `T: Copy` of a mere pointer.
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
 // SAFETY: every user hands each task its own elements.
-unsafe impl Send for SendPtr {}
+unsafe impl<T: Send> Send for SendPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SendPtr {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+/// Runs `task(i)` for every `i` in `0..tasks`, each once, on the calling
+/// thread and up to one fewer of rayon's workers than the pool has, and
+/// returns when all have finished; a task's panic resumes here once they
+/// have.
+///
+/// The calling thread takes tasks too, from the same counter as the
+/// workers, instead of handing all of them to the pool and sleeping until
+/// they are done, as `rayon::scope` does from outside the pool. A request's
+/// thread thus never waits for a sleeping worker to wake: tasks no worker
+/// has claimed yet it runs itself. Waking and sleeping per operation cost a
+/// third of a batch-1 transformer request's samples
+/// (bench/RESULTS.md, session 15).
+pub(super) fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
+    let helpers = rayon::current_num_threads()
+        .saturating_sub(1)
+        .min(tasks.saturating_sub(1));
+    if helpers == 0 {
+        (0..tasks).for_each(task);
+        return;
+    }
+    if rayon::current_thread_index().is_some() {
+        // On a worker already, where rayon's join lets this thread work.
+        (0..tasks).into_par_iter().for_each(&task);
+        return;
+    }
+    let task: *const (dyn Fn(usize) + Sync + '_) = &task;
+    // SAFETY: only the lifetime changes. `Shared::run` calls the task only
+    // for an index it claimed below `tasks`, and this function returns (or
+    // unwinds) only after every claimed index has finished, so no call
+    // outlives the borrow; later claims find nothing and touch no task.
+    let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(task) };
+    let shared = Arc::new(Shared {
+        task,
+        tasks,
+        next: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        panic: Mutex::new(None),
+        caller: thread::current(),
+    });
+    for _ in 0..helpers {
+        let shared = Arc::clone(&shared);
+        rayon::spawn(move || shared.run());
+    }
+    shared.run();
+    shared.wait();
+    let panic = shared
+        .panic
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(payload) = panic {
+        resume_unwind(payload);
+    }
+}
+
+/// How long [`for_each_task`]'s caller spins on the last tasks before it
+/// parks: a worker's task of a batch-1 product takes tens of microseconds.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The state [`for_each_task`]'s threads share.
+struct Shared {
+    /// Called only for claimed indices below `tasks`; see `for_each_task`.
+    task: *const (dyn Fn(usize) + Sync),
+    tasks: usize,
+    /// The next index to claim.
+    next: AtomicUsize,
+    /// Tasks finished, panicked ones included.
+    finished: AtomicUsize,
+    /// The first task panic's payload.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Unparked by whoever finishes the last task.
+    caller: Thread,
+}
+
+// SAFETY: `task` points to a `Sync` closure, called from any thread only
+// while `for_each_task` keeps it alive (see there); the rest is `Sync`.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Claims and runs tasks until none is left unclaimed.
+    fn run(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.tasks {
+                return;
+            }
+            // SAFETY: `i` was claimed below `tasks`, so `for_each_task` is
+            // still waiting and the closure alive.
+            let task = unsafe { &*self.task };
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task(i))) {
+                let mut panic = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                panic.get_or_insert(payload);
+            }
+            // Release: the task's writes happen before the caller sees the
+            // count reach `tasks`.
+            if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.tasks {
+                self.caller.unpark();
+            }
+        }
+    }
+
+    /// Returns once every task has finished.
+    fn wait(&self) {
+        let done = || self.finished.load(Ordering::Acquire) == self.tasks;
+        let start = Instant::now();
+        while !done() {
+            if start.elapsed() < SPIN {
+                std::hint::spin_loop();
+            } else {
+                // A stale unpark only makes this loop check again.
+                thread::park();
+            }
+        }
+    }
+}
 
 /// Work (in element operations) below which splitting across threads costs
 /// more than it saves.
@@ -69,11 +201,20 @@ pub(super) fn for_rows<T: Send>(
         out.chunks_mut(per_task * row_len)
             .enumerate()
             .for_each(chunk);
-    } else {
-        out.par_chunks_mut(per_task * row_len)
-            .enumerate()
-            .for_each(chunk);
+        return;
     }
+    let len = out.len();
+    let step = per_task * row_len;
+    let base = SendPtr(out.as_mut_ptr());
+    for_each_task(len.div_ceil(step), move |i| {
+        let base = base;
+        let start = i * step;
+        // SAFETY: the chunks `i` indexes are disjoint parts of `out`, which
+        // stays borrowed until every task has finished.
+        let part =
+            unsafe { std::slice::from_raw_parts_mut(base.0.add(start), step.min(len - start)) };
+        chunk((i, part))
+    });
 }
 
 /// Most work (in element operations) in one chunk of [`for_rows`]: a few
@@ -105,3 +246,63 @@ pub(super) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
 /// Elementwise kernels over a flat buffer, cut into blocks this long so
 /// parallel splitting stays coarse.
 pub(super) const BLOCK: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// From a thread outside the pool, as a request's is, every index runs
+    /// exactly once per call, however the caller and the workers race for
+    /// them; with more than one thread in the pool, tasks long enough for a
+    /// worker to wake are shared with it.
+    #[test]
+    fn every_task_runs_once_on_the_caller_and_the_pool() {
+        let counts: Vec<AtomicUsize> = (0..37).map(|_| AtomicUsize::new(0)).collect();
+        for _ in 0..500 {
+            for_each_task(counts.len(), |i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        for (i, count) in counts.iter().enumerate() {
+            assert_eq!(count.load(Ordering::Relaxed), 500, "task {i}");
+        }
+        let threads = Mutex::new(HashSet::new());
+        for_each_task(64, |_| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_micros(500) {
+                std::hint::spin_loop();
+            }
+            threads.lock().unwrap().insert(thread::current().id());
+        });
+        let threads = threads.into_inner().unwrap();
+        assert!(
+            threads.contains(&thread::current().id()),
+            "the caller took no task"
+        );
+        if rayon::current_num_threads() > 1 {
+            assert!(threads.len() > 1, "no worker took a task");
+        }
+    }
+
+    /// A task's panic reaches the caller, with its payload, only after every
+    /// other task has run: none is left writing into a buffer the unwind
+    /// frees.
+    #[test]
+    fn a_task_panic_resumes_on_the_caller_after_the_rest() {
+        let ran = AtomicUsize::new(0);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            for_each_task(16, |i| {
+                if i == 3 {
+                    resume_unwind(Box::new(7u32));
+                }
+                thread::sleep(Duration::from_millis(1));
+                ran.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        let payload = outcome.expect_err("the panic was lost");
+        assert_eq!(payload.downcast_ref::<u32>(), Some(&7));
+        assert_eq!(ran.load(Ordering::Relaxed), 15);
+    }
+}

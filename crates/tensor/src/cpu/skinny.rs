@@ -111,12 +111,9 @@ pub(super) fn product(
         } else {
             // Whole tiles per task, so only the last task has a ragged one.
             let per_task = n.div_ceil(tasks).next_multiple_of(x86::COLS_WIDE);
-            rayon::scope(|scope| {
-                for start in (0..n).step_by(per_task) {
-                    let end = (start + per_task).min(n);
-                    let columns = &columns;
-                    scope.spawn(move |_| columns(start..end));
-                }
+            super::parallel::for_each_task(n.div_ceil(per_task), |task| {
+                let start = task * per_task;
+                columns(start..(start + per_task).min(n))
             });
         }
         true
