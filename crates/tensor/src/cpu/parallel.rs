@@ -268,21 +268,26 @@ mod tests {
         for (i, count) in counts.iter().enumerate() {
             assert_eq!(count.load(Ordering::Relaxed), 500, "task {i}");
         }
-        let threads = Mutex::new(HashSet::new());
-        for_each_task(64, |_| {
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_micros(500) {
-                std::hint::spin_loop();
-            }
-            threads.lock().unwrap().insert(thread::current().id());
+        // Other tests share the global pool, so a round may find its
+        // workers busy throughout; some round of twenty must not.
+        let shared = (0..20).any(|_| {
+            let threads = Mutex::new(HashSet::new());
+            for_each_task(64, |_| {
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_micros(500) {
+                    std::hint::spin_loop();
+                }
+                threads.lock().unwrap().insert(thread::current().id());
+            });
+            let threads = threads.into_inner().unwrap();
+            assert!(
+                threads.contains(&thread::current().id()),
+                "the caller took no task"
+            );
+            threads.len() > 1
         });
-        let threads = threads.into_inner().unwrap();
-        assert!(
-            threads.contains(&thread::current().id()),
-            "the caller took no task"
-        );
         if rayon::current_num_threads() > 1 {
-            assert!(threads.len() > 1, "no worker took a task");
+            assert!(shared, "no worker took a task in twenty rounds");
         }
     }
 
