@@ -7,7 +7,7 @@ use gemm::Parallelism;
 
 use super::buffers::{float_tensor, floats, written};
 use super::panels;
-use super::parallel::{SendPtr, for_each_task, for_rows};
+use super::parallel::{SendPtr, for_each_block, for_rows};
 use super::skinny::{self, Weight};
 use crate::deadline;
 use crate::shape::MatmulPlan;
@@ -175,12 +175,15 @@ unsafe fn gemm_band(
     let product = move |columns: std::ops::Range<usize>, parallelism| unsafe {
         // The whole pointer, not its field: the wrapper is what is Sync.
         let dst = dst;
+        let rhs = MatRef {
+            data: &rhs.data[columns.start * rhs.cs..],
+            ..rhs
+        };
         single_gemm(
             dst.0.add(columns.start),
             dst_rs,
             (m, columns.len(), k),
             lhs,
-            rhs.data.as_ptr().add(columns.start * rhs.cs),
             rhs,
             (scale, accumulate),
             parallelism,
@@ -198,29 +201,23 @@ unsafe fn gemm_band(
     // Whole vectors of columns per block, so each block's stores stay
     // aligned to the rows'.
     let width = n.div_ceil(tasks).next_multiple_of(16);
-    for_each_task(n.div_ceil(width), |block| {
-        let start = block * width;
-        product(start..n.min(start + width), Parallelism::None)
-    });
+    for_each_block(n, width, |columns| product(columns, Parallelism::None));
 }
 
 /// Fewest output columns a thread takes in [`gemm_band`]'s column split;
 /// narrower products keep gemm's own threading, which splits rows too.
 const MIN_SPLIT_COLUMNS: usize = 64;
 
-/// One call to gemm: `scale · lhs × rhs` into `dst`, the rhs starting at
-/// `rhs_start` with `rhs`'s strides.
+/// One call to gemm: `scale · lhs × rhs` into `dst`.
 ///
 /// # Safety
 ///
 /// As for [`gemm_band`], for these views.
-#[allow(clippy::too_many_arguments)]
 unsafe fn single_gemm(
     dst: *mut f32,
     dst_rs: usize,
     (m, n, k): (usize, usize, usize),
     lhs: MatRef<'_>,
-    rhs_start: *const f32,
     rhs: MatRef<'_>,
     (scale, accumulate): (f32, bool),
     parallelism: Parallelism,
@@ -242,7 +239,7 @@ unsafe fn single_gemm(
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
-            rhs_start,
+            rhs.data.as_ptr(),
             rhs.cs as isize,
             rhs.rs as isize,
             1.0,

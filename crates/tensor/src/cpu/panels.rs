@@ -116,10 +116,7 @@ fn run(
     if tasks <= 1 || per_task >= n {
         part(0..n);
     } else {
-        super::parallel::for_each_task(n.div_ceil(per_task), |task| {
-            let start = task * per_task;
-            part(start..(start + per_task).min(n))
-        });
+        super::parallel::for_each_block(n, per_task, part);
     }
 }
 

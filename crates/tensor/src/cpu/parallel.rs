@@ -2,6 +2,7 @@
 //! widest vector units the CPU has.
 
 use std::any::Any;
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +83,15 @@ pub(super) fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
     if let Some(payload) = panic {
         resume_unwind(payload);
     }
+}
+
+/// Runs `f` on `0..len` cut into blocks of `width` (the last one shorter),
+/// as the tasks of [`for_each_task`].
+pub(super) fn for_each_block(len: usize, width: usize, f: impl Fn(Range<usize>) + Sync) {
+    for_each_task(len.div_ceil(width), |block| {
+        let start = block * width;
+        f(start..len.min(start + width))
+    });
 }
 
 /// How long [`for_each_task`]'s caller spins on the last tasks before it
@@ -206,14 +216,12 @@ pub(super) fn for_rows<T: Send>(
     let len = out.len();
     let step = per_task * row_len;
     let base = SendPtr(out.as_mut_ptr());
-    for_each_task(len.div_ceil(step), move |i| {
+    for_each_block(len, step, move |block| {
         let base = base;
-        let start = i * step;
-        // SAFETY: the chunks `i` indexes are disjoint parts of `out`, which
-        // stays borrowed until every task has finished.
-        let part =
-            unsafe { std::slice::from_raw_parts_mut(base.0.add(start), step.min(len - start)) };
-        chunk((i, part))
+        // SAFETY: the blocks are disjoint parts of `out`, which stays
+        // borrowed until every task has finished.
+        let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(block.start), block.len()) };
+        chunk((block.start / step, part))
     });
 }
 

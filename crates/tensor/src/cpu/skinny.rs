@@ -111,10 +111,7 @@ pub(super) fn product(
         } else {
             // Whole tiles per task, so only the last task has a ragged one.
             let per_task = n.div_ceil(tasks).next_multiple_of(x86::COLS_WIDE);
-            super::parallel::for_each_task(n.div_ceil(per_task), |task| {
-                let start = task * per_task;
-                columns(start..(start + per_task).min(n))
-            });
+            super::parallel::for_each_block(n, per_task, columns);
         }
         true
     }
