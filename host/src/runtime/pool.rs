@@ -135,9 +135,9 @@ impl InstancePool {
             .expect("the pool never closes its semaphore");
         let queue = queued.elapsed();
         let pool = self.clone();
-        // Everything after this point runs to completion even if the client
-        // goes away, so the instance always returns to the pool.
-        let mut work = Box::pin(async move {
+        // Everything after this point runs to completion in its own task even
+        // if the client goes away, so the instance always returns to the pool.
+        let work = Box::pin(async move {
             let mut instance = pool.take();
             let started = Instant::now();
             let result = call(&mut instance).await;
@@ -153,18 +153,20 @@ impl InstancePool {
             }
             result.map(|r| (r, Timing { queue, compute }))
         });
-        // A short call first runs right here, in the request's own task: it
-        // cannot be cancelled inside one poll, and most finish in it. One
-        // that yields (it ran a whole epoch tick) finishes in a task of its
-        // own on a blocking thread, which runs on if the client goes away.
-        if self.inline()
-            && let Some(done) = (&mut work).now_or_never()
-        {
-            return Ok(done?);
-        }
-        Ok(on_blocking_thread(work)
-            .await
-            .expect("instance calls do not panic")?)
+        let task = if self.inline() {
+            tokio::spawn(async move {
+                let mut work = work;
+                match (&mut work).now_or_never() {
+                    Some(done) => done,
+                    None => on_blocking_thread(work)
+                        .await
+                        .expect("instance calls do not panic"),
+                }
+            })
+        } else {
+            on_blocking_thread(work)
+        };
+        Ok(task.await.expect("instance calls do not panic")?)
     }
 
     /// Whether the next call runs on the async worker: its calls are short
