@@ -140,10 +140,11 @@ class Client:
         u = urllib.parse.urlsplit(url)
         self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
 
-    def post(self, model, raw):
+    def post(self, model, raw, headers=None):
         """The timed path: a pre-encoded body in, the response's bytes out
-        (the client's JSON work is not the server's)."""
-        self.conn.request("POST", f"/v2/models/{model}/infer", raw, {"content-type": "application/json"})
+        (the client's JSON work is not the server's). `headers` replace the
+        JSON content type (the binary extension's, for one)."""
+        self.conn.request("POST", f"/v2/models/{model}/infer", raw, headers or {"content-type": "application/json"})
         response = self.conn.getresponse()
         data = response.read()
         if response.status != 200:

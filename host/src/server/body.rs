@@ -109,16 +109,23 @@ impl Joined {
         }
     }
 
-    /// Appends `data` (the body stays within `limit`), moving what it holds
-    /// to a buffer twice as large, up to `limit`, and aligned again when it
-    /// is full.
+    /// Appends `data` (the body stays within `limit`), growing the buffer
+    /// as a `Vec` grows, up to `limit`, and moving what it holds back into
+    /// alignment when the allocator moved it.
     fn extend(&mut self, data: &[u8]) {
-        if self.bytes.capacity() - self.bytes.len() < data.len() {
-            let held = self.bytes.len() - self.pad;
+        let len = self.bytes.len();
+        if self.bytes.capacity() - len < data.len() {
+            let held = len - self.pad;
             let size = (2 * held).min(self.limit).max(held + data.len());
-            let mut grown = Joined::new(size, self.json, self.limit);
-            grown.bytes.extend_from_slice(&self.bytes[self.pad..]);
-            *self = grown;
+            self.bytes.reserve(size + BINARY_ALIGN - len);
+            let start = self.bytes.as_ptr() as usize + self.json;
+            let pad = start.next_multiple_of(BINARY_ALIGN) - start;
+            if pad != self.pad {
+                self.bytes.resize(len.max(pad + held), 0);
+                self.bytes.copy_within(self.pad..len, pad);
+                self.bytes.truncate(pad + held);
+                self.pad = pad;
+            }
         }
         self.bytes.extend_from_slice(data);
     }
