@@ -17,8 +17,8 @@ const DRAIN_CAP: usize = 16 << 20;
 /// copying it.
 const BINARY_ALIGN: usize = 64;
 
-/// Most bytes reserved for a body beyond twice what has arrived, on the
-/// strength of its declared length alone.
+/// Room reserved for a body on the strength of its declared length alone
+/// is at most this, or twice what has arrived when that is more.
 const PREALLOCATE: usize = 1 << 20;
 
 /// Reads the body, refusing more than `limit` bytes with a 413. Memory use
@@ -40,8 +40,8 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     }
     let mut body = body;
     // A body that arrives in one frame (most small ones do) is kept as it
-    // came, not copied; a second frame starts a buffer holding both, sized
-    // for the whole body, with its binary data (if any) aligned.
+    // came, not copied; a second frame starts a buffer holding both, with
+    // room for the declared length and its binary data (if any) aligned.
     let mut first = Bytes::new();
     let mut buffer: Option<Joined> = None;
     let mut seen = 0usize;
@@ -116,7 +116,10 @@ impl Joined {
         let len = self.bytes.len();
         if self.bytes.capacity() - len < data.len() {
             let held = len - self.pad;
-            let size = (2 * held).min(self.limit).max(held + data.len());
+            let size = held
+                .saturating_mul(2)
+                .min(self.limit)
+                .max(held + data.len());
             self.bytes.reserve(size + BINARY_ALIGN - len);
             let start = self.bytes.as_ptr() as usize + self.json;
             let pad = start.next_multiple_of(BINARY_ALIGN) - start;
