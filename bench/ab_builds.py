@@ -23,7 +23,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import struct
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -41,18 +40,6 @@ def digits_batch(n):
     x = one["inputs"][0]
     data = x["data"] * n
     return {"inputs": [dict(x, shape=[n] + x["shape"][1:], data=data)]}
-
-
-def binary_linear(n):
-    """`linear` on n floats over the binary extension, both ways: the JSON
-    header's length (181 bytes, not a multiple of 4) leaves the data
-    unaligned in the body as sent."""
-    head = json.dumps({"inputs": [{"name": "x", "shape": [n, 1], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 4 * n}}],
-                       "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
-    data = struct.pack(f"<{n}f", *(float(i % 251) for i in range(n)))
-    headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(head))}
-    return head + data, headers
 
 
 def cases():
@@ -74,7 +61,7 @@ def cases():
         ("gpt2 16 tokens (seeded sampling)", "gpt2", gpt2),
     ]
     return [(label, model, json.dumps(request).encode(), None) for label, model, request in json_cases] + [
-        ("linear [1Mi,1] binary extension (4 MiB each way)", "linear", *binary_linear(1 << 20)),
+        ("linear [1Mi,1] binary extension (4 MiB each way)", "linear", *harness.binary_linear(1 << 20)),
     ]
 
 

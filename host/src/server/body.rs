@@ -97,16 +97,22 @@ struct Joined {
 impl Joined {
     /// Room for `size` bytes of a body whose JSON part is `json` bytes.
     fn new(size: usize, json: usize, limit: usize) -> Joined {
-        let mut bytes = bytes::BytesMut::with_capacity(size + BINARY_ALIGN);
-        let start = bytes.as_ptr() as usize + json;
-        let pad = start.next_multiple_of(BINARY_ALIGN) - start;
-        bytes.resize(pad, 0);
-        Joined {
-            bytes,
-            pad,
+        let mut joined = Joined {
+            bytes: bytes::BytesMut::with_capacity(size + BINARY_ALIGN),
+            pad: 0,
             json,
             limit,
-        }
+        };
+        joined.pad = joined.aligning_pad();
+        joined.bytes.resize(joined.pad, 0);
+        joined
+    }
+
+    /// The pad that puts the binary data at a multiple of [`BINARY_ALIGN`]
+    /// in the buffer as it is allocated now.
+    fn aligning_pad(&self) -> usize {
+        let start = self.bytes.as_ptr() as usize + self.json;
+        start.next_multiple_of(BINARY_ALIGN) - start
     }
 
     /// Appends `data` (the body stays within `limit`), growing the buffer
@@ -121,8 +127,7 @@ impl Joined {
                 .min(self.limit)
                 .max(held + data.len());
             self.bytes.reserve(size + BINARY_ALIGN - len);
-            let start = self.bytes.as_ptr() as usize + self.json;
-            let pad = start.next_multiple_of(BINARY_ALIGN) - start;
+            let pad = self.aligning_pad();
             if pad != self.pad {
                 self.bytes.resize(len.max(pad + held), 0);
                 self.bytes.copy_within(self.pad..len, pad);
@@ -164,8 +169,8 @@ impl LazyBody {
 mod tests {
     use super::*;
 
-    /// `body` sent as `frames`, with the headers a binary-extension client
-    /// sends (`declare`: a Content-Length).
+    /// A body sent as `frames` and read back, with the headers a
+    /// binary-extension client sends (`declare`: a Content-Length too).
     async fn read(frames: &[&[u8]], json: usize, declare: bool) -> Bytes {
         let mut headers = HeaderMap::new();
         headers.insert(crate::protocol::HEADER_LENGTH, json.into());

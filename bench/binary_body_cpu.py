@@ -1,0 +1,76 @@
+"""Server CPU per request for large binary-extension bodies, two builds
+taking turns: `linear` on 1Mi floats (4 MiB in, 4 MiB out, the data
+unaligned in the body as sent; `harness.binary_linear`), driven by
+`wrk -t1 -c2` for 5 s per turn. CPU is the server process's user + system
+time over the turn, from /proc, so the load generator's share is not in it.
+
+    python3 bench/binary_body_cpu.py --a BINARY_A --b BINARY_B [--pairs 3]
+
+Needs wrk (apt-get install wrk) and examples/models with the linear plugin
+(scripts/build-plugins.sh).
+"""
+
+import argparse
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import harness
+
+
+def cpu_seconds(pid):
+    """User + system time of process `pid` so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(script, url, seconds):
+    out = subprocess.run(["wrk", "-t1", "-c2", f"-d{seconds}s", "-s", script, url],
+                         check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in out:
+        sys.exit(f"{url}: some requests failed:\n{out}")
+    return int(re.search(r"(\d+) requests in", out)[1]), float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+
+
+def turn(binary, script):
+    server = harness.Server(binary, harness.MODELS, ["linear"], threads=2)
+    try:
+        url = f"{server.url}/v2/models/linear/infer"
+        wrk(script, url, 1)
+        before = cpu_seconds(server.proc.pid)
+        requests, rate = wrk(script, url, 5)
+        return (cpu_seconds(server.proc.pid) - before) / requests, rate
+    finally:
+        server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", required=True, help="baseline binary")
+    parser.add_argument("--b", required=True, help="binary under test")
+    parser.add_argument("--pairs", type=int, default=3)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as work:
+        body, headers = harness.binary_linear(1 << 20)
+        (pathlib.Path(work) / "body").write_bytes(body)
+        script = pathlib.Path(work) / "request.lua"
+        script.write_text(f'local f = io.open("{work}/body", "rb")\n'
+                          'wrk.method = "POST"; wrk.body = f:read("*a"); f:close()\n'
+                          + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+        print(f"load: {' '.join(pathlib.Path('/proc/loadavg').read_text().split()[:3])}")
+        print("| build | server CPU per request | requests/s |")
+        print("|---|---:|---:|")
+        for _ in range(args.pairs):
+            for binary in (args.a, args.b):
+                cpu, rate = turn(binary, str(script))
+                print(f"| {binary} | {cpu * 1e3:.2f} ms | {rate:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
