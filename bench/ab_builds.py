@@ -8,7 +8,10 @@ built with it (plugins and SDK change with the host). Both servers run on
 `--device cpu` with the same compute threads; only one is busy at a time.
 Prints a Markdown table: p50 and mean per request for each side and the
 ratio of the p50s (B / A: below 1 means B is faster). Both sides must answer
-each request with the same bytes, which is checked before timing.
+each request with the same bytes, which is checked before timing; with
+`--tolerance T` (a change that rounds differently), JSON answers may differ
+in numbers by at most T relative to the larger magnitude (or T absolute
+below 1).
 
 Usage (A = before, B = after):
     git worktree add /tmp/before <rev> && (cd /tmp/before && \
@@ -16,7 +19,7 @@ Usage (A = before, B = after):
         CARGO_TARGET_DIR=/tmp/before-target scripts/build-plugins.sh)
     scripts/build-plugins.sh && cargo build --release -p edgeserve
     python3 bench/ab_builds.py --a /tmp/before-target/release/edgeserve:/tmp/before/examples/models \
-        --b target/release/edgeserve:examples/models [--requests 200] [--threads 2]
+        --b target/release/edgeserve:examples/models [--requests 200] [--threads 2] [--tolerance T]
 """
 
 import argparse
@@ -76,12 +79,34 @@ def ms(seconds):
     return f"{seconds * 1e3:.2f} ms"
 
 
+def agree(a, b, tolerance):
+    """Whether two answers agree: the same bytes, or with a `tolerance`,
+    the same JSON with numbers that close."""
+    if a == b:
+        return True
+    if tolerance is None:
+        return False
+    def same(x, y):
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            return abs(x - y) <= tolerance * max(1.0, abs(x), abs(y))
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(same(p, q) for p, q in zip(x, y))
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        return x == y
+    try:
+        return same(json.loads(a), json.loads(b))
+    except ValueError:
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", required=True, help="BINARY:REPOSITORY of the baseline build")
     parser.add_argument("--b", required=True, help="BINARY:REPOSITORY of the build under test")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per case and side")
     parser.add_argument("--threads", type=int, default=2, help="compute threads of each server")
+    parser.add_argument("--tolerance", type=float, help="let JSON numbers differ this much (relative)")
     args = parser.parse_args()
 
     selected = cases()
@@ -89,12 +114,13 @@ def main():
     servers = [harness.Server(binary, repo, models, args.threads) for binary, repo in (side(args.a), side(args.b))]
     try:
         clients = [harness.Client(s.url) for s in servers]
-        print(f"`python3 bench/ab_builds.py --requests {args.requests} --threads {args.threads}`\n")
+        tolerance = f" --tolerance {args.tolerance}" if args.tolerance is not None else ""
+        print(f"`python3 bench/ab_builds.py --requests {args.requests} --threads {args.threads}{tolerance}`\n")
         print("| Request | A p50 | B p50 | A mean | B mean | B/A p50 |")
         print("|---|---:|---:|---:|---:|---:|")
         for label, model, raw, headers in selected:
             answers = [c.post(model, raw, headers) for c in clients]
-            if answers[0] != answers[1]:
+            if not agree(*answers, args.tolerance):
                 sys.exit(f"{label}: the builds answer differently:\nA {answers[0][:300]!r}\nB {answers[1][:300]!r}")
             warmup = max(3, args.requests // 20)
             times = harness.timed([lambda c=c: c.post(model, raw, headers) for c in clients], args.requests, warmup)

@@ -106,6 +106,19 @@ fn unary(name: &'static str, op: UnaryOp, shape: &[usize]) -> Case {
     case(name, &[shape], move |o, t| o.unary(op, &t[0]))
 }
 
+/// GELU over inputs spread over [-4.5, 2.5], a third of them in the left
+/// tail (below -2) as in a transformer's feed-forward layer, where most
+/// runs of elements hold one.
+fn gelu_with_a_tail() -> Case {
+    let x = cpu()
+        .affine(&tensor(&[1 << 20]), 7.0, -1.0)
+        .expect("affine");
+    (
+        "gelu [1M], a third below -2",
+        Box::new(move || drop(cpu().unary(UnaryOp::Gelu, &x).expect("gelu"))),
+    )
+}
+
 fn tensor(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -329,6 +342,7 @@ fn main() {
         unary("gelu [4096]", UnaryOp::Gelu, &[4096]),
         unary("tanh [4096]", UnaryOp::Tanh, &[4096]),
         unary("gelu [1M]", UnaryOp::Gelu, &[1 << 20]),
+        gelu_with_a_tail(),
         unary("gelu-tanh [1M]", UnaryOp::GeluTanh, &[1 << 20]),
         case("softmax [12,128,128] last", &[&[12, 128, 128]], |o, t| {
             o.softmax(&t[0], -1)

@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
 use super::elem::{Elem, by_dtype};
-use super::math::{exp, gelu, gelu_body, sigmoid};
+use super::math::{exp, gelu, sigmoid};
 use super::parallel::{BLOCK, for_rows};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
@@ -161,49 +161,12 @@ impl UnaryVisitor for MapF32<'_> {
     }
 }
 
-/// GELU over a slice. Runs with no element in the left tail skip its
-/// computation, which costs twice the body; the check itself vectorizes.
-/// Outside the tail [`gelu`] is [`gelu_body`] bit for bit, so this agrees
-/// with the plain `gelu` that [`with_unary`] hands to `linear`.
-fn gelu_f32(src: &[f32]) -> Result<Vec<f32>> {
-    let fill = |out: &mut [MaybeUninit<f32>]| {
-        for_blocks(
-            out,
-            10,
-            #[inline(always)]
-            |at, chunk| {
-                let xs = &src[at];
-                for (o, x) in chunk.chunks_mut(64).zip(xs.chunks(64)) {
-                    if x.iter().fold(false, |t, &v| t | (v < -2.0)) {
-                        for (o, &x) in o.iter_mut().zip(x) {
-                            o.write(gelu(x));
-                        }
-                    } else {
-                        for (o, &x) in o.iter_mut().zip(x) {
-                            o.write(gelu_body(x));
-                        }
-                    }
-                }
-            },
-        );
-    };
-    // SAFETY: every run of every block is written by one of the loops.
-    unsafe { written(src.len(), fill) }
-}
-
-fn unary_f32(op: UnaryOp, src: &[f32]) -> Result<Vec<f32>> {
-    match op {
-        UnaryOp::Gelu => gelu_f32(src),
-        _ => with_unary(op, MapF32(src)),
-    }
-}
-
 pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     let name = op.name();
     match x.dtype() {
         DType::F32 | DType::F16 => {
             let src = floats(name, x)?;
-            float_tensor(x.dtype(), x.shape(), unary_f32(op, &src)?)
+            float_tensor(x.dtype(), x.shape(), with_unary(op, MapF32(&src))?)
         }
         DType::I32 => unary_int::<i32>(op, x),
         DType::I64 => unary_int::<i64>(op, x),
