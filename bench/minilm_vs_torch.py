@@ -23,6 +23,7 @@ OpenMP threads wait passively (OMP_WAIT_POLICY=PASSIVE, as in bench/models.py)
 unless OMP_WAIT_POLICY is exported.
 
 Usage:
+    python3 -m pip install -r tests/requirements.txt -r bench/requirements.txt
     scripts/fetch-minilm.sh
     cargo build --release -p edgeserve
     (cd plugins && cargo build --release --target wasm32-wasip2 -p minilm)
