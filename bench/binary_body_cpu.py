@@ -13,9 +13,7 @@ Needs wrk (apt-get install wrk) and examples/models with the linear plugin
 import argparse
 import os
 import pathlib
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -29,11 +27,11 @@ def cpu_seconds(pid):
 
 
 def wrk(script, url, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c2", f"-d{seconds}s", "-s", script, url],
-                         check=True, capture_output=True, text=True).stdout
-    if "Non-2xx" in out:
-        sys.exit(f"{url}: some requests failed:\n{out}")
-    return int(re.search(r"(\d+) requests in", out)[1]), float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])
+    """(requests, requests/s) of one wrk run; exits if any failed."""
+    run = harness.wrk(url, script, seconds, threads=1, connections=2)
+    if run["errors"]:
+        sys.exit(f"{url}: {run['errors']} requests failed")
+    return run["requests"], run["rate"]
 
 
 def turn(binary, script):

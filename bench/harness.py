@@ -175,6 +175,30 @@ class Client:
         return {o["name"]: o["data"] for o in json.loads(data)["outputs"]}
 
 
+def wrk(url, script, seconds, threads, connections, env=None):
+    """One run of wrk (`--latency`, the Lua `script`) against `url`:
+    {requests, rate (req/s), p50 and p99 (ms), errors (non-2xx and socket
+    errors)}. `env` adds to the environment (for the script to read)."""
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        env=dict(os.environ, **(env or {})), capture_output=True, text=True, check=True,
+    ).stdout
+
+    def percentile(p):
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out)[1]),
+        "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        "p50": percentile(50),
+        "p99": percentile(99),
+        "errors": errors,
+    }
+
+
 def timed(fns, repeats, warmup):
     """Times each of `fns` `repeats` times, taking turns, so that both sides
     see the same background load on a shared machine."""

@@ -12,7 +12,6 @@ prints the median per request, per sentence, and sentences/s.
 import argparse
 import json
 import statistics
-import time
 
 import harness
 from batching import SENTENCES
@@ -32,13 +31,7 @@ def main():
             texts = [SENTENCES[i % len(SENTENCES)] for i in range(n)]
             raw = json.dumps({"inputs": [{"name": "text", "shape": [n], "datatype": "BYTES", "data": texts}],
                               "outputs": [{"name": "embedding"}]}).encode()
-            for _ in range(3):
-                client.post("minilm", raw)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                client.post("minilm", raw)
-                times.append(time.perf_counter() - start)
+            [times] = harness.timed([lambda: client.post("minilm", raw)], args.repeats, warmup=3)
             median = statistics.median(times) * 1e3
             print(f"| {n} | {median:.2f} ms | {median / n:.2f} ms | {1e3 * n / median:.0f} |")
     finally:

@@ -29,9 +29,7 @@ Prints a Markdown table of requests/s and latency per side.
 
 import argparse
 import json
-import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -156,20 +154,9 @@ def model_folder(root, python):
 
 def wrk(url, body_file, seconds, script):
     """(requests/s, p50 ms, p99 ms, non-2xx + socket errors) of one wrk run."""
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"{url}/v2/models/digits/infer"],
-        env=dict(os.environ, BENCH_BODY=str(body_file)), capture_output=True, text=True, check=True,
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def percentile(p):
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return rate, percentile(50), percentile(99), errors
+    run = harness.wrk(f"{url}/v2/models/digits/infer", script, seconds, threads=2, connections=CONNECTIONS,
+                      env={"BENCH_BODY": str(body_file)})
+    return run["rate"], run["p50"], run["p99"], run["errors"]
 
 
 def main():
