@@ -145,6 +145,7 @@ def main():
     parser.add_argument("--url", help="a running edgeserve serving minilm (default: start one)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="compute threads for both (default: all cores)")
     parser.add_argument("--requests", type=int, default=50, help="timed requests at batch 1 (batch 32 gets a fifth)")
+    parser.add_argument("--batch32-requests", type=int, help="timed requests at batch 32 (default: a fifth of --requests)")
     args = parser.parse_args()
 
     import torch
@@ -169,7 +170,7 @@ def main():
         worst_ort = min(cosine(ours[i * 384:(i + 1) * 384], via_ort[i].tolist()) for i in range(len(SENTENCES)))
 
         rows = []
-        for batch, repeats in [(1, args.requests), (32, max(args.requests // 5, 3))]:
+        for batch, repeats in [(1, args.requests), (32, args.batch32_requests or max(args.requests // 5, 3))]:
             sentences = SENTENCES[:batch]
             with torch.inference_mode():
                 edge, ref, onnx = harness.timed(
@@ -195,13 +196,16 @@ def main():
           f"onnxruntime {onnxruntime.__version__}; worst cosine over the 32 sentences, "
           f"edgeserve vs PyTorch: {worst:.7f}, vs ONNX Runtime: {worst_ort:.7f}\n")
     print("| batch | requests | edgeserve p50 / mean (ms) | PyTorch p50 / mean (ms) | ONNX Runtime p50 / mean (ms) "
-          "| edgeserve sentences/s | PyTorch / edgeserve (p50) | ONNX Runtime / edgeserve (p50) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| edgeserve sentences/s | PyTorch / edgeserve (p50) | ONNX Runtime / edgeserve (p50) "
+          "| ONNX Runtime / edgeserve, paired per turn: median [95% CI] |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch, repeats, edge, ref, onnx in rows:
         e50, r50, o50 = (statistics.median(t) for t in (edge, ref, onnx))
         mean = statistics.mean
+        paired, low, high = harness.paired_ratio(onnx, edge)
         print(f"| {batch} | {repeats} | {ms(e50)} / {ms(mean(edge))} | {ms(r50)} / {ms(mean(ref))} "
-              f"| {ms(o50)} / {ms(mean(onnx))} | {batch / e50:.1f} | {r50 / e50:.2f} | {o50 / e50:.2f} |")
+              f"| {ms(o50)} / {ms(mean(onnx))} | {batch / e50:.1f} | {r50 / e50:.2f} | {o50 / e50:.2f} "
+              f"| {paired:.3f} [{low:.3f}, {high:.3f}] |")
 
 if __name__ == "__main__":
     main()

@@ -40,6 +40,8 @@ pub struct Load {
     pub errors: usize,
     /// Wall time of the timed phases.
     pub elapsed: Duration,
+    /// Successful requests per second in each round's slice, in order.
+    pub rounds: Vec<f64>,
 }
 
 impl Load {
@@ -47,6 +49,15 @@ impl Load {
     pub fn throughput(&self) -> f64 {
         self.latency.len() as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+/// What one server's rounds added up to so far.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+    rounds: Vec<f64>,
 }
 
 /// Starts both servers side by side and loads them in alternating slices;
@@ -78,25 +89,31 @@ pub async fn run(config: &Config) -> anyhow::Result<(Load, Load)> {
         phase(&client, url, config.connections, config.warmup).await?;
     }
     let slice = config.duration / config.rounds.max(1);
-    let mut tallies: [(Vec<Duration>, usize, Duration); 2] = Default::default();
+    let mut tallies: [Tally; 2] = Default::default();
     for round in 0..config.rounds.max(1) {
         // Each server goes first in every other round.
         for i in [0, 1].map(|i| (i + round as usize) % 2) {
             let started = Instant::now();
             let (latencies, errors) = phase(&client, &urls[i], config.connections, slice).await?;
-            tallies[i].2 += started.elapsed();
-            tallies[i].0.extend(latencies);
-            tallies[i].1 += errors;
+            let elapsed = started.elapsed();
+            let tally = &mut tallies[i];
+            tally.elapsed += elapsed;
+            tally
+                .rounds
+                .push(latencies.len() as f64 / elapsed.as_secs_f64());
+            tally.latencies.extend(latencies);
+            tally.errors += errors;
         }
     }
     edgeserve.shutdown().await?;
     native.shutdown().await?;
 
-    let [edgeserve, native] = tallies.map(|(latencies, errors, elapsed)| {
-        (!latencies.is_empty()).then(|| Load {
-            latency: Samples::new(latencies),
-            errors,
-            elapsed,
+    let [edgeserve, native] = tallies.map(|t| {
+        (!t.latencies.is_empty()).then(|| Load {
+            latency: Samples::new(t.latencies),
+            errors: t.errors,
+            elapsed: t.elapsed,
+            rounds: t.rounds,
         })
     });
     Ok((

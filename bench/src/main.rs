@@ -20,11 +20,13 @@ mod stats;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use edgeserve::runtime::Runtime;
 use edgeserve_e2e::runtime_config;
 
 use crate::model::Linear;
-use crate::stats::{Samples, duration_ratio, fmt_duration, ratio};
+use crate::stats::{Samples, duration_ratio, fmt_duration, median_with_ci, ratio};
 
 // The `edgeserve` binary's allocator, so the in-process server (and the
 // native handler beside it) allocate as the shipped server does.
@@ -34,17 +36,22 @@ static ALLOCATOR: edgeserve::malloc::Allocator = edgeserve::malloc::Allocator;
 /// Iteration counts and durations of a run.
 struct Plan {
     quick: bool,
+    /// HTTP rounds asked for on the command line.
+    rounds: Option<u32>,
     startup: startup::Config,
     infer_calls: usize,
     http: http::Config,
 }
 
 impl Plan {
-    fn new(quick: bool) -> Plan {
+    /// The full plan, or the quick one; `rounds` of 1 s per server
+    /// instead of the plan's HTTP rounds.
+    fn new(quick: bool, rounds: Option<u32>) -> Plan {
         let pick = |full: usize, fast: usize| if quick { fast } else { full };
         let millis = |full, fast| Duration::from_millis(if quick { fast } else { full });
         Plan {
             quick,
+            rounds,
             startup: startup::Config {
                 compiles: pick(5, 2),
                 cache_loads: pick(100, 20),
@@ -56,17 +63,28 @@ impl Plan {
                 warmup: millis(1000, 250),
                 // Slices of 1 s, alternating: the machine's speed drifts by
                 // tens of percent over seconds, and each server must see it alike.
-                duration: millis(12_000, 1000),
-                rounds: if quick { 1 } else { 12 },
+                duration: match rounds {
+                    Some(n) => Duration::from_secs(n.into()),
+                    None => millis(12_000, 1000),
+                },
+                rounds: rounds.unwrap_or(if quick { 1 } else { 12 }),
             },
         }
     }
 
-    fn command(&self) -> &'static str {
+    fn command(&self) -> String {
+        let mut args = Vec::new();
         if self.quick {
-            "cargo run --release -p edgeserve-bench -- --quick"
+            args.push("--quick".to_owned());
+        }
+        if let Some(n) = self.rounds {
+            args.push(format!("--rounds {n}"));
+        }
+        let command = "cargo run --release -p edgeserve-bench";
+        if args.is_empty() {
+            command.to_owned()
         } else {
-            "cargo run --release -p edgeserve-bench"
+            format!("{command} -- {}", args.join(" "))
         }
     }
 }
@@ -130,19 +148,27 @@ impl Row {
     }
 }
 
+const USAGE: &str = "usage: edgeserve-bench [--quick] [--rounds N]";
+
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
-    for arg in std::env::args().skip(1) {
+    let mut rounds = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
+            "--rounds" => {
+                let n = args.next().and_then(|n| n.parse::<u32>().ok());
+                rounds = Some(n.filter(|&n| n > 0).context(USAGE)?);
+            }
             "-h" | "--help" => {
-                println!("usage: edgeserve-bench [--quick]");
+                println!("{USAGE}");
                 return Ok(());
             }
-            other => anyhow::bail!("unknown argument {other:?}; usage: edgeserve-bench [--quick]"),
+            other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
-    let plan = Plan::new(quick);
+    let plan = Plan::new(quick, rounds);
     edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
 
     eprintln!("preparing linear…");
@@ -157,6 +183,15 @@ fn main() -> anyhow::Result<()> {
     eprintln!("3/3 HTTP load…");
     let (edgeserve, native) = tokio::runtime::Runtime::new()?.block_on(http::run(&plan.http))?;
 
+    // Both servers see a round's slice of the machine's drift alike, so the
+    // ratio of each round resolves what the totals blur.
+    let round_ratios: Vec<f64> = edgeserve
+        .rounds
+        .iter()
+        .zip(&native.rounds)
+        .map(|(e, n)| e / n)
+        .collect();
+    let (median, low, high) = median_with_ci(&round_ratios);
     let s = &startup;
     let overhead = infer.wasm.median().saturating_sub(infer.native.median());
     let latency = |q: f64, name: &str| {
@@ -205,6 +240,16 @@ fn main() -> anyhow::Result<()> {
             "native handler",
             format!("{:.0} req/s", native.throughput()),
             ratio(edgeserve.throughput(), native.throughput()),
+        ),
+        Row::new(
+            format!(
+                "HTTP throughput ratio per round, median [95% CI], n={}",
+                round_ratios.len()
+            ),
+            "",
+            "native handler, same round",
+            "",
+            format!("{median:.3}× [{low:.3}, {high:.3}]"),
         ),
         latency(0.5, "p50"),
         latency(0.99, "p99"),

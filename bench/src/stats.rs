@@ -56,6 +56,26 @@ impl Samples {
     }
 }
 
+/// The median of `values` with its 95% confidence interval, distribution-free
+/// (from the order statistics): (median, low, high). With 7 values or
+/// fewer the interval is their whole range.
+pub fn median_with_ci(values: &[f64]) -> (f64, f64, f64) {
+    assert!(!values.is_empty(), "a median needs values");
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    };
+    // Ranks n/2 ∓ 1.96·√n/2, the normal approximation to the binomial.
+    let half = 1.96 * (n as f64).sqrt() / 2.0;
+    let low = ((n as f64 / 2.0 - half).floor().max(0.0)) as usize;
+    let high = ((n as f64 / 2.0 + half).ceil() as usize).min(n - 1);
+    (median, sorted[low], sorted[high])
+}
+
 /// A duration with a unit that keeps three significant-ish digits.
 pub fn fmt_duration(d: Duration) -> String {
     let ns = d.as_nanos() as f64;
@@ -98,5 +118,16 @@ mod tests {
         assert_eq!(s.p99(), Duration::from_micros(99));
         assert_eq!(s.quantile(0.0), Duration::from_micros(1));
         assert_eq!(s.quantile(1.0), Duration::from_micros(100));
+    }
+
+    #[test]
+    fn median_interval_brackets_the_median() {
+        let values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let (median, low, high) = median_with_ci(&values);
+        assert_eq!(median, 50.5);
+        // Ranks 40 and 60 (0-based) of 1..=100.
+        assert_eq!((low, high), (41.0, 61.0));
+        assert_eq!(median_with_ci(&[3.0]), (3.0, 3.0, 3.0));
+        assert_eq!(median_with_ci(&[2.0, 1.0, 3.0]), (2.0, 1.0, 3.0));
     }
 }
