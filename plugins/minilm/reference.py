@@ -69,11 +69,12 @@ CASES = {
 }
 
 
-def load():
-    """The model on the CPU, from the files the plugin serves."""
-    transformer = Transformer(str(MODEL_DIR), max_seq_length=MAX_SEQ_LENGTH)
+def load(folder=MODEL_DIR, device="cpu"):
+    """The model on `device`, from the files the plugin serves (those in
+    `folder`, laid out as in examples/models/minilm/1)."""
+    transformer = Transformer(str(folder), max_seq_length=MAX_SEQ_LENGTH)
     pooling = Pooling(HIDDEN, pooling_mode="mean")
-    return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
+    return SentenceTransformer(modules=[transformer, pooling, Normalize()], device=device)
 
 
 def round7(x):

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The device run of issue 10's GPU figures, on a machine with an NVIDIA GPU,
+# Python and PyTorch (the device tool's nvidia-h200), from the .device/ that
+# bench/device/pack.sh made here. Each step's Markdown lands in $OUT:
+#
+#   nvidia-smi.txt         the GPU and driver
+#   matmul_gflops.md       edgeserve's GPU vs CPU matmul, 256…4096³ (f32, f16)
+#   torch_sgemm.md         PyTorch FP32 SGEMM on CUDA, TF32 off (the baseline)
+#   dispatch_overhead.md   per-op cost and requests on 1–8 threads at once
+#   gpu_vs_cpu.md          minilm batch 1/32, digits batch 64: --device gpu vs
+#                          --device cpu vs PyTorch CUDA (bench/gpu_vs_cpu.py)
+#   log.txt                everything the steps printed besides
+#
+# A step that fails or overruns its share is noted in log.txt and the next
+# runs. About 6 minutes on an H200. Elsewhere (a dry run on lavapipe): OUT=dir
+# bash bench/device/run.sh --dry, which keeps sizes small and skips CUDA.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+out="${OUT:?set OUT to the folder for the results}"
+dry=$([ "${1:-}" = --dry ] && echo 1 || echo 0)
+log="$out/log.txt"
+work="$(mktemp -d)"
+
+step() {  # step SECONDS FILE COMMAND...: runs it, stdout to $out/FILE
+    local seconds=$1 file=$2
+    shift 2
+    echo "== $(date -u +%T) $file: $*" >>"$log"
+    timeout "$seconds" "$@" >"$out/$file" 2>>"$log"
+    local rc=$?
+    [ $rc = 0 ] || echo "!! $file: exit $rc" | tee -a "$log"
+}
+
+if [ "$dry" = 0 ]; then
+    for f in .device/gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+    icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
+    nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+fi
+for f in .device/bin/*.xz; do
+    xz -dc "$f" >"$work/$(basename "$f" .xz)"
+    chmod +x "$work/$(basename "$f" .xz)"
+done
+# The minilm weights are made in a copy, so .device/ stays as packed.
+cp -r .device/models "$work/models"
+export PYTHONUNBUFFERED=1
+
+if [ "$dry" = 0 ]; then
+    step 120 matmul_gflops.md "$work/matmul_gflops" 256 512 1024 2048 4096
+    step 60 torch_sgemm.md python3 bench/torch_sgemm.py
+    step 90 dispatch_overhead.md "$work/dispatch_overhead"
+    step 180 gpu_vs_cpu.md python3 bench/gpu_vs_cpu.py --binary "$work/edgeserve" \
+        --repository "$work/models" --make-minilm-weights --requests 30
+else
+    step 300 matmul_gflops.md "$work/matmul_gflops" 256 512
+    step 300 dispatch_overhead.md "$work/dispatch_overhead" 50
+    step 600 gpu_vs_cpu.md python3 bench/gpu_vs_cpu.py --binary "$work/edgeserve" \
+        --repository "$work/models" --make-minilm-weights --requests 3 --threads 2
+fi
+rm -rf "$work"
+echo "== $(date -u +%T) done" >>"$log"
