@@ -251,7 +251,7 @@ def soak(binary, repo, minutes, clients, threads, limit):
     end = start + minutes * 60
     warmup_end = start + min(minutes * 60 / 4, 300)
     samples, warm = [], None
-    print(f"| t (s) | RSS (MiB) | open fds | requests so far |\n|---:|---:|---:|---:|", flush=True)
+    print("| t (s) | RSS (MiB) | open fds | requests so far |\n|---:|---:|---:|---:|", flush=True)
     while time.time() < end:
         time.sleep(min(10, max(0, end - time.time())))
         if server.proc.poll() is not None:
