@@ -38,9 +38,11 @@ if [ "$dry" = 0 ]; then
     [ -f "$icd" ] && export VK_DRIVER_FILES="$icd"
     nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 fi
+# Python's lzma rather than xz, which the image may lack.
 for f in .device/bin/*.xz; do
-    xz -dc "$f" >"$work/$(basename "$f" .xz)"
-    chmod +x "$work/$(basename "$f" .xz)"
+    bin="$work/$(basename "$f" .xz)"
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$bin"
+    chmod +x "$bin"
 done
 # The minilm weights are made in a copy, so .device/ stays as packed.
 cp -r .device/models "$work/models"
