@@ -216,6 +216,23 @@ def timed(fns, repeats, warmup):
     return times
 
 
+def ort_session(model, threads, profile_prefix=None):
+    """An ONNX Runtime session on the CPU as every baseline here runs it:
+    `threads` intra-op threads, spinning off (a server shares its cores), one
+    inter-op thread. `model`: a path or the serialized model; with
+    `profile_prefix`, ONNX Runtime's profiler writes there."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def paired_ratio(baseline, ours):
     """The median of the per-turn ratios baseline[i] / ours[i] of two
     series `timed` took in turns, with its 95% confidence interval

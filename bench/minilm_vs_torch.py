@@ -84,7 +84,6 @@ def onnx_runtime(model, threads, folder):
     """An `encode` over ONNX Runtime: sentence-transformers' transformer
     exported to `folder`, its tokenizer, mean pooling and normalization."""
     import numpy as np
-    import onnxruntime as ort
     import torch
 
     class Transformer(torch.nn.Module):
@@ -118,11 +117,7 @@ def onnx_runtime(model, threads, folder):
             opset_version=17,
             dynamo=False,
         )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = harness.ort_session(path, threads)
 
     def encode(sentences):
         batch = tokenizer(sentences, padding=True, truncation=True, max_length=256, return_tensors="np")

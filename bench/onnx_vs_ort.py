@@ -89,13 +89,7 @@ def main():
         if f.name != "model.wasm":
             (version / f.name).symlink_to(f.resolve())
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    # As the issue defines the baseline: a server shares its cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sessions = {m: onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for m, p in [("cnn", CNN), ("minilm-onnx", minilm_onnx)]}
+    sessions = {m: harness.ort_session(str(p), args.threads) for m, p in [("cnn", CNN), ("minilm-onnx", minilm_onnx)]}
 
     server = harness.Server(binary, repo, ["cnn", "minilm-onnx", "minilm"], args.threads, timeout=120)
     client = harness.Client(server.url)

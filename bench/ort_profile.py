@@ -20,6 +20,7 @@ import json
 import pathlib
 import tempfile
 
+import harness  # first: it sets OMP_WAIT_POLICY before torch loads
 import minilm_vs_torch as mt
 
 # Runs left out of the figures: the first ones allocate and warm caches.
@@ -33,24 +34,18 @@ def main():
     parser.add_argument("--matmul", type=int, metavar="M", help="time one [M,384]x[384,1536] MatMul instead")
     args = parser.parse_args()
 
+    if args.matmul:
+        return time_matmul(args.matmul, args.threads)
+
     import numpy as np
     import onnxruntime as ort
-
-    if args.matmul:
-        return time_matmul(args.matmul, args.threads, np, ort)
 
     model = mt.reference.load()
     folder = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-ort-profile-"))
     mt.onnx_runtime(model, args.threads, folder)  # writes folder/minilm.onnx
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     batch = model.tokenizer(mt.SENTENCES, padding=True, truncation=True, max_length=256, return_tensors="np")
     feed = {n: batch[n].astype(np.int64) for n in ["input_ids", "attention_mask", "token_type_ids"]}
-    options.enable_profiling = True
-    options.profile_file_prefix = str(folder / "profile")
-    profiled = ort.InferenceSession(str(folder / "minilm.onnx"), options, providers=["CPUExecutionProvider"])
+    profiled = harness.ort_session(str(folder / "minilm.onnx"), args.threads, folder / "profile")
     for _ in range(WARMUP + args.runs):
         profiled.run(None, feed)
     events = json.loads(pathlib.Path(profiled.end_profiling()).read_text())
@@ -78,10 +73,11 @@ def main():
           f"= {flops / matmul / 1e6:.0f} GFLOP/s")
 
 
-def time_matmul(m, threads, np, ort):
+def time_matmul(m, threads):
     """Prints the GFLOP/s of x[m, 384] · W[384, 1536], W an initializer."""
     import time
 
+    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     k, n = 384, 1536
@@ -90,12 +86,8 @@ def time_matmul(m, threads, np, ort):
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = harness.ort_session(proto.SerializeToString(), threads)
     feed = {"x": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
     for _ in range(WARMUP):
         session.run(None, feed)
