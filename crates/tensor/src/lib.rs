@@ -15,7 +15,7 @@ pub mod shape;
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use host::HostBuffer;
 pub use ops::{Budget, Ops, Unlimited};
@@ -153,6 +153,10 @@ pub struct Tensor {
     dtype: DType,
     shape: Arc<[usize]>,
     storage: Storage,
+    /// What a backend derived from the elements once, to keep for the
+    /// tensor's life (a weight packed for a product kernel); shared with
+    /// the clones, which share the elements.
+    derived: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl fmt::Debug for Tensor {
@@ -173,6 +177,7 @@ impl Tensor {
             dtype,
             shape: shape.into(),
             storage,
+            derived: Arc::default(),
         }
     }
 
@@ -247,6 +252,27 @@ impl Tensor {
             Storage::Host(buffer) => Some(buffer),
             Storage::Device(_) => None,
         }
+    }
+
+    /// A form of the elements derived once and then kept with the tensor and
+    /// its clones: `make`'s the first time, the kept one afterwards while
+    /// `fits` accepts it. A tensor keeps one derived form; one of another
+    /// type, or one `fits` refuses, is made afresh on every call.
+    pub(crate) fn derived<T: Any + Send + Sync>(
+        &self,
+        make: impl FnOnce() -> Result<T>,
+        fits: impl Fn(&T) -> bool,
+    ) -> Result<Arc<T>> {
+        if let Some(kept) = self.derived.get() {
+            return match Arc::clone(kept).downcast::<T>() {
+                Ok(kept) if fits(&kept) => Ok(kept),
+                _ => make().map(Arc::new),
+            };
+        }
+        let made = Arc::new(make()?);
+        // A thread racing this one may have kept its own, equal form first.
+        let _ = self.derived.set(made.clone());
+        Ok(made)
     }
 
     /// The same elements viewed with another shape of equal element count.

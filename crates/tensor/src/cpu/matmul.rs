@@ -1,11 +1,13 @@
-//! Matrix products on the `gemm` crate, shared by matmul, conv2d and
-//! attention.
+//! Matrix products: on the `gemm` crate for conv2d, attention and batched
+//! matmuls, and for a linear layer (one weight under every row) on the
+//! kernel its number of rows calls for.
 
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
 use super::buffers::{float_tensor, floats, written};
+use super::packed::{self, PackedWeight};
 use super::panels;
 use super::parallel::{SendPtr, for_each_block, for_rows};
 use super::skinny::{self, Weight};
@@ -21,10 +23,10 @@ const PARALLEL_GEMM: usize = 112 * 112 * 112;
 
 /// Multiply-adds in one band of a product run under a deadline: a few
 /// milliseconds on two cores.
-const BAND_WORK: usize = 1 << 27;
+pub(super) const BAND_WORK: usize = 1 << 27;
 
 /// Fewest rows in a band, so that re-packing the rhs stays cheap.
-const MIN_BAND_ROWS: usize = 64;
+pub(super) const MIN_BAND_ROWS: usize = 64;
 
 /// A read-only strided matrix: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -291,12 +293,18 @@ pub(super) fn matmul_with(
         }
     };
     let lhs_at = |index: usize| MatRef::rows(&x[index * m * k..(index + 1) * m * k], k);
+    let packed_weight = if s.folds_into_one() && s.batch * m >= packed::MIN_ROWS {
+        PackedWeight::of(b, &y[..k * n], (n, k), s.transpose_b)?
+    } else {
+        None
+    };
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
             // linear layer over [batch, seq, k]): one tall product, the
-            // weight read in place up to 128 rows (by the panel kernel from
-            // 32 rows, the skinny ones below), else by gemm.
+            // weight packed once above 128 rows, read in place below (by
+            // the panel kernel from 32 rows, the skinny ones below), else
+            // (on a CPU without those kernels) by gemm.
             let rows = s.batch * m;
             let threads = threaded(rows, n, k);
             let weight = Weight {
@@ -304,9 +312,13 @@ pub(super) fn matmul_with(
                 transposed: s.transpose_b,
             };
             let x = &x[..rows * k];
-            let done = (s.transpose_b
-                && panels::product(out, x, weight.data, (rows, n, k), threads))
-                || skinny::product(out, x, weight, (rows, n, k), threads);
+            let done = if let Some(w) = &packed_weight {
+                packed::product(out, x, w, rows, threads);
+                true
+            } else {
+                (s.transpose_b && panels::product(out, x, weight.data, (rows, n, k), threads))
+                    || skinny::product(out, x, weight, (rows, n, k), threads)
+            };
             if !done {
                 let lhs = MatRef::rows(x, k);
                 gemm(

@@ -1,9 +1,12 @@
 //! The native CPU backend: every operation of the contract on host memory.
 //!
-//! Matrix products go to the `gemm` crate (runtime-dispatched SIMD); the
-//! other kernels are plain loops over contiguous slices written so LLVM can
-//! vectorize them, recompiled for AVX2 where the CPU has it, and split
-//! across rayon's pool when the work is large enough to pay for it. f16
+//! A linear layer's product goes to one of our AVX2 kernels by its number
+//! of activation rows (`skinny` below 32, `panels` to 128, `packed` above,
+//! over the weight packed once and kept with its tensor), other products to
+//! the `gemm` crate (runtime-dispatched SIMD); the other kernels are plain
+//! loops over contiguous slices written so LLVM can vectorize them,
+//! recompiled for AVX2 where the CPU has it, and split across rayon's pool
+//! when the work is large enough to pay for it. f16
 //! inputs are widened to f32, computed, and narrowed back. Shape and dtype
 //! rules come from [`crate::shape`].
 //!
@@ -42,6 +45,7 @@ mod layout;
 mod linear;
 mod math;
 mod matmul;
+mod packed;
 mod panels;
 mod parallel;
 mod reduce;

@@ -32,7 +32,7 @@ pub(super) const MIN_ROWS: usize = 32;
 /// L2 and `gemm`'s cache blocking pays for its packing of the weight:
 /// `cpu_bench gflops`, [256,384]×[1536,384]ᵀ, 1 thread, 75 GFLOP/s for gemm
 /// against 60 for this kernel.
-const MAX_ROWS: usize = 128;
+pub(super) const MAX_ROWS: usize = 128;
 
 /// `out[m × n] = x[m × k] · wᵀ` for `w` `[n, k]`, every element written,
 /// split over threads by weight rows when `threads`. Returns `false`,

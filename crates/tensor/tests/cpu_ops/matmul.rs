@@ -95,6 +95,29 @@ fn matmul_large_threaded() {
     check_matmul(&mut rng, &[257, 300], &[129, 300], true);
 }
 
+/// One weight under many products, as a model's is across requests: each
+/// gets its own answer, whichever layout it reads the weight in (above 128
+/// rows the weight is packed once and the packing kept with the tensor).
+#[test]
+fn a_reused_weight_serves_every_product() {
+    let mut rng = Rng::new(4);
+    let (k, n) = (96, 96);
+    let (b, db) = rand_f32(&mut rng, &[k, n]);
+    for (m, tb) in [
+        (200, true),
+        (150, true),
+        (200, false),
+        (40, true),
+        (300, false),
+    ] {
+        let (a, da) = rand_f32(&mut rng, &[m, k]);
+        let got = cpu().matmul(&a, &b, tb).unwrap();
+        let (_, want, scale) = ref_matmul(&da, &[m, k], &db, &[k, n], tb);
+        let what = format!("matmul [{m}, {k}] x the shared weight, tb={tb}");
+        assert_close_scaled(&read_f32(&got), &want, &scale, 1e-4, 1e-6, &what);
+    }
+}
+
 #[test]
 fn matmul_batched_with_broadcasting() {
     let mut rng = Rng::new(3);

@@ -1,0 +1,430 @@
+//! Products of many activation rows (a batch of sentences' tokens, above
+//! [`super::panels`]' 128) against a weight packed once, the first time a
+//! product this large meets it, and kept with the tensor for its life.
+//!
+//! `gemm` repacks the weight on every call (7% of a batch-32 MiniLM
+//! request) and its micro-kernel runs below ONNX Runtime's, whose MLAS
+//! packs each weight once at load (bench/RESULTS.md, session 18). This is
+//! MLAS's design for AVX2: the weight in panels of 16 output columns whose
+//! 16 elements at one depth lie side by side in a cache line, and a
+//! register tile of 6 activation rows by one panel: 12 accumulators from 2
+//! aligned panel loads and 6 broadcasts of activation elements per depth
+//! step, the activation read where it lies, the output written in place.
+//!
+//! Only x86_64 with AVX2 and FMA has it; elsewhere [`PackedWeight::pack`]
+//! declines and the caller keeps `gemm`.
+
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+use super::buffers::zeroed;
+use super::matmul::{BAND_WORK, MIN_BAND_ROWS};
+use super::parallel::{SendPtr, for_each_task};
+use crate::{Result, Tensor, deadline};
+
+/// Fewest activation rows the packed kernel takes: below, the panel kernel
+/// reads the weight in place without packing it (and without keeping a
+/// packed copy for weights only ever used by a sentence or two).
+pub(super) const MIN_ROWS: usize = super::panels::MAX_ROWS + 1;
+
+/// Fewest output columns and depth the packed kernel takes: narrower, a
+/// panel's 16 lanes go mostly unused and a tile's packing and stores
+/// outweigh its few multiply-adds (`linear [1Mi,1]` over HTTP ran 1.6×
+/// slower packed than by gemm).
+const MIN_SIDE: usize = 64;
+
+/// Output columns per panel: two vectors.
+const WIDTH: usize = 16;
+
+/// A weight in the kernel's layout: panel `q` (output columns `16q..16q+16`)
+/// holds at `[q][p]` the 16 weight elements of depth `p`, zero past `n`.
+pub(crate) struct PackedWeight {
+    panels: Vec<Lanes>,
+    n: usize,
+    k: usize,
+    /// Whether it was packed from `[n, k]` (else from `[k, n]`).
+    transposed: bool,
+}
+
+/// One panel's 16 elements at one depth: a cache line, aligned to one.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
+struct Lanes([f32; WIDTH]);
+
+impl PackedWeight {
+    /// The packed form of `b`'s elements `w` (`[n, k]` when `transposed`,
+    /// else `[k, n]`), made once and then kept with the tensor (and its
+    /// clones), or `None` when this CPU lacks the kernel or the product is
+    /// too narrow or shallow for it (see [`MIN_SIDE`]).
+    pub(super) fn of(
+        b: &Tensor,
+        w: &[f32],
+        (n, k): (usize, usize),
+        transposed: bool,
+    ) -> Result<Option<Arc<PackedWeight>>> {
+        if n < MIN_SIDE || k < MIN_SIDE || !available() {
+            return Ok(None);
+        }
+        let fits = |p: &PackedWeight| (p.n, p.k, p.transposed) == (n, k, transposed);
+        b.derived(|| Self::pack(w, (n, k), transposed), fits)
+            .map(Some)
+    }
+
+    /// Packs `w`.
+    fn pack(w: &[f32], (n, k): (usize, usize), transposed: bool) -> Result<PackedWeight> {
+        assert!(w.len() >= n * k, "packed weight out of bounds");
+        let mut panels: Vec<Lanes> = zeroed(n.div_ceil(WIDTH) * k)?;
+        for (q, panel) in panels.chunks_exact_mut(k.max(1)).enumerate() {
+            let columns = q * WIDTH..n.min(q * WIDTH + WIDTH);
+            if transposed {
+                // Row j of w is output column j: each is read once, along k.
+                for (lane, j) in columns.enumerate() {
+                    for (step, &v) in panel.iter_mut().zip(&w[j * k..(j + 1) * k]) {
+                        step.0[lane] = v;
+                    }
+                }
+            } else {
+                for (p, step) in panel.iter_mut().enumerate() {
+                    let row = &w[p * n..];
+                    step.0[..columns.len()].copy_from_slice(&row[columns.clone()]);
+                }
+            }
+        }
+        Ok(PackedWeight {
+            panels,
+            n,
+            k,
+            transposed,
+        })
+    }
+}
+
+/// Whether this CPU has the kernel.
+fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Depth per block: a tile's 6 activation rows of it (12 KiB) stay in L1
+/// while it passes every panel of its column block.
+const DEPTH: usize = 512;
+
+/// Output columns per block: the panels' share of one depth block (up to
+/// 256 KiB) stays in L2 while every tile of the row block passes it.
+const COLUMNS: usize = 128;
+
+/// Tasks per thread, so that blocks of uneven cost even out.
+const TASKS_PER_THREAD: usize = 4;
+
+/// `out[m × n] = x[m × k] · w` for `w` packed, every element written, split
+/// over threads into blocks of rows and columns when `threads`. Under a
+/// deadline, each block checks it before it starts.
+pub(super) fn product(
+    out: &mut [MaybeUninit<f32>],
+    x: &[f32],
+    w: &PackedWeight,
+    m: usize,
+    threads: bool,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(
+        x.len() >= m * k && out.len() >= m * n,
+        "packed product out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(MaybeUninit::new(0.0));
+        return;
+    }
+    let tasks = if threads {
+        rayon::current_num_threads() * TASKS_PER_THREAD
+    } else {
+        1
+    };
+    // Capped as gemm's bands are, so that a deadline, checked before each
+    // block, cuts a very large product within milliseconds.
+    let most = (BAND_WORK / (n * k)).max(MIN_BAND_ROWS);
+    let rows = m.div_ceil(tasks).min(most).next_multiple_of(x86::ROWS);
+    let deadline = deadline::kernel();
+    let out = SendPtr(out.as_mut_ptr().cast::<f32>());
+    let block = move |task: usize| {
+        let out = out;
+        deadline::stop_if_passed(deadline);
+        let rows = task * rows..m.min(task * rows + rows);
+        // SAFETY: the kernel is available (a `PackedWeight` exists only
+        // where it is), the bounds were asserted above, and blocks write
+        // disjoint rows of `out`.
+        unsafe { x86::block(out.0, x, w, rows) };
+    };
+    if threads {
+        for_each_task(m.div_ceil(rows), block);
+    } else {
+        (0..m.div_ceil(rows)).for_each(block);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    use super::{COLUMNS, DEPTH, PackedWeight, WIDTH};
+
+    /// Activation rows per tile.
+    pub const ROWS: usize = 6;
+
+    /// Output rows `rows` of the product.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` `m × k`
+    /// for `m` at least `rows.end`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block(out: *mut f32, x: &[f32], w: &PackedWeight, rows: Range<usize>) {
+        let (n, k) = (w.n, w.k);
+        let depths = k.div_ceil(DEPTH);
+        let depth = k.div_ceil(depths);
+        // The rows' elements of one depth block, in tiles of ROWS rows
+        // whose elements of one depth lie side by side, so that a tile's
+        // broadcasts of one step read one place.
+        let tiles = rows.len().div_ceil(ROWS);
+        let mut packed = vec![0.0f32; tiles * ROWS * depth];
+        for first in (0..k).step_by(depth) {
+            let steps = depth.min(k - first);
+            for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+                let tile = &mut packed[tile * ROWS * depth..][..ROWS * steps];
+                for (t, i) in (i..rows.end.min(i + ROWS)).enumerate() {
+                    let row = &x[i * k + first..][..steps];
+                    for (step, &v) in tile.chunks_exact_mut(ROWS).zip(row) {
+                        step[t] = v;
+                    }
+                }
+            }
+            for columns in (0..n).step_by(COLUMNS) {
+                let columns = columns..n.min(columns + COLUMNS);
+                for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+                    let r = ROWS.min(rows.end - i);
+                    for j in columns.clone().step_by(WIDTH) {
+                        let tile = Tile {
+                            x: packed[tile * ROWS * depth..].as_ptr(),
+                            // SAFETY: panel j / 16 at depth `first` is
+                            // inside the packed weight; (i, j) inside out.
+                            w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
+                            steps,
+                            out: unsafe { out.add(i * n + j) },
+                            n,
+                            accumulate: first > 0,
+                            width: WIDTH.min(n - j),
+                        };
+                        // SAFETY: the tile lies inside the operands.
+                        unsafe { tile.dispatch(r) };
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tile: activation rows from `x` (the rows' elements of one depth
+    /// [`ROWS`] apart) against one panel from `w` over `steps` depths, into
+    /// the first `width` columns at `out` (rows `n` apart).
+    struct Tile {
+        x: *const f32,
+        w: *const f32,
+        steps: usize,
+        out: *mut f32,
+        n: usize,
+        accumulate: bool,
+        width: usize,
+    }
+
+    impl Tile {
+        /// Runs the tile of `r` rows.
+        ///
+        /// # Safety
+        /// AVX2 and FMA are present and the tile lies inside the operands.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn dispatch(&self, r: usize) {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                match r {
+                    6 => self.run::<6>(),
+                    5 => self.run::<5>(),
+                    4 => self.run::<4>(),
+                    3 => self.run::<3>(),
+                    2 => self.run::<2>(),
+                    _ => self.run::<1>(),
+                }
+            }
+        }
+
+        /// The `R × 16` register tile.
+        ///
+        /// # Safety
+        /// As [`Tile::dispatch`].
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        // A register tile reads best indexed by its row and vector.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn run<const R: usize>(&self) {
+            let Tile {
+                x,
+                w,
+                steps,
+                out,
+                n,
+                accumulate,
+                width,
+            } = *self;
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            // SAFETY (all loads): each depth step of the panel is a whole
+            // aligned line, and element p of each of the R activation rows
+            // is inside x.
+            let step = |p: usize, acc: &mut [[__m256; 2]; R]| unsafe {
+                let b = w.add(p * WIDTH);
+                let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
+                for r in 0..R {
+                    let a = _mm256_broadcast_ss(&*x.add(p * ROWS + r));
+                    acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+                }
+            };
+            let mut p = 0;
+            while p + 4 <= steps {
+                for u in 0..4 {
+                    step(p + u, &mut acc);
+                }
+                p += 4;
+            }
+            while p < steps {
+                step(p, &mut acc);
+                p += 1;
+            }
+            for r in 0..R {
+                // SAFETY: row r of the tile holds `width` floats of out,
+                // written by an earlier depth block when `accumulate`; a
+                // narrow tile goes through a line on the stack.
+                unsafe {
+                    let row = out.add(r * n);
+                    let mut line = [0.0f32; WIDTH];
+                    let dst = if width == WIDTH {
+                        row
+                    } else {
+                        if accumulate {
+                            std::ptr::copy_nonoverlapping(row, line.as_mut_ptr(), width);
+                        }
+                        line.as_mut_ptr()
+                    };
+                    for v in 0..2 {
+                        let at = dst.add(8 * v);
+                        let sum = if accumulate {
+                            _mm256_add_ps(acc[r][v], _mm256_loadu_ps(at))
+                        } else {
+                            acc[r][v]
+                        };
+                        _mm256_storeu_ps(at, sum);
+                    }
+                    if width < WIDTH {
+                        std::ptr::copy_nonoverlapping(line.as_ptr(), row, width);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub const ROWS: usize = 6;
+
+    pub unsafe fn block(
+        _: *mut f32,
+        _: &[f32],
+        _: &super::PackedWeight,
+        _: std::ops::Range<usize>,
+    ) {
+        unreachable!("the packed kernel is only available on x86_64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::skinny::Weight;
+    use super::super::skinny::tests::{reference, values};
+    use super::*;
+
+    /// Every tile height, narrow last panel, ragged column block, depth
+    /// block and thread split agrees with the plain product, for weights of
+    /// either layout.
+    #[test]
+    fn packed_products_match_the_plain_product() {
+        if !available() {
+            return;
+        }
+        for m in [1, 5, 6, 7, 13, 130, 251] {
+            for n in [1, 15, 16, 17, 129, 300] {
+                for k in [1, 3, 4, 9, 512, 700, 1100] {
+                    for transposed in [true, false] {
+                        let x = values(m * k, 1);
+                        let w = values(n * k, 2);
+                        let packed = PackedWeight::pack(&w, (n, k), transposed).expect("pack");
+                        let weight = Weight {
+                            data: &w,
+                            transposed,
+                        };
+                        let expected = reference(&x, weight, (m, n, k));
+                        for threads in [false, true] {
+                            let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
+                            product(&mut out, &x, &packed, m, threads);
+                            for (e, (o, want)) in out.iter().zip(&expected).enumerate() {
+                                // SAFETY: `out` was initialised with NaN.
+                                let got = unsafe { o.assume_init() };
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
+                                    "m={m} n={n} k={k} transposed={transposed} \
+                                     threads={threads}: element {e} is {got}, want {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A weight is packed once and kept: a second product, and a clone's,
+    /// reuse the packing; a reshaped view or the other layout gets its
+    /// own; too narrow a product gets none.
+    #[test]
+    fn a_weight_is_packed_once_per_tensor() {
+        if !available() {
+            return;
+        }
+        let (n, k) = (96, 80);
+        let data = values(n * k, 5);
+        let b = Tensor::from_f32(&[n, k], data.clone()).expect("tensor");
+        let of = |b: &Tensor, transposed| {
+            PackedWeight::of(b, &data, (n, k), transposed)
+                .expect("pack")
+                .expect("packed")
+        };
+        let first = of(&b, true);
+        assert!(Arc::ptr_eq(&first, &of(&b, true)), "packed again");
+        assert!(
+            Arc::ptr_eq(&first, &of(&b.clone(), true)),
+            "a clone packed again"
+        );
+        assert!(!Arc::ptr_eq(&first, &of(&b.with_shape(&[k, n]), true)));
+        let other = of(&b, false);
+        assert!(
+            !other.transposed && first.transposed,
+            "the other layout reused"
+        );
+        let narrow = PackedWeight::of(&b, &data, (MIN_SIDE - 1, k), true).expect("pack");
+        assert!(narrow.is_none(), "a narrow product packed");
+    }
+}
