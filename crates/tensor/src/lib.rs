@@ -153,10 +153,11 @@ pub struct Tensor {
     dtype: DType,
     shape: Arc<[usize]>,
     storage: Storage,
-    /// What a backend derived from the elements once, to keep for the
-    /// tensor's life (a weight packed for a product kernel); shared with
-    /// the clones, which share the elements.
-    derived: Arc<OnceLock<Arc<dyn Any + Send + Sync>>>,
+    /// For a model's weight ([`Tensor::into_weight`]), what a backend
+    /// derived from the elements once, to keep for the tensor's life (the
+    /// weight packed for a product kernel); shared with the clones, which
+    /// share the elements.
+    derived: Option<Arc<OnceLock<Arc<dyn Any + Send + Sync>>>>,
 }
 
 impl fmt::Debug for Tensor {
@@ -177,7 +178,7 @@ impl Tensor {
             dtype,
             shape: shape.into(),
             storage,
-            derived: Arc::default(),
+            derived: None,
         }
     }
 
@@ -254,16 +255,35 @@ impl Tensor {
         }
     }
 
-    /// A form of the elements derived once and then kept with the tensor and
-    /// its clones: `make`'s the first time, the kept one afterwards while
-    /// `fits` accepts it. A tensor keeps one derived form; one of another
-    /// type, or one `fits` refuses, is made afresh on every call.
+    /// The same tensor as a model's weight: it lives as long as the model
+    /// and serves every request, so a backend keeps what it derives from it
+    /// (a packed copy for a product kernel) instead of deriving it per call.
+    /// Other tensors get no kept copies, which would escape the memory cap
+    /// of the instance that made them.
+    pub fn into_weight(mut self) -> Tensor {
+        self.derived.get_or_insert_default();
+        self
+    }
+
+    /// Whether this is a model's weight ([`Tensor::into_weight`]).
+    pub fn is_weight(&self) -> bool {
+        self.derived.is_some()
+    }
+
+    /// A form of the elements derived by `make`: for a weight, made once
+    /// and then kept with the tensor and its clones while `fits` accepts it;
+    /// for any other tensor, made afresh on every call. A weight keeps one
+    /// derived form; one of another type, or one `fits` refuses, is made
+    /// afresh too.
     pub(crate) fn derived<T: Any + Send + Sync>(
         &self,
         make: impl FnOnce() -> Result<T>,
         fits: impl Fn(&T) -> bool,
     ) -> Result<Arc<T>> {
-        if let Some(kept) = self.derived.get() {
+        let Some(slot) = &self.derived else {
+            return make().map(Arc::new);
+        };
+        if let Some(kept) = slot.get() {
             return match Arc::clone(kept).downcast::<T>() {
                 Ok(kept) if fits(&kept) => Ok(kept),
                 _ => make().map(Arc::new),
@@ -271,7 +291,7 @@ impl Tensor {
         }
         let made = Arc::new(make()?);
         // A thread racing this one may have kept its own, equal form first.
-        let _ = self.derived.set(made.clone());
+        let _ = slot.set(made.clone());
         Ok(made)
     }
 

@@ -47,7 +47,8 @@ impl Weights {
             let buffer = HostBuffer::mapped(map.clone(), range, dtype)
                 .unwrap_or_else(|| HostBuffer::copy_from_bytes(dtype, view.data()));
             let tensor = Tensor::from_host(dtype, view.shape(), buffer)
-                .map_err(|e| invalid(format!("tensor '{name}': {e}")))?;
+                .map_err(|e| invalid(format!("tensor '{name}': {e}")))?
+                .into_weight();
             tensors.insert(name, tensor);
         }
         Ok(Weights { tensors })
@@ -116,6 +117,7 @@ mod tests {
         let t = weights.get("w").unwrap();
         assert_eq!(t.shape(), [2, 2]);
         assert_eq!(t.host().unwrap().as_slice::<f32>(), [1.5, -2.0, 3.25, 4.0]);
+        assert!(t.is_weight(), "backends would repack it on every call");
         assert_eq!(
             weights
                 .get("ids")

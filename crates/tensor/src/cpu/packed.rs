@@ -1,6 +1,8 @@
 //! Products of many activation rows (a batch of sentences' tokens, above
-//! [`super::panels`]' 128) against a weight packed once, the first time a
-//! product this large meets it, and kept with the tensor for its life.
+//! [`super::panels`]' 128) against a packed weight: a model's weight is
+//! packed the first time a product this large meets it and kept with the
+//! tensor for its life ([`Tensor::into_weight`]); any other tensor is
+//! packed per call, as `gemm` would.
 //!
 //! `gemm` repacks the weight on every call (7% of a batch-32 MiniLM
 //! request) and its micro-kernel runs below ONNX Runtime's, whose MLAS
@@ -53,9 +55,10 @@ struct Lanes([f32; WIDTH]);
 
 impl PackedWeight {
     /// The packed form of `b`'s elements `w` (`[n, k]` when `transposed`,
-    /// else `[k, n]`), made once and then kept with the tensor (and its
-    /// clones), or `None` when this CPU lacks the kernel or the product is
-    /// too narrow or shallow for it (see [`MIN_SIDE`]).
+    /// else `[k, n]`): made once and then kept with the tensor (and its
+    /// clones) when it is a model's weight, else made for this call; `None`
+    /// when this CPU lacks the kernel or the product is too narrow or
+    /// shallow for it (see [`MIN_SIDE`]).
     pub(super) fn of(
         b: &Tensor,
         w: &[f32],
@@ -397,8 +400,9 @@ mod tests {
     }
 
     /// A weight is packed once and kept: a second product, and a clone's,
-    /// reuse the packing; a reshaped view or the other layout gets its
-    /// own; too narrow a product gets none.
+    /// reuse the packing; a reshaped view, the other layout and a tensor
+    /// that is no weight get their own each time; too narrow a product gets
+    /// none.
     #[test]
     fn a_weight_is_packed_once_per_tensor() {
         if !available() {
@@ -406,7 +410,9 @@ mod tests {
         }
         let (n, k) = (96, 80);
         let data = values(n * k, 5);
-        let b = Tensor::from_f32(&[n, k], data.clone()).expect("tensor");
+        let b = Tensor::from_f32(&[n, k], data.clone())
+            .expect("tensor")
+            .into_weight();
         let of = |b: &Tensor, transposed| {
             PackedWeight::of(b, &data, (n, k), transposed)
                 .expect("pack")
@@ -419,6 +425,12 @@ mod tests {
             "a clone packed again"
         );
         assert!(!Arc::ptr_eq(&first, &of(&b.with_shape(&[k, n]), true)));
+        let activation = Tensor::from_f32(&[n, k], data.clone()).expect("tensor");
+        let once = of(&activation, true);
+        assert!(
+            !Arc::ptr_eq(&once, &of(&activation, true)),
+            "a non-weight kept"
+        );
         let other = of(&b, false);
         assert!(
             !other.transposed && first.transposed,

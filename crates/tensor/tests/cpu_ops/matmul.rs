@@ -95,14 +95,15 @@ fn matmul_large_threaded() {
     check_matmul(&mut rng, &[257, 300], &[129, 300], true);
 }
 
-/// One weight under many products, as a model's is across requests: each
-/// gets its own answer, whichever layout it reads the weight in (above 128
-/// rows the weight is packed once and the packing kept with the tensor).
+/// One model weight under many products, as across requests: each gets
+/// its own answer, whichever layout it reads the weight in (above 128 rows
+/// the weight is packed once and the packing kept with the tensor).
 #[test]
 fn a_reused_weight_serves_every_product() {
     let mut rng = Rng::new(4);
     let (k, n) = (96, 96);
     let (b, db) = rand_f32(&mut rng, &[k, n]);
+    let b = b.into_weight();
     for (m, tb) in [
         (200, true),
         (150, true),
