@@ -361,7 +361,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::super::skinny::Weight;
-    use super::super::skinny::tests::{reference, values};
+    use super::super::skinny::tests::{assert_matches, reference, values};
     use super::*;
 
     /// Every tile height, narrow last panel, ragged column block, depth
@@ -394,15 +394,9 @@ mod tests {
                 for threads in [false, true] {
                     let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
                     product(&mut out, &x, &packed, m, threads);
-                    for (e, (o, want)) in out.iter().zip(&expected).enumerate() {
-                        // SAFETY: `out` was initialised with NaN.
-                        let got = unsafe { o.assume_init() };
-                        assert!(
-                            (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
-                            "m={m} n={n} k={k} transposed={transposed} \
-                             threads={threads}: element {e} is {got}, want {want}"
-                        );
-                    }
+                    let case =
+                        format!("m={m} n={n} k={k} transposed={transposed} threads={threads}");
+                    assert_matches(&out, &expected, k, &case);
                 }
             }
         }

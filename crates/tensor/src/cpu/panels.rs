@@ -433,7 +433,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::super::skinny::Weight;
-    use super::super::skinny::tests::{reference, values};
+    use super::super::skinny::tests::{assert_matches, reference, values};
     use super::*;
 
     /// Every tile shape, narrow last panel, ragged transpose edge, depth
@@ -456,15 +456,8 @@ mod tests {
                             transposed: true,
                         };
                         let expected = reference(&x, weight, (m, n, k));
-                        for (e, (o, want)) in out.iter().zip(&expected).enumerate() {
-                            // SAFETY: `out` was initialised with NaN.
-                            let got = unsafe { o.assume_init() };
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
-                                "m={m} n={n} k={k} tasks={tasks}: element {e} is {got}, \
-                                 want {want}"
-                            );
-                        }
+                        let case = format!("m={m} n={n} k={k} tasks={tasks}");
+                        assert_matches(&out, &expected, k, &case);
                     }
                 }
             }

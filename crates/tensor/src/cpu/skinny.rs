@@ -500,6 +500,25 @@ pub(super) mod tests {
             .collect()
     }
 
+    /// Asserts that a kernel's `out` (first filled with NaN, so that an
+    /// element it missed shows) matches the plain product `expected` of
+    /// depth `k`; `case` names the case in the message.
+    pub(in crate::cpu) fn assert_matches(
+        out: &[MaybeUninit<f32>],
+        expected: &[f32],
+        k: usize,
+        case: &str,
+    ) {
+        for (e, (o, want)) in out.iter().zip(expected).enumerate() {
+            // SAFETY: the caller initialised `out` with NaN.
+            let got = unsafe { o.assume_init() };
+            assert!(
+                (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
+                "{case}: element {e} is {got}, want {want}"
+            );
+        }
+    }
+
     /// `len` values in [-1, 1), spread by `seed`.
     pub(in crate::cpu) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
@@ -529,15 +548,10 @@ pub(super) mod tests {
                             }
                             ran += 1;
                             let expected = reference(&x, w, (m, n, k));
-                            for (e, (o, want)) in out.iter().zip(&expected).enumerate() {
-                                // SAFETY: `out` was initialised with NaN.
-                                let got = unsafe { o.assume_init() };
-                                assert!(
-                                    (got - want).abs() <= 1e-4 * (k as f32).sqrt(),
-                                    "m={m} n={n} k={k} transposed={transposed} \
-                                     threads={threads}: element {e} is {got}, want {want}"
-                                );
-                            }
+                            let case = format!(
+                                "m={m} n={n} k={k} transposed={transposed} threads={threads}"
+                            );
+                            assert_matches(&out, &expected, k, &case);
                         }
                     }
                 }
