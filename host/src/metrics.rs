@@ -152,6 +152,9 @@ pub struct Metrics {
     pub weight_bytes: Family<ModelLabels, Gauge>,
     /// Inference requests being handled right now (the autoscaling signal).
     pub inflight: Gauge,
+    /// Host memory of weights packed for the CPU product kernel, besides
+    /// the weights themselves (set when scraped).
+    pub packed_weight_bytes: Gauge,
     /// GPU memory by state ("allocated" by live tensors, "pooled" for reuse,
     /// "device": all the device allocator handed out).
     pub device_memory: Family<DeviceMemoryLabels, Gauge>,
@@ -214,6 +217,7 @@ impl Metrics {
         let instances = Family::default();
         let weight_bytes = Family::default();
         let inflight = Gauge::default();
+        let packed_weight_bytes = Gauge::default();
         let device = Family::default();
         let device_losses = Counter::default();
         let device_memory = Family::default();
@@ -256,6 +260,11 @@ impl Metrics {
             "model_weight_bytes",
             "Bytes of weights per model version on its device",
             weight_bytes.clone(),
+        );
+        registry.register(
+            "cpu_packed_weight_bytes",
+            "Host memory of weights packed for the CPU product kernel (used above 128 activation rows), besides the weights themselves",
+            packed_weight_bytes.clone(),
         );
         registry.register(
             "inflight_requests",
@@ -321,6 +330,7 @@ impl Metrics {
             instances,
             weight_bytes,
             inflight,
+            packed_weight_bytes,
             device_memory,
             device,
             device_losses,

@@ -211,6 +211,22 @@ async fn minilm_packed_batch_equals_each_sentence_alone() {
     };
     let batch = embed(&sentences).await;
     assert_eq!(batch.len(), sentences.len() * DIM);
+    // Its hundreds of tokens ran on weights packed once and kept, which
+    // the metrics show (where the CPU has the kernel).
+    let (_, metrics) = server.get_text("/metrics").await;
+    let packed: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("edgeserve_cpu_packed_weight_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no packed weight bytes in the metrics:\n{metrics}"));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // All 36 linear layers, at least 384 × 384 floats each.
+        assert!(
+            packed >= 36 * 384 * 384 * 4,
+            "packed weights hold {packed} bytes"
+        );
+    }
     for (i, sentence) in sentences.iter().enumerate() {
         let alone = embed(&[sentence]).await;
         let row = &batch[i * DIM..(i + 1) * DIM];

@@ -309,6 +309,8 @@ async fn metrics_count_requests_latency_and_instances() {
         r#"edgeserve_compute_duration_seconds_count{model="linear",version="1"} 3"#,
         r#"edgeserve_queue_duration_seconds_count{model="linear",version="1"} 3"#,
         "edgeserve_inflight_requests 0",
+        // `linear`'s product is far too small for the packed kernel.
+        "edgeserve_cpu_packed_weight_bytes 0",
         r#"edgeserve_model_weight_bytes{model="linear",version="1"} 8"#,
         r#"edgeserve_device_info{kind="cpu""#,
     ] {

@@ -151,6 +151,8 @@ pub async fn infer(State(app): Shared, Path(model): Path<ModelRef>, request: Req
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): Shared) -> Response {
+    let packed = edgeserve_tensor::cpu::packed_weight_bytes();
+    app.metrics.packed_weight_bytes.set(packed as i64);
     if let Some(memory) = app.registry.devices().gpu_memory() {
         let states = [("allocated", memory.allocated), ("pooled", memory.pooled)];
         let device = memory.device.map(|bytes| ("device", bytes));

@@ -62,6 +62,7 @@ use crate::{
 };
 use buffers::host;
 pub(crate) use elem::element_bytes;
+pub use packed::packed_weight_bytes;
 
 /// Runs every operation on the host with SIMD kernels.
 ///

@@ -18,6 +18,7 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::buffers::zeroed;
 use super::matmul::{BAND_WORK, MIN_BAND_ROWS};
@@ -52,6 +53,22 @@ pub(crate) struct PackedWeight {
 #[repr(C, align(64))]
 #[derive(Clone, Copy, bytemuck::Zeroable, bytemuck::Pod)]
 struct Lanes([f32; WIDTH]);
+
+/// Bytes of packed weights alive right now, kept or made for one call.
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Host memory that weights packed for the product kernel hold right now,
+/// besides the weights themselves: what serving large batches on the CPU
+/// costs in memory, for operators to see.
+pub fn packed_weight_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+impl Drop for PackedWeight {
+    fn drop(&mut self) {
+        LIVE_BYTES.fetch_sub(size_of_val(self.panels.as_slice()), Ordering::Relaxed);
+    }
+}
 
 impl PackedWeight {
     /// The packed form of `b`'s elements `w` (`[n, k]` when `transposed`,
@@ -93,6 +110,7 @@ impl PackedWeight {
                 }
             }
         }
+        LIVE_BYTES.fetch_add(size_of_val(panels.as_slice()), Ordering::Relaxed);
         Ok(PackedWeight {
             panels,
             n,
@@ -439,6 +457,9 @@ mod tests {
             !other.transposed && first.transposed,
             "the other layout reused"
         );
+        // Other tests pack at the same time, so the count can only be
+        // bounded below.
+        assert!(packed_weight_bytes() >= 3 * n.div_ceil(WIDTH) * WIDTH * k * 4);
         let narrow = PackedWeight::of(&b, &data, (MIN_SIDE - 1, k), true).expect("pack");
         assert!(narrow.is_none(), "a narrow product packed");
     }
