@@ -2,6 +2,7 @@
 //! matmuls, and for a linear layer (one weight under every row) on the
 //! kernel its number of rows calls for.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
@@ -277,12 +278,23 @@ pub(super) fn matmul_with(
     op: &str,
     finish: impl Fn(&mut [f32]) + Sync,
 ) -> Result<Tensor> {
-    let (x, y) = (floats(op, a)?, floats(op, b)?);
+    let x = floats(op, a)?;
     let (m, n, k) = (s.m, s.n, s.k);
     let total = s.batch * m * n;
     if total == 0 {
         return float_tensor(a.dtype(), &s.out_shape, Vec::new());
     }
+    let packed_weight = if s.folds_into_one() && s.batch * m >= packed::MIN_ROWS {
+        PackedWeight::of(b, || floats(op, b), (n, k), s.transpose_b)?
+    } else {
+        None
+    };
+    // A packed weight serves the product alone, so a kept one spares
+    // reading (for f16, widening) the whole weight on every call.
+    let y = match packed_weight {
+        Some(_) => Cow::Borrowed(&[][..]),
+        None => floats(op, b)?,
+    };
     // Reading b through strides makes transpose_b free.
     let rhs_at = |index: usize| {
         let data = &y[index * k * n..(index + 1) * k * n];
@@ -293,11 +305,6 @@ pub(super) fn matmul_with(
         }
     };
     let lhs_at = |index: usize| MatRef::rows(&x[index * m * k..(index + 1) * m * k], k);
-    let packed_weight = if s.folds_into_one() && s.batch * m >= packed::MIN_ROWS {
-        PackedWeight::of(b, &y[..k * n], (n, k), s.transpose_b)?
-    } else {
-        None
-    };
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
@@ -307,15 +314,15 @@ pub(super) fn matmul_with(
             // (on a CPU without those kernels) by gemm.
             let rows = s.batch * m;
             let threads = threaded(rows, n, k);
-            let weight = Weight {
-                data: &y[..k * n],
-                transposed: s.transpose_b,
-            };
             let x = &x[..rows * k];
             let done = if let Some(w) = &packed_weight {
                 packed::product(out, x, w, rows, threads);
                 true
             } else {
+                let weight = Weight {
+                    data: &y[..k * n],
+                    transposed: s.transpose_b,
+                };
                 (s.transpose_b && panels::product(out, x, weight.data, (rows, n, k), threads))
                     || skinny::product(out, x, weight, (rows, n, k), threads)
             };

@@ -16,6 +16,7 @@
 //! Only x86_64 with AVX2 and FMA has it; elsewhere [`PackedWeight::pack`]
 //! declines and the caller keeps `gemm`.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,14 +72,14 @@ impl Drop for PackedWeight {
 }
 
 impl PackedWeight {
-    /// The packed form of `b`'s elements `w` (`[n, k]` when `transposed`,
-    /// else `[k, n]`): made once and then kept with the tensor (and its
+    /// The packed form of `b`'s elements, which `w` reads as f32 (`[n, k]`
+    /// when `transposed`, else `[k, n]`) only when they are to be packed: made once and then kept with the tensor (and its
     /// clones) when it is a model's weight, else made for this call; `None`
     /// when this CPU lacks the kernel or the product is too narrow or
     /// shallow for it (see [`MIN_SIDE`]).
-    pub(super) fn of(
+    pub(super) fn of<'a>(
         b: &Tensor,
-        w: &[f32],
+        w: impl FnOnce() -> Result<Cow<'a, [f32]>>,
         (n, k): (usize, usize),
         transposed: bool,
     ) -> Result<Option<Arc<PackedWeight>>> {
@@ -86,7 +87,7 @@ impl PackedWeight {
             return Ok(None);
         }
         let fits = |p: &PackedWeight| (p.n, p.k, p.transposed) == (n, k, transposed);
-        b.derived(|| Self::pack(w, (n, k), transposed), fits)
+        b.derived(|| Self::pack(&w()?, (n, k), transposed), fits)
             .map(Some)
     }
 
@@ -435,7 +436,7 @@ mod tests {
             .expect("tensor")
             .into_weight();
         let of = |b: &Tensor, transposed| {
-            PackedWeight::of(b, &data, (n, k), transposed)
+            PackedWeight::of(b, || Ok(Cow::Borrowed(&data)), (n, k), transposed)
                 .expect("pack")
                 .expect("packed")
         };
@@ -460,7 +461,8 @@ mod tests {
         // Other tests pack at the same time, so the count can only be
         // bounded below.
         assert!(packed_weight_bytes() >= 3 * n.div_ceil(WIDTH) * WIDTH * k * 4);
-        let narrow = PackedWeight::of(&b, &data, (MIN_SIDE - 1, k), true).expect("pack");
+        let narrow = PackedWeight::of(&b, || Ok(Cow::Borrowed(&data)), (MIN_SIDE - 1, k), true)
+            .expect("pack");
         assert!(narrow.is_none(), "a narrow product packed");
     }
 }

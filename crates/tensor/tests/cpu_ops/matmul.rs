@@ -154,18 +154,25 @@ fn matmul_empty_dimensions() {
 #[test]
 fn matmul_f16() {
     let mut rng = Rng::new(4);
-    for (sa, sb) in [(vec![17, 33], vec![33, 65]), (vec![2, 5, 9], vec![9, 3])] {
+    // The last, a model's weight above 128 rows, runs packed; its second
+    // product reads only the kept packing.
+    for (sa, sb, repeats) in [
+        (vec![17, 33], vec![33, 65], 1),
+        (vec![2, 5, 9], vec![9, 3], 1),
+        (vec![200, 70], vec![70, 80], 2),
+    ] {
         let (da, db) = (
             round_f16(&rng.vec(numel(&sa))),
             round_f16(&rng.vec(numel(&sb))),
         );
-        let got = cpu()
-            .matmul(&f16t(&sa, &da), &f16t(&sb, &db), false)
-            .unwrap();
-        assert_eq!(got.dtype(), DType::F16);
-        let (shape, want, scale) = ref_matmul(&da, &sa, &db, &sb, false);
-        assert_eq!(got.shape(), shape);
-        assert_close_scaled(&read_f32(&got), &want, &scale, 4e-3, 1e-3, "matmul f16");
+        let weight = f16t(&sb, &db).into_weight();
+        for _ in 0..repeats {
+            let got = cpu().matmul(&f16t(&sa, &da), &weight, false).unwrap();
+            assert_eq!(got.dtype(), DType::F16);
+            let (shape, want, scale) = ref_matmul(&da, &sa, &db, &sb, false);
+            assert_eq!(got.shape(), shape);
+            assert_close_scaled(&read_f32(&got), &want, &scale, 4e-3, 1e-3, "matmul f16");
+        }
     }
 }
 
