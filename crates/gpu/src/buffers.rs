@@ -396,7 +396,8 @@ impl GpuBackend {
                 "{op}: staging {size} bytes failed: {e}"
             )));
         }
-        let submitted = stream::current(self).submit_with(|encoder| {
+        let stream = stream::current(self);
+        let submitted = stream.submit_with(|encoder| {
             encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size)
         });
         let (tx, rx) = std::sync::mpsc::channel();
@@ -418,6 +419,9 @@ impl GpuBackend {
                 Ok(()) => TensorError::Unsupported(format!("{op}: waiting for the device: {e}")),
             })?;
         self.alive(op)?;
+        if let Some(e) = stream.take_failure() {
+            return Err(e);
+        }
         if let Some(e) = lock(&self.uncaptured).take() {
             return Err(e);
         }

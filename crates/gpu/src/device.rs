@@ -60,17 +60,7 @@ impl GpuBackend {
         let uncaptured = Arc::new(Mutex::new(None::<TensorError>));
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            lock(&sink).get_or_insert_with(|| {
-                let what = "the device reported an error while running recorded work";
-                match e {
-                    // Out of memory stays typed, so the guest sees
-                    // `out-of-memory` rather than a generic failure.
-                    wgpu::Error::OutOfMemory { .. } => {
-                        TensorError::OutOfMemory(format!("{what}: {e}"))
-                    }
-                    _ => TensorError::Unsupported(format!("{what}: {e}")),
-                }
-            });
+            lock(&sink).get_or_insert_with(|| recorded_work_failed(e));
         }));
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
@@ -145,5 +135,16 @@ impl GpuBackend {
                 self.info.device
             ))),
         }
+    }
+}
+
+/// The error of recorded work that the device refused or could not run.
+pub(crate) fn recorded_work_failed(e: wgpu::Error) -> TensorError {
+    let what = "the device reported an error while running recorded work";
+    match e {
+        // Out of memory stays typed, so the guest sees `out-of-memory`
+        // rather than a generic failure.
+        wgpu::Error::OutOfMemory { .. } => TensorError::OutOfMemory(format!("{what}: {e}")),
+        _ => TensorError::Unsupported(format!("{what}: {e}")),
     }
 }

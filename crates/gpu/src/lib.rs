@@ -95,8 +95,9 @@ pub struct GpuBackend {
     shader_f16: bool,
     /// Bound where an optional input is absent.
     dummy: wgpu::Buffer,
-    /// The first error raised outside an error scope (a submission running
-    /// out of memory, a validation failure), reported by the next `to_host`.
+    /// The first error raised outside an error scope, reported by the next
+    /// `to_host` of any thread. A submission's errors are not among them:
+    /// they go to the stream whose work it was ([`stream`]).
     uncaptured: Arc<Mutex<Option<TensorError>>>,
     /// Why the device was lost (set by wgpu's device-lost callback); every
     /// operation after that fails fast instead of touching the device.

@@ -41,6 +41,7 @@ use edgeserve_tensor::{Result, TensorError};
 
 use crate::arena::Arena;
 use crate::buffers::Pool;
+use crate::device::recorded_work_failed;
 use crate::{GpuBackend, lock};
 
 /// Dispatches recorded before a stream is submitted without waiting, to
@@ -84,6 +85,10 @@ struct State {
     binds: HashMap<BindKey, Kept>,
     /// Submissions made so far: the number of the recording in `encoder`.
     submissions: u64,
+    /// The first error the device reported for a submission of this
+    /// stream's work (whichever thread submitted it), for this stream's
+    /// next read-back: never another request's.
+    failed: Option<TensorError>,
 }
 
 /// A bind group and the last recording that used it.
@@ -284,8 +289,19 @@ impl Stream {
         st.submissions += 1;
         let oldest = st.submissions.saturating_sub(KEEP_BINDS);
         st.binds.retain(|_, kept| kept.used >= oldest);
+        // Recorded commands are validated when the encoder finishes, and
+        // the submission may run out of memory: errors caught here are this
+        // stream's, where outside a scope they would go to whichever
+        // request reads back next.
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         st.arena.write(&self.queue);
         let index = self.queue.submit([encoder.finish()]);
+        // Scopes pop innermost first.
+        let errors = [invalid, out_of_memory].map(|scope| pollster::block_on(scope.pop()));
+        if let Some(e) = errors.into_iter().flatten().next() {
+            st.failed.get_or_insert(recorded_work_failed(e));
+        }
         // Work recorded from now on runs after everything that used these.
         let reused = st.freed.drain().flat_map(|(_, list)| list);
         let retired = st.retired.drain(..);
@@ -294,6 +310,12 @@ impl Stream {
             self.pool.free(buffer, reuse);
         }
         index
+    }
+
+    /// The error the device reported for this stream's submitted work
+    /// since the last call, if any.
+    pub(crate) fn take_failure(&self) -> Option<TensorError> {
+        lock(&self.state).failed.take()
     }
 
     /// A freed buffer of exactly `class` bytes that only this stream's
@@ -367,5 +389,63 @@ impl Uses {
             s.flush();
         }
         last.release(buffer, reuse);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::thread;
+
+    use edgeserve_tensor::{BinaryOp, Ops, Tensor};
+
+    use super::current;
+    use crate::GpuBackend;
+
+    /// Two requests side by side: the device refuses one's submitted work,
+    /// and the other, reading back first, still gets its own answer; the
+    /// refusal goes to the request whose work it was, at its read-back.
+    #[test]
+    fn a_refused_submission_fails_only_its_own_stream() {
+        let g = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
+        let doubled = |x: &[f32]| -> edgeserve_tensor::Result<Vec<f32>> {
+            let ops = Ops::unlimited(&g);
+            let x = ops.from_host(&Tensor::from_f32(&[x.len()], x.to_vec())?)?;
+            let y = ops.to_host(&ops.binary(BinaryOp::Add, &x, &x)?)?;
+            Ok(y.host().expect("read back").as_slice::<f32>().to_vec())
+        };
+        let buffer = |usage| {
+            g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let (from, to) = (
+            buffer(wgpu::BufferUsages::COPY_SRC),
+            buffer(wgpu::BufferUsages::COPY_DST),
+        );
+        let turns = Barrier::new(2);
+        thread::scope(|s| {
+            let refused = s.spawn(|| {
+                // A copy of 3 bytes: off WebGPU's 4-byte copy alignment.
+                current(&g).submit_with(|e| e.copy_buffer_to_buffer(&from, 0, &to, 0, 3));
+                turns.wait();
+                turns.wait();
+                doubled(&[5.0])
+            });
+            turns.wait();
+            let mine = doubled(&[1.0, 2.0, 3.0, 4.0]);
+            turns.wait();
+            assert_eq!(mine.unwrap(), [2.0, 4.0, 6.0, 8.0]);
+            let error = refused.join().unwrap().unwrap_err().to_string();
+            assert!(
+                error.contains("recorded work") && error.contains("COPY_BUFFER_ALIGNMENT"),
+                "{error}"
+            );
+        });
+        // Reported once: the stream serves its next request.
+        assert_eq!(doubled(&[0.5]).unwrap(), [1.0]);
     }
 }
