@@ -3,6 +3,12 @@
 //! read-back, so concurrent requests overlap instead of queueing behind
 //! one lock.
 //!
+//! What the device refuses in a submission (commands are validated when
+//! the encoder finishes) or cannot run for lack of memory is caught in
+//! error scopes around the submission and kept with the stream whose work
+//! it was, whichever thread submitted it: that stream's next read-back
+//! fails with it, and no other request sees it.
+//!
 //! Queue order still has to hold where two streams meet, in two places:
 //! - a stream that reads a buffer another stream wrote and has not yet
 //!   submitted submits that stream first ([`Uses::read`]);
