@@ -29,6 +29,11 @@ step() {  # step SECONDS FILE COMMAND...: runs it, stdout to $out/FILE
     timeout "$seconds" "$@" >"$out/$file" 2>>"$log"
     local rc=$?
     [ $rc = 0 ] || echo "!! $file: exit $rc" | tee -a "$log"
+    # A step killed at its limit: timeout's SIGTERM reached its servers
+    # too, but one may still be draining requests in a graceful shutdown,
+    # holding the GPU and the cores through the next step.
+    pkill -KILL -f "^$work/edgeserve serve" && echo "!! $file: stopped servers it left" | tee -a "$log"
+    return 0
 }
 
 if [ "$dry" = 0 ]; then
