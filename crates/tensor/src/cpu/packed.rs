@@ -72,11 +72,12 @@ impl Drop for PackedWeight {
 }
 
 impl PackedWeight {
-    /// The packed form of `b`'s elements, which `w` reads as f32 (`[n, k]`
-    /// when `transposed`, else `[k, n]`) only when they are to be packed: made once and then kept with the tensor (and its
-    /// clones) when it is a model's weight, else made for this call; `None`
-    /// when this CPU lacks the kernel or the product is too narrow or
-    /// shallow for it (see [`MIN_SIDE`]).
+    /// The packed form of `b`'s elements (`[n, k]` when `transposed`, else
+    /// `[k, n]`), which `w` reads as f32 only when they are to be packed:
+    /// made once and then kept with the tensor (and its clones) when it is
+    /// a model's weight, else made for this call; `None` when this CPU
+    /// lacks the kernel or the product is too narrow or shallow for it
+    /// (see [`MIN_SIDE`]).
     pub(super) fn of<'a>(
         b: &Tensor,
         w: impl FnOnce() -> Result<Cow<'a, [f32]>>,
