@@ -137,6 +137,10 @@ impl Backend for GpuBackend {
         true
     }
 
+    fn begin_call(&self) {
+        stream::begin_call(self);
+    }
+
     fn from_host(&self, tensor: &Tensor) -> Result<Tensor> {
         buffers::from_host(self, tensor)
     }

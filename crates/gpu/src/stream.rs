@@ -7,7 +7,10 @@
 //! the encoder finishes) or cannot run for lack of memory is caught in
 //! error scopes around the submission and kept with the stream whose work
 //! it was, whichever thread submitted it: that stream's next read-back
-//! fails with it, and no other request sees it.
+//! fails with it, and no other request sees it. A call that ends without
+//! reading back (a trap, a deadline) leaves its failure and any work it
+//! never submitted behind; the next call on the thread settles both first
+//! ([`begin_call`]), so it does not fail with the last one's error.
 //!
 //! Queue order still has to hold where two streams meet, in two places:
 //! - a stream that reads a buffer another stream wrote and has not yet
@@ -158,6 +161,24 @@ pub(crate) fn current(g: &GpuBackend) -> Arc<Stream> {
         streams.push((g.id, Arc::downgrade(&g.token), s.clone()));
         s
     })
+}
+
+/// A call starts on this thread: what an earlier call left in this thread's
+/// stream on `g` is settled. Its unsubmitted work is submitted (another
+/// stream may be waiting on what it writes), and a failure the device
+/// reported for its work is dropped: the call it belonged to has ended
+/// without reading back, and the new call must not fail with it.
+pub(crate) fn begin_call(g: &GpuBackend) {
+    let opened = STREAMS.with_borrow(|streams| {
+        streams
+            .iter()
+            .find(|(id, ..)| *id == g.id)
+            .map(|(.., s)| s.clone())
+    });
+    if let Some(stream) = opened {
+        stream.flush();
+        stream.take_failure();
+    }
 }
 
 impl Stream {
@@ -403,7 +424,7 @@ mod tests {
     use std::sync::Barrier;
     use std::thread;
 
-    use edgeserve_tensor::{BinaryOp, Ops, Tensor};
+    use edgeserve_tensor::{Backend, BinaryOp, Ops, Tensor};
 
     use super::current;
     use crate::GpuBackend;
@@ -453,5 +474,51 @@ mod tests {
         });
         // Reported once: the stream serves its next request.
         assert_eq!(doubled(&[0.5]).unwrap(), [1.0]);
+    }
+
+    /// A call ends (a trap, a deadline) after the device refused its
+    /// submitted work and before any read-back: the next call on the same
+    /// thread starts clean instead of failing with that refusal.
+    #[test]
+    fn a_call_does_not_inherit_what_an_abandoned_one_left() {
+        let g = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
+        let ops = Ops::unlimited(&g);
+        let buffer = |usage| {
+            g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let (from, to) = (
+            buffer(wgpu::BufferUsages::COPY_SRC),
+            buffer(wgpu::BufferUsages::COPY_DST),
+        );
+        // The abandoned call: refused work, then work recorded and never
+        // submitted, and no read-back.
+        g.begin_call();
+        current(&g).submit_with(|e| e.copy_buffer_to_buffer(&from, 0, &to, 0, 3));
+        let x = ops
+            .from_host(&Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap())
+            .unwrap();
+        let pending = ops.binary(BinaryOp::Mul, &x, &x).unwrap();
+        assert!(current(&g).pending(), "the product waits unsubmitted");
+        // The next call on this thread.
+        g.begin_call();
+        assert!(
+            !current(&g).pending(),
+            "what the last call left is submitted"
+        );
+        let y = ops
+            .to_host(&ops.binary(BinaryOp::Add, &x, &x).unwrap())
+            .unwrap();
+        assert_eq!(y.host().expect("read back").as_slice::<f32>(), [2.0, 4.0]);
+        // The abandoned call's own tensor is still whole.
+        let squared = ops.to_host(&pending).unwrap();
+        assert_eq!(
+            squared.host().expect("read back").as_slice::<f32>(),
+            [1.0, 4.0]
+        );
     }
 }

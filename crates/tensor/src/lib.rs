@@ -614,6 +614,12 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// A handler call is about to start on this thread. Whatever an earlier
+    /// call on this thread left behind without reading it back (work it
+    /// recorded and never submitted, an error the device reported for its
+    /// work) is settled here, so that none of it reaches the new call.
+    fn begin_call(&self) {}
+
     /// The contract's operations on this backend, without caps.
     fn ops(&self) -> Ops<'_>
     where

@@ -235,8 +235,11 @@ impl Instance {
         self.store.data().model().label.clone()
     }
 
-    /// Sets the deadline for the next call.
+    /// Sets the deadline for the next call, and has the backend settle what
+    /// an earlier call on this thread left behind
+    /// ([`Backend::begin_call`](edgeserve_tensor::Backend::begin_call)).
     fn arm(&mut self) {
+        self.store.data().model().backend.begin_call();
         self.store.set_epoch_deadline(1);
         self.deadline = Instant::now() + self.timeout;
     }
@@ -316,6 +319,8 @@ impl Instance {
         outputs: Option<Vec<String>>,
     ) -> Result<Vec<(String, Value)>, Fault> {
         let model = self.label();
+        // Before the inputs go to the backend: they are this call's work.
+        self.arm();
         let mut named = Vec::with_capacity(inputs.len());
         for (name, value) in inputs {
             let data = match value {
@@ -352,7 +357,6 @@ impl Instance {
             };
             named.push(NamedTensor { name, data });
         }
-        self.arm();
         let request = InferRequest {
             inputs: named,
             parameters: parameters
