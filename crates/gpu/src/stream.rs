@@ -429,6 +429,23 @@ mod tests {
     use super::current;
     use crate::GpuBackend;
 
+    /// A source and a destination buffer of 16 bytes, for a copy the
+    /// device refuses.
+    fn copy_buffers(g: &GpuBackend) -> (wgpu::Buffer, wgpu::Buffer) {
+        let buffer = |usage| {
+            g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        (
+            buffer(wgpu::BufferUsages::COPY_SRC),
+            buffer(wgpu::BufferUsages::COPY_DST),
+        )
+    }
+
     /// Two requests side by side: the device refuses one's submitted work,
     /// and the other, reading back first, still gets its own answer; the
     /// refusal goes to the request whose work it was, at its read-back.
@@ -441,18 +458,7 @@ mod tests {
             let y = ops.to_host(&ops.binary(BinaryOp::Add, &x, &x)?)?;
             Ok(y.host().expect("read back").as_slice::<f32>().to_vec())
         };
-        let buffer = |usage| {
-            g.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: 16,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let (from, to) = (
-            buffer(wgpu::BufferUsages::COPY_SRC),
-            buffer(wgpu::BufferUsages::COPY_DST),
-        );
+        let (from, to) = copy_buffers(&g);
         let turns = Barrier::new(2);
         thread::scope(|s| {
             let refused = s.spawn(|| {
@@ -483,18 +489,7 @@ mod tests {
     fn a_call_does_not_inherit_what_an_abandoned_one_left() {
         let g = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
         let ops = Ops::unlimited(&g);
-        let buffer = |usage| {
-            g.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: 16,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let (from, to) = (
-            buffer(wgpu::BufferUsages::COPY_SRC),
-            buffer(wgpu::BufferUsages::COPY_DST),
-        );
+        let (from, to) = copy_buffers(&g);
         // The abandoned call: refused work, then work recorded and never
         // submitted, and no read-back.
         g.begin_call();
