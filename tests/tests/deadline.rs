@@ -1,15 +1,27 @@
 //! A model's `timeout_ms` bounds the host work its handler asks for, not
 //! only the handler's own code: a loop of large matmuls (the faulty
 //! plugin's action 8) is stopped in the middle of a product, which epoch
-//! interruption alone could not do, and the model keeps serving.
+//! interruption alone could not do, and the model keeps serving. Each call
+//! is armed afresh: its deadline set and its backend told that a call
+//! begins, before the call's inputs reach the backend.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, error_text};
+use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
+use edgeserve::runtime::{ModelContext, Runtime, block_on};
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::{Backend, DType};
+use edgeserve_tensor::shape::{
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
+    VarlenAttentionPlan,
+};
+use edgeserve_tensor::{
+    AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
+    Result, Tensor, UnaryOp, WeightedInputs,
+};
 use serde_json::{Value, json};
 
 /// Side of the square matrices the handler multiplies.
@@ -85,4 +97,123 @@ async fn a_deadline_stops_a_long_host_matmul_midway_and_the_model_keeps_serving(
         "{body}"
     );
     server.stop().await;
+}
+
+/// The CPU kernels, logging when a call begins and when tensors cross
+/// between the host and the backend.
+#[derive(Default)]
+struct Watched {
+    cpu: CpuBackend,
+    log: Mutex<Vec<&'static str>>,
+}
+
+impl Watched {
+    fn note(&self, event: &'static str) {
+        self.log.lock().unwrap().push(event);
+    }
+}
+
+/// Implements each listed `Backend` method as the CPU backend's.
+macro_rules! on_cpu {
+    ($($kernel:ident($($arg:ident: $ty:ty),*) -> $made:ty;)*) => {
+        $(fn $kernel(&self, $($arg: $ty),*) -> Result<$made> {
+            self.cpu.$kernel($($arg),*)
+        })*
+    };
+}
+
+impl Backend for Watched {
+    fn info(&self) -> BackendInfo {
+        self.cpu.info()
+    }
+
+    fn begin_call(&self) {
+        self.note("begin_call");
+    }
+
+    fn from_host(&self, tensor: &Tensor) -> Result<Tensor> {
+        self.note("from_host");
+        self.cpu.from_host(tensor)
+    }
+
+    fn to_host(&self, tensor: &Tensor) -> Result<Tensor> {
+        self.note("to_host");
+        self.cpu.to_host(tensor)
+    }
+
+    on_cpu! {
+        full(dtype: DType, shape: &[usize], value: f64) -> Tensor;
+        matmul(inputs: WeightedInputs<'_>, plan: &MatmulPlan) -> Tensor;
+        binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
+        unary(op: UnaryOp, x: &Tensor) -> Tensor;
+        affine(x: &Tensor, factor: f32, offset: f32) -> Tensor;
+        softmax(x: &Tensor, axis: usize) -> Tensor;
+        layer_norm(x: &Tensor, norm: NormParams<'_>) -> Tensor;
+        embedding(table: &Tensor, ids: &Tensor, out: &[usize]) -> Tensor;
+        reshape(x: &Tensor, shape: &[usize]) -> Tensor;
+        transpose(x: &Tensor, perm: &[usize], out: &[usize]) -> Tensor;
+        slice(x: &Tensor, axis: usize, start: usize, out: &[usize]) -> Tensor;
+        concat(xs: &[&Tensor], axis: usize, out: &[usize]) -> Tensor;
+        reduce(op: ReduceOp, x: &Tensor, plan: &ReducePlan) -> Tensor;
+        cast(x: &Tensor, to: DType) -> Tensor;
+        conv2d(inputs: WeightedInputs<'_>, plan: &Conv2dPlan) -> Tensor;
+        pool2d(x: &Tensor, plan: &Pool2dPlan) -> Tensor;
+        attention(inputs: AttentionInputs<'_>, plan: &AttentionPlan) -> Tensor;
+        top_k(x: &Tensor, k: usize, out: &[usize]) -> (Tensor, Tensor);
+        compare(op: CompareOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
+        select(cond: &Tensor, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
+        gather(x: &Tensor, indices: &Tensor, plan: &GatherPlan) -> Tensor;
+        expand(x: &Tensor, out: &[usize]) -> Tensor;
+        clip(x: &Tensor, bounds: ClipBounds) -> Tensor;
+        attention_varlen(qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Tensor;
+    }
+}
+
+/// A backend keeps per-thread state across calls (a GPU's recording), so
+/// the host tells it each time a call begins, before that call's inputs
+/// arrive: what an abandoned call left is then settled before any of the
+/// next call's work, never mixed into it.
+#[test]
+fn every_call_tells_the_backend_it_begins_before_its_inputs_arrive() {
+    let repo = edgeserve_e2e::model_repository(&["linear"]);
+    let model = repo.path().join("linear");
+    let config = ModelConfig::load(&model.join(CONFIG_FILE)).unwrap();
+    let watched = Arc::new(Watched::default());
+    let context =
+        ModelContext::open("linear:1", &model.join("1"), &config, watched.clone()).unwrap();
+    let runtime = Runtime::new(&edgeserve_e2e::runtime_config(None)).unwrap();
+    let wasm = std::fs::read(model.join("1").join(COMPONENT_FILE)).unwrap();
+    let (component, _) = runtime.compile("linear", &wasm).unwrap();
+    let factory = runtime.factory(
+        &component,
+        Arc::new(context),
+        config.timeout(),
+        config.memory_limit_bytes(),
+    );
+    let mut instance = factory.unwrap()().unwrap();
+    watched.log.lock().unwrap().clear();
+
+    for x in [2.0f32, 5.0] {
+        let input = Tensor::from_f32(&[1, 1], vec![x]).unwrap();
+        let outputs = block_on(instance.infer(
+            vec![("x".into(), edgeserve::runtime::Value::Numeric(input))],
+            Vec::new(),
+            None,
+        ))
+        .unwrap();
+        let [(name, edgeserve::runtime::Value::Numeric(y))] = &outputs[..] else {
+            panic!("unexpected outputs {outputs:?}");
+        };
+        let y = y.host().unwrap().as_slice::<f32>();
+        assert_eq!((name.as_str(), y.len()), ("y", 1));
+        assert!(
+            (y[0] - (0.1 * x + 0.3)).abs() < 1e-6,
+            "y = {y:?} for x = {x}"
+        );
+    }
+    assert_eq!(
+        *watched.log.lock().unwrap(),
+        ["begin_call", "from_host", "to_host"].repeat(2),
+        "each call begins, then its input goes to the backend, then its output comes back"
+    );
 }
