@@ -41,6 +41,40 @@ pub struct Cli {
         default_value_t = crate::malloc::DEFAULT_PURGE_MS
     )]
     pub memory_purge_ms: u32,
+    /// The widest vector instructions the CPU kernels' loops use: `auto`
+    /// (the widest this CPU has: AVX-512, AVX2 + FMA, or the baseline),
+    /// `avx2` or `baseline`. Every level computes the same results; a
+    /// narrower one only runs slower, for comparing or for a CPU that
+    /// lowers its clock under AVX-512.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "EDGESERVE_CPU_SIMD",
+        default_value = "auto"
+    )]
+    pub cpu_simd: SimdChoice,
+}
+
+/// `--cpu-simd`: the cap on the CPU kernels' vector instructions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimdChoice {
+    /// The widest this CPU has.
+    Auto,
+    /// At most AVX2 and FMA.
+    Avx2,
+    /// The target's baseline (SSE2 on x86-64).
+    Baseline,
+}
+
+impl From<SimdChoice> for edgeserve_tensor::cpu::Simd {
+    fn from(choice: SimdChoice) -> Self {
+        match choice {
+            SimdChoice::Auto => edgeserve_tensor::cpu::Simd::Avx512,
+            SimdChoice::Avx2 => edgeserve_tensor::cpu::Simd::Avx2,
+            SimdChoice::Baseline => edgeserve_tensor::cpu::Simd::Baseline,
+        }
+    }
 }
 
 /// Subcommands.
@@ -376,6 +410,7 @@ mod tests {
             ("--tls-client-ca", "EDGESERVE_TLS_CLIENT_CA"),
             ("--no-console", "EDGESERVE_NO_CONSOLE"),
             ("--memory-purge-ms", "EDGESERVE_MEMORY_PURGE_MS"),
+            ("--cpu-simd", "EDGESERVE_CPU_SIMD"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -399,6 +434,22 @@ mod tests {
         assert!(settings.runtime.pooling);
         assert!(settings.bundles.sources.is_empty());
         assert!(settings.upstream.is_none());
+    }
+
+    #[test]
+    fn the_cpu_kernels_vector_width_is_capped_as_chosen() {
+        use edgeserve_tensor::cpu::Simd;
+        let parse = |args: &[&str]| Simd::from(Cli::try_parse_from(args).unwrap().cpu_simd);
+        assert_eq!(parse(&["edgeserve", "serve"]), Simd::Avx512);
+        assert_eq!(
+            parse(&["edgeserve", "serve", "--cpu-simd", "avx2"]),
+            Simd::Avx2
+        );
+        assert_eq!(
+            parse(&["edgeserve", "--cpu-simd", "baseline", "serve"]),
+            Simd::Baseline
+        );
+        assert!(Cli::try_parse_from(["edgeserve", "serve", "--cpu-simd", "neon"]).is_err());
     }
 
     #[test]

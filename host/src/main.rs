@@ -11,9 +11,12 @@ fn main() -> anyhow::Result<()> {
         command,
         log_format,
         memory_purge_ms,
+        cpu_simd,
     } = Cli::parse();
     edgeserve::logging::init(log_format);
     edgeserve::malloc::purge_after(memory_purge_ms);
+    edgeserve_tensor::cpu::cap_simd(cpu_simd.into());
+    tracing::debug!(simd = ?edgeserve_tensor::cpu::simd(), "CPU kernels' vector instructions");
     edgeserve::malloc::cap_arenas();
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;

@@ -5,8 +5,9 @@
 //! over the weight packed once and kept with its tensor), other products to
 //! the `gemm` crate (runtime-dispatched SIMD); the other kernels are plain
 //! loops over contiguous slices written so LLVM can vectorize them,
-//! recompiled for AVX2 where the CPU has it, and split across rayon's pool
-//! when the work is large enough to pay for it. f16
+//! recompiled for AVX-512 or AVX2 where the CPU has it (the same bits at
+//! every width, [`Simd`]), and split across rayon's pool when the work is
+//! large enough to pay for it. f16
 //! inputs are widened to f32, computed, and narrowed back. Shape and dtype
 //! rules come from [`crate::shape`].
 //!
@@ -63,6 +64,7 @@ use crate::{
 use buffers::host;
 pub(crate) use elem::element_bytes;
 pub use packed::packed_weight_bytes;
+pub use parallel::{Simd, cap_simd, simd};
 
 /// Runs every operation on the host with SIMD kernels.
 ///

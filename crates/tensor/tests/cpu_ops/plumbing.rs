@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use edgeserve_tensor::cpu::{Simd, cap_simd, simd};
 use edgeserve_tensor::{BinaryOp, DType, HostBuffer, PoolKind, ReduceOp, Storage, Tensor, UnaryOp};
 
 use crate::common::*;
@@ -112,4 +113,87 @@ fn empty_tensors_flow_through() {
     assert_eq!(c.cast(&u, DType::I64).unwrap().numel(), 0);
     let sliced = c.slice(&zeros(&[2, 3]), 1, 1, 1).unwrap();
     assert_eq!(sliced.shape(), [2, 0]);
+}
+
+/// Puts the SIMD cap back when a test that lowered it ends, even by a
+/// failed assertion, so the other tests of this binary run at full width.
+struct Uncapped;
+
+impl Drop for Uncapped {
+    fn drop(&mut self) {
+        cap_simd(Simd::Avx512);
+    }
+}
+
+/// Every vector width computes the same bits: the kernels' loops keep
+/// each element's operations in the order written, so the cap changes only
+/// how many lanes run at once. Covers the loops `with_simd` compiles
+/// (elementwise, the linear epilogue, softmax, layer norm, reductions,
+/// attention) on sizes that also take the threaded paths.
+#[test]
+fn every_simd_level_computes_the_same_bits() {
+    let _restore = Uncapped;
+    let c = cpu();
+    let mut rng = Rng::new(7);
+    // Wide enough for GELU's left tail, the exp clamps and the logs of
+    // negatives (NaN), with infinities and NaN among them.
+    let mut data: Vec<f32> = rng.vec(96 * 384).iter().map(|x| 12.0 * x).collect();
+    data[..4].copy_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0]);
+    let x = f32t(&[96, 384], data);
+    let (w, _) = rand_f32(&mut rng, &[384, 384]);
+    let (bias, _) = rand_f32(&mut rng, &[384]);
+    let (gamma, _) = rand_f32(&mut rng, &[384]);
+    let (q, _) = rand_f32(&mut rng, &[4, 24, 32]);
+    let (k, _) = rand_f32(&mut rng, &[4, 24, 32]);
+    let (v, _) = rand_f32(&mut rng, &[4, 24, 32]);
+    let run = || -> Vec<Vec<u32>> {
+        let mut results: Vec<Tensor> = UnaryOp::ALL
+            .iter()
+            .map(|&op| c.unary(op, &x).unwrap())
+            .collect();
+        for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div] {
+            results.push(c.binary(op, &x, &bias).unwrap());
+        }
+        results.extend([
+            c.affine(&x, 0.3, -1.5).unwrap(),
+            c.linear(&x, &w, false, Some(&bias), Some(UnaryOp::Gelu))
+                .unwrap(),
+            c.softmax(&x, -1).unwrap(),
+            c.layer_norm(&x, Some(&gamma), Some(&bias), 1e-5).unwrap(),
+            c.reduce(ReduceOp::Sum, &x, 1, false).unwrap(),
+            c.reduce(ReduceOp::Mean, &x, 0, false).unwrap(),
+            c.reduce(ReduceOp::Max, &x, 1, false).unwrap(),
+            c.attention(
+                &q,
+                &k,
+                &v,
+                None,
+                edgeserve_tensor::Attention {
+                    scale: None,
+                    causal: true,
+                },
+            )
+            .unwrap(),
+        ]);
+        results
+            .iter()
+            // Which NaN an operation returns (sign, payload) follows the
+            // instructions picked; that it is NaN does not.
+            .map(|t| {
+                let bits = |f: &f32| if f.is_nan() { f32::NAN } else { *f }.to_bits();
+                read_f32(t).iter().map(bits).collect()
+            })
+            .collect()
+    };
+    let widest = simd();
+    let full = run();
+    for cap in [Simd::Avx2, Simd::Baseline] {
+        cap_simd(cap);
+        assert_eq!(simd(), widest.min(cap), "the cap bounds the level");
+        let capped = run();
+        for (i, (a, b)) in full.iter().zip(&capped).enumerate() {
+            assert!(a == b, "result {i} differs between {widest:?} and {cap:?}");
+        }
+    }
+    eprintln!("compared {widest:?} with every narrower level");
 }
