@@ -143,12 +143,22 @@ thread_local! {
     static STREAMS: RefCell<Vec<Opened>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The calling thread's stream on `g`, if it has opened one.
+fn opened(g: &GpuBackend) -> Option<Arc<Stream>> {
+    STREAMS.with_borrow(|streams| {
+        streams
+            .iter()
+            .find(|(id, ..)| *id == g.id)
+            .map(|(.., s)| s.clone())
+    })
+}
+
 /// The calling thread's stream on `g`, opened on first use.
 pub(crate) fn current(g: &GpuBackend) -> Arc<Stream> {
+    if let Some(s) = opened(g) {
+        return s;
+    }
     STREAMS.with_borrow_mut(|streams| {
-        if let Some((.., s)) = streams.iter().find(|(id, ..)| *id == g.id) {
-            return s.clone();
-        }
         // Streams of dropped backends go with the next new one.
         streams.retain(|(_, backend, _)| backend.strong_count() > 0);
         let s = Arc::new(Stream {
@@ -169,13 +179,7 @@ pub(crate) fn current(g: &GpuBackend) -> Arc<Stream> {
 /// reported for its work is dropped: the call it belonged to has ended
 /// without reading back, and the new call must not fail with it.
 pub(crate) fn begin_call(g: &GpuBackend) {
-    let opened = STREAMS.with_borrow(|streams| {
-        streams
-            .iter()
-            .find(|(id, ..)| *id == g.id)
-            .map(|(.., s)| s.clone())
-    });
-    if let Some(stream) = opened {
+    if let Some(stream) = opened(g) {
         stream.flush();
         stream.take_failure();
     }

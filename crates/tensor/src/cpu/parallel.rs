@@ -5,7 +5,7 @@ use std::any::Any;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -256,19 +256,28 @@ pub fn cap_simd(cap: Simd) {
 
 /// What the CPU kernels use: the widest level this CPU has, within the cap.
 pub fn simd() -> Simd {
-    let cap = SIMD_CAP.load(Ordering::Relaxed);
+    static WIDEST: OnceLock<Simd> = OnceLock::new();
+    let widest = *WIDEST.get_or_init(detect);
+    match SIMD_CAP.load(Ordering::Relaxed) {
+        cap if cap >= widest as u8 => widest,
+        cap if cap >= Simd::Avx2 as u8 => Simd::Avx2,
+        _ => Simd::Baseline,
+    }
+}
+
+/// The widest level this CPU has.
+fn detect() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        let avx2 = has!("avx2") && has!("fma");
-        if cap >= Simd::Avx512 as u8 && avx2 && has!("avx512f") && has!("avx512vl") {
-            return Simd::Avx512;
-        }
-        if cap >= Simd::Avx2 as u8 && avx2 {
-            return Simd::Avx2;
+        if has!("avx2") && has!("fma") {
+            return if has!("avx512f") && has!("avx512vl") {
+                Simd::Avx512
+            } else {
+                Simd::Avx2
+            };
         }
     }
-    let _ = cap;
     Simd::Baseline
 }
 
