@@ -1,13 +1,15 @@
 //! Rough timings of the CPU backend's kernels, for tuning thresholds.
 //!
 //! `cargo run --release -p edgeserve-tensor --example cpu_bench [filter]`
-//! prints the median time of each case whose name contains `filter`. Ops
+//! prints the median time of each case whose name contains `filter`, at
+//! every vector width the CPU has (widest first, then the narrower ones as
+//! the same run's baselines). Ops
 //! go through the [`Ops`] front door, as every caller's do, so the times
 //! include validation.
 
 use std::time::{Duration, Instant};
 
-use edgeserve_tensor::cpu::CpuBackend;
+use edgeserve_tensor::cpu::{CpuBackend, Simd, cap_simd, simd};
 use edgeserve_tensor::{
     Attention, Backend, BinaryOp, Conv2d, DType, Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor,
     UnaryOp,
@@ -15,7 +17,7 @@ use edgeserve_tensor::{
 
 const USAGE: &str = "usage: cpu_bench [filter]
 Prints the median time of each case whose name contains `filter` (all when
-it is empty), after gemm's own timings with and without threads, the backend's weight
+it is empty) at every SIMD level the CPU has, after gemm's own timings with and without threads, the backend's weight
 products against gemm alone, and MiniLM's linear products in GFLOP/s.";
 
 /// A named benchmark.
@@ -410,9 +412,29 @@ fn main() {
             .iter()
             .flat_map(|&((n, k), rows)| rows.iter().map(move |&m| distinct_weights((m, n, k)))),
     );
+    // Each case at every vector width this CPU has, widest first, one
+    // after the other: the narrower ones are the same run's baselines
+    // (every width computes the same bits).
+    let levels: Vec<Simd> = [Simd::Avx512, Simd::Avx2, Simd::Baseline]
+        .into_iter()
+        .filter(|&level| level <= simd())
+        .collect();
+    let header: String = levels
+        .iter()
+        .map(|l| format!(" {:>10}", format!("{l:?}")))
+        .collect();
+    println!("{:40}{header}", "case (median at each SIMD level)");
     for (name, f) in &cases {
         if name.contains(&filter) {
-            println!("{name:40} {:>10.1?}", time(f));
+            let times: String = levels
+                .iter()
+                .map(|&level| {
+                    cap_simd(level);
+                    format!(" {:>10.1?}", time(f))
+                })
+                .collect();
+            cap_simd(Simd::Avx512);
+            println!("{name:40}{times}");
         }
     }
 }
