@@ -16,7 +16,6 @@ fn main() -> anyhow::Result<()> {
     edgeserve::logging::init(log_format);
     edgeserve::malloc::purge_after(memory_purge_ms);
     edgeserve_tensor::cpu::cap_simd(cpu_simd.into());
-    tracing::debug!(simd = ?edgeserve_tensor::cpu::simd(), "CPU kernels' vector instructions");
     edgeserve::malloc::cap_arenas();
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;

@@ -516,7 +516,9 @@ pub struct BackendInfo {
     pub kind: &'static str,
     /// Device name, e.g. the GPU adapter or the CPU's SIMD level.
     pub device: String,
-    /// Graphics API or instruction set in use.
+    /// Graphics API in use, or for the CPU the vector instructions its
+    /// kernels' loops run ([`cpu::Simd::name`]: "avx512", "avx2",
+    /// "baseline").
     pub api: String,
     /// Driver description, empty where not applicable.
     pub driver: String,

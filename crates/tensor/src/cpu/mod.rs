@@ -105,7 +105,8 @@ impl Backend for CpuBackend {
         BackendInfo {
             kind: "cpu",
             device: cpu_features(),
-            api: "native".into(),
+            // Read per call: `--cpu-simd` may cap it after the backend is made.
+            api: simd().name().into(),
             driver: String::new(),
         }
     }

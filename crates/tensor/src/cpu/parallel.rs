@@ -243,6 +243,17 @@ pub enum Simd {
     Avx512,
 }
 
+impl Simd {
+    /// Its name as `--cpu-simd` spells it: "avx512", "avx2" or "baseline".
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Baseline => "baseline",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+}
+
 /// The widest [`Simd`] the kernels may use, as a `u8`.
 static SIMD_CAP: AtomicU8 = AtomicU8::new(Simd::Avx512 as u8);
 
