@@ -173,7 +173,8 @@ def main():
           f"vs PyTorch {torch.__version__} on {device} ({gpu_name}); {args.threads} CPU threads; "
           f"minilm with {weights_note}; {args.requests} turns per row; load average at the end "
           f"{os.getloadavg()[0]:.2f}; the servers' devices (`GET /v2`): "
-          + "; ".join(f"{name}: {d['name']} ({d['api']}, {d['driver']})" for name, d in devices.items()) + "\n")
+          + "; ".join(f"{name}: {d['name']} ({', '.join(filter(None, (d['api'], d['driver'])))})"
+                    for name, d in devices.items()) + "\n")
     print("| request | edgeserve gpu p50 / mean (ms) | edgeserve cpu p50 / mean (ms) | PyTorch p50 / mean (ms) "
           "| gpu ÷ cpu (p50) | gpu ÷ PyTorch (p50) | agreement |")
     print("|---|---:|---:|---:|---:|---:|---|")

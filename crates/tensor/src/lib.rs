@@ -514,7 +514,8 @@ pub struct NormParams<'a> {
 pub struct BackendInfo {
     /// "cpu" or "gpu".
     pub kind: &'static str,
-    /// Device name, e.g. the GPU adapter or the CPU's SIMD level.
+    /// Device name: the GPU adapter, or the CPU's architecture, vector
+    /// features and thread count.
     pub device: String,
     /// Graphics API in use, or for the CPU the vector instructions its
     /// kernels' loops run ([`cpu::Simd::name`]: "avx512", "avx2",

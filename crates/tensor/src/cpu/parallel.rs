@@ -244,7 +244,8 @@ pub enum Simd {
 }
 
 impl Simd {
-    /// Its name as `--cpu-simd` spells it: "avx512", "avx2" or "baseline".
+    /// Its name: "avx512", "avx2" or "baseline" (the last two as
+    /// `--cpu-simd` spells its caps).
     pub fn name(self) -> &'static str {
         match self {
             Simd::Baseline => "baseline",
