@@ -44,8 +44,9 @@ fn an_op_past_the_deadline_never_starts() {
 }
 
 /// Runs `product` uncut, then under a deadline of a tenth of that time, and
-/// checks that it stopped with `DeadlineExceeded` well before its natural
-/// end (half of it: a wide bound, not a speed threshold).
+/// checks that it stopped with `DeadlineExceeded`: the deadline lay ahead
+/// when the one operation started, so only a cut inside it can fail it.
+/// How soon it stopped is printed, not compared with a threshold.
 fn assert_cut_midway(what: &str, product: impl Fn() -> Result<Tensor>) {
     let (uncut, natural) = timed(&product);
     uncut.unwrap();
@@ -57,10 +58,6 @@ fn assert_cut_midway(what: &str, product: impl Fn() -> Result<Tensor>) {
         natural.as_secs_f64() * 1e3,
         budget.as_secs_f64() * 1e3,
         elapsed.as_secs_f64() * 1e3
-    );
-    assert!(
-        elapsed < natural / 2,
-        "{what} ran {elapsed:?} of its {natural:?} past a {budget:?} deadline"
     );
 }
 
