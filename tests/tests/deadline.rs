@@ -7,13 +7,14 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, error_text};
 use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
-use edgeserve::runtime::{Fault, ModelContext, ParameterValue, Runtime, block_on};
+use edgeserve::runtime::{Fault, Instance, ModelContext, ParameterValue, Runtime, block_on};
 use edgeserve_tensor::cpu::CpuBackend;
 use edgeserve_tensor::shape::{
     AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
@@ -188,6 +189,31 @@ impl Backend for Watched {
     }
 }
 
+/// An initialized instance of version 1 of the model at `model` (its
+/// `config.toml` and `1/model.wasm`), on a [`Watched`] CPU backend.
+fn watched_instance(name: &str, model: &Path) -> (Arc<Watched>, Instance) {
+    let config = ModelConfig::load(&model.join(CONFIG_FILE)).unwrap();
+    let watched = Arc::new(Watched::default());
+    let version = model.join("1");
+    let context = ModelContext::open(
+        format!("{name}:1").as_str(),
+        &version,
+        &config,
+        watched.clone(),
+    )
+    .unwrap();
+    let runtime = Runtime::new(&edgeserve_e2e::runtime_config(None)).unwrap();
+    let wasm = std::fs::read(version.join(COMPONENT_FILE)).unwrap();
+    let (component, _) = runtime.compile(name, &wasm).unwrap();
+    let factory = runtime.factory(
+        &component,
+        Arc::new(context),
+        config.timeout(),
+        config.memory_limit_bytes(),
+    );
+    (watched, factory.unwrap()().unwrap())
+}
+
 /// The deadline cuts the host product it falls in: of the handler's fifty
 /// products the first starts and never finishes, and the call fails as
 /// past its deadline. Between-op checks alone would have let it finish.
@@ -200,25 +226,17 @@ fn a_deadline_cuts_the_host_product_it_falls_in() {
     let repo = edgeserve_e2e::model_repository(&[]);
     let model = repo.path().join("crunch");
     std::fs::create_dir_all(model.join("1")).unwrap();
-    let wasm = std::fs::read(edgeserve_e2e::plugin("faulty")).unwrap();
+    std::fs::copy(
+        edgeserve_e2e::plugin("faulty"),
+        model.join("1").join(COMPONENT_FILE),
+    )
+    .unwrap();
     std::fs::write(
         model.join(CONFIG_FILE),
         format!("instances = 1\ntimeout_ms = {timeout_ms}\n"),
     )
     .unwrap();
-    let config = ModelConfig::load(&model.join(CONFIG_FILE)).unwrap();
-    let watched = Arc::new(Watched::default());
-    let context =
-        ModelContext::open("crunch:1", &model.join("1"), &config, watched.clone()).unwrap();
-    let runtime = Runtime::new(&edgeserve_e2e::runtime_config(None)).unwrap();
-    let (component, _) = runtime.compile("crunch", &wasm).unwrap();
-    let factory = runtime.factory(
-        &component,
-        Arc::new(context),
-        config.timeout(),
-        config.memory_limit_bytes(),
-    );
-    let mut instance = factory.unwrap()().unwrap();
+    let (watched, mut instance) = watched_instance("crunch", &model);
 
     let action = Tensor::from_host(DType::I32, &[1], HostBuffer::from_vec(vec![8i32])).unwrap();
     let fault = block_on(instance.infer(
@@ -245,21 +263,7 @@ fn a_deadline_cuts_the_host_product_it_falls_in() {
 #[test]
 fn every_call_tells_the_backend_it_begins_before_its_inputs_arrive() {
     let repo = edgeserve_e2e::model_repository(&["linear"]);
-    let model = repo.path().join("linear");
-    let config = ModelConfig::load(&model.join(CONFIG_FILE)).unwrap();
-    let watched = Arc::new(Watched::default());
-    let context =
-        ModelContext::open("linear:1", &model.join("1"), &config, watched.clone()).unwrap();
-    let runtime = Runtime::new(&edgeserve_e2e::runtime_config(None)).unwrap();
-    let wasm = std::fs::read(model.join("1").join(COMPONENT_FILE)).unwrap();
-    let (component, _) = runtime.compile("linear", &wasm).unwrap();
-    let factory = runtime.factory(
-        &component,
-        Arc::new(context),
-        config.timeout(),
-        config.memory_limit_bytes(),
-    );
-    let mut instance = factory.unwrap()().unwrap();
+    let (watched, mut instance) = watched_instance("linear", &repo.path().join("linear"));
     watched.log.lock().unwrap().clear();
 
     for x in [2.0f32, 5.0] {
