@@ -217,9 +217,10 @@ fn watched_instance(name: &str, model: &Path) -> (Arc<Watched>, Instance) {
 /// The deadline cuts the host product it falls in: of the handler's fifty
 /// products the first starts and never finishes, and the call fails as
 /// past its deadline. Between-op checks alone would have let it finish.
-/// The deadline is a quarter of one product's time measured here, so the
-/// proof holds however fast or loaded the machine is, with no clock read
-/// against a threshold.
+/// The deadline is a quarter of one product's time measured here just
+/// before, so the proof holds on a machine of any speed (it needs only that
+/// the product does not run four times faster the second time), and no
+/// elapsed time is compared with a threshold.
 #[test]
 fn a_deadline_cuts_the_host_product_it_falls_in() {
     let timeout_ms = (one_product().as_millis() as u64 / 4).max(1);
