@@ -28,7 +28,8 @@ async function nodeInfo() {
   const info = document.getElementById("node-info");
   try {
     const server = await json("/v2");
-    const device = server.device ? `${server.device.kind} · ${server.device.name}` : "";
+    // The api says what runs: the GPU's graphics API, or the CPU's SIMD level.
+    const device = server.device ? `${server.device.kind} · ${server.device.name} · ${server.device.api}` : "";
     info.replaceChildren(el("span", { class: "pill" }, `v${server.version}`), el("span", { class: "muted" }, device));
   } catch (e) {
     info.replaceChildren(el("span", { class: "pill bad" }, e.message));

@@ -100,6 +100,11 @@ def models_view(driver):
     assert "FAILED" in broken.find_element(By.CSS_SELECTOR, ".col-state").text
     error = broken.find_element(By.CSS_SELECTOR, ".load-error").get_attribute("data-reason")
     assert error and error == expected["broken"]["reason"], (error, expected["broken"])
+    # The header names the server's default device as GET /v2 does, with
+    # what it runs at (for the CPU, its kernels' SIMD level).
+    device = api(BASE, "/v2")["device"]
+    named = f"{device['kind']} · {device['name']} · {device['api']}"
+    wait(driver, lambda d: named in css(d, "#node-info").text, f"the header naming {named!r}")
     # Device and instances come from each ready model's metadata.
     wait(driver, lambda d: css(d, 'tr[data-model="linear"] .col-instances').text == "2", "linear's instances")
     assert css(driver, 'tr[data-model="linear"] .col-device').text == "cpu"
