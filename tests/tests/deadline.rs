@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,6 +40,25 @@ fn one_product() -> Duration {
     started.elapsed()
 }
 
+/// Adds `crunch` to the repository at `repo`: the faulty plugin (whose
+/// action 8 multiplies matrices on the host) on one instance with a
+/// deadline of `timeout_ms`. Returns the model's folder.
+fn add_crunch(repo: &Path, timeout_ms: u64) -> PathBuf {
+    let model = repo.join("crunch");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    std::fs::copy(
+        edgeserve_e2e::plugin("faulty"),
+        model.join("1").join(COMPONENT_FILE),
+    )
+    .unwrap();
+    std::fs::write(
+        model.join(CONFIG_FILE),
+        format!("instances = 1\ntimeout_ms = {timeout_ms}\n"),
+    )
+    .unwrap();
+    model
+}
+
 /// Faulty action 8: `repeat` products of `size`² matrices.
 fn products(size: usize, repeat: u32) -> Value {
     json!({
@@ -58,18 +77,7 @@ async fn a_deadline_stops_a_long_host_matmul_midway_and_the_model_keeps_serving(
     // request before the product would.
     let timeout_ms = (natural.as_millis() as u64 / 10).max(20);
     let repo = edgeserve_e2e::model_repository(&["linear"]);
-    let crunch = repo.path().join("crunch");
-    std::fs::create_dir_all(crunch.join("1")).unwrap();
-    std::fs::copy(
-        edgeserve_e2e::plugin("faulty"),
-        crunch.join("1").join("model.wasm"),
-    )
-    .unwrap();
-    std::fs::write(
-        crunch.join("config.toml"),
-        format!("instances = 1\ntimeout_ms = {timeout_ms}\n"),
-    )
-    .unwrap();
+    add_crunch(repo.path(), timeout_ms);
     let running = edgeserve::app::start(common::settings(&repo))
         .await
         .expect("server starts");
@@ -225,19 +233,7 @@ fn watched_instance(name: &str, model: &Path) -> (Arc<Watched>, Instance) {
 fn a_deadline_cuts_the_host_product_it_falls_in() {
     let timeout_ms = (one_product().as_millis() as u64 / 4).max(1);
     let repo = edgeserve_e2e::model_repository(&[]);
-    let model = repo.path().join("crunch");
-    std::fs::create_dir_all(model.join("1")).unwrap();
-    std::fs::copy(
-        edgeserve_e2e::plugin("faulty"),
-        model.join("1").join(COMPONENT_FILE),
-    )
-    .unwrap();
-    std::fs::write(
-        model.join(CONFIG_FILE),
-        format!("instances = 1\ntimeout_ms = {timeout_ms}\n"),
-    )
-    .unwrap();
-    let (watched, mut instance) = watched_instance("crunch", &model);
+    let (watched, mut instance) = watched_instance("crunch", &add_crunch(repo.path(), timeout_ms));
 
     let action = Tensor::from_host(DType::I32, &[1], HostBuffer::from_vec(vec![8i32])).unwrap();
     let fault = block_on(instance.infer(
