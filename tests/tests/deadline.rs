@@ -16,14 +16,8 @@ use common::{TestServer, error_text};
 use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
 use edgeserve::runtime::{Fault, Instance, ModelContext, ParameterValue, Runtime, block_on};
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::shape::{
-    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
-    VarlenAttentionPlan,
-};
-use edgeserve_tensor::{
-    AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, HostBuffer, NormParams,
-    ReduceOp, Result, Tensor, UnaryOp, WeightedInputs,
-};
+use edgeserve_tensor::shape::MatmulPlan;
+use edgeserve_tensor::{Backend, BackendInfo, DType, HostBuffer, Result, Tensor, WeightedInputs};
 use serde_json::{Value, json};
 
 /// Side of the square matrices the handler multiplies.
@@ -133,12 +127,19 @@ impl Watched {
     }
 }
 
-/// Implements each listed `Backend` method as the CPU backend's.
+/// Implements each listed `Backend` method as the CPU backend's, but those
+/// [`Watched`] writes itself (`from_host`, `to_host`, `matmul`).
 macro_rules! on_cpu {
-    ($($kernel:ident($($arg:ident: $ty:ty),*) -> $made:ty;)*) => {
-        $(fn $kernel(&self, $($arg: $ty),*) -> Result<$made> {
+    (@one from_host $($signature:tt)*) => {};
+    (@one to_host $($signature:tt)*) => {};
+    (@one matmul $($signature:tt)*) => {};
+    (@one $kernel:ident($($arg:ident: $ty:ty),*) -> $made:ty) => {
+        fn $kernel(&self, $($arg: $ty),*) -> Result<$made> {
             self.cpu.$kernel($($arg),*)
-        })*
+        }
+    };
+    ($($kernel:ident($($arg:ident: $ty:ty),*) -> $made:ty;)*) => {
+        $(on_cpu!(@one $kernel($($arg: $ty),*) -> $made);)*
     };
 }
 
@@ -170,31 +171,7 @@ impl Backend for Watched {
         Ok(product)
     }
 
-    on_cpu! {
-        full(dtype: DType, shape: &[usize], value: f64) -> Tensor;
-        binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
-        unary(op: UnaryOp, x: &Tensor) -> Tensor;
-        affine(x: &Tensor, factor: f32, offset: f32) -> Tensor;
-        softmax(x: &Tensor, axis: usize) -> Tensor;
-        layer_norm(x: &Tensor, norm: NormParams<'_>) -> Tensor;
-        embedding(table: &Tensor, ids: &Tensor, out: &[usize]) -> Tensor;
-        reshape(x: &Tensor, shape: &[usize]) -> Tensor;
-        transpose(x: &Tensor, perm: &[usize], out: &[usize]) -> Tensor;
-        slice(x: &Tensor, axis: usize, start: usize, out: &[usize]) -> Tensor;
-        concat(xs: &[&Tensor], axis: usize, out: &[usize]) -> Tensor;
-        reduce(op: ReduceOp, x: &Tensor, plan: &ReducePlan) -> Tensor;
-        cast(x: &Tensor, to: DType) -> Tensor;
-        conv2d(inputs: WeightedInputs<'_>, plan: &Conv2dPlan) -> Tensor;
-        pool2d(x: &Tensor, plan: &Pool2dPlan) -> Tensor;
-        attention(inputs: AttentionInputs<'_>, plan: &AttentionPlan) -> Tensor;
-        top_k(x: &Tensor, k: usize, out: &[usize]) -> (Tensor, Tensor);
-        compare(op: CompareOp, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
-        select(cond: &Tensor, a: &Tensor, b: &Tensor, out: &[usize]) -> Tensor;
-        gather(x: &Tensor, indices: &Tensor, plan: &GatherPlan) -> Tensor;
-        expand(x: &Tensor, out: &[usize]) -> Tensor;
-        clip(x: &Tensor, bounds: ClipBounds) -> Tensor;
-        attention_varlen(qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Tensor;
-    }
+    edgeserve_tensor::backend_kernels!(on_cpu);
 }
 
 /// An initialized instance of version 1 of the model at `model` (its

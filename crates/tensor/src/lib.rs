@@ -631,3 +631,92 @@ pub trait Backend: Send + Sync {
         Ops::unlimited(self)
     }
 }
+
+/// Calls `$then! { kernel(arg: Type, …) -> Made; … }` with every required
+/// [`Backend`] method but `info`, in the trait's order, each with the
+/// `Result`'s payload as `Made`.
+///
+/// For a backend that stands in for or wraps another (a test's probe, a
+/// counting wrapper): it writes its methods from this one list, so a new
+/// operation changes the trait and this list, not every such backend.
+#[macro_export]
+macro_rules! backend_kernels {
+    ($then:ident) => {
+        $then! {
+            from_host(tensor: &$crate::Tensor) -> $crate::Tensor;
+            to_host(tensor: &$crate::Tensor) -> $crate::Tensor;
+            full(dtype: $crate::DType, shape: &[usize], value: f64) -> $crate::Tensor;
+            matmul(
+                inputs: $crate::WeightedInputs<'_>,
+                plan: &$crate::shape::MatmulPlan
+            ) -> $crate::Tensor;
+            binary(
+                op: $crate::BinaryOp,
+                a: &$crate::Tensor,
+                b: &$crate::Tensor,
+                out: &[usize]
+            ) -> $crate::Tensor;
+            unary(op: $crate::UnaryOp, x: &$crate::Tensor) -> $crate::Tensor;
+            affine(x: &$crate::Tensor, factor: f32, offset: f32) -> $crate::Tensor;
+            softmax(x: &$crate::Tensor, axis: usize) -> $crate::Tensor;
+            layer_norm(x: &$crate::Tensor, norm: $crate::NormParams<'_>) -> $crate::Tensor;
+            embedding(
+                table: &$crate::Tensor,
+                ids: &$crate::Tensor,
+                out: &[usize]
+            ) -> $crate::Tensor;
+            reshape(x: &$crate::Tensor, shape: &[usize]) -> $crate::Tensor;
+            transpose(x: &$crate::Tensor, perm: &[usize], out: &[usize]) -> $crate::Tensor;
+            slice(
+                x: &$crate::Tensor,
+                axis: usize,
+                start: usize,
+                out: &[usize]
+            ) -> $crate::Tensor;
+            concat(xs: &[&$crate::Tensor], axis: usize, out: &[usize]) -> $crate::Tensor;
+            reduce(
+                op: $crate::ReduceOp,
+                x: &$crate::Tensor,
+                plan: &$crate::shape::ReducePlan
+            ) -> $crate::Tensor;
+            cast(x: &$crate::Tensor, to: $crate::DType) -> $crate::Tensor;
+            conv2d(
+                inputs: $crate::WeightedInputs<'_>,
+                plan: &$crate::shape::Conv2dPlan
+            ) -> $crate::Tensor;
+            pool2d(x: &$crate::Tensor, plan: &$crate::shape::Pool2dPlan) -> $crate::Tensor;
+            attention(
+                inputs: $crate::AttentionInputs<'_>,
+                plan: &$crate::shape::AttentionPlan
+            ) -> $crate::Tensor;
+            top_k(
+                x: &$crate::Tensor,
+                k: usize,
+                out: &[usize]
+            ) -> ($crate::Tensor, $crate::Tensor);
+            compare(
+                op: $crate::CompareOp,
+                a: &$crate::Tensor,
+                b: &$crate::Tensor,
+                out: &[usize]
+            ) -> $crate::Tensor;
+            select(
+                cond: &$crate::Tensor,
+                a: &$crate::Tensor,
+                b: &$crate::Tensor,
+                out: &[usize]
+            ) -> $crate::Tensor;
+            gather(
+                x: &$crate::Tensor,
+                indices: &$crate::Tensor,
+                plan: &$crate::shape::GatherPlan
+            ) -> $crate::Tensor;
+            expand(x: &$crate::Tensor, out: &[usize]) -> $crate::Tensor;
+            clip(x: &$crate::Tensor, bounds: $crate::shape::ClipBounds) -> $crate::Tensor;
+            attention_varlen(
+                qkv: [&$crate::Tensor; 3],
+                plan: &$crate::shape::VarlenAttentionPlan
+            ) -> $crate::Tensor;
+        }
+    };
+}

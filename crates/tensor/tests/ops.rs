@@ -10,14 +10,9 @@
 use std::sync::Mutex;
 
 use edgeserve_tensor::cpu::CpuBackend;
-use edgeserve_tensor::shape::{
-    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
-    VarlenAttentionPlan,
-};
 use edgeserve_tensor::{
-    Attention, AttentionInputs, Backend, BackendInfo, BinaryOp, Budget, CompareOp, Conv2d, DType,
-    NormParams, Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor, TensorError, UnaryOp,
-    WeightedInputs,
+    Attention, Backend, BackendInfo, BinaryOp, Budget, CompareOp, Conv2d, DType, Ops, Pool2d,
+    PoolKind, ReduceOp, Result, Tensor, TensorError, UnaryOp,
 };
 
 /// What happened, in order.
@@ -95,11 +90,10 @@ impl<'a> Probe<'a> {
     }
 }
 
-/// Implements each listed `Backend` method, by its argument types, as a
-/// call to [`Probe::kernel`].
+/// Implements each listed `Backend` method as a call to [`Probe::kernel`].
 macro_rules! probe_kernels {
-    ($($kernel:ident($($arg:ty),*) -> $made:ty;)*) => {
-        $(fn $kernel(&self, $(_: $arg),*) -> Result<$made> {
+    ($($kernel:ident($($arg:ident: $ty:ty),*) -> $made:ty;)*) => {
+        $(fn $kernel(&self, $(_: $ty),*) -> Result<$made> {
             self.kernel(stringify!($kernel))
         })*
     };
@@ -115,34 +109,7 @@ impl Backend for Probe<'_> {
         }
     }
 
-    probe_kernels! {
-        from_host(&Tensor) -> Tensor;
-        to_host(&Tensor) -> Tensor;
-        full(DType, &[usize], f64) -> Tensor;
-        matmul(WeightedInputs<'_>, &MatmulPlan) -> Tensor;
-        binary(BinaryOp, &Tensor, &Tensor, &[usize]) -> Tensor;
-        unary(UnaryOp, &Tensor) -> Tensor;
-        affine(&Tensor, f32, f32) -> Tensor;
-        softmax(&Tensor, usize) -> Tensor;
-        layer_norm(&Tensor, NormParams<'_>) -> Tensor;
-        embedding(&Tensor, &Tensor, &[usize]) -> Tensor;
-        reshape(&Tensor, &[usize]) -> Tensor;
-        transpose(&Tensor, &[usize], &[usize]) -> Tensor;
-        slice(&Tensor, usize, usize, &[usize]) -> Tensor;
-        concat(&[&Tensor], usize, &[usize]) -> Tensor;
-        reduce(ReduceOp, &Tensor, &ReducePlan) -> Tensor;
-        cast(&Tensor, DType) -> Tensor;
-        conv2d(WeightedInputs<'_>, &Conv2dPlan) -> Tensor;
-        pool2d(&Tensor, &Pool2dPlan) -> Tensor;
-        attention(AttentionInputs<'_>, &AttentionPlan) -> Tensor;
-        top_k(&Tensor, usize, &[usize]) -> (Tensor, Tensor);
-        compare(CompareOp, &Tensor, &Tensor, &[usize]) -> Tensor;
-        select(&Tensor, &Tensor, &Tensor, &[usize]) -> Tensor;
-        gather(&Tensor, &Tensor, &GatherPlan) -> Tensor;
-        expand(&Tensor, &[usize]) -> Tensor;
-        clip(&Tensor, ClipBounds) -> Tensor;
-        attention_varlen([&Tensor; 3], &VarlenAttentionPlan) -> Tensor;
-    }
+    edgeserve_tensor::backend_kernels!(probe_kernels);
 }
 
 /// The real kernels, to compare results.
