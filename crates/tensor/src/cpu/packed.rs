@@ -199,6 +199,7 @@ pub(super) fn product(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
     use std::ops::Range;
 
     use super::{COLUMNS, DEPTH, PackedWeight, WIDTH};
@@ -219,8 +220,10 @@ mod x86 {
         // The rows' elements of one depth block, in tiles of ROWS rows
         // whose elements of one depth lie side by side, so that a tile's
         // broadcasts of one step read one place.
+        // A short last tile's missing rows are never read, so nothing is
+        // zeroed: every element a tile reads is written first.
         let tiles = rows.len().div_ceil(ROWS);
-        let mut packed = vec![0.0f32; tiles * ROWS * depth];
+        let mut packed = Box::<[f32]>::new_uninit_slice(tiles * ROWS * depth);
         for first in (0..k).step_by(depth) {
             let steps = depth.min(k - first);
             for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
@@ -228,7 +231,7 @@ mod x86 {
                 for (t, i) in (i..rows.end.min(i + ROWS)).enumerate() {
                     let row = &x[i * k + first..][..steps];
                     for (step, &v) in tile.chunks_exact_mut(ROWS).zip(row) {
-                        step[t] = v;
+                        step[t] = MaybeUninit::new(v);
                     }
                 }
             }
@@ -238,7 +241,7 @@ mod x86 {
                     let r = ROWS.min(rows.end - i);
                     for j in columns.clone().step_by(WIDTH) {
                         let tile = Tile {
-                            x: packed[tile * ROWS * depth..].as_ptr(),
+                            x: packed[tile * ROWS * depth..].as_ptr().cast(),
                             // SAFETY: panel j / 16 at depth `first` is
                             // inside the packed weight; (i, j) inside out.
                             w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
