@@ -3,7 +3,8 @@
 options of bench/minilm_vs_torch.py (the same export, `--threads` intra-op
 threads, spinning off) run with ONNX Runtime's own profiler on the 32
 sentences (padded, as ONNX Runtime needs), kernel time per run summed by op
-type. Prints a markdown table and the products' GFLOP/s.
+type. Prints a markdown table and the products' GFLOP/s (the linear layers'
+and attention's, all of which run as MatMul).
 
 With `--matmul M`, instead: one MatMul of an [M, 384] input by a constant
 [384, 1536] weight (an initializer, which ONNX Runtime packs once at load),
@@ -60,8 +61,11 @@ def main():
     per_run = {op: us / args.runs / 1e3 for op, us in by_op.items()}
     total = sum(per_run.values())
     tokens = feed["input_ids"].size
-    # MiniLM's six layers: q, k, v, output (384×384) and the FFN (384×1536 twice), 2 flops each.
+    batch_size, length = feed["input_ids"].shape
+    # MiniLM's six layers: q, k, v, output (384×384) and the FFN (384×1536 twice), 2 flops each;
+    # MatMul's time also holds attention's two products per layer (q·kᵀ and scores·v, 12 heads of 32).
     flops = tokens * 6 * 2 * (4 * 384 * 384 + 2 * 384 * 1536)
+    flops += 6 * 2 * 2 * batch_size * length * length * 384
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, batch {feed['input_ids'].shape} "
           f"(padded), {args.runs} profiled runs\n")
     print("| op | ms per run | share |\n|---|---:|---:|")
@@ -69,7 +73,7 @@ def main():
         print(f"| {op} | {ms:.2f} | {100 * ms / total:.1f}% |")
     print(f"| total | {total:.1f} | |")
     matmul = per_run.get("MatMul", 0.0) + per_run.get("FusedMatMul", 0.0)
-    print(f"\nlinear-layer products: {flops / 1e9:.1f} GFLOP in MatMul + FusedMatMul's {matmul:.1f} ms "
+    print(f"\nproducts (linear layers and attention): {flops / 1e9:.1f} GFLOP in MatMul + FusedMatMul's {matmul:.1f} ms "
           f"= {flops / matmul / 1e6:.0f} GFLOP/s")
 
 

@@ -25,7 +25,7 @@ import tempfile
 import harness
 
 # The request of `cargo run --release -p edgeserve-bench` (bench/src/http.rs).
-JSON_BODY = '{"inputs":[{"name":"x","shape":[4,1],"datatype":"FP32","data":[1.0,2.0,3.0,4.0]}]}'
+JSON_BODY = pathlib.Path(__file__).with_name("linear_request.json")
 
 
 def cpu_seconds(pid):
@@ -66,7 +66,7 @@ def main():
     if args.request == "binary":
         (body, headers), connections = harness.binary_linear(1 << 20), 2
     else:
-        body = JSON_BODY.encode()
+        body = JSON_BODY.read_bytes()
         headers, connections = {"Content-Type": "application/json"}, 16
     with tempfile.TemporaryDirectory() as work:
         (pathlib.Path(work) / "body").write_bytes(body)

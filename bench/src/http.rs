@@ -12,9 +12,9 @@ use crate::model::MODEL;
 use crate::native::NativeServer;
 use crate::stats::Samples;
 
-/// The request: four values of x, shape [4, 1].
-pub const BODY: &str =
-    r#"{"inputs":[{"name":"x","shape":[4,1],"datatype":"FP32","data":[1.0,2.0,3.0,4.0]}]}"#;
+/// The request: four values of x, shape [4, 1] (`bench/server_cpu.py`
+/// sends the same file).
+pub const BODY: &str = include_str!("../linear_request.json");
 
 /// The request's content type.
 const JSON_TYPE: (&str, &str) = ("content-type", "application/json");
