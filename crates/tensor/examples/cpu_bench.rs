@@ -23,26 +23,40 @@ products against gemm alone, and MiniLM's linear products in GFLOP/s.";
 /// A named benchmark.
 type Case = (&'static str, Box<dyn Fn()>);
 
-/// The [`distinct_weights`] cases: MiniLM's weight shapes `[n, k]`, each
-/// under activations of these many rows (one sentence and a few, up to
-/// batches).
-const DISTINCT: [((usize, usize), &[usize]); 3] = [
-    ((1536, 384), &[1, 4, 13, 16, 48, 72, 128, 256, 512]),
-    ((384, 1536), &[13, 72, 256]),
-    ((384, 384), &[13]),
+/// The [`distinct_weights`] cases: MiniLM's weight shapes `[n, k]` (read
+/// transposed), each under activations of these many rows (one sentence
+/// and a few, up to batches), and GPT-2's `[k, n]` (Conv1D layout) under
+/// the one to three rows of token-by-token decoding.
+const DISTINCT: [((usize, usize), bool, &[usize]); 6] = [
+    (
+        (1536, 384),
+        true,
+        &[1, 2, 3, 4, 13, 16, 48, 72, 128, 256, 512],
+    ),
+    ((384, 1536), true, &[1, 13, 72, 256]),
+    ((384, 384), true, &[13]),
+    ((2304, 768), false, &[1, 2, 3]),
+    ((3072, 768), false, &[1, 2, 3]),
+    ((768, 3072), false, &[1, 2, 3]),
 ];
 
-/// `[m, k]` against 24 distinct `[n, k]` weights in turn, transposed.
-fn distinct_weights((m, n, k): (usize, usize, usize)) -> Case {
+/// `[m, k]` against 24 distinct weights in turn, `[n, k]` transposed or
+/// `[k, n]`.
+fn distinct_weights((m, n, k): (usize, usize, usize), transposed: bool) -> Case {
+    let shape = if transposed { [n, k] } else { [k, n] };
     // Case names live as long as the run.
-    let name = format!("linear [{m},{k}]x24 distinct [{n},{k}]^T").leak();
+    let name = format!(
+        "linear [{m},{k}]x24 distinct {shape:?}{}",
+        if transposed { "^T" } else { "" }
+    )
+    .leak();
     let x = tensor(&[m, k]);
-    let weights: Vec<Tensor> = (0..24).map(|_| tensor(&[n, k])).collect();
+    let weights: Vec<Tensor> = (0..24).map(|_| tensor(&shape)).collect();
     (
         name,
         Box::new(move || {
             for w in &weights {
-                drop(cpu().matmul(&x, w, true).expect("matmul"));
+                drop(cpu().matmul(&x, w, transposed).expect("matmul"));
             }
         }),
     )
@@ -407,11 +421,10 @@ fn main() {
     // The same products over 24 distinct weights (56 MB for [1536,384],
     // more than any cache), as a model's layers read theirs: memory, not
     // arithmetic.
-    cases.extend(
-        DISTINCT
-            .iter()
-            .flat_map(|&((n, k), rows)| rows.iter().map(move |&m| distinct_weights((m, n, k)))),
-    );
+    cases.extend(DISTINCT.iter().flat_map(|&((n, k), transposed, rows)| {
+        rows.iter()
+            .map(move |&m| distinct_weights((m, n, k), transposed))
+    }));
     // Each case at every vector width this CPU has, widest first, one
     // after the other: the narrower ones are the same run's baselines
     // (every width computes the same bits).

@@ -8,8 +8,10 @@
 //! activation rows in L1:
 //! - a weight `[n, k]` (PyTorch's `[out, in]`, `transpose_b`) is dotted row by
 //!   row, 8 lanes along `k`;
-//! - a weight `[k, n]` is walked one row of `k` at a time, 16 columns wide,
-//!   against a broadcast activation element.
+//! - a weight `[k, n]` under one or two rows is read front to back, four of
+//!   its rows at a time added into the output rows, which stay in L1;
+//! - under more rows, it is walked one row of `k` at a time, 16 columns
+//!   wide, against a broadcast activation element.
 //!
 //! Only x86_64 with AVX2 and FMA has them; elsewhere [`product`] declines
 //! and the caller uses `gemm`.
@@ -97,7 +99,11 @@ pub(super) fn product(
                 if w.transposed {
                     x86::dot_rows(out.0, x, w.data, (m, n, k), range);
                 } else {
-                    x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
+                    if m <= x86::STREAM_ROWS {
+                        x86::stream_rows(out.0, x, w.data, (m, n, k), range);
+                    } else {
+                        x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
+                    }
                 }
             }
         };
@@ -134,38 +140,6 @@ mod x86 {
     /// Output columns of the widest tile of either kernel.
     pub const COLS_WIDE: usize = 64;
 
-    /// Output columns `cols` of `x · wᵀ` for `w` `[n, k]`.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are present; `x` holds `m × k`, `w` `n × k`, `out`
-    /// `m × n` elements, and `cols` lies within `0..n`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_rows(
-        out: *mut f32,
-        x: &[f32],
-        w: &[f32],
-        (m, n, k): (usize, usize, usize),
-        cols: Range<usize>,
-    ) {
-        // One row alone would keep only 4 accumulators in flight.
-        if m == 1 {
-            let mut j = cols.start;
-            while j + 8 <= cols.end {
-                // SAFETY: the tile lies within the bounds the caller vouched for.
-                let ahead = Prefetch::strip(w, (n, k), j + AHEAD * 8, 8, (0, 1));
-                unsafe { dot_tile::<1, 8>(out, x, w, (n, k), (0, j), ahead) };
-                j += 8;
-            }
-            if j < cols.end {
-                // SAFETY: as above.
-                unsafe { dot_rows_tiled(out, x, w, (m, n, k), j..cols.end) };
-            }
-            return;
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { dot_rows_tiled(out, x, w, (m, n, k), cols) }
-    }
-
     /// The cache lines of weight rows a dot tile asks for ahead of its use.
     ///
     /// Weight rows `[n, k]` lie back to back, so a strip of them is one run
@@ -177,7 +151,9 @@ mod x86 {
     pub struct Prefetch {
         next: *const f32,
         end: *const f32,
-        /// Steps between two lines, and steps left until the next one.
+        /// Lines asked for at once, steps between two such asks, and steps
+        /// left until the next one.
+        lines: usize,
         every: usize,
         wait: usize,
     }
@@ -195,18 +171,22 @@ mod x86 {
             rows: usize,
             (tile, tiles): (usize, usize),
         ) -> Self {
-            // One tile alone streams its strip in order, which the
-            // hardware's own prefetcher follows best.
-            let last = if tiles == 1 { first } else { first + rows };
             let start = first.min(n) * k;
-            let end = last.min(n) * k;
+            let end = (first + rows).min(n) * k;
             let share = (end - start).div_ceil(tiles).next_multiple_of(Self::LINE);
             let from = (start + tile * share).min(end);
-            let steps = k / 8;
+            // A tile alone (one to three activation rows) has a whole strip
+            // to ask for in its steps: several lines a step. The hardware's
+            // prefetcher alone does not keep that many weight rows streaming
+            // (Zen 4, weights from DRAM: [2,384]·[1536,384]ᵀ took 2.4× as long
+            // as [4,384]·[1536,384]ᵀ).
+            let steps = (k / 8).max(1);
+            let lines = share / Self::LINE;
             Self {
                 next: w.as_ptr().wrapping_add(from),
                 end: w.as_ptr().wrapping_add((from + share).min(end)),
-                every: (steps / (share / Self::LINE).max(1)).max(1),
+                lines: lines.div_ceil(steps).max(1),
+                every: (steps / lines.max(1)).max(1),
                 wait: 0,
             }
         }
@@ -216,22 +196,26 @@ mod x86 {
         fn step(&mut self) {
             if self.wait == 0 {
                 self.wait = self.every;
-                if self.next < self.end {
-                    // SAFETY: a prefetch never faults, wherever it points.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
-                    self.next = self.next.wrapping_add(Self::LINE);
+                for _ in 0..self.lines {
+                    if self.next < self.end {
+                        // SAFETY: a prefetch never faults, wherever it points.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
+                        self.next = self.next.wrapping_add(Self::LINE);
+                    }
                 }
             }
             self.wait -= 1;
         }
     }
 
-    /// [`dot_rows`] in tiles of 3 rows by 4 weight rows.
+    /// Output columns `cols` of `x · wᵀ` for `w` `[n, k]`, in tiles of 3
+    /// rows by 4 weight rows.
     ///
     /// # Safety
-    /// As [`dot_rows`].
+    /// AVX2 and FMA are present; `x` holds `m × k`, `w` `n × k`, `out`
+    /// `m × n` elements, and `cols` lies within `0..n`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_rows_tiled(
+    pub unsafe fn dot_rows(
         out: *mut f32,
         x: &[f32],
         w: &[f32],
@@ -366,7 +350,118 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
     }
 
-    /// Output columns `cols` of `x · w` for `w` `[k, n]`.
+    /// Most activation rows [`stream_rows`] takes.
+    pub const STREAM_ROWS: usize = 2;
+    /// Weight rows [`stream_rows`] adds per pass over its columns.
+    const STREAM_DEPTH: usize = 4;
+
+    /// Output columns `cols` of `x · w` for `w` `[k, n]` and one or two
+    /// rows, reading the weight's rows front to back.
+    ///
+    /// Each pass adds `STREAM_DEPTH` weight rows, scaled by the matching
+    /// activation elements, to the output columns, which stay in L1 as the
+    /// accumulator. The weight is read as a few long runs of memory, which
+    /// the hardware's prefetcher follows, where a register tile's strip of
+    /// every row would be a short read `n` floats from the last. Each output
+    /// element still sums its `k` products in order, as [`broadcast_rows`]
+    /// does.
+    ///
+    /// # Safety
+    /// As [`broadcast_rows`], with `m ≤ STREAM_ROWS`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn stream_rows(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        mnk: (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match mnk.0 {
+                1 => stream::<1>(out, x, w, mnk, cols),
+                2 => stream::<2>(out, x, w, mnk, cols),
+                _ => stream::<3>(out, x, w, mnk, cols),
+            }
+        }
+    }
+
+    /// [`stream_rows`] for `R` rows, all of them in each pass.
+    ///
+    /// # Safety
+    /// As [`stream_rows`], with `m == R`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn stream<const R: usize>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (_, n, k): (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        let ws = w.as_ptr();
+        let width = cols.len();
+        let whole = width / 8 * 8;
+        // SAFETY: rows 0..R of the output have columns `cols`.
+        let acc: [*mut f32; R] = std::array::from_fn(|r| unsafe { out.add(r * n + cols.start) });
+        for acc in acc {
+            for c in 0..width {
+                // SAFETY: as above.
+                unsafe { acc.add(c).write(0.0) };
+            }
+        }
+        // One pass: `d` weight rows from row p added to every output row
+        // (the arrays' last `STREAM_DEPTH - d` entries repeat row p + d - 1
+        // and go unused).
+        // SAFETY (every load and store): columns `cols` of weight rows
+        // p..p + d and of output rows 0..R lie inside the operands the
+        // caller vouched for.
+        let pass = |p: usize, d: usize| {
+            let row: [*const f32; STREAM_DEPTH] =
+                std::array::from_fn(|e| ws.wrapping_add((p + e.min(d - 1)) * n + cols.start));
+            let xs: [[__m256; STREAM_DEPTH]; R] = std::array::from_fn(|r| {
+                std::array::from_fn(|e| _mm256_set1_ps(x[r * k + p + e.min(d - 1)]))
+            });
+            let mut c = 0;
+            while c < whole {
+                let wv: [__m256; STREAM_DEPTH] =
+                    std::array::from_fn(|e| unsafe { _mm256_loadu_ps(row[e].add(c)) });
+                for r in 0..R {
+                    unsafe {
+                        let mut o = _mm256_loadu_ps(acc[r].add(c));
+                        for e in 0..d {
+                            o = _mm256_fmadd_ps(xs[r][e], wv[e], o);
+                        }
+                        _mm256_storeu_ps(acc[r].add(c), o);
+                    }
+                }
+                c += 8;
+            }
+            for c in whole..width {
+                for r in 0..R {
+                    unsafe {
+                        let mut o = *acc[r].add(c);
+                        for e in 0..d {
+                            o = x[r * k + p + e].mul_add(*row[e].add(c), o);
+                        }
+                        acc[r].add(c).write(o);
+                    }
+                }
+            }
+        };
+        let mut p = 0;
+        while p + STREAM_DEPTH <= k {
+            pass(p, STREAM_DEPTH);
+            p += STREAM_DEPTH;
+        }
+        if p < k {
+            pass(p, k - p);
+        }
+    }
+
+    /// Output columns `cols` of `x · w` for `w` `[k, n]` and three rows or
+    /// more, in tiles of up to 6 rows by 16 columns (12 accumulators keep
+    /// FMA's two ports busy through its 4-cycle latency).
     ///
     /// # Safety
     /// As [`dot_rows`].
@@ -375,44 +470,20 @@ mod x86 {
         out: *mut f32,
         x: &[f32],
         w: &[f32],
-        mnk: (usize, usize, usize),
-        cols: Range<usize>,
-    ) {
-        // FMA has a latency of about 4 cycles and two issue ports: keep at
-        // least 8 accumulators in flight, so fewer rows take wider strips.
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match mnk.0 {
-                1 => broadcast_strips::<8>(out, x, w, mnk, cols),
-                2 => broadcast_strips::<4>(out, x, w, mnk, cols),
-                _ => broadcast_strips::<2>(out, x, w, mnk, cols),
-            }
-        }
-    }
-
-    /// [`broadcast_rows`] in strips of `V` vectors (`8·V` columns).
-    ///
-    /// # Safety
-    /// As [`dot_rows`].
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn broadcast_strips<const V: usize>(
-        out: *mut f32,
-        x: &[f32],
-        w: &[f32],
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
-        for_each_tile(m, cols, (ROWS_WIDE, 8 * V), |i, j, r, c| {
+        for_each_tile(m, cols, (ROWS_WIDE, 16), |i, j, r, c| {
             let at = (i, j, c);
             // SAFETY: the tile lies within the bounds the caller vouched for.
             unsafe {
                 match r {
-                    6 => broadcast_tile::<6, V>(out, x, w, (n, k), at),
-                    5 => broadcast_tile::<5, V>(out, x, w, (n, k), at),
-                    4 => broadcast_tile::<4, V>(out, x, w, (n, k), at),
-                    3 => broadcast_tile::<3, V>(out, x, w, (n, k), at),
-                    2 => broadcast_tile::<2, V>(out, x, w, (n, k), at),
-                    _ => broadcast_tile::<1, V>(out, x, w, (n, k), at),
+                    6 => broadcast_tile::<6, 2>(out, x, w, (n, k), at),
+                    5 => broadcast_tile::<5, 2>(out, x, w, (n, k), at),
+                    4 => broadcast_tile::<4, 2>(out, x, w, (n, k), at),
+                    3 => broadcast_tile::<3, 2>(out, x, w, (n, k), at),
+                    2 => broadcast_tile::<2, 2>(out, x, w, (n, k), at),
+                    _ => broadcast_tile::<1, 2>(out, x, w, (n, k), at),
                 }
             }
         });
