@@ -151,11 +151,9 @@ mod x86 {
     pub struct Prefetch {
         next: *const f32,
         end: *const f32,
-        /// Lines asked for at once, steps between two such asks, and steps
-        /// left until the next one.
-        lines: usize,
-        every: usize,
-        wait: usize,
+        /// Lines to ask for per step, in 256ths, and the 256ths owed.
+        rate: usize,
+        owed: usize,
     }
 
     impl Prefetch {
@@ -176,35 +174,32 @@ mod x86 {
             let share = (end - start).div_ceil(tiles).next_multiple_of(Self::LINE);
             let from = (start + tile * share).min(end);
             // A tile alone (one to three activation rows) has a whole strip
-            // to ask for in its steps: several lines a step. The hardware's
+            // to ask for in its steps, several lines a step: the hardware's
             // prefetcher alone does not keep that many weight rows streaming
-            // (Zen 4, weights from DRAM: [2,384]·[1536,384]ᵀ took 2.4× as long
-            // as [4,384]·[1536,384]ᵀ).
+            // (Zen 4, weights from DRAM: [2,384]·[1536,384]ᵀ took 2.4× as
+            // long as [4,384]·[1536,384]ᵀ).
             let steps = (k / 8).max(1);
-            let lines = share / Self::LINE;
             Self {
                 next: w.as_ptr().wrapping_add(from),
                 end: w.as_ptr().wrapping_add((from + share).min(end)),
-                lines: lines.div_ceil(steps).max(1),
-                every: (steps / lines.max(1)).max(1),
-                wait: 0,
+                rate: (256 * share / Self::LINE).div_ceil(steps),
+                owed: 0,
             }
         }
 
         /// One step of the tile: asks for a line when its turn has come.
         #[inline(always)]
         fn step(&mut self) {
-            if self.wait == 0 {
-                self.wait = self.every;
-                for _ in 0..self.lines {
-                    if self.next < self.end {
-                        // SAFETY: a prefetch never faults, wherever it points.
-                        unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
-                        self.next = self.next.wrapping_add(Self::LINE);
-                    }
-                }
+            self.owed += self.rate;
+            while self.owed >= 256 && self.next < self.end {
+                // Into L2: `AHEAD` strips of long weight rows (4 × 1536
+                // floats is 24 KiB a strip) would not fit in L1 beside the
+                // strip in use.
+                // SAFETY: a prefetch never faults, wherever it points.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(self.next.cast()) };
+                self.next = self.next.wrapping_add(Self::LINE);
+                self.owed -= 256;
             }
-            self.wait -= 1;
         }
     }
 
