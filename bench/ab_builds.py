@@ -50,6 +50,7 @@ def cases():
     and large, and a large binary-extension body."""
     minilm = body("minilm")
     sentences = minilm["inputs"][0]["data"]
+    minilm1 = dict(minilm, inputs=[dict(minilm["inputs"][0], shape=[1], data=sentences[:1])])
     minilm32 = dict(minilm, inputs=[dict(minilm["inputs"][0], shape=[32],
                                          data=(sentences * 11)[:32])])
     gpt2 = body("gpt2")
@@ -59,6 +60,7 @@ def cases():
         ("digits batch 1", "digits", digits_batch(1)),
         ("digits batch 64", "digits", digits_batch(64)),
         ("recommender", "recommender", body("recommender")),
+        ("minilm batch 1", "minilm", minilm1),
         ("minilm batch 3", "minilm", minilm),
         ("minilm batch 32", "minilm", minilm32),
         ("gpt2 16 tokens (seeded sampling)", "gpt2", gpt2),

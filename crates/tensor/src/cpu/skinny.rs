@@ -8,10 +8,10 @@
 //! activation rows in L1:
 //! - a weight `[n, k]` (PyTorch's `[out, in]`, `transpose_b`) is dotted row by
 //!   row, 8 lanes along `k`;
-//! - a weight `[k, n]` under one or two rows is read front to back, four of
-//!   its rows at a time added into the output rows, which stay in L1;
-//! - under more rows, it is walked one row of `k` at a time, 16 columns
-//!   wide, against a broadcast activation element.
+//! - a weight `[k, n]` is walked one row of `k` at a time, 16 columns wide,
+//!   against a broadcast activation element; one larger than L2 under one or
+//!   two rows is instead read front to back, four of its rows at a time
+//!   added into the output rows, which stay in L1.
 //!
 //! Only x86_64 with AVX2 and FMA has them; elsewhere [`product`] declines
 //! and the caller uses `gemm`.
@@ -99,7 +99,7 @@ pub(super) fn product(
                 if w.transposed {
                     x86::dot_rows(out.0, x, w.data, (m, n, k), range);
                 } else {
-                    if m <= x86::STREAM_ROWS {
+                    if m <= x86::STREAM_ROWS && n * k >= x86::STREAM_MIN_WEIGHT {
                         x86::stream_rows(out.0, x, w.data, (m, n, k), range);
                     } else {
                         x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
@@ -140,7 +140,8 @@ mod x86 {
     /// Output columns of the widest tile of either kernel.
     pub const COLS_WIDE: usize = 64;
 
-    /// The cache lines of weight rows a dot tile asks for ahead of its use.
+    /// How a dot tile asks for the cache lines of weight rows ahead of
+    /// their use, one step of the tile at a time.
     ///
     /// Weight rows `[n, k]` lie back to back, so a strip of them is one run
     /// of memory. The row tiles of the strip in use split the run of a strip
@@ -148,7 +149,88 @@ mod x86 {
     /// evenly over its steps: the weight streams in from DRAM while the strip
     /// in L1 is computed on, without a burst of misses that would stall the
     /// tile's own loads.
-    pub struct Prefetch {
+    pub trait Ahead {
+        /// Tile `tile` of `tiles`' share of weight rows `first..first + rows`
+        /// (clipped to `n`).
+        fn strip(
+            w: &[f32],
+            nk: (usize, usize),
+            first: usize,
+            rows: usize,
+            tiles: (usize, usize),
+        ) -> Self;
+
+        /// One step of the tile.
+        fn step(&mut self);
+    }
+
+    /// Floats per cache line.
+    const LINE: usize = 16;
+
+    /// The run of floats `[from, to)` of tile `tile`'s share of weight rows
+    /// `first..first + rows`, and the tile's steps.
+    fn share(
+        (n, k): (usize, usize),
+        first: usize,
+        rows: usize,
+        (tile, tiles): (usize, usize),
+    ) -> (usize, usize, usize) {
+        let start = first.min(n) * k;
+        let end = (first + rows).min(n) * k;
+        let share = (end - start).div_ceil(tiles).next_multiple_of(LINE);
+        let from = (start + tile * share).min(end);
+        (from, (from + share).min(end), (k / 8).max(1))
+    }
+
+    /// Many row tiles to a strip (10 activation rows or more): each asks for
+    /// one line into L1 every few steps.
+    pub struct Steady {
+        next: *const f32,
+        end: *const f32,
+        /// Steps between two lines, and steps left until the next one.
+        every: usize,
+        wait: usize,
+    }
+
+    impl Ahead for Steady {
+        fn strip(
+            w: &[f32],
+            nk: (usize, usize),
+            first: usize,
+            rows: usize,
+            tiles: (usize, usize),
+        ) -> Self {
+            let (from, to, steps) = share(nk, first, rows, tiles);
+            Self {
+                next: w.as_ptr().wrapping_add(from),
+                end: w.as_ptr().wrapping_add(to),
+                every: (steps / ((to - from) / LINE).max(1)).max(1),
+                wait: 0,
+            }
+        }
+
+        #[inline(always)]
+        fn step(&mut self) {
+            if self.wait == 0 {
+                self.wait = self.every;
+                if self.next < self.end {
+                    // SAFETY: a prefetch never faults, wherever it points.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
+                    self.next = self.next.wrapping_add(LINE);
+                }
+            }
+            self.wait -= 1;
+        }
+    }
+
+    /// One to three row tiles to a strip (up to 9 activation rows): each has
+    /// a large share to ask for, up to several lines a step, so it asks for
+    /// them into L2, where such bursts do not evict the strip in use from L1.
+    /// The hardware's prefetcher alone does not keep that many weight rows
+    /// streaming (Zen 4, weights from DRAM: [2,384]·[1536,384]ᵀ took 2.4× as
+    /// long as [4,384]·[1536,384]ᵀ without this; `ab_builds.py`, MiniLM's
+    /// 9-row sentence 0.82–0.86× as long with it).
+    pub struct Burst {
         next: *const f32,
         end: *const f32,
         /// Lines to ask for per step, in 256ths, and the 256ths owed.
@@ -156,55 +238,38 @@ mod x86 {
         owed: usize,
     }
 
-    impl Prefetch {
-        /// Floats per cache line.
-        const LINE: usize = 16;
-
-        /// Tile `tile` of `tiles`' share of weight rows `first..first + rows`
-        /// (clipped to `n`).
+    impl Ahead for Burst {
         fn strip(
             w: &[f32],
-            (n, k): (usize, usize),
+            nk: (usize, usize),
             first: usize,
             rows: usize,
-            (tile, tiles): (usize, usize),
+            tiles: (usize, usize),
         ) -> Self {
-            let start = first.min(n) * k;
-            let end = (first + rows).min(n) * k;
-            let share = (end - start).div_ceil(tiles).next_multiple_of(Self::LINE);
-            let from = (start + tile * share).min(end);
-            // A tile alone (one to three activation rows) has a whole strip
-            // to ask for in its steps, several lines a step: the hardware's
-            // prefetcher alone does not keep that many weight rows streaming
-            // (Zen 4, weights from DRAM: [2,384]·[1536,384]ᵀ took 2.4× as
-            // long as [4,384]·[1536,384]ᵀ).
-            let steps = (k / 8).max(1);
+            let (from, to, steps) = share(nk, first, rows, tiles);
             Self {
                 next: w.as_ptr().wrapping_add(from),
-                end: w.as_ptr().wrapping_add((from + share).min(end)),
-                rate: (256 * share / Self::LINE).div_ceil(steps),
+                end: w.as_ptr().wrapping_add(to),
+                rate: (256 * (to - from) / LINE).div_ceil(steps),
                 owed: 0,
             }
         }
 
-        /// One step of the tile: asks for a line when its turn has come.
         #[inline(always)]
         fn step(&mut self) {
             self.owed += self.rate;
             while self.owed >= 256 && self.next < self.end {
-                // Into L2: `AHEAD` strips of long weight rows (4 × 1536
-                // floats is 24 KiB a strip) would not fit in L1 beside the
-                // strip in use.
                 // SAFETY: a prefetch never faults, wherever it points.
                 unsafe { _mm_prefetch::<_MM_HINT_T1>(self.next.cast()) };
-                self.next = self.next.wrapping_add(Self::LINE);
+                self.next = self.next.wrapping_add(LINE);
                 self.owed -= 256;
             }
         }
     }
 
     /// Output columns `cols` of `x · wᵀ` for `w` `[n, k]`, in tiles of 3
-    /// rows by 4 weight rows.
+    /// rows by 4 weight rows (one row: 8 weight rows, so that 8
+    /// accumulators are in flight).
     ///
     /// # Safety
     /// AVX2 and FMA are present; `x` holds `m × k`, `w` `n × k`, `out`
@@ -217,13 +282,50 @@ mod x86 {
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
+        if m == 1 {
+            let mut j = cols.start;
+            while j + 8 <= cols.end {
+                let ahead = Burst::strip(w, (n, k), j + AHEAD * 8, 8, (0, 1));
+                // SAFETY: the tile lies within the bounds the caller vouched for.
+                unsafe { dot_tile::<1, 8, _>(out, x, w, (n, k), (0, j), ahead) };
+                j += 8;
+            }
+            if j < cols.end {
+                // SAFETY: as above.
+                unsafe { dot_rows_tiled::<Burst>(out, x, w, (m, n, k), j..cols.end) };
+            }
+            return;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if m.div_ceil(ROWS) <= 3 {
+                dot_rows_tiled::<Burst>(out, x, w, (m, n, k), cols);
+            } else {
+                dot_rows_tiled::<Steady>(out, x, w, (m, n, k), cols);
+            }
+        }
+    }
+
+    /// [`dot_rows`] in tiles of 3 rows by 4 weight rows, asking for the
+    /// weight ahead with `P`.
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_rows_tiled<P: Ahead>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
+        (m, n, k): (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
         let tiles = m.div_ceil(ROWS);
         for_each_tile(m, cols, (ROWS, WROWS), |i, j, r, c| {
-            let ahead = Prefetch::strip(w, (n, k), j + AHEAD * WROWS, WROWS, (i / ROWS, tiles));
+            let ahead = P::strip(w, (n, k), j + AHEAD * WROWS, WROWS, (i / ROWS, tiles));
             // SAFETY: the tile lies within the bounds the caller vouched for.
             unsafe {
                 match (r, c) {
-                    (3, 4) => dot_tile::<3, 4>(out, x, w, (n, k), (i, j), ahead),
+                    (3, 4) => dot_tile::<3, 4, P>(out, x, w, (n, k), (i, j), ahead),
                     (r, c) => dot_tile_any(out, x, w, (n, k), (i, j), (r, c), ahead),
                 }
             }
@@ -262,13 +364,13 @@ mod x86 {
     #[inline]
     // A register tile reads best indexed by its row and column.
     #[allow(clippy::needless_range_loop)]
-    unsafe fn dot_tile<const R: usize, const C: usize>(
+    unsafe fn dot_tile<const R: usize, const C: usize, P: Ahead>(
         out: *mut f32,
         x: &[f32],
         w: &[f32],
         (n, k): (usize, usize),
         (i, j): (usize, usize),
-        mut ahead: Prefetch,
+        mut ahead: P,
     ) {
         let xs = x.as_ptr();
         let ws = w.as_ptr();
@@ -308,30 +410,30 @@ mod x86 {
     /// # Safety
     /// As [`dot_tile`], with `r ≤ 3` and `c ≤ 4`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_tile_any(
+    unsafe fn dot_tile_any<P: Ahead>(
         out: *mut f32,
         x: &[f32],
         w: &[f32],
         nk: (usize, usize),
         at: (usize, usize),
         (r, c): (usize, usize),
-        ahead: Prefetch,
+        ahead: P,
     ) {
         // SAFETY: forwarded from the caller.
         unsafe {
             match (r, c) {
-                (1, 1) => dot_tile::<1, 1>(out, x, w, nk, at, ahead),
-                (1, 2) => dot_tile::<1, 2>(out, x, w, nk, at, ahead),
-                (1, 3) => dot_tile::<1, 3>(out, x, w, nk, at, ahead),
-                (1, _) => dot_tile::<1, 4>(out, x, w, nk, at, ahead),
-                (2, 1) => dot_tile::<2, 1>(out, x, w, nk, at, ahead),
-                (2, 2) => dot_tile::<2, 2>(out, x, w, nk, at, ahead),
-                (2, 3) => dot_tile::<2, 3>(out, x, w, nk, at, ahead),
-                (2, _) => dot_tile::<2, 4>(out, x, w, nk, at, ahead),
-                (_, 1) => dot_tile::<3, 1>(out, x, w, nk, at, ahead),
-                (_, 2) => dot_tile::<3, 2>(out, x, w, nk, at, ahead),
-                (_, 3) => dot_tile::<3, 3>(out, x, w, nk, at, ahead),
-                (_, _) => dot_tile::<3, 4>(out, x, w, nk, at, ahead),
+                (1, 1) => dot_tile::<1, 1, P>(out, x, w, nk, at, ahead),
+                (1, 2) => dot_tile::<1, 2, P>(out, x, w, nk, at, ahead),
+                (1, 3) => dot_tile::<1, 3, P>(out, x, w, nk, at, ahead),
+                (1, _) => dot_tile::<1, 4, P>(out, x, w, nk, at, ahead),
+                (2, 1) => dot_tile::<2, 1, P>(out, x, w, nk, at, ahead),
+                (2, 2) => dot_tile::<2, 2, P>(out, x, w, nk, at, ahead),
+                (2, 3) => dot_tile::<2, 3, P>(out, x, w, nk, at, ahead),
+                (2, _) => dot_tile::<2, 4, P>(out, x, w, nk, at, ahead),
+                (_, 1) => dot_tile::<3, 1, P>(out, x, w, nk, at, ahead),
+                (_, 2) => dot_tile::<3, 2, P>(out, x, w, nk, at, ahead),
+                (_, 3) => dot_tile::<3, 3, P>(out, x, w, nk, at, ahead),
+                (_, _) => dot_tile::<3, 4, P>(out, x, w, nk, at, ahead),
             }
         }
     }
@@ -347,6 +449,11 @@ mod x86 {
 
     /// Most activation rows [`stream_rows`] takes.
     pub const STREAM_ROWS: usize = 2;
+    /// Fewest weight elements [`stream_rows`] takes (1 MiB, an L2): a
+    /// weight that caches hold runs faster through the register tiles of
+    /// [`broadcast_rows`] (`ab_builds.py`'s GPT-2 of width 64: 1.03–1.07×
+    /// as long streamed).
+    pub const STREAM_MIN_WEIGHT: usize = 1 << 18;
     /// Weight rows [`stream_rows`] adds per pass over its columns.
     const STREAM_DEPTH: usize = 4;
 
@@ -454,9 +561,7 @@ mod x86 {
         }
     }
 
-    /// Output columns `cols` of `x · w` for `w` `[k, n]` and three rows or
-    /// more, in tiles of up to 6 rows by 16 columns (12 accumulators keep
-    /// FMA's two ports busy through its 4-cycle latency).
+    /// Output columns `cols` of `x · w` for `w` `[k, n]`.
     ///
     /// # Safety
     /// As [`dot_rows`].
@@ -465,20 +570,44 @@ mod x86 {
         out: *mut f32,
         x: &[f32],
         w: &[f32],
+        mnk: (usize, usize, usize),
+        cols: Range<usize>,
+    ) {
+        // FMA has a latency of about 4 cycles and two issue ports: keep at
+        // least 8 accumulators in flight, so fewer rows take wider strips.
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match mnk.0 {
+                1 => broadcast_strips::<8>(out, x, w, mnk, cols),
+                2 => broadcast_strips::<4>(out, x, w, mnk, cols),
+                _ => broadcast_strips::<2>(out, x, w, mnk, cols),
+            }
+        }
+    }
+
+    /// [`broadcast_rows`] in strips of `V` vectors (`8·V` columns).
+    ///
+    /// # Safety
+    /// As [`dot_rows`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn broadcast_strips<const V: usize>(
+        out: *mut f32,
+        x: &[f32],
+        w: &[f32],
         (m, n, k): (usize, usize, usize),
         cols: Range<usize>,
     ) {
-        for_each_tile(m, cols, (ROWS_WIDE, 16), |i, j, r, c| {
+        for_each_tile(m, cols, (ROWS_WIDE, 8 * V), |i, j, r, c| {
             let at = (i, j, c);
             // SAFETY: the tile lies within the bounds the caller vouched for.
             unsafe {
                 match r {
-                    6 => broadcast_tile::<6, 2>(out, x, w, (n, k), at),
-                    5 => broadcast_tile::<5, 2>(out, x, w, (n, k), at),
-                    4 => broadcast_tile::<4, 2>(out, x, w, (n, k), at),
-                    3 => broadcast_tile::<3, 2>(out, x, w, (n, k), at),
-                    2 => broadcast_tile::<2, 2>(out, x, w, (n, k), at),
-                    _ => broadcast_tile::<1, 2>(out, x, w, (n, k), at),
+                    6 => broadcast_tile::<6, V>(out, x, w, (n, k), at),
+                    5 => broadcast_tile::<5, V>(out, x, w, (n, k), at),
+                    4 => broadcast_tile::<4, V>(out, x, w, (n, k), at),
+                    3 => broadcast_tile::<3, V>(out, x, w, (n, k), at),
+                    2 => broadcast_tile::<2, V>(out, x, w, (n, k), at),
+                    _ => broadcast_tile::<1, V>(out, x, w, (n, k), at),
                 }
             }
         });
