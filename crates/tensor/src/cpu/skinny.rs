@@ -482,8 +482,7 @@ mod x86 {
         unsafe {
             match mnk.0 {
                 1 => stream::<1>(out, x, w, mnk, cols),
-                2 => stream::<2>(out, x, w, mnk, cols),
-                _ => stream::<3>(out, x, w, mnk, cols),
+                _ => stream::<STREAM_ROWS>(out, x, w, mnk, cols),
             }
         }
     }
