@@ -99,11 +99,7 @@ pub(super) fn product(
                 if w.transposed {
                     x86::dot_rows(out.0, x, w.data, (m, n, k), range);
                 } else {
-                    if m <= x86::STREAM_ROWS && n * k >= x86::STREAM_MIN_WEIGHT {
-                        x86::stream_rows(out.0, x, w.data, (m, n, k), range);
-                    } else {
-                        x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
-                    }
+                    x86::broadcast_rows(out.0, x, w.data, (m, n, k), range);
                 }
             }
         };
@@ -152,7 +148,13 @@ mod x86 {
     /// evenly over its steps: the weight streams in from DRAM while the strip
     /// in L1 is computed on, without a burst of misses that would stall the
     /// tile's own loads.
-    pub trait Ahead {
+    pub trait Ahead: Sized {
+        /// Asks for `share`, `lines` lines, over `steps` steps.
+        fn new(share: Share, lines: usize, steps: usize) -> Self;
+
+        /// One step of the tile.
+        fn step(&mut self);
+
         /// Tile `tile` of `tiles`' share of weight rows `first..first + rows`
         /// (clipped to `n`).
         fn strip(
@@ -161,28 +163,61 @@ mod x86 {
             first: usize,
             rows: usize,
             tiles: (usize, usize),
-        ) -> Self;
-
-        /// One step of the tile.
-        fn step(&mut self);
+        ) -> Self {
+            let (share, lines, steps) = Share::of(w, nk, first, rows, tiles);
+            Self::new(share, lines, steps)
+        }
     }
 
     /// Floats per cache line.
     const LINE: usize = 16;
 
-    /// The run of floats `[from, to)` of tile `tile`'s share of weight rows
-    /// `first..first + rows`, and the tile's steps.
-    fn share(
-        (n, k): (usize, usize),
-        first: usize,
-        rows: usize,
-        (tile, tiles): (usize, usize),
-    ) -> (usize, usize, usize) {
-        let start = first.min(n) * k;
-        let end = (first + rows).min(n) * k;
-        let share = (end - start).div_ceil(tiles).next_multiple_of(LINE);
-        let from = (start + tile * share).min(end);
-        (from, (from + share).min(end), (k / 8).max(1))
+    /// The lines of a tile's share of a strip that are still to ask for.
+    pub struct Share {
+        next: *const f32,
+        end: *const f32,
+    }
+
+    impl Share {
+        /// Tile `tile` of `tiles`' share of weight rows `first..first + rows`
+        /// (clipped to `n`), with its number of lines and the tile's steps.
+        fn of(
+            w: &[f32],
+            (n, k): (usize, usize),
+            first: usize,
+            rows: usize,
+            (tile, tiles): (usize, usize),
+        ) -> (Share, usize, usize) {
+            let start = first.min(n) * k;
+            let end = (first + rows).min(n) * k;
+            let share = (end - start).div_ceil(tiles).next_multiple_of(LINE);
+            let from = (start + tile * share).min(end);
+            let to = (from + share).min(end);
+            let lines = Share {
+                next: w.as_ptr().wrapping_add(from),
+                end: w.as_ptr().wrapping_add(to),
+            };
+            (lines, (to - from) / LINE, (k / 8).max(1))
+        }
+
+        /// Asks for the next line, into L2 (`L2`) or L1; `false` when none
+        /// is left.
+        #[inline(always)]
+        fn ask<const L2: bool>(&mut self) -> bool {
+            if self.next >= self.end {
+                return false;
+            }
+            // SAFETY: a prefetch never faults, wherever it points.
+            unsafe {
+                if L2 {
+                    _mm_prefetch::<_MM_HINT_T1>(self.next.cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(self.next.cast());
+                }
+            }
+            self.next = self.next.wrapping_add(LINE);
+            true
+        }
     }
 
     /// Many row tiles to a strip (10 activation rows or more): each asks for
@@ -190,26 +225,17 @@ mod x86 {
     /// ahead would not fit in L1 beside the strip in use (`cpu_bench`,
     /// [13,1536]·[384,1536]ᵀ from DRAM: 3.2 ms with L2, 4.0 ms with L1).
     pub struct Steady<const L2: bool> {
-        next: *const f32,
-        end: *const f32,
+        share: Share,
         /// Steps between two lines, and steps left until the next one.
         every: usize,
         wait: usize,
     }
 
     impl<const L2: bool> Ahead for Steady<L2> {
-        fn strip(
-            w: &[f32],
-            nk: (usize, usize),
-            first: usize,
-            rows: usize,
-            tiles: (usize, usize),
-        ) -> Self {
-            let (from, to, steps) = share(nk, first, rows, tiles);
+        fn new(share: Share, lines: usize, steps: usize) -> Self {
             Self {
-                next: w.as_ptr().wrapping_add(from),
-                end: w.as_ptr().wrapping_add(to),
-                every: (steps / ((to - from) / LINE).max(1)).max(1),
+                share,
+                every: (steps / lines.max(1)).max(1),
                 wait: 0,
             }
         }
@@ -218,17 +244,7 @@ mod x86 {
         fn step(&mut self) {
             if self.wait == 0 {
                 self.wait = self.every;
-                if self.next < self.end {
-                    // SAFETY: a prefetch never faults, wherever it points.
-                    unsafe {
-                        if L2 {
-                            _mm_prefetch::<_MM_HINT_T1>(self.next.cast());
-                        } else {
-                            _mm_prefetch::<_MM_HINT_T0>(self.next.cast());
-                        }
-                    }
-                    self.next = self.next.wrapping_add(LINE);
-                }
+                self.share.ask::<L2>();
             }
             self.wait -= 1;
         }
@@ -242,26 +258,17 @@ mod x86 {
     /// long as [4,384]·[1536,384]ᵀ without this; `ab_builds.py`, MiniLM's
     /// 9-row sentence 0.82–0.86× as long with it).
     pub struct Burst {
-        next: *const f32,
-        end: *const f32,
+        share: Share,
         /// Lines to ask for per step, in 256ths, and the 256ths owed.
         rate: usize,
         owed: usize,
     }
 
     impl Ahead for Burst {
-        fn strip(
-            w: &[f32],
-            nk: (usize, usize),
-            first: usize,
-            rows: usize,
-            tiles: (usize, usize),
-        ) -> Self {
-            let (from, to, steps) = share(nk, first, rows, tiles);
+        fn new(share: Share, lines: usize, steps: usize) -> Self {
             Self {
-                next: w.as_ptr().wrapping_add(from),
-                end: w.as_ptr().wrapping_add(to),
-                rate: (256 * (to - from) / LINE).div_ceil(steps),
+                share,
+                rate: (256 * lines).div_ceil(steps),
                 owed: 0,
             }
         }
@@ -269,10 +276,7 @@ mod x86 {
         #[inline(always)]
         fn step(&mut self) {
             self.owed += self.rate;
-            while self.owed >= 256 && self.next < self.end {
-                // SAFETY: a prefetch never faults, wherever it points.
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(self.next.cast()) };
-                self.next = self.next.wrapping_add(LINE);
+            while self.owed >= 256 && self.share.ask::<true>() {
                 self.owed -= 256;
             }
         }
@@ -460,50 +464,27 @@ mod x86 {
         _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
     }
 
-    /// Most activation rows [`stream_rows`] takes.
-    pub const STREAM_ROWS: usize = 2;
-    /// Fewest weight elements [`stream_rows`] takes (1 MiB, an L2): a
-    /// weight that caches hold runs faster through the register tiles of
-    /// [`broadcast_rows`] (`ab_builds.py`'s GPT-2 of width 64: 1.03–1.07×
+    /// Fewest weight elements [`stream`] takes (1 MiB, an L2): a weight
+    /// that caches hold runs faster through the register tiles of
+    /// [`broadcast_strips`] (`ab_builds.py`'s GPT-2 of width 64: 1.03–1.07×
     /// as long streamed).
-    pub const STREAM_MIN_WEIGHT: usize = 1 << 18;
-    /// Weight rows [`stream_rows`] adds per pass over its columns.
+    const STREAM_MIN_WEIGHT: usize = 1 << 18;
+    /// Weight rows [`stream`] adds per pass over its columns.
     const STREAM_DEPTH: usize = 4;
 
-    /// Output columns `cols` of `x · w` for `w` `[k, n]` and one or two
-    /// rows, reading the weight's rows front to back.
+    /// Output columns `cols` of `x · w` for `w` `[k, n]` and `R` rows (one
+    /// or two), reading the weight's rows front to back.
     ///
     /// Each pass adds `STREAM_DEPTH` weight rows, scaled by the matching
     /// activation elements, to the output columns, which stay in L1 as the
     /// accumulator. The weight is read as a few long runs of memory, which
     /// the hardware's prefetcher follows, where a register tile's strip of
     /// every row would be a short read `n` floats from the last. Each output
-    /// element still sums its `k` products in order, as [`broadcast_rows`]
-    /// does.
+    /// element still sums its `k` products in order, as the register tiles
+    /// do.
     ///
     /// # Safety
-    /// As [`broadcast_rows`], with `m ≤ STREAM_ROWS`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn stream_rows(
-        out: *mut f32,
-        x: &[f32],
-        w: &[f32],
-        mnk: (usize, usize, usize),
-        cols: Range<usize>,
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe {
-            match mnk.0 {
-                1 => stream::<1>(out, x, w, mnk, cols),
-                _ => stream::<STREAM_ROWS>(out, x, w, mnk, cols),
-            }
-        }
-    }
-
-    /// [`stream_rows`] for `R` rows, all of them in each pass.
-    ///
-    /// # Safety
-    /// As [`stream_rows`], with `m == R`.
+    /// As [`broadcast_rows`], with `m == R`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn stream<const R: usize>(
@@ -573,7 +554,8 @@ mod x86 {
         }
     }
 
-    /// Output columns `cols` of `x · w` for `w` `[k, n]`.
+    /// Output columns `cols` of `x · w` for `w` `[k, n]`: streamed under
+    /// one or two rows when the weight outgrows L2, else in register tiles.
     ///
     /// # Safety
     /// As [`dot_rows`].
@@ -585,13 +567,17 @@ mod x86 {
         mnk: (usize, usize, usize),
         cols: Range<usize>,
     ) {
+        let (m, n, k) = mnk;
+        let streamed = n * k >= STREAM_MIN_WEIGHT;
         // FMA has a latency of about 4 cycles and two issue ports: keep at
         // least 8 accumulators in flight, so fewer rows take wider strips.
         // SAFETY: forwarded from the caller.
         unsafe {
-            match mnk.0 {
-                1 => broadcast_strips::<8>(out, x, w, mnk, cols),
-                2 => broadcast_strips::<4>(out, x, w, mnk, cols),
+            match (m, streamed) {
+                (1, true) => stream::<1>(out, x, w, mnk, cols),
+                (2, true) => stream::<2>(out, x, w, mnk, cols),
+                (1, _) => broadcast_strips::<8>(out, x, w, mnk, cols),
+                (2, _) => broadcast_strips::<4>(out, x, w, mnk, cols),
                 _ => broadcast_strips::<2>(out, x, w, mnk, cols),
             }
         }
@@ -738,29 +724,35 @@ pub(super) mod tests {
     #[test]
     fn in_place_products_match_the_plain_product() {
         let mut ran = 0;
+        let mut shapes = vec![];
         for m in [1, 2, 3, 4, 5, 6, 7, 13, 64, 128] {
             for n in [1, 3, 8, 9, 17, 64, 130] {
                 for k in [1, 7, 8, 9, 33, 600] {
-                    for transposed in [true, false] {
-                        for threads in [false, true] {
-                            let x = values(m * k, 1);
-                            let data = values(n * k, 2);
-                            let w = Weight {
-                                data: &data,
-                                transposed,
-                            };
-                            let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
-                            if !product(&mut out, &x, w, (m, n, k), threads) {
-                                continue;
-                            }
-                            ran += 1;
-                            let expected = reference(&x, w, (m, n, k));
-                            let case = format!(
-                                "m={m} n={n} k={k} transposed={transposed} threads={threads}"
-                            );
-                            assert_matches(&out, &expected, k, &case);
-                        }
+                    shapes.push((m, n, k));
+                }
+            }
+        }
+        // Weights past L2 (`[k, n]` ones are streamed under one or two rows),
+        // with ragged column and depth tails.
+        shapes.extend([(1, 523, 601), (2, 517, 603), (3, 523, 601), (1, 530, 1024)]);
+        for (m, n, k) in shapes {
+            for transposed in [true, false] {
+                for threads in [false, true] {
+                    let x = values(m * k, 1);
+                    let data = values(n * k, 2);
+                    let w = Weight {
+                        data: &data,
+                        transposed,
+                    };
+                    let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
+                    if !product(&mut out, &x, w, (m, n, k), threads) {
+                        continue;
                     }
+                    ran += 1;
+                    let expected = reference(&x, w, (m, n, k));
+                    let case =
+                        format!("m={m} n={n} k={k} transposed={transposed} threads={threads}");
+                    assert_matches(&out, &expected, k, &case);
                 }
             }
         }
