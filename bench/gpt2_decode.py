@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import harness  # first: sets OMP_WAIT_POLICY before torch loads
+from models import gpt2_body
 
 PROMPT = "Alice was beginning to get very tired of sitting by her sister on the bank"
 
@@ -84,8 +85,7 @@ def main():
             for label, binary in binaries.items():
                 servers[label] = harness.Server(binary, repository, ["gpt2"], args.threads)
             clients = {label: harness.Client(s.url) for label, s in servers.items()}
-            body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [PROMPT]}],
-                    "parameters": {"max_tokens": args.tokens, "return_tokens": True}}
+            body = gpt2_body(PROMPT, args.tokens)
             first = clients["edgeserve"].infer("gpt2", body)
             ids = torch.tensor([[t for t in first["prompt_tokens"] if t >= 0]])
             ours = [t for t in first["tokens"] if t >= 0]
