@@ -5,8 +5,9 @@
 //
 // 128x64 output tile (rows x cols) per workgroup of 16x16 threads; each
 // thread owns an 8x4 register block (rows 4*ty.. and 64+4*ty.., cols 4*tx..)
-// held in eight vec4 accumulators, named rather than an indexed array so
-// software drivers (lavapipe's LLVM) keep them in registers. The k loop
+// held in eight vec4 accumulators, the fields of `Acc` rather than an
+// indexed array so software drivers (lavapipe's LLVM) keep them in
+// registers. The k loop
 // steps TK = 16: every thread stages two quads of A and one of B into
 // workgroup memory per step, each a whole vec4 store (no two threads write
 // parts of one workgroup vec4). Per four depths a thread reads eight A quads
@@ -108,6 +109,53 @@ fn step4(acc: vec4<f32>, av: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f
     return fma(vec4<f32>(av.w), b3, r);
 }
 
+// A thread's 8x4 block of C: rows 4ty..4ty+3 (r0..r3) and 64+4ty.. (r4..r7).
+struct Acc {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+    r4: vec4<f32>,
+    r5: vec4<f32>,
+    r6: vec4<f32>,
+    r7: vec4<f32>,
+}
+
+// `acc` plus the staged tiles' depths 4q..4q+3 (`ra`: this thread's first A
+// quad, `cb`: its first B^T quad, `lx`: its B column quad).
+fn four_depths(acc: Acc, q: u32, ra: u32, cb: u32, lx: u32) -> Acc {
+    var b0: vec4<f32>;
+    var b1: vec4<f32>;
+    var b2: vec4<f32>;
+    var b3: vec4<f32>;
+    if (TRANS_B) {
+        // Columns 4tx..4tx+3 at four depths; transposed to depth rows.
+        let c0 = Bs[cb + q];
+        let c1 = Bs[cb + 4u + q];
+        let c2 = Bs[cb + 8u + q];
+        let c3 = Bs[cb + 12u + q];
+        b0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
+        b1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
+        b2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
+        b3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
+    } else {
+        b0 = Bs[(q * 4u) * 16u + lx];
+        b1 = Bs[(q * 4u + 1u) * 16u + lx];
+        b2 = Bs[(q * 4u + 2u) * 16u + lx];
+        b3 = Bs[(q * 4u + 3u) * 16u + lx];
+    }
+    return Acc(
+        step4(acc.r0, As[ra + q], b0, b1, b2, b3),
+        step4(acc.r1, As[ra + 4u + q], b0, b1, b2, b3),
+        step4(acc.r2, As[ra + 8u + q], b0, b1, b2, b3),
+        step4(acc.r3, As[ra + 12u + q], b0, b1, b2, b3),
+        step4(acc.r4, As[256u + ra + q], b0, b1, b2, b3),
+        step4(acc.r5, As[256u + ra + 4u + q], b0, b1, b2, b3),
+        step4(acc.r6, As[256u + ra + 8u + q], b0, b1, b2, b3),
+        step4(acc.r7, As[256u + ra + 12u + q], b0, b1, b2, b3),
+    );
+}
+
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let m = p[0];
@@ -129,14 +177,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // This thread's first A tile row (quad index into As) and B column.
     let ra = lid.y * 16u;
     let cb = lid.x * 16u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var acc4 = vec4<f32>(0.0);
-    var acc5 = vec4<f32>(0.0);
-    var acc6 = vec4<f32>(0.0);
-    var acc7 = vec4<f32>(0.0);
+    let z = vec4<f32>(0.0);
+    var acc = Acc(z, z, z, z, z, z, z, z);
     for (var t = 0u; t < k; t += TK) {
         let ak = t + sq * 4u;
         let ka = left(ak, k);
@@ -168,36 +210,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             Bs[bk * 16u + (bc >> 2u)] = vb;
         }
         workgroupBarrier();
-        for (var q = 0u; q < 4u; q++) {
-            var b0: vec4<f32>;
-            var b1: vec4<f32>;
-            var b2: vec4<f32>;
-            var b3: vec4<f32>;
-            if (TRANS_B) {
-                // Columns 4tx..4tx+3 at four depths; transposed to depth rows.
-                let c0 = Bs[cb + q];
-                let c1 = Bs[cb + 4u + q];
-                let c2 = Bs[cb + 8u + q];
-                let c3 = Bs[cb + 12u + q];
-                b0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
-                b1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
-                b2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
-                b3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
-            } else {
-                b0 = Bs[(q * 4u) * 16u + lid.x];
-                b1 = Bs[(q * 4u + 1u) * 16u + lid.x];
-                b2 = Bs[(q * 4u + 2u) * 16u + lid.x];
-                b3 = Bs[(q * 4u + 3u) * 16u + lid.x];
-            }
-            acc0 = step4(acc0, As[ra + q], b0, b1, b2, b3);
-            acc1 = step4(acc1, As[ra + 4u + q], b0, b1, b2, b3);
-            acc2 = step4(acc2, As[ra + 8u + q], b0, b1, b2, b3);
-            acc3 = step4(acc3, As[ra + 12u + q], b0, b1, b2, b3);
-            acc4 = step4(acc4, As[256u + ra + q], b0, b1, b2, b3);
-            acc5 = step4(acc5, As[256u + ra + 4u + q], b0, b1, b2, b3);
-            acc6 = step4(acc6, As[256u + ra + 8u + q], b0, b1, b2, b3);
-            acc7 = step4(acc7, As[256u + ra + 12u + q], b0, b1, b2, b3);
-        }
+        // Four calls with a constant q rather than a loop over q, which
+        // the driver did not unroll: on an H200, 2048³ ran 1.05-1.08x as
+        // fast unrolled, in five alternations (bench/RESULTS.md, session 26).
+        acc = four_depths(acc, 0u, ra, cb, lid.x);
+        acc = four_depths(acc, 1u, ra, cb, lid.x);
+        acc = four_depths(acc, 2u, ra, cb, lid.x);
+        acc = four_depths(acc, 3u, ra, cb, lid.x);
         workgroupBarrier();
     }
     let r = row0 + lid.y * 4u;
@@ -210,14 +229,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
     }
     let base = c_off + r * n + col;
-    if (r < m) { store_c(base, valid, finish(acc0, bq)); }
-    if (r + 1u < m) { store_c(base + n, valid, finish(acc1, bq)); }
-    if (r + 2u < m) { store_c(base + 2u * n, valid, finish(acc2, bq)); }
-    if (r + 3u < m) { store_c(base + 3u * n, valid, finish(acc3, bq)); }
+    if (r < m) { store_c(base, valid, finish(acc.r0, bq)); }
+    if (r + 1u < m) { store_c(base + n, valid, finish(acc.r1, bq)); }
+    if (r + 2u < m) { store_c(base + 2u * n, valid, finish(acc.r2, bq)); }
+    if (r + 3u < m) { store_c(base + 3u * n, valid, finish(acc.r3, bq)); }
     let r2 = r + 64u;
     let base2 = base + 64u * n;
-    if (r2 < m) { store_c(base2, valid, finish(acc4, bq)); }
-    if (r2 + 1u < m) { store_c(base2 + n, valid, finish(acc5, bq)); }
-    if (r2 + 2u < m) { store_c(base2 + 2u * n, valid, finish(acc6, bq)); }
-    if (r2 + 3u < m) { store_c(base2 + 3u * n, valid, finish(acc7, bq)); }
+    if (r2 < m) { store_c(base2, valid, finish(acc.r4, bq)); }
+    if (r2 + 1u < m) { store_c(base2 + n, valid, finish(acc.r5, bq)); }
+    if (r2 + 2u < m) { store_c(base2 + 2u * n, valid, finish(acc.r6, bq)); }
+    if (r2 + 3u < m) { store_c(base2 + 3u * n, valid, finish(acc.r7, bq)); }
 }
