@@ -6,7 +6,7 @@ use crate::{Rng, assert_close, assert_same, cpu, gpu, gpu_backend, up};
 
 /// (m, k, n): odd sizes take the kernel's element-wise path, sizes with k
 /// and n multiples of 4 its whole-quad path; neither need be a multiple of
-/// the 128x128 tile or the depth step of 16.
+/// the 128x64 tile or the depth step of 16.
 const MATMUL_SIZES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (3, 5, 7),
