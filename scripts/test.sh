@@ -41,3 +41,6 @@ fi
 scripts/fetch-minilm.sh
 
 cargo test --release --workspace "$@"
+# The plugins' own unit tests (the SDK, minilm's tokenizer, the ONNX
+# handler's graph analysis), natively: they form a workspace of their own.
+cargo test --manifest-path plugins/Cargo.toml -p edgeserve-sdk -p minilm -p onnx

@@ -7,9 +7,12 @@
 //! model's weights). At `init` the handler checks the graph against the same
 //! rules as the importer, folds every node whose inputs are constants, and
 //! keeps the rest as a plan; a request runs the plan's nodes in order on the
-//! host's tensor ops, computing shape arithmetic on small values itself.
+//! host's tensor ops, computing shape arithmetic on small values itself. A
+//! padded batch through a BERT-like encoder runs on its real tokens only
+//! ([`pack`]).
 
 mod host;
+mod pack;
 mod plan;
 mod small;
 

@@ -8,10 +8,11 @@ use edgeserve_onnx_graph::{Constant, Graph, Node, bool_values, small_values, uns
 use edgeserve_sdk::{Error, InferError, Output, Request, Tensor, model};
 
 use crate::host::{self, Arg, Args, Value};
+use crate::pack::{Packing, Role};
 use crate::small::Small;
 
 /// A value known before any request.
-enum Static {
+pub(crate) enum Static {
     /// A weight from `model.safetensors` (a shared handle, not a copy).
     Weight(Tensor),
     /// A constant, given or folded.
@@ -19,16 +20,16 @@ enum Static {
 }
 
 /// One node left to run per request.
-struct Step {
-    node: Node,
-    inputs: Vec<Option<usize>>,
-    outputs: Vec<usize>,
+pub(crate) struct Step {
+    pub(crate) node: Node,
+    pub(crate) inputs: Vec<Option<usize>>,
+    pub(crate) outputs: Vec<usize>,
     /// Runs in the handler on small values rather than on the host.
-    small: bool,
+    pub(crate) small: bool,
     /// Input 0 holds booleans.
-    bool_input: bool,
+    pub(crate) bool_input: bool,
     /// Slots whose last reader this step is.
-    frees: Vec<usize>,
+    pub(crate) frees: Vec<usize>,
 }
 
 /// A graph ready to serve.
@@ -39,6 +40,8 @@ pub struct Plan {
     outputs: Vec<(String, usize)>,
     steps: Vec<Step>,
     slots: usize,
+    /// Where a padded batch can run on its real tokens only.
+    packing: Option<Packing>,
 }
 
 impl Plan {
@@ -115,6 +118,8 @@ impl Plan {
             .iter()
             .map(|s| (s.name.clone(), slot(&s.name)))
             .collect();
+        let output_slots: Vec<usize> = outputs.iter().map(|(_, s)| *s).collect();
+        let packing = Packing::find(&mut steps, &statics, &output_slots);
         let mut last_use = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             for s in step.inputs.iter().flatten() {
@@ -133,6 +138,7 @@ impl Plan {
             outputs,
             steps,
             slots: slot_of.len(),
+            packing,
         })
     }
 
@@ -142,8 +148,10 @@ impl Plan {
         for (name, slot) in &self.inputs {
             values[*slot] = Some(Value::Host(request.take_numeric(name)?));
         }
-        for step in &self.steps {
-            let produced = self.step(step, &values).map_err(|e| {
+        let mut packed = None;
+        for (i, step) in self.steps.iter().enumerate() {
+            let produced = self.packed_step(i, step, &mut packed, &mut values);
+            let produced = produced.map_err(|e| {
                 let message = format!("node {:?} ({}): {e}", step.node.name, step.node.op);
                 match e {
                     // A request whose shapes do not fit the graph.
@@ -181,6 +189,52 @@ impl Plan {
             outputs.push(Output::numeric(name.clone(), tensor));
         }
         Ok(outputs)
+    }
+
+    /// Runs step `i`, packed where this request runs packed (see
+    /// [`crate::pack`]); `packed` is set at the region's first step.
+    fn packed_step(
+        &self,
+        i: usize,
+        step: &Step,
+        packed: &mut Option<crate::pack::Packed>,
+        values: &mut [Option<Value>],
+    ) -> Result<Vec<Value>, Error> {
+        let Some(packing) = &self.packing else {
+            return self.step(step, values);
+        };
+        if i == packing.first() {
+            *packed = packing.start(values)?;
+        }
+        let Some(p) = packed else {
+            return self.step(step, values);
+        };
+        let host = |at: usize| match step.inputs.get(at).copied().flatten() {
+            Some(slot) => match &values[slot] {
+                Some(Value::Host(t)) => Ok(t),
+                _ => Err(Error::InvalidArgument(format!(
+                    "input {at} is not a tensor"
+                ))),
+            },
+            None => Err(Error::InvalidArgument(format!("input {at} is missing"))),
+        };
+        match packing.role(i) {
+            Role::Outside => {
+                packing.unpack_inputs(step, p, values)?;
+                self.step(step, values)
+            }
+            Role::Inside => self.step(step, values),
+            Role::Alias => {
+                let x = host(0)?;
+                let dims: Vec<i32> = x.shape().iter().map(|&d| d as i32).collect();
+                Ok(vec![Value::Host(x.reshape(&dims)?)])
+            }
+            Role::Attention => {
+                let scale = step.node.float("scale", 1.0);
+                let out = p.attention(host(0)?, host(1)?, host(2)?, scale)?;
+                Ok(vec![Value::Host(out)])
+            }
+        }
     }
 
     fn step(&self, step: &Step, values: &[Option<Value>]) -> Result<Vec<Value>, Error> {
