@@ -149,6 +149,16 @@ impl Packing {
         // Drop steps whose neighbours cannot be packed until none is left.
         loop {
             let made: HashSet<usize> = region_outputs(steps, &roles);
+            // Values computed outside the region from its results (a
+            // pooled output): never per-token inputs of the region.
+            let mut after = HashSet::new();
+            for (step, role) in steps.iter().zip(&roles) {
+                let reads = |s: &usize| made.contains(s) || after.contains(s);
+                if *role == Role::Outside && step.inputs.iter().flatten().any(reads) {
+                    after.extend(step.outputs.iter().copied());
+                }
+            }
+            let usable = |s: usize| made.contains(&s) || !after.contains(&s);
             let role_of = |slot: usize| producer.get(&slot).map(|&p| roles[p]);
             let mut dropped = Vec::new();
             for i in 0..steps.len() {
@@ -159,9 +169,10 @@ impl Packing {
                 let input = |at: usize| step.inputs.get(at).copied().flatten();
                 let token = |at: usize| input(at).filter(|&s| !is_static(s));
                 let keep = match roles[i] {
-                    Role::Inside if step.node.op == LINEAR => true,
+                    Role::Inside if step.node.op == LINEAR => token(0).is_some_and(usable),
                     Role::Inside if is_binary(&step.node.op) => {
                         (0..2).any(|at| token(at).is_some_and(|s| made.contains(&s)))
+                            && (0..2).all(|at| token(at).is_none_or(usable))
                     }
                     Role::Inside => token(0).is_some_and(|s| made.contains(&s)),
                     Role::Alias => {
@@ -281,6 +292,9 @@ impl Packing {
         let [batch, 1, 1, seq] = mask.shape()[..] else {
             return Ok(None);
         };
+        if batch == 0 || seq == 0 {
+            return Ok(None);
+        }
         let bias = mask.to_vec::<f32>()?;
         let mut keep = Vec::with_capacity(bias.len());
         for &b in &bias {
@@ -718,6 +732,16 @@ mod tests {
         // The pooling reads the region from outside it.
         let pooling = g.steps.iter().position(|s| s.node.op == "Mul").unwrap();
         assert_eq!(p.roles[pooling], Role::Outside);
+    }
+
+    #[test]
+    fn leaves_a_head_on_the_pooled_output_outside() {
+        let (mut g, _, _, _, pooled) = bert(None);
+        let logits = g.linear(&pooled, 2, 8, None);
+        let p = g.find(&[&logits]).expect("a region");
+        let head = g.steps.iter().position(|s| s.outputs == [g.slots[&logits]]);
+        assert_eq!(p.roles[head.unwrap()], Role::Outside);
+        assert_eq!(p.roles.iter().filter(|&&r| r == Role::Attention).count(), 2);
     }
 
     #[test]
