@@ -29,8 +29,13 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
+            // Installed before the server starts: a SIGTERM during start-up
+            // (a rollout, a test that stops the server as soon as it logs
+            // that it serves) would otherwise end the process at once,
+            // without the graceful shutdown.
+            let stop = shutdown_signal()?;
             let running = edgeserve::app::start(args.settings()).await?;
-            shutdown_signal().await;
+            stop.await;
             tracing::info!("shutting down: finishing in-flight requests");
             running.shutdown().await?;
         }
@@ -40,17 +45,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere); the handlers are
+/// installed when this is called, so a signal that arrives before it is
+/// awaited is not lost.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
