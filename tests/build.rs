@@ -96,12 +96,14 @@ fn package_name(manifest: &str) -> Option<String> {
     None
 }
 
-/// Reruns when any plugin source, manifest or the WIT contract changes. The
-/// folders are listed one by one so that a `plugins/target` left behind by
+/// Reruns when any plugin source, manifest or the WIT contract changes, or
+/// the graph crate the ONNX handler shares with the host. The folders are
+/// listed one by one so that a `plugins/target` left behind by
 /// `scripts/build-plugins.sh` does not trigger rebuilds.
 fn watch(repo: &Path, plugins_dir: &Path) {
     let mut paths = vec![
         repo.join("wit"),
+        repo.join("crates/onnx-graph"),
         plugins_dir.join("Cargo.toml"),
         plugins_dir.join("Cargo.lock"),
         plugins_dir.join("sdk"),

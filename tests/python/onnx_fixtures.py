@@ -17,6 +17,10 @@ data sets that ship with the packages:
                     dynamic batch and sequence axes, opset 14: LayerNorm decomposed
                     (ReduceMean/Sub/Pow/Sqrt/Div), the attention mask built from
                     Range/GreaterOrEqual/And/Gather/Expand/Where;
+* bert_sdpa.onnx    the same BERT with transformers' default (SDPA) attention and mean
+                    pooling over the mask, opset 17: the attention's softmax guarded by
+                    IsNaN/Where, reshape targets computed from Shape, output
+                    `embedding` [batch, 32];
 * resnet.onnx       a ResNet-18-shaped network (7x7 stem, max pool, 4 stages of 2
                     basic blocks with 1x1 downsampling, global average pool, fc),
                     narrow (8..64 channels), random weights and BatchNorm statistics;
@@ -157,6 +161,40 @@ def bert():
     )
 
 
+def bert_sdpa():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, attn_implementation="sdpa")
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = BertModel(config, add_pooling_layer=False).eval()
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).float()
+            return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    ids = torch.randint(0, 100, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.int64)
+    mask[1, 7:] = 0
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(
+        MeanPooled().eval(),
+        (ids, mask, torch.zeros_like(ids)),
+        OUT / "bert_sdpa.onnx",
+        input_names=names,
+        output_names=["embedding"],
+        dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "embedding": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
 class Block(torch.nn.Module):
     def __init__(self, cin, cout, stride):
         super().__init__()
@@ -273,6 +311,7 @@ def main(only):
         "cnn": lambda: cnn(x, y),
         "encoder": encoder,
         "bert": bert,
+        "bert_sdpa": bert_sdpa,
         "resnet": resnet,
         "masks": masks,
         "bad": bad_models,

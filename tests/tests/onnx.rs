@@ -157,10 +157,13 @@ fn bert_inputs(batch: usize, len: usize, seed: u64) -> Value {
 
 /// A transformers BERT exported with dynamic batch and sequence axes (its
 /// mask built from Range/GreaterOrEqual/And/Gather/Expand/Where, LayerNorm
-/// decomposed at opset 14) and a ResNet agree with onnxruntime on `device`.
+/// decomposed at opset 14), the same BERT with transformers' default SDPA
+/// attention (its softmax guarded by IsNaN/Where) and mean pooling at opset
+/// 17, and a ResNet agree with onnxruntime on `device`.
 async fn bert_and_resnet_agree_on(device: DeviceChoice) {
     let repo = model_repository(&[]);
     import_ok(&repo, "bert_tiny.onnx", "bert");
+    import_ok(&repo, "bert_sdpa.onnx", "bert-sdpa");
     import_ok(&repo, "resnet.onnx", "resnet");
     let server = serve_on(repo, device).await;
     server
@@ -180,7 +183,8 @@ async fn bert_and_resnet_agree_on(device: DeviceChoice) {
     // Other batch sizes and lengths than the export's [2, 10].
     for (batch, len, seed) in [(2, 10, 8), (3, 7, 9), (1, 16, 10)] {
         let inputs = bert_inputs(batch, len, seed);
-        assert_agrees(&server, "bert", "bert_tiny.onnx", inputs).await;
+        assert_agrees(&server, "bert", "bert_tiny.onnx", inputs.clone()).await;
+        assert_agrees(&server, "bert-sdpa", "bert_sdpa.onnx", inputs).await;
     }
     for (batch, seed) in [(1, 11), (3, 12)] {
         let pixels: Vec<f64> = values(batch * 3 * 32 * 32, 2.0, seed)

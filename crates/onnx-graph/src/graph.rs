@@ -87,7 +87,49 @@ pub struct Constant {
     /// Dims, outermost first (empty for a scalar).
     pub shape: Vec<usize>,
     /// Elements, row-major.
+    #[serde(with = "json_floats")]
     pub data: Vec<f64>,
+}
+
+/// JSON has no infinities or NaN (serde_json writes them as `null`, which
+/// then fails to load), so constant data writes those as the strings
+/// `"inf"`, `"-inf"` and `"nan"`: exporters put `-inf` in attention masks.
+mod json_floats {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Float {
+        Number(f64),
+        Named(String),
+    }
+
+    pub fn serialize<S: Serializer>(data: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(data.iter().map(|&v| match v {
+            v if v.is_finite() => Float::Number(v),
+            v if v.is_nan() => Float::Named("nan".into()),
+            v if v > 0.0 => Float::Named("inf".into()),
+            _ => Float::Named("-inf".into()),
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        Vec::<Float>::deserialize(d)?
+            .into_iter()
+            .map(|f| match f {
+                Float::Number(v) => Ok(v),
+                Float::Named(name) => match name.as_str() {
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    "nan" => Ok(f64::NAN),
+                    _ => Err(D::Error::custom(format!(
+                        "{name:?} is not a number (only \"inf\", \"-inf\" and \"nan\" may be written as strings)"
+                    ))),
+                },
+            })
+            .collect()
+    }
 }
 
 /// A node attribute.
@@ -185,4 +227,30 @@ pub struct Graph {
     pub constants: BTreeMap<String, Constant>,
     /// Nodes in topological order.
     pub nodes: Vec<Node>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_with_infinities_and_nan_round_trip_through_json() {
+        let c = Constant {
+            dtype: DType::F32,
+            shape: vec![5],
+            data: vec![1.5, f64::NEG_INFINITY, f64::INFINITY, f64::NAN, -0.25],
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#"[1.5,"-inf","inf","nan",-0.25]"#), "{json}");
+        let back: Constant = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.data[..3], c.data[..3]);
+        assert!(back.data[3].is_nan());
+        assert_eq!(back.data[4], -0.25);
+        let bad = json.replace(r#""nan""#, r#""many""#);
+        let err = serde_json::from_str::<Constant>(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("\"many\" is not a number"),
+            "{err}"
+        );
+    }
 }

@@ -55,6 +55,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("GlobalAveragePool", ""),
     ("GlobalMaxPool", ""),
     ("Identity", ""),
+    ("IsNaN", "booleans held as 0/1 on the host"),
     ("LayerNormalization", "over the last axis"),
     ("LeakyRelu", ""),
     ("Less", "booleans held as 0/1 on the host"),
@@ -194,7 +195,7 @@ pub fn bool_values(graph: &Graph) -> BTreeSet<String> {
         let is_bool = match node.op.as_str() {
             "Cast" => node.int("to", 0) == i64::from(crate::DType::Bool.onnx_code()),
             "Equal" | "Greater" | "GreaterOrEqual" | "Less" | "LessOrEqual" | "And" | "Or"
-            | "Not" => true,
+            | "Not" | "IsNaN" => true,
             "Where" => from(1),
             "Reshape" | "Flatten" | "Gather" | "Unsqueeze" | "Squeeze" | "Expand" | "Identity"
             | "Transpose" | "Slice" | "Concat" => from(0),

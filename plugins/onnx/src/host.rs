@@ -144,6 +144,11 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         "And" => one(binary(BinaryOp::Mul)?),
         "Or" => one(binary(BinaryOp::Maximum)?),
         "Not" => one(x()?.affine(-1.0, 1.0)?),
+        // NaN is the one value not equal to itself.
+        "IsNaN" => {
+            let x = x()?;
+            one(as_bool(&x.compare(CompareOp::Equal, &x)?)?.affine(-1.0, 1.0)?)
+        }
         // The host's `where` takes the 0/1 mask as it is (nonzero selects).
         "Where" => one(x()?.select(&*args.host(1)?, &*args.host(2)?)?),
         "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => {
