@@ -126,12 +126,27 @@ def encoder():
     )
 
 
+def bert_config(attention):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      intermediate_size=64, max_position_embeddings=64, attn_implementation=attention)
+
+
+def bert_example():
+    """The export's inputs ([2, 10], the second sequence padded after 7
+    tokens) and their names."""
+    ids = torch.randint(0, 100, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.int64)
+    mask[1, 7:] = 0
+    return (ids, mask, torch.zeros_like(ids)), ["input_ids", "attention_mask", "token_type_ids"]
+
+
 def bert():
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    config = bert_config("eager")
 
     class Bert(torch.nn.Module):
         # transformers' forward takes keywords; the exporter passes positions.
@@ -144,14 +159,11 @@ def bert():
                             token_type_ids=token_type_ids)
             return out.last_hidden_state, out.pooler_output
 
-    ids = torch.randint(0, 100, (2, 10))
-    mask = torch.ones(2, 10, dtype=torch.int64)
-    mask[1, 7:] = 0
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example, names = bert_example()
     axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
     torch.onnx.export(
         Bert().eval(),
-        (ids, mask, torch.zeros_like(ids)),
+        example,
         OUT / "bert_tiny.onnx",
         input_names=names,
         output_names=["last_hidden_state", "pooler_output"],
@@ -162,11 +174,10 @@ def bert():
 
 
 def bert_sdpa():
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, attn_implementation="sdpa")
+    config = bert_config("sdpa")
 
     class MeanPooled(torch.nn.Module):
         def __init__(self):
@@ -179,13 +190,10 @@ def bert_sdpa():
             weights = attention_mask.unsqueeze(-1).float()
             return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
-    ids = torch.randint(0, 100, (2, 10))
-    mask = torch.ones(2, 10, dtype=torch.int64)
-    mask[1, 7:] = 0
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example, names = bert_example()
     torch.onnx.export(
         MeanPooled().eval(),
-        (ids, mask, torch.zeros_like(ids)),
+        example,
         OUT / "bert_sdpa.onnx",
         input_names=names,
         output_names=["embedding"],
