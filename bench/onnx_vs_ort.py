@@ -19,9 +19,10 @@ shares its cores), so the ratio is conservative for edgeserve.
 handler instance (its compute_duration_seconds histogram over the case's
 requests): the guest and the host kernels; the rest of edgeserve's time is
 JSON, HTTP and the request checks.
-The sides take turns request by request (harness.timed). Prints a markdown
-table of p50 latencies and the ratio edgeserve / onnxruntime (above 1:
-onnxruntime is faster).
+The sides take turns request by request (harness.timed), after each case's
+answers are checked against onnxruntime's (the run stops past 1e-4). Prints a
+markdown table of p50 latencies, the ratio edgeserve / onnxruntime (above 1:
+onnxruntime is faster) and the largest difference of the answers.
 
 Usage:
     scripts/fetch-minilm.sh
@@ -108,6 +109,12 @@ def main():
             cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text)]
             for label, model, inputs, text_body in cases:
                 body = oip(inputs)
+                # Same answers first: a fast wrong answer is not a result.
+                got = json.loads(client.post(model, body))["outputs"][0]
+                want = sessions[model].run(None, inputs)[0]
+                delta = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
+                if delta > 1e-4:
+                    sys.exit(f"{label} batch {batch}: edgeserve differs from onnxruntime by {delta:.3g}")
                 fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]
                 if text_body is not None:
                     fns.append(lambda: client.post("minilm", text_body))
@@ -119,14 +126,14 @@ def main():
                 plugin = f"{p50[2]:.2f}" if len(p50) > 2 else "–"
                 shape = "x".join(map(str, next(iter(inputs.values())).shape))
                 rows.append(f"| {label} | {batch} | {shape} | {p50[0]:.2f} | {inside:.2f} | {p50[1]:.2f} "
-                            f"| {p50[0] / p50[1]:.2f}× | {plugin} |")
+                            f"| {p50[0] / p50[1]:.2f}× | {plugin} | {delta:.1e} |")
     finally:
         server.stop()
         shutil.rmtree(work)
     print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
     print("| model | batch | input | edgeserve ONNX p50 ms | in instance, mean ms | onnxruntime p50 ms | ratio "
-          "| minilm plugin p50 ms |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+          "| minilm plugin p50 ms | max abs Δ vs onnxruntime |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
