@@ -106,7 +106,7 @@ fn dims(t: &Tensor) -> Vec<usize> {
 }
 
 /// A new handle on the same elements (ONNX `Identity`).
-fn alias(t: &Tensor) -> Result<Tensor, Error> {
+pub(crate) fn alias(t: &Tensor) -> Result<Tensor, Error> {
     reshape(t, &dims(t))
 }
 
@@ -144,10 +144,11 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         "And" => one(binary(BinaryOp::Mul)?),
         "Or" => one(binary(BinaryOp::Maximum)?),
         "Not" => one(x()?.affine(-1.0, 1.0)?),
-        // NaN is the one value not equal to itself.
+        // NaN is the one value not equal to itself (both backends compare
+        // NaN as unordered).
         "IsNaN" => {
             let x = x()?;
-            one(as_bool(&x.compare(CompareOp::Equal, &x)?)?.affine(-1.0, 1.0)?)
+            one(as_bool(&x.compare(CompareOp::NotEqual, &x)?)?)
         }
         // The host's `where` takes the 0/1 mask as it is (nonzero selects).
         "Where" => one(x()?.select(&*args.host(1)?, &*args.host(2)?)?),

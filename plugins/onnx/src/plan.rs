@@ -224,11 +224,7 @@ impl Plan {
                 self.step(step, values)
             }
             Role::Inside => self.step(step, values),
-            Role::Alias => {
-                let x = host(0)?;
-                let dims: Vec<i32> = x.shape().iter().map(|&d| d as i32).collect();
-                Ok(vec![Value::Host(x.reshape(&dims)?)])
-            }
+            Role::Alias => Ok(vec![Value::Host(host::alias(host(0)?)?)]),
             Role::Attention => {
                 let scale = step.node.float("scale", 1.0);
                 let out = p.attention(host(0)?, host(1)?, host(2)?, scale)?;
