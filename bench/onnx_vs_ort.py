@@ -10,6 +10,10 @@ the same run, with the same number of threads, at batch 1 and batch 32:
   the token ids the hand-written `minilm` plugin makes of 32 everyday
   sentences. The plugin itself (text in, same host kernels, hand-written
   graph) is timed too, to tell the generic handler's cost from the kernels'.
+* the same model exported by `torch.onnx.export` itself
+  (bench/minilm_torch_export.py: transformers' SDPA attention, shapes
+  computed at run time), on the same token ids, when torch and
+  transformers are installed.
 
 edgeserve's figures are what a client sees (JSON request pre-encoded, HTTP on
 loopback over one keep-alive connection, the response read); onnxruntime's are
@@ -79,9 +83,17 @@ def main():
     minilm_onnx = work / "minilm.onnx"
     subprocess.run([sys.executable, str(harness.REPO / "tests" / "python" / "minilm_onnx.py"), str(minilm_onnx)],
                    check=True, capture_output=True)
+    files = {"cnn": CNN, "minilm-onnx": minilm_onnx}
+    torch_onnx = work / "minilm_torch.onnx"
+    exported = subprocess.run([sys.executable, str(harness.REPO / "bench" / "minilm_torch_export.py"),
+                               str(torch_onnx)], capture_output=True, text=True)
+    if exported.returncode == 0:
+        files["minilm-torch"] = torch_onnx
+    else:
+        print(f"no torch export (torch and transformers installed?):\n{exported.stderr[-500:]}", file=sys.stderr)
     repo = work / "repo"
-    import_model(binary, CNN, "cnn", repo)
-    import_model(binary, minilm_onnx, "minilm-onnx", repo)
+    for name, path in files.items():
+        import_model(binary, path, name, repo)
     version = repo / "minilm" / "1"
     version.mkdir(parents=True)
     shutil.copy(harness.MODELS / "minilm" / "config.toml", repo / "minilm" / "config.toml")
@@ -90,9 +102,9 @@ def main():
         if f.name != "model.wasm":
             (version / f.name).symlink_to(f.resolve())
 
-    sessions = {m: harness.ort_session(str(p), args.threads) for m, p in [("cnn", CNN), ("minilm-onnx", minilm_onnx)]}
+    sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
 
-    server = harness.Server(binary, repo, ["cnn", "minilm-onnx", "minilm"], args.threads, timeout=120)
+    server = harness.Server(binary, repo, [*files, "minilm"], args.threads, timeout=120)
     client = harness.Client(server.url)
     rows = []
     try:
@@ -107,6 +119,8 @@ def main():
             tokens = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
                       "token_type_ids": np.zeros_like(ids)}
             cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text)]
+            if "minilm-torch" in files:
+                cases.append(("MiniLM, torch export", "minilm-torch", tokens, text))
             for label, model, inputs, text_body in cases:
                 body = oip(inputs)
                 # Same answers first: a fast wrong answer is not a result.

@@ -186,6 +186,28 @@ async fn bert_and_resnet_agree_on(device: DeviceChoice) {
         assert_agrees(&server, "bert", "bert_tiny.onnx", inputs.clone()).await;
         assert_agrees(&server, "bert-sdpa", "bert_sdpa.onnx", inputs).await;
     }
+    // The import took the inputs' `sequence` dims to agree; a request where
+    // they do not is a 400 naming both, and the model keeps serving.
+    let mut mismatched = bert_inputs(2, 10, 13);
+    mismatched[1] = bert_inputs(2, 9, 13)[1].clone();
+    let (status, body) = server
+        .post(
+            "/v2/models/bert-sdpa/infer",
+            &json!({ "inputs": mismatched }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let text = error_text(&body);
+    for part in ["input_ids", "attention_mask", "\"sequence\""] {
+        assert!(text.contains(part), "{part} not in {body}");
+    }
+    assert_agrees(
+        &server,
+        "bert-sdpa",
+        "bert_sdpa.onnx",
+        bert_inputs(2, 9, 14),
+    )
+    .await;
     for (batch, seed) in [(1, 11), (3, 12)] {
         let pixels: Vec<f64> = values(batch * 3 * 32 * 32, 2.0, seed)
             .iter()
@@ -363,6 +385,70 @@ fn decomposed_layer_norms_gelus_and_linears_are_fused_at_import() {
             assert_eq!(node["attrs"]["transB"], json!({"Int": 1}), "{node}");
         }
     }
+}
+
+/// transformers' SDPA export computes its reshape targets and its mask's
+/// shape from `Shape` at run time, scales q and k apart and guards the
+/// softmax with IsNaN. The import resolves the shape arithmetic, merges the
+/// per-layer copies of the mask, and fuses each attention, so the graph has
+/// the shape a padded batch runs packed in (checked for agreement with
+/// onnxruntime by `bert_and_resnet_agree_on`).
+#[test]
+fn an_sdpa_export_imports_with_its_shapes_resolved_and_attention_fused() {
+    let repo = model_repository(&[]);
+    import_ok(&repo, "bert_sdpa.onnx", "bert");
+    let ops = imported_ops(&repo, "bert");
+    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+    assert_eq!(count("edgeserve.Attention"), 2, "{ops:?}");
+    for gone in ["MatMul", "Softmax", "IsNaN"] {
+        assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
+    }
+    let path = repo.join("bert/1/graph.json");
+    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let inputs = strings(&graph["inputs"], "name");
+    assert_eq!(
+        graph["inputs"][0]["symbols"],
+        json!(["batch", "sequence"]),
+        "{}",
+        graph["inputs"]
+    );
+    let nodes = graph["nodes"].as_array().unwrap();
+    let input = |node: &Value, i: usize| node["inputs"][i].as_str().unwrap().to_string();
+    // Between the embeddings' layer norm and the pooling's sum, no value's
+    // shape is read (the dims come from the inputs), and every reshape
+    // target is a constant.
+    let mut encoder = std::collections::HashSet::new();
+    for node in nodes {
+        let op = node["op"].as_str().unwrap();
+        let reads = node["inputs"].as_array().unwrap();
+        let reads_encoder = reads.iter().any(|i| encoder.contains(i.as_str().unwrap()));
+        assert!(!(op == "Shape" && reads_encoder), "{node}");
+        let starts = op == "LayerNormalization" && encoder.is_empty();
+        if (starts || reads_encoder) && op != "ReduceSum" {
+            let outputs = node["outputs"].as_array().unwrap();
+            encoder.extend(outputs.iter().map(|o| o.as_str().unwrap().to_string()));
+        }
+        if op == "Reshape" && reads_encoder {
+            assert!(graph["constants"].get(input(node, 1)).is_some(), "{node}");
+        }
+    }
+    assert!(encoder.len() > 20, "{encoder:?}");
+    let read: Vec<String> = nodes
+        .iter()
+        .filter(|n| n["op"] == "Shape")
+        .map(|n| input(n, 0))
+        .collect();
+    assert!(
+        read.iter().any(|v| inputs.contains(&v.as_str())),
+        "{read:?}"
+    );
+    // One additive mask, made once, for both layers.
+    let masks: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n["op"] == "edgeserve.Attention")
+        .map(|n| input(n, 3))
+        .collect();
+    assert_eq!(masks.len(), 1, "{masks:?}");
 }
 
 #[test]

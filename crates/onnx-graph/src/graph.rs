@@ -73,6 +73,11 @@ pub struct ValueSpec {
     pub dtype: DType,
     /// Its dims, outermost first; `-1` accepts any size.
     pub shape: Vec<i64>,
+    /// Per dim, the name of a symbolic one (ONNX's `dim_param`: `batch`,
+    /// `sequence`); empty when none is named. Inputs that name a dim alike
+    /// must agree on its size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<Option<String>>,
 }
 
 /// A small constant kept inline (shape arithmetic, axes, scalars).

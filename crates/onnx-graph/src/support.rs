@@ -398,11 +398,13 @@ mod tests {
                 name: "x".into(),
                 dtype: DType::F32,
                 shape: vec![-1, 4],
+                symbols: vec![],
             }],
             outputs: vec![ValueSpec {
                 name: "y".into(),
                 dtype: DType::F32,
                 shape: vec![-1, 4],
+                symbols: vec![],
             }],
             weights: vec![],
             constants: BTreeMap::new(),

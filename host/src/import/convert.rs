@@ -1,14 +1,17 @@
 //! An ONNX `ModelProto` turned into a graph asset and its weights: constants
 //! inlined, initializers split out, `BatchNormalization` folded into the
-//! `Conv` before it, common patterns fused ([`super::fuse`]).
+//! `Conv` before it, shape arithmetic resolved ([`super::shapes`]), repeated
+//! nodes merged ([`super::dedupe`]), common patterns fused ([`super::fuse`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use edgeserve_onnx_graph::{Attr, DType, Graph, Node, ValueSpec};
 
 use super::ImportError;
+use super::dedupe;
 use super::fuse::{Fused, Fuser};
 use super::proto::{AttributeProto, ModelProto, ValueInfoProto, attribute_type};
+use super::shapes::{self, Simplified};
 use super::tensor::Raw;
 
 /// A converted model: the graph asset and the tensors for `model.safetensors`.
@@ -19,6 +22,10 @@ pub struct Converted {
     pub weights: BTreeMap<String, Raw>,
     /// The fusions made.
     pub fused: Fused,
+    /// The shape arithmetic resolved.
+    pub simplified: Simplified,
+    /// Repeated nodes merged.
+    pub merged: usize,
 }
 
 /// Converts `model`; the graph is not yet checked against what the handler
@@ -89,20 +96,22 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
         });
     }
     let outputs: Vec<ValueSpec> = proto.output.iter().map(spec).collect::<Result<_, _>>()?;
+    // Old exports list initializers among the inputs too.
+    let inputs: Vec<ValueSpec> = proto
+        .input
+        .iter()
+        .filter(|i| !tensors.contains_key(&i.name))
+        .map(spec)
+        .collect::<Result<_, _>>()?;
     fold_batch_norms(&mut nodes, &mut tensors, &outputs);
+    let simplified = shapes::simplify(&mut nodes, &mut tensors, &inputs, &outputs);
+    let merged = dedupe::merge(&mut nodes, &tensors, &outputs);
     let fused = Fuser {
         nodes: &mut nodes,
         tensors: &mut tensors,
         outputs: &outputs,
     }
     .run();
-    // Old exports list initializers among the inputs too.
-    let inputs = proto
-        .input
-        .iter()
-        .filter(|i| !tensors.contains_key(&i.name))
-        .map(spec)
-        .collect::<Result<_, _>>()?;
     let used: std::collections::HashSet<&str> = nodes
         .iter()
         .flat_map(|n| n.inputs.iter().map(String::as_str))
@@ -132,6 +141,8 @@ pub fn convert(model: &ModelProto) -> Result<Converted, ImportError> {
         graph,
         weights,
         fused,
+        simplified,
+        merged,
     })
 }
 
@@ -205,10 +216,21 @@ fn spec(v: &ValueInfoProto) -> Result<ValueSpec, ImportError> {
                 .collect()
         })
         .unwrap_or_default();
+    let symbols: Vec<Option<String>> = tensor
+        .shape
+        .iter()
+        .flat_map(|s| &s.dim)
+        .map(|d| d.dim_param.clone().filter(|p| !p.is_empty()))
+        .collect();
     Ok(ValueSpec {
         name: v.name.clone(),
         dtype,
         shape,
+        symbols: if symbols.iter().any(Option::is_some) {
+            symbols
+        } else {
+            vec![]
+        },
     })
 }
 

@@ -16,7 +16,10 @@
 //! * Scaled dot-product attention as BERT exports write it (`MatMul(q,
 //!   Transpose k) → Mul (or Div) by a constant → Add mask → Softmax over the
 //!   last axis → MatMul by v`) → [`ATTENTION`] (the host's `attention`: the
-//!   scores never leave the kernel).
+//!   scores never leave the kernel). As transformers' SDPA exports write it
+//!   too: q and the transposed k each scaled by a constant before the
+//!   product, and the softmax guarded by `Where(IsNaN p, 0, p)` (rows with
+//!   every key masked, which the host's attention already makes zeros).
 //!
 //! A pattern is rewritten only when its intermediate values are read by
 //! nothing else and are not graph outputs.
@@ -338,23 +341,47 @@ impl Fuser<'_> {
     }
 
     /// `MatMul(q, Transpose k) [→ Mul c | Div c] [→ Add mask] → Softmax(-1)
-    /// → MatMul(·, v)` at the first `MatMul`.
+    /// [→ Where(IsNaN p, 0, p)] → MatMul(·, v)` at the first `MatMul`. q and
+    /// the transposed k may each reach the product through a `Mul` by a
+    /// constant, as SDPA exports scale both by the fourth root of the
+    /// attention scale.
     fn attention(&self, scores: usize) -> Option<Rewrite> {
         let mm = &self.nodes[scores];
         if mm.op != "MatMul" || mm.inputs.len() != 2 {
             return None;
         }
-        let (q, kt) = (mm.inputs[0].clone(), mm.inputs[1].as_str());
+        let mut replaced = vec![scores];
+        let mut prescale = 1.0;
+        // A `Mul` by a constant that only the product reads, taken off.
+        let mut unscaled = |value: &str| -> String {
+            let scale = self.writer(value).and_then(|at| {
+                let node = &self.nodes[at];
+                let c = (node.op == "Mul" && node.inputs.len() == 2)
+                    .then(|| self.scalar(node.input(1)))??;
+                (self.only_reader(value) == Some(scores)).then_some((at, c))
+            });
+            match scale {
+                Some((at, c)) => {
+                    prescale *= c;
+                    replaced.push(at);
+                    self.nodes[at].inputs[0].clone()
+                }
+                None => value.to_string(),
+            }
+        };
+        let q = unscaled(&mm.inputs[0]);
+        let kt = unscaled(&mm.inputs[1]);
         // k reaches the product transposed; the fused node reads it untransposed.
-        let transpose = self.writer(kt)?;
+        let transpose = self.writer(&kt)?;
         let t = &self.nodes[transpose];
         let mut perm = t.ints("perm")?.to_vec();
-        if t.op != "Transpose" || perm.len() < 2 || self.only_reader(kt) != Some(scores) {
+        let kt_read_once = self.only_reader(&kt).is_some_and(|r| replaced.contains(&r));
+        if t.op != "Transpose" || perm.len() < 2 || !kt_read_once {
             return None;
         }
         let rank = perm.len();
         perm.swap(rank - 2, rank - 1);
-        let mut replaced = vec![transpose, scores];
+        replaced.push(transpose);
         let mut out = mm.outputs[0].clone();
         let mut next = self.only_reader(&out)?;
         let scaled = match self.reads(next, "Mul", &out) {
@@ -382,6 +409,10 @@ impl Fuser<'_> {
         }
         replaced.push(next);
         out = softmax.outputs[0].clone();
+        if let Some((guard, nan)) = self.nan_guard(&out) {
+            replaced.extend([nan, guard]);
+            out = self.nodes[guard].outputs[0].clone();
+        }
         let last = self.only_reader(&out)?;
         let (product, v) = self.reads(last, "MatMul", &out)?;
         if product.inputs[0] != out {
@@ -397,10 +428,37 @@ impl Fuser<'_> {
             outputs: product.outputs.clone(),
             attrs: [
                 ("k_perm".to_string(), Attr::Ints(perm)),
-                ("scale".to_string(), Attr::Float(scaled.unwrap_or(1.0))),
+                (
+                    "scale".to_string(),
+                    Attr::Float(prescale * scaled.unwrap_or(1.0)),
+                ),
             ]
             .into(),
         };
         Some((replaced, node))
+    }
+
+    /// `Where(IsNaN p, 0, p)` on the softmax output `p`, as SDPA exports
+    /// guard rows whose every key is masked: the host's attention gives
+    /// those rows zeros already. Returns the `Where` and the `IsNaN`.
+    fn nan_guard(&self, p: &str) -> Option<(usize, usize)> {
+        let readers = self.readers(p)?;
+        let [a, b] = readers.as_slice() else {
+            return None;
+        };
+        let (nan, guard) = if self.nodes[*a].op == "IsNaN" {
+            (*a, *b)
+        } else {
+            (*b, *a)
+        };
+        let (nan_node, _) = self.reads(nan, "IsNaN", p)?;
+        let g = &self.nodes[guard];
+        let guards = g.op == "Where"
+            && g.inputs.len() == 3
+            && g.inputs[0] == nan_node.outputs[0]
+            && self.scalar(g.input(1)) == Some(0.0)
+            && g.inputs[2] == p
+            && self.only_reader(&nan_node.outputs[0]) == Some(guard);
+        guards.then_some((guard, nan))
     }
 }

@@ -12,8 +12,10 @@
 //! the handler at load), and every unsupported op is named with its node.
 
 mod convert;
+mod dedupe;
 mod fuse;
 mod proto;
+mod shapes;
 mod tensor;
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use edgeserve_onnx_graph::{GRAPH_ASSET, SUPPORTED_OPS, Unsupported, unsupported}
 use prost::Message;
 
 pub use fuse::Fused;
+pub use shapes::Simplified;
 
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +109,10 @@ pub struct Imported {
     pub weights: usize,
     /// Patterns fused into coarse ops.
     pub fused: Fused,
+    /// Shape arithmetic resolved.
+    pub simplified: Simplified,
+    /// Repeated nodes merged.
+    pub merged: usize,
 }
 
 /// Imports `options.model` as model `options.name`.
@@ -159,6 +166,8 @@ pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
         nodes: converted.graph.nodes.len(),
         weights: converted.weights.len(),
         fused: converted.fused,
+        simplified: converted.simplified,
+        merged: converted.merged,
     })
 }
 
@@ -238,16 +247,22 @@ impl ImportArgs {
             repository: self.repository,
             handler: self.handler,
         })?;
-        let fused = &imported.fused;
+        let (fused, shapes) = (&imported.fused, &imported.simplified);
         println!(
-            "imported {} ({} nodes, {} weights; fused {} layer norms, {} GELUs, {} linears, {} attentions)",
+            "imported {} ({} nodes, {} weights; fused {} layer norms, {} GELUs, {} linears, {} attentions; \
+             {} reshape targets made constant, {} no-op reshapes dropped, {} dims read off inputs, \
+             {} repeated nodes merged)",
             imported.dir.display(),
             imported.nodes,
             imported.weights,
             fused.layer_norms,
             fused.gelus,
             fused.linears,
-            fused.attentions
+            fused.attentions,
+            shapes.targets,
+            shapes.reshapes,
+            shapes.dims,
+            imported.merged,
         );
         Ok(())
     }

@@ -17,7 +17,8 @@
 //! additive mask computed from one graph input alone, and every value the
 //! region hands to the rest of the graph is multiplied there by a value
 //! also computed from that input alone. Per request ([`Packing::start`]), in
-//! the values: the attention mask is 0 at real tokens and at most
+//! the values: the attention mask (`[batch, 1, 1, seq]`, or `[batch, 1,
+//! seq, seq]` with every query of a sentence alike) is 0 at real tokens and at most
 //! [`DROPPED`] at padding (so padding gets exactly zero weight), every
 //! sentence keeps a token, and the multiplying values are exactly zero at
 //! every padding position. A request that fails any of these, or has no
@@ -289,13 +290,30 @@ impl Packing {
         let Some(Value::Host(mask)) = &values[self.mask] else {
             return Ok(None);
         };
-        let [batch, 1, 1, seq] = mask.shape()[..] else {
-            return Ok(None);
+        let (batch, rows, seq) = match mask.shape()[..] {
+            [b, 1, 1, s] => (b, 1, s),
+            // Per query too, as SDPA exports expand it: packable when every
+            // query of a sentence sees the same keys.
+            [b, 1, q, s] if q == s => (b, q, s),
+            _ => return Ok(None),
         };
         if batch == 0 || seq == 0 {
             return Ok(None);
         }
-        let bias = mask.to_vec::<f32>()?;
+        let full = mask.to_vec::<f32>()?;
+        let per_sentence = (rows * seq) as usize;
+        let same_rows = full.chunks(per_sentence).all(|sentence| {
+            let (first, rest) = sentence.split_at(seq as usize);
+            rest.chunks(seq as usize).all(|row| row == first)
+        });
+        if !same_rows {
+            return Ok(None);
+        }
+        let bias: Vec<f32> = full
+            .chunks(per_sentence)
+            .flat_map(|sentence| &sentence[..seq as usize])
+            .copied()
+            .collect();
         let mut keep = Vec::with_capacity(bias.len());
         for &b in &bias {
             if b == 0.0 {

@@ -37,6 +37,8 @@ pub struct Plan {
     opset: i64,
     statics: HashMap<usize, Static>,
     inputs: Vec<(String, usize)>,
+    /// Named dims of the inputs: (name, input index, axis).
+    symbols: Vec<(String, usize, usize)>,
     outputs: Vec<(String, usize)>,
     steps: Vec<Step>,
     slots: usize,
@@ -72,6 +74,17 @@ impl Plan {
             .inputs
             .iter()
             .map(|s| (s.name.clone(), slot(&s.name)))
+            .collect();
+        let symbols = graph
+            .inputs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.symbols
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(axis, name)| Some((name.clone()?, i, axis)))
+            })
             .collect();
         let small = small_values(graph);
         let bools = bool_values(graph);
@@ -135,11 +148,37 @@ impl Plan {
             opset: graph.opset,
             statics,
             inputs,
+            symbols,
             outputs,
             steps,
             slots: slot_of.len(),
             packing,
         })
+    }
+
+    /// Refuses inputs that give one named dim (`batch`, `sequence`) two
+    /// sizes: the graph was imported taking them to agree.
+    fn check_symbols(&self, values: &[Option<Value>]) -> Result<(), InferError> {
+        let mut first: HashMap<&str, (usize, usize, u32)> = HashMap::new();
+        for (symbol, input, axis) in &self.symbols {
+            let (name, slot) = &self.inputs[*input];
+            let Some(Value::Host(t)) = &values[*slot] else {
+                continue;
+            };
+            let Some(&size) = t.shape().get(*axis) else {
+                continue;
+            };
+            let (other, other_axis, other_size) =
+                *first.entry(symbol).or_insert((*input, *axis, size));
+            if other_size != size {
+                return Err(InferError::InvalidInput(format!(
+                    "input {name:?} has {size} at dim {axis} but input {:?} has {other_size} at dim \
+                     {other_axis}; the model names both {symbol:?}, so they must agree",
+                    self.inputs[other].0
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Runs the plan on one request.
@@ -148,6 +187,7 @@ impl Plan {
         for (name, slot) in &self.inputs {
             values[*slot] = Some(Value::Host(request.take_numeric(name)?));
         }
+        self.check_symbols(&values)?;
         let mut packed = None;
         for (i, step) in self.steps.iter().enumerate() {
             let produced = self.packed_step(i, step, &mut packed, &mut values);
