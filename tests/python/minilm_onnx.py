@@ -2,7 +2,7 @@
 (examples/models/minilm/1, put there by scripts/fetch-minilm.sh), for
 tests/tests/onnx_minilm.rs and bench/onnx_vs_ort.py:
 
-    python3 tests/python/minilm_onnx.py OUT.onnx
+    python3 tests/python/minilm_onnx.py OUT.onnx [--token-embeddings]
 
 The graph is the sentence-transformers model end to end on token ids, written
 node by node as `torch.onnx.export` writes a BERT (opset 17): embeddings
@@ -12,7 +12,9 @@ scaling, the attention mask as Cast/Where/Unsqueeze added to the scores,
 Softmax, GELU in its erf form; then mean pooling over the mask and L2
 normalization (ReduceL2/Clip/Div). Inputs input_ids/attention_mask/
 token_type_ids ([batch, sequence], both dynamic), output `embedding`
-[batch, 384].
+[batch, 384]; with --token-embeddings also `token_embeddings` [batch,
+sequence, 384], the last hidden state, as sentence-transformers' exports
+have it.
 
 Built with the `onnx` package rather than exported with torch: torch is not a
 test dependency (PyPI's Linux wheel pulls the CUDA stack, gigabytes), and the
@@ -70,7 +72,7 @@ class Builder:
                        perm=perm)
 
 
-def build(out):
+def build(out, token_embeddings=False):
     b = Builder(load_file(WEIGHTS / "model.safetensors"))
     seq = b.op("Gather", b.op("Shape", "input_ids"), b.const(1, np.int64), axis=0)
     positions = b.op("Range", b.const(0, np.int64), seq, b.const(1, np.int64))
@@ -102,13 +104,16 @@ def build(out):
     b.nodes.append(helper.make_node("Div", [pooled, norm], ["embedding"], name="/normalize"))
     ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
            for n in ["input_ids", "attention_mask", "token_type_ids"]]
-    graph = helper.make_graph(b.nodes, "all-MiniLM-L6-v2", ids,
-                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])],
-                              initializer=b.inits)
+    outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])]
+    if token_embeddings:
+        b.nodes.append(helper.make_node("Identity", [h], ["token_embeddings"], name="/token_embeddings"))
+        outputs.append(helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT,
+                                                     ["batch", "sequence", DIM]))
+    graph = helper.make_graph(b.nodes, "all-MiniLM-L6-v2", ids, outputs, initializer=b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, out)
 
 
 if __name__ == "__main__":
-    build(sys.argv[1])
+    build(sys.argv[1], token_embeddings="--token-embeddings" in sys.argv[2:])

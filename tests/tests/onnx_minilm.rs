@@ -2,7 +2,10 @@
 //! torch exports a BERT (`tests/python/minilm_onnx.py`: BERT, mean pooling and
 //! L2 normalization, dynamic batch and sequence axes), imported with `edgeserve import` and
 //! served by the generic ONNX handler, it embeds the token ids of the
-//! hand-written `minilm` plugin as that plugin does.
+//! hand-written `minilm` plugin as that plugin does. The file also outputs
+//! the last hidden state, as sentence-transformers' exports do: a request
+//! for the embedding alone runs a padded batch packed, one for everything
+//! runs it padded, and both agree.
 //!
 //! Needs the weights in `examples/models/minilm/1` (scripts/fetch-minilm.sh,
 //! which scripts/test.sh runs) and the `onnx` package (tests/requirements.txt).
@@ -38,7 +41,8 @@ async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
     run_ok(
         Command::new("python3")
             .arg(repo_root().join("tests/python/minilm_onnx.py"))
-            .arg(&model),
+            .arg(&model)
+            .arg("--token-embeddings"),
         "building the ONNX file (python3 -m pip install -r tests/requirements.txt)",
     );
     let repo = edgeserve_e2e::model_repository(&["minilm"]);
@@ -77,16 +81,53 @@ async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
         let mask: Vec<i64> = ids.iter().map(|&id| i64::from(id != 0)).collect();
         let types = vec![0i64; ids.len()];
         let input = |name: &str, data: &[i64]| json!({"name": name, "datatype": "INT64", "shape": shape, "data": data});
-        let request = json!({"inputs": [
+        let inputs = json!([
             input("input_ids", &ids),
             input("attention_mask", &mask),
             input("token_type_ids", &types),
-        ]});
+        ]);
+        let request = json!({"inputs": inputs, "outputs": [{"name": "embedding"}]});
         let (status, body) = server.post("/v2/models/minilm-onnx/infer", &request).await;
         assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outputs"].as_array().unwrap().len(), 1, "{body}");
         let embedding = output(&body, "embedding");
         assert_eq!(embedding["shape"], json!([n, DIM]));
         let got = floats(&embedding["data"]);
+
+        // Asking for every output: the hidden state of every position, and
+        // the same embedding, which is its mean over the mask, normalized.
+        let (status, body) = server
+            .post("/v2/models/minilm-onnx/infer", &json!({ "inputs": inputs }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let all = floats(&output(&body, "embedding")["data"]);
+        let hidden = output(&body, "token_embeddings");
+        let len = shape[1].as_u64().unwrap() as usize;
+        assert_eq!(hidden["shape"], json!([n, len, DIM]));
+        let hidden = floats(&hidden["data"]);
+        for (i, row) in all.chunks(DIM).enumerate() {
+            let kept = &mask[i * len..(i + 1) * len];
+            let mut mean = vec![0.0; DIM];
+            for (t, _) in kept.iter().enumerate().filter(|(_, k)| **k == 1) {
+                let at = (i * len + t) * DIM;
+                for (m, h) in mean.iter_mut().zip(&hidden[at..at + DIM]) {
+                    *m += h;
+                }
+            }
+            let norm = mean.iter().map(|m| m * m).sum::<f64>().sqrt();
+            for (j, (a, m)) in row.iter().zip(&mean).enumerate() {
+                let packed = got[i * DIM + j];
+                assert!(
+                    (a - m / norm).abs() < 1e-5,
+                    "sentence {i} dim {j}: {a} vs {}",
+                    m / norm
+                );
+                assert!(
+                    (a - packed).abs() < 1e-5,
+                    "sentence {i} dim {j}: {a} vs packed {packed}"
+                );
+            }
+        }
         for (i, sentence) in batch.iter().enumerate() {
             let row = i * DIM..(i + 1) * DIM;
             let c = cosine(&got[row.clone()], &want[row]);

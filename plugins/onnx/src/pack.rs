@@ -21,8 +21,9 @@
 //! seq, seq]` with every query of a sentence alike) is 0 at real tokens and at most
 //! [`DROPPED`] at padding (so padding gets exactly zero weight), every
 //! sentence keeps a token, and the multiplying values are exactly zero at
-//! every padding position. A request that fails any of these, or has no
-//! padding, runs the graph as it is.
+//! every padding position. A request that fails any of these, has no
+//! padding, or asks for an output the region makes (a last hidden state,
+//! which holds every padding position) runs the graph as it is.
 
 use std::collections::{HashMap, HashSet};
 
@@ -72,6 +73,9 @@ pub(crate) struct Packing {
     /// Values, computed from the mask's input alone, that multiply the
     /// region's results where the rest of the graph reads them.
     pools: Vec<usize>,
+    /// Graph outputs the region makes (a last hidden state): a request that
+    /// asks for one runs unpacked, since it returns every padding position.
+    token_outputs: Vec<usize>,
 }
 
 /// A request running packed: where its real tokens are.
@@ -239,10 +243,12 @@ impl Packing {
         // What the rest of the graph reads from the region: only through a
         // product with a value made from the mask's input alone.
         let mut pools = Vec::new();
+        let token_outputs: Vec<usize> = outputs
+            .iter()
+            .copied()
+            .filter(|o| made.contains(o))
+            .collect();
         for slot in &made {
-            if outputs.contains(slot) {
-                return None;
-            }
             for &(j, at) in readers.get(slot).into_iter().flatten() {
                 if roles[j] != Role::Outside {
                     continue;
@@ -271,7 +277,14 @@ impl Packing {
             entries,
             made,
             pools,
+            token_outputs,
         })
+    }
+
+    /// Graph outputs made inside the region, which a packed run leaves
+    /// packed: a request asking for any of them must not pack.
+    pub(crate) fn token_outputs(&self) -> &[usize] {
+        &self.token_outputs
     }
 
     /// Step `i`'s role when a request runs packed.
@@ -763,9 +776,16 @@ mod tests {
     }
 
     #[test]
-    fn leaves_graphs_whose_outputs_hold_padding_positions() {
+    fn names_outputs_that_hold_padding_positions() {
         let (mut g, _, _, hidden, pooled) = bert(None);
-        assert!(g.find(&[&pooled, &hidden]).is_none());
+        let p = g.find(&[&pooled, &hidden]).expect("a region");
+        assert_eq!(p.token_outputs(), [g.slot(&hidden)]);
+        assert_eq!(p.roles.iter().filter(|&&r| r == Role::Attention).count(), 2);
+        let (mut g, _, _, _, pooled) = bert(None);
+        assert_eq!(
+            g.find(&[&pooled]).expect("a region").token_outputs(),
+            [0usize; 0]
+        );
     }
 
     #[test]

@@ -188,9 +188,17 @@ impl Plan {
             values[*slot] = Some(Value::Host(request.take_numeric(name)?));
         }
         self.check_symbols(&values)?;
+        // Packing leaves the region's values packed: not for a request that
+        // asks for one of them.
+        let may_pack = self.packing.as_ref().is_some_and(|p| {
+            !self
+                .outputs
+                .iter()
+                .any(|(name, slot)| p.token_outputs().contains(slot) && request.wants(name))
+        });
         let mut packed = None;
         for (i, step) in self.steps.iter().enumerate() {
-            let produced = self.packed_step(i, step, &mut packed, &mut values);
+            let produced = self.packed_step(i, step, may_pack, &mut packed, &mut values);
             let produced = produced.map_err(|e| {
                 let message = format!("node {:?} ({}): {e}", step.node.name, step.node.op);
                 match e {
@@ -237,13 +245,14 @@ impl Plan {
         &self,
         i: usize,
         step: &Step,
+        may_pack: bool,
         packed: &mut Option<crate::pack::Packed>,
         values: &mut [Option<Value>],
     ) -> Result<Vec<Value>, Error> {
         let Some(packing) = &self.packing else {
             return self.step(step, values);
         };
-        if i == packing.first() {
+        if i == packing.first() && may_pack {
             *packed = packing.start(values)?;
         }
         let Some(p) = packed else {
