@@ -50,12 +50,13 @@ def find_binary():
 
 def find_plugin(name):
     """The built component `<name>.wasm` under plugins/target or
-    $CARGO_TARGET_DIR/wasm-plugins."""
-    for base in [REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]:
-        path = base / "wasm32-wasip2" / "release" / f"{name}.wasm"
-        if path.is_file():
-            return path
-    sys.exit(f"no {name}.wasm: run `cd plugins && cargo build --release --target wasm32-wasip2 -p {name}`")
+    $CARGO_TARGET_DIR/wasm-plugins (the test build's), whichever was built
+    last: a stale build must not be benched."""
+    bases = [REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]
+    built = [p for p in (b / "wasm32-wasip2" / "release" / f"{name}.wasm" for b in bases) if p.is_file()]
+    if not built:
+        sys.exit(f"no {name}.wasm: run `cd plugins && cargo build --release --target wasm32-wasip2 -p {name}`")
+    return max(built, key=lambda p: p.stat().st_mtime)
 
 
 def binary_linear(n):

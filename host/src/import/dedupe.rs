@@ -82,16 +82,7 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> Node {
-        Node {
-            name: output.into(),
-            op: op.into(),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![output.into()],
-            attrs: Default::default(),
-        }
-    }
+    use crate::import::node;
 
     #[test]
     fn equal_constants_and_nodes_merge_and_random_ones_do_not() {

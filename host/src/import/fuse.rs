@@ -146,6 +146,16 @@ impl Fuser<'_> {
         )
     }
 
+    /// The two readers of `value`, the one that is `op` first (which the
+    /// caller checks).
+    fn two_readers(&self, value: &str, op: &str) -> Option<(usize, usize)> {
+        match *self.readers(value)?.as_slice() {
+            [a, b] if self.nodes[a].op == op => Some((a, b)),
+            [a, b] => Some((b, a)),
+            _ => None,
+        }
+    }
+
     /// The node at `i` when it is `op` reading `value`; returns it with its
     /// other input.
     fn reads<'n>(&'n self, i: usize, op: &str, value: &str) -> Option<(&'n Node, Option<&'n str>)> {
@@ -200,15 +210,7 @@ impl Fuser<'_> {
             return None;
         }
         let centered = &sub_node.outputs[0];
-        let readers = self.readers(centered)?;
-        let [a, b] = readers.as_slice() else {
-            return None;
-        };
-        let (pow, div) = if self.nodes[*a].op == "Pow" {
-            (*a, *b)
-        } else {
-            (*b, *a)
-        };
+        let (pow, div) = self.two_readers(centered, "Pow")?;
         let (pow_node, two) = self.reads(pow, "Pow", centered)?;
         if pow_node.inputs[0] != *centered || self.scalar(two) != Some(2.0) {
             return None;
@@ -442,15 +444,7 @@ impl Fuser<'_> {
     /// guard rows whose every key is masked: the host's attention gives
     /// those rows zeros already. Returns the `Where` and the `IsNaN`.
     fn nan_guard(&self, p: &str) -> Option<(usize, usize)> {
-        let readers = self.readers(p)?;
-        let [a, b] = readers.as_slice() else {
-            return None;
-        };
-        let (nan, guard) = if self.nodes[*a].op == "IsNaN" {
-            (*a, *b)
-        } else {
-            (*b, *a)
-        };
+        let (nan, guard) = self.two_readers(p, "IsNaN")?;
         let (nan_node, _) = self.reads(nan, "IsNaN", p)?;
         let g = &self.nodes[guard];
         let guards = g.op == "Where"

@@ -268,6 +268,18 @@ impl ImportArgs {
     }
 }
 
+/// A node of one output, named after it, for the passes' unit tests.
+#[cfg(test)]
+fn node(op: &str, inputs: &[&str], output: &str) -> edgeserve_onnx_graph::Node {
+    edgeserve_onnx_graph::Node {
+        name: output.into(),
+        op: op.into(),
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![output.into()],
+        attrs: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

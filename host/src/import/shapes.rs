@@ -231,12 +231,7 @@ fn redirect_dims(
             }
             _ => continue,
         };
-        let at = if index < 0 {
-            index + dims.len() as i64
-        } else {
-            index
-        };
-        match usize::try_from(at).ok().and_then(|a| dims.get(a)) {
+        match axis(index, dims.len()).and_then(|a| dims.get(a)) {
             Some(Some(Dim::Fixed(c))) => {
                 changes.push((node.outputs[0].clone(), Change::Fixed(*c), rank))
             }
@@ -451,6 +446,10 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
             .map(<[i64]>::to_vec)
             .or_else(|| int_list(1))
     };
+    // The axes attribute or input, each counted from the end when negative.
+    let axes_of = |rank: usize| -> Option<Vec<usize>> {
+        axes()?.into_iter().map(|a| axis(a, rank)).collect()
+    };
     let shape_only = |shape: Option<Dims>| Some(Facts { shape, value: None });
     let op = node.op.as_str();
     match op {
@@ -468,21 +467,16 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         "Gather" => {
             let indices = arg(1);
             let dims = x.shape?;
-            let rank = dims.len() as i64;
-            let axis = node.int("axis", 0);
-            let axis = (if axis < 0 { axis + rank } else { axis }) as usize;
+            let at = axis(node.int("axis", 0), dims.len())?;
             let index_shape = indices.shape?;
-            let shape = [&dims[..axis], &index_shape, dims.get(axis + 1..)?].concat();
-            let value = (axis == 0 && dims.len() == 1)
+            let shape = [&dims[..at], &index_shape, &dims[at + 1..]].concat();
+            let value = (at == 0 && dims.len() == 1)
                 .then(|| {
                     let picks = int_list(1)?;
                     let n = x.value?;
                     picks
                         .iter()
-                        .map(|&p| {
-                            let p = if p < 0 { p + n.len() as i64 } else { p };
-                            n.get(usize::try_from(p).ok()?).cloned()
-                        })
+                        .map(|&p| n.get(axis(p, n.len())?).cloned())
                         .collect::<Option<Dims>>()
                 })
                 .flatten();
@@ -493,19 +487,14 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         }
         "Unsqueeze" => {
             let mut dims = x.shape?;
-            let mut axes = axes()?;
-            let rank = (dims.len() + axes.len()) as i64;
-            for a in &mut axes {
-                if *a < 0 {
-                    *a += rank;
-                }
-            }
+            let rank = dims.len() + axes()?.len();
+            let mut axes = axes_of(rank)?;
             axes.sort_unstable();
             for a in axes {
-                dims.insert(
-                    usize::try_from(a).ok().filter(|&a| a <= dims.len())?,
-                    Some(Dim::Fixed(1)),
-                );
+                if a > dims.len() {
+                    return None;
+                }
+                dims.insert(a, Some(Dim::Fixed(1)));
             }
             Some(Facts {
                 shape: Some(dims),
@@ -514,11 +503,7 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         }
         "Squeeze" => {
             let dims = x.shape?;
-            let rank = dims.len() as i64;
-            let axes: Vec<usize> = axes()?
-                .into_iter()
-                .map(|a| (if a < 0 { a + rank } else { a }) as usize)
-                .collect();
+            let axes = axes_of(dims.len())?;
             let shape = dims
                 .into_iter()
                 .enumerate()
@@ -533,18 +518,17 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         "Concat" => {
             let all: Vec<Facts> = node.inputs.iter().map(|i| get(i)).collect();
             let shapes: Vec<Dims> = all.iter().map(|f| f.shape.clone()).collect::<Option<_>>()?;
-            let rank = shapes.first()?.len() as i64;
-            let axis = node.int("axis", 0);
-            let axis = (if axis < 0 { axis + rank } else { axis }) as usize;
+            let rank = shapes.first()?.len();
+            let at = axis(node.int("axis", 0), rank)?;
             let mut shape = shapes[0].clone();
             let sizes: Option<i64> = shapes
                 .iter()
-                .map(|s| match s.get(axis) {
+                .map(|s| match s.get(at) {
                     Some(Some(Dim::Fixed(c))) => Some(*c),
                     _ => None,
                 })
                 .sum();
-            *shape.get_mut(axis)? = sizes.map(Dim::Fixed);
+            *shape.get_mut(at)? = sizes.map(Dim::Fixed);
             let value = (rank == 1)
                 .then(|| {
                     all.into_iter()
@@ -611,11 +595,7 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         }
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
             let dims = x.shape?;
-            let rank = dims.len() as i64;
-            let axes: Vec<usize> = axes()?
-                .into_iter()
-                .map(|a| (if a < 0 { a + rank } else { a }) as usize)
-                .collect();
+            let axes = axes_of(dims.len())?;
             let keep = node.int("keepdims", 1) != 0;
             let shape = dims
                 .into_iter()
@@ -630,7 +610,6 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         }
         "Slice" => {
             let mut dims = x.shape?;
-            let rank = dims.len() as i64;
             let (starts, ends) = (int_list(1)?, arg(2).value?);
             let axes = match node.input(3) {
                 Some(_) => int_list(3)?,
@@ -641,7 +620,7 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
                 None => vec![1; starts.len()],
             };
             for (((&start, end), &axis), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
-                let axis = usize::try_from(if axis < 0 { axis + rank } else { axis }).ok()?;
+                let axis = self::axis(axis, dims.len())?;
                 let dim = dims.get_mut(axis)?;
                 // From the start, step 1: the end is the new size (a named
                 // end is taken to fit, as the nodes after rely on it).
@@ -678,6 +657,13 @@ fn node_facts(node: &Node, get: impl Fn(&str) -> Facts) -> Option<Facts> {
         }
         _ => None,
     }
+}
+
+/// Axis `a` of `rank` axes (counted from the end when negative), if there
+/// is one.
+fn axis(a: i64, rank: usize) -> Option<usize> {
+    let at = if a < 0 { a + rank as i64 } else { a };
+    usize::try_from(at).ok().filter(|&at| at < rank)
 }
 
 /// `op` on the elements of small integer tensors (each of one element or
@@ -781,6 +767,7 @@ fn reshaped(shape: &Dims, target: &Dims, allowzero: bool) -> Option<Dims> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::import::node;
 
     fn named(n: &str) -> Option<Dim> {
         Some(Dim::Named(n.into()))
@@ -788,16 +775,6 @@ mod tests {
 
     fn fixed(c: i64) -> Option<Dim> {
         Some(Dim::Fixed(c))
-    }
-
-    fn node(op: &str, inputs: &[&str], output: &str) -> Node {
-        Node {
-            name: output.into(),
-            op: op.into(),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![output.into()],
-            attrs: Default::default(),
-        }
     }
 
     fn spec(name: &str, symbols: &[&str]) -> ValueSpec {
