@@ -16,12 +16,13 @@
 //! axes, the transposes around attention), every attention reads one
 //! additive mask computed from one graph input alone, and every value the
 //! region hands to the rest of the graph is multiplied there by a value
-//! also computed from that input alone. Per request ([`Packing::start`]), in
+//! also computed from that input alone, or picked at a constant token
+//! position (BERT's pooler reads token 0). Per request ([`Packing::start`]), in
 //! the values: the attention mask (`[batch, 1, 1, seq]`, or `[batch, 1,
 //! seq, seq]` with every query of a sentence alike) is 0 at real tokens and at most
 //! [`DROPPED`] at padding (so padding gets exactly zero weight), every
-//! sentence keeps a token, and the multiplying values are exactly zero at
-//! every padding position. A request that fails any of these, has no
+//! sentence keeps a token, the multiplying values are exactly zero at
+//! every padding position, and every picked position is a real token. A request that fails any of these, has no
 //! padding, or asks for an output the region makes (a last hidden state,
 //! which holds every padding position) runs the graph as it is.
 
@@ -73,6 +74,10 @@ pub(crate) struct Packing {
     /// Values, computed from the mask's input alone, that multiply the
     /// region's results where the rest of the graph reads them.
     pools: Vec<usize>,
+    /// Token positions the rest of the graph picks from the region's
+    /// results (a `Gather` on the sequence axis: BERT's pooler reads token
+    /// 0); each must be a real token of every sentence.
+    picks: Vec<i64>,
     /// Graph outputs the region makes (a last hidden state): a request that
     /// asks for one runs unpacked, since it returns every padding position.
     token_outputs: Vec<usize>,
@@ -241,8 +246,10 @@ impl Packing {
             }
         }
         // What the rest of the graph reads from the region: only through a
-        // product with a value made from the mask's input alone.
+        // product with a value made from the mask's input alone, or picked
+        // at constant positions of the sequence.
         let mut pools = Vec::new();
+        let mut picks = Vec::new();
         let token_outputs: Vec<usize> = outputs
             .iter()
             .copied()
@@ -254,6 +261,16 @@ impl Packing {
                     continue;
                 }
                 let step = &steps[j];
+                if step.node.op == "Gather" && at == 0 && step.node.int("axis", 0) == 1 {
+                    let index = step.inputs.get(1).copied().flatten();
+                    match index.and_then(|i| statics.get(&i)) {
+                        Some(Static::Const(c)) => {
+                            picks.extend(c.data.iter().map(|&v| v as i64));
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                }
                 let other = step.inputs.get(1 - at.min(1)).copied().flatten();
                 match other {
                     Some(o)
@@ -277,6 +294,7 @@ impl Packing {
             entries,
             made,
             pools,
+            picks,
             token_outputs,
         })
     }
@@ -340,6 +358,15 @@ impl Packing {
         let every_sentence_keeps = keep.chunks(seq as usize).all(|s| s.contains(&true));
         if !every_sentence_keeps || !keep.contains(&false) {
             return Ok(None);
+        }
+        for &p in &self.picks {
+            let at = if p < 0 { p + i64::from(seq) } else { p };
+            let real = |sentence: &[bool]| {
+                usize::try_from(at).is_ok_and(|a| sentence.get(a) == Some(&true))
+            };
+            if !keep.chunks(seq as usize).all(real) {
+                return Ok(None);
+            }
         }
         for &slot in &self.pools {
             let Some(Value::Host(pool)) = &values[slot] else {
@@ -795,15 +822,36 @@ mod tests {
     }
 
     #[test]
+    fn takes_tokens_picked_at_constant_positions() {
+        let (mut g, _, _, hidden, pooled) = bert(None);
+        // A CLS pooling beside the mean: token 0 of every sentence, then a
+        // head on it.
+        let zero = g.constant(&[], &[0.0]);
+        let first = g.op("Gather", &[&hidden, &zero], &[("axis", Attr::Int(1))]);
+        let head = g.linear(&first, 2, 8, Some("Tanh"));
+        let p = g.find(&[&pooled, &head]).expect("a region");
+        assert_eq!(p.picks, [0]);
+        let gather = g
+            .steps
+            .iter()
+            .position(|s| s.node.op == "Gather" && s.outputs == [g.slots[&first]]);
+        assert_eq!(p.roles[gather.unwrap()], Role::Outside);
+    }
+
+    #[test]
     fn leaves_results_read_other_than_through_the_mask() {
+        // A max over the sequence reads every padding position.
         let (mut g, _, _, hidden, pooled) = bert(None);
-        // A CLS pooling beside the mean: token 0 of every sentence.
-        let zero = g.constant(&[], &[0.0]);
-        let first = g.op("Gather", &[&hidden, &zero], &[("axis", Attr::Int(1))]);
-        assert!(g.find(&[&pooled, &first]).is_none());
+        let axis = g.constant(&[1], &[1.0]);
+        let max = g.op(
+            "ReduceMax",
+            &[&hidden, &axis],
+            &[("keepdims", Attr::Int(0))],
+        );
+        assert!(g.find(&[&pooled, &max]).is_none());
+        // Tokens picked by request data.
         let (mut g, _, _, hidden, pooled) = bert(None);
-        let zero = g.constant(&[], &[0.0]);
-        let first = g.op("Gather", &[&hidden, &zero], &[("axis", Attr::Int(1))]);
+        let first = g.op("Gather", &[&hidden, "positions"], &[("axis", Attr::Int(1))]);
         let both = g.op("Add", &[&pooled, &first], &[]);
         assert!(g.find(&[&both]).is_none());
     }
