@@ -17,12 +17,13 @@
 //! additive mask computed from one graph input alone, and every value the
 //! region hands to the rest of the graph is multiplied there by a value
 //! also computed from that input alone, or picked at a constant token
-//! position (BERT's pooler reads token 0). Per request ([`Packing::start`]), in
-//! the values: the attention mask (`[batch, 1, 1, seq]`, or `[batch, 1,
-//! seq, seq]` with every query of a sentence alike) is 0 at real tokens and at most
-//! [`DROPPED`] at padding (so padding gets exactly zero weight), every
-//! sentence keeps a token, the multiplying values are exactly zero at
-//! every padding position, and every picked position is a real token. A request that fails any of these, has no
+//! position (BERT's pooler reads token 0). Per request
+//! ([`Packing::start`]), in the values: the attention mask (`[batch, 1, 1,
+//! seq]`, or `[batch, 1, seq, seq]` with every query of a sentence alike)
+//! is 0 at real tokens and at most [`DROPPED`] at padding (so padding gets
+//! exactly zero weight), every sentence keeps a token, the multiplying
+//! values are exactly zero at every padding position, and every picked
+//! position is a real token. A request that fails any of these, has no
 //! padding, or asks for an output the region makes (a last hidden state,
 //! which holds every padding position) runs the graph as it is.
 
