@@ -370,8 +370,7 @@ on_each_device!(request_masks_agree_on:
 fn batch_norm_is_folded_into_the_conv_at_import() {
     let repo = model_repository(&[]);
     import_ok(&repo, "cnn_digits.onnx", "cnn");
-    let graph: Value =
-        serde_json::from_slice(&std::fs::read(repo.join("cnn/1/graph.json")).unwrap()).unwrap();
+    let graph = imported_graph(&repo, "cnn");
     let ops = strings(&graph["nodes"], "op");
     assert!(
         ops.contains(&"Conv") && !ops.contains(&"BatchNormalization"),
@@ -379,10 +378,15 @@ fn batch_norm_is_folded_into_the_conv_at_import() {
     );
 }
 
+/// An imported model's graph asset.
+fn imported_graph(repo: &Path, name: &str) -> Value {
+    let path = repo.join(name).join("1/graph.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// The ops of an imported model's graph asset, with their counts.
 fn imported_ops(repo: &Path, name: &str) -> std::collections::BTreeMap<String, usize> {
-    let path = repo.join(name).join("1/graph.json");
-    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let graph = imported_graph(repo, name);
     let mut ops = std::collections::BTreeMap::new();
     for node in graph["nodes"].as_array().unwrap() {
         *ops.entry(node["op"].as_str().unwrap().to_string())
@@ -413,8 +417,7 @@ fn decomposed_layer_norms_gelus_and_linears_are_fused_at_import() {
         assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
     }
     // Linear weights are stored [out, in], the layout the host reads fastest.
-    let path = repo.join("bert/1/graph.json");
-    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let graph = imported_graph(&repo, "bert");
     for node in graph["nodes"].as_array().unwrap() {
         if node["op"] == "edgeserve.Linear" {
             assert_eq!(node["attrs"]["transB"], json!({"Int": 1}), "{node}");
@@ -438,8 +441,7 @@ fn an_sdpa_export_imports_with_its_shapes_resolved_and_attention_fused() {
     for gone in ["MatMul", "Softmax", "IsNaN"] {
         assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
     }
-    let path = repo.join("bert/1/graph.json");
-    let graph: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let graph = imported_graph(&repo, "bert");
     let inputs = strings(&graph["inputs"], "name");
     assert_eq!(
         graph["inputs"][0]["symbols"],

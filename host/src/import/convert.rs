@@ -157,16 +157,8 @@ fn constant_value(node: &str, attrs: &[AttributeProto]) -> Result<Raw, ImportErr
         })?)?,
         "value_float" => Raw::from_floats(vec![], &[a.f]),
         "value_floats" => Raw::from_floats(vec![a.floats.len()], &a.floats),
-        "value_int" => Raw {
-            dtype: DType::I64,
-            dims: vec![],
-            bytes: a.i.to_le_bytes().to_vec(),
-        },
-        "value_ints" => Raw {
-            dtype: DType::I64,
-            dims: vec![a.ints.len()],
-            bytes: a.ints.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        },
+        "value_int" => Raw::from_ints(vec![], &[a.i]),
+        "value_ints" => Raw::from_ints(vec![a.ints.len()], &a.ints),
         other => {
             return Err(ImportError::Corrupt(format!(
                 "Constant {node:?} has unsupported attribute {other}"

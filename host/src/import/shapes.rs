@@ -127,7 +127,10 @@ pub fn simplify(
         };
         if let Some(constant) = constant_target(&shape, value) {
             let name = format!("{}.target", node.name);
-            tensors.insert(name.clone(), ints(vec![constant.len()], &constant));
+            tensors.insert(
+                name.clone(),
+                Raw::from_ints(vec![constant.len()], &constant),
+            );
             node.inputs[1] = name;
             done.targets += 1;
         }
@@ -272,7 +275,7 @@ fn redirect_dims(
         match change {
             Change::Fixed(c) => {
                 nodes.remove(at(nodes));
-                tensors.insert(out, ints(rank, &[c]));
+                tensors.insert(out, Raw::from_ints(rank, &[c]));
             }
             Change::Input(input, p) => {
                 let shape = format!("{input}.shape");
@@ -289,7 +292,7 @@ fn redirect_dims(
                     );
                 }
                 let index = format!("{out}.index");
-                tensors.insert(index.clone(), ints(rank, &[p as i64]));
+                tensors.insert(index.clone(), Raw::from_ints(rank, &[p as i64]));
                 let i = at(nodes);
                 nodes[i].inputs = vec![shape, index];
             }
@@ -365,15 +368,6 @@ fn remove_unread(nodes: &mut Vec<Node>, outputs: &[ValueSpec]) {
     }
     let mut keep = keep.into_iter();
     nodes.retain(|_| keep.next().unwrap_or(true));
-}
-
-/// An i64 tensor.
-fn ints(dims: Vec<usize>, values: &[i64]) -> Raw {
-    Raw {
-        dtype: DType::I64,
-        dims,
-        bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
 }
 
 /// What can be told of every value, in one pass over the topological order.
@@ -839,10 +833,10 @@ mod tests {
                 "table".to_string(),
                 Raw::from_floats(vec![10, 8], &[0.0; 80]),
             ),
-            ("zero".to_string(), ints(vec![], &[0])),
-            ("one".to_string(), ints(vec![], &[1])),
-            ("axes".to_string(), ints(vec![1], &[0])),
-            ("heads".to_string(), ints(vec![2], &[2, 4])),
+            ("zero".to_string(), Raw::from_ints(vec![], &[0])),
+            ("one".to_string(), Raw::from_ints(vec![], &[1])),
+            ("axes".to_string(), Raw::from_ints(vec![1], &[0])),
+            ("heads".to_string(), Raw::from_ints(vec![2], &[2, 4])),
         ]);
         let mut nodes = vec![
             node("Gather", &["table", "ids"], "hidden"),

@@ -120,6 +120,15 @@ impl Raw {
         }
     }
 
+    /// An i64 tensor of `dims` holding `values`.
+    pub fn from_ints(dims: Vec<usize>, values: &[i64]) -> Raw {
+        Raw {
+            dtype: DType::I64,
+            dims,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
     /// This tensor as an inline constant.
     pub fn constant(&self) -> Constant {
         Constant {

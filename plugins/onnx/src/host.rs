@@ -553,7 +553,7 @@ fn to_mask(x: &Tensor, is_bool: bool) -> Result<Tensor, Error> {
 
 /// A u8 mask of the host's `compare` as the handler holds booleans: 0/1
 /// floats, which arithmetic (`And` as a product, `Not` as `1 − x`) takes.
-fn as_bool(mask: &Tensor) -> Result<Tensor, Error> {
+pub(crate) fn as_bool(mask: &Tensor) -> Result<Tensor, Error> {
     let (yes, no) = (
         Tensor::full(Dtype::F32, &[], 1.0)?,
         Tensor::full(Dtype::F32, &[], 0.0)?,

@@ -30,9 +30,9 @@
 use std::collections::{HashMap, HashSet};
 
 use edgeserve_onnx_graph::{ATTENTION, LINEAR};
-use edgeserve_sdk::{Error, Tensor};
+use edgeserve_sdk::{CompareOp, Error, ReduceOp, Tensor};
 
-use crate::host::Value;
+use crate::host::{Value, as_bool};
 use crate::plan::{Static, Step};
 
 /// An additive attention mask at or below this gives its key exactly zero
@@ -332,20 +332,23 @@ impl Packing {
         if batch == 0 || seq == 0 {
             return Ok(None);
         }
-        let full = mask.to_vec::<f32>()?;
-        let per_sentence = (rows * seq) as usize;
-        let same_rows = full.chunks(per_sentence).all(|sentence| {
-            let (first, rest) = sentence.split_at(seq as usize);
-            rest.chunks(seq as usize).all(|row| row == first)
-        });
-        if !same_rows {
-            return Ok(None);
-        }
-        let bias: Vec<f32> = full
-            .chunks(per_sentence)
-            .flat_map(|sentence| &sentence[..seq as usize])
-            .copied()
-            .collect();
+        // The keys each sentence sees. A per-query mask is taken only when
+        // every query row equals the first, checked on the host so that a
+        // [batch, 1, seq, seq] mask is never copied out whole.
+        let bias = if rows == 1 {
+            mask.to_vec::<f32>()?
+        } else {
+            let first = mask.slice(2, 0, 1)?;
+            let same = as_bool(&mask.compare(CompareOp::Equal, &first)?)?;
+            let all = same
+                .reshape(&[same.numel() as i32])?
+                .reduce(ReduceOp::Min, 0, false)?
+                .to_vec::<f32>()?;
+            if all != [1.0] {
+                return Ok(None);
+            }
+            first.to_vec::<f32>()?
+        };
         let mut keep = Vec::with_capacity(bias.len());
         for &b in &bias {
             if b == 0.0 {
