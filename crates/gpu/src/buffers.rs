@@ -198,16 +198,39 @@ pub(crate) fn from_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
 /// [`Backend::to_host`](edgeserve_tensor::Backend::to_host): runs the
 /// recorded work and reads the tensor back.
 pub(crate) fn to_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
-    if tensor.host().is_some() {
-        return Ok(tensor.clone());
+    let mut all = to_host_all(g, &[tensor])?;
+    Ok(all.remove(0))
+}
+
+/// [`Backend::to_host_all`](edgeserve_tensor::Backend::to_host_all): runs
+/// the recorded work and reads every device tensor of `tensors` back
+/// through one staging buffer, so the caller waits for the device once.
+pub(crate) fn to_host_all(g: &GpuBackend, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let on_device = tensors
+        .iter()
+        .filter(|t| t.host().is_none())
+        .map(|t| g.buf("to-host", t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut read = if on_device.is_empty() {
+        Vec::new()
+    } else {
+        g.read_back("to-host", &on_device)?
     }
-    let buf = g.buf("to-host", tensor)?;
-    let bytes = g.read_back("to-host", &buf)?;
-    Tensor::from_host(
-        tensor.dtype(),
-        tensor.shape(),
-        HostBuffer::copy_from_bytes(tensor.dtype(), &bytes),
-    )
+    .into_iter();
+    tensors
+        .iter()
+        .map(|&t| {
+            if t.host().is_some() {
+                return Ok(t.clone());
+            }
+            let bytes = read.next().expect("one read-back per device tensor");
+            Tensor::from_host(
+                t.dtype(),
+                t.shape(),
+                HostBuffer::copy_from_bytes(t.dtype(), &bytes),
+            )
+        })
+        .collect()
 }
 
 impl GpuBackend {
@@ -217,6 +240,16 @@ impl GpuBackend {
     /// (see [`GpuBackend::pooled_bytes`]).
     pub fn allocated_bytes(&self) -> u64 {
         self.pool.live.load(Ordering::Relaxed)
+    }
+
+    /// How many times this backend has waited for the device to hand
+    /// results to the host: once per [`Backend::to_host`] of a device
+    /// tensor, once per [`Backend::to_host_all`] however many it reads.
+    ///
+    /// [`Backend::to_host`]: edgeserve_tensor::Backend::to_host
+    /// [`Backend::to_host_all`]: edgeserve_tensor::Backend::to_host_all
+    pub fn read_backs(&self) -> u64 {
+        self.read_backs.load(Ordering::Relaxed)
     }
 
     /// Bytes of freed device buffers kept for reuse: in the shared pool (at
@@ -378,12 +411,22 @@ impl GpuBackend {
     }
 
     /// Submits everything this thread recorded and waits for the device to
-    /// run it; then reads `buf`'s `bytes` bytes.
-    fn read_back(&self, op: &str, buf: &GpuBuffer) -> Result<Vec<u8>> {
+    /// run it; then reads each of `bufs`' meaningful bytes, all through one
+    /// staging buffer and one wait.
+    fn read_back(&self, op: &str, bufs: &[Arc<GpuBuffer>]) -> Result<Vec<Vec<u8>>> {
         self.alive(op)?;
-        // Whole quads, a multiple of wgpu's 4-byte copy alignment; every
-        // device buffer is at least this long (see `alloc` and `upload`).
-        let size = padded(buf.size);
+        // Each at an offset of whole quads, a multiple of wgpu's 4-byte copy
+        // and 8-byte map alignments; every device buffer is at least that
+        // long (see `alloc` and `upload`).
+        let offsets: Vec<u64> = bufs
+            .iter()
+            .scan(0, |end, buf| {
+                let at = *end;
+                *end += padded(buf.size);
+                Some(at)
+            })
+            .collect();
+        let size = bufs.iter().map(|buf| padded(buf.size)).sum();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
@@ -398,8 +441,11 @@ impl GpuBackend {
         }
         let stream = stream::current(self);
         let submitted = stream.submit_with(|encoder| {
-            encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size)
+            for (buf, &at) in bufs.iter().zip(&offsets) {
+                encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, at, padded(buf.size));
+            }
         });
+        self.read_backs.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
@@ -452,7 +498,10 @@ impl GpuBackend {
             let view = staging.get_mapped_range(..).map_err(|e| {
                 TensorError::Unsupported(format!("{op}: reading the mapped result failed: {e}"))
             })?;
-            view[..buf.size as usize].to_vec()
+            bufs.iter()
+                .zip(&offsets)
+                .map(|(buf, &at)| view[at as usize..(at + buf.size) as usize].to_vec())
+                .collect()
         };
         staging.unmap();
         Ok(data)

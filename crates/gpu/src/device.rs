@@ -91,6 +91,7 @@ impl GpuBackend {
             lost,
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(Pool::default()),
+            read_backs: Default::default(),
             token: Arc::new(()),
         })
     }

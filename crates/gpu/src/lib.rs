@@ -105,6 +105,8 @@ pub struct GpuBackend {
     /// Pipelines built so far, shared by every thread's recording.
     pipelines: Mutex<encoder::Pipelines>,
     pool: Arc<buffers::Pool>,
+    /// Waits for the device to hand results to the host, so far.
+    read_backs: std::sync::atomic::AtomicU64,
     /// Dropped with the backend, telling threads' streams (kept per thread,
     /// see `stream`) that it is gone.
     token: Arc<()>,
@@ -147,6 +149,10 @@ impl Backend for GpuBackend {
 
     fn to_host(&self, tensor: &Tensor) -> Result<Tensor> {
         buffers::to_host(self, tensor)
+    }
+
+    fn to_host_all(&self, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+        buffers::to_host_all(self, tensors)
     }
 
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor> {

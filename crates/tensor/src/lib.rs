@@ -541,6 +541,12 @@ pub trait Backend: Send + Sync {
     fn from_host(&self, tensor: &Tensor) -> Result<Tensor>;
     /// Brings a tensor's elements to the host, completing pending work.
     fn to_host(&self, tensor: &Tensor) -> Result<Tensor>;
+    /// [`Backend::to_host`] of each of `tensors`, in order. A device
+    /// backend reads them all in one wait, where one `to_host` after
+    /// another waits for the device once each.
+    fn to_host_all(&self, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+        tensors.iter().map(|t| self.to_host(t)).collect()
+    }
     /// A tensor with every element equal to `value`.
     fn full(&self, dtype: DType, shape: &[usize], value: f64) -> Result<Tensor>;
     /// `activation(a · b + bias)`: the contract's `matmul` (no bias, no

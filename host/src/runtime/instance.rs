@@ -29,6 +29,13 @@ pub enum Value {
     },
 }
 
+/// An output taken from the handler, numeric ones still where the backend
+/// keeps them.
+enum Collected {
+    Ready(Value),
+    Numeric(Tensor),
+}
+
 impl Value {
     /// Dimensions.
     pub fn shape(&self) -> &[usize] {
@@ -413,7 +420,7 @@ impl Instance {
         outputs: Vec<NamedTensor>,
         wanted: Option<&[String]>,
     ) -> Result<Vec<(String, Value)>, Fault> {
-        let mut values = Vec::with_capacity(outputs.len());
+        let mut collected = Vec::with_capacity(outputs.len());
         let mut failure = None;
         for output in outputs {
             // An output the client did not ask for is freed, not read back
@@ -425,27 +432,13 @@ impl Instance {
                 continue;
             }
             let value = match output.data {
-                TensorData::Numeric(handle) => {
-                    let state = self.store.data_mut();
-                    let tensor = state
-                        .take_tensor(handle)
-                        .map(|t| state.model().backend.to_host(&t));
-                    let value = match tensor {
-                        Ok(Ok(t)) => Ok(Value::Numeric(t)),
-                        Ok(Err(TensorError::DeadlineExceeded(_))) => {
-                            return Err(self.deadline_fault());
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match value {
-                        Ok(value) => value,
-                        Err(message) => {
-                            failure.get_or_insert(format!("output '{}': {message}", output.name));
-                            continue;
-                        }
+                TensorData::Numeric(handle) => match self.store.data_mut().take_tensor(handle) {
+                    Ok(tensor) => Collected::Numeric(tensor),
+                    Err(e) => {
+                        failure.get_or_insert(format!("output '{}': {e}", output.name));
+                        continue;
                     }
-                }
+                },
                 TensorData::Bytes(BytesTensor { shape, elements }) => {
                     let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
                     if edgeserve_tensor::shape::numel(&shape) != elements.len() {
@@ -456,18 +449,58 @@ impl Instance {
                         ));
                         continue;
                     }
-                    Value::Bytes { shape, elements }
+                    Collected::Ready(Value::Bytes { shape, elements })
                 }
             };
-            values.push((output.name, value));
+            collected.push((output.name, value));
         }
-        match failure {
-            None => Ok(values),
-            Some(message) => Err(Fault::BadOutput {
+        if let Some(message) = failure {
+            return Err(Fault::BadOutput {
                 model: self.label(),
                 message,
-            }),
+            });
         }
+        // Every numeric output in one read-back: a device waits once.
+        let numeric: Vec<&Tensor> = collected
+            .iter()
+            .filter_map(|(_, value)| match value {
+                Collected::Numeric(tensor) => Some(tensor),
+                Collected::Ready(_) => None,
+            })
+            .collect();
+        let read = match self.store.data().model().backend.to_host_all(&numeric) {
+            Ok(read) => read,
+            Err(TensorError::DeadlineExceeded(_)) => return Err(self.deadline_fault()),
+            Err(e) => {
+                let names: Vec<String> = collected
+                    .iter()
+                    .filter(|(_, value)| matches!(value, Collected::Numeric(_)))
+                    .map(|(name, _)| format!("'{name}'"))
+                    .collect();
+                let noun = if names.len() == 1 {
+                    "output"
+                } else {
+                    "outputs"
+                };
+                return Err(Fault::BadOutput {
+                    model: self.label(),
+                    message: format!("{noun} {}: {e}", names.join(", ")),
+                });
+            }
+        };
+        let mut read = read.into_iter();
+        Ok(collected
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Collected::Ready(value) => value,
+                    Collected::Numeric(_) => {
+                        Value::Numeric(read.next().expect("one host tensor per numeric output"))
+                    }
+                };
+                (name, value)
+            })
+            .collect())
     }
 }
 

@@ -2,9 +2,9 @@
 //! allocation failures, device loss.
 
 use edgeserve_gpu::GpuBackend;
-use edgeserve_tensor::{Backend, DType, Tensor, TensorError, UnaryOp};
+use edgeserve_tensor::{Backend, CompareOp, DType, Tensor, TensorError, UnaryOp};
 
-use crate::{floats, gpu, gpu_backend, up};
+use crate::{cpu, floats, gpu, gpu_backend, up};
 
 #[test]
 fn unimplemented_ops_and_dtypes_are_unsupported() {
@@ -210,4 +210,47 @@ fn kept_bind_groups_hold_no_device_memory() {
         device <= counted + (4 << 20),
         "the device holds {device} bytes more than at the start; live and pooled tensors {counted}"
     );
+}
+
+#[test]
+fn several_results_come_back_in_one_wait() {
+    let backend = own_gpu();
+    let g = backend.ops();
+    let x = Tensor::from_f32(&[3, 5], (0..15).map(|v| (v * 7 % 11) as f32).collect()).unwrap();
+    let (values, indices) = g.top_k(&g.from_host(&x).unwrap(), 2).unwrap();
+    // Sizes that are not whole quads, so each lands at its own offset.
+    let odd = g.full(DType::F32, &[5], 2.5).unwrap();
+    let mask = g.compare(CompareOp::Greater, &odd, &odd).unwrap();
+    let host = Tensor::from_f32(&[2], vec![1.0, -1.0]).unwrap();
+    let tensors = [&values, &indices, &host, &odd, &mask];
+    let before = backend.read_backs();
+    let all = backend.to_host_all(&tensors).unwrap();
+    assert_eq!(
+        backend.read_backs(),
+        before + 1,
+        "one wait for four device tensors"
+    );
+    let (want_values, want_indices) = cpu().top_k(&x, 2).unwrap();
+    let want_odd = cpu().full(DType::F32, &[5], 2.5).unwrap();
+    let want = [&want_values, &want_indices, &host, &want_odd];
+    for (i, (got, want)) in all.iter().zip(want).enumerate() {
+        assert_eq!(got.shape(), want.shape(), "tensor {i}");
+        assert_eq!(got.dtype(), want.dtype(), "tensor {i}");
+        assert_eq!(
+            got.host().unwrap().bytes(),
+            want.host().unwrap().bytes(),
+            "tensor {i}"
+        );
+    }
+    // Nothing is greater than itself.
+    assert_eq!(all[4].shape(), &[5]);
+    assert_eq!(all[4].host().unwrap().bytes(), &[0u8; 5]);
+    // One tensor at a time waits once each; host tensors not at all.
+    let before = backend.read_backs();
+    for t in tensors {
+        backend.to_host(t).unwrap();
+    }
+    assert_eq!(backend.read_backs(), before + 4);
+    assert!(backend.to_host_all(&[&host]).is_ok());
+    assert_eq!(backend.read_backs(), before + 4);
 }
