@@ -23,9 +23,16 @@ edgeserve's times include the client's HTTP, the server's JSON and, for
 minilm, the in-guest tokenizer; PyTorch's are the model call alone (its
 tokenizer included for minilm, `encode`), with the device synchronised.
 
+A second table sends the same requests from 1, 4 and 16 clients at once
+(`--clients`), each on its own keep-alive connection, to each server in
+turn: requests per second over all clients, and that rate against the one
+client's. On a GPU it shows whether concurrent requests overlap on the
+device or queue behind each other.
+
 Usage:
     python3 bench/gpu_vs_cpu.py [--binary BIN] [--repository DIR] [--requests 30]
         [--threads N] [--torch-device cuda|cpu] [--make-minilm-weights]
+        [--clients 1,4,16] [--client-requests 20]
 """
 
 import argparse
@@ -77,6 +84,17 @@ def digits_torch(repository, device):
     return torch.nn.Sequential(*layers).to(device).eval()
 
 
+def throughput(url, model, raw, clients, requests):
+    """Requests per second when `clients` connections each post `raw`
+    `requests` times at once (after one untimed request each)."""
+    conns = [harness.Client(url) for _ in range(clients)]
+    for conn in conns:
+        conn.post(model, raw)
+    _, wall = harness.in_threads([lambda conn=conn: [conn.post(model, raw) for _ in range(requests)]
+                                  for conn in conns])
+    return clients * requests / wall
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--binary", help="edgeserve binary (default: $CARGO_TARGET_DIR or target/release)")
@@ -85,6 +103,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for the cpu server and PyTorch")
     parser.add_argument("--torch-device", help="PyTorch's device (default: cuda when available, else cpu)")
     parser.add_argument("--make-minilm-weights", action="store_true", help="seeded random minilm weights when absent")
+    parser.add_argument("--clients", default="1,4,16", help="client counts of the concurrency table")
+    parser.add_argument("--client-requests", type=int, default=20, help="requests per client per turn")
     args = parser.parse_args()
 
     import torch
@@ -157,6 +177,21 @@ def main():
                                lambda: clients["cpu"].post("digits", raw),
                                torch_digits], args.requests, warmup=3)
         rows.append(("digits (64 images)", times, "; ".join(agree)))
+
+        # The same requests from several clients at once, the servers
+        # taking turns (the order flipped every other turn).
+        concurrent = []
+        minilm_one = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
+                                             "data": SENTENCES[:1]}],
+                                 "outputs": [{"name": "embedding"}]}).encode()
+        for label, model, body in (("minilm (1 sentence)", "minilm", minilm_one),
+                                   ("digits (64 images)", "digits", raw)):
+            for n in (int(c) for c in args.clients.split(",")):
+                rates = {"gpu": [], "cpu": []}
+                for turn in range(2):
+                    for name in (("gpu", "cpu") if turn % 2 == 0 else ("cpu", "gpu")):
+                        rates[name].append(throughput(servers[name].url, model, body, n, args.client_requests))
+                concurrent.append((label, n, statistics.mean(rates["gpu"]), statistics.mean(rates["cpu"])))
         # Which adapter the gpu server runs on: a missing driver would leave
         # it on a software one, and the table would not be GPU figures.
         devices = {name: json.loads(harness.get(s.url, "/v2")[1])["device"] for name, s in servers.items()}
@@ -178,6 +213,16 @@ def main():
         g, c, r = (statistics.median(t) for t in (gpu, cpu, ref))
         cell = lambda t: f"{1e3 * statistics.median(t):.2f} / {1e3 * statistics.mean(t):.2f}"  # noqa: E731
         print(f"| {label} | {cell(gpu)} | {cell(cpu)} | {cell(ref)} | {g / c:.2f} | {g / r:.2f} | {note} |")
+    print(f"\nConcurrent clients, each on its own connection, {args.client_requests} requests each per turn, "
+          "two turns per server (mean req/s):\n")
+    print("| request | clients | edgeserve gpu req/s | vs 1 client | edgeserve cpu req/s | vs 1 client |")
+    print("|---|---:|---:|---:|---:|---:|")
+    single = {label: (gpu, cpu) for label, n, gpu, cpu in concurrent if n == 1}
+    for label, n, gpu, cpu in concurrent:
+        one = single.get(label)
+        scale = (lambda r, base: f"{r / base:.2f}×") if one else (lambda r, base: "–")  # noqa: E731
+        print(f"| {label} | {n} | {gpu:.0f} | {scale(gpu, one[0] if one else 1)} "
+              f"| {cpu:.0f} | {scale(cpu, one[1] if one else 1)} |")
 
 
 if __name__ == "__main__":

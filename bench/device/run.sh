@@ -8,7 +8,8 @@
 #   torch_sgemm.md         PyTorch FP32 SGEMM on CUDA, TF32 off (the baseline)
 #   dispatch_overhead.md   per-op cost and requests on 1–8 threads at once
 #   gpu_vs_cpu.md          minilm batch 1/32, digits batch 64: --device gpu vs
-#                          --device cpu vs PyTorch CUDA (bench/gpu_vs_cpu.py)
+#                          --device cpu vs PyTorch CUDA, and 1, 4 and 16
+#                          clients at once on each server (bench/gpu_vs_cpu.py)
 #   log.txt                everything the steps printed besides
 #
 # A step that fails or overruns its share is noted in log.txt and the next
@@ -57,13 +58,14 @@ if [ "$dry" = 0 ]; then
     step 120 matmul_gflops.md "$work/matmul_gflops" 256 512 1024 2048 4096
     step 60 torch_sgemm.md python3 bench/torch_sgemm.py
     step 90 dispatch_overhead.md "$work/dispatch_overhead"
-    step 180 gpu_vs_cpu.md python3 bench/gpu_vs_cpu.py --binary "$work/edgeserve" \
+    step 240 gpu_vs_cpu.md python3 bench/gpu_vs_cpu.py --binary "$work/edgeserve" \
         --repository "$work/models" --make-minilm-weights --requests 30
 else
     step 300 matmul_gflops.md "$work/matmul_gflops" 256 512
     step 300 dispatch_overhead.md "$work/dispatch_overhead" 50
     step 600 gpu_vs_cpu.md python3 bench/gpu_vs_cpu.py --binary "$work/edgeserve" \
-        --repository "$work/models" --make-minilm-weights --requests 3 --threads 2
+        --repository "$work/models" --make-minilm-weights --requests 3 --threads 2 \
+        --clients 1,4 --client-requests 5
 fi
 rm -rf "$work"
 echo "== $(date -u +%T) done" >>"$log"
