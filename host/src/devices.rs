@@ -1,6 +1,7 @@
 //! The compute devices models run on: the native CPU backend always, a wgpu
 //! GPU backend when one is asked for or found.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use edgeserve_gpu::GpuBackend;
@@ -72,6 +73,8 @@ pub struct Devices {
     cpu: Arc<dyn Backend>,
     choice: DeviceChoice,
     open: Arc<RwLock<OpenGpu>>,
+    /// Read-backs of the GPUs lost and replaced so far.
+    earlier_read_backs: Arc<AtomicU64>,
 }
 
 /// The GPU in use, if any, and the default device.
@@ -124,6 +127,7 @@ impl Devices {
             cpu: Arc::new(CpuBackend::new()),
             choice,
             open: Arc::new(RwLock::new(OpenGpu::new(gpu))),
+            earlier_read_backs: Arc::default(),
         }
     }
 
@@ -138,7 +142,14 @@ impl Devices {
     /// Returns the new default device; models must be reloaded onto it.
     pub fn reopen_gpu(&self) -> Result<BackendInfo, DeviceError> {
         let fresh = OpenGpu::new(open_gpu(self.choice)?);
-        *self.open.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let lost = std::mem::replace(
+            &mut *self.open.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        if let Some(lost) = lost.gpu {
+            self.earlier_read_backs
+                .fetch_add(lost.read_backs(), Ordering::Relaxed);
+        }
         Ok(self.default_info())
     }
 
@@ -180,6 +191,16 @@ impl Devices {
             allocated: g.allocated_bytes(),
             pooled: g.pooled_bytes(),
             device: g.device_bytes(),
+        })
+    }
+
+    /// The GPU's name and how many times results were read back from it
+    /// (each a wait for the device; see [`GpuBackend::read_backs`]), the
+    /// GPUs it replaced included, when a GPU is open.
+    pub fn gpu_read_backs(&self) -> Option<(String, u64)> {
+        self.gpu().map(|g| {
+            let earlier = self.earlier_read_backs.load(Ordering::Relaxed);
+            (g.info().device, earlier + g.read_backs())
         })
     }
 

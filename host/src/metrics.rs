@@ -60,6 +60,13 @@ pub struct DeviceMemoryLabels {
     pub state: &'static str,
 }
 
+/// Labels naming a device alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceNameLabels {
+    /// Device name.
+    pub device: String,
+}
+
 fn batch_size_histogram() -> Histogram {
     // 1 .. 1024 rows
     Histogram::new(exponential_buckets(1.0, 2.0, 11))
@@ -158,6 +165,9 @@ pub struct Metrics {
     /// GPU memory by state ("allocated" by live tensors, "pooled" for reuse,
     /// "device": all the device allocator handed out).
     pub device_memory: Family<DeviceMemoryLabels, Gauge>,
+    /// Times results were read back from the GPU, each a wait for the
+    /// device (brought up to date when scraped).
+    pub device_read_backs: Family<DeviceNameLabels, Counter>,
     /// One series per open compute device: 1 for the default, 0 otherwise.
     pub device: Family<DeviceLabels, Gauge>,
     /// GPUs lost (driver reset, device removed) and replaced while serving.
@@ -221,6 +231,7 @@ impl Metrics {
         let device = Family::default();
         let device_losses = Counter::default();
         let device_memory = Family::default();
+        let device_read_backs = Family::default();
         let offloaded = Family::default();
         let time_to_first_token_seconds =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -275,6 +286,11 @@ impl Metrics {
             "device_memory_bytes",
             "GPU memory held by live tensors (allocated), kept for reuse (pooled), and handed out by the device's allocator in all (device)",
             device_memory.clone(),
+        );
+        registry.register(
+            "device_read_backs",
+            "Times results were read back from the GPU: each waits for the device to finish the work recorded before it",
+            device_read_backs.clone(),
         );
         registry.register(
             "device_info",
@@ -332,6 +348,7 @@ impl Metrics {
             inflight,
             packed_weight_bytes,
             device_memory,
+            device_read_backs,
             device,
             device_losses,
             offloaded,

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    TestServer, assert_matches_sklearn, digits_reference, floats, ints, max_abs_diff, output,
-    settings,
+    TestServer, assert_matches_sklearn, digits_reference, floats, ints, max_abs_diff, metric,
+    output, settings,
 };
 use edgeserve::app::Running;
 use edgeserve::devices::{DeviceChoice, Devices};
@@ -93,6 +93,12 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     let worst = max_abs_diff(&gpu_p, &cpu_p);
     assert!(worst <= 1e-5, "GPU vs CPU: max |Δp| = {worst}");
     assert_matches_sklearn(&gpu_p, &gpu_labels, &reference);
+    // Both outputs come back in one wait for the device.
+    let name = meta["device"]["name"].as_str().unwrap();
+    let read_backs = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
+    let before = metric(&gpu, &read_backs).await;
+    probabilities(&gpu, inputs, n).await;
+    assert_eq!(metric(&gpu, &read_backs).await - before, 1.0);
     let (_, metrics) = gpu.get_text("/metrics").await;
     assert!(
         metrics.contains(r#"edgeserve_device_info{kind="gpu""#),

@@ -200,6 +200,24 @@ async fn bert_and_resnet_agree_on(device: DeviceChoice) {
         assert_agrees(&server, "bert", "bert_tiny.onnx", inputs.clone()).await;
         assert_agrees(&server, "bert-sdpa", "bert_sdpa.onnx", inputs).await;
     }
+    if device == DeviceChoice::Gpu {
+        // What a request waits for on the device: one read-back for all
+        // of its outputs, and before that one for the packing decision
+        // (the mask's rows and their check), asked for only when the
+        // request may pack (not when it wants last_hidden_state).
+        let (_, meta) = server.get("/v2").await;
+        let name = meta["device"]["name"].as_str().unwrap().to_owned();
+        let series = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
+        for (model, fixture, waits) in [
+            ("bert", "bert_tiny.onnx", 1.0),
+            ("bert-sdpa", "bert_sdpa.onnx", 2.0),
+        ] {
+            let before = common::metric(&server, &series).await;
+            assert_agrees(&server, model, fixture, bert_inputs(2, 8, 16)).await;
+            let after = common::metric(&server, &series).await;
+            assert_eq!(after - before, waits, "{model}: read-backs of one request");
+        }
+    }
     // BERT's pooler reads token 0: asked for alone, a right-padded batch
     // runs packed, and a left-padded one (token 0 is padding in a sentence)
     // must not, or the pooler would read a zero row.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, error_text, output, strings};
+use common::{TestServer, error_text, metric, output, strings};
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -34,14 +34,6 @@ async fn sse_events(response: reqwest::Response) -> Vec<String> {
         }
     }
     events
-}
-
-/// A metric's value in the server's exposition (0 when absent).
-async fn metric(server: &TestServer, series: &str) -> f64 {
-    let (_, text) = server.get_text("/metrics").await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A gpt2 server and its OIP continuation of `prompt`: the text each other

@@ -166,6 +166,13 @@ pub async fn metrics(State(app): Shared) -> Response {
                 .set(bytes as i64);
         }
     }
+    if let Some((device, total)) = app.registry.devices().gpu_read_backs() {
+        let counter = app
+            .metrics
+            .device_read_backs
+            .get_or_create(&crate::metrics::DeviceNameLabels { device });
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet};
 
 use edgeserve_onnx_graph::{ATTENTION, LINEAR};
-use edgeserve_sdk::{CompareOp, Error, ReduceOp, Tensor};
+use edgeserve_sdk::{CompareOp, Dtype, Error, ReduceOp, Tensor};
 
 use crate::host::{Value, as_bool};
 use crate::plan::{Static, Step};
@@ -332,25 +332,59 @@ impl Packing {
         if batch == 0 || seq == 0 {
             return Ok(None);
         }
-        // The keys each sentence sees. A per-query mask is taken only when
-        // every query row equals the first, checked on the host so that a
-        // [batch, 1, seq, seq] mask is never copied out whole.
-        let bias = if rows == 1 {
-            mask.to_vec::<f32>()?
+        let mut pools = Vec::with_capacity(self.pools.len());
+        for &slot in &self.pools {
+            let Some(Value::Host(pool)) = &values[slot] else {
+                return Ok(None);
+            };
+            let fits = matches!(pool.shape()[..], [b, s] | [b, s, 1] if b == batch && s == seq);
+            if !fits {
+                return Ok(None);
+            }
+            pools.push(pool);
+        }
+        for &slot in &self.entries {
+            let Some(Value::Host(x)) = &values[slot] else {
+                return Ok(None);
+            };
+            if x.rank() < 2 || x.shape()[0] != batch || x.shape()[1] != seq {
+                return Ok(None);
+            }
+        }
+        // What the decision reads, in one read-back (a GPU waits once):
+        // the keys each sentence sees, then for a per-query mask whether
+        // every query row equals the first (checked on the host, so that a
+        // [batch, 1, seq, seq] mask is never copied out whole), then each
+        // pooling's weights.
+        let cells = (batch * seq) as usize;
+        let first_row;
+        let first = if rows == 1 {
+            mask
         } else {
-            let first = mask.slice(2, 0, 1)?;
-            let same = as_bool(&mask.compare(CompareOp::Equal, &first)?)?;
-            let all = same
-                .reshape(&[same.numel() as i32])?
-                .reduce(ReduceOp::Min, 0, false)?
-                .to_vec::<f32>()?;
+            first_row = mask.slice(2, 0, 1)?;
+            &first_row
+        };
+        let mut parts = vec![flat_f32(first)?];
+        if rows > 1 {
+            let same = as_bool(&mask.compare(CompareOp::Equal, first)?)?;
+            parts.push(flat_f32(&same)?.reduce(ReduceOp::Min, 0, true)?);
+        }
+        for pool in pools {
+            parts.push(flat_f32(pool)?);
+        }
+        let read = Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.to_vec::<f32>()?;
+        let (bias, rest) = read.split_at(cells);
+        let weights = if rows > 1 {
+            let (all, weights) = rest.split_at(1);
             if all != [1.0] {
                 return Ok(None);
             }
-            first.to_vec::<f32>()?
+            weights
+        } else {
+            rest
         };
         let mut keep = Vec::with_capacity(bias.len());
-        for &b in &bias {
+        for &b in bias {
             if b == 0.0 {
                 keep.push(true);
             } else if b <= DROPPED {
@@ -372,24 +406,8 @@ impl Packing {
                 return Ok(None);
             }
         }
-        for &slot in &self.pools {
-            let Some(Value::Host(pool)) = &values[slot] else {
-                return Ok(None);
-            };
-            let fits = matches!(pool.shape()[..], [b, s] | [b, s, 1] if b == batch && s == seq);
-            if !fits {
-                return Ok(None);
-            }
-            let weights = pool.to_vec::<f32>()?;
-            if weights.iter().zip(&keep).any(|(&w, &k)| !k && w != 0.0) {
-                return Ok(None);
-            }
-        }
-        for &slot in &self.entries {
-            let Some(Value::Host(x)) = &values[slot] else {
-                return Ok(None);
-            };
-            if x.rank() < 2 || x.shape()[0] != batch || x.shape()[1] != seq {
+        for pool in weights.chunks(cells) {
+            if pool.iter().zip(&keep).any(|(&w, &k)| !k && w != 0.0) {
                 return Ok(None);
             }
         }
@@ -485,6 +503,16 @@ impl Packed {
         )?;
         let shape = out.shape();
         out.reshape(&[&[1][..], &dims(&shape)].concat())
+    }
+}
+
+/// `x` as one axis of f32, to be joined with others into one read-back.
+fn flat_f32(x: &Tensor) -> Result<Tensor, Error> {
+    let flat = x.reshape(&[-1])?;
+    if flat.dtype() == Dtype::F32 {
+        Ok(flat)
+    } else {
+        flat.cast(Dtype::F32)
     }
 }
 

@@ -221,6 +221,15 @@ pub async fn wait_inflight(client: &reqwest::Client, base: &str, n: usize) {
     panic!("the server never reported {n} requests in flight");
 }
 
+/// A metric's value in the server's exposition: the line that starts with
+/// `series` (name and labels); 0 when absent.
+pub async fn metric(server: &TestServer, series: &str) -> f64 {
+    let (_, text) = server.get_text("/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A JSON array of numbers as f64s.
 pub fn floats(v: &Value) -> Vec<f64> {
     elements(v, Value::as_f64)
