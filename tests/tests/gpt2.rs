@@ -8,7 +8,7 @@ mod common;
 use std::sync::LazyLock;
 
 use common::{
-    TestServer, data_json, error_text, floats, ints, max_abs_diff, names, output, settings,
+    TestServer, data_json, error_text, floats, ints, max_abs_diff, metric, names, output, settings,
     status_json,
 };
 use edgeserve::devices::DeviceChoice;
@@ -174,7 +174,9 @@ async fn gpt2_matches_hugging_face() {
 /// same request decode token by token. Both must give the same tokens,
 /// text and finish reason: at lengths that end inside a chunk and at the
 /// context's end, for the reference prompts, on the CPU and on the GPU
-/// (Mesa lavapipe in CI), and on the GPU the reference's greedy ids.
+/// (Mesa lavapipe in CI), and on the GPU the reference's greedy ids. A
+/// sampled request draws the same ids on both, waiting for the GPU once a
+/// token.
 #[tokio::test(flavor = "multi_thread")]
 async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
     let cpu = TestServer::start(&["gpt2"]).await;
@@ -231,6 +233,23 @@ async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
         .await;
     let want: Vec<Vec<i64>> = all.iter().map(|p| ints(&p["greedy_ids"])).collect();
     assert_eq!(id_rows(output(&body, "tokens")), want, "gpu greedy ids");
+    // Sampling reads each step's top-k values and ids back in one wait for
+    // the device, and the ids it returns need none: the same draw as on the
+    // CPU, and one read-back per token.
+    let (_, meta) = gpu.get("/v2").await;
+    let name = meta["device"]["name"].as_str().unwrap();
+    let read_backs = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
+    let sampled =
+        json!({"max_tokens": 5, "top_k": 40, "temperature": 0.8, "seed": 3, "return_tokens": true});
+    let on_cpu = cpu.gpt2(&texts[..1], sampled.clone()).await;
+    let before = metric(&gpu, &read_backs).await;
+    let on_gpu = gpu.gpt2(&texts[..1], sampled).await;
+    assert_eq!(metric(&gpu, &read_backs).await - before, 5.0, "{on_gpu}");
+    assert_eq!(
+        id_rows(output(&on_gpu, "tokens")),
+        id_rows(output(&on_cpu, "tokens")),
+        "sampled ids, gpu vs cpu"
+    );
     cpu.stop().await;
     gpu.stop().await;
 }

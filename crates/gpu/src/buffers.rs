@@ -205,30 +205,44 @@ pub(crate) fn to_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
 /// [`Backend::to_host_all`](edgeserve_tensor::Backend::to_host_all): runs
 /// the recorded work and reads every device tensor of `tensors` back
 /// through one staging buffer, so the caller waits for the device once.
+/// Integer tensors uploaded from the host come from the copy kept of them,
+/// since nothing writes an uploaded buffer again.
 pub(crate) fn to_host_all(g: &GpuBackend, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
-    let on_device = tensors
-        .iter()
-        .filter(|t| t.host().is_none())
-        .map(|t| g.buf("to-host", t))
-        .collect::<Result<Vec<_>>>()?;
-    let mut read = if on_device.is_empty() {
+    let mut known = Vec::with_capacity(tensors.len());
+    let mut pending = Vec::new();
+    for &t in tensors {
+        known.push(if t.host().is_some() {
+            Some(t.clone())
+        } else {
+            let buf = g.buf("to-host", t)?;
+            match buf.uploaded() {
+                Some(kept) => Some(Tensor::from_host(t.dtype(), t.shape(), kept.clone())?),
+                None => {
+                    pending.push(buf);
+                    None
+                }
+            }
+        });
+    }
+    let mut read = if pending.is_empty() {
         Vec::new()
     } else {
-        g.read_back("to-host", &on_device)?
+        g.read_back("to-host", &pending)?
     }
     .into_iter();
     tensors
         .iter()
-        .map(|&t| {
-            if t.host().is_some() {
-                return Ok(t.clone());
+        .zip(known)
+        .map(|(t, known)| match known {
+            Some(t) => Ok(t),
+            None => {
+                let bytes = read.next().expect("one read-back per tensor not known");
+                Tensor::from_host(
+                    t.dtype(),
+                    t.shape(),
+                    HostBuffer::copy_from_bytes(t.dtype(), &bytes),
+                )
             }
-            let bytes = read.next().expect("one read-back per device tensor");
-            Tensor::from_host(
-                t.dtype(),
-                t.shape(),
-                HostBuffer::copy_from_bytes(t.dtype(), &bytes),
-            )
         })
         .collect()
 }

@@ -153,6 +153,13 @@ impl Model for Generator {
                 gpt2.vocab_size
             ));
         }
+        if gpt2.vocab_size > sampling::MAX_VOCAB {
+            return Err(format!(
+                "wte has {} rows, more than the {} token ids sampling reads exactly",
+                gpt2.vocab_size,
+                sampling::MAX_VOCAB
+            ));
+        }
         let max_tokens = model::parameter_in_range("max_tokens", DEFAULT_MAX_TOKENS, 0..)?;
         Ok(Generator {
             gpt2,

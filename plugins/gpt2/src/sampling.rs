@@ -1,7 +1,11 @@
 //! Picking the next token: greedy (argmax on the host) or seeded sampling
 //! with temperature, top-k and top-p.
 
-use edgeserve_sdk::{Error, Tensor};
+use edgeserve_sdk::{Dtype, Error, Tensor};
+
+/// Most tokens a vocabulary may have: sampling reads token ids back as f32
+/// (see [`next_token`]), exact up to 2^24.
+pub const MAX_VOCAB: u32 = 1 << 24;
 
 /// How the next token is chosen.
 #[derive(Clone, Copy, Debug)]
@@ -78,11 +82,15 @@ fn sample(
     // Candidates as (logit, id), best first.
     let mut candidates: Vec<(f32, u32)> = if top_k > 0 && top_k < vocab {
         let (values, ids) = logits.top_k(top_k)?;
-        let ids = ids.to_i64_vec()?;
+        // One read-back for both, since a GPU waits for each: the ids ride
+        // as f32, exact below MAX_VOCAB.
+        let ids = ids.reshape(&[-1])?.cast(Dtype::F32)?;
+        let both = Tensor::concat(&[&values.reshape(&[-1])?, &ids], 0)?.to_f32_vec()?;
+        let (values, ids) = both.split_at(top_k as usize);
         values
-            .to_f32_vec()?
-            .into_iter()
-            .zip(ids.into_iter().map(|i| i as u32))
+            .iter()
+            .zip(ids)
+            .map(|(&value, &id)| (value, id as u32))
             .collect()
     } else {
         let mut all: Vec<(f32, u32)> = logits.to_f32_vec()?.into_iter().zip(0..).collect();

@@ -253,4 +253,16 @@ fn several_results_come_back_in_one_wait() {
     assert_eq!(backend.read_backs(), before + 4);
     assert!(backend.to_host_all(&[&host]).is_ok());
     assert_eq!(backend.read_backs(), before + 4);
+    // Integers uploaded from the host come back from the copy kept of
+    // them, reshaped as the tensor is now.
+    let words: Vec<u8> = [5i64, -1, 7, 1 << 40, 0, 3]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let ids = Tensor::from_bytes(DType::I64, &[2, 3], &words).unwrap();
+    let uploaded = g.reshape(&g.from_host(&ids).unwrap(), &[3, 2]).unwrap();
+    let back = backend.to_host_all(&[&uploaded]).unwrap();
+    assert_eq!(backend.read_backs(), before + 4);
+    assert_eq!(back[0].shape(), &[3, 2]);
+    assert_eq!(back[0].host().unwrap().bytes(), ids.host().unwrap().bytes());
 }
