@@ -14,7 +14,8 @@
 //! of it spent recording. The third runs the same request (a chain of 16
 //! small ops and one read-back) on 1, 2, 4 and 8 threads at once, each
 //! thread with its own inputs, and reports requests per second over all
-//! of them.
+//! of them: with the inputs resident, and with each request's input
+//! uploaded and freed as a served request's is.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use edgeserve_tensor::{Backend, Ops, Tensor, UnaryOp};
 
 /// Small inputs of one request: `x` `[16, 64]`, a `[64, 64]` weight, a bias,
 /// and the [`LAYERS`] weights of a model-like request.
+#[derive(Clone)]
 struct Inputs {
     x: Tensor,
     w: Tensor,
@@ -175,29 +177,47 @@ fn main() {
         per_layer(recording)
     );
 
-    println!("\n| threads | requests/s (16 ops + read-back each) | vs 1 thread |");
-    println!("|--:|--:|--:|");
+    println!(
+        "\n| threads | requests/s, inputs resident | vs 1 thread | requests/s, input uploaded per request | vs 1 thread |"
+    );
+    println!("|--:|--:|--:|--:|--:|");
     const REQUESTS: usize = 60;
-    let mut single = 0.0;
+    let mut single = [0.0; 2];
     for threads in [1usize, 2, 4, 8] {
         let per_thread: Vec<Inputs> = (0..threads).map(|t| inputs(ops, 100 + t)).collect();
-        let took = best(3, || {
-            std::thread::scope(|s| {
-                for i in &per_thread {
-                    let gpu = &gpu;
-                    s.spawn(move || {
-                        let ops = gpu.ops();
-                        for _ in 0..REQUESTS {
-                            ops.to_host(&mixed_chain(ops, i, 16)).expect("read back");
-                        }
-                    });
-                }
-            })
-        });
-        let rate = (threads * REQUESTS) as f64 / took.as_secs_f64();
-        if threads == 1 {
-            single = rate;
+        let hosts: Vec<Tensor> = per_thread
+            .iter()
+            .map(|i| ops.to_host(&i.x).expect("read back"))
+            .collect();
+        let mut row = format!("| {threads} |");
+        for (column, upload) in [false, true].into_iter().enumerate() {
+            let took = best(3, || {
+                std::thread::scope(|s| {
+                    for (i, host) in per_thread.iter().zip(&hosts) {
+                        let gpu = &gpu;
+                        s.spawn(move || {
+                            let ops = gpu.ops();
+                            for _ in 0..REQUESTS {
+                                // As a served request does: its input is
+                                // uploaded, and freed when it is done.
+                                let x = upload.then(|| ops.from_host(host).expect("upload"));
+                                let request = Inputs {
+                                    x: x.unwrap_or_else(|| i.x.clone()),
+                                    ..i.clone()
+                                };
+                                ops.to_host(&mixed_chain(ops, &request, 16))
+                                    .expect("read back");
+                            }
+                        });
+                    }
+                })
+            });
+            let rate = (threads * REQUESTS) as f64 / took.as_secs_f64();
+            if threads == 1 {
+                single[column] = rate;
+            }
+            row += &format!(" {rate:.0} | {:.2} |", rate / single[column]);
         }
-        println!("| {threads} | {rate:.0} | {:.2} |", rate / single);
+        println!("{row}");
     }
 }
