@@ -66,6 +66,11 @@ impl GpuBuffer {
 /// Most bytes of freed buffers a backend keeps for reuse.
 pub const POOL_CAP: u64 = 256 << 20;
 
+/// Largest upload (whole quads) written into a pooled buffer, which goes
+/// back to the pool when freed; larger ones (weights, mostly) get a buffer
+/// of their exact size, destroyed when freed.
+const POOLED_UPLOAD: u64 = 256 << 10;
+
 /// Smallest pool size class, in bytes.
 const MIN_CLASS: u64 = 256;
 
@@ -301,6 +306,12 @@ impl GpuBackend {
     /// buffer from the pool holds what its last user wrote, so every caller
     /// overwrites the whole result.
     pub(crate) fn alloc(&self, op: &str, bytes: u64) -> Result<GpuBuffer> {
+        self.alloc_from(op, bytes, true)
+    }
+
+    /// [`GpuBackend::alloc`], taking a freed buffer from this stream's own
+    /// list only when `own_freed`.
+    fn alloc_from(&self, op: &str, bytes: u64, own_freed: bool) -> Result<GpuBuffer> {
         let (size, max) = self.fits(op, bytes)?;
         // Pool-sized classes for what the pool may keep; larger buffers are
         // allocated exactly, to not waste up to half of them.
@@ -319,7 +330,7 @@ impl GpuBackend {
         if recycle {
             // This stream's own freed buffers first: the shared pool only
             // gets them once its work is submitted.
-            if let Some(buffer) = stream.take(class) {
+            if let Some(buffer) = own_freed.then(|| stream.take(class)).flatten() {
                 self.pool.live.fetch_add(class, Ordering::Relaxed);
                 return Ok(wrap(buffer));
             }
@@ -375,6 +386,22 @@ impl GpuBackend {
         let (padded, _) = self.fits(op, size)?;
         let mut bytes = host.bytes().to_vec();
         bytes.resize(padded as usize, 0);
+        let keep = matches!(dtype, DType::I32 | DType::I64).then(|| host.clone());
+        if padded <= POOLED_UPLOAD {
+            // Not from this stream's own freed buffers: its unsubmitted
+            // work may still read one, and a queue write runs ahead of the
+            // next submission.
+            let mut buf = self.alloc_from(op, size, false)?;
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            self.queue.write_buffer(&buf.buffer, 0, &bytes);
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(TensorError::OutOfMemory(format!(
+                    "{op}: uploading {size} bytes failed: {e}"
+                )));
+            }
+            buf.host = keep;
+            return Ok(Arc::new(buf));
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self
             .device
@@ -388,7 +415,6 @@ impl GpuBackend {
                 "{op}: uploading {size} bytes failed: {e}"
             )));
         }
-        let keep = matches!(dtype, DType::I32 | DType::I64).then(|| host.clone());
         self.pool.track(&buffer);
         Ok(Arc::new(GpuBuffer {
             buffer,

@@ -80,24 +80,52 @@ fn allocated_bytes_counts_live_buffers() {
     let backend = own_gpu();
     let g = backend.ops();
     assert_eq!(backend.allocated_bytes(), 0);
-    // Uploads count their size rounded up to 16 bytes.
+    // Small uploads (request inputs, mostly) take a buffer of their size
+    // class, as results do.
     let x = g
         .from_host(&Tensor::from_f32(&[3, 5], vec![1.0; 15]).unwrap())
         .unwrap();
-    assert_eq!(backend.allocated_bytes(), 64);
+    assert_eq!(backend.allocated_bytes(), 256);
     // Results count their size class.
     let y = g.full(DType::F32, &[1000], 0.0).unwrap();
-    assert_eq!(backend.allocated_bytes(), 64 + 4096);
+    assert_eq!(backend.allocated_bytes(), 256 + 4096);
     let z = g.unary(UnaryOp::Exp, &x).unwrap();
-    assert_eq!(backend.allocated_bytes(), 64 + 4096 + 256);
+    assert_eq!(backend.allocated_bytes(), 256 + 4096 + 256);
     // Clones share a buffer.
     let z2 = z.clone();
-    assert_eq!(backend.allocated_bytes(), 64 + 4096 + 256);
+    assert_eq!(backend.allocated_bytes(), 256 + 4096 + 256);
     drop((z, z2, y));
-    assert_eq!(backend.allocated_bytes(), 64);
+    assert_eq!(backend.allocated_bytes(), 256);
     assert_eq!(backend.pooled_bytes(), 4096 + 256);
     drop(x);
     assert_eq!(backend.allocated_bytes(), 0);
+    assert_eq!(backend.pooled_bytes(), 4096 + 2 * 256);
+    // Once the recorded work is submitted (by a read-back), the next small
+    // upload takes a freed buffer, written whole with its own elements
+    // (a queue write runs ahead of the next submission, so until then it
+    // takes none that this thread's unsubmitted work may still read).
+    let probe = g.full(DType::F32, &[1], 0.0).unwrap();
+    g.to_host(&probe).unwrap();
+    drop(probe);
+    assert_eq!(backend.pooled_bytes(), 4096 + 2 * 256);
+    let again = Tensor::from_f32(&[2, 3], vec![0.5, -2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let x = g.from_host(&again).unwrap();
+    assert_eq!(backend.pooled_bytes(), 4096 + 256);
+    assert_eq!(
+        floats(&g.to_host(&g.affine(&x, 2.0, 0.0).unwrap()).unwrap()),
+        vec![1.0, -4.0, 6.0, 8.0, 10.0, 12.0]
+    );
+    drop(x);
+    // Large ones (weights, mostly) count their size rounded up to 16
+    // bytes, and are destroyed when freed.
+    let pooled = backend.pooled_bytes();
+    let w = g
+        .from_host(&Tensor::from_f32(&[65_537], vec![1.0; 65_537]).unwrap())
+        .unwrap();
+    assert_eq!(backend.allocated_bytes(), 262_160);
+    drop(w);
+    assert_eq!(backend.allocated_bytes(), 0);
+    assert_eq!(backend.pooled_bytes(), pooled);
     // Host copies hold no device memory.
     let big = g.full(DType::F32, &[1 << 16], 1.0).unwrap();
     let host = g.to_host(&big).unwrap();
