@@ -211,7 +211,7 @@ pub(crate) fn to_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
 /// the recorded work and reads every device tensor of `tensors` back
 /// through one staging buffer, so the caller waits for the device once.
 /// Integer tensors uploaded from the host come from the copy kept of them,
-/// since nothing writes an uploaded buffer again.
+/// since nothing writes an uploaded buffer again while its tensor lives.
 pub(crate) fn to_host_all(g: &GpuBackend, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
     let mut known = Vec::with_capacity(tensors.len());
     let mut pending = Vec::new();
