@@ -13,7 +13,7 @@
 #   log.txt                everything the steps printed besides
 #
 # A step that fails or overruns its share is noted in log.txt and the next
-# runs. About 6 minutes on an H200. Elsewhere (a dry run on lavapipe): OUT=dir
+# runs. About 7 minutes on an H200. Elsewhere (a dry run on lavapipe): OUT=dir
 # bash bench/device/run.sh --dry, which keeps sizes small and skips CUDA.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
