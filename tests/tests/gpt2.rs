@@ -176,7 +176,8 @@ async fn gpt2_matches_hugging_face() {
 /// context's end, for the reference prompts, on the CPU and on the GPU
 /// (Mesa lavapipe in CI), and on the GPU the reference's greedy ids. A
 /// sampled request draws the same ids on both, waiting for the GPU once a
-/// token.
+/// token, and every way of picking gives each token the log probability
+/// of the logits it came from.
 #[tokio::test(flavor = "multi_thread")]
 async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
     let cpu = TestServer::start(&["gpt2"]).await;
@@ -233,14 +234,14 @@ async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
         .await;
     let want: Vec<Vec<i64>> = all.iter().map(|p| ints(&p["greedy_ids"])).collect();
     assert_eq!(id_rows(output(&body, "tokens")), want, "gpu greedy ids");
-    // Sampling reads each step's top-k values and ids back in one wait for
-    // the device, and the ids it returns need none: the same draw as on the
-    // CPU, and one read-back per token.
+    // Sampling reads each step's top-k values and ids, and the log-sum-exp
+    // for its log probability, back in one wait for the device, and the
+    // ids it returns need none: the same draw as on the CPU, and one
+    // read-back per token.
     let (_, meta) = gpu.get("/v2").await;
     let name = meta["device"]["name"].as_str().unwrap();
     let read_backs = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
-    let sampled =
-        json!({"max_tokens": 5, "top_k": 40, "temperature": 0.8, "seed": 3, "return_tokens": true});
+    let sampled = json!({"max_tokens": 5, "top_k": 40, "temperature": 0.8, "seed": 3, "return_tokens": true, "return_logprobs": true});
     let on_cpu = cpu.gpt2(&texts[..1], sampled.clone()).await;
     let before = metric(&gpu, &read_backs).await;
     let on_gpu = gpu.gpt2(&texts[..1], sampled).await;
@@ -250,6 +251,34 @@ async fn gpt2_chunked_greedy_decoding_matches_token_by_token() {
         id_rows(output(&on_cpu, "tokens")),
         "sampled ids, gpu vs cpu"
     );
+    // Each token's log probability is that of the logits it was picked
+    // from (the `logits` output holds the first token's), whether the
+    // handler read the row whole (sampling without top-k) or only the
+    // log-sum-exp beside its pick (greedy, top-k).
+    for (device, server) in [("cpu", &cpu), ("gpu", &gpu)] {
+        for decoding in [
+            json!({}),
+            json!({"top_k": 40, "temperature": 0.8, "seed": 5}),
+            json!({"temperature": 1.2, "seed": 6}),
+        ] {
+            let mut parameters = json!({"max_tokens": 1, "return_logits": true, "return_tokens": true, "return_logprobs": true});
+            parameters
+                .as_object_mut()
+                .unwrap()
+                .extend(decoding.as_object().unwrap().clone());
+            let body = server.gpt2(&texts[..1], parameters).await;
+            let logits = floats(&output(&body, "logits")["data"]);
+            let token = id_rows(output(&body, "tokens"))[0][0] as usize;
+            let best = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = best + logits.iter().map(|x| (x - best).exp()).sum::<f64>().ln();
+            let got = floats(&output(&body, "logprobs")["data"])[0];
+            let want = logits[token] - lse;
+            assert!(
+                (got - want).abs() <= 1e-4,
+                "{device}, {decoding}: logprob {got}, log-softmax {want}"
+            );
+        }
+    }
     cpu.stop().await;
     gpu.stop().await;
 }

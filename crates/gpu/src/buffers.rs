@@ -23,7 +23,8 @@ pub struct GpuBuffer {
     /// The backend whose device owns the buffer.
     owner: u64,
     /// The host bytes this buffer was uploaded from, kept for integer
-    /// tensors so embedding can check ids without a round trip.
+    /// tensors (embedding checks ids without a round trip) and for small
+    /// uploads (read back without waiting for the device).
     host: Option<HostBuffer>,
     /// The owning backend's memory accounting and free buffers.
     pool: Arc<Pool>,
@@ -57,7 +58,7 @@ impl GpuBuffer {
         self.size
     }
 
-    /// The host elements an integer tensor was uploaded from.
+    /// The host elements the buffer was uploaded from, when kept.
     pub(crate) fn uploaded(&self) -> Option<&HostBuffer> {
         self.host.as_ref()
     }
@@ -210,8 +211,9 @@ pub(crate) fn to_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
 /// [`Backend::to_host_all`](edgeserve_tensor::Backend::to_host_all): runs
 /// the recorded work and reads every device tensor of `tensors` back
 /// through one staging buffer, so the caller waits for the device once.
-/// Integer tensors uploaded from the host come from the copy kept of them,
-/// since nothing writes an uploaded buffer again while its tensor lives.
+/// Tensors uploaded from the host whose bytes were kept (integers, small
+/// uploads) come from those, since nothing writes an uploaded buffer
+/// again while its tensor lives.
 pub(crate) fn to_host_all(g: &GpuBackend, tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
     let mut known = Vec::with_capacity(tensors.len());
     let mut pending = Vec::new();
@@ -386,8 +388,10 @@ impl GpuBackend {
         let (padded, _) = self.fits(op, size)?;
         let mut bytes = host.bytes().to_vec();
         bytes.resize(padded as usize, 0);
-        let keep = matches!(dtype, DType::I32 | DType::I64).then(|| host.clone());
-        if padded <= POOLED_UPLOAD {
+        // A shared handle on the caller's bytes, not a copy.
+        let small = padded <= POOLED_UPLOAD;
+        let keep = (small || matches!(dtype, DType::I32 | DType::I64)).then(|| host.clone());
+        if small {
             // Not from this stream's own freed buffers: its unsubmitted
             // work may still read one, and a queue write runs ahead of the
             // next submission.

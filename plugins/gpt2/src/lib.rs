@@ -340,19 +340,15 @@ impl Generator {
         let mut step: Option<Tensor> = None;
         while out.generated.len() < budget {
             let current = step.as_ref().unwrap_or(logits);
-            let (next, tokens) = next_token(current, settings.decoding, rng)?;
-            if next == self.tokenizer.end_of_text() {
+            let next = next_token(current, settings.decoding, rng, settings.return_logprobs)?;
+            if next.id == self.tokenizer.end_of_text() {
                 return Ok(Finish::EndOfText);
             }
-            let logprob = match settings.return_logprobs {
-                true => Some(logprob(current, next)?),
-                false => None,
-            };
-            if let Some(finish) = out.push(next, logprob) {
+            if let Some(finish) = out.push(next.id, next.logprob) {
                 return Ok(finish);
             }
             if out.generated.len() < budget {
-                step = Some(self.gpt2.forward_tokens(&tokens, cache)?);
+                step = Some(self.gpt2.forward_tokens(&next.tensor, cache)?);
             }
         }
         Ok(Finish::Length)
@@ -469,15 +465,6 @@ fn padded_f32(name: &str, rows: &[&[f32]]) -> Result<Output, InferError> {
     }
     let tensor = Tensor::from_f32(&[rows.len() as u32, width as u32], &data)?;
     Ok(Output::numeric(name, tensor))
-}
-
-/// The natural-log probability of `token` under `logits` (`[1, vocab]`):
-/// its logit minus the log-sum-exp of the row.
-fn logprob(logits: &Tensor, token: u32) -> Result<f32, InferError> {
-    let row = logits.to_f32_vec()?;
-    let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&x| f64::from(x - best).exp()).sum();
-    Ok((f64::from(row[token as usize] - best) - sum.ln()) as f32)
 }
 
 export_model!(Generator);

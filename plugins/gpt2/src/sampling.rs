@@ -47,55 +47,110 @@ impl SplitMix64 {
     }
 }
 
-/// The next token after `logits` (`[1, vocab]`), and the same id as an
-/// INT64 `[1]` tensor for the next forward pass.
+/// A picked token: its id, the same id as an INT64 `[1]` tensor for the
+/// next forward pass, and its natural-log probability under the logits
+/// when asked for.
+pub struct Next {
+    pub id: u32,
+    pub tensor: Tensor,
+    pub logprob: Option<f32>,
+}
+
+/// The next token after `logits` (`[1, vocab]`).
 ///
 /// Greedy decoding reads back one index, and its tensor is the argmax
 /// itself; sampling reads the `top_k` best logits (found on the host) or,
-/// without top-k, the whole row.
+/// without top-k, the whole row. With `with_logprob`, the row's log-sum-exp
+/// is found on the host too and read back in the same read-back, since a
+/// GPU waits for each (only a whole row read computes it here).
 pub fn next_token(
     logits: &Tensor,
     decoding: Decoding,
     rng: &mut SplitMix64,
-) -> Result<(u32, Tensor), Error> {
-    let id = match decoding {
+    with_logprob: bool,
+) -> Result<Next, Error> {
+    let (id, logprob) = match decoding {
         Decoding::Greedy => {
             let id = logits.argmax(-1, false)?;
-            return Ok((id.to_i64_vec()?[0] as u32, id));
+            if !with_logprob {
+                let next = id.to_i64_vec()?[0] as u32;
+                return Ok(Next {
+                    id: next,
+                    tensor: id,
+                    logprob: None,
+                });
+            }
+            // The argmax's logit is the row's maximum.
+            let (best, lse) = log_sum_exp(logits)?;
+            let read = Tensor::concat(&[&id.cast(Dtype::F32)?, &best, &lse], 0)?.to_f32_vec()?;
+            let logprob = Some(read[1] - read[2]);
+            return Ok(Next {
+                id: read[0] as u32,
+                tensor: id,
+                logprob,
+            });
         }
         Decoding::Sample {
             temperature,
             top_k,
             top_p,
-        } => sample(logits, (temperature, top_k, top_p), rng)?,
+        } => sample(logits, (temperature, top_k, top_p), rng, with_logprob)?,
     };
-    Ok((id, Tensor::from_i64(&[1], &[i64::from(id)])?))
+    let tensor = Tensor::from_i64(&[1], &[i64::from(id)])?;
+    Ok(Next {
+        id,
+        tensor,
+        logprob,
+    })
 }
 
-/// A draw for [`Decoding::Sample`] with its `(temperature, top_k, top_p)`.
+/// The maximum of `logits` (`[1, vocab]`) and its log-sum-exp, each `[1]`,
+/// on the host.
+fn log_sum_exp(logits: &Tensor) -> Result<(Tensor, Tensor), Error> {
+    let best = logits.max(-1, false)?;
+    let lse = logits
+        .sub(&best.reshape(&[1, 1])?)?
+        .exp()?
+        .sum(-1, false)?
+        .log()?
+        .add(&best)?;
+    Ok((best, lse))
+}
+
+/// A draw for [`Decoding::Sample`] with its `(temperature, top_k, top_p)`:
+/// the id, and its log probability when `with_logprob`.
 fn sample(
     logits: &Tensor,
     (temperature, top_k, top_p): (f64, u32, f64),
     rng: &mut SplitMix64,
-) -> Result<u32, Error> {
+    with_logprob: bool,
+) -> Result<(u32, Option<f32>), Error> {
     let vocab = logits.shape().last().copied().unwrap_or(0);
-    // Candidates as (logit, id), best first.
-    let mut candidates: Vec<(f32, u32)> = if top_k > 0 && top_k < vocab {
+    // Candidates as (logit, id), best first, and the row's log-sum-exp.
+    let (mut candidates, lse): (Vec<(f32, u32)>, Option<f32>) = if top_k > 0 && top_k < vocab {
         let (values, ids) = logits.top_k(top_k)?;
-        // One read-back for both, since a GPU waits for each: the ids ride
+        // One read-back for all, since a GPU waits for each: the ids ride
         // as f32, exact below MAX_VOCAB.
         let ids = ids.reshape(&[-1])?.cast(Dtype::F32)?;
-        let both = Tensor::concat(&[&values.reshape(&[-1])?, &ids], 0)?.to_f32_vec()?;
-        let (values, ids) = both.split_at(top_k as usize);
-        values
+        let values = values.reshape(&[-1])?;
+        let lse = with_logprob.then(|| log_sum_exp(logits)).transpose()?;
+        let mut parts = vec![&values, &ids];
+        parts.extend(lse.as_ref().map(|(_, lse)| lse));
+        let read = Tensor::concat(&parts, 0)?.to_f32_vec()?;
+        let (values, rest) = read.split_at(top_k as usize);
+        let (ids, lse) = rest.split_at(top_k as usize);
+        let candidates = values
             .iter()
             .zip(ids)
             .map(|(&value, &id)| (value, id as u32))
-            .collect()
+            .collect();
+        (candidates, lse.first().copied())
     } else {
-        let mut all: Vec<(f32, u32)> = logits.to_f32_vec()?.into_iter().zip(0..).collect();
+        let row = logits.to_f32_vec()?;
+        let lse = with_logprob.then(|| row_log_sum_exp(&row));
+        let mut all: Vec<(f32, u32)> = row.into_iter().zip(0..).collect();
         all.sort_by(|a, b| b.0.total_cmp(&a.0));
-        all
+        (all, lse)
     };
     let best = f64::from(candidates[0].0);
     let weights: Vec<f64> = candidates
@@ -119,12 +174,22 @@ fn sample(
     candidates.truncate(kept);
     let kept_total: f64 = weights[..kept].iter().sum();
     let mut target = rng.next_f64() * kept_total;
-    for (&(_, id), w) in candidates.iter().zip(&weights) {
+    // Rounding may leave the draw past the last weight: that token it is.
+    let mut chosen = candidates[kept - 1];
+    for (&candidate, w) in candidates.iter().zip(&weights) {
         if target < *w {
-            return Ok(id);
+            chosen = candidate;
+            break;
         }
         target -= w;
     }
-    // Rounding left the draw past the last weight: that token it is.
-    Ok(candidates[kept - 1].1)
+    let (logit, id) = chosen;
+    Ok((id, lse.map(|lse| logit - lse)))
+}
+
+/// The log-sum-exp of a row of logits read back whole, in f64.
+fn row_log_sum_exp(row: &[f32]) -> f32 {
+    let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| f64::from(x - best).exp()).sum();
+    (f64::from(best) + sum.ln()) as f32
 }

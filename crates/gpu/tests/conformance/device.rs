@@ -281,7 +281,7 @@ fn several_results_come_back_in_one_wait() {
     assert_eq!(backend.read_backs(), before + 4);
     assert!(backend.to_host_all(&[&host]).is_ok());
     assert_eq!(backend.read_backs(), before + 4);
-    // Integers uploaded from the host come back from the copy kept of
+    // Integers and small uploads come back from the host bytes kept of
     // them, reshaped as the tensor is now.
     let words: Vec<u8> = [5i64, -1, 7, 1 << 40, 0, 3]
         .iter()
@@ -293,4 +293,11 @@ fn several_results_come_back_in_one_wait() {
     assert_eq!(backend.read_backs(), before + 4);
     assert_eq!(back[0].shape(), &[3, 2]);
     assert_eq!(back[0].host().unwrap().bytes(), ids.host().unwrap().bytes());
+    let small = g.from_host(&host).unwrap();
+    let back = backend.to_host_all(&[&small]).unwrap();
+    assert_eq!(backend.read_backs(), before + 4);
+    assert_eq!(
+        back[0].host().unwrap().bytes(),
+        host.host().unwrap().bytes()
+    );
 }
