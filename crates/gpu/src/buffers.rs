@@ -24,7 +24,8 @@ pub struct GpuBuffer {
     owner: u64,
     /// The host bytes this buffer was uploaded from, kept for integer
     /// tensors (embedding checks ids without a round trip) and for small
-    /// uploads (read back without waiting for the device).
+    /// uploads other than weights (read back without waiting for the
+    /// device).
     host: Option<HostBuffer>,
     /// The owning backend's memory accounting and free buffers.
     pool: Arc<Pool>,
@@ -193,7 +194,7 @@ pub(crate) fn from_host(g: &GpuBackend, tensor: &Tensor) -> Result<Tensor> {
         g.buf("from-host", tensor)?;
         return Ok(tensor.clone());
     };
-    let buf = g.upload("from-host", tensor.dtype(), h)?;
+    let buf = g.upload("from-host", tensor, h)?;
     Ok(Tensor::new(
         tensor.dtype(),
         tensor.shape(),
@@ -382,15 +383,19 @@ impl GpuBackend {
         Ok((t, buf))
     }
 
-    /// A new device buffer holding `host`'s elements of `dtype`.
-    fn upload(&self, op: &str, dtype: DType, host: &HostBuffer) -> Result<Arc<GpuBuffer>> {
+    /// A new device buffer holding `host`, the elements of `t`.
+    fn upload(&self, op: &str, t: &Tensor, host: &HostBuffer) -> Result<Arc<GpuBuffer>> {
+        let dtype = t.dtype();
         let size = host.len() as u64;
         let (padded, _) = self.fits(op, size)?;
         let mut bytes = host.bytes().to_vec();
         bytes.resize(padded as usize, 0);
-        // A shared handle on the caller's bytes, not a copy.
+        // A shared handle on the caller's bytes, not a copy. Of weights,
+        // only integers keep theirs (embedding checks ids with it): a
+        // handle holds the whole mapped weights file beside the device copy.
         let small = padded <= POOLED_UPLOAD;
-        let keep = (small || matches!(dtype, DType::I32 | DType::I64)).then(|| host.clone());
+        let integer = matches!(dtype, DType::I32 | DType::I64);
+        let keep = (integer || small && !t.is_weight()).then(|| host.clone());
         if small {
             // Not from this stream's own freed buffers: its unsubmitted
             // work may still read one, and a queue write runs ahead of the
@@ -436,7 +441,7 @@ impl GpuBackend {
     /// The device buffer of `t`, uploading host tensors on the fly.
     pub(crate) fn buf(&self, op: &str, t: &Tensor) -> Result<Arc<GpuBuffer>> {
         match t.storage() {
-            Storage::Host(h) => self.upload(op, t.dtype(), h),
+            Storage::Host(h) => self.upload(op, t, h),
             Storage::Device(any) => {
                 let Ok(buf) = any.clone().downcast::<GpuBuffer>() else {
                     return Err(TensorError::Unsupported(format!(

@@ -300,4 +300,13 @@ fn several_results_come_back_in_one_wait() {
         back[0].host().unwrap().bytes(),
         host.host().unwrap().bytes()
     );
+    // A weight's float bytes are not kept (their handle would hold the
+    // whole mapped file): it is read back from the device.
+    let weight = g.from_host(&host.clone().into_weight()).unwrap();
+    let back = backend.to_host_all(&[&weight]).unwrap();
+    assert_eq!(backend.read_backs(), before + 5);
+    assert_eq!(
+        back[0].host().unwrap().bytes(),
+        host.host().unwrap().bytes()
+    );
 }
