@@ -403,37 +403,47 @@ fn imported_graph(repo: &Path, name: &str) -> Value {
 }
 
 /// The ops of an imported model's graph asset, with their counts.
-fn imported_ops(repo: &Path, name: &str) -> std::collections::BTreeMap<String, usize> {
-    let graph = imported_graph(repo, name);
-    let mut ops = std::collections::BTreeMap::new();
-    for node in graph["nodes"].as_array().unwrap() {
-        *ops.entry(node["op"].as_str().unwrap().to_string())
-            .or_default() += 1;
+struct Ops(std::collections::BTreeMap<String, usize>);
+
+impl Ops {
+    fn of(repo: &Path, name: &str) -> Ops {
+        let graph = imported_graph(repo, name);
+        let mut ops = std::collections::BTreeMap::new();
+        for node in graph["nodes"].as_array().unwrap() {
+            *ops.entry(node["op"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        Ops(ops)
     }
-    ops
+
+    fn count(&self, op: &str) -> usize {
+        self.0.get(op).copied().unwrap_or(0)
+    }
+
+    /// Asserts that the import left none of `ops`.
+    fn assert_none_of(&self, ops: &[&str]) {
+        for gone in ops {
+            assert_eq!(self.count(gone), 0, "{gone} left in {:?}", self.0);
+        }
+    }
 }
 
 #[test]
 fn decomposed_layer_norms_gelus_and_linears_are_fused_at_import() {
     let repo = model_repository(&[]);
     import_ok(&repo, "bert_tiny.onnx", "bert");
-    let ops = imported_ops(&repo, "bert");
-    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
+    let ops = Ops::of(&repo, "bert");
     // Embeddings + 2 per layer; nothing of the decomposition is left.
-    assert_eq!(count("LayerNormalization"), 5, "{ops:?}");
-    for gone in ["Pow", "Sqrt", "ReduceMean", "Erf"] {
-        assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
-    }
+    assert_eq!(ops.count("LayerNormalization"), 5, "{:?}", ops.0);
+    ops.assert_none_of(&["Pow", "Sqrt", "ReduceMean", "Erf"]);
     // Q, K, V, attention output and both feed-forward layers, 2 layers; the
     // first feed-forward layer takes its GELU as the activation.
-    assert_eq!(count("edgeserve.Linear"), 12, "{ops:?}");
-    assert_eq!(count("Gelu"), 0, "{ops:?}");
+    assert_eq!(ops.count("edgeserve.Linear"), 12, "{:?}", ops.0);
+    ops.assert_none_of(&["Gelu"]);
     // Each layer's attention (both products, the scale, the mask and the
     // softmax) is one host `attention`; k is untransposed inside it.
-    assert_eq!(count("edgeserve.Attention"), 2, "{ops:?}");
-    for gone in ["MatMul", "Softmax"] {
-        assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
-    }
+    assert_eq!(ops.count("edgeserve.Attention"), 2, "{:?}", ops.0);
+    ops.assert_none_of(&["MatMul", "Softmax"]);
     // Linear weights are stored [out, in], the layout the host reads fastest.
     let graph = imported_graph(&repo, "bert");
     for node in graph["nodes"].as_array().unwrap() {
@@ -453,12 +463,9 @@ fn decomposed_layer_norms_gelus_and_linears_are_fused_at_import() {
 fn an_sdpa_export_imports_with_its_shapes_resolved_and_attention_fused() {
     let repo = model_repository(&[]);
     import_ok(&repo, "bert_sdpa.onnx", "bert");
-    let ops = imported_ops(&repo, "bert");
-    let count = |op: &str| ops.get(op).copied().unwrap_or(0);
-    assert_eq!(count("edgeserve.Attention"), 2, "{ops:?}");
-    for gone in ["MatMul", "Softmax", "IsNaN"] {
-        assert_eq!(count(gone), 0, "{gone} left in {ops:?}");
-    }
+    let ops = Ops::of(&repo, "bert");
+    assert_eq!(ops.count("edgeserve.Attention"), 2, "{:?}", ops.0);
+    ops.assert_none_of(&["MatMul", "Softmax", "IsNaN"]);
     let graph = imported_graph(&repo, "bert");
     let inputs = strings(&graph["inputs"], "name");
     assert_eq!(

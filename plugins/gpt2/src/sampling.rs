@@ -1,7 +1,7 @@
 //! Picking the next token: greedy (argmax on the host) or seeded sampling
 //! with temperature, top-k and top-p.
 
-use edgeserve_sdk::{Dtype, Error, Tensor};
+use edgeserve_sdk::{Error, Tensor};
 
 /// Most tokens a vocabulary may have: sampling reads token ids back as f32
 /// (see [`next_token`]), exact up to 2^24.
@@ -82,10 +82,10 @@ pub fn next_token(
             }
             // The argmax's logit is the row's maximum.
             let (best, lse) = log_sum_exp(logits)?;
-            let read = Tensor::concat(&[&id.cast(Dtype::F32)?, &best, &lse], 0)?.to_f32_vec()?;
-            let logprob = Some(read[1] - read[2]);
+            let read = Tensor::read_f32_all(&[&id, &best, &lse])?;
+            let logprob = Some(read[1][0] - read[2][0]);
             return Ok(Next {
-                id: read[0] as u32,
+                id: read[0][0] as u32,
                 tensor: id,
                 logprob,
             });
@@ -131,20 +131,16 @@ fn sample(
         let (values, ids) = logits.top_k(top_k)?;
         // One read-back for all, since a GPU waits for each: the ids ride
         // as f32, exact below MAX_VOCAB.
-        let ids = ids.reshape(&[-1])?.cast(Dtype::F32)?;
-        let values = values.reshape(&[-1])?;
         let lse = with_logprob.then(|| log_sum_exp(logits)).transpose()?;
         let mut parts = vec![&values, &ids];
         parts.extend(lse.as_ref().map(|(_, lse)| lse));
-        let read = Tensor::concat(&parts, 0)?.to_f32_vec()?;
-        let (values, rest) = read.split_at(top_k as usize);
-        let (ids, lse) = rest.split_at(top_k as usize);
-        let candidates = values
+        let read = Tensor::read_f32_all(&parts)?;
+        let candidates = read[0]
             .iter()
-            .zip(ids)
+            .zip(&read[1])
             .map(|(&value, &id)| (value, id as u32))
             .collect();
-        (candidates, lse.first().copied())
+        (candidates, read.get(2).map(|lse| lse[0]))
     } else {
         let row = logits.to_f32_vec()?;
         let lse = with_logprob.then(|| row_log_sum_exp(&row));

@@ -30,7 +30,7 @@
 use std::collections::{HashMap, HashSet};
 
 use edgeserve_onnx_graph::{ATTENTION, LINEAR};
-use edgeserve_sdk::{CompareOp, Dtype, Error, ReduceOp, Tensor};
+use edgeserve_sdk::{CompareOp, Error, ReduceOp, Tensor};
 
 use crate::host::{Value, as_bool};
 use crate::plan::{Static, Step};
@@ -364,27 +364,23 @@ impl Packing {
             first_row = mask.slice(2, 0, 1)?;
             &first_row
         };
-        let mut parts = vec![flat_f32(first)?];
-        if rows > 1 {
+        let same = if rows > 1 {
             let same = as_bool(&mask.compare(CompareOp::Equal, first)?)?;
-            parts.push(flat_f32(&same)?.reduce(ReduceOp::Min, 0, true)?);
-        }
-        for pool in pools {
-            parts.push(flat_f32(pool)?);
-        }
-        let read = Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.to_vec::<f32>()?;
-        let (bias, rest) = read.split_at(cells);
-        let weights = if rows > 1 {
-            let (all, weights) = rest.split_at(1);
-            if all != [1.0] {
-                return Ok(None);
-            }
-            weights
+            Some(same.reshape(&[-1])?.reduce(ReduceOp::Min, 0, false)?)
         } else {
-            rest
+            None
         };
+        let mut parts: Vec<&Tensor> = vec![first];
+        parts.extend(same.as_ref());
+        parts.extend(pools);
+        let mut read = Tensor::read_f32_all(&parts)?.into_iter();
+        let bias = read.next().unwrap_or_default();
+        if same.is_some() && read.next() != Some(vec![1.0]) {
+            return Ok(None);
+        }
+        let weights: Vec<f32> = read.flatten().collect();
         let mut keep = Vec::with_capacity(bias.len());
-        for &b in bias {
+        for &b in &bias {
             if b == 0.0 {
                 keep.push(true);
             } else if b <= DROPPED {
@@ -503,16 +499,6 @@ impl Packed {
         )?;
         let shape = out.shape();
         out.reshape(&[&[1][..], &dims(&shape)].concat())
-    }
-}
-
-/// `x` as one axis of f32, to be joined with others into one read-back.
-fn flat_f32(x: &Tensor) -> Result<Tensor, Error> {
-    let flat = x.reshape(&[-1])?;
-    if flat.dtype() == Dtype::F32 {
-        Ok(flat)
-    } else {
-        flat.cast(Dtype::F32)
     }
 }
 

@@ -113,6 +113,37 @@ impl Tensor {
         Tensor::full(Dtype::F32, &[], value.into())
     }
 
+    /// The elements of each of `tensors` as `f32`, row-major, read back
+    /// together: the host flattens, converts and joins them first, so a GPU
+    /// waits once where reading them one by one waits once each. Integers
+    /// convert exactly up to 2^24.
+    pub fn read_f32_all(tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>, Error> {
+        if tensors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat = tensors
+            .iter()
+            .map(|t| {
+                let flat = t.reshape(&[-1])?;
+                if flat.dtype() == Dtype::F32 {
+                    Ok(flat)
+                } else {
+                    flat.cast(Dtype::F32)
+                }
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let joined = Tensor::concat(&flat.iter().collect::<Vec<_>>(), 0)?.to_f32_vec()?;
+        let mut rest = &joined[..];
+        Ok(flat
+            .iter()
+            .map(|t| {
+                let (head, tail) = rest.split_at(t.numel() as usize);
+                rest = tail;
+                head.to_vec()
+            })
+            .collect())
+    }
+
     /// The elements as `T`, row-major. When the tensor's dtype differs from
     /// `T`'s, the host casts it first.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>, Error> {

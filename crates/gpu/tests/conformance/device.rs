@@ -4,7 +4,7 @@
 use edgeserve_gpu::GpuBackend;
 use edgeserve_tensor::{Backend, CompareOp, DType, Tensor, TensorError, UnaryOp};
 
-use crate::{cpu, floats, gpu, gpu_backend, up};
+use crate::{assert_same, cpu, floats, gpu, gpu_backend, up};
 
 #[test]
 fn unimplemented_ops_and_dtypes_are_unsupported() {
@@ -262,13 +262,7 @@ fn several_results_come_back_in_one_wait() {
     let want_odd = cpu().full(DType::F32, &[5], 2.5).unwrap();
     let want = [&want_values, &want_indices, &host, &want_odd];
     for (i, (got, want)) in all.iter().zip(want).enumerate() {
-        assert_eq!(got.shape(), want.shape(), "tensor {i}");
-        assert_eq!(got.dtype(), want.dtype(), "tensor {i}");
-        assert_eq!(
-            got.host().unwrap().bytes(),
-            want.host().unwrap().bytes(),
-            "tensor {i}"
-        );
+        assert_same(&format!("tensor {i}"), got, want);
     }
     // Nothing is greater than itself.
     assert_eq!(all[4].shape(), &[5]);
