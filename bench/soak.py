@@ -52,7 +52,9 @@ def repository():
     root = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-soak-"))
     for model in sorted(p.name for p in MODELS.iterdir() if p.is_dir()):
         files = {f"1/{f.name}" for f in (MODELS / model / "1").iterdir()} | {"1/model.wasm"}
-        for source in ["config.toml", *sorted(files)]:
+        # config.toml and the files it names (a warm-up request).
+        files |= {f.name for f in (MODELS / model).iterdir() if f.is_file()}
+        for source in sorted(files):
             target = root / model / source
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.endswith("model.wasm"):

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! <name>/config.toml                  optional serving settings
+//! <name>/<warm-up request>            optional, as the config's `warmup` names it
 //! <name>/<version>/model.wasm         the handler component
 //! <name>/<version>/model.safetensors  optional weights
 //! <name>/<version>/<asset>            files the handler may read

@@ -12,7 +12,7 @@ use crate::protocol::Datatype;
 use crate::repository::{BatchingConfig, ModelConfig, Repository, RepositoryError};
 use crate::runtime::{
     BatchMetrics, Batcher, CacheOutcome, Fault, InstancePool, ModelContext, ModelMetadata, Runtime,
-    RuntimeError, block_on,
+    RuntimeError, WarmUp, block_on,
 };
 
 /// Why a model could not be found or loaded.
@@ -64,6 +64,16 @@ pub enum RegistryError {
         name: String,
         /// Why.
         source: DeviceError,
+    },
+    /// The model's warm-up request cannot be read as one.
+    #[error("model '{name}': warm-up request {path}: {message}")]
+    WarmUp {
+        /// The model.
+        name: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
     /// The handler's metadata is unusable.
     #[error("model '{name}' declares bad metadata: {message}")]
@@ -183,11 +193,14 @@ impl ModelRegistry {
     pub fn load(&self, name: &str) -> Result<(), RegistryError> {
         let source = self.repository.model(name)?;
         let mut versions = BTreeMap::new();
-        let result: Result<(), RegistryError> =
-            source.versions.iter().try_for_each(|(&version, dir)| {
-                let model = self.load_version(name, version, dir, &source.config)?;
-                versions.insert(version, Arc::new(model));
-                Ok(())
+        let result: Result<(), RegistryError> = warm_up_request(name, source.warmup.as_ref())
+            .and_then(|warm_up| {
+                source.versions.iter().try_for_each(|(&version, dir)| {
+                    let model =
+                        self.load_version(name, version, dir, &source.config, warm_up.as_ref())?;
+                    versions.insert(version, Arc::new(model));
+                    Ok(())
+                })
             });
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         let previous = match &result {
@@ -207,6 +220,7 @@ impl ModelRegistry {
         version: u64,
         dir: &std::path::Path,
         config: &ModelConfig,
+        warm_up: Option<&WarmUp>,
     ) -> Result<LoadedModel, RegistryError> {
         let label: Arc<str> = format!("{name}:{version}").into();
         let wasm_path = dir.join(crate::repository::COMPONENT_FILE);
@@ -258,6 +272,11 @@ impl ModelRegistry {
         let batching = config.batching.clone().filter(BatchingConfig::enabled);
         if let Some(batching) = &batching {
             validate_batching(name, &metadata, batching)?;
+        }
+        // Replacements of failed instances skip it: the one-time work it
+        // stands in for is done by then.
+        if let Some(warm_up) = warm_up {
+            pool.with_each_idle(|instance| block_on(instance.warm_up(warm_up)))?;
         }
         let batch_metrics = BatchMetrics {
             size: self.metrics.batch_size.get_or_create(&labels).clone(),
@@ -497,4 +516,28 @@ fn validate_batching(
         )));
     }
     Ok(())
+}
+
+/// The warm-up request `file` holds (its path and bytes), decoded as a
+/// client's OIP JSON request would be.
+fn warm_up_request(
+    name: &str,
+    file: Option<&(std::path::PathBuf, Vec<u8>)>,
+) -> Result<Option<WarmUp>, RegistryError> {
+    let Some((path, bytes)) = file else {
+        return Ok(None);
+    };
+    let (request, _) = crate::server::oip::decode(None, &bytes.clone().into()).map_err(|e| {
+        RegistryError::WarmUp {
+            name: name.to_owned(),
+            path: path.clone(),
+            message: e.message,
+        }
+    })?;
+    Ok(Some(WarmUp {
+        source: path.display().to_string(),
+        inputs: request.inputs,
+        parameters: request.parameters,
+        outputs: request.outputs,
+    }))
 }

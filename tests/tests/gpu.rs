@@ -86,6 +86,11 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     let gpu = TestServer::attach(running, repo);
     let (_, meta) = gpu.get("/v2").await;
     assert_eq!(meta["device"]["kind"], "gpu", "{meta}");
+    // Before any request, each of the two instances answered the shipped
+    // warmup.json at load, waiting for the device once.
+    let name = meta["device"]["name"].as_str().unwrap();
+    let read_backs = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
+    assert_eq!(metric(&gpu, &read_backs).await, 2.0);
     let (_, model) = gpu.get("/v2/models/digits").await;
     assert_eq!(model["parameters"]["device"], "gpu");
     let (gpu_p, gpu_labels) = probabilities(&gpu, inputs, n).await;
@@ -94,8 +99,6 @@ async fn digits_on_the_gpu_answers_as_on_the_cpu() {
     assert!(worst <= 1e-5, "GPU vs CPU: max |Δp| = {worst}");
     assert_matches_sklearn(&gpu_p, &gpu_labels, &reference);
     // Both outputs come back in one wait for the device.
-    let name = meta["device"]["name"].as_str().unwrap();
-    let read_backs = format!("edgeserve_device_read_backs_total{{device=\"{name}\"}}");
     let before = metric(&gpu, &read_backs).await;
     probabilities(&gpu, inputs, n).await;
     assert_eq!(metric(&gpu, &read_backs).await - before, 1.0);

@@ -71,6 +71,69 @@ async fn models_load_and_unload_without_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_warm_up_request_is_answered_at_load_and_one_that_fails_fails_the_load() {
+    let server = TestServer::start(&["linear"]).await;
+    let model = server.repo.join("linear");
+    let config = std::fs::read_to_string(model.join("config.toml")).unwrap();
+    // Top-level keys go before the config's tables.
+    std::fs::write(
+        model.join("config.toml"),
+        format!("warmup = \"warmup.json\"\n{config}"),
+    )
+    .unwrap();
+    let empty = json!({});
+    let load = || server.post("/v2/repository/models/linear/load", &empty);
+    // As with any unreadable config, a missing file leaves the loaded
+    // version serving; a load that gets further takes the model down.
+    for (request, says, state) in [
+        (None, "warmup.json: No such file", "READY"),
+        (Some("{\"inputs\": ["), "warm-up request", "UNAVAILABLE"),
+        // Decoded, but the handler's product refuses a [1, 2] x.
+        (
+            Some(
+                r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}"#,
+            ),
+            "failed: warm-up request",
+            "UNAVAILABLE",
+        ),
+    ] {
+        if let Some(request) = request {
+            std::fs::write(model.join("warmup.json"), request).unwrap();
+        }
+        let (status, body) = load().await;
+        assert_eq!(status, 500, "{body}");
+        let text = error_text(&body);
+        assert!(
+            text.contains(says) && text.contains("warmup.json"),
+            "{body}"
+        );
+        let (_, index) = server.post("/v2/repository/index", &json!({})).await;
+        assert_eq!(index[0]["state"], state, "{index}");
+    }
+    std::fs::write(
+        model.join("warmup.json"),
+        r#"{"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]}]}"#,
+    )
+    .unwrap();
+    let (status, body) = load().await;
+    assert_eq!(status, 200, "{body}");
+    assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
+    // A file outside the model's folder is refused when the config is read.
+    std::fs::write(
+        model.join("config.toml"),
+        format!("warmup = \"../linear/warmup.json\"\n{config}"),
+    )
+    .unwrap();
+    let (status, body) = load().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        error_text(&body).contains("warmup must name a file in the model's folder"),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unversioned_requests_go_to_the_latest_version() {
     let repo = edgeserve_e2e::model_repository(&["linear"]);
     std::fs::create_dir(repo.join("linear/2")).unwrap();

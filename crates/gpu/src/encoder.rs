@@ -2,8 +2,9 @@
 //! words, and workgroup grids, into the calling thread's stream (see `stream`).
 
 use std::collections::HashMap;
+use std::time::Instant;
 
-use edgeserve_tensor::{Result, TensorError};
+use edgeserve_tensor::{Result, TensorError, deadline};
 
 use crate::{GpuBackend, kernels, lock, stream};
 
@@ -94,6 +95,7 @@ impl GpuBackend {
         }
         // Built outside the lock: other threads go on recording meanwhile
         // (two building the same pipeline at once is harmless).
+        let started = Instant::now();
         let source = kernels::source(kernel);
         let entries: Vec<_> = kernels::bindings(&source)
             .into_iter()
@@ -146,6 +148,9 @@ impl GpuBackend {
                 "gpu backend: kernel {kernel} failed to build: {e}"
             )));
         }
+        // A build is the server's one-time cost, not the request's that
+        // first needed it: on a software driver it takes up to a second.
+        deadline::postpone(started.elapsed());
         let built = (pipeline, layout);
         lock(&self.pipelines).insert(key, built.clone());
         Ok(built)

@@ -10,6 +10,13 @@
 //! this way fails with [`TensorError::DeadlineExceeded`], which the runtime
 //! turns into a trap, as it does an epoch interrupt.
 //!
+//! Work the server does once, on whichever request first needs it (a GPU
+//! backend building a kernel's pipeline the first time it runs, which takes
+//! a software Vulkan driver up to a second), is not the request's: the
+//! backend [`postpone`]s the deadline by what it took. Such work is
+//! bounded (each pipeline is built once per device), so a handler cannot
+//! buy itself unbounded time this way.
+//!
 //! A CPU kernel stops by unwinding from the block that found the deadline
 //! passed back to [`run`], which [`Ops`](crate::Ops) wraps around every
 //! kernel: the kernel's partly written output is dropped unread, so no
@@ -19,7 +26,7 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{Result, TensorError};
 
@@ -68,10 +75,26 @@ pub fn within<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
 /// [`within`] for a future: `deadline` bounds the tensor operations it makes
 /// in each poll, on whichever thread polls it (an async call into a guest
 /// may resume on another thread after a yield, and must not leave its
-/// deadline behind on the one it left).
-pub async fn within_polls<F: Future>(deadline: Instant, future: F) -> F::Output {
+/// deadline behind on the one it left). What a poll [`postpone`]d it by
+/// carries into the next poll and back to the caller's `deadline`.
+pub async fn within_polls<F: Future>(deadline: &mut Instant, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| within(deadline, || future.as_mut().poll(cx))).await
+    std::future::poll_fn(|cx| {
+        let _restore = Restore::set(&REQUEST, Some(*deadline));
+        let poll = future.as_mut().poll(cx);
+        *deadline = REQUEST.get().unwrap_or(*deadline);
+        poll
+    })
+    .await
+}
+
+/// Moves the deadline of the request this thread is serving (and of the
+/// kernel running on it) `by` later: for one-time work of the server's that
+/// this request happened to be the first to need (see the module docs).
+pub fn postpone(by: Duration) {
+    for cell in [&REQUEST, &KERNEL] {
+        cell.set(cell.get().map(|d| d + by));
+    }
 }
 
 /// The deadline of the request this thread is serving, if any: what a
@@ -165,6 +188,34 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(KERNEL.get(), None, "the kernel deadline is disarmed");
+    }
+
+    #[test]
+    fn a_postponed_deadline_carries_across_polls_and_back() {
+        let start = Instant::now() + Duration::from_secs(60);
+        let mut deadline = start;
+        let seen = pollster::block_on(within_polls(&mut deadline, async {
+            postpone(Duration::from_secs(5));
+            let first = current();
+            // A yield: the next poll starts from the postponed deadline.
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if yielded {
+                    std::task::Poll::Ready(())
+                } else {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            postpone(Duration::from_secs(1));
+            (first, current())
+        }));
+        assert_eq!(seen.0, Some(start + Duration::from_secs(5)));
+        assert_eq!(seen.1, Some(start + Duration::from_secs(6)));
+        assert_eq!(deadline, start + Duration::from_secs(6));
+        assert_eq!(current(), None, "restored outside the call");
     }
 
     #[test]

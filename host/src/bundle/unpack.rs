@@ -131,7 +131,7 @@ fn unpack_entries(
         let top = top
             .to_str()
             .ok_or_else(|| unsafe_entry("the path is not valid UTF-8"))?;
-        if !crate::repository::valid_model_name(top) {
+        if !crate::repository::valid_entry_name(top) {
             return Err(bad(format!(
                 "the top-level folder '{top}' is not a model name (letters, digits, '-', '_', '.')"
             )));

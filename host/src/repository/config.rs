@@ -42,6 +42,12 @@ pub struct ModelConfig {
     pub chat_template: Option<String>,
     /// Dynamic batching (`[batching]`); absent: every request runs alone.
     pub batching: Option<BatchingConfig>,
+    /// A file in the model's folder holding an Open Inference Protocol JSON
+    /// inference request, which every new instance answers before it
+    /// serves (Triton's model warmup): the one-time work a first request
+    /// would otherwise pay for, such as a GPU driver compiling the model's
+    /// kernels, happens at load. A request it fails fails the load.
+    pub warmup: Option<String>,
 }
 
 /// Dynamic batching, the `[batching]` table. Its presence is the handler
@@ -132,6 +138,7 @@ impl Default for ModelConfig {
             task: None,
             chat_template: None,
             batching: None,
+            warmup: None,
         }
     }
 }
@@ -187,6 +194,13 @@ impl ModelConfig {
         }
         if let Some(batching) = &self.batching {
             batching.validate(self.queue_timeout_ms)?;
+        }
+        if let Some(file) = &self.warmup
+            && !super::valid_entry_name(file)
+        {
+            return Err(format!(
+                "warmup must name a file in the model's folder, not {file:?}"
+            ));
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <repo>/<model>/config.toml                 optional serving settings
+//! <repo>/<model>/<warm-up request>           optional, as the config's `warmup` names it
 //! <repo>/<model>/<version>/model.wasm         the handler component
 //! <repo>/<model>/<version>/model.safetensors  optional weights
 //! <repo>/<model>/<version>/<asset>            files the handler may read
@@ -79,6 +80,8 @@ pub struct ModelSource {
     pub config: ModelConfig,
     /// Version number → version folder, ascending.
     pub versions: BTreeMap<u64, PathBuf>,
+    /// The warm-up request `config.warmup` names: its path and its bytes.
+    pub warmup: Option<(PathBuf, Vec<u8>)>,
 }
 
 /// A model repository rooted at a folder.
@@ -117,7 +120,7 @@ impl Repository {
     /// Reads one model's folder: its config and its versions.
     pub fn model(&self, name: &str) -> Result<ModelSource, RepositoryError> {
         let dir = self.root.join(name);
-        if !valid_model_name(name) || !dir.is_dir() {
+        if !valid_entry_name(name) || !dir.is_dir() {
             return Err(RepositoryError::UnknownModel {
                 name: name.to_owned(),
                 root: self.root.clone(),
@@ -141,17 +144,30 @@ impl Repository {
                 name: name.to_owned(),
             });
         }
+        let warmup = match &config.warmup {
+            Some(file) => {
+                let path = dir.join(file);
+                let bytes = std::fs::read(&path).map_err(|source| RepositoryError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some((path, bytes))
+            }
+            None => None,
+        };
         Ok(ModelSource {
             name: name.to_owned(),
             config,
             versions,
+            warmup,
         })
     }
 }
 
-/// Whether `name` may name a model folder: ASCII letters, digits, `-`, `_`
-/// and `.`, not empty and not hidden (so it never escapes the repository).
-pub(crate) fn valid_model_name(name: &str) -> bool {
+/// Whether `name` may name a model folder, or a file in one that a config
+/// names: ASCII letters, digits, `-`, `_` and `.`, not empty and not hidden
+/// (so it never escapes the repository).
+pub(crate) fn valid_entry_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name

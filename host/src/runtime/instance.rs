@@ -73,6 +73,27 @@ impl From<ParameterValue> for bindings::ParameterValue {
 /// A request parameter (the OIP `parameters` object, flattened).
 pub type Parameter = (String, ParameterValue);
 
+/// A request every instance of a model answers at load, before it serves
+/// (the model config's `warmup`), so that the one-time work of a first
+/// request happens then.
+#[derive(Clone, Debug)]
+pub struct WarmUp {
+    /// Where it came from, for messages.
+    pub source: String,
+    /// Inputs by name.
+    pub inputs: Vec<(String, Value)>,
+    /// Request parameters.
+    pub parameters: Vec<Parameter>,
+    /// Outputs asked for; `None`: all of them.
+    pub outputs: Option<Vec<String>>,
+}
+
+/// The shortest deadline a warm-up request runs under, whatever the
+/// model's: it pays for one-time work that a request's deadline does not
+/// allow for (a software Vulkan driver compiles each kernel at its first
+/// dispatch, which took digits' first request past 1 s on a fresh machine).
+pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Why a call into a handler failed.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Fault {
@@ -207,8 +228,8 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
         // Instantiation runs guest start code: it gets the same deadline.
-        let until = Instant::now() + timeout;
-        let bindings = deadline::within_polls(until, pre.instantiate_async(&mut store)).await;
+        let mut until = Instant::now() + timeout;
+        let bindings = deadline::within_polls(&mut until, pre.instantiate_async(&mut store)).await;
         let mut instance = Instance {
             bindings: bindings.map_err(|e| Fault::Trap {
                 model: label.clone(),
@@ -222,7 +243,7 @@ impl Instance {
         };
         instance.arm();
         let init = deadline::within_polls(
-            instance.deadline,
+            &mut instance.deadline,
             instance
                 .bindings
                 .edgeserve_handler_handler()
@@ -290,7 +311,7 @@ impl Instance {
     pub async fn metadata(&mut self) -> Result<ModelMetadata, Fault> {
         self.arm();
         let result = deadline::within_polls(
-            self.deadline,
+            &mut self.deadline,
             self.bindings
                 .edgeserve_handler_handler()
                 .call_metadata(&mut self.store),
@@ -373,7 +394,7 @@ impl Instance {
             outputs,
         };
         let result = deadline::within_polls(
-            self.deadline,
+            &mut self.deadline,
             self.bindings
                 .edgeserve_handler_handler()
                 .call_infer(&mut self.store, &request),
@@ -388,6 +409,25 @@ impl Instance {
             Err(InferError::InvalidInput(message)) => Err(Fault::Rejected { model, message }),
             Err(InferError::Internal(message)) => Err(Fault::Failed { model, message }),
         }
+    }
+
+    /// Answers the model's warm-up request ([`WarmUp`]) under a deadline of
+    /// at least [`WARM_UP_TIMEOUT`], dropping the answer.
+    pub async fn warm_up(&mut self, request: &WarmUp) -> Result<(), Fault> {
+        let timeout = self.timeout;
+        self.timeout = timeout.max(WARM_UP_TIMEOUT);
+        let result = self
+            .infer(
+                request.inputs.clone(),
+                request.parameters.clone(),
+                request.outputs.clone(),
+            )
+            .await;
+        self.timeout = timeout;
+        result.map(drop).map_err(|fault| Fault::Failed {
+            model: self.label(),
+            message: format!("warm-up request {}: {fault}", request.source),
+        })
     }
 
     /// [`Instance::infer`] with the chunks the handler sends going to

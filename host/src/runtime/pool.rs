@@ -110,6 +110,17 @@ impl InstancePool {
         call(instance)
     }
 
+    /// Runs `call` on every idle instance, one after another, on this
+    /// thread, stopping at the first failure; for use while the model is
+    /// being loaded and no request can hold one.
+    pub fn with_each_idle(
+        &self,
+        call: impl FnMut(&mut Instance) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter_mut().try_for_each(call)
+    }
+
     /// Instances currently alive (idle or busy).
     pub fn live(&self) -> i64 {
         self.live.get()

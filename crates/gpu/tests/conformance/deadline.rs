@@ -90,3 +90,23 @@ fn a_read_back_past_the_deadline_fails_with_deadline_exceeded_and_the_device_ser
         .unwrap();
     assert_eq!(floats(&squared), [7.0, 10.0, 15.0, 22.0]);
 }
+
+#[test]
+fn building_a_pipeline_postpones_the_deadline_and_a_built_one_does_not() {
+    // A backend of its own, so the pipeline is built here first.
+    let backend = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
+    let x = Rng::new(3).tensor(&[4, 4], -1.0, 1.0);
+    let x = backend.ops().from_host(&x).unwrap();
+    let far = Instant::now() + Duration::from_secs(600);
+    let after_softmax = || {
+        deadline::within(far, || {
+            backend.ops().softmax(&x, -1).unwrap();
+            deadline::current().unwrap()
+        })
+    };
+    assert!(
+        after_softmax() > far,
+        "the first softmax built its pipeline"
+    );
+    assert_eq!(after_softmax(), far, "the second found it built");
+}
