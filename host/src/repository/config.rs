@@ -43,10 +43,10 @@ pub struct ModelConfig {
     /// Dynamic batching (`[batching]`); absent: every request runs alone.
     pub batching: Option<BatchingConfig>,
     /// A file in the model's folder holding an Open Inference Protocol JSON
-    /// inference request, which every new instance answers before it
-    /// serves (Triton's model warmup): the one-time work a first request
-    /// would otherwise pay for, such as a GPU driver compiling the model's
-    /// kernels, happens at load. A request it fails fails the load.
+    /// inference request, which every instance answers at load, before the
+    /// model is ready (Triton's model warmup): the one-time work a first
+    /// request would otherwise pay for, such as a GPU driver compiling the
+    /// model's kernels, happens then. A request it fails fails the load.
     pub warmup: Option<String>,
 }
 

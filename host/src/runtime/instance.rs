@@ -92,7 +92,7 @@ pub struct WarmUp {
 /// model's: it pays for one-time work that a request's deadline does not
 /// allow for (a software Vulkan driver compiles each kernel at its first
 /// dispatch, which took digits' first request past 1 s on a fresh machine).
-pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a call into a handler failed.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -25,7 +25,7 @@ pub use bindings::{ModelMetadata, TensorMetadata, TextChunk};
 pub use cache::{CacheOutcome, CompileCache};
 pub use context::ModelContext;
 pub use contract::{CONTRACT_VERSION, ContractError, contract_compatible};
-pub use instance::{Fault, Instance, Parameter, ParameterValue, Value, WARM_UP_TIMEOUT, WarmUp};
+pub use instance::{Fault, Instance, Parameter, ParameterValue, Value, WarmUp};
 pub use pool::{Factory, InstancePool, PoolError, Timing};
 pub use state::InstanceState;
 
