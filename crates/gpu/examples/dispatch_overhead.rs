@@ -15,7 +15,9 @@
 //! small ops and one read-back) on 1, 2, 4 and 8 threads at once, each
 //! thread with its own inputs, and reports requests per second over all
 //! of them: with the inputs resident, and with each request's input
-//! uploaded and freed as a served request's is.
+//! uploaded and freed as a served request's is; and, per request, the time
+//! spent recording and reading back, which tells whether requests side by
+//! side contend while they record or while they wait for the device.
 
 use std::time::{Duration, Instant};
 
@@ -178,10 +180,9 @@ fn main() {
     );
 
     println!(
-        "\n| threads | requests/s, inputs resident | vs 1 thread | requests/s, input uploaded per request | vs 1 thread |"
+        "\n| threads | inputs | requests/s | vs 1 thread | recording, µs per request | read-back, µs per request |"
     );
-    println!("|--:|--:|--:|--:|--:|");
-    const REQUESTS: usize = 60;
+    println!("|--:|:--|--:|--:|--:|--:|");
     let mut single = [0.0; 2];
     for threads in [1usize, 2, 4, 8] {
         let per_thread: Vec<Inputs> = (0..threads).map(|t| inputs(ops, 100 + t)).collect();
@@ -189,35 +190,88 @@ fn main() {
             .iter()
             .map(|i| ops.to_host(&i.x).expect("read back"))
             .collect();
-        let mut row = format!("| {threads} |");
         for (column, upload) in [false, true].into_iter().enumerate() {
-            let took = best(3, || {
-                std::thread::scope(|s| {
-                    for (i, host) in per_thread.iter().zip(&hosts) {
-                        let gpu = &gpu;
-                        s.spawn(move || {
-                            let ops = gpu.ops();
-                            for _ in 0..REQUESTS {
-                                // As a served request does: its input is
-                                // uploaded, and freed when it is done.
-                                let x = upload.then(|| ops.from_host(host).expect("upload"));
-                                let request = Inputs {
-                                    x: x.unwrap_or_else(|| i.x.clone()),
-                                    ..i.clone()
-                                };
-                                ops.to_host(&mixed_chain(ops, &request, 16))
-                                    .expect("read back");
-                            }
-                        });
-                    }
-                })
-            });
-            let rate = (threads * REQUESTS) as f64 / took.as_secs_f64();
+            let round = (0..3)
+                .map(|_| threads_round(&gpu, &per_thread, &hosts, upload))
+                .min_by_key(|round| round.took)
+                .expect("three rounds");
+            let requests = (threads * THREAD_REQUESTS) as f64;
+            let rate = requests / round.took.as_secs_f64();
             if threads == 1 {
                 single[column] = rate;
             }
-            row += &format!(" {rate:.0} | {:.2} |", rate / single[column]);
+            let per_request = |d: Duration| d.as_secs_f64() * 1e6 / requests;
+            println!(
+                "| {threads} | {} | {rate:.0} | {:.2} | {:.1} | {:.1} |",
+                if upload {
+                    "uploaded per request"
+                } else {
+                    "resident"
+                },
+                rate / single[column],
+                per_request(round.recording),
+                per_request(round.read_back),
+            );
         }
-        println!("{row}");
+    }
+}
+
+/// Requests each thread of the third table makes per round.
+const THREAD_REQUESTS: usize = 60;
+
+/// One round of the third table: its wall time, and the time its threads
+/// spent recording and reading back, summed over them. Where concurrent
+/// requests contend shows as which of the two grows with the threads.
+struct ThreadsRound {
+    took: Duration,
+    recording: Duration,
+    read_back: Duration,
+}
+
+/// [`THREAD_REQUESTS`] requests (a chain of 16 small ops and one read-back)
+/// on each of `per_thread`'s threads at once; with `upload`, each request's
+/// input is uploaded from `hosts` and freed when it is done, as a served
+/// request's is.
+fn threads_round(
+    gpu: &GpuBackend,
+    per_thread: &[Inputs],
+    hosts: &[Tensor],
+    upload: bool,
+) -> ThreadsRound {
+    let start = Instant::now();
+    let spent: Vec<(Duration, Duration)> = std::thread::scope(|s| {
+        let handles: Vec<_> = per_thread
+            .iter()
+            .zip(hosts)
+            .map(|(i, host)| {
+                s.spawn(move || {
+                    let ops = gpu.ops();
+                    let (mut recording, mut read_back) = (Duration::ZERO, Duration::ZERO);
+                    for _ in 0..THREAD_REQUESTS {
+                        let started = Instant::now();
+                        let x = upload.then(|| ops.from_host(host).expect("upload"));
+                        let request = Inputs {
+                            x: x.unwrap_or_else(|| i.x.clone()),
+                            ..i.clone()
+                        };
+                        let y = mixed_chain(ops, &request, 16);
+                        let recorded = Instant::now();
+                        ops.to_host(&y).expect("read back");
+                        recording += recorded - started;
+                        read_back += recorded.elapsed();
+                    }
+                    (recording, read_back)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a request thread"))
+            .collect()
+    });
+    ThreadsRound {
+        took: start.elapsed(),
+        recording: spent.iter().map(|s| s.0).sum(),
+        read_back: spent.iter().map(|s| s.1).sum(),
     }
 }
