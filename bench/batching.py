@@ -62,10 +62,7 @@ def repository(work):
             version = repo / name / "1"
             version.mkdir(parents=True)
             (repo / name / "config.toml").write_text(text)
-            # The files the config names (its warm-up request).
-            for f in (harness.MODELS / model).iterdir():
-                if f.is_file() and f.name != "config.toml":
-                    (repo / name / f.name).symlink_to(f.resolve())
+            harness.link_model_files(model, repo / name, skip=("config.toml",))
             shutil.copy(harness.find_plugin(model), version / "model.wasm")
             for f in (harness.MODELS / model / "1").iterdir():
                 if f.name != "model.wasm":

@@ -45,7 +45,7 @@ def write_model(repository):
     bundled = harness.MODELS / "gpt2"
     folder = repository / "gpt2"
     (folder / "1").mkdir(parents=True)
-    shutil.copy(bundled / "config.toml", folder / "config.toml")
+    harness.link_model_files("gpt2", folder)
     for name in ["vocab.json", "merges.txt"]:
         shutil.copy(bundled / "1" / name, folder / "1" / name)
     wasm = bundled / "1" / "model.wasm"

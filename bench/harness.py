@@ -48,6 +48,16 @@ def find_binary():
     sys.exit("no edgeserve binary: run `cargo build --release -p edgeserve` first")
 
 
+def link_model_files(model, folder, skip=()):
+    """Links the files of examples/models/<model> itself (config.toml and
+    those it names, such as its warm-up request), all but `skip`, into
+    `folder`, the model's folder in a bench's own repository."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in (MODELS / model).iterdir():
+        if f.is_file() and f.name not in skip:
+            (folder / f.name).symlink_to(f.resolve())
+
+
 def find_plugin(name):
     """The built component `<name>.wasm` under plugins/target or
     $CARGO_TARGET_DIR/wasm-plugins (the test build's), whichever was built

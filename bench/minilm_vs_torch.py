@@ -62,7 +62,7 @@ def start_server(threads):
     repo = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-"))
     version = repo / "minilm" / "1"
     version.mkdir(parents=True)
-    shutil.copy(MODEL / "config.toml", repo / "minilm" / "config.toml")
+    harness.link_model_files("minilm", repo / "minilm")
     shutil.copy(find_plugin(), version / "model.wasm")
     for f in (MODEL / "1").iterdir():
         if f.name != "model.wasm":

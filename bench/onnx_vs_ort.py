@@ -96,7 +96,7 @@ def main():
         import_model(binary, path, name, repo)
     version = repo / "minilm" / "1"
     version.mkdir(parents=True)
-    shutil.copy(harness.MODELS / "minilm" / "config.toml", repo / "minilm" / "config.toml")
+    harness.link_model_files("minilm", repo / "minilm")
     shutil.copy(harness.find_plugin("minilm"), version / "model.wasm")
     for f in (harness.MODELS / "minilm" / "1").iterdir():
         if f.name != "model.wasm":

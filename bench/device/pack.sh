@@ -37,7 +37,7 @@ done
 
 cp -r examples/models/linear examples/models/digits "$pack/models/"
 mkdir -p "$pack/models/minilm/1"
-cp examples/models/minilm/config.toml "$pack/models/minilm/"
+cp examples/models/minilm/config.toml examples/models/minilm/warmup.json "$pack/models/minilm/"
 for f in model.wasm vocab.txt tokenizer.json config.json tokenizer_config.json special_tokens_map.json; do
     cp "examples/models/minilm/1/$f" "$pack/models/minilm/1/"
 done
