@@ -80,9 +80,9 @@ def main():
             raise SystemExit(f"examples/models/{model}/config.toml has no warmup")
         repos = {warm: repository(work, model, warm) for warm in (False, True)}
         runs = {False: [], True: []}
-        for round in range(args.rounds):
+        for turn in range(args.rounds):
             # Alternating which goes first.
-            for warm in ((False, True) if round % 2 == 0 else (True, False)):
+            for warm in ((False, True) if turn % 2 == 0 else (True, False)):
                 runs[warm].append(start(binary, repos[warm], model, args.device))
         for warm in (False, True):
             cell = lambda i, scale, fmt: ", ".join(fmt.format(r[i] * scale) for r in runs[warm])
