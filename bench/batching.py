@@ -59,14 +59,8 @@ def repository(work):
             raise SystemExit(f"examples/models/{model}/config.toml has no [batching] max_batch_size")
         off = re.sub(r"^max_batch_size = \d+$", "max_batch_size = 1", config, flags=re.M)
         for name, text in ((model, config), (f"{model}_off", off)):
-            version = repo / name / "1"
-            version.mkdir(parents=True)
+            harness.model_folder(model, repo / name, skip=("config.toml",))
             (repo / name / "config.toml").write_text(text)
-            harness.link_model_files(model, repo / name, skip=("config.toml",))
-            shutil.copy(harness.find_plugin(model), version / "model.wasm")
-            for f in (harness.MODELS / model / "1").iterdir():
-                if f.name != "model.wasm":
-                    (version / f.name).symlink_to(f.resolve())
     return repo
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import socket
 import statistics
 import struct
@@ -56,6 +57,19 @@ def link_model_files(model, folder, skip=()):
     for f in (MODELS / model).iterdir():
         if f.is_file() and f.name not in skip:
             (folder / f.name).symlink_to(f.resolve())
+
+
+def model_folder(model, folder, skip=()):
+    """examples/models/<model> as `folder` of a bench's own repository: its
+    own files linked (all but `skip`), and version 1 with the freshly built
+    plugin as model.wasm and the rest of the shipped version linked."""
+    link_model_files(model, folder, skip)
+    version = folder / "1"
+    version.mkdir()
+    shutil.copy(find_plugin(model), version / "model.wasm")
+    for f in (MODELS / model / "1").iterdir():
+        if f.name != "model.wasm":
+            (version / f.name).symlink_to(f.resolve())
 
 
 def find_plugin(name):

@@ -45,28 +45,16 @@ import tempfile
 # First: it sets OMP_WAIT_POLICY before `reference` below loads torch.
 import harness
 
-MODEL = harness.MODELS / "minilm"
-
 sys.path.insert(0, str(harness.REPO / "plugins" / "minilm"))
 import reference  # noqa: E402  (loads the model exactly as the test reference does)
 
 from sentences import SENTENCES  # noqa: E402,F401  (models.py reads it from here too)
 
 
-def find_plugin():
-    return harness.find_plugin("minilm")
-
-
 def start_server(threads):
     """edgeserve over a temporary repository holding minilm; returns (server, dir)."""
     repo = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-"))
-    version = repo / "minilm" / "1"
-    version.mkdir(parents=True)
-    harness.link_model_files("minilm", repo / "minilm")
-    shutil.copy(find_plugin(), version / "model.wasm")
-    for f in (MODEL / "1").iterdir():
-        if f.name != "model.wasm":
-            (version / f.name).symlink_to(f.resolve())
+    harness.model_folder("minilm", repo / "minilm")
     return harness.Server(harness.find_binary(), repo, ["minilm"], threads, timeout=120), repo
 
 

@@ -94,13 +94,7 @@ def main():
     repo = work / "repo"
     for name, path in files.items():
         import_model(binary, path, name, repo)
-    version = repo / "minilm" / "1"
-    version.mkdir(parents=True)
-    harness.link_model_files("minilm", repo / "minilm")
-    shutil.copy(harness.find_plugin("minilm"), version / "model.wasm")
-    for f in (harness.MODELS / "minilm" / "1").iterdir():
-        if f.name != "model.wasm":
-            (version / f.name).symlink_to(f.resolve())
+    harness.model_folder("minilm", repo / "minilm")
 
     sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
 

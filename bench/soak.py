@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 
-from harness import MODELS, REPO, Server, find_binary, find_plugin
+from harness import MODELS, REPO, Server, find_binary, model_folder
 
 REQUESTS = REPO / "examples" / "requests"
 LINEAR = {"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]}
@@ -51,16 +51,7 @@ def repository():
     second `linear` (`cycled`) that only the unload/load cycle touches."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-soak-"))
     for model in sorted(p.name for p in MODELS.iterdir() if p.is_dir()):
-        files = {f"1/{f.name}" for f in (MODELS / model / "1").iterdir()} | {"1/model.wasm"}
-        # config.toml and the files it names (a warm-up request).
-        files |= {f.name for f in (MODELS / model).iterdir() if f.is_file()}
-        for source in sorted(files):
-            target = root / model / source
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.endswith("model.wasm"):
-                shutil.copy(find_plugin(model), target)
-            else:
-                target.symlink_to(MODELS / model / source)
+        model_folder(model, root / model)
     shutil.copytree(root / "linear", root / "cycled", symlinks=True)
     return root
 
