@@ -14,15 +14,15 @@
 # another repository over /models (or set EDGESERVE_MODEL_REPOSITORY) to serve
 # your own models.
 
-ARG RUST_VERSION=1.95.0
+ARG RUST_VERSION=1.97.0
 ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------------------
 # Builder: the host binary (native) and the plugins (wasm32-wasip2 components).
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 ARG RUST_VERSION
-# rust-toolchain.toml asks for "stable"; pin the image's own toolchain instead
-# so the build does not download another one. The wasm target is added to it.
+# The image's toolchain is the one rust-toolchain.toml pins (keep the two
+# equal) so the build does not download another. The wasm target is added to it.
 ENV RUSTUP_TOOLCHAIN=${RUST_VERSION} \
     CARGO_TERM_COLOR=never
 RUN rustup target add wasm32-wasip2

@@ -13,7 +13,8 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 # Run from the repo so rustup honours rust-toolchain.toml for both commands.
 cd "$repo"
 
-# Idempotent; a no-op when rust-toolchain.toml already installed it.
+# Idempotent: the toolchain rust-toolchain.toml pins, and its wasm target.
+rustup toolchain install
 rustup target add wasm32-wasip2
 
 cargo build --release --target wasm32-wasip2 \
