@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 from k8s_checks.common import REPO, check
@@ -135,7 +136,8 @@ def check_dockerfile() -> dict:
 
 def check_operator_dockerfile() -> None:
     """A Dockerfile cannot include another, so the operator's repeats the
-    builder's toolchain pin; the two must not drift apart."""
+    builder's toolchain pin; the two must not drift apart, nor from
+    rust-toolchain.toml."""
     operator = REPO / "crates/operator/Dockerfile"
     if not operator.is_file():
         return
@@ -148,5 +150,9 @@ def check_operator_dockerfile() -> None:
 
     host, op = pins(REPO / "Dockerfile"), pins(operator)
     check(host == op, f"crates/operator/Dockerfile pins the toolchain {op}, the Dockerfile {host}")
+    # Both build with the image's toolchain, so it must be the one the
+    # repository's builds use.
+    channel = tomllib.loads((REPO / "rust-toolchain.toml").read_text())["toolchain"]["channel"]
+    check(host.get("RUST_VERSION") == channel, f"the Dockerfile pins Rust {host.get('RUST_VERSION')}, rust-toolchain.toml {channel}")
 
 
