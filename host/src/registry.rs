@@ -189,7 +189,8 @@ impl ModelRegistry {
     }
 
     /// (Re)loads every version of `name`. Slow (compiles, starts instances):
-    /// call it off the async executor.
+    /// call it off the async executor. A reload that fails leaves the loaded
+    /// versions serving, as Triton does, so a bad push takes nothing down.
     pub fn load(&self, name: &str) -> Result<(), RegistryError> {
         let source = self.repository.model(name)?;
         let mut versions = BTreeMap::new();
@@ -205,6 +206,10 @@ impl ModelRegistry {
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
         let previous = match &result {
             Ok(()) => models.insert(name.to_owned(), Entry::Ready(versions)),
+            Err(e) if matches!(models.get(name), Some(Entry::Ready(_))) => {
+                tracing::error!(model = %name, "reload failed; the loaded versions keep serving: {e}");
+                None
+            }
             Err(e) => models.insert(name.to_owned(), Entry::Unavailable(e.to_string())),
         };
         drop(models);

@@ -83,18 +83,16 @@ async fn a_warm_up_request_is_answered_at_load_and_one_that_fails_fails_the_load
     .unwrap();
     let empty = json!({});
     let load = || server.post("/v2/repository/models/linear/load", &empty);
-    // As with any unreadable config, a missing file leaves the loaded
-    // version serving; a load that gets further takes the model down.
-    for (request, says, state) in [
-        (None, "warmup.json: No such file", "READY"),
-        (Some("{\"inputs\": ["), "warm-up request", "UNAVAILABLE"),
+    // Each failed reload leaves the loaded version serving (as Triton does).
+    for (request, says) in [
+        (None, "warmup.json: No such file"),
+        (Some("{\"inputs\": ["), "warm-up request"),
         // Decoded, but the handler's product refuses a [1, 2] x.
         (
             Some(
                 r#"{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}"#,
             ),
             "failed: warm-up request",
-            "UNAVAILABLE",
         ),
     ] {
         if let Some(request) = request {
@@ -108,7 +106,8 @@ async fn a_warm_up_request_is_answered_at_load_and_one_that_fails_fails_the_load
             "{body}"
         );
         let (_, index) = server.post("/v2/repository/index", &json!({})).await;
-        assert_eq!(index[0]["state"], state, "{index}");
+        assert_eq!(index[0]["state"], "READY", "{index}");
+        assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
     }
     std::fs::write(
         model.join("warmup.json"),
@@ -130,6 +129,51 @@ async fn a_warm_up_request_is_answered_at_load_and_one_that_fails_fails_the_load
         error_text(&body).contains("warmup must name a file in the model's folder"),
         "{body}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_reload_leaves_the_loaded_version_serving() {
+    let server = TestServer::start(&["linear"]).await;
+    let wasm = server.repo.join("linear/1/model.wasm");
+    let good = std::fs::read(&wasm).unwrap();
+    std::fs::write(&wasm, b"not a component").unwrap();
+    let empty = json!({});
+    let load = || server.post("/v2/repository/models/linear/load", &empty);
+    let (status, body) = load().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        error_text(&body).contains("cannot compile linear:1"),
+        "{body}"
+    );
+    let (_, index) = server.post("/v2/repository/index", &empty).await;
+    assert_eq!(
+        index,
+        json!([{"name": "linear", "version": "1", "state": "READY"}])
+    );
+    assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
+
+    // With nothing loaded, the failure is the model's state.
+    assert_eq!(
+        server
+            .post("/v2/repository/models/linear/unload", &empty)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(load().await.0, 500);
+    let (_, index) = server.post("/v2/repository/index", &empty).await;
+    assert_eq!(index[0]["state"], "UNAVAILABLE");
+    assert!(
+        index[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot compile linear:1")),
+        "{index}"
+    );
+
+    std::fs::write(&wasm, good).unwrap();
+    assert_eq!(load().await.0, 200);
+    assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
     server.stop().await;
 }
 
