@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use edgeserve_tensor::{DType, HostBuffer, Result, Storage, Tensor, TensorError, deadline};
-use wgpu::util::DeviceExt;
 
 use crate::stream::{self, Uses};
 use crate::{GpuBackend, lock};
@@ -151,6 +150,14 @@ impl Pool {
 /// and a trailing partial quad would be out of its reach.
 fn padded(bytes: u64) -> u64 {
     bytes.div_ceil(16).max(1) * 16
+}
+
+/// Writes `bytes` at the start of `to` and zeroes the rest: the padding to
+/// whole quads ([`padded`]).
+fn fill_padded(to: wgpu::WriteOnly<'_, [u8]>, bytes: &[u8]) {
+    let (mut head, mut tail) = to.split_at(bytes.len());
+    head.copy_from_slice(bytes);
+    tail.fill(0);
 }
 
 /// Refuses `op` on `dtype`, which the kernels do not handle.
@@ -388,8 +395,6 @@ impl GpuBackend {
         let dtype = t.dtype();
         let size = host.len() as u64;
         let (padded, _) = self.fits(op, size)?;
-        let mut bytes = host.bytes().to_vec();
-        bytes.resize(padded as usize, 0);
         // A shared handle on the caller's bytes, not a copy. Of weights,
         // only integers keep theirs (embedding checks ids with it): a
         // handle holds the whole mapped weights file beside the device copy.
@@ -402,8 +407,14 @@ impl GpuBackend {
             // next submission.
             let mut buf = self.alloc_from(op, size, false)?;
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            self.queue.write_buffer(&buf.buffer, 0, &bytes);
-            if let Some(e) = pollster::block_on(scope.pop()) {
+            // Written straight into the staging memory, padding zeroed.
+            let staged = wgpu::BufferSize::new(padded)
+                .and_then(|padded| self.queue.write_buffer_with(&buf.buffer, 0, padded))
+                .map(|mut view| fill_padded(view.slice(..), host.bytes()));
+            let failed = pollster::block_on(scope.pop())
+                .map(|e| e.to_string())
+                .or_else(|| staged.is_none().then(|| "no staging memory".to_owned()));
+            if let Some(e) = failed {
                 return Err(TensorError::OutOfMemory(format!(
                     "{op}: uploading {size} bytes failed: {e}"
                 )));
@@ -412,14 +423,24 @@ impl GpuBackend {
             return Ok(Arc::new(buf));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: None,
-                contents: &bytes,
-                usage: TENSOR_USAGE,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        // Mapped at creation and filled in place: no padded copy of a
+        // large tensor on the host first.
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: padded,
+            usage: TENSOR_USAGE,
+            mapped_at_creation: true,
+        });
+        let mapped = buffer
+            .get_mapped_range_mut(..)
+            .map(|mut view| fill_padded(view.slice(..), host.bytes()));
+        if mapped.is_ok() {
+            buffer.unmap();
+        }
+        let failed = pollster::block_on(scope.pop())
+            .map(|e| e.to_string())
+            .or_else(|| mapped.err().map(|e| e.to_string()));
+        if let Some(e) = failed {
             return Err(TensorError::OutOfMemory(format!(
                 "{op}: uploading {size} bytes failed: {e}"
             )));
