@@ -527,18 +527,17 @@ fn validate_batching(
 /// client's OIP JSON request would be.
 fn warm_up_request(
     name: &str,
-    file: Option<&(std::path::PathBuf, Vec<u8>)>,
+    file: Option<&(std::path::PathBuf, bytes::Bytes)>,
 ) -> Result<Option<WarmUp>, RegistryError> {
     let Some((path, bytes)) = file else {
         return Ok(None);
     };
-    let (request, _) = crate::server::oip::decode(None, &bytes.clone().into()).map_err(|e| {
-        RegistryError::WarmUp {
+    let (request, _) =
+        crate::server::oip::decode(None, bytes).map_err(|e| RegistryError::WarmUp {
             name: name.to_owned(),
             path: path.clone(),
             message: e.message,
-        }
-    })?;
+        })?;
     Ok(Some(WarmUp {
         source: path.display().to_string(),
         inputs: request.inputs,

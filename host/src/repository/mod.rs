@@ -81,7 +81,7 @@ pub struct ModelSource {
     /// Version number → version folder, ascending.
     pub versions: BTreeMap<u64, PathBuf>,
     /// The warm-up request `config.warmup` names: its path and its bytes.
-    pub warmup: Option<(PathBuf, Vec<u8>)>,
+    pub warmup: Option<(PathBuf, bytes::Bytes)>,
 }
 
 /// A model repository rooted at a folder.
@@ -151,7 +151,7 @@ impl Repository {
                     path: path.clone(),
                     source,
                 })?;
-                Some((path, bytes))
+                Some((path, bytes.into()))
             }
             None => None,
         };
