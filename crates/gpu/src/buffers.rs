@@ -160,6 +160,26 @@ fn fill_padded(to: wgpu::WriteOnly<'_, [u8]>, bytes: &[u8]) {
     tail.fill(0);
 }
 
+/// Whether the upload of `size` bytes for `op` went through: an
+/// out-of-memory error caught by `scope`, or else `written`'s own failure,
+/// fails it.
+fn uploaded(
+    op: &str,
+    size: u64,
+    scope: wgpu::ErrorScopeGuard,
+    written: std::result::Result<(), String>,
+) -> Result<()> {
+    let failed = pollster::block_on(scope.pop())
+        .map(|e| e.to_string())
+        .or(written.err());
+    match failed {
+        Some(e) => Err(TensorError::OutOfMemory(format!(
+            "{op}: uploading {size} bytes failed: {e}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses `op` on `dtype`, which the kernels do not handle.
 pub(crate) fn unsupported(op: &str, dtype: DType) -> TensorError {
     TensorError::Unsupported(format!(
@@ -411,14 +431,12 @@ impl GpuBackend {
             let staged = wgpu::BufferSize::new(padded)
                 .and_then(|padded| self.queue.write_buffer_with(&buf.buffer, 0, padded))
                 .map(|mut view| fill_padded(view.slice(..), host.bytes()));
-            let failed = pollster::block_on(scope.pop())
-                .map(|e| e.to_string())
-                .or_else(|| staged.is_none().then(|| "no staging memory".to_owned()));
-            if let Some(e) = failed {
-                return Err(TensorError::OutOfMemory(format!(
-                    "{op}: uploading {size} bytes failed: {e}"
-                )));
-            }
+            uploaded(
+                op,
+                size,
+                scope,
+                staged.ok_or("no staging memory".to_owned()),
+            )?;
             buf.host = keep;
             return Ok(Arc::new(buf));
         }
@@ -437,14 +455,7 @@ impl GpuBackend {
         if mapped.is_ok() {
             buffer.unmap();
         }
-        let failed = pollster::block_on(scope.pop())
-            .map(|e| e.to_string())
-            .or_else(|| mapped.err().map(|e| e.to_string()));
-        if let Some(e) = failed {
-            return Err(TensorError::OutOfMemory(format!(
-                "{op}: uploading {size} bytes failed: {e}"
-            )));
-        }
+        uploaded(op, size, scope, mapped.map_err(|e| e.to_string()))?;
         self.pool.track(&buffer);
         Ok(Arc::new(GpuBuffer {
             buffer,
