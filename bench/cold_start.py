@@ -31,13 +31,12 @@ REQUESTS = harness.REPO / "examples" / "requests"
 def repository(work, model, warm):
     """`model` as shipped, or without its warm-up, under a 60 s deadline."""
     repo = work / f"{model}-{'warm' if warm else 'cold'}"
-    shutil.copytree(harness.MODELS / model, repo / model)
-    shutil.copy(harness.find_plugin(model), repo / model / "1" / "model.wasm")
-    config = repo / model / "config.toml"
-    text = re.sub(r"^timeout_ms = \d+$", "timeout_ms = 60000", config.read_text(), flags=re.M)
+    harness.model_folder(model, repo / model, skip=("config.toml",))
+    shipped = (harness.MODELS / model / "config.toml").read_text()
+    text = re.sub(r"^timeout_ms = \d+$", "timeout_ms = 60000", shipped, flags=re.M)
     if not warm:
         text = re.sub(r"^warmup = .*$", "", text, flags=re.M)
-    config.write_text(text)
+    (repo / model / "config.toml").write_text(text)
     return repo
 
 
