@@ -4,7 +4,8 @@
 # bench/device/pack.sh made here. Each step's Markdown lands in $OUT:
 #
 #   nvidia-smi.txt         the GPU and driver
-#   matmul_gflops.md       edgeserve's GPU vs CPU matmul, 256…4096³ (f32, f16)
+#   matmul_gflops.md       edgeserve's GPU vs CPU matmul, 256…4096³ (f32, f16),
+#                          and the f32 kernel in each grid order, in turns
 #   torch_sgemm.md         PyTorch FP32 SGEMM on CUDA, TF32 off (the baseline)
 #   dispatch_overhead.md   per-op cost and requests on 1–8 threads at once
 #   gpu_vs_cpu.md          minilm batch 1/32, digits batch 64: --device gpu vs

@@ -11,7 +11,9 @@
 //! more than the product it follows. The f16 column runs the
 //! native f16 kernel where the device has `shader-f16` (otherwise widening
 //! through f32). A second table times `linear` (bias + gelu fused into the
-//! product) against matmul, add and gelu as three calls, on each backend.
+//! product) against matmul, add and gelu as three calls, on each backend. A
+//! third times the f32 product in each grid order of the kernel
+//! ([`GpuBackend::set_matmul_tile_group`]), the orders taking turns twice.
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,7 @@ fn main() {
     println!("| size | GPU GFLOP/s | GPU f16 GFLOP/s | CPU GFLOP/s | GPU/CPU |");
     println!("|-----:|------------:|----------------:|------------:|--------:|");
     let mut fusion = Vec::new();
+    let mut orders = Vec::new();
     for &n in &sizes {
         let data: Vec<f32> = (0..n * n)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
@@ -87,6 +90,16 @@ fn main() {
             })
         };
         let g = run(gops, &|| gops.matmul(&ga, &gb, false).expect("gpu matmul"));
+        let mut by_order = vec![Vec::new(); ORDERS.len()];
+        for _ in 0..2 {
+            for (rows, samples) in ORDERS.iter().zip(&mut by_order) {
+                gpu.set_matmul_tile_group(*rows);
+                let t = run(gops, &|| gops.matmul(&ga, &gb, false).expect("gpu matmul"));
+                samples.push(flops / t / 1e9);
+            }
+        }
+        gpu.set_matmul_tile_group(1);
+        orders.push((n, by_order));
         let (ha, hb) = (
             gops.cast(&ga, DType::F16).expect("cast"),
             gops.cast(&gb, DType::F16).expect("cast"),
@@ -120,4 +133,39 @@ fn main() {
     for (n, g, c) in fusion {
         println!("| {n}³ | {g:.2} | {c:.2} |");
     }
+    let heads: Vec<String> = ORDERS
+        .iter()
+        .map(|rows| match rows {
+            1 => "row after row".to_owned(),
+            rows => format!("groups of {rows} tile rows"),
+        })
+        .collect();
+    println!(
+        "\n| size (GPU f32 GFLOP/s, two turns) | {} |",
+        heads.join(" | ")
+    );
+    println!("|-----:|{}", "---:|".repeat(ORDERS.len()));
+    for (n, by_order) in orders {
+        let cells: Vec<String> = by_order
+            .iter()
+            .map(|turns| {
+                // Three figures, on a software adapter too.
+                let turns: Vec<String> = turns
+                    .iter()
+                    .map(|&g| {
+                        if g < 100.0 {
+                            format!("{g:.1}")
+                        } else {
+                            format!("{g:.0}")
+                        }
+                    })
+                    .collect();
+                turns.join(", ")
+            })
+            .collect();
+        println!("| {n}³ | {} |", cells.join(" | "));
+    }
 }
+
+/// The matmul grid orders timed side by side: tile rows per group.
+const ORDERS: [u32; 3] = [1, 4, 8];

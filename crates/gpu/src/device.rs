@@ -92,6 +92,7 @@ impl GpuBackend {
             pipelines: Mutex::new(HashMap::new()),
             pool: Arc::new(Pool::default()),
             read_backs: Default::default(),
+            tile_group: std::sync::atomic::AtomicU32::new(1),
             token: Arc::new(()),
         })
     }
@@ -107,6 +108,25 @@ impl GpuBackend {
     /// linear run natively on f16 storage instead of widening to f32.
     pub fn has_shader_f16(&self) -> bool {
         self.shader_f16
+    }
+
+    /// Sets the order in which the matmul kernel's workgroups cover a
+    /// product's output: `rows` rows of 128x64 tiles per group, each
+    /// group's rows walked before its next column (1, the default: row
+    /// after row). Every order computes the same result; on a large
+    /// product, a group of a few rows keeps the workgroups running at once
+    /// on shared panels of both operands. Products recorded afterwards use
+    /// it, on every thread. For measuring the orders side by side
+    /// (`examples/matmul_gflops`).
+    pub fn set_matmul_tile_group(&self, rows: u32) {
+        self.tile_group
+            .store(rows.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The matmul grid order's tile rows per group
+    /// ([`GpuBackend::set_matmul_tile_group`]).
+    pub fn matmul_tile_group(&self) -> u32 {
+        self.tile_group.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Why the device was lost (driver reset, GPU removed, or

@@ -107,6 +107,9 @@ pub struct GpuBackend {
     pool: Arc<buffers::Pool>,
     /// Waits for the device to hand results to the host, so far.
     read_backs: std::sync::atomic::AtomicU64,
+    /// Rows of output tiles in a group of the matmul grid order
+    /// ([`GpuBackend::set_matmul_tile_group`]).
+    tile_group: std::sync::atomic::AtomicU32,
     /// Dropped with the backend, telling threads' streams (kept per thread,
     /// see `stream`) that it is gone.
     token: Arc<()>,

@@ -137,6 +137,7 @@ impl GpuBackend {
                     .activation
                     .map_or(0.0, |op| f64::from(unary_code(op) + 1)),
             ),
+            ("GROUP_ROWS", f64::from(self.matmul_tile_group())),
         ];
         let kernel = if epilogue.f16 { "matmul_f16" } else { "matmul" };
         let bias = epilogue.bias.unwrap_or(&self.dummy);

@@ -31,6 +31,9 @@ override VEC4: bool = false;
 override HAS_BIAS: bool = false;
 // 0: no activation; otherwise 1 + a unary op code of activation.wgsl.
 override ACT: u32 = 0u;
+// Rows of output tiles a group of the grid order spans (see `tile_of`); 1:
+// row after row.
+override GROUP_ROWS: u32 = 1u;
 
 const TM: u32 = 128u;
 const TN: u32 = 64u;
@@ -156,8 +159,31 @@ fn four_depths(acc: Acc, q: u32, ra: u32, cb: u32, lx: u32) -> Acc {
     );
 }
 
+// The output tile (column, row) workgroup `wg` of a `groups` grid computes.
+// Workgroups start in the order of their index, x fastest. Row after row,
+// the workgroups running at once share a few A row panels but sweep all of
+// B; in groups of GROUP_ROWS tile rows, consecutive workgroups walk down a
+// group's rows before its next column, so those running at once also share
+// B's column panels, which matters once the operands outgrow the cache.
+fn tile_of(wg: vec2<u32>, groups: vec2<u32>) -> vec2<u32> {
+    if (GROUP_ROWS <= 1u) {
+        return wg;
+    }
+    let id = wg.y * groups.x + wg.x;
+    let per_group = GROUP_ROWS * groups.x;
+    let first = (id / per_group) * GROUP_ROWS;
+    // The last group may have fewer rows.
+    let rows = min(groups.y - first, GROUP_ROWS);
+    let at = id % per_group;
+    return vec2<u32>(at / rows, first + at % rows);
+}
+
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
     let m = p[0];
     let n = p[1];
     let k = p[2];
@@ -165,8 +191,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let a_off = offs[2u * bidx];
     let b_off = offs[2u * bidx + 1u];
     let c_off = bidx * m * n;
-    let row0 = wg.y * TM;
-    let col0 = wg.x * TN;
+    let tile = tile_of(wg.xy, groups.xy);
+    let row0 = tile.y * TM;
+    let col0 = tile.x * TN;
     let tid = lid.y * 16u + lid.x;
     // Staging roles: A rows `sr` and 64+`sr` (B^T column `sr`) at depth
     // quad `sq`; B depth `bk` and column quad `bc`.

@@ -47,6 +47,59 @@ fn matmul_matches_cpu() {
     }
 }
 
+/// Every grid order of the matmul kernel computes every output tile as
+/// row after row does, bit for bit: groups of fewer rows than the grid has
+/// (the last one short), and of more.
+#[test]
+fn grouped_tile_orders_compute_the_same_product() {
+    // A backend of its own: the order is a setting of the whole backend.
+    let g = edgeserve_gpu::GpuBackend::new().expect("a GPU adapter");
+    let ops = edgeserve_tensor::Ops::unlimited(&g);
+    let mut rng = Rng::new(17);
+    // 11 tile rows by 4 tile columns; k and n off the whole-quad path too.
+    for (m, k, n) in [(1403, 36, 199), (1403, 33, 197)] {
+        for tb in [false, true] {
+            let a = rng.tensor(&[m, k], -1.0, 1.0);
+            let b = if tb {
+                rng.tensor(&[n, k], -1.0, 1.0)
+            } else {
+                rng.tensor(&[k, n], -1.0, 1.0)
+            };
+            let (ga, gb) = (ops.from_host(&a).unwrap(), ops.from_host(&b).unwrap());
+            // Every result held until all are read: a tile an order
+            // skipped would otherwise keep the last result's value in the
+            // reused buffer.
+            let products: Vec<(u32, Tensor)> = [1, 4, 8, 16]
+                .into_iter()
+                .map(|rows| {
+                    g.set_matmul_tile_group(rows);
+                    assert_eq!(g.matmul_tile_group(), rows);
+                    (rows, ops.matmul(&ga, &gb, tb).unwrap())
+                })
+                .collect();
+            let read: Vec<(u32, Tensor)> = products
+                .iter()
+                .map(|(rows, c)| (*rows, ops.to_host(c).unwrap()))
+                .collect();
+            let row_major = &read[0].1;
+            assert_close(
+                &format!("matmul {m}x{k}x{n} tb={tb}"),
+                row_major,
+                &cpu().matmul(&a, &b, tb).unwrap(),
+                1e-4,
+                1e-4,
+            );
+            for (rows, grouped) in &read[1..] {
+                assert_eq!(
+                    grouped.host().unwrap().bytes(),
+                    row_major.host().unwrap().bytes(),
+                    "matmul {m}x{k}x{n} tb={tb}, groups of {rows} tile rows"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_matmul_and_casts_match_cpu() {
     let mut rng = Rng::new(5);
