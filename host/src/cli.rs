@@ -253,8 +253,9 @@ pub struct ServeArgs {
     /// install models.
     #[arg(long, env = "EDGESERVE_INSECURE_MANAGEMENT")]
     pub insecure_management: bool,
-    /// PEM certificate chain to serve HTTPS with (the REST port; gRPC stays
-    /// plain for now); reloaded on SIGHUP or when the file changes.
+    /// PEM certificate chain to serve HTTPS on the REST port and gRPC over
+    /// TLS on the gRPC port with; reloaded on SIGHUP or when the file
+    /// changes.
     #[arg(
         long,
         env = "EDGESERVE_TLS_CERT",
