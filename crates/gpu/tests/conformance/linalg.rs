@@ -22,18 +22,25 @@ const MATMUL_SIZES: [(usize, usize, usize); 12] = [
     (64, 512, 128),
 ];
 
+/// Random operands of an `m x k` by `k x n` product in [-1, 1): `b` as
+/// `n x k` when `tb` (the product takes its transpose).
+fn operands(rng: &mut Rng, (m, k, n): (usize, usize, usize), tb: bool) -> (Tensor, Tensor) {
+    let a = rng.tensor(&[m, k], -1.0, 1.0);
+    let b = if tb {
+        rng.tensor(&[n, k], -1.0, 1.0)
+    } else {
+        rng.tensor(&[k, n], -1.0, 1.0)
+    };
+    (a, b)
+}
+
 /// Matmul tolerance for k ≤ 512: 1e-4·(1 + |ref|).
 #[test]
 fn matmul_matches_cpu() {
     let mut rng = Rng::new(1);
     for (m, k, n) in MATMUL_SIZES {
         for tb in [false, true] {
-            let a = rng.tensor(&[m, k], -1.0, 1.0);
-            let b = if tb {
-                rng.tensor(&[n, k], -1.0, 1.0)
-            } else {
-                rng.tensor(&[k, n], -1.0, 1.0)
-            };
+            let (a, b) = operands(&mut rng, (m, k, n), tb);
             let want = cpu().matmul(&a, &b, tb).unwrap();
             let got = gpu().matmul(&up(&a), &up(&b), tb).unwrap();
             assert_close(
@@ -59,12 +66,7 @@ fn grouped_tile_orders_compute_the_same_product() {
     // 11 tile rows by 4 tile columns; k and n off the whole-quad path too.
     for (m, k, n) in [(1403, 36, 199), (1403, 33, 197)] {
         for tb in [false, true] {
-            let a = rng.tensor(&[m, k], -1.0, 1.0);
-            let b = if tb {
-                rng.tensor(&[n, k], -1.0, 1.0)
-            } else {
-                rng.tensor(&[k, n], -1.0, 1.0)
-            };
+            let (a, b) = operands(&mut rng, (m, k, n), tb);
             let (ga, gb) = (ops.from_host(&a).unwrap(), ops.from_host(&b).unwrap());
             // Every result held until all are read: a tile an order
             // skipped would otherwise keep the last result's value in the
