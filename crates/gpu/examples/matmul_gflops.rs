@@ -149,7 +149,7 @@ fn main() {
         let cells: Vec<String> = by_order
             .iter()
             .map(|turns| {
-                // Three figures, on a software adapter too.
+                // A software adapter's figures of about 1 keep a decimal.
                 let turns: Vec<String> = turns
                     .iter()
                     .map(|&g| {
