@@ -13,10 +13,9 @@ case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 # Run from the repo so rustup honours rust-toolchain.toml for both commands.
 cd "$repo"
 
-# Idempotent: the toolchain rust-toolchain.toml pins, and its wasm target
+# Idempotent: the toolchain rust-toolchain.toml pins, with its wasm target
 # (rustup itself left as it is).
 rustup toolchain install --no-self-update
-rustup target add wasm32-wasip2
 
 cargo build --release --target wasm32-wasip2 \
     --manifest-path "$repo/plugins/Cargo.toml" --target-dir "$target_dir"

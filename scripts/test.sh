@@ -6,11 +6,11 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# The toolchain rust-toolchain.toml pins (with its wasm32-wasip2 target);
-# a no-op once it is installed. Without --no-self-update rustup would also
-# replace itself with whatever version its server offers.
+# The toolchain rust-toolchain.toml pins, with the wasm32-wasip2 target and
+# the components it lists; a no-op once it is installed. Without
+# --no-self-update rustup would also replace itself with whatever version
+# its server offers.
 rustup toolchain install --no-self-update
-rustup target add wasm32-wasip2
 # A software Vulkan device (Mesa lavapipe) so the GPU backend's tests run
 # on machines without a GPU; they fail, not skip, when no adapter exists.
 if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
