@@ -192,31 +192,46 @@ impl ModelRegistry {
     /// call it off the async executor. A reload that fails leaves the loaded
     /// versions serving, as Triton does, so a bad push takes nothing down.
     pub fn load(&self, name: &str) -> Result<(), RegistryError> {
-        let source = self.repository.model(name)?;
-        let mut versions = BTreeMap::new();
-        let result: Result<(), RegistryError> = warm_up_request(name, source.warmup.as_ref())
-            .and_then(|warm_up| {
-                source.versions.iter().try_for_each(|(&version, dir)| {
-                    let model =
-                        self.load_version(name, version, dir, &source.config, warm_up.as_ref())?;
-                    versions.insert(version, Arc::new(model));
-                    Ok(())
-                })
-            });
+        let loaded = self.load_versions(name);
+        if let Err(RegistryError::Repository(RepositoryError::UnknownModel { .. })) = &loaded {
+            // Nothing of that name to show as unavailable.
+            return loaded.map(drop);
+        }
         let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
-        let previous = match &result {
-            Ok(()) => models.insert(name.to_owned(), Entry::Ready(versions)),
+        let (previous, result) = match loaded {
+            Ok(versions) => (
+                models.insert(name.to_owned(), Entry::Ready(versions)),
+                Ok(()),
+            ),
             Err(e) if matches!(models.get(name), Some(Entry::Ready(_))) => {
                 tracing::error!(model = %name, "reload failed; the loaded versions keep serving: {e}");
-                None
+                (None, Err(e))
             }
-            Err(e) => models.insert(name.to_owned(), Entry::Unavailable(e.to_string())),
+            // A config or warm-up file that cannot be read is the model's
+            // state as much as a component that fails to start.
+            Err(e) => (
+                models.insert(name.to_owned(), Entry::Unavailable(e.to_string())),
+                Err(e),
+            ),
         };
         drop(models);
         if let Some(Entry::Ready(old)) = previous {
             self.retire(old);
         }
         result
+    }
+
+    /// Every version of `name`, loaded and warmed up, from what the
+    /// repository holds now.
+    fn load_versions(&self, name: &str) -> Result<BTreeMap<u64, Arc<LoadedModel>>, RegistryError> {
+        let source = self.repository.model(name)?;
+        let warm_up = warm_up_request(name, source.warmup.as_ref())?;
+        let mut versions = BTreeMap::new();
+        for (&version, dir) in &source.versions {
+            let model = self.load_version(name, version, dir, &source.config, warm_up.as_ref())?;
+            versions.insert(version, Arc::new(model));
+        }
+        Ok(versions)
     }
 
     fn load_version(

@@ -178,6 +178,51 @@ async fn a_failed_reload_leaves_the_loaded_version_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_model_whose_config_cannot_be_read_is_unavailable_with_the_reason() {
+    let repo = edgeserve_e2e::model_repository(&["linear"]);
+    let config = repo.join("linear/config.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "instances = \"two\"\n").unwrap();
+    let running = edgeserve::app::start(common::settings(&repo))
+        .await
+        .unwrap();
+    let server = common::TestServer::attach(running, repo);
+    let says_why = |text: &str| text.contains("invalid config") && text.contains("config.toml");
+
+    // Broken from the start: the index and a request both say why.
+    let empty = json!({});
+    let (_, index) = server.post("/v2/repository/index", &empty).await;
+    assert_eq!(index[0]["state"], "UNAVAILABLE", "{index}");
+    assert!(says_why(index[0]["reason"].as_str().unwrap()), "{index}");
+    let body =
+        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]});
+    let (status, answer) = server.post("/v2/models/linear/infer", &body).await;
+    assert_eq!(status, 400, "{answer}");
+    let text = error_text(&answer);
+    assert!(
+        text.contains("model 'linear' is not loaded") && says_why(text),
+        "{answer}"
+    );
+
+    std::fs::write(&config, good).unwrap();
+    let load = || server.post("/v2/repository/models/linear/load", &empty);
+    assert_eq!(load().await.0, 200);
+    assert!((server.linear(&[1.0]).await[0] - 0.4).abs() < 1e-6);
+
+    // Broken after an unload: the failure replaces "unloaded".
+    let unload = server
+        .post("/v2/repository/models/linear/unload", &empty)
+        .await;
+    assert_eq!(unload.0, 200);
+    std::fs::write(&config, "instances = \"two\"\n").unwrap();
+    let (status, body) = load().await;
+    assert_eq!(status, 500, "{body}");
+    let (_, index) = server.post("/v2/repository/index", &empty).await;
+    assert!(says_why(index[0]["reason"].as_str().unwrap()), "{index}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unversioned_requests_go_to_the_latest_version() {
     let repo = edgeserve_e2e::model_repository(&["linear"]);
     std::fs::create_dir(repo.join("linear/2")).unwrap();
