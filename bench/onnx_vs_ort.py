@@ -10,6 +10,11 @@ the same run, with the same number of threads, at batch 1 and batch 32:
   the token ids the hand-written `minilm` plugin makes of 32 everyday
   sentences. The plugin itself (text in, same host kernels, hand-written
   graph) is timed too, to tell the generic handler's cost from the kernels'.
+* the same graph ending at the last hidden state (`--last-hidden-state`, as
+  optimum exports it for feature extraction), imported twice: as imported,
+  and with `padding_positions = "zeros"`, which lets a padded batch run on its
+  real tokens (the padding rows then read 0; the check compares real tokens
+  only);
 * the same model exported by `torch.onnx.export` itself
   (bench/minilm_torch_export.py: transformers' SDPA attention, shapes
   computed at run time), on the same token ids, when torch and
@@ -83,7 +88,11 @@ def main():
     minilm_onnx = work / "minilm.onnx"
     subprocess.run([sys.executable, str(harness.REPO / "tests" / "python" / "minilm_onnx.py"), str(minilm_onnx)],
                    check=True, capture_output=True)
-    files = {"cnn": CNN, "minilm-onnx": minilm_onnx}
+    hidden_onnx = work / "minilm_hidden.onnx"
+    subprocess.run([sys.executable, str(harness.REPO / "tests" / "python" / "minilm_onnx.py"), str(hidden_onnx),
+                    "--last-hidden-state"], check=True, capture_output=True)
+    files = {"cnn": CNN, "minilm-onnx": minilm_onnx, "minilm-hidden": hidden_onnx,
+             "minilm-hidden-zeros": hidden_onnx}
     torch_onnx = work / "minilm_torch.onnx"
     exported = subprocess.run([sys.executable, str(harness.REPO / "bench" / "minilm_torch_export.py"),
                                str(torch_onnx)], capture_output=True, text=True)
@@ -94,6 +103,8 @@ def main():
     repo = work / "repo"
     for name, path in files.items():
         import_model(binary, path, name, repo)
+    with open(repo / "minilm-hidden-zeros" / "config.toml", "a") as config:
+        config.write('[parameters]\npadding_positions = "zeros"\n')
     harness.model_folder("minilm", repo / "minilm")
 
     sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
@@ -112,7 +123,9 @@ def main():
             ids = np.array(made["input_ids"]["data"], dtype=np.int64).reshape(made["input_ids"]["shape"])
             tokens = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
                       "token_type_ids": np.zeros_like(ids)}
-            cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text)]
+            cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text),
+                     ("MiniLM, last hidden state", "minilm-hidden", tokens, None),
+                     ("MiniLM, last hidden state, zeros at padding", "minilm-hidden-zeros", tokens, None)]
             if "minilm-torch" in files:
                 cases.append(("MiniLM, torch export", "minilm-torch", tokens, text))
             for label, model, inputs, text_body in cases:
@@ -120,7 +133,13 @@ def main():
                 # Same answers first: a fast wrong answer is not a result.
                 got = json.loads(client.post(model, body))["outputs"][0]
                 want = sessions[model].run(None, inputs)[0]
-                delta = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
+                got = np.array(got["data"], np.float32).reshape(want.shape)
+                if model.endswith("-zeros"):
+                    padding = tokens["attention_mask"] == 0
+                    if np.any(got[padding] != 0):
+                        sys.exit(f"{label} batch {batch}: a padding row is not zeros")
+                    got[padding] = want[padding]
+                delta = float(np.abs(got - want).max())
                 if delta > 1e-4:
                     sys.exit(f"{label} batch {batch}: edgeserve differs from onnxruntime by {delta:.3g}")
                 fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]

@@ -2,7 +2,7 @@
 (examples/models/minilm/1, put there by scripts/fetch-minilm.sh), for
 tests/tests/onnx_minilm.rs and bench/onnx_vs_ort.py:
 
-    python3 tests/python/minilm_onnx.py OUT.onnx [--token-embeddings]
+    python3 tests/python/minilm_onnx.py OUT.onnx [--token-embeddings | --last-hidden-state]
 
 The graph is the sentence-transformers model end to end on token ids, written
 node by node as `torch.onnx.export` writes a BERT (opset 17): embeddings
@@ -14,7 +14,9 @@ normalization (ReduceL2/Clip/Div). Inputs input_ids/attention_mask/
 token_type_ids ([batch, sequence], both dynamic), output `embedding`
 [batch, 384]; with --token-embeddings also `token_embeddings` [batch,
 sequence, 384], the last hidden state, as sentence-transformers' exports
-have it.
+have it. With --last-hidden-state the graph stops there: its one output is
+`last_hidden_state`, with no pooling, as optimum exports a BERT for feature
+extraction.
 
 Built with the `onnx` package rather than exported with torch: torch is not a
 test dependency (PyPI's Linux wheel pulls the CUDA stack, gigabytes), and the
@@ -72,7 +74,7 @@ class Builder:
                        perm=perm)
 
 
-def build(out, token_embeddings=False):
+def build(out, token_embeddings=False, last_hidden_state=False):
     b = Builder(load_file(WEIGHTS / "model.safetensors"))
     seq = b.op("Gather", b.op("Shape", "input_ids"), b.const(1, np.int64), axis=0)
     positions = b.op("Range", b.const(0, np.int64), seq, b.const(1, np.int64))
@@ -96,19 +98,29 @@ def build(out, token_embeddings=False):
                          f"{p}.attention.output.LayerNorm")
         ff = b.linear(b.gelu(b.linear(h, f"{p}.intermediate.dense")), f"{p}.output.dense")
         h = b.layer_norm(b.op("Add", ff, h), f"{p}.output.LayerNorm")
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+           for n in ["input_ids", "attention_mask", "token_type_ids"]]
+    if last_hidden_state:
+        # As optimum exports a BERT for feature extraction: no pooling.
+        b.nodes.append(helper.make_node("Identity", [h], ["last_hidden_state"], name="/last_hidden_state"))
+        outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                                 ["batch", "sequence", DIM])]
+        return save(b, ids, outputs, out)
     mask = b.op("Unsqueeze", b.op("Cast", "attention_mask", to=TensorProto.FLOAT), b.const([-1], np.int64))
     total = b.op("ReduceSum", b.op("Mul", h, mask), b.const([1], np.int64), keepdims=0)
     count = b.op("Clip", b.op("ReduceSum", mask, b.const([1], np.int64), keepdims=0), b.const(1e-9))
     pooled = b.op("Div", total, count)
     norm = b.op("Clip", b.op("ReduceL2", pooled, axes=[1], keepdims=1), b.const(1e-12))
     b.nodes.append(helper.make_node("Div", [pooled, norm], ["embedding"], name="/normalize"))
-    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
-           for n in ["input_ids", "attention_mask", "token_type_ids"]]
     outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", DIM])]
     if token_embeddings:
         b.nodes.append(helper.make_node("Identity", [h], ["token_embeddings"], name="/token_embeddings"))
         outputs.append(helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT,
                                                      ["batch", "sequence", DIM]))
+    save(b, ids, outputs, out)
+
+
+def save(b, ids, outputs, out):
     graph = helper.make_graph(b.nodes, "all-MiniLM-L6-v2", ids, outputs, initializer=b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
@@ -116,4 +128,5 @@ def build(out, token_embeddings=False):
 
 
 if __name__ == "__main__":
-    build(sys.argv[1], token_embeddings="--token-embeddings" in sys.argv[2:])
+    build(sys.argv[1], token_embeddings="--token-embeddings" in sys.argv[2:],
+          last_hidden_state="--last-hidden-state" in sys.argv[2:])

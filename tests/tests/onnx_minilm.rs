@@ -14,7 +14,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestServer, data_json, floats, ints, output};
+use common::{TestServer, data_json, error_text, floats, ints, output};
 use edgeserve_e2e::{onnx_import, repo_root, run_ok};
 use serde_json::json;
 
@@ -67,6 +67,8 @@ async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
+    // The padded batch's request for every output and its answer.
+    let mut padded = None;
     // One padded batch, and the first sentence alone.
     for batch in [&sentences[..], &sentences[..1]] {
         let n = batch.len();
@@ -135,6 +137,64 @@ async fn minilm_exported_to_onnx_embeds_like_the_hand_written_plugin() {
             assert!(
                 c >= MIN_COSINE,
                 "cosine for {sentence:?} in a batch of {n}: {c}"
+            );
+        }
+        padded.get_or_insert((inputs, all, hidden, mask));
+    }
+
+    // With zeros at padding positions, a request for every output runs
+    // packed too: the same embedding, the same hidden state at real tokens,
+    // and zeros at padding, where the graph computes a value.
+    let (inputs, all, hidden, mask) = padded.unwrap();
+    assert!(
+        mask.iter()
+            .zip(hidden.chunks(DIM))
+            .any(|(&m, row)| m == 0 && row.iter().any(|&h| h != 0.0)),
+        "the padded run computes values at padding"
+    );
+    let config = server.repo.join("minilm-onnx/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let empty = json!({});
+    let load = |value: &str| {
+        let table = format!("{text}[parameters]\npadding_positions = \"{value}\"\n");
+        std::fs::write(&config, table).unwrap();
+        server.post("/v2/repository/models/minilm-onnx/load", &empty)
+    };
+    let (status, body) = load("zero").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        error_text(&body)
+            .contains(r#"parameter padding_positions must be "computed" or "zeros", not "zero""#),
+        "{body}"
+    );
+    assert_eq!(load("zeros").await.0, 200);
+    let (status, body) = server
+        .post("/v2/models/minilm-onnx/infer", &json!({ "inputs": inputs }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let packed = floats(&output(&body, "embedding")["data"]);
+    for (j, (a, p)) in all.iter().zip(&packed).enumerate() {
+        assert!(
+            (a - p).abs() < 1e-5,
+            "embedding value {j}: {a} padded, {p} packed"
+        );
+    }
+    let zeroed = floats(&output(&body, "token_embeddings")["data"]);
+    assert_eq!(zeroed.len(), hidden.len());
+    for (t, (&m, (h, z))) in mask
+        .iter()
+        .zip(hidden.chunks(DIM).zip(zeroed.chunks(DIM)))
+        .enumerate()
+    {
+        for (j, (h, z)) in h.iter().zip(z).enumerate() {
+            let close = if m == 1 {
+                (h - z).abs() < 1e-5
+            } else {
+                *z == 0.0
+            };
+            assert!(
+                close,
+                "token {t} dim {j}: {z} packed, {h} padded (mask {m})"
             );
         }
     }

@@ -157,7 +157,13 @@ pub fn import(options: &ImportOptions) -> Result<Imported, ImportError> {
     let config = dir.join("config.toml");
     let text = format!(
         "# Imported from {} by `edgeserve import`; served by the generic ONNX handler.\n\
-         # Every key of a model's config.toml may be set here (instances, timeout_ms, device…).\n",
+         # Every key of a model's config.toml may be set here (instances, timeout_ms, device…).\n\
+         #\n\
+         # An encoder's output with a value per token (a last hidden state) gives what the graph\n\
+         # computes at padding positions. With zeros there instead, a padded batch asking for it\n\
+         # runs on its real tokens only, which is faster; masked pooling gives the same answer.\n\
+         # [parameters]\n\
+         # padding_positions = \"zeros\"\n",
         options.model.display()
     );
     std::fs::write(&config, text).map_err(io(&config))?;

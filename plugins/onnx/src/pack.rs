@@ -23,9 +23,12 @@
 //! is 0 at real tokens and at most [`DROPPED`] at padding (so padding gets
 //! exactly zero weight), every sentence keeps a token, the multiplying
 //! values are exactly zero at every padding position, and every picked
-//! position is a real token. A request that fails any of these, has no
-//! padding, or asks for an output the region makes (a last hidden state,
-//! which holds every padding position) runs the graph as it is.
+//! position is a real token. A request that fails any of these, or has no
+//! padding, runs the graph as it is. So does one that asks for an output the
+//! region makes (a last hidden state, which holds every padding position),
+//! unless the model's config says its padding positions may be zeros
+//! ([`crate::plan::PADDING_POSITIONS`]): then that output is scattered back
+//! like any other value the region hands on.
 
 use std::collections::{HashMap, HashSet};
 
@@ -80,7 +83,8 @@ pub(crate) struct Packing {
     /// 0); each must be a real token of every sentence.
     picks: Vec<i64>,
     /// Graph outputs the region makes (a last hidden state): a request that
-    /// asks for one runs unpacked, since it returns every padding position.
+    /// asks for one runs unpacked, since it returns every padding position,
+    /// unless the model takes zeros there ([`crate::plan::PADDING_POSITIONS`]).
     token_outputs: Vec<usize>,
 }
 
@@ -300,8 +304,8 @@ impl Packing {
         })
     }
 
-    /// Graph outputs made inside the region, which a packed run leaves
-    /// packed: a request asking for any of them must not pack.
+    /// Graph outputs made inside the region: a packed run gives them zeros
+    /// at padding positions, where the graph computes a value.
     pub(crate) fn token_outputs(&self) -> &[usize] {
         &self.token_outputs
     }
@@ -438,19 +442,24 @@ impl Packing {
         Ok(Some(packed))
     }
 
-    /// Scatters back the region's values that `step` (outside the region)
-    /// reads.
-    pub(crate) fn unpack_inputs(
+    /// Scatters back the region's values among `slots`: those a step
+    /// outside the region reads, or the outputs a request gets.
+    pub(crate) fn unpack(
         &self,
-        step: &Step,
+        slots: impl IntoIterator<Item = usize>,
         packed: &mut Packed,
         values: &mut [Option<Value>],
     ) -> Result<(), Error> {
-        for &slot in step.inputs.iter().flatten() {
+        for slot in slots {
             if !self.made.contains(&slot) || !packed.unpacked.insert(slot) {
                 continue;
             }
-            if let Some(Value::Host(x)) = &values[slot] {
+            // A step of the region may have run on a value already
+            // scattered back for a reader outside it (an `Identity` of the
+            // hidden state the pooling reads too): its result is too.
+            if let Some(Value::Host(x)) = &values[slot]
+                && packed.holds(x)
+            {
                 values[slot] = Some(Value::Host(packed.unpack(x)?));
             }
         }
@@ -466,6 +475,12 @@ impl Packed {
         let total = self.rows.numel() as i32;
         flat.gather(&self.rows, 0)?
             .reshape(&[&[1, total][..], &rest].concat())
+    }
+
+    /// Whether `x` is packed: `[1, total, ..]`, which no `[batch, seq, ..]`
+    /// with padding can be.
+    fn holds(&self, x: &Tensor) -> bool {
+        x.shape().get(..2) == Some(&[1, self.rows.numel() as u32][..])
     }
 
     /// `[1, total, rest..]` → `[batch, seq, rest..]`, zeros at padding.

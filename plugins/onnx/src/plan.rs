@@ -11,6 +11,14 @@ use crate::host::{self, Arg, Args, Value};
 use crate::pack::{Packing, Role};
 use crate::small::Small;
 
+/// The model parameter (`[parameters]` in its `config.toml`) saying what
+/// an output holding a value per token gives at padding positions:
+/// `computed` (the default: what the graph computes there) or `zeros`, which
+/// lets a padded batch asking for such an output run on its real tokens
+/// ([`crate::pack`]). Clients that pool with the attention mask, as
+/// sentence-transformers does, get the same answer either way.
+pub(crate) const PADDING_POSITIONS: &str = "padding_positions";
+
 /// A value known before any request.
 pub(crate) enum Static {
     /// A weight from `model.safetensors` (a shared handle, not a copy).
@@ -44,11 +52,22 @@ pub struct Plan {
     slots: usize,
     /// Where a padded batch can run on its real tokens only.
     packing: Option<Packing>,
+    /// Per-token outputs may give zeros at padding ([`PADDING_POSITIONS`]).
+    zeros_at_padding: bool,
 }
 
 impl Plan {
     /// Checks `graph`, looks up its weights and folds its constants.
     pub fn new(graph: &Graph) -> Result<Plan, String> {
+        let zeros_at_padding = match model::parameter(PADDING_POSITIONS).as_deref() {
+            None | Some("computed") => false,
+            Some("zeros") => true,
+            Some(other) => {
+                return Err(format!(
+                    "parameter {PADDING_POSITIONS} must be \"computed\" or \"zeros\", not {other:?}"
+                ));
+            }
+        };
         let problems = unsupported(graph);
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
@@ -153,6 +172,7 @@ impl Plan {
             steps,
             slots: slot_of.len(),
             packing,
+            zeros_at_padding,
         })
     }
 
@@ -188,13 +208,15 @@ impl Plan {
             values[*slot] = Some(Value::Host(request.take_numeric(name)?));
         }
         self.check_symbols(&values)?;
-        // Packing leaves the region's values packed: not for a request that
-        // asks for one of them.
+        // A packed run gives zeros at padding where the graph computes a
+        // value: not for a request asking for such an output, unless the
+        // model takes zeros there.
         let may_pack = self.packing.as_ref().is_some_and(|p| {
-            !self
-                .outputs
-                .iter()
-                .any(|(name, slot)| p.token_outputs().contains(slot) && request.wants(name))
+            self.zeros_at_padding
+                || !self
+                    .outputs
+                    .iter()
+                    .any(|(name, slot)| p.token_outputs().contains(slot) && request.wants(name))
         });
         let mut packed = None;
         for (i, step) in self.steps.iter().enumerate() {
@@ -215,6 +237,12 @@ impl Plan {
             for slot in &step.frees {
                 values[*slot] = None;
             }
+        }
+        if let (Some(packing), Some(p)) = (&self.packing, &mut packed) {
+            let wanted = self.outputs.iter().filter(|(name, _)| request.wants(name));
+            packing
+                .unpack(wanted.map(|(_, slot)| *slot), p, &mut values)
+                .map_err(|e| InferError::internal(format!("scattering the outputs back: {e}")))?;
         }
         let mut outputs = Vec::new();
         for (name, slot) in &self.outputs {
@@ -269,7 +297,7 @@ impl Plan {
         };
         match packing.role(i) {
             Role::Outside => {
-                packing.unpack_inputs(step, p, values)?;
+                packing.unpack(step.inputs.iter().flatten().copied(), p, values)?;
                 self.step(step, values)
             }
             Role::Inside => self.step(step, values),
