@@ -5,6 +5,9 @@ the same run, with the same number of threads, at batch 1 and batch 32:
 
 * the digits CNN (tests/data/onnx/cnn_digits.onnx: conv/bn/relu/pool/fc on
   8x8 images);
+* a stage of a ResNet-sized CNN (`conv_stack` below: four 3x3 convolutions
+  with bias and ReLU, 3 → 64 → 64 → 64 → 64 channels on 56x56 images, then
+  global average pooling), random weights;
 * all-MiniLM-L6-v2 built from the shipped weights as torch exports it
   (tests/python/minilm_onnx.py: BERT, mean pooling, L2 normalization) on
   the token ids the hand-written `minilm` plugin makes of 32 everyday
@@ -69,6 +72,28 @@ def import_model(binary, model, name, repo):
     print(out.stdout.strip(), file=sys.stderr)
 
 
+def conv_stack(out):
+    """Writes the CNN stage the docstring describes to `out`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, x = [], [], "image"
+    for i, c in enumerate([3, 64, 64, 64]):
+        weights += [numpy_helper.from_array((rng.standard_normal((64, c, 3, 3)) * 0.05).astype(np.float32), f"w{i}"),
+                    numpy_helper.from_array((rng.standard_normal(64) * 0.1).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"conv{i}"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+                  helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"])]
+        x = f"relu{i}"
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["features"], axis=1)]
+    graph = helper.make_graph(nodes, "conv-stack",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 56, 56])],
+                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 64])],
+                              initializer=weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), out)
+
+
 def oip(inputs):
     """A pre-encoded OIP request body for {name: numpy array}."""
     kinds = {"float32": "FP32", "int64": "INT64"}
@@ -91,7 +116,9 @@ def main():
     hidden_onnx = work / "minilm_hidden.onnx"
     subprocess.run([sys.executable, str(harness.REPO / "tests" / "python" / "minilm_onnx.py"), str(hidden_onnx),
                     "--last-hidden-state"], check=True, capture_output=True)
-    files = {"cnn": CNN, "minilm-onnx": minilm_onnx, "minilm-hidden": hidden_onnx,
+    stack_onnx = work / "conv_stack.onnx"
+    conv_stack(stack_onnx)
+    files = {"cnn": CNN, "conv-stack": stack_onnx, "minilm-onnx": minilm_onnx, "minilm-hidden": hidden_onnx,
              "minilm-hidden-zeros": hidden_onnx}
     torch_onnx = work / "minilm_torch.onnx"
     exported = subprocess.run([sys.executable, str(harness.REPO / "bench" / "minilm_torch_export.py"),
@@ -116,6 +143,7 @@ def main():
         rng = np.random.default_rng(0)
         for batch in (1, 32):
             image = {"image": rng.random((batch, 1, 8, 8), dtype=np.float32)}
+            stage = {"image": rng.random((batch, 3, 56, 56), dtype=np.float32)}
             sentences = SENTENCES[:batch]
             text = json.dumps({"inputs": [{"name": "text", "shape": [batch], "datatype": "BYTES",
                                            "data": sentences}]}).encode()
@@ -123,7 +151,8 @@ def main():
             ids = np.array(made["input_ids"]["data"], dtype=np.int64).reshape(made["input_ids"]["shape"])
             tokens = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
                       "token_type_ids": np.zeros_like(ids)}
-            cases = [("CNN", "cnn", image, None), ("MiniLM", "minilm-onnx", tokens, text),
+            cases = [("CNN", "cnn", image, None), ("CNN stage, 56x56", "conv-stack", stage, None),
+                     ("MiniLM", "minilm-onnx", tokens, text),
                      ("MiniLM, last hidden state", "minilm-hidden", tokens, None),
                      ("MiniLM, last hidden state, zeros at padding", "minilm-hidden-zeros", tokens, None)]
             if "minilm-torch" in files:

@@ -1,9 +1,23 @@
-//! Convolution (im2col + gemm) and pooling over NCHW.
+//! Convolution and pooling over NCHW.
+//!
+//! A convolution is a product: each output position's patch of the input
+//! against the weight. Where the packed product kernel takes the weight
+//! ([`PackedWeight::of_conv`]), the input is laid out channels last and each
+//! output position's patch is a row of one product over all the images,
+//! made as the kernel packs it (the patches whole would be kh·kw times the
+//! input), against the weight packed once per model as a linear layer's
+//! is; elsewhere
+//! (grouped convolutions, narrow ones, CPUs without the kernel) im2col lays
+//! out each image's `[c·kh·kw, oh·ow]` matrix for gemm.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::buffers::{float_tensor, floats, zeroed};
+use super::buffers::{float_tensor, floats, written, zeroed};
 use super::matmul::{Dst, MatRef, gemm, threaded};
+use super::packed::{self, PackedWeight};
 use super::parallel::{PARALLEL_WORK, for_rows};
 use crate::shape::{Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
@@ -74,7 +88,7 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     let taps = cg * s.kh * s.kw;
     let plane = s.oh * s.ow;
     let mut out = zeroed(s.n * s.o * plane)?;
-    if out.is_empty() {
+    if out.is_empty() || packed_conv(&src, weight, bias.as_deref(), s, &mut out)? {
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
     // A 1×1 kernel with unit stride and no padding reads the input as is.
@@ -131,6 +145,107 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
             .for_each(|(w, (chunk, col))| run(w * per_worker, chunk, col, false));
     }
     float_tensor(x.dtype(), &s.out_shape, out)
+}
+
+/// [`conv2d`] through the packed product kernel, writing all of `out`;
+/// `false` (with `out` untouched) where the kernel does not take it.
+fn packed_conv(
+    src: &[f32],
+    weight: &Tensor,
+    bias: Option<&[f32]>,
+    s: &Conv2dPlan,
+    out: &mut [f32],
+) -> Result<bool> {
+    let (plane, taps, o) = (s.oh * s.ow, s.c * s.kh * s.kw, s.o);
+    let rows = s.n * plane;
+    if s.params.groups != 1 || rows < packed::MIN_ROWS {
+        return Ok(false);
+    }
+    let Some(w) = PackedWeight::of_conv(weight, (o, s.c, s.kh, s.kw))? else {
+        return Ok(false);
+    };
+    // SAFETY (both): each fill writes every element it is given.
+    let hwc = unsafe { written(src.len(), |hwc| channels_last(src, s, hwc)) }?;
+    let patches = Patches { hwc: &hwc, s };
+    let threads = threaded(rows, o, taps);
+    let product = unsafe {
+        written(rows * o, |y| {
+            packed::product_of(y, &patches, &w, rows, threads)
+        })
+    }?;
+    // [image, position, channel] back to [image, channel, position], a
+    // block of positions at a time: the block's rows of the product stay in
+    // L1 while every channel's run of them is written.
+    const BLOCK: usize = 16;
+    for_rows(out, plane, plane, |first, planes| {
+        for start in (0..plane).step_by(BLOCK) {
+            let end = plane.min(start + BLOCK);
+            for (r, dst) in planes.chunks_exact_mut(plane).enumerate() {
+                let (image, channel) = ((first + r) / o, (first + r) % o);
+                let b = bias.map_or(0.0, |b| b[channel]);
+                let rows = &product[(image * plane + start) * o..(image * plane + end) * o];
+                for (d, row) in dst[start..end].iter_mut().zip(rows.chunks_exact(o)) {
+                    *d = row[channel] + b;
+                }
+            }
+        }
+    });
+    Ok(true)
+}
+
+/// Images `[n, c, h, w]` as `[n, h, w, c]`.
+fn channels_last(x: &[f32], s: &Conv2dPlan, hwc: &mut [MaybeUninit<f32>]) {
+    let (c, h, w) = (s.c, s.h, s.w);
+    for_rows(hwc, w * c, w * c, |first, rows| {
+        for (r, row) in rows.chunks_exact_mut(w * c).enumerate() {
+            let (image, y) = ((first + r) / h, (first + r) % h);
+            let planes = &x[image * c * h * w..][..c * h * w];
+            for (ci, plane) in planes.chunks_exact(h * w).enumerate() {
+                for (ix, &v) in plane[y * w..(y + 1) * w].iter().enumerate() {
+                    row[ix * c + ci] = MaybeUninit::new(v);
+                }
+            }
+        }
+    });
+}
+
+/// The patches of channels-last images as a product's rows, made as the
+/// kernel packs them: row `image · oh·ow + position` holds the input under
+/// that output position's window, `(ky, kx, c)`, zeros where it reads
+/// padding.
+struct Patches<'a> {
+    hwc: &'a [f32],
+    s: &'a Conv2dPlan,
+}
+
+impl packed::Rows for Patches<'_> {
+    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize) {
+        let (s, p) = (self.s, self.s.params);
+        let c = s.c;
+        let (image, position) = (i / (s.oh * s.ow), i % (s.oh * s.ow));
+        let (oy, ox) = (position / s.ow, position % s.ow);
+        let image = &self.hwc[image * s.h * s.w * c..][..s.h * s.w * c];
+        let inside = |o: usize, stride: usize, tap: usize, pad: usize, size: usize| {
+            (o * stride + tap).checked_sub(pad).filter(|&i| i < size)
+        };
+        let zeros = [0.0; 64];
+        let mut d = depths.start;
+        while d < depths.end {
+            // The run of channels of one tap that the range holds (padding:
+            // as many zeros at a time as `zeros` has).
+            let (tap, ci) = (d / c, d % c);
+            let len = (c - ci).min(depths.end - d);
+            let (ky, kx) = (tap / s.kw, tap % s.kw);
+            let iy = inside(oy, p.stride.0, ky * p.dilation.0, p.padding.0, s.h);
+            let ix = inside(ox, p.stride.1, kx * p.dilation.1, p.padding.1, s.w);
+            let run = match iy.zip(ix) {
+                Some((iy, ix)) => &image[(iy * s.w + ix) * c + ci..][..len],
+                None => &zeros[..len.min(zeros.len())],
+            };
+            packed::spread(run, &mut tile[(d - depths.start) * packed::TILE_ROWS..], t);
+            d += run.len();
+        }
+    }
 }
 
 pub(super) fn pool2d(x: &Tensor, s: &Pool2dPlan) -> Result<Tensor> {

@@ -18,10 +18,11 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::buffers::zeroed;
+use super::buffers::{floats, zeroed};
 use super::matmul::{BAND_WORK, MIN_BAND_ROWS};
 use super::parallel::{SendPtr, for_each_task};
 use crate::{Result, Tensor, deadline};
@@ -48,6 +49,18 @@ pub(crate) struct PackedWeight {
     k: usize,
     /// Whether it was packed from `[n, k]` (else from `[k, n]`).
     transposed: bool,
+    /// How its depth is ordered.
+    depth: Depth,
+}
+
+/// How a packed weight's depth is ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Depth {
+    /// As the tensor holds it.
+    AsHeld,
+    /// A convolution's `[o, c, kh, kw]` weight taken as `[o, kh, kw, c]`:
+    /// the order of [`super::conv`]'s channels-last patches.
+    ChannelsLast,
 }
 
 /// One panel's 16 elements at one depth: a cache line, aligned to one.
@@ -87,9 +100,43 @@ impl PackedWeight {
         if n < MIN_SIDE || k < MIN_SIDE || !available() {
             return Ok(None);
         }
-        let fits = |p: &PackedWeight| (p.n, p.k, p.transposed) == (n, k, transposed);
+        let fits = |p: &PackedWeight| {
+            (p.n, p.k, p.transposed, p.depth) == (n, k, transposed, Depth::AsHeld)
+        };
         b.derived(|| Self::pack(&w()?, (n, k), transposed), fits)
             .map(Some)
+    }
+
+    /// A convolution's weight `b`, `[o, c, kh, kw]`, packed as the output
+    /// columns of a product whose depth runs channels last, `(kh, kw, c)`:
+    /// kept with a model's weight like [`PackedWeight::of`]'s, and `None`
+    /// where that declines.
+    pub(super) fn of_conv(
+        b: &Tensor,
+        (o, c, kh, kw): (usize, usize, usize, usize),
+    ) -> Result<Option<Arc<PackedWeight>>> {
+        let (taps, k) = (kh * kw, c * kh * kw);
+        if o < MIN_SIDE || k < MIN_SIDE || !available() {
+            return Ok(None);
+        }
+        let fits = |p: &PackedWeight| {
+            (p.n, p.k, p.transposed, p.depth) == (o, k, true, Depth::ChannelsLast)
+        };
+        let make = || {
+            let w = floats("conv2d", b)?;
+            let mut last = zeroed::<f32>(o * k)?;
+            for (to, from) in last.chunks_exact_mut(k).zip(w.chunks_exact(k)) {
+                for (ci, kernel) in from.chunks_exact(taps).enumerate() {
+                    for (t, &v) in kernel.iter().enumerate() {
+                        to[t * c + ci] = v;
+                    }
+                }
+            }
+            let mut packed = Self::pack(&last, (o, k), true)?;
+            packed.depth = Depth::ChannelsLast;
+            Ok(packed)
+        };
+        b.derived(make, fits).map(Some)
     }
 
     /// Packs `w`.
@@ -118,6 +165,7 @@ impl PackedWeight {
             n,
             k,
             transposed,
+            depth: Depth::AsHeld,
         })
     }
 }
@@ -147,6 +195,41 @@ const COLUMNS: usize = 64;
 /// Tasks per thread, so that blocks of uneven cost even out.
 const TASKS_PER_THREAD: usize = 4;
 
+/// Where a product's activation rows come from: a matrix that holds them,
+/// or rows made as the kernel packs them (a convolution's patches, which
+/// would be many times the size of its input if laid out whole).
+pub(super) trait Rows: Sync {
+    /// Writes elements `depths` of row `i` into a tile as its row `t`
+    /// ([`spread`]).
+    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize);
+}
+
+/// Activation rows per tile of the kernel.
+pub(super) const TILE_ROWS: usize = x86::ROWS;
+
+/// `row` into a tile of [`TILE_ROWS`] rows as row `t`: element `j` to
+/// `tile[j · TILE_ROWS + t]`, so that a step's elements of the tile's rows
+/// lie side by side.
+#[inline(always)]
+pub(super) fn spread(row: &[f32], tile: &mut [MaybeUninit<f32>], t: usize) {
+    for (step, &v) in tile.chunks_exact_mut(TILE_ROWS).zip(row) {
+        step[t] = MaybeUninit::new(v);
+    }
+}
+
+/// A row-major `[m, k]` matrix's rows.
+struct Matrix<'a> {
+    x: &'a [f32],
+    k: usize,
+}
+
+impl Rows for Matrix<'_> {
+    #[inline(always)]
+    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize) {
+        spread(&self.x[i * self.k..][depths], tile, t);
+    }
+}
+
 /// `out[m × n] = x[m × k] · w` for `w` packed, every element written, split
 /// over threads into blocks of rows and columns when `threads`. Under a
 /// deadline, each block checks it before it starts.
@@ -157,11 +240,20 @@ pub(super) fn product(
     m: usize,
     threads: bool,
 ) {
+    assert!(x.len() >= m * w.k, "packed product out of bounds");
+    product_of(out, &Matrix { x, k: w.k }, w, m, threads);
+}
+
+/// [`product`] of rows `0..m` from `x`.
+pub(super) fn product_of(
+    out: &mut [MaybeUninit<f32>],
+    x: &impl Rows,
+    w: &PackedWeight,
+    m: usize,
+    threads: bool,
+) {
     let (n, k) = (w.n, w.k);
-    assert!(
-        x.len() >= m * k && out.len() >= m * n,
-        "packed product out of bounds"
-    );
+    assert!(out.len() >= m * n, "packed product out of bounds");
     if m == 0 || n == 0 {
         return;
     }
@@ -202,7 +294,7 @@ mod x86 {
     use std::mem::MaybeUninit;
     use std::ops::Range;
 
-    use super::{COLUMNS, DEPTH, PackedWeight, WIDTH};
+    use super::{COLUMNS, DEPTH, PackedWeight, Rows, WIDTH};
 
     /// Activation rows per tile.
     pub const ROWS: usize = 6;
@@ -210,11 +302,11 @@ mod x86 {
     /// Output rows `rows` of the product.
     ///
     /// # Safety
-    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` `m × k`
-    /// for `m` at least `rows.end`.
+    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` has
+    /// rows of `k` for `m` at least `rows.end`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(out: *mut f32, x: &[f32], w: &PackedWeight, rows: Range<usize>) {
-        let (n, k) = (w.n, w.k);
+    pub unsafe fn block(out: *mut f32, x: &impl Rows, w: &PackedWeight, rows: Range<usize>) {
+        let k = w.k;
         let depths = k.div_ceil(DEPTH);
         let depth = k.div_ceil(depths);
         // The rows' elements of one depth block, in tiles of ROWS rows
@@ -229,31 +321,50 @@ mod x86 {
             for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
                 let tile = &mut packed[tile * ROWS * depth..][..ROWS * steps];
                 for (t, i) in (i..rows.end.min(i + ROWS)).enumerate() {
-                    let row = &x[i * k + first..][..steps];
-                    for (step, &v) in tile.chunks_exact_mut(ROWS).zip(row) {
-                        step[t] = MaybeUninit::new(v);
-                    }
+                    x.pack(i, first..first + steps, tile, t);
                 }
             }
-            for columns in (0..n).step_by(COLUMNS) {
-                let columns = columns..n.min(columns + COLUMNS);
-                for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
-                    let r = ROWS.min(rows.end - i);
-                    for j in columns.clone().step_by(WIDTH) {
-                        let tile = Tile {
-                            x: packed[tile * ROWS * depth..].as_ptr().cast(),
-                            // SAFETY: panel j / 16 at depth `first` is
-                            // inside the packed weight; (i, j) inside out.
-                            w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
-                            steps,
-                            out: unsafe { out.add(i * n + j) },
-                            n,
-                            accumulate: first > 0,
-                            width: WIDTH.min(n - j),
-                        };
-                        // SAFETY: the tile lies inside the operands.
-                        unsafe { tile.dispatch(r) };
-                    }
+            // SAFETY: forwarded from the caller; every tile is packed.
+            unsafe { multiply(out, &packed, w, rows.clone(), first..first + steps, depth) };
+        }
+    }
+
+    /// The packed rows' tiles (`depth` apart) against `w` over `depths`,
+    /// into output rows `rows`: apart from [`block`], which is made once per
+    /// kind of rows, so that every kind runs the same code and the tile is
+    /// inlined into it.
+    ///
+    /// # Safety
+    /// As [`block`]'s.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn multiply(
+        out: *mut f32,
+        packed: &[MaybeUninit<f32>],
+        w: &PackedWeight,
+        rows: Range<usize>,
+        depths: Range<usize>,
+        depth: usize,
+    ) {
+        let (n, k) = (w.n, w.k);
+        let (first, steps) = (depths.start, depths.len());
+        for columns in (0..n).step_by(COLUMNS) {
+            let columns = columns..n.min(columns + COLUMNS);
+            for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+                let r = ROWS.min(rows.end - i);
+                for j in columns.clone().step_by(WIDTH) {
+                    let tile = Tile {
+                        x: packed[tile * ROWS * depth..].as_ptr().cast(),
+                        // SAFETY: panel j / 16 at depth `first` is inside
+                        // the packed weight; (i, j) inside out.
+                        w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
+                        steps,
+                        out: unsafe { out.add(i * n + j) },
+                        n,
+                        accumulate: first > 0,
+                        width: WIDTH.min(n - j),
+                    };
+                    // SAFETY: the tile lies inside the operands.
+                    unsafe { tile.dispatch(r) };
                 }
             }
         }
@@ -373,7 +484,7 @@ mod x86 {
 
     pub unsafe fn block(
         _: *mut f32,
-        _: &[f32],
+        _: &impl super::Rows,
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
     ) {
@@ -468,5 +579,47 @@ mod tests {
         let narrow = PackedWeight::of(&b, || Ok(Cow::Borrowed(&data)), (MIN_SIDE - 1, k), true)
             .expect("pack");
         assert!(narrow.is_none(), "a narrow product packed");
+    }
+
+    /// A convolution's packing orders its depth channels last, and is never
+    /// taken for a product's packing of the same tensor, nor the reverse.
+    #[test]
+    fn a_convolution_weight_is_packed_channels_last() {
+        if !available() {
+            return;
+        }
+        let (o, c, kh, kw) = (70, 5, 4, 4);
+        let k = c * kh * kw;
+        let data = values(o * k, 6);
+        let b = Tensor::from_f32(&[o, c, kh, kw], data.clone())
+            .expect("tensor")
+            .into_weight();
+        let conv = |b: &Tensor| {
+            PackedWeight::of_conv(b, (o, c, kh, kw))
+                .expect("pack")
+                .expect("packed")
+        };
+        let first = conv(&b);
+        assert!(Arc::ptr_eq(&first, &conv(&b)), "packed again");
+        // Output column j at depth (ky, kx, ci) is w[j, ci, ky, kx].
+        for (j, ci, ky, kx) in [(0, 0, 0, 0), (17, 3, 2, 1), (69, 4, 3, 3)] {
+            let depth = (ky * kw + kx) * c + ci;
+            let lanes = first.panels[j / WIDTH * k + depth].0;
+            let held = data[((j * c + ci) * kh + ky) * kw + kx];
+            assert_eq!(lanes[j % WIDTH], held, "column {j} tap {ci},{ky},{kx}");
+        }
+        let product = PackedWeight::of(&b, || Ok(Cow::Borrowed(&data)), (o, k), true)
+            .expect("pack")
+            .expect("packed");
+        assert_eq!(
+            product.depth,
+            Depth::AsHeld,
+            "the convolution's packing taken"
+        );
+        assert_eq!(
+            conv(&b).depth,
+            Depth::ChannelsLast,
+            "the product's packing taken"
+        );
     }
 }

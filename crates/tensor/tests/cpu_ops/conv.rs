@@ -92,6 +92,17 @@ fn conv2d_matches_naive() {
         // One image, many groups: the groups are what runs in parallel.
         ([1, 32, 28, 28], [32, 1, 3, 3], same(32)),
         ([1, 16, 30, 30], [32, 4, 3, 3], ((2, 2), (1, 1), (1, 1), 4)),
+        // Wide enough for the packed product kernel: the patches of several
+        // images as one product's rows, a ragged last panel of output
+        // channels, strides, dilation and uneven padding; and depths past
+        // one block of the kernel, whose blocks start inside a tap.
+        ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
+        ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
+        (
+            [1, 300, 12, 12],
+            [64, 300, 3, 3],
+            ((1, 1), (1, 2), (1, 1), 1),
+        ),
     ];
     for &(xs, ws, geometry) in cases {
         let p = conv_params(geometry);
