@@ -4,14 +4,13 @@
 //! against the weight. Where the packed product kernel takes the weight
 //! ([`PackedWeight::of_conv`]), the input is laid out channels last and each
 //! output position's patch is a row of one product over all the images,
-//! made as the kernel packs it (the patches whole would be kh·kw times the
-//! input), against the weight packed once per model as a linear layer's
-//! is; elsewhere
+//! which the kernel reads tap by tap where it lies (no im2col matrix, which
+//! would be kh·kw times the input), against the weight packed once per
+//! model as a linear layer's is; elsewhere
 //! (grouped convolutions, narrow ones, CPUs without the kernel) im2col lays
 //! out each image's `[c·kh·kw, oh·ow]` matrix for gemm.
 
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -170,7 +169,7 @@ fn packed_conv(
     let threads = threaded(rows, o, taps);
     let product = unsafe {
         written(rows * o, |y| {
-            packed::product_of(y, &patches, &w, rows, threads)
+            packed::gathered_product(y, &patches, &w, rows, threads)
         })
     }?;
     // [image, position, channel] back to [image, channel, position], a
@@ -209,42 +208,31 @@ fn channels_last(x: &[f32], s: &Conv2dPlan, hwc: &mut [MaybeUninit<f32>]) {
     });
 }
 
-/// The patches of channels-last images as a product's rows, made as the
-/// kernel packs them: row `image · oh·ow + position` holds the input under
-/// that output position's window, `(ky, kx, c)`, zeros where it reads
-/// padding.
+/// The patches of channels-last images as a product's rows, read where
+/// they lie: row `image · oh·ow + position` is the input under that output
+/// position's window, one run of `c` channels per tap `(ky, kx)`, zeros
+/// where the tap reads padding.
 struct Patches<'a> {
     hwc: &'a [f32],
     s: &'a Conv2dPlan,
 }
 
-impl packed::Rows for Patches<'_> {
-    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize) {
+impl packed::Gathered for Patches<'_> {
+    fn runs(&self) -> usize {
+        self.s.kh * self.s.kw
+    }
+
+    fn run(&self, i: usize, tap: usize) -> Option<&[f32]> {
         let (s, p) = (self.s, self.s.params);
-        let c = s.c;
         let (image, position) = (i / (s.oh * s.ow), i % (s.oh * s.ow));
         let (oy, ox) = (position / s.ow, position % s.ow);
-        let image = &self.hwc[image * s.h * s.w * c..][..s.h * s.w * c];
+        let (ky, kx) = (tap / s.kw, tap % s.kw);
         let inside = |o: usize, stride: usize, tap: usize, pad: usize, size: usize| {
             (o * stride + tap).checked_sub(pad).filter(|&i| i < size)
         };
-        let zeros = [0.0; 64];
-        let mut d = depths.start;
-        while d < depths.end {
-            // The run of channels of one tap that the range holds (padding:
-            // as many zeros at a time as `zeros` has).
-            let (tap, ci) = (d / c, d % c);
-            let len = (c - ci).min(depths.end - d);
-            let (ky, kx) = (tap / s.kw, tap % s.kw);
-            let iy = inside(oy, p.stride.0, ky * p.dilation.0, p.padding.0, s.h);
-            let ix = inside(ox, p.stride.1, kx * p.dilation.1, p.padding.1, s.w);
-            let run = match iy.zip(ix) {
-                Some((iy, ix)) => &image[(iy * s.w + ix) * c + ci..][..len],
-                None => &zeros[..len.min(zeros.len())],
-            };
-            packed::spread(run, &mut tile[(d - depths.start) * packed::TILE_ROWS..], t);
-            d += run.len();
-        }
+        let iy = inside(oy, p.stride.0, ky * p.dilation.0, p.padding.0, s.h)?;
+        let ix = inside(ox, p.stride.1, kx * p.dilation.1, p.padding.1, s.w)?;
+        Some(&self.hwc[((image * s.h + iy) * s.w + ix) * s.c..][..s.c])
     }
 }
 

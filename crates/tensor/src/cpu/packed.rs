@@ -13,6 +13,11 @@
 //! aligned panel loads and 6 broadcasts of activation elements per depth
 //! step, the activation read where it lies, the output written in place.
 //!
+//! A convolution ([`super::conv`]) runs on the same register tile with its
+//! weight packed channels last ([`PackedWeight::of_conv`]), reading each
+//! patch row where it lies in the input, tap by tap, instead of packing it
+//! ([`gathered_product`]): an indirect convolution.
+//!
 //! Only x86_64 with AVX2 and FMA has it; elsewhere [`PackedWeight::pack`]
 //! declines and the caller keeps `gemm`.
 
@@ -195,39 +200,15 @@ const COLUMNS: usize = 64;
 /// Tasks per thread, so that blocks of uneven cost even out.
 const TASKS_PER_THREAD: usize = 4;
 
-/// Where a product's activation rows come from: a matrix that holds them,
-/// or rows made as the kernel packs them (a convolution's patches, which
-/// would be many times the size of its input if laid out whole).
-pub(super) trait Rows: Sync {
-    /// Writes elements `depths` of row `i` into a tile as its row `t`
-    /// ([`spread`]).
-    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize);
-}
-
-/// Activation rows per tile of the kernel.
-pub(super) const TILE_ROWS: usize = x86::ROWS;
-
-/// `row` into a tile of [`TILE_ROWS`] rows as row `t`: element `j` to
-/// `tile[j · TILE_ROWS + t]`, so that a step's elements of the tile's rows
-/// lie side by side.
-#[inline(always)]
-pub(super) fn spread(row: &[f32], tile: &mut [MaybeUninit<f32>], t: usize) {
-    for (step, &v) in tile.chunks_exact_mut(TILE_ROWS).zip(row) {
-        step[t] = MaybeUninit::new(v);
-    }
-}
-
-/// A row-major `[m, k]` matrix's rows.
-struct Matrix<'a> {
-    x: &'a [f32],
-    k: usize,
-}
-
-impl Rows for Matrix<'_> {
-    #[inline(always)]
-    fn pack(&self, i: usize, depths: Range<usize>, tile: &mut [MaybeUninit<f32>], t: usize) {
-        spread(&self.x[i * self.k..][depths], tile, t);
-    }
+/// Rows made of runs that lie elsewhere: row `i` is runs `0..runs()` of
+/// `k / runs()` elements each, back to back, each read where it lies, or
+/// zeros where [`Gathered::run`] has none (a convolution's patch, tap by
+/// tap, the taps on padding zeros).
+pub(super) trait Gathered: Sync {
+    /// Runs per row.
+    fn runs(&self) -> usize;
+    /// Run `run` of row `i`, `None` for zeros.
+    fn run(&self, i: usize, run: usize) -> Option<&[f32]>;
 }
 
 /// `out[m × n] = x[m × k] · w` for `w` packed, every element written, split
@@ -241,16 +222,41 @@ pub(super) fn product(
     threads: bool,
 ) {
     assert!(x.len() >= m * w.k, "packed product out of bounds");
-    product_of(out, &Matrix { x, k: w.k }, w, m, threads);
+    // SAFETY: the kernel is available (a `PackedWeight` exists only where
+    // it is), the bounds were asserted, and blocks write disjoint rows.
+    split(out, w, m, threads, |out, rows| unsafe {
+        x86::block(out, x, w, rows)
+    });
 }
 
-/// [`product`] of rows `0..m` from `x`.
-pub(super) fn product_of(
+/// [`product`] of rows `0..m` of `x`, each `w.k` long.
+pub(super) fn gathered_product(
     out: &mut [MaybeUninit<f32>],
-    x: &impl Rows,
+    x: &impl Gathered,
     w: &PackedWeight,
     m: usize,
     threads: bool,
+) {
+    assert!(
+        x.runs() > 0 && w.k.is_multiple_of(x.runs()),
+        "gathered runs do not divide the depth"
+    );
+    // SAFETY: as in `product`; the runs' lengths are checked as they are
+    // read.
+    split(out, w, m, threads, |out, rows| unsafe {
+        x86::gathered(out, x, w, rows)
+    });
+}
+
+/// Runs `block(out, rows)` over `out`, `[m × n]`, in blocks of rows, on
+/// rayon's pool when `threads`, checking the deadline before each block;
+/// an empty product is no block, and one of no depth writes zeros.
+fn split(
+    out: &mut [MaybeUninit<f32>],
+    w: &PackedWeight,
+    m: usize,
+    threads: bool,
+    block: impl Fn(*mut f32, Range<usize>) + Sync + Send,
 ) {
     let (n, k) = (w.n, w.k);
     assert!(out.len() >= m * n, "packed product out of bounds");
@@ -272,19 +278,15 @@ pub(super) fn product_of(
     let rows = m.div_ceil(tasks).min(most).next_multiple_of(x86::ROWS);
     let deadline = deadline::kernel();
     let out = SendPtr(out.as_mut_ptr().cast::<f32>());
-    let block = move |task: usize| {
+    let task = move |task: usize| {
         let out = out;
         deadline::stop_if_passed(deadline);
-        let rows = task * rows..m.min(task * rows + rows);
-        // SAFETY: the kernel is available (a `PackedWeight` exists only
-        // where it is), the bounds were asserted above, and blocks write
-        // disjoint rows of `out`.
-        unsafe { x86::block(out.0, x, w, rows) };
+        block(out.0, task * rows..m.min(task * rows + rows));
     };
     if threads {
-        for_each_task(m.div_ceil(rows), block);
+        for_each_task(m.div_ceil(rows), task);
     } else {
-        (0..m.div_ceil(rows)).for_each(block);
+        (0..m.div_ceil(rows)).for_each(task);
     }
 }
 
@@ -294,7 +296,7 @@ mod x86 {
     use std::mem::MaybeUninit;
     use std::ops::Range;
 
-    use super::{COLUMNS, DEPTH, PackedWeight, Rows, WIDTH};
+    use super::{COLUMNS, DEPTH, Gathered, PackedWeight, WIDTH};
 
     /// Activation rows per tile.
     pub const ROWS: usize = 6;
@@ -302,11 +304,11 @@ mod x86 {
     /// Output rows `rows` of the product.
     ///
     /// # Safety
-    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` has
-    /// rows of `k` for `m` at least `rows.end`.
+    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` `m × k`
+    /// for `m` at least `rows.end`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(out: *mut f32, x: &impl Rows, w: &PackedWeight, rows: Range<usize>) {
-        let k = w.k;
+    pub unsafe fn block(out: *mut f32, x: &[f32], w: &PackedWeight, rows: Range<usize>) {
+        let (n, k) = (w.n, w.k);
         let depths = k.div_ceil(DEPTH);
         let depth = k.div_ceil(depths);
         // The rows' elements of one depth block, in tiles of ROWS rows
@@ -321,60 +323,122 @@ mod x86 {
             for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
                 let tile = &mut packed[tile * ROWS * depth..][..ROWS * steps];
                 for (t, i) in (i..rows.end.min(i + ROWS)).enumerate() {
-                    x.pack(i, first..first + steps, tile, t);
+                    let row = &x[i * k + first..][..steps];
+                    for (step, &v) in tile.chunks_exact_mut(ROWS).zip(row) {
+                        step[t] = MaybeUninit::new(v);
+                    }
                 }
             }
-            // SAFETY: forwarded from the caller; every tile is packed.
-            unsafe { multiply(out, &packed, w, rows.clone(), first..first + steps, depth) };
+            for columns in (0..n).step_by(COLUMNS) {
+                let columns = columns..n.min(columns + COLUMNS);
+                for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+                    let r = ROWS.min(rows.end - i);
+                    for j in columns.clone().step_by(WIDTH) {
+                        let tile = Tile {
+                            x: Packed(packed[tile * ROWS * depth..].as_ptr().cast()),
+                            // SAFETY: panel j / 16 at depth `first` is
+                            // inside the packed weight; (i, j) inside out.
+                            w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
+                            steps,
+                            out: unsafe { out.add(i * n + j) },
+                            n,
+                            accumulate: first > 0,
+                            width: WIDTH.min(n - j),
+                        };
+                        // SAFETY: the tile lies inside the operands.
+                        unsafe { tile.dispatch(r) };
+                    }
+                }
+            }
         }
     }
 
-    /// The packed rows' tiles (`depth` apart) against `w` over `depths`,
-    /// into output rows `rows`: apart from [`block`], which is made once per
-    /// kind of rows, so that every kind runs the same code and the tile is
-    /// inlined into it.
+    /// Output rows `rows` of a [`super::gathered_product`]: each tile's
+    /// rows read where their runs lie, run by run, never packed.
     ///
     /// # Safety
-    /// As [`block`]'s.
+    /// AVX2 and FMA are present; `out` holds `m × n` floats for `m` at
+    /// least `rows.end`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn multiply(
-        out: *mut f32,
-        packed: &[MaybeUninit<f32>],
-        w: &PackedWeight,
-        rows: Range<usize>,
-        depths: Range<usize>,
-        depth: usize,
-    ) {
-        let (n, k) = (w.n, w.k);
-        let (first, steps) = (depths.start, depths.len());
+    pub unsafe fn gathered(out: *mut f32, x: &impl Gathered, w: &PackedWeight, rows: Range<usize>) {
+        let (n, k, runs) = (w.n, w.k, x.runs());
+        let len = k / runs;
+        let zeros = vec![0.0f32; len];
+        // Where each run of the tile's rows starts.
+        let mut starts = vec![[zeros.as_ptr(); ROWS]; runs];
         for columns in (0..n).step_by(COLUMNS) {
             let columns = columns..n.min(columns + COLUMNS);
-            for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+            for i in rows.clone().step_by(ROWS) {
                 let r = ROWS.min(rows.end - i);
+                for (run, starts) in starts.iter_mut().enumerate() {
+                    for (t, start) in starts[..r].iter_mut().enumerate() {
+                        *start = match x.run(i + t, run) {
+                            Some(elements) => {
+                                assert_eq!(elements.len(), len, "a gathered run's length");
+                                elements.as_ptr()
+                            }
+                            None => zeros.as_ptr(),
+                        };
+                    }
+                }
                 for j in columns.clone().step_by(WIDTH) {
-                    let tile = Tile {
-                        x: packed[tile * ROWS * depth..].as_ptr().cast(),
-                        // SAFETY: panel j / 16 at depth `first` is inside
-                        // the packed weight; (i, j) inside out.
-                        w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
-                        steps,
-                        out: unsafe { out.add(i * n + j) },
-                        n,
-                        accumulate: first > 0,
-                        width: WIDTH.min(n - j),
-                    };
-                    // SAFETY: the tile lies inside the operands.
-                    unsafe { tile.dispatch(r) };
+                    for (run, &starts) in starts.iter().enumerate() {
+                        let tile = Tile {
+                            x: Where(starts),
+                            // SAFETY: panel j / 16 at depth `run · len` is
+                            // inside the packed weight; (i, j) inside out.
+                            w: w.panels[j / WIDTH * k + run * len..].as_ptr().cast(),
+                            steps: len,
+                            out: unsafe { out.add(i * n + j) },
+                            n,
+                            accumulate: run > 0,
+                            width: WIDTH.min(n - j),
+                        };
+                        // SAFETY: each of the r rows' runs holds `len`
+                        // floats; the rest as in `block`.
+                        unsafe { tile.dispatch(r) };
+                    }
                 }
             }
         }
     }
 
-    /// One tile: activation rows from `x` (the rows' elements of one depth
-    /// [`ROWS`] apart) against one panel from `w` over `steps` depths, into
-    /// the first `width` columns at `out` (rows `n` apart).
-    struct Tile {
-        x: *const f32,
+    /// Where a tile reads element `p` of its row `r`.
+    trait Source: Copy {
+        /// # Safety
+        /// `p` and `r` lie inside the tile.
+        unsafe fn at(self, p: usize, r: usize) -> *const f32;
+    }
+
+    /// Packed rows: the rows' elements of one depth [`ROWS`] apart.
+    #[derive(Clone, Copy)]
+    struct Packed(*const f32);
+
+    impl Source for Packed {
+        #[inline(always)]
+        unsafe fn at(self, p: usize, r: usize) -> *const f32 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.0.add(p * ROWS + r) }
+        }
+    }
+
+    /// Rows where they lie: where each starts.
+    #[derive(Clone, Copy)]
+    struct Where([*const f32; ROWS]);
+
+    impl Source for Where {
+        #[inline(always)]
+        unsafe fn at(self, p: usize, r: usize) -> *const f32 {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.0[r].add(p) }
+        }
+    }
+
+    /// One tile: activation rows from `x` against one panel from `w` over
+    /// `steps` depths, into the first `width` columns at `out` (rows `n`
+    /// apart).
+    struct Tile<X> {
+        x: X,
         w: *const f32,
         steps: usize,
         out: *mut f32,
@@ -383,7 +447,7 @@ mod x86 {
         width: usize,
     }
 
-    impl Tile {
+    impl<X: Source> Tile<X> {
         /// Runs the tile of `r` rows.
         ///
         /// # Safety
@@ -429,7 +493,7 @@ mod x86 {
                 let b = w.add(p * WIDTH);
                 let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
                 for r in 0..R {
-                    let a = _mm256_broadcast_ss(&*x.add(p * ROWS + r));
+                    let a = _mm256_broadcast_ss(&*x.at(p, r));
                     acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
                 }
@@ -484,7 +548,16 @@ mod x86 {
 
     pub unsafe fn block(
         _: *mut f32,
-        _: &impl super::Rows,
+        _: &[f32],
+        _: &super::PackedWeight,
+        _: std::ops::Range<usize>,
+    ) {
+        unreachable!("the packed kernel is only available on x86_64")
+    }
+
+    pub unsafe fn gathered(
+        _: *mut f32,
+        _: &impl super::Gathered,
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
     ) {

@@ -94,8 +94,8 @@ fn conv2d_matches_naive() {
         ([1, 16, 30, 30], [32, 4, 3, 3], ((2, 2), (1, 1), (1, 1), 4)),
         // Wide enough for the packed product kernel: the patches of several
         // images as one product's rows, a ragged last panel of output
-        // channels, strides, dilation and uneven padding; and depths past
-        // one block of the kernel, whose blocks start inside a tap.
+        // channels, strides, dilation and uneven padding, a 1×1 kernel, and
+        // 300 channels a tap (a depth of 2700).
         ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
         ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
         (
