@@ -163,32 +163,11 @@ fn packed_conv(
     let Some(w) = PackedWeight::of_conv(weight, (o, s.c, s.kh, s.kw))? else {
         return Ok(false);
     };
-    // SAFETY (both): each fill writes every element it is given.
+    // SAFETY: the fill writes every element it is given.
     let hwc = unsafe { written(src.len(), |hwc| channels_last(src, s, hwc)) }?;
     let patches = Patches { hwc: &hwc, s };
     let threads = threaded(rows, o, taps);
-    let product = unsafe {
-        written(rows * o, |y| {
-            packed::gathered_product(y, &patches, &w, rows, threads)
-        })
-    }?;
-    // [image, position, channel] back to [image, channel, position], a
-    // block of positions at a time: the block's rows of the product stay in
-    // L1 while every channel's run of them is written.
-    const BLOCK: usize = 16;
-    for_rows(out, plane, plane, |first, planes| {
-        for start in (0..plane).step_by(BLOCK) {
-            let end = plane.min(start + BLOCK);
-            for (r, dst) in planes.chunks_exact_mut(plane).enumerate() {
-                let (image, channel) = ((first + r) / o, (first + r) % o);
-                let b = bias.map_or(0.0, |b| b[channel]);
-                let rows = &product[(image * plane + start) * o..(image * plane + end) * o];
-                for (d, row) in dst[start..end].iter_mut().zip(rows.chunks_exact(o)) {
-                    *d = row[channel] + b;
-                }
-            }
-        }
-    });
+    packed::gathered_product(out, &patches, &w, (rows, plane), bias, threads);
     Ok(true)
 }
 

@@ -229,22 +229,29 @@ pub(super) fn product(
     });
 }
 
-/// [`product`] of rows `0..m` of `x`, each `w.k` long.
+/// [`product`] of rows `0..m` of `x`, each `w.k` long, written channels
+/// first with a bias, as a convolution's NCHW output: row `image · plane +
+/// position`'s column `c` (plus `bias[c]`) to `out[(image · n + c) · plane
+/// + position]`.
 pub(super) fn gathered_product(
-    out: &mut [MaybeUninit<f32>],
+    out: &mut [f32],
     x: &impl Gathered,
     w: &PackedWeight,
-    m: usize,
+    (m, plane): (usize, usize),
+    bias: Option<&[f32]>,
     threads: bool,
 ) {
     assert!(
-        x.runs() > 0 && w.k.is_multiple_of(x.runs()),
-        "gathered runs do not divide the depth"
+        x.runs() > 0 && w.k.is_multiple_of(x.runs()) && plane > 0 && m.is_multiple_of(plane),
+        "a gathered product's runs or planes do not fit"
     );
+    assert!(bias.is_none_or(|b| b.len() == w.n), "a bias per column");
+    // SAFETY: only initialised values are stored through the view.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
     // SAFETY: as in `product`; the runs' lengths are checked as they are
     // read.
     split(out, w, m, threads, |out, rows| unsafe {
-        x86::gathered(out, x, w, rows)
+        x86::gathered(out, x, w, rows, (plane, bias))
     });
 }
 
@@ -335,7 +342,7 @@ mod x86 {
                     let r = ROWS.min(rows.end - i);
                     for j in columns.clone().step_by(WIDTH) {
                         let tile = Tile {
-                            x: Packed(packed[tile * ROWS * depth..].as_ptr().cast()),
+                            x: packed[tile * ROWS * depth..].as_ptr().cast(),
                             // SAFETY: panel j / 16 at depth `first` is
                             // inside the packed weight; (i, j) inside out.
                             w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
@@ -353,92 +360,11 @@ mod x86 {
         }
     }
 
-    /// Output rows `rows` of a [`super::gathered_product`]: each tile's
-    /// rows read where their runs lie, run by run, never packed.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are present; `out` holds `m × n` floats for `m` at
-    /// least `rows.end`.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn gathered(out: *mut f32, x: &impl Gathered, w: &PackedWeight, rows: Range<usize>) {
-        let (n, k, runs) = (w.n, w.k, x.runs());
-        let len = k / runs;
-        let zeros = vec![0.0f32; len];
-        // Where each run of the tile's rows starts.
-        let mut starts = vec![[zeros.as_ptr(); ROWS]; runs];
-        for columns in (0..n).step_by(COLUMNS) {
-            let columns = columns..n.min(columns + COLUMNS);
-            for i in rows.clone().step_by(ROWS) {
-                let r = ROWS.min(rows.end - i);
-                for (run, starts) in starts.iter_mut().enumerate() {
-                    for (t, start) in starts[..r].iter_mut().enumerate() {
-                        *start = match x.run(i + t, run) {
-                            Some(elements) => {
-                                assert_eq!(elements.len(), len, "a gathered run's length");
-                                elements.as_ptr()
-                            }
-                            None => zeros.as_ptr(),
-                        };
-                    }
-                }
-                for j in columns.clone().step_by(WIDTH) {
-                    for (run, &starts) in starts.iter().enumerate() {
-                        let tile = Tile {
-                            x: Where(starts),
-                            // SAFETY: panel j / 16 at depth `run · len` is
-                            // inside the packed weight; (i, j) inside out.
-                            w: w.panels[j / WIDTH * k + run * len..].as_ptr().cast(),
-                            steps: len,
-                            out: unsafe { out.add(i * n + j) },
-                            n,
-                            accumulate: run > 0,
-                            width: WIDTH.min(n - j),
-                        };
-                        // SAFETY: each of the r rows' runs holds `len`
-                        // floats; the rest as in `block`.
-                        unsafe { tile.dispatch(r) };
-                    }
-                }
-            }
-        }
-    }
-
-    /// Where a tile reads element `p` of its row `r`.
-    trait Source: Copy {
-        /// # Safety
-        /// `p` and `r` lie inside the tile.
-        unsafe fn at(self, p: usize, r: usize) -> *const f32;
-    }
-
-    /// Packed rows: the rows' elements of one depth [`ROWS`] apart.
-    #[derive(Clone, Copy)]
-    struct Packed(*const f32);
-
-    impl Source for Packed {
-        #[inline(always)]
-        unsafe fn at(self, p: usize, r: usize) -> *const f32 {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.0.add(p * ROWS + r) }
-        }
-    }
-
-    /// Rows where they lie: where each starts.
-    #[derive(Clone, Copy)]
-    struct Where([*const f32; ROWS]);
-
-    impl Source for Where {
-        #[inline(always)]
-        unsafe fn at(self, p: usize, r: usize) -> *const f32 {
-            // SAFETY: forwarded from the caller.
-            unsafe { self.0[r].add(p) }
-        }
-    }
-
-    /// One tile: activation rows from `x` against one panel from `w` over
-    /// `steps` depths, into the first `width` columns at `out` (rows `n`
-    /// apart).
-    struct Tile<X> {
-        x: X,
+    /// One tile: activation rows from `x` (the rows' elements of one depth
+    /// [`ROWS`] apart) against one panel from `w` over `steps` depths, into
+    /// the first `width` columns at `out` (rows `n` apart).
+    struct Tile {
+        x: *const f32,
         w: *const f32,
         steps: usize,
         out: *mut f32,
@@ -447,7 +373,7 @@ mod x86 {
         width: usize,
     }
 
-    impl<X: Source> Tile<X> {
+    impl Tile {
         /// Runs the tile of `r` rows.
         ///
         /// # Safety
@@ -493,7 +419,7 @@ mod x86 {
                 let b = w.add(p * WIDTH);
                 let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
                 for r in 0..R {
-                    let a = _mm256_broadcast_ss(&*x.at(p, r));
+                    let a = _mm256_broadcast_ss(&*x.add(p * ROWS + r));
                     acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
                 }
@@ -540,6 +466,143 @@ mod x86 {
             }
         }
     }
+
+    /// Output rows `rows` of a [`super::gathered_product`], written channels
+    /// first: row `image · plane + position`'s output channel `c` to
+    /// `out[(image · n + c) · plane + position]`, plus `bias[c]`. Each tile
+    /// reads its rows where their runs lie and sums all runs in registers;
+    /// nothing is packed.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present; `out` holds `m × n` floats for `m` at
+    /// least `rows.end`, a multiple of `plane`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gathered(
+        out: *mut f32,
+        x: &impl Gathered,
+        w: &PackedWeight,
+        rows: Range<usize>,
+        (plane, bias): (usize, Option<&[f32]>),
+    ) {
+        let (n, k, runs) = (w.n, w.k, x.runs());
+        let len = k / runs;
+        let zeros = vec![0.0f32; len.max(WIDTH)];
+        // Where each run of the tile's rows starts.
+        let mut starts = vec![[zeros.as_ptr(); ROWS]; runs];
+        for columns in (0..n).step_by(COLUMNS) {
+            let columns = columns..n.min(columns + COLUMNS);
+            for i in rows.clone().step_by(ROWS) {
+                let r = ROWS.min(rows.end - i);
+                for (run, starts) in starts.iter_mut().enumerate() {
+                    for (t, start) in starts[..r].iter_mut().enumerate() {
+                        *start = match x.run(i + t, run) {
+                            Some(elements) => {
+                                assert_eq!(elements.len(), len, "a gathered run's length");
+                                elements.as_ptr()
+                            }
+                            None => zeros.as_ptr(),
+                        };
+                    }
+                }
+                for j in columns.clone().step_by(WIDTH) {
+                    let width = WIDTH.min(n - j);
+                    let tile = Gather {
+                        starts: &starts,
+                        len,
+                        w: w.panels[j / WIDTH * k..].as_ptr().cast(),
+                        // SAFETY: row i + t is inside out, at channel j.
+                        outs: std::array::from_fn(|t| {
+                            let row = i + t.min(r - 1);
+                            unsafe { out.add(((row / plane) * n + j) * plane + row % plane) }
+                        }),
+                        plane,
+                        bias: match bias {
+                            Some(b) => &b[j..j + width],
+                            None => &zeros[..width],
+                        },
+                    };
+                    // SAFETY: each of the r rows' runs holds `len` floats,
+                    // and the panel all `runs · len` depths.
+                    unsafe {
+                        match r {
+                            6 => tile.run::<6>(),
+                            5 => tile.run::<5>(),
+                            4 => tile.run::<4>(),
+                            3 => tile.run::<3>(),
+                            2 => tile.run::<2>(),
+                            _ => tile.run::<1>(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One tile of a gathered product: up to [`ROWS`] rows, each `runs`
+    /// runs of `len` elements starting at `starts[run][r]`, against the
+    /// panel at `w` (all the runs' depths, back to back), into `bias.len()`
+    /// channels `plane` apart from each row's `outs[r]`.
+    struct Gather<'a> {
+        starts: &'a [[*const f32; ROWS]],
+        len: usize,
+        w: *const f32,
+        outs: [*mut f32; ROWS],
+        plane: usize,
+        bias: &'a [f32],
+    }
+
+    impl Gather<'_> {
+        /// The `R × 16` register tile, summed over every run, then written.
+        ///
+        /// # Safety
+        /// AVX2 and FMA are present and the tile lies inside the operands.
+        #[target_feature(enable = "avx2,fma")]
+        // A register tile reads best indexed by its row and vector.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn run<const R: usize>(&self) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for (run, starts) in self.starts.iter().enumerate() {
+                let w = unsafe { self.w.add(run * self.len * WIDTH) };
+                // SAFETY (all loads): each depth step of the panel is a
+                // whole aligned line, and element p of each of the R rows'
+                // runs is inside it.
+                let step = |p: usize, acc: &mut [[__m256; 2]; R]| unsafe {
+                    let b = w.add(p * WIDTH);
+                    let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
+                    for r in 0..R {
+                        let a = _mm256_broadcast_ss(&*starts[r].add(p));
+                        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+                    }
+                };
+                let mut p = 0;
+                while p + 4 <= self.len {
+                    for u in 0..4 {
+                        step(p + u, &mut acc);
+                    }
+                    p += 4;
+                }
+                while p < self.len {
+                    step(p, &mut acc);
+                    p += 1;
+                }
+            }
+            let mut lines = [[0.0f32; WIDTH]; R];
+            for r in 0..R {
+                // SAFETY: a line holds two vectors.
+                unsafe {
+                    _mm256_storeu_ps(lines[r].as_mut_ptr(), acc[r][0]);
+                    _mm256_storeu_ps(lines[r].as_mut_ptr().add(8), acc[r][1]);
+                }
+            }
+            for (c, &b) in self.bias.iter().enumerate() {
+                for r in 0..R {
+                    // SAFETY: channel c of row r is inside out.
+                    unsafe { *self.outs[r].add(c * self.plane) = lines[r][c] + b };
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -560,6 +623,7 @@ mod x86 {
         _: &impl super::Gathered,
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
+        _: (usize, Option<&[f32]>),
     ) {
         unreachable!("the packed kernel is only available on x86_64")
     }
