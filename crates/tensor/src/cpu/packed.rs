@@ -308,6 +308,20 @@ mod x86 {
     /// Activation rows per tile.
     pub const ROWS: usize = 6;
 
+    /// `$tile.run::<R>()` for its row count `$r`, 1 to [`ROWS`].
+    macro_rules! run_rows {
+        ($tile:expr, $r:expr) => {
+            match $r {
+                6 => $tile.run::<6>(),
+                5 => $tile.run::<5>(),
+                4 => $tile.run::<4>(),
+                3 => $tile.run::<3>(),
+                2 => $tile.run::<2>(),
+                _ => $tile.run::<1>(),
+            }
+        };
+    }
+
     /// Output rows `rows` of the product.
     ///
     /// # Safety
@@ -381,16 +395,7 @@ mod x86 {
         #[target_feature(enable = "avx2,fma")]
         unsafe fn dispatch(&self, r: usize) {
             // SAFETY: forwarded from the caller.
-            unsafe {
-                match r {
-                    6 => self.run::<6>(),
-                    5 => self.run::<5>(),
-                    4 => self.run::<4>(),
-                    3 => self.run::<3>(),
-                    2 => self.run::<2>(),
-                    _ => self.run::<1>(),
-                }
-            }
+            unsafe { run_rows!(self, r) }
         }
 
         /// The `R × 16` register tile.
@@ -523,16 +528,7 @@ mod x86 {
                     };
                     // SAFETY: each of the r rows' runs holds `len` floats,
                     // and the panel all `runs · len` depths.
-                    unsafe {
-                        match r {
-                            6 => tile.run::<6>(),
-                            5 => tile.run::<5>(),
-                            4 => tile.run::<4>(),
-                            3 => tile.run::<3>(),
-                            2 => tile.run::<2>(),
-                            _ => tile.run::<1>(),
-                        }
-                    }
+                    unsafe { run_rows!(tile, r) }
                 }
             }
         }
