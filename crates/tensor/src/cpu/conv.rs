@@ -86,8 +86,11 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     let (cg, og) = (s.c / g, s.o / g);
     let taps = cg * s.kh * s.kw;
     let plane = s.oh * s.ow;
+    if let Some(out) = packed_conv(&src, weight, bias.as_deref(), s)? {
+        return float_tensor(x.dtype(), &s.out_shape, out);
+    }
     let mut out = zeroed(s.n * s.o * plane)?;
-    if out.is_empty() || packed_conv(&src, weight, bias.as_deref(), s, &mut out)? {
+    if out.is_empty() {
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
     // A 1×1 kernel with unit stride and no padding reads the input as is.
@@ -146,29 +149,32 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     float_tensor(x.dtype(), &s.out_shape, out)
 }
 
-/// [`conv2d`] through the packed product kernel, writing all of `out`;
-/// `false` (with `out` untouched) where the kernel does not take it.
+/// [`conv2d`]'s output through the packed product kernel, `None` where the
+/// kernel does not take it.
 fn packed_conv(
     src: &[f32],
     weight: &Tensor,
     bias: Option<&[f32]>,
     s: &Conv2dPlan,
-    out: &mut [f32],
-) -> Result<bool> {
+) -> Result<Option<Vec<f32>>> {
     let (plane, taps, o) = (s.oh * s.ow, s.c * s.kh * s.kw, s.o);
     let rows = s.n * plane;
     if s.params.groups != 1 || rows < packed::MIN_ROWS {
-        return Ok(false);
+        return Ok(None);
     }
     let Some(w) = PackedWeight::of_conv(weight, (o, s.c, s.kh, s.kw))? else {
-        return Ok(false);
+        return Ok(None);
     };
-    // SAFETY: the fill writes every element it is given.
+    // SAFETY (both): each fill writes every element it is given.
     let hwc = unsafe { written(src.len(), |hwc| channels_last(src, s, hwc)) }?;
     let patches = Patches { hwc: &hwc, s };
     let threads = threaded(rows, o, taps);
-    packed::gathered_product(out, &patches, &w, (rows, plane), bias, threads);
-    Ok(true)
+    let out = unsafe {
+        written(rows * o, |out| {
+            packed::gathered_product(out, &patches, &w, (rows, plane), bias, threads)
+        })
+    }?;
+    Ok(Some(out))
 }
 
 /// Images `[n, c, h, w]` as `[n, h, w, c]`.
@@ -201,17 +207,24 @@ impl packed::Gathered for Patches<'_> {
         self.s.kh * self.s.kw
     }
 
-    fn run(&self, i: usize, tap: usize) -> Option<&[f32]> {
+    fn row<'a>(&'a self, i: usize, mut each: impl FnMut(usize, Option<&'a [f32]>)) {
         let (s, p) = (self.s, self.s.params);
         let (image, position) = (i / (s.oh * s.ow), i % (s.oh * s.ow));
         let (oy, ox) = (position / s.ow, position % s.ow);
-        let (ky, kx) = (tap / s.kw, tap % s.kw);
+        let image = &self.hwc[image * s.h * s.w * s.c..][..s.h * s.w * s.c];
         let inside = |o: usize, stride: usize, tap: usize, pad: usize, size: usize| {
             (o * stride + tap).checked_sub(pad).filter(|&i| i < size)
         };
-        let iy = inside(oy, p.stride.0, ky * p.dilation.0, p.padding.0, s.h)?;
-        let ix = inside(ox, p.stride.1, kx * p.dilation.1, p.padding.1, s.w)?;
-        Some(&self.hwc[((image * s.h + iy) * s.w + ix) * s.c..][..s.c])
+        for ky in 0..s.kh {
+            let iy = inside(oy, p.stride.0, ky * p.dilation.0, p.padding.0, s.h);
+            for kx in 0..s.kw {
+                let ix = inside(ox, p.stride.1, kx * p.dilation.1, p.padding.1, s.w);
+                let pixel = iy
+                    .zip(ix)
+                    .map(|(iy, ix)| &image[(iy * s.w + ix) * s.c..][..s.c]);
+                each(ky * s.kw + kx, pixel);
+            }
+        }
     }
 }
 

@@ -202,13 +202,14 @@ const TASKS_PER_THREAD: usize = 4;
 
 /// Rows made of runs that lie elsewhere: row `i` is runs `0..runs()` of
 /// `k / runs()` elements each, back to back, each read where it lies, or
-/// zeros where [`Gathered::run`] has none (a convolution's patch, tap by
+/// zeros where [`Gathered::row`] has none (a convolution's patch, tap by
 /// tap, the taps on padding zeros).
 pub(super) trait Gathered: Sync {
     /// Runs per row.
     fn runs(&self) -> usize;
-    /// Run `run` of row `i`, `None` for zeros.
-    fn run(&self, i: usize, run: usize) -> Option<&[f32]>;
+    /// Calls `each(run, elements)` for every run of row `i`, in order,
+    /// `None` for zeros.
+    fn row<'a>(&'a self, i: usize, each: impl FnMut(usize, Option<&'a [f32]>));
 }
 
 /// `out[m × n] = x[m × k] · w` for `w` packed, every element written, split
@@ -232,9 +233,9 @@ pub(super) fn product(
 /// [`product`] of rows `0..m` of `x`, each `w.k` long, written channels
 /// first with a bias, as a convolution's NCHW output: row `image · plane +
 /// position`'s column `c` (plus `bias[c]`) to `out[(image · n + c) · plane
-/// + position]`.
+/// + position]`, every element written.
 pub(super) fn gathered_product(
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     x: &impl Gathered,
     w: &PackedWeight,
     (m, plane): (usize, usize),
@@ -246,8 +247,6 @@ pub(super) fn gathered_product(
         "a gathered product's runs or planes do not fit"
     );
     assert!(bias.is_none_or(|b| b.len() == w.n), "a bias per column");
-    // SAFETY: only initialised values are stored through the view.
-    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
     // SAFETY: as in `product`; the runs' lengths are checked as they are
     // read.
     split(out, w, m, threads, |out, rows| unsafe {
@@ -498,16 +497,16 @@ mod x86 {
             let columns = columns..n.min(columns + COLUMNS);
             for i in rows.clone().step_by(ROWS) {
                 let r = ROWS.min(rows.end - i);
-                for (run, starts) in starts.iter_mut().enumerate() {
-                    for (t, start) in starts[..r].iter_mut().enumerate() {
-                        *start = match x.run(i + t, run) {
+                for (t, row) in (i..i + r).enumerate() {
+                    x.row(row, |run, elements| {
+                        starts[run][t] = match elements {
                             Some(elements) => {
                                 assert_eq!(elements.len(), len, "a gathered run's length");
                                 elements.as_ptr()
                             }
                             None => zeros.as_ptr(),
                         };
-                    }
+                    });
                 }
                 for j in columns.clone().step_by(WIDTH) {
                     let width = WIDTH.min(n - j);
