@@ -337,6 +337,97 @@ async fn imported_exports_agree_with_onnxruntime() {
     server.stop().await;
 }
 
+/// `input_ids` for `batch` sequences of `len` tokens, ids in 3..=99 (so
+/// never RoBERTa's padding_idx 1), and with `mask` an `attention_mask` whose
+/// last sequence is padded after `len - 3` tokens.
+fn text_inputs(batch: usize, len: usize, seed: u64, mask: bool) -> Value {
+    let n = batch * len;
+    let ids: Vec<i64> = values(n, 96.0, seed)
+        .iter()
+        .map(|v| *v as i64 + 3)
+        .collect();
+    let mut inputs =
+        vec![json!({"name": "input_ids", "datatype": "INT64", "shape": [batch, len], "data": ids})];
+    if mask {
+        let mask: Vec<i64> = (0..n)
+            .map(|i| i64::from(i / len + 1 < batch || i % len < len - 3))
+            .collect();
+        inputs.push(json!({"name": "attention_mask", "datatype": "INT64", "shape": [batch, len], "data": mask}));
+    }
+    Value::Array(inputs)
+}
+
+/// One FP32 input `name` of `shape`, its values in -1..1.
+fn float_input(name: &str, shape: &[usize], seed: u64) -> Value {
+    let data: Vec<f64> = values(shape.iter().product(), 2.0, seed)
+        .iter()
+        .map(|v| v - 1.0)
+        .collect();
+    json!([{"name": name, "datatype": "FP32", "shape": shape, "data": data}])
+}
+
+/// Exports whose graphs bring ops the other fixtures lack agree with
+/// onnxruntime on the CPU, at batch 1 and 3 and, for the text models, at
+/// two sequence lengths: GPT-2 (Split of the fused QKV, the causal mask by
+/// Trilu), RoBERTa (positions by CumSum, GatherElements, Not; a padded
+/// mask), MobileNetV2 (TF-style asymmetric Pad, ReLU6 as Clip, depthwise
+/// Conv), Swin (Pad by amounts computed in the graph), Whisper's encoder
+/// (1-D Conv) and a module of vision ops (HardSwish, HardSigmoid, Pad,
+/// Split, Resize nearest and linear, ConvTranspose, Softplus, Elu, PRelu),
+/// and one output per attribute variant of those ops that the exports leave
+/// out (Pad modes, CumSum directions, Trilu diagonals, GatherElements with
+/// negative indices, Resize coordinate modes, SAME and grouped, dilated,
+/// 1-D convolutions).
+#[tokio::test(flavor = "multi_thread")]
+async fn more_exports_agree_with_onnxruntime() {
+    let repo = model_repository(&[]);
+    for (file, name) in [
+        ("gpt2_tiny.onnx", "gpt2"),
+        ("roberta_tiny.onnx", "roberta"),
+        ("mobilenet_tiny.onnx", "mobilenet"),
+        ("swin_tiny.onnx", "swin"),
+        ("whisper_encoder_tiny.onnx", "whisper-encoder"),
+        ("vision_ops.onnx", "vision-ops"),
+        ("op_variants.onnx", "op-variants"),
+    ] {
+        import_ok(&repo, file, name);
+    }
+    let server = serve(repo).await;
+    for (batch, len, seed) in [(1, 7, 30), (3, 12, 31)] {
+        let gpt2 = text_inputs(batch, len, seed, false);
+        assert_agrees(&server, "gpt2", "gpt2_tiny.onnx", gpt2).await;
+        let roberta = text_inputs(batch, len, seed, true);
+        assert_agrees(&server, "roberta", "roberta_tiny.onnx", roberta).await;
+    }
+    for (batch, seed) in [(1, 32), (3, 33)] {
+        let image = float_input("pixel_values", &[batch, 3, 32, 32], seed);
+        assert_agrees(&server, "mobilenet", "mobilenet_tiny.onnx", image.clone()).await;
+        assert_agrees(&server, "swin", "swin_tiny.onnx", image).await;
+        let features = float_input("input_features", &[batch, 16, 50], seed);
+        assert_agrees(
+            &server,
+            "whisper-encoder",
+            "whisper_encoder_tiny.onnx",
+            features,
+        )
+        .await;
+        let image = float_input("image", &[batch, 3, 16, 16], seed);
+        assert_agrees(&server, "vision-ops", "vision_ops.onnx", image).await;
+        // Indices -6..=5 along an axis of 6: negative ones count from the end.
+        let n = batch * 4 * 3 * 6;
+        let picks: Vec<i64> = values(n, 11.99, seed)
+            .iter()
+            .map(|v| *v as i64 - 6)
+            .collect();
+        let mut variants = float_input("x", &[batch, 4, 6, 6], seed);
+        variants.as_array_mut().unwrap().push(
+            json!({"name": "picks", "datatype": "INT64", "shape": [batch, 4, 3, 6], "data": picks}),
+        );
+        assert_agrees(&server, "op-variants", "op_variants.onnx", variants).await;
+    }
+    server.stop().await;
+}
+
 /// Masks and picks computed from request data run on the host's `compare`,
 /// `where`, `gather`, `expand` and `clip` on `device`: Gather by request
 /// indices (negative ones count from the end), Equal/Greater/Less, Or,

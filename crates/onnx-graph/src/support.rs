@@ -36,9 +36,16 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Concat", ""),
     ("Constant", "folded at import"),
     ("ConstantOfShape", "shape arithmetic"),
-    ("Conv", "2-D, explicit symmetric pads"),
+    ("Ceil", "shape arithmetic"),
+    ("Conv", "1-D and 2-D"),
+    (
+        "ConvTranspose",
+        "1-D and 2-D, explicit pads (no output_shape, auto_pad NOTSET or VALID)",
+    ),
+    ("CumSum", "sums in f32 (integers exact up to 2^24)"),
     ("Div", ""),
     ("Dropout", "inference: identity"),
+    ("Elu", ""),
     ("Equal", "booleans held as 0/1 on the host"),
     ("Greater", "booleans held as 0/1 on the host"),
     ("GreaterOrEqual", "booleans held as 0/1 on the host"),
@@ -46,14 +53,21 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Exp", ""),
     ("Expand", "target shape known at run time"),
     ("Flatten", ""),
+    ("Floor", "shape arithmetic"),
     (
         "Gather",
         "indices in range (an index out of range fails the request)",
+    ),
+    (
+        "GatherElements",
+        "fewer than 2^24 elements; an index out of range fails the request",
     ),
     ("Gelu", "approximate none or tanh"),
     ("Gemm", "transA=0"),
     ("GlobalAveragePool", ""),
     ("GlobalMaxPool", ""),
+    ("HardSigmoid", ""),
+    ("HardSwish", ""),
     ("Identity", ""),
     ("IsNaN", "booleans held as 0/1 on the host"),
     ("LayerNormalization", "over the last axis"),
@@ -66,11 +80,17 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Max", ""),
     ("MaxPool", "2-D, ceil_mode=0, no dilation, one output"),
     ("Min", ""),
+    ("Mish", ""),
     ("Mod", "shape arithmetic"),
     ("Mul", ""),
     ("Neg", ""),
     ("Not", "booleans held as 0/1 on the host"),
     ("Or", "booleans held as 0/1 on the host"),
+    ("PRelu", ""),
+    (
+        "Pad",
+        "modes constant, edge, reflect and wrap; pads and value constant or shape arithmetic",
+    ),
     ("Pow", ""),
     ("Range", "shape arithmetic"),
     ("Reciprocal", ""),
@@ -81,10 +101,19 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("ReduceSum", ""),
     ("Relu", ""),
     ("Reshape", "allowzero=0"),
+    (
+        "Resize",
+        "nearest and linear, no antialias; scales or sizes constant or shape arithmetic",
+    ),
+    ("Round", "shape arithmetic"),
+    ("Selu", ""),
     ("Shape", ""),
     ("Sigmoid", ""),
-    ("Slice", "step 1"),
+    ("Slice", ""),
     ("Softmax", ""),
+    ("Softplus", ""),
+    ("Softsign", ""),
+    ("Split", "split sizes constant or shape arithmetic"),
     ("Sqrt", ""),
     ("Squeeze", ""),
     ("Sub", ""),
@@ -92,6 +121,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Tanh", ""),
     ("TopK", "last axis, largest=1, sorted=1"),
     ("Transpose", ""),
+    ("Trilu", ""),
     ("Unsqueeze", ""),
     ("Where", ""),
     (
@@ -110,7 +140,7 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
 
 /// Ops that only run on small values the handler computes itself (shape
 /// arithmetic), because the host has no kernel for them yet.
-const SMALL_ONLY: &[&str] = &["Mod", "Range"];
+const SMALL_ONLY: &[&str] = &["Ceil", "Floor", "Mod", "Range", "Round"];
 
 /// Ops that compute on small values in the handler when every input is
 /// small, and otherwise run on the host.
@@ -118,10 +148,12 @@ const SMALL_CAPABLE: &[&str] = &[
     "Add",
     "And",
     "Cast",
+    "Ceil",
     "Concat",
     "ConstantOfShape",
     "Div",
     "Equal",
+    "Floor",
     "Gather",
     "Greater",
     "GreaterOrEqual",
@@ -134,9 +166,11 @@ const SMALL_CAPABLE: &[&str] = &[
     "Or",
     "Range",
     "Reshape",
+    "Round",
     "Slice",
     "Squeeze",
     "Sub",
+    "Transpose",
     "Unsqueeze",
     "Where",
     "ai.onnx.ml.ArrayFeatureExtractor",
@@ -198,7 +232,9 @@ pub fn bool_values(graph: &Graph) -> BTreeSet<String> {
             | "Not" | "IsNaN" => true,
             "Where" => from(1),
             "Reshape" | "Flatten" | "Gather" | "Unsqueeze" | "Squeeze" | "Expand" | "Identity"
-            | "Transpose" | "Slice" | "Concat" => from(0),
+            | "Transpose" | "Slice" | "Concat" | "Split" | "Pad" | "GatherElements" | "Trilu" => {
+                from(0)
+            }
             _ => false,
         };
         if is_bool {
@@ -293,6 +329,12 @@ fn check(node: &Node, graph: &Graph, small: &BTreeSet<String>) -> Result<(), Str
             "auto_pad={other} is not supported (only explicit pads)"
         )),
     };
+    let one_or_two_d = || match node.ints("kernel_shape") {
+        Some(k) if !(1..=2).contains(&k.len()) => {
+            Err(format!("kernel_shape {k:?} is not 1-D or 2-D"))
+        }
+        _ => Ok(()),
+    };
     let two_d = || match node.ints("kernel_shape") {
         Some(k) if k.len() != 2 => Err(format!("kernel_shape {k:?} is not 2-D")),
         _ => Ok(()),
@@ -317,10 +359,51 @@ fn check(node: &Node, graph: &Graph, small: &BTreeSet<String>) -> Result<(), Str
             "only supported right after a Conv with constant weights, where it is folded".into(),
         ),
         "Constant" => Err("not folded at import".into()),
-        "Conv" => {
-            explicit_pads()?;
-            two_d()?;
-            symmetric()
+        "Conv" => one_or_two_d(),
+        "ConvTranspose" => {
+            one_or_two_d()?;
+            if node.ints("output_shape").is_some() {
+                return Err("output_shape is not supported (give pads)".into());
+            }
+            match node.string("auto_pad") {
+                None | Some("NOTSET") | Some("VALID") => Ok(()),
+                Some(other) => Err(format!(
+                    "auto_pad={other} is not supported (only explicit pads or VALID)"
+                )),
+            }
+        }
+        "Pad" => match node.string("mode") {
+            None | Some("constant") | Some("edge") | Some("reflect") | Some("wrap") => Ok(()),
+            Some(other) => Err(format!("mode={other} is not supported")),
+        },
+        "Resize" => {
+            attr_is("antialias", 0)?;
+            let allowed = |name: &str, default: &str, values: &[&str]| {
+                let v = node.string(name).unwrap_or(default);
+                if values.contains(&v) {
+                    Ok(())
+                } else {
+                    Err(format!("{name}={v} is not supported"))
+                }
+            };
+            allowed("mode", "nearest", &["nearest", "linear"])?;
+            allowed(
+                "coordinate_transformation_mode",
+                "half_pixel",
+                &[
+                    "half_pixel",
+                    "pytorch_half_pixel",
+                    "align_corners",
+                    "asymmetric",
+                    "tf_half_pixel_for_nearest",
+                ],
+            )?;
+            allowed(
+                "nearest_mode",
+                "round_prefer_floor",
+                &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"],
+            )?;
+            allowed("keep_aspect_ratio_policy", "stretch", &["stretch"])
         }
         "MaxPool" | "AveragePool" => {
             explicit_pads()?;

@@ -2,13 +2,13 @@
 //! host calls.
 
 use edgeserve_onnx_graph::{Constant, DType, Node};
-use edgeserve_sdk::{
-    BinaryOp, CompareOp, Conv2d, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp,
-};
+use edgeserve_sdk::{BinaryOp, CompareOp, Dtype, Error, PoolKind, ReduceOp, Tensor, UnaryOp};
 
 use crate::small::{
-    Small, axes_of, host_dtype, norm_axis, reshape_target, slice_bounds, squeeze, unsqueeze,
+    Small, axes_of, host_dtype, norm_axis, reshape_target, slice_bounds, slice_picks, squeeze,
+    unsqueeze,
 };
+use crate::{conv, index, pad, resize};
 
 /// A value a node reads: a host tensor or a small value.
 #[derive(Clone, Copy)]
@@ -48,7 +48,7 @@ pub struct Args<'a> {
 }
 
 /// A host tensor: the input itself, or a small value uploaded for this call.
-enum HostArg<'a> {
+pub(crate) enum HostArg<'a> {
     Borrowed(&'a Tensor),
     Owned(Tensor),
 }
@@ -64,7 +64,7 @@ impl std::ops::Deref for HostArg<'_> {
 }
 
 impl<'a> Args<'a> {
-    fn get(&self, i: usize) -> Result<Arg<'a>, Error> {
+    pub(crate) fn get(&self, i: usize) -> Result<Arg<'a>, Error> {
         self.values
             .get(i)
             .copied()
@@ -72,21 +72,21 @@ impl<'a> Args<'a> {
             .ok_or_else(|| Error::InvalidArgument(format!("input {i} is missing")))
     }
 
-    fn host(&self, i: usize) -> Result<HostArg<'a>, Error> {
+    pub(crate) fn host(&self, i: usize) -> Result<HostArg<'a>, Error> {
         Ok(match self.get(i)? {
             Arg::Host(t) => HostArg::Borrowed(t),
             Arg::Small(c) => HostArg::Owned(c.to_host()?),
         })
     }
 
-    fn opt_host(&self, i: usize) -> Result<Option<HostArg<'a>>, Error> {
+    pub(crate) fn opt_host(&self, i: usize) -> Result<Option<HostArg<'a>>, Error> {
         match self.values.get(i).copied().flatten() {
             None => Ok(None),
             Some(_) => self.host(i).map(Some),
         }
     }
 
-    fn small(&self, i: usize) -> Result<Option<&'a Constant>, Error> {
+    pub(crate) fn small(&self, i: usize) -> Result<Option<&'a Constant>, Error> {
         match self.values.get(i).copied().flatten() {
             None => Ok(None),
             Some(Arg::Small(c)) => Ok(Some(c)),
@@ -96,12 +96,12 @@ impl<'a> Args<'a> {
         }
     }
 
-    fn ints(&self, i: usize) -> Result<Option<Vec<i64>>, Error> {
+    pub(crate) fn ints(&self, i: usize) -> Result<Option<Vec<i64>>, Error> {
         Ok(self.small(i)?.map(Small::ints))
     }
 }
 
-fn dims(t: &Tensor) -> Vec<usize> {
+pub(crate) fn dims(t: &Tensor) -> Vec<usize> {
     t.shape().iter().map(|&d| d as usize).collect()
 }
 
@@ -110,7 +110,7 @@ pub(crate) fn alias(t: &Tensor) -> Result<Tensor, Error> {
     reshape(t, &dims(t))
 }
 
-fn reshape(t: &Tensor, dims: &[usize]) -> Result<Tensor, Error> {
+pub(crate) fn reshape(t: &Tensor, dims: &[usize]) -> Result<Tensor, Error> {
     t.reshape(&dims.iter().map(|&d| d as i32).collect::<Vec<_>>())
 }
 
@@ -191,6 +191,42 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             let pos = x.relu()?;
             let neg = x.sub(&pos)?;
             one(pos.add(&neg.affine(node.float("alpha", 0.01), 0.0)?)?)
+        }
+        "PRelu" => {
+            let x = x()?;
+            let pos = x.relu()?;
+            one(pos.add(&x.sub(&pos)?.mul(&*args.host(1)?)?)?)
+        }
+        "Elu" | "Selu" => {
+            // relu(x) + α(e^min(x, 0) − 1), Selu scaled by γ.
+            let x = x()?;
+            let selu = node.op == "Selu";
+            let alpha = node.float("alpha", if selu { 1.673_263_2 } else { 1.0 });
+            let pos = x.relu()?;
+            let y = pos.add(&x.sub(&pos)?.exp()?.affine(alpha, -alpha)?)?;
+            one(if selu {
+                y.affine(node.float("gamma", 1.050_701), 0.0)?
+            } else {
+                y
+            })
+        }
+        "HardSigmoid" => one(hard_sigmoid(
+            &*x()?,
+            node.float("alpha", 0.2),
+            node.float("beta", 0.5),
+        )?),
+        "HardSwish" => {
+            let x = x()?;
+            one(x.mul(&hard_sigmoid(&x, 1.0 / 6.0, 0.5)?)?)
+        }
+        "Softplus" => one(softplus(&*x()?)?),
+        "Mish" => {
+            let x = x()?;
+            one(x.mul(&softplus(&x)?.tanh()?)?)
+        }
+        "Softsign" => {
+            let x = x()?;
+            one(x.div(&x.abs()?.affine(1.0, 1.0)?)?)
         }
         "Clip" => {
             let x = x()?;
@@ -379,14 +415,26 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             let axes = args
                 .ints(3)?
                 .unwrap_or_else(|| (0..starts.len() as i64).collect());
-            if args.ints(4)?.is_some_and(|s| s.iter().any(|&s| s != 1)) {
-                return Err(Error::Unsupported("Slice with a step other than 1".into()));
-            }
+            let steps = args.ints(4)?;
             let mut y = alias(&x)?;
             for (k, &axis) in axes.iter().enumerate() {
                 let axis = norm_axis(axis, y.rank())?;
-                let (s, e) = slice_bounds(y.shape()[axis] as usize, starts[k], ends[k]);
-                y = y.slice(axis as i32, s as u32, e as u32)?;
+                let dim = y.shape()[axis] as usize;
+                y = match steps.as_ref().map_or(1, |s| s[k]) {
+                    1 => {
+                        let (s, e) = slice_bounds(dim, starts[k], ends[k]);
+                        y.slice(axis as i32, s as u32, e as u32)?
+                    }
+                    // Strided and reversed slices pick their rows.
+                    step => {
+                        let picks = slice_picks(dim, starts[k], ends[k], step)
+                            .map_err(Error::InvalidArgument)?;
+                        y.gather(
+                            &Tensor::from_i64(&[picks.len() as u32], &picks)?,
+                            axis as i32,
+                        )?
+                    }
+                };
             }
             one(y)
         }
@@ -445,18 +493,32 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             };
             one(x()?.reduce(op, node.int("axis", 0) as i32, node.int("keepdims", 1) != 0)?)
         }
-        "GlobalAveragePool" => one(reduce(&*x()?, ReduceOp::Mean, &[2, 3], true)?),
-        "GlobalMaxPool" => one(reduce(&*x()?, ReduceOp::Max, &[2, 3], true)?),
-        "Conv" => {
-            let (x, w, b) = (x()?, args.host(1)?, args.opt_host(2)?);
-            let params = Conv2d {
-                stride: pair(node.ints("strides"), 1),
-                padding: pair(node.ints("pads"), 0),
-                dilation: pair(node.ints("dilations"), 1),
-                groups: node.int("group", 1) as u32,
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let x = x()?;
+            let op = if node.op == "GlobalMaxPool" {
+                ReduceOp::Max
+            } else {
+                ReduceOp::Mean
             };
-            one(x.conv2d(&w, b.as_deref(), params)?)
+            // Every spatial axis: 1-D ([n, c, l]) and 2-D inputs alike.
+            if x.rank() < 3 {
+                return Err(Error::Shape(format!(
+                    "{} of a rank-{} value (no spatial axes)",
+                    node.op,
+                    x.rank()
+                )));
+            }
+            let spatial: Vec<i64> = (2..x.rank() as i64).collect();
+            one(reduce(&x, op, &spatial, true)?)
         }
+        "Conv" => one(conv::conv(args)?),
+        "ConvTranspose" => one(conv::conv_transpose(args)?),
+        "Pad" => one(pad::run(args, opset)?),
+        "Resize" => one(resize::run(args, opset)?),
+        "Split" => Ok(index::split(args)?.into_iter().map(Value::Host).collect()),
+        "Trilu" => one(index::trilu(args)?),
+        "CumSum" => one(index::cum_sum(args)?),
+        "GatherElements" => one(index::gather_elements(args)?),
         "MaxPool" | "AveragePool" => {
             let kind = if node.op == "MaxPool" {
                 PoolKind::Max
@@ -498,6 +560,18 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
     }
 }
 
+/// `clip(alpha · x + beta, 0, 1)`.
+fn hard_sigmoid(x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor, Error> {
+    x.affine(alpha, beta)?.clip(Some(0.0), Some(1.0))
+}
+
+/// `ln(1 + eˣ)` as `relu(x) + ln(1 + e^−|x|)`, which neither overflows for
+/// large x nor loses small values to rounding.
+fn softplus(x: &Tensor) -> Result<Tensor, Error> {
+    x.relu()?
+        .add(&x.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)
+}
+
 /// ONNX `MatMul`: NumPy semantics, including 1-D operands.
 fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, Error> {
     let (ra, rb) = (a.rank(), b.rank());
@@ -525,18 +599,25 @@ fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, Error> {
     Ok(y)
 }
 
-/// A reduction over several `axes`, the last first so the others keep their
+/// A reduction over several `axes` (all of them when none are named, as
+/// ONNX reads an empty list), the last first so the others keep their
 /// positions.
 fn reduce(x: &Tensor, op: ReduceOp, axes: &[i64], keep: bool) -> Result<Tensor, Error> {
     let rank = x.rank();
-    let mut axes: Vec<usize> = axes
-        .iter()
-        .map(|&a| norm_axis(a, rank))
-        .collect::<Result<_, _>>()?;
+    let mut axes: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<Result<_, _>>()?
+    };
     axes.sort_unstable_by(|a, b| b.cmp(a));
     axes.dedup();
-    let mut y = x.reduce(op, axes[0] as i32, keep)?;
-    for &axis in &axes[1..] {
+    let Some((&first, rest)) = axes.split_first() else {
+        return alias(x);
+    };
+    let mut y = x.reduce(op, first as i32, keep)?;
+    for &axis in rest {
         y = y.reduce(op, axis as i32, keep)?;
     }
     Ok(y)

@@ -11,9 +11,13 @@
 //! padded batch through a BERT-like encoder runs on its real tokens only
 //! ([`pack`]).
 
+mod conv;
 mod host;
+mod index;
 mod pack;
+mod pad;
 mod plan;
+mod resize;
 mod small;
 
 use std::sync::OnceLock;

@@ -131,6 +131,10 @@ impl Small for Constant {
                 zip(&[x, arg(1)?], dtype, |v| f(v[0], v[1]))?
             }
             "Not" => zip(&[x], DType::Bool, |v| f64::from(u8::from(v[0] == 0.0)))?,
+            "Ceil" => zip(&[x], x.dtype, |v| v[0].ceil())?,
+            "Floor" => zip(&[x], x.dtype, |v| v[0].floor())?,
+            // ONNX rounds halves to even.
+            "Round" => zip(&[x], x.dtype, |v| v[0].round_ties_even())?,
             "Range" => {
                 let scalar = |i: usize| -> Result<f64, String> {
                     arg(i)?
@@ -239,14 +243,47 @@ impl Small for Constant {
                     .flatten()
                     .map(Small::ints)
                     .unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = inputs.get(4).copied().flatten().map(Small::ints);
                 let mut cur = x.clone();
                 for (k, &axis) in axes.iter().enumerate() {
                     let axis = norm_axis(axis, cur.shape.len()).map_err(|e| e.to_string())?;
-                    let (s, e) = slice_bounds(cur.shape[axis], starts[k], ends[k]);
-                    let idx = Constant::of_ints(&(s as i64..e as i64).collect::<Vec<_>>());
-                    cur = gather(&cur, axis, &idx)?;
+                    let step = steps.as_ref().map_or(1, |s| s[k]);
+                    let picks = slice_picks(cur.shape[axis], starts[k], ends[k], step)?;
+                    cur = gather(&cur, axis, &Constant::of_ints(&picks))?;
                 }
                 cur
+            }
+            "Transpose" => {
+                let rank = x.shape.len();
+                let perm: Vec<usize> = match node.ints("perm") {
+                    Some(p) => p.iter().map(|&a| a as usize).collect(),
+                    None => (0..rank).rev().collect(),
+                };
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..rank).collect::<Vec<_>>() {
+                    return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+                }
+                let shape: Vec<usize> = perm.iter().map(|&a| x.shape[a]).collect();
+                let mut strides = vec![1; rank];
+                for a in (0..rank.saturating_sub(1)).rev() {
+                    strides[a] = strides[a + 1] * x.shape[a + 1];
+                }
+                let data = (0..x.numel())
+                    .map(|mut flat| {
+                        let mut from = 0;
+                        for (i, &a) in perm.iter().enumerate().rev() {
+                            from += flat % shape[i] * strides[a];
+                            flat /= shape[i];
+                        }
+                        x.data[from]
+                    })
+                    .collect();
+                Constant {
+                    dtype: x.dtype,
+                    shape,
+                    data,
+                }
             }
             other => return Err(format!("{other} cannot run on small values")),
         };
@@ -324,6 +361,30 @@ fn gather(x: &Constant, axis: usize, indices: &Constant) -> Result<Constant, Str
         shape,
         data,
     })
+}
+
+/// The positions an ONNX `Slice` of `start..end` by `step` picks from an
+/// axis of `dim` (a negative step walks backwards).
+pub fn slice_picks(dim: usize, start: i64, end: i64, step: i64) -> Result<Vec<i64>, String> {
+    if step == 0 {
+        return Err("Slice with a step of 0".into());
+    }
+    if step > 0 {
+        let (s, e) = slice_bounds(dim, start, end);
+        return Ok((s as i64..e as i64).step_by(step as usize).collect());
+    }
+    let dim = dim as i64;
+    let clamp = |v: i64, lo: i64| {
+        let v = if v < 0 { v.saturating_add(dim) } else { v };
+        v.clamp(lo, dim - 1)
+    };
+    let (mut i, end) = (clamp(start, 0), clamp(end, -1));
+    let mut picks = Vec::new();
+    while i > end {
+        picks.push(i);
+        i += step;
+    }
+    Ok(picks)
 }
 
 /// `axis` counted from the front (ONNX allows negative axes).
@@ -421,4 +482,47 @@ pub fn unsqueeze(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, Error> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use edgeserve_onnx_graph::{Attr, Constant, DType, Node};
+
+    use super::{Small, slice_picks};
+
+    #[test]
+    fn slices_by_any_step_pick_what_numpy_picks() {
+        // numpy: arange(6)[5:-7:-2], [-1:-7:-1], [10:1:-3], [1:6:2].
+        assert_eq!(slice_picks(6, 5, -7, -2).unwrap(), [5, 3, 1]);
+        assert_eq!(
+            slice_picks(6, -1, i64::MIN, -1).unwrap(),
+            [5, 4, 3, 2, 1, 0]
+        );
+        assert_eq!(slice_picks(6, 10, 1, -3).unwrap(), [5, 2]);
+        assert_eq!(slice_picks(6, 1, 6, 2).unwrap(), [1, 3, 5]);
+        assert!(slice_picks(6, 0, 6, 0).is_err());
+    }
+
+    #[test]
+    fn a_small_transpose_moves_every_element() {
+        let x = Constant {
+            dtype: DType::I64,
+            shape: vec![2, 3, 4],
+            data: (0..24).map(f64::from).collect(),
+        };
+        let node = Node {
+            name: "t".into(),
+            op: "Transpose".into(),
+            inputs: vec!["x".into()],
+            outputs: vec!["y".into()],
+            attrs: [("perm".to_string(), Attr::Ints(vec![2, 0, 1]))].into(),
+        };
+        let y = Constant::eval(&node, &[Some(&x)]).unwrap().remove(0);
+        assert_eq!(y.shape, [4, 2, 3]);
+        // y[k][i][j] = x[i][j][k] = 12i + 4j + k.
+        for (flat, &v) in y.data.iter().enumerate() {
+            let (k, i, j) = (flat / 6, flat / 3 % 2, flat % 3);
+            assert_eq!(v, (12 * i + 4 * j + k) as f64, "at {flat}");
+        }
+    }
 }

@@ -1,0 +1,287 @@
+//! ONNX `Conv` and `ConvTranspose` on the host's `conv2d`.
+//!
+//! * A 1-D convolution (audio front ends, such as Whisper's) is a 2-D one
+//!   of height 1.
+//! * Pads the host's symmetric `padding` cannot express (asymmetric ones,
+//!   as TF-style exports write them, and `auto_pad`) are added explicitly
+//!   around the input; the symmetric part stays in the convolution.
+//! * A transposed convolution is the convolution it is the gradient of: the
+//!   input spread out by the stride with zeros between, padded by the
+//!   kernel's reach less the pads, convolved with the kernel flipped and its
+//!   input and output channels swapped.
+
+use edgeserve_sdk::{Conv2d, Error, Tensor};
+
+use crate::host::{Args, alias, dims, reshape};
+use crate::pad::{Fill, pad};
+
+/// One spatial axis of a convolution, as the ONNX attributes give it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Axis {
+    kernel: i64,
+    stride: i64,
+    dilation: i64,
+    begin: i64,
+    end: i64,
+}
+
+impl Axis {
+    /// The kernel's reach: the span its taps cover, less one.
+    fn reach(self) -> i64 {
+        self.dilation * (self.kernel - 1)
+    }
+}
+
+/// The spatial axes of `node` for an input of spatial dims `input` and a
+/// kernel of `kernel`; pads from `pads` or `auto_pad` (`SAME_*` only for a
+/// convolution, whose output is `ceil(input / stride)`).
+fn axes(args: &Args<'_>, input: &[usize], kernel: &[usize]) -> Result<Vec<Axis>, Error> {
+    let node = args.node;
+    let n = input.len();
+    let per_axis = |name: &str, default: i64| -> Result<Vec<i64>, Error> {
+        match node.ints(name) {
+            None => Ok(vec![default; n]),
+            Some(v) if v.len() == n => Ok(v.to_vec()),
+            Some(v) => Err(Error::InvalidArgument(format!(
+                "{} {name} {v:?} for {n} spatial axes",
+                node.op
+            ))),
+        }
+    };
+    let (stride, dilation) = (per_axis("strides", 1)?, per_axis("dilations", 1)?);
+    let pads = match node.ints("pads") {
+        Some(p) if p.len() == 2 * n => p.to_vec(),
+        Some(p) => {
+            return Err(Error::InvalidArgument(format!(
+                "{} pads {p:?} for {n} spatial axes",
+                node.op
+            )));
+        }
+        None => vec![0; 2 * n],
+    };
+    let auto = node.string("auto_pad").unwrap_or("NOTSET");
+    (0..n)
+        .map(|i| {
+            let mut axis = Axis {
+                kernel: kernel[i] as i64,
+                stride: stride[i],
+                dilation: dilation[i],
+                begin: pads[i],
+                end: pads[n + i],
+            };
+            match auto {
+                "NOTSET" => {}
+                "VALID" => (axis.begin, axis.end) = (0, 0),
+                "SAME_UPPER" | "SAME_LOWER" if node.op == "Conv" => {
+                    let size = input[i] as i64;
+                    let out = (size + axis.stride - 1) / axis.stride;
+                    let total = ((out - 1) * axis.stride + axis.reach() + 1 - size).max(0);
+                    let small = total / 2;
+                    (axis.begin, axis.end) = if auto == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    };
+                }
+                other => {
+                    return Err(Error::Unsupported(format!("{} auto_pad={other}", node.op)));
+                }
+            }
+            if axis.stride < 1 || axis.dilation < 1 || axis.begin < 0 || axis.end < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{} strides, dilations and pads must be positive: {axis:?}",
+                    node.op
+                )));
+            }
+            Ok(axis)
+        })
+        .collect()
+}
+
+/// `x` and `weight` with a height-1 axis inserted before their last one
+/// when they are 1-D, so `conv2d` takes them.
+fn lift(x: &Tensor, weight: &Tensor) -> Result<(Tensor, Tensor), Error> {
+    let rank = x.rank();
+    if !(3..=4).contains(&rank) || weight.rank() != rank {
+        return Err(Error::Unsupported(format!(
+            "convolution of a rank-{rank} input with a rank-{} kernel (1-D and 2-D only)",
+            weight.rank()
+        )));
+    }
+    if rank == 4 {
+        return Ok((alias(x)?, alias(weight)?));
+    }
+    let tall = |t: &Tensor| {
+        let mut d = dims(t);
+        d.insert(2, 1);
+        reshape(t, &d)
+    };
+    Ok((tall(x)?, tall(weight)?))
+}
+
+/// Height and width axes for a lifted convolution (`axes` is one or two
+/// long; a 1-D one gains a height axis of one tap).
+fn two_d(axes: &[Axis]) -> [Axis; 2] {
+    match axes {
+        [h, w] => [*h, *w],
+        [w] => [
+            Axis {
+                kernel: 1,
+                stride: 1,
+                dilation: 1,
+                begin: 0,
+                end: 0,
+            },
+            *w,
+        ],
+        _ => unreachable!("lift admits 1-D and 2-D convolutions only"),
+    }
+}
+
+/// The convolution `x ⊛ weight + bias` over `[h, w]`, its pads split into a
+/// symmetric part the host pads itself and the rest (negative: cropped)
+/// added around `x` first.
+fn convolve(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    [h, w]: [Axis; 2],
+    stride: (u32, u32),
+    groups: u32,
+) -> Result<Tensor, Error> {
+    let shared = |a: Axis| a.begin.min(a.end).max(0);
+    let (sh, sw) = (shared(h), shared(w));
+    let extra = [(2, h.begin - sh, h.end - sh), (3, w.begin - sw, w.end - sw)];
+    let padded;
+    let x = if extra.iter().any(|&(_, b, e)| b != 0 || e != 0) {
+        padded = pad(x, &extra, Fill::Constant(0.0))?;
+        &padded
+    } else {
+        x
+    };
+    x.conv2d(
+        weight,
+        bias,
+        Conv2d {
+            stride,
+            padding: (sh as u32, sw as u32),
+            dilation: (h.dilation as u32, w.dilation as u32),
+            groups,
+        },
+    )
+}
+
+/// `y` back to 1-D when the convolution was lifted from it.
+fn lower(y: Tensor, rank: usize) -> Result<Tensor, Error> {
+    if rank == 4 {
+        return Ok(y);
+    }
+    let mut d = dims(&y);
+    d.remove(2);
+    reshape(&y, &d)
+}
+
+/// ONNX `Conv`, 1-D or 2-D.
+pub fn conv(args: &Args<'_>) -> Result<Tensor, Error> {
+    let (x, weight, bias) = (args.host(0)?, args.host(1)?, args.opt_host(2)?);
+    let rank = x.rank();
+    let (x4, w4) = lift(&x, &weight)?;
+    let axes = axes(args, &dims(&x)[2..], &dims(&weight)[2..])?;
+    let [h, w] = two_d(&axes);
+    let stride = (h.stride as u32, w.stride as u32);
+    let groups = args.node.int("group", 1) as u32;
+    lower(
+        convolve(&x4, &w4, bias.as_deref(), [h, w], stride, groups)?,
+        rank,
+    )
+}
+
+/// ONNX `ConvTranspose`, 1-D or 2-D, with explicit pads (`output_shape`
+/// and `SAME_*` are refused at import).
+pub fn conv_transpose(args: &Args<'_>) -> Result<Tensor, Error> {
+    let (x, weight, bias) = (args.host(0)?, args.host(1)?, args.opt_host(2)?);
+    let rank = x.rank();
+    let (x4, w4) = lift(&x, &weight)?;
+    let mut axes = axes(args, &dims(&x)[2..], &dims(&weight)[2..])?;
+    let extra = match args.node.ints("output_padding") {
+        Some(p) if p.len() == axes.len() => p.to_vec(),
+        Some(p) => {
+            return Err(Error::InvalidArgument(format!(
+                "ConvTranspose output_padding {p:?} for {} spatial axes",
+                axes.len()
+            )));
+        }
+        None => vec![0; axes.len()],
+    };
+    // The equivalent convolution's pads: the kernel's reach less the
+    // transposed one's, the output padding at the end.
+    for (axis, extra) in axes.iter_mut().zip(extra) {
+        let reach = axis.reach();
+        (axis.begin, axis.end) = (reach - axis.begin, reach - axis.end + extra);
+    }
+    let [h, w] = two_d(&axes);
+    let spread = spread(&spread(&x4, 2, h.stride)?, 3, w.stride)?;
+    let groups = args.node.int("group", 1) as usize;
+    let kernel = turn(&w4, groups)?;
+    lower(
+        convolve(
+            &spread,
+            &kernel,
+            bias.as_deref(),
+            [h, w],
+            (1, 1),
+            groups as u32,
+        )?,
+        rank,
+    )
+}
+
+/// `x` with `stride − 1` zeros between neighbours along `axis`: every row
+/// gains a zero block after it, then the trailing block goes.
+fn spread(x: &Tensor, axis: usize, stride: i64) -> Result<Tensor, Error> {
+    if stride == 1 {
+        return alias(x);
+    }
+    let d = dims(x);
+    let mut tall = d.clone();
+    tall.insert(axis + 1, 1);
+    let mut zeros: Vec<u32> = tall.iter().map(|&v| v as u32).collect();
+    zeros[axis + 1] = stride as u32 - 1;
+    let blocks = Tensor::concat(
+        &[&reshape(x, &tall)?, &Tensor::full(x.dtype(), &zeros, 0.0)?],
+        axis as i32 + 1,
+    )?;
+    let mut flat = d.clone();
+    flat[axis] *= stride as usize;
+    let joined = reshape(&blocks, &flat)?;
+    joined.slice(
+        axis as i32,
+        0,
+        ((d[axis] as i64 - 1) * stride + 1).max(0) as u32,
+    )
+}
+
+/// A transposed convolution's kernel `[ci, co / groups, kh, kw]` as the
+/// equivalent convolution's: flipped in both spatial axes, input and output
+/// channels swapped within each group (`[co, ci / groups, kh, kw]`).
+fn turn(weight: &Tensor, groups: usize) -> Result<Tensor, Error> {
+    let d = dims(weight);
+    let mut k = alias(weight)?;
+    for axis in [2, 3] {
+        if d[axis] > 1 {
+            let reversed: Vec<i64> = (0..d[axis] as i64).rev().collect();
+            k = k.gather(
+                &Tensor::from_i64(&[d[axis] as u32], &reversed)?,
+                axis as i32,
+            )?;
+        }
+    }
+    if groups == 0 || !d[0].is_multiple_of(groups) {
+        return Err(Error::Shape(format!(
+            "ConvTranspose kernel {d:?} does not split into {groups} groups"
+        )));
+    }
+    let grouped = reshape(&k, &[groups, d[0] / groups, d[1], d[2], d[3]])?;
+    let swapped = grouped.transpose(&[0, 2, 1, 3, 4])?;
+    reshape(&swapped, &[groups * d[1], d[0] / groups, d[2], d[3]])
+}
