@@ -367,7 +367,7 @@ fn float_input(name: &str, shape: &[usize], seed: u64) -> Value {
 }
 
 /// Exports whose graphs bring ops the other fixtures lack agree with
-/// onnxruntime on the CPU, at batch 1 and 3 and, for the text models, at
+/// onnxruntime on `device`, at batch 1 and 3 and, for the text models, at
 /// two sequence lengths: GPT-2 (Split of the fused QKV, the causal mask by
 /// Trilu), RoBERTa (positions by CumSum, GatherElements, Not; a padded
 /// mask), MobileNetV2 (TF-style asymmetric Pad, ReLU6 as Clip, depthwise
@@ -378,8 +378,7 @@ fn float_input(name: &str, shape: &[usize], seed: u64) -> Value {
 /// out (Pad modes, CumSum directions, Trilu diagonals, GatherElements with
 /// negative indices, Resize coordinate modes, SAME and grouped, dilated,
 /// 1-D convolutions).
-#[tokio::test(flavor = "multi_thread")]
-async fn more_exports_agree_with_onnxruntime() {
+async fn more_exports_agree_on(device: DeviceChoice) {
     let repo = model_repository(&[]);
     for (file, name) in [
         ("gpt2_tiny.onnx", "gpt2"),
@@ -392,7 +391,7 @@ async fn more_exports_agree_with_onnxruntime() {
     ] {
         import_ok(&repo, file, name);
     }
-    let server = serve(repo).await;
+    let server = serve_on(repo, device).await;
     for (batch, len, seed) in [(1, 7, 30), (3, 12, 31)] {
         let gpt2 = text_inputs(batch, len, seed, false);
         assert_agrees(&server, "gpt2", "gpt2_tiny.onnx", gpt2).await;
@@ -425,8 +424,35 @@ async fn more_exports_agree_with_onnxruntime() {
         );
         assert_agrees(&server, "op-variants", "op_variants.onnx", variants).await;
     }
+    // A GatherElements index past the axis is a 400 naming the node and the
+    // range, and the model keeps serving.
+    let mut variants = float_input("x", &[1, 4, 6, 6], 40);
+    let mut picks = vec![0i64; 4 * 3 * 6];
+    picks[17] = 6;
+    variants
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "picks", "datatype": "INT64", "shape": [1, 4, 3, 6], "data": picks}));
+    let (status, body) = server
+        .post(
+            "/v2/models/op-variants/infer",
+            &json!({ "inputs": variants }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    for part in ["GatherElements", "outside -6..6"] {
+        assert!(error_text(&body).contains(part), "{part} not in {body}");
+    }
+    picks[17] = -6;
+    variants[1]["data"] = json!(picks);
+    assert_agrees(&server, "op-variants", "op_variants.onnx", variants).await;
     server.stop().await;
 }
+
+on_each_device!(more_exports_agree_on:
+    Cpu => more_exports_agree_with_onnxruntime_on_the_cpu,
+    Gpu => more_exports_agree_with_onnxruntime_on_the_gpu,
+);
 
 /// Masks and picks computed from request data run on the host's `compare`,
 /// `where`, `gather`, `expand` and `clip` on `device`: Gather by request

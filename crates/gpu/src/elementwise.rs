@@ -60,10 +60,23 @@ pub(crate) fn full(g: &GpuBackend, dtype: DType, shape: &[usize], value: f64) ->
     Ok(t)
 }
 
-/// `binary.wgsl` over f32 operands.
+/// `binary.wgsl` over f32, i32 or i64 operands. Integer division is left
+/// to the CPU backend: its zero divisors are an error there, which a kernel
+/// could only find by reading the divisor back.
 pub(crate) fn binary(g: &GpuBackend, op: BinaryOp, args: Broadcast<'_, 2>) -> Result<Tensor> {
     let name = op.name();
-    f32_only(name, args.operands[0].dtype())?;
+    let dtype = args.operands[0].dtype();
+    let int_op = !matches!(op, BinaryOp::Div | BinaryOp::Pow);
+    let ty = match dtype {
+        DType::F32 => 0,
+        DType::I32 if int_op => 1,
+        DType::I64 if int_op => 2,
+        _ => {
+            return Err(TensorError::Unsupported(format!(
+                "gpu backend: {name} on {dtype} not implemented yet (f32, and i32/i64 for add, sub, mul, maximum, minimum)"
+            )));
+        }
+    };
     let code = match op {
         BinaryOp::Add => 0,
         BinaryOp::Sub => 1,
@@ -73,9 +86,9 @@ pub(crate) fn binary(g: &GpuBackend, op: BinaryOp, args: Broadcast<'_, 2>) -> Re
         BinaryOp::Minimum => 5,
         BinaryOp::Pow => 6,
     };
-    let consts = [("OP", f64::from(code))];
+    let consts = [("OP", f64::from(code)), ("TYPE", f64::from(ty))];
     let kernel = Kernel::with("binary", &consts);
-    args.launch(g, name, kernel, DType::F32, args.numel(), &[])
+    args.launch(g, name, kernel, dtype, args.numel(), &[])
 }
 
 pub(crate) fn unary(g: &GpuBackend, op: UnaryOp, x: &Tensor) -> Result<Tensor> {

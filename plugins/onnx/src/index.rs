@@ -188,5 +188,14 @@ pub fn gather_elements(args: &Args<'_>) -> Result<Tensor, Error> {
     let flat = pick
         .compare(CompareOp::GreaterEqual, &scalar(dim)?)?
         .select(&past_end, &flat)?;
-    reshape(&x, &[total])?.gather(&flat.cast(Dtype::I64)?, 0)
+    // Every position is in range by construction but the marked ones, so
+    // a refusal means an index outside the axis.
+    reshape(&x, &[total])?
+        .gather(&flat.cast(Dtype::I64)?, 0)
+        .map_err(|e| match e {
+            Error::InvalidArgument(_) => Error::InvalidArgument(format!(
+                "an index is outside -{dim}..{dim} (axis {axis} of {xd:?})"
+            )),
+            other => other,
+        })
 }

@@ -38,6 +38,69 @@ fn binary_broadcasts_like_cpu() {
     }
 }
 
+/// Integer add, sub, mul, maximum and minimum give the CPU's bits, wrapping
+/// at the type's ends (an i64 product past 2^64 keeps its low 64 bits), with
+/// broadcasting; division, whose zero divisors only the CPU finds, and pow
+/// are refused, naming the op.
+#[test]
+fn integer_binary_ops_match_cpu_bit_for_bit() {
+    let i64s: Vec<i64> = vec![
+        0,
+        1,
+        -1,
+        7,
+        -9,
+        1 << 31,
+        (1 << 32) + 5,
+        -(1 << 33) + 3,
+        0x1234_5678_9abc,
+        i64::MAX,
+        i64::MIN,
+        -0x7654_3210_fedc,
+    ];
+    let i32s: Vec<i32> = vec![
+        0,
+        1,
+        -1,
+        7,
+        -9,
+        65535,
+        65536,
+        -65537,
+        123_456_789,
+        i32::MAX,
+        i32::MIN,
+        -5,
+    ];
+    let tensors = [
+        Tensor::from_bytes(DType::I64, &[12], bytemuck::cast_slice(&i64s)).unwrap(),
+        Tensor::from_bytes(DType::I32, &[12], bytemuck::cast_slice(&i32s)).unwrap(),
+    ];
+    for all in &tensors {
+        let dtype = all.dtype();
+        // Every pair: [12, 1] against [12] broadcasts to [12, 12].
+        let column = cpu().reshape(all, &[12, 1]).unwrap();
+        for op in [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Maximum,
+            BinaryOp::Minimum,
+        ] {
+            let want = cpu().binary(op, &column, all).unwrap();
+            let got = gpu().binary(op, &up(&column), &up(all)).unwrap();
+            assert_same(&format!("{op} {dtype}"), &got, &want);
+        }
+        let err = gpu().binary(BinaryOp::Div, &up(all), &up(all)).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("div on {dtype}")),
+            "{err}"
+        );
+        let err = gpu().binary(BinaryOp::Pow, &up(all), &up(all)).unwrap_err();
+        assert!(err.to_string().contains("pow"), "{err}");
+    }
+}
+
 /// Unary tolerance: 2e-6 + 2e-5·|ref| (transcendentals differ by a few ulp).
 #[test]
 fn unary_and_affine_match_cpu() {
