@@ -128,20 +128,26 @@ def cnn(x, y):
     export_classifier(net, images[:1], "cnn_digits.onnx")
 
 
-def export_classifier(net, example, name):
-    """`image` in, `logits` out, dynamic batch; without constant folding, so
-    BatchNormalization stays in the graph for the importer to fold."""
+def export(net, example, name, inputs, outputs, axes, constant_folding=True):
+    """`net` at opset 17 with the dynamic `axes` ({index: name}) on every
+    input and output."""
     torch.onnx.export(
         net.eval(),
         example,
         OUT / name,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        input_names=inputs,
+        output_names=outputs,
+        dynamic_axes={n: axes for n in inputs + outputs},
         opset_version=17,
-        do_constant_folding=False,
+        do_constant_folding=constant_folding,
         dynamo=False,
     )
+
+
+def export_classifier(net, example, name):
+    """`image` in, `logits` out, dynamic batch; without constant folding, so
+    BatchNormalization stays in the graph for the importer to fold."""
+    export(net, example, name, ["image"], ["logits"], {0: "batch"}, constant_folding=False)
 
 
 class Encoder(torch.nn.Module):
@@ -334,17 +340,7 @@ def masks():
 def export_hidden(net, example, names, name):
     """`names` in (INT64 [batch, sequence]), `last_hidden_state` out, with
     dynamic batch and sequence axes."""
-    axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
-    torch.onnx.export(
-        net.eval(),
-        example,
-        OUT / name,
-        input_names=names,
-        output_names=["last_hidden_state"],
-        dynamic_axes=axes,
-        opset_version=17,
-        dynamo=False,
-    )
+    export(net, example, name, names, ["last_hidden_state"], {0: "batch", 1: "sequence"})
 
 
 def gpt2_tiny():
@@ -403,16 +399,8 @@ class Pooled(torch.nn.Module):
 
 def export_pooled(model, name):
     """`pixel_values` [batch, 3, 32, 32] in, `pooler_output` out, dynamic batch."""
-    torch.onnx.export(
-        Pooled(model).eval(),
-        (torch.randn(2, 3, 32, 32),),
-        OUT / name,
-        input_names=["pixel_values"],
-        output_names=["pooler_output"],
-        dynamic_axes={"pixel_values": {0: "batch"}, "pooler_output": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    example = (torch.randn(2, 3, 32, 32),)
+    export(Pooled(model), example, name, ["pixel_values"], ["pooler_output"], {0: "batch"})
 
 
 def mobilenet_tiny():
@@ -464,16 +452,8 @@ def whisper_encoder_tiny():
             return self.encoder(input_features=input_features).last_hidden_state
 
     # The encoder takes exactly 2 * max_source_positions frames.
-    torch.onnx.export(
-        Encoder().eval(),
-        (torch.randn(2, 16, 50),),
-        OUT / "whisper_encoder_tiny.onnx",
-        input_names=["input_features"],
-        output_names=["last_hidden_state"],
-        dynamic_axes={"input_features": {0: "batch"}, "last_hidden_state": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export(Encoder(), (torch.randn(2, 16, 50),), "whisper_encoder_tiny.onnx",
+           ["input_features"], ["last_hidden_state"], {0: "batch"})
 
 
 class VisionOps(torch.nn.Module):
@@ -511,16 +491,7 @@ def vision_ops():
     net = VisionOps()
     with torch.no_grad():  # slopes of their own per channel, not PReLU's 0.25
         net.prelu.weight.uniform_(0.05, 0.5)
-    torch.onnx.export(
-        net.eval(),
-        (torch.randn(2, 3, 16, 16),),
-        OUT / "vision_ops.onnx",
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export(net, (torch.randn(2, 3, 16, 16),), "vision_ops.onnx", ["image"], ["logits"], {0: "batch"})
 
 
 def small(nodes, opset=17, initializers=()):

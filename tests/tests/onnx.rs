@@ -126,6 +126,22 @@ async fn assert_outputs_agree(
     }
 }
 
+/// Infers `inputs` on `model`, which must refuse them with a 400 whose
+/// message holds every one of `parts`.
+async fn assert_refused(server: &TestServer, model: &str, inputs: Value, parts: &[&str]) {
+    let (status, body) = server
+        .post(
+            &format!("/v2/models/{model}/infer"),
+            &json!({ "inputs": inputs }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let text = error_text(&body);
+    for part in parts {
+        assert!(text.contains(part), "{part} not in {body}");
+    }
+}
+
 /// A test per device for a check that takes one: the same agreement must
 /// hold on the CPU and on the GPU.
 macro_rules! on_each_device {
@@ -243,17 +259,8 @@ async fn bert_and_resnet_agree_on(device: DeviceChoice) {
     // they do not is a 400 naming both, and the model keeps serving.
     let mut mismatched = bert_inputs(2, 10, 13);
     mismatched[1] = bert_inputs(2, 9, 13)[1].clone();
-    let (status, body) = server
-        .post(
-            "/v2/models/bert-sdpa/infer",
-            &json!({ "inputs": mismatched }),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    let text = error_text(&body);
-    for part in ["input_ids", "attention_mask", "\"sequence\""] {
-        assert!(text.contains(part), "{part} not in {body}");
-    }
+    let parts = ["input_ids", "attention_mask", "\"sequence\""];
+    assert_refused(&server, "bert-sdpa", mismatched, &parts).await;
     assert_agrees(
         &server,
         "bert-sdpa",
@@ -323,14 +330,8 @@ async fn imported_exports_agree_with_onnxruntime() {
 
     // A request against the graph's static dims is a 400 naming the input;
     // the model keeps serving.
-    let (status, body) = server
-        .post(
-            "/v2/models/cnn/infer",
-            &json!({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 7, 7], "data": values(49, 1.0, 3)}]}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(error_text(&body).contains("image"), "{body}");
+    let small = json!([{"name": "image", "datatype": "FP32", "shape": [1, 1, 7, 7], "data": values(49, 1.0, 3)}]);
+    assert_refused(&server, "cnn", small, &["image"]).await;
     let image = values(64, 1.0, 4);
     let ok = json!([{"name": "image", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": image}]);
     assert_agrees(&server, "cnn", "cnn_digits.onnx", ok).await;
@@ -433,16 +434,8 @@ async fn more_exports_agree_on(device: DeviceChoice) {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "picks", "datatype": "INT64", "shape": [1, 4, 3, 6], "data": picks}));
-    let (status, body) = server
-        .post(
-            "/v2/models/op-variants/infer",
-            &json!({ "inputs": variants }),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    for part in ["GatherElements", "outside -6..6"] {
-        assert!(error_text(&body).contains(part), "{part} not in {body}");
-    }
+    let parts = ["GatherElements", "outside -6..6"];
+    assert_refused(&server, "op-variants", variants.clone(), &parts).await;
     picks[17] = -6;
     variants[1]["data"] = json!(picks);
     assert_agrees(&server, "op-variants", "op_variants.onnx", variants).await;
@@ -478,21 +471,12 @@ async fn request_masks_agree_on(device: DeviceChoice) {
         ]);
         assert_agrees(&server, "masks", "masks.onnx", inputs).await;
     }
-    let (status, body) = server
-        .post(
-            "/v2/models/masks/infer",
-            &json!({"inputs": [
-                {"name": "x", "datatype": "FP32", "shape": [1, 6], "data": values(6, 1.0, 23)},
-                {"name": "ids", "datatype": "INT64", "shape": [2], "data": [1, 6]},
-            ]}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    let message = error_text(&body);
-    assert!(
-        message.contains("(Gather)") && message.contains("index 6 is out of range"),
-        "{message}"
-    );
+    let past = json!([
+        {"name": "x", "datatype": "FP32", "shape": [1, 6], "data": values(6, 1.0, 23)},
+        {"name": "ids", "datatype": "INT64", "shape": [2], "data": [1, 6]},
+    ]);
+    let parts = ["(Gather)", "index 6 is out of range"];
+    assert_refused(&server, "masks", past, &parts).await;
     server.stop().await;
 }
 
