@@ -74,7 +74,15 @@ data sets that ship with the packages:
                     auto_pad SAME_UPPER and stride 2, a grouped, dilated
                     ConvTranspose with asymmetric pads and output_padding, 1-D Conv
                     and ConvTranspose, Split by sizes, Selu, Softsign, Mish, Elu,
-                    HardSigmoid with its own alpha and beta;
+                    HardSigmoid with its own alpha and beta, a reversed LSTM with
+                    peepholes and a cell clip, a bidirectional GRU with
+                    linear_before_reset=0;
+* recurrent.onnx    torch nn.LSTM (2 layers, bidirectional), nn.GRU and nn.RNN,
+                    batch first, over `x` [batch, steps, 8] with dynamic batch and
+                    steps: `y` (the RNN's outputs), `h` and `c` (the LSTM's final
+                    states); LSTM/GRU/RNN nodes with initial states from
+                    ConstantOfShape, GRU with linear_before_reset=1, the RNN's
+                    activations written out;
 * unsupported.onnx  a graph with two ops the handler lacks (named nodes);
 * opset99.onnx      a valid graph that claims opset 99;
 * external.onnx     a graph whose initializer lives in external.onnx.data.
@@ -520,6 +528,35 @@ def bad_models():
               all_tensors_to_one_file=True, location="external.onnx.data", size_threshold=0)
 
 
+class Recurrent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = torch.nn.GRU(32, 12, batch_first=True)
+        self.rnn = torch.nn.RNN(12, 6, batch_first=True)
+
+    def forward(self, x):
+        y, (h, c) = self.lstm(x)
+        y, _ = self.gru(y)
+        y, _ = self.rnn(y)
+        return y, h, c
+
+
+def recurrent():
+    torch.manual_seed(0)
+    torch.onnx.export(
+        Recurrent().eval(),
+        (torch.randn(2, 5, 8),),
+        OUT / "recurrent.onnx",
+        input_names=["x"],
+        output_names=["y", "h", "c"],
+        dynamic_axes={"x": {0: "batch", 1: "steps"}, "y": {0: "batch", 1: "steps"},
+                      "h": {1: "batch"}, "c": {1: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+
+
 def op_variants():
     rng = np.random.default_rng(0)
 
@@ -561,6 +598,11 @@ def op_variants():
         node("Mish", ["x"], ["mish"]),
         node("Elu", ["x"], ["elu"], alpha=0.5),
         node("HardSigmoid", ["x"], ["hard_sigmoid"], alpha=0.3, beta=0.4),
+        node("Reshape", ["x", "sequence"], ["x_sequence"]),
+        node("LSTM", ["x_sequence", "w_lstm", "r_lstm", "b_lstm", "", "", "", "p_lstm"],
+             ["lstm_y", "lstm_h", "lstm_c"], hidden_size=5, direction="reverse", clip=0.5),
+        node("GRU", ["x_sequence", "w_gru", "r_gru", "b_gru"], ["gru_y", "gru_h"],
+             hidden_size=4, direction="bidirectional"),
     ]
     inits = [
         ints("pads_a", [0, 0, 1, 2, 0, 0, 2, 1]),
@@ -578,6 +620,14 @@ def op_variants():
         weight("w_1d", (2, 4, 3)),
         weight("w_t1d", (4, 2, 3)),
         ints("sizes", [1, 3]),
+        ints("sequence", [-1, 6, 6]),
+        weight("w_lstm", (1, 20, 6)),
+        weight("r_lstm", (1, 20, 5)),
+        weight("b_lstm", (1, 40)),
+        weight("p_lstm", (1, 15)),
+        weight("w_gru", (2, 12, 6)),
+        weight("r_gru", (2, 12, 4)),
+        weight("b_gru", (2, 24)),
     ]
     outputs = [o for n in nodes for o in n.output if n.op_type != "Reshape"]
     graph = helper.make_graph(
@@ -615,6 +665,7 @@ def main(only):
         "whisper_encoder_tiny": whisper_encoder_tiny,
         "vision_ops": vision_ops,
         "op_variants": op_variants,
+        "recurrent": recurrent,
         "bad": bad_models,
     }
     for name, make in fixtures.items():

@@ -375,10 +375,13 @@ fn float_input(name: &str, shape: &[usize], seed: u64) -> Value {
 /// Conv), Swin (Pad by amounts computed in the graph), Whisper's encoder
 /// (1-D Conv) and a module of vision ops (HardSwish, HardSigmoid, Pad,
 /// Split, Resize nearest and linear, ConvTranspose, Softplus, Elu, PRelu),
+/// torch's LSTM (2 layers, bidirectional), GRU and RNN over as many steps as
+/// the text models' tokens,
 /// and one output per attribute variant of those ops that the exports leave
 /// out (Pad modes, CumSum directions, Trilu diagonals, GatherElements with
 /// negative indices, Resize coordinate modes, SAME and grouped, dilated,
-/// 1-D convolutions).
+/// 1-D convolutions, an LSTM reversed with peepholes and a cell clip, a GRU
+/// with linear_before_reset=0).
 async fn more_exports_agree_on(device: DeviceChoice) {
     let repo = model_repository(&[]);
     for (file, name) in [
@@ -389,6 +392,7 @@ async fn more_exports_agree_on(device: DeviceChoice) {
         ("whisper_encoder_tiny.onnx", "whisper-encoder"),
         ("vision_ops.onnx", "vision-ops"),
         ("op_variants.onnx", "op-variants"),
+        ("recurrent.onnx", "recurrent"),
     ] {
         import_ok(&repo, file, name);
     }
@@ -398,6 +402,8 @@ async fn more_exports_agree_on(device: DeviceChoice) {
         assert_agrees(&server, "gpt2", "gpt2_tiny.onnx", gpt2).await;
         let roberta = text_inputs(batch, len, seed, true);
         assert_agrees(&server, "roberta", "roberta_tiny.onnx", roberta).await;
+        let steps = float_input("x", &[batch, len, 8], seed);
+        assert_agrees(&server, "recurrent", "recurrent.onnx", steps).await;
     }
     for (batch, seed) in [(1, 32), (3, 33)] {
         let image = float_input("pixel_values", &[batch, 3, 32, 32], seed);

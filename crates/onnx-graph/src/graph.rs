@@ -150,6 +150,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     /// `FLOATS`.
     Floats(Vec<f32>),
+    /// `STRINGS` (as UTF-8, like `STRING`).
+    Strings(Vec<String>),
     /// `TENSOR`, when small enough to stay inline.
     Tensor(Constant),
     /// Any other kind (a subgraph, strings…): kept by name so validation

@@ -55,6 +55,10 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("Flatten", ""),
     ("Floor", "shape arithmetic"),
     (
+        "GRU",
+        "default activations, layout=0, whole sequences (no sequence_lens)",
+    ),
+    (
         "Gather",
         "indices in range (an index out of range fails the request)",
     ),
@@ -70,6 +74,10 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
     ("HardSwish", ""),
     ("Identity", ""),
     ("IsNaN", "booleans held as 0/1 on the host"),
+    (
+        "LSTM",
+        "default activations, input_forget=0, layout=0, whole sequences (no sequence_lens)",
+    ),
     ("LayerNormalization", "over the last axis"),
     ("LeakyRelu", ""),
     ("Less", "booleans held as 0/1 on the host"),
@@ -92,6 +100,10 @@ pub const SUPPORTED_OPS: &[(&str, &str)] = &[
         "modes constant, edge, reflect and wrap; pads and value constant or shape arithmetic",
     ),
     ("Pow", ""),
+    (
+        "RNN",
+        "default activation, layout=0, whole sequences (no sequence_lens)",
+    ),
     ("Range", "shape arithmetic"),
     ("Reciprocal", ""),
     ("ReduceL2", ""),
@@ -359,6 +371,42 @@ fn check(node: &Node, graph: &Graph, small: &BTreeSet<String>) -> Result<(), Str
             "only supported right after a Conv with constant weights, where it is folded".into(),
         ),
         "Constant" => Err("not folded at import".into()),
+        "LSTM" | "GRU" | "RNN" => {
+            if node.input(4).is_some() {
+                return Err(
+                    "sequence_lens is not supported (every sequence runs the full length)".into(),
+                );
+            }
+            let defaults: &[&str] = match op {
+                "LSTM" => &["Sigmoid", "Tanh", "Tanh"],
+                "GRU" => &["Sigmoid", "Tanh"],
+                _ => &["Tanh"],
+            };
+            match node.attrs.get("activations") {
+                None => {}
+                // The defaults spelled out, once per direction.
+                Some(Attr::Strings(names))
+                    if !names.is_empty()
+                        && names.len() % defaults.len() == 0
+                        && names.chunks(defaults.len()).all(|chunk| {
+                            chunk
+                                .iter()
+                                .zip(defaults)
+                                .all(|(a, b)| a.eq_ignore_ascii_case(b))
+                        }) => {}
+                Some(other) => {
+                    return Err(format!(
+                        "activations {other:?} are not supported (only the defaults {defaults:?})"
+                    ));
+                }
+            }
+            attr_is("input_forget", 0)?;
+            attr_is("layout", 0)?;
+            match node.string("direction") {
+                None | Some("forward") | Some("reverse") | Some("bidirectional") => Ok(()),
+                Some(other) => Err(format!("direction={other} is not supported")),
+            }
+        }
         "Conv" => one_or_two_d(),
         "ConvTranspose" => {
             one_or_two_d()?;
@@ -560,6 +608,31 @@ mod tests {
         g.nodes.push(node("g", "Greater", &["y", "x"], "z"));
         assert_eq!(unsupported(&g), []);
         assert!(bool_values(&g).contains("mask") && bool_values(&g).contains("z"));
+    }
+
+    #[test]
+    fn recurrent_layers_take_the_default_activations_and_whole_sequences() {
+        let strings = |v: &[&str]| Attr::Strings(v.iter().map(|s| s.to_string()).collect());
+        let rnn = |attrs: &[(&str, Attr)], inputs: &[&str]| {
+            let mut n = node("rnn", "RNN", inputs, "y");
+            n.attrs = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
+            let problems = unsupported(&graph(vec![n]));
+            problems.first().map(|p| p.reason.clone())
+        };
+        assert_eq!(rnn(&[], &["x"]), None);
+        // Torch writes the default out; a bidirectional layer twice.
+        assert_eq!(rnn(&[("activations", strings(&["Tanh"]))], &["x"]), None);
+        let both = strings(&["Tanh", "tanh"]);
+        assert_eq!(rnn(&[("activations", both)], &["x"]), None);
+        let relu = rnn(&[("activations", strings(&["Relu"]))], &["x"]).unwrap();
+        assert!(relu.contains("activations"), "{relu}");
+        let lens = rnn(&[], &["x", "", "", "", "x"]).unwrap();
+        assert!(lens.contains("sequence_lens"), "{lens}");
+        let layout = rnn(&[("layout", Attr::Int(1))], &["x"]).unwrap();
+        assert!(layout.contains("layout=1"), "{layout}");
     }
 
     #[test]

@@ -176,6 +176,12 @@ fn attr(a: &AttributeProto) -> Result<Attr, ImportError> {
         attribute_type::STRING => Attr::String(String::from_utf8_lossy(&a.s).into_owned()),
         attribute_type::FLOATS => Attr::Floats(a.floats.clone()),
         attribute_type::INTS => Attr::Ints(a.ints.clone()),
+        attribute_type::STRINGS => Attr::Strings(
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect(),
+        ),
         attribute_type::TENSOR => match &a.t {
             Some(t) => Attr::Tensor(Raw::decode(t)?.constant()),
             None => Attr::Other("TENSOR".into()),

@@ -8,7 +8,7 @@ use crate::small::{
     Small, axes_of, host_dtype, norm_axis, reshape_target, slice_bounds, slice_picks, squeeze,
     unsqueeze,
 };
-use crate::{conv, index, pad, resize};
+use crate::{conv, index, pad, recurrent, resize};
 
 /// A value a node reads: a host tensor or a small value.
 #[derive(Clone, Copy)]
@@ -519,6 +519,7 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         "Trilu" => one(index::trilu(args)?),
         "CumSum" => one(index::cum_sum(args)?),
         "GatherElements" => one(index::gather_elements(args)?),
+        "LSTM" | "GRU" | "RNN" => Ok(recurrent::run(args)?.into_iter().map(Value::Host).collect()),
         "MaxPool" | "AveragePool" => {
             let kind = if node.op == "MaxPool" {
                 PoolKind::Max

@@ -17,6 +17,7 @@ mod index;
 mod pack;
 mod pad;
 mod plan;
+mod recurrent;
 mod resize;
 mod small;
 
