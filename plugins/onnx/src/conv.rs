@@ -99,8 +99,10 @@ fn axes(args: &Args<'_>, input: &[usize], kernel: &[usize]) -> Result<Vec<Axis>,
 }
 
 /// `x` and `weight` with a height-1 axis inserted before their last one
-/// when they are 1-D, so `conv2d` takes them.
-fn lift(x: &Tensor, weight: &Tensor) -> Result<(Tensor, Tensor), Error> {
+/// when they are 1-D, so `conv2d` takes them; `None` for 2-D ones, which go
+/// to the host as they are: a model's weight keeps its packed form there
+/// only under its own handle, not a reshaped one.
+fn lift(x: &Tensor, weight: &Tensor) -> Result<Option<(Tensor, Tensor)>, Error> {
     let rank = x.rank();
     if !(3..=4).contains(&rank) || weight.rank() != rank {
         return Err(Error::Unsupported(format!(
@@ -109,14 +111,14 @@ fn lift(x: &Tensor, weight: &Tensor) -> Result<(Tensor, Tensor), Error> {
         )));
     }
     if rank == 4 {
-        return Ok((alias(x)?, alias(weight)?));
+        return Ok(None);
     }
     let tall = |t: &Tensor| {
         let mut d = dims(t);
         d.insert(2, 1);
         reshape(t, &d)
     };
-    Ok((tall(x)?, tall(weight)?))
+    Ok(Some((tall(x)?, tall(weight)?)))
 }
 
 /// Height and width axes for a lifted convolution (`axes` is one or two
@@ -185,13 +187,14 @@ fn lower(y: Tensor, rank: usize) -> Result<Tensor, Error> {
 pub fn conv(args: &Args<'_>) -> Result<Tensor, Error> {
     let (x, weight, bias) = (args.host(0)?, args.host(1)?, args.opt_host(2)?);
     let rank = x.rank();
-    let (x4, w4) = lift(&x, &weight)?;
+    let lifted = lift(&x, &weight)?;
+    let (x4, w4) = lifted.as_ref().map_or((&*x, &*weight), |(x, w)| (x, w));
     let axes = axes(args, &dims(&x)[2..], &dims(&weight)[2..])?;
     let [h, w] = two_d(&axes);
     let stride = (h.stride as u32, w.stride as u32);
     let groups = args.node.int("group", 1) as u32;
     lower(
-        convolve(&x4, &w4, bias.as_deref(), [h, w], stride, groups)?,
+        convolve(x4, w4, bias.as_deref(), [h, w], stride, groups)?,
         rank,
     )
 }
@@ -201,7 +204,8 @@ pub fn conv(args: &Args<'_>) -> Result<Tensor, Error> {
 pub fn conv_transpose(args: &Args<'_>) -> Result<Tensor, Error> {
     let (x, weight, bias) = (args.host(0)?, args.host(1)?, args.opt_host(2)?);
     let rank = x.rank();
-    let (x4, w4) = lift(&x, &weight)?;
+    let lifted = lift(&x, &weight)?;
+    let (x4, w4) = lifted.as_ref().map_or((&*x, &*weight), |(x, w)| (x, w));
     let mut axes = axes(args, &dims(&x)[2..], &dims(&weight)[2..])?;
     let extra = match args.node.ints("output_padding") {
         Some(p) if p.len() == axes.len() => p.to_vec(),
@@ -220,9 +224,9 @@ pub fn conv_transpose(args: &Args<'_>) -> Result<Tensor, Error> {
         (axis.begin, axis.end) = (reach - axis.begin, reach - axis.end + extra);
     }
     let [h, w] = two_d(&axes);
-    let spread = spread(&spread(&x4, 2, h.stride)?, 3, w.stride)?;
+    let spread = spread(&spread(x4, 2, h.stride)?, 3, w.stride)?;
     let groups = args.node.int("group", 1) as usize;
-    let kernel = turn(&w4, groups)?;
+    let kernel = turn(w4, groups)?;
     lower(
         convolve(
             &spread,

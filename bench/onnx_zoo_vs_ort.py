@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Architectures whose ONNX exports need the handler's composed ops, served by
+edgeserve (`edgeserve import`, CPU backend, over HTTP) against onnxruntime
+in-process on the same files, in the same run, the sides taking turns
+request by request:
+
+* MobileNetV2 (transformers, width 1.0, 224x224, random weights at a
+  trained net's scale, see `mobilenet`): TF-style
+  asymmetric `Pad` before every conv, depthwise convs, ReLU6 as `Clip`;
+* a GPT-2 (transformers, 6 layers, hidden 384, 6 heads, vocabulary 8000,
+  random weights) over 64 tokens: `Split` of the fused QKV, the causal mask
+  by `Trilu`;
+* a stacked LSTM (torch, 2 layers, 256 hidden, 32 features) over 50 steps.
+
+Each case's answers are checked against onnxruntime's first (the run stops
+past 1e-3). onnxruntime runs with the same number of intra-op threads,
+spinning off. Prints a markdown table of p50 latencies and the ratio
+edgeserve / onnxruntime (above 1: onnxruntime is faster).
+
+Usage:
+    cargo build --release -p edgeserve
+    (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx)
+    python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N]
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import statistics
+import sys
+import tempfile
+
+# First: it sets OMP_WAIT_POLICY before anything loads an OpenMP runtime.
+import harness
+
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+import torch  # noqa: E402
+
+from onnx_vs_ort import import_model, oip  # noqa: E402
+
+
+class Field(torch.nn.Module):
+    """`model`'s output field `name`, so the export has one output."""
+
+    def __init__(self, model, name):
+        super().__init__()
+        self.model, self.name = model.eval(), name
+
+    def forward(self, x):
+        return getattr(self.model(x), self.name)
+
+
+class Lstm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(32, 256, num_layers=2, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def mobilenet(model):
+    """`model` with torchvision's conv init and BatchNorm statistics of a
+    trained net's scale: transformers' default init shrinks the activations
+    layer by layer into denormals (about 1e-28 at the output), which no
+    trained model holds and which x86 computes on far slower."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(1, 2)
+                m.weight.uniform_(0.5, 1)
+                m.bias.uniform_(-0.1, 0.1)
+    return model
+
+
+def export(net, example, path, input_name, axes):
+    torch.onnx.export(net.eval(), (example,), path, input_names=[input_name], output_names=["y"],
+                      dynamic_axes={input_name: axes, "y": axes}, opset_version=17, dynamo=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+
+    from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
+
+    torch.manual_seed(0)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-zoo-"))
+    files = {"mobilenet-v2": work / "mobilenet.onnx", "gpt2-6x384": work / "gpt2.onnx",
+             "lstm-2x256": work / "lstm.onnx"}
+    export(Field(mobilenet(MobileNetV2Model(MobileNetV2Config())), "pooler_output"), torch.randn(1, 3, 224, 224),
+           files["mobilenet-v2"], "pixel_values", {0: "batch"})
+    gpt2 = GPT2Model(GPT2Config(n_layer=6, n_embd=384, n_head=6, vocab_size=8000, bos_token_id=0, eos_token_id=0))
+    # An empty cache skips transformers' packed-sequence check (torch.diff has no export).
+    gpt2.forward = (lambda f: lambda ids: f(input_ids=ids, use_cache=True))(gpt2.forward)
+    export(Field(gpt2, "last_hidden_state"), torch.randint(0, 8000, (1, 64)), files["gpt2-6x384"],
+           "input_ids", {0: "batch", 1: "sequence"})
+    export(Lstm(), torch.randn(1, 50, 32), files["lstm-2x256"], "x", {0: "batch", 1: "steps"})
+
+    binary = harness.find_binary()
+    repo = work / "repo"
+    for name, path in files.items():
+        import_model(binary, path, name, repo)
+    sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
+    server = harness.Server(binary, repo, list(files), args.threads, timeout=300)
+    client = harness.Client(server.url)
+    rng = np.random.default_rng(0)
+    cases = [
+        ("MobileNetV2, 224x224", "mobilenet-v2", 1, {"pixel_values": rng.random((1, 3, 224, 224), np.float32)}),
+        ("MobileNetV2, 224x224", "mobilenet-v2", 8, {"pixel_values": rng.random((8, 3, 224, 224), np.float32)}),
+        ("GPT-2 6x384, 64 tokens", "gpt2-6x384", 1, {"input_ids": rng.integers(0, 8000, (1, 64))}),
+        ("GPT-2 6x384, 64 tokens", "gpt2-6x384", 8, {"input_ids": rng.integers(0, 8000, (8, 64))}),
+        ("LSTM 2x256, 50 steps", "lstm-2x256", 1, {"x": rng.standard_normal((1, 50, 32), np.float32)}),
+        ("LSTM 2x256, 50 steps", "lstm-2x256", 8, {"x": rng.standard_normal((8, 50, 32), np.float32)}),
+    ]
+    rows = []
+    try:
+        for label, model, batch, inputs in cases:
+            body = oip(inputs)
+            got = json.loads(client.post(model, body))["outputs"][0]
+            want = sessions[model].run(None, inputs)[0]
+            delta = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
+            if delta > 1e-3:
+                sys.exit(f"{label} batch {batch}: edgeserve differs from onnxruntime by {delta:.3g}")
+            fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]
+            times = harness.timed(fns, args.repeats, warmup=3)
+            p50 = [statistics.median(t) * 1e3 for t in times]
+            rows.append(f"| {label} | {batch} | {p50[0]:.2f} | {p50[1]:.2f} | {p50[0] / p50[1]:.2f}× | {delta:.1e} |")
+    finally:
+        server.stop()
+        shutil.rmtree(work)
+    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
+    print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | max abs Δ |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
