@@ -8,8 +8,11 @@
 //!   `layer-norm`).
 //! * GELU in its erf form (`x · 0.5 · (1 + erf(x / √2))`, as BERT exports
 //!   write it) → `Gelu`.
-//! * `MatMul` by a constant 2-D weight, then `Add` of a constant bias, then
-//!   optionally an activation → [`LINEAR`] (the host's `linear`: bias and
+//! * GELU in its tanh form (`0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 ·
+//!   x³)))`, as GPT-2 exports write it) → `Gelu` with `approximate=tanh`.
+//! * `Gemm` by a constant `[in, out]` weight plus a constant bias (GPT-2's
+//!   `Conv1D`) and `MatMul` by a constant 2-D weight, then `Add` of a
+//!   constant bias, then optionally an activation → [`LINEAR`] (the host's `linear`: bias and
 //!   activation applied as the product is written). Its weight is stored
 //!   transposed, `[out, in]` (attribute `transB`), the layout the host's
 //!   kernels read fastest for the few rows of one short sentence.
@@ -62,8 +65,8 @@ impl Fuser<'_> {
     pub fn run(&mut self) -> Fused {
         let fused = Fused {
             layer_norms: self.rewrite(Self::layer_norm),
-            gelus: self.rewrite(Self::gelu),
-            linears: self.rewrite(Self::linear),
+            gelus: self.rewrite(Self::gelu) + self.rewrite(Self::gelu_tanh),
+            linears: self.rewrite(Self::linear) + self.rewrite(Self::gemm_linear),
             attentions: self.rewrite(Self::attention),
         };
         self.transpose_linear_weights();
@@ -299,6 +302,77 @@ impl Fuser<'_> {
             attrs: Default::default(),
         };
         Some((vec![div, erf, add, first, second], node))
+    }
+
+    /// `x³ → · 0.044715 → + x → · √(2/π) → Tanh → + 1 → · (x · 0.5)` at the
+    /// `Pow`.
+    fn gelu_tanh(&self, pow: usize) -> Option<Rewrite> {
+        let close = |v: Option<f32>, want: f32| v.is_some_and(|v| (v - want).abs() <= 1e-6 * want);
+        let pow_node = &self.nodes[pow];
+        let x = pow_node.input(0)?;
+        if pow_node.op != "Pow" || self.scalar(pow_node.input(1))? != 3.0 {
+            return None;
+        }
+        let next = |i: usize, op: &str| -> Option<(usize, &Node, Option<&str>)> {
+            let value = &self.nodes[i].outputs[0];
+            let j = self.only_reader(value)?;
+            let (node, other) = self.reads(j, op, value)?;
+            Some((j, node, other))
+        };
+        let (cube, _, c) = next(pow, "Mul")?;
+        let (sum, _, y) = next(cube, "Add")?;
+        let (scale, _, s) = next(sum, "Mul")?;
+        let (tanh, _, _) = next(scale, "Tanh")?;
+        let (one, _, o) = next(tanh, "Add")?;
+        let (last, last_node, half) = next(one, "Mul")?;
+        let half = self.writer(half?)?;
+        let (half_node, h) = self.reads(half, "Mul", x)?;
+        let fits = close(self.scalar(c), 0.044715)
+            && y == Some(x)
+            && close(self.scalar(s), (2.0 / std::f32::consts::PI).sqrt())
+            && self.scalar(o) == Some(1.0)
+            && self.scalar(h) == Some(0.5)
+            && self.only_reader(&half_node.outputs[0]) == Some(last);
+        if !fits {
+            return None;
+        }
+        let node = Node {
+            name: format!("{}.fused", pow_node.name),
+            op: "Gelu".into(),
+            inputs: vec![x.to_string()],
+            outputs: last_node.outputs.clone(),
+            attrs: [("approximate".to_string(), Attr::String("tanh".into()))].into(),
+        };
+        Some((vec![half, pow, cube, sum, scale, tanh, one, last], node))
+    }
+
+    /// `Gemm(x, W, b)` with a constant `[in, out]` weight and a constant
+    /// `[out]` bias, no scaling or transposes → [`LINEAR`], whose weight is
+    /// then stored transposed like a `MatMul`'s.
+    fn gemm_linear(&self, gemm: usize) -> Option<Rewrite> {
+        let node = &self.nodes[gemm];
+        let plain = node.int("transA", 0) == 0
+            && node.int("transB", 0) == 0
+            && node.float("alpha", 1.0) == 1.0
+            && node.float("beta", 1.0) == 1.0;
+        if node.op != "Gemm" || !plain || node.outputs.len() != 1 {
+            return None;
+        }
+        let (w_dims, _) = self.floats(node.input(1))?;
+        let [_, n] = w_dims.as_slice() else {
+            return None;
+        };
+        if self.floats(node.input(2))?.0 != [*n] {
+            return None;
+        }
+        let linear = Node {
+            name: format!("{}.fused", node.name),
+            op: LINEAR.into(),
+            inputs: node.inputs.clone(),
+            outputs: node.outputs.clone(),
+            attrs: Default::default(),
+        };
+        Some((vec![gemm], linear))
     }
 
     /// `MatMul(x, W) → Add b [→ activation]` at the `MatMul`.
