@@ -186,16 +186,17 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
             let x = x()?;
             one(Tensor::full(x.dtype(), &[], 1.0)?.div(&x)?)
         }
-        "LeakyRelu" => {
+        "LeakyRelu" | "PRelu" => {
+            // relu(x) + slope · min(x, 0): one slope, or PRelu's tensor.
             let x = x()?;
             let pos = x.relu()?;
             let neg = x.sub(&pos)?;
-            one(pos.add(&neg.affine(node.float("alpha", 0.01), 0.0)?)?)
-        }
-        "PRelu" => {
-            let x = x()?;
-            let pos = x.relu()?;
-            one(pos.add(&x.sub(&pos)?.mul(&*args.host(1)?)?)?)
+            let scaled = if node.op == "PRelu" {
+                neg.mul(&*args.host(1)?)?
+            } else {
+                neg.affine(node.float("alpha", 0.01), 0.0)?
+            };
+            one(pos.add(&scaled)?)
         }
         "Elu" | "Selu" => {
             // relu(x) + α(e^min(x, 0) − 1), Selu scaled by γ.

@@ -9,7 +9,7 @@
 use edgeserve_sdk::{CompareOp, Dtype, Error, Tensor};
 
 use crate::host::{Args, alias, as_bool, dims, reshape};
-use crate::small::norm_axis;
+use crate::small::{norm_axis, strides};
 
 /// The largest element count whose positions f32 holds exactly.
 const EXACT: usize = 1 << 24;
@@ -165,10 +165,7 @@ pub fn gather_elements(args: &Args<'_>) -> Result<Tensor, Error> {
             "GatherElements indices {id:?} exceed {xd:?} on axis {d}"
         )));
     }
-    let mut strides = vec![1usize; xd.len()];
-    for d in (0..xd.len().saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * xd[d + 1];
-    }
+    let strides = strides(&xd);
     let dim = xd[axis] as f32;
     let scalar = |v: f32| Tensor::full(Dtype::F32, &[], f64::from(v));
     let pick = index.cast(Dtype::F32)?;

@@ -213,17 +213,29 @@ fn recur(
     let sigmoid: fn(&Tensor) -> Result<Tensor, Error> = Tensor::sigmoid;
     let tanh: fn(&Tensor) -> Result<Tensor, Error> = Tensor::tanh;
     // GRU without linear_before_reset multiplies the reset hidden state by
-    // the h gate's own weights.
-    let h_gate = match cell {
-        Cell::Gru {
-            linear_before_reset: false,
-        } => Some((
+    // the h gate's own weights, so each step's product over the hidden
+    // state takes the z and r gates' rows only.
+    let rows = |from: usize, to: usize| -> Result<(Tensor, Tensor), Error> {
+        Ok((
             weights
                 .r
-                .slice(0, (2 * hidden) as u32, (3 * hidden) as u32)?,
-            gate(&weights.rb, 2, hidden)?,
-        )),
-        _ => None,
+                .slice(0, (from * hidden) as u32, (to * hidden) as u32)?,
+            weights
+                .rb
+                .slice(0, (from * hidden) as u32, (to * hidden) as u32)?,
+        ))
+    };
+    let (h_gate, (recurrence, recurrence_bias)) = match cell {
+        Cell::Gru {
+            linear_before_reset: false,
+        } => (Some(rows(2, 3)?), rows(0, 2)?),
+        _ => (
+            None,
+            (
+                crate::host::alias(&weights.r)?,
+                crate::host::alias(&weights.rb)?,
+            ),
+        ),
     };
     let mut ys: Vec<Tensor> = Vec::with_capacity(steps);
     for s in 0..steps {
@@ -234,7 +246,7 @@ fn recur(
         )?;
         match cell {
             Cell::Lstm => {
-                let pre = xt.add(&h.matmul_t(&weights.r)?)?;
+                let pre = xt.add(&h.matmul_t(&recurrence)?)?;
                 let peep = |k: usize, state: &Tensor, g: Tensor| -> Result<Tensor, Error> {
                     match &weights.p {
                         Some(p) => g.add(&gate(p, k, hidden)?.mul(state)?),
@@ -251,7 +263,7 @@ fn recur(
             Cell::Gru {
                 linear_before_reset,
             } => {
-                let hr = h.linear_t(&weights.r, Some(&weights.rb), None)?;
+                let hr = h.linear_t(&recurrence, Some(&recurrence_bias), None)?;
                 let z = act(gate(&xt, 0, hidden)?.add(&gate(&hr, 0, hidden)?)?, sigmoid)?;
                 let r = act(gate(&xt, 1, hidden)?.add(&gate(&hr, 1, hidden)?)?, sigmoid)?;
                 let recurrent = if linear_before_reset {
@@ -263,12 +275,8 @@ fn recur(
                 let candidate = act(gate(&xt, 2, hidden)?.add(&recurrent)?, tanh)?;
                 // (1 − z) ⊙ candidate + z ⊙ h.
                 h = candidate.add(&z.mul(&h.sub(&candidate)?)?)?;
-                c = crate::host::alias(&h)?;
             }
-            Cell::Rnn => {
-                h = act(xt.add(&h.matmul_t(&weights.r)?)?, tanh)?;
-                c = crate::host::alias(&h)?;
-            }
+            Cell::Rnn => h = act(xt.add(&h.matmul_t(&recurrence)?)?, tanh)?,
         }
         ys.push(reshape(&h, &[1, batch, hidden])?);
     }
@@ -276,5 +284,8 @@ fn recur(
         ys.reverse();
     }
     let y = Tensor::concat(&ys.iter().collect::<Vec<_>>(), 0)?;
+    if cell != Cell::Lstm {
+        c = crate::host::alias(&h)?;
+    }
     Ok((y, h, c))
 }

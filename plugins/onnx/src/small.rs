@@ -265,10 +265,7 @@ impl Small for Constant {
                     return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
                 }
                 let shape: Vec<usize> = perm.iter().map(|&a| x.shape[a]).collect();
-                let mut strides = vec![1; rank];
-                for a in (0..rank.saturating_sub(1)).rev() {
-                    strides[a] = strides[a + 1] * x.shape[a + 1];
-                }
+                let strides = strides(&x.shape);
                 let data = (0..x.numel())
                     .map(|mut flat| {
                         let mut from = 0;
@@ -361,6 +358,15 @@ fn gather(x: &Constant, axis: usize, indices: &Constant) -> Result<Constant, Str
         shape,
         data,
     })
+}
+
+/// Row-major element strides of `dims`.
+pub fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; dims.len()];
+    for a in (0..dims.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * dims[a + 1];
+    }
+    strides
 }
 
 /// The positions an ONNX `Slice` of `start..end` by `step` picks from an
