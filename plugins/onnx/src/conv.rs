@@ -5,15 +5,23 @@
 //! * Pads the host's symmetric `padding` cannot express (asymmetric ones,
 //!   as TF-style exports write them, and `auto_pad`) are added explicitly
 //!   around the input; the symmetric part stays in the convolution.
+//! * A zero `Pad` of the spatial axes before a `Conv` is folded into its
+//!   pads at `init` ([`fold_pads`]), so only the asymmetric remainder, if
+//!   any, is ever copied.
 //! * A transposed convolution is the convolution it is the gradient of: the
 //!   input spread out by the stride with zeros between, padded by the
 //!   kernel's reach less the pads, convolved with the kernel flipped and its
 //!   input and output channels swapped.
 
+use std::collections::HashMap;
+
+use edgeserve_onnx_graph::Attr;
 use edgeserve_sdk::{Conv2d, Error, Tensor};
 
 use crate::host::{Args, alias, dims, reshape};
 use crate::pad::{Fill, pad};
+use crate::plan::{Static, Step};
+use crate::small::Small;
 
 /// One spatial axis of a convolution, as the ONNX attributes give it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -288,4 +296,152 @@ fn turn(weight: &Tensor, groups: usize) -> Result<Tensor, Error> {
     let grouped = reshape(&k, &[groups, d[0] / groups, d[1], d[2], d[3]])?;
     let swapped = grouped.transpose(&[0, 2, 1, 3, 4])?;
     reshape(&swapped, &[groups * d[1], d[0] / groups, d[2], d[3]])
+}
+
+/// Folds each zero-filling `Pad` of only the spatial axes into the `Conv`s
+/// that alone read it (TF-style exports, such as MobileNet's, pad before
+/// every convolution): the convolution pads while it reads, where the
+/// `Pad` would copy the whole input into a larger tensor first. Runs at
+/// `init`, once the pads are folded constants.
+pub(crate) fn fold_pads(
+    steps: &mut Vec<Step>,
+    statics: &HashMap<usize, Static>,
+    opset: i64,
+    outputs: &[usize],
+) {
+    let mut folded = vec![false; steps.len()];
+    for p in 0..steps.len() {
+        let Some(spatial) = spatial_pads(&steps[p], statics, opset) else {
+            continue;
+        };
+        let out = steps[p].outputs[0];
+        let readers: Vec<usize> = (0..steps.len())
+            .filter(|&i| steps[i].inputs.contains(&Some(out)))
+            .collect();
+        let all_convs = readers.iter().all(|&i| {
+            let s = &steps[i];
+            s.node.op == "Conv"
+                && s.inputs[1..].iter().all(|&input| input != Some(out))
+                && s.node.string("auto_pad").is_none_or(|a| a == "NOTSET")
+                && s.node.ints("pads").is_none_or(|p| p.len() == spatial.len())
+        });
+        if readers.is_empty() || !all_convs || outputs.contains(&out) {
+            continue;
+        }
+        let (source, source_name) = (steps[p].inputs[0], steps[p].node.inputs[0].clone());
+        for i in readers {
+            let conv = &mut steps[i];
+            let old = conv
+                .node
+                .ints("pads")
+                .map_or(vec![0; spatial.len()], <[i64]>::to_vec);
+            let pads = old.iter().zip(&spatial).map(|(a, b)| a + b).collect();
+            conv.node.attrs.insert("pads".into(), Attr::Ints(pads));
+            (conv.inputs[0], conv.node.inputs[0]) = (source, source_name.clone());
+        }
+        folded[p] = true;
+    }
+    let mut keep = folded.into_iter().map(|f| !f);
+    steps.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// A `Pad` step's pads in a `Conv`'s layout (`[begin…, end…]` of the
+/// spatial axes), when it fills with zeros, its pads are known and
+/// non-negative, and it leaves the batch and channel axes alone.
+fn spatial_pads(step: &Step, statics: &HashMap<usize, Static>, opset: i64) -> Option<Vec<i64>> {
+    let node = &step.node;
+    if node.op != "Pad" || step.small || node.string("mode").is_some_and(|m| m != "constant") {
+        return None;
+    }
+    let constant = |i: usize| match step.inputs.get(i).copied().flatten() {
+        None => Some(None),
+        Some(slot) => match statics.get(&slot) {
+            Some(Static::Const(c)) => Some(Some(c)),
+            _ => None,
+        },
+    };
+    let pads = if opset < 11 {
+        (node.float("value", 0.0) == 0.0).then(|| node.ints("pads").map(<[i64]>::to_vec))??
+    } else {
+        let zero_fill = constant(2)?.is_none_or(|c| c.data.iter().all(|&v| v == 0.0));
+        let no_axes = constant(3)?.is_none();
+        (zero_fill && no_axes).then_some(())?;
+        constant(1)??.ints()
+    };
+    let rank = pads.len() / 2;
+    let (begin, end) = pads.split_at(rank);
+    let fits = (3..=4).contains(&rank)
+        && pads.iter().all(|&p| p >= 0)
+        && begin[..2] == [0, 0]
+        && end[..2] == [0, 0];
+    fits.then(|| begin[2..].iter().chain(&end[2..]).copied().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use edgeserve_onnx_graph::Attr;
+
+    use crate::plan::tests::Graph;
+
+    /// `x → Pad(pads, mode) → Conv(pads 1 each side)`, plus `also` reading
+    /// the pad's output when given; returns the graph and the conv's name.
+    fn padded_conv(pads: &[f64], mode: &str, also: Option<&str>) -> (Graph, String) {
+        let mut g = Graph::default();
+        let pads = g.constant(&[pads.len()], pads);
+        let padded = g.op("Pad", &["x", &pads], &[("mode", Attr::String(mode.into()))]);
+        let w = g.constant(&[4, 1, 3, 3], &[]);
+        let conv = g.op(
+            "Conv",
+            &[&padded, &w],
+            &[("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+        );
+        if let Some(op) = also {
+            g.op(op, &[&padded], &[]);
+        }
+        (g, conv)
+    }
+
+    fn fold(g: &mut Graph) {
+        super::fold_pads(&mut g.steps, &g.statics, 17, &[]);
+    }
+
+    #[test]
+    fn a_zero_pad_of_the_spatial_axes_joins_the_convolution() {
+        let (mut g, conv) = padded_conv(&[0., 0., 0., 1., 0., 0., 2., 3.], "constant", None);
+        fold(&mut g);
+        let x = g.slot("x");
+        let [step] = g.steps.as_slice() else {
+            panic!(
+                "the Pad stays: {:?}",
+                g.steps.iter().map(|s| &s.node.op).collect::<Vec<_>>()
+            );
+        };
+        assert_eq!(step.node.name, conv);
+        assert_eq!(step.inputs[0], Some(x));
+        assert_eq!(step.node.inputs[0], "x");
+        // ONNX order: [top, left, bottom, right], each the conv's 1 plus the pad's.
+        assert_eq!(step.node.ints("pads"), Some(&[1, 2, 3, 4][..]));
+    }
+
+    #[test]
+    fn pads_that_are_not_zeros_of_spatial_axes_alone_stay() {
+        let cases: [(&[f64], &str, Option<&str>); 4] = [
+            (&[0., 1., 1., 1., 0., 0., 1., 1.], "constant", None),
+            (&[0., 0., 1., 1., 0., 0., -1., 1.], "constant", None),
+            (&[0., 0., 1., 1., 0., 0., 1., 1.], "reflect", None),
+            (&[0., 0., 1., 1., 0., 0., 1., 1.], "constant", Some("Relu")),
+        ];
+        for (pads, mode, also) in cases {
+            let (mut g, _) = padded_conv(pads, mode, also);
+            let before = g.steps.len();
+            fold(&mut g);
+            let case = format!("pads {pads:?} {mode} read by {also:?}");
+            assert_eq!(g.steps.len(), before, "{case}");
+            assert_eq!(
+                g.steps[1].node.ints("pads"),
+                Some(&[1, 1, 1, 1][..]),
+                "{case}"
+            );
+        }
+    }
 }

@@ -634,66 +634,12 @@ fn region_outputs(steps: &[Step], roles: &[Role]) -> HashSet<usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use edgeserve_onnx_graph::{Attr, Constant, DType, Node};
+    use edgeserve_onnx_graph::Attr;
 
     use super::*;
-
-    /// Steps and statics laid out by slot as `Plan::new` lays them out;
-    /// weights are constants of their shape (the analysis reads shapes only).
-    #[derive(Default)]
-    struct Graph {
-        slots: HashMap<String, usize>,
-        steps: Vec<Step>,
-        statics: HashMap<usize, Static>,
-        count: usize,
-    }
+    use crate::plan::tests::Graph;
 
     impl Graph {
-        fn slot(&mut self, name: &str) -> usize {
-            let next = self.slots.len();
-            *self.slots.entry(name.to_string()).or_insert(next)
-        }
-
-        fn constant(&mut self, shape: &[usize], data: &[f64]) -> String {
-            self.count += 1;
-            let name = format!("c{}", self.count);
-            let slot = self.slot(&name);
-            let c = Constant {
-                dtype: DType::F32,
-                shape: shape.to_vec(),
-                data: data.to_vec(),
-            };
-            self.statics.insert(slot, Static::Const(c));
-            name
-        }
-
-        fn op(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
-            self.count += 1;
-            let out = format!("{op}_{}", self.count);
-            let node = Node {
-                name: out.clone(),
-                op: op.to_string(),
-                inputs: inputs.iter().map(|s| s.to_string()).collect(),
-                outputs: vec![out.clone()],
-                attrs: attrs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect::<BTreeMap<_, _>>(),
-            };
-            let step = Step {
-                inputs: inputs.iter().map(|i| Some(self.slot(i))).collect(),
-                outputs: vec![self.slot(&out)],
-                node,
-                small: false,
-                bool_input: false,
-                frees: vec![],
-            };
-            self.steps.push(step);
-            out
-        }
-
         fn linear(&mut self, x: &str, n: usize, k: usize, activation: Option<&str>) -> String {
             let (w, b) = (self.constant(&[n, k], &[]), self.constant(&[n], &[]));
             let mut attrs = vec![("transB", Attr::Int(1))];

@@ -151,6 +151,7 @@ impl Plan {
             .map(|s| (s.name.clone(), slot(&s.name)))
             .collect();
         let output_slots: Vec<usize> = outputs.iter().map(|(_, s)| *s).collect();
+        crate::conv::fold_pads(&mut steps, &statics, graph.opset, &output_slots);
         let packing = Packing::find(&mut steps, &statics, &output_slots);
         let mut last_use = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
@@ -359,4 +360,68 @@ fn shape(node: &Node, x: Option<Arg<'_>>) -> Result<Vec<Value>, Error> {
     let (s, e) =
         crate::small::slice_bounds(rank, node.int("start", 0), node.int("end", rank as i64));
     Ok(vec![Value::Small(Constant::of_ints(&dims[s..e]))])
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use edgeserve_onnx_graph::{Attr, Constant, DType, Node};
+
+    use super::{Static, Step};
+
+    /// Steps and statics laid out by slot as `Plan::new` lays them out;
+    /// weights are constants of their shape (the analysis reads shapes only).
+    #[derive(Default)]
+    pub(crate) struct Graph {
+        pub(crate) slots: HashMap<String, usize>,
+        pub(crate) steps: Vec<Step>,
+        pub(crate) statics: HashMap<usize, Static>,
+        count: usize,
+    }
+
+    impl Graph {
+        pub(crate) fn slot(&mut self, name: &str) -> usize {
+            let next = self.slots.len();
+            *self.slots.entry(name.to_string()).or_insert(next)
+        }
+
+        pub(crate) fn constant(&mut self, shape: &[usize], data: &[f64]) -> String {
+            self.count += 1;
+            let name = format!("c{}", self.count);
+            let slot = self.slot(&name);
+            let c = Constant {
+                dtype: DType::F32,
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            };
+            self.statics.insert(slot, Static::Const(c));
+            name
+        }
+
+        pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)]) -> String {
+            self.count += 1;
+            let out = format!("{op}_{}", self.count);
+            let node = Node {
+                name: out.clone(),
+                op: op.to_string(),
+                inputs: inputs.iter().map(|s| s.to_string()).collect(),
+                outputs: vec![out.clone()],
+                attrs: attrs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect::<BTreeMap<_, _>>(),
+            };
+            let step = Step {
+                inputs: inputs.iter().map(|i| Some(self.slot(i))).collect(),
+                outputs: vec![self.slot(&out)],
+                node,
+                small: false,
+                bool_input: false,
+                frees: vec![],
+            };
+            self.steps.push(step);
+            out
+        }
+    }
 }

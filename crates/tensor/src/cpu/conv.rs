@@ -6,9 +6,10 @@
 //! output position's patch is a row of one product over all the images,
 //! which the kernel reads tap by tap where it lies (no im2col matrix, which
 //! would be kh·kw times the input), against the weight packed once per
-//! model as a linear layer's is; elsewhere
-//! (grouped convolutions, narrow ones, CPUs without the kernel) im2col lays
-//! out each image's `[c·kh·kw, oh·ow]` matrix for gemm.
+//! model as a linear layer's is. A convolution whose groups read one input
+//! channel each (depthwise) sums its taps row by row where they lie.
+//! Elsewhere (other grouped convolutions, narrow ones, CPUs without the
+//! kernel) im2col lays out each image's `[c·kh·kw, oh·ow]` matrix for gemm.
 
 use std::mem::MaybeUninit;
 
@@ -89,6 +90,21 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     if let Some(out) = packed_conv(&src, weight, bias.as_deref(), s)? {
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
+    if cg == 1 {
+        // SAFETY: `depthwise` writes every element of each plane it is given.
+        let out = unsafe {
+            written(s.n * s.o * plane, |out| {
+                for_rows(
+                    out,
+                    plane,
+                    plane * taps,
+                    #[inline(always)]
+                    |first, planes| depthwise(&src, &wt, bias.as_deref(), s, first, planes),
+                )
+            })
+        }?;
+        return float_tensor(x.dtype(), &s.out_shape, out);
+    }
     let mut out = zeroed(s.n * s.o * plane)?;
     if out.is_empty() {
         return float_tensor(x.dtype(), &s.out_shape, out);
@@ -147,6 +163,113 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
             .for_each(|(w, (chunk, col))| run(w * per_worker, chunk, col, false));
     }
     float_tensor(x.dtype(), &s.out_shape, out)
+}
+
+/// Output planes `first..` (plane `i` is image `i / o`, channel `i % o`)
+/// of a convolution whose groups each read one input channel (depthwise,
+/// as MobileNet's, with any channel multiplier). Each plane is copied into
+/// a zero border wide enough that every tap of every block of 8 output
+/// columns reads inside it, so 8 outputs sum their kh·kw taps in registers
+/// without a bounds test ([`Bordered::rows`]); im2col would write kh·kw copies of the plane for
+/// a product only kh·kw deep.
+#[inline(always)]
+fn depthwise(
+    src: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv2dPlan,
+    first: usize,
+    planes: &mut [MaybeUninit<f32>],
+) {
+    let p = s.params;
+    let (og, taps) = (s.o / p.groups, s.kh * s.kw);
+    let (top, left) = p.padding;
+    // The bordered plane: rows and columns every output block reaches.
+    let rows = ((s.oh - 1) * p.stride.0 + (s.kh - 1) * p.dilation.0 + 1).max(top + s.h);
+    let width = (s.ow.next_multiple_of(8) - 1) * p.stride.1 + (s.kw - 1) * p.dilation.1 + 1;
+    let width = width.max(left + s.w);
+    let mut bordered = vec![0.0f32; rows * width];
+    for (i, plane) in planes.chunks_exact_mut(s.oh * s.ow).enumerate() {
+        let (image, oc) = ((first + i) / s.o, (first + i) % s.o);
+        // Consecutive output channels of one group read the same input.
+        if i == 0 || (first + i).is_multiple_of(og) {
+            let input = &src[(image * s.c + oc / og) * s.h * s.w..][..s.h * s.w];
+            for (y, line) in input.chunks_exact(s.w).enumerate() {
+                bordered[(top + y) * width + left..][..s.w].copy_from_slice(line);
+            }
+        }
+        let weight = &wt[oc * taps..][..taps];
+        let start = bias.map_or(0.0, |b| b[oc]);
+        let at = Bordered {
+            data: &bordered,
+            width,
+            weight,
+            start,
+        };
+        // Four rows at once: four independent sums per tap keep the adder
+        // busy where one would wait on its own latency.
+        let whole = s.oh / 4 * 4;
+        for oy in (0..whole).step_by(4) {
+            at.rows::<4>(plane, oy, s);
+        }
+        for oy in whole..s.oh {
+            at.rows::<1>(plane, oy, s);
+        }
+    }
+}
+
+/// One input plane in its zero border, and one output channel's taps.
+struct Bordered<'a> {
+    data: &'a [f32],
+    width: usize,
+    weight: &'a [f32],
+    start: f32,
+}
+
+impl Bordered<'_> {
+    /// Output rows `oy..oy + R` of `plane`, 8 columns at a time.
+    #[inline(always)]
+    fn rows<const R: usize>(&self, plane: &mut [MaybeUninit<f32>], oy: usize, s: &Conv2dPlan) {
+        let p = s.params;
+        for first in (0..s.ow).step_by(8) {
+            let mut acc = [[self.start; 8]; R];
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let v = self.weight[ky * s.kw + kx];
+                    let column = first * p.stride.1 + kx * p.dilation.1;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let y = (oy + r) * p.stride.0 + ky * p.dilation.0;
+                        let line = &self.data[y * self.width + column..];
+                        // A known stride lets the 8 reads be one load (or
+                        // two and a shuffle).
+                        match p.stride.1 {
+                            1 => tap::<1>(acc, v, line, 1),
+                            2 => tap::<2>(acc, v, line, 2),
+                            stride => tap::<0>(acc, v, line, stride),
+                        }
+                    }
+                }
+            }
+            let columns = first..(first + 8).min(s.ow);
+            for (r, acc) in acc.iter().enumerate() {
+                let row = &mut plane[(oy + r) * s.ow..][..s.ow];
+                for (o, &a) in row[columns.clone()].iter_mut().zip(acc) {
+                    o.write(a);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `v` times 8 elements of `line`, `stride` apart (`S` when not 0),
+/// to `acc`.
+#[inline(always)]
+fn tap<const S: usize>(acc: &mut [f32; 8], v: f32, line: &[f32], stride: usize) {
+    let stride = if S == 0 { stride } else { S };
+    let reads = &line[..7 * stride + 1];
+    for (l, a) in acc.iter_mut().enumerate() {
+        *a += v * reads[l * stride];
+    }
 }
 
 /// [`conv2d`]'s output through the packed product kernel, `None` where the

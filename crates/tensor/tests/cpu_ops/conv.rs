@@ -92,6 +92,13 @@ fn conv2d_matches_naive() {
         // One image, many groups: the groups are what runs in parallel.
         ([1, 32, 28, 28], [32, 1, 3, 3], same(32)),
         ([1, 16, 30, 30], [32, 4, 3, 3], ((2, 2), (1, 1), (1, 1), 4)),
+        // One input channel a group (depthwise): a channel multiplier of
+        // 2 at stride 2, a dilated 7×7 kernel wider than a block of 8
+        // columns, stride 3, and a single-channel input (groups 1).
+        ([2, 6, 19, 21], [12, 1, 3, 3], ((2, 2), (1, 1), (1, 1), 6)),
+        ([1, 4, 17, 23], [4, 1, 7, 7], ((1, 1), (3, 5), (2, 2), 4)),
+        ([2, 3, 9, 30], [3, 1, 3, 5], ((3, 3), (2, 0), (1, 1), 3)),
+        ([1, 1, 12, 12], [4, 1, 3, 3], same(1)),
         // Wide enough for the packed product kernel: the patches of several
         // images as one product's rows, a ragged last panel of output
         // channels, strides, dilation and uneven padding, a 1×1 kernel, and
