@@ -31,7 +31,8 @@ pub struct Cli {
     )]
     pub log_format: crate::logging::LogFormat,
     /// Milliseconds freed memory stays mapped before it goes back to the
-    /// OS. 0 returns it at once: the least memory held, at the cost of
+    /// OS, which then takes it when it needs memory (until then it counts
+    /// in RSS). 0 unmaps it at once: the least memory held, at the cost of
     /// faulting it in again on the next large request (batched transformer
     /// work runs about a third slower).
     #[arg(
