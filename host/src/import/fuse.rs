@@ -11,8 +11,10 @@
 //! * GELU in its tanh form (`0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 ·
 //!   x³)))`, as GPT-2 exports write it) → `Gelu` with `approximate=tanh`.
 //! * `Gemm` by a constant `[in, out]` weight plus a constant bias (GPT-2's
-//!   `Conv1D`) and `MatMul` by a constant 2-D weight, then `Add` of a
-//!   constant bias, then optionally an activation → [`LINEAR`] (the host's `linear`: bias and
+//!   `Conv1D`), or `MatMul` by a constant 2-D weight then `Add` of a
+//!   constant bias, then optionally an activation (either GELU among them,
+//!   also past a `Reshape`, as GPT-2's feed-forward layer has it)
+//!   → [`LINEAR`] (the host's `linear`: bias and
 //!   activation applied as the product is written). Its weight is stored
 //!   transposed, `[out, in]` (attribute `transB`), the layout the host's
 //!   kernels read fastest for the few rows of one short sentence.
@@ -69,6 +71,7 @@ impl Fuser<'_> {
             linears: self.rewrite(Self::linear) + self.rewrite(Self::gemm_linear),
             attentions: self.rewrite(Self::attention),
         };
+        self.activations_through_reshapes();
         self.transpose_linear_weights();
         fused
     }
@@ -365,14 +368,85 @@ impl Fuser<'_> {
         if self.floats(node.input(2))?.0 != [*n] {
             return None;
         }
+        let mut replaced = vec![gemm];
+        let (out, attrs) = self.activation_after(&node.outputs[0], &mut replaced);
         let linear = Node {
             name: format!("{}.fused", node.name),
             op: LINEAR.into(),
             inputs: node.inputs.clone(),
-            outputs: node.outputs.clone(),
-            attrs: Default::default(),
+            outputs: vec![out],
+            attrs,
         };
-        Some((vec![gemm], linear))
+        Some((replaced, linear))
+    }
+
+    /// The activation a [`LINEAR`] writing `value` takes on, when the only
+    /// reader of `value` is one the host applies as the product is written
+    /// (added to `replaced`): the output then becomes the activation's, and
+    /// the attributes name it.
+    fn activation_after(
+        &self,
+        value: &str,
+        replaced: &mut Vec<usize>,
+    ) -> (String, std::collections::BTreeMap<String, Attr>) {
+        let mut attrs = std::collections::BTreeMap::new();
+        let Some((at, name)) = self.activation(value) else {
+            return (value.to_string(), attrs);
+        };
+        attrs.insert("activation".to_string(), Attr::String(name.into()));
+        replaced.push(at);
+        (self.nodes[at].outputs[0].clone(), attrs)
+    }
+
+    /// The only reader of `value` when it is an activation a [`LINEAR`]
+    /// applies, with the name its `activation` attribute gives it
+    /// (`GeluTanh` for `Gelu` with `approximate=tanh`).
+    fn activation(&self, value: &str) -> Option<(usize, &'static str)> {
+        let at = self.only_reader(value)?;
+        let node = &self.nodes[at];
+        let tanh = node.string("approximate") == Some("tanh") && node.attrs.len() == 1;
+        let plain = node.attrs.is_empty();
+        let name = match node.op.as_str() {
+            "Gelu" if tanh => "GeluTanh",
+            "Gelu" if plain => "Gelu",
+            "Relu" if plain => "Relu",
+            "Tanh" if plain => "Tanh",
+            "Sigmoid" if plain => "Sigmoid",
+            _ => return None,
+        };
+        Some((at, name))
+    }
+
+    /// Moves the activation after `LINEAR → Reshape` into the linear (an
+    /// elementwise op commutes with a reshape), as GPT-2's `Conv1D` exports
+    /// write its feed-forward layer: a 2-D `Gemm`, a `Reshape` back to 3-D,
+    /// then the GELU. Returns how many it moved.
+    fn activations_through_reshapes(&mut self) -> usize {
+        let mut moved = 0;
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let node = &self.nodes[i];
+            let bare = node.op == LINEAR && !node.attrs.contains_key("activation");
+            let found = bare
+                .then(|| {
+                    let reshape = self.only_reader(&node.outputs[0])?;
+                    let r = &self.nodes[reshape];
+                    (r.op == "Reshape" && r.input(0) == Some(node.outputs[0].as_str()))
+                        .then_some(())?;
+                    let (act, name) = self.activation(&r.outputs[0])?;
+                    Some((reshape, act, name))
+                })
+                .flatten();
+            if let Some((reshape, act, name)) = found {
+                let activation = Attr::String(name.into());
+                self.nodes[i].attrs.insert("activation".into(), activation);
+                self.nodes[reshape].outputs = self.nodes[act].outputs.clone();
+                self.nodes.remove(act);
+                moved += 1;
+            }
+            i += 1;
+        }
+        moved
     }
 
     /// `MatMul(x, W) → Add b [→ activation]` at the `MatMul`.
@@ -391,17 +465,7 @@ impl Fuser<'_> {
             return None;
         }
         let mut replaced = vec![matmul, add];
-        let mut out = add_node.outputs[0].clone();
-        let mut attrs = std::collections::BTreeMap::new();
-        if let Some(act) = self.only_reader(&out)
-            && let node = &self.nodes[act]
-            && matches!(node.op.as_str(), "Relu" | "Gelu" | "Tanh" | "Sigmoid")
-            && node.attrs.is_empty()
-        {
-            attrs.insert("activation".to_string(), Attr::String(node.op.clone()));
-            replaced.push(act);
-            out = node.outputs[0].clone();
-        }
+        let (out, attrs) = self.activation_after(&add_node.outputs[0], &mut replaced);
         let node = Node {
             name: format!("{}.fused", mm.name),
             op: LINEAR.into(),

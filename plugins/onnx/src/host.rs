@@ -253,11 +253,15 @@ pub fn run(args: &Args<'_>, opset: i64) -> Result<Vec<Value>, Error> {
         edgeserve_onnx_graph::LINEAR => {
             let (x, w, b) = (x()?, args.host(1)?, args.host(2)?);
             let activation = match node.string("activation") {
+                None => None,
                 Some("Relu") => Some(UnaryOp::Relu),
                 Some("Gelu") => Some(UnaryOp::Gelu),
+                Some("GeluTanh") => Some(UnaryOp::GeluTanh),
                 Some("Tanh") => Some(UnaryOp::Tanh),
                 Some("Sigmoid") => Some(UnaryOp::Sigmoid),
-                _ => None,
+                Some(other) => {
+                    return Err(Error::Unsupported(format!("linear activation {other:?}")));
+                }
             };
             let transposed = node.int("transB", 0) != 0;
             if x.rank() >= 2 {
