@@ -170,11 +170,18 @@ fn install_warm(built: &Path, repo: &Path) {
         let name = entry.unwrap().file_name().into_string().unwrap();
         std::fs::rename(built.join(&name), repo.join(&name)).unwrap();
         let url = format!("{}/v2/repository/models/{name}/load", server.base);
-        let status = Command::new("curl")
-            .args(["-sf", "-X", "POST", &url])
-            .status()
+        // The body names what went wrong when the load is refused.
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-X", "POST", &url])
+            .output()
             .expect("running curl");
-        assert!(status.success(), "loading {name}: curl {status}");
+        assert!(
+            out.status.success(),
+            "loading {name}: curl {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
