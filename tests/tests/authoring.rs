@@ -171,16 +171,9 @@ fn install_warm(built: &Path, repo: &Path) {
         std::fs::rename(built.join(&name), repo.join(&name)).unwrap();
         let url = format!("{}/v2/repository/models/{name}/load", server.base);
         // The body names what went wrong when the load is refused.
-        let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "-X", "POST", &url])
-            .output()
-            .expect("running curl");
-        assert!(
-            out.status.success(),
-            "loading {name}: curl {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("curl").args(["-sS", "--fail-with-body", "-X", "POST", &url]),
+            &format!("loading {name}"),
         );
     }
 }

@@ -170,8 +170,8 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
 /// as MobileNet's, with any channel multiplier). Each plane is copied into
 /// a zero border wide enough that every tap of every block of 8 output
 /// columns reads inside it, so 8 outputs sum their kh·kw taps in registers
-/// without a bounds test ([`Bordered::rows`]); im2col would write kh·kw copies of the plane for
-/// a product only kh·kw deep.
+/// without a bounds test ([`Bordered::rows`]); im2col would write kh·kw
+/// copies of the plane for a product only kh·kw deep.
 #[inline(always)]
 fn depthwise(
     src: &[f32],
@@ -194,7 +194,8 @@ fn depthwise(
         // Consecutive output channels of one group read the same input.
         if i == 0 || (first + i).is_multiple_of(og) {
             let input = &src[(image * s.c + oc / og) * s.h * s.w..][..s.h * s.w];
-            for (y, line) in input.chunks_exact(s.w).enumerate() {
+            // An empty input (padding alone is read) leaves the border.
+            for (y, line) in input.chunks_exact(s.w.max(1)).enumerate() {
                 bordered[(top + y) * width + left..][..s.w].copy_from_slice(line);
             }
         }

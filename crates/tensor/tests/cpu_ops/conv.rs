@@ -99,6 +99,8 @@ fn conv2d_matches_naive() {
         ([1, 4, 17, 23], [4, 1, 7, 7], ((1, 1), (3, 5), (2, 2), 4)),
         ([2, 3, 9, 30], [3, 1, 3, 5], ((3, 3), (2, 0), (1, 1), 3)),
         ([1, 1, 12, 12], [4, 1, 3, 3], same(1)),
+        // An empty input whose padding alone is read.
+        ([1, 2, 3, 0], [2, 1, 1, 1], ((1, 1), (1, 1), (1, 1), 2)),
         // Wide enough for the packed product kernel: the patches of several
         // images as one product's rows, a ragged last panel of output
         // channels, strides, dilation and uneven padding, a 1×1 kernel, and
