@@ -420,9 +420,8 @@ impl Fuser<'_> {
     /// Moves the activation after `LINEAR → Reshape` into the linear (an
     /// elementwise op commutes with a reshape), as GPT-2's `Conv1D` exports
     /// write its feed-forward layer: a 2-D `Gemm`, a `Reshape` back to 3-D,
-    /// then the GELU. Returns how many it moved.
-    fn activations_through_reshapes(&mut self) -> usize {
-        let mut moved = 0;
+    /// then the GELU.
+    fn activations_through_reshapes(&mut self) {
         let mut i = 0;
         while i < self.nodes.len() {
             let node = &self.nodes[i];
@@ -442,11 +441,9 @@ impl Fuser<'_> {
                 self.nodes[i].attrs.insert("activation".into(), activation);
                 self.nodes[reshape].outputs = self.nodes[act].outputs.clone();
                 self.nodes.remove(act);
-                moved += 1;
             }
             i += 1;
         }
-        moved
     }
 
     /// `MatMul(x, W) → Add b [→ activation]` at the `MatMul`.
