@@ -297,13 +297,7 @@ impl Fuser<'_> {
         if !fits {
             return None;
         }
-        let node = Node {
-            name: format!("{}.fused", div_node.name),
-            op: "Gelu".into(),
-            inputs: vec![x.to_string()],
-            outputs: second_node.outputs.clone(),
-            attrs: Default::default(),
-        };
+        let node = gelu_node(div_node, x, &second_node.outputs, false);
         Some((vec![div, erf, add, first, second], node))
     }
 
@@ -339,13 +333,7 @@ impl Fuser<'_> {
         if !fits {
             return None;
         }
-        let node = Node {
-            name: format!("{}.fused", pow_node.name),
-            op: "Gelu".into(),
-            inputs: vec![x.to_string()],
-            outputs: last_node.outputs.clone(),
-            attrs: [("approximate".to_string(), Attr::String("tanh".into()))].into(),
-        };
+        let node = gelu_node(pow_node, x, &last_node.outputs, true);
         Some((vec![half, pow, cube, sum, scale, tanh, one, last], node))
     }
 
@@ -589,5 +577,18 @@ impl Fuser<'_> {
             && g.inputs[2] == p
             && self.only_reader(&nan_node.outputs[0]) == Some(guard);
         guards.then_some((guard, nan))
+    }
+}
+
+/// The `Gelu` of `x` that a matched pattern starting at `first` becomes,
+/// writing `outputs`; `approximate=tanh` when `tanh`.
+fn gelu_node(first: &Node, x: &str, outputs: &[String], tanh: bool) -> Node {
+    let approximate = ("approximate".to_string(), Attr::String("tanh".into()));
+    Node {
+        name: format!("{}.fused", first.name),
+        op: "Gelu".into(),
+        inputs: vec![x.to_string()],
+        outputs: outputs.to_vec(),
+        attrs: tanh.then_some(approximate).into_iter().collect(),
     }
 }
