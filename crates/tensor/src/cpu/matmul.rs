@@ -284,7 +284,7 @@ pub(super) fn matmul_with(
     if total == 0 {
         return float_tensor(a.dtype(), &s.out_shape, Vec::new());
     }
-    let packed_weight = if s.folds_into_one() && s.batch * m >= packed::MIN_ROWS {
+    let packed_weight = if s.folds_into_one() && s.batch * m >= packed::min_rows(b) {
         PackedWeight::of(b, || floats(op, b), (n, k), s.transpose_b)?
     } else {
         None
@@ -308,10 +308,11 @@ pub(super) fn matmul_with(
     let fill = |out: &mut [MaybeUninit<f32>]| {
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
-            // linear layer over [batch, seq, k]): one tall product, the
-            // weight packed once above 128 rows, read in place below (by
-            // the panel kernel from 32 rows, the skinny ones below), else
-            // (on a CPU without those kernels) by gemm.
+            // linear layer over [batch, seq, k]): one tall product, a
+            // model's weight packed once from 64 rows (another tensor per
+            // call above 128), read in place below (by the panel kernel
+            // from 32 rows, the skinny ones below), else (on a CPU without
+            // those kernels) by gemm.
             let rows = s.batch * m;
             let threads = threaded(rows, n, k);
             let x = &x[..rows * k];

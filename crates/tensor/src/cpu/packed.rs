@@ -1,8 +1,8 @@
-//! Products of many activation rows (a batch of sentences' tokens, above
-//! [`super::panels`]' 128) against a packed weight: a model's weight is
-//! packed the first time a product this large meets it and kept with the
-//! tensor for its life ([`Tensor::into_weight`]); any other tensor is
-//! packed per call, as `gemm` would.
+//! Products of many activation rows (a batch of sentences' tokens) against
+//! a packed weight: a model's weight is packed the first time a product of
+//! [`MIN_WEIGHT_ROWS`] rows meets it and kept with the tensor for its life
+//! ([`Tensor::into_weight`]); any other tensor is packed per call, as
+//! `gemm` would, above [`super::panels`]' 128 rows.
 //!
 //! `gemm` repacks the weight on every call (7% of a batch-32 MiniLM
 //! request) and its micro-kernel runs below ONNX Runtime's, whose MLAS
@@ -32,10 +32,28 @@ use super::matmul::{BAND_WORK, MIN_BAND_ROWS};
 use super::parallel::{SendPtr, for_each_task};
 use crate::{Result, Tensor, deadline};
 
-/// Fewest activation rows the packed kernel takes: below, the panel kernel
-/// reads the weight in place without packing it (and without keeping a
-/// packed copy for weights only ever used by a sentence or two).
+/// Fewest activation rows the packed kernel takes under a tensor that is
+/// no model weight, packed for the one call: below, the panel kernel reads
+/// it in place without packing it.
 pub(super) const MIN_ROWS: usize = super::panels::MAX_ROWS + 1;
+
+/// Fewest activation rows the packed kernel takes under a model's weight
+/// ([`Tensor::into_weight`]), packed once and kept: below, the panel kernel
+/// (from 32 rows) is faster, and weights used only by a sentence or two
+/// keep no packed copy. `cpu_bench gflops`, 2 threads, 24 distinct weights
+/// in turn, median of 4 alternating runs, packed against the panel kernel:
+/// 64 rows 157–168 against 142–173 GFLOP/s over MiniLM's three shapes, 128
+/// rows 165–174 against 127–173, but 32 rows 128–148 against 137–169.
+const MIN_WEIGHT_ROWS: usize = 64;
+
+/// Fewest activation rows the packed kernel takes under `b`.
+pub(super) fn min_rows(b: &Tensor) -> usize {
+    if b.is_weight() {
+        MIN_WEIGHT_ROWS
+    } else {
+        MIN_ROWS
+    }
+}
 
 /// Fewest output columns and depth the packed kernel takes: narrower, a
 /// panel's 16 lanes go mostly unused and a tile's packing and stores
@@ -197,6 +215,13 @@ const DEPTH: usize = 2048;
 /// 128 at 1.11–1.16×, over MiniLM's shapes.
 const COLUMNS: usize = 64;
 
+/// Fewest rows in a block of the product, when it has as many: each block
+/// of rows streams its columns' whole weight through the cache, so a
+/// product of few rows splits its columns over the threads instead. GPT-2
+/// (6 × 384, 64 tokens) over HTTP, alternating: 128 took 89.4 ms at batch 8
+/// against 86.5 for 64 (and for the rows-only split).
+const MIN_BLOCK_ROWS: usize = 64;
+
 /// Tasks per thread, so that blocks of uneven cost even out.
 const TASKS_PER_THREAD: usize = 4;
 
@@ -224,9 +249,9 @@ pub(super) fn product(
 ) {
     assert!(x.len() >= m * w.k, "packed product out of bounds");
     // SAFETY: the kernel is available (a `PackedWeight` exists only where
-    // it is), the bounds were asserted, and blocks write disjoint rows.
-    split(out, w, m, threads, |out, rows| unsafe {
-        x86::block(out, x, w, rows)
+    // it is), the bounds were asserted, and blocks write disjoint elements.
+    split(out, w, m, threads, |out, rows, columns| unsafe {
+        x86::block(out, x, w, rows, columns)
     });
 }
 
@@ -249,20 +274,21 @@ pub(super) fn gathered_product(
     assert!(bias.is_none_or(|b| b.len() == w.n), "a bias per column");
     // SAFETY: as in `product`; the runs' lengths are checked as they are
     // read.
-    split(out, w, m, threads, |out, rows| unsafe {
-        x86::gathered(out, x, w, rows, (plane, bias))
+    split(out, w, m, threads, |out, rows, columns| unsafe {
+        x86::gathered(out, x, w, rows, columns, (plane, bias))
     });
 }
 
-/// Runs `block(out, rows)` over `out`, `[m × n]`, in blocks of rows, on
-/// rayon's pool when `threads`, checking the deadline before each block;
-/// an empty product is no block, and one of no depth writes zeros.
+/// Runs `block(out, rows, columns)` over `out`, `[m × n]`, in blocks of
+/// rows and columns, on rayon's pool when `threads`, checking the deadline
+/// before each block; an empty product is no block, and one of no depth
+/// writes zeros.
 fn split(
     out: &mut [MaybeUninit<f32>],
     w: &PackedWeight,
     m: usize,
     threads: bool,
-    block: impl Fn(*mut f32, Range<usize>) + Sync + Send,
+    block: impl Fn(*mut f32, Range<usize>, Range<usize>) + Sync + Send,
 ) {
     let (n, k) = (w.n, w.k);
     assert!(out.len() >= m * n, "packed product out of bounds");
@@ -281,25 +307,42 @@ fn split(
     // Capped as gemm's bands are, so that a deadline, checked before each
     // block, cuts a very large product within milliseconds.
     let most = (BAND_WORK / (n * k)).max(MIN_BAND_ROWS);
-    let rows = m.div_ceil(tasks).min(most).next_multiple_of(x86::ROWS);
+    // Every block of rows reads its columns' whole weight, so blocks stay
+    // tall and the tasks left over split the columns.
+    let rows = m
+        .div_ceil(tasks)
+        .max(MIN_BLOCK_ROWS)
+        .min(most)
+        .next_multiple_of(x86::ROWS);
+    let row_blocks = m.div_ceil(rows);
+    let columns = n
+        .div_ceil((tasks / row_blocks).max(1))
+        .next_multiple_of(WIDTH);
     let deadline = deadline::kernel();
     let out = SendPtr(out.as_mut_ptr().cast::<f32>());
+    // Blocks of one column block follow each other, so that the threads
+    // share its weight in cache.
     let task = move |task: usize| {
         let out = out;
         deadline::stop_if_passed(deadline);
-        block(out.0, task * rows..m.min(task * rows + rows));
+        let (row, column) = (task % row_blocks * rows, task / row_blocks * columns);
+        block(
+            out.0,
+            row..m.min(row + rows),
+            column..n.min(column + columns),
+        );
     };
+    let count = row_blocks * n.div_ceil(columns);
     if threads {
-        for_each_task(m.div_ceil(rows), task);
+        for_each_task(count, task);
     } else {
-        (0..m.div_ceil(rows)).for_each(task);
+        (0..count).for_each(task);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
     use std::ops::Range;
 
     use super::{COLUMNS, DEPTH, Gathered, PackedWeight, WIDTH};
@@ -321,47 +364,39 @@ mod x86 {
         };
     }
 
-    /// Output rows `rows` of the product.
+    /// Output rows `rows` and columns `columns` of the product.
     ///
     /// # Safety
     /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` `m × k`
-    /// for `m` at least `rows.end`.
+    /// for `m` at least `rows.end`; `columns` starts at a multiple of
+    /// [`WIDTH`] and lies inside `0..n`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block(out: *mut f32, x: &[f32], w: &PackedWeight, rows: Range<usize>) {
+    pub unsafe fn block(
+        out: *mut f32,
+        x: &[f32],
+        w: &PackedWeight,
+        rows: Range<usize>,
+        columns: Range<usize>,
+    ) {
         let (n, k) = (w.n, w.k);
         let depths = k.div_ceil(DEPTH);
         let depth = k.div_ceil(depths);
-        // The rows' elements of one depth block, in tiles of ROWS rows
-        // whose elements of one depth lie side by side, so that a tile's
-        // broadcasts of one step read one place.
-        // A short last tile's missing rows are never read, so nothing is
-        // zeroed: every element a tile reads is written first.
-        let tiles = rows.len().div_ceil(ROWS);
-        let mut packed = Box::<[f32]>::new_uninit_slice(tiles * ROWS * depth);
         for first in (0..k).step_by(depth) {
             let steps = depth.min(k - first);
-            for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
-                let tile = &mut packed[tile * ROWS * depth..][..ROWS * steps];
-                for (t, i) in (i..rows.end.min(i + ROWS)).enumerate() {
-                    let row = &x[i * k + first..][..steps];
-                    for (step, &v) in tile.chunks_exact_mut(ROWS).zip(row) {
-                        step[t] = MaybeUninit::new(v);
-                    }
-                }
-            }
-            for columns in (0..n).step_by(COLUMNS) {
-                let columns = columns..n.min(columns + COLUMNS);
-                for (tile, i) in rows.clone().step_by(ROWS).enumerate() {
+            for block in columns.clone().step_by(COLUMNS) {
+                let block = block..columns.end.min(block + COLUMNS);
+                for i in rows.clone().step_by(ROWS) {
                     let r = ROWS.min(rows.end - i);
-                    for j in columns.clone().step_by(WIDTH) {
+                    for j in block.clone().step_by(WIDTH) {
                         let tile = Tile {
-                            x: packed[tile * ROWS * depth..].as_ptr().cast(),
+                            x: x[i * k + first..].as_ptr(),
                             // SAFETY: panel j / 16 at depth `first` is
                             // inside the packed weight; (i, j) inside out.
                             w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
                             steps,
                             out: unsafe { out.add(i * n + j) },
                             n,
+                            k,
                             accumulate: first > 0,
                             width: WIDTH.min(n - j),
                         };
@@ -373,15 +408,16 @@ mod x86 {
         }
     }
 
-    /// One tile: activation rows from `x` (the rows' elements of one depth
-    /// [`ROWS`] apart) against one panel from `w` over `steps` depths, into
-    /// the first `width` columns at `out` (rows `n` apart).
+    /// One tile: activation rows from `x` (rows `k` apart) against one
+    /// panel from `w` over `steps` depths, into the first `width` columns at
+    /// `out` (rows `n` apart).
     struct Tile {
         x: *const f32,
         w: *const f32,
         steps: usize,
         out: *mut f32,
         n: usize,
+        k: usize,
         accumulate: bool,
         width: usize,
     }
@@ -412,6 +448,7 @@ mod x86 {
                 steps,
                 out,
                 n,
+                k,
                 accumulate,
                 width,
             } = *self;
@@ -423,7 +460,7 @@ mod x86 {
                 let b = w.add(p * WIDTH);
                 let (b0, b1) = (_mm256_load_ps(b), _mm256_load_ps(b.add(8)));
                 for r in 0..R {
-                    let a = _mm256_broadcast_ss(&*x.add(p * ROWS + r));
+                    let a = _mm256_broadcast_ss(&*x.add(r * k + p));
                     acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
                 }
@@ -471,7 +508,8 @@ mod x86 {
         }
     }
 
-    /// Output rows `rows` of a [`super::gathered_product`], written channels
+    /// Output rows `rows` and channels `columns` of a
+    /// [`super::gathered_product`], written channels
     /// first: row `image · plane + position`'s output channel `c` to
     /// `out[(image · n + c) · plane + position]`, plus `bias[c]`. Each tile
     /// reads its rows where their runs lie and sums all runs in registers;
@@ -486,6 +524,7 @@ mod x86 {
         x: &impl Gathered,
         w: &PackedWeight,
         rows: Range<usize>,
+        columns: Range<usize>,
         (plane, bias): (usize, Option<&[f32]>),
     ) {
         let (n, k, runs) = (w.n, w.k, x.runs());
@@ -493,8 +532,8 @@ mod x86 {
         let zeros = vec![0.0f32; len.max(WIDTH)];
         // Where each run of the tile's rows starts.
         let mut starts = vec![[zeros.as_ptr(); ROWS]; runs];
-        for columns in (0..n).step_by(COLUMNS) {
-            let columns = columns..n.min(columns + COLUMNS);
+        for block in columns.clone().step_by(COLUMNS) {
+            let block = block..columns.end.min(block + COLUMNS);
             for i in rows.clone().step_by(ROWS) {
                 let r = ROWS.min(rows.end - i);
                 for (t, row) in (i..i + r).enumerate() {
@@ -508,7 +547,7 @@ mod x86 {
                         };
                     });
                 }
-                for j in columns.clone().step_by(WIDTH) {
+                for j in block.clone().step_by(WIDTH) {
                     let width = WIDTH.min(n - j);
                     let tile = Gather {
                         starts: &starts,
@@ -609,6 +648,7 @@ mod x86 {
         _: &[f32],
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
+        _: std::ops::Range<usize>,
     ) {
         unreachable!("the packed kernel is only available on x86_64")
     }
@@ -617,6 +657,7 @@ mod x86 {
         _: *mut f32,
         _: &impl super::Gathered,
         _: &super::PackedWeight,
+        _: std::ops::Range<usize>,
         _: std::ops::Range<usize>,
         _: (usize, Option<&[f32]>),
     ) {
@@ -711,6 +752,41 @@ mod tests {
         let narrow = PackedWeight::of(&b, || Ok(Cow::Borrowed(&data)), (MIN_SIDE - 1, k), true)
             .expect("pack");
         assert!(narrow.is_none(), "a narrow product packed");
+    }
+
+    /// A model's weight is packed, and kept, by a product from
+    /// [`MIN_WEIGHT_ROWS`] rows on.
+    #[test]
+    fn a_weight_is_packed_from_fewer_rows_than_an_activation() {
+        if !available() {
+            return;
+        }
+        use crate::Backend;
+        let (n, k) = (96, 80);
+        let ops = super::super::CpuBackend::new();
+        let packed_by = |rows: usize, b: &Tensor| {
+            let x = Tensor::from_f32(&[rows, k], values(rows * k, 6)).expect("x");
+            ops.ops().matmul(&x, b, true).expect("matmul");
+            let mut made = false;
+            PackedWeight::of(
+                b,
+                || {
+                    made = true;
+                    Ok(Cow::Owned(values(n * k, 7)))
+                },
+                (n, k),
+                true,
+            )
+            .expect("pack");
+            !made
+        };
+        let weight = || {
+            Tensor::from_f32(&[n, k], values(n * k, 7))
+                .expect("w")
+                .into_weight()
+        };
+        assert!(!packed_by(MIN_WEIGHT_ROWS - 1, &weight()));
+        assert!(packed_by(MIN_WEIGHT_ROWS, &weight()));
     }
 
     /// A convolution's packing orders its depth channels last, and is never
