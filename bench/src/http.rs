@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use serde_json::Value as Json;
 
-use crate::model::MODEL;
 use crate::native::NativeServer;
 use crate::stats::Samples;
+use edgeserve_e2e::linear::MODEL;
 
 /// The request: four values of x, shape [4, 1] (`bench/server_cpu.py`
 /// sends the same file).

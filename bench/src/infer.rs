@@ -5,11 +5,12 @@
 
 use std::hint::black_box;
 
-use anyhow::{Context as _, ensure};
+use anyhow::Context as _;
 use edgeserve::runtime::{Runtime, Value, block_on};
-use edgeserve_tensor::{BinaryOp, Ops, Tensor};
+use edgeserve_tensor::{BinaryOp, Ops};
 
-use crate::model::Linear;
+use edgeserve_e2e::linear::{Linear, check, input};
+
 use crate::stats::Samples;
 
 /// The timings.
@@ -18,11 +19,6 @@ pub struct Infer {
     pub wasm: Samples,
     /// `matmul` + `add` on the backend, no wasm.
     pub native: Samples,
-}
-
-/// The input: x = 2, so y = 0.1·2 + 0.3 = 0.5.
-fn input() -> anyhow::Result<Tensor> {
-    Ok(Tensor::from_f32(&[1, 1], vec![2.0])?)
 }
 
 /// Runs each path `n` times after a warm-up.
@@ -48,18 +44,4 @@ pub fn run(linear: &Linear, runtime: &Runtime, n: usize) -> anyhow::Result<Infer
         Ok(ops.binary(BinaryOp::Add, &xw, bias)?)
     })?;
     Ok(Infer { wasm, native })
-}
-
-/// Asserts the guest computed y = 0.5.
-fn check(outputs: &[(String, Value)]) -> anyhow::Result<()> {
-    let y = match outputs {
-        [(name, Value::Numeric(y))] if name == "y" => y,
-        _ => anyhow::bail!("unexpected outputs {outputs:?}"),
-    };
-    let data = y.host().context("output on the host")?.as_slice::<f32>();
-    ensure!(
-        data.len() == 1 && (data[0] - 0.5).abs() < 1e-6,
-        "y = {data:?}"
-    );
-    Ok(())
 }

@@ -13,7 +13,6 @@
 
 mod http;
 mod infer;
-mod model;
 mod native;
 mod startup;
 mod stats;
@@ -25,8 +24,8 @@ use anyhow::Context as _;
 use edgeserve::runtime::Runtime;
 use edgeserve_e2e::runtime_config;
 
-use crate::model::Linear;
 use crate::stats::{Samples, duration_ratio, fmt_duration, median_with_ci, ratio};
+use edgeserve_e2e::linear::Linear;
 
 // The `edgeserve` binary's allocator, so the in-process server (and the
 // native handler beside it) allocate as the shipped server does.

@@ -6,8 +6,8 @@ use anyhow::ensure;
 use edgeserve::runtime::{CacheOutcome, Runtime};
 use edgeserve_e2e::runtime_config;
 
-use crate::model::{Linear, MODEL};
 use crate::stats::Samples;
+use edgeserve_e2e::linear::{Linear, MODEL};
 
 /// Iteration counts.
 pub struct Config {

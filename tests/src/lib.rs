@@ -9,6 +9,8 @@
 //! # let _ = repo;
 //! ```
 
+pub mod linear;
+
 use std::fs;
 use std::io::{self, BufRead};
 use std::ops::Deref;

@@ -130,3 +130,59 @@ async fn a_call_that_spins_on_the_async_worker_leaves_it_to_the_others() {
     );
     server.stop().await;
 }
+
+/// A panic in the host while it serves a call (a bug in a kernel or the
+/// runtime, which no guest can be made to cause on purpose, so the call
+/// panics here in its place) fails that call alone with a fault naming it:
+/// the instance it left mid-call is replaced, and the pool keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_in_the_host_fails_its_call_and_the_pool_keeps_serving() {
+    use edgeserve::runtime::{Fault, InstancePool, PoolError, Runtime, Value};
+    use edgeserve_e2e::linear::{Linear, MODEL, check, input};
+
+    let linear = Linear::load().expect("linear");
+    let runtime = Runtime::new(&edgeserve_e2e::runtime_config(None)).expect("runtime");
+    let factory = linear.factory(&runtime).expect("factory");
+    // Instances start blocking, as the server starts them.
+    let pool = tokio::task::spawn_blocking(move || {
+        InstancePool::start(
+            MODEL.into(),
+            1,
+            factory,
+            Duration::from_secs(30),
+            Default::default(),
+            true,
+        )
+    })
+    .await
+    .expect("started")
+    .map(std::sync::Arc::new)
+    .expect("pool");
+    let panicked = pool
+        .run(|_| Box::pin(async { panic!("a kernel bug") }))
+        .await
+        .map(|_: ((), _)| ())
+        .expect_err("a panicking call fails");
+    assert!(
+        matches!(&panicked, PoolError::Fault(Fault::HostPanic { message, .. }) if message == "a kernel bug"),
+        "{panicked}"
+    );
+    assert!(
+        panicked.to_string().contains("hit a bug in the server"),
+        "{panicked}"
+    );
+    // The pool's one instance was replaced: the next call is served.
+    let (outputs, _) = pool
+        .run(|instance| {
+            Box::pin(async move {
+                let x = Value::Numeric(input().expect("x"));
+                instance
+                    .infer(vec![("x".into(), x)], Vec::new(), None)
+                    .await
+            })
+        })
+        .await
+        .expect("served after the panic");
+    check(&outputs).expect("y");
+    assert_eq!(pool.live(), 1);
+}

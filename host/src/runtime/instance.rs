@@ -121,6 +121,15 @@ pub enum Fault {
         /// The trap and its wasm backtrace.
         message: String,
     },
+    /// The host panicked while serving the call: a bug in edgeserve, not
+    /// in the model. The instance is replaced.
+    #[error("model {model} hit a bug in the server, which panicked: {message}")]
+    HostPanic {
+        /// The model.
+        model: Arc<str>,
+        /// The panic's message.
+        message: String,
+    },
     /// The call ran past its deadline and was interrupted.
     #[error("model {model} exceeded its {timeout_ms} ms deadline and was stopped")]
     Deadline {
@@ -173,6 +182,7 @@ impl Fault {
         matches!(
             self,
             Fault::Trap { .. }
+                | Fault::HostPanic { .. }
                 | Fault::Deadline { .. }
                 | Fault::MemoryLimit { .. }
                 | Fault::DeviceLost { .. }

@@ -1,5 +1,7 @@
 //! A model version's pool of warm instances.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -151,7 +153,17 @@ impl InstancePool {
         let work = Box::pin(async move {
             let mut instance = pool.take();
             let started = Instant::now();
-            let result = call(&mut instance).await;
+            // A panic is a bug in the host (a kernel, the runtime), not the
+            // guest's doing. It fails this call alone: the instance it left
+            // mid-call is replaced like a trapped one, and the pool keeps
+            // its size.
+            let result = match AssertUnwindSafe(call(&mut instance)).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => Err(Fault::HostPanic {
+                    model: pool.label.clone(),
+                    message: panic_message(panic.as_ref()),
+                }),
+            };
             let compute = started.elapsed();
             pool.record(compute);
             match &result {
@@ -236,4 +248,13 @@ impl InstancePool {
 fn on_blocking_thread<T: Send + 'static>(work: BoxFuture<'static, T>) -> JoinHandle<T> {
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || runtime.block_on(work))
+}
+
+/// What a panic said, when it said it in text.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic with no message".to_owned(),
+    }
 }

@@ -1,13 +1,15 @@
-//! The `linear` model (`y = 0.1·x + 0.3`) set up outside a server: its
-//! component bytes and the [`ModelContext`] its instances share, built the
-//! way `edgeserve::registry` builds them.
+//! The `linear` model (`y = 0.1·x + 0.3`) set up outside a server, for the
+//! bench and the tests that drive the runtime directly: its component bytes
+//! and the [`ModelContext`] its instances share, built the way
+//! `edgeserve::registry` builds them.
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use crate::ModelRepository;
+use anyhow::{Context as _, ensure};
 use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
-use edgeserve::runtime::{Factory, ModelContext, Runtime};
-use edgeserve_e2e::ModelRepository;
+use edgeserve::runtime::{Factory, ModelContext, Runtime, Value};
+use edgeserve_tensor::Tensor;
 use edgeserve_tensor::cpu::CpuBackend;
 
 /// Name of the model every measurement uses.
@@ -28,7 +30,7 @@ pub struct Linear {
 impl Linear {
     /// Assembles the repository and reads version 1 of the model.
     pub fn load() -> anyhow::Result<Linear> {
-        let repo = edgeserve_e2e::model_repository(&[MODEL]);
+        let repo = crate::model_repository(&[MODEL]);
         let model = repo.join(MODEL);
         let dir = model.join("1");
         let wasm = std::fs::read(dir.join(COMPONENT_FILE)).context("reading the component")?;
@@ -58,4 +60,23 @@ impl Linear {
             self.config.memory_limit_bytes(),
         )?)
     }
+}
+
+/// The input: x = 2, so y = 0.1·2 + 0.3 = 0.5.
+pub fn input() -> anyhow::Result<Tensor> {
+    Ok(Tensor::from_f32(&[1, 1], vec![2.0])?)
+}
+
+/// Asserts the guest computed y = 0.5.
+pub fn check(outputs: &[(String, Value)]) -> anyhow::Result<()> {
+    let y = match outputs {
+        [(name, Value::Numeric(y))] if name == "y" => y,
+        _ => anyhow::bail!("unexpected outputs {outputs:?}"),
+    };
+    let data = y.host().context("output on the host")?.as_slice::<f32>();
+    ensure!(
+        data.len() == 1 && (data[0] - 0.5).abs() < 1e-6,
+        "y = {data:?}"
+    );
+    Ok(())
 }
