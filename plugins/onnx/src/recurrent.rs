@@ -179,11 +179,16 @@ struct Shape {
 
 /// One direction over every step: `(Y [steps, batch, hidden], last hidden,
 /// last cell)`; the cell is the hidden state for GRU and RNN.
+///
+/// Each step is a dozen host calls or more, and each call costs about as
+/// much as its small kernel: the states are kept `[1, batch, hidden]`, as
+/// a step's slice of the input product is, so no step reshapes, and each
+/// step's hidden state is its entry of `Y` as it is.
 fn recur(
     cell: Cell,
     x: &Tensor,
     weights: &Weights,
-    (mut h, mut c): (Tensor, Tensor),
+    (h0, c0): (Tensor, Tensor),
     Shape {
         steps,
         batch,
@@ -237,28 +242,45 @@ fn recur(
             ),
         ),
     };
+    let state = [1, batch, hidden];
+    let h0 = reshape(&h0, &state)?;
+    let mut c = reshape(&c0, &state)?;
     let mut ys: Vec<Tensor> = Vec::with_capacity(steps);
     for s in 0..steps {
         let t = if backwards { steps - 1 - s } else { s };
-        let xt = reshape(
-            &xw.slice(0, t as u32, t as u32 + 1)?,
-            &[batch, gates * hidden],
-        )?;
-        match cell {
+        let h = ys.last().unwrap_or(&h0);
+        // [1, batch, gates · hidden].
+        let xt = xw.slice(0, t as u32, t as u32 + 1)?;
+        let h = match cell {
             Cell::Lstm => {
                 let pre = xt.add(&h.matmul_t(&recurrence)?)?;
-                let peep = |k: usize, state: &Tensor, g: Tensor| -> Result<Tensor, Error> {
-                    match &weights.p {
-                        Some(p) => g.add(&gate(p, k, hidden)?.mul(state)?),
-                        None => Ok(g),
-                    }
+                // Without peepholes the i, o and f gates, side by side, take
+                // one pass.
+                let ifo = match &weights.p {
+                    None => Some(act(
+                        pre.slice(xt.rank() as i32 - 1, 0, (3 * hidden) as u32)?,
+                        sigmoid,
+                    )?),
+                    Some(_) => None,
                 };
-                let i = act(peep(0, &c, gate(&pre, 0, hidden)?)?, sigmoid)?;
-                let f = act(peep(2, &c, gate(&pre, 2, hidden)?)?, sigmoid)?;
+                // Gate k (0 i, 1 o, 2 f); a peephole adds its weights times
+                // `state`.
+                let sig = |k: usize, state: &Tensor| -> Result<Tensor, Error> {
+                    if let Some(ifo) = &ifo {
+                        return gate(ifo, k, hidden);
+                    }
+                    let g = gate(&pre, k, hidden)?;
+                    let g = match &weights.p {
+                        Some(p) => g.add(&gate(p, k, hidden)?.mul(state)?)?,
+                        None => g,
+                    };
+                    act(g, sigmoid)
+                };
+                let (i, f) = (sig(0, &c)?, sig(2, &c)?);
                 let candidate = act(gate(&pre, 3, hidden)?, tanh)?;
                 c = f.mul(&c)?.add(&i.mul(&candidate)?)?;
-                let o = act(peep(1, &c, gate(&pre, 1, hidden)?)?, sigmoid)?;
-                h = o.mul(&c.tanh()?)?;
+                // The o gate's peephole reads the new cell state.
+                sig(1, &c)?.mul(&c.tanh()?)?
             }
             Cell::Gru {
                 linear_before_reset,
@@ -270,22 +292,24 @@ fn recur(
                     r.mul(&gate(&hr, 2, hidden)?)?
                 } else {
                     let (rh, rbh) = h_gate.as_ref().expect("built for this cell");
-                    r.mul(&h)?.linear_t(rh, Some(rbh), None)?
+                    r.mul(h)?.linear_t(rh, Some(rbh), None)?
                 };
                 let candidate = act(gate(&xt, 2, hidden)?.add(&recurrent)?, tanh)?;
                 // (1 − z) ⊙ candidate + z ⊙ h.
-                h = candidate.add(&z.mul(&h.sub(&candidate)?)?)?;
+                candidate.add(&z.mul(&h.sub(&candidate)?)?)?
             }
-            Cell::Rnn => h = act(xt.add(&h.matmul_t(&recurrence)?)?, tanh)?,
-        }
-        ys.push(reshape(&h, &[1, batch, hidden])?);
+            Cell::Rnn => act(xt.add(&h.matmul_t(&recurrence)?)?, tanh)?,
+        };
+        ys.push(h);
     }
+    let last = reshape(ys.last().unwrap_or(&h0), &[batch, hidden])?;
+    let c = match cell {
+        Cell::Lstm => reshape(&c, &[batch, hidden])?,
+        _ => crate::host::alias(&last)?,
+    };
     if backwards {
         ys.reverse();
     }
     let y = Tensor::concat(&ys.iter().collect::<Vec<_>>(), 0)?;
-    if cell != Cell::Lstm {
-        c = crate::host::alias(&h)?;
-    }
-    Ok((y, h, c))
+    Ok((y, last, c))
 }
