@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use crate::ModelRepository;
 use anyhow::{Context as _, ensure};
 use edgeserve::repository::{COMPONENT_FILE, CONFIG_FILE, ModelConfig};
 use edgeserve::runtime::{Factory, ModelContext, Runtime, Value};
 use edgeserve_tensor::Tensor;
 use edgeserve_tensor::cpu::CpuBackend;
+
+use crate::ModelRepository;
 
 /// Name of the model every measurement uses.
 pub const MODEL: &str = "linear";

@@ -757,7 +757,7 @@ mod tests {
     /// A model's weight is packed, and kept, by a product from
     /// [`MIN_WEIGHT_ROWS`] rows on.
     #[test]
-    fn a_weight_is_packed_from_fewer_rows_than_an_activation() {
+    fn a_model_weight_is_packed_and_kept_from_min_weight_rows() {
         if !available() {
             return;
         }
