@@ -163,8 +163,12 @@ async fn a_panic_in_the_host_fails_its_call_and_the_pool_keeps_serving() {
         .await
         .map(|_: ((), _)| ())
         .expect_err("a panicking call fails");
+    let fault = match &panicked {
+        PoolError::Fault(fault) => fault,
+        other => panic!("{other}"),
+    };
     assert!(
-        matches!(&panicked, PoolError::Fault(Fault::HostPanic { message, .. }) if message == "a kernel bug"),
+        matches!(fault, Fault::HostPanic { message, .. } if message == "a kernel bug"),
         "{panicked}"
     );
     assert!(

@@ -169,6 +169,14 @@ pub fn run(args: &Args<'_>) -> Result<Vec<Tensor>, Error> {
     Ok(outputs)
 }
 
+/// An LSTM step's i, o and f gates: activated together, or (with
+/// peepholes, which read the cell state) one by one from the peephole
+/// weights.
+enum Gates<'a> {
+    Together(Tensor),
+    Peepholes(&'a Tensor),
+}
+
 /// The sizes of one recurrence.
 #[derive(Clone, Copy)]
 struct Shape {
@@ -255,26 +263,24 @@ fn recur(
             Cell::Lstm => {
                 let pre = xt.add(&h.matmul_t(&recurrence)?)?;
                 // Without peepholes the i, o and f gates, side by side, take
-                // one pass.
-                let ifo = match &weights.p {
-                    None => Some(act(
+                // one pass; with them, each its own.
+                let gates = match &weights.p {
+                    None => Gates::Together(act(
                         pre.slice(xt.rank() as i32 - 1, 0, (3 * hidden) as u32)?,
                         sigmoid,
                     )?),
-                    Some(_) => None,
+                    Some(p) => Gates::Peepholes(p),
                 };
                 // Gate k (0 i, 1 o, 2 f); a peephole adds its weights times
                 // `state`.
                 let sig = |k: usize, state: &Tensor| -> Result<Tensor, Error> {
-                    if let Some(ifo) = &ifo {
-                        return gate(ifo, k, hidden);
+                    match &gates {
+                        Gates::Together(ifo) => gate(ifo, k, hidden),
+                        Gates::Peepholes(p) => {
+                            let g = gate(&pre, k, hidden)?.add(&gate(p, k, hidden)?.mul(state)?)?;
+                            act(g, sigmoid)
+                        }
                     }
-                    let g = gate(&pre, k, hidden)?;
-                    let g = match &weights.p {
-                        Some(p) => g.add(&gate(p, k, hidden)?.mul(state)?)?,
-                        None => g,
-                    };
-                    act(g, sigmoid)
                 };
                 let (i, f) = (sig(0, &c)?, sig(2, &c)?);
                 let candidate = act(gate(&pre, 3, hidden)?, tanh)?;
