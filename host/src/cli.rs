@@ -10,7 +10,7 @@ use crate::app::Settings;
 use crate::bundle::{BundleSettings, BundleSource, FetchAllowList, HostRule, UrlPrefix};
 use crate::devices::DeviceChoice;
 use crate::offload::UpstreamSettings;
-use crate::runtime::RuntimeConfig;
+use crate::runtime::{DEFAULT_CACHE_MAX_BYTES, RuntimeConfig};
 use crate::server::auth::{AccessSettings, Secret};
 use crate::tls::TlsSettings;
 
@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// Compile every time; keep nothing on disk.
     #[arg(long, env = "EDGESERVE_NO_COMPILE_CACHE")]
     pub no_compile_cache: bool,
+    /// Most bytes of compiled components the cache keeps; storing a new
+    /// one drops the least recently used beyond it.
+    #[arg(long, env = "EDGESERVE_COMPILE_CACHE_MAX_BYTES", default_value_t = DEFAULT_CACHE_MAX_BYTES)]
+    pub compile_cache_max_bytes: u64,
     /// How instance memory is allocated.
     #[arg(long, env = "EDGESERVE_ALLOCATOR", value_enum, default_value_t = Allocator::Auto)]
     pub allocator: Allocator,
@@ -298,6 +302,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             runtime: RuntimeConfig {
                 cache_dir,
+                cache_max_bytes: self.compile_cache_max_bytes,
                 pooling: self.allocator == Allocator::Auto,
                 max_instances: self.max_instances,
                 max_memory: self.max_instance_memory_mib << 20,

@@ -39,7 +39,8 @@ def api(base, path, body=None, key=None):
         return json.loads(response.read() or b"{}")
 
 
-def browser():
+def browser(profile):
+    """A headless chromium whose profile lives in `profile`, a folder the caller removes."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in [
@@ -52,7 +53,7 @@ def browser():
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1280,900",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='edgeserve-chromium-')}",
+        f"--user-data-dir={profile}",
     ]:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
@@ -293,7 +294,14 @@ def auth(driver):
 
 def main():
     os.makedirs(SHOTS, exist_ok=True)
-    driver = browser()
+    # The profile is removed with the folder: one left per run filled CI's disk.
+    with tempfile.TemporaryDirectory(prefix="edgeserve-chromium-", ignore_cleanup_errors=True) as profile:
+        check_all(profile)
+    print("console ok")
+
+
+def check_all(profile):
+    driver = browser(profile)
     try:
         for check in [models_view, try_it, digits, embeddings, recommender, generation, errors, metrics, phone, auth]:
             check(driver)
@@ -305,7 +313,6 @@ def main():
         raise
     finally:
         driver.quit()
-    print("console ok")
 
 
 main()

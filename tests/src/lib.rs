@@ -267,10 +267,12 @@ pub const MAX_BODY: usize = 1 << 20;
 
 /// Engine settings of the runtimes the tests and the benchmark build: the
 /// pooling allocator, 64 instance slots of up to 512 MiB each, and the
-/// compile cache in `cache_dir` (none for `None`).
+/// compile cache in `cache_dir` (none for `None`) of the server's default
+/// size.
 pub fn runtime_config(cache_dir: Option<PathBuf>) -> RuntimeConfig {
     RuntimeConfig {
         cache_dir,
+        cache_max_bytes: edgeserve::runtime::DEFAULT_CACHE_MAX_BYTES,
         pooling: true,
         max_instances: 64,
         max_memory: 512 << 20,

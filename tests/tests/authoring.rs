@@ -115,47 +115,50 @@ fn default_toolchains() -> PathBuf {
 /// fixtures. The handler that raises is built with toolchains installed
 /// afresh into an empty folder, checking that first use installs them and
 /// says so (the others share the default toolchains, to keep CI short).
+///
+/// The folder is the target dir's `authoring`, emptied first. A temporary
+/// folder would outlive the process (statics are never dropped), and one
+/// left per run filled CI's disk.
 fn built() -> &'static Path {
-    static BUILT: OnceLock<TempDir> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let work = tempfile::Builder::new()
-                .prefix("edgeserve-authoring-")
-                .tempdir()
-                .unwrap();
-            let repo = work.path().join("built");
-            for (name, lang) in SCAFFOLDED {
-                let dir = work.path().join(name);
-                scaffold(name, lang, &dir);
-                build(&dir, &repo, name);
-            }
-            for (project, name) in [
-                ("plugins/digits-py", "digits-py"),
-                ("plugins/digits-js", "digits-js"),
-            ] {
-                build(&repo_root().join(project), &repo, name);
-            }
-            let fresh = work.path().join("fresh-toolchains");
-            let said = build_with(
-                &repo_root().join("tests/fixtures/raises-py"),
-                &repo,
-                "raises-py",
-                &[("EDGESERVE_TOOLCHAINS_DIR", fresh.as_os_str())],
-            );
-            let venv = fresh.join("python");
-            assert!(
-                said.contains(&format!(
-                    "installing componentize-py==0.25.0 into {} (first use)",
-                    venv.display()
-                )),
-                "no first-use message:\n{said}"
-            );
-            assert!(venv.join("bin/componentize-py").is_file());
-            add_model(&repo, "digits").unwrap();
-            install_warm(&repo, &work.path().join("models"));
-            work
-        })
-        .path()
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("authoring");
+        if work.exists() {
+            std::fs::remove_dir_all(&work).unwrap();
+        }
+        std::fs::create_dir_all(&work).unwrap();
+        let repo = work.join("built");
+        for (name, lang) in SCAFFOLDED {
+            let dir = work.join(name);
+            scaffold(name, lang, &dir);
+            build(&dir, &repo, name);
+        }
+        for (project, name) in [
+            ("plugins/digits-py", "digits-py"),
+            ("plugins/digits-js", "digits-js"),
+        ] {
+            build(&repo_root().join(project), &repo, name);
+        }
+        let fresh = work.join("fresh-toolchains");
+        let said = build_with(
+            &repo_root().join("tests/fixtures/raises-py"),
+            &repo,
+            "raises-py",
+            &[("EDGESERVE_TOOLCHAINS_DIR", fresh.as_os_str())],
+        );
+        let venv = fresh.join("python");
+        assert!(
+            said.contains(&format!(
+                "installing componentize-py==0.25.0 into {} (first use)",
+                venv.display()
+            )),
+            "no first-use message:\n{said}"
+        );
+        assert!(venv.join("bin/componentize-py").is_file());
+        add_model(&repo, "digits").unwrap();
+        install_warm(&repo, &work.join("models"));
+        work
+    })
 }
 
 /// Moves the models of `built` into `repo` one by one, each loaded through

@@ -261,9 +261,11 @@ async fn unversioned_requests_go_to_the_latest_version() {
 #[test]
 fn compiled_components_are_cached_on_disk() {
     use edgeserve::runtime::{CacheOutcome, Runtime, RuntimeConfig};
-    let cache = tempfile_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_owned();
     let config = RuntimeConfig {
         cache_dir: Some(cache.clone()),
+        cache_max_bytes: edgeserve::runtime::DEFAULT_CACHE_MAX_BYTES,
         pooling: false,
         max_instances: 4,
         max_memory: 64 << 20,
@@ -283,13 +285,56 @@ fn compiled_components_are_cached_on_disk() {
     );
     let entries = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(entries, 1);
-    std::fs::remove_dir_all(cache).unwrap();
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("edgeserve-cache-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+#[test]
+fn the_compile_cache_keeps_to_its_size_by_dropping_the_least_recently_used() {
+    use edgeserve::runtime::{CacheOutcome, Runtime, RuntimeConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().to_owned();
+    let wasm = |name| std::fs::read(edgeserve_e2e::plugin(name)).unwrap();
+    let (linear, digits, faulty) = (wasm("linear"), wasm("digits"), wasm("faulty"));
+    let config = |cache_max_bytes| RuntimeConfig {
+        cache_dir: Some(cache.clone()),
+        cache_max_bytes,
+        pooling: false,
+        max_instances: 4,
+        max_memory: 64 << 20,
+    };
+    let entries = || -> Vec<u64> {
+        let mut sizes: Vec<u64> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        sizes.sort();
+        sizes
+    };
+    // The entries' sizes, from a cache with room for all three.
+    let unbounded = Runtime::new(&config(u64::MAX)).unwrap();
+    for wasm in [&linear, &digits, &faulty] {
+        unbounded.compile("sizing", wasm).unwrap();
+    }
+    drop(unbounded);
+    let all = entries();
+    assert_eq!(all.len(), 3);
+    std::fs::remove_dir_all(&cache).unwrap();
+
+    // Room for any two of the three.
+    let bounded = Runtime::new(&config(all.iter().sum::<u64>() - 1)).unwrap();
+    let outcome = |wasm: &[u8]| bounded.compile("model", wasm).unwrap().1;
+    assert_eq!(outcome(&linear), CacheOutcome::Miss);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(outcome(&digits), CacheOutcome::Miss);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Using linear again makes digits the least recently used.
+    assert_eq!(outcome(&linear), CacheOutcome::Hit);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(outcome(&faulty), CacheOutcome::Miss);
+    assert_eq!(entries().len(), 2);
+    assert!(entries().iter().sum::<u64>() < all.iter().sum::<u64>());
+    assert_eq!(outcome(&linear), CacheOutcome::Hit);
+    assert_eq!(outcome(&faulty), CacheOutcome::Hit);
+    assert_eq!(outcome(&digits), CacheOutcome::Miss);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,7 +22,7 @@ use wasmtime::{Config, Engine};
 pub use crate::capability::OutputSink;
 pub use batching::{Answer, BatchMetrics, Batcher};
 pub use bindings::{ModelMetadata, TensorMetadata, TextChunk};
-pub use cache::{CacheOutcome, CompileCache};
+pub use cache::{CacheOutcome, CompileCache, DEFAULT_CACHE_MAX_BYTES};
 pub use context::ModelContext;
 pub use contract::{CONTRACT_VERSION, ContractError, contract_compatible};
 pub use instance::{Fault, Instance, Parameter, ParameterValue, Value, WarmUp};
@@ -37,6 +37,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct RuntimeConfig {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes of compiled code the cache keeps; the least recently
+    /// used entries go first.
+    pub cache_max_bytes: u64,
     /// Try the pooling allocator (falls back to on-demand when the address
     /// space cannot hold the pool).
     pub pooling: bool,
@@ -114,7 +117,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
-            cache: CompileCache::new(config.cache_dir.clone()),
+            cache: CompileCache::new(config.cache_dir.clone(), config.cache_max_bytes),
             allocator,
             ticks,
         })

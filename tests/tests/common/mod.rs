@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use edgeserve::app::{Running, Settings};
 use edgeserve_e2e::{ModelRepository, model_repository};
@@ -22,9 +22,10 @@ pub struct TestServer {
     pub repo: ModelRepository,
 }
 
-/// A compile cache shared by the tests, so each component compiles once.
+/// A compile cache shared by the tests, so each component compiles once,
+/// in the target dir (`cargo clean` removes it).
 pub fn shared_cache() -> PathBuf {
-    std::env::temp_dir().join("edgeserve-e2e-compile-cache")
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
 /// Settings for a test server over `repo`, with the [`shared_cache`].
