@@ -29,6 +29,8 @@ pub use policy::{
 };
 use unpack::{place, unpack};
 
+use crate::disk_cache;
+
 /// File written into an installed model folder, holding the bundle's
 /// digest: marks the folder as the bundle's to replace.
 pub const MARKER_FILE: &str = ".bundle-sha256";
@@ -223,6 +225,10 @@ impl fmt::Display for BundleSource {
     }
 }
 
+/// How many bytes of unpacked bundles a cache keeps unless told otherwise:
+/// two of the largest bundles the default limit accepts.
+pub const DEFAULT_BUNDLE_CACHE_MAX_BYTES: u64 = 8 << 30;
+
 /// Bundles to fetch at start and where they are cached.
 #[derive(Clone, Debug)]
 pub struct BundleSettings {
@@ -230,6 +236,9 @@ pub struct BundleSettings {
     pub sources: Vec<BundleSource>,
     /// Cache of unpacked bundles, by digest.
     pub cache_dir: PathBuf,
+    /// Most bytes of unpacked bundles the cache keeps; the least recently
+    /// used go first (a model installed from one keeps its files).
+    pub cache_max_bytes: u64,
     /// Largest bundle accepted, downloaded or unpacked, in bytes.
     pub max_bytes: u64,
     /// Where load requests may fetch bundles from (startup sources are not
@@ -241,6 +250,7 @@ pub struct BundleSettings {
 /// model repository.
 pub struct BundleStore {
     cache_dir: PathBuf,
+    cache_max_bytes: u64,
     max_bytes: u64,
     /// For startup sources: the deployer's own configuration.
     client: reqwest::Client,
@@ -273,6 +283,7 @@ impl BundleStore {
             .map_err(BundleError::Client)?;
         Ok(BundleStore {
             cache_dir: settings.cache_dir.clone(),
+            cache_max_bytes: settings.cache_max_bytes,
             max_bytes: settings.max_bytes,
             client,
             requested,
@@ -356,6 +367,9 @@ impl BundleStore {
         let entry = self.cache_dir.join(source.sha256.as_str());
         if let Some(model) = cached_model(&entry) {
             tracing::info!(bundle = %source.url, sha256 = %source.sha256, "bundle cached");
+            if let Err(e) = disk_cache::mark_used(&entry) {
+                tracing::warn!(path = %entry.display(), "cannot mark a bundle cache entry used: {e}");
+            }
             return Ok(model);
         }
         let io = |path: &Path| {
@@ -368,8 +382,12 @@ impl BundleStore {
             .tempfile_in(&self.cache_dir)
             .map_err(io(&self.cache_dir))?;
         self.download(client, source, &download).await?;
-        let (url, cache_dir, max_bytes) =
-            (source.url.clone(), self.cache_dir.clone(), self.max_bytes);
+        let (url, cache_dir, max_bytes, cache_max_bytes) = (
+            source.url.clone(),
+            self.cache_dir.clone(),
+            self.max_bytes,
+            self.cache_max_bytes,
+        );
         tokio::task::spawn_blocking(move || {
             let partial = tempfile::Builder::new()
                 .prefix(".unpack-")
@@ -390,6 +408,12 @@ impl BundleStore {
                         source,
                     });
                 }
+            }
+            // Entries are named by their digest; the download and unpack
+            // folders beside them start with a dot.
+            let is_entry = |name: &str| !name.starts_with('.');
+            if let Err(e) = disk_cache::trim(&cache_dir, &entry, cache_max_bytes, is_entry) {
+                tracing::warn!(dir = %cache_dir.display(), "cannot trim the bundle cache: {e}");
             }
             Ok(entry.join(name))
         })

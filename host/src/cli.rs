@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::Settings;
-use crate::bundle::{BundleSettings, BundleSource, FetchAllowList, HostRule, UrlPrefix};
+use crate::bundle::{
+    BundleSettings, BundleSource, DEFAULT_BUNDLE_CACHE_MAX_BYTES, FetchAllowList, HostRule,
+    UrlPrefix,
+};
 use crate::devices::DeviceChoice;
 use crate::offload::UpstreamSettings;
 use crate::runtime::{DEFAULT_CACHE_MAX_BYTES, RuntimeConfig};
@@ -167,6 +170,10 @@ pub struct ServeArgs {
     /// ~/.cache/edgeserve/bundles.
     #[arg(long, env = "EDGESERVE_BUNDLE_CACHE_DIR")]
     pub bundle_cache_dir: Option<PathBuf>,
+    /// Most bytes of unpacked bundles the cache keeps; storing a new one
+    /// drops the least recently used beyond it.
+    #[arg(long, env = "EDGESERVE_BUNDLE_CACHE_MAX_BYTES", default_value_t = DEFAULT_BUNDLE_CACHE_MAX_BYTES)]
+    pub bundle_cache_max_bytes: u64,
     /// Largest bundle accepted, downloaded or unpacked, in bytes.
     #[arg(long, env = "EDGESERVE_MAX_BUNDLE_BYTES", default_value_t = 4 << 30)]
     pub max_bundle_bytes: u64,
@@ -314,6 +321,7 @@ impl ServeArgs {
                     .bundle_cache_dir
                     .clone()
                     .unwrap_or_else(|| default_cache_dir().join("bundles")),
+                cache_max_bytes: self.bundle_cache_max_bytes,
                 max_bytes: self.max_bundle_bytes,
                 allow: FetchAllowList {
                     hosts: self.bundle_allow_hosts.clone(),

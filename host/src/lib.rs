@@ -14,6 +14,7 @@ pub mod bundle;
 mod capability;
 pub mod cli;
 pub mod devices;
+mod disk_cache;
 pub mod fuzz;
 pub mod import;
 pub mod logging;

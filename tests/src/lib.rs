@@ -296,6 +296,7 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
         bundles: BundleSettings {
             sources: Vec::new(),
             cache_dir: cache_dir.join("bundles"),
+            cache_max_bytes: edgeserve::bundle::DEFAULT_BUNDLE_CACHE_MAX_BYTES,
             max_bytes: 64 << 20,
             allow: Default::default(),
         },

@@ -122,6 +122,79 @@ async fn a_bundle_named_at_start_is_served_and_a_restart_uses_the_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_bundle_cache_keeps_to_its_size_by_dropping_the_least_recently_used() {
+    use flate2::Compression;
+    // Three archives of `linear`, each a cache entry of its own.
+    let archives = [
+        Compression::none(),
+        Compression::fast(),
+        Compression::best(),
+    ]
+    .map(common::linear_bundle_at);
+    let names = ["a.tar.gz", "b.tar.gz", "c.tar.gz"];
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .copied()
+        .zip(archives.iter().map(|a| &a[..]))
+        .collect();
+    let files = FileServer::start(&files).await;
+    let cache = tempfile::tempdir().unwrap();
+    // Starts a server on the bundle `name` alone, checks that it serves it,
+    // and says whether the start downloaded it.
+    let start = async |name: &str, cache_max_bytes: u64| {
+        let index = names.iter().position(|n| *n == name).unwrap();
+        let before = files.hits(name);
+        let repo = model_repository(&[]);
+        let mut settings = common::settings(&repo);
+        let source = format!(
+            "{}#sha256={}",
+            files.url(name),
+            Sha256Hex::of(&archives[index])
+        );
+        settings.bundles.sources = vec![source.parse().unwrap()];
+        settings.bundles.cache_dir = cache.path().to_owned();
+        settings.bundles.cache_max_bytes = cache_max_bytes;
+        let running = edgeserve::app::start(settings).await.unwrap();
+        let server = TestServer::attach(running, repo);
+        assert_linear(&server.linear(&[1.0, 2.0, 3.0]).await);
+        server.stop().await;
+        // Apart on the clock, so that the order of use is unambiguous.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        files.hits(name) > before
+    };
+    assert!(start("a.tar.gz", u64::MAX).await);
+    let [entry] = &entries(cache.path())[..] else {
+        panic!("one bundle, one entry")
+    };
+    let unpacked = folder_bytes(&cache.path().join(entry));
+    // Room for two of the three.
+    let room = 2 * unpacked + unpacked / 2;
+    assert!(start("b.tar.gz", room).await);
+    assert_eq!(entries(cache.path()).len(), 2);
+    // Using a again makes b the least recently used.
+    assert!(!start("a.tar.gz", room).await, "a was downloaded again");
+    assert!(start("c.tar.gz", room).await);
+    assert_eq!(entries(cache.path()).len(), 2);
+    assert!(!start("a.tar.gz", room).await, "a was dropped instead of b");
+    assert!(!start("c.tar.gz", room).await, "c was dropped instead of b");
+    assert!(start("b.tar.gz", room).await, "b stayed in the cache");
+}
+
+/// Bytes of the files under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            match e.file_type().unwrap().is_dir() {
+                true => folder_bytes(&e.path()),
+                false => e.metadata().unwrap().len(),
+            }
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_with_the_wrong_digest_stops_the_start_and_nothing_is_unpacked() {
     let bundle = common::linear_bundle();
     let files = FileServer::start(&[("linear.tar.gz", &bundle)]).await;

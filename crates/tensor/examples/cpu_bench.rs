@@ -118,6 +118,19 @@ fn product(name: &'static str, a: &[usize], b: &[usize], transpose_b: bool) -> C
     })
 }
 
+/// A 1×1 convolution of a `[1, c, 7, 7]` image by a model's `[o, c, 1, 1]` weight.
+fn pointwise(name: &'static str, c: usize, o: usize) -> Case {
+    let (x, w) = (tensor(&[1, c, 7, 7]), tensor(&[o, c, 1, 1]).into_weight());
+    let params = Conv2d {
+        stride: (1, 1),
+        padding: (0, 0),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let run = move || drop(cpu().conv2d(&x, &w, None, params).expect(name));
+    (name, Box::new(run))
+}
+
 /// `op` over a tensor of `shape`.
 fn unary(name: &'static str, op: UnaryOp, shape: &[usize]) -> Case {
     case(name, &[shape], move |o, t| o.unary(op, &t[0]))
@@ -409,6 +422,11 @@ fn main() {
             &[&[8, 32, 28, 28], &[32, 1, 3, 3]],
             move |o, t| o.conv2d(&t[0], &t[1], None, conv32),
         ),
+        // MobileNetV2's last stage at batch 1: 49 output positions, a
+        // model's weight.
+        pointwise("conv2d [1,160,7,7] 1x1x960 weight", 160, 960),
+        pointwise("conv2d [1,960,7,7] 1x1x160 weight", 960, 160),
+        pointwise("conv2d [1,320,7,7] 1x1x1280 weight", 320, 1280),
         case(
             "pool2d max [8,64,56,56] 3x3/2",
             &[&[8, 64, 56, 56]],

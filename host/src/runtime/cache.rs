@@ -2,11 +2,12 @@
 //! recompile.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::disk_cache;
 
 /// How many bytes of compiled code a cache keeps unless told otherwise:
 /// a few dozen models with their weights inside.
@@ -70,7 +71,7 @@ impl CompileCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
                     // Its modification time is when it was last used.
-                    if let Err(e) = touch(&path) {
+                    if let Err(e) = disk_cache::mark_used(&path) {
                         tracing::warn!(path = %path.display(), "cannot mark a compile cache entry used: {e}");
                     }
                     return Ok((component, CacheOutcome::Hit));
@@ -83,54 +84,13 @@ impl CompileCache {
         let component = Component::new(engine, wasm)?;
         if let Err(e) = store(dir, &path, &component.serialize()?) {
             tracing::warn!(path = %path.display(), "cannot write compile cache entry: {e}");
-        } else if let Err(e) = evict(dir, &path, self.max_bytes) {
+        } else if let Err(e) =
+            disk_cache::trim(dir, &path, self.max_bytes, |name| name.ends_with(".cwasm"))
+        {
             tracing::warn!(dir = %dir.display(), "cannot trim the compile cache: {e}");
         }
         Ok((component, CacheOutcome::Miss))
     }
-}
-
-fn touch(path: &Path) -> std::io::Result<()> {
-    std::fs::File::options()
-        .write(true)
-        .open(path)?
-        .set_modified(SystemTime::now())
-}
-
-/// Removes the least recently used entries of `dir` until its entries add
-/// up to at most `max_bytes`, sparing `kept` (the one just stored). Other
-/// files, such as another process's half-written entry, are left alone.
-fn evict(dir: &Path, kept: &Path, max_bytes: u64) -> std::io::Result<()> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "cwasm") {
-            continue;
-        }
-        let meta = entry.metadata()?;
-        entries.push((meta.modified()?, meta.len(), path));
-    }
-    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
-    entries.sort();
-    for (_, len, path) in entries {
-        if total <= max_bytes {
-            break;
-        }
-        if path == kept {
-            continue;
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "dropped the least recently used compile cache entry")
-            }
-            // Another process sharing the folder removed it first.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        total -= len;
-    }
-    Ok(())
 }
 
 /// Writes atomically (temp file + rename) so a crash never leaves a torn entry.

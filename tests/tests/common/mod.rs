@@ -350,8 +350,14 @@ pub async fn serve_on_loopback(router: axum::Router) -> String {
 
 /// `linear` (component, weights, config) as `linear/...` in a tar.gz.
 pub fn linear_bundle() -> Vec<u8> {
+    linear_bundle_at(flate2::Compression::fast())
+}
+
+/// [`linear_bundle`] compressed at `level`: each level is another archive
+/// of the same model, with a digest of its own.
+pub fn linear_bundle_at(level: flate2::Compression) -> Vec<u8> {
     let staging = edgeserve_e2e::model_repository(&["linear"]);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), level);
     let mut tar = tar::Builder::new(gz);
     tar.append_dir_all("linear", staging.join("linear"))
         .unwrap();
