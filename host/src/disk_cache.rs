@@ -30,18 +30,19 @@ pub(crate) fn trim(
         }
         let path = entry.path();
         let used = entry.metadata()?.modified()?;
-        entries.push((used, size(&path)?, path));
+        let folder = entry.file_type()?.is_dir();
+        entries.push((used, size(&path)?, folder, path));
     }
-    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    let mut total: u64 = entries.iter().map(|(_, len, _, _)| len).sum();
     entries.sort();
-    for (_, len, path) in entries {
+    for (_, len, folder, path) in entries {
         if total <= max_bytes {
             break;
         }
         if path == kept {
             continue;
         }
-        let removed = if path.is_dir() {
+        let removed = if folder {
             std::fs::remove_dir_all(&path)
         } else {
             std::fs::remove_file(&path)

@@ -186,9 +186,10 @@ fn folder_bytes(dir: &Path) -> u64 {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            match e.file_type().unwrap().is_dir() {
-                true => folder_bytes(&e.path()),
-                false => e.metadata().unwrap().len(),
+            if e.file_type().unwrap().is_dir() {
+                folder_bytes(&e.path())
+            } else {
+                e.metadata().unwrap().len()
             }
         })
         .sum()
