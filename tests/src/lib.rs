@@ -180,50 +180,44 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The real `edgeserve` binary, built on first use (once per test process)
-/// by the cargo running the tests, into the same target folder and with the
-/// same profile as the test itself, so it is the host under test.
+/// The real `edgeserve` binary: the host's own `main.rs`, built as this
+/// package's `edgeserve-under-test` by the cargo invocation that builds the
+/// tests (cargo builds a package's binaries before its integration tests), so
+/// its dependencies are the tests' own build and not a second one with
+/// another feature set.
 ///
 /// # Panics
-/// When the build fails: this is test setup.
+/// When it is missing: the tests were not built by cargo.
 pub fn edgeserve_binary() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        // Tests run as <target>/<profile>/deps/<test>-<hash>.
+        // Tests run as <target>/<profile>/deps/<test>-<hash>; cargo puts the
+        // package's binaries in <target>/<profile>.
         let exe = std::env::current_exe().expect("the test knows its own path");
-        let profile_dir = exe
+        let binary = exe
             .parent()
             .and_then(Path::parent)
-            .expect("the test binary lives in <target>/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("a profile folder has a parent");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("the profile folder has a UTF-8 name");
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .current_dir(repo_root())
-            .args(["build", "--package", "edgeserve", "--bin", "edgeserve"])
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cargo.arg("--release");
-            }
-            other => {
-                cargo.args(["--profile", other]);
-            }
-        }
-        let status = cargo
-            .status()
-            .unwrap_or_else(|e| panic!("running cargo to build edgeserve: {e}"));
+            .expect("the test binary lives in <target>/<profile>/deps")
+            .join(format!(
+                "edgeserve-under-test{}",
+                std::env::consts::EXE_SUFFIX
+            ));
         assert!(
-            status.success(),
-            "building the edgeserve binary failed ({status})"
+            binary.is_file(),
+            "{} is missing: run the tests with cargo test, which builds it",
+            binary.display()
         );
-        profile_dir.join(format!("edgeserve{}", std::env::consts::EXE_SUFFIX))
+        binary
     })
+}
+
+/// A command that runs [`edgeserve_binary`] as `edgeserve`: the name its
+/// help and errors show is the one a user types.
+pub fn edgeserve_command() -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(edgeserve_binary());
+    command.arg0("edgeserve");
+    command
 }
 
 /// Runs `command` to completion and asserts that it succeeded; its output.
@@ -250,7 +244,7 @@ pub fn onnx_fixture(name: &str) -> PathBuf {
 /// `edgeserve import MODEL --name NAME --repository REPO` with the freshly
 /// built ONNX handler, ready to run.
 pub fn onnx_import(repo: &Path, model: &Path, name: &str) -> Command {
-    let mut command = Command::new(edgeserve_binary());
+    let mut command = edgeserve_command();
     command
         .arg("import")
         .arg(model)
@@ -351,7 +345,7 @@ impl ServerProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut child = Command::new(edgeserve_binary())
+        let mut child = edgeserve_command()
             // gRPC off: its default port would collide between servers.
             .args(["serve", "--host", "127.0.0.1", "--http-port", "0"])
             .args(["--grpc-port", "0"])

@@ -17,7 +17,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{error_text, floats, ints, output, shared_cache, status_json};
-use edgeserve_e2e::{ServerProcess, add_model, edgeserve_binary, plugin, repo_root, run_ok};
+use edgeserve_e2e::{
+    ServerProcess, add_model, edgeserve_binary, edgeserve_command, plugin, repo_root, run_ok,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -35,7 +37,7 @@ fn run_edgeserve(args: &[&OsStr], envs: &[(&str, &OsStr)]) -> (bool, String, Str
         .parent()
         .and_then(Path::parent)
         .expect("the binary lives in <target>/<profile>");
-    let out = Command::new(edgeserve_binary())
+    let out = edgeserve_command()
         .args(args)
         // Rust handlers share one target folder across runs.
         .env("CARGO_TARGET_DIR", target.join("wasm-authoring"))

@@ -219,7 +219,7 @@ async fn a_bundle_with_the_wrong_digest_stops_the_start_and_nothing_is_unpacked(
     assert_eq!(entries(cache.path()), Vec::<String>::new());
 
     // The binary exits non-zero with the same message.
-    let output = std::process::Command::new(edgeserve_e2e::edgeserve_binary())
+    let output = edgeserve_e2e::edgeserve_command()
         .args([
             "serve",
             "--http-port",

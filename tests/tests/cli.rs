@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use edgeserve_e2e::{PROCESS_GUARD, edgeserve_binary, model_repository};
+use edgeserve_e2e::{PROCESS_GUARD, edgeserve_command, model_repository};
 
 /// Starts `edgeserve serve` on the `linear` model with `args`, as on a
 /// headless machine (no display, no `XDG_RUNTIME_DIR`, stdout and stderr
@@ -17,7 +17,7 @@ use edgeserve_e2e::{PROCESS_GUARD, edgeserve_binary, model_repository};
 fn start_and_stop(args: &[&str]) -> (String, String) {
     let repo = model_repository(&["linear"]);
     let cache = common::shared_cache();
-    let mut child = Command::new(edgeserve_binary())
+    let mut child = edgeserve_command()
         .args(["serve", "--host", "127.0.0.1", "--http-port", "0"])
         .args(["--grpc-port", "0", "--model-repository"])
         .arg(repo.path())
@@ -113,10 +113,7 @@ fn log_format_json_writes_one_object_per_line() {
 
 #[test]
 fn help_lists_each_command_on_one_line() {
-    let out = Command::new(edgeserve_binary())
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = edgeserve_command().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     let commands: Vec<&str> = help

@@ -208,7 +208,7 @@ async fn keys_never_reach_the_log_or_the_help() {
     }
     drop(process);
 
-    let help = std::process::Command::new(edgeserve_e2e::edgeserve_binary())
+    let help = edgeserve_e2e::edgeserve_command()
         .args(["serve", "--help"])
         .env("EDGESERVE_API_KEYS", "env-key-1,env-key-2")
         .env("EDGESERVE_ADMIN_KEY", "env-admin-key")
