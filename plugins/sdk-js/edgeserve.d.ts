@@ -1,12 +1,12 @@
 // TypeScript types of edgeserve.js. What crosses the contract
-// (edgeserve:handler@0.1.3, wit/edgeserve.wit) is typed by ./types, which
+// (edgeserve:handler@0.1.4, wit/edgeserve.wit) is typed by ./types, which
 // jco generates from the WIT (generate-types.mjs; the tests fail when it is
 // stale): enums are the WIT's kebab-case names, lists of s64 are bigint.
 /// <reference path="./types/model-handler.d.ts" />
-import type * as wit from "edgeserve:handler/tensor@0.1.3";
-import type * as witTypes from "edgeserve:handler/types@0.1.3";
+import type * as wit from "edgeserve:handler/tensor@0.1.4";
+import type * as witTypes from "edgeserve:handler/types@0.1.4";
 
-export const CONTRACT: "edgeserve:handler@0.1.3";
+export const CONTRACT: "edgeserve:handler@0.1.4";
 
 /** `tensor.dtype` */
 export type DType = wit.Dtype;
@@ -111,5 +111,5 @@ export abstract class Model {
 }
 
 /** The `handler` interface the component exports. */
-export type Handler = typeof import("edgeserve:handler/handler@0.1.3");
+export type Handler = typeof import("edgeserve:handler/handler@0.1.4");
 export function exportHandler(model: new () => Model): Handler;

@@ -1,6 +1,6 @@
 // edgeserve's JavaScript SDK: write a model handler whose math runs on host
 // kernels. One ES module; `edgeserve build` compiles it with the handler by
-// componentize-js. Its version follows the contract: edgeserve:handler@0.1.3.
+// componentize-js. Its version follows the contract: edgeserve:handler@0.1.4.
 //
 //   import { Model, spec, exportHandler } from "./sdk/edgeserve.js";
 //   class Double extends Model {
@@ -10,11 +10,11 @@
 //   }
 //   export const handler = exportHandler(Double);
 
-import * as wit from "edgeserve:handler/tensor@0.1.3";
-import * as witModel from "edgeserve:handler/model@0.1.3";
+import * as wit from "edgeserve:handler/tensor@0.1.4";
+import * as witModel from "edgeserve:handler/model@0.1.4";
 
 /** The WIT package version this SDK binds to. */
-export const CONTRACT = "edgeserve:handler@0.1.3";
+export const CONTRACT = "edgeserve:handler@0.1.4";
 
 const ARRAYS = { f32: Float32Array, i32: Int32Array, i64: BigInt64Array, u8: Uint8Array };
 

@@ -295,6 +295,7 @@ fn contract_repository() -> TempDir {
         "contract-0-1-0",
         "contract-0-1-1",
         "contract-0-1-2",
+        "contract-0-1-3",
         "contract-0-2-0",
         "imports-unknown",
     ] {
@@ -324,6 +325,10 @@ async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_
     let (status, body) = infer(&server, "contract-0-1-2", &x(&[-1.0, 1.0, 3.0])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(floats(&output(&body, "y")["data"]), [0.0, 1.0, 2.0]);
+    // Built against edgeserve:handler@0.1.3 (its `attention-varlen`).
+    let (status, body) = infer(&server, "contract-0-1-3", &x(&[-1.0, 1.0, 3.0])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&output(&body, "y")["data"]), [-2.0, 2.0, 6.0]);
 
     let log = server.log().join("\n");
     let refusal = |model: &str| {

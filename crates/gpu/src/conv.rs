@@ -7,7 +7,7 @@ use crate::GpuBackend;
 use crate::buffers::f32_only;
 use crate::encoder::{Kernel, grid_threads, u32_of, words_of};
 
-/// A direct convolution.
+/// A direct convolution, clipped as it is written.
 pub(crate) fn conv2d(
     g: &GpuBackend,
     inputs: WeightedInputs<'_>,
@@ -26,8 +26,14 @@ pub(crate) fn conv2d(
     // extent its tap positions reach.
     u32_of(OP, x.numel())?;
     u32_of(OP, weight.numel())?;
-    u32_of(OP, plan.h + 2 * geom.padding.0 + geom.stride.0)?;
-    u32_of(OP, plan.w + 2 * geom.padding.1 + geom.stride.1)?;
+    u32_of(
+        OP,
+        plan.h + geom.padding.0 + geom.padding_end.0 + geom.stride.0,
+    )?;
+    u32_of(
+        OP,
+        plan.w + geom.padding.1 + geom.padding_end.1 + geom.stride.1,
+    )?;
     let mut p = words_of(
         OP,
         &[
@@ -51,6 +57,8 @@ pub(crate) fn conv2d(
         ],
     )?;
     p.push(u32::from(bias.is_some()));
+    let (lo, hi) = geom.clip.f32_range();
+    p.extend([lo.to_bits(), hi.to_bits()]);
     let b = bb.as_ref().map_or(&g.dummy, |b| b.buffer());
     g.launch(
         Kernel::new("conv2d"),

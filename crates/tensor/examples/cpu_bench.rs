@@ -121,12 +121,7 @@ fn product(name: &'static str, a: &[usize], b: &[usize], transpose_b: bool) -> C
 /// A 1×1 convolution of a `[1, c, 7, 7]` image by a model's `[o, c, 1, 1]` weight.
 fn pointwise(name: &'static str, c: usize, o: usize) -> Case {
     let (x, w) = (tensor(&[1, c, 7, 7]), tensor(&[o, c, 1, 1]).into_weight());
-    let params = Conv2d {
-        stride: (1, 1),
-        padding: (0, 0),
-        dilation: (1, 1),
-        groups: 1,
-    };
+    let params = Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1);
     let run = move || drop(cpu().conv2d(&x, &w, None, params).expect(name));
     (name, Box::new(run))
 }
@@ -300,12 +295,7 @@ fn main() {
         scale: None,
         causal: true,
     };
-    let conv = |groups| Conv2d {
-        stride: (1, 1),
-        padding: (1, 1),
-        dilation: (1, 1),
-        groups,
-    };
+    let conv = |groups| Conv2d::symmetric((1, 1), (1, 1), (1, 1), groups);
     let pool = Pool2d {
         kind: PoolKind::Max,
         kernel: (3, 3),

@@ -438,17 +438,43 @@ contract_names!(CompareOp {
     LessEqual => "less-equal", Greater => "greater", GreaterEqual => "greater-equal",
 });
 
-/// Geometry of a 2-D convolution; pairs are (height, width).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Geometry of a 2-D convolution, and what is done to each output as it is
+/// written; pairs are (height, width).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv2d {
     /// Step between windows.
     pub stride: (usize, usize),
-    /// Zeros added on each side.
+    /// Zeros added before each axis (top, left).
     pub padding: (usize, usize),
+    /// Zeros added after each axis (bottom, right). TensorFlow's "SAME"
+    /// padding of a stride-2 layer adds one more here than before.
+    pub padding_end: (usize, usize),
     /// Spacing between kernel taps.
     pub dilation: (usize, usize),
     /// Channel groups; input and output channels must divide by it.
     pub groups: usize,
+    /// The bounds each output is clipped to as it is written (ReLU: `lo`
+    /// 0; ReLU6: `lo` 0 and `hi` 6), saving a `clip` pass over the result.
+    pub clip: shape::ClipBounds,
+}
+
+impl Conv2d {
+    /// A convolution padded alike on both sides of each axis, unclipped.
+    pub const fn symmetric(
+        stride: (usize, usize),
+        padding: (usize, usize),
+        dilation: (usize, usize),
+        groups: usize,
+    ) -> Conv2d {
+        Conv2d {
+            stride,
+            padding,
+            padding_end: padding,
+            dilation,
+            groups,
+            clip: shape::ClipBounds::NONE,
+        }
+    }
 }
 
 /// Geometry of a 2-D pooling; pairs are (height, width).

@@ -176,12 +176,7 @@ fn case<T: Results>(
     }
 }
 
-const CONV: Conv2d = Conv2d {
-    stride: (1, 1),
-    padding: (0, 0),
-    dilation: (1, 1),
-    groups: 1,
-};
+const CONV: Conv2d = Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1);
 
 const POOL: Pool2d = Pool2d {
     kind: PoolKind::Max,

@@ -158,11 +158,29 @@ impl wit::Host for InstanceState {
         groups: u32,
     ) -> OpResult {
         let (x, weight, bias) = (self.get(&x)?, self.get(&weight)?, self.opt(&bias)?);
+        let params =
+            et::Conv2d::symmetric(pair(stride), pair(padding), pair(dilation), groups as usize);
+        self.op(|ops| ops.conv2d(&x, &weight, bias.as_ref(), params))
+    }
+
+    fn conv2d_fused(
+        &mut self,
+        x: Handle,
+        weight: Handle,
+        bias: Option<Handle>,
+        options: wit::Conv2dOptions,
+    ) -> OpResult {
+        let (x, weight, bias) = (self.get(&x)?, self.get(&weight)?, self.opt(&bias)?);
         let params = et::Conv2d {
-            stride: pair(stride),
-            padding: pair(padding),
-            dilation: pair(dilation),
-            groups: groups as usize,
+            stride: pair(options.stride),
+            padding: pair(options.padding_begin),
+            padding_end: pair(options.padding_end),
+            dilation: pair(options.dilation),
+            groups: options.groups as usize,
+            clip: et::shape::ClipBounds {
+                lo: options.clip_lo,
+                hi: options.clip_hi,
+            },
         };
         self.op(|ops| ops.conv2d(&x, &weight, bias.as_ref(), params))
     }

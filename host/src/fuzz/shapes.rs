@@ -259,8 +259,13 @@ pub fn shape_rules(data: &[u8]) {
             let params = Conv2d {
                 stride: input.pair(),
                 padding: input.pair(),
+                padding_end: input.pair(),
                 dilation: input.pair(),
                 groups: input.pick(&ARGS),
+                clip: shape::ClipBounds {
+                    lo: input.bound(),
+                    hi: input.bound(),
+                },
             };
             ops.conv2d(&x, &w, bias.as_ref(), params)
         }

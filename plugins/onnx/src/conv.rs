@@ -2,12 +2,13 @@
 //!
 //! * A 1-D convolution (audio front ends, such as Whisper's) is a 2-D one
 //!   of height 1.
-//! * Pads the host's symmetric `padding` cannot express (asymmetric ones,
-//!   as TF-style exports write them, and `auto_pad`) are added explicitly
-//!   around the input; the symmetric part stays in the convolution.
+//! * The host pads each side as it reads (`conv2d-fused`): uneven pads, as
+//!   TF-style exports and `auto_pad` write them, copy nothing. Only
+//!   negative pads (a crop) are cut from the input first.
 //! * A zero `Pad` of the spatial axes before a `Conv` is folded into its
-//!   pads at `init` ([`fold_pads`]), so only the asymmetric remainder, if
-//!   any, is ever copied.
+//!   pads at `init` ([`fold_pads`]), and a `Relu` or a constant `Clip`
+//!   after it into its output ([`fold_clips`]), so neither copies the
+//!   tensor.
 //! * A transposed convolution is the convolution it is the gradient of: the
 //!   input spread out by the stride with zeros between, padded by the
 //!   kernel's reach less the pads, convolved with the kernel flipped and its
@@ -148,35 +149,38 @@ fn two_d(axes: &[Axis]) -> [Axis; 2] {
     }
 }
 
-/// The convolution `x ⊛ weight + bias` over `[h, w]`, its pads split into a
-/// symmetric part the host pads itself and the rest (negative: cropped)
-/// added around `x` first.
+/// The convolution `x ⊛ weight + bias` over `[h, w]`, clipped to `clip`:
+/// the host pads each side itself; negative pads crop `x` first.
 fn convolve(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
     [h, w]: [Axis; 2],
-    stride: (u32, u32),
-    groups: u32,
+    (stride, groups): ((u32, u32), u32),
+    clip: (Option<f64>, Option<f64>),
 ) -> Result<Tensor, Error> {
-    let shared = |a: Axis| a.begin.min(a.end).max(0);
-    let (sh, sw) = (shared(h), shared(w));
-    let extra = [(2, h.begin - sh, h.end - sh), (3, w.begin - sw, w.end - sw)];
-    let padded;
-    let x = if extra.iter().any(|&(_, b, e)| b != 0 || e != 0) {
-        padded = pad(x, &extra, Fill::Constant(0.0))?;
-        &padded
+    let crop = [
+        (2, h.begin.min(0), h.end.min(0)),
+        (3, w.begin.min(0), w.end.min(0)),
+    ];
+    let cropped;
+    let x = if crop.iter().any(|&(_, b, e)| b != 0 || e != 0) {
+        cropped = pad(x, &crop, Fill::Constant(0.0))?;
+        &cropped
     } else {
         x
     };
+    let zeros = |a: i64, b: i64| (a.max(0) as u32, b.max(0) as u32);
     x.conv2d(
         weight,
         bias,
         Conv2d {
             stride,
-            padding: (sh as u32, sw as u32),
+            padding: zeros(h.begin, w.begin),
+            padding_end: Some(zeros(h.end, w.end)),
             dilation: (h.dilation as u32, w.dilation as u32),
             groups,
+            clip,
         },
     )
 }
@@ -201,8 +205,18 @@ pub fn conv(args: &Args<'_>) -> Result<Tensor, Error> {
     let [h, w] = two_d(&axes);
     let stride = (h.stride as u32, w.stride as u32);
     let groups = args.node.int("group", 1) as u32;
+    let clip = match args.node.attrs.get(CLIP) {
+        Some(Attr::Floats(bounds)) => match bounds[..] {
+            [lo, hi] => {
+                let bound = |v: f32| v.is_finite().then_some(f64::from(v));
+                (bound(lo), bound(hi))
+            }
+            _ => unreachable!("fold_clips writes two bounds"),
+        },
+        _ => (None, None),
+    };
     lower(
-        convolve(x4, w4, bias.as_deref(), [h, w], stride, groups)?,
+        convolve(x4, w4, bias.as_deref(), [h, w], (stride, groups), clip)?,
         rank,
     )
 }
@@ -241,8 +255,8 @@ pub fn conv_transpose(args: &Args<'_>) -> Result<Tensor, Error> {
             &kernel,
             bias.as_deref(),
             [h, w],
-            (1, 1),
-            groups as u32,
+            ((1, 1), groups as u32),
+            (None, None),
         )?,
         rank,
     )
@@ -341,6 +355,77 @@ pub(crate) fn fold_pads(
         }
         folded[p] = true;
     }
+    drop_folded(steps, folded);
+}
+
+/// The attribute of a `Conv` that [`fold_clips`] gives the bounds `[lo,
+/// hi]` of the `Relu` or `Clip` it took in (infinite where absent); not an
+/// ONNX name, so no model sets it.
+const CLIP: &str = "edgeserve:clip";
+
+/// Folds the `Relu`, or the `Clip` with constant bounds, that alone reads a
+/// `Conv`'s output into the convolution (MobileNet's ReLU6, ResNet's ReLU):
+/// the host clips each output as it writes it, where the activation would
+/// read and write the whole tensor again. Runs at `init`, once the bounds
+/// are folded constants.
+pub(crate) fn fold_clips(
+    steps: &mut Vec<Step>,
+    statics: &HashMap<usize, Static>,
+    opset: i64,
+    outputs: &[usize],
+) {
+    let mut folded = vec![false; steps.len()];
+    for c in 0..steps.len() {
+        let out = steps[c].outputs[0];
+        if steps[c].node.op != "Conv" || steps[c].small || outputs.contains(&out) {
+            continue;
+        }
+        let readers: Vec<usize> = (0..steps.len())
+            .filter(|&i| steps[i].inputs.contains(&Some(out)))
+            .collect();
+        let [r] = readers[..] else { continue };
+        if steps[r].inputs[0] != Some(out) || steps[r].inputs[1..].contains(&Some(out)) {
+            continue;
+        }
+        let Some((lo, hi)) = clip_bounds(&steps[r], statics, opset) else {
+            continue;
+        };
+        let (y, name) = (steps[r].outputs[0], steps[r].node.outputs[0].clone());
+        let conv = &mut steps[c];
+        conv.node
+            .attrs
+            .insert(CLIP.into(), Attr::Floats(vec![lo, hi]));
+        (conv.outputs[0], conv.node.outputs[0]) = (y, name);
+        folded[r] = true;
+    }
+    drop_folded(steps, folded);
+}
+
+/// The bounds a `Relu` or `Clip` step clips to, infinite where absent;
+/// `None` for any other step, or a `Clip` whose bounds come with the
+/// request.
+fn clip_bounds(step: &Step, statics: &HashMap<usize, Static>, opset: i64) -> Option<(f32, f32)> {
+    let node = &step.node;
+    match node.op.as_str() {
+        _ if step.small => None,
+        "Relu" => Some((0.0, f32::INFINITY)),
+        "Clip" if opset < 11 => Some((node.float("min", f32::MIN), node.float("max", f32::MAX))),
+        "Clip" => {
+            let bound = |i: usize, absent: f32| match step.inputs.get(i).copied().flatten() {
+                None => Some(absent),
+                Some(slot) => match statics.get(&slot) {
+                    Some(Static::Const(c)) => c.data.first().map(|&v| v as f32),
+                    _ => None,
+                },
+            };
+            Some((bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
+        }
+        _ => None,
+    }
+}
+
+/// Removes the steps marked `folded`.
+fn drop_folded(steps: &mut Vec<Step>, folded: Vec<bool>) {
     let mut keep = folded.into_iter().map(|f| !f);
     steps.retain(|_| keep.next().unwrap_or(true));
 }
@@ -442,6 +527,92 @@ mod tests {
                 Some(&[1, 1, 1, 1][..]),
                 "{case}"
             );
+        }
+    }
+
+    /// Steps reading a convolution's output: (op, inputs after it).
+    type Readers<'a> = &'a [(&'a str, &'a [&'a str])];
+
+    /// `x → Conv`, then `readers` of its output.
+    fn read_conv(readers: Readers<'_>) -> (Graph, String, Vec<String>) {
+        let mut g = Graph::default();
+        let w = g.constant(&[4, 1, 3, 3], &[]);
+        let conv = g.op("Conv", &["x", &w], &[]);
+        let outs = readers
+            .iter()
+            .map(|(op, extra)| {
+                let inputs: Vec<&str> = [conv.as_str()]
+                    .into_iter()
+                    .chain(extra.iter().copied())
+                    .collect();
+                g.op(op, &inputs, &[])
+            })
+            .collect();
+        (g, conv, outs)
+    }
+
+    fn fold_clips(g: &mut Graph, outputs: &[usize]) {
+        super::fold_clips(&mut g.steps, &g.statics, 17, outputs);
+    }
+
+    #[test]
+    fn a_relu_or_a_constant_clip_alone_after_a_convolution_joins_it() {
+        for case in 0..3 {
+            let (mut g, conv, _) = read_conv(&[]);
+            let (op, inputs, want) = match case {
+                0 => ("Relu", vec![conv.clone()], [0.0, f32::INFINITY]),
+                1 => (
+                    "Clip",
+                    vec![conv.clone()],
+                    [f32::NEG_INFINITY, f32::INFINITY],
+                ),
+                _ => {
+                    let (lo, hi) = (g.constant(&[], &[0.0]), g.constant(&[], &[6.0]));
+                    ("Clip", vec![conv.clone(), lo, hi], [0.0, 6.0])
+                }
+            };
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            let out = g.op(op, &inputs, &[]);
+            let out_slot = g.slot(&out);
+            fold_clips(&mut g, &[]);
+            let [step] = g.steps.as_slice() else {
+                panic!("{op} {inputs:?} stays");
+            };
+            assert_eq!(step.node.name, conv);
+            assert_eq!(step.outputs, [out_slot], "{op} {inputs:?}");
+            assert_eq!(step.node.outputs, std::slice::from_ref(&out));
+            assert_eq!(
+                step.node.attrs.get(super::CLIP),
+                Some(&Attr::Floats(want.to_vec())),
+                "{op} {inputs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn activations_that_are_not_the_convolutions_only_reader_or_have_request_bounds_stay() {
+        let cases: [(Readers<'_>, bool); 4] = [
+            // The convolution's output is read twice.
+            (&[("Relu", &[]), ("Sigmoid", &[])], false),
+            // The bound is a request input.
+            (&[("Clip", &["lo"])], false),
+            // Not an activation the convolution can apply.
+            (&[("Sigmoid", &[])], false),
+            // The convolution's output is the graph's.
+            (&[("Relu", &[])], true),
+        ];
+        for (readers, is_output) in cases {
+            let (mut g, conv, _) = read_conv(readers);
+            let before = g.steps.len();
+            let outputs = if is_output {
+                vec![g.slot(&conv)]
+            } else {
+                vec![]
+            };
+            fold_clips(&mut g, &outputs);
+            let case = format!("{readers:?} output {is_output}");
+            assert_eq!(g.steps.len(), before, "{case}");
+            assert_eq!(g.steps[0].node.attrs.get(super::CLIP), None, "{case}");
         }
     }
 }

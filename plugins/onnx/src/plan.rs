@@ -152,6 +152,7 @@ impl Plan {
             .collect();
         let output_slots: Vec<usize> = outputs.iter().map(|(_, s)| *s).collect();
         crate::conv::fold_pads(&mut steps, &statics, graph.opset, &output_slots);
+        crate::conv::fold_clips(&mut steps, &statics, graph.opset, &output_slots);
         let packing = Packing::find(&mut steps, &statics, &output_slots);
         let mut last_use = HashMap::new();
         for (i, step) in steps.iter().enumerate() {

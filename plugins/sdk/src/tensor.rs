@@ -71,20 +71,29 @@ impl Dtype {
     }
 }
 
-/// Stride, padding, dilation and groups of a [`Tensor::conv2d`].
+/// Stride, padding, dilation and groups of a [`Tensor::conv2d`], and the
+/// bounds its output is clipped to.
 ///
 /// `Conv2d::default()` is a plain convolution: stride 1, no padding, no
-/// dilation, one group. Pairs are `(height, width)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// dilation, one group, no clipping. Pairs are `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Conv2d {
     /// Step between windows.
     pub stride: (u32, u32),
-    /// Zeros added on each side.
+    /// Zeros added before each axis (top, left), and after it unless
+    /// `padding_end` says otherwise.
     pub padding: (u32, u32),
+    /// Zeros added after each axis (bottom, right) where they differ from
+    /// `padding`, as TensorFlow's "SAME" padding of a stride-2 layer does.
+    pub padding_end: Option<(u32, u32)>,
     /// Spacing between kernel taps.
     pub dilation: (u32, u32),
     /// Channel groups (`c` and `o` must both be divisible by it).
     pub groups: u32,
+    /// Bounds `(lo, hi)` each output is clipped to as it is written, an
+    /// absent one not clipping (ReLU: `(Some(0.0), None)`; ReLU6: `(Some(0.0),
+    /// Some(6.0))`); one pass fewer than a separate [`Tensor::clip`].
+    pub clip: (Option<f64>, Option<f64>),
 }
 
 impl Default for Conv2d {
@@ -92,8 +101,10 @@ impl Default for Conv2d {
         Conv2d {
             stride: (1, 1),
             padding: (0, 0),
+            padding_end: None,
             dilation: (1, 1),
             groups: 1,
+            clip: (None, None),
         }
     }
 }
@@ -466,22 +477,39 @@ shorthands! {
 /// Convolution, pooling and attention.
 impl Tensor {
     /// 2-D convolution of `self` (`[n, c, h, w]`) with `weight`
-    /// (`[o, c / groups, kh, kw]`) plus an optional `bias` (`[o]`).
+    /// (`[o, c / groups, kh, kw]`) plus an optional `bias` (`[o]`), clipped
+    /// as `params` says. Uneven padding or a clip is the contract's
+    /// `conv2d-fused` (0.1.4).
     pub fn conv2d(
         &self,
         weight: &Tensor,
         bias: Option<&Tensor>,
         params: Conv2d,
     ) -> Result<Tensor, Error> {
-        ops::conv2d(
-            self,
-            weight,
-            bias,
-            params.stride,
-            params.padding,
-            params.dilation,
-            params.groups,
-        )
+        let Conv2d {
+            stride,
+            padding,
+            padding_end,
+            dilation,
+            groups,
+            clip: (clip_lo, clip_hi),
+        } = params;
+        let fused = (padding_end.is_some_and(|end| end != padding)
+            || clip_lo.is_some()
+            || clip_hi.is_some())
+        .then_some(ops::Conv2dOptions {
+            stride,
+            padding_begin: padding,
+            padding_end: padding_end.unwrap_or(padding),
+            dilation,
+            groups,
+            clip_lo,
+            clip_hi,
+        });
+        match fused {
+            Some(options) => ops::conv2d_fused(self, weight, bias, options),
+            None => ops::conv2d(self, weight, bias, stride, padding, dilation, groups),
+        }
     }
 
     /// 2-D pooling over `[n, c, h, w]`; `avg` excludes padding from the count.

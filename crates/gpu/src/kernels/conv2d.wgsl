@@ -1,6 +1,8 @@
 // Direct 2-D convolution over NCHW, one thread per output element.
 // p: [outputs, n, c, h, w, o, kh, kw, oh, ow, stride_h, stride_w, pad_h,
-//     pad_w, dilation_h, dilation_w, groups, has_bias].
+//     pad_w, dilation_h, dilation_w, groups, has_bias, lo, hi], the padding
+// before each axis (the plan's output size counts the padding after it) and
+// the clip bounds as f32 bits (infinite where absent).
 // Weights are [o, c/groups, kh, kw]; bias (when present) is [o].
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
@@ -55,6 +57,15 @@ fn item(idx: u32) {
                 acc = fma(x[xrow + px - pw], wt[wrow + kx], acc);
             }
         }
+    }
+    // Comparisons leave NaN as it is, as the CPU's clip does.
+    let lo = bitcast<f32>(p[18]);
+    let hi = bitcast<f32>(p[19]);
+    if (acc < lo) {
+        acc = lo;
+    }
+    if (acc > hi) {
+        acc = hi;
     }
     y[idx] = acc;
 }

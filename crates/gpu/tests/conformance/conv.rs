@@ -1,5 +1,6 @@
 //! Convolution and pooling.
 
+use edgeserve_tensor::shape::ClipBounds;
 use edgeserve_tensor::{Conv2d, Pool2d, PoolKind, Tensor, TensorError};
 
 use crate::{Rng, assert_close, cpu, floats, gpu, up};
@@ -40,16 +41,25 @@ fn conv2d_matches_cpu() {
         case([0, 3, 4, 4], 2, (1, 1), (1, 1), (0, 0), (1, 1), 1),
     ];
     for c in cases {
-        let p = Conv2d {
-            stride: c.stride,
-            padding: c.padding,
-            dilation: c.dilation,
-            groups: c.groups,
+        let p = Conv2d::symmetric(c.stride, c.padding, c.dilation, c.groups);
+        // A fused TensorFlow-style layer: one more zero row and column
+        // after the input than before, and the output clipped (ReLU6's
+        // shape, at this data's scale).
+        let fused = Conv2d {
+            padding_end: (c.padding.0 + 1, c.padding.1 + 1),
+            clip: ClipBounds {
+                lo: Some(0.0),
+                hi: Some(0.5),
+            },
+            ..p
         };
         let x = rng.tensor(&c.x, -1.0, 1.0);
         let w = rng.tensor(&[c.o, c.x[1] / c.groups, c.k.0, c.k.1], -0.5, 0.5);
         let b = rng.tensor(&[c.o], -1.0, 1.0);
-        for bias in [None, Some(&b)] {
+        for (p, bias) in [p, fused]
+            .into_iter()
+            .flat_map(|p| [(p, None), (p, Some(&b))])
+        {
             let what = format!("conv2d x {:?} o {} {p:?} bias {}", c.x, c.o, bias.is_some());
             let want = cpu().conv2d(&x, &w, bias, p).unwrap();
             let gb = bias.map(up);
@@ -60,12 +70,7 @@ fn conv2d_matches_cpu() {
     // Host inputs are uploaded on the fly; shape errors are the shared ones.
     let x = rng.tensor(&[1, 2, 5, 5], -1.0, 1.0);
     let w = rng.tensor(&[4, 2, 3, 3], -1.0, 1.0);
-    let p = Conv2d {
-        stride: (1, 1),
-        padding: (1, 1),
-        dilation: (1, 1),
-        groups: 1,
-    };
+    let p = Conv2d::symmetric((1, 1), (1, 1), (1, 1), 1);
     assert_close(
         "conv2d host inputs",
         &gpu().conv2d(&x, &w, None, p).unwrap(),

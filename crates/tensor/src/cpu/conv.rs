@@ -16,10 +16,11 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::buffers::{float_tensor, floats, written, zeroed};
+use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
 use super::parallel::{PARALLEL_WORK, for_rows};
-use crate::shape::{Conv2dPlan, Pool2dPlan};
+use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
 /// The output positions `lo..hi` along one axis whose input position
@@ -110,7 +111,12 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
     // A 1×1 kernel with unit stride and no padding reads the input as is.
-    let direct = s.kh == 1 && s.kw == 1 && p.stride == (1, 1) && p.padding == (0, 0);
+    let direct = s.kh == 1
+        && s.kw == 1
+        && p.stride == (1, 1)
+        && p.padding == (0, 0)
+        && p.padding_end == (0, 0);
+    let clip = (p.clip != ClipBounds::NONE).then(|| p.clip.f32_range());
     // The unit of work is one group of one image: one product writing a
     // contiguous [og, oh·ow] block of the output. Units go to threads in
     // runs, each thread with its own im2col buffer, allocated here so that
@@ -141,16 +147,22 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
             let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
             let dims = (og, plane, taps);
             // The bias fills the rows, and the product adds to it.
-            let dst = match &bias {
+            let product = match &bias {
                 Some(b) => {
                     for (row, &v) in dst.chunks_exact_mut(plane).zip(&b[gi * og..]) {
                         row.fill(v);
                     }
-                    Dst::Accumulate(dst)
+                    Dst::Accumulate(&mut *dst)
                 }
-                None => Dst::Overwrite(dst),
+                None => Dst::Overwrite(&mut *dst),
             };
-            gemm(dst, plane, dims, lhs, rhs, 1.0, threads);
+            gemm(product, plane, dims, lhs, rhs, 1.0, threads);
+            // Clipped while the block is still in cache.
+            if let Some(range) = clip {
+                for v in dst.iter_mut() {
+                    *v = clamp(*v, range);
+                }
+            }
         }
     };
     if let [col] = &mut cols[..] {
@@ -206,6 +218,7 @@ fn depthwise(
             width,
             weight,
             start,
+            clip: p.clip.f32_range(),
         };
         // Four rows at once: four independent sums per tap keep the adder
         // busy where one would wait on its own latency.
@@ -219,12 +232,14 @@ fn depthwise(
     }
 }
 
-/// One input plane in its zero border, and one output channel's taps.
+/// One input plane in its zero border, one output channel's taps, the
+/// value each sum starts from (the bias) and the bounds it is clipped to.
 struct Bordered<'a> {
     data: &'a [f32],
     width: usize,
     weight: &'a [f32],
     start: f32,
+    clip: (f32, f32),
 }
 
 impl Bordered<'_> {
@@ -255,7 +270,7 @@ impl Bordered<'_> {
             for (r, acc) in acc.iter().enumerate() {
                 let row = &mut plane[(oy + r) * s.ow..][..s.ow];
                 for (o, &a) in row[columns.clone()].iter_mut().zip(acc) {
-                    o.write(a);
+                    o.write(clamp(a, self.clip));
                 }
             }
         }
@@ -295,7 +310,14 @@ fn packed_conv(
     let threads = threaded(rows, o, taps);
     let out = unsafe {
         written(rows * o, |out| {
-            packed::gathered_product(out, &patches, &w, (rows, plane), bias, threads)
+            packed::gathered_product(
+                out,
+                &patches,
+                &w,
+                (rows, plane),
+                (bias, s.params.clip.f32_range()),
+                threads,
+            )
         })
     }?;
     Ok(Some(out))

@@ -242,6 +242,12 @@ pub(super) fn minimum(x: f32, y: f32) -> f32 {
     if x.is_nan() || x < y { x } else { y }
 }
 
+/// `v` within `lo..=hi`; NaN stays NaN.
+#[inline(always)]
+pub(super) fn clamp(v: f32, (lo, hi): (f32, f32)) -> f32 {
+    minimum(maximum(v, lo), hi)
+}
+
 fn binary_float(
     op: BinaryOp,
     a: &[f32],

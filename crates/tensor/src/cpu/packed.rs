@@ -256,15 +256,16 @@ pub(super) fn product(
 }
 
 /// [`product`] of rows `0..m` of `x`, each `w.k` long, written channels
-/// first with a bias, as a convolution's NCHW output: row `image · plane +
-/// position`'s column `c` (plus `bias[c]`) to `out[(image · n + c) · plane
-/// + position]`, every element written.
+/// first with a bias and clipped, as a convolution's NCHW output: row
+/// `image · plane + position`'s column `c` (plus `bias[c]`, then clipped to
+/// `lo..=hi`) to `out[(image · n + c) · plane + position]`, every element
+/// written.
 pub(super) fn gathered_product(
     out: &mut [MaybeUninit<f32>],
     x: &impl Gathered,
     w: &PackedWeight,
     (m, plane): (usize, usize),
-    bias: Option<&[f32]>,
+    (bias, clip): (Option<&[f32]>, (f32, f32)),
     threads: bool,
 ) {
     assert!(
@@ -275,7 +276,7 @@ pub(super) fn gathered_product(
     // SAFETY: as in `product`; the runs' lengths are checked as they are
     // read.
     split(out, w, m, threads, |out, rows, columns| unsafe {
-        x86::gathered(out, x, w, rows, columns, (plane, bias))
+        x86::gathered(out, x, w, rows, columns, (plane, bias, clip))
     });
 }
 
@@ -345,6 +346,7 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
+    use super::super::elementwise::clamp;
     use super::{COLUMNS, DEPTH, Gathered, PackedWeight, WIDTH};
 
     /// Activation rows per tile.
@@ -511,7 +513,8 @@ mod x86 {
     /// Output rows `rows` and channels `columns` of a
     /// [`super::gathered_product`], written channels
     /// first: row `image · plane + position`'s output channel `c` to
-    /// `out[(image · n + c) · plane + position]`, plus `bias[c]`. Each tile
+    /// `out[(image · n + c) · plane + position]`, plus `bias[c]`, clipped to
+    /// `clip`. Each tile
     /// reads its rows where their runs lie and sums all runs in registers;
     /// nothing is packed.
     ///
@@ -525,7 +528,7 @@ mod x86 {
         w: &PackedWeight,
         rows: Range<usize>,
         columns: Range<usize>,
-        (plane, bias): (usize, Option<&[f32]>),
+        (plane, bias, clip): (usize, Option<&[f32]>, (f32, f32)),
     ) {
         let (n, k, runs) = (w.n, w.k, x.runs());
         let len = k / runs;
@@ -563,6 +566,7 @@ mod x86 {
                             Some(b) => &b[j..j + width],
                             None => &zeros[..width],
                         },
+                        clip,
                     };
                     // SAFETY: each of the r rows' runs holds `len` floats,
                     // and the panel all `runs · len` depths.
@@ -575,7 +579,7 @@ mod x86 {
     /// One tile of a gathered product: up to [`ROWS`] rows, each `runs`
     /// runs of `len` elements starting at `starts[run][r]`, against the
     /// panel at `w` (all the runs' depths, back to back), into `bias.len()`
-    /// channels `plane` apart from each row's `outs[r]`.
+    /// channels `plane` apart from each row's `outs[r]`, clipped to `clip`.
     struct Gather<'a> {
         starts: &'a [[*const f32; ROWS]],
         len: usize,
@@ -583,6 +587,7 @@ mod x86 {
         outs: [*mut f32; ROWS],
         plane: usize,
         bias: &'a [f32],
+        clip: (f32, f32),
     }
 
     impl Gather<'_> {
@@ -632,7 +637,9 @@ mod x86 {
             for (c, &b) in self.bias.iter().enumerate() {
                 for r in 0..R {
                     // SAFETY: channel c of row r is inside out.
-                    unsafe { *self.outs[r].add(c * self.plane) = lines[r][c] + b };
+                    unsafe {
+                        *self.outs[r].add(c * self.plane) = clamp(lines[r][c] + b, self.clip)
+                    };
                 }
             }
         }
@@ -659,7 +666,7 @@ mod x86 {
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
         _: std::ops::Range<usize>,
-        _: (usize, Option<&[f32]>),
+        _: (usize, Option<&[f32]>, (f32, f32)),
     ) {
         unreachable!("the packed kernel is only available on x86_64")
     }

@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, host, tensor_of, written};
 use super::elem::{Elem, by_dtype, by_size};
-use super::elementwise::{map, maximum, minimum, zip};
+use super::elementwise::{clamp, map, zip};
 use super::parallel::for_rows;
 use crate::shape::{self, ClipBounds};
 use crate::{CompareOp, DType, Result, Tensor};
@@ -118,10 +118,8 @@ pub(super) fn clip(x: &Tensor, bounds: ClipBounds) -> Result<Tensor> {
         DType::I64 => ints::<i64>(x, bounds),
         dtype => {
             let src = floats("clip", x)?;
-            let lo = bounds.lo.map_or(f32::NEG_INFINITY, |v| v as f32);
-            let hi = bounds.hi.map_or(f32::INFINITY, |v| v as f32);
-            // NaN wins both, so it stays NaN.
-            let data = map(&src, 2, |v| minimum(maximum(v, lo), hi))?;
+            let range = bounds.f32_range();
+            let data = map(&src, 2, |v| clamp(v, range))?;
             float_tensor(dtype, x.shape(), data)
         }
     }

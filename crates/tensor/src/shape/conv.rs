@@ -4,7 +4,7 @@ use super::{check_size, float_only, same_dtype};
 use crate::{Conv2d, Pool2d, Result, Tensor, TensorError};
 
 /// Geometry of a 2-D convolution over NCHW.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Conv2dPlan {
     /// Stride, padding, dilation and groups, as validated.
     pub params: Conv2d,
@@ -30,22 +30,24 @@ pub struct Conv2dPlan {
     pub out_shape: Vec<usize>,
 }
 
-/// Output length of a sliding window: `None` when the window does not fit
-/// (or its extent overflows a count, which no input can match).
+/// Output length of a sliding window over `size` padded by `pads` (before,
+/// after): `None` when the window does not fit (or its extent overflows a
+/// count, which no input can match).
 fn window_count(
     size: usize,
-    pad: usize,
+    pads: (usize, usize),
     kernel: usize,
     dilation: usize,
     stride: usize,
 ) -> Option<usize> {
     let span = dilation.checked_mul(kernel - 1)?.checked_add(1)?;
-    let padded = pad.checked_mul(2)?.checked_add(size)?;
+    let padded = pads.0.checked_add(pads.1)?.checked_add(size)?;
     (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
 /// Validates a conv2d: x `[n, c, h, w]`, weight `[o, c/groups, kh, kw]`,
-/// bias `[o]`, all float of one dtype; stride, dilation and groups ≥ 1.
+/// bias `[o]`, all float of one dtype; stride, dilation and groups ≥ 1;
+/// clip bounds that are numbers.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2d) -> Result<Conv2dPlan> {
     let (sx, sw) = (x.shape(), weight.shape());
     let err =
@@ -62,6 +64,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2d) -> 
             p.stride, p.dilation, p.groups
         )));
     }
+    p.clip.check("conv2d")?;
     if sx.len() != 4 || sw.len() != 4 {
         return Err(err(
             "x must be [n, c, h, w] and weight [o, c/groups, kh, kw]".into(),
@@ -93,12 +96,12 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: Conv2d) -> 
             b.shape()
         )));
     }
-    let oh = window_count(h, p.padding.0, kh, p.dilation.0, p.stride.0);
-    let ow = window_count(w, p.padding.1, kw, p.dilation.1, p.stride.1);
+    let (before, after) = (p.padding, p.padding_end);
+    let oh = window_count(h, (before.0, after.0), kh, p.dilation.0, p.stride.0);
+    let ow = window_count(w, (before.1, after.1), kw, p.dilation.1, p.stride.1);
     let (Some(oh), Some(ow)) = (oh, ow) else {
         return Err(err(format!(
-            "the dilated kernel does not fit the input padded by {:?}",
-            p.padding
+            "the dilated kernel does not fit the input padded by {before:?} before and {after:?} after"
         )));
     };
     let out_shape = vec![n, o, oh, ow];
@@ -169,8 +172,8 @@ pub fn pool2d(x: &Tensor, p: Pool2d) -> Result<Pool2dPlan> {
             "{name}: x {s:?} has no rows or columns to pool"
         )));
     }
-    let oh = window_count(s[2], p.padding.0, p.kernel.0, 1, p.stride.0);
-    let ow = window_count(s[3], p.padding.1, p.kernel.1, 1, p.stride.1);
+    let oh = window_count(s[2], (p.padding.0, p.padding.0), p.kernel.0, 1, p.stride.0);
+    let ow = window_count(s[3], (p.padding.1, p.padding.1), p.kernel.1, 1, p.stride.1);
     let (Some(oh), Some(ow)) = (oh, ow) else {
         return Err(TensorError::Shape(format!(
             "{name}: x {s:?}: kernel {:?} does not fit the input padded by {:?}",

@@ -38,17 +38,35 @@ pub struct ClipBounds {
     pub hi: Option<f64>,
 }
 
+impl ClipBounds {
+    /// No bound on either side.
+    pub const NONE: ClipBounds = ClipBounds { lo: None, hi: None };
+
+    /// The bounds as f32s, an absent one infinite.
+    pub fn f32_range(self) -> (f32, f32) {
+        (
+            self.lo.map_or(f32::NEG_INFINITY, |v| v as f32),
+            self.hi.map_or(f32::INFINITY, |v| v as f32),
+        )
+    }
+
+    /// Refuses a bound that is not a number; `op` names the operation.
+    pub(crate) fn check(self, op: &str) -> Result<()> {
+        match [self.lo, self.hi]
+            .into_iter()
+            .flatten()
+            .find(|b| b.is_nan())
+        {
+            Some(nan) => Err(TensorError::InvalidArgument(format!(
+                "{op}: the bound {nan} is not a number"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Validates `clip`: numeric dtypes, bounds that are numbers.
 pub fn clip(x: &Tensor, bounds: ClipBounds) -> Result<()> {
     numeric("clip", x.dtype())?;
-    if let Some(nan) = [bounds.lo, bounds.hi]
-        .into_iter()
-        .flatten()
-        .find(|b| b.is_nan())
-    {
-        return Err(TensorError::InvalidArgument(format!(
-            "clip: the bound {nan} is not a number"
-        )));
-    }
-    Ok(())
+    bounds.check("clip")
 }

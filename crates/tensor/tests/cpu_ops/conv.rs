@@ -1,5 +1,6 @@
 //! Sliding windows over NCHW: conv2d and pool2d.
 
+use edgeserve_tensor::shape::ClipBounds;
 use edgeserve_tensor::{Conv2d, DType, Pool2d, PoolKind};
 
 use crate::common::*;
@@ -14,8 +15,9 @@ pub fn ref_conv(
 ) -> (Vec<usize>, Vec<f64>, Vec<f64>) {
     let [n, c, h, wd] = xs;
     let [o, cg, kh, kw] = ws;
-    let oh = (h + 2 * p.padding.0 - p.dilation.0 * (kh - 1) - 1) / p.stride.0 + 1;
-    let ow = (wd + 2 * p.padding.1 - p.dilation.1 * (kw - 1) - 1) / p.stride.1 + 1;
+    let (before, after) = (p.padding, p.padding_end);
+    let oh = (h + before.0 + after.0 - p.dilation.0 * (kh - 1) - 1) / p.stride.0 + 1;
+    let ow = (wd + before.1 + after.1 - p.dilation.1 * (kw - 1) - 1) / p.stride.1 + 1;
     let og = o / p.groups;
     let (mut out, mut scale) = (vec![], vec![]);
     for b in 0..n {
@@ -45,7 +47,8 @@ pub fn ref_conv(
                             }
                         }
                     }
-                    out.push(s);
+                    let lo = p.clip.lo.unwrap_or(f64::NEG_INFINITY);
+                    out.push(s.max(lo).min(p.clip.hi.unwrap_or(f64::INFINITY)));
                     scale.push(abs);
                 }
             }
@@ -58,12 +61,36 @@ pub fn ref_conv(
 pub type Geometry = ((usize, usize), (usize, usize), (usize, usize), usize);
 
 pub fn conv_params((stride, padding, dilation, groups): Geometry) -> Conv2d {
-    Conv2d {
-        stride,
-        padding,
-        dilation,
-        groups,
-    }
+    Conv2d::symmetric(stride, padding, dilation, groups)
+}
+
+/// `p` as written, clipped, and with one more zero row or column after the
+/// input (clipped below only): each kernel's epilogue and its uneven
+/// padding.
+fn variants(p: Conv2d) -> [Conv2d; 4] {
+    let (h, w) = p.padding;
+    let both = ClipBounds {
+        lo: Some(-0.5),
+        hi: Some(0.5),
+    };
+    let below = ClipBounds {
+        lo: Some(0.0),
+        hi: None,
+    };
+    [
+        p,
+        Conv2d { clip: both, ..p },
+        Conv2d {
+            padding_end: (h + 1, w),
+            clip: below,
+            ..p
+        },
+        Conv2d {
+            padding_end: (h, w + 1),
+            clip: both,
+            ..p
+        },
+    ]
 }
 
 /// Unit stride and dilation, and padding 1: a 3×3 kernel keeps the size.
@@ -113,9 +140,8 @@ fn conv2d_matches_naive() {
             ((1, 1), (1, 2), (1, 1), 1),
         ),
     ];
-    for &(xs, ws, geometry) in cases {
-        let p = conv_params(geometry);
-        for with_bias in [false, true] {
+    for (&(xs, ws, geometry), with_bias) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+        for p in variants(conv_params(geometry)) {
             let (x, xd) = rand_f32(&mut rng, &xs);
             let (w, wd) = rand_f32(&mut rng, &ws);
             let (b, bd) = rand_f32(&mut rng, &[ws[0]]);

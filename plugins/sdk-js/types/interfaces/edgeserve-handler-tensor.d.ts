@@ -1,4 +1,4 @@
-declare module 'edgeserve:handler/tensor@0.1.3' {
+declare module 'edgeserve:handler/tensor@0.1.4' {
   /**
    * Matrix product over the last two axes, batch axes broadcast.
    * a: [..., m, k]; b: [..., k, n], or [..., n, k] when `transpose-b`.
@@ -62,6 +62,12 @@ declare module 'edgeserve:handler/tensor@0.1.3' {
    * 2-D convolution. x: [n, c, h, w]; weight: [o, c/groups, kh, kw]; bias: [o].
    */
   export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, stride: [number, number], padding: [number, number], dilation: [number, number], groups: number): Tensor;
+  /**
+   * `conv2d` with padding per side and its output clipped as it is
+   * written: one pass where a `pad` before it and a `clip` after it would
+   * each copy the whole tensor.
+   */
+  export function conv2dFused(x: Tensor, weight: Tensor, bias: Tensor | undefined, options: Conv2dOptions): Tensor;
   /**
    * 2-D pooling over [n, c, h, w]; `avg` excludes padding from the count.
    */
@@ -277,6 +283,31 @@ declare module 'edgeserve:handler/tensor@0.1.3' {
    * ## `"greater-equal"`
    */
   export type CompareOp = 'equal' | 'not-equal' | 'less' | 'less-equal' | 'greater' | 'greater-equal';
+  /**
+   * How `conv2d-fused` slides its kernel and what it does to each output;
+   * pairs are (height, width).
+   */
+  export interface Conv2dOptions {
+    stride: [number, number],
+    /**
+     * Zeros before each axis (top, left).
+     */
+    paddingBegin: [number, number],
+    /**
+     * Zeros after each axis (bottom, right). TensorFlow's "SAME"
+     * padding of a stride-2 layer puts one more here than before.
+     */
+    paddingEnd: [number, number],
+    dilation: [number, number],
+    groups: number,
+    /**
+     * Each output is clipped to `[clip-lo, clip-hi]` as it is written,
+     * as `clip` would (ReLU: lo 0; ReLU6: lo 0 and hi 6); an absent
+     * bound does not clip.
+     */
+    clipLo?: number,
+    clipHi?: number,
+  }
   
   export class Tensor implements Disposable {
     /**
