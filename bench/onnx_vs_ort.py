@@ -64,9 +64,12 @@ from sentences import SENTENCES  # noqa: E402
 CNN = harness.REPO / "tests" / "data" / "onnx" / "cnn_digits.onnx"
 
 
-def import_model(binary, model, name, repo):
+def import_model(binary, model, name, repo, handler=None):
+    """`edgeserve import` of `model` as `name` into `repo`, with the ONNX
+    handler at `handler` (by default the one built last)."""
+    handler = handler or harness.find_plugin("onnx")
     out = subprocess.run([str(binary), "import", str(model), "--name", name, "--repository", str(repo),
-                          "--handler", str(harness.find_plugin("onnx"))], capture_output=True, text=True)
+                          "--handler", str(handler)], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"import of {model} failed:\n{out.stderr}")
     print(out.stdout.strip(), file=sys.stderr)

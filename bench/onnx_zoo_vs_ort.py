@@ -17,10 +17,15 @@ past 1e-3). onnxruntime runs with the same number of intra-op threads,
 spinning off. Prints a markdown table of p50 latencies and the ratio
 edgeserve / onnxruntime (above 1: onnxruntime is faster).
 
+With `--baseline-handler PATH`, each model is also imported with that
+build of the ONNX handler (an older one, say) and served by the same server,
+as a third side taking its turn: the table then shows what a handler change
+did, next to onnxruntime, in one run.
+
 Usage:
     cargo build --release -p edgeserve
     (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx)
-    python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N]
+    python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N] [--baseline-handler onnx.wasm]
 """
 
 import argparse
@@ -87,6 +92,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--baseline-handler", type=pathlib.Path,
+                        help="an ONNX handler component to serve each model with as well, for comparison")
     args = parser.parse_args()
 
     from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
@@ -106,10 +113,14 @@ def main():
 
     binary = harness.find_binary()
     repo = work / "repo"
+    names = list(files)
     for name, path in files.items():
         import_model(binary, path, name, repo)
+        if args.baseline_handler:
+            import_model(binary, path, f"{name}-baseline", repo, args.baseline_handler)
+            names.append(f"{name}-baseline")
     sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
-    server = harness.Server(binary, repo, list(files), args.threads, timeout=300)
+    server = harness.Server(binary, repo, names, args.threads, timeout=300)
     client = harness.Client(server.url)
     rng = np.random.default_rng(0)
     cases = [
@@ -124,21 +135,36 @@ def main():
     try:
         for label, model, batch, inputs in cases:
             body = oip(inputs)
-            got = json.loads(client.post(model, body))["outputs"][0]
             want = sessions[model].run(None, inputs)[0]
-            delta = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
-            if delta > 1e-3:
-                sys.exit(f"{label} batch {batch}: edgeserve differs from onnxruntime by {delta:.3g}")
-            fns = [lambda: client.post(model, body), lambda: sessions[model].run(None, inputs)]
+            served = [model] + ([f"{model}-baseline"] if args.baseline_handler else [])
+            delta = 0.0
+            for name in served:
+                got = json.loads(client.post(name, body))["outputs"][0]
+                off = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
+                if off > 1e-3:
+                    sys.exit(f"{label} batch {batch}: {name} differs from onnxruntime by {off:.3g}")
+                delta = max(delta, off)
+            fns = [lambda: sessions[model].run(None, inputs)]
+            fns += [lambda name=name: client.post(name, body) for name in served]
             times = harness.timed(fns, args.repeats, warmup=3)
-            p50 = [statistics.median(t) * 1e3 for t in times]
-            rows.append(f"| {label} | {batch} | {p50[0]:.2f} | {p50[1]:.2f} | {p50[0] / p50[1]:.2f}× | {delta:.1e} |")
+            ort = statistics.median(times[0]) * 1e3
+            p50 = [statistics.median(t) * 1e3 for t in times[1:]]
+            cells = f"| {label} | {batch} | {p50[0]:.2f} | {ort:.2f} | {p50[0] / ort:.2f}× |"
+            if args.baseline_handler:
+                cells += f" {p50[1]:.2f} | {p50[1] / ort:.2f}× | {p50[0] / p50[1]:.3f} |"
+            rows.append(f"{cells} {delta:.1e} |")
     finally:
         server.stop()
         shutil.rmtree(work)
     print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
-    print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | max abs Δ |")
-    print("|---|---:|---:|---:|---:|---:|")
+    if args.baseline_handler:
+        print(f"baseline handler: {args.baseline_handler}\n")
+        print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | baseline handler p50 ms | "
+              "its ratio | edgeserve ÷ baseline | max abs Δ |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | max abs Δ |")
+        print("|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
