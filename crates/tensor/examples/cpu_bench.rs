@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use edgeserve_tensor::cpu::{CpuBackend, Simd, cap_simd, simd};
+use edgeserve_tensor::shape::ClipBounds;
 use edgeserve_tensor::{
     Attention, Backend, BinaryOp, Conv2d, DType, Ops, Pool2d, PoolKind, ReduceOp, Result, Tensor,
     UnaryOp,
@@ -296,6 +297,17 @@ fn main() {
         causal: true,
     };
     let conv = |groups| Conv2d::symmetric((1, 1), (1, 1), (1, 1), groups);
+    let relu6 = |p: Conv2d| Conv2d {
+        clip: ClipBounds {
+            lo: Some(0.0),
+            hi: Some(6.0),
+        },
+        ..p
+    };
+    let strided = relu6(Conv2d {
+        padding_end: (1, 1),
+        ..Conv2d::symmetric((2, 2), (0, 0), (1, 1), 96)
+    });
     let pool = Pool2d {
         kind: PoolKind::Max,
         kernel: (3, 3),
@@ -411,6 +423,19 @@ fn main() {
             "conv2d [8,32,28,28] depthwise",
             &[&[8, 32, 28, 28], &[32, 1, 3, 3]],
             move |o, t| o.conv2d(&t[0], &t[1], None, conv32),
+        ),
+        // MobileNetV2's largest depthwise layers at batch 1, ReLU6 fused:
+        // stride 2 with TF-style padding (one zero row and column after),
+        // and stride 1.
+        case(
+            "conv2d [1,96,112,112] depthwise/2 relu6",
+            &[&[1, 96, 112, 112], &[96, 1, 3, 3]],
+            move |o, t| o.conv2d(&t[0], &t[1], None, strided),
+        ),
+        case(
+            "conv2d [1,144,56,56] depthwise relu6",
+            &[&[1, 144, 56, 56], &[144, 1, 3, 3]],
+            move |o, t| o.conv2d(&t[0], &t[1], None, relu6(conv(144))),
         ),
         // MobileNetV2's last stage at batch 1: 49 output positions, a
         // model's weight.

@@ -19,7 +19,7 @@ use super::buffers::{float_tensor, floats, written, zeroed};
 use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
-use super::parallel::{PARALLEL_WORK, for_rows};
+use super::parallel::{PARALLEL_WORK, Simd, for_rows, simd};
 use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
@@ -200,7 +200,9 @@ fn depthwise(
     let rows = ((s.oh - 1) * p.stride.0 + (s.kh - 1) * p.dilation.0 + 1).max(top + s.h);
     let width = (s.ow.next_multiple_of(8) - 1) * p.stride.1 + (s.kw - 1) * p.dilation.1 + 1;
     let width = width.max(left + s.w);
-    let mut bordered = vec![0.0f32; rows * width];
+    // Past the last row: a vector load of a stride-2 block's second half
+    // reaches one element beyond the taps it keeps.
+    let mut bordered = vec![0.0f32; rows * width + 8];
     for (i, plane) in planes.chunks_exact_mut(s.oh * s.ow).enumerate() {
         let (image, oc) = ((first + i) / s.o, (first + i) % s.o);
         // Consecutive output channels of one group read the same input.
@@ -219,6 +221,7 @@ fn depthwise(
             weight,
             start,
             clip: p.clip.f32_range(),
+            vectors: simd() != Simd::Baseline && matches!(p.stride.1, 1 | 2),
         };
         // Four rows at once: four independent sums per tap keep the adder
         // busy where one would wait on its own latency.
@@ -240,12 +243,22 @@ struct Bordered<'a> {
     weight: &'a [f32],
     start: f32,
     clip: (f32, f32),
+    /// Whether [`x86::rows`] takes the blocks: AVX2 is on and the stride
+    /// along a row is 1 or 2.
+    vectors: bool,
 }
 
 impl Bordered<'_> {
     /// Output rows `oy..oy + R` of `plane`, 8 columns at a time.
     #[inline(always)]
     fn rows<const R: usize>(&self, plane: &mut [MaybeUninit<f32>], oy: usize, s: &Conv2dPlan) {
+        #[cfg(target_arch = "x86_64")]
+        if self.vectors {
+            // SAFETY: `vectors` holds only where AVX2 is on, and the border
+            // (with its 8 spare elements) holds every element a block loads.
+            unsafe { x86::rows::<R>(self, plane, oy, s) };
+            return;
+        }
         let p = s.params;
         for first in (0..s.ow).step_by(8) {
             let mut acc = [[self.start; 8]; R];
@@ -274,6 +287,92 @@ impl Bordered<'_> {
                 }
             }
         }
+    }
+}
+
+/// [`Bordered::rows`] in AVX2 registers, with the generic loop's
+/// operations in its order (a product, then a sum, per tap; no fused
+/// multiply-add), so both compute the same bits.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::Bordered;
+    use crate::shape::Conv2dPlan;
+
+    /// Output rows `oy..oy + R` of `plane`, 8 columns at a time, for a
+    /// stride of 1 or 2 along the row.
+    ///
+    /// # Safety
+    /// AVX2 is present, and `b.data` holds 8 elements past every block's
+    /// last tap.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows<const R: usize>(
+        b: &Bordered<'_>,
+        plane: &mut [MaybeUninit<f32>],
+        oy: usize,
+        s: &Conv2dPlan,
+    ) {
+        let p = s.params;
+        let (lo, hi) = (_mm256_set1_ps(b.clip.0), _mm256_set1_ps(b.clip.1));
+        let (row, column) = (p.stride.0 * b.width, p.stride.1);
+        // From a block's first element: its last row's last tap, and the
+        // vector loaded there.
+        let reach = (R - 1) * row
+            + (s.kh - 1) * p.dilation.0 * b.width
+            + (s.kw - 1) * p.dilation.1
+            + 8 * column;
+        for first in (0..s.ow).step_by(8) {
+            let at = oy * row + first * column;
+            assert!(at + reach <= b.data.len(), "a block past the border");
+            // SAFETY: the assert.
+            let block = unsafe { b.data.as_ptr().add(at) };
+            let mut acc = [_mm256_set1_ps(b.start); R];
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let v = _mm256_set1_ps(b.weight[ky * s.kw + kx]);
+                    let tap = ky * p.dilation.0 * b.width + kx * p.dilation.1;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: inside the block's reach.
+                        let x = unsafe {
+                            let line = block.add(tap + r * row);
+                            if column == 1 {
+                                _mm256_loadu_ps(line)
+                            } else {
+                                evens(_mm256_loadu_ps(line), _mm256_loadu_ps(line.add(8)))
+                            }
+                        };
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(v, x));
+                    }
+                }
+            }
+            let columns = 8.min(s.ow - first);
+            for (r, &acc) in acc.iter().enumerate() {
+                // `clamp`'s choices: NaN, and a value equal to a bound
+                // (-0.0 against 0.0), keep the first operand.
+                let above = _mm256_blendv_ps(lo, acc, _mm256_cmp_ps::<_CMP_NLE_UQ>(acc, lo));
+                let y = _mm256_blendv_ps(hi, above, _mm256_cmp_ps::<_CMP_NGE_UQ>(above, hi));
+                let mut line = [0.0f32; 8];
+                // SAFETY: `line` holds 8 floats.
+                unsafe { _mm256_storeu_ps(line.as_mut_ptr(), y) };
+                let row = &mut plane[(oy + r) * s.ow + first..][..columns];
+                for (o, &v) in row.iter_mut().zip(&line) {
+                    o.write(v);
+                }
+            }
+        }
+    }
+
+    /// Elements 0, 2, … 14 of the 16 in `a` then `b`.
+    #[target_feature(enable = "avx2")]
+    fn evens(a: __m256, b: __m256) -> __m256 {
+        // Each 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6; then the middle
+        // two 64-bit quarters swap.
+        let mixed = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+            mixed,
+        )))
     }
 }
 

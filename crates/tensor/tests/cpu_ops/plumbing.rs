@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use edgeserve_tensor::cpu::{Simd, cap_simd, simd};
-use edgeserve_tensor::{BinaryOp, DType, HostBuffer, PoolKind, ReduceOp, Storage, Tensor, UnaryOp};
+use edgeserve_tensor::shape::ClipBounds;
+use edgeserve_tensor::{
+    BinaryOp, Conv2d, DType, HostBuffer, PoolKind, ReduceOp, Storage, Tensor, UnaryOp,
+};
 
 use crate::common::*;
 use crate::conv::pool;
@@ -126,7 +129,8 @@ impl Drop for Uncapped {
 /// each element's operations in the order written, so the cap changes only
 /// how many lanes run at once. Covers the loops `with_simd` compiles
 /// (elementwise, the linear epilogue, softmax, layer norm, reductions,
-/// attention) on sizes that also take the threaded paths.
+/// attention, depthwise convolutions) on sizes that also take the threaded
+/// paths.
 #[test]
 fn every_simd_level_computes_the_same_bits() {
     let _restore = Uncapped;
@@ -143,6 +147,27 @@ fn every_simd_level_computes_the_same_bits() {
     let (q, _) = rand_f32(&mut rng, &[4, 24, 32]);
     let (k, _) = rand_f32(&mut rng, &[4, 24, 32]);
     let (v, _) = rand_f32(&mut rng, &[4, 24, 32]);
+    // Depthwise convolutions (their AVX2 blocks), at stride 1 and 2 with
+    // uneven padding and a ReLU6 clip, on images holding x's specials.
+    let image = f32t(&[2, 6, 13, 21], read_f32(&x)[..2 * 6 * 13 * 21].to_vec());
+    let (taps, _) = rand_f32(&mut rng, &[6, 1, 3, 3]);
+    let (shift, _) = rand_f32(&mut rng, &[6]);
+    let relu6 = ClipBounds {
+        lo: Some(0.0),
+        hi: Some(6.0),
+    };
+    let depthwise = [
+        Conv2d::symmetric((1, 1), (1, 1), (1, 1), 6),
+        Conv2d {
+            padding_end: (1, 1),
+            clip: relu6,
+            ..Conv2d::symmetric((2, 2), (0, 0), (1, 1), 6)
+        },
+        Conv2d {
+            clip: relu6,
+            ..Conv2d::symmetric((1, 1), (2, 2), (2, 2), 6)
+        },
+    ];
     let run = || -> Vec<Vec<u32>> {
         let mut results: Vec<Tensor> = UnaryOp::ALL
             .iter()
@@ -172,6 +197,9 @@ fn every_simd_level_computes_the_same_bits() {
             )
             .unwrap(),
         ]);
+        for p in depthwise {
+            results.push(c.conv2d(&image, &taps, Some(&shift), p).unwrap());
+        }
         results
             .iter()
             // Which NaN an operation returns (sign, payload) follows the
