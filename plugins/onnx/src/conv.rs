@@ -329,9 +329,7 @@ pub(crate) fn fold_pads(
             continue;
         };
         let out = steps[p].outputs[0];
-        let readers: Vec<usize> = (0..steps.len())
-            .filter(|&i| steps[i].inputs.contains(&Some(out)))
-            .collect();
+        let readers = readers(steps, out);
         let all_convs = readers.iter().all(|&i| {
             let s = &steps[i];
             s.node.op == "Conv"
@@ -380,9 +378,7 @@ pub(crate) fn fold_clips(
         if steps[c].node.op != "Conv" || steps[c].small || outputs.contains(&out) {
             continue;
         }
-        let readers: Vec<usize> = (0..steps.len())
-            .filter(|&i| steps[i].inputs.contains(&Some(out)))
-            .collect();
+        let readers = readers(steps, out);
         let [r] = readers[..] else { continue };
         if steps[r].inputs[0] != Some(out) || steps[r].inputs[1..].contains(&Some(out)) {
             continue;
@@ -422,6 +418,13 @@ fn clip_bounds(step: &Step, statics: &HashMap<usize, Static>, opset: i64) -> Opt
         }
         _ => None,
     }
+}
+
+/// The steps that read `slot`.
+fn readers(steps: &[Step], slot: usize) -> Vec<usize> {
+    (0..steps.len())
+        .filter(|&i| steps[i].inputs.contains(&Some(slot)))
+        .collect()
 }
 
 /// Removes the steps marked `folded`.

@@ -203,6 +203,8 @@ fn depthwise(
     // Past the last row: a vector load of a stride-2 block's second half
     // reaches one element beyond the taps it keeps.
     let mut bordered = vec![0.0f32; rows * width + 8];
+    let clip = p.clip.f32_range();
+    let vectors = simd() != Simd::Baseline && matches!(p.stride.1, 1 | 2);
     for (i, plane) in planes.chunks_exact_mut(s.oh * s.ow).enumerate() {
         let (image, oc) = ((first + i) / s.o, (first + i) % s.o);
         // Consecutive output channels of one group read the same input.
@@ -220,8 +222,8 @@ fn depthwise(
             width,
             weight,
             start,
-            clip: p.clip.f32_range(),
-            vectors: simd() != Simd::Baseline && matches!(p.stride.1, 1 | 2),
+            clip,
+            vectors,
         };
         // Four rows at once: four independent sums per tap keep the adder
         // busy where one would wait on its own latency.

@@ -511,10 +511,9 @@ mod x86 {
     }
 
     /// Output rows `rows` and channels `columns` of a
-    /// [`super::gathered_product`], written channels
-    /// first: row `image · plane + position`'s output channel `c` to
-    /// `out[(image · n + c) · plane + position]`, plus `bias[c]`, clipped to
-    /// `clip`. Each tile
+    /// [`super::gathered_product`], written channels first: row `image ·
+    /// plane + position`'s output channel `c` to `out[(image · n + c) ·
+    /// plane + position]`, plus `bias[c]`, clipped to `clip`. Each tile
     /// reads its rows where their runs lie and sums all runs in registers;
     /// nothing is packed.
     ///
