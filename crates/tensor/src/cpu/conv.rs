@@ -157,7 +157,9 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
                 None => Dst::Overwrite(&mut *dst),
             };
             gemm(product, plane, dims, lhs, rhs, 1.0, threads);
-            // Clipped while the block is still in cache.
+            // Clipped in place, a pass over the block. Computing and
+            // clipping runs of 2048 columns, to clip them while in cache,
+            // measured no faster: the product dominates.
             if let Some(range) = clip {
                 for v in dst.iter_mut() {
                     *v = clamp(*v, range);
