@@ -129,8 +129,8 @@ impl Drop for Uncapped {
 /// each element's operations in the order written, so the cap changes only
 /// how many lanes run at once. Covers the loops `with_simd` compiles
 /// (elementwise, the linear epilogue, softmax, layer norm, reductions,
-/// attention, depthwise convolutions) on sizes that also take the threaded
-/// paths.
+/// attention, depthwise convolutions) and the packed product's two tiles,
+/// on sizes that also take the threaded paths.
 #[test]
 fn every_simd_level_computes_the_same_bits() {
     let _restore = Uncapped;
@@ -142,6 +142,8 @@ fn every_simd_level_computes_the_same_bits() {
     data[..4].copy_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0]);
     let x = f32t(&[96, 384], data);
     let (w, _) = rand_f32(&mut rng, &[384, 384]);
+    // A model's weight: 96 rows run on the packed kernel's tiles.
+    let weight = w.clone().into_weight();
     let (bias, _) = rand_f32(&mut rng, &[384]);
     let (gamma, _) = rand_f32(&mut rng, &[384]);
     let (q, _) = rand_f32(&mut rng, &[4, 24, 32]);
@@ -180,6 +182,7 @@ fn every_simd_level_computes_the_same_bits() {
             c.affine(&x, 0.3, -1.5).unwrap(),
             c.linear(&x, &w, false, Some(&bias), Some(UnaryOp::Gelu))
                 .unwrap(),
+            c.matmul(&x, &weight, true).unwrap(),
             c.softmax(&x, -1).unwrap(),
             c.layer_norm(&x, Some(&gamma), Some(&bias), 1e-5).unwrap(),
             c.reduce(ReduceOp::Sum, &x, 1, false).unwrap(),
