@@ -17,6 +17,10 @@
 //! scratch buffer in that layout, which is transposed into the output at
 //! the end (m·n moves). Both moves go by 8×8 register transposes.
 //!
+//! Where the CPU has AVX-512 (and [`super::simd`] allows it), a panel's 16
+//! rows fill one register and the tile is 6 weight rows by two panels
+//! (`x86::Product::wide_rows`), the same bits as the AVX2 tile.
+//!
 //! Only x86_64 with AVX2 and FMA has it; elsewhere [`product`] declines.
 
 use std::mem::MaybeUninit;
@@ -55,7 +59,8 @@ pub(super) fn product(
     } else {
         1
     };
-    run(out, x, w, (m, n, k), tasks);
+    let wide = super::parallel::simd() == super::parallel::Simd::Avx512;
+    run(out, x, w, (m, n, k), tasks, wide);
     true
 }
 
@@ -78,6 +83,7 @@ fn run(
     w: &[f32],
     (m, n, k): (usize, usize, usize),
     tasks: usize,
+    wide: bool,
 ) {
     use super::parallel::SendPtr;
     use x86::{Lanes, PANEL, ROWS};
@@ -108,8 +114,13 @@ fn run(
         // SAFETY: as for `pack`; the bounds were asserted above, the
         // scratch holds n × panels lanes, and this call touches only rows
         // (output columns) `rows` of either.
+        // With `wide`, the caller found AVX-512 too.
         unsafe {
-            product.rows(scratch.0.cast(), rows.clone());
+            if wide {
+                product.wide_rows(scratch.0.cast(), rows.clone());
+            } else {
+                product.rows(scratch.0.cast(), rows.clone());
+            }
             x86::unpack(out.0, scratch.0.cast(), (m, n, panels), rows);
         }
     };
@@ -123,7 +134,14 @@ fn run(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn run(_: &mut [MaybeUninit<f32>], _: &[f32], _: &[f32], _: (usize, usize, usize), _: usize) {
+fn run(
+    _: &mut [MaybeUninit<f32>],
+    _: &[f32],
+    _: &[f32],
+    _: (usize, usize, usize),
+    _: usize,
+    _: bool,
+) {
     unreachable!("the panel kernel is only available on x86_64")
 }
 
@@ -136,6 +154,11 @@ mod x86 {
     pub const PANEL: usize = 16;
     /// Weight rows per tile.
     pub const ROWS: usize = 6;
+    /// Weight rows per tile of the AVX-512 kernel. 12, which would fill 24
+    /// registers, ran slower than the AVX2 tile at 32 rows (`cpu_bench
+    /// "gflops [32,"`, alternating): the tile then streams twice as many
+    /// weight rows at once.
+    const WIDE_ROWS: usize = 6;
     /// Depth per block: a tile's 6 weight rows of it (12 KiB) stay in L1
     /// while every panel passes them, and the panels' share of it in L2.
     const DEPTH: usize = 512;
@@ -325,6 +348,154 @@ mod x86 {
         }
     }
 
+    impl Product<'_> {
+        /// [`Product::rows`] on AVX-512: tiles of 6 weight rows by two
+        /// panels, a panel's 16 rows in one register, so each depth step is
+        /// 12 multiply-adds of 16 lanes for 2 panel loads and 6 broadcasts,
+        /// as the AVX2 tile's 12 of 8 lanes over one panel. Each element
+        /// sums its depth in the same order, in the same depth blocks, as
+        /// [`Product::rows`]: the same bits.
+        ///
+        /// # Safety
+        /// As [`Product::rows`], and AVX-512F is present.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        pub unsafe fn wide_rows(&self, scratch: *mut Lanes, rows: Range<usize>) {
+            let Product {
+                packed,
+                w,
+                k,
+                panels,
+                ..
+            } = *self;
+            for first in (0..k).step_by(DEPTH) {
+                let depth = DEPTH.min(k - first);
+                let mut j = rows.start;
+                while j < rows.end {
+                    let r = WIDE_ROWS.min(rows.end - j);
+                    let mut q = 0;
+                    while q < panels {
+                        let two = q + 1 < panels;
+                        let tile = WideTile {
+                            w: w[j * k + first..].as_ptr(),
+                            k,
+                            depth,
+                            x: packed[q * k + first..].as_ptr().cast(),
+                            // SAFETY: (j, q) is inside the scratch.
+                            dst: unsafe { scratch.add(j * panels + q) }.cast(),
+                            dst_stride: panels * PANEL,
+                            accumulate: first > 0,
+                            ahead: q == 0,
+                        };
+                        // SAFETY: the tile lies inside the operands.
+                        unsafe { tile.dispatch(r, two) };
+                        q += if two { 2 } else { 1 };
+                    }
+                    j += r;
+                }
+            }
+        }
+    }
+
+    /// One tile of [`Product::wide_rows`]: as [`Tile`], against one or two
+    /// panels, the second `k` depth steps after the first in `x`.
+    struct WideTile {
+        w: *const f32,
+        k: usize,
+        depth: usize,
+        x: *const f32,
+        dst: *mut f32,
+        dst_stride: usize,
+        accumulate: bool,
+        ahead: bool,
+    }
+
+    impl WideTile {
+        /// Runs the tile of `r` weight rows, over two panels when `two`.
+        ///
+        /// # Safety
+        /// AVX-512F is present and the tile lies inside the operands.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn dispatch(&self, r: usize, two: bool) {
+            macro_rules! rows {
+                ($p:literal) => {
+                    match r {
+                        6 => self.run::<6, $p>(),
+                        5 => self.run::<5, $p>(),
+                        4 => self.run::<4, $p>(),
+                        3 => self.run::<3, $p>(),
+                        2 => self.run::<2, $p>(),
+                        _ => self.run::<1, $p>(),
+                    }
+                };
+            }
+            // SAFETY: forwarded from the caller.
+            unsafe { if two { rows!(2) } else { rows!(1) } }
+        }
+
+        /// The `R × 16·P` register tile.
+        ///
+        /// # Safety
+        /// As [`WideTile::dispatch`], with `P` panels inside `x`.
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[inline]
+        // A register tile reads best indexed by its row and vector.
+        #[allow(clippy::needless_range_loop)]
+        unsafe fn run<const R: usize, const P: usize>(&self) {
+            let WideTile {
+                w,
+                k,
+                depth,
+                x,
+                dst,
+                dst_stride,
+                accumulate,
+                ahead,
+            } = *self;
+            let mut acc = [[_mm512_setzero_ps(); P]; R];
+            let mut p = 0;
+            while p < depth {
+                let end = (p + LINE).min(depth);
+                if ahead {
+                    for r in 0..R {
+                        // A prefetch never faults, wherever it points.
+                        let line = w.wrapping_add((AHEAD * WIDE_ROWS + r) * k + p);
+                        _mm_prefetch::<_MM_HINT_T0>(line.cast());
+                    }
+                }
+                while p < end {
+                    // SAFETY (all loads): step p of each panel is a whole
+                    // aligned line, k lines after the previous panel's;
+                    // element p of each of the R weight rows is inside w.
+                    let xv: [__m512; P] = std::array::from_fn(|v| unsafe {
+                        _mm512_load_ps(x.add((v * k + p) * PANEL))
+                    });
+                    for r in 0..R {
+                        let b = unsafe { _mm512_set1_ps(*w.add(r * k + p)) };
+                        for v in 0..P {
+                            acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]);
+                        }
+                    }
+                    p += 1;
+                }
+            }
+            for r in 0..R {
+                for v in 0..P {
+                    // SAFETY: row r of the tile's scratch holds P aligned
+                    // lines, written by an earlier block when `accumulate`.
+                    unsafe {
+                        let at = dst.add(r * dst_stride + PANEL * v);
+                        let sum = if accumulate {
+                            _mm512_add_ps(acc[r][v], _mm512_load_ps(at))
+                        } else {
+                            acc[r][v]
+                        };
+                        _mm512_store_ps(at, sum);
+                    }
+                }
+            }
+        }
+    }
+
     /// One tile: weight rows from `w` (rows `k` apart) against one panel
     /// from `x`, over `depth` steps, into `dst` (rows `dst_stride` apart).
     struct Tile {
@@ -434,6 +605,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parallel::{Simd, simd};
     use super::super::skinny::Weight;
     use super::super::skinny::tests::{assert_matches, reference, values};
     use super::*;
@@ -448,18 +620,28 @@ mod tests {
         for m in [1, 7, 8, 9, 15, 16, 17, 24, 25, 33, 55] {
             for n in [1, 5, 6, 7, 13, 24, 50] {
                 for k in [1, 7, 8, 9, 33, 512, 513, 1100] {
-                    for tasks in [1, 2, 3] {
-                        let x = values(m * k, 1);
-                        let w = values(n * k, 2);
+                    let x = values(m * k, 1);
+                    let w = values(n * k, 2);
+                    let weight = Weight {
+                        data: &w,
+                        transposed: true,
+                    };
+                    let expected = reference(&x, weight, (m, n, k));
+                    let mut first: Option<Vec<u32>> = None;
+                    for (tasks, wide) in [1, 2, 3].into_iter().flat_map(|t| {
+                        let wide = [false, true].into_iter();
+                        wide.filter(|&w| !w || simd() == Simd::Avx512)
+                            .map(move |w| (t, w))
+                    }) {
                         let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
-                        run(&mut out, &x, &w, (m, n, k), tasks);
-                        let weight = Weight {
-                            data: &w,
-                            transposed: true,
-                        };
-                        let expected = reference(&x, weight, (m, n, k));
-                        let case = format!("m={m} n={n} k={k} tasks={tasks}");
+                        run(&mut out, &x, &w, (m, n, k), tasks, wide);
+                        let case = format!("m={m} n={n} k={k} tasks={tasks} wide={wide}");
                         assert_matches(&out, &expected, k, &case);
+                        // Either tile, split or not, sums each element alike.
+                        // SAFETY: every element was written.
+                        let bits = out.iter().map(|v| unsafe { v.assume_init() }.to_bits());
+                        let bits: Vec<u32> = bits.collect();
+                        assert_eq!(first.get_or_insert_with(|| bits.clone()), &bits, "{case}");
                     }
                 }
             }

@@ -129,8 +129,8 @@ impl Drop for Uncapped {
 /// each element's operations in the order written, so the cap changes only
 /// how many lanes run at once. Covers the loops `with_simd` compiles
 /// (elementwise, the linear epilogue, softmax, layer norm, reductions,
-/// attention, depthwise convolutions) and the packed product's two tiles,
-/// on sizes that also take the threaded paths.
+/// attention, depthwise convolutions) and the two tiles of the packed and
+/// the panel products, on sizes that also take the threaded paths.
 #[test]
 fn every_simd_level_computes_the_same_bits() {
     let _restore = Uncapped;
@@ -183,6 +183,8 @@ fn every_simd_level_computes_the_same_bits() {
             c.linear(&x, &w, false, Some(&bias), Some(UnaryOp::Gelu))
                 .unwrap(),
             c.matmul(&x, &weight, true).unwrap(),
+            // No weight: 96 rows run on the panel kernel's tiles.
+            c.matmul(&x, &w, true).unwrap(),
             c.softmax(&x, -1).unwrap(),
             c.layer_norm(&x, Some(&gamma), Some(&bias), 1e-5).unwrap(),
             c.reduce(ReduceOp::Sum, &x, 1, false).unwrap(),
