@@ -20,7 +20,7 @@
 //!
 //! Where the CPU has AVX-512 (and [`super::simd`] allows it), the product
 //! runs on a tile of 12 rows by two panels in 16-lane registers instead
-//! (`x86::wide_block`): twice the lanes per multiply-add, which CPUs with
+//! (`x86::Tile::wide_run`): twice the lanes per multiply-add, which CPUs with
 //! two 512-bit FMA units (Intel's server cores) run at twice AVX2's peak.
 //! Each element sums its depth in the same order either way, so both tiles
 //! give the same bits.
@@ -267,21 +267,12 @@ fn product_at(
     wide: bool,
 ) {
     assert!(x.len() >= m * w.k, "packed product out of bounds");
-    if wide {
-        // SAFETY: as below, and the caller found AVX-512 on this CPU.
-        return split(
-            out,
-            w,
-            m,
-            threads,
-            x86::WIDE_ROWS,
-            |out, rows, columns| unsafe { x86::wide_block(out, x, w, rows, columns) },
-        );
-    }
+    let tile_rows = if wide { x86::WIDE_ROWS } else { x86::ROWS };
     // SAFETY: the kernel is available (a `PackedWeight` exists only where
-    // it is), the bounds were asserted, and blocks write disjoint elements.
-    split(out, w, m, threads, x86::ROWS, |out, rows, columns| unsafe {
-        x86::block(out, x, w, rows, columns)
+    // it is), and AVX-512 where `wide` (the caller found it); the bounds
+    // were asserted, and blocks write disjoint elements.
+    split(out, w, m, threads, tile_rows, |out, rows, columns| unsafe {
+        x86::block(out, x, w, rows, columns, wide)
     });
 }
 
@@ -397,12 +388,13 @@ mod x86 {
         };
     }
 
-    /// Output rows `rows` and columns `columns` of the product.
+    /// Output rows `rows` and columns `columns` of the product, on the AVX2
+    /// tile, or on the AVX-512 one when `wide` ([`Tile::wide_run`]).
     ///
     /// # Safety
-    /// AVX2 and FMA are present; `out` holds `m × n` floats and `x` `m × k`
-    /// for `m` at least `rows.end`; `columns` starts at a multiple of
-    /// [`WIDTH`] and lies inside `0..n`.
+    /// AVX2 and FMA are present, and AVX-512F when `wide`; `out` holds
+    /// `m × n` floats and `x` `m × k` for `m` at least `rows.end`;
+    /// `columns` starts at a multiple of [`WIDTH`] and lies inside `0..n`.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn block(
         out: *mut f32,
@@ -410,7 +402,13 @@ mod x86 {
         w: &PackedWeight,
         rows: Range<usize>,
         columns: Range<usize>,
+        wide: bool,
     ) {
+        let (tile_rows, tile_columns) = if wide {
+            (WIDE_ROWS, 2 * WIDTH)
+        } else {
+            (ROWS, WIDTH)
+        };
         let (n, k) = (w.n, w.k);
         let depths = k.div_ceil(DEPTH);
         let depth = k.div_ceil(depths);
@@ -418,9 +416,9 @@ mod x86 {
             let steps = depth.min(k - first);
             for block in columns.clone().step_by(COLUMNS) {
                 let block = block..columns.end.min(block + COLUMNS);
-                for i in rows.clone().step_by(ROWS) {
-                    let r = ROWS.min(rows.end - i);
-                    for j in block.clone().step_by(WIDTH) {
+                for i in rows.clone().step_by(tile_rows) {
+                    let r = tile_rows.min(rows.end - i);
+                    for j in block.clone().step_by(tile_columns) {
                         let tile = Tile {
                             x: x[i * k + first..].as_ptr(),
                             // SAFETY: panel j / 16 at depth `first` is
@@ -431,10 +429,16 @@ mod x86 {
                             n,
                             k,
                             accumulate: first > 0,
-                            width: WIDTH.min(n - j),
+                            width: tile_columns.min(block.end - j),
                         };
                         // SAFETY: the tile lies inside the operands.
-                        unsafe { tile.dispatch(r) };
+                        unsafe {
+                            if wide {
+                                tile.wide_dispatch(r)
+                            } else {
+                                tile.dispatch(r)
+                            }
+                        }
                     }
                 }
             }
@@ -442,8 +446,8 @@ mod x86 {
     }
 
     /// One tile: activation rows from `x` (rows `k` apart) against one
-    /// panel from `w` over `steps` depths, into the first `width` columns at
-    /// `out` (rows `n` apart).
+    /// panel from `w` (two on AVX-512) over `steps` depths, into the first
+    /// `width` columns at `out` (rows `n` apart).
     struct Tile {
         x: *const f32,
         w: *const f32,
@@ -544,90 +548,30 @@ mod x86 {
     /// Activation rows per tile of the AVX-512 kernel.
     pub const WIDE_ROWS: usize = 12;
 
-    /// [`block`] on AVX-512: tiles of [`WIDE_ROWS`] rows by two panels (32
-    /// columns), 24 of the 32 vector registers accumulating, so each depth
-    /// step is 24 multiply-adds of 16 lanes for 2 panel loads and 12
-    /// broadcasts, where the AVX2 tile does 12 of 8 lanes for 2 and 6.
-    /// Each output element still sums its depth in order, one fused
-    /// multiply-add at a time, in the same depth blocks: the same bits as
-    /// [`block`].
-    ///
-    /// # Safety
-    /// As [`block`], and AVX-512F is present.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub unsafe fn wide_block(
-        out: *mut f32,
-        x: &[f32],
-        w: &PackedWeight,
-        rows: Range<usize>,
-        columns: Range<usize>,
-    ) {
-        let (n, k) = (w.n, w.k);
-        let depths = k.div_ceil(DEPTH);
-        let depth = k.div_ceil(depths);
-        for first in (0..k).step_by(depth) {
-            let steps = depth.min(k - first);
-            for block in columns.clone().step_by(COLUMNS) {
-                let block = block..columns.end.min(block + COLUMNS);
-                for i in rows.clone().step_by(WIDE_ROWS) {
-                    let r = WIDE_ROWS.min(rows.end - i);
-                    for j in block.clone().step_by(2 * WIDTH) {
-                        let tile = WideTile {
-                            x: x[i * k + first..].as_ptr(),
-                            // SAFETY: panel j / 16 at depth `first` is
-                            // inside the packed weight; (i, j) inside out.
-                            w: w.panels[j / WIDTH * k + first..].as_ptr().cast(),
-                            steps,
-                            out: unsafe { out.add(i * n + j) },
-                            n,
-                            k,
-                            accumulate: first > 0,
-                            width: (2 * WIDTH).min(block.end - j),
-                        };
-                        // SAFETY: the tile lies inside the operands.
-                        unsafe { tile.dispatch(r) };
-                    }
-                }
-            }
-        }
-    }
-
-    /// One tile of [`wide_block`]: as [`Tile`], over one or two panels
-    /// (`width` up to 32 columns), the second `k` depth steps after the
-    /// first.
-    struct WideTile {
-        x: *const f32,
-        w: *const f32,
-        steps: usize,
-        out: *mut f32,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-        width: usize,
-    }
-
-    impl WideTile {
-        /// Runs the tile of `r` rows, over as many panels as it is wide.
+    impl Tile {
+        /// Runs the AVX-512 tile of `r` rows ([`WIDE_ROWS`] at most), over
+        /// as many panels as it is wide (`width` up to 32 columns, the
+        /// second panel `k` depth steps after the first).
         ///
         /// # Safety
         /// AVX-512F is present and the tile lies inside the operands.
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn dispatch(&self, r: usize) {
+        unsafe fn wide_dispatch(&self, r: usize) {
             macro_rules! rows {
                 ($p:literal) => {
                     match r {
-                        12 => self.run::<12, $p>(),
-                        11 => self.run::<11, $p>(),
-                        10 => self.run::<10, $p>(),
-                        9 => self.run::<9, $p>(),
-                        8 => self.run::<8, $p>(),
-                        7 => self.run::<7, $p>(),
-                        6 => self.run::<6, $p>(),
-                        5 => self.run::<5, $p>(),
-                        4 => self.run::<4, $p>(),
-                        3 => self.run::<3, $p>(),
-                        2 => self.run::<2, $p>(),
-                        _ => self.run::<1, $p>(),
+                        12 => self.wide_run::<12, $p>(),
+                        11 => self.wide_run::<11, $p>(),
+                        10 => self.wide_run::<10, $p>(),
+                        9 => self.wide_run::<9, $p>(),
+                        8 => self.wide_run::<8, $p>(),
+                        7 => self.wide_run::<7, $p>(),
+                        6 => self.wide_run::<6, $p>(),
+                        5 => self.wide_run::<5, $p>(),
+                        4 => self.wide_run::<4, $p>(),
+                        3 => self.wide_run::<3, $p>(),
+                        2 => self.wide_run::<2, $p>(),
+                        _ => self.wide_run::<1, $p>(),
                     }
                 };
             }
@@ -641,16 +585,21 @@ mod x86 {
             }
         }
 
-        /// The `R × 16P` register tile.
+        /// The `R × 16P` register tile on AVX-512: 12 rows by two panels keep
+        /// 24 of the 32 vector registers accumulating, so each depth step is
+        /// 24 multiply-adds of 16 lanes for 2 panel loads and 12 broadcasts,
+        /// where the AVX2 tile does 12 of 8 lanes for 2 and 6. Each output
+        /// element still sums its depth in order, one fused multiply-add at
+        /// a time: the same bits as [`Tile::run`].
         ///
         /// # Safety
-        /// As [`WideTile::dispatch`], with `P` panels inside the weight.
+        /// As [`Tile::wide_dispatch`], with `P` panels inside the weight.
         #[target_feature(enable = "avx512f,avx2,fma")]
         #[inline]
         // A register tile reads best indexed by its row and vector.
         #[allow(clippy::needless_range_loop)]
-        unsafe fn run<const R: usize, const P: usize>(&self) {
-            let WideTile {
+        unsafe fn wide_run<const R: usize, const P: usize>(&self) {
+            let Tile {
                 x,
                 w,
                 steps,
@@ -846,22 +795,13 @@ mod x86 {
     pub const ROWS: usize = 6;
     pub const WIDE_ROWS: usize = 12;
 
-    pub unsafe fn wide_block(
-        _: *mut f32,
-        _: &[f32],
-        _: &super::PackedWeight,
-        _: std::ops::Range<usize>,
-        _: std::ops::Range<usize>,
-    ) {
-        unreachable!("the packed kernel is only available on x86_64")
-    }
-
     pub unsafe fn block(
         _: *mut f32,
         _: &[f32],
         _: &super::PackedWeight,
         _: std::ops::Range<usize>,
         _: std::ops::Range<usize>,
+        _: bool,
     ) {
         unreachable!("the packed kernel is only available on x86_64")
     }

@@ -19,7 +19,7 @@
 //!
 //! Where the CPU has AVX-512 (and [`super::simd`] allows it), a panel's 16
 //! rows fill one register and the tile is 6 weight rows by two panels
-//! (`x86::Product::wide_rows`), the same bits as the AVX2 tile.
+//! (`x86::Tile::wide_run`), the same bits as the AVX2 tile.
 //!
 //! Only x86_64 with AVX2 and FMA has it; elsewhere [`product`] declines.
 
@@ -116,11 +116,7 @@ fn run(
         // (output columns) `rows` of either.
         // With `wide`, the caller found AVX-512 too.
         unsafe {
-            if wide {
-                product.wide_rows(scratch.0.cast(), rows.clone());
-            } else {
-                product.rows(scratch.0.cast(), rows.clone());
-            }
+            product.rows(scratch.0.cast(), rows.clone(), wide);
             x86::unpack(out.0, scratch.0.cast(), (m, n, panels), rows);
         }
     };
@@ -154,11 +150,6 @@ mod x86 {
     pub const PANEL: usize = 16;
     /// Weight rows per tile.
     pub const ROWS: usize = 6;
-    /// Weight rows per tile of the AVX-512 kernel. 12, which would fill 24
-    /// registers, ran slower than the AVX2 tile at 32 rows (`cpu_bench
-    /// "gflops [32,"`, alternating): the tile then streams twice as many
-    /// weight rows at once.
-    const WIDE_ROWS: usize = 6;
     /// Depth per block: a tile's 6 weight rows of it (12 KiB) stay in L1
     /// while every panel passes them, and the panels' share of it in L2.
     const DEPTH: usize = 512;
@@ -302,13 +293,14 @@ mod x86 {
 
     impl Product<'_> {
         /// Rows `rows` of the transposed product into `scratch`: for weight
-        /// row j and panel q, lanes `j · panels + q`.
+        /// row j and panel q, lanes `j · panels + q`; on the AVX-512 tile
+        /// when `wide` ([`Tile::wide_run`]), two panels at a time.
         ///
         /// # Safety
-        /// AVX2 and FMA are present; `scratch` holds `n × panels` lanes and
-        /// `rows` lies in `0..n`.
+        /// AVX2 and FMA are present, and AVX-512F when `wide`; `scratch`
+        /// holds `n × panels` lanes and `rows` lies in `0..n`.
         #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn rows(&self, scratch: *mut Lanes, rows: Range<usize>) {
+        pub unsafe fn rows(&self, scratch: *mut Lanes, rows: Range<usize>, wide: bool) {
             let Product {
                 packed,
                 w,
@@ -323,7 +315,7 @@ mod x86 {
                 let mut j = rows.start;
                 while j < rows.end {
                     let r = ROWS.min(rows.end - j);
-                    for q in 0..panels {
+                    for q in (0..panels).step_by(if wide { 2 } else { 1 }) {
                         let at = Tile {
                             // Prefetching the weight this tile reads again
                             // from L1 for the other panels is the first
@@ -338,9 +330,14 @@ mod x86 {
                             accumulate: first > 0,
                             ahead: q == 0,
                         };
-                        let one = narrow && q == panels - 1;
                         // SAFETY: the tile lies inside the operands.
-                        unsafe { at.dispatch(r, one) };
+                        unsafe {
+                            if wide {
+                                at.wide_dispatch(r, q + 1 < panels)
+                            } else {
+                                at.dispatch(r, narrow && q == panels - 1)
+                            }
+                        }
                     }
                     j += r;
                 }
@@ -348,83 +345,23 @@ mod x86 {
         }
     }
 
-    impl Product<'_> {
-        /// [`Product::rows`] on AVX-512: tiles of 6 weight rows by two
-        /// panels, a panel's 16 rows in one register, so each depth step is
-        /// 12 multiply-adds of 16 lanes for 2 panel loads and 6 broadcasts,
-        /// as the AVX2 tile's 12 of 8 lanes over one panel. Each element
-        /// sums its depth in the same order, in the same depth blocks, as
-        /// [`Product::rows`]: the same bits.
-        ///
-        /// # Safety
-        /// As [`Product::rows`], and AVX-512F is present.
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        pub unsafe fn wide_rows(&self, scratch: *mut Lanes, rows: Range<usize>) {
-            let Product {
-                packed,
-                w,
-                k,
-                panels,
-                ..
-            } = *self;
-            for first in (0..k).step_by(DEPTH) {
-                let depth = DEPTH.min(k - first);
-                let mut j = rows.start;
-                while j < rows.end {
-                    let r = WIDE_ROWS.min(rows.end - j);
-                    let mut q = 0;
-                    while q < panels {
-                        let two = q + 1 < panels;
-                        let tile = WideTile {
-                            w: w[j * k + first..].as_ptr(),
-                            k,
-                            depth,
-                            x: packed[q * k + first..].as_ptr().cast(),
-                            // SAFETY: (j, q) is inside the scratch.
-                            dst: unsafe { scratch.add(j * panels + q) }.cast(),
-                            dst_stride: panels * PANEL,
-                            accumulate: first > 0,
-                            ahead: q == 0,
-                        };
-                        // SAFETY: the tile lies inside the operands.
-                        unsafe { tile.dispatch(r, two) };
-                        q += if two { 2 } else { 1 };
-                    }
-                    j += r;
-                }
-            }
-        }
-    }
-
-    /// One tile of [`Product::wide_rows`]: as [`Tile`], against one or two
-    /// panels, the second `k` depth steps after the first in `x`.
-    struct WideTile {
-        w: *const f32,
-        k: usize,
-        depth: usize,
-        x: *const f32,
-        dst: *mut f32,
-        dst_stride: usize,
-        accumulate: bool,
-        ahead: bool,
-    }
-
-    impl WideTile {
-        /// Runs the tile of `r` weight rows, over two panels when `two`.
+    impl Tile {
+        /// Runs the AVX-512 tile of `r` weight rows, over two panels when
+        /// `two` (the second `k` depth steps after the first in `x`).
         ///
         /// # Safety
         /// AVX-512F is present and the tile lies inside the operands.
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn dispatch(&self, r: usize, two: bool) {
+        unsafe fn wide_dispatch(&self, r: usize, two: bool) {
             macro_rules! rows {
                 ($p:literal) => {
                     match r {
-                        6 => self.run::<6, $p>(),
-                        5 => self.run::<5, $p>(),
-                        4 => self.run::<4, $p>(),
-                        3 => self.run::<3, $p>(),
-                        2 => self.run::<2, $p>(),
-                        _ => self.run::<1, $p>(),
+                        6 => self.wide_run::<6, $p>(),
+                        5 => self.wide_run::<5, $p>(),
+                        4 => self.wide_run::<4, $p>(),
+                        3 => self.wide_run::<3, $p>(),
+                        2 => self.wide_run::<2, $p>(),
+                        _ => self.wide_run::<1, $p>(),
                     }
                 };
             }
@@ -432,16 +369,23 @@ mod x86 {
             unsafe { if two { rows!(2) } else { rows!(1) } }
         }
 
-        /// The `R × 16·P` register tile.
+        /// The `R × 16·P` register tile on AVX-512: a panel's 16 rows in one
+        /// register, so each depth step is 12 multiply-adds of 16 lanes for
+        /// 2 panel loads and 6 broadcasts, as the AVX2 tile's 12 of 8 lanes
+        /// over one panel. Each element sums its depth in the same order, in
+        /// the same depth blocks, as [`Tile::run`]: the same bits. A tile of
+        /// 12 weight rows (24 registers) ran slower than the AVX2 tile at 32
+        /// rows (`cpu_bench "gflops [32,"`, alternating): it streams twice
+        /// as many weight rows at once.
         ///
         /// # Safety
-        /// As [`WideTile::dispatch`], with `P` panels inside `x`.
+        /// As [`Tile::wide_dispatch`], with `P` panels inside `x`.
         #[target_feature(enable = "avx512f,avx2,fma")]
         #[inline]
         // A register tile reads best indexed by its row and vector.
         #[allow(clippy::needless_range_loop)]
-        unsafe fn run<const R: usize, const P: usize>(&self) {
-            let WideTile {
+        unsafe fn wide_run<const R: usize, const P: usize>(&self) {
+            let Tile {
                 w,
                 k,
                 depth,
@@ -458,7 +402,7 @@ mod x86 {
                 if ahead {
                     for r in 0..R {
                         // A prefetch never faults, wherever it points.
-                        let line = w.wrapping_add((AHEAD * WIDE_ROWS + r) * k + p);
+                        let line = w.wrapping_add((AHEAD * ROWS + r) * k + p);
                         _mm_prefetch::<_MM_HINT_T0>(line.cast());
                     }
                 }
@@ -497,7 +441,8 @@ mod x86 {
     }
 
     /// One tile: weight rows from `w` (rows `k` apart) against one panel
-    /// from `x`, over `depth` steps, into `dst` (rows `dst_stride` apart).
+    /// from `x` (two on AVX-512), over `depth` steps, into `dst` (rows
+    /// `dst_stride` apart).
     struct Tile {
         w: *const f32,
         k: usize,
