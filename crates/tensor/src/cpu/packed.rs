@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::buffers::{floats, zeroed};
 use super::matmul::{BAND_WORK, MIN_BAND_ROWS};
-use super::parallel::{SendPtr, Simd, for_each_task, simd};
+use super::parallel::{SendPtr, for_each_task, wide_tiles};
 use crate::{Result, Tensor, deadline};
 
 /// Fewest activation rows the packed kernel takes under a tensor that is
@@ -254,7 +254,7 @@ pub(super) fn product(
     m: usize,
     threads: bool,
 ) {
-    product_at(out, x, w, m, threads, simd() == Simd::Avx512);
+    product_at(out, x, w, m, threads, wide_tiles());
 }
 
 /// [`product`] on the AVX-512 tile when `wide`, else on the AVX2 one.
@@ -872,10 +872,8 @@ mod tests {
     /// Every (threads, wide) the kernel runs with on this CPU: the AVX-512
     /// tile only where the CPU has it.
     fn tiles() -> Vec<(bool, bool)> {
-        let wide = [false, true]
-            .into_iter()
-            .filter(|&w| !w || simd() == Simd::Avx512);
-        wide.flat_map(|w| [(false, w), (true, w)]).collect()
+        let widths = super::super::parallel::tile_widths();
+        widths.flat_map(|w| [(false, w), (true, w)]).collect()
     }
 
     /// A weight is packed once and kept: a second product, and a clone's,

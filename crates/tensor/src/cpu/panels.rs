@@ -59,7 +59,7 @@ pub(super) fn product(
     } else {
         1
     };
-    let wide = super::parallel::simd() == super::parallel::Simd::Avx512;
+    let wide = super::parallel::wide_tiles();
     run(out, x, w, (m, n, k), tasks, wide);
     true
 }
@@ -550,7 +550,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parallel::{Simd, simd};
+    use super::super::parallel::tile_widths;
     use super::super::skinny::Weight;
     use super::super::skinny::tests::{assert_matches, reference, values};
     use super::*;
@@ -573,11 +573,10 @@ mod tests {
                     };
                     let expected = reference(&x, weight, (m, n, k));
                     let mut first: Option<Vec<u32>> = None;
-                    for (tasks, wide) in [1, 2, 3].into_iter().flat_map(|t| {
-                        let wide = [false, true].into_iter();
-                        wide.filter(|&w| !w || simd() == Simd::Avx512)
-                            .map(move |w| (t, w))
-                    }) {
+                    for (tasks, wide) in [1, 2, 3]
+                        .into_iter()
+                        .flat_map(|t| tile_widths().map(move |w| (t, w)))
+                    {
                         let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
                         run(&mut out, &x, &w, (m, n, k), tasks, wide);
                         let case = format!("m={m} n={n} k={k} tasks={tasks} wide={wide}");

@@ -293,6 +293,22 @@ fn detect() -> Simd {
     Simd::Baseline
 }
 
+/// Whether the product kernels run their AVX-512 register tiles
+/// ([`super::packed`], [`super::panels`]): the level in use is AVX-512, so
+/// a cap turns them off too. They give the AVX2 tiles' bits.
+pub(super) fn wide_tiles() -> bool {
+    simd() == Simd::Avx512
+}
+
+/// The tile widths a product kernel has on this CPU, for tests to run
+/// each: the AVX2 tiles (`false`), and the AVX-512 ones where in use.
+#[cfg(test)]
+pub(super) fn tile_widths() -> impl Iterator<Item = bool> {
+    [false, true]
+        .into_iter()
+        .filter(|&wide| !wide || wide_tiles())
+}
+
 /// Runs `f` compiled for the widest vector units [`simd`] allows, so the
 /// loops inlined into it vectorize 16 or 8 wide instead of the baseline's
 /// 4 (x86_64 builds target SSE2 unless told otherwise).
