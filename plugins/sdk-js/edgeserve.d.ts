@@ -18,6 +18,10 @@ export type UnaryOp = wit.UnaryOp;
 export type ReduceOp = wit.ReduceOp;
 /** `tensor.compare-op` */
 export type CompareOp = wit.CompareOp;
+/** `tensor.pool-kind` */
+export type PoolKind = wit.PoolKind;
+/** A [height, width] pair, or one number for both. */
+export type Pair = number | [number, number];
 type TypedArray = Float32Array | Int32Array | BigInt64Array | Uint8Array;
 
 export class TensorError extends Error {
@@ -58,6 +62,14 @@ export class Tensor {
   gather(indices: Tensor, axis?: number): Tensor;
   expand(shape: number[]): Tensor;
   clip(lo?: number, hi?: number): Tensor;
+  conv2d(
+    weight: Tensor,
+    bias?: Tensor,
+    options?: { stride?: Pair; padding?: Pair; paddingEnd?: Pair; dilation?: Pair; groups?: number; clip?: [number?, number?] },
+  ): Tensor;
+  pool2d(kind: PoolKind, kernel: Pair, stride?: Pair, padding?: Pair): Tensor;
+  maxPool2d(kernel: Pair, stride?: Pair, padding?: Pair): Tensor;
+  avgPool2d(kernel: Pair, stride?: Pair, padding?: Pair): Tensor;
   relu(): Tensor;
   gelu(): Tensor;
   exp(): Tensor;

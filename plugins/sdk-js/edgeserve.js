@@ -40,6 +40,8 @@ function call(op, ...args) {
 
 const wrap = (op, ...args) => new Tensor(call(op, ...args));
 const handleOf = (t) => (t ? t.handle : undefined);
+/** A [height, width] pair from a pair or one number for both. */
+const pair = (v) => (typeof v === "number" ? [v, v] : [v[0], v[1]]);
 
 /**
  * An n-dimensional array held by the host. Methods run on the host:
@@ -125,6 +127,29 @@ export class Tensor {
   expand(shape) { return wrap(wit.expand, this.handle, shape); }
   /** `min(max(this, lo), hi)`; an omitted bound does not clip. */
   clip(lo, hi) { return wrap(wit.clip, this.handle, lo, hi); }
+  /**
+   * 2-D convolution of this (`[n, c, h, w]`) with `weight` (`[o, c / groups, kh, kw]`) plus an
+   * optional `bias` (`[o]`); pairs are [height, width] (a number means both). `padding` adds zeros
+   * before each axis, and after it unless `paddingEnd` says otherwise; each output is clipped to
+   * `clip` = [lo, hi] as it is written, an absent bound not clipping (ReLU: [0]; ReLU6: [0, 6]).
+   * Uneven padding or a clip is the contract's `conv2d-fused`.
+   */
+  conv2d(weight, bias, { stride = 1, padding = 0, paddingEnd, dilation = 1, groups = 1, clip = [] } = {}) {
+    const [s, p, d] = [pair(stride), pair(padding), pair(dilation)];
+    const end = paddingEnd === undefined ? p : pair(paddingEnd);
+    const [clipLo, clipHi] = clip;
+    if (end[0] !== p[0] || end[1] !== p[1] || clipLo !== undefined || clipHi !== undefined) {
+      const options = { stride: s, paddingBegin: p, paddingEnd: end, dilation: d, groups, clipLo, clipHi };
+      return wrap(wit.conv2dFused, this.handle, weight.handle, handleOf(bias), options);
+    }
+    return wrap(wit.conv2d, this.handle, weight.handle, handleOf(bias), s, p, d, groups);
+  }
+  /** 2-D pooling over `[n, c, h, w]` ("max", or "avg" leaving padding out of the count); `stride` defaults to `kernel`. */
+  pool2d(kind, kernel, stride = kernel, padding = 0) {
+    return wrap(wit.pool2d, kind, this.handle, pair(kernel), pair(stride), pair(padding));
+  }
+  maxPool2d(kernel, stride = kernel, padding = 0) { return this.pool2d("max", kernel, stride, padding); }
+  avgPool2d(kernel, stride = kernel, padding = 0) { return this.pool2d("avg", kernel, stride, padding); }
   relu() { return this.unary("relu"); }
   gelu() { return this.unary("gelu"); }
   exp() { return this.unary("exp"); }

@@ -113,8 +113,8 @@ fn default_toolchains() -> PathBuf {
 
 /// A folder holding a model repository with every component of these
 /// tests, built once: the three scaffolded handlers, `digits` in Rust,
-/// Python and JavaScript, a Python handler that raises, and the contract
-/// fixtures. The handler that raises is built with toolchains installed
+/// Python and JavaScript, convolution and pooling in Python and
+/// JavaScript, a Python handler that raises, and the contract fixtures. The handler that raises is built with toolchains installed
 /// afresh into an empty folder, checking that first use installs them and
 /// says so (the others share the default toolchains, to keep CI short).
 ///
@@ -138,6 +138,8 @@ fn built() -> &'static Path {
         for (project, name) in [
             ("plugins/digits-py", "digits-py"),
             ("plugins/digits-js", "digits-js"),
+            ("tests/fixtures/conv-py", "conv-py"),
+            ("tests/fixtures/conv-js", "conv-js"),
         ] {
             build(&repo_root().join(project), &repo, name);
         }
@@ -253,6 +255,151 @@ async fn digits_in_python_and_javascript_answer_like_the_rust_one() {
         let worst = common::max_abs_diff(p, rust_p);
         assert!(worst <= 1e-6, "{model}: max |p - rust| = {worst}");
         assert_eq!(labels, rust_labels, "{model}");
+    }
+}
+
+/// Every operation of the contract's `tensor` interface has its wrapper in
+/// the Python and JavaScript SDKs: an operation added to the WIT without
+/// them fails here.
+#[test]
+fn the_python_and_javascript_sdks_wrap_every_tensor_operation() {
+    let wit = std::fs::read_to_string(repo_root().join("wit/edgeserve.wit")).unwrap();
+    let (_, interface) = wit.split_once("interface tensor {").unwrap();
+    let (interface, _) = interface.split_once("\n}").unwrap();
+    // The interface's functions; a resource's methods are indented deeper.
+    let ops: Vec<&str> = interface
+        .lines()
+        .filter_map(|line| line.strip_prefix("    ")?.split_once(": func("))
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with(' '))
+        .collect();
+    assert!(ops.len() > 20 && ops.contains(&"conv2d-fused"), "{ops:?}");
+    let sdk = |files: &[&str]| -> String {
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(repo_root().join(f)).unwrap())
+            .collect()
+    };
+    let python = sdk(&["plugins/sdk-python/edgeserve/tensor.py"]);
+    let js = sdk(&["plugins/sdk-js/edgeserve.js"]);
+    for op in ops {
+        let snake = op.replace('-', "_");
+        let camel: String = op
+            .split('-')
+            .enumerate()
+            .map(|(i, word)| match i {
+                0 => word.to_owned(),
+                _ => word[..1].to_uppercase() + &word[1..],
+            })
+            .collect();
+        assert!(
+            python.contains(&format!("wit.{snake},")),
+            "the Python SDK does not wrap {op}"
+        );
+        assert!(
+            js.contains(&format!("wit.{camel},")),
+            "the JavaScript SDK does not wrap {op}"
+        );
+    }
+}
+
+/// `len` values in [-1, 1), spread by `seed`.
+fn spread(len: usize, seed: u32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn convolution_and_pooling_in_python_and_javascript_run_the_host_ops_asked_for() {
+    use edgeserve_tensor::shape::ClipBounds;
+    use edgeserve_tensor::{Backend, Conv2d, Pool2d, PoolKind, Tensor, cpu::CpuBackend};
+
+    let inputs = [
+        ("x", vec![2, 4, 9, 9]),
+        ("w", vec![8, 4, 3, 3]),
+        ("b", vec![8]),
+        ("dw", vec![4, 1, 3, 3]),
+    ]
+    .map(|(name, shape)| {
+        let values = spread(shape.iter().product(), name.len() as u32 * 7919);
+        (name, shape, values)
+    });
+    let request = json!({"inputs": inputs.iter().map(|(name, shape, values)| {
+        json!({"name": name, "shape": shape, "datatype": "FP32", "data": values})
+    }).collect::<Vec<_>>()});
+    let [x, w, b, dw] = inputs
+        .clone()
+        .map(|(_, shape, values)| Tensor::from_f32(&shape, values).unwrap());
+    // What each output asks of the host, run here on the same CPU kernels.
+    let cpu = CpuBackend::new();
+    let ops = cpu.ops();
+    let fused = Conv2d {
+        stride: (2, 2),
+        padding: (1, 0),
+        padding_end: (2, 1),
+        dilation: (1, 1),
+        groups: 1,
+        clip: ClipBounds {
+            lo: Some(0.0),
+            hi: Some(3.0),
+        },
+    };
+    let pool = |kind, kernel, stride, padding| Pool2d {
+        kind,
+        kernel,
+        stride,
+        padding,
+    };
+    let expected = [
+        (
+            "plain",
+            ops.conv2d(
+                &x,
+                &w,
+                Some(&b),
+                Conv2d::symmetric((1, 1), (1, 1), (1, 1), 1),
+            ),
+        ),
+        ("fused", ops.conv2d(&x, &w, Some(&b), fused)),
+        (
+            "grouped",
+            ops.conv2d(&x, &dw, None, Conv2d::symmetric((1, 2), (0, 0), (2, 2), 4)),
+        ),
+        (
+            "max",
+            ops.pool2d(&x, pool(PoolKind::Max, (2, 2), (2, 2), (0, 0))),
+        ),
+        (
+            "avg",
+            ops.pool2d(&x, pool(PoolKind::Avg, (3, 3), (2, 2), (1, 1))),
+        ),
+    ]
+    .map(|(name, t)| {
+        let t = t.unwrap();
+        (
+            name,
+            t.shape().to_vec(),
+            t.host().unwrap().as_slice::<f32>().to_vec(),
+        )
+    });
+    // Both bounds of the clip bite: without either the output would differ.
+    let (_, _, clipped) = &expected[1];
+    for bound in [0.0, 3.0] {
+        assert!(clipped.iter().any(|&v| v == bound), "no output at {bound}");
+    }
+
+    let server = ServerProcess::serve(&repository(), &shared_cache());
+    for model in ["conv-py", "conv-js"] {
+        let (status, body) = infer(&server, model, &request).await;
+        assert_eq!(status, 200, "{model}: {body}");
+        for (name, shape, values) in &expected {
+            let out = output(&body, name);
+            let got_shape: Vec<usize> = serde_json::from_value(out["shape"].clone()).unwrap();
+            assert_eq!(&got_shape, shape, "{model} {name}");
+            let got: Vec<f32> = floats(&out["data"]).iter().map(|&v| v as f32).collect();
+            assert_eq!(&got, values, "{model} {name}");
+        }
     }
 }
 
@@ -471,10 +618,11 @@ fn the_javascript_sdk_types_are_generated_from_the_wit_and_handlers_check_agains
         assert!(kept[name] == *text, "{name} differs: {regenerate}");
     }
     // The SDK's types build on the generated ones, and handlers written
-    // with it (scaffolded, and digits) type-check against the contract.
+    // with it (scaffolded, digits, conv) type-check against the contract.
     for app in [
         work.join("double-js/app.js"),
         repo_root().join("plugins/digits-js/app.js"),
+        repo_root().join("tests/fixtures/conv-js/app.js"),
     ] {
         run_ok(
             Command::new(modules.join(".bin/tsc"))

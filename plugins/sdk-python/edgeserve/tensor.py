@@ -21,6 +21,7 @@ UNARY = wit.UnaryOp
 BINARY = wit.BinaryOp
 REDUCE = wit.ReduceOp
 COMPARE = wit.CompareOp
+POOL = wit.PoolKind
 
 Number = Union[int, float]
 
@@ -193,6 +194,57 @@ class Tensor:
         """``min(max(self, lo), hi)``; an omitted bound does not clip."""
         return _wrap(wit.clip, self.handle, None if lo is None else float(lo), None if hi is None else float(hi))
 
+    # -- convolution and pooling ---------------------------------------
+    def conv2d(
+        self,
+        weight: "Tensor",
+        bias: Optional["Tensor"] = None,
+        *,
+        stride: Tuple[int, int] = (1, 1),
+        padding: Tuple[int, int] = (0, 0),
+        padding_end: Optional[Tuple[int, int]] = None,
+        dilation: Tuple[int, int] = (1, 1),
+        groups: int = 1,
+        clip: Tuple[Optional[float], Optional[float]] = (None, None),
+    ) -> "Tensor":
+        """2-D convolution of ``self`` (``[n, c, h, w]``) with ``weight``
+        (``[o, c // groups, kh, kw]``) plus an optional ``bias`` (``[o]``);
+        pairs are (height, width). ``padding`` adds zeros before each axis,
+        and after it unless ``padding_end`` says otherwise (TensorFlow's
+        "SAME" padding of a stride-2 layer puts one more after). Each output
+        is clipped to ``clip = (lo, hi)`` as it is written, ``None`` not
+        clipping (ReLU: ``(0, None)``; ReLU6: ``(0, 6)``). Uneven padding or
+        a clip is the contract's ``conv2d-fused``."""
+        stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+        end = padding if padding_end is None else _pair(padding_end)
+        lo, hi = (None if bound is None else float(bound) for bound in clip)
+        b = bias.handle if bias else None
+        if end != padding or lo is not None or hi is not None:
+            options = wit.Conv2dOptions(
+                stride=stride, padding_begin=padding, padding_end=end, dilation=dilation, groups=int(groups), clip_lo=lo, clip_hi=hi
+            )
+            return _wrap(wit.conv2d_fused, self.handle, weight.handle, b, options)
+        return _wrap(wit.conv2d, self.handle, weight.handle, b, stride, padding, dilation, int(groups))
+
+    def pool2d(
+        self,
+        kind: wit.PoolKind,
+        kernel: Tuple[int, int],
+        stride: Optional[Tuple[int, int]] = None,
+        padding: Tuple[int, int] = (0, 0),
+    ) -> "Tensor":
+        """2-D pooling over ``[n, c, h, w]`` (``POOL.MAX`` or ``POOL.AVG``,
+        which leaves padding out of the count); ``stride`` defaults to the
+        kernel, as PyTorch's does."""
+        kernel = _pair(kernel)
+        return _wrap(wit.pool2d, kind, self.handle, kernel, kernel if stride is None else _pair(stride), _pair(padding))
+
+    def max_pool2d(self, kernel: Tuple[int, int], stride: Optional[Tuple[int, int]] = None, padding: Tuple[int, int] = (0, 0)) -> "Tensor":
+        return self.pool2d(POOL.MAX, kernel, stride, padding)
+
+    def avg_pool2d(self, kernel: Tuple[int, int], stride: Optional[Tuple[int, int]] = None, padding: Tuple[int, int] = (0, 0)) -> "Tensor":
+        return self.pool2d(POOL.AVG, kernel, stride, padding)
+
     def relu(self) -> "Tensor":
         return self.unary(UNARY.RELU)
 
@@ -240,6 +292,14 @@ class Tensor:
 
     def __neg__(self) -> "Tensor":
         return self.unary(UNARY.NEG)
+
+
+def _pair(value) -> Tuple[int, int]:
+    """A (height, width) pair from a pair or one int for both."""
+    if isinstance(value, int):
+        return (value, value)
+    height, width = value
+    return (int(height), int(width))
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
