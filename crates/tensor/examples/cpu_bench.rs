@@ -129,9 +129,12 @@ fn product(name: &'static str, a: &[usize], b: &[usize], transpose_b: bool) -> C
     })
 }
 
-/// A 1×1 convolution of a `[1, c, 7, 7]` image by a model's `[o, c, 1, 1]` weight.
-fn pointwise(name: &'static str, c: usize, o: usize) -> Case {
-    let (x, w) = (tensor(&[1, c, 7, 7]), tensor(&[o, c, 1, 1]).into_weight());
+/// A 1×1 convolution of `n` `[c, side, side]` images by a model's `[o, c, 1, 1]` weight.
+fn pointwise(name: &'static str, n: usize, c: usize, o: usize, side: usize) -> Case {
+    let (x, w) = (
+        tensor(&[n, c, side, side]),
+        tensor(&[o, c, 1, 1]).into_weight(),
+    );
     let params = Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1);
     let run = move || drop(cpu().conv2d(&x, &w, None, params).expect(name));
     (name, Box::new(run))
@@ -449,9 +452,26 @@ fn main() {
         ),
         // MobileNetV2's last stage at batch 1: 49 output positions, a
         // model's weight.
-        pointwise("conv2d [1,160,7,7] 1x1x960 weight", 160, 960),
-        pointwise("conv2d [1,960,7,7] 1x1x160 weight", 960, 160),
-        pointwise("conv2d [1,320,7,7] 1x1x1280 weight", 320, 1280),
+        pointwise("conv2d [1,160,7,7] 1x1x960 weight", 1, 160, 960, 7),
+        pointwise("conv2d [1,960,7,7] 1x1x160 weight", 1, 960, 160, 7),
+        pointwise("conv2d [1,320,7,7] 1x1x1280 weight", 1, 320, 1280, 7),
+        // Its middle stages, at 14×14.
+        pointwise("conv2d [1,64,14,14] 1x1x384 weight", 1, 64, 384, 14),
+        pointwise("conv2d [1,384,14,14] 1x1x64 weight", 1, 384, 64, 14),
+        pointwise("conv2d [1,576,14,14] 1x1x96 weight", 1, 576, 96, 14),
+        pointwise("conv2d [1,96,14,14] 1x1x576 weight", 1, 96, 576, 14),
+        // At batch 8.
+        pointwise("conv2d [8,160,7,7] 1x1x960 weight", 8, 160, 960, 7),
+        pointwise("conv2d [8,64,14,14] 1x1x384 weight", 8, 64, 384, 14),
+        pointwise("conv2d [8,384,14,14] 1x1x64 weight", 8, 384, 64, 14),
+        pointwise("conv2d [8,144,56,56] 1x1x24 weight", 8, 144, 24, 56),
+        // Its narrow early layers: fewer than 64 input or output channels.
+        pointwise("conv2d [1,16,112,112] 1x1x96 weight", 1, 16, 96, 112),
+        pointwise("conv2d [1,96,56,56] 1x1x24 weight", 1, 96, 24, 56),
+        pointwise("conv2d [1,144,56,56] 1x1x24 weight", 1, 144, 24, 56),
+        pointwise("conv2d [1,24,56,56] 1x1x144 weight", 1, 24, 144, 56),
+        pointwise("conv2d [1,192,28,28] 1x1x32 weight", 1, 192, 32, 28),
+        pointwise("conv2d [1,32,28,28] 1x1x192 weight", 1, 32, 192, 28),
         case(
             "pool2d max [8,64,56,56] 3x3/2",
             &[&[8, 64, 56, 56]],

@@ -69,8 +69,6 @@ pub(super) enum Dst<'a> {
     Fresh(&'a mut [MaybeUninit<f32>]),
     /// Initialised memory, overwritten.
     Overwrite(&'a mut [f32]),
-    /// Initialised memory the product is added to.
-    Accumulate(&'a mut [f32]),
 }
 
 /// `scale · lhs × rhs` for an `m × k` lhs and a `k × n` rhs (`dims` is
@@ -85,10 +83,9 @@ pub(super) fn gemm(
     threads: bool,
 ) {
     // SAFETY (of `uninit`): gemm only ever stores initialised floats.
-    let (dst, accumulate) = match dst {
-        Dst::Fresh(dst) => (dst, false),
-        Dst::Overwrite(dst) => (unsafe { uninit(dst) }, false),
-        Dst::Accumulate(dst) => (unsafe { uninit(dst) }, true),
+    let dst = match dst {
+        Dst::Fresh(dst) => dst,
+        Dst::Overwrite(dst) => unsafe { uninit(dst) },
     };
     if m == 0 || n == 0 {
         return;
@@ -99,10 +96,8 @@ pub(super) fn gemm(
         "gemm destination out of bounds"
     );
     if k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_rs).take(m) {
-                row[..n].fill(MaybeUninit::new(0.0));
-            }
+        for row in dst.chunks_mut(dst_rs).take(m) {
+            row[..n].fill(MaybeUninit::new(0.0));
         }
         return;
     }
@@ -127,17 +122,7 @@ pub(super) fn gemm(
         let dst = &mut dst[first * dst_rs..];
         // SAFETY: the band's views are tails of the views checked above,
         // cut at its first row, so its rows lie within them.
-        unsafe {
-            gemm_band(
-                dst,
-                dst_rs,
-                (band, n, k),
-                lhs,
-                rhs,
-                (scale, accumulate),
-                threads,
-            )
-        };
+        unsafe { gemm_band(dst, dst_rs, (band, n, k), lhs, rhs, scale, threads) };
     }
 }
 
@@ -154,15 +139,14 @@ pub(super) fn gemm(
 /// # Safety
 ///
 /// Every element of the `m × n` destination (rows `dst_rs` apart), of the
-/// `m × k` lhs and of the `k × n` rhs view must lie in its slice, and `dst`
-/// must be initialised when `accumulate` is.
+/// `m × k` lhs and of the `k × n` rhs view must lie in its slice.
 unsafe fn gemm_band(
     dst: &mut [MaybeUninit<f32>],
     dst_rs: usize,
     (m, n, k): (usize, usize, usize),
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
-    (scale, accumulate): (f32, bool),
+    scale: f32,
     threads: bool,
 ) {
     let tasks = if threads {
@@ -188,7 +172,7 @@ unsafe fn gemm_band(
             (m, columns.len(), k),
             lhs,
             rhs,
-            (scale, accumulate),
+            scale,
             parallelism,
         )
     };
@@ -222,14 +206,13 @@ unsafe fn single_gemm(
     (m, n, k): (usize, usize, usize),
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
-    (scale, accumulate): (f32, bool),
+    scale: f32,
     parallelism: Parallelism,
 ) {
     // SAFETY: the caller vouches for the views, and the strides fit isize
     // because they index existing slices. With `read_dst` false gemm
     // stores every destination element without loading it first, so
-    // uninitialised memory is fine there; it is true only for
-    // `Dst::Accumulate`, whose slice is initialised.
+    // uninitialised memory is fine.
     unsafe {
         gemm::gemm(
             m,
@@ -238,7 +221,7 @@ unsafe fn single_gemm(
             dst,
             1,
             dst_rs as isize,
-            accumulate,
+            false,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -385,9 +368,8 @@ mod tests {
     /// Split by columns (on a pool of three, blocks of uneven width and a
     /// last one narrower than the rest; from outside the pool, as a request
     /// calls, over the global pool and the calling thread) or left to gemm's
-    /// threads, a product lands in its own columns of a wider destination,
-    /// added to what was there when accumulating, and leaves the columns
-    /// past it alone.
+    /// threads, a product lands in its own columns of a wider destination
+    /// and leaves the columns past it alone.
     #[test]
     fn threaded_products_write_each_column_once() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -397,50 +379,43 @@ mod tests {
         let (m, k) = (150, 300);
         for n in [64, 130, 200, 333] {
             for (transposed, on_worker) in [(true, true), (false, true), (true, false)] {
-                for accumulate in [false, true] {
-                    let x = values(m * k, 3);
-                    let data = values(n * k, 4);
-                    let w = Weight {
+                let x = values(m * k, 3);
+                let data = values(n * k, 4);
+                let w = Weight {
+                    data: &data,
+                    transposed,
+                };
+                let rhs = if transposed {
+                    MatRef {
                         data: &data,
-                        transposed,
-                    };
-                    let rhs = if transposed {
-                        MatRef {
-                            data: &data,
-                            rs: 1,
-                            cs: k,
-                        }
-                    } else {
-                        MatRef::rows(&data, n)
-                    };
-                    let stride = n + 5;
-                    let mut dst = vec![0.5f32; m * stride];
-                    let out = if accumulate {
-                        Dst::Accumulate(&mut dst)
-                    } else {
-                        Dst::Overwrite(&mut dst)
-                    };
-                    let dims = (m, n, k);
-                    let run = || gemm(out, stride, dims, MatRef::rows(&x, k), rhs, 1.0, true);
-                    if on_worker {
-                        pool.install(run);
-                    } else {
-                        run();
+                        rs: 1,
+                        cs: k,
                     }
-                    let expected = reference(&x, w, (m, n, k));
-                    for (r, row) in dst.chunks(stride).enumerate() {
-                        for (c, &got) in row.iter().enumerate() {
-                            let want = match expected.get(r * n + c) {
-                                Some(&p) if c < n => p + if accumulate { 0.5 } else { 0.0 },
-                                _ => 0.5,
-                            };
-                            assert!(
-                                (got - want).abs() <= 1e-3,
-                                "n={n} transposed={transposed} on_worker={on_worker} \
-                                 accumulate={accumulate}: \
-                                 ({r}, {c}) is {got}, want {want}"
-                            );
-                        }
+                } else {
+                    MatRef::rows(&data, n)
+                };
+                let stride = n + 5;
+                let mut dst = vec![0.5f32; m * stride];
+                let out = Dst::Overwrite(&mut dst);
+                let dims = (m, n, k);
+                let run = || gemm(out, stride, dims, MatRef::rows(&x, k), rhs, 1.0, true);
+                if on_worker {
+                    pool.install(run);
+                } else {
+                    run();
+                }
+                let expected = reference(&x, w, (m, n, k));
+                for (r, row) in dst.chunks(stride).enumerate() {
+                    for (c, &got) in row.iter().enumerate() {
+                        let want = match expected.get(r * n + c) {
+                            Some(&p) if c < n => p,
+                            _ => 0.5,
+                        };
+                        assert!(
+                            (got - want).abs() <= 1e-3,
+                            "n={n} transposed={transposed} on_worker={on_worker}: \
+                             ({r}, {c}) is {got}, want {want}"
+                        );
                     }
                 }
             }

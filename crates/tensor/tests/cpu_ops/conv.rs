@@ -130,9 +130,11 @@ fn conv2d_matches_naive() {
         ([1, 2, 3, 0], [2, 1, 1, 1], ((1, 1), (1, 1), (1, 1), 2)),
         // Wide enough for the packed product kernel: the patches of several
         // images as one product's rows, a ragged last panel of output
-        // channels, strides, dilation and uneven padding, a 1×1 kernel, and
-        // 300 channels a tap (a depth of 2700).
+        // channels, strides, dilation and uneven padding, a strided 1×1
+        // kernel, and 300 channels a tap (a depth of 2700). A 1×1 kernel
+        // that reads its input as it lies runs on gemm instead.
         ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
+        ([3, 64, 13, 13], [80, 64, 1, 1], ((2, 2), (0, 0), (1, 1), 1)),
         ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
         (
             [1, 300, 12, 12],
