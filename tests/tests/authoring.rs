@@ -386,7 +386,7 @@ async fn convolution_and_pooling_in_python_and_javascript_run_the_host_ops_asked
     // Both bounds of the clip bite: without either the output would differ.
     let (_, _, clipped) = &expected[1];
     for bound in [0.0, 3.0] {
-        assert!(clipped.iter().any(|&v| v == bound), "no output at {bound}");
+        assert!(clipped.contains(&bound), "no output at {bound}");
     }
 
     let server = ServerProcess::serve(&repository(), &shared_cache());
