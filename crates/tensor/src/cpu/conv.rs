@@ -385,9 +385,8 @@ fn tap<const S: usize>(acc: &mut [f32; 8], v: f32, line: &[f32], stride: usize) 
 
 /// Adds each row's bias (`bias[r]` to row `r`, of `plane` elements) and
 /// clips, in one pass over a product's block compiled for the widest
-/// vectors: after the product, where seeding the block with the bias and
-/// clipping it afterwards took two passes, at 4 lanes. A sum with the bias
-/// is the same one addition either way, so the bits are the same.
+/// vectors, where seeding the block with the bias before the product and
+/// clipping it after took two passes at 4 lanes, besides zeroing it.
 fn finish(dst: &mut [f32], plane: usize, bias: Option<&[f32]>, clip: Option<(f32, f32)>) {
     with_simd(
         #[inline(always)]
