@@ -502,17 +502,7 @@ mod x86 {
                     acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
                 }
             };
-            let mut p = 0;
-            while p + 4 <= steps {
-                for u in 0..4 {
-                    step(p + u, &mut acc);
-                }
-                p += 4;
-            }
-            while p < steps {
-                step(p, &mut acc);
-                p += 1;
-            }
+            each_step(steps, |p| step(p, &mut acc));
             for r in 0..R {
                 // SAFETY: row r of the tile holds `width` floats of out,
                 // written by an earlier depth block when `accumulate`; a
@@ -542,6 +532,23 @@ mod x86 {
                     }
                 }
             }
+        }
+    }
+
+    /// Calls `step(p)` for each depth step `p` of `0..steps` in order, four
+    /// to a loop iteration: both register tiles' depth loop.
+    #[inline(always)]
+    fn each_step(steps: usize, mut step: impl FnMut(usize)) {
+        let mut p = 0;
+        while p + 4 <= steps {
+            for u in 0..4 {
+                step(p + u);
+            }
+            p += 4;
+        }
+        while p < steps {
+            step(p);
+            p += 1;
         }
     }
 
@@ -623,17 +630,7 @@ mod x86 {
                     }
                 }
             };
-            let mut p = 0;
-            while p + 4 <= steps {
-                for u in 0..4 {
-                    step(p + u, &mut acc);
-                }
-                p += 4;
-            }
-            while p < steps {
-                step(p, &mut acc);
-                p += 1;
-            }
+            each_step(steps, |p| step(p, &mut acc));
             for r in 0..R {
                 for v in 0..P {
                     // SAFETY: the lanes the mask keeps are row r's columns

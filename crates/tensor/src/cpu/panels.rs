@@ -345,6 +345,18 @@ mod x86 {
         }
     }
 
+    /// Asks for the cache lines at depth `p` of the `R` weight rows
+    /// [`AHEAD`] tiles on from `w` (rows `k` apart): both register tiles'
+    /// prefetch, once per line of depth steps.
+    #[inline(always)]
+    fn prefetch_ahead<const R: usize>(w: *const f32, k: usize, p: usize) {
+        for r in 0..R {
+            let line = w.wrapping_add((AHEAD * ROWS + r) * k + p);
+            // SAFETY: a prefetch never faults, wherever it points.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.cast()) };
+        }
+    }
+
     impl Tile {
         /// Runs the AVX-512 tile of `r` weight rows, over two panels when
         /// `two` (the second `k` depth steps after the first in `x`).
@@ -400,11 +412,7 @@ mod x86 {
             while p < depth {
                 let end = (p + LINE).min(depth);
                 if ahead {
-                    for r in 0..R {
-                        // A prefetch never faults, wherever it points.
-                        let line = w.wrapping_add((AHEAD * ROWS + r) * k + p);
-                        _mm_prefetch::<_MM_HINT_T0>(line.cast());
-                    }
+                    prefetch_ahead::<R>(w, k, p);
                 }
                 while p < end {
                     // SAFETY (all loads): step p of each panel is a whole
@@ -505,11 +513,7 @@ mod x86 {
             while p < depth {
                 let end = (p + LINE).min(depth);
                 if ahead {
-                    for r in 0..R {
-                        // A prefetch never faults, wherever it points.
-                        let line = w.wrapping_add((AHEAD * ROWS + r) * k + p);
-                        _mm_prefetch::<_MM_HINT_T0>(line.cast());
-                    }
+                    prefetch_ahead::<R>(w, k, p);
                 }
                 while p < end {
                     // SAFETY (all loads): step p of the panel is a whole
