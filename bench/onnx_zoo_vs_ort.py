@@ -20,12 +20,15 @@ edgeserve / onnxruntime (above 1: onnxruntime is faster).
 With `--baseline-handler PATH`, each model is also imported with that
 build of the ONNX handler (an older one, say) and served by the same server,
 as a third side taking its turn: the table then shows what a handler change
-did, next to onnxruntime, in one run.
+did, next to onnxruntime, in one run. With `--baseline-binary PATH`, the
+third side is a second server, that build of `edgeserve` (an older one),
+serving the same imports: what a host or kernel change did.
 
 Usage:
     cargo build --release -p edgeserve
     (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx)
-    python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N] [--baseline-handler onnx.wasm]
+    python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N]
+        [--baseline-handler onnx.wasm | --baseline-binary OLD/edgeserve] [--only NAME]
 """
 
 import argparse
@@ -92,8 +95,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--baseline-handler", type=pathlib.Path,
-                        help="an ONNX handler component to serve each model with as well, for comparison")
+    baseline = parser.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline-handler", type=pathlib.Path,
+                          help="an ONNX handler component to serve each model with as well, for comparison")
+    baseline.add_argument("--baseline-binary", type=pathlib.Path,
+                          help="an edgeserve binary to serve the same imports with as well, for comparison")
+    parser.add_argument("--only", help="run only the models whose name contains this (say lstm)")
     args = parser.parse_args()
 
     from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
@@ -111,6 +118,8 @@ def main():
            "input_ids", {0: "batch", 1: "sequence"})
     export(Lstm(), torch.randn(1, 50, 32), files["lstm-2x256"], "x", {0: "batch", 1: "steps"})
 
+    if args.only:
+        files = {m: p for m, p in files.items() if args.only in m}
     binary = harness.find_binary()
     repo = work / "repo"
     names = list(files)
@@ -120,8 +129,12 @@ def main():
             import_model(binary, path, f"{name}-baseline", repo, args.baseline_handler)
             names.append(f"{name}-baseline")
     sessions = {m: harness.ort_session(str(p), args.threads) for m, p in files.items()}
-    server = harness.Server(binary, repo, names, args.threads, timeout=300)
-    client = harness.Client(server.url)
+    servers = [harness.Server(binary, repo, names, args.threads, timeout=300)]
+    if args.baseline_binary:
+        servers.append(harness.Server(args.baseline_binary, repo, names, args.threads, timeout=300))
+    # (client, model name) of each edgeserve side, this build first.
+    sides = [(harness.Client(server.url), None) for server in servers]
+    baseline = args.baseline_handler or args.baseline_binary
     rng = np.random.default_rng(0)
     cases = [
         ("MobileNetV2, 224x224", "mobilenet-v2", 1, {"pixel_values": rng.random((1, 3, 224, 224), np.float32)}),
@@ -133,33 +146,36 @@ def main():
     ]
     rows = []
     try:
-        for label, model, batch, inputs in cases:
+        for label, model, batch, inputs in [c for c in cases if c[1] in files]:
             body = oip(inputs)
             want = sessions[model].run(None, inputs)[0]
-            served = [model] + ([f"{model}-baseline"] if args.baseline_handler else [])
+            served = [(client, name or model) for client, name in sides]
+            if args.baseline_handler:
+                served.append((sides[0][0], f"{model}-baseline"))
             delta = 0.0
-            for name in served:
+            for client, name in served:
                 got = json.loads(client.post(name, body))["outputs"][0]
                 off = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
                 if off > 1e-3:
                     sys.exit(f"{label} batch {batch}: {name} differs from onnxruntime by {off:.3g}")
                 delta = max(delta, off)
             fns = [lambda: sessions[model].run(None, inputs)]
-            fns += [lambda name=name: client.post(name, body) for name in served]
+            fns += [lambda client=client, name=name: client.post(name, body) for client, name in served]
             times = harness.timed(fns, args.repeats, warmup=3)
             ort = statistics.median(times[0]) * 1e3
             p50 = [statistics.median(t) * 1e3 for t in times[1:]]
             cells = f"| {label} | {batch} | {p50[0]:.2f} | {ort:.2f} | {p50[0] / ort:.2f}× |"
-            if args.baseline_handler:
+            if baseline:
                 cells += f" {p50[1]:.2f} | {p50[1] / ort:.2f}× | {p50[0] / p50[1]:.3f} |"
             rows.append(f"{cells} {delta:.1e} |")
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
         shutil.rmtree(work)
     print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
-    if args.baseline_handler:
-        print(f"baseline handler: {args.baseline_handler}\n")
-        print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | baseline handler p50 ms | "
+    if baseline:
+        print(f"baseline {'handler' if args.baseline_handler else 'binary'}: {baseline}\n")
+        print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | baseline p50 ms | "
               "its ratio | edgeserve ÷ baseline | max abs Δ |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:

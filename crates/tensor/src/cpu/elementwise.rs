@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
 use super::elem::{Elem, by_dtype};
-use super::math::{exp, gelu, sigmoid};
+use super::math::{exp, gelu, sigmoid, tanh};
 use super::parallel::{BLOCK, for_rows};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
@@ -142,7 +142,7 @@ pub(super) fn with_unary<V: UnaryVisitor>(op: UnaryOp, v: V) -> V::Output {
             |x: f32| x * sigmoid(2.0 * GELU_TANH_K * (x + 0.044_715 * x * x * x)),
             6,
         ),
-        UnaryOp::Tanh => v.visit(f32::tanh, 16),
+        UnaryOp::Tanh => v.visit(tanh, 6),
         UnaryOp::Sigmoid => v.visit(sigmoid, 5),
         UnaryOp::Silu => v.visit(|x: f32| x * sigmoid(x), 5),
         // Standalone erf keeps libm's last-bit accuracy.

@@ -100,6 +100,28 @@ pub(super) fn gelu(x: f32) -> f32 {
     x * if x < 0.0 { lower } else { 1.0 - lower }
 }
 
+/// tanh to about 2 ulp, branch-free so that loops calling it vectorize:
+/// libm's `tanhf` is a library call per element, and was a sixth of an
+/// imported LSTM's samples (bench/RESULTS.md, session 40).
+///
+/// Cephes' `tanhf`: below |x| = 0.625 an odd polynomial, x + x³·P(x²),
+/// which keeps small arguments accurate relative to their size; above it
+/// 1 - 2/(e^2|x| + 1), which loses at most a bit to cancellation there
+/// (the result is at least 0.55) and reaches exactly 1 once e^2|x| is
+/// infinite. The sign goes back on last, so -0 and NaN pass through.
+#[inline(always)]
+pub(super) fn tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let z = a * a;
+    let mut p = -5.704_988_7e-3f32;
+    for coefficient in [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82] {
+        p = p.mul_add(z, coefficient);
+    }
+    let small = (p * z).mul_add(a, a);
+    let large = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
+    (if a < 0.625 { small } else { large }).copysign(x)
+}
+
 /// 1/(1 + e^-x).
 #[inline(always)]
 pub(super) fn sigmoid(x: f32) -> f32 {

@@ -298,6 +298,48 @@ fn gelu_is_relatively_accurate_everywhere() {
     assert!(read_f32(&far).iter().all(|&v| v == 0.0), "{far:?}");
 }
 
+/// tanh near 0 is as small as its argument, so an absolute tolerance would
+/// hide any error there; each result must be right relative to its own
+/// size, across the polynomial's range, the switch to the exponential form
+/// at 0.625 and the approach to ±1, with -0, ±inf and NaN passed through.
+#[test]
+fn tanh_is_relatively_accurate_everywhere() {
+    let mut input: Vec<f32> = (0..48_000).map(|i| -12.0 + i as f32 * 5e-4).collect();
+    input.extend((0..600).map(|i| 10f32.powf(-30.0 + i as f32 * 0.05)));
+    input.extend([0.624_999_9, 0.625, 0.625_000_1, 9.0, 9.1, 44.0, 89.0, 1e30]);
+    input.extend(input.clone().iter().map(|x| -x));
+    let got = read_f32(
+        &cpu()
+            .unary(UnaryOp::Tanh, &f32t(&[input.len()], input.clone()))
+            .unwrap(),
+    );
+    let worst = got
+        .iter()
+        .zip(&input)
+        .map(|(&g, &x)| {
+            let want = f64::from(x).tanh();
+            ((f64::from(g) - want) / want).abs()
+        })
+        .fold(0.0, f64::max);
+    eprintln!("tanh worst relative error {worst:e}");
+    assert!(worst < 2.5e-7, "tanh: worst relative error {worst:e}");
+    let edges = cpu()
+        .unary(
+            UnaryOp::Tanh,
+            &f32t(
+                &[5],
+                vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
+            ),
+        )
+        .unwrap();
+    let edges = read_f32(&edges);
+    assert_eq!(edges[..4], [0.0, -0.0, 1.0, -1.0]);
+    assert!(
+        edges[1].is_sign_negative() && edges[4].is_nan(),
+        "{edges:?}"
+    );
+}
+
 #[test]
 fn unary_f16() {
     let mut rng = Rng::new(21);
