@@ -114,7 +114,7 @@ pub(super) fn tanh(x: f32) -> f32 {
     let a = x.abs();
     let z = a * a;
     let mut p = -5.704_988_7e-3f32;
-    for coefficient in [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82] {
+    for coefficient in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
         p = p.mul_add(z, coefficient);
     }
     let small = (p * z).mul_add(a, a);
