@@ -364,6 +364,20 @@ fn main() {
             &[384, 1536],
             false,
         ),
+        // An LSTM step's recurrence (hidden 256, gates i, o, f, c), its
+        // weight hot across the steps.
+        product(
+            "lstm step [1,256]x[1024,256]^T",
+            &[1, 256],
+            &[1024, 256],
+            true,
+        ),
+        product(
+            "lstm step [8,256]x[1024,256]^T",
+            &[8, 256],
+            &[1024, 256],
+            true,
+        ),
         product(
             "matmul [12,128,64]x[12,128,64]^T",
             &[12, 128, 64],
