@@ -265,6 +265,21 @@ fn unary_f32_matches_f64_reference() {
     }
 }
 
+/// The largest error of `got` relative to `want`, over the elements whose
+/// wanted magnitude is above `floor`. A NaN counts as infinitely wrong:
+/// `f64::max` would otherwise pass over it.
+fn worst_relative_error(got: &[f32], want: &[f64], floor: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths");
+    got.iter()
+        .zip(want)
+        .filter(|&(_, &w)| w.abs() > floor)
+        .map(|(&g, &w)| {
+            let error = ((f64::from(g) - w) / w).abs();
+            if error.is_nan() { f64::INFINITY } else { error }
+        })
+        .fold(0.0, f64::max)
+}
+
 /// GELU's left tail is tiny, so an absolute tolerance would hide any error
 /// there; it has to be right relative to its own size, and so does the rest
 /// of the line (through the tail into the body and past it).
@@ -283,13 +298,8 @@ fn gelu_is_relatively_accurate_everywhere() {
             0.5 * x * libm::erfc(-x / 2f64.sqrt())
         })
         .collect();
-    let worst = got
-        .iter()
-        .zip(&want)
-        // exp flushes what would be subnormal to 0, as documented.
-        .filter(|&(_, &w)| w.abs() > 1e-36)
-        .map(|(&g, &w)| ((f64::from(g) - w) / w).abs())
-        .fold(0.0, f64::max);
+    // exp flushes what would be subnormal to 0, as documented.
+    let worst = worst_relative_error(&got, &want, 1e-36);
     eprintln!("gelu worst relative error {worst:e}");
     assert!(worst < 1e-6, "gelu: worst relative error {worst:e}");
     let far = cpu()
@@ -313,14 +323,8 @@ fn tanh_is_relatively_accurate_everywhere() {
             .unary(UnaryOp::Tanh, &f32t(&[input.len()], input.clone()))
             .unwrap(),
     );
-    let worst = got
-        .iter()
-        .zip(&input)
-        .map(|(&g, &x)| {
-            let want = f64::from(x).tanh();
-            ((f64::from(g) - want) / want).abs()
-        })
-        .fold(0.0, f64::max);
+    let want: Vec<f64> = input.iter().map(|&x| f64::from(x).tanh()).collect();
+    let worst = worst_relative_error(&got, &want, 0.0);
     eprintln!("tanh worst relative error {worst:e}");
     assert!(worst < 2.5e-7, "tanh: worst relative error {worst:e}");
     let edges = cpu()
