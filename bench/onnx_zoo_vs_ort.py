@@ -132,8 +132,7 @@ def main():
     servers = [harness.Server(binary, repo, names, args.threads, timeout=300)]
     if args.baseline_binary:
         servers.append(harness.Server(args.baseline_binary, repo, names, args.threads, timeout=300))
-    # (client, model name) of each edgeserve side, this build first.
-    sides = [(harness.Client(server.url), None) for server in servers]
+    clients = [harness.Client(server.url) for server in servers]
     baseline = args.baseline_handler or args.baseline_binary
     rng = np.random.default_rng(0)
     cases = [
@@ -149,9 +148,10 @@ def main():
         for label, model, batch, inputs in [c for c in cases if c[1] in files]:
             body = oip(inputs)
             want = sessions[model].run(None, inputs)[0]
-            served = [(client, name or model) for client, name in sides]
+            # (client, model name) of each edgeserve side, this build first.
+            served = [(client, model) for client in clients]
             if args.baseline_handler:
-                served.append((sides[0][0], f"{model}-baseline"))
+                served.append((clients[0], f"{model}-baseline"))
             delta = 0.0
             for client, name in served:
                 got = json.loads(client.post(name, body))["outputs"][0]
