@@ -400,6 +400,7 @@ fn main() {
         unary("neg [4096]", UnaryOp::Neg, &[4096]),
         unary("gelu [4096]", UnaryOp::Gelu, &[4096]),
         unary("tanh [4096]", UnaryOp::Tanh, &[4096]),
+        unary("log [4096]", UnaryOp::Log, &[4096]),
         unary("gelu [1M]", UnaryOp::Gelu, &[1 << 20]),
         gelu_with_a_tail(),
         unary("gelu-tanh [1M]", UnaryOp::GeluTanh, &[1 << 20]),

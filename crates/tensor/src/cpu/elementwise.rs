@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::buffers::{elems, float_tensor, floats, tensor_of, written, zeroed};
 use super::elem::{Elem, by_dtype};
-use super::math::{exp, gelu, sigmoid, tanh};
+use super::math::{exp, gelu, ln, sigmoid, tanh};
 use super::parallel::{BLOCK, for_rows};
 use crate::{BinaryOp, DType, Result, Tensor, TensorError, UnaryOp, shape};
 
@@ -124,7 +124,7 @@ pub(super) fn with_unary<V: UnaryVisitor>(op: UnaryOp, v: V) -> V::Output {
         UnaryOp::Neg => v.visit(|x: f32| -x, 1),
         UnaryOp::Abs => v.visit(f32::abs, 1),
         UnaryOp::Exp => v.visit(exp, 4),
-        UnaryOp::Log => v.visit(f32::ln, 16),
+        UnaryOp::Log => v.visit(ln, 6),
         UnaryOp::Sqrt => v.visit(f32::sqrt, 2),
         UnaryOp::Rsqrt => v.visit(|x: f32| 1.0 / x.sqrt(), 2),
         // `x < 0` is false for NaN, so NaN passes through as in PyTorch.

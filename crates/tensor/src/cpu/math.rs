@@ -100,6 +100,59 @@ pub(super) fn gelu(x: f32) -> f32 {
     x * if x < 0.0 { lower } else { 1.0 - lower }
 }
 
+/// ln x to about 1 ulp, branch-free so that loops calling it vectorize:
+/// libm's `logf` is a library call per element, and softplus and Mish
+/// (x·tanh(softplus x), YOLO-style CNNs' activation) take one per element
+/// of every feature map.
+///
+/// Cephes' `logf`: x = m·2^e with m in [√½, √2), ln x = e·ln 2 + ln m, ln m
+/// by a degree-9 polynomial in m − 1 (exact by Sterbenz's lemma, so results
+/// near 1 stay accurate relative to their size), ln 2 split in two so that
+/// e·ln 2 adds no rounding of its own. Subnormal inputs are scaled by 2^25
+/// first. 0 gives -inf, +inf itself, a negative input or NaN gives NaN.
+#[inline(always)]
+pub(super) fn ln(x: f32) -> f32 {
+    // 2^25: takes any subnormal to a normal float.
+    const SCALE: f32 = 33_554_432.0;
+    let subnormal = x < f32::MIN_POSITIVE;
+    let scaled = if subnormal { x * SCALE } else { x };
+    let bits = scaled.to_bits();
+    // m in [0.5, 1) from the mantissa, e the matching exponent.
+    let mut e = ((bits >> 23) & 0xff) as i32 - 126 - if subnormal { 25 } else { 0 };
+    let half = f32::from_bits((bits & 0x807f_ffff) | 0x3f00_0000);
+    let below = half < std::f32::consts::FRAC_1_SQRT_2;
+    if below {
+        e -= 1;
+    }
+    let m = if below { half + half - 1.0 } else { half - 1.0 };
+    let z = m * m;
+    let mut p = 7.037_683_6e-2f32;
+    for coefficient in [
+        -0.115_146_1,
+        0.116_769_99,
+        -0.124_201_41,
+        0.142_493_23,
+        -0.166_680_57,
+        0.200_007_15,
+        -0.249_999_94,
+        0.333_333_3,
+    ] {
+        p = p * m + coefficient;
+    }
+    let e = e as f32;
+    let y = p * m * z + e * -2.121_944_4e-4 - 0.5 * z;
+    let r = (m + y) + e * 0.693_359_4;
+    if x == 0.0 {
+        f32::NEG_INFINITY
+    } else if x == f32::INFINITY {
+        x
+    } else if x < 0.0 || x.is_nan() {
+        f32::NAN
+    } else {
+        r
+    }
+}
+
 /// tanh to about 2 ulp, branch-free so that loops calling it vectorize:
 /// libm's `tanhf` is a library call per element, and was a sixth of an
 /// imported LSTM's samples (bench/RESULTS.md, session 40).
@@ -115,9 +168,9 @@ pub(super) fn tanh(x: f32) -> f32 {
     let z = a * a;
     let mut p = -5.704_988_7e-3f32;
     for coefficient in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
-        p = p.mul_add(z, coefficient);
+        p = p * z + coefficient;
     }
-    let small = (p * z).mul_add(a, a);
+    let small = p * z * a + a;
     let large = 1.0 - 2.0 / (exp(2.0 * a) + 1.0);
     (if a < 0.625 { small } else { large }).copysign(x)
 }

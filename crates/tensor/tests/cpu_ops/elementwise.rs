@@ -344,6 +344,53 @@ fn tanh_is_relatively_accurate_everywhere() {
     );
 }
 
+/// ln near 1 is as small as x - 1, so it must be right relative to its own
+/// size there as everywhere else: across the whole positive range,
+/// subnormals included, both sides of the √½ switch of its mantissa, and the
+/// values next to 1, with 0, -0, +inf, negatives and NaN handled as IEEE 754
+/// says.
+#[test]
+fn log_is_relatively_accurate_everywhere() {
+    let mut input: Vec<f32> = (0..=8_000)
+        .map(|i| 10f32.powf(-45.0 + i as f32 * 0.01))
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
+    input.extend((1..2_000).flat_map(|i| {
+        let step = i as f32 * f32::EPSILON;
+        [1.0 + step, 1.0 - step / 2.0]
+    }));
+    input.extend((0..20_000).map(|i| 0.5 + i as f32 * 1e-4));
+    input.extend([
+        std::f32::consts::FRAC_1_SQRT_2,
+        f32::from_bits(std::f32::consts::FRAC_1_SQRT_2.to_bits() - 1),
+        f32::from_bits(1),
+        f32::MIN_POSITIVE,
+        f32::MAX,
+    ]);
+    let got = read_f32(
+        &cpu()
+            .unary(UnaryOp::Log, &f32t(&[input.len()], input.clone()))
+            .unwrap(),
+    );
+    let want: Vec<f64> = input.iter().map(|&x| f64::from(x).ln()).collect();
+    let worst = worst_relative_error(&got, &want, 0.0);
+    eprintln!("log worst relative error {worst:e}");
+    assert!(worst < 2.5e-7, "log: worst relative error {worst:e}");
+    let edges = read_f32(
+        &cpu()
+            .unary(
+                UnaryOp::Log,
+                &f32t(&[6], vec![1.0, 0.0, -0.0, f32::INFINITY, -1.0, f32::NAN]),
+            )
+            .unwrap(),
+    );
+    assert_eq!(
+        edges[..4],
+        [0.0, f32::NEG_INFINITY, f32::NEG_INFINITY, f32::INFINITY]
+    );
+    assert!(edges[4].is_nan() && edges[5].is_nan(), "{edges:?}");
+}
+
 #[test]
 fn unary_f16() {
     let mut rng = Rng::new(21);
