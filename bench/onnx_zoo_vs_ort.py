@@ -10,7 +10,10 @@ request by request:
 * a GPT-2 (transformers, 6 layers, hidden 384, 6 heads, vocabulary 8000,
   random weights) over 64 tokens: `Split` of the fused QKV, the causal mask
   by `Trilu`;
-* a stacked LSTM (torch, 2 layers, 256 hidden, 32 features) over 50 steps.
+* a stacked LSTM (torch, 2 layers, 256 hidden, 32 features) over 50 steps;
+* a YOLOv4-style CNN stage (torch: four 3x3 convolutions with batch norm and
+  Mish, 112x112 in, pooled): Mish as x·tanh(Softplus x), a log, an exp and
+  a tanh per element of every feature map.
 
 Each case's answers are checked against onnxruntime's first (the run stops
 past 1e-3). onnxruntime runs with the same number of intra-op threads,
@@ -69,6 +72,19 @@ class Lstm(torch.nn.Module):
         return self.lstm(x)[0]
 
 
+class MishCnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        layers, c = [], 3
+        for out, stride in ((32, 2), (64, 1), (64, 1), (64, 1)):
+            layers += [torch.nn.Conv2d(c, out, 3, stride, 1, bias=False), torch.nn.BatchNorm2d(out), torch.nn.Mish()]
+            c = out
+        self.body = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+    def forward(self, x):
+        return self.body(x)
+
+
 def mobilenet(model):
     """`model` with torchvision's conv init and BatchNorm statistics of a
     trained net's scale: transformers' default init shrinks the activations
@@ -108,7 +124,7 @@ def main():
     torch.manual_seed(0)
     work = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-zoo-"))
     files = {"mobilenet-v2": work / "mobilenet.onnx", "gpt2-6x384": work / "gpt2.onnx",
-             "lstm-2x256": work / "lstm.onnx"}
+             "lstm-2x256": work / "lstm.onnx", "mish-cnn": work / "mish.onnx"}
     export(Field(mobilenet(MobileNetV2Model(MobileNetV2Config())), "pooler_output"), torch.randn(1, 3, 224, 224),
            files["mobilenet-v2"], "pixel_values", {0: "batch"})
     gpt2 = GPT2Model(GPT2Config(n_layer=6, n_embd=384, n_head=6, vocab_size=8000, bos_token_id=0, eos_token_id=0))
@@ -117,6 +133,7 @@ def main():
     export(Field(gpt2, "last_hidden_state"), torch.randint(0, 8000, (1, 64)), files["gpt2-6x384"],
            "input_ids", {0: "batch", 1: "sequence"})
     export(Lstm(), torch.randn(1, 50, 32), files["lstm-2x256"], "x", {0: "batch", 1: "steps"})
+    export(MishCnn(), torch.randn(1, 3, 112, 112), files["mish-cnn"], "image", {0: "batch"})
 
     if args.only:
         files = {m: p for m, p in files.items() if args.only in m}
@@ -142,6 +159,8 @@ def main():
         ("GPT-2 6x384, 64 tokens", "gpt2-6x384", 8, {"input_ids": rng.integers(0, 8000, (8, 64))}),
         ("LSTM 2x256, 50 steps", "lstm-2x256", 1, {"x": rng.standard_normal((1, 50, 32), np.float32)}),
         ("LSTM 2x256, 50 steps", "lstm-2x256", 8, {"x": rng.standard_normal((8, 50, 32), np.float32)}),
+        ("Mish CNN, 112x112", "mish-cnn", 1, {"image": rng.standard_normal((1, 3, 112, 112), np.float32)}),
+        ("Mish CNN, 112x112", "mish-cnn", 8, {"image": rng.standard_normal((8, 3, 112, 112), np.float32)}),
     ]
     rows = []
     try:
