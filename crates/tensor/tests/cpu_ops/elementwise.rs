@@ -265,19 +265,38 @@ fn unary_f32_matches_f64_reference() {
     }
 }
 
-/// The largest error of `got` relative to `want`, over the elements whose
-/// wanted magnitude is above `floor`. A NaN counts as infinitely wrong:
-/// `f64::max` would otherwise pass over it.
-fn worst_relative_error(got: &[f32], want: &[f64], floor: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths");
-    got.iter()
-        .zip(want)
-        .filter(|&(_, &w)| w.abs() > floor)
-        .map(|(&g, &w)| {
-            let error = ((f64::from(g) - w) / w).abs();
+/// Asserts that `op` on `input` is within `bound` of `reference`, relative
+/// to each wanted value larger than `floor`, and prints the worst error. A
+/// NaN counts as infinitely wrong: `f64::max` would otherwise pass over it.
+fn assert_relatively_accurate(
+    op: UnaryOp,
+    input: &[f32],
+    reference: impl Fn(f64) -> f64,
+    floor: f64,
+    bound: f64,
+) {
+    let got = unary_on(op, input);
+    let worst = got
+        .iter()
+        .zip(input)
+        .map(|(&g, &x)| (f64::from(g), reference(f64::from(x))))
+        .filter(|&(_, w)| w.abs() > floor)
+        .map(|(g, w)| {
+            let error = ((g - w) / w).abs();
             if error.is_nan() { f64::INFINITY } else { error }
         })
-        .fold(0.0, f64::max)
+        .fold(0.0, f64::max);
+    eprintln!("{op} worst relative error {worst:e}");
+    assert!(worst < bound, "{op}: worst relative error {worst:e}");
+}
+
+/// `op` on a 1-D tensor holding `input`, read back.
+fn unary_on(op: UnaryOp, input: &[f32]) -> Vec<f32> {
+    read_f32(
+        &cpu()
+            .unary(op, &f32t(&[input.len()], input.to_vec()))
+            .unwrap(),
+    )
 }
 
 /// GELU's left tail is tiny, so an absolute tolerance would hide any error
@@ -286,26 +305,11 @@ fn worst_relative_error(got: &[f32], want: &[f64], floor: f64) -> f64 {
 #[test]
 fn gelu_is_relatively_accurate_everywhere() {
     let input: Vec<f32> = (0..40_000).map(|i| -14.0 + i as f32 * 5e-4).collect();
-    let got = read_f32(
-        &cpu()
-            .unary(UnaryOp::Gelu, &f32t(&[input.len()], input.clone()))
-            .unwrap(),
-    );
-    let want: Vec<f64> = input
-        .iter()
-        .map(|&x| {
-            let x = f64::from(x);
-            0.5 * x * libm::erfc(-x / 2f64.sqrt())
-        })
-        .collect();
+    let exact = |x: f64| 0.5 * x * libm::erfc(-x / 2f64.sqrt());
     // exp flushes what would be subnormal to 0, as documented.
-    let worst = worst_relative_error(&got, &want, 1e-36);
-    eprintln!("gelu worst relative error {worst:e}");
-    assert!(worst < 1e-6, "gelu: worst relative error {worst:e}");
-    let far = cpu()
-        .unary(UnaryOp::Gelu, &f32t(&[3], vec![-20.0, -1e30, f32::MIN]))
-        .unwrap();
-    assert!(read_f32(&far).iter().all(|&v| v == 0.0), "{far:?}");
+    assert_relatively_accurate(UnaryOp::Gelu, &input, exact, 1e-36, 1e-6);
+    let far = unary_on(UnaryOp::Gelu, &[-20.0, -1e30, f32::MIN]);
+    assert!(far.iter().all(|&v| v == 0.0), "{far:?}");
 }
 
 /// tanh near 0 is as small as its argument, so an absolute tolerance would
@@ -318,25 +322,11 @@ fn tanh_is_relatively_accurate_everywhere() {
     input.extend((0..600).map(|i| 10f32.powf(-30.0 + i as f32 * 0.05)));
     input.extend([0.624_999_9, 0.625, 0.625_000_1, 9.0, 9.1, 44.0, 89.0, 1e30]);
     input.extend(input.clone().iter().map(|x| -x));
-    let got = read_f32(
-        &cpu()
-            .unary(UnaryOp::Tanh, &f32t(&[input.len()], input.clone()))
-            .unwrap(),
+    assert_relatively_accurate(UnaryOp::Tanh, &input, f64::tanh, 0.0, 2.5e-7);
+    let edges = unary_on(
+        UnaryOp::Tanh,
+        &[0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
     );
-    let want: Vec<f64> = input.iter().map(|&x| f64::from(x).tanh()).collect();
-    let worst = worst_relative_error(&got, &want, 0.0);
-    eprintln!("tanh worst relative error {worst:e}");
-    assert!(worst < 2.5e-7, "tanh: worst relative error {worst:e}");
-    let edges = cpu()
-        .unary(
-            UnaryOp::Tanh,
-            &f32t(
-                &[5],
-                vec![0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN],
-            ),
-        )
-        .unwrap();
-    let edges = read_f32(&edges);
     assert_eq!(edges[..4], [0.0, -0.0, 1.0, -1.0]);
     assert!(
         edges[1].is_sign_negative() && edges[4].is_nan(),
@@ -367,22 +357,10 @@ fn log_is_relatively_accurate_everywhere() {
         f32::MIN_POSITIVE,
         f32::MAX,
     ]);
-    let got = read_f32(
-        &cpu()
-            .unary(UnaryOp::Log, &f32t(&[input.len()], input.clone()))
-            .unwrap(),
-    );
-    let want: Vec<f64> = input.iter().map(|&x| f64::from(x).ln()).collect();
-    let worst = worst_relative_error(&got, &want, 0.0);
-    eprintln!("log worst relative error {worst:e}");
-    assert!(worst < 2.5e-7, "log: worst relative error {worst:e}");
-    let edges = read_f32(
-        &cpu()
-            .unary(
-                UnaryOp::Log,
-                &f32t(&[6], vec![1.0, 0.0, -0.0, f32::INFINITY, -1.0, f32::NAN]),
-            )
-            .unwrap(),
+    assert_relatively_accurate(UnaryOp::Log, &input, f64::ln, 0.0, 2.5e-7);
+    let edges = unary_on(
+        UnaryOp::Log,
+        &[1.0, 0.0, -0.0, f32::INFINITY, -1.0, f32::NAN],
     );
     assert_eq!(
         edges[..4],
