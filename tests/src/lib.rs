@@ -34,6 +34,20 @@ mod built {
 /// compiled to a `wasm32-wasip2` component by this crate's build script.
 pub use built::PLUGINS;
 
+/// `n` deterministic pseudo-random values in `0..scale`, in steps of 0.01
+/// (a 64-bit LCG from `seed`): test inputs that JSON carries exactly.
+pub fn values(n: usize, scale: f64, seed: u64) -> Vec<f64> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * scale * 100.0).round() / 100.0
+        })
+        .collect()
+}
+
 /// The repository root (the folder holding `plugins/`, `examples/`, `wit/`).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use common::{error_text, floats, ints, output, shared_cache, status_json};
 use edgeserve_e2e::{
     ServerProcess, add_model, edgeserve_binary, edgeserve_command, plugin, repo_root, run_ok,
+    values,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -114,7 +115,8 @@ fn default_toolchains() -> PathBuf {
 /// A folder holding a model repository with every component of these
 /// tests, built once: the three scaffolded handlers, `digits` in Rust,
 /// Python and JavaScript, convolution and pooling in Python and
-/// JavaScript, a Python handler that raises, and the contract fixtures. The handler that raises is built with toolchains installed
+/// JavaScript, a Python handler that raises, and the contract fixtures.
+/// The handler that raises is built with toolchains installed
 /// afresh into an empty folder, checking that first use installs them and
 /// says so (the others share the default toolchains, to keep CI short).
 ///
@@ -274,14 +276,9 @@ fn the_python_and_javascript_sdks_wrap_every_tensor_operation() {
         .filter(|name| !name.starts_with(' '))
         .collect();
     assert!(ops.len() > 20 && ops.contains(&"conv2d-fused"), "{ops:?}");
-    let sdk = |files: &[&str]| -> String {
-        files
-            .iter()
-            .map(|f| std::fs::read_to_string(repo_root().join(f)).unwrap())
-            .collect()
-    };
-    let python = sdk(&["plugins/sdk-python/edgeserve/tensor.py"]);
-    let js = sdk(&["plugins/sdk-js/edgeserve.js"]);
+    let sdk = |file: &str| std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let python = sdk("plugins/sdk-python/edgeserve/tensor.py");
+    let js = sdk("plugins/sdk-js/edgeserve.js");
     for op in ops {
         let snake = op.replace('-', "_");
         let camel: String = op
@@ -303,13 +300,6 @@ fn the_python_and_javascript_sdks_wrap_every_tensor_operation() {
     }
 }
 
-/// `len` values in [-1, 1), spread by `seed`.
-fn spread(len: usize, seed: u32) -> Vec<f32> {
-    (0..len as u32)
-        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn convolution_and_pooling_in_python_and_javascript_run_the_host_ops_asked_for() {
     use edgeserve_tensor::shape::ClipBounds;
@@ -322,7 +312,11 @@ async fn convolution_and_pooling_in_python_and_javascript_run_the_host_ops_asked
         ("dw", vec![4, 1, 3, 3]),
     ]
     .map(|(name, shape)| {
-        let values = spread(shape.iter().product(), name.len() as u32 * 7919);
+        // In [-1, 1), so that the clip's lower bound bites too.
+        let values: Vec<f32> = values(shape.iter().product(), 2.0, name.len() as u64 * 7919)
+            .iter()
+            .map(|v| *v as f32 - 1.0)
+            .collect();
         (name, shape, values)
     });
     let request = json!({"inputs": inputs.iter().map(|(name, shape, values)| {

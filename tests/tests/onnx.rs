@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use common::{TestServer, error_text, floats, max_abs_diff, strings};
 use edgeserve::devices::DeviceChoice;
 use edgeserve_e2e::onnx_fixture as fixture;
-use edgeserve_e2e::{ModelRepository, model_repository, onnx_import, repo_root, run_ok};
+use edgeserve_e2e::{ModelRepository, model_repository, onnx_import, repo_root, run_ok, values};
 use serde_json::{Value, json};
 
 /// Largest difference to onnxruntime accepted for an FP32 output.
@@ -73,19 +73,6 @@ fn reference(model: &str, inputs: &Value) -> Value {
         "onnxruntime failed (python3 -m pip install -r tests/requirements.txt)"
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Deterministic pseudo-random values in `0..scale`.
-fn values(n: usize, scale: f64, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * scale * 100.0).round() / 100.0
-        })
-        .collect()
 }
 
 /// Infers `inputs` on `model` and checks every output against onnxruntime.
