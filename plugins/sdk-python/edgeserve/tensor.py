@@ -24,6 +24,8 @@ COMPARE = wit.CompareOp
 POOL = wit.PoolKind
 
 Number = Union[int, float]
+# (height, width), or one int for both.
+Pair = Union[int, Tuple[int, int]]
 
 
 class TensorError(Exception):
@@ -200,10 +202,10 @@ class Tensor:
         weight: "Tensor",
         bias: Optional["Tensor"] = None,
         *,
-        stride: Tuple[int, int] = (1, 1),
-        padding: Tuple[int, int] = (0, 0),
-        padding_end: Optional[Tuple[int, int]] = None,
-        dilation: Tuple[int, int] = (1, 1),
+        stride: Pair = 1,
+        padding: Pair = 0,
+        padding_end: Optional[Pair] = None,
+        dilation: Pair = 1,
         groups: int = 1,
         clip: Tuple[Optional[float], Optional[float]] = (None, None),
     ) -> "Tensor":
@@ -229,9 +231,9 @@ class Tensor:
     def pool2d(
         self,
         kind: wit.PoolKind,
-        kernel: Tuple[int, int],
-        stride: Optional[Tuple[int, int]] = None,
-        padding: Tuple[int, int] = (0, 0),
+        kernel: Pair,
+        stride: Optional[Pair] = None,
+        padding: Pair = 0,
     ) -> "Tensor":
         """2-D pooling over ``[n, c, h, w]`` (``POOL.MAX`` or ``POOL.AVG``,
         which leaves padding out of the count); ``stride`` defaults to the
@@ -239,10 +241,10 @@ class Tensor:
         kernel = _pair(kernel)
         return _wrap(wit.pool2d, kind, self.handle, kernel, kernel if stride is None else _pair(stride), _pair(padding))
 
-    def max_pool2d(self, kernel: Tuple[int, int], stride: Optional[Tuple[int, int]] = None, padding: Tuple[int, int] = (0, 0)) -> "Tensor":
+    def max_pool2d(self, kernel: Pair, stride: Optional[Pair] = None, padding: Pair = 0) -> "Tensor":
         return self.pool2d(POOL.MAX, kernel, stride, padding)
 
-    def avg_pool2d(self, kernel: Tuple[int, int], stride: Optional[Tuple[int, int]] = None, padding: Tuple[int, int] = (0, 0)) -> "Tensor":
+    def avg_pool2d(self, kernel: Pair, stride: Optional[Pair] = None, padding: Pair = 0) -> "Tensor":
         return self.pool2d(POOL.AVG, kernel, stride, padding)
 
     def relu(self) -> "Tensor":
@@ -294,7 +296,7 @@ class Tensor:
         return self.unary(UNARY.NEG)
 
 
-def _pair(value) -> Tuple[int, int]:
+def _pair(value: Pair) -> Tuple[int, int]:
     """A (height, width) pair from a pair or one int for both."""
     if isinstance(value, int):
         return (value, value)
