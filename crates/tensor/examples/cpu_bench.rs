@@ -131,12 +131,35 @@ fn product(name: &'static str, a: &[usize], b: &[usize], transpose_b: bool) -> C
 
 /// A 1×1 convolution of `n` `[c, side, side]` images by a model's `[o, c, 1, 1]` weight.
 fn pointwise(name: &'static str, n: usize, c: usize, o: usize, side: usize) -> Case {
-    let (x, w) = (
+    pointwise_with(name, n, c, o, side, false)
+}
+
+/// [`pointwise`] with a bias and ReLU6 (`fused`), as MobileNetV2's
+/// expanding layers run, or without.
+fn pointwise_with(
+    name: &'static str,
+    n: usize,
+    c: usize,
+    o: usize,
+    side: usize,
+    fused: bool,
+) -> Case {
+    let (x, w, b) = (
         tensor(&[n, c, side, side]),
         tensor(&[o, c, 1, 1]).into_weight(),
+        tensor(&[o]),
     );
-    let params = Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1);
-    let run = move || drop(cpu().conv2d(&x, &w, None, params).expect(name));
+    let mut params = Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1);
+    if fused {
+        params.clip = ClipBounds {
+            lo: Some(0.0),
+            hi: Some(6.0),
+        };
+    }
+    let run = move || {
+        let bias = fused.then_some(&b);
+        drop(cpu().conv2d(&x, &w, bias, params).expect(name))
+    };
     (name, Box::new(run))
 }
 
@@ -482,6 +505,22 @@ fn main() {
         pointwise("conv2d [8,144,56,56] 1x1x24 weight", 8, 144, 24, 56),
         // Its narrow early layers: fewer than 64 input or output channels.
         pointwise("conv2d [1,16,112,112] 1x1x96 weight", 1, 16, 96, 112),
+        pointwise_with(
+            "conv2d [1,16,112,112] 1x1x96 weight bias relu6",
+            1,
+            16,
+            96,
+            112,
+            true,
+        ),
+        pointwise_with(
+            "conv2d [1,24,56,56] 1x1x144 weight bias relu6",
+            1,
+            24,
+            144,
+            56,
+            true,
+        ),
         pointwise("conv2d [1,96,56,56] 1x1x24 weight", 1, 96, 24, 56),
         pointwise("conv2d [1,144,56,56] 1x1x24 weight", 1, 144, 24, 56),
         pointwise("conv2d [1,24,56,56] 1x1x144 weight", 1, 24, 144, 56),

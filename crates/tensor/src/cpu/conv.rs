@@ -19,7 +19,7 @@ use super::buffers::{float_tensor, floats, written, zeroed};
 use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
-use super::parallel::{PARALLEL_WORK, Simd, for_rows, simd, with_simd};
+use super::parallel::{PARALLEL_WORK, Simd, for_rows, simd};
 use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
@@ -386,22 +386,30 @@ fn tap<const S: usize>(acc: &mut [f32; 8], v: f32, line: &[f32], stride: usize) 
 /// Adds each row's bias (`bias[r]` to row `r`, of `plane` elements) and
 /// clips, in one pass over a product's block compiled for the widest
 /// vectors, where seeding the block with the bias before the product and
-/// clipping it after took two passes at 4 lanes, besides zeroing it.
+/// clipping it after took two passes at 4 lanes, besides zeroing it. The
+/// rows are split over the threads: a batch-1 convolution's block is one
+/// product's whole output, megabytes that one thread would walk alone.
 fn finish(dst: &mut [f32], plane: usize, bias: Option<&[f32]>, clip: Option<(f32, f32)>) {
-    with_simd(
+    if bias.is_none() && clip.is_none() {
+        return;
+    }
+    for_rows(
+        dst,
+        plane,
+        plane,
         #[inline(always)]
-        || match (bias, clip) {
+        |first, rows| match (bias, clip) {
             (Some(bias), Some(range)) => {
-                for (row, &b) in dst.chunks_exact_mut(plane).zip(bias) {
+                for (row, &b) in rows.chunks_exact_mut(plane).zip(&bias[first..]) {
                     row.iter_mut().for_each(|v| *v = clamp(*v + b, range));
                 }
             }
             (Some(bias), None) => {
-                for (row, &b) in dst.chunks_exact_mut(plane).zip(bias) {
+                for (row, &b) in rows.chunks_exact_mut(plane).zip(&bias[first..]) {
                     row.iter_mut().for_each(|v| *v += b);
                 }
             }
-            (None, Some(range)) => dst.iter_mut().for_each(|v| *v = clamp(*v, range)),
+            (None, Some(range)) => rows.iter_mut().for_each(|v| *v = clamp(*v, range)),
             (None, None) => {}
         },
     )

@@ -136,6 +136,9 @@ fn conv2d_matches_naive() {
         ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
         ([3, 64, 13, 13], [80, 64, 1, 1], ((2, 2), (0, 0), (1, 1), 1)),
         ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
+        // One image's 1×1 product large enough that its bias and clip are
+        // applied over the threads, each chunk of rows with its own biases.
+        ([1, 8, 48, 48], [32, 8, 1, 1], PLAIN),
         (
             [1, 300, 12, 12],
             [64, 300, 3, 3],
