@@ -53,6 +53,25 @@ def oip_json():
     write("oip_json", "deep", '{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":'
           + "[" * 200 + "1" + "]" * 200 + "}]}")
     write("oip_json", "duplicate", infer(fp32, fp32))
+    # Numeric arrays are lifted out of the text and read apart from it: every
+    # form of number, spacing, nesting, and refusals must decode as through
+    # serde_json `Value`s.
+    write("oip_json", "lifted-forms",
+          '{"inputs":[{"name":"x","shape":[10],"datatype":"FP32","data" :\n [ 0.8506242036819458 ,\t-0.0,'
+          '1e-05,13.0,3,-7,1.5E+3,0.30000000000000004,123456789012345678901,-9223372036854775809 ]},'
+          '{"name":"i","shape":[2,2],"datatype":"INT64","data":[[-9223372036854775808,0],[18,-5]]}]}')
+    write("oip_json", "lifted-overflow", infer(
+        {"name": "x", "shape": [2], "datatype": "INT32", "data": [1, 2147483648]}))
+    write("oip_json", "lifted-elsewhere", infer(
+        {"data": [1, 2], "name": "data", "shape": [2], "datatype": "UINT8"},
+        parameters={"data": [3, 4]},
+        outputs=[{"name": "y", "parameters": {"data": [5]}}],
+    ))
+    write("oip_json", "lifted-marker",
+          '{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":"#lifted-0000000000000000-0"}]}')
+    write("oip_json", "lifted-keys",
+          '{"inputs":[{"name":"y","shape":[3],"datatype":"FP32","d\\u0061ta":[1,2,3],"z\\"data":[4]},'
+          '{"name":"z\\"data","shape":[1],"datatype":"FP32","data":[5]}]}')
 
 
 def oip_binary():

@@ -16,7 +16,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use crate::bundle::unpack::unpack;
 use crate::protocol::{self, HEADER_LENGTH};
 use crate::repository::{ModelConfig, Weights};
-use crate::server::oip;
+use crate::runtime::Value;
+use crate::server::{ApiError, InferRequest, oip};
 
 pub use shapes::shape_rules;
 
@@ -39,9 +40,44 @@ pub const TARGETS: &[(&str, Target)] = &[
 const BUNDLE_LIMIT: u64 = 1 << 20;
 
 /// An OIP REST body without the binary extension, as
-/// `POST /v2/models/{m}/infer` decodes it.
+/// `POST /v2/models/{m}/infer` decodes it. The decoder's fast path, which
+/// lifts numeric arrays out of the text and reads them itself, must come
+/// to what decoding through `Value`s alone does: the same request, or the
+/// same refusal.
 pub fn oip_json(data: &[u8]) {
-    let _ = oip::decode(None, &Bytes::copy_from_slice(data));
+    let body = Bytes::copy_from_slice(data);
+    let fast = outcome(oip::decode(None, &body));
+    assert_eq!(
+        fast,
+        outcome(oip::decode_as_values(None, &body)),
+        "the fast path and the Value path decode differently"
+    );
+}
+
+/// A decoded request (each input's dtype, shape and elements' bytes, the
+/// parameters and the envelope) or the refusal, written out to compare.
+fn outcome(decoded: Result<(InferRequest, oip::Envelope), ApiError>) -> String {
+    let (request, envelope) = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => return format!("{} {}", e.status, e.message),
+    };
+    let inputs: Vec<String> = request
+        .inputs
+        .iter()
+        .map(|(name, value)| match value {
+            Value::Numeric(t) => format!(
+                "{name} {:?} {:?} {:?}",
+                t.dtype(),
+                t.shape(),
+                t.host().map(|h| h.bytes())
+            ),
+            Value::Bytes { shape, elements } => format!("{name} BYTES {shape:?} {elements:?}"),
+        })
+        .collect();
+    format!(
+        "{inputs:?} {:?} {:?} {envelope:?}",
+        request.parameters, request.outputs
+    )
 }
 
 /// A binary-extension request: the bytes up to the first newline are the

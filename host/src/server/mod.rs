@@ -31,6 +31,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub(crate) use infer::InferRequest;
 pub use state::AppState;
 
 use crate::bundle::BundleStore;

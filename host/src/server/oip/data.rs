@@ -12,76 +12,85 @@ use edgeserve_tensor::{DType, HostBuffer, Tensor};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::numbers::{self, Number};
 use crate::protocol::Datatype;
 use crate::runtime::Value;
 
-/// The seed that parses an input's `data` (nested or flat arrays) as
-/// `count` elements of `datatype` in row-major order, failing when it is
-/// not exactly that.
-pub struct Typed<'a> {
-    pub datatype: &'a str,
-    pub shape: &'a [usize],
-    pub count: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for Typed<'_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, data: D) -> Result<Value, D::Error> {
-        let Typed {
-            datatype,
-            shape,
-            count,
-        } = self;
-        let refused = || de::Error::custom("");
-        let Datatype::Numeric(dtype) = Datatype::from_name(datatype).ok_or_else(refused)? else {
-            return Ok(Value::Bytes {
-                shape: shape.to_vec(),
-                elements: collect::<Vec<u8>, D>(data, count)?,
-            });
-        };
-        let buffer = match dtype {
-            DType::F32 => HostBuffer::from_vec(collect::<f32, D>(data, count)?),
-            DType::F16 => HostBuffer::from_vec(collect::<half::f16, D>(data, count)?),
-            DType::I32 => HostBuffer::from_vec(collect::<i32, D>(data, count)?),
-            DType::I64 => HostBuffer::from_vec(collect::<i64, D>(data, count)?),
-            DType::U8 => HostBuffer::from_vec(collect::<u8, D>(data, count)?),
-        };
-        Tensor::from_host(dtype, shape, buffer)
-            .map(Value::Numeric)
-            .map_err(|_| refused())
-    }
-}
-
-/// [`Typed`] over the raw text of `data`; `None` when it is not exactly
-/// `count` elements of `datatype`.
+/// `data` given as raw JSON text, parsed by serde_json: exactly `count`
+/// elements of `datatype` in row-major order, nested or flat, or `None`.
 pub fn typed(datatype: &str, shape: &[usize], count: usize, data: &RawValue) -> Option<Value> {
-    let mut parser = serde_json::Deserializer::from_str(data.get());
-    let value = Typed {
-        datatype,
-        shape,
-        count,
-    }
-    .deserialize(&mut parser)
-    .ok()?;
-    parser.end().ok()?;
-    Some(value)
+    build(datatype, shape, count, data)
 }
 
-/// Exactly `count` leaves of `data`, each converted as [`Leaf`] says.
-fn collect<'de, T: Leaf, D: Deserializer<'de>>(data: D, count: usize) -> Result<Vec<T>, D::Error> {
-    // Capped like the `Value` path: a shape may claim more than the body holds.
-    let mut out = Vec::with_capacity(count.min(1 << 24));
-    Leaves {
-        out: &mut out,
-        limit: count,
+/// A numeric `data` array's text, lifted out of the body before serde_json
+/// parsed the rest (`super::lift`), read by [`numbers::each`]: exactly
+/// `count` elements of `datatype`, or `None`.
+pub fn lifted(datatype: &str, shape: &[usize], count: usize, array: &[u8]) -> Option<Value> {
+    build(datatype, shape, count, Lifted(array))
+}
+
+/// The value of `count` elements of `datatype` read from `source`.
+fn build(datatype: &str, shape: &[usize], count: usize, source: impl Source) -> Option<Value> {
+    let Datatype::Numeric(dtype) = Datatype::from_name(datatype)? else {
+        return Some(Value::Bytes {
+            shape: shape.to_vec(),
+            elements: source.collect::<Vec<u8>>(count)?,
+        });
+    };
+    let buffer = match dtype {
+        DType::F32 => HostBuffer::from_vec(source.collect::<f32>(count)?),
+        DType::F16 => HostBuffer::from_vec(source.collect::<half::f16>(count)?),
+        DType::I32 => HostBuffer::from_vec(source.collect::<i32>(count)?),
+        DType::I64 => HostBuffer::from_vec(source.collect::<i64>(count)?),
+        DType::U8 => HostBuffer::from_vec(source.collect::<u8>(count)?),
+    };
+    Tensor::from_host(dtype, shape, buffer)
+        .map(Value::Numeric)
+        .ok()
+}
+
+/// Text that holds an input's elements.
+trait Source {
+    /// Exactly `count` leaves, each converted as [`Leaf`] says, or `None`.
+    fn collect<T: Leaf>(self, count: usize) -> Option<Vec<T>>;
+}
+
+impl Source for &RawValue {
+    fn collect<T: Leaf>(self, count: usize) -> Option<Vec<T>> {
+        let mut parser = serde_json::Deserializer::from_str(self.get());
+        let mut out = Vec::with_capacity(capacity(count));
+        Leaves {
+            out: &mut out,
+            limit: count,
+        }
+        .deserialize(&mut parser)
+        .ok()?;
+        parser.end().ok()?;
+        (out.len() == count).then_some(out)
     }
-    .deserialize(data)?;
-    if out.len() == count {
-        Ok(out)
-    } else {
-        Err(de::Error::custom(""))
+}
+
+/// A lifted array's text.
+struct Lifted<'a>(&'a [u8]);
+
+impl Source for Lifted<'_> {
+    fn collect<T: Leaf>(self, count: usize) -> Option<Vec<T>> {
+        let mut out = Vec::with_capacity(capacity(count));
+        numbers::each(self.0, |number| match T::from_number(number) {
+            Some(x) if out.len() < count => {
+                out.push(x);
+                true
+            }
+            _ => false,
+        })?;
+        (out.len() == count).then_some(out)
     }
+}
+
+/// Room reserved for `count` elements: capped like the `Value` path's,
+/// since a shape may claim more than the body holds.
+fn capacity(count: usize) -> usize {
+    count.min(1 << 24)
 }
 
 /// One element type as a JSON leaf converts to it, exactly as the `Value`
@@ -98,6 +107,13 @@ trait Leaf: Sized {
     }
     fn from_str(_: &str) -> Option<Self> {
         None
+    }
+    fn from_number(number: Number) -> Option<Self> {
+        match number {
+            Number::U64(x) => Self::from_u64(x),
+            Number::I64(x) => Self::from_i64(x),
+            Number::F64(x) => Self::from_f64(x),
+        }
     }
 }
 

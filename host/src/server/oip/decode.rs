@@ -4,10 +4,10 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use edgeserve_tensor::{DType, Tensor};
 use serde::Deserialize;
-use serde::de::{self, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
+use super::lift::{self, Lifted};
 use super::{Envelope, OutputRequest, data};
 use crate::protocol::{self, Datatype, HEADER_LENGTH};
 use crate::runtime::{ParameterValue, Value};
@@ -38,122 +38,48 @@ struct InputJson<D> {
     data: Option<D>,
 }
 
-/// An input's `data` as a decoder holds it: parsed straight into elements
-/// or kept as raw text (the fast path), or a `Value` tree, whose failures
-/// name the element and the problem.
+/// An input's `data` as a decoder holds it: the raw text the fast path
+/// reads straight into elements, or a `Value` tree, whose failures name
+/// the element and the problem.
 trait Data {
-    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String>;
+    /// The elements, `lifted` holding the arrays of numbers taken out of
+    /// the text before it was parsed.
+    fn values(
+        self,
+        lifted: &Lifted<'_>,
+        datatype: &str,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<Value, String>;
 }
 
-/// The fast path's `data`: parsed into elements as it was read when the
-/// input's `datatype` and `shape` came before it (as clients write them),
-/// else its raw text, parsed once those are known.
-enum Fast<'a> {
-    Parsed(Value),
-    Raw(&'a RawValue),
-}
-
-impl Data for Fast<'_> {
-    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+impl Data for &RawValue {
+    fn values(
+        self,
+        lifted: &Lifted<'_>,
+        datatype: &str,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<Value, String> {
         // The decoder starts over with `Value`s to say what is wrong.
-        match self {
-            Fast::Parsed(value) => Ok(value),
-            Fast::Raw(raw) => data::typed(datatype, shape, count, raw).ok_or_else(String::new),
-        }
+        let value = match lifted.take(self.get()) {
+            lift::Data::Array(array) => data::lifted(datatype, shape, count, array),
+            lift::Data::Again => None,
+            lift::Data::Written => data::typed(datatype, shape, count, self),
+        };
+        value.ok_or_else(String::new)
     }
 }
 
 impl Data for Json {
-    fn values(self, datatype: &str, shape: &[usize], count: usize) -> Result<Value, String> {
+    fn values(
+        self,
+        _: &Lifted<'_>,
+        datatype: &str,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<Value, String> {
         from_json(datatype, shape, count, &self)
-    }
-}
-
-/// An input of the fast path, read field by field so that `data` is
-/// parsed in the same pass when its layout is already known.
-struct FastInput<'a>(InputJson<Fast<'a>>);
-
-impl<'a> From<FastInput<'a>> for InputJson<Fast<'a>> {
-    fn from(input: FastInput<'a>) -> Self {
-        input.0
-    }
-}
-
-impl<'de> Deserialize<'de> for FastInput<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FastInputVisitor)
-    }
-}
-
-struct FastInputVisitor;
-
-/// A key of an input object. Read as an identifier, it borrows the body's
-/// text (a `Cow<str>` key would be copied into a new `String`: serde
-/// borrows a `Cow` only for a field marked `borrow`).
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
-enum InputKey {
-    Name,
-    Shape,
-    Datatype,
-    Parameters,
-    Data,
-    #[serde(other)]
-    Other,
-}
-
-impl<'de> Visitor<'de> for FastInputVisitor {
-    type Value = FastInput<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an input")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastInput<'de>, A::Error> {
-        fn once<T, E: de::Error>(
-            slot: &mut Option<T>,
-            value: T,
-            key: &'static str,
-        ) -> Result<(), E> {
-            match slot.replace(value) {
-                Some(_) => Err(E::duplicate_field(key)),
-                None => Ok(()),
-            }
-        }
-        let (mut name, mut shape, mut datatype, mut parameters, mut data) =
-            (None, None::<Vec<i64>>, None::<String>, None, None);
-        while let Some(key) = map.next_key::<InputKey>()? {
-            match key {
-                InputKey::Name => once(&mut name, map.next_value()?, "name")?,
-                InputKey::Shape => once(&mut shape, map.next_value()?, "shape")?,
-                InputKey::Datatype => once(&mut datatype, map.next_value()?, "datatype")?,
-                InputKey::Parameters => once(&mut parameters, map.next_value()?, "parameters")?,
-                InputKey::Data => {
-                    let layout = shape.as_deref().and_then(|shape| layout(shape).ok());
-                    let value = match (&datatype, &layout) {
-                        (Some(datatype), Some((shape, count))) => {
-                            Fast::Parsed(map.next_value_seed(data::Typed {
-                                datatype,
-                                shape,
-                                count: *count,
-                            })?)
-                        }
-                        _ => Fast::Raw(map.next_value()?),
-                    };
-                    once(&mut data, value, "data")?
-                }
-                InputKey::Other => {
-                    map.next_value::<de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(FastInput(InputJson {
-            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
-            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
-            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
-            parameters,
-            data,
-        }))
     }
 }
 
@@ -183,33 +109,46 @@ pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
 /// length, when the client sent one. A numeric input's binary data becomes
 /// its tensor without a copy where it lies aligned in `body`.
 pub fn decode(json_len: Option<usize>, body: &Bytes) -> Result<(InferRequest, Envelope), ApiError> {
-    // Typed first; a body it refuses is decoded again through `Value`s,
-    // which accept the same bodies and word every refusal.
-    decode_as::<FastInput, Fast>(json_len, body)
-        .or_else(|_| decode_as::<InputJson<Json>, Json>(json_len, body))
+    let (head, binary) = split(json_len, body)?;
+    // The fast path first: numeric arrays lifted out, the rest parsed
+    // typed. A body it refuses is decoded again through `Value`s, which
+    // accept the same bodies and word every refusal.
+    decode_as::<&RawValue>(&Lifted::new(head), binary, body)
+        .or_else(|_| decode_as::<Json>(&Lifted::none(head), binary, body))
 }
 
-fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
+/// [`decode`] through `Value`s alone, which the fast path must agree with
+/// on every body (the `oip_json` fuzz target holds it to that).
+pub fn decode_as_values(
     json_len: Option<usize>,
-    whole: &'a Bytes,
+    body: &Bytes,
 ) -> Result<(InferRequest, Envelope), ApiError> {
-    let body: &'a [u8] = whole;
-    let (head, mut binary) = match json_len {
-        Some(n) if n <= body.len() => body.split_at(n),
-        Some(n) => {
-            return Err(ApiError::bad_request(format!(
-                "{HEADER_LENGTH} is {n} but the body has only {} bytes",
-                body.len()
-            )));
-        }
-        None => (body, &[][..]),
-    };
-    let request: RequestJson<I> = serde_json::from_slice(head)
+    let (head, binary) = split(json_len, body)?;
+    decode_as::<Json>(&Lifted::none(head), binary, body)
+}
+
+/// The body's JSON head and the binary data after it.
+fn split(json_len: Option<usize>, body: &[u8]) -> Result<(&[u8], &[u8]), ApiError> {
+    match json_len {
+        Some(n) if n <= body.len() => Ok(body.split_at(n)),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "{HEADER_LENGTH} is {n} but the body has only {} bytes",
+            body.len()
+        ))),
+        None => Ok((body, &[][..])),
+    }
+}
+
+fn decode_as<'t, D: Data + Deserialize<'t>>(
+    lifted: &'t Lifted<'_>,
+    mut binary: &[u8],
+    whole: &Bytes,
+) -> Result<(InferRequest, Envelope), ApiError> {
+    let request: RequestJson<InputJson<D>> = serde_json::from_slice(lifted.text())
         .map_err(|e| ApiError::bad_request(format!("malformed request JSON: {e}")))?;
     let request_id = request.id;
     let mut inputs: Vec<(String, Value)> = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
-        let input: InputJson<D> = input.into();
         let name = input.name;
         let err = |message: String| ApiError::bad_request(format!("input '{name}': {message}"));
         if inputs.iter().any(|(given, _)| *given == name) {
@@ -238,7 +177,9 @@ fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
                 binary = rest;
                 from_binary(&input.datatype, &shape, count, whole.slice_ref(chunk)).map_err(err)?
             }
-            (None, Some(data)) => data.values(&input.datatype, &shape, count).map_err(err)?,
+            (None, Some(data)) => data
+                .values(lifted, &input.datatype, &shape, count)
+                .map_err(err)?,
             (None, None) => {
                 return Err(err(
                     "has neither 'data' nor a binary_data_size parameter".into()
@@ -246,6 +187,11 @@ fn decode_as<'a, I: Deserialize<'a> + Into<InputJson<D>>, D: Data>(
             }
         };
         inputs.push((name, value));
+    }
+    if !lifted.all_taken() {
+        // A lifted array that was not an input's `data`: the body must be
+        // read as it came.
+        return Err(ApiError::bad_request(String::new()));
     }
     if !binary.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -432,7 +378,7 @@ mod tests {
         let flat = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2,3,4]}]}"#;
         let nested =
             br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2],[3,4]]}]}"#;
-        // `data` before the layout is kept raw and parsed once it is known.
+        // `data` before the layout it is read by.
         let data_first = br#"{"inputs":[{"data":[1,2.0,3e0,4],"name":"x","extra":{"a":[1]},"shape":[2,2],"datatype":"FP32"}]}"#;
         // Keys are JSON strings: escapes name the same fields.
         let escaped =

@@ -5,8 +5,10 @@
 mod data;
 mod decode;
 mod encode;
+mod lift;
+mod numbers;
 
-pub use decode::{decode, json_len};
+pub use decode::{decode, decode_as_values, json_len};
 pub use encode::encode;
 
 /// What the response needs from the request beyond the typed request: the
