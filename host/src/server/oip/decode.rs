@@ -393,6 +393,37 @@ mod tests {
         }
     }
 
+    /// An array long enough to be read in parts on several threads decodes
+    /// as the `Value` path decodes it, and one number too many or too few
+    /// is refused alike.
+    #[test]
+    fn a_long_array_read_in_parts_decodes_as_values_do() {
+        let numbers: Vec<String> = (0..60_000)
+            .map(|i| format!("{}", (f64::from(i) * 0.37).sin()))
+            .collect();
+        let data = numbers.join(",");
+        for shape in [60_000, 60_001, 59_999] {
+            let body = Bytes::from(format!(
+                r#"{{"inputs":[{{"name":"x","shape":[{shape}],"datatype":"FP32","data":[{data}]}}]}}"#
+            ));
+            match (decode(None, &body), decode_as_values(None, &body)) {
+                (Ok((fast, _)), Ok((values, _))) => {
+                    let tensor = |request: &InferRequest| match &request.inputs[0].1 {
+                        Value::Numeric(t) => t.host().unwrap().bytes().to_vec(),
+                        Value::Bytes { .. } => panic!("a BYTES input"),
+                    };
+                    assert_eq!(tensor(&fast), tensor(&values), "shape [{shape}]");
+                    assert_eq!(shape, numbers.len());
+                }
+                (Err(fast), Err(values)) => {
+                    assert_eq!(fast.message, values.message);
+                    assert_ne!(shape, numbers.len());
+                }
+                _ => panic!("shape [{shape}]: one path refused what the other read"),
+            }
+        }
+    }
+
     #[test]
     fn binary_inputs_and_bytes_elements_decode() {
         let head = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}},{"name":"s","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":11}}]}"#;

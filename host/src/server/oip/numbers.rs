@@ -78,6 +78,54 @@ pub fn each(text: &[u8], mut leaf: impl FnMut(Number) -> bool) -> Option<()> {
     }
 }
 
+/// The elements of the flat JSON array `text` (one `[`, numbers, one
+/// `]`), when it is at least `min_len` bytes long, as `parts` comma-separated lists
+/// of about equal length for [`each_listed`] to read apart; `None` for a
+/// shorter or nested array. What the split leaves out is commas only.
+pub fn split_flat(text: &[u8], parts: usize, min_len: usize) -> Option<Vec<&[u8]>> {
+    if text.len() < min_len || parts < 2 {
+        return None;
+    }
+    let open = whitespace(text, 0);
+    (text.get(open) == Some(&b'[')).then_some(())?;
+    let body = &text[open + 1..];
+    let close = body.iter().rposition(|&c| c == b']')?;
+    let body = &body[..close];
+    memchr::memchr2(b'[', b']', body).is_none().then_some(())?;
+    (whitespace(text, open + 1 + close + 1) == text.len()).then_some(())?;
+    let mut lists = Vec::with_capacity(parts);
+    let mut from = 0;
+    for part in 1..parts {
+        let aim = (body.len() * part / parts).max(from);
+        let Some(comma) = memchr::memchr(b',', &body[aim..]) else {
+            break;
+        };
+        lists.push(&body[from..aim + comma]);
+        from = aim + comma + 1;
+    }
+    lists.push(&body[from..]);
+    Some(lists)
+}
+
+/// Calls `leaf` on every number of `list`, numbers separated by commas
+/// with no brackets (a part of [`split_flat`]); `None` when it is not
+/// exactly that, or as soon as `leaf` returns false.
+pub fn each_listed(list: &[u8], mut leaf: impl FnMut(Number) -> bool) -> Option<()> {
+    let mut i = 0;
+    loop {
+        let (number, next) = number(list, whitespace(list, i))?;
+        if !leaf(number) {
+            return None;
+        }
+        i = whitespace(list, next);
+        match list.get(i) {
+            None => return Some(()),
+            Some(b',') => i += 1,
+            Some(_) => return None,
+        }
+    }
+}
+
 /// The index of the first byte at or after `i` that is not JSON whitespace.
 #[inline(always)]
 fn whitespace(text: &[u8], mut i: usize) -> usize {
@@ -351,6 +399,38 @@ mod tests {
         // Empty arrays, nested or not, are fine.
         for text in ["[]", "[[]]", "[[], [1], []]", " [ [ 1 ] ] \n"] {
             agree(text);
+        }
+    }
+
+    /// A flat array read in parts holds the numbers it holds whole, split
+    /// at commas only; nested or short arrays, and malformed parts, are
+    /// not read that way.
+    #[test]
+    fn flat_arrays_read_in_parts_as_whole() {
+        let numbers: Vec<String> = (0..1000)
+            .map(|i| format!("{}", i as f64 / 7.0 - 50.0))
+            .collect();
+        let text = format!(" [ {} ]\n", numbers.join(" , "));
+        let whole = ours(&text).unwrap();
+        for parts in 2..6 {
+            let lists = split_flat(text.as_bytes(), parts, 0).unwrap();
+            assert_eq!(lists.len(), parts);
+            let mut read = Vec::new();
+            for list in lists {
+                each_listed(list, |n| {
+                    read.push(n);
+                    true
+                })
+                .unwrap();
+            }
+            assert!(same(&read, &whole), "{parts} parts");
+        }
+        assert!(split_flat(text.as_bytes(), 2, text.len() + 1).is_none());
+        assert!(split_flat(b"[[1,2],[3,4]]", 2, 0).is_none());
+        assert!(split_flat(b"[1,2]]", 2, 0).is_none());
+        assert!(split_flat(b"[1,2] x", 2, 0).is_none());
+        for list in ["1,", ",1", "1 2", "1,,2", "", "1]"] {
+            assert!(each_listed(list.as_bytes(), |_| true).is_none(), "{list:?}");
         }
     }
 
