@@ -13,14 +13,20 @@ pub use mimalloc::MiMalloc as Allocator;
 /// binding names no constant for it).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// The delay [`purge_after`] is given unless the deployer chooses:
-/// mimalloc's own. Returning freed pages at once (0) kept RSS lowest in
-/// soaks (122 against 139 MiB at the end of a 3-minute one; large bodies'
-/// pages also stay until the delay passes), but every large tensor of a
-/// batched transformer request was then faulted in afresh: all-MiniLM-L6-v2
-/// at batch 32 took 138–140 ms against 107–116 ms with this delay
-/// (bench/RESULTS.md, "Freed memory returned after 10 ms").
-pub const DEFAULT_PURGE_MS: u32 = 10;
+/// The delay [`purge_after`] is given unless the deployer chooses. Freed
+/// pages are handed back lazily ([`purge_after`]), so they count in RSS
+/// either way until the kernel needs them; the delay decides only how often
+/// the server pays for handing them back. At mimalloc's own 10 ms a request
+/// that runs longer than that handed back megabytes it was about to reuse,
+/// each time interrupting the other cores to flush their TLBs: MobileNetV2
+/// at batch 1 took 1.21× the time it takes with this delay, and a Mish CNN
+/// at batch 8 1.21× (bench/RESULTS.md, "Session 41"). Returning freed pages
+/// at once (0) keeps RSS lowest in soaks (122 against 139 MiB at the end of
+/// a 3-minute one), but every large tensor of a batched transformer request
+/// is then faulted in afresh: all-MiniLM-L6-v2 at batch 32 took 138–140 ms
+/// against 107–116 ms with a delay (bench/RESULTS.md, "Freed memory
+/// returned after 10 ms").
+pub const DEFAULT_PURGE_MS: u32 = 1000;
 
 /// mimalloc's `mi_option_purge_decommits` (likewise unnamed there).
 const PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
