@@ -56,16 +56,17 @@ impl<'a> Lifted<'a> {
         let mut arrays = Vec::new();
         let mut text = Vec::new();
         let mut copied = 0;
-        for at in memchr::memmem::find_iter(head, KEY) {
-            if at < copied {
-                continue;
-            }
-            let Some(array) = numeric_array(head, at + KEY.len()) else {
+        // The search resumes past each array lifted, not inside it.
+        let mut from = 0;
+        while let Some(found) = memchr::memmem::find(&head[from..], KEY) {
+            let after = from + found + KEY.len();
+            from = after;
+            let Some(array) = numeric_array(head, after) else {
                 continue;
             };
             text.extend_from_slice(&head[copied..array.start]);
             let _ = write!(text, "{}{}\"", *MARKER, arrays.len());
-            copied = array.end;
+            (copied, from) = (array.end, array.end);
             arrays.push((&head[array], Cell::new(false)));
         }
         if arrays.is_empty() {
