@@ -174,10 +174,11 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
 /// Output planes `first..` (plane `i` is image `i / o`, channel `i % o`)
 /// of a convolution whose groups each read one input channel (depthwise,
 /// as MobileNet's, with any channel multiplier). Each plane is copied into
-/// a zero border wide enough that every tap of every block of 8 output
-/// columns reads inside it, so 8 outputs sum their kh·kw taps in registers
-/// without a bounds test ([`Bordered::rows`]); im2col would write kh·kw
-/// copies of the plane for a product only kh·kw deep.
+/// a zero border wide enough that every tap of every block of 8 (16 with
+/// AVX-512) output columns reads inside it, so a block's outputs sum their
+/// kh·kw taps in registers without a bounds test ([`Bordered::rows`]);
+/// im2col would write kh·kw copies of the plane for a product only kh·kw
+/// deep.
 #[inline(always)]
 fn depthwise(
     src: &[f32],
@@ -190,15 +191,22 @@ fn depthwise(
     let p = s.params;
     let (og, taps) = (s.o / p.groups, s.kh * s.kw);
     let (top, left) = p.padding;
+    let vectors = simd() != Simd::Baseline && matches!(p.stride.1, 1 | 2);
+    // Blocks of 16 columns in AVX-512 registers where the CPU has them and
+    // a row holds more than 8 outputs; else of 8.
+    let lanes = if vectors && simd() == Simd::Avx512 && s.ow > 8 {
+        16
+    } else {
+        8
+    };
     // The bordered plane: rows and columns every output block reaches.
     let rows = ((s.oh - 1) * p.stride.0 + (s.kh - 1) * p.dilation.0 + 1).max(top + s.h);
-    let width = (s.ow.next_multiple_of(8) - 1) * p.stride.1 + (s.kw - 1) * p.dilation.1 + 1;
+    let width = (s.ow.next_multiple_of(lanes) - 1) * p.stride.1 + (s.kw - 1) * p.dilation.1 + 1;
     let width = width.max(left + s.w);
     // Past the last row: a vector load of a stride-2 block's second half
     // reaches one element beyond the taps it keeps.
-    let mut bordered = vec![0.0f32; rows * width + 8];
+    let mut bordered = vec![0.0f32; rows * width + lanes];
     let clip = p.clip.f32_range();
-    let vectors = simd() != Simd::Baseline && matches!(p.stride.1, 1 | 2);
     for (i, plane) in planes.chunks_exact_mut(s.oh * s.ow).enumerate() {
         let (image, oc) = ((first + i) / s.o, (first + i) % s.o);
         // Consecutive output channels of one group read the same input.
@@ -218,6 +226,7 @@ fn depthwise(
             start,
             clip,
             vectors,
+            lanes,
         };
         // Four rows at once: four independent sums per tap keep the adder
         // busy where one would wait on its own latency.
@@ -242,6 +251,9 @@ struct Bordered<'a> {
     /// Whether [`x86::rows`] takes the blocks: AVX2 is on and the stride
     /// along a row is 1 or 2.
     vectors: bool,
+    /// Columns a vector block covers: 16 for [`x86::rows_wide`] (AVX-512
+    /// on), else 8. The border holds `lanes` elements past every block.
+    lanes: usize,
 }
 
 impl Bordered<'_> {
@@ -250,9 +262,16 @@ impl Bordered<'_> {
     fn rows<const R: usize>(&self, plane: &mut [MaybeUninit<f32>], oy: usize, s: &Conv2dPlan) {
         #[cfg(target_arch = "x86_64")]
         if self.vectors {
-            // SAFETY: `vectors` holds only where AVX2 is on, and the border
-            // (with its 8 spare elements) holds every element a block loads.
-            unsafe { x86::rows::<R>(self, plane, oy, s) };
+            // SAFETY: `vectors` holds only where AVX2 is on, and `lanes` is
+            // 16 only where AVX-512 is; the border (with `lanes` spare
+            // elements) holds every element a block loads.
+            unsafe {
+                if self.lanes == 16 {
+                    x86::rows_wide::<R>(self, plane, oy, s)
+                } else {
+                    x86::rows::<R>(self, plane, oy, s)
+                }
+            };
             return;
         }
         let p = s.params;
@@ -352,6 +371,72 @@ mod x86 {
                 let mut line = [0.0f32; 8];
                 // SAFETY: `line` holds 8 floats.
                 unsafe { _mm256_storeu_ps(line.as_mut_ptr(), y) };
+                let row = &mut plane[(oy + r) * s.ow + first..][..columns];
+                for (o, &v) in row.iter_mut().zip(&line) {
+                    o.write(v);
+                }
+            }
+        }
+    }
+
+    /// [`rows`] in blocks of 16 columns, in AVX-512 registers, with the
+    /// same operations in the same order, so all three compute the same bits.
+    ///
+    /// # Safety
+    /// AVX-512 is present, and `b.data` holds 16 elements past every
+    /// block's last tap.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_wide<const R: usize>(
+        b: &Bordered<'_>,
+        plane: &mut [MaybeUninit<f32>],
+        oy: usize,
+        s: &Conv2dPlan,
+    ) {
+        let p = s.params;
+        let (lo, hi) = (_mm512_set1_ps(b.clip.0), _mm512_set1_ps(b.clip.1));
+        let (row, column) = (p.stride.0 * b.width, p.stride.1);
+        let reach = (R - 1) * row
+            + (s.kh - 1) * p.dilation.0 * b.width
+            + (s.kw - 1) * p.dilation.1
+            + 16 * column;
+        // Elements 0, 2, … 30 of the 32 in two vectors.
+        let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for first in (0..s.ow).step_by(16) {
+            let at = oy * row + first * column;
+            assert!(at + reach <= b.data.len(), "a block past the border");
+            // SAFETY: the assert.
+            let block = unsafe { b.data.as_ptr().add(at) };
+            let mut acc = [_mm512_set1_ps(b.start); R];
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    let v = _mm512_set1_ps(b.weight[ky * s.kw + kx]);
+                    let tap = ky * p.dilation.0 * b.width + kx * p.dilation.1;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        // SAFETY: inside the block's reach.
+                        let x = unsafe {
+                            let line = block.add(tap + r * row);
+                            if column == 1 {
+                                _mm512_loadu_ps(line)
+                            } else {
+                                let (a, b) = (_mm512_loadu_ps(line), _mm512_loadu_ps(line.add(16)));
+                                _mm512_permutex2var_ps(a, evens, b)
+                            }
+                        };
+                        *acc = _mm512_add_ps(*acc, _mm512_mul_ps(v, x));
+                    }
+                }
+            }
+            let columns = 16.min(s.ow - first);
+            for (r, &acc) in acc.iter().enumerate() {
+                // [`rows`]' choices: NaN, and a value equal to a bound,
+                // keep the first operand.
+                let above =
+                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(acc, lo), lo, acc);
+                let y =
+                    _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_NGE_UQ>(above, hi), hi, above);
+                let mut line = [0.0f32; 16];
+                // SAFETY: `line` holds 16 floats.
+                unsafe { _mm512_storeu_ps(line.as_mut_ptr(), y) };
                 let row = &mut plane[(oy + r) * s.ow + first..][..columns];
                 for (o, &v) in row.iter_mut().zip(&line) {
                     o.write(v);

@@ -126,6 +126,10 @@ fn conv2d_matches_naive() {
         ([1, 4, 17, 23], [4, 1, 7, 7], ((1, 1), (3, 5), (2, 2), 4)),
         ([2, 3, 9, 30], [3, 1, 3, 5], ((3, 3), (2, 0), (1, 1), 3)),
         ([1, 1, 12, 12], [4, 1, 3, 3], same(1)),
+        // Rows of more than 16 outputs, so AVX-512's blocks of 16 columns
+        // are full, at strides 1 and 2.
+        ([1, 4, 9, 40], [4, 1, 3, 3], ((2, 2), (1, 1), (1, 1), 4)),
+        ([1, 3, 6, 37], [3, 1, 3, 3], same(3)),
         // An empty input whose padding alone is read.
         ([1, 2, 3, 0], [2, 1, 1, 1], ((1, 1), (1, 1), (1, 1), 2)),
         // Wide enough for the packed product kernel: the patches of several
