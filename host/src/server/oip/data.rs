@@ -17,21 +17,34 @@ use super::numbers::{self, Number};
 use crate::protocol::Datatype;
 use crate::runtime::Value;
 
-/// `data` given as raw JSON text, parsed by serde_json: exactly `count`
-/// elements of `datatype` in row-major order, nested or flat, or `None`.
-pub fn typed(datatype: &str, shape: &[usize], count: usize, data: &RawValue) -> Option<Value> {
-    build(datatype, shape, count, data)
+/// What an input's `data` must hold: `count` elements of `datatype`
+/// (its OIP name), in row-major order, for a tensor of `shape`.
+pub struct Expected<'a> {
+    pub datatype: &'a str,
+    pub shape: &'a [usize],
+    pub count: usize,
+}
+
+/// `data` given as raw JSON text, parsed by serde_json, nested or flat:
+/// exactly what is `expected`, or `None`.
+pub fn typed(expected: &Expected<'_>, data: &RawValue) -> Option<Value> {
+    build(expected, data)
 }
 
 /// A numeric `data` array's text, lifted out of the body before serde_json
-/// parsed the rest (`super::lift`), read by [`numbers::each`]: exactly
-/// `count` elements of `datatype`, or `None`.
-pub fn lifted(datatype: &str, shape: &[usize], count: usize, array: &[u8]) -> Option<Value> {
-    build(datatype, shape, count, Numbers(array))
+/// parsed the rest (`super::lift`), read by [`numbers::each`]: exactly what
+/// is `expected`, or `None`.
+pub fn lifted(expected: &Expected<'_>, array: &[u8]) -> Option<Value> {
+    build(expected, Numbers(array))
 }
 
-/// The value of `count` elements of `datatype` read from `source`.
-fn build(datatype: &str, shape: &[usize], count: usize, source: impl Source) -> Option<Value> {
+/// The value `expected` read from `source`.
+fn build(expected: &Expected<'_>, source: impl Source) -> Option<Value> {
+    let &Expected {
+        datatype,
+        shape,
+        count,
+    } = expected;
     let Datatype::Numeric(dtype) = Datatype::from_name(datatype)? else {
         return Some(Value::Bytes {
             shape: shape.to_vec(),

@@ -7,8 +7,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as Json};
 
+use super::data::{self, Expected};
 use super::lift::{self, Lifted};
-use super::{Envelope, OutputRequest, data};
+use super::{Envelope, OutputRequest};
 use crate::protocol::{self, Datatype, HEADER_LENGTH};
 use crate::runtime::{ParameterValue, Value};
 use crate::server::error::ApiError;
@@ -42,43 +43,30 @@ struct InputJson<D> {
 /// reads straight into elements, or a `Value` tree, whose failures name
 /// the element and the problem.
 trait Data {
-    /// The elements, `lifted` holding the arrays of numbers taken out of
-    /// the text before it was parsed.
-    fn values(
-        self,
-        lifted: &Lifted<'_>,
-        datatype: &str,
-        shape: &[usize],
-        count: usize,
-    ) -> Result<Value, String>;
+    /// The elements `expected`, `lifted` holding the arrays of numbers
+    /// taken out of the text before it was parsed.
+    fn values(self, lifted: &Lifted<'_>, expected: &Expected<'_>) -> Result<Value, String>;
 }
 
 impl Data for &RawValue {
-    fn values(
-        self,
-        lifted: &Lifted<'_>,
-        datatype: &str,
-        shape: &[usize],
-        count: usize,
-    ) -> Result<Value, String> {
+    fn values(self, lifted: &Lifted<'_>, expected: &Expected<'_>) -> Result<Value, String> {
         // The decoder starts over with `Value`s to say what is wrong.
         let value = match lifted.take(self.get()) {
-            lift::Data::Array(array) => data::lifted(datatype, shape, count, array),
+            lift::Data::Array(array) => data::lifted(expected, array),
             lift::Data::Again => None,
-            lift::Data::Written => data::typed(datatype, shape, count, self),
+            lift::Data::Written => data::typed(expected, self),
         };
         value.ok_or_else(String::new)
     }
 }
 
 impl Data for Json {
-    fn values(
-        self,
-        _: &Lifted<'_>,
-        datatype: &str,
-        shape: &[usize],
-        count: usize,
-    ) -> Result<Value, String> {
+    fn values(self, _: &Lifted<'_>, expected: &Expected<'_>) -> Result<Value, String> {
+        let &Expected {
+            datatype,
+            shape,
+            count,
+        } = expected;
         from_json(datatype, shape, count, &self)
     }
 }
@@ -177,9 +165,14 @@ fn decode_as<'t, D: Data + Deserialize<'t>>(
                 binary = rest;
                 from_binary(&input.datatype, &shape, count, whole.slice_ref(chunk)).map_err(err)?
             }
-            (None, Some(data)) => data
-                .values(lifted, &input.datatype, &shape, count)
-                .map_err(err)?,
+            (None, Some(data)) => {
+                let expected = Expected {
+                    datatype: &input.datatype,
+                    shape: &shape,
+                    count,
+                };
+                data.values(lifted, &expected).map_err(err)?
+            }
             (None, None) => {
                 return Err(err(
                     "has neither 'data' nor a binary_data_size parameter".into()

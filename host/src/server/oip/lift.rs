@@ -22,6 +22,8 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::sync::LazyLock;
 
+use super::numbers::{is_whitespace, whitespace};
+
 /// The key whose array is lifted.
 const KEY: &[u8] = b"\"data\"";
 
@@ -126,7 +128,7 @@ fn numeric_array(head: &[u8], after: usize) -> Option<Range<usize>> {
     (head.get(start) == Some(&b'[')).then_some(())?;
     let first = head[start..]
         .iter()
-        .position(|c| !matches!(c, b'[' | b' ' | b'\n' | b'\r' | b'\t'))?;
+        .position(|&c| c != b'[' && !is_whitespace(c))?;
     matches!(head[start + first], b'-' | b'0'..=b'9').then_some(())?;
     let mut depth = 0usize;
     for at in memchr::memchr3_iter(b'[', b']', b'"', &head[start..]) {
@@ -142,14 +144,6 @@ fn numeric_array(head: &[u8], after: usize) -> Option<Range<usize>> {
         }
     }
     None
-}
-
-/// The index of the first byte at or after `i` that is not JSON whitespace.
-fn whitespace(text: &[u8], i: usize) -> usize {
-    i + text[i.min(text.len())..]
-        .iter()
-        .take_while(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
-        .count()
 }
 
 #[cfg(test)]

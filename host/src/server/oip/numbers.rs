@@ -128,11 +128,17 @@ pub fn each_listed(list: &[u8], mut leaf: impl FnMut(Number) -> bool) -> Option<
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
 #[inline(always)]
-fn whitespace(text: &[u8], mut i: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\r' | b'\t') = text.get(i) {
+pub fn whitespace(text: &[u8], mut i: usize) -> usize {
+    while text.get(i).is_some_and(|&c| is_whitespace(c)) {
         i += 1;
     }
     i
+}
+
+/// Whether `c` is JSON whitespace.
+#[inline(always)]
+pub fn is_whitespace(c: u8) -> bool {
+    matches!(c, b' ' | b'\n' | b'\r' | b'\t')
 }
 
 /// The number that starts at `text[start]` and the index just past it.
