@@ -20,8 +20,11 @@ use crate::runtime::Value;
 /// What an input's `data` must hold: `count` elements of `datatype`
 /// (its OIP name), in row-major order, for a tensor of `shape`.
 pub struct Expected<'a> {
+    /// The input's `datatype`, as the request names it.
     pub datatype: &'a str,
+    /// Its dims.
     pub shape: &'a [usize],
+    /// Elements in all: the product of the dims.
     pub count: usize,
 }
 
