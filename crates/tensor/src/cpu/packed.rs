@@ -227,15 +227,17 @@ const COLUMNS: usize = 64;
 /// product of few rows splits its columns over the threads instead.
 const MIN_BLOCK_ROWS: usize = 64;
 
-/// Bytes of activation rows a block of the product takes, when it has as
-/// many, and no fewer than [`MIN_BLOCK_ROWS`]: a block's rows pass each of
-/// its column blocks' panels in turn, so they should stay in L2 (half of
-/// the 2 MiB of the Xeon this was measured on), while every further block
-/// of rows streams the weight from memory once more, as a model's 40 MB of
-/// weights do not stay in L3. GPT-2 (6 × 384, 64 tokens, batch 8: 512 rows)
-/// over HTTP took 0.90–0.92× the time of blocks of 64 rows, in both orders;
-/// blocks of 512 KiB and 2 MiB 1.05× that of 1 MiB; MiniLM at batch 32
-/// within 1%.
+/// Bytes of activation rows a block of the product takes under a weight
+/// larger than this, when it has as many and enough blocks remain for the
+/// threads: every block of rows streams such a weight from memory once
+/// more (a model's 40 MB of weights do not stay in L3), while a block's rows
+/// pass each of its column blocks' panels in turn and so should stay in L2
+/// (half of the 2 MiB of the Xeon this was measured on). GPT-2 (6 × 384,
+/// 64 tokens, batch 8: 512 rows) over HTTP took 0.90–0.92× the time of
+/// blocks of 64 rows, in both orders; blocks of 512 KiB and 2 MiB 1.05×
+/// that of 1 MiB; MiniLM at batch 32 within 1%. Under a smaller weight,
+/// taller blocks only split the columns finer (MobileNetV2's 1 × 1
+/// convolutions ran 1.04–1.05× slower at batch 1).
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// Tasks per thread, so that blocks of uneven cost even out.
@@ -342,19 +344,28 @@ fn split(
         out[..m * n].fill(MaybeUninit::new(0.0));
         return;
     }
-    let tasks = if threads {
-        rayon::current_num_threads() * TASKS_PER_THREAD
+    let threads = if threads {
+        rayon::current_num_threads()
     } else {
         1
     };
+    let tasks = threads * TASKS_PER_THREAD;
     // Capped as gemm's bands are, so that a deadline, checked before each
     // block, cuts a very large product within milliseconds.
     let most = (BAND_WORK / (n * k)).max(MIN_BAND_ROWS);
     // Every block of rows reads its columns' whole weight, so blocks stay
     // tall and the tasks left over split the columns.
+    let tall = if n * k * size_of::<f32>() > BLOCK_BYTES {
+        BLOCK_BYTES / (k * size_of::<f32>())
+    } else {
+        0
+    };
+    // Enough blocks of rows for every thread to have one, where the columns
+    // alone give too few.
+    let for_threads = m.div_ceil(threads.div_ceil(n.div_ceil(tile_columns)));
     let rows = m
         .div_ceil(tasks)
-        .max(BLOCK_BYTES / (k * size_of::<f32>()))
+        .max(tall.min(for_threads))
         .max(MIN_BLOCK_ROWS)
         .min(most);
     let row_blocks = m.div_ceil(rows);
@@ -379,7 +390,7 @@ fn split(
         );
     };
     let count = row_blocks * n.div_ceil(columns);
-    if threads {
+    if threads > 1 {
         for_each_task(count, task);
     } else {
         (0..count).for_each(task);
