@@ -169,8 +169,10 @@ enum Data<'a> {
 }
 
 /// Elements of an output from which its JSON is written in parts on
-/// rayon's threads: about half a megabyte of text, half a millisecond on
-/// one thread.
+/// rayon's threads: about half a megabyte of text. `linear` over HTTP, JSON
+/// out, parts against one thread: 12 288 and 24 576 floats 1.03× and
+/// 1.12–1.14× the time (waking the threads costs more than they save),
+/// 36 864 and 65 536 0.97–0.99×, 196 608 0.70×.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
 impl<'a> Data<'a> {
