@@ -258,6 +258,7 @@ fn linear_equals_matmul_add_unary() {
         (&[3, 5], &[5, 7]),
         (&[17, 33], &[33, 65]),
         (&[257, 300], &[300, 129]), // threaded gemm
+        (&[130, 200], &[200, 300]), // packed, its columns split over the threads
         (&[2, 0], &[0, 3]),         // k = 0: the bias alone
         (&[6, 7, 8], &[8, 9]),      // one weight under consecutive activations
         (&[2, 3, 4, 5], &[3, 5, 6]),
