@@ -1,10 +1,10 @@
 //! Outputs into response bodies.
 
+use std::io::Write as _;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use std::io::Write as _;
-
 use edgeserve_tensor::DType;
 use rayon::prelude::*;
 use serde::Serialize;
