@@ -292,7 +292,7 @@ pub(super) fn matmul_with(
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
             // linear layer over [batch, seq, k]): one tall product, a
-            // model's weight packed once from 64 rows (another tensor per
+            // model's weight packed once above 32 rows (another tensor per
             // call above 128), read in place below (by the panel kernel
             // from 32 rows, the skinny ones below), else (on a CPU without
             // those kernels) by gemm.

@@ -45,13 +45,21 @@ use crate::{Result, Tensor, deadline};
 pub(super) const MIN_ROWS: usize = super::panels::MAX_ROWS + 1;
 
 /// Fewest activation rows the packed kernel takes under a model's weight
-/// ([`Tensor::into_weight`]), packed once and kept: below, the panel kernel
-/// (from 32 rows) is faster, and weights used only by a sentence or two
-/// keep no packed copy. `cpu_bench gflops`, 2 threads, 24 distinct weights
-/// in turn, median of 4 alternating runs, packed against the panel kernel:
-/// 64 rows 157–168 against 142–173 GFLOP/s over MiniLM's three shapes, 128
-/// rows 165–174 against 127–173, but 32 rows 128–148 against 137–169.
-const MIN_WEIGHT_ROWS: usize = 64;
+/// ([`Tensor::into_weight`]), packed once and kept: at 32 rows and below,
+/// the panel kernel (whole panels of 16 rows at 32) or the dot kernel runs
+/// as fast without a packed copy, so a weight that meets only one sentence
+/// at a time keeps none. Above 32 the panel kernel pays for a last panel of
+/// 8 rows whatever the rows past it, and the packed tile's 6-row steps do
+/// not: `cpu_bench gflops` on a Zen 5 (2 threads, two alternating runs,
+/// MiniLM's three weight shapes) ran 33–56 rows packed at 428–518 GFLOP/s
+/// against 180–379 on the panel kernel at AVX-512 (24 distinct weights in
+/// turn: 310–490 against 181–356), and at 237–268 against 137–233 at AVX2
+/// (distinct: 186–254 against 135–225); minilm requests of 3 and 4
+/// sentences (34–52 tokens) took 0.88–0.91× the time. At 32 rows neither
+/// led throughout (packed ahead with the weight hot, behind on
+/// [32,384]×[1536,384]ᵀ over distinct weights), so one sentence of up to
+/// 32 tokens still keeps no packed copy.
+const MIN_WEIGHT_ROWS: usize = super::panels::MIN_ROWS + 1;
 
 /// Fewest activation rows the packed kernel takes under `b`.
 pub(super) fn min_rows(b: &Tensor) -> usize {
@@ -952,10 +960,11 @@ mod tests {
         assert!(narrow.is_none(), "a narrow product packed");
     }
 
-    /// A model's weight is packed, and kept, by a product from
-    /// [`MIN_WEIGHT_ROWS`] rows on.
+    /// A model's weight is packed, and kept, by a product of more than 32
+    /// rows ([`MIN_WEIGHT_ROWS`]), and not by one sentence of up to 32
+    /// tokens.
     #[test]
-    fn a_model_weight_is_packed_and_kept_from_min_weight_rows() {
+    fn a_model_weight_is_packed_and_kept_above_32_rows() {
         if !available() {
             return;
         }
@@ -983,8 +992,8 @@ mod tests {
                 .expect("w")
                 .into_weight()
         };
-        assert!(!packed_by(MIN_WEIGHT_ROWS - 1, &weight()));
-        assert!(packed_by(MIN_WEIGHT_ROWS, &weight()));
+        assert!(!packed_by(32, &weight()));
+        assert!(packed_by(33, &weight()));
     }
 
     /// A convolution's packing orders its depth channels last, and is never

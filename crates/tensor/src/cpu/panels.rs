@@ -1,8 +1,7 @@
 //! Products of 32 to 128 activation rows (a batch of sentences' tokens)
 //! against a `[n, k]` weight (PyTorch's `[out, in]`, `transpose_b`), the
-//! weight read where it lies: a model's weight under fewer than 64 rows
-//! (from 64, [`super::packed`] packs it once and runs faster), and any
-//! other tensor.
+//! weight read where it lies: a model's weight at exactly 32 rows (above,
+//! [`super::packed`] packs it once and runs faster), and any other tensor.
 //!
 //! A register tile of 6 weight rows by 16 activation rows keeps 12
 //! accumulators of 8 lanes busy from 2 vector loads and 6 broadcasts per
