@@ -292,10 +292,10 @@ pub(super) fn matmul_with(
         if s.folds_into_one() {
             // One shared weight matrix under consecutive activations (a
             // linear layer over [batch, seq, k]): one tall product, a
-            // model's weight packed once above 32 rows (another tensor per
-            // call above 128), read in place below (by the panel kernel
-            // from 32 rows, the skinny ones below), else (on a CPU without
-            // those kernels) by gemm.
+            // model's weight packed once above 32 rows, or from 16 on the
+            // AVX-512 tiles (another tensor per call above 128), read in
+            // place below (by the panel kernel from 32 rows, the skinny
+            // ones below), else (on a CPU without those kernels) by gemm.
             let rows = s.batch * m;
             let threads = threaded(rows, n, k);
             let x = &x[..rows * k];

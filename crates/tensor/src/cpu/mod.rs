@@ -1,8 +1,11 @@
 //! The native CPU backend: every operation of the contract on host memory.
 //!
 //! A linear layer's product goes to one of our AVX2 kernels by its number
-//! of activation rows (`skinny` below 32, `panels` to 128, `packed` above,
-//! over the weight packed once and kept with its tensor), other products to
+//! of activation rows: over a model's weight, `packed` (the weight packed
+//! once and kept with its tensor) above 32 rows, from 16 where the AVX-512
+//! tiles run, and below that `panels` at 32 rows and `skinny` under 32,
+//! which read the weight in place; over any other tensor `skinny` below 32,
+//! `panels` to 128 and `packed` above. Other products go to
 //! the `gemm` crate (runtime-dispatched SIMD); the other kernels are plain
 //! loops over contiguous slices written so LLVM can vectorize them,
 //! recompiled for AVX-512 or AVX2 where the CPU has it (the same bits at

@@ -45,28 +45,37 @@ use crate::{Result, Tensor, deadline};
 pub(super) const MIN_ROWS: usize = super::panels::MAX_ROWS + 1;
 
 /// Fewest activation rows the packed kernel takes under a model's weight
-/// ([`Tensor::into_weight`]), packed once and kept: at 32 rows and below,
-/// the panel kernel (whole panels of 16 rows at 32) or the dot kernel runs
-/// as fast without a packed copy, so a weight that meets only one sentence
-/// at a time keeps none. Above 32 the panel kernel pays for a last panel of
-/// 8 rows whatever the rows past it, and the packed tile's 6-row steps do
-/// not: `cpu_bench gflops` on a Zen 5 (2 threads, two alternating runs,
-/// MiniLM's three weight shapes) ran 33–56 rows packed at 428–518 GFLOP/s
-/// against 180–379 on the panel kernel at AVX-512 (24 distinct weights in
-/// turn: 310–490 against 181–356), and at 237–268 against 137–233 at AVX2
-/// (distinct: 186–254 against 135–225); minilm requests of 3 and 4
-/// sentences (34–52 tokens) took 0.88–0.91× the time. At 32 rows neither
-/// led throughout (packed ahead with the weight hot, behind on
-/// [32,384]×[1536,384]ᵀ over distinct weights), so one sentence of up to
-/// 32 tokens still keeps no packed copy.
+/// ([`Tensor::into_weight`]), packed once and kept, on the AVX2 tiles: at
+/// 32 rows and below the panel kernel (whole panels of 16 rows at 32) or
+/// the dot kernel runs as fast without a packed copy. Above 32 the panel
+/// kernel pays for a last panel of 8 rows whatever the rows past it, and
+/// the packed tile's 6-row steps do not: `cpu_bench gflops` on a Zen 5 (2
+/// threads, two alternating runs, MiniLM's three weight shapes) ran 33–56
+/// rows packed at 428–518 GFLOP/s against 180–379 on the panel kernel at
+/// AVX-512 (24 distinct weights in turn: 310–490 against 181–356), and at
+/// 237–268 against 137–233 at AVX2 (distinct: 186–254 against 135–225);
+/// minilm requests of 3 and 4 sentences (34–52 tokens) took 0.88–0.91×
+/// the time. At 32 rows neither led throughout at AVX2.
 const MIN_WEIGHT_ROWS: usize = super::panels::MIN_ROWS + 1;
+
+/// [`MIN_WEIGHT_ROWS`] where the AVX-512 tiles run: there the packed
+/// product outruns the dot kernel of [`super::skinny`], whose tiles are
+/// AVX2 only, from 16 rows. `cpu_bench gflops` on a Zen 5 (two alternating
+/// runs): 16–24 rows packed at 374–507 GFLOP/s against 209–254, and over
+/// 24 distinct weights 254–461 against 206–238; at 8 rows the two were
+/// level. At AVX2 the dot kernel stays ahead over distinct weights
+/// (156–202 against 208–237). minilm requests of 1 and 2 sentences (about
+/// 17 and 28 tokens) took 0.92–0.95× and 0.87–0.91× the time. The packed
+/// copy is what a weight adds in memory: its own bytes stay in the mapping
+/// of its file.
+const MIN_WIDE_WEIGHT_ROWS: usize = 16;
 
 /// Fewest activation rows the packed kernel takes under `b`.
 pub(super) fn min_rows(b: &Tensor) -> usize {
-    if b.is_weight() {
-        MIN_WEIGHT_ROWS
-    } else {
-        MIN_ROWS
+    match (b.is_weight(), wide_tiles()) {
+        (false, _) => MIN_ROWS,
+        (true, false) => MIN_WEIGHT_ROWS,
+        (true, true) => MIN_WIDE_WEIGHT_ROWS,
     }
 }
 
@@ -961,10 +970,10 @@ mod tests {
     }
 
     /// A model's weight is packed, and kept, by a product of more than 32
-    /// rows ([`MIN_WEIGHT_ROWS`]), and not by one sentence of up to 32
-    /// tokens.
+    /// rows ([`MIN_WEIGHT_ROWS`]), or of 16 where the AVX-512 tiles run,
+    /// and not by fewer.
     #[test]
-    fn a_model_weight_is_packed_and_kept_above_32_rows() {
+    fn a_model_weight_is_packed_and_kept_from_its_least_rows() {
         if !available() {
             return;
         }
@@ -992,8 +1001,9 @@ mod tests {
                 .expect("w")
                 .into_weight()
         };
-        assert!(!packed_by(32, &weight()));
-        assert!(packed_by(33, &weight()));
+        let least = if wide_tiles() { 16 } else { 33 };
+        assert!(!packed_by(least - 1, &weight()));
+        assert!(packed_by(least, &weight()));
     }
 
     /// A convolution's packing orders its depth channels last, and is never

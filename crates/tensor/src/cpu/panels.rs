@@ -1,6 +1,7 @@
 //! Products of 32 to 128 activation rows (a batch of sentences' tokens)
 //! against a `[n, k]` weight (PyTorch's `[out, in]`, `transpose_b`), the
-//! weight read where it lies: a model's weight at exactly 32 rows (above,
+//! weight read where it lies: a model's weight at exactly 32 rows on the
+//! AVX2 tiles (above, and from 16 rows on the AVX-512 ones,
 //! [`super::packed`] packs it once and runs faster), and any other tensor.
 //!
 //! A register tile of 6 weight rows by 16 activation rows keeps 12

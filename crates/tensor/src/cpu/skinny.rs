@@ -31,6 +31,8 @@ const MAX_ACTIVATION: usize = 64 * 384;
 /// ([`super::panels`]) runs nearer the FMA units' peak and takes over
 /// (`cpu_bench gflops`, 1 thread, best of 4 alternating runs: [32,384]×
 /// [1536,384]ᵀ 71.5 vs 60.8 GFLOP/s, [32,1536]×[384,1536]ᵀ 77.2 vs 52.6).
+/// Where the AVX-512 tiles run, a model's weight goes to the packed kernel
+/// from 16 rows instead ([`super::packed`]).
 const MAX_DOT_ROWS: usize = super::panels::MIN_ROWS - 1;
 /// Most activation elements (768 KiB) the dot kernel takes: it re-reads
 /// them for every weight strip, and [128, 1536] (MiniLM's widest layer)
