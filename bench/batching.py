@@ -5,11 +5,19 @@ one server and measured in alternating rounds.
 
     export CARGO_TARGET_DIR=$HOME/.cache/edgeserve-target
     cargo build --release -p edgeserve   # and the plugins (the test build makes them)
-    python3 bench/batching.py [--clients 16] [--rounds 3]
+    python3 bench/batching.py [--clients 16] [--rounds 3] [--client wrk|python]
+
+The clients are `wrk` (the default: one thread, `--clients` keep-alive
+connections, each sending the next request as soon as its answer is in,
+the request bodies taken in turn) or as many Python threads (`--client
+python`, what the runs in RESULTS.md before session 43 used). The Python
+clients spend about as much CPU per request as the server's batched path
+does, on the same two cores, so they hide part of what batching saves.
 
 Prints requests/s and p50/p99 latency per model and side, the on/off
 ratios, and the mean batch size the server reports
-(`edgeserve_batch_size`). The components come from the test build
+(`edgeserve_batch_size`). Under wrk the latencies are the median over the
+rounds of each round's percentile. The components come from the test build
 ($CARGO_TARGET_DIR/wasm-plugins), not the git-ignored copies in
 examples/models, which may be stale.
 """
@@ -67,7 +75,7 @@ def repository(work):
 def round_of(server, model, requests, clients):
     """`clients` threads, each on its own connection sending `requests`
     batch-1 requests back to back: (latencies, wall seconds)."""
-    payloads = bodies(model.removesuffix("_off"))
+    payloads = bodies_of(model)
     conns = [harness.Client(server.url) for _ in range(clients)]
 
     def client(c):
@@ -85,9 +93,69 @@ def round_of(server, model, requests, clients):
     return [t for r in results for t in r], wall
 
 
+# wrk's request generator: the bodies of `BODIES` (a file, separated by
+# \x01) in turn, one connection's requests continuing where another's
+# left off.
+ROTATE = """
+local bodies = {}
+local f = assert(io.open(os.getenv("BODIES"), "rb"))
+for body in string.gmatch(f:read("*a"), "[^\\1]+") do table.insert(bodies, body) end
+f:close()
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i % #bodies + 1])
+end
+"""
+
+
+def wrk_round(server, model, seconds, clients, work):
+    """`clients` wrk connections on `model` for `seconds`: (requests, their
+    seconds, p50 and p99 in ms)."""
+    bodies = work / f"{model}.bodies"
+    bodies.write_bytes(b"\x01".join(bodies_of(model)))
+    script = work / "rotate.lua"
+    script.write_text(ROTATE)
+    run = harness.wrk(f"{server.url}/v2/models/{model}/infer", script, seconds, threads=1,
+                      connections=clients, env={"BODIES": str(bodies)})
+    if run["errors"]:
+        raise SystemExit(f"{model}: {run['errors']} requests failed under wrk")
+    return run["requests"], run["requests"] / run["rate"], run["p50"], run["p99"]
+
+
+def bodies_of(model):
+    return bodies(model.removesuffix("_off"))
+
+
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_python(server, names, requests, args):
+    """{side: (req/s, p50 ms, p99 ms)} from Python client threads, the
+    sides taking turns round by round."""
+    sides = {name: ([], 0.0) for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            latencies, wall = round_of(server, name, requests, args.clients)
+            kept, seconds = sides[name]
+            sides[name] = (kept + latencies, seconds + wall)
+    return {name: (len(latencies) / seconds, statistics.median(latencies) * 1e3,
+                   percentile(latencies, 0.99) * 1e3)
+            for name, (latencies, seconds) in sides.items()}
+
+
+def measure_wrk(server, names, args, work):
+    """{side: (req/s, p50 ms, p99 ms)} from wrk, the sides taking turns
+    round by round."""
+    runs = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            runs[name].append(wrk_round(server, name, args.seconds, args.clients, work))
+    return {name: (sum(r[0] for r in rs) / sum(r[1] for r in rs),
+                   statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs))
+            for name, rs in runs.items()}
 
 
 def main():
@@ -98,9 +166,13 @@ def main():
     # 40 × 16 clients × 3 rounds: about 1900 requests a setting, so the p99
     # is the 19th slowest, not the 6th (at 12, two short runs read p99
     # on/off 1.75× and 3.05×, and longer ones 0.80× and 1.17×).
-    parser.add_argument("--minilm-requests", type=int, default=40, help="per client per round")
-    parser.add_argument("--digits-requests", type=int, default=150, help="per client per round")
+    parser.add_argument("--minilm-requests", type=int, default=40, help="per client per round, Python clients")
+    parser.add_argument("--digits-requests", type=int, default=150, help="per client per round, Python clients")
+    parser.add_argument("--client", choices=("wrk", "python"), default="wrk")
+    parser.add_argument("--seconds", type=int, default=5, help="per side per round, under wrk")
     args = parser.parse_args()
+    if args.client == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("needs wrk (apt-get install wrk), or --client python")
 
     binary = harness.find_binary()
     work = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-batching-"))
@@ -110,30 +182,23 @@ def main():
     rows = []
     try:
         for model in ("minilm", "digits"):
-            sides = {model: ([], 0.0, 0), f"{model}_off": ([], 0.0, 0)}
+            names = (model, f"{model}_off")
             # Warm both sides up (first calls allocate, caches fill).
-            for name in sides:
+            for name in names:
                 round_of(server, name, 2, args.clients)
             before = harness.histogram(server.url, "batch_size", model)
-            for _ in range(args.rounds):
-                for name in sides:
-                    latencies, wall = round_of(server, name, requests[model], args.clients)
-                    kept, seconds, count = sides[name]
-                    sides[name] = (kept + latencies, seconds + wall, count + len(latencies))
+            stats = measure_wrk(server, names, args, work) if args.client == "wrk" else \
+                measure_python(server, names, requests[model], args)
             after = harness.histogram(server.url, "batch_size", model)
             batched_rows, batches = after[0] - before[0], after[1] - before[1]
-            stats = {}
-            for name, (latencies, seconds, count) in sides.items():
-                stats[name] = (count / seconds, statistics.median(latencies) * 1e3,
-                               percentile(latencies, 0.99) * 1e3)
             on, off = stats[model], stats[f"{model}_off"]
             rows.append((model, off, on, batched_rows / max(batches, 1)))
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{args.clients} concurrent clients, batch 1 each, {args.rounds} alternating rounds, "
-          f"{args.threads} threads")
+    print(f"\n{args.clients} concurrent clients ({args.client}), batch 1 each, {args.rounds} alternating "
+          f"rounds, {args.threads} threads")
     print("| model | batching | req/s | p50 ms | p99 ms | mean batch |")
     print("|---|---|---:|---:|---:|---:|")
     for model, off, on, mean in rows:
