@@ -274,7 +274,7 @@ impl Metrics {
         );
         registry.register(
             "cpu_packed_weight_bytes",
-            "Host memory of weights packed for the CPU product kernel (used above 128 activation rows), besides the weights themselves",
+            "Host memory of weights packed for the CPU product kernel (a model weight under more than 32 activation rows, 16 on AVX-512), besides the weights themselves",
             packed_weight_bytes.clone(),
         );
         registry.register(

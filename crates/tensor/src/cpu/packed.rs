@@ -54,7 +54,7 @@ pub(super) const MIN_ROWS: usize = super::panels::MAX_ROWS + 1;
 /// rows packed at 428–518 GFLOP/s against 180–379 on the panel kernel at
 /// AVX-512 (24 distinct weights in turn: 310–490 against 181–356), and at
 /// 237–268 against 137–233 at AVX2 (distinct: 186–254 against 135–225);
-/// minilm requests of 3 and 4 sentences (34–52 tokens) took 0.88–0.91×
+/// minilm requests of 3 and 4 sentences (39 and 51 tokens) took 0.88–0.91×
 /// the time. At 32 rows neither led throughout at AVX2.
 const MIN_WEIGHT_ROWS: usize = super::panels::MIN_ROWS + 1;
 
@@ -62,12 +62,12 @@ const MIN_WEIGHT_ROWS: usize = super::panels::MIN_ROWS + 1;
 /// product outruns the dot kernel of [`super::skinny`], whose tiles are
 /// AVX2 only, from 16 rows. `cpu_bench gflops` on a Zen 5 (two alternating
 /// runs): 16–24 rows packed at 374–507 GFLOP/s against 209–254, and over
-/// 24 distinct weights 254–461 against 206–238; at 8 rows the two were
-/// level. At AVX2 the dot kernel stays ahead over distinct weights
-/// (156–202 against 208–237). minilm requests of 1 and 2 sentences (about
-/// 17 and 28 tokens) took 0.92–0.95× and 0.87–0.91× the time. The packed
-/// copy is what a weight adds in memory: its own bytes stay in the mapping
-/// of its file.
+/// 24 distinct weights 254–461 against 206–238; at 8 rows it trailed on
+/// [8,384]×[1536,384]ᵀ over distinct weights (163 against 176). At AVX2
+/// the dot kernel stays ahead over distinct weights (156–202 against
+/// 208–237). minilm requests of 1 and 2 sentences (16 and 21 tokens) took
+/// 0.92–0.97× and 0.87–0.90× the time. A model thus keeps packed copies
+/// ([`packed_weight_bytes`]) once it has seen one sentence of 16 tokens.
 const MIN_WIDE_WEIGHT_ROWS: usize = 16;
 
 /// Fewest activation rows the packed kernel takes under `b`.
