@@ -111,21 +111,19 @@ end
 """
 
 
-def wrk_round(server, model, seconds, clients, work):
-    """`clients` wrk connections on `model` for `seconds`: (requests, their
-    seconds, p50 and p99 in ms)."""
-    bodies = work / f"{model}.bodies"
-    bodies.write_bytes(b"\x01".join(bodies_of(model)))
-    script = work / "rotate.lua"
-    script.write_text(ROTATE)
+def wrk_round(server, model, seconds, clients, script):
+    """`clients` wrk connections on `model` for `seconds`, sending the
+    bodies `script` wrote for it: (requests, their seconds, p50 and p99 in
+    ms)."""
     run = harness.wrk(f"{server.url}/v2/models/{model}/infer", script, seconds, threads=1,
-                      connections=clients, env={"BODIES": str(bodies)})
+                      connections=clients, env={"BODIES": str(script.parent / f"{model}.bodies")})
     if run["errors"]:
         raise SystemExit(f"{model}: {run['errors']} requests failed under wrk")
     return run["requests"], run["requests"] / run["rate"], run["p50"], run["p99"]
 
 
 def bodies_of(model):
+    """The request bodies of a side (`<m>` or `<m>_off`)."""
     return bodies(model.removesuffix("_off"))
 
 
@@ -151,10 +149,14 @@ def measure_python(server, names, requests, args):
 def measure_wrk(server, names, args, work):
     """{side: (req/s, p50 ms, p99 ms)} from wrk, the sides taking turns
     round by round."""
+    script = work / "rotate.lua"
+    script.write_text(ROTATE)
+    for name in names:
+        (work / f"{name}.bodies").write_bytes(b"\x01".join(bodies_of(name)))
     runs = {name: [] for name in names}
     for _ in range(args.rounds):
         for name in names:
-            runs[name].append(wrk_round(server, name, args.seconds, args.clients, work))
+            runs[name].append(wrk_round(server, name, args.seconds, args.clients, script))
     return {name: (sum(r[0] for r in rs) / sum(r[1] for r in rs),
                    statistics.median(r[2] for r in rs), statistics.median(r[3] for r in rs))
             for name, rs in runs.items()}

@@ -298,14 +298,14 @@ fn product_at(
     // SAFETY: the kernel is available (a `PackedWeight` exists only where
     // it is), and AVX-512 where `wide` (the caller found it); the bounds
     // were asserted, and blocks write disjoint elements.
-    let tile = if wide {
-        (x86::WIDE_ROWS, 2 * WIDTH)
-    } else {
-        (x86::ROWS, WIDTH)
-    };
-    split(out, w, m, threads, tile, |out, rows, columns| unsafe {
-        x86::block(out, x, w, rows, columns, wide)
-    });
+    split(
+        out,
+        w,
+        m,
+        threads,
+        x86::tile(wide),
+        |out, rows, columns| unsafe { x86::block(out, x, w, rows, columns, wide) },
+    );
 }
 
 /// [`product`] of rows `0..m` of `x`, each `w.k` long, written channels
@@ -333,7 +333,7 @@ pub(super) fn gathered_product(
         w,
         m,
         threads,
-        (x86::ROWS, WIDTH),
+        x86::tile(false),
         |out, rows, columns| unsafe {
             x86::gathered(out, x, w, rows, columns, (plane, bias, clip))
         },
@@ -439,6 +439,15 @@ mod x86 {
         };
     }
 
+    /// (Rows, columns) of the AVX2 tile, or of the AVX-512 one when `wide`.
+    pub fn tile(wide: bool) -> (usize, usize) {
+        if wide {
+            (WIDE_ROWS, 2 * WIDTH)
+        } else {
+            (ROWS, WIDTH)
+        }
+    }
+
     /// Output rows `rows` and columns `columns` of the product, on the AVX2
     /// tile, or on the AVX-512 one when `wide` ([`Tile::wide_run`]).
     ///
@@ -455,11 +464,7 @@ mod x86 {
         columns: Range<usize>,
         wide: bool,
     ) {
-        let (tile_rows, tile_columns) = if wide {
-            (WIDE_ROWS, 2 * WIDTH)
-        } else {
-            (ROWS, WIDTH)
-        };
+        let (tile_rows, tile_columns) = tile(wide);
         let (n, k) = (w.n, w.k);
         let depths = k.div_ceil(DEPTH);
         let depth = k.div_ceil(depths);
@@ -840,8 +845,9 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    pub const ROWS: usize = 6;
-    pub const WIDE_ROWS: usize = 12;
+    pub fn tile(_: bool) -> (usize, usize) {
+        unreachable!("the packed kernel is only available on x86_64")
+    }
 
     pub unsafe fn block(
         _: *mut f32,
