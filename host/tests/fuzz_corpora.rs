@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 
 use edgeserve::fuzz::TARGETS;
 
+/// `fuzz/`, found from `CARGO_MANIFEST_DIR` as cargo sets it for the
+/// running test rather than as compiled in (see `edgeserve_e2e::repo_root`).
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../fuzz")
 }
 
 /// The committed inputs of `target`, in a stable order.

@@ -49,10 +49,29 @@ pub fn values(n: usize, scale: f64, seed: u64) -> Vec<f64> {
 }
 
 /// The repository root (the folder holding `plugins/`, `examples/`, `wit/`).
+///
+/// Found above `CARGO_MANIFEST_DIR` as cargo sets it for the running test
+/// or `cargo run` (this crate's, or the bench's), and only outside cargo
+/// above the folder compiled in: a target dir kept warm for checkouts at
+/// different paths (`.ci/run`'s) keeps binaries built for another
+/// checkout, since cargo does not rebuild a crate that only moved, and
+/// they would read that checkout's files, or none.
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives in the repository root")
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let start = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        start
+            .ancestors()
+            .find(|dir| dir.join("wit/edgeserve.wit").is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no repository root (wit/edgeserve.wit) above {}",
+                    start.display()
+                )
+            })
+            .to_path_buf()
+    })
 }
 
 /// The freshly built component of plugin `name` (e.g. `"linear"`).

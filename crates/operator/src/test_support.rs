@@ -51,8 +51,14 @@ pub fn autoscaled(tier: Tier, cpu: Option<i32>, inflight: Option<i32>) -> ModelD
 }
 
 /// A file of the repository, by its path from the repository root.
+///
+/// Found from `CARGO_MANIFEST_DIR` as cargo sets it for the running test,
+/// not as compiled in: a target dir kept warm for checkouts at different
+/// paths (`.ci/run`'s) keeps a test binary built for another path, since
+/// cargo does not rebuild a crate that only moved.
 pub fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../..")
         .join(path)
 }
