@@ -6,31 +6,17 @@
 /// LLVM vectorizes the loops that call it (softmax, attention, sigmoid).
 ///
 /// Cephes' `expf`: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial
-/// for e^r, and 2^n built directly in the exponent bits. Results below the
-/// smallest normal float flush to 0.
+/// for e^r ([`exp_reduced`]), and 2^n built directly in the exponent bits.
+/// Results below the smallest normal float flush to 0.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
     // ln(f32::MAX) and ln(f32::MIN_POSITIVE).
     const HI: f32 = 88.722_83;
     const LO: f32 = -87.336_54;
-    // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.clamp(LO, HI);
-    let k = xc * std::f32::consts::LOG2_E + MAGIC;
-    let n = k - MAGIC;
-    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
-    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
+    let (y, ni) = exp_reduced::<false>(x.clamp(LO, HI));
     // n spans -126..=128; two half-size powers keep each one a normal float.
     let half = ni >> 1;
-    let pow = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
-    let scaled = y * pow(half) * pow(ni - half);
+    let scaled = y * power_of_two(half) * power_of_two(ni - half);
     if x > HI {
         f32::INFINITY
     } else if x < LO {
@@ -41,6 +27,45 @@ pub(super) fn exp(x: f32) -> f32 {
     } else {
         scaled
     }
+}
+
+/// (e^r, n) with x = n·ln2 + r, for a finite x: e^x is e^r · 2^n.
+///
+/// The polynomial in pairs (Estrin's scheme): a loop over it waits on its
+/// chain of dependent steps, which this makes about half as long as
+/// Horner's form. `FUSED` computes each step as a fused multiply-add, one
+/// instruction where the loop is compiled for FMA but a library call per
+/// element where it is not (x86 without AVX2, whose level must still give
+/// the same bits): [`exp`] is on every transformer's softmax and stays
+/// unfused; GELU's erfc fuses anyway.
+#[inline(always)]
+fn exp_reduced<const FUSED: bool>(x: f32) -> (f32, i32) {
+    // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let madd = |a: f32, b: f32, c: f32| if FUSED { a.mul_add(b, c) } else { a * b + c };
+    let k = madd(x, std::f32::consts::LOG2_E, MAGIC);
+    let n = k - MAGIC;
+    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    // ln 2 in two parts, the first exact in few bits, so n·ln2 adds no
+    // rounding of its own.
+    let r = madd(n, 2.121_944_4e-4, madd(n, -0.693_359_4, x));
+    let r2 = r * r;
+    let p = madd(
+        madd(1.987_569_1e-4, r, 1.398_199_9e-3),
+        r2 * r2,
+        madd(
+            madd(8.333_452e-3, r, 4.166_579_6e-2),
+            r2,
+            madd(0.166_666_65, r, 0.5),
+        ),
+    );
+    (madd(p, r2, r) + 1.0, ni)
+}
+
+/// 2^e for e in -126..=127, as a normal float.
+#[inline(always)]
+fn power_of_two(e: i32) -> f32 {
+    f32::from_bits(((e + 127) as u32) << 23)
 }
 
 /// erfc(u/√2) for u ≥ 0, to about 2e-7 relative, branch-free so that loops
@@ -92,27 +117,14 @@ fn erfc_scaled(u: f32) -> f32 {
     t * exp_tail(a) * (1.0 + (err - lo))
 }
 
-/// e^x for x ≤ 2, as [`exp`] computes it but with fused multiply-adds and
-/// one power of two (2^n for n ≥ -126 is a normal float): GELU's
-/// exponential, never above 1.3 nor NaN, shorter as a chain of dependent
-/// steps. Below ln(f32::MIN_POSITIVE) it is 0.
+/// e^x for x ≤ 2 and not NaN, as [`exp`] computes it but with one power of
+/// two (2^n for n ≥ -126 is a normal float): GELU's exponential, whose
+/// argument never exceeds 1.3, only its underflow to 0 checked.
 #[inline(always)]
 fn exp_tail(x: f32) -> f32 {
     const LO: f32 = -87.336_54;
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.max(LO);
-    let k = xc.mul_add(std::f32::consts::LOG2_E, MAGIC);
-    let n = k - MAGIC;
-    let ni = k.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
-    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, xc));
-    let r2 = r * r;
-    let p = 1.987_569_1e-4f32
-        .mul_add(r, 1.398_199_9e-3)
-        .mul_add(r2, 8.333_452e-3f32.mul_add(r, 4.166_579_6e-2))
-        .mul_add(r2, 0.166_666_65f32.mul_add(r, 0.5));
-    let y = p.mul_add(r2, r) + 1.0;
-    let scaled = y * f32::from_bits(((ni + 127) as u32) << 23);
-    if x < LO { 0.0 } else { scaled }
+    let (y, ni) = exp_reduced::<true>(x.max(LO));
+    if x < LO { 0.0 } else { y * power_of_two(ni) }
 }
 
 /// GELU, x·Φ(x), to about 5e-7 relative everywhere.

@@ -312,6 +312,15 @@ fn gelu_is_relatively_accurate_everywhere() {
     assert!(far.iter().all(|&v| v == 0.0), "{far:?}");
 }
 
+/// exp is the kernels' own polynomial (softmax, attention, sigmoid, tanh
+/// and GELU all run on it), so its error is held to a couple of ulp across
+/// its whole finite range, not just the loose bound every unary op meets.
+#[test]
+fn exp_is_relatively_accurate_everywhere() {
+    let input: Vec<f32> = (0..176_000).map(|i| -87.3 + i as f32 * 1e-3).collect();
+    assert_relatively_accurate(UnaryOp::Exp, &input, f64::exp, 0.0, 3e-7);
+}
+
 /// tanh near 0 is as small as its argument, so an absolute tolerance would
 /// hide any error there; each result must be right relative to its own
 /// size, across the polynomial's range, the switch to the exponential form
