@@ -1,7 +1,11 @@
 """Dynamic batching: 16 concurrent clients, each sending batch-1 requests
 back to back, against `minilm` and `digits` with their shipped `[batching]`
-config ("on") and with `max_batch_size = 1` ("off"), served side by side by
-one server and measured in alternating rounds.
+config ("on") and with `max_batch_size = 1` ("off"), the latter at the
+shipped instance count and at each of `--off-instances` (1 to 4 by
+default), all served side by side by one server and measured in
+alternating rounds. A batching model wants few instances (one batch at a
+time takes the cores) and an unbatched one more, so "on" is rated against
+the fastest "off" as well as against the shipped config's.
 
     export CARGO_TARGET_DIR=$HOME/.cache/edgeserve-target
     cargo build --release -p edgeserve   # and the plugins (the test build makes them)
@@ -16,8 +20,8 @@ requests it serves, so they hide part of what batching saves: on the same
 builds, session 43 read minilm's on/off at 1.65–1.82× under them against
 1.81–2.00× under wrk.
 
-Prints requests/s and p50/p99 latency per model and side, the on/off
-ratios, and the mean batch size the server reports
+Prints requests/s and p50/p99 latency per model and side with its
+instances, the on/off ratios, and the mean batch size the server reports
 (`edgeserve_batch_size`). Under wrk the latencies are the median over the
 rounds of each round's percentile. The components come from the test build
 ($CARGO_TARGET_DIR/wasm-plugins), not the git-ignored copies in

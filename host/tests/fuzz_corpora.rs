@@ -8,7 +8,7 @@
 //! `EDGESERVE_FUZZ_MUTATIONS` sets the mutations per target (default 2000).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use edgeserve::fuzz::TARGETS;
 

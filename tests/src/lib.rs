@@ -63,10 +63,10 @@ pub fn repo_root() -> &'static Path {
             .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
         start
             .ancestors()
-            .find(|dir| dir.join("wit/edgeserve.wit").is_file())
+            .find(|dir| dir.join("wit").is_dir() && dir.join("plugins").is_dir())
             .unwrap_or_else(|| {
                 panic!(
-                    "no repository root (wit/edgeserve.wit) above {}",
+                    "no repository root (with wit/ and plugins/) above {}",
                     start.display()
                 )
             })

@@ -117,9 +117,10 @@ fn erfc_scaled(u: f32) -> f32 {
     t * exp_tail(a) * (1.0 + (err - lo))
 }
 
-/// e^x for x ≤ 2 and not NaN, as [`exp`] computes it but with one power of
-/// two (2^n for n ≥ -126 is a normal float): GELU's exponential, whose
-/// argument never exceeds 1.3, only its underflow to 0 checked.
+/// e^x for x ≤ 2 and not NaN, as [`exp`] computes it but fused and with one
+/// power of two (2^n for n ≥ -126 is a normal float): GELU's exponential,
+/// whose argument c(t) - u²/2 is at most about 0 (c(1) = 0 at u = 0, and
+/// c falls to -1.27 as u grows), so only its underflow to 0 is checked.
 #[inline(always)]
 fn exp_tail(x: f32) -> f32 {
     const LO: f32 = -87.336_54;
