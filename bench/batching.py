@@ -238,8 +238,9 @@ def main():
         for name in dict.fromkeys((fastest, f"{model}_off")):
             off = stats[name]
             what = "the fastest off side" if name == fastest else "the shipped config, off"
-            print(f"| {model} | {on[0] / off[0]:.2f}x | {on[2] / off[2]:.2f}x | {what} ({sides[model][name]} "
-                  f"instances) |")
+            n = sides[model][name]
+            print(f"| {model} | {on[0] / off[0]:.2f}x | {on[2] / off[2]:.2f}x | {what} ({n} "
+                  f"instance{'s' * (n != 1)}) |")
 
 
 if __name__ == "__main__":
