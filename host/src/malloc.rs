@@ -57,7 +57,7 @@ pub fn purge_after(ms: u32) {
     }
 }
 
-/// Caps glibc at [`ARENAS`] malloc arenas, unless the deployer set
+/// Caps glibc at two malloc arenas (`ARENAS`), unless the deployer set
 /// `MALLOC_ARENA_MAX`, for the C libraries that still allocate through it
 /// (the Vulkan driver). glibc gives each thread that finds an arena locked
 /// one of its own (up to 8 per core) and keeps their freed memory: when

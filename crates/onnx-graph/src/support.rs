@@ -211,7 +211,7 @@ impl fmt::Display for Unsupported {
 
 /// Which values are small (constants and shape arithmetic computed in the
 /// handler, never sent to the host), by name: constants, `Shape` outputs, and
-/// outputs of [`SMALL_CAPABLE`] nodes whose inputs are all small.
+/// outputs of `SMALL_CAPABLE` nodes whose inputs are all small.
 pub fn small_values(graph: &Graph) -> BTreeSet<String> {
     let mut small: BTreeSet<String> = graph.constants.keys().cloned().collect();
     for node in &graph.nodes {

@@ -7,7 +7,7 @@
 //! - [`deployment`]: what every edgeserve Deployment has, whoever makes it: rollout strategy,
 //!   probes, hardening, writable emptyDirs on a read-only root, graceful shutdown, scrape
 //!   annotations.
-//! - the tier functions ([`device`], [`place`], [`resources`], [`env`], [`cache_size_limit`],
+//! - the tier functions ([`device`], [`place`], [`resources`], [`env`](fn@env), [`cache_size_limit`],
 //!   [`instance_env`]): what a node pool adds.
 //!
 //! What stays with each installer is what only it knows. The manifests add the image

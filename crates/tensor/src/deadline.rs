@@ -18,7 +18,7 @@
 //! buy itself unbounded time this way.
 //!
 //! A CPU kernel stops by unwinding from the block that found the deadline
-//! passed back to [`run`], which [`Ops`](crate::Ops) wraps around every
+//! passed back to `run`, which [`Ops`](crate::Ops) wraps around every
 //! kernel: the kernel's partly written output is dropped unread, so no
 //! kernel needs an error path of its own for it, and none can hand out a
 //! half-initialised buffer. Builds with `panic = "abort"` cannot unwind;

@@ -1,7 +1,7 @@
 //! Plugin authoring: `edgeserve new` scaffolds a handler project in Rust,
 //! Python or JavaScript, and `edgeserve build` compiles it into a component
 //! and installs it in a model repository. The toolchain each language needs
-//! is installed on first use ([`toolchain`]).
+//! is installed on first use (`toolchain`).
 
 mod build;
 mod new;

@@ -101,7 +101,7 @@ const BROADCAST: &[&str] = &[
     "Where",
 ];
 
-/// What [`simplify`] changed.
+/// What `simplify` changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Simplified {
     /// Reshape targets made constant.

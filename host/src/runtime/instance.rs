@@ -422,7 +422,7 @@ impl Instance {
     }
 
     /// Answers the model's warm-up request ([`WarmUp`]) under a deadline of
-    /// at least [`WARM_UP_TIMEOUT`], dropping the answer.
+    /// at least `WARM_UP_TIMEOUT`, dropping the answer.
     pub async fn warm_up(&mut self, request: &WarmUp) -> Result<(), Fault> {
         let timeout = self.timeout;
         self.timeout = timeout.max(WARM_UP_TIMEOUT);

@@ -1,6 +1,6 @@
 //! The HTTP front end.
 //!
-//! Every protocol decodes into the typed path of [`infer`]; `routes` speaks
+//! Every protocol decodes into the typed path of `infer`; `routes` speaks
 //! the Open Inference Protocol (wire format in `oip`), `generate` the plain
 //! text route, `repository` Triton's repository extension; `upstream`
 //! forwards what this server does not serve.
