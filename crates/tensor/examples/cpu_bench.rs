@@ -68,7 +68,7 @@ fn distinct_weights((m, n, k): (usize, usize, usize), transposed: bool) -> Case 
 /// theirs, more than the L3 holds for the larger shapes).
 fn linear_gflops(filter: &str) {
     for (n, k) in [(384, 384), (1536, 384), (384, 1536)] {
-        for m in [8, 16, 18, 24, 32, 33, 36, 40, 48, 56, 64, 128, 256, 512] {
+        for m in [8, 12, 14, 16, 18, 24, 32, 33, 36, 40, 48, 56, 64, 128, 256, 512] {
             let name = format!("gflops [{m},{k}]x[{n},{k}]^T");
             if !name.contains(filter) {
                 continue;
