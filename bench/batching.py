@@ -80,14 +80,12 @@ def repository(work, off_instances):
             raise SystemExit(f"examples/models/{model}/config.toml sets no instances")
         shipped = int(shipped[1])
         off = re.sub(r"^max_batch_size = \d+$", "max_batch_size = 1", config, flags=re.M)
-        texts = {model: (config, shipped), f"{model}_off": (off, shipped)}
-        for n in off_instances:
-            if n != shipped:
-                texts[f"{model}_off{n}"] = (re.sub(r"^instances = \d+$", f"instances = {n}", off, flags=re.M), n)
-        for name, (text, _) in texts.items():
+        sides[model] = {model: shipped, f"{model}_off": shipped,
+                        **{f"{model}_off{n}": n for n in off_instances if n != shipped}}
+        for name, n in sides[model].items():
+            text = config if name == model else re.sub(r"^instances = \d+$", f"instances = {n}", off, flags=re.M)
             harness.model_folder(model, repo / name, skip=("config.toml",))
             (repo / name / "config.toml").write_text(text)
-        sides[model] = {name: n for name, (_, n) in texts.items()}
     return repo, sides
 
 
