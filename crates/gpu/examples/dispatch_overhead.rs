@@ -17,8 +17,13 @@
 //! of them: with the inputs resident, and with each request's input
 //! uploaded and freed as a served request's is; and, per request, the time
 //! spent recording and reading back, which tells whether requests side by
-//! side contend while they record or while they wait for the device.
+//! side contend while they record or while they wait for the device. The
+//! fourth has one thread free a 1 MiB weight (a buffer destroyed, not
+//! pooled, as when a model is unloaded) while a request waits for a long
+//! read-back, and another request record a small op just after: how long
+//! the free and that recording take.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use edgeserve_gpu::GpuBackend;
@@ -214,6 +219,91 @@ fn main() {
             );
         }
     }
+
+    free_during_read_back(&gpu);
+}
+
+/// The fourth table: request A waits for a long read-back, B frees a 1 MiB
+/// weight meanwhile, and request C records an op 2 ms after B starts
+/// freeing. Medians of 3 rounds, in ms.
+fn free_during_read_back(gpu: &GpuBackend) {
+    let ops = gpu.ops();
+    const N: usize = 512;
+    let a = ops
+        .from_host(&Tensor::from_f32(&[N, N], vec![1.0 / N as f32; N * N]).expect("shape"))
+        .expect("upload");
+    let chain = |ops: Ops<'_>, len: usize| {
+        (0..len).fold(a.clone(), |t, _| ops.matmul(&t, &a, false).expect("matmul"))
+    };
+    // A chain long enough that A's wait lasts at least 50 ms on this device
+    // (timed once the matmul pipeline is built).
+    ops.to_host(&chain(ops, 1)).expect("read back");
+    let mut len = 1;
+    while best(1, || {
+        drop(ops.to_host(&chain(ops, len)).expect("read back"))
+    }) < Duration::from_millis(50)
+        && len < 1 << 16
+    {
+        len *= 2;
+    }
+    let large = Tensor::from_f32(&[1 << 18], vec![1.0; 1 << 18])
+        .expect("shape")
+        .into_weight();
+    let small = Tensor::from_f32(&[64], vec![1.0; 64]).expect("shape");
+    let mut rounds: Vec<[Duration; 4]> = (0..3)
+        .map(|_| {
+            let (waiting, waits) = mpsc::channel();
+            let (freeing, frees) = mpsc::channel();
+            let (chain, small) = (&chain, &small);
+            std::thread::scope(|s| {
+                let a = s.spawn(move || {
+                    let ops = gpu.ops();
+                    let t = chain(ops, len);
+                    let start = Instant::now();
+                    waiting.send(()).expect("main thread");
+                    ops.to_host(&t).expect("read back");
+                    start.elapsed()
+                });
+                let c = s.spawn(move || {
+                    let ops = gpu.ops();
+                    frees.recv().expect("main thread");
+                    std::thread::sleep(Duration::from_millis(2));
+                    let start = Instant::now();
+                    let y = ops
+                        .affine(&ops.from_host(small).expect("upload"), 2.0, 1.0)
+                        .expect("affine");
+                    let recorded = start.elapsed();
+                    ops.to_host(&y).expect("read back");
+                    (recorded, start.elapsed())
+                });
+                let input = ops.from_host(&large).expect("upload");
+                waits.recv().expect("request A");
+                // A is inside its wait by now.
+                std::thread::sleep(Duration::from_millis(5));
+                freeing.send(()).expect("request C");
+                let start = Instant::now();
+                drop(input);
+                let freed = start.elapsed();
+                let (recorded, answered) = c.join().expect("request C");
+                [a.join().expect("request A"), freed, recorded, answered]
+            })
+        })
+        .collect();
+    let ms = |column: usize, rounds: &mut Vec<[Duration; 4]>| {
+        rounds.sort_by_key(|r| r[column]);
+        rounds[rounds.len() / 2][column].as_secs_f64() * 1e3
+    };
+    println!(
+        "\n| A's read-back ({len} matmuls [{N}, {N}]) | B frees a 1 MiB weight | C records an affine [64] | C's request, read-back included |"
+    );
+    println!("|--:|--:|--:|--:|");
+    println!(
+        "| {:.1} ms | {:.3} ms | {:.3} ms | {:.1} ms |",
+        ms(0, &mut rounds),
+        ms(1, &mut rounds),
+        ms(2, &mut rounds),
+        ms(3, &mut rounds),
+    );
 }
 
 /// Requests each thread of the third table makes per round.

@@ -67,9 +67,12 @@ impl GpuBuffer {
 /// Most bytes of freed buffers a backend keeps for reuse.
 pub const POOL_CAP: u64 = 256 << 20;
 
-/// Largest upload (whole quads) written into a pooled buffer, which goes
-/// back to the pool when freed; larger ones (weights, mostly) get a buffer
-/// of their exact size, destroyed when freed.
+/// Largest weight (whole quads) written into a pooled buffer, which goes
+/// back to the pool when freed; larger weights get a buffer of their exact
+/// size, destroyed when freed. Other uploads, a request's inputs, go to
+/// pooled buffers whatever their size: freed after every request, they
+/// come back from the pool instead of being destroyed ([`Doomed`]). Also
+/// the largest upload other than a weight whose host bytes are kept.
 const POOLED_UPLOAD: u64 = 256 << 10;
 
 /// Smallest pool size class, in bytes.
@@ -91,7 +94,29 @@ pub(crate) struct Pool {
     /// pending work to be submitted (see [`stream`]).
     pub(crate) held: AtomicU64,
     free: Mutex<FreeLists>,
+    /// Buffers to destroy once no read-back waits for the device.
+    doomed: Mutex<Doomed>,
 }
+
+/// Destroying a buffer takes wgpu-core's snatch lock for writing, and a
+/// read-back's wait for the device holds it for reading, for as long as
+/// the device runs. A destroy would wait for another request's device
+/// work; worse, the lock is fair, so every thread that then records,
+/// submits or binds (each taking it for reading) would queue behind that
+/// destroy. So a buffer freed while any read-back waits is destroyed
+/// when the last one ends (bench/RESULTS.md, session 45).
+#[derive(Debug, Default)]
+struct Doomed {
+    /// Read-backs waiting for the device now.
+    waits: usize,
+    buffers: Vec<wgpu::Buffer>,
+    bytes: u64,
+}
+
+/// Most bytes of buffers kept for destruction while read-backs wait; past
+/// it they are destroyed at once, waiting as wgpu makes them, rather than
+/// hold device memory that concurrent waits might never let go.
+const DOOMED_CAP: u64 = 256 << 20;
 
 #[derive(Debug, Default)]
 struct FreeLists {
@@ -119,9 +144,9 @@ impl Pool {
 
     /// A freed buffer that no unsubmitted work uses: when `reuse` (it is
     /// of a class size) and the pool has room, kept for reuse; else
-    /// destroyed, so wgpu frees its memory once the device is done with it
-    /// even while a stream's kept bind group still holds a handle on it
-    /// (see [`stream`]).
+    /// destroyed ([`Pool::destroy`]), so wgpu frees its memory once the
+    /// device is done with it even while a stream's kept bind group still
+    /// holds a handle on it (see [`stream`]).
     pub(crate) fn free(&self, buffer: wgpu::Buffer, reuse: bool) {
         let size = buffer.size();
         let mut free = lock(&self.free);
@@ -130,18 +155,71 @@ impl Pool {
             free.bytes += size;
         } else {
             drop(free);
-            buffer.destroy();
+            self.destroy(buffer);
         }
     }
 
-    /// Frees every pooled buffer (before retrying a failed allocation),
-    /// destroyed as in [`Pool::free`].
+    /// Destroys `buffer` now if no read-back waits for the device, else
+    /// when the last one ends ([`Doomed`]).
+    fn destroy(&self, buffer: wgpu::Buffer) {
+        let mut doomed = lock(&self.doomed);
+        if doomed.waits == 0 {
+            // Under the lock, so that no wait starts before it is done.
+            buffer.destroy();
+            return;
+        }
+        doomed.bytes += buffer.size();
+        doomed.buffers.push(buffer);
+        if doomed.bytes > DOOMED_CAP {
+            let buffers = std::mem::take(&mut doomed.buffers);
+            doomed.bytes = 0;
+            drop(doomed);
+            buffers.iter().for_each(wgpu::Buffer::destroy);
+        }
+    }
+
+    /// Runs `wait`, a blocking wait for the device, counted as a read-back
+    /// waiting: buffers freed meanwhile are destroyed once none is.
+    pub(crate) fn waiting<R>(&self, wait: impl FnOnce() -> R) -> R {
+        /// Ends the count on every exit, an unwind included.
+        struct Waited<'a>(&'a Pool);
+        impl Drop for Waited<'_> {
+            fn drop(&mut self) {
+                let mut doomed = lock(&self.0.doomed);
+                doomed.waits -= 1;
+                if doomed.waits == 0 {
+                    doomed.buffers.drain(..).for_each(|b| b.destroy());
+                    doomed.bytes = 0;
+                }
+            }
+        }
+        lock(&self.doomed).waits += 1;
+        let _waited = Waited(self);
+        wait()
+    }
+
+    /// Bytes of freed buffers waiting for read-backs to end before they
+    /// are destroyed ([`Doomed`]).
+    pub(crate) fn doomed_bytes(&self) -> u64 {
+        lock(&self.doomed).bytes
+    }
+
+    /// Frees every pooled buffer and every one kept for destruction (before
+    /// retrying a failed allocation): destroyed at once, since the retry
+    /// needs their memory back.
     fn trim(&self) {
         let mut free = lock(&self.free);
         for buffer in free.by_class.drain().flat_map(|(_, list)| list) {
             buffer.destroy();
         }
         free.bytes = 0;
+        drop(free);
+        let buffers = {
+            let mut doomed = lock(&self.doomed);
+            doomed.bytes = 0;
+            std::mem::take(&mut doomed.buffers)
+        };
+        buffers.iter().for_each(wgpu::Buffer::destroy);
     }
 }
 
@@ -384,7 +462,7 @@ impl GpuBackend {
                     return Ok(wrap(buffer));
                 }
                 // Give the pooled buffers back to the device and try again.
-                Some(_) if !retried && self.pooled_bytes() > 0 => {
+                Some(_) if !retried && self.pooled_bytes() + self.pool.doomed_bytes() > 0 => {
                     self.pool.trim();
                     retried = true;
                 }
@@ -421,7 +499,7 @@ impl GpuBackend {
         let small = padded <= POOLED_UPLOAD;
         let integer = matches!(dtype, DType::I32 | DType::I64);
         let keep = (integer || small && !t.is_weight()).then(|| host.clone());
-        if small {
+        if small || !t.is_weight() {
             // Not from this stream's own freed buffers: its unsubmitted
             // work may still read one, and a queue write runs ahead of the
             // next submission.
@@ -441,8 +519,8 @@ impl GpuBackend {
             return Ok(Arc::new(buf));
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        // Mapped at creation and filled in place: no padded copy of a
-        // large tensor on the host first.
+        // A large weight: mapped at creation and filled in place, with no
+        // padded copy on the host first.
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: padded,
@@ -535,10 +613,12 @@ impl GpuBackend {
         // runs to its end on the device, but the request stops waiting.
         let until = deadline::current();
         let passed = || until.is_some_and(|d| Instant::now() >= d);
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(submitted),
-                timeout: until.map(|d| d.saturating_duration_since(Instant::now())),
+        self.pool
+            .waiting(|| {
+                self.device.poll(wgpu::PollType::Wait {
+                    submission_index: Some(submitted),
+                    timeout: until.map(|d| d.saturating_duration_since(Instant::now())),
+                })
             })
             .map_err(|e| match self.alive(op) {
                 Err(lost) => lost,
@@ -586,5 +666,74 @@ impl GpuBackend {
         };
         staging.unmap();
         Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use edgeserve_tensor::{Ops, Tensor};
+
+    use super::POOLED_UPLOAD;
+    use crate::GpuBackend;
+
+    /// Elements of a tensor twice [`POOLED_UPLOAD`].
+    const LARGE: usize = (POOLED_UPLOAD as usize / 4) * 2;
+
+    fn large() -> Tensor {
+        Tensor::from_f32(&[LARGE], vec![1.5; LARGE]).unwrap()
+    }
+
+    /// A large weight gets a buffer of its own, destroyed when freed: freed
+    /// while a read-back waits for the device, it is kept until that wait
+    /// ends instead of taking wgpu's lock against it, and destroyed then;
+    /// with no wait, at once. The read-back waiting meanwhile answers.
+    #[test]
+    fn a_buffer_freed_during_a_read_back_is_destroyed_after_it() {
+        let g = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
+        let ops = Ops::unlimited(&g);
+        let weight = || ops.from_host(&large().into_weight()).unwrap();
+        let bytes = (LARGE * 4) as u64;
+
+        let w = weight();
+        let answer = g.pool.waiting(|| {
+            drop(w);
+            assert_eq!(g.pool.doomed_bytes(), bytes, "kept while a wait runs");
+            let y = ops.affine(&weight(), 2.0, 1.0).unwrap();
+            ops.to_host(&y).unwrap()
+        });
+        assert_eq!(answer.host().unwrap().as_slice::<f32>()[LARGE - 1], 4.0);
+        assert_eq!(g.pool.doomed_bytes(), 0, "destroyed when the wait ended");
+
+        drop(weight());
+        assert_eq!(g.pool.doomed_bytes(), 0, "destroyed at once with no wait");
+    }
+
+    /// A large input (not a weight) goes back to the pool when freed and is
+    /// the next request's buffer: nothing is destroyed, and the second
+    /// upload reads as its own elements.
+    #[test]
+    fn a_large_input_is_pooled() {
+        let g = GpuBackend::new().unwrap_or_else(|e| panic!("GpuBackend::new: {e}"));
+        let ops = Ops::unlimited(&g);
+        let x = ops.from_host(&large()).unwrap();
+        drop(ops.to_host(&ops.affine(&x, 1.0, 0.0).unwrap()).unwrap());
+        let before = g.pooled_bytes();
+        g.pool.waiting(|| drop(x));
+        assert_eq!(g.pool.doomed_bytes(), 0);
+        let class = (LARGE as u64 * 4).next_power_of_two();
+        assert_eq!(g.pooled_bytes(), before + class);
+        let other = Tensor::from_f32(&[LARGE], (0..LARGE).map(|i| i as f32).collect()).unwrap();
+        let y = ops.to_host(
+            &ops.affine(&ops.from_host(&other).unwrap(), 1.0, 0.0)
+                .unwrap(),
+        );
+        // Had the upload made a buffer of its own, the pool would now hold
+        // one more.
+        assert_eq!(g.pooled_bytes(), before + class, "the freed one reused");
+        let y = y.unwrap();
+        assert_eq!(
+            y.host().unwrap().as_slice::<f32>(),
+            other.host().unwrap().as_slice::<f32>()
+        );
     }
 }

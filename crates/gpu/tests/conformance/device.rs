@@ -116,16 +116,22 @@ fn allocated_bytes_counts_live_buffers() {
         vec![1.0, -4.0, 6.0, 8.0, 10.0, 12.0]
     );
     drop(x);
-    // Large ones (weights, mostly) count their size rounded up to 16
-    // bytes, and are destroyed when freed.
+    // Large weights count their size rounded up to 16 bytes, and are
+    // destroyed when freed.
     let pooled = backend.pooled_bytes();
-    let w = g
-        .from_host(&Tensor::from_f32(&[65_537], vec![1.0; 65_537]).unwrap())
-        .unwrap();
+    let large = Tensor::from_f32(&[65_537], vec![1.0; 65_537]).unwrap();
+    let w = g.from_host(&large.clone().into_weight()).unwrap();
     assert_eq!(backend.allocated_bytes(), 262_160);
     drop(w);
     assert_eq!(backend.allocated_bytes(), 0);
     assert_eq!(backend.pooled_bytes(), pooled);
+    // Large inputs take a pooled buffer of their class, and go back to the
+    // pool when freed.
+    let input = g.from_host(&large).unwrap();
+    assert_eq!(backend.allocated_bytes(), 524_288);
+    drop(input);
+    assert_eq!(backend.allocated_bytes(), 0);
+    assert_eq!(backend.pooled_bytes(), pooled + 524_288);
     // Host copies hold no device memory.
     let big = g.full(DType::F32, &[1 << 16], 1.0).unwrap();
     let host = g.to_host(&big).unwrap();
