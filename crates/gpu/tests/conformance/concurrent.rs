@@ -153,3 +153,47 @@ fn a_buffer_freed_by_unsubmitted_work_is_not_reused_by_another_thread() {
     // Once A submitted, the buffer went back to the shared pool.
     assert!(backend.pooled_bytes() >= 256, "{}", backend.pooled_bytes());
 }
+
+/// Requests side by side whose inputs are large (above the size kept on
+/// the host; pooled since session 45) and uploaded per request. Each frees
+/// its first input while the op reading it is still unsubmitted, then
+/// uploads a second of the same size class, which must not land in the
+/// first one's buffer (a queue write runs ahead of that op); and the
+/// buffers, one class for all, pass between the threads through the pool.
+#[test]
+fn large_inputs_uploaded_side_by_side_stay_each_requests_own() {
+    let backend = own_gpu();
+    // 300 KiB and a little more per thread: one 512 KiB class for all.
+    let input = |t: usize, k: usize| {
+        let n = 76_800 + 16 * t;
+        let values = (0..n).map(|i| ((i * k) % 1000 + t * 1000) as f32).collect();
+        Tensor::from_f32(&[n], values).unwrap()
+    };
+    let start = Barrier::new(THREADS);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (backend, start) = (&backend, &start);
+            let (first, second) = (input(t, 1), input(t, 7));
+            s.spawn(move || {
+                let ops = backend.ops();
+                let want = |x: &Tensor, a: f32| -> Vec<f32> {
+                    floats(x).iter().map(|v| v * a + 1.0).collect()
+                };
+                let (want_first, want_second) = (want(&first, 2.0), want(&second, 3.0));
+                start.wait();
+                for round in 0..ROUNDS {
+                    let x = ops.from_host(&first).unwrap();
+                    let y = ops.affine(&x, 2.0, 1.0).unwrap();
+                    drop(x);
+                    let x = ops.from_host(&second).unwrap();
+                    let z = ops.affine(&x, 3.0, 1.0).unwrap();
+                    let got = backend.to_host_all(&[&y, &z]).unwrap();
+                    assert!(
+                        floats(&got[0]) == want_first && floats(&got[1]) == want_second,
+                        "thread {t} round {round}: an op read another input's values"
+                    );
+                }
+            });
+        }
+    });
+}
