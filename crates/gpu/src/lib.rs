@@ -49,7 +49,11 @@
 //! buffer freed while a thread's unsubmitted work uses it is reused only by
 //! that thread until it submits, and a thread reading another thread's
 //! unsubmitted result submits that work first, so work that read the old
-//! contents runs before work that overwrites them.
+//! contents runs before work that overwrites them. Uploads go to the pool
+//! too, but for weights over 256 KiB, which get buffers of their exact
+//! size. A buffer the pool lets go is destroyed only while no read-back
+//! waits for the device: wgpu's destroy would otherwise wait for that
+//! read-back, and stall every thread recording meanwhile.
 
 mod arena;
 mod attention;
