@@ -18,7 +18,9 @@ request by request:
 Each case's answers are checked against onnxruntime's first (the run stops
 past 1e-3). onnxruntime runs with the same number of intra-op threads,
 spinning off. Prints a markdown table of p50 latencies and the ratio
-edgeserve / onnxruntime (above 1: onnxruntime is faster).
+edgeserve / onnxruntime (above 1: onnxruntime is faster). Requests are
+JSON both ways, unless `--binary`: then every input and the output travel
+as raw bytes in the binary extension, as tritonclient sends them by default.
 
 With `--baseline-handler PATH`, each model is also imported with that
 build of the ONNX handler (an older one, say) and served by the same server,
@@ -31,7 +33,7 @@ Usage:
     cargo build --release -p edgeserve
     (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx)
     python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N]
-        [--baseline-handler onnx.wasm | --baseline-binary OLD/edgeserve] [--only NAME]
+        [--baseline-handler onnx.wasm | --baseline-binary OLD/edgeserve] [--only NAME] [--binary]
 """
 
 import argparse
@@ -102,6 +104,30 @@ def mobilenet(model):
     return model
 
 
+def binary_request(inputs):
+    """`inputs` ({name: numpy array}) as a request in the binary extension,
+    asking for the output `y` in it too: (body, headers)."""
+    kinds = {"float32": "FP32", "int64": "INT64"}
+    head = json.dumps({
+        "inputs": [{"name": n, "shape": list(a.shape), "datatype": kinds[str(a.dtype)],
+                    "parameters": {"binary_data_size": a.nbytes}} for n, a in inputs.items()],
+        "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+    }).encode()
+    data = b"".join(np.ascontiguousarray(a).tobytes() for a in inputs.values())
+    return head + data, {"content-type": "application/octet-stream",
+                         "inference-header-content-length": str(len(head))}
+
+
+def first_output(raw):
+    """The first output of a response, JSON or in the binary extension, as
+    float32s: its JSON header ends where the raw bytes begin."""
+    header, end = json.JSONDecoder().raw_decode(raw.decode("latin-1"))
+    out = header["outputs"][0]
+    if "data" in out:
+        return np.array(out["data"], np.float32)
+    return np.frombuffer(raw[end:end + out["parameters"]["binary_data_size"]], np.float32)
+
+
 def export(net, example, path, input_name, axes):
     torch.onnx.export(net.eval(), (example,), path, input_names=[input_name], output_names=["y"],
                       dynamic_axes={input_name: axes, "y": axes}, opset_version=17, dynamo=False)
@@ -117,6 +143,8 @@ def main():
     baseline.add_argument("--baseline-binary", type=pathlib.Path,
                           help="an edgeserve binary to serve the same imports with as well, for comparison")
     parser.add_argument("--only", help="run only the models whose name contains this (say lstm)")
+    parser.add_argument("--binary", action="store_true",
+                        help="send inputs and take the output as raw bytes (the binary extension), not JSON")
     args = parser.parse_args()
 
     from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
@@ -165,7 +193,7 @@ def main():
     rows = []
     try:
         for label, model, batch, inputs in [c for c in cases if c[1] in files]:
-            body = oip(inputs)
+            body, headers = binary_request(inputs) if args.binary else (oip(inputs), None)
             want = sessions[model].run(None, inputs)[0]
             # (client, model name) of each edgeserve side, this build first.
             served = [(client, model) for client in clients]
@@ -173,13 +201,13 @@ def main():
                 served.append((clients[0], f"{model}-baseline"))
             delta = 0.0
             for client, name in served:
-                got = json.loads(client.post(name, body))["outputs"][0]
-                off = float(np.abs(np.array(got["data"], np.float32).reshape(want.shape) - want).max())
+                got = first_output(client.post(name, body, headers))
+                off = float(np.abs(got.reshape(want.shape) - want).max())
                 if off > 1e-3:
                     sys.exit(f"{label} batch {batch}: {name} differs from onnxruntime by {off:.3g}")
                 delta = max(delta, off)
             fns = [lambda: sessions[model].run(None, inputs)]
-            fns += [lambda client=client, name=name: client.post(name, body) for client, name in served]
+            fns += [lambda client=client, name=name: client.post(name, body, headers) for client, name in served]
             times = harness.timed(fns, args.repeats, warmup=3)
             ort = statistics.median(times[0]) * 1e3
             p50 = [statistics.median(t) * 1e3 for t in times[1:]]
@@ -191,7 +219,8 @@ def main():
         for server in servers:
             server.stop()
         shutil.rmtree(work)
-    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}\n")
+    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}, "
+          f"requests {'in the binary extension' if args.binary else 'JSON'}\n")
     if baseline:
         print(f"baseline {'handler' if args.baseline_handler else 'binary'}: {baseline}\n")
         print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | baseline p50 ms | "
