@@ -208,6 +208,11 @@ def shape_rules():
     write("shape_rules", "attention-varlen", bytes([24, *sum(qkv, []), 3, 0, 1, 3, 1, 0]))
     # ... and offsets past the tokens, and one near usize::MAX.
     write("shape_rules", "attention-varlen-offsets", bytes([24, *sum(qkv, []), 3, 0, 8, 9, 0, 1]))
+    # lstm (op 49, the last slot's second round): x-gates f32 [2 steps, 1,
+    # 4], r [4, 1], h0 and c0 [1, 1], backwards; then r of the wrong shape.
+    states = [0, 2, 1, 1, 2, 0, 2, 1, 1, 3]
+    write("shape_rules", "lstm", bytes([49, 0, 3, 2, 1, 4, 0, 0, 2, 4, 1, 1, *states, 1]))
+    write("shape_rules", "lstm-bad-r", bytes([49, 0, 3, 2, 1, 4, 0, 0, 2, 4, 2, 1, *states, 0]))
 
 
 if __name__ == "__main__":

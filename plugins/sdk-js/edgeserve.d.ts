@@ -1,12 +1,12 @@
 // TypeScript types of edgeserve.js. What crosses the contract
-// (edgeserve:handler@0.1.4, wit/edgeserve.wit) is typed by ./types, which
+// (edgeserve:handler@0.1.5, wit/edgeserve.wit) is typed by ./types, which
 // jco generates from the WIT (generate-types.mjs; the tests fail when it is
 // stale): enums are the WIT's kebab-case names, lists of s64 are bigint.
 /// <reference path="./types/model-handler.d.ts" />
-import type * as wit from "edgeserve:handler/tensor@0.1.4";
-import type * as witTypes from "edgeserve:handler/types@0.1.4";
+import type * as wit from "edgeserve:handler/tensor@0.1.5";
+import type * as witTypes from "edgeserve:handler/types@0.1.5";
 
-export const CONTRACT: "edgeserve:handler@0.1.4";
+export const CONTRACT: "edgeserve:handler@0.1.5";
 
 /** `tensor.dtype` */
 export type DType = wit.Dtype;
@@ -86,6 +86,7 @@ export function concat(tensors: Tensor[], axis?: number): Tensor;
 export function where(condition: Tensor, a: Tensor, b: Tensor): Tensor;
 export function attention(q: Tensor, k: Tensor, v: Tensor, options?: { mask?: Tensor; scale?: number; causal?: boolean }): Tensor;
 export function attentionVarlen(q: Tensor, k: Tensor, v: Tensor, offsets: ArrayLike<number>, options?: { scale?: number; causal?: boolean }): Tensor;
+export function lstm(xGates: Tensor, r: Tensor, h0: Tensor, c0: Tensor, options?: { reverse?: boolean }): [Tensor, Tensor, Tensor];
 
 export const model: {
   weight(name: string): Tensor;
@@ -123,5 +124,5 @@ export abstract class Model {
 }
 
 /** The `handler` interface the component exports. */
-export type Handler = typeof import("edgeserve:handler/handler@0.1.4");
+export type Handler = typeof import("edgeserve:handler/handler@0.1.5");
 export function exportHandler(model: new () => Model): Handler;

@@ -1,6 +1,6 @@
 // edgeserve's JavaScript SDK: write a model handler whose math runs on host
 // kernels. One ES module; `edgeserve build` compiles it with the handler by
-// componentize-js. Its version follows the contract: edgeserve:handler@0.1.4.
+// componentize-js. Its version follows the contract: edgeserve:handler@0.1.5.
 //
 //   import { Model, spec, exportHandler } from "./sdk/edgeserve.js";
 //   class Double extends Model {
@@ -10,11 +10,11 @@
 //   }
 //   export const handler = exportHandler(Double);
 
-import * as wit from "edgeserve:handler/tensor@0.1.4";
-import * as witModel from "edgeserve:handler/model@0.1.4";
+import * as wit from "edgeserve:handler/tensor@0.1.5";
+import * as witModel from "edgeserve:handler/model@0.1.5";
 
 /** The WIT package version this SDK binds to. */
-export const CONTRACT = "edgeserve:handler@0.1.4";
+export const CONTRACT = "edgeserve:handler@0.1.5";
 
 const ARRAYS = { f32: Float32Array, i32: Int32Array, i64: BigInt64Array, u8: Uint8Array };
 
@@ -184,6 +184,19 @@ export function attention(q, k, v, { mask, scale, causal = false } = {}) {
  */
 export function attentionVarlen(q, k, v, offsets, { scale, causal = false } = {}) {
   return wrap(wit.attentionVarlen, q.handle, k.handle, v.handle, Uint32Array.from(offsets), scale, causal);
+}
+
+/**
+ * An LSTM layer over a whole sequence in one host call (contract 0.1.5): ONNX's `LSTM` for one
+ * direction, without peepholes or clipping. `xGates` `[steps, batch, 4 * hidden]` is the input's
+ * product with every gate's weights plus the biases (one `linear` over all steps); `r`
+ * `[4 * hidden, hidden]`; `h0`, `c0` `[batch, hidden]`; gates in ONNX's i, o, f, g order, the last
+ * step first when `reverse`. Returns [y, h, c]: every step's h as `[steps, batch, hidden]` in time
+ * order, and the last step's h and c `[batch, hidden]`.
+ */
+export function lstm(xGates, r, h0, c0, { reverse = false } = {}) {
+  const [y, h, c] = call(wit.lstm, xGates.handle, r.handle, h0.handle, c0.handle, reverse);
+  return [new Tensor(y), new Tensor(h), new Tensor(c)];
 }
 
 /** What the host knows about the model this instance serves. */

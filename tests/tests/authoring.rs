@@ -275,7 +275,10 @@ fn the_python_and_javascript_sdks_wrap_every_tensor_operation() {
         .map(|(name, _)| name)
         .filter(|name| !name.starts_with(' '))
         .collect();
-    assert!(ops.len() > 20 && ops.contains(&"conv2d-fused"), "{ops:?}");
+    assert!(
+        ops.len() > 20 && ops.contains(&"conv2d-fused") && ops.contains(&"lstm"),
+        "{ops:?}"
+    );
     let sdk = |file: &str| std::fs::read_to_string(repo_root().join(file)).unwrap();
     let python = sdk("plugins/sdk-python/edgeserve/tensor.py");
     let js = sdk("plugins/sdk-js/edgeserve.js");
@@ -437,6 +440,7 @@ fn contract_repository() -> TempDir {
         "contract-0-1-1",
         "contract-0-1-2",
         "contract-0-1-3",
+        "contract-0-1-4",
         "contract-0-2-0",
         "imports-unknown",
     ] {
@@ -470,6 +474,10 @@ async fn older_contracts_load_and_incompatible_or_broken_components_are_refused_
     let (status, body) = infer(&server, "contract-0-1-3", &x(&[-1.0, 1.0, 3.0])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(floats(&output(&body, "y")["data"]), [-2.0, 2.0, 6.0]);
+    // Built against edgeserve:handler@0.1.4 (its `conv2d-fused`).
+    let (status, body) = infer(&server, "contract-0-1-4", &x(&[-1.0, 1.0, 3.0])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&output(&body, "y")["data"]), [0.0, 2.0, 6.0]);
 
     let log = server.log().join("\n");
     let refusal = |model: &str| {

@@ -73,8 +73,8 @@ mod stream;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use edgeserve_tensor::shape::{
-    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
-    VarlenAttentionPlan,
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, LstmPlan, MatmulPlan, Pool2dPlan,
+    ReducePlan, VarlenAttentionPlan,
 };
 use edgeserve_tensor::{
     AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
@@ -285,5 +285,11 @@ impl Backend for GpuBackend {
 
     fn attention_varlen(&self, qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Result<Tensor> {
         attention::attention_varlen(self, qkv, plan)
+    }
+
+    /// A step at a time from the other kernels, recorded into the stream
+    /// with no read-back between steps.
+    fn lstm(&self, inputs: [&Tensor; 4], plan: &LstmPlan) -> Result<(Tensor, Tensor, Tensor)> {
+        edgeserve_tensor::composed::lstm(self, inputs, plan)
     }
 }

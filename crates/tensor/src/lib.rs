@@ -7,6 +7,7 @@
 //! [`Backend`]; shape and dtype rules live in [`shape`] so every backend agrees
 //! on them.
 
+pub mod composed;
 pub mod cpu;
 pub mod deadline;
 mod host;
@@ -634,6 +635,14 @@ pub trait Backend: Send + Sync {
         qkv: [&Tensor; 3],
         plan: &shape::VarlenAttentionPlan,
     ) -> Result<Tensor>;
+    /// An LSTM layer over a whole sequence (the contract's `lstm`) from
+    /// `[x_gates, r, h0, c0]`: (every step's h, the last h, the last c).
+    /// [`composed::lstm`] builds it from a backend's other kernels.
+    fn lstm(
+        &self,
+        inputs: [&Tensor; 4],
+        plan: &shape::LstmPlan,
+    ) -> Result<(Tensor, Tensor, Tensor)>;
 
     /// Why the device is gone (driver reset, device removed), or `None`
     /// while it works; once gone, every operation fails with
@@ -749,6 +758,10 @@ macro_rules! backend_kernels {
                 qkv: [&$crate::Tensor; 3],
                 plan: &$crate::shape::VarlenAttentionPlan
             ) -> $crate::Tensor;
+            lstm(
+                inputs: [&$crate::Tensor; 4],
+                plan: &$crate::shape::LstmPlan
+            ) -> ($crate::Tensor, $crate::Tensor, $crate::Tensor);
         }
     };
 }

@@ -311,6 +311,17 @@ impl<'a> Ops<'a> {
         })
     }
 
+    /// An LSTM layer over a whole sequence (the contract's `lstm`) from
+    /// `[x_gates, r, h0, c0]`, the last step first when `reverse`:
+    /// (every step's h in time order, the last h, the last c).
+    pub fn lstm(&self, inputs: [&Tensor; 4], reverse: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        let plan = shape::lstm(inputs, reverse)?;
+        // y, the last h and c, and a step's gates in flight.
+        let state = shape::numel(&plan.state_shape());
+        let elements = shape::numel(&plan.y_shape()).saturating_add(state.saturating_mul(6));
+        self.run("lstm", (DType::F32, elements), |b| b.lstm(inputs, &plan))
+    }
+
     /// The `k` largest entries along the last axis: (values, i64 indices).
     pub fn top_k(&self, x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
         let out = shape::top_k(x, k)?;

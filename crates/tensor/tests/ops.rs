@@ -148,6 +148,12 @@ impl Results for (Tensor, Tensor) {
     }
 }
 
+impl Results for (Tensor, Tensor, Tensor) {
+    fn into_vec(self) -> Vec<Tensor> {
+        vec![self.0, self.1, self.2]
+    }
+}
+
 /// An op and what the front door must do with it.
 struct Case {
     /// The name its errors carry.
@@ -304,6 +310,15 @@ fn cases() -> Vec<Case> {
                     o.attention_varlen([&q, &q, &v], &[0, 2, 5], CAUSAL)
                 },
             )
+        },
+        // y [3, 2, 2] and the last h and c [2, 2] f32, and a step's gates
+        // ([2, 8] f32).
+        Case {
+            scratch: 64,
+            ..case("lstm", "lstm", 80 + 64, |o| {
+                let (x_gates, r, state) = (f32s(&[3, 2, 8]), f32s(&[8, 2]), f32s(&[2, 2]));
+                o.lstm([&x_gates, &r, &state, &state], false)
+            })
         },
     ]
 }

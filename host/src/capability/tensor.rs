@@ -256,6 +256,39 @@ impl wit::Host for InstanceState {
         self.op(|ops| ops.attention_varlen([&q, &k, &v], &offsets, params))
     }
 
+    fn lstm(
+        &mut self,
+        x_gates: Handle,
+        r: Handle,
+        h0: Handle,
+        c0: Handle,
+        reverse: bool,
+    ) -> Result<(Handle, Handle, Handle), HostError> {
+        let inputs = [
+            self.get(&x_gates)?,
+            self.get(&r)?,
+            self.get(&h0)?,
+            self.get(&c0)?,
+        ];
+        let [x_gates, r, h0, c0] = &inputs;
+        let (y, h, c) = self.ops().lstm([x_gates, r, h0, c0], reverse)?;
+        let mut pushed = Vec::with_capacity(3);
+        for t in [y, h, c] {
+            match self.push_tensor(t) {
+                Ok(handle) => pushed.push(handle),
+                Err(e) => {
+                    // All three results or none: the guest never saw these.
+                    for handle in pushed {
+                        self.take_tensor(handle)?;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let [y, h, c]: [Handle; 3] = pushed.try_into().expect("three pushed");
+        Ok((y, h, c))
+    }
+
     fn top_k(&mut self, x: Handle, k: u32) -> Result<(Handle, Handle), HostError> {
         let x = self.get(&x)?;
         let (values, indices) = self.ops().top_k(&x, k as usize)?;

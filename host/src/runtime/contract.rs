@@ -13,7 +13,7 @@ use wasmtime::component::Component;
 
 /// The contract version this host implements: the version in
 /// `wit/edgeserve.wit`'s `package` line (a test keeps them equal).
-pub const CONTRACT_VERSION: &str = "0.1.4";
+pub const CONTRACT_VERSION: &str = "0.1.5";
 
 /// The contract's package name.
 const PACKAGE: &str = "edgeserve:handler";
@@ -186,8 +186,9 @@ mod tests {
         assert!(contract_compatible("0.1.1"));
         assert!(contract_compatible("0.1.2"));
         assert!(contract_compatible("0.1.3"));
+        assert!(contract_compatible("0.1.4"));
         assert!(contract_compatible(CONTRACT_VERSION));
-        for refused in ["0.1.5", "0.2.0", "0.0.9", "1.1.0", "0.1", "x"] {
+        for refused in ["0.1.6", "0.2.0", "0.0.9", "1.1.0", "0.1", "x"] {
             assert!(!contract_compatible(refused), "{refused} accepted");
         }
     }

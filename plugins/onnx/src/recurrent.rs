@@ -1,7 +1,8 @@
 //! ONNX `LSTM`, `GRU` and `RNN`: the input's product with every gate's
 //! weights for all time steps at once (one `linear` over `[steps · batch,
 //! input]`), then per step the hidden state's product and the gates'
-//! elementwise update on the host.
+//! elementwise update on the host: an LSTM without peepholes or clipping in
+//! one call of the contract's `lstm`, the others a step at a time.
 //!
 //! Every sequence runs the full length: `sequence_lens` is refused at
 //! import, as are activations other than the defaults and the batch-first
@@ -217,6 +218,11 @@ fn recur(
     };
     let xw = reshape(x, &[steps * batch, input])?.linear_t(&weights.w, Some(&bias), None)?;
     let xw = reshape(&xw, &[steps, batch, gates * hidden])?;
+    if cell == Cell::Lstm && weights.p.is_none() && clip.is_none() {
+        // The whole recurrence in one host call (contract 0.1.5), where a
+        // step below is a dozen.
+        return xw.lstm(&weights.r, &h0, &c0, backwards);
+    }
     let act = |t: Tensor, f: fn(&Tensor) -> Result<Tensor, Error>| -> Result<Tensor, Error> {
         match clip {
             Some(limit) => f(&t.clip(Some(f64::from(-limit)), Some(f64::from(limit)))?),

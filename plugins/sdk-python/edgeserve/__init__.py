@@ -23,9 +23,9 @@ from .request import Request, InvalidInput, spec, bytes_output
 from .handler import Model, export
 from . import model, nn
 
-__version__ = "0.1.4"
+__version__ = "0.1.5"
 #: The WIT package version this SDK binds to.
-CONTRACT = "edgeserve:handler@0.1.4"
+CONTRACT = "edgeserve:handler@0.1.5"
 
 __all__ = [
     "Tensor",

@@ -323,3 +323,16 @@ def attention_varlen(q: Tensor, k: Tensor, v: Tensor, offsets: Sequence[int], sc
     """Self-attention over sequences packed without padding: q, k ``[total, heads, d]``,
     v ``[total, heads, dv]``, sequence ``i`` being tokens ``offsets[i]:offsets[i + 1]``."""
     return _wrap(wit.attention_varlen, q.handle, k.handle, v.handle, [int(o) for o in offsets], scale, causal)
+
+
+def lstm(x_gates: Tensor, r: Tensor, h0: Tensor, c0: Tensor, reverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    """An LSTM layer over a whole sequence in one host call (contract 0.1.5):
+    ONNX's ``LSTM`` for one direction, without peepholes or clipping.
+    ``x_gates`` ``[steps, batch, 4 * hidden]`` is the input's product with every
+    gate's weights plus the biases (one ``linear`` over all steps); ``r``
+    ``[4 * hidden, hidden]``; ``h0``, ``c0`` ``[batch, hidden]``; gates in ONNX's
+    i, o, f, g order, the last step first when ``reverse``. Returns ``(y, h, c)``:
+    every step's h as ``[steps, batch, hidden]`` in time order, and the last
+    step's h and c ``[batch, hidden]``."""
+    y, h, c = _call(wit.lstm, x_gates.handle, r.handle, h0.handle, c0.handle, reverse)
+    return Tensor(y), Tensor(h), Tensor(c)

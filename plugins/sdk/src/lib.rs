@@ -111,8 +111,8 @@ pub mod bindings {
         export_macro_name: "__export_model_handler",
         default_bindings_module: "edgeserve_sdk::bindings",
         with: {
-            "edgeserve:handler/tensor@0.1.4/error": crate::Error,
-            "edgeserve:handler/types@0.1.4/infer-error": crate::InferError,
+            "edgeserve:handler/tensor@0.1.5/error": crate::Error,
+            "edgeserve:handler/types@0.1.5/infer-error": crate::InferError,
         },
     });
 }

@@ -571,3 +571,31 @@ shorthands! {
     /// Average pooling; see [`Tensor::pool2d`].
     avg_pool2d => Avg;
 }
+
+/// Recurrent layers.
+impl Tensor {
+    /// An LSTM layer over a whole sequence in one host call, with `self` as
+    /// the gate inputs (contract 0.1.5): ONNX's `LSTM` for one direction,
+    /// without peepholes or clipping, where a step at a time would be a
+    /// dozen small calls.
+    ///
+    /// `self`: `[steps, batch, 4 · hidden]`, the input's product with every
+    /// gate's weights plus the biases (one [`Tensor::linear_t`] over all
+    /// steps, with ONNX's `W` as the weight and `Wb + Rb` as the bias); `r`:
+    /// `[4 · hidden, hidden]`; `h0` and `c0`: `[batch, hidden]`; all f32. For
+    /// each step t (the last first when `reverse`), the gates are
+    /// `self[t] + h·rᵀ`, split along the last axis into i, o, f and g (ONNX's
+    /// order); then `c = σ(f)⊙c + σ(i)⊙tanh(g)` and `h = σ(o)⊙tanh(c)`,
+    /// starting from `h0` and `c0`. Returns `(y, h, c)`: every step's h as
+    /// `[steps, batch, hidden]` in time order whatever the direction, and
+    /// the last step's h and c (`[batch, hidden]`).
+    pub fn lstm(
+        &self,
+        r: &Tensor,
+        h0: &Tensor,
+        c0: &Tensor,
+        reverse: bool,
+    ) -> Result<(Tensor, Tensor, Tensor), Error> {
+        ops::lstm(self, r, h0, c0, reverse)
+    }
+}

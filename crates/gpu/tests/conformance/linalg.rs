@@ -333,3 +333,25 @@ fn attention_varlen_matches_cpu() {
         }
     }
 }
+
+#[test]
+fn lstm_matches_cpu() {
+    let mut rng = Rng::new(14);
+    // One step; a batch past a workgroup's rows, backwards.
+    for (steps, batch, hidden, reverse) in [(1, 2, 8, false), (6, 3, 13, false), (9, 20, 32, true)]
+    {
+        let x_gates = rng.tensor(&[steps, batch, 4 * hidden], -2.0, 2.0);
+        let r = rng.tensor(&[4 * hidden, hidden], -0.5, 0.5);
+        let h0 = rng.tensor(&[batch, hidden], -1.0, 1.0);
+        let c0 = rng.tensor(&[batch, hidden], -1.0, 1.0);
+        let want = cpu().lstm([&x_gates, &r, &h0, &c0], reverse).unwrap();
+        let on_gpu = [&x_gates, &r, &h0, &c0].map(up);
+        let [x_gates, r, h0, c0] = &on_gpu;
+        let got = gpu().lstm([x_gates, r, h0, c0], reverse).unwrap();
+        let what =
+            |part: &str| format!("lstm {part}, steps {steps}, batch {batch}, hidden {hidden}");
+        assert_close(&what("y"), &got.0, &want.0, 1e-5, 1e-4);
+        assert_close(&what("h"), &got.1, &want.1, 1e-5, 1e-4);
+        assert_close(&what("c"), &got.2, &want.2, 1e-5, 1e-4);
+    }
+}

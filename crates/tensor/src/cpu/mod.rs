@@ -54,13 +54,14 @@ mod matmul;
 mod packed;
 mod panels;
 mod parallel;
+mod recurrent;
 mod reduce;
 mod select;
 mod skinny;
 
 use crate::shape::{
-    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, MatmulPlan, Pool2dPlan, ReducePlan,
-    VarlenAttentionPlan,
+    AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, LstmPlan, MatmulPlan, Pool2dPlan,
+    ReducePlan, VarlenAttentionPlan,
 };
 use crate::{
     AttentionInputs, Backend, BackendInfo, BinaryOp, CompareOp, DType, NormParams, ReduceOp,
@@ -227,5 +228,9 @@ impl Backend for CpuBackend {
 
     fn attention_varlen(&self, qkv: [&Tensor; 3], plan: &VarlenAttentionPlan) -> Result<Tensor> {
         attention::attention_varlen(qkv, plan)
+    }
+
+    fn lstm(&self, inputs: [&Tensor; 4], plan: &LstmPlan) -> Result<(Tensor, Tensor, Tensor)> {
+        recurrent::lstm(inputs, plan)
     }
 }

@@ -1,10 +1,12 @@
-//! Products: matmul, the fused linear, and attention.
+//! Products: matmul, the fused linear, attention, and the LSTM layer.
 
 use super::{
     broadcast, broadcast_offset, broadcast_strides, check_size, contiguous_strides, dtypes_match,
     float_only, numel, operands_match, same_dtype,
 };
-use crate::{Attention, AttentionInputs, Result, Tensor, TensorError, UnaryOp, WeightedInputs};
+use crate::{
+    Attention, AttentionInputs, DType, Result, Tensor, TensorError, UnaryOp, WeightedInputs,
+};
 
 /// Geometry of a (batched, broadcast) matrix product.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -373,4 +375,78 @@ pub fn attention_varlen(
         offsets: offsets.to_vec(),
         out_shape,
     })
+}
+
+/// Sizes of an LSTM layer over a sequence (the contract's `lstm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LstmPlan {
+    /// Steps of the sequence.
+    pub steps: usize,
+    /// Sequences side by side.
+    pub batch: usize,
+    /// Width of h and c; the gates are four times as wide.
+    pub hidden: usize,
+    /// Whether the last step runs first.
+    pub reverse: bool,
+}
+
+impl LstmPlan {
+    /// Every step's h, `[steps, batch, hidden]`.
+    pub fn y_shape(&self) -> [usize; 3] {
+        [self.steps, self.batch, self.hidden]
+    }
+
+    /// The last h and c, `[batch, hidden]`.
+    pub fn state_shape(&self) -> [usize; 2] {
+        [self.batch, self.hidden]
+    }
+
+    /// The step run `s`-th: from the last one back when `reverse`.
+    pub fn step(&self, s: usize) -> usize {
+        if self.reverse { self.steps - 1 - s } else { s }
+    }
+}
+
+/// Validates an LSTM layer: x-gates `[steps, batch, 4·hidden]`, r
+/// `[4·hidden, hidden]`, h0 and c0 `[batch, hidden]`, all f32.
+pub fn lstm([x_gates, r, h0, c0]: [&Tensor; 4], reverse: bool) -> Result<LstmPlan> {
+    const OP: &str = "lstm";
+    if x_gates.dtype() != DType::F32 {
+        return Err(TensorError::DType(format!(
+            "{OP}: needs f32, got {}",
+            x_gates.dtype()
+        )));
+    }
+    same_dtype(OP, "r", x_gates, r)?;
+    same_dtype(OP, "h0", x_gates, h0)?;
+    same_dtype(OP, "c0", x_gates, c0)?;
+    let (sx, sr, sh, sc) = (x_gates.shape(), r.shape(), h0.shape(), c0.shape());
+    let err = |why: String| {
+        TensorError::Shape(format!(
+            "{OP}: x-gates {sx:?}, r {sr:?}, h0 {sh:?} and c0 {sc:?}: {why}"
+        ))
+    };
+    let [steps, batch, gates] = sx[..] else {
+        return Err(err("x-gates must be [steps, batch, 4·hidden]".into()));
+    };
+    if !gates.is_multiple_of(4) {
+        return Err(err(format!(
+            "x-gates' last axis {gates} must hold four gates of one width"
+        )));
+    }
+    let hidden = gates / 4;
+    if sr != [gates, hidden] {
+        return Err(err(format!("r must be [{gates}, {hidden}]")));
+    }
+    if sh != [batch, hidden] || sc != [batch, hidden] {
+        return Err(err(format!("h0 and c0 must be [{batch}, {hidden}]")));
+    }
+    let plan = LstmPlan {
+        steps,
+        batch,
+        hidden,
+        reverse,
+    };
+    check_size(OP, &plan.y_shape(), DType::F32)?;
+    Ok(plan)
 }

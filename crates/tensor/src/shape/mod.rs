@@ -22,8 +22,8 @@ pub use layout::{
     slice, transpose,
 };
 pub use linalg::{
-    AttentionPlan, BatchBroadcast, MatmulPlan, VarlenAttentionPlan, attention, attention_varlen,
-    linear, matmul,
+    AttentionPlan, BatchBroadcast, LstmPlan, MatmulPlan, VarlenAttentionPlan, attention,
+    attention_varlen, linear, lstm, matmul,
 };
 pub use reduce::{ReducePlan, layer_norm, reduce, softmax, top_k};
 pub use select::{ClipBounds, clip, compare, select};

@@ -27,6 +27,7 @@ mod layout;
 mod matmul;
 mod plumbing;
 mod properties;
+mod recurrent;
 mod reduce;
 mod select;
 mod varlen;

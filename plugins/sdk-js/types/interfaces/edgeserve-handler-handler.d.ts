@@ -1,5 +1,5 @@
 /// <reference path="./edgeserve-handler-types.d.ts" />
-declare module 'edgeserve:handler/handler@0.1.4' {
+declare module 'edgeserve:handler/handler@0.1.5' {
   /**
    * The model's inputs and outputs, checked by the host before `infer`.
    */
@@ -12,8 +12,8 @@ declare module 'edgeserve:handler/handler@0.1.4' {
    * Runs one request; the host answers with the returned outputs.
    */
   export function infer(request: InferRequest): Array<NamedTensor>;
-  export type ModelMetadata = import('edgeserve:handler/types@0.1.4').ModelMetadata;
-  export type InferRequest = import('edgeserve:handler/types@0.1.4').InferRequest;
-  export type NamedTensor = import('edgeserve:handler/types@0.1.4').NamedTensor;
-  export type InferError = import('edgeserve:handler/types@0.1.4').InferError;
+  export type ModelMetadata = import('edgeserve:handler/types@0.1.5').ModelMetadata;
+  export type InferRequest = import('edgeserve:handler/types@0.1.5').InferRequest;
+  export type NamedTensor = import('edgeserve:handler/types@0.1.5').NamedTensor;
+  export type InferError = import('edgeserve:handler/types@0.1.5').InferError;
 }

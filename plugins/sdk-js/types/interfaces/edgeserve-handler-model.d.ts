@@ -1,5 +1,5 @@
 /// <reference path="./edgeserve-handler-tensor.d.ts" />
-declare module 'edgeserve:handler/model@0.1.4' {
+declare module 'edgeserve:handler/model@0.1.5' {
   /**
    * A weight from the model's safetensors file. Weights are loaded once per
    * model and shared read-only by every instance; this returns a handle,
@@ -20,6 +20,6 @@ declare module 'edgeserve:handler/model@0.1.4' {
    * are reachable.
    */
   export function asset(name: string): Uint8Array | undefined;
-  export type Tensor = import('edgeserve:handler/tensor@0.1.4').Tensor;
-  export type Error = import('edgeserve:handler/tensor@0.1.4').Error;
+  export type Tensor = import('edgeserve:handler/tensor@0.1.5').Tensor;
+  export type Error = import('edgeserve:handler/tensor@0.1.5').Error;
 }

@@ -1,4 +1,4 @@
-declare module 'edgeserve:handler/output@0.1.4' {
+declare module 'edgeserve:handler/output@0.1.5' {
   /**
    * Whether the current request is streamed. When it is not, `send`
    * drops its chunk, so a handler may skip building chunks.

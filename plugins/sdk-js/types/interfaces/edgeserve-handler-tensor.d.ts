@@ -1,4 +1,4 @@
-declare module 'edgeserve:handler/tensor@0.1.4' {
+declare module 'edgeserve:handler/tensor@0.1.5' {
   /**
    * Matrix product over the last two axes, batch axes broadcast.
    * a: [..., m, k]; b: [..., k, n], or [..., n, k] when `transpose-b`.
@@ -128,6 +128,21 @@ declare module 'edgeserve:handler/tensor@0.1.4' {
    * an `invalid-argument` error.
    */
   export function attentionVarlen(q: Tensor, k: Tensor, v: Tensor, offsets: Uint32Array, scale: number | undefined, causal: boolean): Tensor;
+  /**
+   * An LSTM layer over a whole sequence in one call, where a step at a
+   * time would be a dozen small calls: ONNX's `LSTM` without peepholes or
+   * clipping, for one direction. For each step t (the last first when
+   * `reverse`), gates = x-gates[t] + h·rᵀ, split along the last axis into
+   * i, o, f and g (ONNX's order); then c = σ(f)⊙c + σ(i)⊙tanh(g) and
+   * h = σ(o)⊙tanh(c), starting from h0 and c0.
+   * x-gates: [steps, batch, 4·hidden], the input's product with every
+   * gate's weights with the biases added (one `linear` over all steps);
+   * r: [4·hidden, hidden]; h0, c0: [batch, hidden]; all f32.
+   * Returns (y, h, c): every step's h as [steps, batch, hidden] in time
+   * order whatever the direction, and the last step's h and c
+   * ([batch, hidden]).
+   */
+  export function lstm(xGates: Tensor, r: Tensor, h0: Tensor, c0: Tensor, reverse: boolean): [Tensor, Tensor, Tensor];
   /**
    * Element types a tensor can hold.
    * # Variants

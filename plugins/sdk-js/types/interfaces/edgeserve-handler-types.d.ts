@@ -1,6 +1,6 @@
 /// <reference path="./edgeserve-handler-tensor.d.ts" />
-declare module 'edgeserve:handler/types@0.1.4' {
-  export type Tensor = import('edgeserve:handler/tensor@0.1.4').Tensor;
+declare module 'edgeserve:handler/types@0.1.5' {
+  export type Tensor = import('edgeserve:handler/tensor@0.1.5').Tensor;
   /**
    * One input or output as the Open Inference Protocol declares it.
    */
