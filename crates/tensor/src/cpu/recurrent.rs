@@ -1,8 +1,8 @@
 //! The LSTM layer over a whole sequence: each step's product through the
 //! product kernels, then every gate's activation and the state update in
-//! one vectorized pass, with no allocation beyond the step's product.
+//! one vectorized pass over the step's gates.
 
-use super::buffers::{elems, float_tensor, tensor_of, zeroed};
+use super::buffers::{elems, tensor_of, zeroed};
 use super::linear::linear;
 use super::math::{sigmoid, tanh};
 use super::parallel::with_simd;
@@ -65,8 +65,8 @@ pub(super) fn lstm(
         y[t * step_len..][..step_len].copy_from_slice(&h);
     }
     Ok((
-        float_tensor(DType::F32, &plan.y_shape(), y)?,
-        float_tensor(DType::F32, &state, h)?,
-        float_tensor(DType::F32, &state, c)?,
+        tensor_of(DType::F32, &plan.y_shape(), y),
+        tensor_of(DType::F32, &state, h),
+        tensor_of(DType::F32, &state, c),
     ))
 }
