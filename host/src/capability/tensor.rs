@@ -16,6 +16,26 @@ impl InstanceState {
         let tensor = f(self.ops())?;
         Ok(self.push_tensor(tensor)?)
     }
+
+    /// Hands an op's several results to the guest: all of them, or none
+    /// (a handle already made is taken back when a later one fails).
+    fn push_all<const N: usize>(&mut self, results: [Tensor; N]) -> Result<[Handle; N], HostError> {
+        let mut pushed = Vec::with_capacity(N);
+        for t in results {
+            match self.push_tensor(t) {
+                Ok(handle) => pushed.push(handle),
+                Err(e) => {
+                    for handle in pushed {
+                        self.take_tensor(handle)?;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(pushed
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("{N} pushed")))
+    }
 }
 
 fn dims(shape: &[u32]) -> Vec<usize> {
@@ -272,34 +292,14 @@ impl wit::Host for InstanceState {
         ];
         let [x_gates, r, h0, c0] = &inputs;
         let (y, h, c) = self.ops().lstm([x_gates, r, h0, c0], reverse)?;
-        let mut pushed = Vec::with_capacity(3);
-        for t in [y, h, c] {
-            match self.push_tensor(t) {
-                Ok(handle) => pushed.push(handle),
-                Err(e) => {
-                    // All three results or none: the guest never saw these.
-                    for handle in pushed {
-                        self.take_tensor(handle)?;
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        let [y, h, c]: [Handle; 3] = pushed.try_into().expect("three pushed");
+        let [y, h, c] = self.push_all([y, h, c])?;
         Ok((y, h, c))
     }
 
     fn top_k(&mut self, x: Handle, k: u32) -> Result<(Handle, Handle), HostError> {
         let x = self.get(&x)?;
         let (values, indices) = self.ops().top_k(&x, k as usize)?;
-        let values = self.push_tensor(values)?;
-        match self.push_tensor(indices) {
-            Ok(indices) => Ok((values, indices)),
-            Err(e) => {
-                // Both results or neither: the guest never saw `values`.
-                self.take_tensor(values)?;
-                Err(e.into())
-            }
-        }
+        let [values, indices] = self.push_all([values, indices])?;
+        Ok((values, indices))
     }
 }
