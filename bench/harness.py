@@ -73,10 +73,11 @@ def model_folder(model, folder, skip=()):
 
 
 def find_plugin(name):
-    """The built component `<name>.wasm` under plugins/target or
-    $CARGO_TARGET_DIR/wasm-plugins (the test build's), whichever was built
-    last: a stale build must not be benched."""
-    bases = [REPO / "plugins" / "target", pathlib.Path(os.environ.get("CARGO_TARGET_DIR", "/nonexistent")) / "wasm-plugins"]
+    """The built component `<name>.wasm` under plugins/target or the test
+    build's `wasm-plugins` (in $CARGO_TARGET_DIR, or in target/ where that
+    is unset), whichever was built last: a stale build must not be benched."""
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    bases = [REPO / "plugins" / "target", target / "wasm-plugins", REPO / "target" / "wasm-plugins"]
     built = [p for p in (b / "wasm32-wasip2" / "release" / f"{name}.wasm" for b in bases) if p.is_file()]
     if not built:
         sys.exit(f"no {name}.wasm: run `cd plugins && cargo build --release --target wasm32-wasip2 -p {name}`")
