@@ -7,7 +7,8 @@
 #   matmul_gflops.md       edgeserve's GPU vs CPU matmul, 256…4096³ (f32, f16),
 #                          and the f32 kernel in each grid order, in turns
 #   torch_sgemm.md         PyTorch FP32 SGEMM on CUDA, TF32 off (the baseline)
-#   dispatch_overhead.md   per-op cost and requests on 1–8 threads at once
+#   dispatch_overhead.md   per-op cost, requests on 1–8 threads at once, and a
+#                          buffer freed during another request's read-back
 #   gpu_vs_cpu.md          minilm batch 1/32, digits batch 64: --device gpu vs
 #                          --device cpu vs PyTorch CUDA, and 1, 4 and 16
 #                          clients at once on each server (bench/gpu_vs_cpu.py)
