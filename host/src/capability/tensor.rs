@@ -303,3 +303,49 @@ impl wit::Host for InstanceState {
         Ok((values, indices))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use edgeserve_tensor::Tensor;
+    use edgeserve_tensor::cpu::CpuBackend;
+    use wasmtime_wasi::WasiCtxBuilder;
+
+    use super::wit::Host;
+    use crate::repository::ModelConfig;
+    use crate::runtime::ModelContext;
+    use crate::runtime::state::InstanceState;
+
+    /// An op with several results gives the guest all of them or none: an
+    /// `lstm` whose third result would pass the tensor cap fails naming the
+    /// cap, and takes back the two it had made, so the instance can still
+    /// hold as many tensors as before.
+    #[test]
+    fn several_results_are_handed_over_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ModelConfig {
+            max_tensors: 6,
+            ..ModelConfig::default()
+        };
+        let backend = Arc::new(CpuBackend::new());
+        let model = ModelContext::open("m", dir.path(), &config, backend).unwrap();
+        let mut state = InstanceState::new(WasiCtxBuilder::new().build(), Arc::new(model), 1 << 20);
+        let push = |state: &mut InstanceState, shape: &[usize]| {
+            let n = shape.iter().product();
+            state.push_tensor(Tensor::from_f32(shape, vec![0.5; n]).unwrap())
+        };
+        let inputs =
+            [&[2, 1, 8][..], &[8, 2], &[1, 2], &[1, 2]].map(|s| push(&mut state, s).unwrap());
+        let [x_gates, r, h0, c0] = inputs;
+        let refused = state.lstm(x_gates, r, h0, c0, false).unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("max_tensors"),
+            "{refused:?}"
+        );
+        // Two slots left, as before the call.
+        push(&mut state, &[1]).unwrap();
+        push(&mut state, &[1]).unwrap();
+        push(&mut state, &[1]).unwrap_err();
+    }
+}
