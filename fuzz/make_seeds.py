@@ -213,6 +213,9 @@ def shape_rules():
     states = [0, 2, 1, 1, 2, 0, 2, 1, 1, 3]
     write("shape_rules", "lstm", bytes([49, 0, 3, 2, 1, 4, 0, 0, 2, 4, 1, 1, *states, 1]))
     write("shape_rules", "lstm-bad-r", bytes([49, 0, 3, 2, 1, 4, 0, 0, 2, 4, 2, 1, *states, 0]))
+    # ... and a state of no width: x-gates [2, 1, 0], r [0, 0], h0 and c0 [1, 0].
+    empty = [0, 2, 1, 0, 2, 0, 2, 1, 0, 3]
+    write("shape_rules", "lstm-empty", bytes([49, 0, 3, 2, 1, 0, 0, 0, 2, 0, 0, 1, *empty, 0]))
 
 
 if __name__ == "__main__":

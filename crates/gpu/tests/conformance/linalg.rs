@@ -337,9 +337,14 @@ fn attention_varlen_matches_cpu() {
 #[test]
 fn lstm_matches_cpu() {
     let mut rng = Rng::new(14);
-    // One step; a batch past a workgroup's rows, backwards.
-    for (steps, batch, hidden, reverse) in [(1, 2, 8, false), (6, 3, 13, false), (9, 20, 32, true)]
-    {
+    // One step; a batch past a workgroup's rows, backwards; empty states.
+    for (steps, batch, hidden, reverse) in [
+        (1, 2, 8, false),
+        (6, 3, 13, false),
+        (9, 20, 32, true),
+        (3, 0, 4, false),
+        (3, 2, 0, true),
+    ] {
         let x_gates = rng.tensor(&[steps, batch, 4 * hidden], -2.0, 2.0);
         let r = rng.tensor(&[4 * hidden, hidden], -0.5, 0.5);
         let h0 = rng.tensor(&[batch, hidden], -1.0, 1.0);

@@ -29,7 +29,9 @@ pub(super) fn lstm(
     let mut c: Vec<f32> = elems(OP, c0)?.to_vec();
     let mut y: Vec<f32> = zeroed(shape::numel(&plan.y_shape()))?;
     let step_len = batch * hidden;
-    for s in 0..plan.steps {
+    // An empty state has no steps to run (and no rows to cut it into).
+    let steps = if step_len == 0 { 0 } else { plan.steps };
+    for s in 0..steps {
         deadline::check(OP)?;
         let t = plan.step(s);
         let h_now = tensor_of(DType::F32, &state, std::mem::take(&mut h));

@@ -116,6 +116,19 @@ fn lstm_of_no_steps_is_its_start() {
 }
 
 #[test]
+fn lstm_of_empty_states_is_empty() {
+    for (batch, hidden) in [(0, 3), (2, 0), (0, 0)] {
+        let state = zeros(&[batch, hidden]);
+        let (x_gates, r) = (zeros(&[4, batch, 4 * hidden]), zeros(&[4 * hidden, hidden]));
+        for reverse in [false, true] {
+            let (y, h, c) = cpu().lstm([&x_gates, &r, &state, &state], reverse).unwrap();
+            assert_eq!(y.shape(), [4, batch, hidden]);
+            assert_eq!((h.shape(), c.shape()), (state.shape(), state.shape()));
+        }
+    }
+}
+
+#[test]
 fn lstm_refuses_what_does_not_fit() {
     let (xg, r, s) = (zeros(&[2, 3, 8]), zeros(&[8, 2]), zeros(&[3, 2]));
     let shape = |x: &Tensor, r: &Tensor, h0: &Tensor, c0: &Tensor| {
