@@ -21,6 +21,9 @@ pub fn lstm<B: Backend + ?Sized>(
     let steps = if batch * hidden == 0 { 0 } else { plan.steps };
     let mut ys: Vec<Option<Tensor>> = vec![None; steps];
     for s in 0..steps {
+        // Each step only records on a device: the request's deadline is
+        // checked here, not at a read-back that may be thousands of steps on.
+        crate::deadline::check("lstm")?;
         let t = plan.step(s);
         let xt = b.slice(x_gates, 0, t, &[1, batch, 4 * hidden])?;
         let xt = b.reshape(&xt, &[batch, 4 * hidden])?;
