@@ -113,6 +113,14 @@ struct Doomed {
     bytes: u64,
 }
 
+impl Doomed {
+    /// Every buffer kept, the list left empty.
+    fn take(&mut self) -> Vec<wgpu::Buffer> {
+        self.bytes = 0;
+        std::mem::take(&mut self.buffers)
+    }
+}
+
 /// Most bytes of buffers kept for destruction while read-backs wait; past
 /// it they are destroyed at once, waiting as wgpu makes them, rather than
 /// hold device memory that concurrent waits might never let go.
@@ -171,8 +179,7 @@ impl Pool {
         doomed.bytes += buffer.size();
         doomed.buffers.push(buffer);
         if doomed.bytes > DOOMED_CAP {
-            let buffers = std::mem::take(&mut doomed.buffers);
-            doomed.bytes = 0;
+            let buffers = doomed.take();
             drop(doomed);
             buffers.iter().for_each(wgpu::Buffer::destroy);
         }
@@ -188,8 +195,7 @@ impl Pool {
                 let mut doomed = lock(&self.0.doomed);
                 doomed.waits -= 1;
                 if doomed.waits == 0 {
-                    doomed.buffers.drain(..).for_each(|b| b.destroy());
-                    doomed.bytes = 0;
+                    doomed.take().iter().for_each(wgpu::Buffer::destroy);
                 }
             }
         }
@@ -214,11 +220,7 @@ impl Pool {
         }
         free.bytes = 0;
         drop(free);
-        let buffers = {
-            let mut doomed = lock(&self.doomed);
-            doomed.bytes = 0;
-            std::mem::take(&mut doomed.buffers)
-        };
+        let buffers = lock(&self.doomed).take();
         buffers.iter().for_each(wgpu::Buffer::destroy);
     }
 }

@@ -17,6 +17,8 @@ pub fn lstm<B: Backend + ?Sized>(
     let state = plan.state_shape();
     let gate = |x: &Tensor, k: usize, width: usize| b.slice(x, 1, k * hidden, &[batch, width]);
     let (mut h, mut c) = (h0.clone(), c0.clone());
+    // Every step's product has the same shapes.
+    let product = shape::matmul(h0, r, true)?;
     // An empty state has no steps to run: y is empty too.
     let steps = if batch * hidden == 0 { 0 } else { plan.steps };
     let mut ys: Vec<Option<Tensor>> = vec![None; steps];
@@ -27,7 +29,6 @@ pub fn lstm<B: Backend + ?Sized>(
         let t = plan.step(s);
         let xt = b.slice(x_gates, 0, t, &[1, batch, 4 * hidden])?;
         let xt = b.reshape(&xt, &[batch, 4 * hidden])?;
-        let product = shape::matmul(&h, r, true)?;
         let inputs = WeightedInputs {
             x: &h,
             weight: r,

@@ -29,6 +29,8 @@ pub(super) fn lstm(
     let mut c: Vec<f32> = elems(OP, c0)?.to_vec();
     let mut y: Vec<f32> = zeroed(shape::numel(&plan.y_shape()))?;
     let step_len = batch * hidden;
+    // Every step's product has the same shapes.
+    let product_plan = shape::matmul(h0, &r, true)?;
     // An empty state has no steps to run (and no rows to cut it into).
     let steps = if step_len == 0 { 0 } else { plan.steps };
     for s in 0..steps {
@@ -40,7 +42,7 @@ pub(super) fn lstm(
             weight: &r,
             bias: None,
         };
-        let product = linear(inputs, &shape::matmul(&h_now, &r, true)?)?;
+        let product = linear(inputs, &product_plan)?;
         let product: &[f32] = elems(OP, &product)?;
         let xt = &x_gates[t * 4 * step_len..][..4 * step_len];
         h = zeroed(step_len)?;
