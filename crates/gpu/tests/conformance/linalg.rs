@@ -337,11 +337,13 @@ fn attention_varlen_matches_cpu() {
 #[test]
 fn lstm_matches_cpu() {
     let mut rng = Rng::new(14);
-    // One step; a batch past a workgroup's rows, backwards; empty states.
+    // One step; a batch past a workgroup's rows, backwards; a step the CPU
+    // cuts over its threads; empty states.
     for (steps, batch, hidden, reverse) in [
         (1, 2, 8, false),
         (6, 3, 13, false),
         (9, 20, 32, true),
+        (3, 2, 128, false),
         (3, 0, 4, false),
         (3, 2, 0, true),
     ] {

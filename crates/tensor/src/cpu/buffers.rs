@@ -117,3 +117,15 @@ pub(super) fn zeroed<T: Pod>(n: usize) -> Result<Vec<T>> {
     // zero bytes are a valid `T` because `T: Pod`.
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
+
+/// An initialised slice viewed as a destination that may be uninitialised.
+///
+/// # Safety
+///
+/// Only initialised values may be stored through the view: the slice is
+/// read as `f32` again once it ends.
+pub(super) unsafe fn uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the caller keeps
+    // every element initialised.
+    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}

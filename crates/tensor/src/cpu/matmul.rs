@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 
-use super::buffers::{float_tensor, floats, written};
+use super::buffers::{float_tensor, floats, uninit, written};
 use super::packed::{self, PackedWeight};
 use super::panels;
 use super::parallel::{SendPtr, for_each_block, for_rows};
@@ -236,18 +236,6 @@ unsafe fn single_gemm(
             parallelism,
         );
     }
-}
-
-/// An initialised slice viewed as a destination that may be uninitialised.
-///
-/// # Safety
-///
-/// Only initialised values may be stored through the view: the slice is
-/// read as `f32` again once it ends.
-unsafe fn uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; the caller keeps
-    // every element initialised.
-    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// The batched product `a · b` (`s` from [`crate::shape::matmul`]), with

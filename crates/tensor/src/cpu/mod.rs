@@ -58,6 +58,7 @@ mod recurrent;
 mod reduce;
 mod select;
 mod skinny;
+mod steps;
 
 use crate::shape::{
     AttentionPlan, ClipBounds, Conv2dPlan, GatherPlan, LstmPlan, MatmulPlan, Pool2dPlan,

@@ -144,7 +144,7 @@ impl PackedWeight {
         (n, k): (usize, usize),
         transposed: bool,
     ) -> Result<Option<Arc<PackedWeight>>> {
-        if n < MIN_SIDE || k < MIN_SIDE || !available() {
+        if !takes(n, k) {
             return Ok(None);
         }
         let fits = |p: &PackedWeight| {
@@ -163,7 +163,7 @@ impl PackedWeight {
         (o, c, kh, kw): (usize, usize, usize, usize),
     ) -> Result<Option<Arc<PackedWeight>>> {
         let (taps, k) = (kh * kw, c * kh * kw);
-        if o < MIN_SIDE || k < MIN_SIDE || !available() {
+        if !takes(o, k) {
             return Ok(None);
         }
         let fits = |p: &PackedWeight| {
@@ -184,6 +184,19 @@ impl PackedWeight {
             Ok(packed)
         };
         b.derived(make, fits).map(Some)
+    }
+
+    /// `w` (`[n, k]` when `transposed`, else `[k, n]`) packed for the
+    /// caller to keep, or `None` as [`PackedWeight::of`] declines.
+    pub(super) fn new(
+        w: &[f32],
+        (n, k): (usize, usize),
+        transposed: bool,
+    ) -> Result<Option<PackedWeight>> {
+        if !takes(n, k) {
+            return Ok(None);
+        }
+        Self::pack(w, (n, k), transposed).map(Some)
     }
 
     /// Packs `w`.
@@ -215,6 +228,12 @@ impl PackedWeight {
             depth: Depth::AsHeld,
         })
     }
+}
+
+/// Whether the kernel takes a weight of `n` output columns, `k` deep, on
+/// this CPU.
+pub(super) fn takes(n: usize, k: usize) -> bool {
+    n >= MIN_SIDE && k >= MIN_SIDE && available()
 }
 
 /// Whether this CPU has the kernel.

@@ -55,6 +55,30 @@ pub(super) struct Weight<'a> {
     pub transposed: bool,
 }
 
+/// Whether [`product`] takes `m` activation rows `k` deep against a weight
+/// `[n, k]` (`transposed`) or `[k, n]`, for any non-zero `n`.
+pub(super) fn takes(m: usize, k: usize, transposed: bool) -> bool {
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, k, transposed);
+        false
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let available = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        available
+            && m > 0
+            && k > 0
+            && (m <= 2
+                || if transposed {
+                    m <= MAX_DOT_ROWS && m * k <= MAX_DOT_ACTIVATION
+                } else {
+                    m * k <= MAX_ACTIVATION && k <= MAX_BROADCAST_DEPTH
+                })
+    }
+}
+
 /// `out[m × n] = x[m × k] · w`, every element written, split over threads
 /// by columns when `threads`. Returns `false`, writing nothing, when this
 /// CPU lacks the kernels or the product is one `gemm` runs faster (see
@@ -73,18 +97,7 @@ pub(super) fn product(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let available = std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
-        if m == 0 || n == 0 || k == 0 || !available {
-            return false;
-        }
-        let skinny = m <= 2
-            || if w.transposed {
-                m <= MAX_DOT_ROWS && m * k <= MAX_DOT_ACTIVATION
-            } else {
-                m * k <= MAX_ACTIVATION && k <= MAX_BROADCAST_DEPTH
-            };
-        if !skinny {
+        if n == 0 || !takes(m, k, w.transposed) {
             return false;
         }
         assert!(

@@ -52,9 +52,10 @@ fn reference(
 }
 
 /// Sizes (steps, batch, hidden) covering one step, a batch of one, a batch
-/// past the product kernels' packing threshold, and a hidden width that no
-/// vector divides.
-const SIZES: [(usize, usize, usize); 4] = [(1, 2, 8), (7, 1, 16), (5, 20, 24), (6, 3, 13)];
+/// past the product kernels' packing threshold, a hidden width that no
+/// vector divides, and a step large enough to be cut over the threads.
+const SIZES: [(usize, usize, usize); 5] =
+    [(1, 2, 8), (7, 1, 16), (5, 20, 24), (6, 3, 13), (3, 2, 128)];
 
 #[test]
 fn lstm_matches_the_equations_and_its_composition() {
@@ -91,11 +92,17 @@ fn lstm_matches_the_equations_and_its_composition() {
                 (&c, &composed.2, "c"),
             ] {
                 let want: Vec<f64> = widen(&read_f32(want));
+                // The same operations in the same order; but a step cut
+                // over the threads sums its product on the packed kernel
+                // where r is 64 deep or more, in another order than the
+                // composition's dot kernel, and those roundings pass through
+                // the gates and the cell, step after step.
+                let atol = if hidden >= 64 { 1e-5 } else { 1e-7 };
                 assert_close(
                     &read_f32(got),
                     &want,
                     1e-6,
-                    1e-7,
+                    atol,
                     &format!("{name} against the composition, {what}"),
                 );
             }
