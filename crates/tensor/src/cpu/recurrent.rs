@@ -12,7 +12,7 @@ use super::buffers::{elems, tensor_of, uninit, zeroed};
 use super::linear::linear;
 use super::math::{sigmoid, tanh};
 use super::packed::{self, PackedWeight};
-use super::parallel::{SendPtr, with_simd};
+use super::parallel::{SendPtr, wide_tiles, with_simd};
 use super::skinny::{self, Weight};
 use super::steps::for_each_step;
 use crate::shape::{self, LstmPlan};
@@ -52,6 +52,16 @@ fn parts(plan: &LstmPlan) -> usize {
     rayon::current_num_threads().min(hidden / MIN_UNITS).max(1)
 }
 
+/// Whether the parts' products run on the packed kernel: where its AVX-512
+/// tile runs (the zoo's LSTM at batch 8 in 1.32–1.36× onnxruntime's time,
+/// against 1.75–1.82× on the dot kernel), or where the dot kernel does not
+/// take the step. Capped at AVX2, the dot kernel reading the rows as they
+/// lie ran batch 1 in 1.05–1.42× against the packed tile's 1.51–1.79×, and
+/// batch 8 level (bench/RESULTS.md, session 46).
+fn packs(batch: usize, hidden: usize) -> bool {
+    packed::takes(4 * MIN_UNITS, hidden) && (wide_tiles() || !skinny::takes(batch, hidden, true))
+}
+
 /// [`lstm`] with each step in `parts` (see [`in_parts`]), or with its
 /// product whole through the product kernels where `parts` is one.
 fn lstm_in(
@@ -69,8 +79,9 @@ fn lstm_in(
     // An empty state has no steps to run (and no rows to cut it into).
     let steps = if step_len == 0 { 0 } else { plan.steps };
     if parts > 1 {
-        let fits = |p: &Parts| (p.parts, p.hidden) == (parts, hidden);
-        let cut = r.derived(|| Parts::of(elems(OP, r)?, hidden, parts), fits)?;
+        let packs = packs(batch, hidden);
+        let fits = |p: &Parts| (p.parts, p.hidden, p.packed()) == (parts, hidden, packs);
+        let cut = r.derived(|| Parts::of(elems(OP, r)?, hidden, parts, packs), fits)?;
         in_parts(
             [x_gates, elems(OP, h0)?],
             &cut,
@@ -115,8 +126,9 @@ enum Rows {
 }
 
 impl Parts {
-    /// `r`, `[4 · hidden, hidden]`, cut into `parts`.
-    fn of(r: &[f32], hidden: usize, parts: usize) -> Result<Parts> {
+    /// `r`, `[4 · hidden, hidden]`, cut into `parts`, packed if `packs`
+    /// (which the packed kernel must take).
+    fn of(r: &[f32], hidden: usize, parts: usize, packs: bool) -> Result<Parts> {
         // Whole vectors of units where they divide.
         let per_part = hidden
             .div_ceil(parts)
@@ -140,7 +152,7 @@ impl Parts {
             }
         }
         cut.rows = Rows::Dense(rows);
-        if packed::takes(4 * MIN_UNITS, hidden) {
+        if packs {
             // Parts of no units come last.
             let packed = (0..parts)
                 .map_while(|p| cut.part(p))
@@ -152,6 +164,11 @@ impl Parts {
             cut.rows = Rows::Packed(packed);
         }
         Ok(cut)
+    }
+
+    /// Whether the parts' rows are packed.
+    fn packed(&self) -> bool {
+        matches!(self.rows, Rows::Packed(_))
     }
 
     /// Part `p`'s hidden units: at least [`MIN_UNITS`] of them, or none.
@@ -393,7 +410,7 @@ mod tests {
                 let (y, h, c) = lstm_in(inputs, &plan, 1).unwrap();
                 let (y2, h2, c2) = lstm_in(inputs, &plan, parts).unwrap();
                 let what = format!("{steps}×{batch}×{hidden} in {parts} parts, reverse {reverse}");
-                let exact = !packed::takes(4 * MIN_UNITS, hidden);
+                let exact = !packs(batch, hidden);
                 for (whole, cut, name) in [(&y, &y2, "y"), (&h, &h2, "h"), (&c, &c2, "c")] {
                     let (whole, cut) = (
                         elems::<f32>("test", whole).unwrap(),
