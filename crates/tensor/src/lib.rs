@@ -16,7 +16,8 @@ pub mod shape;
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use host::HostBuffer;
 pub use ops::{Budget, Ops, Unlimited};
@@ -156,9 +157,41 @@ pub struct Tensor {
     storage: Storage,
     /// For a model's weight ([`Tensor::into_weight`]), what a backend
     /// derived from the elements once, to keep for the tensor's life (the
-    /// weight packed for a product kernel); shared with the clones, which
-    /// share the elements.
-    derived: Option<Arc<OnceLock<Arc<dyn Any + Send + Sync>>>>,
+    /// weight packed for a product kernel); shared with the clones and the
+    /// reshapes, which share the elements.
+    derived: Option<Arc<Kept>>,
+}
+
+/// What a model's weight keeps derived from its elements, and the same for
+/// each part of its bytes that a view of it shares (a slice of it): a
+/// handler that slices a weight per request (an LSTM's weight per
+/// direction) gets the same kept form for the same part every time.
+#[derive(Default)]
+struct Kept {
+    form: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// The parts' own, by the range of bytes they view; at most
+    /// [`MAX_KEPT_PARTS`].
+    parts: Mutex<Vec<(Range<usize>, Arc<Kept>)>>,
+}
+
+/// Most parts of one weight that keep a derived form: past them (a handler
+/// slicing a weight at ever other offsets), a part's forms are made for
+/// its view alone.
+const MAX_KEPT_PARTS: usize = 64;
+
+impl Kept {
+    /// The kept forms of the part at `bytes`.
+    fn part(&self, bytes: Range<usize>) -> Arc<Kept> {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, kept)) = parts.iter().find(|(at, _)| *at == bytes) {
+            return Arc::clone(kept);
+        }
+        let kept = Arc::<Kept>::default();
+        if parts.len() < MAX_KEPT_PARTS {
+            parts.push((bytes, Arc::clone(&kept)));
+        }
+        kept
+    }
 }
 
 impl fmt::Debug for Tensor {
@@ -281,9 +314,10 @@ impl Tensor {
         make: impl FnOnce() -> Result<T>,
         fits: impl Fn(&T) -> bool,
     ) -> Result<Arc<T>> {
-        let Some(slot) = &self.derived else {
+        let Some(kept) = &self.derived else {
             return make().map(Arc::new);
         };
+        let slot = &kept.form;
         if let Some(kept) = slot.get() {
             return match Arc::clone(kept).downcast::<T>() {
                 Ok(kept) if fits(&kept) => Ok(kept),
@@ -296,10 +330,24 @@ impl Tensor {
         Ok(made)
     }
 
-    /// The same elements viewed with another shape of equal element count.
+    /// The same elements viewed with another shape of equal element count
+    /// (a weight's view is the weight, with its kept form).
     pub fn with_shape(&self, shape: &[usize]) -> Tensor {
         debug_assert_eq!(shape::numel(shape), self.numel());
-        Tensor::new(self.dtype, shape, self.storage.clone())
+        Tensor {
+            derived: self.derived.clone(),
+            ..Tensor::new(self.dtype, shape, self.storage.clone())
+        }
+    }
+
+    /// A view of `storage`, the range `bytes` of this tensor's bytes, as
+    /// `shape`: a part of a weight is a weight too, whose kept form lives
+    /// with this one's, so every view of the same part shares it.
+    pub(crate) fn part(&self, shape: &[usize], storage: Storage, bytes: Range<usize>) -> Tensor {
+        Tensor {
+            derived: self.derived.as_ref().map(|kept| kept.part(bytes)),
+            ..Tensor::new(self.dtype, shape, storage)
+        }
     }
 }
 

@@ -189,9 +189,9 @@ pub(super) fn slice(x: &Tensor, axis: usize, start: usize, out_shape: &[usize]) 
     }
     if outer == 1 {
         // One contiguous run: share the bytes instead of copying them.
-        let from = start * inner * size;
-        let bytes = buffer.slice(from..from + taken * inner * size);
-        return Ok(Tensor::new(x.dtype(), out_shape, Storage::Host(bytes)));
+        let range = start * inner * size..(start + taken) * inner * size;
+        let bytes = buffer.slice(range.clone());
+        return Ok(x.part(out_shape, Storage::Host(bytes), range));
     }
     fn run<T: Pod + Send + Sync>(
         x: &Tensor,

@@ -949,10 +949,10 @@ mod tests {
         widths.flat_map(|w| [(false, w), (true, w)]).collect()
     }
 
-    /// A weight is packed once and kept: a second product, and a clone's,
-    /// reuse the packing; a reshaped view, the other layout and a tensor
-    /// that is no weight get their own each time; too narrow a product gets
-    /// none.
+    /// A weight is packed once and kept: a second product, a clone's and a
+    /// reshaped view's (the same bytes) reuse the packing; the other layout
+    /// and a tensor that is no weight get their own each time; too narrow a
+    /// product gets none.
     #[test]
     fn a_weight_is_packed_once_per_tensor() {
         if !available() {
@@ -974,7 +974,10 @@ mod tests {
             Arc::ptr_eq(&first, &of(&b.clone(), true)),
             "a clone packed again"
         );
-        assert!(!Arc::ptr_eq(&first, &of(&b.with_shape(&[k, n]), true)));
+        assert!(
+            Arc::ptr_eq(&first, &of(&b.with_shape(&[1, n, k]), true)),
+            "a reshaped view packed again"
+        );
         let activation = Tensor::from_f32(&[n, k], data.clone()).expect("tensor");
         let once = of(&activation, true);
         assert!(
@@ -992,6 +995,44 @@ mod tests {
         let narrow = PackedWeight::of(&b, || Ok(Cow::Borrowed(&data)), (MIN_SIDE - 1, k), true)
             .expect("pack");
         assert!(narrow.is_none(), "a narrow product packed");
+    }
+
+    /// A slice of a weight that shares its bytes (a handler's view of one
+    /// direction of an LSTM's weight, per request) is a weight, whose
+    /// packing is kept for its part of the bytes: a second view of the same
+    /// part reuses it, a view of another part does not.
+    #[test]
+    fn a_part_of_a_weight_keeps_its_own_packing() {
+        if !available() {
+            return;
+        }
+        let (n, k) = (96, 80);
+        let data = values(2 * n * k, 7);
+        let b = Tensor::from_f32(&[2, n, k], data.clone())
+            .expect("tensor")
+            .into_weight();
+        let part = |d: usize| {
+            let view = super::super::layout::slice(&b, 0, d, &[1, n, k]).expect("slice");
+            view.with_shape(&[n, k])
+        };
+        let of = |t: &Tensor, d: usize| {
+            let rows = &data[d * n * k..(d + 1) * n * k];
+            PackedWeight::of(t, || Ok(Cow::Borrowed(rows)), (n, k), true)
+                .expect("pack")
+                .expect("packed")
+        };
+        assert!(part(1).is_weight(), "a part of a weight is no weight");
+        let first = of(&part(1), 1);
+        assert!(
+            Arc::ptr_eq(&first, &of(&part(1), 1)),
+            "the same part packed again"
+        );
+        let other = of(&part(0), 0);
+        assert!(!Arc::ptr_eq(&first, &other), "two parts share a packing");
+        assert!(
+            Arc::ptr_eq(&other, &of(&part(0), 0)),
+            "the other part packed again"
+        );
     }
 
     /// A model's weight is packed, and kept, by a product of more than 32
