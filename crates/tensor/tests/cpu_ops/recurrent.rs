@@ -110,6 +110,45 @@ fn lstm_matches_the_equations_and_its_composition() {
     }
 }
 
+/// Callers side by side on the shared pool, each stepping its own layer in
+/// parts over the threads, each get the answer the layer gives alone: no
+/// caller waits on another's helpers for good, and no part of one layer
+/// writes into another's.
+#[test]
+fn lstm_side_by_side_gives_each_caller_its_own_answer() {
+    let (steps, batch, hidden) = (6, 4, 128);
+    let mut rng = Rng::new(46);
+    let layers: Vec<[Tensor; 4]> = (0..4)
+        .map(|_| {
+            [
+                rand_f32(&mut rng, &[steps, batch, 4 * hidden]).0,
+                rand_f32(&mut rng, &[4 * hidden, hidden]).0.into_weight(),
+                rand_f32(&mut rng, &[batch, hidden]).0,
+                rand_f32(&mut rng, &[batch, hidden]).0,
+            ]
+        })
+        .collect();
+    let run = |[x, r, h, c]: &[Tensor; 4]| {
+        let (y, h, c) = cpu().lstm([x, r, h, c], false).unwrap();
+        [y, h, c].map(|t| read_f32(&t))
+    };
+    let alone: Vec<_> = layers.iter().map(run).collect();
+    std::thread::scope(|scope| {
+        for (layer, want) in layers.iter().zip(&alone) {
+            scope.spawn(move || {
+                for round in 0..20 {
+                    // Not bit for bit: another test of this binary may cap
+                    // the vector width meanwhile, which picks other kernels.
+                    for (got, want) in run(layer).iter().zip(want) {
+                        let want: Vec<f64> = widen(want);
+                        assert_close(got, &want, 1e-5, 1e-5, &format!("round {round}"));
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn lstm_of_no_steps_is_its_start() {
     let mut rng = Rng::new(46);
