@@ -1,9 +1,9 @@
 //! The LSTM layer over a whole sequence: each step's product, then every
 //! gate's activation and the state update in one vectorized pass over the
-//! step's gates. A step of a few sequences is cut by hidden units over the
-//! threads, each keeping its units' rows of the weight in its cache for
-//! the whole sequence ([`for_each_step`]); a larger one runs its product
-//! through the product kernels, which split it themselves.
+//! step's gates. A step large enough to share is cut by hidden units over
+//! the threads, each keeping its units' rows of the weight in its cache for
+//! the whole sequence ([`for_each_step`]); a smaller one runs its product
+//! whole through the product kernels.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -107,12 +107,14 @@ fn lstm_in(
 /// r cut by hidden units: part `p` holds the rows of the four gates for
 /// its units, gate after gate, so that its thread's product reads only
 /// them and keeps them in its core's cache for the whole sequence; packed
-/// for the packed kernel where it takes them, else as they are for the dot
-/// kernel.
+/// for the packed kernel where [`packs`] says so, else as they are for the
+/// dot kernel.
 struct Parts {
     parts: usize,
     hidden: usize,
-    /// Hidden units a part takes (the last ones fewer, or none).
+    /// Hidden units a part takes: the last part with units takes a tail
+    /// narrower than [`MIN_UNITS`] too, and the parts after it none
+    /// ([`Parts::units`]).
     per_part: usize,
     rows: Rows,
 }
