@@ -372,19 +372,8 @@ fn update(
 
 #[cfg(test)]
 mod tests {
+    use super::super::skinny::tests::values;
     use super::*;
-
-    fn random(len: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as f32 / u32::MAX as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// Cut into parts (uneven ones, a tail joined to the part before,
     /// parts left empty, in either direction), the layer agrees with the
@@ -402,7 +391,12 @@ mod tests {
         for (steps, batch, hidden, parts) in sizes {
             for reverse in [false, true] {
                 let tensor = |shape: &[usize], seed| {
-                    Tensor::from_f32(shape, random(shape.iter().product(), seed)).unwrap()
+                    // In [-0.5, 0.5), as the states of a layer stay.
+                    let half = values(shape.iter().product(), seed)
+                        .iter()
+                        .map(|v| v / 2.0)
+                        .collect();
+                    Tensor::from_f32(shape, half).unwrap()
                 };
                 let x_gates = tensor(&[steps, batch, 4 * hidden], 1);
                 let r = tensor(&[4 * hidden, hidden], 2).into_weight();

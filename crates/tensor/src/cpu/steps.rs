@@ -26,6 +26,16 @@ use std::time::{Duration, Instant};
 /// time slice.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// One turn of a wait that began at `start`: a spin for its first [`SPIN`],
+/// then the core yielded.
+fn pause(start: Instant) {
+    if start.elapsed() < SPIN {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// A counter on a cache line of its own, so that threads bumping
 /// neighbouring parts' counters do not share a line.
 #[repr(align(64))]
@@ -182,11 +192,7 @@ impl Team {
             if ready() {
                 return true;
             }
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            pause(start);
         }
     }
 
@@ -198,11 +204,7 @@ impl Team {
             let last = claimed.0.swap(self.steps, Ordering::AcqRel);
             let start = Instant::now();
             while done.0.load(Ordering::Acquire) < last {
-                if start.elapsed() < SPIN {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                pause(start);
             }
         }
     }
