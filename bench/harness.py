@@ -123,7 +123,9 @@ def histogram(url, metric, model):
 
 class Server:
     """`edgeserve serve` over `repository` on a free port, with `threads`
-    compute threads (rayon's pool, RAYON_NUM_THREADS), logging to a
+    compute threads (RAYON_NUM_THREADS, which edgeserve reads as its
+    `--compute-threads`: a request's own thread and `threads - 1` pool
+    workers, as ONNX Runtime counts its intra-op threads), logging to a
     temporary file (removed by `stop`). Exits the script, naming the log,
     when the server dies or a model fails to load or is not ready within
     `timeout` seconds. gRPC is off unless `grpc`; then it listens on a free

@@ -169,6 +169,8 @@ fn main() -> anyhow::Result<()> {
     }
     let plan = Plan::new(quick, rounds);
     edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
+    // The compute threads the binary runs with by default.
+    edgeserve_tensor::cpu::use_threads(edgeserve::cli::compute_threads(None))?;
 
     eprintln!("preparing linear…");
     let linear = Linear::load()?;

@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,6 +59,20 @@ pub struct Cli {
         default_value = "auto"
     )]
     pub cpu_simd: SimdChoice,
+    /// Threads the CPU kernels split an operation over, the request's own
+    /// thread included (as ONNX Runtime's intra-op threads count theirs).
+    /// By default `RAYON_NUM_THREADS` where set, else one per CPU core.
+    #[arg(long, global = true, env = "EDGESERVE_COMPUTE_THREADS")]
+    pub compute_threads: Option<NonZeroUsize>,
+}
+
+/// `--compute-threads`, or its default: `RAYON_NUM_THREADS` where it is a
+/// positive number, else the cores this process may run on.
+pub fn compute_threads(choice: Option<NonZeroUsize>) -> NonZeroUsize {
+    choice
+        .or_else(|| std::env::var("RAYON_NUM_THREADS").ok()?.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN)
 }
 
 /// `--cpu-simd`: the cap on the CPU kernels' vector instructions.
@@ -426,6 +441,7 @@ mod tests {
             ("--no-console", "EDGESERVE_NO_CONSOLE"),
             ("--memory-purge-ms", "EDGESERVE_MEMORY_PURGE_MS"),
             ("--cpu-simd", "EDGESERVE_CPU_SIMD"),
+            ("--compute-threads", "EDGESERVE_COMPUTE_THREADS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -465,6 +481,19 @@ mod tests {
             Simd::Baseline
         );
         assert!(Cli::try_parse_from(["edgeserve", "serve", "--cpu-simd", "neon"]).is_err());
+    }
+
+    #[test]
+    fn compute_threads_are_a_positive_count_or_the_default() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.compute_threads);
+        assert_eq!(parse(&["edgeserve", "serve"]).unwrap(), None);
+        let three = NonZeroUsize::new(3).unwrap();
+        assert_eq!(
+            parse(&["edgeserve", "--compute-threads", "3", "serve"]).unwrap(),
+            Some(three)
+        );
+        assert!(parse(&["edgeserve", "serve", "--compute-threads", "0"]).is_err());
+        assert_eq!(compute_threads(Some(three)), three);
     }
 
     #[test]

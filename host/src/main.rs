@@ -12,10 +12,12 @@ fn main() -> anyhow::Result<()> {
         log_format,
         memory_purge_ms,
         cpu_simd,
+        compute_threads,
     } = Cli::parse();
     edgeserve::logging::init(log_format);
     edgeserve::malloc::purge_after(memory_purge_ms);
     edgeserve_tensor::cpu::cap_simd(cpu_simd.into());
+    edgeserve_tensor::cpu::use_threads(edgeserve::cli::compute_threads(compute_threads))?;
     edgeserve::malloc::cap_arenas();
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;

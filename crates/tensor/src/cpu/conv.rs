@@ -13,13 +13,11 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::buffers::{float_tensor, floats, written, zeroed};
 use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
-use super::parallel::{PARALLEL_WORK, Simd, for_rows, simd};
+use super::parallel::{PARALLEL_WORK, SendPtr, Simd, for_each_task, for_rows, simd};
 use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
@@ -118,7 +116,7 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     let (units, unit_out) = (s.n * g, og * plane);
     let worth = units > 1 && units * unit_out * taps >= PARALLEL_WORK;
     let per_worker = if worth {
-        units.div_ceil(rayon::current_num_threads())
+        units.div_ceil(super::parallel::threads())
     } else {
         units
     };
@@ -161,10 +159,21 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
                 // One worker: let gemm spread each product over the threads instead.
                 run(0, out, col, threaded(og, plane, taps));
             } else {
-                out.par_chunks_mut(per_worker * unit_out)
-                    .zip(cols.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(w, (chunk, col))| run(w * per_worker, chunk, col, false));
+                let step = per_worker * unit_out;
+                let (len, out) = (out.len(), SendPtr(out.as_mut_ptr()));
+                let cols = SendPtr(cols.as_mut_ptr());
+                for_each_task(len.div_ceil(step), |w| {
+                    let (out, cols) = (out, cols);
+                    let start = w * step;
+                    // (Unsafe, in the block above.) Task `w` alone touches
+                    // its run of the output and its im2col buffer (one per
+                    // task), both borrowed until every task has finished.
+                    let (chunk, col) = (
+                        std::slice::from_raw_parts_mut(out.0.add(start), step.min(len - start)),
+                        &mut *cols.0.add(w),
+                    );
+                    run(w * per_worker, chunk, col, false)
+                });
             }
         })
     }?;

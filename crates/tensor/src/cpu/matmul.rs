@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use gemm::Parallelism;
 
@@ -59,7 +60,7 @@ impl<'a> MatRef<'a> {
 
 /// Whether gemm should spread an `m × n × k` product over threads.
 pub(super) fn threaded(m: usize, n: usize, k: usize) -> bool {
-    m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM && rayon::current_num_threads() > 1
+    m.saturating_mul(n).saturating_mul(k) >= PARALLEL_GEMM && super::parallel::threads() > 1
 }
 
 /// Where a product goes.
@@ -134,7 +135,12 @@ pub(super) fn gemm(
 /// the calling thread alone before its threads start, once per depth block,
 /// and meanwhile the other threads wait. Split by columns, each thread
 /// packs its own block of the weight (bench/RESULTS.md, session 15: MiniLM
-/// at batch 32 over HTTP took 0.80–0.82× the time).
+/// at batch 32 over HTTP took 0.80–0.82× the time). A product with too
+/// few columns for that (a 7×7 convolution's 49) is split by rows instead,
+/// also on the calling thread and the pool's
+/// ([`for_each_task`](super::parallel::for_each_task)), where
+/// gemm's own threading left the calling thread asleep (MobileNetV2,
+/// bench/RESULTS.md, "Session 47").
 ///
 /// # Safety
 ///
@@ -150,45 +156,58 @@ unsafe fn gemm_band(
     threads: bool,
 ) {
     let tasks = if threads {
-        rayon::current_num_threads().min(n / MIN_SPLIT_COLUMNS)
+        super::parallel::threads().min(n / MIN_SPLIT_COLUMNS)
     } else {
         1
     };
     let dst = SendPtr(dst.as_mut_ptr().cast::<f32>());
     // SAFETY (of every call below): the caller vouches for the three views
-    // and a column block's views are parts of them; `dst` was borrowed
-    // mutably, so it cannot alias the shared inputs, and blocks write
-    // disjoint columns of it.
-    let product = move |columns: std::ops::Range<usize>, parallelism| unsafe {
+    // and a block's views are parts of them; `dst` was borrowed mutably, so
+    // it cannot alias the shared inputs, and blocks write disjoint parts of
+    // it.
+    let product = move |rows: Range<usize>, columns: Range<usize>| unsafe {
         // The whole pointer, not its field: the wrapper is what is Sync.
         let dst = dst;
+        let lhs = MatRef {
+            data: &lhs.data[rows.start * lhs.rs..],
+            ..lhs
+        };
         let rhs = MatRef {
             data: &rhs.data[columns.start * rhs.cs..],
             ..rhs
         };
         single_gemm(
-            dst.0.add(columns.start),
+            dst.0.add(rows.start * dst_rs + columns.start),
             dst_rs,
-            (m, columns.len(), k),
+            (rows.len(), columns.len(), k),
             lhs,
             rhs,
             scale,
-            parallelism,
         )
     };
-    if tasks <= 1 {
-        let parallelism = if threads {
-            Parallelism::Rayon(0)
-        } else {
-            Parallelism::None
-        };
-        product(0..n, parallelism);
+    if tasks > 1 {
+        // Whole vectors of columns per block, so each block's stores stay
+        // aligned to the rows'.
+        let width = n.div_ceil(tasks).next_multiple_of(16);
+        for_each_block(n, width, |columns| product(0..m, columns));
         return;
     }
-    // Whole vectors of columns per block, so each block's stores stay
-    // aligned to the rows'.
-    let width = n.div_ceil(tasks).next_multiple_of(16);
-    for_each_block(n, width, |columns| product(columns, Parallelism::None));
+    let rows = if threads { split_rows(m) } else { m };
+    if rows >= m {
+        product(0..m, 0..n);
+        return;
+    }
+    // Too few columns to split: blocks of rows instead, each thread with
+    // its share of the lhs and the whole (narrow) rhs.
+    for_each_block(m, rows, |band| product(band, 0..n));
+}
+
+/// Rows of each block where [`gemm_band`] splits a narrow product by rows:
+/// a thread's share, whole microkernel tiles of 16 rows (`m` itself where
+/// a share would be under a tile).
+fn split_rows(m: usize) -> usize {
+    let share = m.div_ceil(super::parallel::threads()).next_multiple_of(16);
+    if share >= m { m } else { share }
 }
 
 /// Fewest output columns a thread takes in [`gemm_band`]'s column split;
@@ -207,7 +226,6 @@ unsafe fn single_gemm(
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
     scale: f32,
-    parallelism: Parallelism,
 ) {
     // SAFETY: the caller vouches for the views, and the strides fit isize
     // because they index existing slices. With `read_dst` false gemm
@@ -233,7 +251,7 @@ unsafe fn single_gemm(
             false,
             false,
             false,
-            parallelism,
+            Parallelism::None,
         );
     }
 }
@@ -365,7 +383,7 @@ mod tests {
             .build()
             .expect("pool");
         let (m, k) = (150, 300);
-        for n in [64, 130, 200, 333] {
+        for n in [49, 64, 130, 200, 333] {
             for (transposed, on_worker) in [(true, true), (false, true), (true, false)] {
                 let x = values(m * k, 3);
                 let data = values(n * k, 4);

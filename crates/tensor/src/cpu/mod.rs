@@ -71,7 +71,7 @@ use crate::{
 use buffers::host;
 pub(crate) use elem::element_bytes;
 pub use packed::packed_weight_bytes;
-pub use parallel::{Simd, cap_simd, simd};
+pub use parallel::{Simd, cap_simd, for_each_task, map_tasks, simd, threads, use_threads};
 
 /// Runs every operation on the host with SIMD kernels.
 ///
@@ -103,7 +103,7 @@ fn cpu_features() -> String {
     probe!(is_x86_feature_detected: "sse4.2", "avx", "avx2", "fma", "f16c", "avx512f");
     #[cfg(target_arch = "aarch64")]
     probe!(is_aarch64_feature_detected: "neon", "fp16", "sve");
-    parts.push(format!("{} threads", rayon::current_num_threads()));
+    parts.push(format!("{} threads", threads()));
     parts.join(" ")
 }
 

@@ -381,7 +381,7 @@ fn split(
         return;
     }
     let threads = if threads {
-        rayon::current_num_threads()
+        super::parallel::threads()
     } else {
         1
     };

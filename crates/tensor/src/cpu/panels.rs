@@ -55,7 +55,7 @@ pub(super) fn product(
         return false;
     }
     let tasks = if threads {
-        rayon::current_num_threads()
+        super::parallel::threads()
     } else {
         1
     };

@@ -30,10 +30,45 @@ unsafe impl<T: Send> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for SendPtr<T> {}
 
+/// The compute threads [`use_threads`] set: each call's own thread and the
+/// pool's workers together; 0 until it is called.
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs the CPU kernels on `threads` threads: the thread that calls an
+/// operation and `threads − 1` workers of rayon's global pool, which this
+/// builds (at least one worker, which a single thread leaves idle). Call it
+/// before anything uses the pool; it fails if something already has.
+///
+/// The calling thread takes its share of every split operation
+/// ([`for_each_task`]), so a pool with a worker per core leaves one more
+/// thread than cores: on two cores the idle worker's spinning took a tenth
+/// of MobileNetV2's CPU time at batch 1, in 15 times as many context
+/// switches (bench/RESULTS.md, "Session 47"). Unset, kernels split over the
+/// pool's size and the caller runs beside it.
+pub fn use_threads(threads: std::num::NonZeroUsize) -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads((threads.get() - 1).max(1))
+        .thread_name(|i| format!("edgeserve-cpu-{i}"))
+        .build_global()?;
+    THREADS.store(threads.get(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// How many threads an operation called on this thread splits its work
+/// over: [`use_threads`]' count off the pool (the caller and the workers),
+/// the pool's size on one of its workers or where it was never set.
+pub fn threads() -> usize {
+    let pool = rayon::current_num_threads();
+    match THREADS.load(Ordering::Relaxed) {
+        0 => pool,
+        _ if rayon::current_thread_index().is_some() => pool,
+        set => set,
+    }
+}
+
 /// Runs `task(i)` for every `i` in `0..tasks`, each once, on the calling
-/// thread and up to one fewer of rayon's workers than the pool has, and
-/// returns when all have finished; a task's panic resumes here once they
-/// have.
+/// thread and up to [`threads`]` − 1` of rayon's workers, and returns when
+/// all have finished; a task's panic resumes here once they have.
 ///
 /// The calling thread takes tasks too, from the same counter as the
 /// workers, instead of handing all of them to the pool and sleeping until
@@ -42,10 +77,8 @@ unsafe impl<T: Send> Sync for SendPtr<T> {}
 /// has claimed yet it runs itself. Waking and sleeping per operation cost a
 /// third of a batch-1 transformer request's samples
 /// (bench/RESULTS.md, session 15).
-pub(super) fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
-    let helpers = rayon::current_num_threads()
-        .saturating_sub(1)
-        .min(tasks.saturating_sub(1));
+pub fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
+    let helpers = threads().saturating_sub(1).min(tasks.saturating_sub(1));
     if helpers == 0 {
         (0..tasks).for_each(task);
         return;
@@ -83,6 +116,23 @@ pub(super) fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
     if let Some(payload) = panic {
         resume_unwind(payload);
     }
+}
+
+/// [`for_each_task`], collecting each task's result in task order.
+pub fn map_tasks<R: Send>(tasks: usize, task: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let results: Vec<Mutex<Option<R>>> = (0..tasks).map(|_| Mutex::new(None)).collect();
+    for_each_task(tasks, |i| {
+        let result = task(i);
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every task ran")
+        })
+        .collect()
 }
 
 /// Runs `f` on `0..len` cut into blocks of `width` (the last one shorter),
@@ -183,7 +233,7 @@ pub(super) fn for_rows<T: Send>(
         return;
     }
     let rows = out.len() / row_len;
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     let work = rows.saturating_mul(cost_per_row.max(1));
     // Captured here: rayon's workers do not see this thread's request.
     let deadline = deadline::kernel();

@@ -49,7 +49,7 @@ fn parts(plan: &LstmPlan) -> usize {
     if !kernel || batch * 4 * hidden * hidden < SHARED {
         return 1;
     }
-    rayon::current_num_threads().min(hidden / MIN_UNITS).max(1)
+    super::parallel::threads().min(hidden / MIN_UNITS).max(1)
 }
 
 /// Whether the parts' products run on the packed kernel: where its AVX-512

@@ -119,7 +119,7 @@ pub(super) fn product(
             }
         };
         let tasks = if threads {
-            rayon::current_num_threads()
+            super::parallel::threads()
         } else {
             1
         };

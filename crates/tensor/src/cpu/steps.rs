@@ -57,7 +57,7 @@ pub(super) fn for_each_step<E>(
     mut gate: impl FnMut(usize) -> Result<(), E>,
     work: impl Fn(usize, usize) + Sync,
 ) -> Result<(), E> {
-    let helpers = rayon::current_num_threads()
+    let helpers = super::parallel::threads()
         .saturating_sub(1)
         .min(parts.saturating_sub(1));
     if helpers == 0 || steps == 0 {

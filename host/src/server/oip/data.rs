@@ -8,8 +8,7 @@
 
 use std::fmt;
 
-use edgeserve_tensor::{DType, HostBuffer, Tensor};
-use rayon::prelude::*;
+use edgeserve_tensor::{DType, HostBuffer, Tensor, cpu};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -91,14 +90,14 @@ impl Source for &RawValue {
 struct Numbers<'a>(&'a [u8]);
 
 /// Bytes of a flat array from which its numbers are read in parts on
-/// rayon's threads: 14 000 numbers of 18 digits to 50 000 of three, a few
+/// the compute threads: 14 000 numbers of 18 digits to 50 000 of three, a few
 /// hundred microseconds on one thread, well above what waking the others
 /// costs.
 const PARALLEL_TEXT: usize = 1 << 18;
 
 impl Source for Numbers<'_> {
     fn collect<T: Leaf>(self, count: usize) -> Option<Vec<T>> {
-        let threads = rayon::current_num_threads();
+        let threads = cpu::threads();
         let Some(lists) = numbers::split_flat(self.0, threads, PARALLEL_TEXT) else {
             let mut out = Vec::with_capacity(capacity(count));
             numbers::each(self.0, push_within(&mut out, count))?;
@@ -106,13 +105,13 @@ impl Source for Numbers<'_> {
         };
         // A request's thread waits here while the pool reads: an image's
         // numbers are most of what its request costs before the model runs.
-        let parts: Vec<Vec<T>> = lists
-            .into_par_iter()
-            .map(|list| {
-                let mut part = Vec::with_capacity(capacity(count).min(list.len() / 2 + 1));
-                numbers::each_listed(list, push_within(&mut part, count)).map(|()| part)
-            })
-            .collect::<Option<_>>()?;
+        let parts: Vec<Vec<T>> = cpu::map_tasks(lists.len(), |i| {
+            let list = &lists[i];
+            let mut part = Vec::with_capacity(capacity(count).min(list.len() / 2 + 1));
+            numbers::each_listed(list, push_within(&mut part, count)).map(|()| part)
+        })
+        .into_iter()
+        .collect::<Option<_>>()?;
         (parts.iter().map(Vec::len).sum::<usize>() == count).then_some(())?;
         let mut parts = parts.into_iter();
         let mut out = parts.next().unwrap_or_default();

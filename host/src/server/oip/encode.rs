@@ -5,8 +5,7 @@ use std::io::Write as _;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use edgeserve_tensor::DType;
-use rayon::prelude::*;
+use edgeserve_tensor::{DType, cpu};
 use serde::Serialize;
 
 use super::OutputRequest;
@@ -169,7 +168,7 @@ enum Data<'a> {
 }
 
 /// Elements of an output from which its JSON is written in parts on
-/// rayon's threads: about half a megabyte of text. `linear` over HTTP, JSON
+/// the compute threads: about half a megabyte of text. `linear` over HTTP, JSON
 /// out, parts against one thread: 12 288 and 24 576 floats 1.03× and
 /// 1.12–1.14× the time (waking the threads costs more than they save),
 /// 36 864 and 65 536 0.97–0.99×, 196 608 0.70×.
@@ -218,19 +217,20 @@ impl<'a> Data<'a> {
 }
 
 /// Appends `items` as a JSON array, text for text what serde_json writes,
-/// in parts on rayon's threads when there are [`PARALLEL_ELEMENTS`]: one
+/// in parts on the compute threads when there are [`PARALLEL_ELEMENTS`]: one
 /// thread writing a large output (GPT-2's hidden states at batch 8, 196 608
 /// floats) took 5% of its request.
 fn write_array<T: Serialize + Sync>(body: &mut Vec<u8>, items: &[T]) {
-    let threads = rayon::current_num_threads();
+    let threads = cpu::threads();
     if items.len() < PARALLEL_ELEMENTS || threads < 2 {
         json(body, items);
         return;
     }
-    let parts: Vec<Vec<u8>> = items
-        .par_chunks(items.len().div_ceil(threads))
-        .map(|part| serde_json::to_vec(part).expect("elements always serialize"))
-        .collect();
+    let per_part = items.len().div_ceil(threads);
+    let parts = cpu::map_tasks(items.len().div_ceil(per_part), |i| {
+        let part = &items[i * per_part..items.len().min((i + 1) * per_part)];
+        serde_json::to_vec(part).expect("elements always serialize")
+    });
     body.push(b'[');
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
