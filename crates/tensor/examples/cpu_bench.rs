@@ -166,6 +166,27 @@ fn pointwise_with(
     (name, Box::new(run))
 }
 
+/// MobileNetV2's first layer: a 3×3 convolution of the `[n, 3, 224, 224]`
+/// image to 32 channels, stride 2, padded at the end, with a bias and
+/// ReLU6.
+fn stem(name: &'static str, n: usize) -> Case {
+    let (x, w, b) = (
+        tensor(&[n, 3, 224, 224]),
+        tensor(&[32, 3, 3, 3]).into_weight(),
+        tensor(&[32]),
+    );
+    let params = Conv2d {
+        padding_end: (1, 1),
+        clip: ClipBounds {
+            lo: Some(0.0),
+            hi: Some(6.0),
+        },
+        ..Conv2d::symmetric((2, 2), (0, 0), (1, 1), 1)
+    };
+    let run = move || drop(cpu().conv2d(&x, &w, Some(&b), params).expect(name));
+    (name, Box::new(run))
+}
+
 /// `op` over a tensor of `shape`.
 fn unary(name: &'static str, op: UnaryOp, shape: &[usize]) -> Case {
     case(name, &[shape], move |o, t| o.unary(op, &t[0]))
@@ -507,6 +528,8 @@ fn main() {
         pointwise("conv2d [8,384,14,14] 1x1x64 weight", 8, 384, 64, 14),
         pointwise("conv2d [8,144,56,56] 1x1x24 weight", 8, 144, 24, 56),
         // Its narrow early layers: fewer than 64 input or output channels.
+        stem("conv2d [1,3,224,224] 3x3x32 stride 2 weight bias relu6", 1),
+        stem("conv2d [8,3,224,224] 3x3x32 stride 2 weight bias relu6", 8),
         pointwise("conv2d [1,16,112,112] 1x1x96 weight", 1, 16, 96, 112),
         pointwise_with(
             "conv2d [1,16,112,112] 1x1x96 weight bias relu6",
