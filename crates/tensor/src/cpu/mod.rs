@@ -9,8 +9,8 @@
 //! the `gemm` crate (runtime-dispatched SIMD); the other kernels are plain
 //! loops over contiguous slices written so LLVM can vectorize them,
 //! recompiled for AVX-512 or AVX2 where the CPU has it (the same bits at
-//! every width, [`Simd`]), and split across rayon's pool when the work is
-//! large enough to pay for it. f16
+//! every width, [`Simd`]), and split over the calling thread and rayon's
+//! pool ([`use_threads`]) when the work is large enough to pay for it. f16
 //! inputs are widened to f32, computed, and narrowed back. Shape and dtype
 //! rules come from [`crate::shape`].
 //!

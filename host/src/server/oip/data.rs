@@ -103,8 +103,9 @@ impl Source for Numbers<'_> {
             numbers::each(self.0, push_within(&mut out, count))?;
             return (out.len() == count).then_some(out);
         };
-        // A request's thread waits here while the pool reads: an image's
-        // numbers are most of what its request costs before the model runs.
+        // The request's thread reads its share beside the pool's workers:
+        // an image's numbers are most of what its request costs before the
+        // model runs.
         let parts: Vec<Vec<T>> = cpu::map_tasks(lists.len(), |i| {
             let list = &lists[i];
             let mut part = Vec::with_capacity(capacity(count).min(list.len() / 2 + 1));
