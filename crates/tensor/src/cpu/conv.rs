@@ -43,33 +43,59 @@ fn valid_outputs(
 }
 
 /// Lays one image's group of channels out as the `[cg·kh·kw, oh·ow]` matrix
-/// whose product with the group's weights is the convolution.
-fn im2col(x: &[f32], cg: usize, s: &Conv2dPlan, p: &Conv2d, col: &mut [f32]) {
+/// whose product with the group's weights is the convolution; its rows
+/// split over the threads where `threads` (a batch-1 convolution's only
+/// matrix, which one thread would write alone while the others wait).
+fn im2col(x: &[f32], s: &Conv2dPlan, p: &Conv2d, col: &mut [f32], threads: bool) {
+    let plane = s.oh * s.ow;
+    if threads {
+        for_rows(
+            col,
+            plane,
+            plane,
+            #[inline(always)]
+            |first, rows| im2col_rows(x, s, p, first, rows),
+        );
+    } else {
+        im2col_rows(x, s, p, 0, col);
+    }
+}
+
+/// Rows `first..` of [`im2col`]'s matrix (row `ci·kh·kw + ky·kw + kx`).
+#[inline(always)]
+fn im2col_rows(x: &[f32], s: &Conv2dPlan, p: &Conv2d, first: usize, rows: &mut [f32]) {
     let (h, w, oh, ow) = (s.h, s.w, s.oh, s.ow);
-    let mut rows = col.chunks_exact_mut(oh * ow);
-    for ci in 0..cg {
+    for (i, row) in rows.chunks_exact_mut(oh * ow).enumerate() {
+        let r = first + i;
+        let (ci, ky, kx) = (r / (s.kh * s.kw), r / s.kw % s.kh, r % s.kw);
         let plane = &x[ci * h * w..(ci + 1) * h * w];
-        for ky in 0..s.kh {
-            let (y_lo, y_hi) = valid_outputs(h, oh, p.stride.0, p.padding.0, ky * p.dilation.0);
-            for kx in 0..s.kw {
-                let row = rows.next().expect("col sized for cg·kh·kw rows");
-                let (x_lo, x_hi) = valid_outputs(w, ow, p.stride.1, p.padding.1, kx * p.dilation.1);
-                row.fill(0.0);
-                if x_lo == x_hi {
-                    continue;
+        let (y_lo, y_hi) = valid_outputs(h, oh, p.stride.0, p.padding.0, ky * p.dilation.0);
+        let (x_lo, x_hi) = valid_outputs(w, ow, p.stride.1, p.padding.1, kx * p.dilation.1);
+        row.fill(0.0);
+        if x_lo == x_hi {
+            continue;
+        }
+        let ix0 = x_lo * p.stride.1 + kx * p.dilation.1 - p.padding.1;
+        let n = x_hi - x_lo;
+        for oy in y_lo..y_hi {
+            let iy = oy * p.stride.0 + ky * p.dilation.0 - p.padding.0;
+            let src = &plane[iy * w..(iy + 1) * w];
+            let dst = &mut row[oy * ow + x_lo..][..n];
+            if p.stride.1 == 1 {
+                dst.copy_from_slice(&src[ix0..ix0 + n]);
+            } else if p.stride.1 == 2 {
+                // In pairs, so the compiler sees the stride and gathers
+                // with shuffles; the last element's pair may end past the
+                // row.
+                let (last, head) = dst.split_last_mut().expect("x_lo < x_hi");
+                let pairs = src[ix0..ix0 + 2 * head.len()].chunks_exact(2);
+                for (d, pair) in head.iter_mut().zip(pairs) {
+                    *d = pair[0];
                 }
-                for oy in y_lo..y_hi {
-                    let iy = oy * p.stride.0 + ky * p.dilation.0 - p.padding.0;
-                    let src = &plane[iy * w..(iy + 1) * w];
-                    let dst = &mut row[oy * ow..(oy + 1) * ow];
-                    let ix0 = x_lo * p.stride.1 + kx * p.dilation.1 - p.padding.1;
-                    if p.stride.1 == 1 {
-                        dst[x_lo..x_hi].copy_from_slice(&src[ix0..ix0 + (x_hi - x_lo)]);
-                    } else {
-                        for (j, d) in dst[x_lo..x_hi].iter_mut().enumerate() {
-                            *d = src[ix0 + j * p.stride.1];
-                        }
-                    }
+                *last = src[ix0 + 2 * head.len()];
+            } else {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = src[ix0 + j * p.stride.1];
                 }
             }
         }
@@ -133,7 +159,7 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
             let rhs = if direct {
                 MatRef::rows(channels, plane)
             } else {
-                im2col(channels, cg, s, &p, col);
+                im2col(channels, s, &p, col, threads);
                 MatRef::rows(col, plane)
             };
             let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
