@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgeserve::app::Settings;
 use edgeserve::bundle::BundleSettings;
@@ -435,6 +435,21 @@ impl ServerProcess {
     /// The lines the server has logged so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("the log is not poisoned").clone()
+    }
+
+    /// The lines the server has logged once one of them is `wanted`, or
+    /// after `within` without one. A guest's output is logged as the
+    /// server reads it from the guest's stream, which may be after the
+    /// response that followed it went out.
+    pub fn log_once(&self, within: Duration, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log();
+            if log.iter().any(|line| wanted(line)) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The process id.

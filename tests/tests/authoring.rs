@@ -15,6 +15,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use common::{error_text, floats, ints, output, shared_cache, status_json};
 use edgeserve_e2e::{
@@ -408,7 +409,9 @@ async fn a_python_exception_is_a_500_naming_the_model_and_logged() {
     let text = error_text(&body);
     assert!(text.contains("raises-py"), "{text}");
     assert!(text.contains("ValueError: negative input"), "{text}");
-    let log = server.log().join("\n");
+    let log = server
+        .log_once(Duration::from_secs(10), |line| line.contains("Traceback"))
+        .join("\n");
     assert!(
         log.contains("raises-py") && log.contains("Traceback"),
         "no traceback in the log:\n{log}"
