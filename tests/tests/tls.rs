@@ -293,15 +293,9 @@ async fn sighup_swaps_the_certificate_without_a_restart() {
         .unwrap();
     assert!(status.success());
     // The reload is logged once done; then only the second CA verifies.
-    let deadline = std::time::Instant::now() + edgeserve_e2e::PROCESS_GUARD;
-    while !process
-        .log()
-        .iter()
-        .any(|l| l.contains("TLS certificates reloaded"))
-    {
-        assert!(std::time::Instant::now() < deadline, "no reload logged");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let reloaded = |l: &str| l.contains("TLS certificates reloaded");
+    let log = process.log_once(edgeserve_e2e::PROCESS_GUARD, reloaded);
+    assert!(log.iter().any(|l| reloaded(l)), "no reload logged");
     let (code, body) = curl(&url, Some(&second.path("ca.pem")), &[]);
     assert_eq!(code, 0, "{body}");
     let (code, _) = curl(&url, Some(&first.path("ca.pem")), &[]);
