@@ -71,16 +71,22 @@ fn im2col_rows(x: &[f32], s: &Conv2dPlan, p: &Conv2d, first: usize, rows: &mut [
         let plane = &x[ci * h * w..(ci + 1) * h * w];
         let (y_lo, y_hi) = valid_outputs(h, oh, p.stride.0, p.padding.0, ky * p.dilation.0);
         let (x_lo, x_hi) = valid_outputs(w, ow, p.stride.1, p.padding.1, kx * p.dilation.1);
-        row.fill(0.0);
         if x_lo == x_hi {
+            row.fill(0.0);
             continue;
         }
+        // Only what reads padding is zeroed; the rest is copied below.
+        row[..y_lo * ow].fill(0.0);
+        row[y_hi * ow..].fill(0.0);
         let ix0 = x_lo * p.stride.1 + kx * p.dilation.1 - p.padding.1;
         let n = x_hi - x_lo;
         for oy in y_lo..y_hi {
             let iy = oy * p.stride.0 + ky * p.dilation.0 - p.padding.0;
             let src = &plane[iy * w..(iy + 1) * w];
-            let dst = &mut row[oy * ow + x_lo..][..n];
+            let line = &mut row[oy * ow..(oy + 1) * ow];
+            line[..x_lo].fill(0.0);
+            line[x_hi..].fill(0.0);
+            let dst = &mut line[x_lo..x_hi];
             if p.stride.1 == 1 {
                 dst.copy_from_slice(&src[ix0..ix0 + n]);
             } else if p.stride.1 == 2 {
