@@ -45,6 +45,9 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Serve the web console at `/console/` (and redirect `/` there).
     pub console: bool,
+    /// Longest [`Running::shutdown`] waits for requests in flight and open
+    /// connections before it stops anyway.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 /// Why the server could not start.
@@ -88,6 +91,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     server: Server,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Running {
@@ -107,13 +111,25 @@ impl Running {
     }
 
     /// Stops taking connections, lets in-flight requests finish, and returns
-    /// when the server has stopped.
-    pub async fn shutdown(self) -> std::io::Result<()> {
+    /// when the server has stopped, or once [`Settings::shutdown_timeout`]
+    /// has passed: a client that keeps a connection or a stream open, or a
+    /// request that runs on, cannot hold the stop up for ever. What is still
+    /// open then is left to end with the runtime (the binary exits).
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.server.set_ready(false);
         let _ = self.shutdown.send(true);
-        self.task
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        match tokio::time::timeout(self.shutdown_timeout, &mut self.task).await {
+            Ok(stopped) => stopped.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(_) => {
+                self.task.abort();
+                tracing::warn!(
+                    in_flight = self.server.state().metrics.inflight.get(),
+                    "stopping with connections still open after the {:?} shutdown timeout",
+                    self.shutdown_timeout
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -240,5 +256,6 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
         shutdown,
         task,
         server,
+        shutdown_timeout: settings.shutdown_timeout,
     })
 }

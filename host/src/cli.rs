@@ -310,6 +310,12 @@ pub struct ServeArgs {
     /// Do not serve the web console (`/console/`, and `/` redirecting to it).
     #[arg(long, env = "EDGESERVE_NO_CONSOLE")]
     pub no_console: bool,
+    /// Longest wait, on SIGTERM, for requests in flight and open
+    /// connections before exiting anyway, in milliseconds; under
+    /// Kubernetes keep it and the preStop sleep within the pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "EDGESERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub shutdown_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -367,6 +373,7 @@ impl ServeArgs {
                     client_ca: self.tls_client_ca.clone(),
                 }),
             console: !self.no_console,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
     }
 }
@@ -442,6 +449,7 @@ mod tests {
             ("--memory-purge-ms", "EDGESERVE_MEMORY_PURGE_MS"),
             ("--cpu-simd", "EDGESERVE_CPU_SIMD"),
             ("--compute-threads", "EDGESERVE_COMPUTE_THREADS"),
+            ("--shutdown-timeout-ms", "EDGESERVE_SHUTDOWN_TIMEOUT_MS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -465,6 +473,7 @@ mod tests {
         assert!(settings.runtime.pooling);
         assert!(settings.bundles.sources.is_empty());
         assert!(settings.upstream.is_none());
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
     }
 
     #[test]

@@ -331,6 +331,7 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
         access: Default::default(),
         tls: None,
         console: true,
+        shutdown_timeout: std::time::Duration::from_secs(20),
     }
 }
 

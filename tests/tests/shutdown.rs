@@ -39,6 +39,31 @@ async fn in_flight_requests_finish_before_the_server_stops() {
     );
 }
 
+/// A request that runs past the shutdown timeout does not hold the stop
+/// up: shutdown returns while the request is still running.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_stops_at_its_timeout_with_a_request_still_running() {
+    let repo = edgeserve_e2e::model_repository(&["faulty"]);
+    std::fs::write(
+        repo.join("faulty/config.toml"),
+        "instances = 1\ntimeout_ms = 3000\n",
+    )
+    .unwrap();
+    let mut settings = common::settings(&repo);
+    settings.shutdown_timeout = Duration::from_millis(100);
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let server = TestServer::attach(running, repo);
+    let (base, client) = (server.base.clone(), server.client.clone());
+    // Spins until its 3 s deadline, thirty times the shutdown timeout.
+    let slow = common::spawn_faulty(&client, &base, 2);
+    common::wait_inflight(&client, &base, 1).await;
+    server.stop().await;
+    assert!(
+        !slow.is_finished(),
+        "shutdown waited for a request past its timeout"
+    );
+}
+
 /// The real binary, stopped the way Kubernetes stops a pod: SIGTERM while a
 /// slow request is running.
 #[tokio::test(flavor = "multi_thread")]

@@ -133,8 +133,9 @@ fn pod_template() -> PodTemplateSpec {
             enable_service_links: Some(false),
             // edgeserve stops on SIGTERM the way Kubernetes expects: readiness turns 503, the
             // listener closes, in-flight requests run to completion (each bounded by its
-            // model's queue_timeout_ms + timeout_ms). preStop's sleep first lets endpoints
-            // and ingresses drop the pod; 5 s + the drain fit well within 30 s.
+            // model's queue_timeout_ms + timeout_ms, the whole drain by the host's
+            // --shutdown-timeout-ms, 20 s). preStop's sleep first lets endpoints and
+            // ingresses drop the pod; 5 s + the drain fit within 30 s.
             termination_grace_period_seconds: Some(30),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),

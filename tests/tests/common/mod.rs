@@ -28,6 +28,15 @@ pub fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("compile-cache")
 }
 
+/// The HTTP client of a [`TestServer`]: a request that gets no answer
+/// within two minutes fails its test rather than stall the whole suite.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .expect("a reqwest client builds")
+}
+
 /// Settings for a test server over `repo`, with the [`shared_cache`].
 pub fn settings(repo: &ModelRepository) -> Settings {
     edgeserve_e2e::server_settings(repo, &shared_cache())
@@ -48,7 +57,7 @@ impl TestServer {
         TestServer {
             base: format!("http://{}", running.addr()),
             running: Some(running),
-            client: reqwest::Client::new(),
+            client: client(),
             repo,
         }
     }
@@ -58,7 +67,7 @@ impl TestServer {
         TestServer {
             base: format!("http://{}", running.addr()),
             running: Some(running),
-            client: reqwest::Client::new(),
+            client: client(),
             repo,
         }
     }
