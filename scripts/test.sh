@@ -44,6 +44,28 @@ fi
 # all-MiniLM-L6-v2's pretrained weights for the minilm test (a no-op once there).
 scripts/fetch-minilm.sh
 
+# A test binary still running after 20 minutes is hung (the slowest, the
+# plugin-authoring suite, takes a few minutes on a cold machine): print its
+# threads' stacks and kill it, so the run fails saying where instead of
+# running out CI's time.
+hang_limit_s="${EDGESERVE_TEST_HANG_S:-1200}"
+watch_for_hangs() {
+    while sleep 30; do
+        for pid in $(pgrep -f '/release/deps/[a-z_0-9]+-[0-9a-f]{16}( |$)' || true); do
+            age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
+            [ -n "$age" ] && [ "$age" -gt "$hang_limit_s" ] || continue
+            echo "=== hung for ${age} s, killed: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" >&2
+            if command -v gdb >/dev/null; then
+                timeout 60 gdb -p "$pid" -batch -ex 'thread apply all bt' 2>&1 | grep -E '^(Thread|#)' >&2 || true
+            fi
+            kill -9 "$pid" 2>/dev/null || true
+        done
+    done
+}
+watch_for_hangs &
+watcher=$!
+trap 'kill "$watcher" 2>/dev/null || true' EXIT
+
 cargo test --release --workspace "$@"
 # The plugins' own unit tests (the SDK, minilm's tokenizer, the ONNX
 # handler's graph analysis), natively: they form a workspace of their own.
