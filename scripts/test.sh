@@ -50,7 +50,9 @@ scripts/fetch-minilm.sh
 # running out CI's time.
 hang_limit_s="${EDGESERVE_TEST_HANG_S:-1200}"
 watch_for_hangs() {
-    while sleep 30; do
+    # The sleep holds no output open: a caller reading ours to its end
+    # would otherwise wait out the last one after this loop is killed.
+    while sleep 30 </dev/null >/dev/null 2>&1; do
         for pid in $(pgrep -f '/release/deps/[a-z_0-9]+-[0-9a-f]{16}( |$)' || true); do
             age=$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')
             [ -n "$age" ] && [ "$age" -gt "$hang_limit_s" ] || continue
