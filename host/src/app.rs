@@ -48,6 +48,9 @@ pub struct Settings {
     /// Longest [`Running::shutdown`] waits for requests in flight and open
     /// connections before it stops anyway.
     pub shutdown_timeout: std::time::Duration,
+    /// How long a connection may start no request before it is closed
+    /// (gracefully: a request it is still answering finishes first).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Why the server could not start.
@@ -220,9 +223,10 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     };
     let grpc_addr = grpc.as_ref().map(|(_, addr, _)| *addr);
     let (shutdown, stop) = watch::channel(false);
+    let idle = settings.idle_timeout;
     let grpc = grpc
         .map(|(listener, addr, router)| {
-            crate::server::grpc::serve(listener, router, tls.as_ref(), stop.clone())
+            crate::server::grpc::serve(listener, router, tls.as_ref(), idle, stop.clone())
                 .map_err(|source| StartError::Bind { addr, source })
         })
         .transpose()?;
@@ -234,7 +238,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
         server.router()
     };
     let router = auth::protect(router, access);
-    let http = crate::tls::serve(listener, router, tls.as_ref(), stop.clone())
+    let http = crate::tls::serve(listener, router, tls.as_ref(), idle, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {
         tls.watch(TLS_RELOAD_POLL, stop);

@@ -316,6 +316,12 @@ pub struct ServeArgs {
     /// terminationGracePeriodSeconds.
     #[arg(long, env = "EDGESERVE_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
+    /// Close a connection that starts no request for this long, in
+    /// milliseconds (it may take up to twice as long): a client that
+    /// connects and sends nothing, or half a request, gives its connection
+    /// back. A request still being answered finishes first.
+    #[arg(long, env = "EDGESERVE_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -374,6 +380,7 @@ impl ServeArgs {
                 }),
             console: !self.no_console,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
         }
     }
 }
@@ -450,6 +457,7 @@ mod tests {
             ("--cpu-simd", "EDGESERVE_CPU_SIMD"),
             ("--compute-threads", "EDGESERVE_COMPUTE_THREADS"),
             ("--shutdown-timeout-ms", "EDGESERVE_SHUTDOWN_TIMEOUT_MS"),
+            ("--idle-timeout-ms", "EDGESERVE_IDLE_TIMEOUT_MS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -474,6 +482,7 @@ mod tests {
         assert!(settings.bundles.sources.is_empty());
         assert!(settings.upstream.is_none());
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod devices;
 mod disk_cache;
 pub mod fuzz;
 pub mod import;
+pub mod listen;
 pub mod logging;
 pub mod malloc;
 pub mod metrics;

@@ -3,10 +3,8 @@
 //! without dropping a connection (a handshake takes whatever configuration
 //! is current; open connections keep theirs).
 
-use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -18,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tower::make::Shared;
 
+use crate::listen::Serving;
 use crate::server::auth::Protected;
 
 /// Where the server's certificate and key are.
@@ -259,30 +257,18 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// A server run to completion.
-pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
-
 /// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
-/// is set, until `stop` turns true, then lets requests in flight finish.
+/// is set, closing connections idle for `idle`, until `stop` turns true,
+/// then lets requests in flight finish.
 pub fn serve(
     tcp: TcpListener,
     router: Protected,
     tls: Option<&Tls>,
-    mut stop: watch::Receiver<bool>,
+    idle: Duration,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
-    let stopped = async move {
-        let _ = stop.wait_for(|&s| s).await;
-    };
     Ok(match tls {
-        None => Box::pin(
-            axum::serve(tcp, Shared::new(router))
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
-        Some(tls) => Box::pin(
-            axum::serve(TlsListener::new(tcp, tls.clone())?, Shared::new(router))
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
+        None => crate::listen::serve(tcp, router, idle, stop),
+        Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, idle, stop),
     })
 }

@@ -332,6 +332,7 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
         tls: None,
         console: true,
         shutdown_timeout: std::time::Duration::from_secs(20),
+        idle_timeout: std::time::Duration::from_secs(60),
     }
 }
 

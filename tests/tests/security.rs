@@ -1,6 +1,7 @@
 //! Safe to expose: API keys on inference, the admin key on management, the
-//! secure default off loopback, keys kept out of logs, and bundle fetches
-//! only from allowed hosts (redirects and link-local addresses included).
+//! secure default off loopback, keys kept out of logs, bundle fetches only
+//! from allowed hosts (redirects and link-local addresses included), and
+//! connections that send nothing, or half a request, closed.
 
 mod common;
 
@@ -378,4 +379,58 @@ async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authenticatio
         "openai api key: OK",
     )
     .await;
+}
+
+/// A client that connects and sends nothing, half an HTTP/1 request head,
+/// or HTTP/2's preface and half a frame gets its connection closed once it
+/// idles past the idle timeout, on the REST and the gRPC port alike, while
+/// a request that takes longer than that on another connection is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_send_nothing_or_half_a_request_are_closed() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let repo = model_repository(&["faulty"]);
+    // Room for action 7's second of work, three idle timeouts long.
+    std::fs::write(
+        repo.join("faulty/config.toml"),
+        "instances = 1\ntimeout_ms = 30000\n",
+    )
+    .unwrap();
+    let mut settings = common::settings(&repo);
+    settings.idle_timeout = Duration::from_millis(300);
+    settings.grpc_port = Some(0);
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let (rest, grpc) = (running.addr(), running.grpc_addr().unwrap());
+    let server = TestServer::attach(running, repo);
+    let slow = common::spawn_faulty(&server.client, &server.base, 7);
+
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let half_frame = [&preface[..], &[0, 0, 6, 4][..]].concat();
+    let head = b"POST /v2/models/faulty/infer HTTP/1.1\r\nHost: edgeserve\r\n";
+    for (what, addr, sent) in [
+        ("nothing", rest, &b""[..]),
+        ("half a head", rest, &head[..]),
+        ("half an HTTP/2 frame", rest, &half_frame[..]),
+        ("nothing to gRPC", grpc, &b""[..]),
+        ("half a frame to gRPC", grpc, &half_frame[..]),
+    ] {
+        let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connection.write_all(sent).await.unwrap();
+        let mut answered = Vec::new();
+        // The server's HTTP/2 settings may come first; then the close.
+        let closed = tokio::time::timeout(
+            Duration::from_secs(60),
+            connection.read_to_end(&mut answered),
+        )
+        .await;
+        assert!(closed.is_ok(), "a connection sent {what} was kept open");
+    }
+    let (status, body) = status_json(slow.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (status, &body["outputs"][0]["data"]),
+        (200, &json!([7])),
+        "{body}"
+    );
+    server.stop().await;
 }

@@ -33,7 +33,6 @@ use axum::middleware;
 use axum::response::Response;
 use tonic::service::Routes;
 use tonic::{Code, Status};
-use tower::make::Shared;
 
 use self::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::auth::{self, AccessPolicy};
@@ -100,30 +99,26 @@ fn denied_status(denied: auth::Denied) -> Response {
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
-/// in flight finish. With `tls`, over the same TLS as REST (certificates,
-/// reloads and client-certificate rule); in plain text, sets TCP_NODELAY
-/// on each connection, as tonic's own server does (HTTP/2 writes a
-/// response as several small frames; the TLS listener sets it too).
+/// in flight finish, closing connections idle for `idle`. With `tls`, over
+/// the same TLS as REST (certificates, reloads and client-certificate
+/// rule); in plain text, sets TCP_NODELAY on each connection, as tonic's
+/// own server does (HTTP/2 writes a response as several small frames; the
+/// TLS listener sets it too).
 pub fn serve(
     listener: tokio::net::TcpListener,
     router: auth::Protected,
     tls: Option<&crate::tls::Tls>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<crate::tls::Serving> {
+    idle: std::time::Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<crate::listen::Serving> {
     use axum::serve::ListenerExt;
     if tls.is_some() {
-        return crate::tls::serve(listener, router, tls, stop);
+        return crate::tls::serve(listener, router, tls, idle, stop);
     }
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on a gRPC connection: {e}");
         }
     });
-    Ok(Box::pin(async move {
-        axum::serve(listener, Shared::new(router))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|&stop| stop).await;
-            })
-            .await
-    }))
+    Ok(crate::listen::serve(listener, router, idle, stop))
 }

@@ -1,0 +1,170 @@
+//! Serving a router on a listener: a task per connection, HTTP/1.1 or
+//! HTTP/2 as the client speaks, idle connections closed, and a graceful stop.
+//!
+//! `axum::serve` does all of this but the idle close: a client that opens a
+//! connection and sends nothing, or half a request head, held it (a task and
+//! a descriptor) for as long as it liked, so a few thousand such clients
+//! could use up the server's descriptors. hyper's own header timeout covers
+//! only HTTP/1 heads, not a connection still deciding which protocol it
+//! speaks nor an idle HTTP/2 one, hence a timer of our own per connection.
+
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
+
+/// A server run to completion.
+pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// Serves `service` on `listener` until `stop` turns true, then lets the
+/// requests in flight finish. A connection that starts no request for
+/// between `idle` and twice that is closed the graceful way: a request it
+/// is still answering (a long generation, a stream) runs to its end first.
+pub fn serve<L, S>(
+    mut listener: L,
+    service: S,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Serving
+where
+    L: Listener,
+    L::Addr: Debug,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    Box::pin(async move {
+        // Connections hold a receiver each; the stop waits for them all.
+        let (open, all_closed) = watch::channel(());
+        loop {
+            let (io, peer) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stop.wait_for(|&s| s) => break,
+            };
+            tracing::trace!(?peer, "connection accepted");
+            let connection = Connection {
+                service: Counted {
+                    inner: service.clone(),
+                    started: Arc::default(),
+                },
+                idle,
+            };
+            tokio::spawn(connection.run(io, stop.clone(), all_closed.clone()));
+        }
+        drop((listener, all_closed));
+        open.closed().await;
+        Ok(())
+    })
+}
+
+/// One accepted connection's service and idle limit.
+struct Connection<S> {
+    service: Counted<S>,
+    idle: Duration,
+}
+
+impl<S> Connection<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    /// Serves `io` until the client closes it, it idles out, or the server
+    /// stops; `_open` tells [`serve`]'s stop when this connection is done.
+    async fn run<I>(self, io: I, mut stop: watch::Receiver<bool>, _open: watch::Receiver<()>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let started = Arc::clone(&self.service.started);
+        let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            self.service,
+            |request: hyper::Request<Incoming>| request.map(Body::new),
+        ));
+        let mut builder = Builder::new(TokioExecutor::new());
+        // Half a request head is no request started, yet hyper's HTTP/1
+        // does not end a connection mid-head on a graceful shutdown: its
+        // own head timer closes it instead (and an idle keep-alive one).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.idle);
+        // An HTTP/2 connection's graceful close waits for the client to
+        // answer a ping; one that never does (or sends half a frame) is
+        // closed when an idle connection's keep-alive ping goes unanswered.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.idle)
+            .keep_alive_timeout(PING_TIMEOUT.min(self.idle));
+        let mut connection =
+            pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service));
+        let mut ticks = tokio::time::interval(self.idle);
+        // A tick put off (a busy runtime) must not come twice in a row and
+        // find a busy connection idle in between.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut seen = 0;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::trace!("connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|&s| s), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = ticks.tick(), if !closing => {
+                    let now = started.load(Ordering::Relaxed);
+                    if now == seen {
+                        tracing::debug!(idle = ?self.idle, "closing an idle connection");
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    seen = now;
+                }
+            }
+        }
+    }
+}
+
+/// Longest an HTTP/2 client has to answer a keep-alive ping (a shorter
+/// idle time is the limit instead).
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection's service, counting the requests it starts.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    started: Arc<AtomicU64>,
+}
+
+impl<S: tower::Service<Request>> tower::Service<Request> for Counted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.inner.call(request)
+    }
+}
