@@ -154,6 +154,19 @@ pub fn model_repository(models: &[&str]) -> ModelRepository {
     ModelRepository { dir }
 }
 
+/// A repository of the faulty plugin alone (`tests/models/faulty`), with
+/// `config` as its `config.toml`: how long its calls may run, how many
+/// instances it has, whether it batches.
+///
+/// # Panics
+/// As [`model_repository`].
+pub fn faulty_repository(config: &str) -> ModelRepository {
+    let repo = model_repository(&["faulty"]);
+    std::fs::write(repo.join("faulty").join("config.toml"), config)
+        .expect("writing the faulty model's config");
+    repo
+}
+
 /// Adds model `model` to the repository at `repo`, as
 /// [`model_repository`] does for each of its models (e.g. to drop a model
 /// into a repository a server is already serving).

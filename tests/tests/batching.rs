@@ -344,12 +344,7 @@ async fn a_request_the_handler_refuses_fails_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batching_model_must_have_a_free_axis_0() {
-    let repo = model_repository(&["faulty"]);
-    std::fs::write(
-        repo.join("faulty/config.toml"),
-        "[batching]\nmax_batch_size = 4\n",
-    )
-    .unwrap();
+    let repo = edgeserve_e2e::faulty_repository("[batching]\nmax_batch_size = 4\n");
     let server = serve(repo).await;
     let (status, body) = server
         .post(common::FAULTY, &common::faulty_request(0))

@@ -159,14 +159,11 @@ async fn the_edge_serves_its_own_models_and_forwards_the_rest() {
 async fn a_busy_model_offloads_past_its_queue_deadline_by_policy() {
     let dc_repo = model_repository(&["faulty"]);
     let dc = common::spawn_binary(&dc_repo);
-    let repo = model_repository(&["faulty"]);
     // One instance, no queueing: a spinning request holds it until its
     // deadline.
-    std::fs::write(
-        repo.join("faulty/config.toml"),
+    let repo = edgeserve_e2e::faulty_repository(
         "instances = 1\ntimeout_ms = 1000\nqueue_timeout_ms = 0\noffload_on_queue_timeout = true\n",
-    )
-    .unwrap();
+    );
     let mut settings = common::settings(&repo);
     settings.upstream = Some(upstream(&dc.base));
     let edge = TestServer::attach(edgeserve::app::start(settings).await.unwrap(), repo);

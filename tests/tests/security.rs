@@ -390,13 +390,8 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let repo = model_repository(&["faulty"]);
     // Room for action 7's second of work, three idle timeouts long.
-    std::fs::write(
-        repo.join("faulty/config.toml"),
-        "instances = 1\ntimeout_ms = 30000\n",
-    )
-    .unwrap();
+    let repo = edgeserve_e2e::faulty_repository("instances = 1\ntimeout_ms = 30000\n");
     let mut settings = common::settings(&repo);
     settings.idle_timeout = Duration::from_millis(300);
     settings.grpc_port = Some(0);

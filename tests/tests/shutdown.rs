@@ -43,7 +43,7 @@ async fn in_flight_requests_finish_before_the_server_stops() {
 /// up: shutdown returns while the request is still running.
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_stops_at_its_timeout_with_a_request_still_running() {
-    let repo = faulty_repository(3000);
+    let repo = edgeserve_e2e::faulty_repository("instances = 1\ntimeout_ms = 3000\n");
     let mut settings = common::settings(&repo);
     settings.shutdown_timeout = Duration::from_millis(100);
     let running = edgeserve::app::start(settings).await.unwrap();
@@ -64,7 +64,7 @@ async fn shutdown_stops_at_its_timeout_with_a_request_still_running() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     // Room for action 7's one second of work.
-    let repo = faulty_repository(30_000);
+    let repo = edgeserve_e2e::faulty_repository("instances = 1\ntimeout_ms = 30000\n");
     let mut server = common::spawn_binary(&repo);
     let base = server.base.clone();
     let client = reqwest::Client::new();
@@ -100,18 +100,6 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let status = tokio::task::block_in_place(|| server.wait())
         .expect("edgeserve exits after draining, within the guard time");
     assert!(status.success(), "edgeserve exited with {status}");
-}
-
-/// A repository of the faulty model alone, on one instance whose calls may
-/// run `timeout_ms`.
-fn faulty_repository(timeout_ms: u64) -> edgeserve_e2e::ModelRepository {
-    let repo = edgeserve_e2e::model_repository(&["faulty"]);
-    std::fs::write(
-        repo.join("faulty/config.toml"),
-        format!("instances = 1\ntimeout_ms = {timeout_ms}\n"),
-    )
-    .unwrap();
-    repo
 }
 
 /// The answer to the in-flight request `slow`: (status, JSON body).
