@@ -47,8 +47,8 @@ where
     S::Future: Send,
 {
     Box::pin(async move {
-        // Connections hold a receiver each; the stop waits for them all.
-        let (open, all_closed) = watch::channel(());
+        // Each connection holds a receiver; the stop waits for them all.
+        let (connections, alive) = watch::channel(());
         loop {
             let (io, peer) = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -62,10 +62,10 @@ where
                 },
                 idle,
             };
-            tokio::spawn(connection.run(io, stop.clone(), all_closed.clone()));
+            tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
         }
-        drop((listener, all_closed));
-        open.closed().await;
+        drop((listener, alive));
+        connections.closed().await;
         Ok(())
     })
 }
@@ -82,8 +82,8 @@ where
     S::Future: Send,
 {
     /// Serves `io` until the client closes it, it idles out, or the server
-    /// stops; `_open` tells [`serve`]'s stop when this connection is done.
-    async fn run<I>(self, io: I, mut stop: watch::Receiver<bool>, _open: watch::Receiver<()>)
+    /// stops; dropping `_alive` tells [`serve`]'s stop this one is done.
+    async fn run<I>(self, io: I, mut stop: watch::Receiver<bool>, _alive: watch::Receiver<()>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
