@@ -34,6 +34,8 @@ pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 /// requests in flight finish. A connection that starts no request for
 /// between `idle` and twice that is closed the graceful way: a request it
 /// is still answering (a long generation, a stream) runs to its end first.
+/// An `idle` under a millisecond counts as one (a zero-length timer period
+/// would panic).
 pub fn serve<L, S>(
     mut listener: L,
     service: S,
@@ -46,6 +48,7 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
+    let idle = idle.max(Duration::from_millis(1));
     Box::pin(async move {
         // Each connection holds a receiver; the stop waits for them all.
         let (connections, alive) = watch::channel(());
