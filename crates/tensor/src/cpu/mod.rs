@@ -54,6 +54,7 @@ mod matmul;
 mod packed;
 mod panels;
 mod parallel;
+mod placement;
 mod recurrent;
 mod reduce;
 mod select;

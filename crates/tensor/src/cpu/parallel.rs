@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use super::placement;
 use crate::deadline;
 
 /// A pointer into an output shared by tasks that write disjoint elements of
@@ -43,12 +44,16 @@ static THREADS: AtomicUsize = AtomicUsize::new(0);
 /// ([`for_each_task`]), so a pool with a worker per core leaves one more
 /// thread than cores: on two cores the idle worker's spinning took a tenth
 /// of MobileNetV2's CPU time at batch 1, in 15 times as many context
-/// switches (bench/RESULTS.md, "Session 47"). Unset, kernels split over the
-/// pool's size and the caller runs beside it.
+/// switches (bench/RESULTS.md, "Session 47"). While one operation at a
+/// time is split, the workers this builds keep off its caller's core
+/// (`placement`). Unset, kernels split over the pool's size and the caller
+/// runs beside it.
 pub fn use_threads(threads: std::num::NonZeroUsize) -> Result<(), rayon::ThreadPoolBuildError> {
+    placement::remember_cpus();
     rayon::ThreadPoolBuilder::new()
         .num_threads((threads.get() - 1).max(1))
         .thread_name(|i| format!("edgeserve-cpu-{i}"))
+        .start_handler(|_| placement::register_worker())
         .build_global()?;
     THREADS.store(threads.get(), Ordering::Relaxed);
     Ok(())
@@ -94,6 +99,7 @@ pub fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
     // unwinds) only after every claimed index has finished, so no call
     // outlives the borrow; later claims find nothing and touch no task.
     let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(task) };
+    let _splitting = placement::split_here();
     let shared = Arc::new(Shared {
         task,
         tasks,
