@@ -51,11 +51,11 @@ import reference  # noqa: E402  (loads the model exactly as the test reference d
 from sentences import SENTENCES  # noqa: E402,F401  (models.py reads it from here too)
 
 
-def start_server(threads):
+def start_server(binary, threads):
     """edgeserve over a temporary repository holding minilm; returns (server, dir)."""
     repo = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-"))
     harness.model_folder("minilm", repo / "minilm")
-    return harness.Server(harness.find_binary(), repo, ["minilm"], threads, timeout=120), repo
+    return harness.Server(binary, repo, ["minilm"], threads, timeout=120), repo
 
 
 def embed(client, sentences):
@@ -126,6 +126,12 @@ def cosine(a, b):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running edgeserve serving minilm (default: start one)")
+    parser.add_argument(
+        "--binary",
+        type=pathlib.Path,
+        help="the edgeserve to start (default: the release build under $CARGO_TARGET_DIR or target/); "
+        "alternate two builds run by run to compare them, as a server's start can matter",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="compute threads for both (default: all cores)")
     parser.add_argument("--requests", type=int, default=50, help="timed requests at batch 1 (batch 32 gets a fifth)")
     parser.add_argument("--batch32-requests", type=int, help="timed requests at batch 32 (default: a fifth of --requests)")
@@ -140,7 +146,7 @@ def main():
     export_dir = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-minilm-onnx-"))
     url = args.url
     if url is None:
-        server, repo = start_server(args.threads)
+        server, repo = start_server(args.binary or harness.find_binary(), args.threads)
         url = server.url
     try:
         client = harness.Client(url)
