@@ -195,7 +195,7 @@ fn repository() -> PathBuf {
 
 /// POST `body` to `model`'s infer route → (status, JSON body).
 async fn infer(server: &ServerProcess, model: &str, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = common::client()
         .post(format!("{}/v2/models/{model}/infer", server.base))
         .json(body)
         .send()

@@ -260,7 +260,7 @@ async fn bad_requests_get_precise_errors_and_the_server_keeps_serving() {
     );
     let chunks =
         futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![b' '; MAX_BODY / 2])));
-    let response = reqwest::Client::new()
+    let response = common::client()
         .post(format!("{}{infer}", server.base))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()

@@ -183,7 +183,7 @@ async fn keys_never_reach_the_log_or_the_help() {
             "admin-key-89ab".as_ref(),
         ],
     );
-    let client = reqwest::Client::new();
+    let client = common::client();
     let infer = format!("{}{INFER}", process.base);
     // Each key with the status it gets; none, not even a guess, is logged.
     let keys = [

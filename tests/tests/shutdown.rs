@@ -29,7 +29,7 @@ async fn in_flight_requests_finish_before_the_server_stops() {
         "shutdown returned before the request finished"
     );
     // And nothing new is accepted.
-    let refused = reqwest::Client::new()
+    let refused = common::client()
         .get(format!("{base}/v2/health/live"))
         .send()
         .await;
@@ -67,7 +67,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let repo = edgeserve_e2e::faulty_repository("instances = 1\ntimeout_ms = 30000\n");
     let mut server = common::spawn_binary(&repo);
     let base = server.base.clone();
-    let client = reqwest::Client::new();
+    let client = common::client();
     let (status, _) = get(&base, "/v2/health/ready").await.expect("it serves");
     assert_eq!(status, 200);
     let slow = common::spawn_faulty(&client, &base, 7);

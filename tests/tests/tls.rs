@@ -188,7 +188,7 @@ async fn https_is_verified_by_real_clients_and_plain_http_gets_nothing() {
         .unwrap();
     assert_eq!(response.status(), 200);
     // Plain HTTP on the TLS port: no HTTP answer, and the server keeps serving.
-    let plain = reqwest::Client::new()
+    let plain = common::client()
         .post(format!("http://127.0.0.1:{port}/v2/models/linear/infer"))
         .json(&linear_request())
         .send()
@@ -338,7 +338,7 @@ async fn offload_to_an_https_upstream_verifies_it_against_upstream_ca() {
         edgeserve_e2e::ServerProcess::spawn(args)
     };
     let send = |edge: &edgeserve_e2e::ServerProcess| {
-        reqwest::Client::new()
+        common::client()
             .post(format!("{}/v2/models/linear/infer", edge.base))
             .json(&linear_request())
             .send()
