@@ -49,7 +49,8 @@ pub struct Settings {
     /// connections before it stops anyway.
     pub shutdown_timeout: std::time::Duration,
     /// How long a connection may start no request before it is closed
-    /// (gracefully: a request it is still answering finishes first).
+    /// (gracefully: a request it is still answering finishes first), and
+    /// a request body may pause before it is refused.
     pub idle_timeout: std::time::Duration,
 }
 
@@ -216,7 +217,12 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
             let bind_error = |source| StartError::Bind { addr, source };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let bound = listener.local_addr().map_err(bind_error)?;
-            let router = crate::server::grpc::router(server.state().clone(), access.clone()).await;
+            let router = crate::server::grpc::router(
+                server.state().clone(),
+                access.clone(),
+                settings.idle_timeout,
+            )
+            .await;
             Some((listener, bound, router))
         }
         None => None,
@@ -237,7 +243,12 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     } else {
         server.router()
     };
-    let router = auth::protect(router, access);
+    // A request body that stops arriving holds its connection: no new
+    // request starts on it, so the idle close waits for this one.
+    let router = auth::protect(
+        router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle)),
+        access,
+    );
     let http = crate::tls::serve(listener, router, tls.as_ref(), idle, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {

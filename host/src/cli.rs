@@ -319,7 +319,8 @@ pub struct ServeArgs {
     /// Close a connection that starts no request for this long, in
     /// milliseconds (it may take up to twice as long): a client that
     /// connects and sends nothing, or half a request, gives its connection
-    /// back. A request still being answered finishes first.
+    /// back. A request still being answered finishes first; one whose body
+    /// stops arriving for this long is refused (408, DEADLINE_EXCEEDED).
     #[arg(long, env = "EDGESERVE_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 }

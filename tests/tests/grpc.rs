@@ -249,6 +249,64 @@ async fn a_call_in_flight_finishes_when_the_server_stops() {
     );
 }
 
+/// A call whose request stops arriving mid-message holds its connection,
+/// since no new call starts on it: past the idle timeout without a byte it
+/// ends with DEADLINE_EXCEEDED. A `ModelStreamInfer` stream, whose client
+/// may send its next request whenever it likes, is not cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_ends_but_an_open_stream_may_pause() {
+    use futures::StreamExt;
+
+    let idle = Duration::from_millis(300);
+    let (server, addr) = start_with(&["faulty"], |s| s.idle_timeout = idle).await;
+    // A gRPC frame's header promising 100 bytes, ten of them, then nothing.
+    let mut partial = vec![0u8];
+    partial.extend_from_slice(&100u32.to_be_bytes());
+    partial.extend_from_slice(&[0; 10]);
+    let body =
+        futures::stream::iter([Ok::<_, std::io::Error>(partial)]).chain(futures::stream::pending());
+    let stalled = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(format!(
+            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("an answer before the client's 60 s");
+    let status = tonic::Status::from_header_map(stalled.headers()).expect("a gRPC status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("stopped arriving"), "{status:?}");
+
+    // A stream quiet for several idle timeouts, then a request: answered.
+    let (send, requests) = futures::channel::mpsc::unbounded();
+    let mut responses = client(addr)
+        .await
+        .model_stream_infer(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(idle * 4).await;
+    send.unbounded_send(faulty(0)).unwrap();
+    let answer = responses.message().await.unwrap().expect("an answer");
+    assert_eq!(answer.error_message, "");
+    assert_eq!(
+        answer.infer_response.unwrap().raw_output_contents[0].as_slice(),
+        0i32.to_le_bytes()
+    );
+    drop(send);
+    assert!(
+        responses.message().await.unwrap().is_none(),
+        "the stream ends"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_guard_grpc_as_they_guard_rest() {
     let (server, addr) = start_with(&["faulty"], |settings| {

@@ -1,7 +1,7 @@
 //! Safe to expose: API keys on inference, the admin key on management, the
 //! secure default off loopback, keys kept out of logs, bundle fetches only
 //! from allowed hosts (redirects and link-local addresses included), and
-//! connections that send nothing, or half a request, closed.
+//! connections that send nothing, half a request or a stalled body, closed.
 
 mod common;
 
@@ -421,6 +421,24 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
         .await;
         assert!(closed.is_ok(), "a connection sent {what} was kept open");
     }
+    // A request whose body stops arriving: 408, and the connection closed.
+    let mut connection = tokio::net::TcpStream::connect(rest).await.unwrap();
+    let stalled = "POST /v2/models/faulty/infer HTTP/1.1\r\nHost: edgeserve\r\n\
+                   Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"inputs\":";
+    connection.write_all(stalled.as_bytes()).await.unwrap();
+    let mut answered = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        connection.read_to_end(&mut answered),
+    )
+    .await
+    .expect("a connection whose body stalled was kept open")
+    .unwrap();
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(
+        answered.starts_with("HTTP/1.1 408") && answered.contains("stopped arriving"),
+        "{answered}"
+    );
     let (status, body) = status_json(slow.await.unwrap().unwrap()).await;
     assert_eq!(
         (status, &body["outputs"][0]["data"]),

@@ -11,6 +11,21 @@ use super::oip::json_len;
 /// 413, so an ordinary client sees the answer instead of a broken pipe.
 const DRAIN_CAP: usize = 16 << 20;
 
+/// The error for a body that could not be read: 408 where it stopped
+/// arriving (the router's `RequestBodyTimeoutLayer`), else 400.
+fn unreadable(error: axum::Error) -> ApiError {
+    let error = error.into_inner();
+    if error.is::<tower_http::timeout::TimeoutError>() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving: none of it came for the idle timeout \
+             (--idle-timeout-ms)",
+        )
+    } else {
+        ApiError::bad_request(format!("cannot read the request body: {error}"))
+    }
+}
+
 /// Where a body is joined from several frames, the binary extension's data
 /// starts at an address that is a multiple of this: every tensor type's
 /// alignment, and a cache line, so the decoder shares it instead of
@@ -46,8 +61,7 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     let mut buffer: Option<Joined> = None;
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let frame = frame.map_err(unreadable)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

@@ -27,20 +27,31 @@ pub mod proto {
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
+use http_body_util::BodyExt;
 use tonic::service::Routes;
 use tonic::{Code, Status};
+use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use self::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::auth::{self, AccessPolicy};
 use super::state::AppState;
 
 /// Every gRPC service over `app`, behind `access`: messages up to the
-/// server's body limit in both directions, larger ones RESOURCE_EXHAUSTED.
-pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> auth::Protected {
+/// server's body limit in both directions, larger ones RESOURCE_EXHAUSTED;
+/// a call's request that stops arriving for `idle` (but an open-ended
+/// stream's) DEADLINE_EXCEEDED.
+pub async fn router(
+    app: Arc<AppState>,
+    access: Arc<AccessPolicy>,
+    idle: Duration,
+) -> auth::Protected {
     let limit = app.max_body;
     let inference = GrpcInferenceServiceServer::new(service::Inference::new(app))
         .max_decoding_message_size(limit)
@@ -64,8 +75,43 @@ pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> auth::Prot
     }
     let router = routes
         .into_axum_router()
-        .layer(middleware::map_response_with_state(limit, too_large));
+        .layer(middleware::map_response_with_state(limit, too_large))
+        .layer(middleware::map_request_with_state(
+            idle,
+            stalled_requests_time_out,
+        ));
     auth::protect_with(router, access, denied_status)
+}
+
+/// The streams whose client may pause between messages as long as it
+/// likes (HTTP/2 pings still find a peer that has gone): Triton's
+/// decoupled inference and server reflection.
+const OPEN_ENDED: [&str; 3] = [
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// A request body that stops arriving holds its connection (no new call
+/// starts on it, so the idle close waits for this one): past `idle`
+/// without a frame, reading it fails with a status tonic answers as is.
+async fn stalled_requests_time_out(State(idle): State<Duration>, request: Request) -> Request {
+    if OPEN_ENDED.contains(&request.uri().path()) {
+        return request;
+    }
+    request.map(|body| {
+        Body::new(TimeoutBody::new(idle, body).map_err(|error| {
+            if error.is::<TimeoutError>() {
+                Status::deadline_exceeded(
+                    "the request stopped arriving: none of it came for the idle timeout \
+                     (--idle-timeout-ms)",
+                )
+                .into()
+            } else {
+                error
+            }
+        }))
+    })
 }
 
 /// tonic refuses a message over the limit with OUT_OF_RANGE before any
