@@ -217,12 +217,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
             let bind_error = |source| StartError::Bind { addr, source };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let bound = listener.local_addr().map_err(bind_error)?;
-            let router = crate::server::grpc::router(
-                server.state().clone(),
-                access.clone(),
-                settings.idle_timeout,
-            )
-            .await;
+            let router = crate::server::grpc::router(server.state().clone(), access.clone()).await;
             Some((listener, bound, router))
         }
         None => None,
@@ -243,13 +238,13 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     } else {
         server.router()
     };
-    // A request body that stops arriving holds its connection: no new
-    // request starts on it, so the idle close waits for this one.
-    let router = auth::protect(
-        router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle)),
-        access,
-    );
-    let http = crate::tls::serve(listener, router, tls.as_ref(), idle, stop.clone())
+    let router = auth::protect(router, access);
+    let quiet = crate::listen::Quiet {
+        idle,
+        open_ended: &[],
+        stalled: |idle| crate::listen::Stalled(idle).into(),
+    };
+    let http = crate::tls::serve(listener, router, tls.as_ref(), quiet, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {
         tls.watch(TLS_RELOAD_POLL, stop);

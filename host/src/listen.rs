@@ -7,6 +7,8 @@
 //! could use up the server's descriptors. hyper's own header timeout covers
 //! only HTTP/1 heads, not a connection still deciding which protocol it
 //! speaks nor an idle HTTP/2 one, hence a timer of our own per connection.
+//! A request whose body stops arriving is no new request either, so each
+//! body gets the same idle limit ([`Quiet`]).
 
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -30,16 +32,40 @@ use tokio::sync::watch;
 /// A server run to completion.
 pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
+/// How long a connection, and a request body on it, may go quiet.
+#[derive(Clone, Copy, Debug)]
+pub struct Quiet {
+    /// A connection that starts no request for between this and twice
+    /// this is closed; a request body with no part ready for this long
+    /// fails with `stalled`'s error. Under a millisecond counts as one (a
+    /// zero-length timer period would panic).
+    pub idle: Duration,
+    /// Request paths whose bodies may pause as long as they like: streams
+    /// whose client sends its next message whenever it has one (HTTP/2
+    /// pings still find a client that has gone).
+    pub open_ended: &'static [&'static str],
+    /// The error a stalled body's reader gets, in its protocol's terms.
+    pub stalled: fn(Duration) -> axum::BoxError,
+}
+
+/// A request body that stopped arriving: none of it came for the idle time.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the request body stopped arriving: none of it came for {} ms (--idle-timeout-ms)",
+    .0.as_millis()
+)]
+pub struct Stalled(pub Duration);
+
 /// Serves `service` on `listener` until `stop` turns true, then lets the
 /// requests in flight finish. A connection that starts no request for
-/// between `idle` and twice that is closed the graceful way: a request it
-/// is still answering (a long generation, a stream) runs to its end first.
-/// An `idle` under a millisecond counts as one (a zero-length timer period
-/// would panic).
+/// between `quiet.idle` and twice that is closed the graceful way: a
+/// request it is still answering (a long generation, a stream) runs to its
+/// end first. A request body that stops arriving for `quiet.idle` (but an
+/// open-ended one) fails, so its request ends.
 pub fn serve<L, S>(
     mut listener: L,
     service: S,
-    idle: Duration,
+    quiet: Quiet,
     mut stop: watch::Receiver<bool>,
 ) -> Serving
 where
@@ -48,7 +74,10 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
-    let idle = idle.max(Duration::from_millis(1));
+    let quiet = Quiet {
+        idle: quiet.idle.max(Duration::from_millis(1)),
+        ..quiet
+    };
     Box::pin(async move {
         // Each connection holds a receiver; the stop waits for them all.
         let (connections, alive) = watch::channel(());
@@ -63,7 +92,7 @@ where
                     inner: service.clone(),
                     started: Arc::default(),
                 },
-                idle,
+                quiet,
             };
             tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
         }
@@ -73,10 +102,10 @@ where
     })
 }
 
-/// One accepted connection's service and idle limit.
+/// One accepted connection's service and limits.
 struct Connection<S> {
     service: Counted<S>,
-    idle: Duration,
+    quiet: Quiet,
 }
 
 impl<S> Connection<S>
@@ -91,9 +120,17 @@ where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let started = Arc::clone(&self.service.started);
+        let quiet = self.quiet;
+        let idle = quiet.idle;
         let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
             self.service,
-            |request: hyper::Request<Incoming>| request.map(Body::new),
+            move |request: hyper::Request<Incoming>| {
+                if quiet.open_ended.contains(&request.uri().path()) {
+                    request.map(Body::new)
+                } else {
+                    request.map(|body| Body::new(Patient::new(body, quiet)))
+                }
+            },
         ));
         let mut builder = Builder::new(TokioExecutor::new());
         // Half a request head is no request started, yet hyper's HTTP/1
@@ -102,18 +139,18 @@ where
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.idle);
+            .header_read_timeout(idle);
         // An HTTP/2 connection's graceful close waits for the client to
         // answer a ping; one that never does (or sends half a frame) is
         // closed when an idle connection's keep-alive ping goes unanswered.
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(self.idle)
-            .keep_alive_timeout(PING_TIMEOUT.min(self.idle));
+            .keep_alive_interval(idle)
+            .keep_alive_timeout(PING_TIMEOUT.min(idle));
         let mut connection =
             pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service));
-        let mut ticks = tokio::time::interval(self.idle);
+        let mut ticks = tokio::time::interval(idle);
         // A tick put off (a busy runtime) must not come twice in a row and
         // find a busy connection idle in between.
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,7 +172,7 @@ where
                 _ = ticks.tick(), if !closing => {
                     let now = started.load(Ordering::Relaxed);
                     if now == seen {
-                        tracing::debug!(idle = ?self.idle, "closing an idle connection");
+                        tracing::debug!(idle = ?idle, "closing an idle connection");
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }
@@ -169,5 +206,60 @@ impl<S: tower::Service<Request>> tower::Service<Request> for Counted<S> {
     fn call(&mut self, request: Request) -> Self::Future {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.inner.call(request)
+    }
+}
+
+/// A request body that fails when no part of it is ready for the idle
+/// time. Its timer is armed only while the body is waiting, so a body that
+/// came whole with its head (as most do) sets none.
+struct Patient<B> {
+    inner: B,
+    quiet: Quiet,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Patient<B> {
+    fn new(inner: B, quiet: Quiet) -> Self {
+        Patient {
+            inner,
+            quiet,
+            timer: None,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for Patient<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.timer = None;
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let idle = this.quiet.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err((this.quiet.stalled)(idle)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

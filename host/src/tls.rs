@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::listen::Serving;
+use crate::listen::{Quiet, Serving};
 use crate::server::auth::Protected;
 
 /// Where the server's certificate and key are.
@@ -258,17 +258,17 @@ impl axum::serve::Listener for TlsListener {
 }
 
 /// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
-/// is set, closing connections idle for `idle`, until `stop` turns true,
-/// then lets requests in flight finish.
+/// is set, within `quiet`'s limits, until `stop` turns true, then lets
+/// requests in flight finish.
 pub fn serve(
     tcp: TcpListener,
     router: Protected,
     tls: Option<&Tls>,
-    idle: Duration,
+    quiet: Quiet,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
     Ok(match tls {
-        None => crate::listen::serve(tcp, router, idle, stop),
-        Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, idle, stop),
+        None => crate::listen::serve(tcp, router, quiet, stop),
+        Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, quiet, stop),
     })
 }

@@ -12,15 +12,11 @@ use super::oip::json_len;
 const DRAIN_CAP: usize = 16 << 20;
 
 /// The error for a body that could not be read: 408 where it stopped
-/// arriving (the router's `RequestBodyTimeoutLayer`), else 400.
+/// arriving ([`crate::listen::Stalled`]), else 400.
 fn unreadable(error: axum::Error) -> ApiError {
     let error = error.into_inner();
-    if error.is::<tower_http::timeout::TimeoutError>() {
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body stopped arriving: none of it came for the idle timeout \
-             (--idle-timeout-ms)",
-        )
+    if error.is::<crate::listen::Stalled>() {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, error.to_string())
     } else {
         ApiError::bad_request(format!("cannot read the request body: {error}"))
     }

@@ -26,32 +26,23 @@ pub mod proto {
 }
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::Response;
-use http_body_util::BodyExt;
 use tonic::service::Routes;
 use tonic::{Code, Status};
-use tower_http::timeout::{TimeoutBody, TimeoutError};
 
 use self::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::auth::{self, AccessPolicy};
 use super::state::AppState;
+use crate::listen::{Quiet, Stalled};
 
 /// Every gRPC service over `app`, behind `access`: messages up to the
-/// server's body limit in both directions, larger ones RESOURCE_EXHAUSTED;
-/// a call's request that stops arriving for `idle` (but an open-ended
-/// stream's) DEADLINE_EXCEEDED.
-pub async fn router(
-    app: Arc<AppState>,
-    access: Arc<AccessPolicy>,
-    idle: Duration,
-) -> auth::Protected {
+/// server's body limit in both directions, larger ones RESOURCE_EXHAUSTED.
+pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> auth::Protected {
     let limit = app.max_body;
     let inference = GrpcInferenceServiceServer::new(service::Inference::new(app))
         .max_decoding_message_size(limit)
@@ -75,43 +66,25 @@ pub async fn router(
     }
     let router = routes
         .into_axum_router()
-        .layer(middleware::map_response_with_state(limit, too_large))
-        .layer(middleware::map_request_with_state(
-            idle,
-            stalled_requests_time_out,
-        ));
+        .layer(middleware::map_response_with_state(limit, too_large));
     auth::protect_with(router, access, denied_status)
 }
 
-/// The streams whose client may pause between messages as long as it
-/// likes (HTTP/2 pings still find a peer that has gone): Triton's
-/// decoupled inference and server reflection.
-const OPEN_ENDED: [&str; 3] = [
-    "/inference.GRPCInferenceService/ModelStreamInfer",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
-/// A request body that stops arriving holds its connection (no new call
-/// starts on it, so the idle close waits for this one): past `idle`
-/// without a frame, reading it fails with a status tonic answers as is.
-async fn stalled_requests_time_out(State(idle): State<Duration>, request: Request) -> Request {
-    if OPEN_ENDED.contains(&request.uri().path()) {
-        return request;
+/// gRPC's limits on quiet connections and bodies, `idle` long: a call's
+/// request that stops arriving ends DEADLINE_EXCEEDED, but for the streams
+/// whose client sends its next message whenever it has one (Triton's
+/// decoupled inference, server reflection).
+pub fn quiet(idle: Duration) -> Quiet {
+    Quiet {
+        idle,
+        open_ended: &[
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ],
+        // tonic answers a body error that is a status with that status.
+        stalled: |idle| Status::deadline_exceeded(Stalled(idle).to_string()).into(),
     }
-    request.map(|body| {
-        Body::new(TimeoutBody::new(idle, body).map_err(|error| {
-            if error.is::<TimeoutError>() {
-                Status::deadline_exceeded(
-                    "the request stopped arriving: none of it came for the idle timeout \
-                     (--idle-timeout-ms)",
-                )
-                .into()
-            } else {
-                error
-            }
-        }))
-    })
 }
 
 /// tonic refuses a message over the limit with OUT_OF_RANGE before any
@@ -145,7 +118,7 @@ fn denied_status(denied: auth::Denied) -> Response {
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
-/// in flight finish, closing connections idle for `idle`. With `tls`, over
+/// in flight finish, within [`quiet`]'s limits for `idle`. With `tls`, over
 /// the same TLS as REST (certificates, reloads and client-certificate
 /// rule); in plain text, sets TCP_NODELAY on each connection, as tonic's
 /// own server does (HTTP/2 writes a response as several small frames; the
@@ -154,17 +127,17 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     router: auth::Protected,
     tls: Option<&crate::tls::Tls>,
-    idle: std::time::Duration,
+    idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<crate::listen::Serving> {
     use axum::serve::ListenerExt;
     if tls.is_some() {
-        return crate::tls::serve(listener, router, tls, idle, stop);
+        return crate::tls::serve(listener, router, tls, quiet(idle), stop);
     }
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on a gRPC connection: {e}");
         }
     });
-    Ok(crate::listen::serve(listener, router, idle, stop))
+    Ok(crate::listen::serve(listener, router, quiet(idle), stop))
 }
