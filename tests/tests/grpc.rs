@@ -105,20 +105,34 @@ async fn call_with_grpc_timeout(
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
     frame.extend_from_slice(&encoded);
-    let response = reqwest::Client::builder()
+    raw_model_infer(addr, frame.into(), Some(timeout)).await
+}
+
+/// The status a `ModelInfer` call with `body` (gRPC frames, sent as raw
+/// HTTP/2) and an optional `grpc-timeout` gets from the server within 60 s.
+async fn raw_model_infer(
+    addr: SocketAddr,
+    body: reqwest::Body,
+    grpc_timeout: Option<&str>,
+) -> tonic::Status {
+    let mut request = reqwest::Client::builder()
         .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
         .post(format!(
             "http://{addr}/inference.GRPCInferenceService/ModelInfer"
         ))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", timeout)
-        .body(frame)
+        .header("te", "trailers");
+    if let Some(timeout) = grpc_timeout {
+        request = request.header("grpc-timeout", timeout);
+    }
+    let response = request
+        .body(body)
         .send()
         .await
-        .unwrap();
+        .expect("an answer within 60 s");
     // An error is a trailers-only response: the status is in the headers.
     tonic::Status::from_header_map(response.headers()).expect("the answer carries a gRPC status")
 }
@@ -265,21 +279,7 @@ async fn a_stalled_request_ends_but_an_open_stream_may_pause() {
     partial.extend_from_slice(&[0; 10]);
     let body =
         futures::stream::iter([Ok::<_, std::io::Error>(partial)]).chain(futures::stream::pending());
-    let stalled = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-        .post(format!(
-            "http://{addr}/inference.GRPCInferenceService/ModelInfer"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(reqwest::Body::wrap_stream(body))
-        .send()
-        .await
-        .expect("an answer before the client's 60 s");
-    let status = tonic::Status::from_header_map(stalled.headers()).expect("a gRPC status");
+    let status = raw_model_infer(addr, reqwest::Body::wrap_stream(body), None).await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("stopped arriving"), "{status:?}");
 
