@@ -231,16 +231,20 @@ def wrk(url, script, seconds, threads, connections, env=None):
 
 def timed(fns, repeats, warmup):
     """Times each of `fns` `repeats` times, taking turns, so that both sides
-    see the same background load on a shared machine."""
+    see the same background load on a shared machine. Each turn starts one
+    side later than the last, so every side follows every other equally
+    often: the side that always ran right after onnxruntime read 2-6% slower
+    than an identical one by position alone (bench/RESULTS.md, session 49)."""
     for _ in range(warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, out in zip(fns, times):
+    for turn in range(repeats):
+        for k in range(len(fns)):
+            i = (turn + k) % len(fns)
             start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
+            fns[i]()
+            times[i].append(time.perf_counter() - start)
     return times
 
 
