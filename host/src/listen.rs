@@ -211,11 +211,14 @@ impl<S: tower::Service<Request>> tower::Service<Request> for Counted<S> {
 
 /// A request body that fails when no part of it is ready for the idle
 /// time. Its timer is armed only while the body is waiting, so a body that
-/// came whole with its head (as most do) sets none.
+/// came whole with its head (as most do) sets none, and one timer serves
+/// every wait of a body that comes in many parts.
 struct Patient<B> {
     inner: B,
     quiet: Quiet,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `timer` times the current wait (not an earlier one's).
+    waiting: bool,
 }
 
 impl<B> Patient<B> {
@@ -224,6 +227,7 @@ impl<B> Patient<B> {
             inner,
             quiet,
             timer: None,
+            waiting: false,
         }
     }
 }
@@ -242,13 +246,19 @@ where
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.timer = None;
+            this.waiting = false;
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         let idle = this.quiet.idle;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        let timer = match &mut this.timer {
+            Some(timer) if !this.waiting => {
+                timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                timer
+            }
+            Some(timer) => timer,
+            None => this.timer.insert(Box::pin(tokio::time::sleep(idle))),
+        };
+        this.waiting = true;
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err((this.quiet.stalled)(idle)))),
             Poll::Pending => Poll::Pending,

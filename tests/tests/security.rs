@@ -439,6 +439,31 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
         answered.starts_with("HTTP/1.1 408") && answered.contains("stopped arriving"),
         "{answered}"
     );
+    // A body that pauses for less than the idle time each time, but longer
+    // than it in all: read whole and answered.
+    let body = common::faulty_request(0).to_string();
+    let mut connection = tokio::net::TcpStream::connect(rest).await.unwrap();
+    let head = format!(
+        "POST /v2/models/faulty/infer HTTP/1.1\r\nHost: edgeserve\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    connection.write_all(head.as_bytes()).await.unwrap();
+    // Five parts 100 ms apart: a third of the idle time each, 500 ms in all.
+    for part in body.as_bytes().chunks(body.len().div_ceil(5)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        connection.write_all(part).await.unwrap();
+    }
+    let mut answered = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        connection.read_to_end(&mut answered),
+    )
+    .await
+    .expect("an answer to a body sent in pauses")
+    .unwrap();
+    let answered = String::from_utf8_lossy(&answered);
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     let (status, body) = status_json(slow.await.unwrap().unwrap()).await;
     assert_eq!(
         (status, &body["outputs"][0]["data"]),
