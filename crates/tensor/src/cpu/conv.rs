@@ -7,9 +7,11 @@
 //! which the kernel reads tap by tap where it lies (no im2col matrix, which
 //! would be kh·kw times the input), against the weight packed once per
 //! model as a linear layer's is. A convolution whose groups read one input
-//! channel each (depthwise) sums its taps row by row where they lie.
-//! Elsewhere (other grouped convolutions, narrow ones, CPUs without the
-//! kernel) im2col lays out each image's `[c·kh·kw, oh·ow]` matrix for gemm.
+//! channel each (depthwise) sums its taps row by row where they lie. A 1×1
+//! convolution over the input as it lies runs on [`super::pointwise`]'s
+//! tiles. Elsewhere (other grouped convolutions, narrow ones, CPUs without
+//! the kernels) im2col lays out each image's `[c·kh·kw, oh·ow]` matrix for
+//! gemm, or gemm reads the input as it lies.
 
 use std::mem::MaybeUninit;
 
@@ -119,6 +121,22 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     let taps = cg * s.kh * s.kw;
     let plane = s.oh * s.ow;
     if let Some(out) = packed_conv(&src, weight, bias.as_deref(), s)? {
+        return float_tensor(x.dtype(), &s.out_shape, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::pointwise::takes(s) {
+        let k = super::pointwise::Pointwise {
+            x: &src,
+            w: &wt,
+            bias: bias.as_deref(),
+            clip: p.clip.f32_range(),
+            n: s.n,
+            c: s.c,
+            o: s.o,
+            plane,
+        };
+        // SAFETY: `conv` writes every element of the output.
+        let out = unsafe { written(s.n * s.o * plane, |out| super::pointwise::conv(&k, out)) }?;
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
     if cg == 1 {
@@ -582,7 +600,8 @@ fn packed_conv(
     // A product with the input as it lies beats the packed kernel's, which
     // would lay the input out channels last and write its outputs back to
     // NCHW one by one: MobileNetV2's 1×1 layers at 14×14 ran 1.8–2.2× as
-    // fast on gemm (`cpu_bench 1x1`), and as fast at 7×7.
+    // fast on gemm (`cpu_bench 1x1`), and as fast at 7×7. They run on
+    // `pointwise`'s tiles, or gemm where the CPU lacks them.
     if s.params.groups != 1 || rows < packed::MIN_ROWS || reads_input_as_is(s) {
         return Ok(None);
     }

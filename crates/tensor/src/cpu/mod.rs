@@ -55,6 +55,8 @@ mod packed;
 mod panels;
 mod parallel;
 mod placement;
+#[cfg(target_arch = "x86_64")]
+mod pointwise;
 mod recurrent;
 mod reduce;
 mod select;

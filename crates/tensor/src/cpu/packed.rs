@@ -237,7 +237,7 @@ pub(super) fn takes(n: usize, k: usize) -> bool {
 }
 
 /// Whether this CPU has the kernel.
-fn available() -> bool {
+pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

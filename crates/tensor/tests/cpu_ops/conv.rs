@@ -135,14 +135,18 @@ fn conv2d_matches_naive() {
         // Wide enough for the packed product kernel: the patches of several
         // images as one product's rows, a ragged last panel of output
         // channels, strides, dilation and uneven padding, a strided 1×1
-        // kernel, and 300 channels a tap (a depth of 2700). A 1×1 kernel
-        // that reads its input as it lies runs on gemm instead.
+        // kernel, and 300 channels a tap (a depth of 2700).
         ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
         ([3, 64, 13, 13], [80, 64, 1, 1], ((2, 2), (0, 0), (1, 1), 1)),
+        // A 1×1 kernel that reads its input as it lies, on the pointwise
+        // tiles: output channels and positions that leave short tiles
+        // (80 = 6·12 + 8, 49 = 32 + 17); a plane split over the threads by
+        // runs of positions; a 7×7 plane split by channels instead (150
+        // channels, 12 tiles and a short one).
         ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
-        // One image's 1×1 product large enough that its bias and clip are
-        // applied over the threads, each chunk of rows with its own biases.
         ([1, 8, 48, 48], [32, 8, 1, 1], PLAIN),
+        ([2, 24, 20, 21], [37, 24, 1, 1], PLAIN),
+        ([1, 40, 7, 7], [150, 40, 1, 1], PLAIN),
         (
             [1, 300, 12, 12],
             [64, 300, 3, 3],

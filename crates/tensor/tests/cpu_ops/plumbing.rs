@@ -130,7 +130,8 @@ impl Drop for Uncapped {
 /// how many lanes run at once. Covers the loops `with_simd` compiles
 /// (elementwise, the linear epilogue, softmax, layer norm, reductions,
 /// attention, depthwise convolutions) and the two tiles of the packed and
-/// the panel products, on sizes that also take the threaded paths.
+/// the panel products and of 1×1 convolutions, on sizes that also take the
+/// threaded paths.
 #[test]
 fn every_simd_level_computes_the_same_bits() {
     let _restore = Uncapped;
@@ -170,6 +171,15 @@ fn every_simd_level_computes_the_same_bits() {
             ..Conv2d::symmetric((1, 1), (2, 2), (2, 2), 6)
         },
     ];
+    // A 1×1 convolution with a bias and ReLU6 (the pointwise tiles), whose
+    // 29 channels and 207 positions leave short tiles at both widths.
+    let planes = f32t(&[2, 20, 9, 23], read_f32(&x)[..2 * 20 * 9 * 23].to_vec());
+    let (mix, _) = rand_f32(&mut rng, &[29, 20, 1, 1]);
+    let (mix_bias, _) = rand_f32(&mut rng, &[29]);
+    let pointwise = Conv2d {
+        clip: relu6,
+        ..Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1)
+    };
     let run = || -> Vec<Vec<u32>> {
         let mut results: Vec<Tensor> = UnaryOp::ALL
             .iter()
@@ -205,6 +215,7 @@ fn every_simd_level_computes_the_same_bits() {
         for p in depthwise {
             results.push(c.conv2d(&image, &taps, Some(&shift), p).unwrap());
         }
+        results.push(c.conv2d(&planes, &mix, Some(&mix_bias), pointwise).unwrap());
         results
             .iter()
             // Which NaN an operation returns (sign, payload) follows the
