@@ -7,11 +7,11 @@
 //! which the kernel reads tap by tap where it lies (no im2col matrix, which
 //! would be kh·kw times the input), against the weight packed once per
 //! model as a linear layer's is. A convolution whose groups read one input
-//! channel each (depthwise) sums its taps row by row where they lie. A 1×1
-//! convolution over the input as it lies runs on [`super::pointwise`]'s
-//! tiles. Elsewhere (other grouped convolutions, narrow ones, CPUs without
-//! the kernels) im2col lays out each image's `[c·kh·kw, oh·ow]` matrix for
-//! gemm, or gemm reads the input as it lies.
+//! channel each (depthwise) sums its taps row by row where they lie.
+//! Elsewhere (other grouped convolutions, narrow ones, CPUs without the
+//! kernel) im2col lays out each image's `[c·kh·kw, oh·ow]` matrix, or a 1×1
+//! convolution reads the input as it lies, for the product on
+//! [`super::pointwise`]'s tiles (gemm where the CPU lacks them).
 
 use std::mem::MaybeUninit;
 
@@ -20,7 +20,7 @@ use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
 use super::parallel::{PARALLEL_WORK, SendPtr, Simd, for_each_task, for_rows, simd};
-use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
+use crate::shape::{Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
 /// The output positions `lo..hi` along one axis whose input position
@@ -123,22 +123,6 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     if let Some(out) = packed_conv(&src, weight, bias.as_deref(), s)? {
         return float_tensor(x.dtype(), &s.out_shape, out);
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::pointwise::takes(s) {
-        let k = super::pointwise::Pointwise {
-            x: &src,
-            w: &wt,
-            bias: bias.as_deref(),
-            clip: p.clip.f32_range(),
-            n: s.n,
-            c: s.c,
-            o: s.o,
-            plane,
-        };
-        // SAFETY: `conv` writes every element of the output.
-        let out = unsafe { written(s.n * s.o * plane, |out| super::pointwise::conv(&k, out)) }?;
-        return float_tensor(x.dtype(), &s.out_shape, out);
-    }
     if cg == 1 {
         // SAFETY: `depthwise` writes every element of each plane it is given.
         let out = unsafe {
@@ -158,7 +142,7 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
         return float_tensor(x.dtype(), &s.out_shape, Vec::new());
     }
     let direct = reads_input_as_is(s);
-    let clip = (p.clip != ClipBounds::NONE).then(|| p.clip.f32_range());
+    let clip = p.clip.f32_range();
     // The unit of work is one group of one image: one product writing a
     // contiguous [og, oh·ow] block of the output. Units go to threads in
     // runs, each thread with its own im2col buffer, allocated here so that
@@ -180,26 +164,15 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
             let (image, gi) = ((first + i) / g, (first + i) % g);
             let from = image * image_in + gi * group_in;
             let channels = &src[from..from + group_in];
-            let rhs = if direct {
-                MatRef::rows(channels, plane)
+            let x = if direct {
+                channels
             } else {
                 im2col(channels, s, &p, col, threads);
-                MatRef::rows(col, plane)
+                &col[..]
             };
-            let lhs = MatRef::rows(&wt[gi * og * taps..(gi + 1) * og * taps], taps);
-            gemm(
-                Dst::Fresh(&mut *dst),
-                plane,
-                (og, plane, taps),
-                lhs,
-                rhs,
-                1.0,
-                threads,
-            );
-            // SAFETY: the product wrote every element of the block.
-            let dst = unsafe { dst.assume_init_mut() };
+            let w = &wt[gi * og * taps..(gi + 1) * og * taps];
             let bias = bias.as_deref().map(|b| &b[gi * og..(gi + 1) * og]);
-            finish(dst, plane, bias, clip);
+            product(dst, w, x, (og, plane, taps), bias, clip, threads);
         }
     };
     // SAFETY: the units cover the output, and each writes all of its block.
@@ -547,6 +520,50 @@ fn tap<const S: usize>(acc: &mut [f32; 8], v: f32, line: &[f32], stride: usize) 
     }
 }
 
+/// One unit's `dst[o, plane] = clip(w[o, taps] · x[taps, plane] + bias)`,
+/// every element written, over the threads where `threads`: on
+/// [`super::pointwise`]'s tiles where the CPU has them, else by gemm and a
+/// pass for the bias and clip.
+fn product(
+    dst: &mut [MaybeUninit<f32>],
+    w: &[f32],
+    x: &[f32],
+    (o, plane, taps): (usize, usize, usize),
+    bias: Option<&[f32]>,
+    clip: (f32, f32),
+    threads: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::pointwise::available() {
+        let k = super::pointwise::Pointwise {
+            x,
+            w,
+            bias,
+            clip,
+            n: 1,
+            c: taps,
+            o,
+            plane,
+        };
+        super::pointwise::conv(&k, dst, threads);
+        return;
+    }
+    let (lhs, rhs) = (MatRef::rows(w, taps), MatRef::rows(x, plane));
+    gemm(
+        Dst::Fresh(&mut *dst),
+        plane,
+        (o, plane, taps),
+        lhs,
+        rhs,
+        1.0,
+        threads,
+    );
+    // SAFETY: the product wrote every element of the block.
+    let dst = unsafe { dst.assume_init_mut() };
+    let unclipped = (f32::NEG_INFINITY, f32::INFINITY);
+    finish(dst, plane, bias, (clip != unclipped).then_some(clip));
+}
+
 /// Adds each row's bias (`bias[r]` to row `r`, of `plane` elements) and
 /// clips, in one pass over a product's block compiled for the widest
 /// vectors, where seeding the block with the bias before the product and
@@ -600,8 +617,8 @@ fn packed_conv(
     // A product with the input as it lies beats the packed kernel's, which
     // would lay the input out channels last and write its outputs back to
     // NCHW one by one: MobileNetV2's 1×1 layers at 14×14 ran 1.8–2.2× as
-    // fast on gemm (`cpu_bench 1x1`), and as fast at 7×7. They run on
-    // `pointwise`'s tiles, or gemm where the CPU lacks them.
+    // fast on gemm (`cpu_bench 1x1`), and as fast at 7×7; `pointwise`'s
+    // tiles run them now.
     if s.params.groups != 1 || rows < packed::MIN_ROWS || reads_input_as_is(s) {
         return Ok(None);
     }

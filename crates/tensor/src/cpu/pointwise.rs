@@ -1,14 +1,14 @@
-//! 1×1 convolutions (unit stride, no padding) over NCHW on register tiles
-//! that read each image's `[c, h·w]` where it lies.
+//! A convolution's product `W[o, c] · X[c, h·w]` per image, plus a bias and
+//! clipped, on register tiles that read `X` where it lies: a 1×1
+//! convolution's input (unit stride, no padding) or another's im2col matrix.
 //!
-//! Such a convolution is the product `W[o, c] · X[c, h·w]` per image. gemm
-//! packs both sides for it and leaves the bias and the clip to a second
-//! pass over the output, which at MobileNetV2's 112² and 56² layers is
-//! megabytes written, read back and written again. Here a tile of output
-//! channels sums its depth with the weight broadcast and each input row's
-//! run of positions loaded as it lies (a row of `X` is contiguous along the
-//! positions, so nothing needs packing), starts from the bias and clips in
-//! registers, and stores every output once.
+//! gemm packs both sides for such a product and leaves the bias and the
+//! clip to a second pass over the output, which at MobileNetV2's 112² and
+//! 56² layers is megabytes written, read back and written again. Here a
+//! tile of output channels sums its depth with the weight broadcast and
+//! each input row's run of positions loaded as it lies (a row of `X` is
+//! contiguous along the positions, so nothing needs packing), starts from
+//! the bias and clips in registers, and stores every output once.
 //!
 //! The AVX-512 tile (12 channels by 32 positions) runs where the kernels
 //! run AVX-512, the AVX2 one (6 by 16) under a lower cap or on a CPU
@@ -17,9 +17,8 @@
 
 use std::mem::MaybeUninit;
 
-use super::parallel::{SendPtr, for_each_task, threads, wide_tiles};
+use super::parallel::{SendPtr, for_each_task, wide_tiles};
 use crate::deadline;
-use crate::shape::Conv2dPlan;
 
 /// The operands of one convolution, in the layouts the tile reads.
 #[derive(Clone, Copy)]
@@ -42,42 +41,34 @@ pub(super) struct Pointwise<'a> {
     pub plane: usize,
 }
 
-/// Whether the tiles take a convolution of plan `s`: a 1×1 kernel over
-/// the input as it lies, ungrouped, on a CPU with AVX2 and FMA.
-pub(super) fn takes(s: &Conv2dPlan) -> bool {
-    let p = s.params;
-    s.kh == 1
-        && s.kw == 1
-        && p.groups == 1
-        && p.stride == (1, 1)
-        && p.padding == (0, 0)
-        && p.padding_end == (0, 0)
-        && super::packed::available()
+/// Whether this CPU has the tiles (AVX2 and FMA).
+pub(super) fn available() -> bool {
+    super::packed::available()
 }
 
-/// Writes the convolution into `out` (`[n, o, plane]`), every element of it.
-/// The output splits into regions of whole tiles (an image's run of
-/// channels by a run of positions) that the calling thread and the pool
-/// take in turn: along the positions first, where a large plane leaves
-/// plenty, then the channels, where a 7×7 plane is a tile or two wide.
+/// Writes the convolution into `out` (`[n, o, plane]`), every element of it,
+/// on the calling thread, or split over the threads where `threads`. The
+/// output splits into regions of whole tiles (an image's run of channels by
+/// a run of positions) that the calling thread and the pool take in turn:
+/// along the positions first, where a large plane leaves plenty, then the
+/// channels, where a 7×7 plane is a tile or two wide.
 ///
-/// Callers check [`takes`] first.
-pub(super) fn conv(k: &Pointwise<'_>, out: &mut [MaybeUninit<f32>]) {
+/// Callers check [`available`] first.
+pub(super) fn conv(k: &Pointwise<'_>, out: &mut [MaybeUninit<f32>], threads: bool) {
     assert_eq!(out.len(), k.n * k.o * k.plane, "pointwise output size");
     assert_eq!(k.x.len(), k.n * k.c * k.plane, "pointwise input size");
     assert_eq!(k.w.len(), k.o * k.c, "pointwise weight size");
-    assert!(super::packed::available(), "the tiles need AVX2 and FMA");
+    assert!(available(), "the tiles need AVX2 and FMA");
     if out.is_empty() {
         return;
     }
     let wide = wide_tiles();
     let (rows, columns) = x86::tile(wide);
     let (column_tiles, row_tiles) = (k.plane.div_ceil(columns), k.o.div_ceil(rows));
-    let work = k.n * k.o * k.plane * k.c;
-    let want = if work < super::parallel::PARALLEL_WORK {
-        1
+    let want = if threads {
+        super::parallel::threads() * 4
     } else {
-        threads() * 4
+        1
     };
     let column_parts = column_tiles.min(want.div_ceil(k.n)).max(1);
     let row_parts = row_tiles.min(want.div_ceil(k.n * column_parts)).max(1);

@@ -139,14 +139,15 @@ fn conv2d_matches_naive() {
         ([3, 16, 15, 13], [70, 16, 3, 3], ((1, 2), (1, 2), (2, 1), 1)),
         ([3, 64, 13, 13], [80, 64, 1, 1], ((2, 2), (0, 0), (1, 1), 1)),
         // A 1×1 kernel that reads its input as it lies, on the pointwise
-        // tiles: output channels and positions that leave short tiles
-        // (80 = 6·12 + 8, 49 = 32 + 17); a plane split over the threads by
-        // runs of positions; a 7×7 plane split by channels instead (150
-        // channels, 12 tiles and a short one).
+        // tiles (as every product of the cases above that is not packed):
+        // output channels and positions that leave short tiles (80 =
+        // 6·12 + 8, 49 = 32 + 17); one image's plane split over the threads
+        // by runs of positions; a 7×7 plane split by channels instead (200
+        // channels, 16 tiles and a short one).
         ([3, 64, 7, 7], [80, 64, 1, 1], PLAIN),
-        ([1, 8, 48, 48], [32, 8, 1, 1], PLAIN),
+        ([1, 16, 64, 64], [40, 16, 1, 1], PLAIN),
         ([2, 24, 20, 21], [37, 24, 1, 1], PLAIN),
-        ([1, 40, 7, 7], [150, 40, 1, 1], PLAIN),
+        ([1, 160, 7, 7], [200, 160, 1, 1], PLAIN),
         (
             [1, 300, 12, 12],
             [64, 300, 3, 3],

@@ -172,13 +172,21 @@ fn every_simd_level_computes_the_same_bits() {
         },
     ];
     // A 1×1 convolution with a bias and ReLU6 (the pointwise tiles), whose
-    // 29 channels and 207 positions leave short tiles at both widths.
+    // 29 channels and 207 positions leave short tiles at both widths, and a
+    // strided 3×3 one too narrow for the packed kernel (its im2col matrix
+    // on the same tiles).
     let planes = f32t(&[2, 20, 9, 23], read_f32(&x)[..2 * 20 * 9 * 23].to_vec());
     let (mix, _) = rand_f32(&mut rng, &[29, 20, 1, 1]);
     let (mix_bias, _) = rand_f32(&mut rng, &[29]);
+    let (stem, _) = rand_f32(&mut rng, &[10, 6, 3, 3]);
+    let (stem_bias, _) = rand_f32(&mut rng, &[10]);
     let pointwise = Conv2d {
         clip: relu6,
         ..Conv2d::symmetric((1, 1), (0, 0), (1, 1), 1)
+    };
+    let strided = Conv2d {
+        clip: relu6,
+        ..Conv2d::symmetric((2, 2), (1, 1), (1, 1), 1)
     };
     let run = || -> Vec<Vec<u32>> {
         let mut results: Vec<Tensor> = UnaryOp::ALL
@@ -216,6 +224,7 @@ fn every_simd_level_computes_the_same_bits() {
             results.push(c.conv2d(&image, &taps, Some(&shift), p).unwrap());
         }
         results.push(c.conv2d(&planes, &mix, Some(&mix_bias), pointwise).unwrap());
+        results.push(c.conv2d(&image, &stem, Some(&stem_bias), strided).unwrap());
         results
             .iter()
             // Which NaN an operation returns (sign, payload) follows the
