@@ -27,13 +27,18 @@ build of the ONNX handler (an older one, say) and served by the same server,
 as a third side taking its turn: the table then shows what a handler change
 did, next to onnxruntime, in one run. With `--baseline-binary PATH`, the
 third side is a second server, that build of `edgeserve` (an older one),
-serving the same imports: what a host or kernel change did.
+serving the same imports: what a host or kernel change did. Besides the
+ratio of the medians, the table then gives the median of the turns' ratios
+with its 95% interval. With `--no-onnxruntime-turns` as well, onnxruntime
+only checks the answers and the two edgeserve sides take turns alone, so
+neither finds the caches emptied by onnxruntime's turn.
 
 Usage:
     cargo build --release -p edgeserve
     (cd plugins && cargo build --release --target wasm32-wasip2 -p onnx)
     python3 bench/onnx_zoo_vs_ort.py [--threads N] [--repeats N]
-        [--baseline-handler onnx.wasm | --baseline-binary OLD/edgeserve] [--only NAME] [--binary]
+        [--baseline-handler onnx.wasm | --baseline-binary OLD/edgeserve [--no-onnxruntime-turns]]
+        [--only NAME] [--binary]
 """
 
 import argparse
@@ -145,7 +150,12 @@ def main():
     parser.add_argument("--only", help="run only the models whose name contains this (say lstm)")
     parser.add_argument("--binary", action="store_true",
                         help="send inputs and take the output as raw bytes (the binary extension), not JSON")
+    parser.add_argument("--no-onnxruntime-turns", action="store_true",
+                        help="with a baseline: only the edgeserve sides take turns (onnxruntime still "
+                             "checks the answers), so neither finds its caches emptied by onnxruntime")
     args = parser.parse_args()
+    if args.no_onnxruntime_turns and not (args.baseline_handler or args.baseline_binary):
+        parser.error("--no-onnxruntime-turns compares against a baseline: give one")
 
     from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
 
@@ -206,26 +216,33 @@ def main():
                 if off > 1e-3:
                     sys.exit(f"{label} batch {batch}: {name} differs from onnxruntime by {off:.3g}")
                 delta = max(delta, off)
-            fns = [lambda: sessions[model].run(None, inputs)]
+            fns = [] if args.no_onnxruntime_turns else [lambda: sessions[model].run(None, inputs)]
             fns += [lambda client=client, name=name: client.post(name, body, headers) for client, name in served]
             times = harness.timed(fns, args.repeats, warmup=3)
-            ort = statistics.median(times[0]) * 1e3
+            if args.no_onnxruntime_turns:
+                times.insert(0, None)
+            ort = statistics.median(times[0]) * 1e3 if times[0] else float("nan")
             p50 = [statistics.median(t) * 1e3 for t in times[1:]]
             cells = f"| {label} | {batch} | {p50[0]:.2f} | {ort:.2f} | {p50[0] / ort:.2f}× |"
             if baseline:
-                cells += f" {p50[1]:.2f} | {p50[1] / ort:.2f}× | {p50[0] / p50[1]:.3f} |"
+                # Turn by turn, so the machine's drift cancels: this side's
+                # time over the baseline's (harness.paired_ratio).
+                paired = harness.paired_ratio(times[1], times[2])
+                cells += (f" {p50[1]:.2f} | {p50[1] / ort:.2f}× | {p50[0] / p50[1]:.3f} |"
+                          f" {paired[0]:.3f} [{paired[1]:.3f}, {paired[2]:.3f}] |")
             rows.append(f"{cells} {delta:.1e} |")
     finally:
         for server in servers:
             server.stop()
         shutil.rmtree(work)
-    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}, "
+    print(f"threads: {args.threads}, repeats: {args.repeats}, onnxruntime {onnxruntime.__version__}"
+          f"{' (answers only, no turns)' if args.no_onnxruntime_turns else ''}, "
           f"requests {'in the binary extension' if args.binary else 'JSON'}\n")
     if baseline:
         print(f"baseline {'handler' if args.baseline_handler else 'binary'}: {baseline}\n")
         print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | baseline p50 ms | "
-              "its ratio | edgeserve ÷ baseline | max abs Δ |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "its ratio | edgeserve ÷ baseline | per turn [95%] | max abs Δ |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:
         print("| model | batch | edgeserve p50 ms | onnxruntime p50 ms | ratio | max abs Δ |")
         print("|---|---:|---:|---:|---:|---:|")
