@@ -43,6 +43,9 @@
 
 mod attention;
 mod buffers;
+// Elsewhere than x86-64, some settings and fields of `conv`, `packed` and
+// `skinny` serve kernels that are x86 only.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod conv;
 mod elem;
 mod elementwise;
@@ -51,6 +54,7 @@ mod layout;
 mod linear;
 mod math;
 mod matmul;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod packed;
 mod panels;
 mod parallel;
@@ -60,6 +64,7 @@ mod pointwise;
 mod recurrent;
 mod reduce;
 mod select;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod skinny;
 mod steps;
 
