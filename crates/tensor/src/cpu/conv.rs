@@ -179,7 +179,7 @@ pub(super) fn conv2d(inputs: WeightedInputs<'_>, s: &Conv2dPlan) -> Result<Tenso
     let out = unsafe {
         written(s.n * s.o * plane, |out| {
             if let [col] = &mut cols[..] {
-                // One worker: let gemm spread each product over the threads instead.
+                // One worker: let each product spread over the threads instead.
                 run(0, out, col, threaded(og, plane, taps));
             } else {
                 let step = per_worker * unit_out;
@@ -540,7 +540,6 @@ fn product(
             w,
             bias,
             clip,
-            n: 1,
             c: taps,
             o,
             plane,

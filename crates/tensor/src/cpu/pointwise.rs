@@ -20,10 +20,10 @@ use std::mem::MaybeUninit;
 use super::parallel::{SendPtr, for_each_task, wide_tiles};
 use crate::deadline;
 
-/// The operands of one convolution, in the layouts the tile reads.
+/// The operands of one image's product, in the layouts the tiles read.
 #[derive(Clone, Copy)]
 pub(super) struct Pointwise<'a> {
-    /// The input, `[n, c, plane]`.
+    /// The input, `[c, plane]`.
     pub x: &'a [f32],
     /// The weight, `[o, c]`.
     pub w: &'a [f32],
@@ -31,13 +31,11 @@ pub(super) struct Pointwise<'a> {
     pub bias: Option<&'a [f32]>,
     /// The bounds every output is clipped to (infinite where it is not).
     pub clip: (f32, f32),
-    /// Images.
-    pub n: usize,
     /// Input channels: each output's depth.
     pub c: usize,
     /// Output channels.
     pub o: usize,
-    /// Positions per image, `h·w`.
+    /// Positions, `h·w`.
     pub plane: usize,
 }
 
@@ -46,17 +44,17 @@ pub(super) fn available() -> bool {
     super::packed::available()
 }
 
-/// Writes the convolution into `out` (`[n, o, plane]`), every element of it,
-/// on the calling thread, or split over the threads where `threads`. The
-/// output splits into regions of whole tiles (an image's run of channels by
-/// a run of positions) that the calling thread and the pool take in turn:
-/// along the positions first, where a large plane leaves plenty, then the
-/// channels, where a 7×7 plane is a tile or two wide.
+/// Writes the product into `out` (`[o, plane]`), every element of it, on
+/// the calling thread, or split over the threads where `threads`. The
+/// output splits into regions of whole tiles (a run of channels by a run of
+/// positions) that the calling thread and the pool take in turn: along the
+/// positions first, where a large plane leaves plenty, then the channels,
+/// where a 7×7 plane is a tile or two wide.
 ///
 /// Callers check [`available`] first.
 pub(super) fn conv(k: &Pointwise<'_>, out: &mut [MaybeUninit<f32>], threads: bool) {
-    assert_eq!(out.len(), k.n * k.o * k.plane, "pointwise output size");
-    assert_eq!(k.x.len(), k.n * k.c * k.plane, "pointwise input size");
+    assert_eq!(out.len(), k.o * k.plane, "pointwise output size");
+    assert_eq!(k.x.len(), k.c * k.plane, "pointwise input size");
     assert_eq!(k.w.len(), k.o * k.c, "pointwise weight size");
     assert!(available(), "the tiles need AVX2 and FMA");
     if out.is_empty() {
@@ -70,8 +68,8 @@ pub(super) fn conv(k: &Pointwise<'_>, out: &mut [MaybeUninit<f32>], threads: boo
     } else {
         1
     };
-    let column_parts = column_tiles.min(want.div_ceil(k.n)).max(1);
-    let row_parts = row_tiles.min(want.div_ceil(k.n * column_parts)).max(1);
+    let column_parts = column_tiles.min(want);
+    let row_parts = row_tiles.min(want.div_ceil(column_parts));
     let (columns_per, rows_per) = (
         column_tiles.div_ceil(column_parts) * columns,
         row_tiles.div_ceil(row_parts) * rows,
@@ -79,22 +77,18 @@ pub(super) fn conv(k: &Pointwise<'_>, out: &mut [MaybeUninit<f32>], threads: boo
     let (column_parts, row_parts) = (k.plane.div_ceil(columns_per), k.o.div_ceil(rows_per));
     let deadline = deadline::kernel();
     let base = SendPtr(out.as_mut_ptr().cast::<f32>());
-    for_each_task(k.n * row_parts * column_parts, |t| {
+    for_each_task(row_parts * column_parts, |t| {
         // The whole `SendPtr`, not its raw pointer field, goes to the task.
         let out = base;
         deadline::stop_if_passed(deadline);
-        let (image, rest) = (
-            t / (row_parts * column_parts),
-            t % (row_parts * column_parts),
-        );
-        let (rp, cp) = (rest / column_parts, rest % column_parts);
+        let (rp, cp) = (t / column_parts, t % column_parts);
         let rows = rp * rows_per..k.o.min((rp + 1) * rows_per);
         let columns = cp * columns_per..k.plane.min((cp + 1) * columns_per);
         // SAFETY: AVX2 and FMA are present (asserted above), and AVX-512
-        // where `wide`. The region lies inside image `image`'s output, and
-        // the tasks' regions are disjoint parts of `out`, which stays
-        // borrowed until every task has finished.
-        unsafe { x86::region(k, image, rows, columns, out.0, wide) }
+        // where `wide`. The region lies inside the output, and the tasks'
+        // regions are disjoint parts of `out`, which stays borrowed until
+        // every task has finished.
+        unsafe { x86::region(k, rows, columns, out.0, wide) }
     });
 }
 
@@ -110,25 +104,23 @@ mod x86 {
         if wide { (12, 32) } else { (6, 16) }
     }
 
-    /// Output channels `rows` and positions `columns` of image `image`,
-    /// tile by tile: a run of positions against every tile of channels in
+    /// Output channels `rows` and positions `columns`, tile by tile: a run of positions against every tile of channels in
     /// turn, so the input's `[c, run]` stays in the L1 while the channels
     /// sweep over it.
     ///
     /// # Safety
     /// AVX2 and FMA are present, and AVX-512F where `wide`; `out` is `k`'s
-    /// whole `[n, o, plane]` output and the region lies inside it.
+    /// whole `[o, plane]` output and the region lies inside it.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn region(
         k: &Pointwise<'_>,
-        image: usize,
         rows: Range<usize>,
         columns: Range<usize>,
         out: *mut f32,
         wide: bool,
     ) {
         let (tile_rows, tile_columns) = tile(wide);
-        let x = k.x[image * k.c * k.plane..][..k.c * k.plane].as_ptr();
+        let x = k.x.as_ptr();
         for j in columns.clone().step_by(tile_columns) {
             let width = tile_columns.min(columns.end - j);
             for i in rows.clone().step_by(tile_rows) {
@@ -141,7 +133,7 @@ mod x86 {
                     clip: k.clip,
                     depth: k.c,
                     stride: k.plane,
-                    out: unsafe { out.add((image * k.o + i) * k.plane + j) },
+                    out: unsafe { out.add(i * k.plane + j) },
                     width,
                 };
                 let r = tile_rows.min(rows.end - i);
