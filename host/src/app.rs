@@ -239,11 +239,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
         server.router()
     };
     let router = auth::protect(router, access);
-    let quiet = crate::listen::Quiet {
-        idle,
-        open_ended: &[],
-        stalled: |idle| crate::listen::Stalled(idle).into(),
-    };
+    let quiet = crate::listen::Quiet::new(idle);
     let http = crate::tls::serve(listener, router, tls.as_ref(), quiet, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {

@@ -48,6 +48,18 @@ pub struct Quiet {
     pub stalled: fn(Duration) -> axum::BoxError,
 }
 
+impl Quiet {
+    /// Closes connections idle for `idle` and refuses every body that
+    /// pauses that long with [`Stalled`].
+    pub fn new(idle: Duration) -> Self {
+        Quiet {
+            idle,
+            open_ended: &[],
+            stalled: |idle| Stalled(idle).into(),
+        }
+    }
+}
+
 /// A request body that stopped arriving: none of it came for the idle time.
 #[derive(Debug, thiserror::Error)]
 #[error(

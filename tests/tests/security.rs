@@ -381,6 +381,18 @@ async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authenticatio
     .await;
 }
 
+/// What the server sent on `connection` until it closed it, read for up to
+/// a minute (`Err` when it kept it open that long).
+async fn until_closed(
+    connection: &mut tokio::net::TcpStream,
+) -> Result<std::io::Result<String>, tokio::time::error::Elapsed> {
+    use tokio::io::AsyncReadExt;
+    let mut answered = Vec::new();
+    let read = connection.read_to_end(&mut answered);
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), read).await?;
+    Ok(read.map(|_| String::from_utf8_lossy(&answered).into_owned()))
+}
+
 /// A client that connects and sends nothing, half an HTTP/1 request head,
 /// or HTTP/2's preface and half a frame gets its connection closed once it
 /// idles past the idle timeout, on the REST and the gRPC port alike, while
@@ -388,7 +400,7 @@ async fn the_openai_client_sends_its_api_key_and_a_wrong_one_is_an_authenticatio
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_that_send_nothing_or_half_a_request_are_closed() {
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     // Room for action 7's second of work, three idle timeouts long.
     let repo = edgeserve_e2e::faulty_repository("instances = 1\ntimeout_ms = 30000\n");
@@ -412,13 +424,8 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
     ] {
         let mut connection = tokio::net::TcpStream::connect(addr).await.unwrap();
         connection.write_all(sent).await.unwrap();
-        let mut answered = Vec::new();
         // The server's HTTP/2 settings may come first; then the close.
-        let closed = tokio::time::timeout(
-            Duration::from_secs(60),
-            connection.read_to_end(&mut answered),
-        )
-        .await;
+        let closed = until_closed(&mut connection).await;
         assert!(closed.is_ok(), "a connection sent {what} was kept open");
     }
     // A request whose body stops arriving: 408, and the connection closed.
@@ -426,15 +433,10 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
     let stalled = "POST /v2/models/faulty/infer HTTP/1.1\r\nHost: edgeserve\r\n\
                    Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"inputs\":";
     connection.write_all(stalled.as_bytes()).await.unwrap();
-    let mut answered = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        connection.read_to_end(&mut answered),
-    )
-    .await
-    .expect("a connection whose body stalled was kept open")
-    .unwrap();
-    let answered = String::from_utf8_lossy(&answered);
+    let answered = until_closed(&mut connection)
+        .await
+        .expect("a connection whose body stalled was kept open")
+        .unwrap();
     assert!(
         answered.starts_with("HTTP/1.1 408") && answered.contains("stopped arriving"),
         "{answered}"
@@ -454,15 +456,10 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         connection.write_all(part).await.unwrap();
     }
-    let mut answered = Vec::new();
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        connection.read_to_end(&mut answered),
-    )
-    .await
-    .expect("an answer to a body sent in pauses")
-    .unwrap();
-    let answered = String::from_utf8_lossy(&answered);
+    let answered = until_closed(&mut connection)
+        .await
+        .expect("an answer to a body sent in pauses")
+        .unwrap();
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     let (status, body) = status_json(slow.await.unwrap().unwrap()).await;
     assert_eq!(

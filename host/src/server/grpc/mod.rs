@@ -76,7 +76,6 @@ pub async fn router(app: Arc<AppState>, access: Arc<AccessPolicy>) -> auth::Prot
 /// decoupled inference, server reflection).
 pub fn quiet(idle: Duration) -> Quiet {
     Quiet {
-        idle,
         open_ended: &[
             "/inference.GRPCInferenceService/ModelStreamInfer",
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -84,6 +83,7 @@ pub fn quiet(idle: Duration) -> Quiet {
         ],
         // tonic answers a body error that is a status with that status.
         stalled: |idle| Status::deadline_exceeded(Stalled(idle).to_string()).into(),
+        ..Quiet::new(idle)
     }
 }
 
