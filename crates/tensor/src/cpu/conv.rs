@@ -20,7 +20,7 @@ use super::elementwise::clamp;
 use super::matmul::{Dst, MatRef, gemm, threaded};
 use super::packed::{self, PackedWeight};
 use super::parallel::{PARALLEL_WORK, SendPtr, Simd, for_each_task, for_rows, simd};
-use crate::shape::{Conv2dPlan, Pool2dPlan};
+use crate::shape::{ClipBounds, Conv2dPlan, Pool2dPlan};
 use crate::{Conv2d, PoolKind, Result, Tensor, WeightedInputs};
 
 /// The output positions `lo..hi` along one axis whose input position
@@ -559,8 +559,8 @@ fn product(
     );
     // SAFETY: the product wrote every element of the block.
     let dst = unsafe { dst.assume_init_mut() };
-    let unclipped = (f32::NEG_INFINITY, f32::INFINITY);
-    finish(dst, plane, bias, (clip != unclipped).then_some(clip));
+    let unclipped = clip == ClipBounds::NONE.f32_range();
+    finish(dst, plane, bias, (!unclipped).then_some(clip));
 }
 
 /// Adds each row's bias (`bias[r]` to row `r`, of `plane` elements) and
