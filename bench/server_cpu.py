@@ -9,16 +9,27 @@ machine shared with the client blurs. Requests (`--request`):
   `wrk -t1 -c2`;
 - `json`: edgeserve-bench's JSON request (`[4, 1]`), `wrk -t1 -c16`.
 
-    python3 bench/server_cpu.py --a BINARY_A --b BINARY_B [--request json] [--pairs 3]
+With `--native`, the baseline is no edgeserve build but the native handler
+of edgeserve-bench's HTTP measurement (`edgeserve-bench --serve-native`: the
+same JSON work in a plain axum handler, no registry, pool or wasm), and `--b`
+defaults to the built `edgeserve`: the HTTP path's cost against native per
+request on the server's own CPU, which the in-process client of
+`cargo run --release -p edgeserve-bench` shares the cores with.
 
-Needs wrk (apt-get install wrk) and examples/models with the linear plugin
-(scripts/build-plugins.sh).
+    python3 bench/server_cpu.py --a BINARY_A --b BINARY_B [--request json] [--pairs 3]
+    python3 bench/server_cpu.py --native [--b BINARY] [--pairs 3]
+
+Needs wrk (apt-get install wrk) and the built linear plugin (the test
+build's, or `cd plugins && cargo build --release --target wasm32-wasip2 -p
+linear`); `--native` needs `cargo build --release -p edgeserve -p
+edgeserve-bench`.
 """
 
 import argparse
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -42,25 +53,55 @@ def wrk(script, url, seconds, connections):
     return run["requests"], run["rate"]
 
 
-def turn(binary, script, connections):
-    server = harness.Server(binary, harness.MODELS, ["linear"], threads=2)
+def measure(pid, url, script, connections):
+    """(server CPU per request, requests/s) of 5 s of wrk after 1 s of warm-up."""
+    wrk(script, url, 1, connections)
+    before = cpu_seconds(pid)
+    requests, rate = wrk(script, url, 5, connections)
+    return (cpu_seconds(pid) - before) / requests, rate
+
+
+def turn(binary, repository, script, connections):
+    server = harness.Server(binary, repository, ["linear"], threads=2)
     try:
-        url = f"{server.url}/v2/models/linear/infer"
-        wrk(script, url, 1, connections)
-        before = cpu_seconds(server.proc.pid)
-        requests, rate = wrk(script, url, 5, connections)
-        return (cpu_seconds(server.proc.pid) - before) / requests, rate
+        return measure(server.proc.pid, f"{server.url}/v2/models/linear/infer", script, connections)
     finally:
         server.stop()
 
 
+def native_turn(script, connections):
+    """`turn` for the native handler (`edgeserve-bench --serve-native`)."""
+    bench = harness.find_binary().with_name("edgeserve-bench")
+    if not bench.is_file():
+        sys.exit(f"no {bench}: run `cargo build --release -p edgeserve-bench` first")
+    proc = subprocess.Popen([str(bench), "--serve-native"], stdout=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().strip()
+        if not address:
+            sys.exit(f"{bench} --serve-native exited with {proc.wait()}")
+        return measure(proc.pid, f"http://{address}/v2/models/linear/infer", script, connections)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--a", required=True, help="baseline binary")
-    parser.add_argument("--b", required=True, help="binary under test")
+    baseline = parser.add_mutually_exclusive_group(required=True)
+    baseline.add_argument("--a", help="baseline binary")
+    baseline.add_argument("--native", action="store_true",
+                          help="the native handler as the baseline (JSON requests)")
+    parser.add_argument("--b", help="binary under test (with --native: the built edgeserve by default)")
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--request", choices=["binary", "json"], default="binary")
+    parser.add_argument("--request", choices=["binary", "json"])
     args = parser.parse_args()
+    if args.native:
+        if args.request == "binary":
+            parser.error("the native handler takes JSON requests only")
+        args.request, args.b = "json", args.b or str(harness.find_binary())
+    elif not args.b:
+        parser.error("--b is required with --a")
+    args.request = args.request or "binary"
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     if args.request == "binary":
@@ -70,6 +111,8 @@ def main():
         headers, connections = {"Content-Type": "application/json"}, 16
     with tempfile.TemporaryDirectory() as work:
         (pathlib.Path(work) / "body").write_bytes(body)
+        repository = pathlib.Path(work) / "repository"
+        harness.model_folder("linear", repository / "linear")
         script = pathlib.Path(work) / "request.lua"
         script.write_text(f'local f = io.open("{work}/body", "rb")\n'
                           'wrk.method = "POST"; wrk.body = f:read("*a"); f:close()\n'
@@ -78,10 +121,20 @@ def main():
         print(f"{args.request} requests, wrk -t1 -c{connections}")
         print("| build | server CPU per request | requests/s |")
         print("|---|---:|---:|")
+        sides = [("native handler", None) if args.native else (args.a, args.a), (args.b, args.b)]
+        ratios = []
         for _ in range(args.pairs):
-            for binary in (args.a, args.b):
-                cpu, rate = turn(binary, str(script), connections)
-                print(f"| {binary} | {cpu * 1e6:.2f} µs | {rate:.1f} |", flush=True)
+            pair = []
+            for name, binary in sides:
+                if binary is None:
+                    cpu, rate = native_turn(str(script), connections)
+                else:
+                    cpu, rate = turn(binary, repository, str(script), connections)
+                pair.append(cpu)
+                print(f"| {name} | {cpu * 1e6:.2f} µs | {rate:.1f} |", flush=True)
+            ratios.append(pair[1] / pair[0])
+        print(f"\nCPU per request, {args.b} ÷ {sides[0][0]}, pair by pair: "
+              + ", ".join(f"{r:.3f}" for r in ratios))
 
 
 if __name__ == "__main__":

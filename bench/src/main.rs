@@ -147,7 +147,9 @@ impl Row {
     }
 }
 
-const USAGE: &str = "usage: edgeserve-bench [--quick] [--rounds N]";
+const USAGE: &str = "usage: edgeserve-bench [--quick] [--rounds N]
+       edgeserve-bench --serve-native   (the native handler alone: prints its
+                                         address, serves until stopped)";
 
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
@@ -160,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                 let n = args.next().and_then(|n| n.parse::<u32>().ok());
                 rounds = Some(n.filter(|&n| n > 0).context(USAGE)?);
             }
+            "--serve-native" => return serve_native(),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -306,4 +309,26 @@ fn os() -> String {
     format!("{} {}", std::env::consts::OS, release.trim())
         .trim()
         .to_owned()
+}
+
+/// Serves the native handler alone, as `bench/server_cpu.py --native`
+/// measures it against an `edgeserve serve` process: its address on the
+/// first line of stdout, then until SIGTERM or Ctrl-C.
+fn serve_native() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let server = native::NativeServer::start().await?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{}", server.addr())?;
+        stdout.flush()?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            stopped = tokio::signal::ctrl_c() => stopped?,
+        }
+        server.shutdown().await
+    })
 }
