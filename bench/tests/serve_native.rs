@@ -4,14 +4,29 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+
+/// The server, killed if the test ends before it has exited.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 #[test]
 fn serves_linear_until_terminated() -> anyhow::Result<()> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeserve-bench"))
-        .arg("--serve-native")
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_edgeserve-bench"))
+            .arg("--serve-native")
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let child = &mut server.0;
     let mut address = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut address)?;
     let body = r#"{"inputs":[{"name":"x","shape":[2,1],"datatype":"FP32","data":[1.0,5.0]}]}"#;
