@@ -121,15 +121,17 @@ def main():
         print(f"{args.request} requests, wrk -t1 -c{connections}")
         print("| build | server CPU per request | requests/s |")
         print("|---|---:|---:|")
-        sides = [("native handler", None) if args.native else (args.a, args.a), (args.b, args.b)]
+        def edgeserve(binary):
+            return binary, lambda: turn(binary, repository, str(script), connections)
+
+        baseline = (("native handler", lambda: native_turn(str(script), connections))
+                    if args.native else edgeserve(args.a))
+        sides = [baseline, edgeserve(args.b)]
         ratios = []
         for _ in range(args.pairs):
             pair = []
-            for name, binary in sides:
-                if binary is None:
-                    cpu, rate = native_turn(str(script), connections)
-                else:
-                    cpu, rate = turn(binary, repository, str(script), connections)
+            for name, run in sides:
+                cpu, rate = run()
                 pair.append(cpu)
                 print(f"| {name} | {cpu * 1e6:.2f} µs | {rate:.1f} |", flush=True)
             ratios.append(pair[1] / pair[0])

@@ -153,6 +153,7 @@ const USAGE: &str = "usage: edgeserve-bench [--quick] [--rounds N]
 
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
+    let mut native_only = false;
     let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -162,7 +163,7 @@ fn main() -> anyhow::Result<()> {
                 let n = args.next().and_then(|n| n.parse::<u32>().ok());
                 rounds = Some(n.filter(|&n| n > 0).context(USAGE)?);
             }
-            "--serve-native" => return serve_native(),
+            "--serve-native" => native_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -170,8 +171,11 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
-    let plan = Plan::new(quick, rounds);
     edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
+    if native_only {
+        return serve_native();
+    }
+    let plan = Plan::new(quick, rounds);
     // The compute threads the binary runs with by default.
     edgeserve_tensor::cpu::use_threads(edgeserve::cli::compute_threads(None))?;
 
@@ -318,7 +322,6 @@ fn serve_native() -> anyhow::Result<()> {
     use std::io::Write as _;
     use tokio::signal::unix::{SignalKind, signal};
 
-    edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
     tokio::runtime::Runtime::new()?.block_on(async {
         let mut terminate = signal(SignalKind::terminate())?;
         let server = native::NativeServer::start().await?;
