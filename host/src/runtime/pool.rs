@@ -139,13 +139,20 @@ impl InstancePool {
         call: impl for<'a> FnOnce(&'a mut Instance) -> BoxFuture<'a, Result<R, Fault>> + Send + 'static,
     ) -> Result<(R, Timing), PoolError> {
         let queued = Instant::now();
-        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| PoolError::Busy {
-                model: self.label.clone(),
-                waited_ms: queued.elapsed().as_millis() as u64,
-            })?
-            .expect("the pool never closes its semaphore");
+        // A free instance is taken at once, without arming the queue
+        // deadline's timer.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| PoolError::Busy {
+                        model: self.label.clone(),
+                        waited_ms: queued.elapsed().as_millis() as u64,
+                    })?
+                    .expect("the pool never closes its semaphore")
+            }
+        };
         let queue = queued.elapsed();
         let pool = self.clone();
         // Everything after this point runs to completion in its own task even

@@ -1,7 +1,7 @@
 //! Request bodies into typed requests.
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use edgeserve_tensor::{DType, Tensor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -78,10 +78,14 @@ struct OutputRequestJson {
     parameters: Option<Map<String, Json>>,
 }
 
+/// [`HEADER_LENGTH`] as a `HeaderName`: looking it up then hashes the name
+/// without first parsing it, on every request.
+const LENGTH_HEADER: HeaderName = HeaderName::from_static(HEADER_LENGTH);
+
 /// The binary extension's JSON length, when the client sent one.
 pub fn json_len(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     headers
-        .get(HEADER_LENGTH)
+        .get(LENGTH_HEADER)
         .map(|v| {
             v.to_str()
                 .ok()
