@@ -129,9 +129,9 @@ class Server:
     temporary file (removed by `stop`). Exits the script, naming the log,
     when the server dies or a model fails to load or is not ready within
     `timeout` seconds. gRPC is off unless `grpc`; then it listens on a free
-    port too, `grpc_address` (HOST:PORT)."""
+    port too, `grpc_address` (HOST:PORT). `env` adds to its environment."""
 
-    def __init__(self, binary, repository, models, threads, device="cpu", timeout=300, grpc=False):
+    def __init__(self, binary, repository, models, threads, device="cpu", timeout=300, grpc=False, env=None):
         port = free_port()
         # Off by default: its fixed default port would collide between
         # servers. Set in the environment, which builds from before gRPC
@@ -141,7 +141,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(
             prefix=f"edgeserve-bench-{device}-", suffix=".log", delete=False).name
         env = dict(os.environ, RAYON_NUM_THREADS=str(threads), RUST_LOG="warn",
-                   EDGESERVE_GRPC_PORT=str(grpc_port))
+                   EDGESERVE_GRPC_PORT=str(grpc_port), **(env or {}))
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [str(binary), "serve", "--model-repository", str(repository), "--http-port", str(port),

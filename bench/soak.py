@@ -4,7 +4,7 @@ requests, oversize bodies, clients that hang up mid-request or mid-stream,
 and unload/load cycles, sampling the server's memory and open descriptors
 every 10 s. Then a second server is stopped with SIGTERM under load.
 
-    python3 bench/soak.py [--minutes 20] [--clients 4] [--binary PATH]
+    python3 bench/soak.py [--minutes 20] [--clients 4] [--memory-purge-ms 0] [--binary PATH]
 
 Pass criteria, each printed with its figures (exit status 1 if one fails):
 - the memory the server holds after the warm-up (the first quarter of the
@@ -16,7 +16,12 @@ Pass criteria, each printed with its figures (exit status 1 if one fails):
   stopped for 3 s at the end (under load a sample swings by the bodies in
   flight: an oversize one is read up to the 64 MiB limit);
   the lowest sample under load in the first and last third of the run after
-  the warm-up is printed too;
+  the warm-up is printed too. The soaked server hands freed pages back at
+  once (`--memory-purge-ms 0`), so that what it holds is what it uses: with
+  its default delay (1 s) the allocator keeps pages for reuse, and a sample
+  with the load paused lands anywhere in a band some 300 MiB wide (175–556
+  MiB under load in one 20-minute run, 160–226 MiB at 0; bench/RESULTS.md,
+  session 53). `--memory-purge-ms 1000` soaks the shipped setting;
 - open descriptors are flat: the count with the load stopped at the end is
   at most the count at the end of the warm-up with the load paused;
 - no unexpected 5xx (a 503 with Retry-After, a model busy past its queue
@@ -239,9 +244,9 @@ def quiesced(pid, pause):
     return held
 
 
-def soak(binary, repo, minutes, clients, threads, limit):
+def soak(binary, repo, minutes, clients, threads, limit, purge_ms):
     models = ["linear", "digits", "recommender", "minilm", "gpt2", "cycled"]
-    server = Server(binary, repo, models, threads)
+    server = Server(binary, repo, models, threads, env={"EDGESERVE_MEMORY_PURGE_MS": str(purge_ms)})
     port, pid = int(server.url.rsplit(":", 1)[1]), server.proc.pid
     stop, pause, tally = threading.Event(), threading.Event(), Tally()
     threads_ = [threading.Thread(target=worker, args=(port, stop, pause, tally, limit)) for _ in range(clients)]
@@ -332,13 +337,16 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="the server's compute threads (default 2)")
     parser.add_argument("--binary", type=pathlib.Path, default=None, help="edgeserve binary (default: release build)")
     parser.add_argument("--max-body-bytes", type=int, default=64 << 20, help="the server's body limit (its default)")
+    parser.add_argument("--memory-purge-ms", type=int, default=0,
+                        help="the soaked server's --memory-purge-ms (default 0: freed pages handed back at once)")
     args = parser.parse_args()
     binary = args.binary or find_binary()
     repo = repository()
     try:
-        print(f"soak: {args.minutes} min, {args.clients} clients, {args.threads} compute threads, {binary}")
+        print(f"soak: {args.minutes} min, {args.clients} clients, {args.threads} compute threads, "
+              f"--memory-purge-ms {args.memory_purge_ms}, {binary}")
         tally, (first, first_rss, warm_fds), (last, last_rss, end_fds), floors = soak(
-            binary, repo, args.minutes, args.clients, args.threads, args.max_body_bytes)
+            binary, repo, args.minutes, args.clients, args.threads, args.max_body_bytes, args.memory_purge_ms)
         print("\n| outcome | count |\n|---|---:|")
         for key, n in sorted(tally.counts.items()):
             print(f"| {key} | {n} |")
