@@ -69,7 +69,8 @@ impl Quiet {
 pub struct Stalled(pub Duration);
 
 /// Serves `service` on `listener` until `stop` turns true, then lets the
-/// requests in flight finish. A connection that starts no request for
+/// requests in flight finish, those on connections still queued to be
+/// accepted included ([`DRAIN`]). A connection that starts no request for
 /// between `quiet.idle` and twice that is closed the graceful way: a
 /// request it is still answering (a long generation, a stream) runs to its
 /// end first. A request body that stops arriving for `quiet.idle` (but an
@@ -99,13 +100,22 @@ where
                 _ = stop.wait_for(|&s| s) => break,
             };
             tracing::trace!(?peer, "connection accepted");
-            let connection = Connection {
-                service: Counted {
-                    inner: service.clone(),
-                    started: Arc::default(),
-                },
-                quiet,
-            };
+            let connection = Connection::new(service.clone(), quiet);
+            tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
+        }
+        // Connections the kernel had already completed are served (their
+        // requests answered as in-flight ones), not reset by closing the
+        // listener under them: accepted until none comes for a moment, for
+        // at most `DRAIN`.
+        let draining = tokio::time::Instant::now() + DRAIN;
+        while let Ok(Ok((io, peer))) = tokio::time::timeout_at(
+            draining,
+            tokio::time::timeout(DRAIN_QUIET, listener.accept()),
+        )
+        .await
+        {
+            tracing::trace!(?peer, "connection accepted while stopping");
+            let connection = Connection::new(service.clone(), quiet);
             tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
         }
         drop((listener, alive));
@@ -113,6 +123,14 @@ where
         Ok(())
     })
 }
+
+/// Longest the stopping server goes on accepting connections already
+/// queued, so that a stream of new ones cannot hold the stop up.
+const DRAIN: Duration = Duration::from_millis(100);
+
+/// The pause after which the stopping server takes its queue of completed
+/// connections for empty: time for the runtime to see one that is there.
+const DRAIN_QUIET: Duration = Duration::from_millis(2);
 
 /// One accepted connection's service and limits.
 struct Connection<S> {
@@ -125,6 +143,17 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
+    /// `service` on one connection, within `quiet`'s limits.
+    fn new(service: S, quiet: Quiet) -> Self {
+        Connection {
+            service: Counted {
+                inner: service,
+                started: Arc::default(),
+            },
+            quiet,
+        }
+    }
+
     /// Serves `io` until the client closes it, it idles out, or the server
     /// stops; dropping `_alive` tells [`serve`]'s stop this one is done.
     async fn run<I>(self, io: I, mut stop: watch::Receiver<bool>, _alive: watch::Receiver<()>)
@@ -310,13 +339,7 @@ mod tests {
                 .write_all(b"GET / HTTP/1.1\r\nhost: edgeserve\r\n\r\n")
                 .await
                 .unwrap();
-            let connection = Connection {
-                service: Counted {
-                    inner: app.clone(),
-                    started: Arc::default(),
-                },
-                quiet: Quiet::new(Duration::from_secs(5)),
-            };
+            let connection = Connection::new(app.clone(), Quiet::new(Duration::from_secs(5)));
             let (_connections, alive) = watch::channel(());
             connection.run(server, stopped.clone(), alive).await;
             let mut answer = String::new();
@@ -324,6 +347,33 @@ mod tests {
             assert!(
                 answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"),
                 "round {round}: {answer:?}"
+            );
+        }
+    }
+
+    /// A connection the kernel completed, its request sent, before the
+    /// server stopped is accepted and answered, not reset by the listener
+    /// closing under it.
+    #[tokio::test]
+    async fn a_connection_queued_before_the_stop_is_answered() {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "served" }));
+        for round in 0..8 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            client
+                .write_all(b"GET / HTTP/1.1\r\nhost: edgeserve\r\n\r\n")
+                .await
+                .unwrap();
+            let (_stopping, stopped) = watch::channel(true);
+            let quiet = Quiet::new(Duration::from_secs(5));
+            serve(listener, app.clone(), quiet, stopped).await.unwrap();
+            let mut answer = String::new();
+            let read = client.read_to_string(&mut answer).await;
+            assert!(
+                read.is_ok() && answer.starts_with("HTTP/1.1 200") && answer.ends_with("served"),
+                "round {round}: {read:?} {answer:?}"
             );
         }
     }
