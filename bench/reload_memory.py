@@ -13,7 +13,6 @@ lazily, as bench/soak.py samples it) is printed every `--every` cycles after
 """
 
 import argparse
-import http.client
 import json
 import sys
 import time
@@ -23,18 +22,6 @@ from harness import Server, find_binary
 
 # What the last sample may exceed the first after warm-up by.
 BOUND = 0.05
-
-
-def post(port, path, body):
-    """Status of one POST on a fresh connection."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 def main():
@@ -60,7 +47,7 @@ def main():
                 samples.append(held)
                 print(f"| {cycle} | {time.time() - start:.1f} | {held:.1f} | {rss:.1f} | {fds} |", flush=True)
             for path, body in steps:
-                status = post(port, path, body)
+                status = soak.send(port, "POST", path, body, "application/json")[0]
                 if status != 200:
                     sys.exit(f"cycle {cycle}: POST {path} answered {status}")
     finally:

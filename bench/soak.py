@@ -239,9 +239,9 @@ def quiesced(pid, pause):
     """[`sample`] with the load paused and its connections closed."""
     pause.set()
     time.sleep(3)
-    held = sample(pid)
+    sampled = sample(pid)
     pause.clear()
-    return held
+    return sampled
 
 
 def soak(binary, repo, minutes, clients, threads, limit, purge_ms):

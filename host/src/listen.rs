@@ -94,27 +94,32 @@ where
     Box::pin(async move {
         // Each connection holds a receiver; the stop waits for them all.
         let (connections, alive) = watch::channel(());
+        // Set once the stop has come: until then connections keep coming.
+        let mut stopping = None;
         loop {
-            let (io, peer) = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.wait_for(|&s| s) => break,
+            let (io, peer) = match stopping {
+                None => tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop.wait_for(|&s| s) => {
+                        stopping = Some(tokio::time::Instant::now() + DRAIN);
+                        continue;
+                    }
+                },
+                // Connections the kernel had already completed are served
+                // (their requests answered as in-flight ones), not reset by
+                // closing the listener under them: accepted until none
+                // comes for a moment, for at most `DRAIN`.
+                Some(deadline) => match tokio::time::timeout_at(
+                    deadline,
+                    tokio::time::timeout(DRAIN_QUIET, listener.accept()),
+                )
+                .await
+                {
+                    Ok(Ok(accepted)) => accepted,
+                    _ => break,
+                },
             };
-            tracing::trace!(?peer, "connection accepted");
-            let connection = Connection::new(service.clone(), quiet);
-            tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
-        }
-        // Connections the kernel had already completed are served (their
-        // requests answered as in-flight ones), not reset by closing the
-        // listener under them: accepted until none comes for a moment, for
-        // at most `DRAIN`.
-        let draining = tokio::time::Instant::now() + DRAIN;
-        while let Ok(Ok((io, peer))) = tokio::time::timeout_at(
-            draining,
-            tokio::time::timeout(DRAIN_QUIET, listener.accept()),
-        )
-        .await
-        {
-            tracing::trace!(?peer, "connection accepted while stopping");
+            tracing::trace!(?peer, stopping = stopping.is_some(), "connection accepted");
             let connection = Connection::new(service.clone(), quiet);
             tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
         }
