@@ -10,6 +10,9 @@ request by request:
 * a GPT-2 (transformers, 6 layers, hidden 384, 6 heads, vocabulary 8000,
   random weights) over 64 tokens: `Split` of the fused QKV, the causal mask
   by `Trilu`;
+* BERT-base (transformers' default `BertConfig`: 12 layers, hidden 768, 12
+  heads, as bert-base-uncased; random weights) over 64 tokens: the encoder
+  size most sentence-embedding and classification models built on BERT use;
 * a stacked LSTM (torch, 2 layers, 256 hidden, 32 features) over 50 steps;
 * a YOLOv4-style CNN stage (torch: four 3x3 convolutions with batch norm and
   Mish, 112x112 in, pooled): Mish as x·tanh(Softplus x), a log, an exp and
@@ -157,12 +160,12 @@ def main():
     if args.no_onnxruntime_turns and not (args.baseline_handler or args.baseline_binary):
         parser.error("--no-onnxruntime-turns compares against a baseline: give one")
 
-    from transformers import GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
+    from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, MobileNetV2Config, MobileNetV2Model
 
     torch.manual_seed(0)
     work = pathlib.Path(tempfile.mkdtemp(prefix="edgeserve-bench-zoo-"))
     files = {"mobilenet-v2": work / "mobilenet.onnx", "gpt2-6x384": work / "gpt2.onnx",
-             "lstm-2x256": work / "lstm.onnx", "mish-cnn": work / "mish.onnx"}
+             "bert-base": work / "bert.onnx", "lstm-2x256": work / "lstm.onnx", "mish-cnn": work / "mish.onnx"}
     export(Field(mobilenet(MobileNetV2Model(MobileNetV2Config())), "pooler_output"), torch.randn(1, 3, 224, 224),
            files["mobilenet-v2"], "pixel_values", {0: "batch"})
     gpt2 = GPT2Model(GPT2Config(n_layer=6, n_embd=384, n_head=6, vocab_size=8000, bos_token_id=0, eos_token_id=0))
@@ -170,6 +173,8 @@ def main():
     gpt2.forward = (lambda f: lambda ids: f(input_ids=ids, use_cache=True))(gpt2.forward)
     export(Field(gpt2, "last_hidden_state"), torch.randint(0, 8000, (1, 64)), files["gpt2-6x384"],
            "input_ids", {0: "batch", 1: "sequence"})
+    export(Field(BertModel(BertConfig()), "last_hidden_state"), torch.randint(0, 30522, (1, 64)),
+           files["bert-base"], "input_ids", {0: "batch", 1: "sequence"})
     export(Lstm(), torch.randn(1, 50, 32), files["lstm-2x256"], "x", {0: "batch", 1: "steps"})
     export(MishCnn(), torch.randn(1, 3, 112, 112), files["mish-cnn"], "image", {0: "batch"})
 
@@ -199,6 +204,9 @@ def main():
         ("LSTM 2x256, 50 steps", "lstm-2x256", 8, {"x": rng.standard_normal((8, 50, 32), np.float32)}),
         ("Mish CNN, 112x112", "mish-cnn", 1, {"image": rng.standard_normal((1, 3, 112, 112), np.float32)}),
         ("Mish CNN, 112x112", "mish-cnn", 8, {"image": rng.standard_normal((8, 3, 112, 112), np.float32)}),
+        # Last, so that the cases above draw the same inputs as before it came.
+        ("BERT-base 12x768, 64 tokens", "bert-base", 1, {"input_ids": rng.integers(0, 30522, (1, 64))}),
+        ("BERT-base 12x768, 64 tokens", "bert-base", 8, {"input_ids": rng.integers(0, 30522, (8, 64))}),
     ]
     rows = []
     try:
