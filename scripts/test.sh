@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing what it needs on a fresh machine:
 # the wasm32-wasip2 target (plugins are compiled from source by the test
-# build), Mesa's software Vulkan driver and the Python packages of the client-compatibility tests.
+# build), Mesa's software Vulkan driver, the Python packages of the
+# client-compatibility tests, and the aarch64 target with qemu-user for the
+# CPU kernels' tests on an emulated aarch64 CPU.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -11,36 +13,32 @@ cd "$repo"
 # --no-self-update rustup would also replace itself with whatever version
 # its server offers.
 rustup toolchain install --no-self-update
+# Installs the Debian packages named unless all are installed already.
+apt_install() {
+    dpkg -s "$@" >/dev/null 2>&1 && return
+    local sudo
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
 # A software Vulkan device (Mesa lavapipe) so the GPU backend's tests run
 # on machines without a GPU; they fail, not skip, when no adapter exists.
-if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mesa-vulkan-drivers
-fi
+apt_install mesa-vulkan-drivers
 # Debian's chromium and its chromedriver for the console's browser test
 # (tests/tests/console.rs, driven with selenium from tests/requirements.txt).
-if ! dpkg -s chromium chromium-driver >/dev/null 2>&1; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver
-fi
+apt_install chromium chromium-driver
 # curl for the Flask-style route's `curl -F` test (tests/tests/openai.rs).
-if ! dpkg -s curl >/dev/null 2>&1; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq curl
-fi
+apt_install curl
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 # The plugin-author toolchains (tests/tests/authoring.rs): `edgeserve build`
 # installs componentize-py into a venv and componentize-js/jco with npm on
 # first use, into ~/.cache/edgeserve/toolchains; they need python3-venv and
 # Node.js with npm.
-if ! dpkg -s python3-venv nodejs npm >/dev/null 2>&1 && ! { python3 -m venv --help && command -v npm; } >/dev/null 2>&1; then
-    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv nodejs npm
-fi
+{ python3 -m venv --help && command -v npm; } >/dev/null 2>&1 || apt_install python3-venv nodejs npm
+# qemu-user and an aarch64 cross linker, for the CPU kernels' tests on an
+# emulated aarch64 edge node (the last step below).
+apt_install qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+rustup target add aarch64-unknown-linux-gnu
 # all-MiniLM-L6-v2's pretrained weights for the minilm test (a no-op once there).
 scripts/fetch-minilm.sh
 
@@ -72,3 +70,13 @@ cargo test --release --workspace "$@"
 # The plugins' own unit tests (the SDK, minilm's tokenizer, the ONNX
 # handler's graph analysis), natively: they form a workspace of their own.
 cargo test --manifest-path plugins/Cargo.toml -p edgeserve-sdk -p minilm -p onnx
+# The CPU backend as an aarch64 edge node runs it, under qemu-user: there
+# the x86 kernels are not compiled in and every op takes its portable path
+# (`cfg(not(target_arch = "x86_64"))`), which the runs above never build.
+# The kernels' unit tests and the op suites that check them against plain
+# references; `deadline.rs` (timing, not arithmetic) is left to the native
+# run.
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+    cargo test --release --target aarch64-unknown-linux-gnu -p edgeserve-tensor \
+    --lib --test cpu_ops --test ops --test shape_properties --test compute_threads --test placement
