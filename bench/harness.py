@@ -148,6 +148,7 @@ class Server:
                  "--device", device],
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )
+        self.port = port
         self.url = f"http://127.0.0.1:{port}"
         what = f"edgeserve --device {device}"
         deadline = time.time() + timeout

@@ -32,7 +32,7 @@ def main():
     args = parser.parse_args()
     binary = args.binary or str(find_binary())
     server = Server(binary, soak.repository(), ["linear", "cycled"], 2)
-    port, pid = int(server.url.rsplit(":", 1)[1]), server.proc.pid
+    port, pid = server.port, server.proc.pid
     request = json.dumps(soak.LINEAR).encode()
     steps = [("/v2/repository/models/cycled/unload", b"{}"),
              ("/v2/repository/models/cycled/load", b"{}"),

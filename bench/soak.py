@@ -247,7 +247,7 @@ def quiesced(pid, pause):
 def soak(binary, repo, minutes, clients, threads, limit, purge_ms):
     models = ["linear", "digits", "recommender", "minilm", "gpt2", "cycled"]
     server = Server(binary, repo, models, threads, env={"EDGESERVE_MEMORY_PURGE_MS": str(purge_ms)})
-    port, pid = int(server.url.rsplit(":", 1)[1]), server.proc.pid
+    port, pid = server.port, server.proc.pid
     stop, pause, tally = threading.Event(), threading.Event(), Tally()
     threads_ = [threading.Thread(target=worker, args=(port, stop, pause, tally, limit)) for _ in range(clients)]
     threads_.append(threading.Thread(target=cycler, args=(port, stop, pause, tally)))
@@ -285,7 +285,7 @@ def sigterm_run(binary, repo, threads, clients=8, seconds=6):
     """Clients send valid requests on fresh connections; SIGTERM arrives
     mid-load. Returns counts by (when connected, outcome) and the exit code."""
     server = Server(binary, repo, ["linear", "gpt2", "minilm"], threads)
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     valid = [r for r in valid_requests() if r[1].split("/")[3:4] in (["linear"], ["gpt2"], ["minilm"])]
     signalled = threading.Event()
     tally = Tally()

@@ -59,7 +59,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=48)
     args = parser.parse_args()
     server = Server(find_binary(), MODELS, ["gpt2"], threads=2)
-    port = int(server.url.rsplit(":", 1)[1])
+    port = server.port
     try:
         completion(port, 4, True)
         rows = {"not streamed": [], "streamed": [], "1 stream": [], "8 streams": []}

@@ -109,15 +109,13 @@ where
                 // (their requests answered as in-flight ones), not reset by
                 // closing the listener under them: accepted until none
                 // comes for a moment, for at most `DRAIN`.
-                Some(deadline) => match tokio::time::timeout_at(
-                    deadline,
-                    tokio::time::timeout(DRAIN_QUIET, listener.accept()),
-                )
-                .await
-                {
-                    Ok(Ok(accepted)) => accepted,
-                    _ => break,
-                },
+                Some(deadline) => {
+                    let quiet_at = tokio::time::Instant::now() + DRAIN_QUIET;
+                    match tokio::time::timeout_at(deadline.min(quiet_at), listener.accept()).await {
+                        Ok(accepted) => accepted,
+                        Err(_) => break,
+                    }
+                }
             };
             tracing::trace!(?peer, stopping = stopping.is_some(), "connection accepted");
             let connection = Connection::new(service.clone(), quiet);
