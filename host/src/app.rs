@@ -154,7 +154,10 @@ pub async fn start_on(settings: Settings, devices: Devices) -> Result<Running, S
 
 async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Running, StartError> {
     let access = Arc::new(AccessPolicy::new(&settings.access, settings.listen.ip())?);
-    let tls = settings.tls.as_ref().map(Tls::new).transpose()?;
+    let metrics = Arc::new(Metrics::new());
+    let tls = (settings.tls.as_ref())
+        .map(|tls| Tls::new(tls, metrics.clone()))
+        .transpose()?;
     let upstream = settings
         .upstream
         .as_ref()
@@ -175,7 +178,6 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
             .await
             .expect("opening devices does not panic")?,
     };
-    let metrics = Arc::new(Metrics::new());
     let default = devices.default_info();
     for info in devices.all() {
         let is_default = info == default;

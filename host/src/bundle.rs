@@ -58,6 +58,9 @@ pub enum BundleError {
     /// The HTTP client could not be built.
     #[error("cannot create the bundle HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The HTTP client's TLS could not be set up.
+    #[error("cannot set up TLS for bundle downloads: {0}")]
+    Tls(#[source] crate::tls::TlsError),
     /// The download failed (connection, TLS, reset…).
     #[error("cannot download bundle {url}: {source}")]
     Download {
@@ -267,8 +270,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 impl BundleStore {
     /// A store caching under `settings.cache_dir` (created when needed).
     pub fn new(settings: &BundleSettings) -> Result<BundleStore, BundleError> {
+        let tls = crate::tls::client_config(None).map_err(BundleError::Tls)?;
         let builder = || {
             reqwest::Client::builder()
+                .use_preconfigured_tls(tls.clone())
                 .connect_timeout(CONNECT_TIMEOUT)
                 .read_timeout(READ_TIMEOUT)
         };

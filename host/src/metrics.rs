@@ -60,6 +60,24 @@ pub struct DeviceMemoryLabels {
     pub state: &'static str,
 }
 
+/// Labels of the TLS handshake counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsHandshakeLabels {
+    /// The protocol version agreed ("TLSv1_3", "TLSv1_2").
+    pub version: &'static str,
+    /// The key exchange group agreed: "X25519MLKEM768" (post-quantum
+    /// hybrid), "X25519", "secp256r1"…
+    pub group: &'static str,
+}
+
+/// Labels of the failed TLS handshake counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsFailureLabels {
+    /// "refused" (no common parameters, a bad or missing client
+    /// certificate, not TLS at all) or "timed_out".
+    pub reason: &'static str,
+}
+
 /// Labels naming a device alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceNameLabels {
@@ -186,6 +204,11 @@ pub struct Metrics {
     pub batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
     /// Dynamic batching: time from a batch's first request to its start.
     pub batch_wait_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// TLS handshakes completed, by version and key exchange: how many
+    /// clients get the post-quantum hybrid.
+    pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
+    /// TLS handshakes that failed, by reason.
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -242,6 +265,8 @@ impl Metrics {
         let batch_size = Family::new_with_constructor(batch_size_histogram as fn() -> Histogram);
         let batch_wait_seconds =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let tls_handshakes = Family::default();
+        let tls_handshake_failures = Family::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -337,6 +362,16 @@ impl Metrics {
             "Dynamic batching: time from a batch's first request to its start",
             batch_wait_seconds.clone(),
         );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed, by protocol version and key exchange group",
+            tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -358,6 +393,8 @@ impl Metrics {
             cancelled_streams,
             batch_size,
             batch_wait_seconds,
+            tls_handshakes,
+            tls_handshake_failures,
         }
     }
 

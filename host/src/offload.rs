@@ -58,13 +58,8 @@ pub enum OffloadError {
     #[error("cannot create the upstream HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     /// The `--upstream-ca` file is unreadable or holds no certificate.
-    #[error("cannot use {} as the upstream CA: {reason}", path.display())]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    #[error("cannot use the upstream CA: {0}")]
+    Ca(#[source] crate::tls::TlsError),
     /// The upstream URL is unusable.
     #[error("invalid upstream URL '{url}': it must start with http:// or https://")]
     Url {
@@ -104,7 +99,7 @@ impl OffloadError {
     pub fn status(&self) -> StatusCode {
         match self {
             OffloadError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            OffloadError::Client(_) | OffloadError::Url { .. } | OffloadError::Ca { .. } => {
+            OffloadError::Client(_) | OffloadError::Url { .. } | OffloadError::Ca(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             _ => StatusCode::BAD_GATEWAY,
@@ -130,11 +125,9 @@ impl Upstream {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(OffloadError::Url { url });
         }
+        let tls = crate::tls::client_config(settings.ca.as_deref()).map_err(OffloadError::Ca)?;
         let client = |bound: fn(reqwest::ClientBuilder, Duration) -> reqwest::ClientBuilder| {
-            let mut builder = reqwest::Client::builder();
-            if let Some(ca) = &settings.ca {
-                builder = trust_only(builder, ca)?;
-            }
+            let builder = reqwest::Client::builder().use_preconfigured_tls(tls.clone());
             bound(builder, settings.timeout)
                 .connect_timeout(settings.connect_timeout)
                 // An OIP server answers directly; a redirect would be a
@@ -216,27 +209,6 @@ impl Upstream {
         );
         Ok(response)
     }
-}
-
-/// `builder` trusting only the certificates in the PEM file `ca`.
-fn trust_only(
-    builder: reqwest::ClientBuilder,
-    ca: &std::path::Path,
-) -> Result<reqwest::ClientBuilder, OffloadError> {
-    let fail = |reason: String| OffloadError::Ca {
-        path: ca.to_owned(),
-        reason,
-    };
-    let pem = std::fs::read(ca).map_err(|e| fail(e.to_string()))?;
-    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| fail(causes(&e)))?;
-    if roots.is_empty() {
-        return Err(fail("no PEM certificate in it".into()));
-    }
-    Ok(roots
-        .into_iter()
-        .fold(builder.tls_built_in_root_certs(false), |b, root| {
-            b.add_root_certificate(root)
-        }))
 }
 
 /// `error` and its sources, joined: reqwest's own message names only the

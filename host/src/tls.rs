@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::listen::{Quiet, Serving};
+use crate::metrics::{Metrics, TlsFailureLabels, TlsHandshakeLabels};
 use crate::server::auth::Protected;
 
 /// Where the server's certificate and key are.
@@ -63,14 +64,17 @@ pub enum TlsError {
 pub struct Tls {
     settings: TlsSettings,
     current: Arc<RwLock<Arc<ServerConfig>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Tls {
-    /// Reads the certificate, key and client CA of `settings`.
-    pub fn new(settings: &TlsSettings) -> Result<Tls, TlsError> {
+    /// Reads the certificate, key and client CA of `settings`; handshakes
+    /// are counted in `metrics`.
+    pub fn new(settings: &TlsSettings, metrics: Arc<Metrics>) -> Result<Tls, TlsError> {
         Ok(Tls {
             current: Arc::new(RwLock::new(build(settings)?)),
             settings: settings.clone(),
+            metrics,
         })
     }
 
@@ -160,6 +164,41 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// aws-lc-rs's defaults: the post-quantum hybrid X25519MLKEM768 preferred
+/// where the peer offers it (browsers, rustls, OpenSSL 3.5), the classical
+/// groups for the rest.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The configuration of the server's outbound HTTPS (the upstream, bundle
+/// servers), with the key exchange it serves: trusting only the
+/// certificates in the PEM file `ca` when given, else the Mozilla roots
+/// (webpki-roots, as reqwest's default). Speaks HTTP/1.1.
+pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = match ca {
+        None => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+            }
+            roots
+        }
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(&settings.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&read(&settings.key)?).map_err(|e| TlsError::Pem {
@@ -167,7 +206,7 @@ fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
         what: "private key",
         message: e.to_string(),
     })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -225,19 +264,44 @@ impl TlsListener {
                 };
                 let _ = stream.set_nodelay(true);
                 let (acceptor, done) = (tls.acceptor(), done.clone());
+                let metrics = tls.metrics.clone();
                 tokio::spawn(async move {
+                    let failed = |reason| {
+                        let labels = TlsFailureLabels { reason };
+                        metrics.tls_handshake_failures.get_or_create(&labels).inc();
+                    };
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
+                            count(&metrics, stream.get_ref().1);
                             let _ = done.send((stream, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            failed("refused");
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        }
+                        Err(_) => {
+                            failed("timed_out");
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }
         });
         Ok(TlsListener { handshaken, local })
     }
+}
+
+/// Counts a completed handshake by the version and key exchange it agreed.
+fn count(metrics: &Metrics, connection: &rustls::ServerConnection) {
+    let labels = TlsHandshakeLabels {
+        version: (connection.protocol_version())
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown"),
+        group: (connection.negotiated_key_exchange_group())
+            .and_then(|g| g.name().as_str())
+            .unwrap_or("unknown"),
+    };
+    metrics.tls_handshakes.get_or_create(&labels).inc();
 }
 
 impl axum::serve::Listener for TlsListener {

@@ -1,7 +1,9 @@
 //! HTTPS with certificates from a CA generated here: real clients (curl and
-//! reqwest) verify the server, mutual TLS refuses a client without a
-//! certificate, gRPC gets the same TLS (tritonclient.grpc), and SIGHUP
-//! swaps the certificate without a restart.
+//! reqwest) verify the server, a client that offers the post-quantum hybrid
+//! key exchange gets it (and an edge offloading to an HTTPS upstream offers
+//! it), mutual TLS refuses a client without a certificate, gRPC gets the
+//! same TLS (tritonclient.grpc), and SIGHUP swaps the certificate without a
+//! restart.
 
 mod common;
 
@@ -203,6 +205,118 @@ async fn https_is_verified_by_real_clients_and_plain_http_gets_nothing() {
     server.stop().await;
 }
 
+/// Connects to the server at `port` as a rustls client (aws-lc-rs) that
+/// trusts `ca` and offers the key exchange `groups` (its defaults: `None`),
+/// GETs `path`, and returns the group the handshake settled on with the
+/// whole answer.
+async fn handshake(
+    port: u16,
+    ca: &Path,
+    groups: Option<Vec<rustls::NamedGroup>>,
+    path: &str,
+) -> (rustls::NamedGroup, String) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(groups) = groups {
+        provider.kx_groups.retain(|g| groups.contains(&g.name()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap();
+    let group = group.name();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    (group, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_offering_the_post_quantum_hybrid_gets_it_and_classical_ones_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = Pki::new("server");
+    let (server, port, _) = serve_linear(pki.tls("server", None), |_| {}).await;
+    let ca = pki.path("ca.pem");
+    let ok = "HTTP/1.1 200 OK\r\n";
+    let (group, answer) = handshake(port, &ca, None, "/v2/health/live").await;
+    assert_eq!(group, rustls::NamedGroup::X25519MLKEM768, "{answer}");
+    assert!(answer.starts_with(ok), "{answer}");
+    for classical in [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1] {
+        let (group, answer) = handshake(port, &ca, Some(vec![classical]), "/v2/health/live").await;
+        assert_eq!(group, classical, "{answer}");
+        assert!(answer.starts_with(ok), "{answer}");
+    }
+    // Plain HTTP on the TLS port: refused in the handshake, and counted.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut refused = Vec::new();
+    let _ = plain.read_to_end(&mut refused).await;
+    assert!(!String::from_utf8_lossy(&refused).contains("HTTP/1.1"));
+
+    // The refusal is counted once its task has seen the error, which the
+    // client may beat to the next connection: read until it is there.
+    let refusal = r#"edgeserve_tls_handshake_failures_total{reason="refused"} 1"#;
+    let mut reads = 0;
+    let metrics = loop {
+        reads += 1;
+        let (_, metrics) = handshake(port, &ca, None, "/metrics").await;
+        if metrics.lines().any(|line| line == refusal) || reads == 50 {
+            break metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    // Each read of the metrics was a post-quantum handshake too.
+    for (series, count) in [
+        (
+            r#"edgeserve_tls_handshakes_total{version="TLSv1_3",group="X25519MLKEM768"}"#,
+            1 + reads,
+        ),
+        (
+            r#"edgeserve_tls_handshakes_total{version="TLSv1_3",group="X25519"}"#,
+            1,
+        ),
+        (
+            r#"edgeserve_tls_handshakes_total{version="TLSv1_3",group="secp256r1"}"#,
+            1,
+        ),
+        (
+            r#"edgeserve_tls_handshake_failures_total{reason="refused"}"#,
+            1,
+        ),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line == format!("{series} {count}")),
+            "no `{series} {count}` in\n{metrics}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let servers = Pki::new("server");
@@ -358,6 +472,21 @@ async fn offload_to_an_https_upstream_verifies_it_against_upstream_ca() {
     );
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(common::max_abs_diff(&common::floats(&body["outputs"][0]["data"]), &[0.4]) < 1e-6);
+    // The edge's handshake with the upstream took the post-quantum hybrid,
+    // as this read of the upstream's metrics does: none was classical.
+    let (_, metrics) = handshake(port, &pki.path("ca.pem"), None, "/metrics").await;
+    let hybrid = r#"edgeserve_tls_handshakes_total{version="TLSv1_3",group="X25519MLKEM768"} "#;
+    let counted = |prefix: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix)?.parse::<u64>().ok())
+    };
+    assert!(counted(hybrid) >= Some(2), "{metrics}");
+    assert_eq!(
+        counted(r#"edgeserve_tls_handshakes_total{version="TLSv1_3",group="X25519"} "#),
+        None,
+        "{metrics}"
+    );
 
     // With only the built-in roots, the generated CA is unknown: a 502
     // naming the upstream and the certificate problem.

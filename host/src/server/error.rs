@@ -87,7 +87,9 @@ impl From<BundleError> for ApiError {
             BundleError::Download { .. } | BundleError::Status { .. } => StatusCode::BAD_GATEWAY,
             BundleError::Occupied { .. } => StatusCode::CONFLICT,
             BundleError::NotAllowed { .. } => StatusCode::FORBIDDEN,
-            BundleError::Client(_) | BundleError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            BundleError::Client(_) | BundleError::Tls(_) | BundleError::Io { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             // What the request named is wrong: reference, digest, contents.
             BundleError::Spec { .. }
             | BundleError::TooLarge { .. }
