@@ -9,13 +9,15 @@
 //!    axum handler doing the same JSON work, [`native`]).
 //!
 //! `cargo run --release -p edgeserve-bench [-- --quick]` prints a Markdown
-//! report.
+//! report. `-- --tls` measures instead what the post-quantum hybrid key
+//! exchange costs a TLS handshake ([`tls`], against X25519 alone).
 
 mod http;
 mod infer;
 mod native;
 mod startup;
 mod stats;
+mod tls;
 
 use std::time::Duration;
 
@@ -148,12 +150,15 @@ impl Row {
 }
 
 const USAGE: &str = "usage: edgeserve-bench [--quick] [--rounds N]
+       edgeserve-bench --tls [--rounds N] (TLS handshakes: the post-quantum
+                                         hybrid against X25519)
        edgeserve-bench --serve-native   (the native handler alone: prints its
                                          address, serves until stopped)";
 
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut native_only = false;
+    let mut handshakes = false;
     let mut rounds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -164,6 +169,7 @@ fn main() -> anyhow::Result<()> {
                 rounds = Some(n.filter(|&n| n > 0).context(USAGE)?);
             }
             "--serve-native" => native_only = true,
+            "--tls" => handshakes = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -174,6 +180,9 @@ fn main() -> anyhow::Result<()> {
     edgeserve::malloc::purge_after(edgeserve::malloc::DEFAULT_PURGE_MS);
     if native_only {
         return serve_native();
+    }
+    if handshakes {
+        return report_handshakes(rounds.unwrap_or(10));
     }
     let plan = Plan::new(quick, rounds);
     // The compute threads the binary runs with by default.
@@ -291,6 +300,48 @@ fn main() -> anyhow::Result<()> {
             r.what, r.value, r.baseline, r.baseline_value, r.ratio
         );
     }
+    Ok(())
+}
+
+/// Handshakes per round and group: about a second's worth.
+const HANDSHAKES_PER_ROUND: usize = 500;
+
+/// Runs [`tls::run`] and prints its table.
+fn report_handshakes(rounds: u32) -> anyhow::Result<()> {
+    eprintln!("TLS handshakes, {rounds} rounds…");
+    let run = tokio::runtime::Runtime::new()?.block_on(tls::run(rounds, HANDSHAKES_PER_ROUND))?;
+    let [hybrid, classical] = &run.samples;
+    let round_ratios: Vec<f64> = (run.rounds[0].iter())
+        .zip(&run.rounds[1])
+        .map(|(h, c)| h.as_secs_f64() / c.as_secs_f64())
+        .collect();
+    let (median, low, high) = median_with_ci(&round_ratios);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("## TLS handshakes: the post-quantum hybrid against X25519\n");
+    println!("- Command: `cargo run --release -p edgeserve-bench -- --tls --rounds {rounds}`");
+    println!("- Machine: {}, {cores} cores, {}", cpu_model(), os());
+    println!(
+        "- Each: a fresh TCP connection to an in-process edgeserve (aws-lc-rs, P-256 \
+         certificate), TLS 1.3 handshake, `GET /v2/health/live`, answer read to its end; \
+         {HANDSHAKES_PER_ROUND} per key exchange per round, the two taking turns; client and \
+         server share the {cores} cores"
+    );
+    println!("- Ratio = value ÷ baseline value, both measured in this run\n");
+    println!("| Measurement | Value | Baseline (same run) | Baseline value | Ratio |");
+    println!("|---|---:|---|---:|---:|");
+    for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let (h, c) = (hybrid.quantile(q), classical.quantile(q));
+        println!(
+            "| Connection with X25519MLKEM768, {name} | {} | X25519, {name} | {} | {} |",
+            fmt_duration(h),
+            fmt_duration(c),
+            duration_ratio(h, c)
+        );
+    }
+    println!(
+        "| Ratio of the round medians, median [95% CI], n={} | | X25519, same round | | {median:.3}× [{low:.3}, {high:.3}] |",
+        round_ratios.len()
+    );
     Ok(())
 }
 
