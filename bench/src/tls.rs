@@ -6,15 +6,17 @@
 //! what a classical client gets). Both ends run on this machine, so a
 //! handshake's time holds the client's key work and the server's alike.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
+use edgeserve_e2e::tls_client;
 use rustls::NamedGroup;
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stats::Samples;
+
+/// What each connection asks for.
+const PATH: &str = "/v2/health/live";
 
 /// The key exchanges compared, the hybrid first.
 pub const GROUPS: [NamedGroup; 2] = [NamedGroup::X25519MLKEM768, NamedGroup::X25519];
@@ -39,13 +41,17 @@ pub async fn run(rounds: u32, per_round: usize) -> anyhow::Result<Handshakes> {
     server.tls = Some(settings);
     let server = edgeserve::app::start(server).await?;
     let port = server.addr().port();
-    let clients = GROUPS.map(|group| client(&ca, group));
+    let clients = GROUPS.map(|group| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone()).expect("the generated CA is valid");
+        tls_client::connector(roots, Some(&[group]))
+    });
     for (client, group) in clients.iter().zip(GROUPS) {
-        let (got, status) = handshake(client, port).await?;
+        let (got, answer) = tls_client::get(client, port, PATH).await?;
         ensure!(got == group, "offered {group:?} alone, got {got:?}");
-        ensure!(status == "HTTP/1.1 200 OK", "{status}");
+        ensure!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
         for _ in 0..per_round / 4 {
-            handshake(client, port).await?;
+            tls_client::get(client, port, PATH).await?;
         }
     }
     let mut all: [Vec<Duration>; 2] = Default::default();
@@ -55,7 +61,7 @@ pub async fn run(rounds: u32, per_round: usize) -> anyhow::Result<Handshakes> {
             let mut times = Vec::with_capacity(per_round);
             for _ in 0..per_round {
                 let started = Instant::now();
-                handshake(&clients[i], port).await?;
+                tls_client::get(&clients[i], port, PATH).await?;
                 times.push(started.elapsed());
             }
             medians[i].push(Samples::new(times.clone()).median());
@@ -89,39 +95,4 @@ fn certificates(
         client_ca: None,
     };
     Ok((ca.der().clone(), settings))
-}
-
-/// A client trusting `ca` that offers `group` alone.
-fn client(ca: &CertificateDer<'static>, group: NamedGroup) -> tokio_rustls::TlsConnector {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.kx_groups.retain(|g| g.name() == group);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).expect("the generated CA is valid");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-/// One connection: the handshake, `GET /v2/health/live`, the answer read to
-/// its end. Returns the group agreed and the status line.
-async fn handshake(
-    client: &tokio_rustls::TlsConnector,
-    port: u16,
-) -> anyhow::Result<(NamedGroup, String)> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
-    let mut tls = client.connect(name, tcp).await?;
-    let group = (tls.get_ref().1.negotiated_key_exchange_group())
-        .context("no key exchange agreed")?
-        .name();
-    tls.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut answer = String::new();
-    tls.read_to_string(&mut answer).await?;
-    let status = answer.lines().next().unwrap_or_default().to_owned();
-    Ok((group, status))
 }

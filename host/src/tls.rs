@@ -180,15 +180,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError
         None => RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         },
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
-            }
-            roots
-        }
+        Some(path) => trusted(path, "CA")?,
     };
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -197,6 +189,18 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The certificates in the PEM file `path` as trust roots; `what` names
+/// them in errors.
+fn trusted(path: &Path, what: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("{what} {}: {e}", path.display())))?;
+    }
+    Ok(roots)
 }
 
 fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
@@ -213,12 +217,7 @@ fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = match &settings.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| TlsError::Config(format!("client CA {}: {e}", path.display())))?;
-            }
+            let roots = trusted(path, "client CA")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Config(format!("client CA {}: {e}", path.display())))?;

@@ -1,7 +1,8 @@
 //! Support for edgeserve's end-to-end tests and its benchmark: the plugin
 //! components compiled by `build.rs`, throwaway model repositories assembled
-//! from them, the settings of in-process servers ([`server_settings`]) and
-//! the real binary run as a process ([`ServerProcess`]).
+//! from them, the settings of in-process servers ([`server_settings`]), the
+//! real binary run as a process ([`ServerProcess`]) and a TLS client
+//! ([`tls_client`]).
 //!
 //! ```no_run
 //! let repo = edgeserve_e2e::model_repository(&["linear", "faulty"]);
@@ -10,6 +11,7 @@
 //! ```
 
 pub mod linear;
+pub mod tls_client;
 
 use std::fs;
 use std::io::{self, BufRead};

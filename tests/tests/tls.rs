@@ -13,7 +13,7 @@ use std::process::Command;
 use common::TestServer;
 use edgeserve::app::Settings;
 use edgeserve::tls::TlsSettings;
-use edgeserve_e2e::model_repository;
+use edgeserve_e2e::{model_repository, tls_client};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -205,10 +205,9 @@ async fn https_is_verified_by_real_clients_and_plain_http_gets_nothing() {
     server.stop().await;
 }
 
-/// Connects to the server at `port` as a rustls client (aws-lc-rs) that
-/// trusts `ca` and offers the key exchange `groups` (its defaults: `None`),
-/// GETs `path`, and returns the group the handshake settled on with the
-/// whole answer.
+/// `GET path` from the server at `port` over a fresh connection, as a
+/// rustls client trusting `ca` that offers the key exchange `groups` (its
+/// defaults: `None`): the group agreed and the whole answer.
 async fn handshake(
     port: u16,
     ca: &Path,
@@ -217,35 +216,13 @@ async fn handshake(
 ) -> (rustls::NamedGroup, String) {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    if let Some(groups) = groups {
-        provider.kx_groups.retain(|g| groups.contains(&g.name()));
-    }
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let group = tls.get_ref().1.negotiated_key_exchange_group().unwrap();
-    let group = group.name();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    tls.read_to_string(&mut answer).await.unwrap();
-    (group, answer)
+    let connector = tls_client::connector(roots, groups.as_deref());
+    tls_client::get(&connector, port, path).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
