@@ -251,7 +251,7 @@ impl TlsListener {
         let (done, handshaken) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = tokio::select! {
+                let (mut stream, peer) = tokio::select! {
                     _ = done.closed() => return,
                     accepted = tcp.accept() => match accepted {
                         Ok(accepted) => accepted,
@@ -261,7 +261,7 @@ impl TlsListener {
                         }
                     },
                 };
-                let _ = stream.set_nodelay(true);
+                no_delay(&mut stream);
                 let (acceptor, done) = (tls.acceptor(), done.clone());
                 let metrics = tls.metrics.clone();
                 tokio::spawn(async move {
@@ -322,7 +322,12 @@ impl axum::serve::Listener for TlsListener {
 
 /// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
 /// is set, within `quiet`'s limits, until `stop` turns true, then lets
-/// requests in flight finish.
+/// requests in flight finish. Every connection, plain or TLS, REST or gRPC,
+/// has TCP_NODELAY set: a streamed answer (server-sent tokens, HTTP/2
+/// frames) is written as small pieces, and Nagle's algorithm would hold each
+/// one back until the client acknowledged the one before, a round trip per
+/// token on a real network (as Go's net/http and nginx, edgeserve sends at
+/// once).
 pub fn serve(
     tcp: TcpListener,
     router: Protected,
@@ -331,7 +336,64 @@ pub fn serve(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
     Ok(match tls {
-        None => crate::listen::serve(tcp, router, quiet, stop),
+        None => crate::listen::serve(plain(tcp), router, quiet, stop),
         Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, quiet, stop),
     })
+}
+
+/// `tcp`'s connections with TCP_NODELAY set.
+fn plain(tcp: TcpListener) -> impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    tcp.tap_io(no_delay)
+}
+
+/// Sets TCP_NODELAY on an accepted connection; a socket that refuses it
+/// still serves, only with Nagle's delays.
+fn no_delay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener;
+
+    async fn bound() -> TcpListener {
+        TcpListener::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_plain_connection_sends_without_delay() {
+        let mut listener = plain(bound().await);
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_sends_without_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
+        let settings = TlsSettings {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            client_ca: None,
+        };
+        std::fs::write(&settings.cert, key.cert.pem()).unwrap();
+        std::fs::write(&settings.key, key.signing_key.serialize_pem()).unwrap();
+        let tls = Tls::new(&settings, Arc::new(Metrics::new())).unwrap();
+        let mut listener = TlsListener::new(bound().await, tls).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio_rustls::TlsConnector::from(Arc::new(
+            client_config(Some(&settings.cert)).unwrap(),
+        ));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (connected, (accepted, _)) = tokio::join!(client.connect(name, tcp), listener.accept());
+        connected.unwrap();
+        assert!(accepted.get_ref().0.nodelay().unwrap());
+    }
 }

@@ -120,9 +120,7 @@ fn denied_status(denied: auth::Denied) -> Response {
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
 /// in flight finish, within [`quiet`]'s limits for `idle`. With `tls`, over
 /// the same TLS as REST (certificates, reloads and client-certificate
-/// rule); in plain text, sets TCP_NODELAY on each connection, as tonic's
-/// own server does (HTTP/2 writes a response as several small frames; the
-/// TLS listener sets it too).
+/// rule); plain or not, with TCP_NODELAY as REST ([`crate::tls::serve`]).
 pub fn serve(
     listener: tokio::net::TcpListener,
     router: auth::Protected,
@@ -130,14 +128,5 @@ pub fn serve(
     idle: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<crate::listen::Serving> {
-    use axum::serve::ListenerExt;
-    if tls.is_some() {
-        return crate::tls::serve(listener, router, tls, quiet(idle), stop);
-    }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on a gRPC connection: {e}");
-        }
-    });
-    Ok(crate::listen::serve(listener, router, quiet(idle), stop))
+    crate::tls::serve(listener, router, tls, quiet(idle), stop)
 }
