@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::accept::{Bounded, ConnectionLimit};
 use crate::bundle::{BundleSettings, BundleStore};
 use crate::devices::{DeviceChoice, Devices};
 use crate::metrics::Metrics;
@@ -52,6 +53,11 @@ pub struct Settings {
     /// (gracefully: a request it is still answering finishes first), and
     /// a request body may pause before it is refused.
     pub idle_timeout: std::time::Duration,
+    /// The most client connections open at once over every listener; past
+    /// it, new ones wait in the kernel's backlog. `None`: as many as the
+    /// process may open descriptors, less a reserve
+    /// ([`crate::accept::default_max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 /// Why the server could not start.
@@ -155,6 +161,14 @@ pub async fn start_on(settings: Settings, devices: Devices) -> Result<Running, S
 async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Running, StartError> {
     let access = Arc::new(AccessPolicy::new(&settings.access, settings.listen.ip())?);
     let metrics = Arc::new(Metrics::new());
+    let limit = ConnectionLimit::new(
+        settings.max_connections.unwrap_or_else(|| {
+            // Without the limit known, the common soft limit of Linux.
+            let descriptors = crate::accept::descriptor_limit().unwrap_or(1024);
+            crate::accept::default_max_connections(descriptors)
+        }),
+        &metrics,
+    );
     let tls = (settings.tls.as_ref())
         .map(|tls| Tls::new(tls, metrics.clone()))
         .transpose()?;
@@ -229,6 +243,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     let idle = settings.idle_timeout;
     let grpc = grpc
         .map(|(listener, addr, router)| {
+            let listener = Bounded::new(listener, limit.clone());
             crate::server::grpc::serve(listener, router, tls.as_ref(), idle, stop.clone())
                 .map_err(|source| StartError::Bind { addr, source })
         })
@@ -242,6 +257,8 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     };
     let router = auth::protect(router, access);
     let quiet = crate::listen::Quiet::new(idle);
+    let max_connections = limit.max();
+    let listener = Bounded::new(listener, limit);
     let http = crate::tls::serve(listener, router, tls.as_ref(), quiet, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {
@@ -254,7 +271,11 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
         }
     });
     server.set_ready(true);
-    tracing::info!(%addr, "serving the Open Inference Protocol");
+    tracing::info!(
+        %addr,
+        max_connections,
+        "serving the Open Inference Protocol"
+    );
     if let Some(addr) = grpc_addr {
         tracing::info!(%addr, "gRPC: inference.GRPCInferenceService, grpc.health.v1.Health");
     }

@@ -323,6 +323,13 @@ pub struct ServeArgs {
     /// stops arriving for this long is refused (408, DEADLINE_EXCEEDED).
     #[arg(long, env = "EDGESERVE_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+    /// The most client connections open at once, REST and gRPC together;
+    /// past it, new ones wait in the kernel's backlog until one closes.
+    /// Default: as many as the process may open files (its soft
+    /// RLIMIT_NOFILE, raised to the hard one at start), less 128 for model
+    /// files and caches, at most 65536.
+    #[arg(long, env = "EDGESERVE_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
 }
 
 impl ServeArgs {
@@ -382,6 +389,7 @@ impl ServeArgs {
             console: !self.no_console,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections.map(|n| n as usize),
         }
     }
 }
@@ -459,6 +467,7 @@ mod tests {
             ("--compute-threads", "EDGESERVE_COMPUTE_THREADS"),
             ("--shutdown-timeout-ms", "EDGESERVE_SHUTDOWN_TIMEOUT_MS"),
             ("--idle-timeout-ms", "EDGESERVE_IDLE_TIMEOUT_MS"),
+            ("--max-connections", "EDGESERVE_MAX_CONNECTIONS"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -484,6 +493,7 @@ mod tests {
         assert!(settings.upstream.is_none());
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(settings.idle_timeout, Duration::from_secs(60));
+        assert_eq!(settings.max_connections, None);
     }
 
     #[test]

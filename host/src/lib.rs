@@ -8,6 +8,7 @@
 //! [`protocol`] names the OIP datatypes and headers they share, and [`app`]
 //! wires them together.
 
+pub mod accept;
 pub mod app;
 pub mod author;
 pub mod bundle;

@@ -19,6 +19,10 @@ fn main() -> anyhow::Result<()> {
     edgeserve_tensor::cpu::cap_simd(cpu_simd.into());
     edgeserve_tensor::cpu::use_threads(edgeserve::cli::compute_threads(compute_threads))?;
     edgeserve::malloc::cap_arenas();
+    match edgeserve::accept::raise_descriptor_limit() {
+        Ok(files) => tracing::debug!(files, "open file limit"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     if edgeserve::devices::skip_device_select_layer(|name| std::env::var_os(name)) {
         let (name, value) = edgeserve::devices::DEVICE_SELECT_OFF;
         // SAFETY: no other thread exists yet (the runtime starts below), so

@@ -209,6 +209,10 @@ pub struct Metrics {
     pub tls_handshakes: Family<TlsHandshakeLabels, Counter>,
     /// TLS handshakes that failed, by reason.
     pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    /// Client connections open now, over every listener.
+    pub open_connections: Gauge,
+    /// The most client connections open at once (`--max-connections`).
+    pub max_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -267,6 +271,8 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let tls_handshakes = Family::default();
         let tls_handshake_failures = Family::default();
+        let open_connections = Gauge::default();
+        let max_connections = Gauge::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -372,6 +378,16 @@ impl Metrics {
             "TLS handshakes that failed, by reason",
             tls_handshake_failures.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Client connections open now, over every listener",
+            open_connections.clone(),
+        );
+        registry.register(
+            "max_connections",
+            "The most client connections open at once; past it, new ones wait (--max-connections)",
+            max_connections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -395,6 +411,8 @@ impl Metrics {
             batch_wait_seconds,
             tls_handshakes,
             tls_handshake_failures,
+            open_connections,
+            max_connections,
         }
     }
 

@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use axum::serve::Listener as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::accept::{Bounded, Held};
 use crate::listen::{Quiet, Serving};
 use crate::metrics::{Metrics, TlsFailureLabels, TlsHandshakeLabels};
 use crate::server::auth::Protected;
@@ -238,30 +240,24 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP connections after their TLS handshake, which run concurrently so a
 /// slow client holds up no other: an [`axum::serve::Listener`].
 pub struct TlsListener {
-    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    handshaken: mpsc::Receiver<(TlsStream<Held<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl TlsListener {
     /// Accepts on `tcp` and completes handshakes with the configuration
     /// current at each one's start. Stops accepting once the listener is
-    /// dropped.
-    pub fn new(tcp: TcpListener, tls: Tls) -> std::io::Result<TlsListener> {
+    /// dropped. A connection counts against `tcp`'s limit from its accept,
+    /// its handshake included.
+    pub fn new(mut tcp: Bounded, tls: Tls) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (done, handshaken) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
-                let (mut stream, peer) = tokio::select! {
+                let (stream, peer) = tokio::select! {
                     _ = done.closed() => return,
-                    accepted = tcp.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            tracing::debug!("TLS accept failed: {e}");
-                            continue;
-                        }
-                    },
+                    accepted = tcp.accept() => accepted,
                 };
-                no_delay(&mut stream);
                 let (acceptor, done) = (tls.acceptor(), done.clone());
                 let metrics = tls.metrics.clone();
                 tokio::spawn(async move {
@@ -304,7 +300,7 @@ fn count(metrics: &Metrics, connection: &rustls::ServerConnection) {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Held<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -322,59 +318,28 @@ impl axum::serve::Listener for TlsListener {
 
 /// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
 /// is set, within `quiet`'s limits, until `stop` turns true, then lets
-/// requests in flight finish. Every connection, plain or TLS, REST or gRPC,
-/// has TCP_NODELAY set: a streamed answer (server-sent tokens, HTTP/2
-/// frames) is written as small pieces, and Nagle's algorithm would hold each
-/// one back until the client acknowledged the one before, a round trip per
-/// token on a real network (as Go's net/http and nginx, edgeserve sends at
-/// once).
+/// requests in flight finish.
 pub fn serve(
-    tcp: TcpListener,
+    tcp: Bounded,
     router: Protected,
     tls: Option<&Tls>,
     quiet: Quiet,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
     Ok(match tls {
-        None => crate::listen::serve(plain(tcp), router, quiet, stop),
+        None => crate::listen::serve(tcp, router, quiet, stop),
         Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, quiet, stop),
     })
-}
-
-/// `tcp`'s connections with TCP_NODELAY set.
-fn plain(tcp: TcpListener) -> impl axum::serve::Listener<Io = TcpStream, Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    tcp.tap_io(no_delay)
-}
-
-/// Sets TCP_NODELAY on an accepted connection; a socket that refuses it
-/// still serves, only with Nagle's delays.
-fn no_delay(tcp: &mut TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accept::ConnectionLimit;
     use axum::serve::Listener;
 
-    async fn bound() -> TcpListener {
-        TcpListener::bind("127.0.0.1:0").await.unwrap()
-    }
-
     #[tokio::test]
-    async fn a_plain_connection_sends_without_delay() {
-        let mut listener = plain(bound().await);
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await;
-        assert!(accepted.nodelay().unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_tls_connection_sends_without_delay() {
+    async fn a_tls_connection_sends_without_delay_and_counts_from_its_accept() {
         let dir = tempfile::tempdir().unwrap();
         let key = rcgen::generate_simple_self_signed(["localhost".to_owned()]).unwrap();
         let settings = TlsSettings {
@@ -384,9 +349,14 @@ mod tests {
         };
         std::fs::write(&settings.cert, key.cert.pem()).unwrap();
         std::fs::write(&settings.key, key.signing_key.serialize_pem()).unwrap();
-        let tls = Tls::new(&settings, Arc::new(Metrics::new())).unwrap();
-        let mut listener = TlsListener::new(bound().await, tls).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let tls = Tls::new(&settings, metrics.clone()).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = Bounded::new(tcp, ConnectionLimit::new(4, &metrics));
+        let mut listener = TlsListener::new(tcp, tls).unwrap();
         let addr = listener.local_addr().unwrap();
+        // A client that connects and says nothing holds a place already.
+        let _silent = TcpStream::connect(addr).await.unwrap();
         let client = tokio_rustls::TlsConnector::from(Arc::new(
             client_config(Some(&settings.cert)).unwrap(),
         ));
@@ -394,6 +364,9 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (connected, (accepted, _)) = tokio::join!(client.connect(name, tcp), listener.accept());
         connected.unwrap();
-        assert!(accepted.get_ref().0.nodelay().unwrap());
+        assert!(accepted.get_ref().0.get_ref().nodelay().unwrap());
+        assert_eq!(metrics.open_connections.get(), 2);
+        drop(accepted);
+        assert_eq!(metrics.open_connections.get(), 1);
     }
 }

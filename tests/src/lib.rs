@@ -348,6 +348,7 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
         console: true,
         shutdown_timeout: std::time::Duration::from_secs(20),
         idle_timeout: std::time::Duration::from_secs(60),
+        max_connections: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Safe to expose: API keys on inference, the admin key on management, the
 //! secure default off loopback, keys kept out of logs, bundle fetches only
-//! from allowed hosts (redirects and link-local addresses included), and
-//! connections that send nothing, half a request or a stalled body, closed.
+//! from allowed hosts (redirects and link-local addresses included),
+//! connections that send nothing, half a request or a stalled body, closed,
+//! and connections past `--max-connections` held back.
 
 mod common;
 
@@ -468,4 +469,105 @@ async fn connections_that_send_nothing_or_half_a_request_are_closed() {
         "{body}"
     );
     server.stop().await;
+}
+
+/// `GET path` on a kept-alive HTTP/1.1 connection: the answer's head and
+/// body.
+async fn get_on(connection: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edgeserve\r\n\r\n");
+    connection.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|line| {
+                    line.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|n| n.trim().parse::<usize>().unwrap())
+                })
+                .expect("the answer has a content-length");
+            if answer.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = connection.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection mid-answer: {text}");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The value of the metric `series` in a `/metrics` answer.
+fn series(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+}
+
+/// Past `--max-connections`, counted over REST and gRPC together, a new
+/// connection waits unanswered until an open one closes; the clients
+/// already connected are served all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.max_connections = Some(2);
+    settings.grpc_port = Some(0);
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let (rest, grpc) = (running.addr(), running.grpc_addr().unwrap());
+    let _server = TestServer::attach(running, repo);
+
+    let mut first = TcpStream::connect(rest).await.unwrap();
+    assert!(
+        get_on(&mut first, "/v2/health/live")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // A silent gRPC connection takes the second place once accepted.
+    let second = TcpStream::connect(grpc).await.unwrap();
+    let metrics = until_open(&mut first, 2).await;
+    assert_eq!(series(&metrics, "edgeserve_max_connections"), 2.0);
+
+    let mut third = TcpStream::connect(rest).await.unwrap();
+    let request = "GET /v2/health/live HTTP/1.1\r\nHost: edgeserve\r\nConnection: close\r\n\r\n";
+    third.write_all(request.as_bytes()).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(500), until_closed(&mut third)).await;
+    assert!(
+        waited.is_err(),
+        "a connection past the limit was served: {waited:?}"
+    );
+    // The first client is still served.
+    assert!(
+        get_on(&mut first, "/v2/health/ready")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    drop(second);
+    let answered = until_closed(&mut third).await.unwrap().unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    // The third's place is given back once the server has closed it.
+    until_open(&mut first, 1).await;
+}
+
+/// `/metrics` read on `connection` until `edgeserve_open_connections` is
+/// `n`, for up to a minute.
+async fn until_open(connection: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut metrics = String::new();
+    for _ in 0..6000 {
+        metrics = get_on(connection, "/metrics").await;
+        if series(&metrics, "edgeserve_open_connections") == n as f64 {
+            return metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never {n} connections open: {metrics}");
 }

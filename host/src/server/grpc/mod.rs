@@ -120,9 +120,9 @@ fn denied_status(denied: auth::Denied) -> Response {
 /// Serves `router` on `listener` until `stop` turns true, then lets calls
 /// in flight finish, within [`quiet`]'s limits for `idle`. With `tls`, over
 /// the same TLS as REST (certificates, reloads and client-certificate
-/// rule); plain or not, with TCP_NODELAY as REST ([`crate::tls::serve`]).
+/// rule).
 pub fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::accept::Bounded,
     router: auth::Protected,
     tls: Option<&crate::tls::Tls>,
     idle: Duration,
