@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::accept::{Bounded, ConnectionLimit};
+use crate::body_memory::BodyMemory;
 use crate::bundle::{BundleSettings, BundleStore};
 use crate::devices::{DeviceChoice, Devices};
 use crate::metrics::Metrics;
@@ -58,6 +59,11 @@ pub struct Settings {
     /// process may open descriptors, less a reserve
     /// ([`crate::accept::default_max_connections`]).
     pub max_connections: Option<usize>,
+    /// The most bytes of request bodies held at once over every request;
+    /// past it, a request is refused (503, RESOURCE_EXHAUSTED). `None`: a
+    /// quarter of the memory available, at least `max_body_bytes`
+    /// ([`crate::body_memory::default_limit`]).
+    pub max_body_memory_bytes: Option<usize>,
 }
 
 /// Why the server could not start.
@@ -169,6 +175,11 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
         }),
         &metrics,
     );
+    let memory = BodyMemory::new(
+        (settings.max_body_memory_bytes)
+            .unwrap_or_else(|| crate::body_memory::default_limit(settings.max_body_bytes)),
+        &metrics,
+    );
     let tls = (settings.tls.as_ref())
         .map(|tls| Tls::new(tls, metrics.clone()))
         .transpose()?;
@@ -244,7 +255,8 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     let grpc = grpc
         .map(|(listener, addr, router)| {
             let listener = Bounded::new(listener, limit.clone());
-            crate::server::grpc::serve(listener, router, tls.as_ref(), idle, stop.clone())
+            let memory = memory.clone();
+            crate::server::grpc::serve(listener, router, tls.as_ref(), idle, memory, stop.clone())
                 .map_err(|source| StartError::Bind { addr, source })
         })
         .transpose()?;
@@ -257,9 +269,9 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     };
     let router = auth::protect(router, access);
     let quiet = crate::listen::Quiet::new(idle);
-    let max_connections = limit.max();
+    let (max_connections, max_body_memory_bytes) = (limit.max(), memory.limit());
     let listener = Bounded::new(listener, limit);
-    let http = crate::tls::serve(listener, router, tls.as_ref(), quiet, stop.clone())
+    let http = crate::tls::serve(listener, router, tls.as_ref(), quiet, memory, stop.clone())
         .map_err(|source| StartError::Bind { addr, source })?;
     if let Some(tls) = &tls {
         tls.watch(TLS_RELOAD_POLL, stop);
@@ -274,6 +286,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     tracing::info!(
         %addr,
         max_connections,
+        max_body_memory_bytes,
         "serving the Open Inference Protocol"
     );
     if let Some(addr) = grpc_addr {

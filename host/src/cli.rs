@@ -330,6 +330,14 @@ pub struct ServeArgs {
     /// files and caches, at most 65536.
     #[arg(long, env = "EDGESERVE_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// The most bytes of request bodies the server holds at once, over
+    /// every request and protocol, each body from its first byte until its
+    /// request is answered; a body that would take it past this is refused
+    /// (503 with Retry-After, RESOURCE_EXHAUSTED on gRPC) while the others
+    /// go on. Default: a quarter of the memory available (the cgroup's
+    /// limit, else the machine's), at least --max-body-bytes.
+    #[arg(long, env = "EDGESERVE_MAX_BODY_MEMORY_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_body_memory_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -390,6 +398,7 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             max_connections: self.max_connections.map(|n| n as usize),
+            max_body_memory_bytes: self.max_body_memory_bytes.map(|n| n as usize),
         }
     }
 }
@@ -468,6 +477,7 @@ mod tests {
             ("--shutdown-timeout-ms", "EDGESERVE_SHUTDOWN_TIMEOUT_MS"),
             ("--idle-timeout-ms", "EDGESERVE_IDLE_TIMEOUT_MS"),
             ("--max-connections", "EDGESERVE_MAX_CONNECTIONS"),
+            ("--max-body-memory-bytes", "EDGESERVE_MAX_BODY_MEMORY_BYTES"),
         ] {
             assert!(help.contains(flag), "help lacks {flag}:\n{help}");
             assert!(help.contains(env), "help lacks {env}:\n{help}");
@@ -494,6 +504,7 @@ mod tests {
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
         assert_eq!(settings.idle_timeout, Duration::from_secs(60));
         assert_eq!(settings.max_connections, None);
+        assert_eq!(settings.max_body_memory_bytes, None);
     }
 
     #[test]

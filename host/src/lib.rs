@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod app;
 pub mod author;
+pub mod body_memory;
 pub mod bundle;
 mod capability;
 pub mod cli;

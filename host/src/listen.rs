@@ -8,7 +8,8 @@
 //! only HTTP/1 heads, not a connection still deciding which protocol it
 //! speaks nor an idle HTTP/2 one, hence a timer of our own per connection.
 //! A request whose body stops arriving is no new request either, so each
-//! body gets the same idle limit ([`Quiet`]).
+//! body gets the same idle limit ([`Quiet`]). Every body's bytes count
+//! against the server's [`BodyMemory`] until its request is answered.
 
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -23,11 +24,14 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use axum::serve::Listener;
+use bytes::Buf;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::watch;
+
+use crate::body_memory::{BodyMemory, OverBudget, Tally};
 
 /// A server run to completion.
 pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
@@ -46,6 +50,9 @@ pub struct Quiet {
     pub open_ended: &'static [&'static str],
     /// The error a stalled body's reader gets, in its protocol's terms.
     pub stalled: fn(Duration) -> axum::BoxError,
+    /// The error the reader of a body gets that would take the bytes held
+    /// past [`BodyMemory`]'s limit, in its protocol's terms.
+    pub over_budget: fn(OverBudget) -> axum::BoxError,
 }
 
 impl Quiet {
@@ -56,6 +63,7 @@ impl Quiet {
             idle,
             open_ended: &[],
             stalled: |idle| Stalled(idle).into(),
+            over_budget: |refused| refused.into(),
         }
     }
 }
@@ -74,11 +82,13 @@ pub struct Stalled(pub Duration);
 /// between `quiet.idle` and twice that is closed the graceful way: a
 /// request it is still answering (a long generation, a stream) runs to its
 /// end first. A request body that stops arriving for `quiet.idle` (but an
-/// open-ended one) fails, so its request ends.
+/// open-ended one) fails, so its request ends. Request bodies count against
+/// `memory` until their requests are answered.
 pub fn serve<L, S>(
     mut listener: L,
     service: S,
     quiet: Quiet,
+    memory: BodyMemory,
     mut stop: watch::Receiver<bool>,
 ) -> Serving
 where
@@ -118,7 +128,7 @@ where
                 }
             };
             tracing::trace!(?peer, stopping = stopping.is_some(), "connection accepted");
-            let connection = Connection::new(service.clone(), quiet);
+            let connection = Connection::new(service.clone(), quiet, memory.clone());
             tokio::spawn(connection.run(io, stop.clone(), alive.clone()));
         }
         drop((listener, alive));
@@ -146,12 +156,15 @@ where
     S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
-    /// `service` on one connection, within `quiet`'s limits.
-    fn new(service: S, quiet: Quiet) -> Self {
+    /// `service` on one connection, within `quiet`'s limits, its request
+    /// bodies counted against `memory`.
+    fn new(service: S, quiet: Quiet, memory: BodyMemory) -> Self {
         Connection {
             service: Counted {
                 inner: service,
                 started: Arc::default(),
+                quiet,
+                memory,
             },
             quiet,
         }
@@ -166,16 +179,7 @@ where
         let started = Arc::clone(&self.service.started);
         let quiet = self.quiet;
         let idle = quiet.idle;
-        let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
-            self.service,
-            move |request: hyper::Request<Incoming>| {
-                if quiet.open_ended.contains(&request.uri().path()) {
-                    request.map(Body::new)
-                } else {
-                    request.map(|body| Body::new(Patient::new(body, quiet)))
-                }
-            },
-        ));
+        let hyper_service = TowerToHyperService::new(self.service);
         let mut builder = Builder::new(TokioExecutor::new());
         // Half a request head is no request started, yet hyper's HTTP/1
         // does not end a connection mid-head on a graceful shutdown: its
@@ -241,47 +245,94 @@ where
 /// idle time is the limit instead).
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A connection's service, counting the requests it starts.
+/// A connection's service, counting the requests it starts and holding
+/// each one's body bytes against the [`BodyMemory`] until it is answered.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     started: Arc<AtomicU64>,
+    quiet: Quiet,
+    memory: BodyMemory,
 }
 
-impl<S: tower::Service<Request>> tower::Service<Request> for Counted<S> {
+impl<S: tower::Service<Request>> tower::Service<hyper::Request<Incoming>> for Counted<S> {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Holding<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
         self.started.fetch_add(1, Ordering::Relaxed);
-        self.inner.call(request)
+        let quiet = self.quiet;
+        // A body that came whole with its head's end (a GET) has nothing to
+        // count: no tally is made for it.
+        let tally = (!hyper::body::Body::is_end_stream(request.body()))
+            .then(|| Arc::new(self.memory.tally()));
+        let request = if quiet.open_ended.contains(&request.uri().path()) {
+            // Its messages come and go for as long as the stream lasts; a
+            // tally would only grow.
+            request.map(Body::new)
+        } else {
+            let counted = tally.clone();
+            request.map(|body| Body::new(Patient::new(body, quiet, counted)))
+        };
+        Holding {
+            future: self.inner.call(request),
+            tally,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response on its way, holding its body's tally until the
+    /// response is ready (or the request is dropped): the body's bytes stay
+    /// with the handler until then.
+    struct Holding<F> {
+        #[pin]
+        future: F,
+        tally: Option<Arc<Tally>>,
+    }
+}
+
+impl<F: Future> Future for Holding<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let output = std::task::ready!(this.future.poll(cx));
+        this.tally.take();
+        Poll::Ready(output)
     }
 }
 
 /// A request body that fails when no part of it is ready for the idle
 /// time. Its timer is armed only while the body is waiting, so a body that
 /// came whole with its head (as most do) sets none, and one timer serves
-/// every wait of a body that comes in many parts.
+/// every wait of a body that comes in many parts. Its bytes count in
+/// `tally`; the part that would take the server past its [`BodyMemory`]
+/// fails, and what follows it passes uncounted, for a reader that drains
+/// the rest before it answers.
 struct Patient<B> {
     inner: B,
     quiet: Quiet,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `timer` times the current wait (not an earlier one's).
     waiting: bool,
+    /// `None` once a part was refused.
+    tally: Option<Arc<Tally>>,
 }
 
 impl<B> Patient<B> {
-    fn new(inner: B, quiet: Quiet) -> Self {
+    fn new(inner: B, quiet: Quiet, tally: Option<Arc<Tally>>) -> Self {
         Patient {
             inner,
             quiet,
             timer: None,
             waiting: false,
+            tally,
         }
     }
 }
@@ -301,6 +352,16 @@ where
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = false;
+            let bytes = match &frame {
+                Some(Ok(frame)) => frame.data_ref().map_or(0, Buf::remaining),
+                _ => 0,
+            };
+            if let Some(tally) = &this.tally
+                && let Err(refused) = tally.take(bytes)
+            {
+                this.tally = None;
+                return Poll::Ready(Some(Err((this.quiet.over_budget)(refused))));
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         let idle = this.quiet.idle;
@@ -333,6 +394,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    fn unlimited() -> BodyMemory {
+        BodyMemory::new(usize::MAX, &crate::metrics::Metrics::new())
+    }
+
     /// A connection whose request was sent before the server stopped gets
     /// its answer: the stop never closes it with the request unread. Each
     /// round would fail half the time if the stop could be seen first.
@@ -346,7 +411,8 @@ mod tests {
                 .write_all(b"GET / HTTP/1.1\r\nhost: edgeserve\r\n\r\n")
                 .await
                 .unwrap();
-            let connection = Connection::new(app.clone(), Quiet::new(Duration::from_secs(5)));
+            let connection =
+                Connection::new(app.clone(), Quiet::new(Duration::from_secs(5)), unlimited());
             let (_connections, alive) = watch::channel(());
             connection.run(server, stopped.clone(), alive).await;
             let mut answer = String::new();
@@ -372,7 +438,7 @@ mod tests {
         // mostly is: a timer due "now" is due at the next one.
         tokio::time::advance(Duration::from_micros(500)).await;
         let started = tokio::time::Instant::now();
-        let connection = Connection::new(app, Quiet::new(Duration::from_secs(5)));
+        let connection = Connection::new(app, Quiet::new(Duration::from_secs(5)), unlimited());
         tokio::spawn(connection.run(server, running, alive));
         client
             .write_all(b"GET / HTTP/1.1\r\nhost: edgeserve\r\nconnection: close\r\n\r\n")
@@ -382,6 +448,41 @@ mod tests {
         client.read_to_string(&mut answer).await.unwrap();
         assert!(answer.ends_with("served"), "{answer:?}");
         assert_eq!(tokio::time::Instant::now() - started, Duration::ZERO);
+    }
+
+    /// A body's bytes count from their arrival until the request is
+    /// answered, not only while the body is being read: the handler holds
+    /// them.
+    #[tokio::test]
+    async fn a_body_counts_until_its_request_is_answered() {
+        let metrics = crate::metrics::Metrics::new();
+        let memory = BodyMemory::new(1 << 20, &metrics);
+        let (read, mut was_read) = tokio::sync::mpsc::channel::<usize>(1);
+        let (answer, answered) = tokio::sync::watch::channel(false);
+        let handler = move |body: axum::body::Bytes| async move {
+            read.send(body.len()).await.unwrap();
+            let mut answered = answered.clone();
+            answered.wait_for(|&go| go).await.unwrap();
+            "served"
+        };
+        let app = axum::Router::new().route("/", axum::routing::post(handler));
+        let (_running, running) = watch::channel(false);
+        let (_connections, alive) = watch::channel(());
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let connection = Connection::new(app, Quiet::new(Duration::from_secs(5)), memory);
+        tokio::spawn(connection.run(server, running, alive));
+        client
+            .write_all(b"POST / HTTP/1.1\r\nhost: edgeserve\r\ncontent-length: 1000\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        client.write_all(&[b'x'; 1000]).await.unwrap();
+        assert_eq!(was_read.recv().await, Some(1000));
+        assert_eq!(metrics.body_memory_bytes.get(), 1000);
+        answer.send(true).unwrap();
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        assert!(text.ends_with("served"), "{text:?}");
+        assert_eq!(metrics.body_memory_bytes.get(), 0);
     }
 
     /// A connection the kernel completed, its request sent, before the
@@ -401,7 +502,9 @@ mod tests {
                 .unwrap();
             let (_stopping, stopped) = watch::channel(true);
             let quiet = Quiet::new(Duration::from_secs(5));
-            serve(listener, app.clone(), quiet, stopped).await.unwrap();
+            serve(listener, app.clone(), quiet, unlimited(), stopped)
+                .await
+                .unwrap();
             let mut answer = String::new();
             let read = client.read_to_string(&mut answer).await;
             assert!(

@@ -213,6 +213,11 @@ pub struct Metrics {
     pub open_connections: Gauge,
     /// The most client connections open at once (`--max-connections`).
     pub max_connections: Gauge,
+    /// Bytes of request bodies held now, over every request.
+    pub body_memory_bytes: Gauge,
+    /// The most bytes of request bodies held at once
+    /// (`--max-body-memory-bytes`).
+    pub body_memory_limit_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -273,6 +278,8 @@ impl Metrics {
         let tls_handshake_failures = Family::default();
         let open_connections = Gauge::default();
         let max_connections = Gauge::default();
+        let body_memory_bytes = Gauge::default();
+        let body_memory_limit_bytes = Gauge::default();
         registry.register(
             "requests",
             "Inference requests that reached a model, by outcome",
@@ -388,6 +395,16 @@ impl Metrics {
             "The most client connections open at once; past it, new ones wait (--max-connections)",
             max_connections.clone(),
         );
+        registry.register(
+            "body_memory_bytes",
+            "Bytes of request bodies held now, over every request",
+            body_memory_bytes.clone(),
+        );
+        registry.register(
+            "body_memory_limit_bytes",
+            "The most bytes of request bodies held at once; past it, a request is refused (--max-body-memory-bytes)",
+            body_memory_limit_bytes.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -413,6 +430,8 @@ impl Metrics {
             tls_handshake_failures,
             open_connections,
             max_connections,
+            body_memory_bytes,
+            body_memory_limit_bytes,
         }
     }
 

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::accept::{Bounded, Held};
+use crate::body_memory::BodyMemory;
 use crate::listen::{Quiet, Serving};
 use crate::metrics::{Metrics, TlsFailureLabels, TlsHandshakeLabels};
 use crate::server::auth::Protected;
@@ -318,17 +319,21 @@ impl axum::serve::Listener for TlsListener {
 
 /// Serves `router` (behind its access checks) on `tcp`, over TLS when `tls`
 /// is set, within `quiet`'s limits, until `stop` turns true, then lets
-/// requests in flight finish.
+/// requests in flight finish. Request bodies count against `memory`.
 pub fn serve(
     tcp: Bounded,
     router: Protected,
     tls: Option<&Tls>,
     quiet: Quiet,
+    memory: BodyMemory,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<Serving> {
     Ok(match tls {
-        None => crate::listen::serve(tcp, router, quiet, stop),
-        Some(tls) => crate::listen::serve(TlsListener::new(tcp, tls.clone())?, router, quiet, stop),
+        None => crate::listen::serve(tcp, router, quiet, memory, stop),
+        Some(tls) => {
+            let tcp = TlsListener::new(tcp, tls.clone())?;
+            crate::listen::serve(tcp, router, quiet, memory, stop)
+        }
     })
 }
 

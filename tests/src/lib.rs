@@ -349,6 +349,7 @@ pub fn server_settings(repo: &Path, cache_dir: &Path) -> Settings {
         shutdown_timeout: std::time::Duration::from_secs(20),
         idle_timeout: std::time::Duration::from_secs(60),
         max_connections: None,
+        max_body_memory_bytes: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! secure default off loopback, keys kept out of logs, bundle fetches only
 //! from allowed hosts (redirects and link-local addresses included),
 //! connections that send nothing, half a request or a stalled body, closed,
-//! and connections past `--max-connections` held back.
+//! connections past `--max-connections` held back, and request bodies past
+//! `--max-body-memory-bytes` refused.
 
 mod common;
 
@@ -502,10 +503,7 @@ async fn get_on(connection: &mut tokio::net::TcpStream, path: &str) -> String {
 
 /// The value of the metric `series` in a `/metrics` answer.
 fn series(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+    common::metric_in(metrics, series).unwrap_or_else(|| panic!("no {series} in {metrics}"))
 }
 
 /// Past `--max-connections`, counted over REST and gRPC together, a new
@@ -570,4 +568,121 @@ async fn until_open(connection: &mut tokio::net::TcpStream, n: usize) -> String 
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("never {n} connections open: {metrics}");
+}
+
+/// A `linear` request of `n` values as JSON, about 4 bytes a value.
+fn linear_of(n: usize) -> Vec<u8> {
+    let data = vec![1.0f32; n];
+    serde_json::to_vec(
+        &json!({"inputs": [{"name": "x", "shape": [n, 1], "datatype": "FP32", "data": data}]}),
+    )
+    .unwrap()
+}
+
+/// While one client's large body holds most of `--max-body-memory-bytes`,
+/// another's that would take the server past it is refused, REST with a
+/// 503 and Retry-After and gRPC with RESOURCE_EXHAUSTED, each naming the
+/// limit; the first client gets its answer, and once it has, the refused
+/// request is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_past_the_servers_memory_for_them_are_refused_and_the_others_served() {
+    use edgeserve::server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use edgeserve::server::grpc::proto::{
+        ModelInferRequest, model_infer_request::InferInputTensor,
+    };
+    use tokio::io::AsyncWriteExt;
+
+    const LIMIT: usize = 1 << 20;
+    let repo = model_repository(&["linear"]);
+    let mut settings = common::settings(&repo);
+    settings.max_body_bytes = LIMIT;
+    settings.max_body_memory_bytes = Some(LIMIT);
+    settings.grpc_port = Some(0);
+    let running = edgeserve::app::start(settings).await.unwrap();
+    let grpc = running.grpc_addr().unwrap();
+    let server = TestServer::attach(running, repo);
+    assert_eq!(
+        common::metric(&server, "edgeserve_body_memory_limit_bytes").await,
+        LIMIT as f64
+    );
+
+    // 700 KiB on its way: 600 KiB sent, the rest held back.
+    let held = linear_of(175_000);
+    let sent = 600 << 10;
+    let mut holder = tokio::net::TcpStream::connect(server.authority())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {INFER} HTTP/1.1\r\nHost: edgeserve\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        held.len()
+    );
+    holder.write_all(head.as_bytes()).await.unwrap();
+    holder.write_all(&held[..sent]).await.unwrap();
+    while common::metric(&server, "edgeserve_body_memory_bytes").await < sent as f64 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let other = linear_of(120_000);
+    assert!(other.len() + sent > LIMIT && other.len() < LIMIT);
+    let refused = server
+        .request(Method::POST, INFER)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    let (status, body) = status_json(refused).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        error_text(&body).contains("--max-body-memory-bytes"),
+        "{body}"
+    );
+
+    let mut grpc = GrpcInferenceServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let message = ModelInferRequest {
+        model_name: "linear".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![120_000, 1],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0; 480_000].into()],
+        ..Default::default()
+    };
+    let status = grpc.model_infer(message.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-body-memory-bytes"),
+        "{status:?}"
+    );
+
+    // The first client, unhurried, is answered.
+    holder.write_all(&held[sent..]).await.unwrap();
+    let answered = until_closed(&mut holder).await.unwrap().unwrap();
+    assert!(
+        answered.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answered[..200.min(answered.len())]
+    );
+    while common::metric(&server, "edgeserve_body_memory_bytes").await != 0.0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (status, body) = status_json(
+        server
+            .request(Method::POST, INFER)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(other)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = grpc.model_infer(message).await.unwrap().into_inner();
+    assert_eq!(answer.raw_output_contents[0].len(), 480_000);
 }

@@ -6,19 +6,29 @@ use bytes::Bytes;
 
 use super::error::ApiError;
 use super::oip::json_len;
+use crate::body_memory::OverBudget;
 
 /// How far past the limit a body is still read (and discarded) before the
 /// 413, so an ordinary client sees the answer instead of a broken pipe.
 const DRAIN_CAP: usize = 16 << 20;
 
-/// The error for a body that could not be read: 408 where it stopped
-/// arriving ([`crate::listen::Stalled`]), else 400.
-fn unreadable(error: axum::Error) -> ApiError {
+/// Why a body could not be read: the server holds as many body bytes as
+/// it may (`Ok`, the message of the 503 to answer once the rest is
+/// drained), or the error to answer at once: 408 where it stopped arriving
+/// ([`crate::listen::Stalled`]), else 400.
+fn unreadable(error: axum::Error) -> Result<String, ApiError> {
     let error = error.into_inner();
-    if error.is::<crate::listen::Stalled>() {
-        ApiError::new(StatusCode::REQUEST_TIMEOUT, error.to_string())
+    if error.is::<OverBudget>() {
+        Ok(error.to_string())
+    } else if error.is::<crate::listen::Stalled>() {
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            error.to_string(),
+        ))
     } else {
-        ApiError::bad_request(format!("cannot read the request body: {error}"))
+        Err(ApiError::bad_request(format!(
+            "cannot read the request body: {error}"
+        )))
     }
 }
 
@@ -56,13 +66,28 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     let mut first = Bytes::new();
     let mut buffer: Option<Joined> = None;
     let mut seen = 0usize;
+    // Set when the server's memory for bodies ran out: what was read is
+    // let go and the rest read past (uncounted) before the 503, as for the
+    // 413, so the client is not cut off mid-send.
+    let mut refused = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(unreadable)?;
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) => {
+                refused = Some(unreadable(error)?);
+                (first, buffer) = (Bytes::new(), None);
+                continue;
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };
         seen = seen.saturating_add(data.len());
-        if seen <= limit {
+        if refused.is_some() {
+            if seen > limit.saturating_add(DRAIN_CAP) {
+                break;
+            }
+        } else if seen <= limit {
             match &mut buffer {
                 Some(joined) => joined.extend(&data),
                 None if first.is_empty() => first = data,
@@ -87,6 +112,9 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
         } else if seen > limit.saturating_add(DRAIN_CAP) {
             return Err(too_large());
         }
+    }
+    if let Some(message) = refused {
+        return Err(ApiError::retry_soon(message));
     }
     if seen > limit {
         return Err(too_large());

@@ -235,9 +235,13 @@ pub async fn wait_inflight(client: &reqwest::Client, base: &str, n: usize) {
 /// `series` (name and labels); 0 when absent.
 pub async fn metric(server: &TestServer, series: &str) -> f64 {
     let (_, text) = server.get_text("/metrics").await;
+    metric_in(&text, series).unwrap_or(0.0)
+}
+
+/// The value of `series` in a `/metrics` text.
+pub fn metric_in(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A JSON array of numbers as f64s.

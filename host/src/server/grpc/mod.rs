@@ -83,6 +83,7 @@ pub fn quiet(idle: Duration) -> Quiet {
         ],
         // tonic answers a body error that is a status with that status.
         stalled: |idle| Status::deadline_exceeded(Stalled(idle).to_string()).into(),
+        over_budget: |refused| Status::resource_exhausted(refused.to_string()).into(),
         ..Quiet::new(idle)
     }
 }
@@ -126,7 +127,8 @@ pub fn serve(
     router: auth::Protected,
     tls: Option<&crate::tls::Tls>,
     idle: Duration,
+    memory: crate::body_memory::BodyMemory,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<crate::listen::Serving> {
-    crate::tls::serve(listener, router, tls, quiet(idle), stop)
+    crate::tls::serve(listener, router, tls, quiet(idle), memory, stop)
 }
