@@ -80,3 +80,10 @@ CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
     cargo test --release --target aarch64-unknown-linux-gnu -p edgeserve-tensor \
     --lib --test cpu_ops --test ops --test shape_properties --test compute_threads --test placement
+# The whole server as an aarch64 edge node runs it: cross-built, under
+# qemu-user, serving fresh builds of the example plugins, it answers every
+# shipped request (gpt2's aside) as the x86 build does.
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    cargo build --release --target aarch64-unknown-linux-gnu -p edgeserve
+python3 tests/python/aarch64_serve.py \
+    "${CARGO_TARGET_DIR:-target}/aarch64-unknown-linux-gnu/release/edgeserve"
