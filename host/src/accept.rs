@@ -142,8 +142,7 @@ impl Bounded {
     /// A permit for one more connection, waiting for one to close when the
     /// limit is reached.
     async fn permit(&mut self) -> OwnedSemaphorePermit {
-        let permits = self.limit.permits.clone();
-        if let Ok(permit) = permits.clone().try_acquire_owned() {
+        if let Ok(permit) = Arc::clone(&self.limit.permits).try_acquire_owned() {
             return permit;
         }
         if self
@@ -157,7 +156,7 @@ impl Bounded {
                  until open ones close"
             );
         }
-        permits
+        Arc::clone(&self.limit.permits)
             .acquire_owned()
             .await
             .expect("the connection limit's semaphore is never closed")

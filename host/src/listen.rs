@@ -36,7 +36,8 @@ use crate::body_memory::{BodyMemory, OverBudget, Tally};
 /// A server run to completion.
 pub type Serving = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
-/// How long a connection, and a request body on it, may go quiet.
+/// How long a connection, and a request body on it, may go quiet, and how
+/// the protocol served words a body's refusal.
 #[derive(Clone, Copy, Debug)]
 pub struct Quiet {
     /// A connection that starts no request for between this and twice
@@ -267,17 +268,18 @@ impl<S: tower::Service<Request>> tower::Service<hyper::Request<Incoming>> for Co
     fn call(&mut self, request: hyper::Request<Incoming>) -> Self::Future {
         self.started.fetch_add(1, Ordering::Relaxed);
         let quiet = self.quiet;
-        // A body that came whole with its head's end (a GET) has nothing to
-        // count: no tally is made for it.
-        let tally = (!hyper::body::Body::is_end_stream(request.body()))
-            .then(|| Arc::new(self.memory.tally()));
-        let request = if quiet.open_ended.contains(&request.uri().path()) {
+        let (request, tally) = if quiet.open_ended.contains(&request.uri().path()) {
             // Its messages come and go for as long as the stream lasts; a
             // tally would only grow.
-            request.map(Body::new)
+            (request.map(Body::new), None)
         } else {
+            // A body that came whole with its head's end (a GET) has
+            // nothing to count: no tally is made for it.
+            let tally = (!hyper::body::Body::is_end_stream(request.body()))
+                .then(|| Arc::new(self.memory.tally()));
             let counted = tally.clone();
-            request.map(|body| Body::new(Patient::new(body, quiet, counted)))
+            let request = request.map(|body| Body::new(Patient::new(body, quiet, counted)));
+            (request, tally)
         };
         Holding {
             future: self.inner.call(request),
