@@ -70,11 +70,18 @@ impl ConnectionLimit {
     }
 }
 
-/// The default `--max-connections` for a process that may open
-/// `descriptors` files: all of them but [`RESERVED_DESCRIPTORS`], and at
-/// most [`DEFAULT_CEILING`]; half of them when there are too few for the
+/// The default `--max-connections`: for the files this process may open
+/// ([`descriptor_limit`]; Linux's common soft limit, 1024, where it cannot
+/// be read), [`connections_for`] them.
+pub fn default_max_connections() -> usize {
+    connections_for(descriptor_limit().unwrap_or(1024))
+}
+
+/// The connections a process that may open `descriptors` files may hold:
+/// all of them but [`RESERVED_DESCRIPTORS`], and at most
+/// [`DEFAULT_CEILING`]; half of them when there are too few for the
 /// reserve.
-pub fn default_max_connections(descriptors: u64) -> usize {
+fn connections_for(descriptors: u64) -> usize {
     let usable = descriptors
         .saturating_sub(RESERVED_DESCRIPTORS)
         .max(descriptors / 2);
@@ -82,7 +89,7 @@ pub fn default_max_connections(descriptors: u64) -> usize {
 }
 
 /// How many files this process may open (its soft `RLIMIT_NOFILE`).
-pub fn descriptor_limit() -> io::Result<u64> {
+fn descriptor_limit() -> io::Result<u64> {
     Ok(descriptors()?.rlim_cur)
 }
 
@@ -322,10 +329,10 @@ mod tests {
 
     #[test]
     fn the_default_leaves_descriptors_for_the_rest_of_the_server() {
-        assert_eq!(default_max_connections(1024), 896);
-        assert_eq!(default_max_connections(200), 100);
-        assert_eq!(default_max_connections(1), 1);
-        assert_eq!(default_max_connections(1 << 20), 65_536);
+        assert_eq!(connections_for(1024), 896);
+        assert_eq!(connections_for(200), 100);
+        assert_eq!(connections_for(1), 1);
+        assert_eq!(connections_for(1 << 20), 65_536);
     }
 
     #[test]

@@ -168,11 +168,7 @@ async fn start_with(settings: Settings, devices: Option<Devices>) -> Result<Runn
     let access = Arc::new(AccessPolicy::new(&settings.access, settings.listen.ip())?);
     let metrics = Arc::new(Metrics::new());
     let limit = ConnectionLimit::new(
-        settings.max_connections.unwrap_or_else(|| {
-            // Without the limit known, the common soft limit of Linux.
-            let descriptors = crate::accept::descriptor_limit().unwrap_or(1024);
-            crate::accept::default_max_connections(descriptors)
-        }),
+        (settings.max_connections).unwrap_or_else(crate::accept::default_max_connections),
         &metrics,
     );
     let memory = BodyMemory::new(

@@ -146,10 +146,9 @@ const DRAIN: Duration = Duration::from_millis(100);
 /// connections for empty: time for the runtime to see one that is there.
 const DRAIN_QUIET: Duration = Duration::from_millis(2);
 
-/// One accepted connection's service and limits.
+/// One accepted connection's service, which carries its limits.
 struct Connection<S> {
     service: Counted<S>,
-    quiet: Quiet,
 }
 
 impl<S> Connection<S>
@@ -167,7 +166,6 @@ where
                 quiet,
                 memory,
             },
-            quiet,
         }
     }
 
@@ -178,8 +176,7 @@ where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let started = Arc::clone(&self.service.started);
-        let quiet = self.quiet;
-        let idle = quiet.idle;
+        let idle = self.service.quiet.idle;
         let hyper_service = TowerToHyperService::new(self.service);
         let mut builder = Builder::new(TokioExecutor::new());
         // Half a request head is no request started, yet hyper's HTTP/1
